@@ -1,0 +1,220 @@
+"""The `hub` command."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from hub import make_hub
+
+log = logging.getLogger("hub")
+
+
+@click.group()
+def main():
+    """Subscription lifecycle hub: webhooks in, lifecycle decisions, email/CRM tools out."""
+
+
+def _hub():
+    return make_hub()
+
+
+def _announce_connectors(hub) -> None:
+    try:
+        from connectors import configured
+    except ImportError:
+        return
+    for name, on, why in configured(hub.settings):
+        click.echo(f"  connector {name}: {'on' if on else 'off'}" + ("" if on else f" ({why})"))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="Web worker processes.")
+def run(host, port, workers):
+    """Web server, worker and cron in one process group, for a single machine."""
+    hub = _hub()
+    hub.storage.upgrade()
+    env = dict(os.environ)
+    embedded = None
+    if not hub.settings.REDIS_URL:
+        from hub.queues import embedded_redis_path, start_embedded_redis
+
+        embedded = start_embedded_redis(embedded_redis_path(hub.settings.DATABASE_URL))
+        env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+        click.echo(f"embedded Redis at {embedded.socket_file}")
+    env["DATABASE_URL"] = hub.settings.DATABASE_URL
+    children = [
+        subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--host", host, "--port", str(port),
+                          "--workers", str(workers), "--no-upgrade"], env=env),
+        subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], env=env),
+    ]
+    click.echo(f"hub running on http://{host}:{port}  (Ctrl-C stops it)")
+    _announce_connectors(hub)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.shutdown()
+    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        raise SystemExit(f"a hub process exited with status {failed[0]}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--upgrade/--no-upgrade", default=True, help="Apply database migrations first.")
+def serve(host, port, workers, upgrade):
+    """The web server (gunicorn): webhooks, API, sync log pages."""
+    from gunicorn.app.base import BaseApplication
+
+    from hub import create_app
+
+    hub = _hub()
+    if upgrade:
+        hub.storage.upgrade()
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("graceful_timeout", 10)
+
+        def load(self):
+            return create_app(hub=_hub())
+
+    Server().run()
+
+
+@main.command()
+@click.option("--cron/--no-cron", default=True, help="Also run RQ cron (run it on one worker only).")
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then stop.")
+def worker(cron, burst):
+    """RQ worker for the inbox, outbox and rule queues, with RQ cron."""
+    import multiprocessing
+
+    from rq import Queue, SimpleWorker
+
+    from hub import jobs
+    from hub.queues import QUEUE_NAMES
+
+    hub = _hub()
+    jobs.use(hub)
+    _announce_connectors(hub)
+    # Rows stored while no worker ran (or Redis was down) are drained first.
+    click.echo(f"drained at start: {jobs.backstop_job()}")
+    cron_process = None
+    if cron and not burst:
+        cron_process = multiprocessing.get_context("spawn").Process(target=_run_cron, daemon=True)
+        cron_process.start()
+    queues = [Queue(name, connection=hub.queues.connection) for name in QUEUE_NAMES]
+    try:
+        # SimpleWorker runs jobs in this process: no fork per job, one database pool.
+        SimpleWorker(queues, connection=hub.queues.connection).work(burst=burst, with_scheduler=True)
+    finally:
+        if cron_process is not None:
+            cron_process.terminate()
+
+
+def _run_cron():
+    from hub.schedule import make_cron
+
+    make_cron(_hub().queues.connection).start()
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Apply every migration not applied yet."""
+    _hub().storage.upgrade()
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--event", "event_ids", multiple=True, help="Inbox row id or platform event id.")
+@click.option("--failed", is_flag=True, help="Every event whose processing failed.")
+def replay(event_ids, failed):
+    """Process stored events again through the same code path."""
+    from sqlalchemy import or_, select
+
+    from hub.inbox import replay as replay_row
+    from hub.models import FAILED, InboxEvent
+
+    if not event_ids and not failed:
+        raise click.UsageError("name --event ID (repeatable) or --failed")
+    hub = _hub()
+    with hub.storage.session() as session:
+        query = select(InboxEvent)
+        if failed:
+            query = query.where(InboxEvent.status == FAILED)
+        else:
+            ids = [int(e) for e in event_ids if e.isdigit()]
+            query = query.where(or_(InboxEvent.id.in_(ids), InboxEvent.event_id.in_(event_ids)))
+        rows = list(session.scalars(query.order_by(InboxEvent.id)))
+        if not rows:
+            raise click.ClickException("no stored event matches")
+        for row in rows:
+            replay_row(session, row, hub.settings)
+            click.echo(f"#{row.id} {row.source} {row.topic}: {row.status}" + (f" ({row.error})" if row.error else ""))
+    from hub.jobs import request_pushes
+
+    try:
+        request_pushes(hub)
+    except Exception as exc:  # the worker's backstop pushes later
+        click.echo(f"note: could not enqueue pushes now ({exc}); the worker will")
+
+
+@main.command()
+@click.option("--at", "at", default=None, help="ISO-8601 instant (default: now).")
+def sweep(at):
+    """Run every time rule as of an instant."""
+    from datetime import datetime, timezone
+
+    from hub import rules
+    from hub.values import utc
+
+    hub = _hub()
+    try:
+        now = utc(at) if at else datetime.now(timezone.utc)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 instant: {at!r}", param_hint="--at") from None
+    with hub.storage.session() as session:
+        counts = rules.sweep(session, hub.settings, now)
+    total = sum(counts.values()) if counts else 0
+    click.echo(f"sweep at {now.isoformat()}: {total} trigger(s)")
+    for name, n in sorted((counts or {}).items()):
+        click.echo(f"  {name}: {n}")
+
+
+if __name__ == "__main__":
+    main()

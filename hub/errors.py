@@ -1,0 +1,37 @@
+"""Every exception the hub raises on purpose, in one flat list."""
+
+
+class HubError(Exception):
+    """Base of the hub's own errors."""
+
+
+class SignatureInvalid(HubError):
+    """A webhook's signature or credentials did not verify."""
+
+
+class UnknownSource(HubError):
+    """A webhook arrived for a source the hub does not know."""
+
+
+class MalformedPayload(HubError):
+    """A stored body cannot be read as the source's payload."""
+
+
+class StaleUpdate(HubError):
+    """An update older than what the hub already holds."""
+
+
+class RetryLater(HubError):
+    """A tool asked us to come back later (429, 5xx, timeout)."""
+
+    def __init__(self, retry_after: float, message: str = ""):
+        super().__init__(message or f"retry after {retry_after:.0f} s")
+        self.retry_after = float(retry_after)
+
+
+class Permanent(HubError):
+    """A tool refused the request for good (4xx other than 429)."""
+
+
+class ConfigError(HubError):
+    """A setting or mapping file is wrong; the message names it."""

@@ -1,0 +1,115 @@
+"""Canonical events: the one vocabulary every source is normalized into (design §4).
+
+A normalizer returns a list of CanonicalEvent. `data` holds the event's fields with
+the keys listed in EVENTS; money is integer minor units with an upper-case currency,
+times are UTC-aware datetimes, platform ids are strings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hub.values import iso, utc
+
+CUSTOMER_UPSERTED = "customer.upserted"
+CUSTOMER_DELETED = "customer.deleted"
+CONSENT_CHANGED = "consent.changed"
+ORDER_PLACED = "order.placed"
+ORDER_PAID = "order.paid"
+ORDER_REFUNDED = "order.refunded"
+ORDER_CANCELLED = "order.cancelled"
+SUBSCRIPTION_UPSERTED = "subscription.upserted"
+SUBSCRIPTION_CANCELED = "subscription.canceled"
+TRIAL_ENDING = "trial.ending"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_FAILED = "payment.failed"
+PAYMENT_ACTION_REQUIRED = "payment.action_required"
+RENEWAL_UPCOMING = "renewal.upcoming"
+PAYMENT_METHOD_EXPIRING = "payment_method.expiring"
+PAYMENT_METHOD_UPDATED = "payment_method.updated"
+SUBSCRIBER_ERASE = "subscriber.erase"
+DATA_REQUEST = "data.request"
+APP_UNINSTALLED = "app.uninstalled"
+INVENTORY_CHANGED = "inventory.changed"
+
+# Shapes of `data` per event (every key optional unless the event is meaningless without it).
+_SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "interval_count",
+                      "amount", "currency", "quantity", "current_period_start",
+                      "current_period_end", "next_renewal_at", "trial_end",
+                      "cancel_at_period_end", "canceled_at", "usage_limit", "product_ids",
+                      "update_payment_url")
+_ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
+               "is_subscription", "placed_at", "line_items", "subscription_source_id")
+_PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "currency",
+                 "attempt_count", "next_retry_at", "failure_reason", "decline_code",
+                 "hard_decline", "due_at", "update_payment_url", "paid_at")
+_CARD_KEYS = ("source_id", "brand", "last4", "exp_month", "exp_year", "auto_updated")
+
+EVENTS: dict[str, dict] = {
+    CUSTOMER_UPSERTED: {"data": ()},
+    CUSTOMER_DELETED: {"data": ()},
+    CONSENT_CHANGED: {"data": ("channel", "state", "consented_at", "opt_in_level")},
+    ORDER_PLACED: {"data": _ORDER_KEYS},
+    ORDER_PAID: {"data": _ORDER_KEYS},
+    ORDER_REFUNDED: {"data": ("source_id", "order_source_id", "amount", "currency")},
+    ORDER_CANCELLED: {"data": _ORDER_KEYS},
+    SUBSCRIPTION_UPSERTED: {"data": _SUBSCRIPTION_KEYS},
+    SUBSCRIPTION_CANCELED: {"data": _SUBSCRIPTION_KEYS},
+    TRIAL_ENDING: {"data": _SUBSCRIPTION_KEYS},
+    PAYMENT_SUCCEEDED: {"data": _PAYMENT_KEYS},
+    PAYMENT_FAILED: {"data": _PAYMENT_KEYS},
+    PAYMENT_ACTION_REQUIRED: {"data": _PAYMENT_KEYS},
+    RENEWAL_UPCOMING: {"data": ("subscription_source_id", "renewal_at", "amount", "currency")},
+    PAYMENT_METHOD_EXPIRING: {"data": _CARD_KEYS},
+    PAYMENT_METHOD_UPDATED: {"data": _CARD_KEYS},
+    SUBSCRIBER_ERASE: {"data": ("shop",)},
+    DATA_REQUEST: {"data": ("request_id",)},
+    APP_UNINSTALLED: {"data": ("shop",)},
+    INVENTORY_CHANGED: {"data": ("product_id", "variant_id", "inventory_item_id", "available")},
+}
+
+CUSTOMER_KEYS = ("source_id", "email", "phone", "first_name", "last_name", "created_at")
+
+
+@dataclass
+class CanonicalEvent:
+    """One fact from a source, in the hub's vocabulary.
+
+    `occurred_at` is the source object's own updated-at (or the event's creation
+    time): the model never lets an older one overwrite a newer one.
+    """
+
+    name: str
+    source: str
+    occurred_at: datetime
+    customer: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in EVENTS:
+            raise ValueError(f"unknown canonical event {self.name!r}")
+        unknown = set(self.customer) - set(CUSTOMER_KEYS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown customer keys {sorted(unknown)}")
+        allowed = EVENTS[self.name]["data"]
+        unknown = set(self.data) - set(allowed)
+        if allowed and unknown:
+            raise ValueError(f"{self.name}: unknown data keys {sorted(unknown)}")
+        self.occurred_at = utc(self.occurred_at)
+        if self.occurred_at is None:
+            raise ValueError(f"{self.name}: occurred_at is required")
+
+    def to_dict(self) -> dict:
+        """JSON-safe form, for the timeline and for Redis."""
+        return {"name": self.name, "source": self.source, "occurred_at": iso(self.occurred_at),
+                "customer": _jsonable(self.customer), "data": _jsonable(self.data)}
+
+
+def _jsonable(value):
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

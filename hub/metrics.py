@@ -1,0 +1,30 @@
+"""Prometheus text for /metrics: inbox, deliveries and queues, read from the database."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from hub.models import Delivery, InboxEvent, Subscriber
+
+
+def render(hub) -> str:
+    """The metrics page, in Prometheus' text format."""
+    lines = []
+    with hub.storage.session() as session:
+        lines += ["# HELP hub_inbox_events Inbox rows by source and status.", "# TYPE hub_inbox_events gauge"]
+        for source, status, n in session.execute(select(InboxEvent.source, InboxEvent.status, func.count())
+                                                 .group_by(InboxEvent.source, InboxEvent.status)):
+            lines.append(f'hub_inbox_events{{source="{source}",status="{status}"}} {n}')
+        lines += ["# HELP hub_deliveries Deliveries by connector and status.", "# TYPE hub_deliveries gauge"]
+        for connector, status, n in session.execute(select(Delivery.connector, Delivery.status, func.count())
+                                                    .group_by(Delivery.connector, Delivery.status)):
+            lines.append(f'hub_deliveries{{connector="{connector}",status="{status}"}} {n}')
+        lines += ["# HELP hub_subscribers Subscribers by lifecycle stage.", "# TYPE hub_subscribers gauge"]
+        for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):
+            lines.append(f'hub_subscribers{{stage="{stage or "unknown"}"}} {n}')
+    try:
+        depth = hub.queues.depth()
+    except Exception:  # Redis down: /healthz says so; metrics still render
+        depth = {}
+    lines += ["# HELP hub_queue_depth Jobs waiting per RQ queue.", "# TYPE hub_queue_depth gauge"]
+    lines += [f'hub_queue_depth{{queue="{q}"}} {n}' for q, n in depth.items()]
+    return "\n".join(lines) + "\n"

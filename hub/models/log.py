@@ -1,0 +1,130 @@
+"""The sync-log tables: what came in, what the hub decided, what each tool answered."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hub.models.base import Base, now_utc
+
+# Inbox row statuses.
+PENDING, PROCESSED, IGNORED, FAILED = "pending", "processed", "ignored", "failed"
+
+# Delivery statuses.
+QUEUED, SENT, RETRYING, DEAD, CANCELLED = "queued", "sent", "retrying", "dead", "cancelled"
+
+
+class InboxEvent(Base):
+    """A webhook exactly as it arrived (raw headers and body) and what became of it."""
+
+    __tablename__ = "inbox_event"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_inbox_event_status_id", "status", "id"),
+        Index("ix_inbox_event_subscriber", "subscriber_id", "id"),
+        Index("ix_inbox_event_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(100), index=True)
+    headers: Mapped[dict] = mapped_column(default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=now_utc)
+    triggered_at: Mapped[datetime | None]
+    shop: Mapped[str | None] = mapped_column(String(255))
+    api_version: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
+    # Canonical events it became and what each changed, for the timeline.
+    outcome: Mapped[list] = mapped_column(default=list)
+    # "webhook", "backfill", "reconciliation", "api"
+    origin: Mapped[str] = mapped_column(String(20), default="webhook")
+
+
+class Trigger(Base):
+    """A rule's decision; (subscriber, rule, occasion) is unique so nothing fires twice."""
+
+    __tablename__ = "trigger"
+    __table_args__ = (UniqueConstraint("subscriber_id", "rule", "occasion"),
+                      Index("ix_trigger_subscriber_id", "subscriber_id", "id"),
+                      Index("ix_trigger_due", "status", "due_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(60))
+    occasion: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str] = mapped_column(String(60))
+    properties: Mapped[dict] = mapped_column(default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime | None]
+    # "fired", "cancelled" (a moved renewal date), "skipped" (history, churned meanwhile)
+    status: Mapped[str] = mapped_column(String(12), default="fired")
+    inbox_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+    @property
+    def key(self) -> str:
+        return f"{self.subscriber_id}:{self.rule}:{self.occasion}"
+
+
+class Delivery(Base):
+    """One action for one connector: a profile update or a trigger to send."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("connector", "idempotency_key"),
+                      Index("ix_delivery_queue", "connector", "status", "next_attempt_at"),
+                      Index("ix_delivery_subscriber", "subscriber_id", "id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    connector: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[str] = mapped_column(String(20))  # profile | event | consent | erase
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
+    trigger_id: Mapped[int | None] = mapped_column(ForeignKey("trigger.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(12), default=QUEUED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=now_utc)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    history: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+    sent_at: Mapped[datetime | None]
+
+    attempts_log: Mapped[list["DeliveryAttempt"]] = relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.id")
+
+
+class DeliveryAttempt(Base):
+    """One call to a tool for a delivery: status, latency, the tool's words."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=now_utc)
+    outcome: Mapped[str] = mapped_column(String(12))  # sent | retry | failed
+    http_status: Mapped[int | None]
+    latency_ms: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(String(120))
+    retry_after: Mapped[float | None]
+    message: Mapped[str | None] = mapped_column(Text)
+
+    delivery: Mapped[Delivery] = relationship(back_populates="attempts_log")
+
+
+class Checkpoint(Base):
+    """Where a long job (backfill, reconciliation) got to, so it can resume."""
+
+    __tablename__ = "checkpoint"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=now_utc, onupdate=now_utc)

@@ -1,0 +1,157 @@
+"""The subscriber model: one person, their subscriptions, payments and orders."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hub.models.base import Base, now_utc
+
+STATUSES = ("trialing", "active", "past_due", "paused", "canceled", "expired")
+LIVE_STATUSES = ("trialing", "active", "past_due", "paused")
+
+
+class Subscriber(Base):
+    __tablename__ = "subscriber"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    shopify_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    chargebee_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # {"email": {"state": "subscribed", "source": "shopify", "at": iso, "opt_in_level": ...}, "sms": {...}}
+    consent: Mapped[dict] = mapped_column(default=dict)
+    first_seen_at: Mapped[datetime] = mapped_column(default=now_utc)
+    first_order_at: Mapped[datetime | None]
+    last_order_at: Mapped[datetime | None]
+    orders_count: Mapped[int] = mapped_column(default=0)
+    lifetime_spend: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    last_activity_at: Mapped[datetime | None]
+    loyalty_points: Mapped[int] = mapped_column(default=0)
+    tier: Mapped[str | None] = mapped_column(String(20))
+    stage: Mapped[str | None] = mapped_column(String(20), index=True)
+    stage_reason: Mapped[str | None] = mapped_column(String(200))
+    health_score: Mapped[int | None]
+    # Cards on file: {"<source>:<id>": {"brand", "last4", "exp_month", "exp_year", "auto_updated"}}
+    cards: Mapped[dict] = mapped_column(default=dict)
+    # Usage reports for upsell rules: [{"at": iso, "quantity": n, "metric": str}]
+    usage: Mapped[list] = mapped_column(default=list)
+    profile_updated_at: Mapped[datetime | None]
+    erased_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+    updated_at: Mapped[datetime] = mapped_column(default=now_utc, onupdate=now_utc)
+
+    subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="subscriber", order_by="Subscription.id")
+    payments: Mapped[list["Payment"]] = relationship(back_populates="subscriber", order_by="Payment.id")
+    orders: Mapped[list["Order"]] = relationship(back_populates="subscriber", order_by="Order.id")
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    def source_id(self, source: str) -> str | None:
+        return getattr(self, f"{source}_customer_id", None)
+
+
+class Subscription(Base):
+    __tablename__ = "subscription"
+    __table_args__ = (UniqueConstraint("source", "source_id"),
+                      Index("ix_subscription_renewal", "status", "next_renewal_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    plan: Mapped[str | None] = mapped_column(String(200))
+    plan_id: Mapped[str | None] = mapped_column(String(200))
+    interval: Mapped[str | None] = mapped_column(String(10))
+    interval_count: Mapped[int] = mapped_column(default=1)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    quantity: Mapped[int] = mapped_column(default=1)
+    current_period_start: Mapped[datetime | None]
+    current_period_end: Mapped[datetime | None]
+    next_renewal_at: Mapped[datetime | None]
+    trial_end: Mapped[datetime | None]
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    canceled_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    usage_limit: Mapped[int | None]
+    product_ids: Mapped[list] = mapped_column(default=list)
+    update_payment_url: Mapped[str | None] = mapped_column(Text)
+    source_updated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+    subscriber: Mapped[Subscriber | None] = relationship(back_populates="subscriptions")
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+class Payment(Base):
+    __tablename__ = "payment"
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id"))
+    source: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(30))  # succeeded | failed | action_required
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    attempt_count: Mapped[int] = mapped_column(default=0)
+    next_retry_at: Mapped[datetime | None]
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    hard_decline: Mapped[bool] = mapped_column(default=False)
+    first_failed_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    paid_at: Mapped[datetime | None]
+    update_payment_url: Mapped[str | None] = mapped_column(Text)
+    source_updated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+    subscriber: Mapped[Subscriber | None] = relationship(back_populates="payments")
+
+
+class Order(Base):
+    __tablename__ = "shop_order"
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str | None] = mapped_column(String(64), index=True)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    financial_status: Mapped[str | None] = mapped_column(String(30))
+    is_subscription: Mapped[bool] = mapped_column(default=False)
+    cancelled: Mapped[bool] = mapped_column(default=False)
+    paid: Mapped[bool] = mapped_column(default=False)
+    placed_at: Mapped[datetime | None]
+    line_items: Mapped[list] = mapped_column(default=list)
+    source_updated_at: Mapped[datetime | None]
+
+    subscriber: Mapped[Subscriber | None] = relationship(back_populates="orders")
+
+
+class Merge(Base):
+    """A logged identity decision: two records found to be one person."""
+
+    __tablename__ = "merge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kept_id: Mapped[int] = mapped_column(Integer, index=True)
+    merged_id: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=now_utc)

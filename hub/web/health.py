@@ -1,0 +1,46 @@
+"""GET /healthz and GET /metrics."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import func, select
+
+from hub.models import FAILED, PENDING, InboxEvent
+from hub.web import current_hub
+
+bp = Blueprint("health", __name__)
+
+
+def _inbox_counts(hub) -> dict:
+    with hub.storage.session() as session:
+        rows = session.execute(select(InboxEvent.status, func.count()).where(
+            InboxEvent.status.in_((PENDING, FAILED))).group_by(InboxEvent.status)).all()
+    return {status: count for status, count in rows}
+
+
+@bp.get("/healthz")
+def healthz():
+    hub = current_hub()
+    checks, healthy = {}, True
+    try:
+        hub.storage.ping()
+        counts = _inbox_counts(hub)
+        checks["database"] = "ok"
+        checks["inbox_backlog"] = counts.get(PENDING, 0)
+        checks["inbox_failed"] = counts.get(FAILED, 0)
+    except Exception as exc:  # any failure to reach the database is unhealthy
+        checks["database"], healthy = f"down: {type(exc).__name__}", False
+    try:
+        hub.queues.ping()
+        checks["redis"] = "ok"
+        checks["queues"] = hub.queues.depth()
+    except Exception as exc:
+        checks["redis"], healthy = f"down: {type(exc).__name__}", False
+    checks["status"] = "ok" if healthy else "unhealthy"
+    return jsonify(checks), 200 if healthy else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    from hub.metrics import render
+
+    return Response(render(current_hub()), mimetype="text/plain; version=0.0.4")

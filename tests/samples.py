@@ -1,0 +1,91 @@
+"""Real payload samples: ../shared/fixtures (published by others) and tests/samples (ours)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+OURS = Path(__file__).resolve().parent / "samples"
+
+
+def load_sample(path: str) -> dict:
+    """A sample by path: `shared:stripe/pay/invoice.json` or `shopify/orders_create.json` (ours)."""
+    if path.startswith("shared:"):
+        return json.loads((SHARED / path.removeprefix("shared:")).read_text())
+    return json.loads((OURS / path).read_text())
+
+
+def stripe_resource(name: str) -> dict:
+    """One of Stripe's published example objects (fixtures3.json `resources`)."""
+    return json.loads((SHARED / "stripe" / "fixtures3.json").read_text())["resources"][name]
+
+
+def stripe_event(event_type: str, obj: dict, event_id: str = "evt_test_1", created: int | None = None,
+                 previous_attributes: dict | None = None) -> dict:
+    """Wrap an object as a Stripe event of `event_type`."""
+    data = {"object": obj}
+    if previous_attributes is not None:
+        data["previous_attributes"] = previous_attributes
+    return {"id": event_id, "object": "event", "api_version": "2025-03-31.basil",
+            "type": event_type, "created": created or int(time.time()), "livemode": False,
+            "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None}, "data": data}
+
+
+def sign_stripe(body: bytes, secret: str, timestamp: int | None = None) -> dict:
+    """Headers Stripe would send for `body`."""
+    t = int(time.time()) if timestamp is None else timestamp
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
+
+
+def sign_shopify(body: bytes, secret: str, topic: str, webhook_id: str = "wh-1",
+                 event_id: str | None = None, shop: str = "example.myshopify.com",
+                 api_version: str = "2025-10", triggered_at: str = "2026-11-01T12:00:00Z") -> dict:
+    """Headers Shopify would send for `body` on `topic`."""
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    headers = {"X-Shopify-Hmac-Sha256": digest, "X-Shopify-Topic": topic,
+               "X-Shopify-Shop-Domain": shop, "X-Shopify-API-Version": api_version,
+               "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-Triggered-At": triggered_at,
+               "Content-Type": "application/json"}
+    if event_id:
+        headers["X-Shopify-Event-Id"] = event_id
+    return headers
+
+
+def chargebee_auth(user: str, password: str) -> dict:
+    """Basic-auth headers Chargebee sends."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+
+SECRETS = {
+    "SHOPIFY_WEBHOOK_SECRET": "shpss_test_secret",
+    "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+    "CHARGEBEE_WEBHOOK_USER": "chargebee",
+    "CHARGEBEE_WEBHOOK_PASSWORD": "cb-test-password",
+    "HUB_API_TOKEN": "test-api-token",
+    "HUB_SECRET_KEY": "test-session-key",
+}
+API_HEADERS = {"Authorization": f"Bearer {SECRETS['HUB_API_TOKEN']}"}
+
+
+def signed(source: str, payload: dict | bytes, topic: str | None = None, **kwargs) -> tuple[dict, bytes]:
+    """(headers, body) of a webhook from `source` signed with the test secrets."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if source == "stripe":
+        return sign_stripe(body, SECRETS["STRIPE_WEBHOOK_SECRET"], **kwargs), body
+    if source == "shopify":
+        return sign_shopify(body, SECRETS["SHOPIFY_WEBHOOK_SECRET"], topic, **kwargs), body
+    if source == "chargebee":
+        return chargebee_auth(SECRETS["CHARGEBEE_WEBHOOK_USER"], SECRETS["CHARGEBEE_WEBHOOK_PASSWORD"]), body
+    raise ValueError(source)
+
+
+def post(client, source: str, payload: dict | bytes, topic: str | None = None, **kwargs):
+    """POST a signed webhook through the Flask test client."""
+    headers, body = signed(source, payload, topic, **kwargs)
+    return client.post(f"/webhooks/{source}", data=body, headers=headers)

@@ -1,0 +1,374 @@
+"""Chargebee webhooks: basic auth, envelope, and every sample normalized (design §4)."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from werkzeug.datastructures import Headers
+
+from hub.config import Settings
+from hub.errors import MalformedPayload, SignatureInvalid
+from tests.samples import OURS, chargebee_auth, load_sample
+from webhooks import body_hash_id, chargebee, get_source
+
+SUB_ID = "16BjnUSUXm71P3Xq"
+CUSTOMER_ID = "16BjnUSUXm6zM2Xk"
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def settings(user="cb-hooks", password="s3cret:with-colon") -> Settings:
+    return Settings.from_env(env={}, overrides={"CHARGEBEE_WEBHOOK_USER": user,
+                                                "CHARGEBEE_WEBHOOK_PASSWORD": password})
+
+
+def normalize(name: str, payload: dict | None = None):
+    """The canonical events of a sample (optionally a changed copy of it)."""
+    payload = payload if payload is not None else load_sample(f"chargebee/{name}.json")
+    body = json.dumps(payload).encode()
+    envelope = chargebee.describe({}, body)
+    return chargebee.TOPICS[envelope.topic](payload, envelope)
+
+
+def only(name: str, payload: dict | None = None):
+    events = normalize(name, payload)
+    assert len(events) == 1
+    return events[0]
+
+
+# --- verify -------------------------------------------------------------------------------
+
+def test_module_is_the_chargebee_source():
+    assert get_source("chargebee") is chargebee and chargebee.NAME == "chargebee"
+
+
+def test_verify_accepts_the_configured_pair_in_a_dict_or_werkzeug_headers():
+    headers = chargebee_auth("cb-hooks", "s3cret:with-colon")
+    chargebee.verify(settings(), headers, b"{}")
+    chargebee.verify(settings(), Headers(headers), b"{}")
+    chargebee.verify(settings(), {"authorization": headers["Authorization"]}, b"{}")
+
+
+@pytest.mark.parametrize("headers", [
+    chargebee_auth("cb-hooks", "wrong"),
+    chargebee_auth("someone", "s3cret:with-colon"),
+    chargebee_auth("cb-hooks", "s3cret"),
+    {"Authorization": "Bearer abc"},
+    {"Authorization": "Basic !!!not-base64"},
+    {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
+    {"Authorization": "Basic "},
+    {"Content-Type": "application/json"},
+    {},
+])
+def test_verify_refuses_missing_or_wrong_credentials(headers):
+    with pytest.raises(SignatureInvalid):
+        chargebee.verify(settings(), headers, b"{}")
+
+
+@pytest.mark.parametrize("user,password", [("", ""), ("cb-hooks", ""), ("", "pw")])
+def test_verify_refuses_everything_when_credentials_are_not_configured(user, password):
+    with pytest.raises(SignatureInvalid, match="not configured"):
+        chargebee.verify(settings(user, password), chargebee_auth(user, password), b"{}")
+
+
+# --- describe -----------------------------------------------------------------------------
+
+def test_describe_reads_the_event_envelope():
+    body = (OURS / "chargebee" / "payment_failed.json").read_bytes()
+    env = chargebee.describe({}, body)
+    assert env.event_id == "ev_16BjnUSUXmT8d1ZQ"
+    assert env.topic == "payment_failed"
+    assert env.api_version == "v2"
+    assert env.triggered_at == at(2026, 12, 18, 15)
+    assert env.extra == {"source": "scheduled_job"}
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"event_type": "customer_created"}',
+                                  b"\xff\xfe", b'{"id": "ev_1", "occurred_at": "soon"}'])
+def test_describe_never_raises(body):
+    env = chargebee.describe({}, body)
+    if b"ev_1" in body:  # an id is enough to dedupe; a bad time is only left out
+        assert (env.event_id, env.topic, env.triggered_at) == ("ev_1", "unreadable", None)
+    else:
+        assert (env.event_id, env.topic) == (body_hash_id(body), "unreadable")
+
+
+def test_every_sample_is_a_known_topic_and_every_topic_has_a_sample():
+    samples = sorted(Path(OURS / "chargebee").glob("*.json"))
+    topics = {json.loads(p.read_text())["event_type"] for p in samples}
+    assert topics == set(chargebee.TOPICS)
+    for path in samples:
+        assert normalize(path.stem), path.name
+
+
+# --- customers ----------------------------------------------------------------------------
+
+def test_customer_created():
+    e = only("customer_created")
+    assert e.name == "customer.upserted" and e.source == "chargebee"
+    assert e.customer == {"source_id": CUSTOMER_ID, "email": "maria.lopez@example.com",
+                          "phone": "+14155550132", "first_name": "Maria", "last_name": "Lopez",
+                          "created_at": at(2026, 10, 1, 15)}
+    # resource_version (ms) orders changes made within the same second
+    assert e.occurred_at == at(2026, 10, 1, 15, 0, 0, 417000)
+
+
+def test_customer_changed_carries_new_email_and_phone():
+    e = only("customer_changed")
+    assert e.name == "customer.upserted"
+    assert e.customer["email"] == "maria.lopez@newmail.example"
+    assert e.customer["phone"] == "+442079460958"
+    assert e.occurred_at == at(2026, 10, 4, 16, 0, 0, 417000)
+
+
+def test_customer_changed_without_resource_version_uses_updated_at_then_occurred_at():
+    payload = load_sample("chargebee/customer_changed.json")
+    del payload["content"]["customer"]["resource_version"]
+    assert only("customer_changed", payload).occurred_at == at(2026, 10, 4, 16)
+    del payload["content"]["customer"]["updated_at"]
+    payload["occurred_at"] = 1790960000
+    assert only("customer_changed", payload).occurred_at == datetime.fromtimestamp(1790960000, timezone.utc)
+
+
+def test_customer_deleted():
+    e = only("customer_deleted")
+    assert e.name == "customer.deleted"
+    assert e.customer["source_id"] == CUSTOMER_ID and e.data == {}
+
+
+# --- subscriptions ------------------------------------------------------------------------
+
+def test_subscription_created_pc2_in_trial():
+    e = only("subscription_created")
+    assert e.name == "subscription.upserted"
+    assert e.customer["email"] == "maria.lopez@example.com"
+    assert e.data == {
+        "source_id": SUB_ID, "status": "trialing",
+        "plan": "Coffee-Club-USD-Monthly", "plan_id": "Coffee-Club-USD-Monthly",
+        "interval": "month", "interval_count": 1, "quantity": 1,
+        # plan 2900 + 2 bags × 900; the one-time Welcome-Kit charge item is not recurring
+        "amount": 4700, "currency": "USD",
+        "current_period_start": at(2026, 10, 1, 15), "current_period_end": at(2026, 10, 15, 15),
+        "next_renewal_at": at(2026, 10, 15, 15), "trial_end": at(2026, 10, 15, 15),
+        "cancel_at_period_end": False, "canceled_at": None,
+    }
+
+
+def test_pc1_and_pc2_shapes_give_the_same_subscription():
+    pc2, pc1 = only("subscription_created").data, only("subscription_created_pc1").data
+    assert pc1["amount"] == pc2["amount"] == 4700
+    assert pc1["plan_id"] == "coffee-club-monthly"
+    assert {k: v for k, v in pc1.items() if k not in ("plan", "plan_id")} == \
+           {k: v for k, v in pc2.items() if k not in ("plan", "plan_id")}
+
+
+def test_amount_is_unit_price_times_quantity_when_amount_is_absent():
+    payload = load_sample("chargebee/subscription_created_pc1.json")
+    sub = payload["content"]["subscription"]
+    del sub["plan_amount"], sub["addons"][0]["amount"]
+    sub["currency_code"] = "usd"
+    data = only("subscription_created", payload).data
+    assert (data["amount"], data["currency"]) == (4700, "USD")
+
+
+def test_subscription_without_currency_leaves_money_out():
+    payload = load_sample("chargebee/subscription_renewed.json")
+    del payload["content"]["subscription"]["currency_code"]
+    data = only("subscription_renewed", payload).data
+    assert "amount" not in data and "currency" not in data
+
+
+@pytest.mark.parametrize("sample,status,next_renewal", [
+    ("subscription_activated", "active", at(2026, 11, 15, 15)),
+    ("subscription_started", "active", at(2026, 12, 15, 15)),
+    ("subscription_renewed", "active", at(2026, 12, 15, 15)),
+    ("subscription_resumed", "active", at(2027, 1, 17, 15)),
+    ("subscription_reactivated", "active", at(2027, 2, 3, 15)),
+    ("subscription_scheduled_cancellation_removed", "active", at(2026, 12, 15, 15)),
+    ("subscription_paused", "paused", None),
+])
+def test_subscription_upserted_statuses(sample, status, next_renewal):
+    e = only(sample)
+    assert e.name == "subscription.upserted"
+    assert e.customer["source_id"] == CUSTOMER_ID
+    assert (e.data["source_id"], e.data["status"], e.data["next_renewal_at"]) == (SUB_ID, status, next_renewal)
+    assert (e.data["amount"], e.data["currency"]) == (4700, "USD")
+    assert e.data["cancel_at_period_end"] is False
+
+
+def test_subscription_renewed_pc1():
+    e = only("subscription_renewed")
+    assert e.data["plan_id"] == "coffee-club-monthly"
+    assert e.data["current_period_start"] == at(2026, 11, 15, 15)
+    assert e.data["current_period_end"] == at(2026, 12, 15, 15)
+    assert e.occurred_at == at(2026, 11, 15, 15, 0, 0, 417000)
+
+
+def test_subscription_changed_to_a_quarterly_price():
+    d = only("subscription_changed").data
+    assert (d["plan_id"], d["interval"], d["interval_count"]) == ("Coffee-Club-USD-Every-3-months", "month", 3)
+    assert (d["amount"], d["currency"]) == (7900 + 2 * 2400, "USD")
+    assert d["next_renewal_at"] == at(2027, 1, 20, 15)
+
+
+def test_cancellation_scheduled_is_active_until_the_period_ends():
+    d = only("subscription_cancellation_scheduled").data
+    assert d["status"] == "active" and d["cancel_at_period_end"] is True
+    assert d["next_renewal_at"] is None and d["canceled_at"] is None
+    assert d["current_period_end"] == at(2026, 12, 15, 15)
+
+
+def test_non_renewing_never_has_a_next_renewal_even_if_sent():
+    payload = load_sample("chargebee/subscription_cancellation_scheduled.json")
+    payload["content"]["subscription"]["next_billing_at"] = 1797346800
+    assert only("subscription_cancellation_scheduled", payload).data["next_renewal_at"] is None
+
+
+def test_subscription_cancelled():
+    e = only("subscription_cancelled")
+    assert e.name == "subscription.canceled"
+    assert e.data["status"] == "canceled"  # due invoices do not make a cancelled one past_due
+    assert e.data["canceled_at"] == at(2026, 12, 30, 15)
+    assert e.data["next_renewal_at"] is None
+
+
+def test_active_with_due_invoices_is_past_due():
+    payload = load_sample("chargebee/subscription_renewed.json")
+    payload["content"]["subscription"]["due_invoices_count"] = 1
+    assert only("subscription_renewed", payload).data["status"] == "past_due"
+
+
+@pytest.mark.parametrize("raw,canonical", [("future", "trialing"), ("in_trial", "trialing"),
+                                           ("active", "active"), ("non_renewing", "active"),
+                                           ("paused", "paused"), ("cancelled", "canceled"),
+                                           ("transferred", "canceled")])
+def test_status_map(raw, canonical):
+    payload = load_sample("chargebee/subscription_changed.json")
+    payload["content"]["subscription"]["status"] = raw
+    assert only("subscription_changed", payload).data["status"] == canonical
+
+
+def test_unknown_status_or_missing_subscription_is_malformed():
+    payload = load_sample("chargebee/subscription_changed.json")
+    payload["content"]["subscription"]["status"] = "archived"
+    with pytest.raises(MalformedPayload):
+        normalize("subscription_changed", payload)
+    del payload["content"]["subscription"]
+    with pytest.raises(MalformedPayload):
+        normalize("subscription_changed", payload)
+
+
+def test_subscription_event_without_customer_object_keeps_the_customer_id():
+    payload = load_sample("chargebee/subscription_changed.json")
+    del payload["content"]["customer"]
+    assert only("subscription_changed", payload).customer == {"source_id": CUSTOMER_ID}
+
+
+def test_trial_end_reminder():
+    e = only("subscription_trial_end_reminder")
+    assert e.name == "trial.ending"
+    assert e.data["status"] == "trialing"
+    assert e.data["trial_end"] == at(2026, 10, 15, 15)
+    assert e.occurred_at == at(2026, 10, 12, 15)  # the reminder's own time, not the subscription's
+
+
+def test_renewal_reminder():
+    e = only("subscription_renewal_reminder")
+    assert e.name == "renewal.upcoming"
+    assert e.data == {"subscription_source_id": SUB_ID, "renewal_at": at(2026, 12, 15, 15),
+                      "amount": 4700, "currency": "USD"}
+    assert e.occurred_at == at(2026, 12, 12, 15)
+
+
+# --- payments -----------------------------------------------------------------------------
+
+def test_payment_succeeded():
+    e = only("payment_succeeded")
+    assert e.name == "payment.succeeded"
+    assert e.customer["email"] == "maria.lopez@example.com"
+    assert e.data == {"source_id": "1042", "subscription_source_id": SUB_ID, "status": "succeeded",
+                      "amount": 4700, "currency": "USD", "due_at": at(2026, 11, 15, 15),
+                      "paid_at": at(2026, 11, 15, 15), "update_payment_url": None}
+    assert e.occurred_at == at(2026, 11, 15, 15, 0, 0, 655000)  # the transaction's version
+
+
+def test_payment_failed_soft_decline():
+    e = only("payment_failed")
+    assert e.name == "payment.failed"
+    assert e.data == {"source_id": "1057", "subscription_source_id": SUB_ID, "status": "failed",
+                      "amount": 4700, "currency": "USD", "attempt_count": 2,
+                      "next_retry_at": at(2026, 12, 23, 15), "due_at": at(2026, 12, 15, 15),
+                      "failure_reason": "Your card has insufficient funds.",
+                      "decline_code": "insufficient_funds", "hard_decline": False,
+                      "update_payment_url": None}
+
+
+@pytest.mark.parametrize("error_code,decline_code", [("expired_card", None), ("card_declined", "stolen_card")])
+def test_payment_failed_hard_decline(error_code, decline_code):
+    payload = load_sample("chargebee/payment_failed.json")
+    txn = payload["content"]["transaction"]
+    txn["error_code"] = error_code
+    if decline_code:
+        txn["error_detail"]["decline_code"] = decline_code
+    else:
+        del txn["error_detail"]
+    data = only("payment_failed", payload).data
+    assert data["hard_decline"] is True
+    assert data["decline_code"] == (decline_code or error_code)
+
+
+def test_payment_failed_with_invoice_only():
+    payload = load_sample("chargebee/payment_failed.json")
+    del payload["content"]["transaction"]
+    payload["content"]["invoice"]["dunning_attempts"] = []
+    e = only("payment_failed", payload)
+    assert (e.data["source_id"], e.data["amount"], e.data["currency"]) == ("1057", 4700, "USD")
+    assert "attempt_count" not in e.data
+    assert e.occurred_at == at(2026, 12, 18, 15, 0, 0, 902000)  # the invoice's version
+
+
+def test_payment_without_invoice_or_transaction_is_malformed():
+    payload = load_sample("chargebee/payment_succeeded.json")
+    del payload["content"]["invoice"], payload["content"]["transaction"]
+    with pytest.raises(MalformedPayload):
+        normalize("payment_succeeded", payload)
+
+
+# --- cards --------------------------------------------------------------------------------
+
+def test_card_expiry_reminder():
+    e = only("card_expiry_reminder")
+    assert e.name == "payment_method.expiring"
+    assert e.data == {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242",
+                      "exp_month": 12, "exp_year": 2026}
+    assert e.occurred_at == at(2026, 11, 20, 15)
+
+
+@pytest.mark.parametrize("sample,expected", [
+    ("card_updated", {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242",
+                      "exp_month": 12, "exp_year": 2029}),
+    ("card_added", {"source_id": "pm_AzZlGJUXn2kQ81Ab", "brand": "mastercard", "last4": "1881",
+                    "exp_month": 3, "exp_year": 2030}),
+])
+def test_card_updated_and_added(sample, expected):
+    e = only(sample)
+    assert e.name == "payment_method.updated"
+    assert e.data == expected
+    assert e.customer["source_id"] == CUSTOMER_ID
+
+
+def test_card_without_payment_source_id_falls_back_to_the_customer():
+    payload = load_sample("chargebee/card_updated.json")
+    del payload["content"]["card"]["payment_source_id"]
+    assert only("card_updated", payload).data["source_id"] == CUSTOMER_ID
+
+
+def test_events_serialize_for_the_timeline():
+    for path in sorted(Path(OURS / "chargebee").glob("*.json")):
+        for e in normalize(path.stem):
+            assert json.loads(json.dumps(e.to_dict()))["source"] == "chargebee"

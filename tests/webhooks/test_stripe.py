@@ -1,0 +1,527 @@
+"""Stripe webhooks: what the hub accepts, and what each Stripe event means in canonical events."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+import responses
+from werkzeug.datastructures import Headers
+
+from hub import events as ev
+from hub.config import Settings
+from hub.errors import SignatureInvalid
+from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
+from webhooks import body_hash_id
+from webhooks import stripe as hook
+
+SECRET = "whsec_test_secret"
+EVENT_CREATED = 1767225600  # 2026-01-01T00:00:00Z
+
+
+def at(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def receive(event: dict) -> list[ev.CanonicalEvent]:
+    """What the hub makes of a delivered event: envelope from the body, then its normalizer."""
+    body = json.dumps(event).encode()
+    envelope = hook.describe({}, body)
+    return hook.TOPICS[envelope.topic](json.loads(body), envelope)
+
+
+def pay_event(file_name: str, event_type: str | None = None) -> dict:
+    """A payload collected by the `pay` gem (shared/fixtures/stripe/pay), wrapped as its event."""
+    sample = load_sample(f"shared:stripe/pay/{file_name}.json")
+    if event_type is None:
+        event_type = f"customer.{file_name}" if file_name.startswith("subscription.") else file_name
+    # invoice.json is a bare invoice; the others hold the event's `data`.
+    obj = sample["object"] if isinstance(sample.get("object"), dict) else sample
+    return stripe_event(event_type, obj, created=EVENT_CREATED,
+                        previous_attributes=sample.get("previous_attributes"))
+
+
+def event_object(event: dict) -> dict:
+    return event["data"]["object"]
+
+
+def published_event(resource: str, event_type: str) -> dict:
+    """One of Stripe's published example objects, wrapped as an event."""
+    return stripe_event(event_type, stripe_resource(resource), created=EVENT_CREATED)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+BODY = json.dumps(stripe_event("customer.created", {"id": "cus_1"})).encode()
+
+
+def settings(**overrides) -> Settings:
+    return Settings(**{"STRIPE_WEBHOOK_SECRET": SECRET, **overrides})
+
+
+def test_a_correctly_signed_body_passes():
+    hook.verify(settings(), sign_stripe(BODY, SECRET), BODY)
+
+
+@pytest.mark.parametrize("make_headers",
+                         [dict, Headers, lambda h: {k.lower(): v for k, v in h.items()}],
+                         ids=["dict", "werkzeug", "lower-case"])
+def test_the_signature_header_is_found_whatever_its_case(make_headers):
+    hook.verify(settings(), make_headers(sign_stripe(BODY, SECRET)), BODY)
+
+
+def test_a_body_signed_with_another_secret_is_refused():
+    with pytest.raises(SignatureInvalid, match="signature"):
+        hook.verify(settings(), sign_stripe(BODY, "whsec_other"), BODY)
+
+
+def test_a_changed_body_is_refused():
+    headers = sign_stripe(BODY, SECRET)
+    with pytest.raises(SignatureInvalid):
+        hook.verify(settings(), headers, BODY.replace(b"cus_1", b"cus_2"))
+
+
+def test_a_signature_older_than_five_minutes_is_refused_as_a_replay():
+    old = sign_stripe(BODY, SECRET, timestamp=int(time.time()) - 301)
+    with pytest.raises(SignatureInvalid, match="tolerance"):
+        hook.verify(settings(), old, BODY)
+
+
+def test_a_missing_signature_header_is_refused():
+    with pytest.raises(SignatureInvalid, match="missing"):
+        hook.verify(settings(), {"Content-Type": "application/json"}, BODY)
+
+
+def test_nothing_passes_while_the_webhook_secret_is_unset():
+    with pytest.raises(SignatureInvalid, match="STRIPE_WEBHOOK_SECRET"):
+        hook.verify(settings(STRIPE_WEBHOOK_SECRET=""), sign_stripe(BODY, SECRET), BODY)
+
+
+def test_during_secret_rotation_either_v1_signature_passes():
+    now = int(time.time())
+    old = sign_stripe(BODY, "whsec_old", timestamp=now)["Stripe-Signature"]
+    new = sign_stripe(BODY, SECRET, timestamp=now)["Stripe-Signature"]
+    both = old + ",v1=" + new.split("v1=")[1]
+    hook.verify(settings(), {"Stripe-Signature": both}, BODY)
+
+
+def test_the_refusal_reason_does_not_quote_the_body():
+    with pytest.raises(SignatureInvalid) as refused:
+        hook.verify(settings(), sign_stripe(BODY, "whsec_other"), BODY)
+    assert "cus_1" not in str(refused.value)
+
+
+# --- describe ----------------------------------------------------------------------------
+
+def test_the_envelope_is_the_events_id_type_and_creation_time():
+    body = json.dumps(stripe_event("invoice.paid", {"id": "in_1"}, event_id="evt_42",
+                                   created=EVENT_CREATED)).encode()
+    envelope = hook.describe({}, body)
+    assert (envelope.event_id, envelope.topic) == ("evt_42", "invoice.paid")
+    assert envelope.triggered_at == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert envelope.api_version == "2025-03-31.basil"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe", b"[1, 2]", b'{"type": "invoice.paid"}',
+                                  b""])
+def test_an_unreadable_body_gets_an_id_from_its_hash(body):
+    envelope = hook.describe({}, body)
+    assert (envelope.event_id, envelope.topic) == (body_hash_id(body), "unreadable")
+
+
+# --- the pay gem's payloads ----------------------------------------------------------------
+
+# Types Stripe sends that the hub has no canonical event for: stored and marked ignored.
+# (subscription.trial_ended is not a Stripe type at all; invoice.updated here holds an
+# invoice_payment; attach/detach say nothing about which card pays.)
+IGNORED = ["account.updated", "charge.succeeded", "charge.updated", "invoice.updated",
+           "payment_method.attached", "payment_method.detached",
+           "customer.subscription.trial_ended"]
+
+
+PAY_FILES = sorted(path.stem for path in (SHARED / "stripe" / "pay").glob("*.json"))
+
+
+@pytest.mark.parametrize("file_name", PAY_FILES)
+def test_every_collected_payload_is_either_normalized_or_ignored(file_name):
+    event = pay_event(file_name, "invoice.paid" if file_name == "invoice" else None)
+    if event["type"] in IGNORED:
+        assert event["type"] not in hook.TOPICS
+    else:
+        assert receive(event), f"{event['type']} gave no canonical event"
+
+
+def test_a_deleted_customer():
+    [event] = receive(pay_event("customer.deleted"))
+    assert event.name == ev.CUSTOMER_DELETED
+    assert event.customer == {"source_id": "cus_EGxrcooteA3WAb"}
+    assert event.occurred_at == at(EVENT_CREATED)
+
+
+def test_an_updated_customer_without_email_is_upserted_by_id():
+    [event] = receive(pay_event("customer.updated"))
+    assert event.name == ev.CUSTOMER_UPSERTED
+    assert event.customer == {"source_id": "cus_1234", "created_at": at(1546497808)}
+
+
+def test_a_paid_subscription_checkout_places_and_pays_an_order():
+    placed, paid = receive(pay_event("checkout.session.completed"))
+    assert [placed.name, paid.name] == [ev.ORDER_PLACED, ev.ORDER_PAID]
+    assert placed.customer == {"source_id": "cus_M5wW9RPFk9xNZ5", "email": "chris@gorails.com",
+                               "first_name": "Chris", "last_name": "Oliver"}
+    assert placed.data == {
+        "source_id": "cs_test_a1UejXx8ebIdTzFolicVypUAZpOBVkoQKDbaarXoPlPVtj8p0zujPEEhjT",
+        "total": 1900, "currency": "USD", "financial_status": "paid", "is_subscription": True,
+        "placed_at": at(EVENT_CREATED), "subscription_source_id": "sub_1LNkeSKXBGcbgpbZ7jMqOPSi",
+    }
+    assert paid.data == placed.data
+
+
+@pytest.mark.parametrize("promotions, state",
+                         [("opt_in", "subscribed"), ("opt_out", "unsubscribed")])
+def test_checkout_consent_to_promotions_changes_email_consent(promotions, state):
+    event = pay_event("checkout.session.completed")
+    event["data"]["object"]["consent"] = {"promotions": promotions, "terms_of_service": None}
+    consent = receive(event)[-1]
+    assert consent.name == ev.CONSENT_CHANGED
+    assert consent.data == {"channel": "email", "state": state, "consented_at": at(EVENT_CREATED)}
+    assert consent.customer["email"] == "chris@gorails.com"
+
+
+def test_a_checkout_that_did_not_ask_for_consent_changes_none():
+    names = [event.name for event in receive(pay_event("checkout.session.completed"))]
+    assert ev.CONSENT_CHANGED not in names
+
+
+def test_a_partial_refund():
+    [event] = receive(pay_event("charge.refunded"))
+    assert event.name == ev.ORDER_REFUNDED
+    assert event.data == {"source_id": "re_3LQOJoKXBGcbgpbZ10i9Mg75", "order_source_id": "pm_1234",
+                          "amount": 500, "currency": "USD"}
+    assert event.customer == {"source_id": "cus_0dUMWLtzCTagWs"}
+
+
+def test_a_second_partial_refund_counts_only_what_it_gave_back():
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"],
+              "amount_refunded": 1200, "refunds": None}  # API 2022-11-15 on: no refunds list
+    event = stripe_event("charge.refunded", charge, previous_attributes={"amount_refunded": 500})
+    [refunded] = receive(event)
+    assert refunded.data == {"source_id": "ch_chargeid", "order_source_id": "pm_1234",
+                             "amount": 700, "currency": "USD"}
+
+
+def test_a_created_subscription_in_the_old_shape():
+    [event] = receive(pay_event("subscription.created"))
+    assert event.name == ev.SUBSCRIPTION_UPSERTED
+    assert event.customer == {"source_id": "cus_00000000000000"}
+    assert event.data == {
+        "source_id": "sub_00000000000000", "status": "active",
+        "plan": "FFBEGINNER_00000000000000", "plan_id": "FFBEGINNER_00000000000000",
+        "interval": "month", "interval_count": 1, "amount": 600, "currency": "USD", "quantity": 2,
+        "current_period_start": at(1486568724), "current_period_end": at(1488987924),
+        "next_renewal_at": at(1488987924), "trial_end": at(1467992724),
+        "cancel_at_period_end": False, "canceled_at": None, "product_ids": ["prod_00000000000000"],
+    }
+
+
+def test_a_basil_subscription_takes_its_period_from_its_items():
+    [event] = receive(pay_event("subscription.updated"))
+    assert "current_period_end" not in event_object(pay_event("subscription.updated"))
+    assert event.data["current_period_start"] == at(1486568724)
+    assert event.data["current_period_end"] == at(1488987924)
+    assert event.data["status"] == "canceled"
+    assert event.data["next_renewal_at"] is None  # canceled: nothing renews
+
+
+def test_a_subscription_canceled_at_period_end_has_no_next_renewal():
+    event = pay_event("subscription.created")
+    event["data"]["object"]["cancel_at_period_end"] = True
+    [upserted] = receive(event)
+    assert upserted.data["status"] == "active"
+    assert upserted.data["cancel_at_period_end"] is True
+    assert upserted.data["next_renewal_at"] is None
+    assert upserted.data["current_period_end"] == at(1488987924)
+
+
+def test_a_deleted_subscription_is_canceled():
+    [event] = receive(pay_event("subscription.deleted"))
+    assert event.name == ev.SUBSCRIPTION_CANCELED
+    assert event.data["status"] == "canceled"
+    assert event.data["canceled_at"] == at(1487872069)
+    assert event.data["plan"] == "Beginner"  # a legacy plan's own name
+    assert (event.data["amount"], event.data["quantity"]) == (300, 1)
+
+
+def test_a_trial_about_to_end():
+    [event] = receive(pay_event("subscription.trial_will_end"))
+    assert event.name == ev.TRIAL_ENDING
+    assert event.data["trial_end"] == at(1668971983)
+    assert event.data["source_id"] == "sub_00000000000000"
+
+
+def test_a_failed_renewal_payment_in_the_basil_shape():
+    [event] = receive(pay_event("invoice.payment_failed"))
+    assert event.name == ev.PAYMENT_FAILED
+    assert event.customer == {"source_id": "cus_1234", "email": "customer@example.org",
+                              "first_name": "Example", "last_name": "Customer"}
+    assert event.data == {
+        "source_id": "in_1234", "subscription_source_id": "sub_1234", "status": "failed",
+        "amount": 24900, "currency": "USD", "attempt_count": 1,
+        "next_retry_at": at(1745552783), "failure_reason": None, "decline_code": None,
+        "hard_decline": False, "due_at": None, "paid_at": None,
+        "update_payment_url": "https://invoice.stripe.com/",
+    }
+
+
+def test_a_payment_needing_the_customers_action():
+    [event] = receive(pay_event("invoice.payment_action_required"))
+    assert event.name == ev.PAYMENT_ACTION_REQUIRED
+    assert event.data["status"] == "action_required"
+    assert (event.data["amount"], event.data["currency"]) == (9184, "USD")
+    assert event.data["subscription_source_id"] == "sub_1234"
+    assert event.data["update_payment_url"] == "https://invoice.stripe.com/"
+
+
+@pytest.mark.parametrize("event_type", ["invoice.paid", "invoice.payment_succeeded"])
+def test_a_paid_invoice_is_a_succeeded_payment(event_type):
+    [event] = receive(pay_event("invoice", event_type))
+    assert event.name == ev.PAYMENT_SUCCEEDED
+    assert event.customer == {"source_id": "cus_S9YwWMaQEgeJYO", "email": "missouri@example.org",
+                              "first_name": "Missouri"}
+    assert event.data["source_id"] == "in_1RFFohKXBGcbgpbZk9MxzDMc"
+    assert event.data["status"] == "succeeded"
+    assert (event.data["amount"], event.data["currency"]) == (24512, "USD")
+    assert event.data["paid_at"] == at(1744986363)
+    assert event.data["subscription_source_id"] is None  # a manual invoice
+
+
+def test_an_upcoming_invoice_announces_the_renewal():
+    [event] = receive(pay_event("invoice.upcoming"))
+    assert event.name == ev.RENEWAL_UPCOMING
+    assert event.data == {"subscription_source_id": "sub_1234", "renewal_at": at(1745689540),
+                          "amount": 1900, "currency": "USD"}
+    assert event.customer["email"] == "customer@example.org"
+
+
+def test_an_updated_card():
+    [event] = receive(pay_event("payment_method.updated"))
+    assert event.name == ev.PAYMENT_METHOD_UPDATED
+    assert event.customer == {"source_id": "cus_1234"}
+    assert event.data == {"source_id": "pm_1000", "brand": "visa", "last4": "3184",
+                          "exp_month": 12, "exp_year": 2035, "auto_updated": False}
+
+
+# --- Stripe's published example objects (fixtures3.json) ---------------------------------
+
+def test_published_customer_is_upserted():
+    [event] = receive(published_event("customer", "customer.created"))
+    assert event.name == ev.CUSTOMER_UPSERTED
+    assert event.customer == {"source_id": "cus_QXg1o8vcGmoR32", "created_at": at(1234567890)}
+
+
+def test_published_customer_with_contact_details():
+    event = published_event("customer", "customer.updated")
+    event_object(event).update(email=" Jenny.Rosen@Example.COM ", name="Jenny van Rosen",
+                               phone="(555) 555-0123")
+    [upserted] = receive(event)
+    assert upserted.customer == {"source_id": "cus_QXg1o8vcGmoR32",
+                                 "email": "jenny.rosen@example.com", "phone": "+15555550123",
+                                 "first_name": "Jenny", "last_name": "van Rosen",
+                                 "created_at": at(1234567890)}
+
+
+def test_published_subscription():
+    [event] = receive(published_event("subscription", "customer.subscription.updated"))
+    assert event.data == {
+        "source_id": "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw", "status": "active",
+        "plan": "price_1PgafmB7WZ01zgkW6dKueIc5", "plan_id": "price_1PgafmB7WZ01zgkW6dKueIc5",
+        "interval": "month", "interval_count": 1, "amount": 2000, "currency": "USD", "quantity": 1,
+        "current_period_start": at(1896570518), "current_period_end": at(976287773),
+        "next_renewal_at": None,  # cancel_at_period_end
+        "trial_end": at(1234567890), "cancel_at_period_end": True, "canceled_at": at(1234567890),
+        "product_ids": ["prod_QXg1hqf4jFNsqG"],
+    }
+
+
+@pytest.mark.parametrize("event_type",
+                         ["customer.subscription.paused", "customer.subscription.resumed"])
+def test_published_subscription_paused_or_resumed_is_upserted(event_type):
+    [event] = receive(published_event("subscription", event_type))
+    assert event.name == ev.SUBSCRIPTION_UPSERTED
+
+
+def test_an_old_shape_subscription_priced_by_nickname_and_product_name():
+    sub = copy.deepcopy(stripe_resource("subscription"))
+    item = sub["items"]["data"][0]
+    period = {"current_period_start": item.pop("current_period_start"),
+              "current_period_end": item.pop("current_period_end")}
+    sub.update(period, cancel_at_period_end=False, cancel_at=None, canceled_at=None)
+    item["price"]["product"] = {"id": "prod_box", "name": "Coffee box"}
+    item["quantity"] = 3
+    [event] = receive(stripe_event("customer.subscription.created", sub, created=EVENT_CREATED))
+    assert event.data["current_period_end"] == at(976287773)
+    assert event.data["next_renewal_at"] == at(976287773)
+    assert (event.data["plan"], event.data["product_ids"]) == ("Coffee box", ["prod_box"])
+    assert (event.data["amount"], event.data["quantity"]) == (6000, 3)
+    item["price"]["nickname"] = "Monthly box"
+    [event] = receive(stripe_event("customer.subscription.created", sub, created=EVENT_CREATED))
+    assert event.data["plan"] == "Monthly box"
+
+
+@pytest.mark.parametrize("stripe_status, status", [
+    ("trialing", "trialing"), ("active", "active"), ("past_due", "past_due"),
+    ("unpaid", "past_due"), ("incomplete", "past_due"), ("paused", "paused"),
+    ("canceled", "canceled"), ("incomplete_expired", "expired"),
+])
+def test_subscription_statuses_in_the_hubs_vocabulary(stripe_status, status):
+    sub = {**stripe_resource("subscription"), "status": stripe_status,
+           "cancel_at_period_end": False, "cancel_at": None}
+    [event] = receive(stripe_event("customer.subscription.updated", sub))
+    assert event.data["status"] == status
+    renews = status in ("trialing", "active", "past_due")
+    assert (event.data["next_renewal_at"] is not None) == renews
+
+
+def test_published_invoice_failing_to_finalize():
+    [event] = receive(published_event("invoice", "invoice.payment_failed"))
+    assert event.data == {
+        "source_id": "in_1Pgc6tB7WZ01zgkWu9fdqL6I",
+        "subscription_source_id": "subscription",  # parent.subscription_details
+        "status": "failed", "amount": 1000, "currency": "USD", "attempt_count": 0,
+        "next_retry_at": at(1234567890), "failure_reason": "idempotency_error",
+        "decline_code": None, "hard_decline": False, "due_at": at(1234567890), "paid_at": None,
+        "update_payment_url": None,
+    }
+    assert event.customer == {"source_id": "cus_QXg1o8vcGmoR32"}
+
+
+def test_an_old_shape_invoice_names_its_subscription_at_top_level():
+    invoice = {**stripe_resource("invoice"), "subscription": "sub_old", "parent": None}
+    [event] = receive(stripe_event("invoice.paid", invoice))
+    assert event.data["subscription_source_id"] == "sub_old"
+
+
+@pytest.mark.parametrize("decline_code, hard", [("expired_card", True), ("stolen_card", True),
+                                                ("insufficient_funds", False),
+                                                ("do_not_honor", False)])
+def test_a_decline_the_card_cannot_recover_from_is_hard(decline_code, hard):
+    invoice = {**stripe_resource("invoice"), "last_finalization_error": None,
+               "payment_intent": {"id": "pi_1", "last_payment_error": {
+                   "type": "card_error", "code": "card_declined", "decline_code": decline_code,
+                   "message": "Your card was declined."}}}
+    [event] = receive(stripe_event("invoice.payment_failed", invoice))
+    assert event.data["decline_code"] == decline_code
+    assert event.data["hard_decline"] is hard
+    assert event.data["failure_reason"] == "Your card was declined."
+
+
+def test_published_upcoming_invoice():
+    [event] = receive(published_event("invoice", "invoice.upcoming"))
+    assert event.data == {"subscription_source_id": "subscription", "renewal_at": at(1234567890),
+                          "amount": 1000, "currency": "USD"}
+
+
+def test_published_charge_refunded_without_payment_intent_names_the_charge():
+    charge = {**stripe_resource("charge"), "amount_refunded": 100, "refunded": True}
+    [event] = receive(stripe_event("charge.refunded", charge))
+    assert event.data == {"source_id": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+                          "order_source_id": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+                          "amount": 100, "currency": "USD"}  # no list, no previous: the total
+    assert event.customer == {}  # a guest charge: nobody to attach it to
+
+
+def test_published_payment_method_automatically_updated():
+    [event] = receive(published_event("payment_method", "payment_method.automatically_updated"))
+    assert event.name == ev.PAYMENT_METHOD_UPDATED
+    assert event.data == {"source_id": "pm_1Pgc75B7WZ01zgkWlHVgdEGJ", "brand": "visa",
+                          "last4": "4242", "exp_month": 8, "exp_year": 2030, "auto_updated": True}
+
+
+def test_published_legacy_card_expiring():
+    card = {**stripe_resource("card"), "customer": "cus_QXg1o8vcGmoR32"}
+    [event] = receive(stripe_event("customer.source.expiring", card, created=EVENT_CREATED))
+    assert event.name == ev.PAYMENT_METHOD_EXPIRING
+    assert event.customer == {"source_id": "cus_QXg1o8vcGmoR32"}
+    assert event.data == {"source_id": "card_1PgaftB7WZ01zgkWm3waTcFp", "brand": "Visa",
+                          "last4": "4242", "exp_month": 8, "exp_year": 2030, "auto_updated": False}
+
+
+def test_published_unpaid_checkout_session_places_an_order_only():
+    [event] = receive(published_event("checkout.session", "checkout.session.completed"))
+    assert event.name == ev.ORDER_PLACED
+    assert event.customer == {"email": "example@example.com"}
+    assert event.data == {"source_id": "pi_1PgafyB7WZ01zgkWSjxsAJo3", "total": None,
+                          "currency": None, "financial_status": "unpaid",
+                          "is_subscription": False, "placed_at": at(1234567890),
+                          "subscription_source_id": None}
+
+
+def test_every_canonical_event_is_json_safe():
+    for name, event_type in [("subscription.created", None), ("invoice.payment_failed", None),
+                             ("checkout.session.completed", None), ("invoice", "invoice.paid")]:
+        for event in receive(pay_event(name, event_type)):
+            json.dumps(event.to_dict())
+
+
+# --- ENRICH: the customer's email and name for events that carry its id only -------------
+
+CUSTOMER = {"id": "cus_1234", "object": "customer", "email": "Ada@Example.org",
+            "name": "Ada Lovelace", "phone": "+44 20 7946 0000", "created": 1700000000,
+            "metadata": {}}
+
+
+def enrich(event: dict, **overrides) -> dict:
+    enrich_settings = settings(STRIPE_API_KEY="sk_test_123", **overrides)
+    return hook.ENRICH[event["type"]](copy.deepcopy(event), enrich_settings)
+
+
+@pytest.mark.parametrize("event_type", ["customer.subscription.updated", "invoice.payment_failed",
+                                        "payment_method.updated", "customer.source.expiring"])
+def test_events_carrying_a_customer_id_are_enriched(event_type):
+    assert event_type in hook.ENRICH
+
+
+def test_enrichment_fetches_the_customer_and_the_normalizer_uses_it():
+    event = pay_event("payment_method.updated")
+    with responses.RequestsMock() as api:
+        api.get("https://stripe.test/v1/customers/cus_1234", json=CUSTOMER)
+        enriched = enrich(event, STRIPE_API_BASE="https://stripe.test")
+        assert api.calls[0].request.headers["Authorization"] == "Bearer sk_test_123"
+    assert enriched["_customer"]["email"] == "Ada@Example.org"
+    [updated] = receive(enriched)
+    assert updated.customer == {"source_id": "cus_1234", "email": "ada@example.org",
+                                "phone": "+442079460000", "first_name": "Ada",
+                                "last_name": "Lovelace", "created_at": at(1700000000)}
+
+
+def test_enrichment_goes_to_stripe_when_no_api_base_is_set():
+    event = pay_event("invoice.payment_failed")
+    with responses.RequestsMock() as api:
+        api.get("https://api.stripe.com/v1/customers/cus_1234", json=CUSTOMER)
+        enriched = enrich(event)
+    [failed] = receive(enriched)
+    assert failed.customer["email"] == "ada@example.org"  # fresher than the invoice's copy
+
+
+def test_without_an_api_key_the_payload_is_left_as_it_is():
+    event = pay_event("subscription.updated")
+    with responses.RequestsMock():
+        assert hook.ENRICH[event["type"]](event, settings()) == event
+
+
+@pytest.mark.parametrize("status, error", [
+    (404, {"type": "invalid_request_error", "code": "resource_missing",
+           "message": "No such customer"}),
+    (401, {"type": "invalid_request_error", "message": "Invalid API Key provided"}),
+])
+def test_when_stripe_refuses_the_event_still_applies_by_customer_id(status, error):
+    event = pay_event("subscription.updated")
+    with responses.RequestsMock() as api:
+        api.get("https://stripe.test/v1/customers/cus_00000000000000", status=status,
+                json={"error": error})
+        enriched = enrich(event, STRIPE_API_BASE="https://stripe.test")
+    assert enriched == event
+    [upserted] = receive(enriched)
+    assert upserted.customer == {"source_id": "cus_00000000000000"}

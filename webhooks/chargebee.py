@@ -1,0 +1,339 @@
+"""Chargebee webhooks: basic-auth check, envelope, normalizers (design §4).
+
+Chargebee posts its API event object as the body: {"id": "ev_…", "occurred_at": unix,
+"source", "object": "event", "api_version": "v2", "event_type", "webhook_status",
+"content": {"subscription", "customer", "card", "invoice", "transaction", …}}.
+Amounts are integer minor units, times are Unix seconds, and attributes that are null
+are left out of the JSON altogether. Chargebee signs nothing: the endpoint is protected
+with HTTP basic auth set in Settings > Webhooks.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from datetime import datetime, timedelta, timezone
+
+from hub import events as ev
+from hub.errors import MalformedPayload, SignatureInvalid
+from hub.events import CanonicalEvent
+from hub.values import Money, normalize_email, normalize_phone, utc
+from webhooks import Envelope, body_hash_id
+
+NAME = "chargebee"
+
+# Chargebee status → canonical status. Chargebee has no past_due (see subscription_status)
+# and no expired: a subscription whose billing cycles run out is simply cancelled.
+# `future` (created with a start date still ahead) is not billed yet and becomes active or
+# in_trial on its own, which is what the hub means by trialing; mapping it to active would
+# start "paying subscriber" flows before the first charge.
+# `transferred` (moved to another customer) no longer bills this customer: canceled.
+STATUSES = {"future": "trialing", "in_trial": "trialing", "active": "active",
+            "non_renewing": "active", "paused": "paused", "cancelled": "canceled",
+            "transferred": "canceled"}
+
+# Statuses with no renewal ahead: Chargebee leaves next_billing_at out, but be explicit.
+_NOT_RENEWING = ("non_renewing", "cancelled", "transferred")
+
+# Decline codes (Chargebee passes the gateway's on as error_code / error_detail.decline_code)
+# after which retrying the same card is pointless: the customer must give a new one.
+HARD_DECLINES = frozenset({"expired_card", "lost_card", "stolen_card", "pickup_card",
+                           "restricted_card", "invalid_account", "incorrect_number",
+                           "invalid_number", "card_not_supported"})
+
+
+# --- authenticity and envelope ------------------------------------------------------------
+
+def verify(settings, headers, body: bytes) -> None:
+    """Raise SignatureInvalid unless the request carries the configured basic-auth pair."""
+    user = settings.CHARGEBEE_WEBHOOK_USER or ""
+    password = settings.CHARGEBEE_WEBHOOK_PASSWORD or ""
+    if not user or not password:
+        # Without credentials anyone could post events: refuse rather than accept all.
+        raise SignatureInvalid("Chargebee webhook credentials are not configured")
+    scheme, _, token = (_header(headers, "Authorization") or "").partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        raise SignatureInvalid("missing basic-auth Authorization header")
+    try:
+        given_user, sep, given_password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise SignatureInvalid("malformed basic-auth credentials") from None
+    # Both comparisons always run, so timing tells nothing about which part was wrong.
+    ok = hmac.compare_digest(given_user.encode(), user.encode())
+    ok &= hmac.compare_digest(given_password.encode(), password.encode())
+    if not sep or not ok:
+        raise SignatureInvalid("basic-auth credentials do not match")
+
+
+def describe(headers, body: bytes) -> Envelope:
+    """Dedupe id (the event id, the same across Chargebee's retries), topic and times."""
+    try:
+        event = json.loads(body)
+        if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
+            raise ValueError("not a Chargebee event")
+        return Envelope(event_id=event["id"], topic=str(event.get("event_type") or "unreadable"),
+                        api_version=event.get("api_version"), triggered_at=_time(event.get("occurred_at")),
+                        extra={"source": event.get("source")})
+    except Exception:  # the contract: never raise here; the worker fails the body later
+        return Envelope(event_id=body_hash_id(body), topic="unreadable")
+
+
+def _header(headers, name: str) -> str | None:
+    """A header by case-insensitive name from a dict or werkzeug Headers."""
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _time(value) -> datetime | None:
+    try:
+        return utc(value)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+# --- readers of the event's content -------------------------------------------------------
+
+def _content(payload: dict) -> dict:
+    return payload.get("content") or {}
+
+
+def _required(payload: dict, key: str) -> dict:
+    obj = _content(payload).get(key)
+    if not isinstance(obj, dict):
+        raise MalformedPayload(f"Chargebee {payload.get('event_type')} carries no {key}")
+    return obj
+
+
+def changed_at(resource: dict, payload: dict) -> datetime:
+    """When the resource took this state, for the model's staleness check.
+
+    resource_version is the ms timestamp Chargebee documents for ordering webhooks that
+    arrive out of order; updated_at is the same instant in whole seconds (two changes in
+    one second would tie); the event's occurred_at is the last resort.
+    """
+    version = resource.get("resource_version")
+    if isinstance(version, int) and not isinstance(version, bool):
+        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=version)
+    return utc(resource.get("updated_at") or payload.get("occurred_at"))
+
+
+def customer_of(payload: dict, fallback_id: str | None = None) -> dict:
+    """The customer keys of a CanonicalEvent, from content.customer when present."""
+    cust = _content(payload).get("customer")
+    if not isinstance(cust, dict):
+        return {"source_id": fallback_id} if fallback_id else {}
+    # Chargebee omits null attributes, so an absent phone means "no phone": keep the None.
+    return {"source_id": cust.get("id"), "email": normalize_email(cust.get("email")),
+            "phone": normalize_phone(cust.get("phone")), "first_name": cust.get("first_name"),
+            "last_name": cust.get("last_name"), "created_at": utc(cust.get("created_at"))}
+
+
+def recurring_lines(sub: dict) -> list[dict]:
+    """Plan and addon lines, as {id, type, quantity, unit_price, amount}, of either catalog.
+
+    Product Catalog 2.0 lists them in subscription_items (one-time `charge` items are left
+    out: they are not what renews); 1.0 has plan_* fields and an `addons` list.
+    """
+    if sub.get("subscription_items"):
+        return [{"id": i.get("item_price_id"), "type": i.get("item_type"), "quantity": i.get("quantity"),
+                 "unit_price": i.get("unit_price"), "amount": i.get("amount")}
+                for i in sub["subscription_items"] if i.get("item_type") in ("plan", "addon")]
+    lines = []
+    if sub.get("plan_id"):
+        lines.append({"id": sub["plan_id"], "type": "plan", "quantity": sub.get("plan_quantity"),
+                      "unit_price": sub.get("plan_unit_price"), "amount": sub.get("plan_amount")})
+    lines += [{"id": a.get("id"), "type": "addon", "quantity": a.get("quantity"),
+               "unit_price": a.get("unit_price"), "amount": a.get("amount")} for a in sub.get("addons") or []]
+    return lines
+
+
+def recurring_amount(lines: list[dict]) -> int | None:
+    """Sum of the lines' list prices in minor units (coupons and taxes not applied).
+
+    A line with only unit_price is priced unit_price × quantity; one priced in decimals
+    (metered `*_in_decimal` fields) has neither and is skipped.
+    """
+    amounts = [int(l["amount"]) if l["amount"] is not None else int(l["unit_price"]) * int(l["quantity"] or 1)
+               for l in lines if l["amount"] is not None or l["unit_price"] is not None]
+    return sum(amounts) if amounts else None
+
+
+def money(amount, currency) -> dict:
+    """{"amount", "currency"} for the event's data, or nothing when either is unknown."""
+    if amount is None or not currency:
+        return {}
+    m = Money.from_minor(amount, currency)
+    return {"amount": m.amount, "currency": m.currency}
+
+
+def subscription_status(sub: dict) -> str:
+    """Canonical status; a live subscription with unpaid invoices is past_due.
+
+    Chargebee keeps a subscription `active` while dunning runs and counts the unpaid
+    invoices in due_invoices_count: that is what the other sources call past_due.
+    """
+    raw = sub.get("status")
+    if raw not in STATUSES:
+        raise MalformedPayload(f"unknown Chargebee subscription status {raw!r}")
+    status = STATUSES[raw]
+    if status == "active" and (sub.get("due_invoices_count") or 0) > 0:
+        return "past_due"
+    return status
+
+
+def subscription_data(payload: dict) -> dict:
+    """The data of a subscription.* / trial.ending event."""
+    sub = _required(payload, "subscription")
+    lines = recurring_lines(sub)
+    plan = next((l for l in lines if l["type"] == "plan"), {})
+    plan_item = next((i for i in sub.get("subscription_items") or [] if i.get("item_type") == "plan"), {})
+    raw = sub.get("status")
+    data = {
+        "source_id": sub.get("id"),
+        "status": subscription_status(sub),
+        # Webhooks carry the price's id only, no display name: ids are readable
+        # ("Coffee-Club-USD-Monthly"), so it stands in as the plan's name too.
+        "plan": plan.get("id"),
+        "plan_id": plan.get("id"),
+        "interval": sub.get("billing_period_unit") or plan_item.get("billing_period_unit"),
+        "interval_count": int(sub.get("billing_period") or plan_item.get("billing_period") or 1),
+        "quantity": plan.get("quantity"),
+        "current_period_start": utc(sub.get("current_term_start")),
+        "current_period_end": utc(sub.get("current_term_end")),
+        "next_renewal_at": None if raw in _NOT_RENEWING else utc(sub.get("next_billing_at")),
+        "trial_end": utc(sub.get("trial_end")),
+        "cancel_at_period_end": raw == "non_renewing",
+        # For non_renewing, cancelled_at is the future end date; only a done cancel has one.
+        "canceled_at": utc(sub.get("cancelled_at")) if raw in ("cancelled", "transferred") else None,
+    }
+    data.update(money(recurring_amount(lines), sub.get("currency_code")))
+    return data
+
+
+def payment_data(payload: dict, status: str) -> dict:
+    """The data of a payment.* event, from content.invoice and content.transaction."""
+    content = _content(payload)
+    inv, txn = content.get("invoice") or {}, content.get("transaction") or {}
+    if not inv and not txn:
+        raise MalformedPayload(f"Chargebee {payload.get('event_type')} carries no invoice or transaction")
+    sub = content.get("subscription") or {}
+    data = {
+        # The invoice id stays the same across dunning retries; each retry is a new transaction.
+        "source_id": inv.get("id") or txn.get("id"),
+        "subscription_source_id": inv.get("subscription_id") or txn.get("subscription_id") or sub.get("id"),
+        "status": status,
+        "due_at": utc(inv.get("due_date")),
+        "update_payment_url": None,  # Chargebee sends none; hosted pages are made through the API
+    }
+    if inv.get("dunning_attempts"):
+        # Chargebee lists the attempts made while dunning; an empty list (a first charge)
+        # says nothing, so attempt_count is then left out rather than set to 0.
+        data["attempt_count"] = len(inv["dunning_attempts"])
+    if status == "failed":
+        decline = (txn.get("error_detail") or {}).get("decline_code") or txn.get("error_code")
+        data.update(next_retry_at=utc(inv.get("next_retry_at")), failure_reason=txn.get("error_text"),
+                    decline_code=decline,
+                    hard_decline=bool({decline, txn.get("error_code")} & HARD_DECLINES))
+        fallback_amount = inv.get("amount_due")
+    else:
+        data["paid_at"] = utc(inv.get("paid_at") or txn.get("date"))
+        fallback_amount = inv.get("amount_paid")
+    amount = txn["amount"] if txn.get("amount") is not None else fallback_amount
+    data.update(money(amount, txn.get("currency_code") or inv.get("currency_code")))
+    return data
+
+
+def card_data(payload: dict) -> dict:
+    """The data of a payment_method.* event."""
+    card = _required(payload, "card")
+    return {"source_id": card.get("payment_source_id") or card.get("customer_id"),
+            "brand": card.get("card_type"), "last4": card.get("last4"),
+            "exp_month": card.get("expiry_month"), "exp_year": card.get("expiry_year")}
+
+
+# --- normalizers ----------------------------------------------------------------------------
+
+def _event(name: str, payload: dict, resource: dict, data: dict, customer_id: str | None = None) -> list[CanonicalEvent]:
+    return [CanonicalEvent(name=name, source=NAME, occurred_at=changed_at(resource, payload),
+                           customer=customer_of(payload, customer_id), data=data)]
+
+
+def customer_upserted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return _event(ev.CUSTOMER_UPSERTED, payload, _required(payload, "customer"), {})
+
+
+def customer_deleted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return _event(ev.CUSTOMER_DELETED, payload, _required(payload, "customer"), {})
+
+
+def _subscription_event(name: str):
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        sub = _required(payload, "subscription")
+        return _event(name, payload, sub, subscription_data(payload), sub.get("customer_id"))
+    normalize.__name__ = name.replace(".", "_")
+    return normalize
+
+
+subscription_upserted = _subscription_event(ev.SUBSCRIPTION_UPSERTED)
+subscription_canceled = _subscription_event(ev.SUBSCRIPTION_CANCELED)
+
+
+def trial_ending(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    # Reminders are new facts about an unchanged subscription: dated by the event, so the
+    # model's staleness check never drops them as "not newer than what we hold".
+    sub = _required(payload, "subscription")
+    return _event(ev.TRIAL_ENDING, payload, {}, subscription_data(payload), sub.get("customer_id"))
+
+
+def renewal_upcoming(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    sub = _required(payload, "subscription")
+    data = {"subscription_source_id": sub.get("id"), "renewal_at": utc(sub.get("next_billing_at")),
+            **money(recurring_amount(recurring_lines(sub)), sub.get("currency_code"))}
+    return _event(ev.RENEWAL_UPCOMING, payload, {}, data, sub.get("customer_id"))
+
+
+def _payment_event(name: str, status: str):
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        data = payment_data(payload, status)
+        content = _content(payload)
+        resource = content.get("transaction") or content.get("invoice") or {}
+        return _event(name, payload, resource, data, resource.get("customer_id"))
+    normalize.__name__ = name.replace(".", "_")
+    return normalize
+
+
+payment_succeeded = _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded")
+payment_failed = _payment_event(ev.PAYMENT_FAILED, "failed")
+
+
+def payment_method_expiring(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    card = _required(payload, "card")  # a reminder: dated by the event (see trial_ending)
+    return _event(ev.PAYMENT_METHOD_EXPIRING, payload, {}, card_data(payload), card.get("customer_id"))
+
+
+def payment_method_updated(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    card = _required(payload, "card")
+    return _event(ev.PAYMENT_METHOD_UPDATED, payload, card, card_data(payload), card.get("customer_id"))
+
+
+TOPICS = {
+    "customer_created": customer_upserted,
+    "customer_changed": customer_upserted,
+    "customer_deleted": customer_deleted,
+    **dict.fromkeys(("subscription_created", "subscription_changed", "subscription_activated",
+                     "subscription_started", "subscription_reactivated", "subscription_renewed",
+                     "subscription_paused", "subscription_resumed",
+                     "subscription_cancellation_scheduled",
+                     "subscription_scheduled_cancellation_removed"), subscription_upserted),
+    "subscription_cancelled": subscription_canceled,
+    "subscription_trial_end_reminder": trial_ending,
+    "payment_succeeded": payment_succeeded,
+    "payment_failed": payment_failed,
+    "subscription_renewal_reminder": renewal_upcoming,
+    "card_expiry_reminder": payment_method_expiring,
+    "card_updated": payment_method_updated,
+    "card_added": payment_method_updated,
+}

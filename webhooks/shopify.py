@@ -1,0 +1,468 @@
+"""Shopify webhooks: verify, describe and normalize into canonical events (design §4).
+
+Payloads of several API versions normalize here: the old REST shapes (`accepts_marketing`
+inside customers), customers with `email_marketing_consent` (before 2025-01), and the
+current ones (consent in its own topics, contracts and billing attempts carrying ids only,
+order lines naming their selling plan from 2026-10). Normalizers are pure; the one piece
+of I/O, fetching a subscription contract, sits in ENRICH and runs in the worker first.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from calendar import monthrange
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from hub import events as ev
+from hub.errors import SignatureInvalid
+from hub.events import CanonicalEvent
+from hub.values import Money, normalize_email, normalize_phone, utc
+from webhooks import Envelope, body_hash_id, shopify_api
+
+NAME = "shopify"
+
+# Shopify's contract statuses (lower-case in webhooks, upper-case in GraphQL) → canonical.
+# A failed contract has exhausted its billing attempts but can still be recovered: past_due.
+_STATUSES = {"active": "active", "paused": "paused", "cancelled": "canceled",
+             "expired": "expired", "failed": "past_due"}
+
+# Billing-attempt error codes after which retrying the same payment method cannot succeed:
+# the customer has to give a new one (SubscriptionBillingAttemptErrorCode, lower-cased).
+HARD_DECLINES = frozenset({
+    "expired_payment_method", "expired_card", "invalid_payment_method", "payment_method_not_found",
+    "payment_method_not_specified", "payment_method_revoked", "payment_method_unsupported",
+    "buyer_canceled_payment_method", "invalid_customer_billing_agreement", "card_number_incorrect",
+    "incorrect_number", "invalid_number", "invalid_expiry_date", "fraud_suspected",
+})
+
+
+# --- verify and describe -------------------------------------------------------------------
+
+def _header(headers, name: str) -> str | None:
+    """A header by case-insensitive name, from werkzeug Headers or a plain dict of any casing."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def verify(settings, headers, body: bytes) -> None:
+    """Raise SignatureInvalid unless X-Shopify-Hmac-Sha256 is the base64 HMAC-SHA256 of the body."""
+    secret = settings.SHOPIFY_WEBHOOK_SECRET
+    if not secret:
+        raise SignatureInvalid("SHOPIFY_WEBHOOK_SECRET is not set")
+    given = _header(headers, "X-Shopify-Hmac-Sha256")
+    if not given:
+        raise SignatureInvalid("missing X-Shopify-Hmac-Sha256 header")
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, given.strip().encode("utf-8", "replace")):
+        raise SignatureInvalid("X-Shopify-Hmac-Sha256 does not match the body")
+
+
+def describe(headers, body: bytes) -> Envelope:
+    """Topic, dedupe id and delivery metadata from the headers; never raises."""
+    topic = (_header(headers, "X-Shopify-Topic") or "").strip()
+    event_id = _header(headers, "X-Shopify-Event-Id")
+    webhook_id = _header(headers, "X-Shopify-Webhook-Id")
+    # The event id is shared by every delivery of one merchant action (two subscriptions to
+    # a topic send it twice); the webhook id only by the retries of one delivery.
+    if event_id:
+        dedupe = f"{topic}:{event_id}"
+    elif webhook_id:
+        dedupe = f"webhook:{webhook_id}"
+    else:
+        dedupe = body_hash_id(body if isinstance(body, bytes) else str(body).encode())
+    try:
+        triggered_at = utc(_header(headers, "X-Shopify-Triggered-At"))
+    except (TypeError, ValueError):
+        triggered_at = None
+    return Envelope(event_id=dedupe, topic=topic, shop=_header(headers, "X-Shopify-Shop-Domain"),
+                    api_version=_header(headers, "X-Shopify-API-Version"), triggered_at=triggered_at,
+                    extra={"webhook_id": webhook_id, "event_id": event_id})
+
+
+# --- small readers -------------------------------------------------------------------------
+
+def _id(value) -> str | None:
+    """A platform id as text; the number of a gid ("gid://shopify/Customer/7" → "7")."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return text.rsplit("/", 1)[-1].split("?", 1)[0] if text.startswith("gid://") else text
+
+
+def _lower(value) -> str | None:
+    return str(value).lower() if value else None
+
+
+def _upper(value) -> str | None:
+    return str(value).upper() if value else None
+
+
+def _compact(values: dict) -> dict:
+    """Leave out what the payload does not carry, so the model never overwrites a fact with nothing."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _minor(value, currency: str | None) -> int | None:
+    """Integer minor units of a Shopify decimal string."""
+    if value in (None, "") or not currency:
+        return None
+    return Money.from_decimal(value, currency).amount
+
+
+def _occurred_at(payload: dict, envelope: Envelope, key: str = "updated_at") -> datetime | None:
+    """The object's own time when it has one, else when Shopify triggered the delivery."""
+    return utc(payload.get(key)) or envelope.triggered_at
+
+
+def _customer(c: dict | None, email: str | None = None) -> dict:
+    """Canonical customer fields of a REST customer object."""
+    c = c or {}
+    return _compact({"source_id": _id(c.get("id")), "email": normalize_email(c.get("email") or email),
+                     "phone": normalize_phone(c.get("phone")), "first_name": c.get("first_name") or None,
+                     "last_name": c.get("last_name") or None, "created_at": utc(c.get("created_at"))})
+
+
+# --- customers and consent -----------------------------------------------------------------
+
+def _consent_event(channel: str, consent: dict, customer: dict, fallback: datetime | None):
+    """consent.changed from a Shopify consent object, or None when it names no state."""
+    state = _lower(consent.get("state"))
+    if not state:
+        return None  # a null state says nothing: consent is never inferred
+    consented_at = utc(consent.get("consent_updated_at"))
+    data = _compact({"channel": channel, "state": state, "consented_at": consented_at,
+                     "opt_in_level": _lower(consent.get("opt_in_level"))})
+    # Shopify keeps the consent record with the latest consent_updated_at: order them by it.
+    return CanonicalEvent(ev.CONSENT_CHANGED, NAME, consented_at or fallback, customer, data)
+
+
+def _embedded_consents(payload: dict, customer: dict, when) -> list[CanonicalEvent]:
+    """Consent inside customer payloads: `*_marketing_consent` before 2025-01, `accepts_marketing` in older ones."""
+    consents = []
+    if isinstance(payload.get("email_marketing_consent"), dict):
+        consents.append(("email", payload["email_marketing_consent"]))
+    elif isinstance(payload.get("accepts_marketing"), bool):
+        consents.append(("email", {
+            "state": "subscribed" if payload["accepts_marketing"] else "not_subscribed",
+            "opt_in_level": payload.get("marketing_opt_in_level"),
+            "consent_updated_at": payload.get("accepts_marketing_updated_at")}))
+    if isinstance(payload.get("sms_marketing_consent"), dict):
+        consents.append(("sms", payload["sms_marketing_consent"]))
+    events = (_consent_event(channel, consent, customer, when) for channel, consent in consents)
+    return [event for event in events if event]
+
+
+def customer_upserted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    when = _occurred_at(payload, envelope)
+    customer = _customer(payload)
+    return [CanonicalEvent(ev.CUSTOMER_UPSERTED, NAME, when, customer),
+            *_embedded_consents(payload, customer, when)]
+
+
+def customer_deleted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [CanonicalEvent(ev.CUSTOMER_DELETED, NAME, _occurred_at(payload, envelope),
+                           _compact({"source_id": _id(payload.get("id"))}))]
+
+
+def email_consent_changed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    customer = _compact({"source_id": _id(payload.get("customer_id")),
+                         "email": normalize_email(payload.get("email_address"))})
+    event = _consent_event("email", payload.get("email_marketing_consent") or {}, customer,
+                           envelope.triggered_at)
+    return [event] if event else []
+
+
+def sms_consent_changed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    customer = _compact({"source_id": _id(payload.get("id") or payload.get("customer_id")),
+                         "phone": normalize_phone(payload.get("phone"))})
+    event = _consent_event("sms", payload.get("sms_marketing_consent") or {}, customer,
+                           envelope.triggered_at)
+    return [event] if event else []
+
+
+# --- orders and refunds --------------------------------------------------------------------
+
+def _selling_plan_id(line: dict) -> str | None:
+    """A line's selling plan: `selling_plan_id` from API 2026-10, `selling_plan(_allocation)` in other shapes."""
+    allocation = line.get("selling_plan_allocation") or {}
+    plan = line.get("selling_plan") or allocation.get("selling_plan") or {}
+    return _id(line.get("selling_plan_id") or (plan.get("id") if isinstance(plan, dict) else plan))
+
+
+def _line_item(line: dict, currency: str | None) -> dict:
+    return {"product_id": _id(line.get("product_id")), "variant_id": _id(line.get("variant_id")),
+            "title": line.get("title"), "quantity": int(line.get("quantity") or 0),
+            "price": _minor(line.get("price"), currency), "selling_plan_id": _selling_plan_id(line)}
+
+
+def _order_data(order: dict) -> dict:
+    currency = _upper(order.get("currency"))
+    lines = [_line_item(line, currency) for line in order.get("line_items") or []]
+    # Renewals are made by the contract (source_name "subscription_contract…"); first orders
+    # show it in their lines, which name a selling plan only from API 2026-10.
+    is_subscription = (str(order.get("source_name") or "").startswith("subscription_contract")
+                       or any(line["selling_plan_id"] for line in lines))
+    number = order.get("name") or order.get("order_number") or order.get("number")
+    return _compact({"source_id": _id(order.get("id")), "number": str(number) if number else None,
+                     "total": _minor(order.get("total_price"), currency), "currency": currency,
+                     "financial_status": order.get("financial_status"), "is_subscription": is_subscription,
+                     "placed_at": utc(order.get("processed_at") or order.get("created_at")),
+                     "line_items": lines})
+
+
+def _order_event(name: str):
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        customer = _customer(payload.get("customer"), payload.get("email") or payload.get("contact_email"))
+        return [CanonicalEvent(name, NAME, _occurred_at(payload, envelope), customer, _order_data(payload))]
+    return normalize
+
+
+def _shop_money(obj: dict, key: str) -> dict:
+    return ((obj.get(f"{key}_set") or {}).get("shop_money")) or {}
+
+
+def _refund_currency(refund: dict) -> str | None:
+    # Transactions name their currency in older versions; current samples leave it null.
+    for transaction in refund.get("transactions") or []:
+        if transaction.get("currency"):
+            return _upper(transaction["currency"])
+    for line in refund.get("refund_line_items") or []:
+        if _shop_money(line, "subtotal").get("currency_code"):
+            return _upper(_shop_money(line, "subtotal")["currency_code"])
+    return _upper(_shop_money(refund, "total_duties").get("currency_code"))
+
+
+def _refund_amount(refund: dict, currency: str | None) -> int | None:
+    """Money given back: the refund transactions, else the refunded lines' subtotal."""
+    if not currency:
+        return None
+    refunds = [t for t in refund.get("transactions") or []
+               if t.get("kind") == "refund" and t.get("status") in ("success", None)]
+    if refunds:
+        return sum(_minor(t.get("amount") or 0, currency) for t in refunds)
+    total = 0
+    for line in refund.get("refund_line_items") or []:
+        subtotal = _shop_money(line, "subtotal").get("amount") or line.get("subtotal")
+        if subtotal is None:  # oldest shape: only the refunded line and its quantity
+            subtotal = Decimal(str((line.get("line_item") or {}).get("price") or 0)) * int(line.get("quantity") or 0)
+        total += _minor(subtotal, currency)
+    return total
+
+
+def order_refunded(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    currency = _refund_currency(payload)
+    data = _compact({"source_id": _id(payload.get("id")), "order_source_id": _id(payload.get("order_id")),
+                     "amount": _refund_amount(payload, currency), "currency": currency})
+    # A refund never changes after it is made: its creation time is its own time.
+    return [CanonicalEvent(ev.ORDER_REFUNDED, NAME, _occurred_at(payload, envelope, "created_at"), {}, data)]
+
+
+# --- subscription contracts and billing attempts -------------------------------------------
+
+def _account_url(shop: str | None) -> str | None:
+    # Shopify mints no "update your card" link for cards in general (customerPaymentMethodGetUpdateUrl
+    # serves Shop Pay only; customerPaymentMethodSendUpdateEmail sends Shopify's own email), so
+    # dunning points at the customer account, where customers manage subscriptions and cards.
+    return f"https://{shop}/account" if shop else None
+
+
+def _minus_interval(end: datetime | None, interval: str | None, count) -> datetime | None:
+    """Start of the billing period that ends at `end` (Shopify contracts only name its end)."""
+    if not (end and interval and count):
+        return None
+    if interval in ("day", "week"):
+        return end - timedelta(**{f"{interval}s": int(count)})
+    if interval not in ("month", "year"):
+        return None
+    year, month = divmod(end.year * 12 + end.month - 1 - int(count) * (12 if interval == "year" else 1), 12)
+    return end.replace(year=year, month=month + 1, day=min(end.day, monthrange(year, month + 1)[1]))
+
+
+def _contract_amount(lines: list[dict], currency: str | None) -> int | None:
+    """What one billing cycle charges for the lines (currentPrice × quantity; shipping excluded)."""
+    if not lines or not currency:
+        return None
+    return sum(_minor(line["currentPrice"]["amount"], line["currentPrice"].get("currencyCode") or currency)
+               * int(line.get("quantity") or 0) for line in lines)
+
+
+def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
+    """Subscription fields from the fetched contract, else from what the webhook names."""
+    policy = contract.get("billingPolicy") or webhook.get("billing_policy") or {}
+    lines = (contract.get("lines") or {}).get("nodes") or []
+    first = lines[0] if lines else {}
+    currency = _upper(contract.get("currencyCode") or webhook.get("currency_code"))
+    interval = _lower(policy.get("interval"))
+    count = policy.get("intervalCount") or policy.get("interval_count")
+    renewal = utc(contract.get("nextBillingDate"))
+    return _compact({
+        "source_id": _id(contract.get("id") or webhook.get("admin_graphql_api_id") or webhook.get("id")),
+        "status": _STATUSES.get(_lower(contract.get("status") or webhook.get("status"))),
+        "plan": first.get("sellingPlanName") or first.get("title"),
+        "plan_id": _id(first.get("sellingPlanId")),
+        "interval": interval, "interval_count": int(count) if count else None,
+        "amount": _contract_amount(lines, currency), "currency": currency,
+        "quantity": sum(int(line.get("quantity") or 0) for line in lines) if lines else None,
+        "next_renewal_at": renewal, "current_period_end": renewal,
+        "current_period_start": _minus_interval(renewal, interval, count),
+        "product_ids": [_id(line["productId"]) for line in lines if line.get("productId")] or None,
+        "update_payment_url": _account_url(shop),
+    })
+
+
+def _contract_customer(contract: dict, fallback_id=None) -> dict:
+    c = contract.get("customer") or {}
+    email = c.get("email") or (c.get("defaultEmailAddress") or {}).get("emailAddress")
+    phone = c.get("phone") or (c.get("defaultPhoneNumber") or {}).get("phoneNumber")
+    return _compact({"source_id": _id(c.get("id") or fallback_id), "email": normalize_email(email),
+                     "phone": normalize_phone(phone), "first_name": c.get("firstName") or None,
+                     "last_name": c.get("lastName") or None})
+
+
+def _contract_time(contract: dict, envelope: Envelope) -> datetime | None:
+    # A fetched contract is the state as of the fetch, which came after the delivery was
+    # triggered: never older than triggered_at, and newer still when updatedAt says so
+    # (a replay months later fetches today's contract).
+    times = [t for t in (utc(contract.get("updatedAt")), envelope.triggered_at) if t]
+    return max(times) if times else None
+
+
+def _subscription_event(name: str):
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        contract = payload.get("contract") or {}
+        customer = _contract_customer(contract, payload.get("admin_graphql_api_customer_id")
+                                      or payload.get("customer_id"))
+        return [CanonicalEvent(name, NAME, _contract_time(contract, envelope), customer,
+                               _subscription_data(contract, payload, envelope.shop))]
+    return normalize
+
+
+def _payment_event(name: str, status: str):
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        contract = payload.get("contract") or {}
+        contract_id = (payload.get("admin_graphql_api_subscription_contract_id")
+                       or payload.get("subscription_contract_id"))
+        subscription = _subscription_data(contract, {"id": contract_id}, envelope.shop)
+        code = _lower(payload.get("error_code"))
+        data = _compact({
+            # Current samples send a null attempt id; the idempotency key names the attempt then.
+            "source_id": _id(payload.get("admin_graphql_api_id") or payload.get("id"))
+            or payload.get("idempotency_key"),
+            "subscription_source_id": _id(contract_id), "status": status,
+            # The attempt carries no amount: what the contract bills per cycle stands in.
+            "amount": subscription.get("amount"), "currency": subscription.get("currency"),
+            "failure_reason": payload.get("error_message"), "decline_code": code,
+            "hard_decline": (code in HARD_DECLINES) if code else None,
+            "update_payment_url": subscription.get("update_payment_url"),
+            "paid_at": envelope.triggered_at if status == "succeeded" else None})
+        customer = _contract_customer(contract)
+        events = [CanonicalEvent(name, NAME, envelope.triggered_at, customer, data)]
+        if contract:
+            # Shopify sends no contract webhook when a billing moves the next billing date:
+            # the fetched contract brings it.
+            events.append(CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
+                                         customer, subscription))
+        return events
+    return normalize
+
+
+# --- payment methods, privacy, app, inventory ----------------------------------------------
+
+def payment_method_updated(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    card = payload.get("payment_instrument") or {}
+    customer = _compact({"source_id": _id(payload.get("admin_graphql_api_customer_id")
+                                          or payload.get("customer_id"))})
+    data = _compact({"source_id": _id(payload.get("admin_graphql_api_id")) or payload.get("token"),
+                     "brand": _lower(card.get("brand")), "last4": card.get("last_digits"),
+                     "exp_month": int(card["month"]) if card.get("month") else None,
+                     "exp_year": int(card["year"]) if card.get("year") else None})
+    return [CanonicalEvent(ev.PAYMENT_METHOD_UPDATED, NAME, envelope.triggered_at, customer, data)]
+
+
+def payment_method_revoked(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    [event] = payment_method_updated(payload, envelope)
+    event.data.update(exp_month=None, exp_year=None)  # the card is gone: no expiry left to warn about
+    return [event]
+
+
+def subscriber_erase(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    # customers/redact names one customer; shop/redact (48 h after uninstall) names none,
+    # which means every subscriber of that shop.
+    shop = payload.get("shop_domain") or envelope.shop
+    return [CanonicalEvent(ev.SUBSCRIBER_ERASE, NAME, envelope.triggered_at,
+                           _customer(payload.get("customer")), _compact({"shop": shop}))]
+
+
+def data_request(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    request_id = _id((payload.get("data_request") or {}).get("id"))
+    return [CanonicalEvent(ev.DATA_REQUEST, NAME, envelope.triggered_at,
+                           _customer(payload.get("customer")), _compact({"request_id": request_id}))]
+
+
+def app_uninstalled(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    shop = envelope.shop or payload.get("myshopify_domain") or payload.get("domain")
+    return [CanonicalEvent(ev.APP_UNINSTALLED, NAME, envelope.triggered_at, {}, _compact({"shop": shop}))]
+
+
+def inventory_changed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    # The level names its inventory item only; rules map items to the products in shipments.
+    data = _compact({"inventory_item_id": _id(payload.get("inventory_item_id")),
+                     "available": payload.get("available")})
+    return [CanonicalEvent(ev.INVENTORY_CHANGED, NAME, _occurred_at(payload, envelope), {}, data)]
+
+
+TOPICS = {
+    "customers/create": customer_upserted,
+    "customers/update": customer_upserted,
+    "customers/delete": customer_deleted,
+    "customers_email_marketing_consent/update": email_consent_changed,
+    "customers_marketing_consent/update": sms_consent_changed,
+    "orders/create": _order_event(ev.ORDER_PLACED),
+    "orders/paid": _order_event(ev.ORDER_PAID),
+    "orders/cancelled": _order_event(ev.ORDER_CANCELLED),
+    "refunds/create": order_refunded,
+    "subscription_contracts/create": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/update": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/activate": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/pause": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/fail": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/cancel": _subscription_event(ev.SUBSCRIPTION_CANCELED),
+    "subscription_contracts/expire": _subscription_event(ev.SUBSCRIPTION_CANCELED),
+    "subscription_billing_attempts/success": _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded"),
+    "subscription_billing_attempts/failure": _payment_event(ev.PAYMENT_FAILED, "failed"),
+    "subscription_billing_attempts/challenged": _payment_event(ev.PAYMENT_ACTION_REQUIRED, "action_required"),
+    "customer_payment_methods/create": payment_method_updated,
+    "customer_payment_methods/update": payment_method_updated,
+    "customer_payment_methods/revoke": payment_method_revoked,
+    "customers/redact": subscriber_erase,
+    "shop/redact": subscriber_erase,
+    "customers/data_request": data_request,
+    "app/uninstalled": app_uninstalled,
+    "inventory_levels/update": inventory_changed,
+}
+
+
+# --- enrichment (I/O, run by the worker before normalizing) --------------------------------
+
+def _with_contract(contract_id_of):
+    """ENRICH step: fetch the contract a webhook names, store it under payload["contract"]."""
+    def enrich(payload: dict, settings) -> dict:
+        contract_id = contract_id_of(payload)
+        if not shopify_api.is_configured(settings) or not contract_id:
+            return payload  # the normalizer then emits what the ids allow
+        return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+    return enrich
+
+
+_enrich_contract = _with_contract(lambda p: p.get("admin_graphql_api_id") or p.get("id"))
+_enrich_attempt = _with_contract(lambda p: p.get("admin_graphql_api_subscription_contract_id")
+                                 or p.get("subscription_contract_id"))
+
+# Contract and billing-attempt webhooks carry ids only (no email, price or next billing date).
+ENRICH = {topic: _enrich_contract if topic.startswith("subscription_contracts/") else _enrich_attempt
+          for topic in TOPICS if topic.startswith("subscription_")}

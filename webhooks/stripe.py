@@ -1,0 +1,393 @@
+"""Stripe webhooks: signature check, envelope, and normalizers into canonical events (design §4).
+
+A Stripe event carries the whole object in `data.object`, as of the account's API version:
+the normalizers read the shapes before and after 2025-03-31 ("basil"). Stripe objects have
+no updated-at, so every canonical event takes the event's `created` as `occurred_at`: that
+is what keeps an older delivery (retries, no ordering) from overwriting a newer one.
+"""
+from __future__ import annotations
+
+import json
+
+import stripe
+
+from hub import events as ev
+from hub.errors import SignatureInvalid
+from hub.events import CanonicalEvent
+from hub.values import normalize_email, normalize_phone, utc
+from webhooks import Envelope, body_hash_id
+
+NAME = "stripe"
+
+# Stripe's own default: a signature older than this is treated as a replay.
+TOLERANCE_SECONDS = 300
+
+
+def verify(settings, headers, body: bytes) -> None:
+    """Raise SignatureInvalid unless `body` is signed with STRIPE_WEBHOOK_SECRET, recently."""
+    header = headers.get("Stripe-Signature") or headers.get("stripe-signature")
+    if not header:
+        raise SignatureInvalid("missing Stripe-Signature header")
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        raise SignatureInvalid("STRIPE_WEBHOOK_SECRET is not set")
+    try:
+        # The library accepts any of several v1 signatures (secret rotation) and ignores v0.
+        stripe.WebhookSignature.verify_header(body.decode(), header, settings.STRIPE_WEBHOOK_SECRET,
+                                              tolerance=TOLERANCE_SECONDS)
+    except UnicodeDecodeError:
+        raise SignatureInvalid("body is not UTF-8") from None
+    except stripe.SignatureVerificationError as exc:
+        # `from None`: the library's exception holds the body, which must not reach the logs.
+        raise SignatureInvalid(str(exc)) from None
+
+
+def describe(headers, body: bytes) -> Envelope:
+    """The event's id (Stripe's dedupe key), type and creation time; never raises."""
+    try:
+        event = json.loads(body)
+        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+            raise ValueError("not a Stripe event")
+        return Envelope(event_id=event["id"], topic=event["type"],
+                        api_version=event.get("api_version"),
+                        triggered_at=utc(event.get("created")),
+                        extra={"livemode": event.get("livemode")})
+    except Exception:  # anything unreadable is stored under its hash and failed when drained
+        return Envelope(event_id=body_hash_id(body), topic="unreadable")
+
+
+# --- normalizers: (payload, envelope) -> [CanonicalEvent]; payload is the whole event -------
+
+def normalize_customer(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_event(ev.CUSTOMER_UPSERTED, payload, _person_of_customer(_object(payload)))]
+
+
+def normalize_deleted_customer(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_event(ev.CUSTOMER_DELETED, payload, {"source_id": _id(_object(payload)["id"])})]
+
+
+def normalize_checkout(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """order.placed, order.paid once paid, and consent.changed when the buyer was asked."""
+    session = _object(payload)
+    details = session.get("customer_details") or {}
+    customer = _customer(payload, details.get("email") or session.get("customer_email"),
+                         details.get("phone"), details.get("name"))
+    order = {
+        # Keyed by the payment intent when there is one: a refund knows only its charge's
+        # payment intent, and this is how it finds its order (design §4, order.refunded).
+        "source_id": _id(session.get("payment_intent")) or _id(session["id"]),
+        "total": session.get("amount_total"),
+        "currency": _currency(session),
+        "financial_status": session.get("payment_status"),
+        "is_subscription": session.get("mode") == "subscription",
+        "placed_at": utc(session.get("created")) or utc(payload["created"]),
+        "subscription_source_id": _id(session.get("subscription")),
+    }
+    events = [_event(ev.ORDER_PLACED, payload, customer, order)]
+    # Not "unpaid" (a delayed method such as a bank debit) nor "no_payment_required".
+    if session.get("payment_status") == "paid":
+        events.append(_event(ev.ORDER_PAID, payload, customer, order))
+    state = CONSENT_STATES.get((session.get("consent") or {}).get("promotions"))
+    if state:  # only when Checkout asked: consent is never inferred (design §6)
+        consent = {"channel": "email", "state": state, "consented_at": utc(payload["created"])}
+        events.append(_event(ev.CONSENT_CHANGED, payload, customer, consent))
+    return events
+
+
+CONSENT_STATES = {"opt_in": "subscribed", "opt_out": "unsubscribed"}
+
+
+def normalize_refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    charge = _object(payload)
+    billing = charge.get("billing_details") or {}
+    # Refunds are listed newest first, and only in API versions before 2022-11-15.
+    latest = ((charge.get("refunds") or {}).get("data") or [{}])[0]
+    data = {
+        "source_id": _id(latest.get("id")) or _id(charge["id"]),
+        "order_source_id": _id(charge.get("payment_intent")) or _id(charge["id"]),
+        "amount": _refunded_now(payload, latest),
+        "currency": _currency(charge),
+    }
+    customer = _customer(payload, billing.get("email") or charge.get("receipt_email"))
+    return [_event(ev.ORDER_REFUNDED, payload, customer, data)]
+
+
+def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
+    """What this refund gave back. The hub adds each order.refunded up, while the charge's
+    `amount_refunded` is the running total: a second partial refund would count the first twice."""
+    total = _object(payload).get("amount_refunded")
+    before = (payload["data"].get("previous_attributes") or {}).get("amount_refunded")
+    if total is not None and before is not None:
+        return total - before
+    return latest_refund.get("amount", total)
+
+
+def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)]
+
+
+def normalize_canceled_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_subscription_event(ev.SUBSCRIPTION_CANCELED, payload)]
+
+
+def normalize_trial_ending(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_subscription_event(ev.TRIAL_ENDING, payload)]
+
+
+def _subscription_event(name: str, payload: dict) -> CanonicalEvent:
+    return _event(name, payload, _customer(payload), _subscription_data(_object(payload)))
+
+
+# Event type → (canonical event, payment status).
+PAYMENT_OUTCOMES = {
+    "invoice.paid": (ev.PAYMENT_SUCCEEDED, "succeeded"),
+    "invoice.payment_succeeded": (ev.PAYMENT_SUCCEEDED, "succeeded"),
+    "invoice.payment_failed": (ev.PAYMENT_FAILED, "failed"),
+    "invoice.payment_action_required": (ev.PAYMENT_ACTION_REQUIRED, "action_required"),
+}
+
+# Decline codes that no retry will fix: the customer must give another card.
+# Soft ones (insufficient_funds, do_not_honor, generic_decline, ...) may pass on a retry.
+HARD_DECLINES = {"stolen_card", "lost_card", "pickup_card", "restricted_card", "fraudulent",
+                 "expired_card", "incorrect_number", "invalid_number", "invalid_account",
+                 "card_not_supported", "new_account_information_available"}
+
+
+def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    invoice = _object(payload)
+    name, status = PAYMENT_OUTCOMES[payload["type"]]
+    error = _payment_error(invoice)
+    data = {
+        "source_id": _id(invoice.get("id")),
+        "subscription_source_id": _invoice_subscription_id(invoice),
+        "status": status,
+        "amount": invoice.get("amount_paid" if status == "succeeded" else "amount_due"),
+        "currency": _currency(invoice),
+        "attempt_count": invoice.get("attempt_count"),
+        "next_retry_at": utc(invoice.get("next_payment_attempt")),
+        "failure_reason": error.get("message") or error.get("code") or error.get("type"),
+        "decline_code": error.get("decline_code"),
+        "hard_decline": (error.get("decline_code") or error.get("code")) in HARD_DECLINES,
+        "due_at": utc(invoice.get("due_date")),
+        "paid_at": utc((invoice.get("status_transitions") or {}).get("paid_at")),
+        "update_payment_url": invoice.get("hosted_invoice_url"),
+    }
+    return [_event(name, payload, _invoice_customer(payload), data)]
+
+
+def normalize_renewal(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """invoice.upcoming: a preview of the next renewal's invoice (it has no id yet)."""
+    invoice = _object(payload)
+    data = {
+        "subscription_source_id": _invoice_subscription_id(invoice),
+        # The billed period ends when the subscription renews; the charge follows about an
+        # hour later (next_payment_attempt), once the invoice is finalized.
+        "renewal_at": utc(invoice.get("period_end") or invoice.get("next_payment_attempt")),
+        "amount": invoice.get("amount_due"),
+        "currency": _currency(invoice),
+    }
+    return [_event(ev.RENEWAL_UPCOMING, payload, _invoice_customer(payload), data)]
+
+
+def normalize_expiring_card(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    return [_event(ev.PAYMENT_METHOD_EXPIRING, payload, _customer(payload),
+                   _card_data(_object(payload)))]
+
+
+def normalize_updated_card(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    # automatically_updated: the card network sent new details (card updater), not the customer.
+    auto = payload["type"] == "payment_method.automatically_updated"
+    return [_event(ev.PAYMENT_METHOD_UPDATED, payload, _customer(payload),
+                   _card_data(_object(payload), auto_updated=auto))]
+
+
+TOPICS = {
+    "customer.created": normalize_customer,
+    "customer.updated": normalize_customer,
+    "customer.deleted": normalize_deleted_customer,
+    "checkout.session.completed": normalize_checkout,
+    "charge.refunded": normalize_refund,
+    "customer.subscription.created": normalize_subscription,
+    "customer.subscription.updated": normalize_subscription,
+    "customer.subscription.paused": normalize_subscription,
+    "customer.subscription.resumed": normalize_subscription,
+    "customer.subscription.deleted": normalize_canceled_subscription,
+    "customer.subscription.trial_will_end": normalize_trial_ending,
+    "invoice.paid": normalize_payment,
+    "invoice.payment_succeeded": normalize_payment,
+    "invoice.payment_failed": normalize_payment,
+    "invoice.payment_action_required": normalize_payment,
+    "invoice.upcoming": normalize_renewal,
+    "customer.source.expiring": normalize_expiring_card,
+    "payment_method.updated": normalize_updated_card,
+    "payment_method.automatically_updated": normalize_updated_card,
+}
+
+
+# --- enrichment (I/O): the customer's email and name for events that carry only its id ----
+
+def attach_customer(payload: dict, settings) -> dict:
+    """The payload with the customer under "_customer", fetched from Stripe; unchanged
+    without an API key or when Stripe fails (the event still applies by customer id)."""
+    customer_id = payload.get("data", {}).get("object", {}).get("customer")
+    if not settings.STRIPE_API_KEY or not isinstance(customer_id, str):
+        return payload
+    base = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
+    client = stripe.StripeClient(settings.STRIPE_API_KEY, base_addresses=base,
+                                 http_client=stripe.RequestsClient(timeout=20))
+    try:
+        customer = client.v1.customers.retrieve(customer_id)
+    except stripe.StripeError:
+        return payload
+    return {**payload, "_customer": customer.to_dict()}
+
+
+ENRICH = {topic: attach_customer for topic in (
+    "customer.subscription.created", "customer.subscription.updated",
+    "customer.subscription.paused", "customer.subscription.resumed",
+    "customer.subscription.deleted", "customer.subscription.trial_will_end",
+    "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
+    "invoice.payment_action_required", "invoice.upcoming",
+    "customer.source.expiring", "payment_method.updated", "payment_method.automatically_updated",
+)}
+
+
+# --- reading Stripe objects -----------------------------------------------------------------
+
+def _object(payload: dict) -> dict:
+    return payload["data"]["object"]
+
+
+def _event(name: str, payload: dict, customer: dict, data: dict | None = None) -> CanonicalEvent:
+    return CanonicalEvent(name=name, source=NAME, occurred_at=utc(payload["created"]),
+                          customer=customer, data=data or {})
+
+
+def _id(value) -> str | None:
+    """A reference as a string id (references arrive as ids, or as objects when expanded)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return None if value is None else str(value)
+
+
+def _currency(obj: dict) -> str | None:
+    return obj["currency"].upper() if obj.get("currency") else None
+
+
+def _person(source_id, email=None, phone=None, name=None, created=None) -> dict:
+    """The hub's customer dict, with only what is known: a missing email is not a removed one."""
+    first, _, last = (name or "").strip().partition(" ")
+    person = {"source_id": _id(source_id), "email": normalize_email(email),
+              "phone": normalize_phone(phone), "first_name": first or None,
+              "last_name": last.strip() or None, "created_at": utc(created)}
+    return {key: value for key, value in person.items() if value is not None}
+
+
+def _person_of_customer(customer: dict) -> dict:
+    return _person(customer.get("id"), customer.get("email"), customer.get("phone"),
+                   customer.get("name"), customer.get("created"))
+
+
+def _customer(payload: dict, email=None, phone=None, name=None) -> dict:
+    """The customer the object belongs to: what the object says, overridden by the customer
+    ENRICH fetched (fresher, and the only source of email for subscriptions and cards)."""
+    own = _person(_object(payload).get("customer"), email, phone, name)
+    fetched = payload.get("_customer")
+    return {**own, **_person_of_customer(fetched)} if fetched else own
+
+
+def _invoice_customer(payload: dict) -> dict:
+    invoice = _object(payload)
+    return _customer(payload, invoice.get("customer_email"), invoice.get("customer_phone"),
+                     invoice.get("customer_name"))
+
+
+def _invoice_subscription_id(invoice: dict) -> str | None:
+    # Before API 2025-03-31 `invoice.subscription`; since, `parent.subscription_details`.
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return _id(invoice.get("subscription") or details.get("subscription"))
+
+
+def _payment_error(invoice: dict) -> dict:
+    """What Stripe said went wrong, as far as the payload tells: the invoice's finalization
+    error, else the last error of the payment intent or charge when they come expanded
+    (a webhook carries them as ids)."""
+    intent, charge = invoice.get("payment_intent"), invoice.get("charge")
+    if invoice.get("last_finalization_error"):
+        return invoice["last_finalization_error"]
+    if isinstance(intent, dict) and intent.get("last_payment_error"):
+        return intent["last_payment_error"]
+    if isinstance(charge, dict) and charge.get("failure_code"):
+        return {"code": charge["failure_code"], "message": charge.get("failure_message")}
+    return {}
+
+
+# Stripe's subscription statuses in the hub's vocabulary (design §3); unknown ones → None.
+# `incomplete` (first payment not through yet, 23 h to complete it) and `unpaid` (retries
+# exhausted, invoices left open) both mean money owed but the customer not lost: past_due.
+# `incomplete_expired` is a subscription whose first payment never came: expired.
+STATUSES = {"trialing": "trialing", "active": "active", "past_due": "past_due",
+            "incomplete": "past_due", "unpaid": "past_due", "paused": "paused",
+            "canceled": "canceled", "incomplete_expired": "expired"}
+
+
+def _subscription_data(sub: dict) -> dict:
+    items = (sub.get("items") or {}).get("data") or []
+    first = items[0] if items else {}
+    price = _price(first)
+    recurring = price.get("recurring") or {}
+    status = STATUSES.get(sub.get("status"))
+    # Before API 2025-03-31 the period is on the subscription; since, on each item.
+    period_start = sub.get("current_period_start") or first.get("current_period_start")
+    period_end = sub.get("current_period_end") or first.get("current_period_end")
+    ends = (sub.get("cancel_at_period_end") or status in ("canceled", "expired", "paused")
+            or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
+    product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
+    return {
+        "source_id": _id(sub["id"]),
+        "status": status,
+        "plan": _plan_name(price),
+        "plan_id": _id(price.get("id")),
+        # Legacy plans (shown as `price` in old payloads) carry interval and amount directly.
+        "interval": recurring.get("interval") or price.get("interval"),
+        "interval_count": recurring.get("interval_count") or price.get("interval_count"),
+        "amount": _amount(items),
+        "currency": _currency(sub) or _currency(price),
+        "quantity": sum(item.get("quantity") or 0 for item in items) if items else None,
+        "current_period_start": utc(period_start),
+        "current_period_end": utc(period_end),
+        "next_renewal_at": None if ends else utc(period_end),
+        "trial_end": utc(sub.get("trial_end")),
+        "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
+        "canceled_at": utc(sub.get("canceled_at")),
+        "product_ids": list(dict.fromkeys(product_ids)),
+    }
+
+
+def _price(item: dict) -> dict:
+    return item.get("price") or item.get("plan") or {}
+
+
+def _plan_name(price: dict) -> str | None:
+    product = price.get("product")
+    product_name = product.get("name") if isinstance(product, dict) else None
+    return price.get("nickname") or price.get("name") or product_name or _id(price.get("id"))
+
+
+def _amount(items: list) -> int | None:
+    """Minor units per period over all items; None when one has no flat price (metered, tiered)."""
+    total = 0
+    for item in items:
+        price = _price(item)
+        unit = price["unit_amount"] if price.get("unit_amount") is not None else price.get("amount")
+        if unit is None:
+            return None
+        total += int(unit) * (item.get("quantity") or 1)
+    return total if items else None
+
+
+def _card_data(obj: dict, auto_updated: bool = False) -> dict:
+    # Payment methods and sources nest the card; a legacy card object is the card itself.
+    card = obj["card"] if isinstance(obj.get("card"), dict) else obj
+    return {"source_id": _id(obj["id"]), "brand": card.get("brand"), "last4": card.get("last4"),
+            "exp_month": card.get("exp_month"), "exp_year": card.get("exp_year"),
+            "auto_updated": auto_updated}
