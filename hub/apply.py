@@ -170,7 +170,10 @@ def apply_order(session, event, changes):
     _activity(subscriber, placed)
     if event.name == ev.ORDER_PAID and not order.paid:
         order.paid = True
-        _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
+        # An order that opened a subscription billed by invoices is counted when its
+        # invoice is paid (payment.succeeded); counting both would double the spend.
+        if not d.get("subscription_source_id"):
+            _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
     if event.name == ev.ORDER_CANCELLED:
         changes.set(order, "cancelled", True, label)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback as tb
+from functools import lru_cache
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
@@ -35,14 +36,21 @@ def stored_headers(headers) -> dict:
 def receive(conn: Connection, source: str, envelope: Envelope, headers: dict, body: bytes,
             origin: str = "webhook") -> bool:
     """Insert the raw webhook unless (source, event id) is already stored; True if new."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(InboxEvent).values(
-        source=source, event_id=envelope.event_id, topic=envelope.topic[:100], headers=headers,
-        body=body, received_at=datetime.now(timezone.utc), triggered_at=envelope.triggered_at,
-        shop=envelope.shop, api_version=envelope.api_version, status=PENDING, attempts=0,
-        outcome=[], origin=origin,
-    ).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(InboxEvent.id)
-    return conn.execute(stmt).scalar() is not None
+    params = {"source": source, "event_id": envelope.event_id, "topic": envelope.topic[:100],
+              "headers": headers, "body": body, "received_at": datetime.now(timezone.utc),
+              "triggered_at": envelope.triggered_at, "shop": envelope.shop,
+              "api_version": envelope.api_version, "status": PENDING, "attempts": 0,
+              "outcome": [], "origin": origin}
+    return conn.execute(_insert_statement(conn.dialect.name), params).scalar() is not None
+
+
+@lru_cache(maxsize=None)
+def _insert_statement(dialect: str):
+    # Built once per dialect: the webhook path then reuses SQLAlchemy's compiled form.
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(InboxEvent.__table__)
+            .on_conflict_do_nothing(index_elements=["source", "event_id"])
+            .returning(InboxEvent.__table__.c.id))
 
 
 def claim_batch(session: Session, size: int) -> list[InboxEvent]:

@@ -33,6 +33,20 @@ def body_hash_id(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def header(headers, name: str) -> str | None:
+    """A header by case-insensitive name, from werkzeug Headers or a plain dict of any casing."""
+    found = headers.get(name)
+    if found is None:
+        found = headers.get(name.lower())
+    if found is not None:
+        return found
+    wanted = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
 SOURCE_NAMES = ("shopify", "stripe", "chargebee")
 
 

@@ -19,7 +19,7 @@ from hub import events as ev
 from hub.errors import MalformedPayload, SignatureInvalid
 from hub.events import CanonicalEvent
 from hub.values import Money, normalize_email, normalize_phone, utc
-from webhooks import Envelope, body_hash_id
+from webhooks import Envelope, body_hash_id, header
 
 NAME = "chargebee"
 
@@ -52,7 +52,7 @@ def verify(settings, headers, body: bytes) -> None:
     if not user or not password:
         # Without credentials anyone could post events: refuse rather than accept all.
         raise SignatureInvalid("Chargebee webhook credentials are not configured")
-    scheme, _, token = (_header(headers, "Authorization") or "").partition(" ")
+    scheme, _, token = (header(headers, "Authorization") or "").partition(" ")
     if scheme.lower() != "basic" or not token.strip():
         raise SignatureInvalid("missing basic-auth Authorization header")
     try:
@@ -79,12 +79,6 @@ def describe(headers, body: bytes) -> Envelope:
         return Envelope(event_id=body_hash_id(body), topic="unreadable")
 
 
-def _header(headers, name: str) -> str | None:
-    """A header by case-insensitive name from a dict or werkzeug Headers."""
-    for key, value in (headers or {}).items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 def _time(value) -> datetime | None:

@@ -19,7 +19,7 @@ from hub import events as ev
 from hub.errors import SignatureInvalid
 from hub.events import CanonicalEvent
 from hub.values import Money, normalize_email, normalize_phone, utc
-from webhooks import Envelope, body_hash_id, shopify_api
+from webhooks import Envelope, body_hash_id, header, shopify_api
 
 NAME = "shopify"
 
@@ -40,13 +40,6 @@ HARD_DECLINES = frozenset({
 
 # --- verify and describe -------------------------------------------------------------------
 
-def _header(headers, name: str) -> str | None:
-    """A header by case-insensitive name, from werkzeug Headers or a plain dict of any casing."""
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
 
 
 def verify(settings, headers, body: bytes) -> None:
@@ -54,7 +47,7 @@ def verify(settings, headers, body: bytes) -> None:
     secret = settings.SHOPIFY_WEBHOOK_SECRET
     if not secret:
         raise SignatureInvalid("SHOPIFY_WEBHOOK_SECRET is not set")
-    given = _header(headers, "X-Shopify-Hmac-Sha256")
+    given = header(headers, "X-Shopify-Hmac-Sha256")
     if not given:
         raise SignatureInvalid("missing X-Shopify-Hmac-Sha256 header")
     expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
@@ -64,9 +57,9 @@ def verify(settings, headers, body: bytes) -> None:
 
 def describe(headers, body: bytes) -> Envelope:
     """Topic, dedupe id and delivery metadata from the headers; never raises."""
-    topic = (_header(headers, "X-Shopify-Topic") or "").strip()
-    event_id = _header(headers, "X-Shopify-Event-Id")
-    webhook_id = _header(headers, "X-Shopify-Webhook-Id")
+    topic = (header(headers, "X-Shopify-Topic") or "").strip()
+    event_id = header(headers, "X-Shopify-Event-Id")
+    webhook_id = header(headers, "X-Shopify-Webhook-Id")
     # The event id is shared by every delivery of one merchant action (two subscriptions to
     # a topic send it twice); the webhook id only by the retries of one delivery.
     if event_id:
@@ -76,12 +69,12 @@ def describe(headers, body: bytes) -> Envelope:
     else:
         dedupe = body_hash_id(body if isinstance(body, bytes) else str(body).encode())
     try:
-        triggered_at = utc(_header(headers, "X-Shopify-Triggered-At"))
+        triggered_at = utc(header(headers, "X-Shopify-Triggered-At"))
     except (TypeError, ValueError):
         triggered_at = None
-    return Envelope(event_id=dedupe, topic=topic, shop=_header(headers, "X-Shopify-Shop-Domain"),
-                    api_version=_header(headers, "X-Shopify-API-Version"), triggered_at=triggered_at,
-                    extra={"webhook_id": webhook_id, "event_id": event_id})
+    return Envelope(event_id=dedupe, topic=topic, shop=header(headers, "X-Shopify-Shop-Domain"),
+                    api_version=header(headers, "X-Shopify-API-Version"),
+                    triggered_at=triggered_at, extra={"webhook_id": webhook_id, "event_id": event_id})
 
 
 # --- small readers -------------------------------------------------------------------------
@@ -103,7 +96,7 @@ def _upper(value) -> str | None:
 
 
 def _compact(values: dict) -> dict:
-    """Leave out what the payload does not carry, so the model never overwrites a fact with nothing."""
+    """Leave out what the payload does not carry: the model never overwrites a fact with nothing."""
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -114,17 +107,25 @@ def _minor(value, currency: str | None) -> int | None:
     return Money.from_decimal(value, currency).amount
 
 
+def _triggered_at(envelope: Envelope) -> datetime | None:
+    """When Shopify triggered the delivery, UTC-aware (an envelope read from SQLite may be naive)."""
+    return utc(envelope.triggered_at)
+
+
 def _occurred_at(payload: dict, envelope: Envelope, key: str = "updated_at") -> datetime | None:
     """The object's own time when it has one, else when Shopify triggered the delivery."""
-    return utc(payload.get(key)) or envelope.triggered_at
+    return utc(payload.get(key)) or _triggered_at(envelope)
 
 
 def _customer(c: dict | None, email: str | None = None) -> dict:
     """Canonical customer fields of a REST customer object."""
     c = c or {}
-    return _compact({"source_id": _id(c.get("id")), "email": normalize_email(c.get("email") or email),
-                     "phone": normalize_phone(c.get("phone")), "first_name": c.get("first_name") or None,
-                     "last_name": c.get("last_name") or None, "created_at": utc(c.get("created_at"))})
+    return _compact({"source_id": _id(c.get("id")),
+                     "email": normalize_email(c.get("email") or email),
+                     "phone": normalize_phone(c.get("phone")),
+                     "first_name": c.get("first_name") or None,
+                     "last_name": c.get("last_name") or None,
+                     "created_at": utc(c.get("created_at"))})
 
 
 # --- customers and consent -----------------------------------------------------------------
@@ -142,7 +143,8 @@ def _consent_event(channel: str, consent: dict, customer: dict, fallback: dateti
 
 
 def _embedded_consents(payload: dict, customer: dict, when) -> list[CanonicalEvent]:
-    """Consent inside customer payloads: `*_marketing_consent` before 2025-01, `accepts_marketing` in older ones."""
+    """Consent inside customer payloads: `*_marketing_consent` before 2025-01, `accepts_marketing`
+    in older ones."""
     consents = []
     if isinstance(payload.get("email_marketing_consent"), dict):
         consents.append(("email", payload["email_marketing_consent"]))
@@ -173,7 +175,7 @@ def email_consent_changed(payload: dict, envelope: Envelope) -> list[CanonicalEv
     customer = _compact({"source_id": _id(payload.get("customer_id")),
                          "email": normalize_email(payload.get("email_address"))})
     event = _consent_event("email", payload.get("email_marketing_consent") or {}, customer,
-                           envelope.triggered_at)
+                           _triggered_at(envelope))
     return [event] if event else []
 
 
@@ -181,14 +183,15 @@ def sms_consent_changed(payload: dict, envelope: Envelope) -> list[CanonicalEven
     customer = _compact({"source_id": _id(payload.get("id") or payload.get("customer_id")),
                          "phone": normalize_phone(payload.get("phone"))})
     event = _consent_event("sms", payload.get("sms_marketing_consent") or {}, customer,
-                           envelope.triggered_at)
+                           _triggered_at(envelope))
     return [event] if event else []
 
 
 # --- orders and refunds --------------------------------------------------------------------
 
 def _selling_plan_id(line: dict) -> str | None:
-    """A line's selling plan: `selling_plan_id` from API 2026-10, `selling_plan(_allocation)` in other shapes."""
+    """A line's selling plan: `selling_plan_id` from API 2026-10, `selling_plan(_allocation)` in
+    other shapes."""
     allocation = line.get("selling_plan_allocation") or {}
     plan = line.get("selling_plan") or allocation.get("selling_plan") or {}
     return _id(line.get("selling_plan_id") or (plan.get("id") if isinstance(plan, dict) else plan))
@@ -210,15 +213,17 @@ def _order_data(order: dict) -> dict:
     number = order.get("name") or order.get("order_number") or order.get("number")
     return _compact({"source_id": _id(order.get("id")), "number": str(number) if number else None,
                      "total": _minor(order.get("total_price"), currency), "currency": currency,
-                     "financial_status": order.get("financial_status"), "is_subscription": is_subscription,
+                     "financial_status": order.get("financial_status"),
+                     "is_subscription": is_subscription,
                      "placed_at": utc(order.get("processed_at") or order.get("created_at")),
                      "line_items": lines})
 
 
 def _order_event(name: str):
     def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-        customer = _customer(payload.get("customer"), payload.get("email") or payload.get("contact_email"))
-        return [CanonicalEvent(name, NAME, _occurred_at(payload, envelope), customer, _order_data(payload))]
+        email = payload.get("email") or payload.get("contact_email")
+        return [CanonicalEvent(name, NAME, _occurred_at(payload, envelope),
+                               _customer(payload.get("customer"), email), _order_data(payload))]
     return normalize
 
 
@@ -249,25 +254,29 @@ def _refund_amount(refund: dict, currency: str | None) -> int | None:
     for line in refund.get("refund_line_items") or []:
         subtotal = _shop_money(line, "subtotal").get("amount") or line.get("subtotal")
         if subtotal is None:  # oldest shape: only the refunded line and its quantity
-            subtotal = Decimal(str((line.get("line_item") or {}).get("price") or 0)) * int(line.get("quantity") or 0)
+            price = (line.get("line_item") or {}).get("price") or 0
+            subtotal = Decimal(str(price)) * int(line.get("quantity") or 0)
         total += _minor(subtotal, currency)
     return total
 
 
 def order_refunded(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     currency = _refund_currency(payload)
-    data = _compact({"source_id": _id(payload.get("id")), "order_source_id": _id(payload.get("order_id")),
+    data = _compact({"source_id": _id(payload.get("id")),
+                     "order_source_id": _id(payload.get("order_id")),
                      "amount": _refund_amount(payload, currency), "currency": currency})
     # A refund never changes after it is made: its creation time is its own time.
-    return [CanonicalEvent(ev.ORDER_REFUNDED, NAME, _occurred_at(payload, envelope, "created_at"), {}, data)]
+    when = _occurred_at(payload, envelope, "created_at")
+    return [CanonicalEvent(ev.ORDER_REFUNDED, NAME, when, {}, data)]
 
 
 # --- subscription contracts and billing attempts -------------------------------------------
 
 def _account_url(shop: str | None) -> str | None:
-    # Shopify mints no "update your card" link for cards in general (customerPaymentMethodGetUpdateUrl
-    # serves Shop Pay only; customerPaymentMethodSendUpdateEmail sends Shopify's own email), so
-    # dunning points at the customer account, where customers manage subscriptions and cards.
+    # Shopify mints no "update your card" link for cards in general
+    # (customerPaymentMethodGetUpdateUrl serves Shop Pay only; customerPaymentMethodSendUpdateEmail
+    # sends Shopify's own email), so dunning points at the customer account, where customers
+    # manage their subscriptions and cards.
     return f"https://{shop}/account" if shop else None
 
 
@@ -279,16 +288,19 @@ def _minus_interval(end: datetime | None, interval: str | None, count) -> dateti
         return end - timedelta(**{f"{interval}s": int(count)})
     if interval not in ("month", "year"):
         return None
-    year, month = divmod(end.year * 12 + end.month - 1 - int(count) * (12 if interval == "year" else 1), 12)
-    return end.replace(year=year, month=month + 1, day=min(end.day, monthrange(year, month + 1)[1]))
+    months = int(count) * (12 if interval == "year" else 1)
+    year, month = divmod(end.year * 12 + end.month - 1 - months, 12)
+    month += 1
+    return end.replace(year=year, month=month, day=min(end.day, monthrange(year, month)[1]))
 
 
 def _contract_amount(lines: list[dict], currency: str | None) -> int | None:
-    """What one billing cycle charges for the lines (currentPrice × quantity; shipping excluded)."""
+    """What one billing cycle charges for the lines (currentPrice × quantity; no shipping)."""
     if not lines or not currency:
         return None
     return sum(_minor(line["currentPrice"]["amount"], line["currentPrice"].get("currencyCode") or currency)
-               * int(line.get("quantity") or 0) for line in lines)
+               * int(line.get("quantity") or 0)
+               for line in lines)
 
 
 def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
@@ -301,7 +313,8 @@ def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
     count = policy.get("intervalCount") or policy.get("interval_count")
     renewal = utc(contract.get("nextBillingDate"))
     return _compact({
-        "source_id": _id(contract.get("id") or webhook.get("admin_graphql_api_id") or webhook.get("id")),
+        "source_id": _id(contract.get("id") or webhook.get("admin_graphql_api_id")
+                         or webhook.get("id")),
         "status": _STATUSES.get(_lower(contract.get("status") or webhook.get("status"))),
         "plan": first.get("sellingPlanName") or first.get("title"),
         "plan_id": _id(first.get("sellingPlanId")),
@@ -328,7 +341,7 @@ def _contract_time(contract: dict, envelope: Envelope) -> datetime | None:
     # A fetched contract is the state as of the fetch, which came after the delivery was
     # triggered: never older than triggered_at, and newer still when updatedAt says so
     # (a replay months later fetches today's contract).
-    times = [t for t in (utc(contract.get("updatedAt")), envelope.triggered_at) if t]
+    times = [t for t in (utc(contract.get("updatedAt")), _triggered_at(envelope)) if t]
     return max(times) if times else None
 
 
@@ -359,14 +372,14 @@ def _payment_event(name: str, status: str):
             "failure_reason": payload.get("error_message"), "decline_code": code,
             "hard_decline": (code in HARD_DECLINES) if code else None,
             "update_payment_url": subscription.get("update_payment_url"),
-            "paid_at": envelope.triggered_at if status == "succeeded" else None})
+            "paid_at": _triggered_at(envelope) if status == "succeeded" else None})
         customer = _contract_customer(contract)
-        events = [CanonicalEvent(name, NAME, envelope.triggered_at, customer, data)]
+        events = [CanonicalEvent(name, NAME, _triggered_at(envelope), customer, data)]
         if contract:
             # Shopify sends no contract webhook when a billing moves the next billing date:
             # the fetched contract brings it.
-            events.append(CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
-                                         customer, subscription))
+            events.append(CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME,
+                                         _contract_time(contract, envelope), customer, subscription))
         return events
     return normalize
 
@@ -381,12 +394,13 @@ def payment_method_updated(payload: dict, envelope: Envelope) -> list[CanonicalE
                      "brand": _lower(card.get("brand")), "last4": card.get("last_digits"),
                      "exp_month": int(card["month"]) if card.get("month") else None,
                      "exp_year": int(card["year"]) if card.get("year") else None})
-    return [CanonicalEvent(ev.PAYMENT_METHOD_UPDATED, NAME, envelope.triggered_at, customer, data)]
+    when = _triggered_at(envelope)
+    return [CanonicalEvent(ev.PAYMENT_METHOD_UPDATED, NAME, when, customer, data)]
 
 
 def payment_method_revoked(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     [event] = payment_method_updated(payload, envelope)
-    event.data.update(exp_month=None, exp_year=None)  # the card is gone: no expiry left to warn about
+    event.data.update(exp_month=None, exp_year=None)  # the card is gone: no expiry to warn about
     return [event]
 
 
@@ -394,19 +408,21 @@ def subscriber_erase(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     # customers/redact names one customer; shop/redact (48 h after uninstall) names none,
     # which means every subscriber of that shop.
     shop = payload.get("shop_domain") or envelope.shop
-    return [CanonicalEvent(ev.SUBSCRIBER_ERASE, NAME, envelope.triggered_at,
+    return [CanonicalEvent(ev.SUBSCRIBER_ERASE, NAME, _triggered_at(envelope),
                            _customer(payload.get("customer")), _compact({"shop": shop}))]
 
 
 def data_request(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     request_id = _id((payload.get("data_request") or {}).get("id"))
-    return [CanonicalEvent(ev.DATA_REQUEST, NAME, envelope.triggered_at,
-                           _customer(payload.get("customer")), _compact({"request_id": request_id}))]
+    return [CanonicalEvent(ev.DATA_REQUEST, NAME, _triggered_at(envelope),
+                           _customer(payload.get("customer")),
+                           _compact({"request_id": request_id}))]
 
 
 def app_uninstalled(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     shop = envelope.shop or payload.get("myshopify_domain") or payload.get("domain")
-    return [CanonicalEvent(ev.APP_UNINSTALLED, NAME, envelope.triggered_at, {}, _compact({"shop": shop}))]
+    return [CanonicalEvent(ev.APP_UNINSTALLED, NAME, _triggered_at(envelope), {},
+                           _compact({"shop": shop}))]
 
 
 def inventory_changed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -435,7 +451,8 @@ TOPICS = {
     "subscription_contracts/expire": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_billing_attempts/success": _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded"),
     "subscription_billing_attempts/failure": _payment_event(ev.PAYMENT_FAILED, "failed"),
-    "subscription_billing_attempts/challenged": _payment_event(ev.PAYMENT_ACTION_REQUIRED, "action_required"),
+    "subscription_billing_attempts/challenged": _payment_event(ev.PAYMENT_ACTION_REQUIRED,
+                                                               "action_required"),
     "customer_payment_methods/create": payment_method_updated,
     "customer_payment_methods/update": payment_method_updated,
     "customer_payment_methods/revoke": payment_method_revoked,
@@ -464,5 +481,6 @@ _enrich_attempt = _with_contract(lambda p: p.get("admin_graphql_api_subscription
                                  or p.get("subscription_contract_id"))
 
 # Contract and billing-attempt webhooks carry ids only (no email, price or next billing date).
-ENRICH = {topic: _enrich_contract if topic.startswith("subscription_contracts/") else _enrich_attempt
+ENRICH = {topic: (_enrich_contract if topic.startswith("subscription_contracts/")
+                 else _enrich_attempt)
           for topic in TOPICS if topic.startswith("subscription_")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
+from urllib.request import Request, urlopen
 
 import shopify
 
@@ -40,8 +41,24 @@ query HubSubscriptionContract($id: ID!) {
 """
 
 
+TIMEOUT_SECONDS = 30
+
+
 class ShopifyAPIError(HubError):
     """The Admin API answered with errors (or not at all); the message says which."""
+
+
+class _GraphQL(shopify.GraphQL):
+    """ShopifyAPI's client (endpoint and headers from the active session) with a timeout:
+    its own execute() waits forever on a silent server, which would stall a worker's batch."""
+
+    def execute(self, query, variables=None, operation_name=None):
+        headers = self.merge_headers(
+            {"Accept": "application/json", "Content-Type": "application/json"}, self.headers)
+        data = json.dumps({"query": query, "variables": variables, "operationName": operation_name})
+        request = Request(self.endpoint, data.encode(), headers)
+        with urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            return response.read().decode("utf-8")
 
 
 def is_configured(settings) -> bool:
@@ -74,14 +91,18 @@ def execute(settings, query: str, variables: dict | None = None) -> dict:
     shopify.ShopifyResource.activate_session(session)
     try:
         if settings.SHOPIFY_ADMIN_URL:
-            # Session always builds https://<shop>.myshopify.com/admin/api/<version>, and
-            # GraphQL() posts to ShopifyResource.site + "/graphql.json": keep the path, swap the host.
-            shopify.ShopifyResource.site = settings.SHOPIFY_ADMIN_URL.rstrip("/") + urlparse(session.site).path
-        raw = shopify.GraphQL().execute(query, variables)
+            # Session always builds https://<shop>.myshopify.com/admin/api/<version> and GraphQL()
+            # posts to ShopifyResource.site + "/graphql.json": keep the path, swap the host.
+            base = settings.SHOPIFY_ADMIN_URL.rstrip("/")
+            shopify.ShopifyResource.site = base + urlparse(session.site).path
+        raw = _GraphQL().execute(query, variables)
     except HTTPError as exc:
-        raise ShopifyAPIError(f"Shopify Admin API answered HTTP {exc.code}") from exc
-    except URLError as exc:
-        raise ShopifyAPIError(f"Shopify Admin API unreachable: {exc.reason}") from exc
+        with exc:  # Shopify's own words (bad token, missing scope) belong in the sync log
+            detail = exc.read().decode("utf-8", "replace")[:300]
+        raise ShopifyAPIError(f"Shopify Admin API answered HTTP {exc.code}: {detail}") from exc
+    except (URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ShopifyAPIError(f"Shopify Admin API unreachable: {reason}") from exc
     finally:
         shopify.ShopifyResource.clear_session()
     answer = json.loads(raw)

@@ -16,6 +16,7 @@ from hub.errors import SignatureInvalid
 from hub.events import CanonicalEvent
 from hub.values import normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id
+from webhooks import header as find_header
 
 NAME = "stripe"
 
@@ -25,7 +26,7 @@ TOLERANCE_SECONDS = 300
 
 def verify(settings, headers, body: bytes) -> None:
     """Raise SignatureInvalid unless `body` is signed with STRIPE_WEBHOOK_SECRET, recently."""
-    header = headers.get("Stripe-Signature") or headers.get("stripe-signature")
+    header = find_header(headers, "Stripe-Signature")
     if not header:
         raise SignatureInvalid("missing Stripe-Signature header")
     if not settings.STRIPE_WEBHOOK_SECRET:

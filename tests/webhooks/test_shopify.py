@@ -489,10 +489,32 @@ def test_a_contract_shopify_will_not_show_raises(admin, settings):
         shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
 
 
-def test_a_wrong_token_raises(admin, settings, capsys):
+def test_a_wrong_token_raises(admin, settings):
     settings.SHOPIFY_ACCESS_TOKEN = "shpat_wrong"
-    with pytest.raises(ShopifyAPIError, match="HTTP 401"):
+    with pytest.raises(ShopifyAPIError, match="HTTP 401: .*Invalid API key"):
         shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
+
+
+def test_an_envelope_read_back_naive_from_sqlite_still_compares(admin, settings):
+    enriched = shopify.ENRICH["subscription_billing_attempts/success"](
+        sample("subscription_billing_attempts_success"), settings)
+    envelope = Envelope(event_id="e", topic="subscription_billing_attempts/success", shop=SHOP,
+                        triggered_at=TRIGGERED.replace(tzinfo=None))
+    paid, subscription = shopify.TOPICS["subscription_billing_attempts/success"](enriched, envelope)
+    assert paid.data["paid_at"] == TRIGGERED
+    assert subscription.occurred_at == TRIGGERED
+
+
+def test_a_silent_admin_api_times_out(settings, monkeypatch):
+    import socket
+
+    from webhooks import shopify_api
+
+    monkeypatch.setattr(shopify_api, "TIMEOUT_SECONDS", 0.2)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        settings.SHOPIFY_ADMIN_URL = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        with pytest.raises(ShopifyAPIError, match="unreachable"):
+            shopify_api.fetch_contract(settings, 1)
 
 
 def test_normalizers_are_pure():

