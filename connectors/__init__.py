@@ -20,7 +20,8 @@ from connectors.webhook import WebhookConnector
 from hub.errors import ConfigError
 
 CONNECTORS: dict[str, type[Connector]] = {
-    cls.name: cls for cls in (KlaviyoConnector, HubSpotConnector, ActiveCampaignConnector, WebhookConnector)
+    cls.name: cls
+    for cls in (KlaviyoConnector, HubSpotConnector, ActiveCampaignConnector, WebhookConnector)
 }
 
 # The canonical profile fields (hub.outbox.profile_fields) and their default names in every tool.
@@ -45,7 +46,7 @@ def configured(settings) -> list[tuple[str, bool, str]]:
 
 
 def load_mapping(settings, name: str) -> dict:
-    """The validated mapping of connector `name`, defaults filled in (re-read when the file changes)."""
+    """The validated mapping of connector `name` with defaults (re-read when the file changes)."""
     cls = CONNECTORS[name]
     path = Path(settings.HUB_MAPPINGS_DIR) / f"{name}.yaml"
     stamp = path.stat().st_mtime if path.exists() else 0.0
@@ -69,24 +70,28 @@ def validate_mapping(cls: type[Connector], raw: dict, where: str) -> dict:
     send = tuple(raw.get("send", cls.kinds))
     bad = [k for k in send if k not in cls.kinds or k not in KINDS]
     if bad:
-        raise ConfigError(f"{where}: send {bad} not supported by {cls.name} (it can send {list(cls.kinds)})")
+        raise ConfigError(f"{where}: send {bad} not supported by {cls.name} "
+                          f"(it can send {list(cls.kinds)})")
     fields = dict(DEFAULT_FIELDS)
     for field, target in (raw.get("fields") or {}).items():
         if field not in DEFAULT_FIELDS:
-            raise ConfigError(f"{where}: fields.{field} is not a profile field ({', '.join(PROFILE_FIELDS)})")
+            raise ConfigError(f"{where}: fields.{field} is not a profile field "
+                              f"({', '.join(PROFILE_FIELDS)})")
         fields[field] = target or None  # null: not sent to this tool
     triggers = raw.get("triggers", "all")
     if isinstance(triggers, list):
         triggers = {t: t for t in triggers}
     if triggers != "all" and not isinstance(triggers, dict):
-        raise ConfigError(f"{where}: triggers must be 'all', a list of trigger names or a name → name map")
+        raise ConfigError(f"{where}: triggers must be 'all', a list of trigger names "
+                          "or a map of trigger name → name in the tool")
     try:
         rate_limits = {k: tuple(Rate.parse(r) for r in ([v] if isinstance(v, str) else v))
                        for k, v in (raw.get("rate_limits") or {}).items()}
     except ValueError as exc:
         raise ConfigError(f"{where}: rate_limits: {exc}") from None
     options = {k: raw.get(k, default) for k, default in cls.options.items()}
-    return {"send": send, "fields": fields, "triggers": triggers, "rate_limits": rate_limits, **options}
+    return {"send": send, "fields": fields, "triggers": triggers, "rate_limits": rate_limits,
+            **options}
 
 
 def trigger_name(mapping: dict, name: str) -> str | None:

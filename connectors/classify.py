@@ -46,9 +46,10 @@ def classify(status: int, headers=None, message: str | None = None, latency_ms: 
     common = dict(http_status=status, latency_ms=latency_ms, request_id=request_id)
     if 200 <= status < 300:
         return Sent(**common)
+    text = truncate(message or f"HTTP {status}")
     if status in RETRY_STATUSES or status >= 500 or status < 100:
-        return RetryAfter(seconds=retry_after(headers), message=truncate(message or f"HTTP {status}"), **common)
-    return Failed(message=truncate(message or f"HTTP {status}"), **common)
+        return RetryAfter(seconds=retry_after(headers), message=text, **common)
+    return Failed(message=text, **common)
 
 
 def unreachable(exc: BaseException, latency_ms: int | None = None) -> RetryAfter:

@@ -56,6 +56,8 @@ class HubSpotConnector(Connector):
     options = {"batch_size": 100, "lifecycle_stages": {}, "lifecycle_order": LIFECYCLE_ORDER,
                "property_group": "contactinformation"}
     timeout = 15.0
+    # Wait up to 1 s for a full batch upsert: HubSpot counts calls, not contacts.
+    linger = (1.0, 100)
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -25,10 +26,27 @@ from hub.errors import RetryLater
 MAX_IMPORT_PROFILES = 10_000
 MAX_IMPORT_BYTES = 4_500_000  # Klaviyo's limit is 5 MB; leave room for the envelope.
 MAX_BULK_EVENTS = 1_000
-MAX_SUBSCRIBE = 1_000
-MAX_UNSUBSCRIBE = 100
 MAX_LIST_ADD = 1_000
-CHANNEL_ID = {"email": "email", "sms": "phone_number"}
+CHANNEL_ID = {"email": ("email", "email"), "sms": ("phone_number", "phone")}  # attribute, payload key
+# Rate-limit key (connectors/ratelimit.py) → SDK API group and method.
+ENDPOINTS = {
+    "profile-import": ("Profiles", "create_or_update_profile_with_http_info"),
+    "profile-bulk-import-jobs": ("Profiles", "bulk_import_profiles_with_http_info"),
+    "events": ("Events", "create_event_with_http_info"),
+    "event-bulk-create-jobs": ("Events", "bulk_create_events_with_http_info"),
+    "profile-subscription-bulk-create-jobs": ("Profiles", "bulk_subscribe_profiles_with_http_info"),
+    "profile-subscription-bulk-delete-jobs": ("Profiles", "bulk_unsubscribe_profiles_with_http_info"),
+    "list-relationships": ("Lists", "add_profiles_to_list_with_http_info"),
+}
+# Consent state → (endpoint, profiles per request, job type, consent value).
+CONSENT_JOBS = {
+    "subscribed": ("profile-subscription-bulk-create-jobs", 1_000,
+                   "profile-subscription-bulk-create-job", "SUBSCRIBED"),
+    "unsubscribed": ("profile-subscription-bulk-delete-jobs", 100,
+                     "profile-subscription-bulk-delete-job", "UNSUBSCRIBED"),
+}
+_NAMES = {"email": "email", "phone": "phone_number", "first_name": "first_name",
+          "last_name": "last_name"}
 
 
 def klaviyo_message(body: str | None) -> str | None:
@@ -49,8 +67,11 @@ def _error_id(body: str | None) -> str | None:
 
 def _identity(payload: dict, *names: str) -> dict:
     """Profile identifiers and names present in a payload, under Klaviyo's attribute names."""
-    keys = {"email": "email", "phone": "phone_number", "first_name": "first_name", "last_name": "last_name"}
-    return {keys[n]: payload[n] for n in names if payload.get(n)}
+    return {_NAMES[n]: payload[n] for n in names if payload.get(n)}
+
+
+def _who(payload: dict) -> dict:
+    return {"data": {"type": "profile", "attributes": _identity(payload, "email", "phone")}}
 
 
 def _chunks(items: list, size: int):
@@ -68,6 +89,8 @@ class KlaviyoConnector(Connector):
     # go through the bulk endpoints; a list that consent subscribes add to, per channel.
     options = {"stage_lists": {}, "bulk_from": 10, "consent_lists": {}}
     timeout = 15.0
+    # Wait up to 2 s for 1,000 due deliveries, so profiles go in bulk imports, not one by one.
+    linger = (2.0, 1_000)
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)
@@ -75,27 +98,32 @@ class KlaviyoConnector(Connector):
         self.api = KlaviyoAPI(settings.KLAVIYO_API_KEY, max_retries=0,
                               test_host=settings.KLAVIYO_BASE_URL.rstrip("/"),
                               options={USE_DICTIONARY_FOR_RESPONSE_DATA: True})
+        groups = {name: getattr(self.api, name) for name in ("Profiles", "Events", "Lists")}
+        self.methods = {key: _unvalidated(getattr(groups[group], method))
+                        for key, (group, method) in ENDPOINTS.items()}
         self.mapping = self.field_map
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}
-        for kind, push in (("profile", self._profiles), ("event", self._events), ("consent", self._consent)):
+        pushes = {"profile": self._profiles, "event": self._events, "consent": self._consent}
+        for kind, push in pushes.items():
             batch = [i for i in items if i.kind == kind]
             if batch:
                 results.update(push(batch))
         return results
 
-    def _call(self, endpoint: str, method, *args) -> tuple[Result, object]:
+    def _call(self, endpoint: str, *args) -> tuple[Result, object]:
         """One SDK call under the endpoint's rate limit; (Result, response data)."""
         try:
             if self.limiter is not None:
-                self.limiter.acquire(f"klaviyo:{endpoint}", self.mapping["rate_limits"].get(endpoint))
+                rates = self.mapping["rate_limits"].get(endpoint)
+                self.limiter.acquire(f"klaviyo:{endpoint}", rates)
         except RetryLater as exc:
             return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
         answer = failure = lost = None
         with Clock.timing() as clock:
             try:
-                answer = method(*args, _request_timeout=self.timeout)
+                answer = self.methods[endpoint](*args, _request_timeout=self.timeout)
             except ApiException as exc:
                 failure = exc
             except urllib3.exceptions.HTTPError as exc:
@@ -114,8 +142,8 @@ class KlaviyoConnector(Connector):
 
     def _profile(self, payload: dict) -> dict:
         fields = self.mapping["fields"]
-        properties = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
-        attributes = {**_identity(payload, "email", "phone", "first_name", "last_name"), "properties": properties}
+        attributes = _identity(payload, "email", "phone", "first_name", "last_name")
+        attributes["properties"] = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
         return {"type": "profile", "attributes": attributes}
 
     def _stage_list(self, item: Outgoing) -> str | None:
@@ -130,11 +158,11 @@ class KlaviyoConnector(Connector):
             by_list.setdefault(self._stage_list(item), []).append(item)
         for list_id, group in by_list.items():
             for chunk in self._import_chunks(group):
-                body = {"data": {"type": "profile-bulk-import-job", "attributes": {
-                    "profiles": {"data": [self._profile(i.payload) for i in chunk]}}}}
+                profiles = {"data": [self._profile(i.payload) for i in chunk]}
+                job = {"type": "profile-bulk-import-job", "attributes": {"profiles": profiles}}
                 if list_id:
-                    body["data"]["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
-                result, _ = self._call("profile-bulk-import-jobs", self.api.Profiles.bulk_import_profiles_with_http_info, body)
+                    job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
+                result, _ = self._call("profile-bulk-import-jobs", {"data": job})
                 results.update({i.delivery_id: result for i in chunk})
         return results
 
@@ -153,8 +181,7 @@ class KlaviyoConnector(Connector):
     def _profiles_one_by_one(self, items: list[Outgoing]) -> dict[int, Result]:
         results, to_list = {}, {}
         for item in items:
-            result, data = self._call("profile-import", self.api.Profiles.create_or_update_profile_with_http_info,
-                                      {"data": self._profile(item.payload)})
+            result, data = self._call("profile-import", {"data": self._profile(item.payload)})
             results[item.delivery_id] = result
             list_id = self._stage_list(item)
             if isinstance(result, Sent) and list_id and data:
@@ -162,8 +189,7 @@ class KlaviyoConnector(Connector):
         for list_id, members in to_list.items():
             for chunk in _chunks(members, MAX_LIST_ADD):
                 body = {"data": [{"type": "profile", "id": profile_id} for _, profile_id in chunk]}
-                result, _ = self._call("list-relationships", self.api.Lists.add_profiles_to_list_with_http_info,
-                                       list_id, body)
+                result, _ = self._call("list-relationships", list_id, body)
                 if not isinstance(result, Sent):  # the profile update is resent with the list add
                     results.update({item.delivery_id: result for item, _ in chunk})
         return results
@@ -171,8 +197,9 @@ class KlaviyoConnector(Connector):
     # Events -------------------------------------------------------------------------
 
     def _event_attributes(self, payload: dict) -> dict:
-        attributes = {"properties": payload.get("properties") or {}, "unique_id": payload["unique_id"],
-                      "metric": {"data": {"type": "metric", "attributes": {"name": payload["name"]}}}}
+        metric = {"data": {"type": "metric", "attributes": {"name": payload["name"]}}}
+        attributes = {"properties": payload.get("properties") or {}, "metric": metric,
+                      "unique_id": payload["unique_id"]}
         if payload.get("time"):
             attributes["time"] = payload["time"]
         if payload.get("history"):
@@ -180,25 +207,26 @@ class KlaviyoConnector(Connector):
         return attributes
 
     def _events(self, items: list[Outgoing]) -> dict[int, Result]:
-        if len(items) < self.mapping["bulk_from"]:
-            results = {}
-            for item in items:
-                attributes = self._event_attributes(item.payload)
-                attributes["profile"] = {"data": {"type": "profile", "attributes": _identity(item.payload, "email", "phone")}}
-                results[item.delivery_id], _ = self._call(
-                    "events", self.api.Events.create_event_with_http_info, {"data": {"type": "event", "attributes": attributes}})
-            return results
         results = {}
+        if len(items) < self.mapping["bulk_from"]:
+            for item in items:
+                attributes = {**self._event_attributes(item.payload), "profile": _who(item.payload)}
+                event = {"data": {"type": "event", "attributes": attributes}}
+                results[item.delivery_id], _ = self._call("events", event)
+            return results
         for chunk in _unique_chunks(items, MAX_BULK_EVENTS):
             per_profile: dict[object, list[Outgoing]] = {}
             for item in chunk:
-                per_profile.setdefault(item.payload.get("subscriber_id") or item.payload.get("email"), []).append(item)
+                who = item.payload.get("subscriber_id") or item.payload.get("email")
+                per_profile.setdefault(who, []).append(item)
             entries = [{"type": "event-bulk-create", "attributes": {
-                "profile": {"data": {"type": "profile", "attributes": _identity(group[0].payload, "email", "phone")}},
-                "events": {"data": [{"type": "event", "attributes": self._event_attributes(i.payload)} for i in group]},
+                "profile": _who(group[0].payload),
+                "events": {"data": [{"type": "event", "attributes": self._event_attributes(i.payload)}
+                                    for i in group]},
             }} for group in per_profile.values()]
-            body = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": entries}}}}
-            result, _ = self._call("event-bulk-create-jobs", self.api.Events.bulk_create_events_with_http_info, body)
+            job = {"type": "event-bulk-create-job",
+                   "attributes": {"events-bulk-create": {"data": entries}}}
+            result, _ = self._call("event-bulk-create-jobs", {"data": job})
             results.update({i.delivery_id: result for i in chunk})
         return results
 
@@ -210,41 +238,45 @@ class KlaviyoConnector(Connector):
         for item in items:
             groups.setdefault((item.payload["channel"], item.payload["state"]), []).append(item)
         for (channel, state), group in groups.items():
-            subscribe = state == "subscribed"
-            endpoint, size = (("profile-subscription-bulk-create-jobs", MAX_SUBSCRIBE) if subscribe
-                              else ("profile-subscription-bulk-delete-jobs", MAX_UNSUBSCRIBE))
-            method = (self.api.Profiles.bulk_subscribe_profiles_with_http_info if subscribe
-                      else self.api.Profiles.bulk_unsubscribe_profiles_with_http_info)
+            endpoint, size, _, _ = CONSENT_JOBS[state]
             for chunk in _chunks(group, size):
-                body = self._consent_job(channel, subscribe, chunk)
-                result, _ = self._call(endpoint, method, body)
+                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk))
                 results.update({i.delivery_id: result for i in chunk})
         return results
 
-    def _consent_job(self, channel: str, subscribe: bool, items: list[Outgoing]) -> dict:
-        identifier = CHANNEL_ID[channel]
+    def _consent_job(self, channel: str, state: str, items: list[Outgoing]) -> dict:
+        _, _, job_type, consent = CONSENT_JOBS[state]
+        attribute, key = CHANNEL_ID[channel]
         profiles = []
         for item in items:
-            marketing = {"consent": "SUBSCRIBED" if subscribe else "UNSUBSCRIBED"}
-            if subscribe:
+            marketing = {"consent": consent}
+            if state == "subscribed":
                 marketing["consented_at"] = _past(item.payload["consented_at"])
-            attributes = {identifier: item.payload["email" if channel == "email" else "phone"],
+            attributes = {attribute: item.payload[key],
                           "subscriptions": {channel: {"marketing": marketing}}}
             profiles.append({"type": "profile", "attributes": attributes})
-        job_type = "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job"
-        attributes = {"profiles": {"data": profiles}}
-        if subscribe:
-            attributes["historical_import"] = True
-            attributes["custom_source"] = "Subscription hub"
-        body = {"data": {"type": job_type, "attributes": attributes}}
+        job = {"type": job_type, "attributes": {"profiles": {"data": profiles}}}
+        if state == "subscribed":
+            job["attributes"].update(historical_import=True, custom_source="Subscription hub")
         list_id = self.mapping["consent_lists"].get(channel)
         if list_id:
-            body["data"]["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
-        return body
+            job["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
+        return {"data": job}
+
+
+def _unvalidated(method):
+    """The SDK method without pydantic re-validating the body into its models.
+
+    That step costs about 0.1 ms per profile (a second for a 10,000-profile import) and
+    adds nothing: the bodies are built here to Klaviyo's schemas, which the tests check
+    against Klaviyo's OpenAPI documents. Serialization, auth and host stay the SDK's.
+    """
+    raw = getattr(method, "raw_function", None)
+    return method if raw is None else functools.partial(raw, method.__self__)
 
 
 def _past(value: str) -> str:
-    """The consent time, nudged a second into the past when clocks disagree (Klaviyo refuses future times)."""
+    """The consent time, a second in the past at the latest (Klaviyo refuses future times)."""
     at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     latest = datetime.now(timezone.utc) - timedelta(seconds=1)
     return min(at, latest).isoformat()

@@ -69,7 +69,8 @@ local wait, level = 0, {}
 for i = 2, #KEYS do
   local cap, per = tonumber(ARGV[2 * i - 3]), tonumber(ARGV[2 * i - 2])
   local b = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-  local tokens = math.min(cap, (tonumber(b[1]) or cap) + math.max(0, now - (tonumber(b[2]) or now)) * cap / per)
+  local elapsed = math.max(0, now - (tonumber(b[2]) or now))
+  local tokens = math.min(cap, (tonumber(b[1]) or cap) + elapsed * cap / per)
   level[i] = tokens
   if tokens < 1 then wait = math.max(wait, (1 - tokens) * per / cap) end
 end
@@ -101,7 +102,8 @@ class Limiter:
         """Take a token now (0.0) or say how many seconds until one is free."""
         rates = self.limits.get(key, ()) if rates is None else rates
         if self._script is not None:
-            keys = [f"{self.prefix}{key}:pause"] + [f"{self.prefix}{key}:{r.requests}/{r.seconds:g}" for r in rates]
+            keys = [f"{self.prefix}{key}:pause"]
+            keys += [f"{self.prefix}{key}:{r.requests}/{r.seconds:g}" for r in rates]
             args = [v for r in rates for v in (r.requests, r.seconds)]
             return float(self._script(keys=keys, args=args))
         return self._take_local(key, rates)
@@ -121,7 +123,7 @@ class Limiter:
                     wait = max(wait, (1 - tokens) * rate.seconds / rate.requests)
             if wait > 0:
                 return wait
-            for rate, tokens in zip(rates, levels):
+            for rate, tokens in zip(rates, levels, strict=True):
                 self._buckets[f"{key}:{rate}"] = [tokens - 1, now]
             return 0.0
 

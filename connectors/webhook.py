@@ -23,12 +23,14 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, headers, body: bytes, tolerance: float = 300.0, now: float | None = None) -> bool:
+def verify(secret: str, headers, body: bytes, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
     """What a receiver does: signature matches and the timestamp is recent."""
     timestamp = headers.get("X-Hub-Timestamp", "")
     if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), headers.get("X-Hub-Signature", ""))
+    expected = signature(secret, timestamp, body)
+    return hmac.compare_digest(expected, headers.get("X-Hub-Signature", ""))
 
 
 class WebhookConnector(Connector):
@@ -53,8 +55,10 @@ class WebhookConnector(Connector):
         payload = dict(item.payload)
         if item.kind == "profile":
             fields = self.mapping["fields"]
-            payload["fields"] = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
-        document = {"id": item.key, "kind": item.kind, "delivery_id": item.delivery_id, "data": payload}
+            payload["fields"] = {fields[k]: v for k, v in payload["fields"].items()
+                                 if fields.get(k)}
+        document = {"id": item.key, "kind": item.kind, "delivery_id": item.delivery_id,
+                    "data": payload}
         return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
@@ -68,14 +72,16 @@ class WebhookConnector(Connector):
             return RetryAfter(seconds=exc.retry_after, message=str(exc))
         body = self.body(item)
         timestamp = str(int(time.time()))
+        signed = signature(self.settings.OUTBOUND_WEBHOOK_SECRET, timestamp, body)
         headers = {"Content-Type": "application/json", "User-Agent": "subscription-hub",
                    "X-Hub-Timestamp": timestamp, "X-Hub-Delivery": item.key,
-                   "X-Hub-Signature": signature(self.settings.OUTBOUND_WEBHOOK_SECRET, timestamp, body)}
+                   "X-Hub-Signature": signed}
         answer = lost = None
         with Clock.timing() as clock:
             try:
-                answer = self.http.post(self.settings.OUTBOUND_WEBHOOK_URL, data=body, headers=headers,
-                                        timeout=self.timeout, allow_redirects=False)
+                answer = self.http.post(self.settings.OUTBOUND_WEBHOOK_URL, data=body,
+                                        headers=headers, timeout=self.timeout,
+                                        allow_redirects=False)
             except requests.RequestException as exc:
                 lost = exc
         if lost is not None:

@@ -36,7 +36,7 @@ def _announce_connectors(hub) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Web worker processes.")
+@click.option("--workers", default=4, show_default=True, type=int, help="Web worker processes.")
 def run(host, port, workers):
     """Web server, worker and cron in one process group, for a single machine."""
     hub = _hub()
@@ -87,9 +87,10 @@ def run(host, port, workers):
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--workers", default=4, show_default=True, type=int, help="Web processes.")
+@click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
 @click.option("--upgrade/--no-upgrade", default=True, help="Apply database migrations first.")
-def serve(host, port, workers, upgrade):
+def serve(host, port, workers, threads, upgrade):
     """The web server (gunicorn): webhooks, API, sync log pages."""
     from gunicorn.app.base import BaseApplication
 
@@ -103,6 +104,8 @@ def serve(host, port, workers, upgrade):
         def load_config(self):
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
+            # With threads, webhooks arriving together share one commit (InboxWriter).
+            self.cfg.set("threads", threads)
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
 
@@ -176,7 +179,7 @@ def replay(event_ids, failed):
     with hub.storage.session() as session:
         query = select(InboxEvent)
         if failed:
-            query = query.where(InboxEvent.status == FAILED)
+            query = query.where(InboxEvent.is_open(), InboxEvent.status == FAILED)
         else:
             ids = [int(e) for e in event_ids if e.isdigit()]
             query = query.where(or_(InboxEvent.id.in_(ids), InboxEvent.event_id.in_(event_ids)))

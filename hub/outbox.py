@@ -1,9 +1,481 @@
-"""Outbox (placeholder until the connectors land)."""
+"""The outbox: what the hub decided becomes Delivery rows; workers push them per connector.
+
+plan() runs inside the inbox drain, in the savepoint of one webhook: trigger and consent
+deliveries are inserted at once (insert-or-ignore on (connector, idempotency key), so a
+replay adds nothing), while profile changes only mark the subscriber dirty in the session.
+flush_pending_profiles() then writes one profile delivery per dirty subscriber and
+connector per drained batch, with the field values as they are after the whole batch.
+
+push_batch() runs in workers. Due rows are claimed in a short transaction that pushes
+their next_attempt_at a lease ahead (a worker that dies leaves them due again after it),
+the tool is called outside any transaction, and the outcome is written in a second one:
+one DeliveryAttempt per delivery, then sent / retrying with backoff / dead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, selectinload
+from tenacity import RetryCallState, wait_exponential, wait_random
+
+import connectors
+from connectors.base import Outgoing, RetryAfter, Sent, truncate
+from connectors.ratelimit import Limiter
+from hub import events as ev
+from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Delivery, DeliveryAttempt,
+                        Subscriber, Trigger, now_utc)
+from hub.values import iso
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+# Retry waits: 15 s, 45 s, 2 min, 7 min, 20 min, 1 h, 3 h (about 4.5 h in all; the 8th failure is dead),
+# with a few seconds of jitter so a recovered tool is not hit by every row at once.
+BACKOFF = wait_exponential(multiplier=15, exp_base=3, max=4 * 3600) + wait_random(0, 5)
+LEASE = timedelta(minutes=10)
+PUSH_BUDGET_SECONDS = 60.0
+
+DIRTY = "hub.outbox.dirty"  # session.info: ids of subscribers whose profile must be pushed
+PLANNED = "hub.outbox.planned"  # session.info: connectors that got new deliveries
+
+# Subscription statuses that count towards MRR: trials and paused ones bring no revenue.
+MRR_STATUSES = ("active", "past_due")
+# Which subscription speaks for the subscriber (status, plan): the most alive one.
+_STATUS_RANK = {"active": 0, "past_due": 1, "trialing": 2, "paused": 3, "canceled": 4, "expired": 5}
+# Intervals per month, to normalize a price to a monthly one.
+_PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
 
 
-def plan(session, settings, subscriber, changes, triggers, event, history=False):
-    return None
+# What is sent -------------------------------------------------------------------------
+
+def profile_fields(subscriber: Subscriber) -> dict:
+    """The canonical profile fields of a subscriber, from its model rows (pure)."""
+    subscriptions = list(subscriber.subscriptions or [])
+    main = min(subscriptions, default=None, key=lambda s: (
+        _STATUS_RANK.get(s.status, 9), -_timestamp(s.source_updated_at or s.started_at or s.created_at)))
+    currency = (main.currency if main else None) or subscriber.currency
+    mrr = sum(monthly_amount(s) for s in subscriptions
+              if s.status in MRR_STATUSES and (s.currency or currency) == currency)
+    renewals = [s.next_renewal_at for s in subscriptions if s.is_live and s.next_renewal_at]
+    return {
+        "stage": subscriber.stage,
+        "health_score": subscriber.health_score,
+        "tier": subscriber.tier,
+        "points": subscriber.loyalty_points or 0,
+        "subscription_status": main.status if main else None,
+        "plan": main.plan if main else None,
+        "mrr": mrr,
+        "next_renewal_at": iso(min(renewals)) if renewals else None,
+        "lifetime_value": subscriber.lifetime_spend or 0,
+    }
 
 
-def flush_pending_profiles(session, settings):
-    return None
+def monthly_amount(subscription) -> int:
+    """The subscription's price per month in minor units (0 when unknown)."""
+    per_month = _PER_MONTH.get(subscription.interval or "month")
+    if not subscription.amount or per_month is None:
+        return 0
+    return round(subscription.amount * per_month / max(1, subscription.interval_count or 1))
+
+
+def _timestamp(value: datetime | None) -> float:
+    return value.timestamp() if value else 0.0
+
+
+def _who(subscriber: Subscriber) -> dict:
+    return {"subscriber_id": subscriber.id, "email": subscriber.email, "phone": subscriber.phone}
+
+
+def profile_payload(subscriber: Subscriber, fields: dict, mapping: dict) -> dict:
+    """A profile delivery's payload: identity and the fields this connector maps."""
+    return {**_who(subscriber), "first_name": subscriber.first_name, "last_name": subscriber.last_name,
+            "fields": {k: v for k, v in fields.items() if mapping["fields"].get(k)}}
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Which connectors ----------------------------------------------------------------------
+
+def enabled_connectors(settings) -> list[str]:
+    """Names of the connectors that are on (connectors.configured says why others are off)."""
+    return [name for name, on, _ in connectors.configured(settings) if on]
+
+
+def _targets(settings, kind: str) -> list[tuple[str, dict]]:
+    """(name, mapping) of each enabled connector that is sent deliveries of `kind`."""
+    found = []
+    for name in enabled_connectors(settings):
+        mapping = connectors.load_mapping(settings, name)
+        if kind in mapping["send"]:
+            found.append((name, mapping))
+    return found
+
+
+def _reachable(name: str, subscriber: Subscriber) -> bool:
+    """The tool can identify this person (an email, or a phone where the tool takes one)."""
+    return subscriber.erased_at is None and any(getattr(subscriber, n, None) for n in connectors.CONNECTORS[name].needs)
+
+
+# Planning -----------------------------------------------------------------------------
+
+def plan(session: Session, settings, subscriber, changes, triggers, event, history: bool = False) -> None:
+    """Deliveries for one applied event: profile marked dirty, trigger and consent rows inserted."""
+    if subscriber is None or getattr(changes, "stale", False):
+        return
+    if subscriber.id is None:
+        session.flush()
+    mark_dirty(session, subscriber.id)
+    plan_triggers(session, settings, triggers, subscriber=subscriber, history=history)
+    if event is not None and event.name == ev.CONSENT_CHANGED:
+        plan_consent(session, settings, subscriber, changes, event, history=history)
+
+
+def mark_dirty(session: Session, subscriber_id: int) -> None:
+    """The subscriber's profile is pushed at the next flush_pending_profiles()."""
+    session.info.setdefault(DIRTY, set()).add(subscriber_id)
+
+
+def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber | None = None,
+                  history: bool = False) -> int:
+    """One event delivery per fired trigger per connector that takes it; returns rows inserted."""
+    fired = [t for t in triggers or () if t.status == "fired"]
+    if not fired:
+        return 0
+    if any(t.id is None for t in fired):
+        session.flush()
+    rows = []
+    for name, mapping in _targets(settings, "event"):
+        for trigger in fired:
+            person = subscriber if subscriber is not None and subscriber.id == trigger.subscriber_id \
+                else session.get(Subscriber, trigger.subscriber_id)
+            metric = connectors.trigger_name(mapping, trigger.name)
+            if person is None or metric is None or not _reachable(name, person):
+                continue
+            payload = {**_who(person), "name": metric, "properties": trigger.properties or {},
+                       "time": iso(trigger.due_at or trigger.created_at or now_utc()),
+                       "unique_id": trigger.key, "history": history}
+            rows.append(_row(name, "event", person.id, trigger.key, payload, history, trigger_id=trigger.id))
+    return _insert(session, rows)
+
+
+def plan_consent(session: Session, settings, subscriber: Subscriber, changes, event, history: bool = False) -> int:
+    """A consent delivery when the source reported a new state; it carries the source's time."""
+    channel = event.data.get("channel")
+    held = (subscriber.consent or {}).get(channel) or {}
+    changed = any(c.get("what") == f"{channel} consent" for c in getattr(changes, "changed", []))
+    if not changed or held.get("state") not in ("subscribed", "unsubscribed"):
+        return 0
+    identifier = subscriber.email if channel == "email" else subscriber.phone
+    if not identifier or subscriber.erased_at is not None:
+        return 0
+    key = f"consent:{subscriber.id}:{channel}:{held['state']}:{held.get('at')}"
+    payload = {**_who(subscriber), "channel": channel, "state": held["state"],
+               "consented_at": held.get("at"), "source": held.get("source")}
+    rows = [_row(name, "consent", subscriber.id, key, payload, history) for name, _ in _targets(settings, "consent")]
+    return _insert(session, rows)
+
+
+def plan_sweep(session: Session, settings, trigger_ids=(), subscriber_ids=()) -> int:
+    """Deliveries for what a time-rule sweep decided: its fired triggers, the profiles it changed."""
+    triggers = []
+    for chunk in _chunks(list(trigger_ids)):
+        triggers += session.scalars(select(Trigger).where(Trigger.id.in_(chunk))).all()
+    for chunk in _chunks(list({t.subscriber_id for t in triggers})):
+        session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk))).all()  # one query, not one per trigger
+    added = plan_triggers(session, settings, triggers)
+    for subscriber_id in subscriber_ids:
+        mark_dirty(session, subscriber_id)
+    return added + flush_pending_profiles(session, settings)
+
+
+def _chunks(values: list, size: int = 500):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def flush_pending_profiles(session: Session, settings) -> int:
+    """One profile delivery per dirty subscriber and connector, skipped when nothing changed."""
+    ids = sorted(session.info.pop(DIRTY, set()))
+    targets = _targets(settings, "profile") if ids else []
+    return sum(_flush_profiles(session, targets, chunk) for chunk in _chunks(ids)) if targets else 0
+
+
+def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int]) -> int:
+    names = [name for name, _ in targets]
+    subscribers = session.scalars(select(Subscriber).where(Subscriber.id.in_(ids))
+                                  .options(selectinload(Subscriber.subscriptions))).all()
+    # The last profile delivery of each (connector, subscriber): its key holds its digest.
+    latest_ids = select(func.max(Delivery.id)).where(
+        Delivery.kind == "profile", Delivery.subscriber_id.in_(ids), Delivery.connector.in_(names)
+    ).group_by(Delivery.connector, Delivery.subscriber_id)
+    latest = {(c, s): (i, k) for i, c, s, k in session.execute(
+        select(Delivery.id, Delivery.connector, Delivery.subscriber_id, Delivery.idempotency_key)
+        .where(Delivery.id.in_(latest_ids)))}
+    rows = []
+    for subscriber in subscribers:
+        fields = profile_fields(subscriber)
+        for name, mapping in targets:
+            if not _reachable(name, subscriber):
+                continue
+            payload = profile_payload(subscriber, fields, mapping)
+            digest = _digest(payload)
+            previous_id, previous_key = latest.get((name, subscriber.id), (0, ""))
+            if previous_key.split(":")[2:3] == [digest]:
+                continue  # the tool already has (or is about to get) exactly this
+            # The previous delivery's id in the key lets A → B → A send A again.
+            key = f"profile:{subscriber.id}:{digest}:{previous_id}"
+            rows.append(_row(name, "profile", subscriber.id, key, payload, False))
+    return _insert(session, rows)
+
+
+def _row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict, history: bool,
+         trigger_id: int | None = None) -> dict:
+    now = now_utc()
+    return {"connector": connector, "kind": kind, "subscriber_id": subscriber_id, "trigger_id": trigger_id,
+            "idempotency_key": key[:200], "payload": payload, "status": QUEUED, "attempts": 0,
+            "next_attempt_at": now, "history": history, "created_at": now}
+
+
+def _insert(session: Session, rows: list[dict]) -> int:
+    """Insert deliveries, ignoring any whose (connector, idempotency key) exists; returns rows added."""
+    if not rows:
+        return 0
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    table = Delivery.__table__
+    # One executemany (batched by SQLAlchemy) rather than a multi-row VALUES per call, which
+    # would be compiled anew for every batch size.
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["connector", "idempotency_key"]).returning(table.c.id)
+    added = len(session.connection().execute(stmt, rows).all())
+    session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
+    return added
+
+
+def planned_connectors(session: Session) -> set[str]:
+    """Connectors that got deliveries in this session (to enqueue their push jobs after commit)."""
+    return set(session.info.get(PLANNED, ()))
+
+
+# Pushing ------------------------------------------------------------------------------
+
+# Per process: one connector per name (it caches field and tag ids), one limiter per Redis client.
+_connectors: dict[str, tuple[object, connectors.Connector]] = {}
+_limiters: dict[int, tuple[object, Limiter]] = {}
+_local_limiter = Limiter()
+
+
+def limiter_for(redis=None) -> Limiter:
+    """The limiter shared through `redis`, or this process's own."""
+    if redis is None:
+        return _local_limiter
+    held = _limiters.get(id(redis))
+    if held is None or held[0] is not redis:
+        held = _limiters[id(redis)] = (redis, Limiter(redis))
+    return held[1]
+
+
+def connector_for(name: str, settings, limiter) -> connectors.Connector:
+    """The connector instance of this process for `settings`, using `limiter`."""
+    held = _connectors.get(name)
+    if held is None or held[0] is not settings:
+        held = _connectors[name] = (settings, connectors.build(name, settings))
+    held[1].limiter = limiter
+    return held[1]
+
+
+def push_batch(storage, settings, connector_name: str, now: datetime | None = None, limiter=None,
+               redis=None, max_batches: int | None = None, budget_seconds: float = PUSH_BUDGET_SECONDS) -> dict:
+    """Push due deliveries of one connector, batch after batch; counts by outcome.
+
+    Stops when nothing is due, after `max_batches`, or once `budget_seconds` are spent
+    (then "more" is true and the caller enqueues another push).
+    """
+    connector = connector_for(connector_name, settings, limiter or limiter_for(redis))
+    totals: Counter = Counter()
+    started = time.monotonic()
+    while max_batches is None or totals["batches"] < max_batches:
+        if now is None:
+            _linger(storage, connector)
+        claimed_at = now or now_utc()
+        items = _claim(storage, connector, claimed_at)
+        if not items:
+            break
+        totals["batches"] += 1
+        send, superseded = _coalesce(items)
+        results = _send(connector, send)
+        totals.update(_record(storage, settings, connector.name, send, results, superseded, now or now_utc()))
+        if time.monotonic() - started > budget_seconds:
+            totals["more"] = 1
+            break
+    return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "batches": 0, **totals,
+            "more": bool(totals["more"])}
+
+
+def _due(connector_name: str, at: datetime):
+    return (Delivery.connector == connector_name, Delivery.status.in_((QUEUED, RETRYING)),
+            Delivery.next_attempt_at <= at)
+
+
+def _linger(storage, connector) -> None:
+    """Wait up to `connector.linger` = (seconds, rows) for a fuller batch: a tool's limits reward
+    bulk calls, and a few seconds do not matter to a marketing email."""
+    seconds, rows = getattr(connector, "linger", (0.0, 0))
+    if not seconds:
+        return
+    at = now_utc()
+    with storage.session() as session:
+        due = (select(Delivery.next_attempt_at).where(*_due(connector.name, at))
+               .order_by(Delivery.next_attempt_at).limit(rows).subquery())
+        count, oldest = session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one()
+    if count and count < rows:
+        time.sleep(max(0.0, seconds - (at - oldest).total_seconds()))
+
+
+def _claim(storage, connector, at: datetime) -> list[Outgoing]:
+    with storage.session() as session:
+        query = (select(Delivery.id, Delivery.kind, Delivery.idempotency_key, Delivery.payload)
+                 .where(*_due(connector.name, at))
+                 .order_by(Delivery.next_attempt_at, Delivery.id).limit(connector.max_batch))
+        if session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        else:
+            # SQLite has one writer: take the write lock first so two workers never claim one row.
+            session.execute(update(Delivery).where(Delivery.id == -1).values(attempts=0))
+        rows = session.execute(query).all()
+        for chunk in _chunks([r.id for r in rows]):
+            session.execute(update(Delivery).where(Delivery.id.in_(chunk)).values(next_attempt_at=at + LEASE)
+                            .execution_options(synchronize_session=False))
+        return [Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows]
+
+
+def _coalesce(items: list[Outgoing]) -> tuple[list[Outgoing], dict[int, int]]:
+    """Only the newest profile update per subscriber is sent; older ones → the id that supersedes them."""
+    newest: dict[int, int] = {}
+    for item in items:
+        if item.kind == "profile":
+            sid = item.payload.get("subscriber_id")
+            newest[sid] = max(newest.get(sid, 0), item.delivery_id)
+    superseded = {i.delivery_id: newest[i.payload.get("subscriber_id")] for i in items
+                  if i.kind == "profile" and newest[i.payload.get("subscriber_id")] != i.delivery_id}
+    return [i for i in items if i.delivery_id not in superseded], superseded
+
+
+def _send(connector, items: list[Outgoing]) -> dict:
+    if not items:
+        return {}
+    try:
+        results = connector.push_batch(items)
+    except Exception as exc:  # a connector bug must not lose the batch: retry, then dead letter
+        log.exception("connector %s failed on a batch of %d", connector.name, len(items))
+        results = {}
+        default = RetryAfter(seconds=0.0, message=f"{type(exc).__name__}: {exc}")
+    else:
+        default = RetryAfter(seconds=0.0, message=f"{connector.name} returned no result for this delivery")
+    return {i.delivery_id: results.get(i.delivery_id, default) for i in items}
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return BACKOFF(state)
+
+
+def _wait(result: RetryAfter, attempt: int) -> float:
+    # A 429 with Retry-After says exactly when the tool takes us back; otherwise back off,
+    # never sooner than the tool asked.
+    if result.http_status == 429 and result.seconds > 0:
+        return max(1.0, result.seconds)
+    return max(1.0, result.seconds, backoff(attempt))
+
+
+def scrub(text: str | None, settings) -> str | None:
+    """The text with every secret setting's value blanked out, truncated for the log."""
+    if text is None:
+        return None
+    for secret in settings.secrets():
+        text = text.replace(secret, "***")
+    return truncate(text)
+
+
+def _record(storage, settings, connector: str, items: list[Outgoing], results: dict,
+            superseded: dict[int, int], at: datetime) -> Counter:
+    counts: Counter = Counter({"cancelled": len(superseded)})
+    with storage.session() as session:
+        done = {}
+        for chunk in _chunks([i.delivery_id for i in items]):
+            done.update(session.execute(select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(chunk))).all())
+        changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}"}
+                   for old, new in superseded.items()]
+        log_rows = []
+        for item in items:
+            result, tried = results[item.delivery_id], done[item.delivery_id] + 1
+            wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
+            message = scrub(result.message, settings)
+            log_rows.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
+                             "http_status": result.http_status, "latency_ms": result.latency_ms,
+                             "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
+                             "retry_after": wait, "message": message})
+            change = {"id": item.delivery_id, "attempts": tried}
+            if isinstance(result, Sent):
+                change.update(status=SENT, sent_at=at, last_error=None)
+            elif wait is not None and tried < MAX_ATTEMPTS:
+                change.update(status=RETRYING, next_attempt_at=at + timedelta(seconds=wait), last_error=message)
+            else:
+                change.update(status=DEAD, last_error=message)
+            counts[{SENT: "sent", RETRYING: "retry", DEAD: "dead"}[change["status"]]] += 1
+            changes.append(change)
+        if log_rows:
+            session.execute(insert(DeliveryAttempt), log_rows)
+        if changes:
+            session.execute(update(Delivery), changes)  # bulk UPDATE by primary key
+        sent_profiles = [i for i in items if i.kind == "profile" and isinstance(results[i.delivery_id], Sent)]
+        _cancel_older_profiles(session, connector, sent_profiles)
+    return counts
+
+
+def _cancel_older_profiles(session: Session, connector: str, sent: list[Outgoing]) -> None:
+    """A profile just sent makes any older pending one of that subscriber stale: never send it after."""
+    newest: dict[int, int] = {}
+    for item in sent:
+        sid = item.payload.get("subscriber_id")
+        newest[sid] = max(newest.get(sid, 0), item.delivery_id)
+    stale = []
+    for chunk in _chunks(list(newest)):
+        stale += session.execute(select(Delivery.id, Delivery.subscriber_id).where(
+            Delivery.kind == "profile", Delivery.subscriber_id.in_(chunk), Delivery.connector == connector,
+            Delivery.status.in_((QUEUED, RETRYING)))).all()
+    changes = [{"id": row_id, "status": CANCELLED, "last_error": f"superseded by delivery {newest[sid]}"}
+               for row_id, sid in stale if row_id < newest[sid]]
+    if changes:
+        session.execute(update(Delivery), changes)
+
+
+# Support actions ----------------------------------------------------------------------
+
+def retry(session: Session, delivery_ids=None, dead: bool = False, now: datetime | None = None) -> int:
+    """Queue deliveries again now (`hub deliveries retry --id N` / `--dead`); returns how many."""
+    if not delivery_ids and not dead:
+        return 0
+    query = update(Delivery)
+    if delivery_ids:
+        query = query.where(Delivery.id.in_(list(delivery_ids)), Delivery.status != QUEUED)
+    else:
+        query = query.where(Delivery.status == DEAD)
+    result = session.execute(query.values(status=QUEUED, attempts=0, next_attempt_at=now or now_utc(),
+                                          last_error=None).execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+__all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty", "flush_pending_profiles",
+           "profile_fields", "monthly_amount", "enabled_connectors", "push_batch", "retry",
+           "planned_connectors", "backoff", "MAX_ATTEMPTS"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import redis
@@ -33,6 +35,9 @@ class Queues:
     def __init__(self, settings):
         self.settings = settings
         self._connection = None
+        self._drain_wanted = threading.Event()
+        self._drain_thread = None
+        self._lock = threading.Lock()
 
     @property
     def connection(self) -> redis.Redis:
@@ -68,6 +73,33 @@ class Queues:
         except (redis.RedisError, OSError) as exc:
             log.warning("Redis unreachable, inbox row left for the next drain: %s", exc)
             return False
+
+    def request_drain_soon(self) -> None:
+        """request_drain() from a background thread, at most once per HUB_DRAIN_DEBOUNCE_MS.
+
+        Keeps Redis off the webhook's path: a burst of webhooks costs one Redis call per
+        interval instead of one each. With the setting at 0 the call is made at once.
+        """
+        if self.settings.HUB_DRAIN_DEBOUNCE_MS <= 0:
+            self.request_drain()
+            return
+        self._drain_wanted.set()
+        if self._drain_thread is None or not self._drain_thread.is_alive():
+            with self._lock:
+                if self._drain_thread is None or not self._drain_thread.is_alive():
+                    self._drain_thread = threading.Thread(target=self._drain_requester, daemon=True,
+                                                          name="hub-drain-requester")
+                    self._drain_thread.start()
+
+    def _drain_requester(self) -> None:
+        pause = self.settings.HUB_DRAIN_DEBOUNCE_MS / 1000
+        while True:
+            self._drain_wanted.wait()
+            self._drain_wanted.clear()
+            if not self.request_drain():
+                self._drain_wanted.set()  # Redis down: ask again later (the cron backstop also drains)
+                time.sleep(1.0)
+            time.sleep(pause)
 
     def clear_drain_request(self) -> None:
         self.connection.delete(DRAIN_FLAG)

@@ -20,10 +20,16 @@ class Storage:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._inbox_writer = None
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+    def inbox_writer(self):
+        """The webhook path's writer (hub.inbox.InboxWriter), one per process."""
+        if self._inbox_writer is None:
+            from hub.inbox import InboxWriter
+
+            self._inbox_writer = InboxWriter(self.engine)
+        return self._inbox_writer
 
     @contextmanager
     def session(self):
@@ -47,16 +53,18 @@ class Storage:
         upgrade(self.engine)
 
     def dispose(self) -> None:
+        if self._inbox_writer is not None:
+            self._inbox_writer.close()
         self.engine.dispose()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -65,7 +73,7 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

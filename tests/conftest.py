@@ -18,7 +18,7 @@ from hub.config import Settings
 from hub.models import Base
 from hub.queues import Queues
 from hub.storage import Storage
-from tests.samples import SECRETS
+from tests.samples import TEST_SETTINGS
 
 
 
@@ -111,7 +111,7 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def settings(database_url, redis_server, tmp_path) -> Settings:
     return Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,
-                                                "REDIS_URL": redis_server.url, **SECRETS})
+                                                "REDIS_URL": redis_server.url, **TEST_SETTINGS})
 
 
 @pytest.fixture

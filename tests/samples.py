@@ -70,6 +70,9 @@ SECRETS = {
     "HUB_API_TOKEN": "test-api-token",
     "HUB_SECRET_KEY": "test-session-key",
 }
+# Tests ask for a drain on every webhook so a burst worker sees it at once; the
+# debounced path of production has its own test.
+TEST_SETTINGS = {**SECRETS, "HUB_DRAIN_DEBOUNCE_MS": 0}
 API_HEADERS = {"Authorization": f"Bearer {SECRETS['HUB_API_TOKEN']}"}
 
 

@@ -1,6 +1,6 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
-from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED,
+from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, OPEN_STATUSES, PENDING, PROCESSED, QUEUED,
                             RETRYING, SENT, Checkpoint, Delivery, DeliveryAttempt, InboxEvent,
                             Trigger)
 from hub.models.staff import ROLES, StaffUser
@@ -11,5 +11,5 @@ __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
-    "RETRYING", "DEAD", "CANCELLED",
+    "RETRYING", "DEAD", "CANCELLED", "OPEN_STATUSES",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
-from hub.triggers import NAMES, STATUSES, FIRED
+from hub.triggers import CANCELLED, FIRED, NAMES, SKIPPED, STATUSES  # noqa: F401 (re-exported)
 
 LIVE = ("trialing", "active", "past_due", "paused")
 ENDED = ("canceled", "expired")

@@ -9,7 +9,7 @@ def current_hub():
 def register_blueprints(app) -> None:
     from hub.web import api, health, webhooks
 
-    app.register_blueprint(webhooks.bp)
+    app.wsgi_app = webhooks.WebhookApp(app.extensions["hub"], app.wsgi_app)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     try:

@@ -13,7 +13,7 @@ bp = Blueprint("health", __name__)
 def _inbox_counts(hub) -> dict:
     with hub.storage.session() as session:
         rows = session.execute(select(InboxEvent.status, func.count()).where(
-            InboxEvent.status.in_((PENDING, FAILED))).group_by(InboxEvent.status)).all()
+            InboxEvent.is_open()).group_by(InboxEvent.status)).all()
     return {status: count for status, count in rows}
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 09:22:59.664731
+Create Date: 2026-11-23 09:37:15.619005
 """
 from alembic import op
 import sqlalchemy as sa
@@ -46,10 +46,8 @@ def upgrade():
     sa.UniqueConstraint('source', 'event_id', name=op.f('uq_inbox_event_source_event_id'))
     )
     with op.batch_alter_table('inbox_event', schema=None) as batch_op:
-        batch_op.create_index('ix_inbox_event_received', ['received_at'], unique=False)
-        batch_op.create_index('ix_inbox_event_status_id', ['status', 'id'], unique=False)
-        batch_op.create_index('ix_inbox_event_subscriber', ['subscriber_id', 'id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_inbox_event_topic'), ['topic'], unique=False)
+        batch_op.create_index('ix_inbox_event_open', ['status', 'id'], unique=False, sqlite_where=sa.text("status IN ('pending', 'failed')"), postgresql_where=sa.text("status IN ('pending', 'failed')"))
+        batch_op.create_index('ix_inbox_event_subscriber', ['subscriber_id', 'id'], unique=False, sqlite_where=sa.text('subscriber_id IS NOT NULL'), postgresql_where=sa.text('subscriber_id IS NOT NULL'))
 
     op.create_table('merge',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -294,10 +292,8 @@ def downgrade():
 
     op.drop_table('merge')
     with op.batch_alter_table('inbox_event', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_inbox_event_topic'))
-        batch_op.drop_index('ix_inbox_event_subscriber')
-        batch_op.drop_index('ix_inbox_event_status_id')
-        batch_op.drop_index('ix_inbox_event_received')
+        batch_op.drop_index('ix_inbox_event_subscriber', sqlite_where=sa.text('subscriber_id IS NOT NULL'), postgresql_where=sa.text('subscriber_id IS NOT NULL'))
+        batch_op.drop_index('ix_inbox_event_open', sqlite_where=sa.text("status IN ('pending', 'failed')"), postgresql_where=sa.text("status IN ('pending', 'failed')"))
 
     op.drop_table('inbox_event')
     op.drop_table('checkpoint')

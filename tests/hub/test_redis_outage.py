@@ -11,7 +11,7 @@ from hub.models import InboxEvent, Subscriber
 from hub.queues import Queues
 from hub.storage import Storage
 from tests.conftest import RedisServer
-from tests.samples import SECRETS, post, stripe_event
+from tests.samples import TEST_SETTINGS, post, stripe_event
 
 pytestmark = pytest.mark.redis
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.redis
 def outage_hub(database_url, tmp_path):
     server = RedisServer(tmp_path).start()
     settings = Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,
-                                                    "REDIS_URL": server.url, **SECRETS})
+                                                    "REDIS_URL": server.url, **TEST_SETTINGS})
     hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
     jobs.use(hub)
     yield hub, server

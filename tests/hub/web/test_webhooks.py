@@ -89,3 +89,14 @@ def test_a_drain_job_is_enqueued_once_for_many_webhooks(client, hub):
     assert hub.queues.queue("inbox").count == 1
     with hub.storage.session() as s:
         assert s.scalar(select(func.count()).select_from(InboxEvent)) == 5
+
+
+def test_with_debounce_a_burst_enqueues_one_drain_within_moments(client, hub):
+    hub.settings.HUB_DRAIN_DEBOUNCE_MS = 10
+    for n in range(20):
+        post(client, "stripe", subscription_event(event_id=f"evt_burst_{n}"))
+    deadline = time.time() + 2
+    while hub.queues.queue("inbox").count == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert hub.queues.queue("inbox").count == 1

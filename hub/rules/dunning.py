@@ -1,0 +1,104 @@
+"""Dunning: Payment Failed at once, retries on a cadence, reminders around each retry.
+
+Retries fall 3, 7 and 14 days after the first failure (at most 3 within 21 days); a
+Payment Reminder goes 3 days before each retry, on it and 3 days after. A hard decline
+(stolen card…) gets no retries, only the reminders asking for a new card. Paid within 21
+days of the first failure: Payment Recovered. In `orchestrate` mode the sweep also calls
+`orchestrate_retry(payment)` once per retry day, which the lead wires to the platforms.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+from hub.rules.params import RuleParams
+from hub.rules.state import Due, PaymentState, Window, day_start, iso, local_day
+
+log = logging.getLogger(__name__)
+
+FAILED, RETRY, REMINDER, RECOVERED = "payment-failed", "payment-retry", "payment-reminder", "payment-recovered"
+
+
+def schedule(pay: PaymentState, p: RuleParams) -> list[tuple[int, date]]:
+    """(attempt number, retry day) of each retry after the first failure."""
+    start = local_day(pay.first_failed_at, p.tz)
+    return [(n, start + timedelta(days=d)) for n, d in enumerate(p.dunning.retries(), 1)]
+
+
+def failed(pay: PaymentState, now: datetime, p: RuleParams) -> Due | None:
+    """Payment Failed, once per unpaid payment, the moment its first failure is known."""
+    if not pay.is_open:
+        return None
+    retries = [] if pay.hard_decline else [day.isoformat() for _, day in schedule(pay, p)]
+    action = "retry_scheduled" if retries else "update_payment_method"
+    return Due(rule=FAILED, occasion=pay.ref[:120], name="Payment Failed",
+               properties={**pay.properties(), "retry_dates": retries,
+                           "action": action},
+               reason=(f"payment of {pay.amount} {pay.currency} failed"
+                       + (": hard decline, a new card is needed" if pay.hard_decline else "")),
+               due_at=pay.first_failed_at)
+
+
+def recovered(pay: PaymentState, p: RuleParams) -> Due | None:
+    """Payment Recovered when a failed payment is paid within the recovery window."""
+    if pay.status != "succeeded" or not pay.first_failed_at or not pay.paid_at:
+        return None
+    if pay.paid_at - pay.first_failed_at > timedelta(days=p.dunning.recovery_days):
+        return None
+    days = (pay.paid_at - pay.first_failed_at).days
+    return Due(rule=RECOVERED, occasion=pay.ref[:120], name="Payment Recovered",
+               properties={**pay.properties(), "paid_at": iso(pay.paid_at), "days_to_recover": days},
+               reason=f"paid {days} days after the first failure", due_at=pay.paid_at)
+
+
+def due(pay: PaymentState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
+    """Retries and reminders of an open payment whose day falls in the window."""
+    if not pay.is_open:
+        return []
+    start = local_day(pay.first_failed_at, p.tz)
+    last = start + timedelta(days=p.dunning.window_days)
+    out = []
+    for n, retry_day in schedule(pay, p):
+        if retry_day in window and not pay.hard_decline:
+            out.append(Due(rule=RETRY, occasion=f"{pay.ref}/retry-{n}"[:120],
+                           name="Payment Retry Scheduled",
+                           properties={**pay.properties(), "attempt": n, "retry_on": retry_day.isoformat(),
+                                       "mode": p.dunning.mode},
+                           reason=f"retry {n} of {len(p.dunning.retries())} due today",
+                           due_at=day_start(retry_day, p.tz)))
+        for offset in p.dunning.reminder_offsets_days:
+            day = retry_day + timedelta(days=offset)
+            # The failure day itself is covered by Payment Failed.
+            if day in window and start < day <= last:
+                out.append(Due(rule=REMINDER, occasion=f"{pay.ref}/retry-{n}/{offset:+d}d"[:120],
+                               name="Payment Reminder",
+                               properties={**pay.properties(), "days_from_due": offset, "attempt": n,
+                                           "due_on": retry_day.isoformat()},
+                               reason=f"payment still unpaid; retry {n} due {retry_day.isoformat()}",
+                               due_at=day_start(day, p.tz)))
+    return out
+
+
+def reminder_days(p: RuleParams) -> list[int]:
+    """Days after the first failure on which something may fall due (for the sweep query)."""
+    days = set(p.dunning.retries())
+    days |= {d + o for d in p.dunning.retries() for o in p.dunning.reminder_offsets_days}
+    return sorted(d for d in days if 0 < d <= p.dunning.window_days)
+
+
+# Mode `orchestrate`: source → function asking that platform to retry the payment now
+# (Stripe: Invoice.pay; Shopify: subscriptionBillingAttemptCreate). The lead registers
+# them; each should enqueue its call after commit, so a rolled-back sweep retries nothing.
+RETRIERS: dict[str, Callable[[PaymentState], None]] = {}
+
+
+def orchestrate_retry(payment: PaymentState) -> bool:
+    """Ask the payment's platform to retry it; False when no retrier is registered."""
+    retrier = RETRIERS.get(payment.source)
+    if retrier is None:
+        log.warning("dunning mode is orchestrate but no retrier is registered for %s (payment %s)",
+                    payment.source, payment.source_id)
+        return False
+    retrier(payment)
+    return True

@@ -1,0 +1,193 @@
+"""Database side of the rules: indexed candidate queries and state snapshots.
+
+Sweeps never load every subscriber: each time rule asks for the rows whose anchor date
+falls in a one-day slice (an index range scan), then builds plain states for those only,
+with Core queries so nothing piles up in the session's identity map.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from sqlalchemy import String, and_, cast, exists, or_, select
+from sqlalchemy.orm import Session
+
+from hub.models import Payment, Subscriber, Subscription, Trigger
+from hub.rules.state import ENDED, OPEN_PAYMENT, PaymentState, SubscriberState, SubState, Window
+from hub.triggers import FIRED, SKIPPED
+
+SUB_FIELDS = [f.name for f in fields(SubState)]
+SUBSCRIBER_FIELDS = [f.name for f in fields(SubscriberState)
+                     if f.name not in ("paid_payments", "subscriptions", "payments")]
+PAYMENT_OWN = [f.name for f in fields(PaymentState) if hasattr(Payment, f.name)]
+RUNNING = ("trialing", "active", "past_due")
+CHUNK = 500
+
+
+def sub_state(values) -> SubState:
+    """A SubState from a row mapping or an ORM Subscription."""
+    get = values.get if hasattr(values, "get") else lambda k: getattr(values, k)
+    data = {k: get(k) for k in SUB_FIELDS}
+    data["product_ids"] = tuple(data["product_ids"] or ())
+    data["interval_count"] = data["interval_count"] or 1
+    data["cancel_at_period_end"] = bool(data["cancel_at_period_end"])
+    return SubState(**data)
+
+
+def payment_state(values, sub: SubState | None) -> PaymentState:
+    get = values.get if hasattr(values, "get") else lambda k: getattr(values, k)
+    data = {k: get(k) for k in PAYMENT_OWN}
+    data["hard_decline"] = bool(data["hard_decline"])
+    data["attempt_count"] = data["attempt_count"] or 0
+    if sub is not None:
+        data.update(subscription_source_id=sub.source_id, subscription_status=sub.status, plan=sub.plan,
+                    subscription_update_payment_url=sub.update_payment_url)
+    return PaymentState(**data)
+
+
+def subscriber_state(subscriber: Subscriber) -> SubscriberState:
+    """The state of one ORM subscriber (event path; relations load lazily)."""
+    subs = tuple(sub_state(x) for x in subscriber.subscriptions)
+    by_id = {x.id: x for x in subs}
+    payments = tuple(payment_state(x, by_id.get(x.subscription_id)) for x in subscriber.payments
+                     if x.status in OPEN_PAYMENT)
+    paid = sum(1 for x in subscriber.payments if x.status == "succeeded")
+    return _subscriber({k: getattr(subscriber, k) for k in SUBSCRIBER_FIELDS}, subs, payments, paid)
+
+
+def _subscriber(data: dict, subs, payments, paid: int) -> SubscriberState:
+    data = dict(data, cards=data.get("cards") or {}, usage=tuple(data.get("usage") or ()),
+                orders_count=data.get("orders_count") or 0, lifetime_spend=data.get("lifetime_spend") or 0,
+                loyalty_points=data.get("loyalty_points") or 0)
+    return SubscriberState(**data, subscriptions=subs, payments=payments, paid_payments=paid)
+
+
+def subscriber_states(session: Session, ids: Iterable[int]) -> Iterator[SubscriberState]:
+    """States of many subscribers (erased ones left out), a chunk of queries at a time."""
+    ids = sorted(set(ids))
+    s_cols = [getattr(Subscriber, k) for k in SUBSCRIBER_FIELDS]
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i:i + CHUNK]
+        subs: dict[int, list[SubState]] = {}
+        for row in session.execute(select(*[getattr(Subscription, k) for k in SUB_FIELDS])
+                                   .where(Subscription.subscriber_id.in_(chunk))
+                                   .order_by(Subscription.id)):
+            subs.setdefault(row.subscriber_id, []).append(sub_state(row._mapping))
+        by_sub_id = {x.id: x for group in subs.values() for x in group}
+        payments: dict[int, list[PaymentState]] = {}
+        paid: dict[int, int] = {}
+        for row in session.execute(select(Payment.subscription_id, *[getattr(Payment, k) for k in PAYMENT_OWN])
+                                   .where(Payment.subscriber_id.in_(chunk))):
+            if row.status == "succeeded":
+                paid[row.subscriber_id] = paid.get(row.subscriber_id, 0) + 1
+            elif row.status in OPEN_PAYMENT:
+                payments.setdefault(row.subscriber_id, []).append(
+                    payment_state(row._mapping, by_sub_id.get(row.subscription_id)))
+        for row in session.execute(select(*s_cols).where(Subscriber.id.in_(chunk),
+                                                         Subscriber.erased_at.is_(None))):
+            yield _subscriber(dict(row._mapping), tuple(subs.get(row.id, ())),
+                              tuple(payments.get(row.id, ())), paid.get(row.id, 0))
+
+
+def _live_subscriber():
+    return exists().where(Subscriber.id == Subscription.subscriber_id, Subscriber.erased_at.is_(None))
+
+
+def subscriptions_between(session: Session, column, span: tuple[datetime, datetime],
+                          statuses: Iterable[str]) -> list[SubState]:
+    """Subscriptions in `statuses` whose `column` falls in [start, end): an index range scan
+    on (status, next_renewal_at) for renewals."""
+    start, end = span
+    query = (select(*[getattr(Subscription, k) for k in SUB_FIELDS])
+             .where(Subscription.status.in_(list(statuses)), column >= start, column < end,
+                    _live_subscriber()))
+    return [sub_state(row._mapping) for row in session.execute(query)]
+
+
+def open_payments(session: Session, start: datetime, end: datetime) -> list[PaymentState]:
+    """Unpaid failed payments whose first failure is in [start, end), with their subscription."""
+    query = (select(*[getattr(Payment, k) for k in PAYMENT_OWN],
+                    *[getattr(Subscription, k).label(f"s_{k}") for k in SUB_FIELDS])
+             .outerjoin(Subscription, Subscription.id == Payment.subscription_id)
+             .where(Payment.status.in_(OPEN_PAYMENT), Payment.first_failed_at >= start,
+                    Payment.first_failed_at < end,
+                    exists().where(Subscriber.id == Payment.subscriber_id, Subscriber.erased_at.is_(None))))
+    out = []
+    for row in session.execute(query):
+        m = row._mapping
+        sub = sub_state({k: m[f"s_{k}"] for k in SUB_FIELDS}) if m["s_id"] is not None else None
+        out.append(payment_state(m, sub))
+    return out
+
+
+def payment(session: Session, source: str, source_id: str) -> PaymentState | None:
+    """One payment's state (event path)."""
+    row = session.scalar(select(Payment).where(Payment.source == source, Payment.source_id == str(source_id)))
+    if row is None:
+        return None
+    sub = session.get(Subscription, row.subscription_id) if row.subscription_id else None
+    return payment_state(row, sub_state(sub) if sub else None)
+
+
+def trigger_anchors(session: Session, rule: str, spans: list[tuple[datetime, datetime]]) -> set[int]:
+    """Subscribers with a `rule` trigger (fired or skipped) due in one of the spans."""
+    if not spans:
+        return set()
+    query = select(Trigger.subscriber_id).where(
+        Trigger.status.in_((FIRED, SKIPPED)), Trigger.rule == rule,
+        or_(*[and_(Trigger.due_at >= a, Trigger.due_at < b) for a, b in spans]))
+    return set(session.scalars(query))
+
+
+def ended_between(session: Session, span: tuple[datetime, datetime]) -> set[int]:
+    start, end = span
+    query = select(Subscription.subscriber_id).where(
+        Subscription.status.in_(ENDED), Subscription.canceled_at >= start, Subscription.canceled_at < end)
+    return {x for x in session.scalars(query) if x is not None}
+
+
+def card_holders(session: Session, months: list[tuple[int, int]]) -> set[int]:
+    """Subscribers whose cards JSON may hold one of the (year, month) expiries.
+
+    A text prefilter (JSON has no portable index); the rule checks each card exactly, so
+    the pattern only needs to never miss: "exp_year": 2026 and "26" both contain "26".
+    """
+    text = cast(Subscriber.cards, String)
+    conditions = [and_(text.like(f'%"exp_year":%{year % 100:02d}%'), text.like(f'%"exp_month":%{month}%'))
+                  for year, month in months]
+    query = select(Subscriber.id).where(Subscriber.erased_at.is_(None), or_(*conditions))
+    return set(session.scalars(query))
+
+
+def lifecycle_candidates(session: Session, window: Window, bounds: dict[str, tuple[int, ...]]) -> set[int]:
+    """Subscribers whose stage or score may change in the window with no new data: an
+    inactivity or tenure day count reaches one of the boundaries."""
+    def within(column, days):
+        return [and_(column >= a, column < b) for a, b in (window.span(-d) for d in days)]
+
+    S = Subscriber
+    running = exists().where(Subscription.subscriber_id == S.id, Subscription.status.in_(RUNNING))
+    inactive = or_(*within(S.last_activity_at, bounds["inactive"]),
+                   and_(S.last_activity_at.is_(None), or_(*within(S.first_seen_at, bounds["inactive"]))))
+    tenure = or_(*within(S.first_order_at, bounds["tenure"]), *within(S.first_seen_at, bounds["tenure"]))
+    ids = set(session.scalars(select(S.id).where(S.erased_at.is_(None), or_(and_(inactive, ~running), tenure))))
+    ids |= {x for x in session.scalars(select(Subscription.subscriber_id).where(
+        or_(*within(Subscription.started_at, bounds["tenure"])))) if x is not None}
+    return ids
+
+
+def stock_holders(session: Session, item_ids: list[str]) -> list[SubState]:
+    """Running subscriptions whose product list may hold one of the ids (text prefilter)."""
+    text = cast(Subscription.product_ids, String)
+    query = (select(*[getattr(Subscription, k) for k in SUB_FIELDS])
+             .where(Subscription.status.in_(("active", "trialing")),
+                    or_(*[text.like(f"%{i}%") for i in item_ids]), _live_subscriber()))
+    return [sub_state(row._mapping) for row in session.execute(query)]
+
+
+def held_triggers(session: Session, subscriber_id: int, rule_prefix: str) -> list[tuple[str, str, str]]:
+    """(rule, occasion, status) of a subscriber's triggers whose rule starts with the prefix."""
+    query = select(Trigger.rule, Trigger.occasion, Trigger.status).where(
+        Trigger.subscriber_id == subscriber_id, Trigger.rule.startswith(rule_prefix, autoescape=True))
+    return [tuple(r) for r in session.execute(query)]

@@ -1,0 +1,127 @@
+"""One world per connector: its loopback stand-in, settings pointing at it, sample deliveries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from connectors import CONNECTORS, build
+from connectors.base import Outgoing
+from hub.config import Settings
+from tests.fakes.activecampaign import FakeActiveCampaign
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.klaviyo import FakeKlaviyo
+from tests.fakes.loopback import LoopbackServer
+from tests.fakes.receiver import WebhookReceiver
+
+SECRET = "sk-very-secret-4242"
+
+# connector → (stand-in, settings pointing at it, the tool's usual 4xx)
+WORLDS = {
+    "klaviyo": (lambda: FakeKlaviyo(api_key=SECRET),
+                lambda url: {"KLAVIYO_API_KEY": SECRET, "KLAVIYO_BASE_URL": url}, 400),
+    "hubspot": (lambda: FakeHubSpot(token=SECRET),
+                lambda url: {"HUBSPOT_ACCESS_TOKEN": SECRET, "HUBSPOT_BASE_URL": url}, 400),
+    "activecampaign": (lambda: FakeActiveCampaign(api_key=SECRET),
+                       lambda url: {"ACTIVECAMPAIGN_API_KEY": SECRET, "ACTIVECAMPAIGN_URL": url}, 422),
+    "webhook": (lambda: WebhookReceiver(secret=SECRET),
+                lambda url: {"OUTBOUND_WEBHOOK_SECRET": SECRET, "OUTBOUND_WEBHOOK_URL": url + "/hooks"}, 400),
+}
+
+
+def profile_item(delivery_id: int = 1, email: str = "ada@example.com", **fields) -> Outgoing:
+    values = {"stage": "engaged", "health_score": 72, "tier": "Silver", "points": 120,
+              "subscription_status": "active", "plan": "Coffee monthly", "mrr": 2500,
+              "next_renewal_at": "2026-12-01T12:00:00+00:00", "lifetime_value": 15000, **fields}
+    return Outgoing(delivery_id, "profile", f"profile:{delivery_id}", {
+        "subscriber_id": delivery_id, "email": email, "phone": f"+1613555{delivery_id % 10000:04d}", "first_name": "Ada",
+        "last_name": "Lovelace", "fields": values})
+
+
+def event_item(delivery_id: int = 2, email: str = "ada@example.com", subscriber_id: int = 1,
+               name: str = "Renewal Reminder", key: str | None = None, history: bool = False) -> Outgoing:
+    key = key or f"{subscriber_id}:renewal-7d:2026-12-01"
+    return Outgoing(delivery_id, "event", key, {
+        "subscriber_id": subscriber_id, "email": email, "phone": None, "name": name,
+        "properties": {"days_before": 7, "plan": "Coffee monthly", "amount": 2500, "currency": "USD"},
+        "time": "2026-11-24T12:00:00+00:00", "unique_id": key, "history": history})
+
+
+def consent_item(delivery_id: int = 3, email: str = "ada@example.com", state: str = "subscribed",
+                 channel: str = "email", phone: str | None = None) -> Outgoing:
+    return Outgoing(delivery_id, "consent", f"consent:{delivery_id}", {
+        "subscriber_id": delivery_id, "email": email, "phone": phone, "channel": channel, "state": state,
+        "consented_at": "2026-10-01T09:30:00+00:00", "source": "shopify"})
+
+
+SAMPLES = {"profile": profile_item, "event": event_item, "consent": consent_item}
+
+
+@dataclass
+class World:
+    name: str
+    fake: LoopbackServer
+    settings: Settings
+    client_error: int
+
+    def connector(self, limiter=None, timeout: float | None = None):
+        connector = build(self.name, self.settings, limiter)
+        if timeout is not None:
+            connector.timeout = timeout
+        return connector
+
+    def items(self) -> list[Outgoing]:
+        return [SAMPLES[kind]() for kind in CONNECTORS[self.name].kinds]
+
+
+def check(fake: LoopbackServer) -> None:
+    """After a test: the stand-in did not crash and (Klaviyo) every request matched its schema."""
+    assert fake.crashes == []
+    assert getattr(fake, "invalid", []) == []
+
+
+def make_world(name: str, **overrides) -> tuple[World, LoopbackServer]:
+    make_fake, make_settings, client_error = WORLDS[name]
+    fake = make_fake().start()
+    settings = Settings.from_env(env={}, overrides={**make_settings(fake.url), **overrides})
+    return World(name, fake, settings, client_error), fake
+
+
+@pytest.fixture(params=sorted(WORLDS))
+def world(request):
+    world, fake = make_world(request.param)
+    yield world
+    fake.stop()
+    check(fake)
+
+
+@pytest.fixture
+def klaviyo():
+    world, fake = make_world("klaviyo")
+    yield world
+    fake.stop()
+    check(fake)
+
+
+@pytest.fixture
+def hubspot():
+    world, fake = make_world("hubspot")
+    yield world
+    fake.stop()
+    check(fake)
+
+
+@pytest.fixture
+def activecampaign():
+    world, fake = make_world("activecampaign")
+    yield world
+    fake.stop()
+    check(fake)
+
+
+@pytest.fixture
+def webhook():
+    world, fake = make_world("webhook")
+    yield world
+    fake.stop()
+    check(fake)

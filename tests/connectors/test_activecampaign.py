@@ -1,0 +1,40 @@
+"""ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
+from __future__ import annotations
+
+from connectors.base import Sent
+from tests.connectors.conftest import event_item, profile_item
+
+
+def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
+    c = activecampaign.connector()
+    assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
+    fake = activecampaign.fake
+    assert len(fake.operations("create_field")) == 9 and len(fake.operations("create_field_rel")) == 9
+    assert fake.operations("create_field")[0].body["field"]["perstag"] == "HUB_STAGE"
+    assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
+    assert fake.field_values("ada@example.com")["hub_mrr"] == "2500"
+    assert fake.contact("ada@example.com")["firstName"] == "Ada"
+    assert fake.operations("sync")[0].headers["Api-Token"]
+    # A second worker (a new instance) finds the fields instead of creating them again.
+    activecampaign.connector().push_batch([profile_item(2, "bob@example.com")])
+    assert len(fake.operations("create_field")) == 9
+
+
+def test_the_stage_tag_follows_the_stage(activecampaign):
+    c = activecampaign.connector()
+    c.push_batch([profile_item(1, "ada@example.com", stage="new")])
+    assert activecampaign.fake.tags_of("ada@example.com") == {"Hub stage: new"}
+    c.push_batch([profile_item(1, "ada@example.com", stage="loyal")])
+    assert activecampaign.fake.tags_of("ada@example.com") == {"Hub stage: loyal"}
+    calls = len(activecampaign.fake.calls)
+    c.push_batch([profile_item(1, "ada@example.com", stage="loyal", points=500)])
+    assert [x.operation for x in activecampaign.fake.calls[calls:]] == ["sync", "list_contact_tags"]
+
+
+def test_a_trigger_tags_the_contact_each_time_it_fires(activecampaign):
+    c = activecampaign.connector()
+    assert isinstance(c.push_batch([event_item(5, "ada@example.com", name="Payment Failed")])[5], Sent)
+    c.push_batch([event_item(6, "ada@example.com", name="Payment Failed", key="1:dunning:2")])
+    assert activecampaign.fake.added_tags == [("ada@example.com", "Hub: Payment Failed")] * 2
+    assert activecampaign.fake.tags_of("ada@example.com") == {"Hub: Payment Failed"}
+    assert len(activecampaign.fake.operations("create_tag")) == 1

@@ -1,0 +1,88 @@
+"""The suite every connector passes (the Meltano get_tap_test_class idea), against its stand-in."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from sqlalchemy import select
+
+from connectors import CONNECTORS
+from connectors.base import Failed, RetryAfter, Sent
+from connectors.ratelimit import Limiter
+from hub import outbox
+from hub.models import Base, Delivery, DeliveryAttempt, now_utc
+from hub.storage import Storage
+from tests.connectors.conftest import SECRET
+
+
+def test_2xx_is_sent(world):
+    items = world.items()
+    results = world.connector().push_batch(items)
+    assert set(results) == {i.delivery_id for i in items}
+    for result in results.values():
+        assert isinstance(result, Sent), result
+        assert 200 <= result.http_status < 300
+        assert result.latency_ms is not None
+
+
+def test_429_is_retried_after_the_tools_retry_after(world):
+    world.fake.fail(429, retry_after=7)
+    results = world.connector().push_batch(world.items())
+    for result in results.values():
+        assert isinstance(result, RetryAfter), result
+        assert (result.http_status, result.seconds) == (429, 7)
+
+
+def test_5xx_is_retried(world):
+    world.fake.fail(503)
+    results = world.connector().push_batch(world.items())
+    assert all(isinstance(r, RetryAfter) and r.http_status == 503 for r in results.values()), results
+
+
+def test_timeout_is_retried(world):
+    world.fake.slow(1.5)
+    results = world.connector(timeout=0.3).push_batch(world.items())
+    for result in results.values():
+        assert isinstance(result, RetryAfter), result
+        assert result.http_status is None and "no answer" in result.message
+
+
+def test_other_4xx_fails_with_the_tools_message(world):
+    world.fake.fail(world.client_error, message="The tool says: email is not valid")
+    results = world.connector().push_batch(world.items())
+    for result in results.values():
+        assert isinstance(result, Failed), result
+        assert result.http_status == world.client_error
+        assert "The tool says: email is not valid" in result.message
+
+
+def test_wrong_credentials_fail_without_retrying(world):
+    secret_keys = {f.name for f in fields(world.settings) if f.metadata.get("secret")}
+    wrong = {k: "wrong-key" for k in CONNECTORS[world.name].settings_keys if k in secret_keys}
+    world.settings = replace(world.settings, **wrong)
+    results = world.connector().push_batch(world.items())
+    assert all(isinstance(r, Failed) and r.http_status in (401, 403) for r in results.values()), results
+
+
+def test_attempt_log_never_holds_a_secret(world, tmp_path):
+    storage = Storage("sqlite:///" + str(tmp_path / "t.db"))
+    Base.metadata.create_all(storage.engine)
+    with storage.session() as session:
+        for item in world.items():
+            session.add(Delivery(connector=world.name, kind=item.kind, subscriber_id=item.delivery_id,
+                                 idempotency_key=item.key, payload=item.payload))
+    now = now_utc()
+    # A tool that echoes the credential back in its error text, first for good, then for a while.
+    world.fake.fail(world.client_error, message=f"invalid key {SECRET}")
+    assert outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())["dead"] == len(world.items())
+    with storage.session() as session:
+        outbox.retry(session, dead=True, now=now)
+    world.fake.heal()
+    world.fake.fail(429, message=f"slow down {SECRET}", retry_after=1)
+    assert outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())["retry"] == len(world.items())
+    with storage.session() as session:
+        attempts = session.scalars(select(DeliveryAttempt)).all()
+        deliveries = session.scalars(select(Delivery)).all()
+    assert len(attempts) >= 2 * len(deliveries)
+    assert all(a.message and SECRET not in a.message and "***" in a.message for a in attempts)
+    assert all(SECRET not in (d.last_error or "") and SECRET not in (a.request_id or "") for d in deliveries for a in attempts)
+    storage.dispose()

@@ -1,0 +1,78 @@
+"""HubSpot: batch upsert by email, custom properties, lifecyclestage only moved forward."""
+from __future__ import annotations
+
+from connectors import validate_mapping
+from connectors.base import Failed, Sent
+from connectors.hubspot import HubSpotConnector
+from tests.connectors.conftest import profile_item
+from tests.fakes.hubspot import HUB_PROPERTIES, FakeHubSpot
+
+
+def connector(world, **mapping) -> HubSpotConnector:
+    return HubSpotConnector(world.settings, field_map=validate_mapping(HubSpotConnector, mapping, "test"))
+
+
+def test_contacts_are_upserted_by_email_with_hub_properties_as_text(hubspot):
+    results = hubspot.connector().push_batch([profile_item(1, "ada@example.com")])
+    assert all(isinstance(r, Sent) and r.request_id for r in results.values())
+    [upsert] = hubspot.fake.operations("upsert")
+    [contact] = upsert.body["inputs"]
+    assert (contact["idProperty"], contact["id"]) == ("email", "ada@example.com")
+    assert upsert.headers["Authorization"].startswith("Bearer ")
+    stored = hubspot.fake.contacts["ada@example.com"]
+    assert stored["hub_stage"] == "engaged" and stored["hub_mrr"] == "2500" and stored["firstname"] == "Ada"
+
+
+def test_batch_size_is_a_setting(hubspot):
+    items = [profile_item(i, f"p{i}@example.com") for i in range(250)]
+    assert all(isinstance(r, Sent) for r in hubspot.connector().push_batch(items).values())
+    assert [len(c.body["inputs"]) for c in hubspot.fake.operations("upsert")] == [100, 100, 50]
+    hubspot.fake.calls.clear()
+    connector(hubspot, batch_size=40).push_batch(items[:100])
+    assert [len(c.body["inputs"]) for c in hubspot.fake.operations("upsert")] == [40, 40, 20]
+
+
+def test_lifecyclestage_only_moves_forward(hubspot):
+    hubspot.fake.contacts.update({"ahead@example.com": {"email": "ahead@example.com", "lifecyclestage": "evangelist"},
+                                  "lead@example.com": {"email": "lead@example.com", "lifecyclestage": "lead"},
+                                  "other@example.com": {"email": "other@example.com", "lifecyclestage": "other"}})
+    hubspot.fake.ids.update({e: str(i) for i, e in enumerate(hubspot.fake.contacts)})
+    items = [profile_item(1, "ahead@example.com", stage="at_risk"), profile_item(2, "lead@example.com", stage="engaged"),
+             profile_item(3, "new@example.com", stage="new"), profile_item(4, "other@example.com", stage="loyal")]
+    assert all(isinstance(r, Sent) for r in hubspot.connector().push_batch(items).values())
+    assert [c.operation for c in hubspot.fake.calls] == ["read", "upsert"]
+    sent = {i["id"]: i["properties"].get("lifecyclestage") for i in hubspot.fake.operations("upsert")[0].body["inputs"]}
+    assert sent == {"ahead@example.com": None, "lead@example.com": "customer", "new@example.com": "customer",
+                    "other@example.com": None}
+    assert hubspot.fake.contacts["ahead@example.com"]["lifecyclestage"] == "evangelist"
+
+
+def test_no_lifecycle_mapping_means_no_read(hubspot):
+    connector(hubspot, lifecycle_stages={}).push_batch([profile_item()])
+    assert [c.operation for c in hubspot.fake.calls] == ["upsert"]
+
+
+def test_partial_batch_failure_fails_only_the_contacts_named(hubspot):
+    hubspot.fake.fail(207, body={"status": "COMPLETE", "results": [], "numErrors": 1, "errors": [{
+        "status": "error", "category": "VALIDATION_ERROR", "message": "Email address bad@ is invalid",
+        "context": {"ids": ["bad@"]}}]}, path="upsert")
+    items = [profile_item(1, "good@example.com"), profile_item(2, "bad@")]
+    results = connector(hubspot, lifecycle_stages={}).push_batch(items)
+    assert isinstance(results[1], Sent)
+    assert isinstance(results[2], Failed) and results[2].message == "Email address bad@ is invalid"
+
+
+def test_missing_properties_fail_with_hubspots_message_until_installed():
+    with FakeHubSpot(token="pat", installed=False) as fake:
+        from hub.config import Settings
+
+        settings = Settings.from_env(env={}, overrides={"HUBSPOT_ACCESS_TOKEN": "pat", "HUBSPOT_BASE_URL": fake.url})
+        c = HubSpotConnector(settings, field_map=validate_mapping(HubSpotConnector, {}, "test"))
+        [result] = c.push_batch([profile_item()]).values()
+        assert isinstance(result, Failed) and "PROPERTY_DOESNT_EXIST" in result.message
+        assert sorted(c.install()) == sorted(HUB_PROPERTIES)
+        assert c.install() == []
+        kinds = {call.body["name"]: call.body["type"] for call in fake.operations("create_property")}
+        assert kinds["hub_mrr"] == "number" and kinds["hub_next_renewal_at"] == "datetime"
+        [result] = c.push_batch([profile_item()]).values()
+        assert isinstance(result, Sent)

@@ -1,0 +1,184 @@
+"""Klaviyo: the shapes the SDK sends (validated by the stand-in against Klaviyo's OpenAPI documents)."""
+from __future__ import annotations
+
+import pytest
+
+from connectors import klaviyo as module
+from connectors import validate_mapping
+from connectors.base import Failed, Sent
+from connectors.klaviyo import KlaviyoConnector, klaviyo_message
+from connectors.ratelimit import Limiter
+from tests.connectors.conftest import consent_item, event_item, profile_item
+
+
+def connector(world, **mapping) -> KlaviyoConnector:
+    return KlaviyoConnector(world.settings, field_map=validate_mapping(KlaviyoConnector, mapping, "test"))
+
+
+def test_requests_go_to_the_configured_base_url_with_key_and_revision(klaviyo):
+    klaviyo.connector().push_batch([profile_item()])
+    [call] = klaviyo.fake.calls
+    assert call.operation == "create_or_update_profile"
+    assert call.headers["Authorization"].startswith("Klaviyo-API-Key ")
+    assert call.headers["revision"]
+
+
+def test_a_few_profiles_are_created_or_updated_one_by_one_under_the_mapped_names(klaviyo):
+    results = klaviyo.connector().push_batch([profile_item(1, "a@example.com"), profile_item(2, "b@example.com", stage="loyal")])
+    assert all(isinstance(r, Sent) for r in results.values())
+    assert [c.operation for c in klaviyo.fake.calls] == ["create_or_update_profile"] * 2
+    profile = klaviyo.fake.profile("b@example.com")
+    assert profile["properties"] == {
+        "hub_stage": "loyal", "hub_health_score": 72, "hub_tier": "Silver", "hub_points": 120,
+        "hub_subscription_status": "active", "hub_plan": "Coffee monthly", "hub_mrr": 2500,
+        "hub_next_renewal_at": "2026-12-01T12:00:00+00:00", "hub_lifetime_value": 15000}
+    assert (profile["first_name"], profile["phone_number"]) == ("Ada", "+16135550002")
+    attributes = klaviyo.fake.calls[0].body["data"]["attributes"]
+    assert "subscriptions" not in attributes  # consent is never inferred from a profile update
+
+
+def test_renamed_and_unmapped_fields(klaviyo):
+    c = connector(klaviyo, fields={"stage": "lifecycle", "mrr": None})
+    c.push_batch([profile_item()])
+    properties = klaviyo.fake.profile("ada@example.com")["properties"]
+    assert properties["lifecycle"] == "engaged" and "hub_mrr" not in properties and "hub_stage" not in properties
+
+
+def test_many_profiles_go_in_one_bulk_import_job(klaviyo):
+    items = [profile_item(i, f"p{i}@example.com") for i in range(1, 251)]
+    results = klaviyo.connector().push_batch(items)
+    assert all(isinstance(r, Sent) and r.http_status == 202 for r in results.values())
+    [call] = klaviyo.fake.calls
+    assert call.operation == "bulk_import_profiles"
+    assert len(klaviyo.fake.profiles) == 250
+
+
+def test_bulk_imports_are_cut_at_the_profile_and_byte_limits(klaviyo, monkeypatch):
+    monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 5)
+    klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.calls] == [5, 5, 2]
+    klaviyo.fake.calls.clear()
+    monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 10_000)
+    monkeypatch.setattr(module, "MAX_IMPORT_BYTES", 1500)
+    klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert all(len(c.raw) < 2500 for c in klaviyo.fake.calls) and len(klaviyo.fake.calls) > 2
+    assert sum(len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.calls) == 12
+
+
+def test_stage_lists_in_bulk_jobs_and_one_by_one(klaviyo):
+    c = connector(klaviyo, stage_lists={"loyal": "LoyalList"})
+    c.push_batch([profile_item(i, f"p{i}@example.com", stage="loyal" if i % 2 else "new") for i in range(20)])
+    jobs = klaviyo.fake.operations("bulk_import_profiles")
+    assert len(jobs) == 2  # one per list (and one without)
+    assert [j.body["data"].get("relationships") for j in jobs].count(
+        {"lists": {"data": [{"type": "list", "id": "LoyalList"}]}}) == 1
+    assert len(klaviyo.fake.lists["LoyalList"]) == 10
+    c.push_batch([profile_item(99, "solo@example.com", stage="loyal")])
+    assert klaviyo.fake.profile_id("solo@example.com") in klaviyo.fake.lists["LoyalList"]
+    assert klaviyo.fake.calls[-1].operation == "add_profiles_to_list"
+
+
+def test_a_trigger_is_an_event_whose_unique_id_is_the_trigger_key(klaviyo):
+    klaviyo.connector().push_batch([event_item(key="7:renewal-7d:2026-12-01")])
+    [event] = klaviyo.fake.events
+    assert event["unique_id"] == "7:renewal-7d:2026-12-01"
+    assert event["metric"] == "Renewal Reminder" and event["properties"]["days_before"] == 7
+    assert event["backfill"] is False
+
+
+def test_a_resent_event_is_dropped_by_klaviyo(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([event_item()])
+    c.push_batch([event_item()])
+    assert len(klaviyo.fake.events) == 1 and klaviyo.fake.duplicate_events == 1
+
+
+def test_history_events_do_not_start_flows(klaviyo):
+    klaviyo.connector().push_batch([event_item(history=True)])
+    assert klaviyo.fake.events[0]["backfill"] is True
+
+
+def test_many_events_go_in_bulk_without_a_unique_id_twice_per_request(klaviyo):
+    items = [event_item(100 + i, f"p{i % 7}@example.com", subscriber_id=i % 7, key=f"{i % 7}:rule:{i}") for i in range(30)]
+    items.append(event_item(200, "p1@example.com", subscriber_id=1, key="1:rule:1"))  # same key again
+    results = klaviyo.connector().push_batch(items)
+    assert all(isinstance(r, Sent) for r in results.values())
+    calls = klaviyo.fake.operations("bulk_create_events")
+    assert len(calls) == 2
+    for call in calls:
+        ids = [e["attributes"]["unique_id"] for entry in call.body["data"]["attributes"]["events-bulk-create"]["data"]
+               for e in entry["attributes"]["events"]["data"]]
+        assert len(ids) == len(set(ids))
+    assert len(klaviyo.fake.events) == 30
+
+
+def test_subscribe_carries_the_consents_own_time_for_its_channel_only(klaviyo):
+    klaviyo.connector().push_batch([consent_item(3, "ada@example.com")])
+    [call] = klaviyo.fake.calls
+    attributes = call.body["data"]["attributes"]
+    assert call.operation == "bulk_subscribe_profiles" and attributes["historical_import"] is True
+    [profile] = attributes["profiles"]["data"]
+    assert profile["attributes"]["subscriptions"] == {
+        "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00"}}}
+    pid = klaviyo.fake.profile_id("ada@example.com")
+    assert klaviyo.fake.consent[pid] == {"email": {"consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00",
+                                                   "historical": True}}
+
+
+def test_sms_consent_names_the_phone_and_only_sms(klaviyo):
+    klaviyo.connector().push_batch([consent_item(3, None, "subscribed", "sms", phone="+16135550135")])
+    profile = klaviyo.fake.calls[0].body["data"]["attributes"]["profiles"]["data"][0]["attributes"]
+    assert profile["phone_number"] == "+16135550135" and list(profile["subscriptions"]) == ["sms"]
+    assert "email" not in profile
+
+
+def test_unsubscribe_touches_only_the_channel_and_no_list_unless_configured(klaviyo):
+    klaviyo.connector().push_batch([consent_item(3, state="unsubscribed")])
+    [call] = klaviyo.fake.calls
+    assert call.operation == "bulk_unsubscribe_profiles"
+    assert "relationships" not in call.body["data"]
+    [profile] = call.body["data"]["attributes"]["profiles"]["data"]
+    assert profile["attributes"]["subscriptions"] == {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}
+
+
+def test_consent_jobs_respect_klaviyos_per_request_limits(klaviyo):
+    items = [consent_item(i, f"u{i}@example.com", "unsubscribed") for i in range(150)]
+    items += [consent_item(1000 + i, f"s{i}@example.com") for i in range(30)]
+    results = klaviyo.connector().push_batch(items)
+    assert all(isinstance(r, Sent) for r in results.values())
+    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.operations("bulk_unsubscribe_profiles")] == [100, 50]
+    assert len(klaviyo.fake.operations("bulk_subscribe_profiles")) == 1
+
+
+def test_consent_list_when_configured(klaviyo):
+    connector(klaviyo, consent_lists={"email": "Newsletter"}).push_batch([consent_item()])
+    assert klaviyo.fake.calls[0].body["data"]["relationships"] == {"list": {"data": {"type": "list", "id": "Newsletter"}}}
+
+
+def test_the_tools_error_detail_is_the_message(klaviyo):
+    klaviyo.fake.fail(400, message="Invalid phone number format.")
+    [result] = klaviyo.connector().push_batch([profile_item()]).values()
+    assert isinstance(result, Failed) and result.message == "Invalid phone number format."
+    assert result.request_id  # Klaviyo's error id, for support
+    assert klaviyo_message('{"errors": [{"detail": "a"}, {"detail": "b"}]}') == "a; b"
+    assert klaviyo_message("<html>bad gateway</html>") == "<html>bad gateway</html>"
+
+
+def test_a_429_pauses_the_endpoint_for_every_worker(klaviyo):
+    limiter = Limiter(sleep=lambda s: None, max_wait=0.5)
+    klaviyo.fake.fail(429, retry_after=30, times=1)
+    c = klaviyo.connector(limiter=limiter)
+    [first, second] = c.push_batch([profile_item(1, "a@example.com"), profile_item(2, "b@example.com")]).values()
+    assert first.http_status == 429 and first.seconds == 30
+    assert second.http_status is None and "rate limit" in second.message  # never sent: held back
+    assert len(klaviyo.fake.calls) == 1
+    assert limiter.take("klaviyo:profile-import") > 25
+
+
+@pytest.mark.parametrize("count", [1, 12])
+def test_profile_with_phone_only(klaviyo, count):
+    items = [profile_item(i, None) for i in range(count)]
+    for i, item in enumerate(items):
+        item.payload["phone"] = f"+1613555{i:04d}"
+    results = klaviyo.connector().push_batch(items)
+    assert all(isinstance(r, Sent) for r in results.values())

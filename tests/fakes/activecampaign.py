@@ -1,0 +1,152 @@
+"""A loopback stand-in of ActiveCampaign's API v3: contact sync, custom fields, tags.
+
+Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {...}},
+{"fields": [...], "meta": {"total": "n"}}, 422 with `errors[].title`, 403/404 with
+`message`) and records every call.
+
+    with FakeActiveCampaign(api_key="ac-test") as ac:
+        settings.ACTIVECAMPAIGN_URL = ac.url
+        ac.contact("a@example.com"), ac.tags_of("a@example.com"), ac.field_values("a@example.com")
+"""
+from __future__ import annotations
+
+from tests.fakes.loopback import Call, LoopbackServer
+
+
+class FakeActiveCampaign(LoopbackServer):
+    ROUTES = [
+        ("POST", r"/api/3/contact/sync", "sync"),
+        ("GET", r"/api/3/fields", "list_fields"),
+        ("POST", r"/api/3/fields", "create_field"),
+        ("POST", r"/api/3/fieldRels", "create_field_rel"),
+        ("GET", r"/api/3/tags", "list_tags"),
+        ("POST", r"/api/3/tags", "create_tag"),
+        ("GET", r"/api/3/contacts/(?P<id>\d+)/contactTags", "list_contact_tags"),
+        ("POST", r"/api/3/contactTags", "add_contact_tag"),
+        ("DELETE", r"/api/3/contactTags/(?P<id>\d+)", "remove_contact_tag"),
+    ]
+
+    def __init__(self, api_key: str = "ac-test"):
+        super().__init__()
+        self.api_key = api_key
+        self.contacts: dict[str, dict] = {}  # id → contact
+        self.values: dict[tuple[str, str], str] = {}  # (contact id, field id) → value
+        self.fields: dict[str, dict] = {}
+        self.tags: dict[str, dict] = {}
+        self.contact_tags: dict[str, dict] = {}
+        self.added_tags: list[tuple[str, str]] = []  # (email, tag name), every time one is added
+        self._next = 1
+
+    def _id(self) -> str:
+        self._next += 1
+        return str(self._next)
+
+    def error_body(self, status: int, message: str) -> dict:
+        if status == 422:
+            return {"errors": [{"title": message, "detail": "", "code": "invalid", "source": {"pointer": "/data/attributes"}}]}
+        return {"message": message}
+
+    def authorized(self, call: Call) -> bool:
+        return call.headers.get("Api-Token") == self.api_key
+
+    def _answer(self, call, fault):
+        status, document, headers = super()._answer(call, fault)
+        if status == 401:  # ActiveCampaign answers a bad token with 403
+            return 403, {"message": "You are not authorized to access this resource"}, headers
+        return status, document, headers
+
+    # Contacts -----------------------------------------------------------------------
+
+    def sync(self, call):
+        contact = (call.body or {}).get("contact") or {}
+        email = contact.get("email") or ""
+        if "@" not in email:
+            return 422, self.error_body(422, "Contact Email is not valid.")
+        found = next((c for c in self.contacts.values() if c["email"] == email), None)
+        created = found is None
+        if created:
+            found = {"id": self._id(), "email": email}
+            self.contacts[found["id"]] = found
+        found.update({k: v for k, v in contact.items() if k in ("firstName", "lastName", "phone")})
+        values = []
+        for fv in contact.get("fieldValues") or []:
+            if str(fv.get("field")) not in self.fields:
+                return 422, self.error_body(422, f"Field {fv.get('field')} does not exist")
+            self.values[(found["id"], str(fv["field"]))] = fv.get("value")
+            values.append({"contact": found["id"], "field": str(fv["field"]), "value": fv.get("value")})
+        return (201 if created else 200), {"fieldValues": values, "contact": found}
+
+    # Fields -------------------------------------------------------------------------
+
+    def list_fields(self, call):
+        limit = int(call.query.get("limit", ["20"])[0])
+        offset = int(call.query.get("offset", ["0"])[0])
+        page = list(self.fields.values())[offset:offset + limit]
+        return 200, {"fields": page, "meta": {"total": str(len(self.fields))}}
+
+    def create_field(self, call):
+        field = (call.body or {}).get("field") or {}
+        if not field.get("title") or not field.get("type"):
+            return 422, self.error_body(422, "Field title and type are required")
+        if any(f["perstag"] == field.get("perstag") for f in self.fields.values()):
+            return 422, self.error_body(422, "The perstag is already in use")
+        created = {**field, "id": self._id()}
+        self.fields[created["id"]] = created
+        return 201, {"field": created}
+
+    def create_field_rel(self, call):
+        rel = (call.body or {}).get("fieldRel") or {}
+        if str(rel.get("field")) not in self.fields:
+            return 422, self.error_body(422, "Field does not exist")
+        return 201, {"fieldRel": {**rel, "id": self._id()}}
+
+    # Tags ---------------------------------------------------------------------------
+
+    def list_tags(self, call):
+        search = call.query.get("search", [""])[0].lower()
+        found = [t for t in self.tags.values() if search in t["tag"].lower()]
+        return 200, {"tags": found, "meta": {"total": str(len(found))}}
+
+    def create_tag(self, call):
+        tag = (call.body or {}).get("tag") or {}
+        if not tag.get("tag"):
+            return 422, self.error_body(422, "Tag name is required")
+        if any(t["tag"] == tag["tag"] for t in self.tags.values()):
+            return 422, self.error_body(422, "Duplicate entry for tag")
+        created = {**tag, "id": self._id()}
+        self.tags[created["id"]] = created
+        return 201, {"tag": created}
+
+    def list_contact_tags(self, call):
+        if call.params["id"] not in self.contacts:
+            return 404, {"message": f"No Result found for Subscriber with id {call.params['id']}"}
+        return 200, {"contactTags": [ct for ct in self.contact_tags.values() if ct["contact"] == call.params["id"]]}
+
+    def add_contact_tag(self, call):
+        link = (call.body or {}).get("contactTag") or {}
+        contact, tag = str(link.get("contact")), str(link.get("tag"))
+        if contact not in self.contacts or tag not in self.tags:
+            return 422, self.error_body(422, "Contact or tag does not exist")
+        created = {"contact": contact, "tag": tag, "id": self._id()}
+        self.contact_tags[created["id"]] = created
+        self.added_tags.append((self.contacts[contact]["email"], self.tags[tag]["tag"]))
+        return 201, {"contactTag": created}
+
+    def remove_contact_tag(self, call):
+        if self.contact_tags.pop(call.params["id"], None) is None:
+            return 404, {"message": f"No Result found for ContactTag with id {call.params['id']}"}
+        return 200, {}
+
+    # Reading back -------------------------------------------------------------------
+
+    def contact(self, email: str) -> dict | None:
+        return next((c for c in self.contacts.values() if c["email"] == email), None)
+
+    def tags_of(self, email: str) -> set[str]:
+        contact = self.contact(email)
+        return {self.tags[ct["tag"]]["tag"] for ct in self.contact_tags.values() if contact and ct["contact"] == contact["id"]}
+
+    def field_values(self, email: str) -> dict[str, str]:
+        contact = self.contact(email)
+        titles = {fid: f["title"] for fid, f in self.fields.items()}
+        return {titles[fid]: v for (cid, fid), v in self.values.items() if contact and cid == contact["id"]}

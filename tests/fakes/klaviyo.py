@@ -1,0 +1,292 @@
+"""A loopback stand-in of Klaviyo's API for the operations the hub uses.
+
+Every request body is validated against the operation's request schema in Klaviyo's own
+OpenAPI documents (shared/contracts/klaviyo/, OpenAPI 3.0 turned into JSON Schema, $refs
+resolved within the document, unknown attributes refused as Klaviyo does). Answers use the
+documented status codes and JSON:API bodies, including `errors[].detail` on 4xx.
+
+    with FakeKlaviyo(api_key="pk_test") as klaviyo:
+        settings.KLAVIYO_BASE_URL = klaviyo.url
+        ...
+        klaviyo.profiles, klaviyo.events, klaviyo.consent, klaviyo.operations("bulk_import_profiles")
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from tests.fakes.loopback import Call, LoopbackServer, new_id
+
+CONTRACTS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "klaviyo"
+
+
+def _json_schema(node):
+    """OpenAPI 3.0 schema → JSON Schema: `nullable`, and closed objects (Klaviyo refuses unknown keys)."""
+    if isinstance(node, list):
+        return [_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in ("example", "default", "enum"):
+            out[key] = value
+        elif key == "properties":  # a map of names to schemas, not a schema itself
+            out[key] = {name: _json_schema(schema) for name, schema in value.items()}
+        else:
+            out[key] = _json_schema(value)
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if out.pop("nullable", False):
+        if "type" in out and "$ref" not in out:
+            out["type"] = [out["type"], "null"]
+            if "enum" in out:
+                out["enum"] = out["enum"] + [None]
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+@lru_cache(maxsize=None)
+def operation(file: str) -> tuple[str, str, str, Draft202012Validator | None]:
+    """(method, path, operationId, request validator) of one contract document."""
+    document = json.loads((CONTRACTS / f"{file}.json").read_text())
+    [(path, ops)] = document["paths"].items()
+    [(method, op)] = ops.items()
+    validator = None
+    content = (op.get("requestBody") or {}).get("content", {})
+    if content:
+        [media] = content.values()
+        components = {"schemas": {k: _json_schema(v) for k, v in document["components"]["schemas"].items()}}
+        schema = {"$ref": media["schema"]["$ref"], "components": components}
+        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return method.upper(), path, op["operationId"], validator
+
+
+def _route(file: str) -> tuple[str, str, str]:
+    method, path, operation_id, _ = operation(file)
+    return method, re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path), operation_id
+
+
+FILES = ("create_or_update_profile", "bulk_import_profiles", "get_bulk_import_profiles_job", "create_event",
+         "bulk_create_events", "bulk_subscribe_profiles", "bulk_unsubscribe_profiles", "add_profiles_to_list")
+
+
+class Invalid(Exception):
+    def __init__(self, detail: str, pointer: str = "/data/", status: int = 400, code: str = "invalid"):
+        super().__init__(detail)
+        self.detail, self.pointer, self.status, self.code = detail, pointer, status, code
+
+
+class FakeKlaviyo(LoopbackServer):
+    """Klaviyo with a profile store, events (deduplicated by unique_id), consent and lists."""
+
+    ROUTES = [_route(f) for f in FILES]
+
+    def __init__(self, api_key: str = "pk_test", validate: bool = True):
+        super().__init__()
+        self.api_key = api_key
+        self.validate = validate  # schema checks cost ~1 ms per profile; a benchmark may skip them
+        self.profiles: dict[str, dict] = {}  # id → attributes
+        self.events: list[dict] = []  # recorded once per (profile, metric, unique_id)
+        self.duplicate_events = 0  # resent events Klaviyo dropped
+        self.consent: dict[str, dict] = {}  # profile id → {channel: {"consent", "consented_at", "historical"}}
+        self.lists: dict[str, set[str]] = {}
+        self.jobs: dict[str, dict] = {}
+        self.invalid: list[str] = []  # validation failures, for test messages
+        self._by_email: dict[str, str] = {}
+        self._by_phone: dict[str, str] = {}
+        self._event_keys: set[tuple] = set()
+
+    # Protocol -----------------------------------------------------------------------
+
+    def error_body(self, status: int, message: str, pointer: str = "/data/", code: str | None = None) -> dict:
+        codes = {400: "invalid", 401: "not_authenticated", 404: "not_found", 409: "duplicate_profile",
+                 413: "payload_too_large", 429: "throttled"}
+        return {"errors": [{"id": new_id(), "status": status, "code": code or codes.get(status, "error"),
+                            "title": message, "detail": message, "source": {"pointer": pointer}}]}
+
+    def authorized(self, call: Call) -> bool:
+        return call.headers.get("Authorization") == f"Klaviyo-API-Key {self.api_key}"
+
+    def _valid(self, call: Call, file: str) -> None:
+        if not call.headers.get("revision"):
+            raise Invalid("The revision header is required.", "/headers/revision")
+        if call.raw and len(call.raw) > 5 * 1024 * 1024:
+            raise Invalid("Payload too large.", status=413, code="payload_too_large")
+        _, _, _, validator = operation(file)
+        if validator is None or not self.validate:
+            return
+        error = next(iter(sorted(validator.iter_errors(call.body), key=lambda e: list(e.path))), None)
+        if error is not None:
+            pointer = "/" + "/".join(str(p) for p in error.absolute_path)
+            self.invalid.append(f"{call.operation}: {pointer}: {error.message}")
+            raise Invalid(error.message, pointer)
+
+    def _run(self, call: Call, file: str, handle):
+        try:
+            self._valid(call, file)
+            return handle(call.body)
+        except Invalid as exc:
+            return exc.status, self.error_body(exc.status, exc.detail, exc.pointer, exc.code)
+
+    # Profiles -----------------------------------------------------------------------
+
+    def _upsert(self, attributes: dict) -> tuple[str, bool]:
+        email, phone = attributes.get("email"), attributes.get("phone_number")
+        if not email and not phone:
+            raise Invalid("One of email or phone_number is required.", "/data/attributes")
+        by_email, by_phone = self._by_email.get(email), self._by_phone.get(phone)
+        if by_email and by_phone and by_email != by_phone or (
+                email and by_phone and not by_email and self.profiles[by_phone].get("email")):
+            raise Invalid("A profile already exists with one of these identifiers.", "/data/attributes",
+                          status=409, code="duplicate_profile")
+        found = by_email or by_phone
+        created = found is None
+        pid = found or f"01{new_id().upper()}"
+        profile = self.profiles.setdefault(pid, {"properties": {}})
+        for key, value in attributes.items():
+            if key == "properties":
+                profile["properties"].update(value or {})
+            elif value is not None:
+                profile[key] = value
+        if profile.get("email"):
+            self._by_email[profile["email"]] = pid
+        if profile.get("phone_number"):
+            self._by_phone[profile["phone_number"]] = pid
+        return pid, created
+
+    def create_or_update_profile(self, call):
+        def handle(body):
+            pid, created = self._upsert(body["data"]["attributes"])
+            document = {"data": {"type": "profile", "id": pid, "attributes": self.profiles[pid],
+                                 "links": {"self": f"{self.url}/api/profiles/{pid}/"}}}
+            return (201 if created else 200), document
+        return self._run(call, "create_or_update_profile", handle)
+
+    def bulk_import_profiles(self, call):
+        def handle(body):
+            profiles = body["data"]["attributes"]["profiles"]["data"]
+            if len(profiles) > 10_000:
+                raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
+            ids = [self._upsert(p["attributes"])[0] for p in profiles]
+            for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
+                self.lists.setdefault(rel["id"], set()).update(ids)
+            job_id = new_id()
+            now = datetime.now(timezone.utc).isoformat()
+            self.jobs[job_id] = {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
+                "status": "complete", "created_at": now, "total_count": len(ids), "completed_count": len(ids),
+                "failed_count": 0, "completed_at": now}, "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
+            queued = {**self.jobs[job_id], "attributes": {**self.jobs[job_id]["attributes"], "status": "queued"}}
+            return 202, {"data": queued}
+        return self._run(call, "bulk_import_profiles", handle)
+
+    def get_bulk_import_profiles_job(self, call):
+        job = self.jobs.get(call.params["job_id"])
+        if job is None:
+            return 404, self.error_body(404, "Not found.")
+        return 200, {"data": job}
+
+    def add_profiles_to_list(self, call):
+        def handle(body):
+            if len(body["data"]) > 1000:
+                raise Invalid("A maximum of 1000 profiles can be added per request.")
+            self.lists.setdefault(call.params["id"], set()).update(p["id"] for p in body["data"])
+            return 204, None
+        return self._run(call, "add_profiles_to_list", handle)
+
+    # Events -------------------------------------------------------------------------
+
+    def _record_event(self, profile_attributes: dict, event: dict) -> None:
+        pid, _ = self._upsert({k: v for k, v in profile_attributes.items() if k != "properties"})
+        metric = event["metric"]["data"]["attributes"]["name"]
+        key = (pid, metric, event.get("unique_id"))
+        if key in self._event_keys:
+            self.duplicate_events += 1  # Klaviyo keeps the first event of a unique_id
+            return
+        self._event_keys.add(key)
+        self.events.append({"profile_id": pid, "metric": metric, "unique_id": event.get("unique_id"),
+                            "time": event.get("time"), "properties": event.get("properties"),
+                            "backfill": bool(event.get("backfill"))})
+
+    def create_event(self, call):
+        def handle(body):
+            attributes = body["data"]["attributes"]
+            self._record_event(attributes["profile"]["data"]["attributes"], attributes)
+            return 202, None
+        return self._run(call, "create_event", handle)
+
+    def bulk_create_events(self, call):
+        def handle(body):
+            entries = body["data"]["attributes"]["events-bulk-create"]["data"]
+            total = sum(len(e["attributes"]["events"]["data"]) for e in entries)
+            if total > 1000:
+                raise Invalid("A maximum of 1000 events can be created per request.")
+            seen = set()
+            for entry in entries:
+                who = json.dumps(entry["attributes"]["profile"]["data"]["attributes"], sort_keys=True)
+                for event in entry["attributes"]["events"]["data"]:
+                    a = event["attributes"]
+                    key = (who, a["metric"]["data"]["attributes"]["name"], a.get("unique_id"))
+                    if a.get("unique_id") and key in seen:
+                        raise Invalid(f"Duplicate unique_id {a['unique_id']!r} for the same profile and metric.")
+                    seen.add(key)
+            for entry in entries:
+                for event in entry["attributes"]["events"]["data"]:
+                    self._record_event(entry["attributes"]["profile"]["data"]["attributes"], event["attributes"])
+            return 202, None
+        return self._run(call, "bulk_create_events", handle)
+
+    # Consent ------------------------------------------------------------------------
+
+    def bulk_subscribe_profiles(self, call):
+        def handle(body):
+            attributes = body["data"]["attributes"]
+            profiles = attributes["profiles"]["data"]
+            historical = bool(attributes.get("historical_import"))
+            if len(profiles) > 1000:
+                raise Invalid("A maximum of 1000 profiles can be subscribed per request.")
+            for p in profiles:
+                for params in p["attributes"]["subscriptions"].values():
+                    at = (params.get("marketing") or {}).get("consented_at")
+                    if at and not historical:
+                        raise Invalid("consented_at can only be set when historical_import is true.")
+                    if historical and not at:
+                        raise Invalid("consented_at is required when historical_import is true.")
+                    if at and datetime.fromisoformat(at) > datetime.now(timezone.utc):
+                        raise Invalid("consented_at must be in the past.")
+            list_id = ((body["data"].get("relationships") or {}).get("list") or {}).get("data", {}).get("id")
+            for p in profiles:
+                pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
+                for channel, params in p["attributes"]["subscriptions"].items():
+                    self.consent.setdefault(pid, {})[channel] = {
+                        "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at"),
+                        "historical": historical}
+                if list_id:
+                    self.lists.setdefault(list_id, set()).add(pid)
+            return 202, None
+        return self._run(call, "bulk_subscribe_profiles", handle)
+
+    def bulk_unsubscribe_profiles(self, call):
+        def handle(body):
+            profiles = body["data"]["attributes"]["profiles"]["data"]
+            if len(profiles) > 100:
+                raise Invalid("A maximum of 100 profiles can be unsubscribed per request.")
+            for p in profiles:
+                pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
+                for channel in p["attributes"]["subscriptions"]:
+                    self.consent.setdefault(pid, {})[channel] = {"consent": "UNSUBSCRIBED", "consented_at": None}
+            return 202, None
+        return self._run(call, "bulk_unsubscribe_profiles", handle)
+
+    # Reading back -------------------------------------------------------------------
+
+    def profile(self, email: str) -> dict | None:
+        return self.profiles.get(self._by_email.get(email))
+
+    def profile_id(self, email: str) -> str | None:
+        return self._by_email.get(email)

@@ -1,0 +1,91 @@
+"""Dunning: Payment Failed at once, retries 3/7/14 days on, reminders -3/0/+3, recovery in 21 days."""
+from datetime import timedelta
+
+import pytest
+
+from hub.rules import dunning
+from tests.hub.rules.conftest import at, day, payment, tweak
+
+FAILED_AT = "2026-03-10T09:00"
+
+
+def names_on(pay, today, p):
+    return sorted((d.name, d.properties.get("attempt"), d.properties.get("days_from_due"))
+                  for d in dunning.due(pay, day(today), at(today + "T06:00"), p))
+
+
+def test_payment_failed_at_once_with_the_update_link(p):
+    d = dunning.failed(payment(), at(FAILED_AT), p)
+    assert (d.name, d.rule, d.occasion) == ("Payment Failed", "payment-failed", "stripe:in_1")
+    assert d.properties["update_payment_url"] == "https://billing.example/update"
+    assert d.properties["retry_dates"] == ["2026-03-13", "2026-03-17", "2026-03-24"]
+    assert (d.properties["amount"], d.properties["currency"], d.properties["plan"]) == (2500, "USD", "Coffee Monthly")
+
+
+def test_link_falls_back_to_the_subscription(p):
+    pay = payment(update_payment_url=None, subscription_update_payment_url="https://shop.example/account")
+    assert dunning.failed(pay, at(FAILED_AT), p).properties["update_payment_url"] == "https://shop.example/account"
+
+
+@pytest.mark.parametrize("today, expected", [
+    ("2026-03-10", []),                                        # failure day: Payment Failed covers it
+    ("2026-03-12", []),
+    ("2026-03-13", [("Payment Reminder", 1, 0), ("Payment Retry Scheduled", 1, None)]),
+    ("2026-03-14", [("Payment Reminder", 2, -3)]),
+    ("2026-03-16", [("Payment Reminder", 1, 3)]),
+    ("2026-03-17", [("Payment Reminder", 2, 0), ("Payment Retry Scheduled", 2, None)]),
+    ("2026-03-20", [("Payment Reminder", 2, 3)]),
+    ("2026-03-21", [("Payment Reminder", 3, -3)]),
+    ("2026-03-24", [("Payment Reminder", 3, 0), ("Payment Retry Scheduled", 3, None)]),
+    ("2026-03-27", [("Payment Reminder", 3, 3)]),
+    ("2026-03-31", []),                                        # day 21: nothing more
+])
+def test_cadence(p, today, expected):
+    assert names_on(payment(), today, p) == expected
+
+
+def test_every_day_of_the_cadence_is_in_the_sweep_query(p):
+    fires = {d for d in range(0, 30) if names_on(payment(), str((at(FAILED_AT) + timedelta(days=d)).date()), p)}
+    assert fires == set(dunning.reminder_days(p))
+
+
+def test_hard_decline_skips_retries_but_still_asks_for_a_card(p):
+    pay = payment(hard_decline=True, decline_code="stolen_card")
+    d = dunning.failed(pay, at(FAILED_AT), p)
+    assert d.properties["retry_dates"] == [] and d.properties["action"] == "update_payment_method"
+    assert names_on(pay, "2026-03-13", p) == [("Payment Reminder", 1, 0)]
+
+
+@pytest.mark.parametrize("change", [dict(status="succeeded"), dict(subscription_status="canceled"),
+                                    dict(first_failed_at=None)])
+def test_nothing_for_a_closed_payment(p, change):
+    pay = payment(**change)
+    assert dunning.failed(pay, at(FAILED_AT), p) is None
+    assert names_on(pay, "2026-03-13", p) == []
+
+
+@pytest.mark.parametrize("paid_after, recovered", [(timedelta(days=21), True),
+                                                   (timedelta(days=21, seconds=1), False)])
+def test_recovered_within_21_days(p, paid_after, recovered):
+    pay = payment(status="succeeded", paid_at=at(FAILED_AT) + paid_after)
+    d = dunning.recovered(pay, p)
+    assert (d is not None) == recovered
+    if d:
+        assert (d.name, d.occasion, d.properties["days_to_recover"]) == ("Payment Recovered", "stripe:in_1", 21)
+
+
+def test_never_failed_is_not_a_recovery(p):
+    assert dunning.recovered(payment(status="succeeded", first_failed_at=None, paid_at=at(FAILED_AT)), p) is None
+
+
+def test_days_follow_the_shop_calendar():
+    p = tweak(timezone="Pacific/Auckland")   # 2026-03-10T13:00Z is already Mar 11 there
+    pay = payment(first_failed_at=at("2026-03-10T13:00"))
+    assert dunning.failed(pay, at("2026-03-10T13:00"), p).properties["retry_dates"][0] == "2026-03-14"
+
+
+def test_orchestrate_hook_calls_the_registered_retrier(monkeypatch):
+    called = []
+    monkeypatch.setitem(dunning.RETRIERS, "stripe", called.append)
+    assert dunning.orchestrate_retry(payment()) is True and called == [payment()]
+    assert dunning.orchestrate_retry(payment(source="chargebee")) is False

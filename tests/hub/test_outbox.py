@@ -1,0 +1,427 @@
+"""The outbox on a real SQLite database: planning, coalescing, idempotency, retries and dead letters."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from connectors import CONNECTORS
+from connectors.base import Connector, Failed, RetryAfter, Sent
+from connectors.ratelimit import Limiter
+from hub import outbox
+from hub.apply import Changes, apply_event
+from hub.config import Settings
+from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
+from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Base, Delivery, DeliveryAttempt,
+                        Subscriber, Subscription, Trigger)
+from hub.storage import Storage
+
+# Rows are created at the real time; pushing "an hour from now" finds them due.
+NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+
+
+class Scripted(Connector):
+    """A connector whose answers the test writes: `script` holds one function per push (item → Result)."""
+
+    name = "scripted"
+    max_batch = 100
+    settings_keys = ()
+    kinds = ("profile", "event", "consent")
+    needs = ("email", "phone")
+    options = {}
+    script: list = []
+    pushes: list = []
+
+    def push_batch(self, items):
+        Scripted.pushes.append(list(items))
+        answer = Scripted.script.pop(0) if Scripted.script else (lambda item: Sent(http_status=200, latency_ms=4))
+        return {item.delivery_id: answer(item) for item in items}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    storage = Storage("sqlite:///" + str(tmp_path / "t.db"))
+    Base.metadata.create_all(storage.engine)
+    yield storage
+    storage.dispose()
+
+
+@pytest.fixture
+def mappings(tmp_path):
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def settings(mappings, monkeypatch):
+    monkeypatch.setitem(CONNECTORS, "scripted", Scripted)
+    Scripted.script, Scripted.pushes = [], []
+    return Settings.from_env(env={}, overrides={"HUB_MAPPINGS_DIR": str(mappings)})
+
+
+def subscriber(session, email="ada@example.com", **attrs) -> Subscriber:
+    person = Subscriber(email=email, first_name="Ada", stage="new", health_score=60, loyalty_points=10,
+                        tier="Bronze", lifetime_spend=2500, currency="USD", consent={}, **attrs)
+    person.subscriptions.append(Subscription(source="stripe", source_id=f"sub_{email}", status="active",
+                                             plan="Coffee monthly", interval="month", interval_count=1,
+                                             amount=2500, currency="USD", next_renewal_at=NOW + timedelta(days=10)))
+    session.add(person)
+    session.flush()
+    return person
+
+
+def event(name=CUSTOMER_UPSERTED, **data) -> CanonicalEvent:
+    return CanonicalEvent(name=name, source="shopify", occurred_at=NOW, customer={"email": "ada@example.com"}, data=data)
+
+
+def changed(person) -> Changes:
+    return Changes(CUSTOMER_UPSERTED, subscriber=person)
+
+
+def trigger(session, person, name="Renewal Reminder", rule="renewal-7d", occasion="2026-11-30", status="fired"):
+    row = Trigger(subscriber_id=person.id, rule=rule, occasion=occasion, name=name, status=status,
+                  properties={"days_before": 7}, due_at=NOW)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def deliveries(storage, **where) -> list[Delivery]:
+    with storage.session() as session:
+        return list(session.scalars(select(Delivery).filter_by(**where).order_by(Delivery.id)))
+
+
+def attempts(storage, delivery_id) -> list[DeliveryAttempt]:
+    with storage.session() as session:
+        return list(session.scalars(select(DeliveryAttempt).filter_by(delivery_id=delivery_id).order_by(DeliveryAttempt.id)))
+
+
+# Profile fields -------------------------------------------------------------------------
+
+def test_profile_fields_come_from_the_model():
+    person = Subscriber(email="a@b.c", stage="loyal", health_score=88, tier="Gold", loyalty_points=900,
+                        lifetime_spend=54000, currency="USD")
+    person.subscriptions = [
+        Subscription(status="active", plan="Beans", interval="month", interval_count=1, amount=2000, currency="USD",
+                     next_renewal_at=NOW + timedelta(days=20)),
+        Subscription(status="past_due", plan="Grinder care", interval="year", interval_count=1, amount=12000,
+                     currency="USD", next_renewal_at=NOW + timedelta(days=3)),
+        Subscription(status="trialing", plan="Tea", interval="week", interval_count=2, amount=1000, currency="USD",
+                     next_renewal_at=NOW + timedelta(days=1)),
+        Subscription(status="canceled", plan="Old", interval="month", amount=9900, currency="USD"),
+    ]
+    assert outbox.profile_fields(person) == {
+        "stage": "loyal", "health_score": 88, "tier": "Gold", "points": 900,
+        "subscription_status": "active", "plan": "Beans",
+        "mrr": 2000 + 1000,  # the yearly plan per month; trials bring no revenue yet
+        "next_renewal_at": (NOW + timedelta(days=1)).isoformat(),
+        "lifetime_value": 54000}
+
+
+def test_profile_fields_of_someone_without_subscriptions():
+    fields = outbox.profile_fields(Subscriber(email="a@b.c", lifetime_spend=0))
+    assert (fields["subscription_status"], fields["plan"], fields["mrr"], fields["next_renewal_at"]) == (None, None, 0, None)
+
+
+@pytest.mark.parametrize("interval, count, amount, monthly", [
+    ("month", 1, 2500, 2500), ("month", 3, 6000, 2000), ("year", 1, 12000, 1000),
+    ("week", 1, 1200, 5200), ("week", 4, 2000, 2167), ("day", 30, 3000, 3042), (None, 1, 500, 500)])
+def test_prices_are_normalized_to_a_month(interval, count, amount, monthly):
+    sub = Subscription(status="active", interval=interval, interval_count=count, amount=amount)
+    assert outbox.monthly_amount(sub) == monthly
+
+
+# Planning -------------------------------------------------------------------------------
+
+def test_changes_in_one_batch_become_one_profile_update_with_the_final_values(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        for stage, points in (("new", 10), ("engaged", 50), ("loyal", 90)):
+            person.stage, person.loyalty_points = stage, points
+            outbox.plan(session, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(session, settings) == 1
+        assert outbox.planned_connectors(session) == {"scripted"}
+    [row] = deliveries(storage)
+    assert (row.kind, row.connector, row.status) == ("profile", "scripted", QUEUED)
+    assert row.payload["fields"]["stage"] == "loyal" and row.payload["fields"]["points"] == 90
+    assert row.payload["email"] == "ada@example.com" and row.idempotency_key.startswith(f"profile:{person.id}:")
+
+
+def test_an_unchanged_profile_is_not_sent_twice(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        outbox.plan(session, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(session, settings)
+    for _ in range(2):  # the same webhook replayed, in later batches
+        with storage.session() as session:
+            person = session.get(Subscriber, person.id)
+            outbox.plan(session, settings, person, changed(person), [], event())
+            assert outbox.flush_pending_profiles(session, settings) == 0
+    assert len(deliveries(storage)) == 1
+
+
+def test_a_profile_back_in_an_earlier_state_is_sent_again(storage, settings):
+    for stage in ("new", "at_risk", "new"):
+        with storage.session() as session:
+            person = session.scalar(select(Subscriber)) or subscriber(session)
+            person.stage = stage
+            outbox.plan(session, settings, person, changed(person), [], event())
+            assert outbox.flush_pending_profiles(session, settings) == 1
+    assert [d.payload["fields"]["stage"] for d in deliveries(storage)] == ["new", "at_risk", "new"]
+
+
+def test_stale_updates_and_unreachable_people_plan_nothing(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        stale = changed(person)
+        stale.stale = True
+        outbox.plan(session, settings, person, stale, [trigger(session, person)], event())
+        nobody = Subscriber(email=None, phone=None, consent={})
+        session.add(nobody)
+        session.flush()
+        outbox.plan(session, settings, nobody, changed(nobody), [trigger(session, nobody)], event())
+        outbox.flush_pending_profiles(session, settings)
+    assert deliveries(storage) == []
+
+
+def test_a_trigger_becomes_one_event_keyed_by_the_trigger(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        fired = trigger(session, person)
+        skipped = trigger(session, person, occasion="2026-12-30", status="skipped")
+        for _ in range(2):  # a replay plans the same trigger again
+            outbox.plan(session, settings, person, changed(person), [fired, skipped], event())
+    [row] = deliveries(storage, kind="event")
+    assert row.idempotency_key == f"{person.id}:renewal-7d:2026-11-30" == row.payload["unique_id"]
+    assert row.trigger_id == fired.id
+    assert row.payload["name"] == "Renewal Reminder" and row.payload["properties"] == {"days_before": 7}
+    assert row.payload["time"] == NOW.isoformat()
+
+
+def test_the_mapping_says_which_triggers_go_where_and_under_what_name(storage, settings, mappings):
+    (mappings / "scripted.yaml").write_text("send: [event]\ntriggers:\n  Payment Failed: Hub Payment Failed\n")
+    with storage.session() as session:
+        person = subscriber(session)
+        triggers = [trigger(session, person), trigger(session, person, "Payment Failed", "dunning", "inv_1")]
+        outbox.plan(session, settings, person, changed(person), triggers, event())
+        outbox.flush_pending_profiles(session, settings)
+    [row] = deliveries(storage)
+    assert (row.kind, row.payload["name"]) == ("event", "Hub Payment Failed")
+
+
+def test_consent_is_planned_only_when_the_source_changed_it_and_carries_its_time(storage, settings):
+    consented_at = datetime(2026, 11, 2, 8, 15, tzinfo=timezone.utc)
+    consent = event(CONSENT_CHANGED, channel="email", state="subscribed", consented_at=consented_at)
+    for _ in range(2):  # the same consent webhook twice: the second changes nothing
+        with storage.session() as session:
+            changes = apply_event(session, consent)
+            outbox.plan(session, settings, changes.subscriber, changes, [], consent)
+            outbox.flush_pending_profiles(session, settings)
+    with storage.session() as session:  # a profile update says nothing about consent
+        changes = apply_event(session, event())
+        outbox.plan(session, settings, changes.subscriber, changes, [], event())
+    [row] = deliveries(storage, kind="consent")
+    assert row.payload == {"subscriber_id": row.subscriber_id, "email": "ada@example.com", "phone": None,
+                           "channel": "email", "state": "subscribed", "consented_at": consented_at.isoformat(),
+                           "source": "shopify"}
+
+
+def test_sms_consent_needs_a_phone(storage, settings):
+    consent = event(CONSENT_CHANGED, channel="sms", state="subscribed", consented_at=NOW)
+    with storage.session() as session:
+        changes = apply_event(session, consent)
+        assert outbox.plan_consent(session, settings, changes.subscriber, changes, consent) == 0
+
+
+# Pushing --------------------------------------------------------------------------------
+
+def queue(storage, settings, n=1):
+    with storage.session() as session:
+        for i in range(n):
+            person = subscriber(session, email=f"p{i}@example.com")
+            outbox.plan(session, settings, person, changed(person), [trigger(session, person)], event())
+        outbox.flush_pending_profiles(session, settings)
+    return deliveries(storage)
+
+
+def test_sent_deliveries_log_the_attempt(storage, settings):
+    rows = queue(storage, settings)
+    counts = outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert (counts["sent"], counts["batches"], counts["more"]) == (2, 1, False)
+    for row in deliveries(storage):
+        assert (row.status, row.attempts, row.sent_at) == (SENT, 1, NOW)
+        [attempt] = attempts(storage, row.id)
+        assert (attempt.outcome, attempt.http_status, attempt.latency_ms, attempt.message) == ("sent", 200, 4, None)
+    assert {i.delivery_id for i in Scripted.pushes[0]} == {r.id for r in rows}
+
+
+def test_429_waits_exactly_what_retry_after_says(storage, settings):
+    queue(storage, settings)
+    Scripted.script = [lambda i: RetryAfter(http_status=429, seconds=7, message="Too many requests")]
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["retry"] == 2
+    for row in deliveries(storage):
+        assert (row.status, row.next_attempt_at, row.last_error) == (RETRYING, NOW + timedelta(seconds=7), "Too many requests")
+        assert attempts(storage, row.id)[0].retry_after == 7
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW + timedelta(seconds=6))["batches"] == 0
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW + timedelta(seconds=7))["sent"] == 2
+
+
+def test_server_errors_back_off_then_go_to_the_dead_letter(storage, settings):
+    queue(storage, settings)
+    Scripted.script = [lambda i: RetryAfter(http_status=503, seconds=0, message="Service unavailable")] * 20
+    at, waits = NOW, []
+    for _ in range(outbox.MAX_ATTEMPTS):
+        assert outbox.push_batch(storage, settings, "scripted", now=at)["batches"] == 1
+        rows = deliveries(storage)
+        if rows[0].status == RETRYING:
+            waits.append((rows[0].next_attempt_at - at).total_seconds())
+            at = max(r.next_attempt_at for r in rows)  # both due again (the jitter differs)
+    assert waits == sorted(waits) and waits[0] >= 15 and len(waits) == outbox.MAX_ATTEMPTS - 1
+    for row in deliveries(storage):
+        assert (row.status, row.attempts, row.last_error) == (DEAD, outbox.MAX_ATTEMPTS, "Service unavailable")
+        assert [a.http_status for a in attempts(storage, row.id)] == [503] * outbox.MAX_ATTEMPTS
+    assert outbox.push_batch(storage, settings, "scripted", now=at + timedelta(days=1))["batches"] == 0
+
+
+def test_a_permanent_failure_is_dead_at_once_with_the_tools_words(storage, settings):
+    queue(storage, settings)
+    Scripted.script = [lambda i: Failed(http_status=400, message="Invalid email address.")]
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["dead"] == 2
+    assert {(r.status, r.attempts, r.last_error) for r in deliveries(storage)} == {(DEAD, 1, "Invalid email address.")}
+
+
+def test_retry_puts_dead_letters_back_in_the_queue(storage, settings):
+    queue(storage, settings, n=2)
+    Scripted.script = [lambda i: Failed(http_status=422, message="no")]
+    outbox.push_batch(storage, settings, "scripted", now=NOW)
+    first, *others = deliveries(storage)
+    with storage.session() as session:
+        assert outbox.retry(session, delivery_ids=[first.id], now=NOW) == 1
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["sent"] == 1
+    with storage.session() as session:
+        assert outbox.retry(session, dead=True, now=NOW) == len(others)
+        assert outbox.retry(session) == 0
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["sent"] == len(others)
+    assert all(len(attempts(storage, r.id)) == 2 for r in deliveries(storage))
+
+
+def test_a_connector_crash_is_retried_not_lost(storage, settings):
+    queue(storage, settings)
+    Scripted.script = [lambda i: 1 / 0]
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["retry"] == 2
+    assert {r.last_error for r in deliveries(storage)} == {"ZeroDivisionError: division by zero"}
+
+
+def test_claimed_rows_are_leased_to_one_worker(storage, settings):
+    queue(storage, settings)
+    seen = []
+
+    def other_worker_meanwhile(item):
+        seen.append(outbox.push_batch(storage, settings, "scripted", now=NOW, limiter=Limiter())["batches"])
+        return Sent(http_status=200)
+
+    Scripted.script = [other_worker_meanwhile]
+    outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert seen and set(seen) == {0}
+
+
+def test_only_the_newest_profile_update_is_sent(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+    for stage in ("engaged", "loyal"):
+        with storage.session() as session:
+            person = session.get(Subscriber, person.id)
+            person.stage = stage
+            outbox.plan(session, settings, person, changed(person), [], event())
+            outbox.flush_pending_profiles(session, settings)
+    counts = outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert (counts["sent"], counts["cancelled"]) == (1, 1)
+    older, newer = deliveries(storage)
+    assert (older.status, older.last_error) == (CANCELLED, f"superseded by delivery {newer.id}")
+    assert newer.status == SENT and [i.payload["fields"]["stage"] for i in Scripted.pushes[0]] == ["loyal"]
+
+
+def test_an_older_profile_still_retrying_is_cancelled_once_a_newer_one_is_sent(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        outbox.plan(session, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(session, settings)
+    Scripted.script = [lambda i: RetryAfter(http_status=502, seconds=0)]
+    outbox.push_batch(storage, settings, "scripted", now=NOW)
+    with storage.session() as session:
+        person = session.get(Subscriber, person.id)
+        person.stage = "loyal"
+        outbox.plan(session, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(session, settings)
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW)["sent"] == 1
+    older, newer = deliveries(storage)
+    assert (older.status, newer.status) == (CANCELLED, SENT)
+    assert outbox.push_batch(storage, settings, "scripted", now=NOW + timedelta(days=1))["batches"] == 0
+
+
+def test_a_push_lingers_briefly_for_a_fuller_batch(storage, settings, monkeypatch):
+    import time
+
+    monkeypatch.setattr(Scripted, "linger", (0.3, 100), raising=False)
+    queue(storage, settings)
+    started = time.monotonic()
+    assert outbox.push_batch(storage, settings, "scripted")["sent"] == 2
+    assert time.monotonic() - started >= 0.25 and len(Scripted.pushes) == 1
+
+
+def test_secrets_are_blanked_out_of_the_log(storage, settings):
+    settings.HUB_API_TOKEN = "pk_live_abcdef"
+    queue(storage, settings)
+    Scripted.script = [lambda i: Failed(http_status=401, message="key pk_live_abcdef is not valid", request_id="r-1")]
+    outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert {a.message for r in deliveries(storage) for a in attempts(storage, r.id)} == {"key *** is not valid"}
+
+
+def test_a_sweep_plans_its_triggers_and_changed_profiles(storage, settings):
+    with storage.session() as session:
+        person = subscriber(session)
+        fired = trigger(session, person)
+        assert outbox.plan_sweep(session, settings, [fired.id], [person.id]) == 2
+        assert outbox.plan_sweep(session, settings, [fired.id], [person.id]) == 0
+    assert sorted(d.kind for d in deliveries(storage)) == ["event", "profile"]
+
+
+def test_enabled_connectors_follow_the_settings(settings):
+    assert outbox.enabled_connectors(settings) == ["scripted"]
+    on = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk", "HUB_MAPPINGS_DIR": settings.HUB_MAPPINGS_DIR})
+    assert outbox.enabled_connectors(on) == ["klaviyo", "scripted"]
+
+
+# End to end with the Klaviyo stand-in ---------------------------------------------------
+
+def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storage, tmp_path):
+    from tests.fakes.klaviyo import FakeKlaviyo
+
+    with FakeKlaviyo(api_key="pk_e2e") as klaviyo:
+        settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_e2e", "KLAVIYO_BASE_URL": klaviyo.url})
+        klaviyo.fail(429, retry_after=1, fraction=1 / 3)
+        with storage.session() as session:
+            for i in range(40):
+                person = subscriber(session, email=f"p{i}@example.com")
+                person.consent = {"email": {"state": "subscribed", "source": "shopify", "at": "2026-11-01T10:00:00+00:00"}}
+                consent = event(CONSENT_CHANGED, channel="email", state="subscribed")
+                changes = Changes(CONSENT_CHANGED, subscriber=person,
+                                  changed=[{"what": "email consent", "field": "state", "from": None, "to": "subscribed"}])
+                outbox.plan(session, settings, person, changes, [trigger(session, person)], consent)
+            outbox.flush_pending_profiles(session, settings)
+        at = NOW
+        for _ in range(30):
+            outbox.push_batch(storage, settings, "klaviyo", now=at, limiter=Limiter(max_wait=0.01))
+            if not deliveries(storage, status=RETRYING) and not deliveries(storage, status=QUEUED):
+                break
+            at += timedelta(hours=1)
+        assert {d.status for d in deliveries(storage)} == {SENT}
+        assert len(klaviyo.profiles) == 40 and len(klaviyo.events) == 40 and klaviyo.duplicate_events == 0
+        assert all(c["email"]["consented_at"] == "2026-11-01T10:00:00+00:00" for c in klaviyo.consent.values())
+        assert any(c.status == 429 for c in klaviyo.calls)
+        assert klaviyo.invalid == [] and klaviyo.crashes == []
+        with storage.session() as session:
+            assert session.scalar(select(func.count()).select_from(DeliveryAttempt).where(
+                DeliveryAttempt.http_status == 429)) > 0
