@@ -124,6 +124,7 @@ def load(url: str, n: int, with_indexes: bool) -> dict:
     from hub.storage import Storage
 
     storage = Storage(url)
+    is_sqlite = storage.engine.dialect.name == "sqlite"
     Base.metadata.drop_all(storage.engine)
     Base.metadata.create_all(storage.engine)
     t0 = time.perf_counter()
@@ -134,9 +135,9 @@ def load(url: str, n: int, with_indexes: bool) -> dict:
             buf = buffers.setdefault(table, [])
             buf.append(row)
             if len(buf) >= CHUNK:
-                _flush(raw, storage.is_sqlite, table, buf)
+                _flush(raw, is_sqlite, table, buf)
         for table, buf in buffers.items():
-            _flush(raw, storage.is_sqlite, table, buf)
+            _flush(raw, is_sqlite, table, buf)
         raw.commit()
     finally:
         raw.close()
@@ -145,7 +146,7 @@ def load(url: str, n: int, with_indexes: bool) -> dict:
             index.create(storage.engine, checkfirst=True)
     with storage.engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
-    if not storage.is_sqlite:
+    if not is_sqlite:
         with storage.engine.begin() as conn:  # ids were given explicitly: move the sequences on
             for table in ("subscriber", "subscription", "payment"):
                 conn.exec_driver_sql(f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))")
@@ -200,13 +201,25 @@ def measure(url: str, trace: bool, commit: bool, queue) -> None:
 
 
 def run_child(target, *args):
+    """target(*args, queue) in a fresh interpreter; its result, or its error raised here."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
+    proc = ctx.Process(target=_guarded, args=(target, args, queue))
     proc.start()
     result = queue.get()
     proc.join()
+    if "error" in result:
+        raise RuntimeError(f"{target.__name__} failed in its process:\n{result['error']}")
     return result
+
+
+def _guarded(target, args, queue):
+    import traceback
+
+    try:
+        target(*args, queue)
+    except BaseException:
+        queue.put({"error": traceback.format_exc()})
 
 
 def _load_child(url, n, with_indexes, queue):

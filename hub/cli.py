@@ -21,7 +21,12 @@ def main():
 
 
 def _hub():
-    return make_hub()
+    """The hub of this command; its database connections close when the command ends."""
+    hub = make_hub()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(hub.storage.dispose)
+    return hub
 
 
 def _announce_connectors(hub) -> None:
@@ -218,6 +223,17 @@ def sweep(at):
     for name, n in sorted((counts or {}).items()):
         click.echo(f"  {name}: {n}")
 
+
+def _add_area_commands() -> None:
+    from importlib import import_module
+
+    from hub.commands import COMMANDS
+
+    for name in COMMANDS:
+        main.add_command(import_module(f"hub.commands.{name}").command)
+
+
+_add_area_commands()
 
 if __name__ == "__main__":
     main()

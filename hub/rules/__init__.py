@@ -315,7 +315,7 @@ def _sweep_card_expiry(session, w, now, p, report):
     months = card_expiry.due_months(w, p) if p.card_expiry.enabled else []
     if not months:
         return  # warnings fall on one day a month
-    ids = queries.card_holders(session, months)
+    ids = [i for i, cards in queries.card_holders(session, months) if card_expiry.any_due(cards or {}, w, p)]
     _bulk(session, report, "card_expiry", [(s.id, d) for s in queries.subscriber_states(session, ids)
                                            for d in card_expiry.expiring(s, w, now, p)])
 

@@ -42,6 +42,12 @@ def _replaced(key: str, card: dict, cards: dict) -> bool:
                for k, other in cards.items() if k != key)
 
 
+def any_due(cards: dict, window: Window, p: RuleParams) -> bool:
+    """Cheap first pass of the sweep: a card whose warning day is in the window."""
+    return any((end := stops_working(c)) and end - timedelta(days=p.card_expiry.days_before) in window
+               for c in cards.values())
+
+
 def expiring(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
              notice: bool = False) -> list[Due]:
     """Warnings whose day is in the window; `notice` (a platform's expiry notice) also

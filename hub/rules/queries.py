@@ -147,17 +147,16 @@ def ended_between(session: Session, span: tuple[datetime, datetime]) -> set[int]
     return {x for x in session.scalars(query) if x is not None}
 
 
-def card_holders(session: Session, months: list[tuple[int, int]]) -> set[int]:
-    """Subscribers whose cards JSON may hold one of the (year, month) expiries.
+def card_holders(session: Session, months: list[tuple[int, int]]) -> Iterator[tuple[int, dict]]:
+    """(id, cards) of subscribers whose cards JSON may hold one of the (year, month) expiries.
 
-    A text prefilter (JSON has no portable index); the rule checks each card exactly, so
-    the pattern only needs to never miss: "exp_year": 2026 and "26" both contain "26".
+    A text prefilter (JSON has no portable index): the rule checks each card exactly, so
+    the pattern only needs to never miss, e.g. "exp_month": 11 for November.
     """
     text = cast(Subscriber.cards, String)
-    conditions = [and_(text.like(f'%"exp_year":%{year % 100:02d}%'), text.like(f'%"exp_month":%{month}%'))
-                  for year, month in months]
-    query = select(Subscriber.id).where(Subscriber.erased_at.is_(None), or_(*conditions))
-    return set(session.scalars(query))
+    query = select(Subscriber.id, Subscriber.cards).where(
+        Subscriber.erased_at.is_(None), or_(*[text.like(f'%"exp_month":%{month}%') for _, month in months]))
+    return iter(session.execute(query.execution_options(yield_per=5000)))
 
 
 def lifecycle_candidates(session: Session, window: Window, bounds: dict[str, tuple[int, ...]]) -> set[int]:
