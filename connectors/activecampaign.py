@@ -30,6 +30,11 @@ def activecampaign_message(text: str) -> str:
     return text
 
 
+ABOUT = "Set by the subscription hub"
+# Payload key → ActiveCampaign contact key.
+CONTACT_KEYS = {"first_name": "firstName", "last_name": "lastName", "phone": "phone"}
+
+
 def _text(value) -> str:
     return "" if value is None else str(value)
 
@@ -49,7 +54,8 @@ class ActiveCampaignConnector(Connector):
         self.mapping = self.field_map
         self.base = settings.ACTIVECAMPAIGN_URL.rstrip("/") + "/api/3"
         self.http = requests.Session()
-        self.http.headers.update({"Api-Token": settings.ACTIVECAMPAIGN_API_KEY, "Accept": "application/json"})
+        self.http.headers.update({"Api-Token": settings.ACTIVECAMPAIGN_API_KEY,
+                                  "Accept": "application/json"})
         self._fields: dict[str, str] | None = None  # perstag → field id
         self._tags: dict[str, str] = {}  # tag name → tag id
         self._searched: set[str] = set()
@@ -68,7 +74,8 @@ class ActiveCampaignConnector(Connector):
         answer = lost = None
         with Clock.timing() as clock:
             try:
-                answer = self.http.request(method, self.base + path, json=body, params=params, timeout=self.timeout)
+                answer = self.http.request(method, self.base + path, json=body, params=params,
+                                           timeout=self.timeout)
             except requests.RequestException as exc:
                 lost = exc
         if lost is not None:
@@ -87,9 +94,10 @@ class ActiveCampaignConnector(Connector):
 
     # Contacts and fields -----------------------------------------------------------
 
-    def _sync(self, payload: dict, field_values: list[dict] | None = None) -> tuple[Result, str | None]:
+    def _sync(self, payload: dict, field_values: list[dict] | None = None
+              ) -> tuple[Result, str | None]:
         contact = {"email": payload["email"]}
-        for attr, key in (("first_name", "firstName"), ("last_name", "lastName"), ("phone", "phone")):
+        for attr, key in CONTACT_KEYS.items():
             if payload.get(attr):
                 contact[key] = payload[attr]
         if field_values:
@@ -102,7 +110,8 @@ class ActiveCampaignConnector(Connector):
         if self._fields is None:
             found, offset = {}, 0
             while True:
-                result, body = self._request("GET", "/fields", params={"limit": 100, "offset": offset})
+                page_at = {"limit": 100, "offset": offset}
+                result, body = self._request("GET", "/fields", params=page_at)
                 if body is None:
                     return result, None
                 page = body.get("fields", [])
@@ -115,12 +124,13 @@ class ActiveCampaignConnector(Connector):
             if name.upper() in self._fields:
                 continue
             result, body = self._request("POST", "/fields", {"field": {
-                "type": "text", "title": name, "perstag": name.upper(), "description": "Set by the subscription hub"}})
+                "type": "text", "title": name, "perstag": name.upper(), "description": ABOUT}})
             if body is None:
                 return result, None
             field_id = str(body["field"]["id"])
             # relid 0: the field is shown for contacts of every list.
-            result, rel = self._request("POST", "/fieldRels", {"fieldRel": {"field": field_id, "relid": 0}})
+            rel = {"fieldRel": {"field": field_id, "relid": 0}}
+            result, rel = self._request("POST", "/fieldRels", rel)
             if rel is None:
                 return result, None
             self._fields[name.upper()] = field_id
@@ -138,12 +148,13 @@ class ActiveCampaignConnector(Connector):
         if not isinstance(result, Sent) or not stage or not self.mapping["stage_tag"]:
             return result
         prefix = self.mapping["stage_tag"].split("{")[0]
-        return self._swap_tag(contact_id, self.mapping["stage_tag"].format(stage=stage), prefix) or result
+        tag = self.mapping["stage_tag"].format(stage=stage)
+        return self._swap_tag(contact_id, tag, prefix) or result
 
     # Tags ------------------------------------------------------------------------
 
     def _tag_id(self, name: str, search: str) -> tuple[Result | None, str | None]:
-        """The id of tag `name`, created when missing; `search` finds it and its family once per process."""
+        """The id of tag `name`, created when missing; `search` lists its family once a process."""
         if name not in self._tags and search not in self._searched:
             result, body = self._request("GET", "/tags", params={"search": search, "limit": 100})
             if body is None:
@@ -152,14 +163,16 @@ class ActiveCampaignConnector(Connector):
             self._searched.add(search)
         if name not in self._tags:
             result, body = self._request("POST", "/tags", {"tag": {
-                "tag": name, "tagType": "contact", "description": "Set by the subscription hub"}})
+                "tag": name, "tagType": "contact", "description": ABOUT}})
             if body is None:
                 return result, None
             self._tags[name] = str(body["tag"]["id"])
         return None, self._tags[name]
 
     def _swap_tag(self, contact_id: str, name: str, family: str | None = None) -> Result | None:
-        """Tag the contact with `name` afresh, dropping other tags of the `family` prefix; a failure or None."""
+        """Tag the contact with `name` afresh, dropping other tags of the `family` prefix.
+
+        Returns the failed call's Result, or None when all went well."""
         failure, tag_id = self._tag_id(name, family or name)
         if tag_id is None:
             return failure
@@ -175,7 +188,8 @@ class ActiveCampaignConnector(Connector):
                 result, gone = self._request("DELETE", f"/contactTags/{link['id']}")
                 if gone is None:
                     return result
-        result, added = self._request("POST", "/contactTags", {"contactTag": {"contact": contact_id, "tag": tag_id}})
+        link = {"contactTag": {"contact": contact_id, "tag": tag_id}}
+        result, added = self._request("POST", "/contactTags", link)
         return None if added is not None else result
 
     def _event(self, payload: dict) -> Result:

@@ -27,6 +27,9 @@ LIFECYCLE_ORDER = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifi
 PROPERTY_TYPES = {"health_score": "number", "points": "number", "mrr": "number",
                   "lifetime_value": "number", "next_renewal_at": "datetime"}
 _FIELD_TYPE = {"number": "number", "datetime": "date", "string": "text"}
+# Payload key → HubSpot's own contact property.
+CONTACT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": "lastname",
+                      "phone": "phone"}
 
 
 def hubspot_message(body) -> str | None:
@@ -111,23 +114,25 @@ class HubSpotConnector(Connector):
             if current is None:
                 return {i.delivery_id: result for i in chunk}
         inputs = [{"idProperty": "email", "id": i.payload["email"],
-                   "properties": self._properties(i.payload, current.get(i.payload["email"]))} for i in chunk]
+                   "properties": self._properties(i.payload, current.get(i.payload["email"]))}
+                  for i in chunk]
+        batch = {"inputs": inputs}
         result, body = self._call(self.contacts.upsert,
-                                  batch_input_simple_public_object_batch_input_upsert={"inputs": inputs})
+                                  batch_input_simple_public_object_batch_input_upsert=batch)
         results = {i.delivery_id: result for i in chunk}
         # 207: some inputs failed; each error names the ids it concerns.
         for error in (body or {}).get("errors", []):
-            ids = (error.get("context") or {}).get("ids") or (error.get("context") or {}).get("id") or []
-            for item in chunk:
-                if item.payload["email"] in ids:
-                    results[item.delivery_id] = Failed(http_status=result.http_status, latency_ms=result.latency_ms,
-                                                       request_id=result.request_id, message=truncate(error.get("message")))
+            context = error.get("context") or {}
+            ids = context.get("ids") or context.get("id") or []
+            failed = Failed(http_status=result.http_status, latency_ms=result.latency_ms,
+                            request_id=result.request_id, message=truncate(error.get("message")))
+            results.update({i.delivery_id: failed for i in chunk if i.payload["email"] in ids})
         return results
 
     def _properties(self, payload: dict, current_stage: str | None) -> dict:
         fields = self.mapping["fields"]
         properties = {fields[k]: _text(v) for k, v in payload["fields"].items() if fields.get(k)}
-        for attr, prop in (("email", "email"), ("first_name", "firstname"), ("last_name", "lastname"), ("phone", "phone")):
+        for attr, prop in CONTACT_PROPERTIES.items():
             if payload.get(attr):
                 properties[prop] = payload[attr]
         target = self.mapping["lifecycle_stages"].get(payload["fields"].get("stage"))
@@ -137,12 +142,14 @@ class HubSpotConnector(Connector):
 
     def _lifecycle_stages(self, emails: list[str]) -> tuple[Result, dict | None]:
         """email → current lifecyclestage; contacts HubSpot does not have yet are left out."""
-        result, body = self._call(self.contacts.read, batch_read_input_simple_public_object_id={
-            "idProperty": "email", "inputs": [{"id": e} for e in emails], "properties": ["email", "lifecyclestage"]})
+        query = {"idProperty": "email", "inputs": [{"id": e} for e in emails],
+                 "properties": ["email", "lifecyclestage"]}
+        result, body = self._call(self.contacts.read,
+                                  batch_read_input_simple_public_object_id=query)
         if body is None:
             return result, None
-        return result, {(r.get("properties") or {}).get("email"): (r.get("properties") or {}).get("lifecyclestage")
-                        for r in body.get("results", [])}
+        found = [r.get("properties") or {} for r in body.get("results", [])]
+        return result, {p.get("email"): p.get("lifecyclestage") for p in found}
 
     def install(self) -> list[str]:
         """Create the custom contact properties the mapping names; returns those created."""
@@ -159,7 +166,7 @@ class HubSpotConnector(Connector):
                 "name": prop, "label": prop.replace("_", " ").title(), "type": kind,
                 "fieldType": _FIELD_TYPE[kind], "groupName": self.mapping["property_group"]})
             if result.outcome != "sent":
-                raise RuntimeError(f"HubSpot property {prop} could not be created: {result.message}")
+                raise RuntimeError(f"HubSpot property {prop} not created: {result.message}")
             created.append(prop)
         return created
 

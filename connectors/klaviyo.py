@@ -27,7 +27,8 @@ MAX_IMPORT_PROFILES = 10_000
 MAX_IMPORT_BYTES = 4_500_000  # Klaviyo's limit is 5 MB; leave room for the envelope.
 MAX_BULK_EVENTS = 1_000
 MAX_LIST_ADD = 1_000
-CHANNEL_ID = {"email": ("email", "email"), "sms": ("phone_number", "phone")}  # attribute, payload key
+# Consent channel → (Klaviyo profile attribute, payload key).
+CHANNEL_ID = {"email": ("email", "email"), "sms": ("phone_number", "phone")}
 # Rate-limit key (connectors/ratelimit.py) → SDK API group and method.
 ENDPOINTS = {
     "profile-import": ("Profiles", "create_or_update_profile_with_http_info"),
@@ -35,7 +36,8 @@ ENDPOINTS = {
     "events": ("Events", "create_event_with_http_info"),
     "event-bulk-create-jobs": ("Events", "bulk_create_events_with_http_info"),
     "profile-subscription-bulk-create-jobs": ("Profiles", "bulk_subscribe_profiles_with_http_info"),
-    "profile-subscription-bulk-delete-jobs": ("Profiles", "bulk_unsubscribe_profiles_with_http_info"),
+    "profile-subscription-bulk-delete-jobs": ("Profiles",
+                                              "bulk_unsubscribe_profiles_with_http_info"),
     "list-relationships": ("Lists", "add_profiles_to_list_with_http_info"),
 }
 # Consent state → (endpoint, profiles per request, job type, consent value).
@@ -143,7 +145,8 @@ class KlaviyoConnector(Connector):
     def _profile(self, payload: dict) -> dict:
         fields = self.mapping["fields"]
         attributes = _identity(payload, "email", "phone", "first_name", "last_name")
-        attributes["properties"] = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
+        attributes["properties"] = {fields[k]: v for k, v in payload["fields"].items()
+                                    if fields.get(k)}
         return {"type": "profile", "attributes": attributes}
 
     def _stage_list(self, item: Outgoing) -> str | None:
@@ -221,7 +224,8 @@ class KlaviyoConnector(Connector):
                 per_profile.setdefault(who, []).append(item)
             entries = [{"type": "event-bulk-create", "attributes": {
                 "profile": _who(group[0].payload),
-                "events": {"data": [{"type": "event", "attributes": self._event_attributes(i.payload)}
+                "events": {"data": [{"type": "event",
+                                     "attributes": self._event_attributes(i.payload)}
                                     for i in group]},
             }} for group in per_profile.values()]
             job = {"type": "event-bulk-create-job",

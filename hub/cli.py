@@ -194,12 +194,7 @@ def replay(event_ids, failed):
         for row in rows:
             replay_row(session, row, hub.settings)
             click.echo(f"#{row.id} {row.source} {row.topic}: {row.status}" + (f" ({row.error})" if row.error else ""))
-    from hub.jobs import request_pushes
-
-    try:
-        request_pushes(hub)
-    except Exception as exc:  # the worker's backstop pushes later
-        click.echo(f"note: could not enqueue pushes now ({exc}); the worker will")
+    _push_soon(hub)
 
 
 @main.command()
@@ -208,7 +203,7 @@ def sweep(at):
     """Run every time rule as of an instant."""
     from datetime import datetime, timezone
 
-    from hub import rules
+    from hub.jobs import run_time_rules
     from hub.values import utc
 
     hub = _hub()
@@ -216,12 +211,42 @@ def sweep(at):
         now = utc(at) if at else datetime.now(timezone.utc)
     except ValueError:
         raise click.BadParameter(f"not an ISO-8601 instant: {at!r}", param_hint="--at") from None
+    counts = run_time_rules(hub, now)
+    click.echo(f"sweep at {now.isoformat()}: {sum(counts.values())} trigger(s)")
+    for name, n in sorted(counts.items()):
+        if n:
+            click.echo(f"  {name}: {n}")
+    _push_soon(hub)
+
+
+def _push_soon(hub) -> None:
+    from hub.jobs import request_pushes
+
+    try:
+        request_pushes(hub)
+    except Exception as exc:  # the worker's one-minute backstop pushes later
+        click.echo(f"note: could not enqueue pushes now ({exc}); the worker will")
+
+
+@main.group()
+def deliveries():
+    """Outbox deliveries to the connected tools."""
+
+
+@deliveries.command("retry")
+@click.option("--id", "ids", multiple=True, type=int, help="Delivery id (repeatable).")
+@click.option("--dead", is_flag=True, help="Every dead-lettered delivery.")
+def deliveries_retry(ids, dead):
+    """Send failed or dead-lettered deliveries again."""
+    from hub import outbox
+
+    if not ids and not dead:
+        raise click.UsageError("name --id N (repeatable) or --dead")
+    hub = _hub()
     with hub.storage.session() as session:
-        counts = rules.sweep(session, hub.settings, now)
-    total = sum(counts.values()) if counts else 0
-    click.echo(f"sweep at {now.isoformat()}: {total} trigger(s)")
-    for name, n in sorted((counts or {}).items()):
-        click.echo(f"  {name}: {n}")
+        count = outbox.retry(session, delivery_ids=list(ids) or None, dead=dead)
+    click.echo(f"{count} deliver{'y' if count == 1 else 'ies'} queued again")
+    _push_soon(hub)
 
 
 def _add_area_commands() -> None:

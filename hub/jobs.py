@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 
 from hub import Hub, make_hub
 from hub.values import utc
@@ -39,31 +39,45 @@ def drain_inbox_job() -> dict:
     return counts
 
 
-def request_pushes(hub: Hub) -> None:
-    """Enqueue one push job per enabled connector that has deliveries due."""
+def request_pushes(hub: Hub, connectors=None) -> None:
+    """Enqueue one push job per enabled connector (or the ones named)."""
     from hub import outbox
 
-    enabled = getattr(outbox, "enabled_connectors", lambda settings: [])(hub.settings)
-    for name in enabled:
-        hub.queues.enqueue("hub.jobs.push_batch_job", name, queue="outbox", result_ttl=0)
+    for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
+        enqueue_push(hub, name)
+
+
+def enqueue_push(hub: Hub, connector: str) -> None:
+    # A push may wait for a fuller batch and then call the tool: give it room.
+    hub.queues.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
+                       job_timeout=300)
 
 
 def push_batch_job(connector: str) -> dict:
-    """Push due deliveries of one connector, batch after batch."""
+    """Push due deliveries of one connector; enqueue itself again while more are due."""
     from hub import outbox
 
     hub = current()
-    return outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
+    result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
+    if result.get("more"):
+        enqueue_push(hub, connector)
+    return result
+
+
+def run_time_rules(hub: Hub, now: datetime) -> dict:
+    """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
+    from hub import outbox, rules
+
+    with hub.storage.session() as session:
+        report = rules.run_sweep(session, now, rules.current_params(hub.settings))
+        outbox.plan_sweep(session, hub.settings, report.trigger_ids, report.subscriber_ids)
+    return report.counts
 
 
 def sweep_job(at: str | None = None) -> dict:
     """Run every time rule as of `at` (ISO-8601; default now)."""
-    from hub import rules
-
     hub = current()
-    now = utc(at) if at else datetime.now().astimezone()
-    with hub.storage.session() as session:
-        counts = rules.sweep(session, hub.settings, utc(now))
+    counts = run_time_rules(hub, utc(at) if at else datetime.now(timezone.utc))
     request_pushes(hub)
     return counts
 

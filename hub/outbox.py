@@ -37,8 +37,8 @@ from hub.values import iso
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
-# Retry waits: 15 s, 45 s, 2 min, 7 min, 20 min, 1 h, 3 h (about 4.5 h in all; the 8th failure is dead),
-# with a few seconds of jitter so a recovered tool is not hit by every row at once.
+# Waits after each failure: 15 s, 45 s, 2 min, 7 min, 20 min, 1 h, 3 h (4.5 h in all; the
+# 8th failure is dead), with seconds of jitter so a recovered tool is not hit all at once.
 BACKOFF = wait_exponential(multiplier=15, exp_base=3, max=4 * 3600) + wait_random(0, 5)
 LEASE = timedelta(minutes=10)
 PUSH_BUDGET_SECONDS = 60.0
@@ -49,9 +49,11 @@ PLANNED = "hub.outbox.planned"  # session.info: connectors that got new deliveri
 # Subscription statuses that count towards MRR: trials and paused ones bring no revenue.
 MRR_STATUSES = ("active", "past_due")
 # Which subscription speaks for the subscriber (status, plan): the most alive one.
-_STATUS_RANK = {"active": 0, "past_due": 1, "trialing": 2, "paused": 3, "canceled": 4, "expired": 5}
+_STATUS_RANK = {"active": 0, "past_due": 1, "trialing": 2, "paused": 3, "canceled": 4,
+                "expired": 5}
 # Intervals per month, to normalize a price to a monthly one.
 _PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
+_OUTCOME = {SENT: "sent", RETRYING: "retry", DEAD: "dead"}
 
 
 # What is sent -------------------------------------------------------------------------
@@ -59,8 +61,7 @@ _PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
 def profile_fields(subscriber: Subscriber) -> dict:
     """The canonical profile fields of a subscriber, from its model rows (pure)."""
     subscriptions = list(subscriber.subscriptions or [])
-    main = min(subscriptions, default=None, key=lambda s: (
-        _STATUS_RANK.get(s.status, 9), -_timestamp(s.source_updated_at or s.started_at or s.created_at)))
+    main = min(subscriptions, default=None, key=_speaks_first)
     currency = (main.currency if main else None) or subscriber.currency
     mrr = sum(monthly_amount(s) for s in subscriptions
               if s.status in MRR_STATUSES and (s.currency or currency) == currency)
@@ -78,6 +79,11 @@ def profile_fields(subscriber: Subscriber) -> dict:
     }
 
 
+def _speaks_first(subscription) -> tuple:
+    at = subscription.source_updated_at or subscription.started_at or subscription.created_at
+    return _STATUS_RANK.get(subscription.status, 9), -(at.timestamp() if at else 0.0)
+
+
 def monthly_amount(subscription) -> int:
     """The subscription's price per month in minor units (0 when unknown)."""
     per_month = _PER_MONTH.get(subscription.interval or "month")
@@ -86,22 +92,20 @@ def monthly_amount(subscription) -> int:
     return round(subscription.amount * per_month / max(1, subscription.interval_count or 1))
 
 
-def _timestamp(value: datetime | None) -> float:
-    return value.timestamp() if value else 0.0
-
-
 def _who(subscriber: Subscriber) -> dict:
     return {"subscriber_id": subscriber.id, "email": subscriber.email, "phone": subscriber.phone}
 
 
 def profile_payload(subscriber: Subscriber, fields: dict, mapping: dict) -> dict:
     """A profile delivery's payload: identity and the fields this connector maps."""
-    return {**_who(subscriber), "first_name": subscriber.first_name, "last_name": subscriber.last_name,
+    return {**_who(subscriber), "first_name": subscriber.first_name,
+            "last_name": subscriber.last_name,
             "fields": {k: v for k, v in fields.items() if mapping["fields"].get(k)}}
 
 
 def _digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # Which connectors ----------------------------------------------------------------------
@@ -123,13 +127,15 @@ def _targets(settings, kind: str) -> list[tuple[str, dict]]:
 
 def _reachable(name: str, subscriber: Subscriber) -> bool:
     """The tool can identify this person (an email, or a phone where the tool takes one)."""
-    return subscriber.erased_at is None and any(getattr(subscriber, n, None) for n in connectors.CONNECTORS[name].needs)
+    needs = connectors.CONNECTORS[name].needs
+    return subscriber.erased_at is None and any(getattr(subscriber, n, None) for n in needs)
 
 
 # Planning -----------------------------------------------------------------------------
 
-def plan(session: Session, settings, subscriber, changes, triggers, event, history: bool = False) -> None:
-    """Deliveries for one applied event: profile marked dirty, trigger and consent rows inserted."""
+def plan(session: Session, settings, subscriber, changes, triggers, event,
+         history: bool = False) -> None:
+    """Deliveries for one applied event: profile marked dirty, trigger and consent rows added."""
     if subscriber is None or getattr(changes, "stale", False):
         return
     if subscriber.id is None:
@@ -147,7 +153,7 @@ def mark_dirty(session: Session, subscriber_id: int) -> None:
 
 def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber | None = None,
                   history: bool = False) -> int:
-    """One event delivery per fired trigger per connector that takes it; returns rows inserted."""
+    """One event delivery per fired trigger per connector that takes it; returns rows added."""
     fired = [t for t in triggers or () if t.status == "fired"]
     if not fired:
         return 0
@@ -156,19 +162,21 @@ def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber |
     rows = []
     for name, mapping in _targets(settings, "event"):
         for trigger in fired:
-            person = subscriber if subscriber is not None and subscriber.id == trigger.subscriber_id \
-                else session.get(Subscriber, trigger.subscriber_id)
+            person = subscriber
+            if person is None or person.id != trigger.subscriber_id:
+                person = session.get(Subscriber, trigger.subscriber_id)
             metric = connectors.trigger_name(mapping, trigger.name)
             if person is None or metric is None or not _reachable(name, person):
                 continue
             payload = {**_who(person), "name": metric, "properties": trigger.properties or {},
                        "time": iso(trigger.due_at or trigger.created_at or now_utc()),
                        "unique_id": trigger.key, "history": history}
-            rows.append(_row(name, "event", person.id, trigger.key, payload, history, trigger_id=trigger.id))
+            rows.append(_row(name, "event", person.id, trigger.key, payload, history, trigger.id))
     return _insert(session, rows)
 
 
-def plan_consent(session: Session, settings, subscriber: Subscriber, changes, event, history: bool = False) -> int:
+def plan_consent(session: Session, settings, subscriber: Subscriber, changes, event,
+                 history: bool = False) -> int:
     """A consent delivery when the source reported a new state; it carries the source's time."""
     channel = event.data.get("channel")
     held = (subscriber.consent or {}).get(channel) or {}
@@ -181,17 +189,19 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
     key = f"consent:{subscriber.id}:{channel}:{held['state']}:{held.get('at')}"
     payload = {**_who(subscriber), "channel": channel, "state": held["state"],
                "consented_at": held.get("at"), "source": held.get("source")}
-    rows = [_row(name, "consent", subscriber.id, key, payload, history) for name, _ in _targets(settings, "consent")]
+    rows = [_row(name, "consent", subscriber.id, key, payload, history)
+            for name, _ in _targets(settings, "consent")]
     return _insert(session, rows)
 
 
 def plan_sweep(session: Session, settings, trigger_ids=(), subscriber_ids=()) -> int:
-    """Deliveries for what a time-rule sweep decided: its fired triggers, the profiles it changed."""
+    """Deliveries for what a time-rule sweep decided: its fired triggers, changed profiles."""
     triggers = []
     for chunk in _chunks(list(trigger_ids)):
         triggers += session.scalars(select(Trigger).where(Trigger.id.in_(chunk))).all()
+    # Load the people in one query per chunk, not one per trigger.
     for chunk in _chunks(list({t.subscriber_id for t in triggers})):
-        session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk))).all()  # one query, not one per trigger
+        session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk))).all()
     added = plan_triggers(session, settings, triggers)
     for subscriber_id in subscriber_ids:
         mark_dirty(session, subscriber_id)
@@ -207,7 +217,9 @@ def flush_pending_profiles(session: Session, settings) -> int:
     """One profile delivery per dirty subscriber and connector, skipped when nothing changed."""
     ids = sorted(session.info.pop(DIRTY, set()))
     targets = _targets(settings, "profile") if ids else []
-    return sum(_flush_profiles(session, targets, chunk) for chunk in _chunks(ids)) if targets else 0
+    if not targets:
+        return 0
+    return sum(_flush_profiles(session, targets, chunk) for chunk in _chunks(ids))
 
 
 def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int]) -> int:
@@ -241,33 +253,36 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
 def _row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict, history: bool,
          trigger_id: int | None = None) -> dict:
     now = now_utc()
-    return {"connector": connector, "kind": kind, "subscriber_id": subscriber_id, "trigger_id": trigger_id,
-            "idempotency_key": key[:200], "payload": payload, "status": QUEUED, "attempts": 0,
-            "next_attempt_at": now, "history": history, "created_at": now}
+    return {"connector": connector, "kind": kind, "subscriber_id": subscriber_id,
+            "trigger_id": trigger_id, "idempotency_key": key[:200], "payload": payload,
+            "status": QUEUED, "attempts": 0, "next_attempt_at": now, "history": history,
+            "created_at": now}
 
 
 def _insert(session: Session, rows: list[dict]) -> int:
-    """Insert deliveries, ignoring any whose (connector, idempotency key) exists; returns rows added."""
+    """Insert deliveries, skipping any whose (connector, idempotency key) exists; rows added."""
     if not rows:
         return 0
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     table = Delivery.__table__
-    # One executemany (batched by SQLAlchemy) rather than a multi-row VALUES per call, which
-    # would be compiled anew for every batch size.
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["connector", "idempotency_key"]).returning(table.c.id)
+    # One executemany (batched by SQLAlchemy), not a multi-row VALUES that would be compiled
+    # anew for every batch size.
+    stmt = (dialect_insert(table)
+            .on_conflict_do_nothing(index_elements=["connector", "idempotency_key"])
+            .returning(table.c.id))
     added = len(session.connection().execute(stmt, rows).all())
     session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
     return added
 
 
 def planned_connectors(session: Session) -> set[str]:
-    """Connectors that got deliveries in this session (to enqueue their push jobs after commit)."""
+    """Connectors that got deliveries in this session (enqueue their push jobs after commit)."""
     return set(session.info.get(PLANNED, ()))
 
 
 # Pushing ------------------------------------------------------------------------------
 
-# Per process: one connector per name (it caches field and tag ids), one limiter per Redis client.
+# Per process: one connector per name (it caches field and tag ids), one limiter per Redis.
 _connectors: dict[str, tuple[object, connectors.Connector]] = {}
 _limiters: dict[int, tuple[object, Limiter]] = {}
 _local_limiter = Limiter()
@@ -292,12 +307,14 @@ def connector_for(name: str, settings, limiter) -> connectors.Connector:
     return held[1]
 
 
-def push_batch(storage, settings, connector_name: str, now: datetime | None = None, limiter=None,
-               redis=None, max_batches: int | None = None, budget_seconds: float = PUSH_BUDGET_SECONDS) -> dict:
+def push_batch(storage, settings, connector_name: str, now: datetime | None = None,
+               limiter=None, redis=None, max_batches: int | None = None,
+               budget_seconds: float = PUSH_BUDGET_SECONDS) -> dict:
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, or once `budget_seconds` are spent
-    (then "more" is true and the caller enqueues another push).
+    (then "more" is true and the caller enqueues another push). `now` fixes the clock
+    (tests, the demo's simulated calendar); without it the push may linger briefly.
     """
     connector = connector_for(connector_name, settings, limiter or limiter_for(redis))
     totals: Counter = Counter()
@@ -305,14 +322,14 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
             _linger(storage, connector)
-        claimed_at = now or now_utc()
-        items = _claim(storage, connector, claimed_at)
+        items = _claim(storage, connector, now or now_utc())
         if not items:
             break
         totals["batches"] += 1
         send, superseded = _coalesce(items)
         results = _send(connector, send)
-        totals.update(_record(storage, settings, connector.name, send, results, superseded, now or now_utc()))
+        totals.update(_record(storage, settings, connector.name, send, results, superseded,
+                              now or now_utc()))
         if time.monotonic() - started > budget_seconds:
             totals["more"] = 1
             break
@@ -326,8 +343,8 @@ def _due(connector_name: str, at: datetime):
 
 
 def _linger(storage, connector) -> None:
-    """Wait up to `connector.linger` = (seconds, rows) for a fuller batch: a tool's limits reward
-    bulk calls, and a few seconds do not matter to a marketing email."""
+    """Wait up to `connector.linger` = (seconds, rows) for a fuller batch: the tools' limits
+    reward bulk calls, and a few seconds do not matter to a marketing email."""
     seconds, rows = getattr(connector, "linger", (0.0, 0))
     if not seconds:
         return
@@ -335,7 +352,8 @@ def _linger(storage, connector) -> None:
     with storage.session() as session:
         due = (select(Delivery.next_attempt_at).where(*_due(connector.name, at))
                .order_by(Delivery.next_attempt_at).limit(rows).subquery())
-        count, oldest = session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one()
+        count, oldest = session.execute(
+            select(func.count(), func.min(due.c.next_attempt_at))).one()
     if count and count < rows:
         time.sleep(max(0.0, seconds - (at - oldest).total_seconds()))
 
@@ -352,13 +370,14 @@ def _claim(storage, connector, at: datetime) -> list[Outgoing]:
             session.execute(update(Delivery).where(Delivery.id == -1).values(attempts=0))
         rows = session.execute(query).all()
         for chunk in _chunks([r.id for r in rows]):
-            session.execute(update(Delivery).where(Delivery.id.in_(chunk)).values(next_attempt_at=at + LEASE)
+            session.execute(update(Delivery).where(Delivery.id.in_(chunk))
+                            .values(next_attempt_at=at + LEASE)
                             .execution_options(synchronize_session=False))
         return [Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows]
 
 
 def _coalesce(items: list[Outgoing]) -> tuple[list[Outgoing], dict[int, int]]:
-    """Only the newest profile update per subscriber is sent; older ones → the id that supersedes them."""
+    """Only the newest profile update per subscriber is sent; older ones → their successor."""
     newest: dict[int, int] = {}
     for item in items:
         if item.kind == "profile":
@@ -379,7 +398,7 @@ def _send(connector, items: list[Outgoing]) -> dict:
         results = {}
         default = RetryAfter(seconds=0.0, message=f"{type(exc).__name__}: {exc}")
     else:
-        default = RetryAfter(seconds=0.0, message=f"{connector.name} returned no result for this delivery")
+        default = RetryAfter(seconds=0.0, message=f"{connector.name} returned no result for it")
     return {i.delivery_id: results.get(i.delivery_id, default) for i in items}
 
 
@@ -409,19 +428,21 @@ def scrub(text: str | None, settings) -> str | None:
 
 def _record(storage, settings, connector: str, items: list[Outgoing], results: dict,
             superseded: dict[int, int], at: datetime) -> Counter:
+    """One attempt row per delivery sent, and each delivery's new status, in one transaction."""
     counts: Counter = Counter({"cancelled": len(superseded)})
     with storage.session() as session:
-        done = {}
+        tried_before = {}
         for chunk in _chunks([i.delivery_id for i in items]):
-            done.update(session.execute(select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(chunk))).all())
+            tried_before.update(session.execute(
+                select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(chunk))).all())
         changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}"}
                    for old, new in superseded.items()]
-        log_rows = []
+        attempts = []
         for item in items:
-            result, tried = results[item.delivery_id], done[item.delivery_id] + 1
+            result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
             wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
             message = scrub(result.message, settings)
-            log_rows.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
+            attempts.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
                              "http_status": result.http_status, "latency_ms": result.latency_ms,
                              "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
                              "retry_after": wait, "message": message})
@@ -429,41 +450,45 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
             if isinstance(result, Sent):
                 change.update(status=SENT, sent_at=at, last_error=None)
             elif wait is not None and tried < MAX_ATTEMPTS:
-                change.update(status=RETRYING, next_attempt_at=at + timedelta(seconds=wait), last_error=message)
+                change.update(status=RETRYING, next_attempt_at=at + timedelta(seconds=wait),
+                              last_error=message)
             else:
                 change.update(status=DEAD, last_error=message)
-            counts[{SENT: "sent", RETRYING: "retry", DEAD: "dead"}[change["status"]]] += 1
+            counts[_OUTCOME[change["status"]]] += 1
             changes.append(change)
-        if log_rows:
-            session.execute(insert(DeliveryAttempt), log_rows)
+        if attempts:
+            session.execute(insert(DeliveryAttempt), attempts)
         if changes:
             session.execute(update(Delivery), changes)  # bulk UPDATE by primary key
-        sent_profiles = [i for i in items if i.kind == "profile" and isinstance(results[i.delivery_id], Sent)]
-        _cancel_older_profiles(session, connector, sent_profiles)
+        sent = [i for i in items
+                if i.kind == "profile" and isinstance(results[i.delivery_id], Sent)]
+        _cancel_older_profiles(session, connector, sent)
     return counts
 
 
 def _cancel_older_profiles(session: Session, connector: str, sent: list[Outgoing]) -> None:
-    """A profile just sent makes any older pending one of that subscriber stale: never send it after."""
+    """A profile just sent makes older pending ones of that subscriber stale: never send them."""
     newest: dict[int, int] = {}
     for item in sent:
         sid = item.payload.get("subscriber_id")
         newest[sid] = max(newest.get(sid, 0), item.delivery_id)
-    stale = []
+    pending = []
     for chunk in _chunks(list(newest)):
-        stale += session.execute(select(Delivery.id, Delivery.subscriber_id).where(
-            Delivery.kind == "profile", Delivery.subscriber_id.in_(chunk), Delivery.connector == connector,
-            Delivery.status.in_((QUEUED, RETRYING)))).all()
-    changes = [{"id": row_id, "status": CANCELLED, "last_error": f"superseded by delivery {newest[sid]}"}
-               for row_id, sid in stale if row_id < newest[sid]]
+        pending += session.execute(select(Delivery.id, Delivery.subscriber_id).where(
+            Delivery.kind == "profile", Delivery.connector == connector,
+            Delivery.subscriber_id.in_(chunk), Delivery.status.in_((QUEUED, RETRYING)))).all()
+    changes = [{"id": row_id, "status": CANCELLED,
+                "last_error": f"superseded by delivery {newest[sid]}"}
+               for row_id, sid in pending if row_id < newest[sid]]
     if changes:
         session.execute(update(Delivery), changes)
 
 
 # Support actions ----------------------------------------------------------------------
 
-def retry(session: Session, delivery_ids=None, dead: bool = False, now: datetime | None = None) -> int:
-    """Queue deliveries again now (`hub deliveries retry --id N` / `--dead`); returns how many."""
+def retry(session: Session, delivery_ids=None, dead: bool = False,
+          now: datetime | None = None) -> int:
+    """Queue deliveries again now (`hub deliveries retry --id N` / `--dead`); how many."""
     if not delivery_ids and not dead:
         return 0
     query = update(Delivery)
@@ -471,11 +496,11 @@ def retry(session: Session, delivery_ids=None, dead: bool = False, now: datetime
         query = query.where(Delivery.id.in_(list(delivery_ids)), Delivery.status != QUEUED)
     else:
         query = query.where(Delivery.status == DEAD)
-    result = session.execute(query.values(status=QUEUED, attempts=0, next_attempt_at=now or now_utc(),
-                                          last_error=None).execution_options(synchronize_session=False))
-    return result.rowcount
+    query = query.values(status=QUEUED, attempts=0, next_attempt_at=now or now_utc(),
+                         last_error=None)
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount
 
 
-__all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty", "flush_pending_profiles",
-           "profile_fields", "monthly_amount", "enabled_connectors", "push_batch", "retry",
-           "planned_connectors", "backoff", "MAX_ATTEMPTS"]
+__all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty",
+           "flush_pending_profiles", "profile_fields", "monthly_amount", "enabled_connectors",
+           "push_batch", "retry", "planned_connectors", "backoff", "MAX_ATTEMPTS"]

@@ -1,11 +1,27 @@
-"""Read side of the sync log: find a subscriber, their state and their timeline."""
+"""The sync log's read side and support actions.
+
+Read: find a subscriber, their state and timeline (the JSON API's shapes), search, and
+the paginated lists of the staff pages. Every list is keyset-paginated on a primary key
+and served by an index, so pages stay fast with millions of inbox rows.
+Act: retry deliveries, replay an inbound event, send a customer's profile again.
+"""
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub.models import Delivery, InboxEvent, Subscriber, Trigger
+from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
+                        Payment, Subscriber, Subscription, Trigger)
 from hub.values import iso, normalize_email
+from webhooks import SOURCE_NAMES
+
+log = logging.getLogger(__name__)
 
 
 def find(session: Session, key: str) -> Subscriber | None:
@@ -82,3 +98,363 @@ def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dic
                            "retry_after": a.retry_after, "message": a.message} for a in d.attempts_log]})
     items.sort(key=lambda i: (i["at"] or "", i["id"]), reverse=True)
     return items[:limit]
+
+
+# Search ------------------------------------------------------------------------------
+
+@dataclass
+class SearchResult:
+    """What a search box query found: people, and inbound events by their id."""
+
+    query: str
+    subscribers: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+    @property
+    def only(self) -> Subscriber | None:
+        """The one subscriber found, when the query named exactly one person and nothing else."""
+        if len(self.subscribers) == 1 and all(e.subscriber_id == self.subscribers[0].id for e in self.events):
+            return self.subscribers[0]
+        return None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def search(session: Session, query: str, limit: int = 25) -> SearchResult:
+    """Subscribers and events matching an email, name, platform id, order number or event id.
+
+    Every lookup is an indexed equality or prefix range (email, the platform id columns,
+    order number, (source, event id) with the source list spelled out so the composite
+    index is used), except names, which scan the subscriber table only (never the inbox).
+    """
+    q = (query or "").strip()
+    result = SearchResult(q)
+    if not q:
+        return result
+    found: dict[int, Subscriber] = {}
+
+    def add(rows):
+        for s in rows:
+            if s is not None and s.id not in found and len(found) < limit:
+                found[s.id] = s
+
+    bare = q.lstrip("#")
+    email = normalize_email(q)
+    if email:
+        add(session.scalars(select(Subscriber).where(Subscriber.email == email)))
+    if " " not in q and len(q) >= 3:
+        prefix = q.lower()
+        add(session.scalars(select(Subscriber).where(Subscriber.email >= prefix,
+                                                     Subscriber.email < prefix + "\U0010ffff")
+                            .order_by(Subscriber.email).limit(limit)))
+    add(session.scalars(select(Subscriber).where(or_(
+        Subscriber.shopify_customer_id == bare, Subscriber.stripe_customer_id == q,
+        Subscriber.chargebee_customer_id == q))))
+    sources = list(SOURCE_NAMES)
+    owner_ids = set()
+    for model in (Subscription, Payment, Order):
+        owner_ids.update(session.scalars(select(model.subscriber_id).where(
+            model.source.in_(sources), model.source_id == bare)))
+    owner_ids.update(session.scalars(select(Order.subscriber_id).where(
+        Order.number.in_({bare, f"#{bare}"})).limit(limit)))
+    if bare.isdigit() and len(bare) < 10:
+        owner_ids.add(int(bare))  # the hub's own subscriber id
+    owner_ids.discard(None)
+    if owner_ids:
+        add(session.scalars(select(Subscriber).where(Subscriber.id.in_(sorted(owner_ids)[:limit]))))
+    if any(ch.isalpha() for ch in q) and "@" not in q:
+        words = q.lower().split()
+        first, last = func.lower(Subscriber.first_name), func.lower(Subscriber.last_name)
+        if len(words) >= 2:
+            cond = and_(first.like(_like_prefix(words[0]), escape="\\"),
+                        last.like(_like_prefix(" ".join(words[1:])), escape="\\"))
+        else:
+            cond = or_(first.like(_like_prefix(words[0]), escape="\\"),
+                       last.like(_like_prefix(words[0]), escape="\\"))
+        add(session.scalars(select(Subscriber).where(cond).order_by(Subscriber.id.desc()).limit(limit)))
+    events = list(session.scalars(select(InboxEvent).where(
+        InboxEvent.source.in_(sources), InboxEvent.event_id == q).limit(limit)))
+    if bare.isdigit() and len(bare) < 19:
+        row = session.get(InboxEvent, int(bare))
+        if row is not None and row not in events:
+            events.append(row)
+    result.subscribers = list(found.values())
+    result.events = events
+    return result
+
+
+# Lists (keyset pagination) -------------------------------------------------------------
+
+def open_rows():
+    """InboxEvent.is_open() with its statuses written into the SQL as literals.
+
+    SQLite uses the partial index ix_inbox_event_open only when it can prove the query's
+    condition implies the index's, and it cannot with bound parameters (`status IN (?, ?)`):
+    with them every "failed events" page would scan the whole inbox.
+    """
+    return InboxEvent.status.in_(bindparam(None, list(OPEN_STATUSES), expanding=True,
+                                           literal_execute=True, unique=True))
+
+
+# Rows of the inbox read at most per page when a filter cannot use an index: a page then
+# shows what that stretch held and "Older" continues below it, so no page scans the table.
+SCAN_WINDOW = 20_000
+
+
+@dataclass
+class Page:
+    """One page of a list, newest first; `older` is the `before` cursor of the next page."""
+
+    rows: list
+    older: int | None = None
+    searched_to: int | None = None  # set when the page stopped at the scan window, not the end
+
+
+def first_id_at(session: Session, when: datetime) -> int:
+    """The id where inbox rows received at or after `when` begin (binary search on the key).
+
+    Ids grow with arrival time, so ~20 primary-key lookups replace an index on received_at
+    (which every webhook would pay for).
+    """
+    lo = session.scalar(select(func.min(InboxEvent.id)))
+    hi = session.scalar(select(func.max(InboxEvent.id)))
+    if lo is None:
+        return 0
+    hi += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        at = session.scalar(select(InboxEvent.received_at).where(InboxEvent.id >= mid)
+                            .order_by(InboxEvent.id).limit(1))
+        if at is None or at >= when:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def recent_events(session: Session, source: str | None = None, topic: str | None = None,
+                  status: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                  before: int | None = None, limit: int = 50) -> Page:
+    """Inbound events newest first, filtered; keyset on the primary key."""
+    conds = []
+    if source:
+        # `source || ''`: an expression, so the planner walks the primary key down from the
+        # newest row instead of collecting every row of the source from (source, event_id).
+        conds.append(InboxEvent.source + "" == source)
+    if topic:
+        conds.append(InboxEvent.topic == topic)
+    if since:
+        conds.append(InboxEvent.received_at >= since)
+    if until:
+        conds.append(InboxEvent.received_at < until)
+    low = first_id_at(session, since) if since else None
+    high = first_id_at(session, until) if until else None
+    upper = min(x for x in (before, high) if x is not None) if (before or high) else None
+    if upper is not None:
+        conds.append(InboxEvent.id < upper)
+    if low is not None:
+        conds.append(InboxEvent.id >= low)
+    window_floor = None
+    if status in OPEN_STATUSES:
+        # The partial index ix_inbox_event_open (status, id) serves this: repeat its condition.
+        conds += [open_rows(), InboxEvent.status == status]
+    else:
+        if status:
+            conds.append(InboxEvent.status == status)
+        if source or topic or status:
+            top = upper if upper is not None else (session.scalar(select(func.max(InboxEvent.id))) or 0) + 1
+            window_floor = top - SCAN_WINDOW
+            if low is None or window_floor > low:
+                conds.append(InboxEvent.id >= window_floor)
+            else:
+                window_floor = None
+    rows = list(session.scalars(select(InboxEvent).where(*conds).order_by(InboxEvent.id.desc())
+                                .limit(limit + 1)))
+    if len(rows) > limit:
+        return Page(rows[:limit], older=rows[limit - 1].id)
+    if window_floor is not None and window_floor > (session.scalar(select(func.min(InboxEvent.id))) or 0):
+        return Page(rows, older=window_floor, searched_to=window_floor)
+    return Page(rows)
+
+
+def _connector_names() -> list[str]:
+    import connectors
+
+    return list(connectors.CONNECTORS)
+
+
+FAILING = (RETRYING, DEAD)
+
+
+def failing_deliveries(session: Session, status: str | None = None, connector: str | None = None,
+                       before: int | None = None, limit: int = 50) -> Page:
+    """Deliveries waiting to retry or dead-lettered, newest first.
+
+    Naming every connector lets ix_delivery_queue (connector, status, …) find just the
+    failing rows instead of walking the whole table.
+    """
+    statuses = [status] if status in FAILING else list(FAILING)
+    names = [connector] if connector else _connector_names()
+    ids = select(Delivery.id).where(Delivery.connector.in_(names), Delivery.status.in_(statuses))
+    if before is not None:
+        ids = ids.where(Delivery.id < before)
+    # Ids first, from the index alone (it holds the row id); then only the page's rows.
+    page_ids = list(session.scalars(ids.order_by(Delivery.id.desc()).limit(limit + 1)))
+    rows = list(session.scalars(select(Delivery).where(Delivery.id.in_(page_ids)).order_by(Delivery.id.desc())))
+    return Page(rows[:limit], older=rows[limit - 1].id if len(rows) > limit else None)
+
+
+def delivery_counts(session: Session) -> dict[tuple[str, str], int]:
+    """(connector, status) → deliveries, for the statuses still in the outbox (queued, retrying, dead)."""
+    rows = session.execute(select(Delivery.connector, Delivery.status, func.count())
+                           .where(Delivery.connector.in_(_connector_names()),
+                                  Delivery.status.in_((QUEUED, RETRYING, DEAD)))
+                           .group_by(Delivery.connector, Delivery.status))
+    return {(c, s): n for c, s, n in rows}
+
+
+def failed_events(session: Session, before: int | None = None, limit: int = 50) -> Page:
+    """Inbound events whose processing failed, newest first (partial index ix_inbox_event_open)."""
+    query = select(InboxEvent).where(open_rows(), InboxEvent.status == FAILED)
+    if before is not None:
+        query = query.where(InboxEvent.id < before)
+    rows = list(session.scalars(query.order_by(InboxEvent.id.desc()).limit(limit + 1)))
+    return Page(rows[:limit], older=rows[limit - 1].id if len(rows) > limit else None)
+
+
+def open_event_counts(session: Session) -> dict[str, int]:
+    """status → inbox rows waiting or failed (partial index)."""
+    return dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
+                                .group_by(InboxEvent.status)).all())
+
+
+def subscribers_by_id(session: Session, ids) -> dict[int, Subscriber]:
+    ids = sorted({i for i in ids if i is not None})
+    found = {}
+    for start in range(0, len(ids), 500):
+        found.update({s.id: s for s in session.scalars(select(Subscriber).where(
+            Subscriber.id.in_(ids[start:start + 500])))})
+    return found
+
+
+# Support actions -------------------------------------------------------------------------
+
+def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connector: str | None = None) -> int:
+    """Queue deliveries again now: the given ids, or every dead one (of one connector)."""
+    from hub import outbox
+
+    if ids:
+        return outbox.retry(session, delivery_ids=[int(i) for i in ids])
+    if not all_dead:
+        return 0
+    if connector is None:
+        return outbox.retry(session, dead=True)
+    dead_ids = list(session.scalars(select(Delivery.id).where(Delivery.connector == connector,
+                                                              Delivery.status == DEAD)))
+    return sum(outbox.retry(session, delivery_ids=dead_ids[i:i + 500]) for i in range(0, len(dead_ids), 500))
+
+
+def replay_event(session: Session, row: InboxEvent, settings) -> None:
+    """Process a stored event again, then write the profile deliveries it made due."""
+    from hub import inbox
+
+    inbox.replay(session, row, settings)
+    inbox.after_batch(session, settings)
+
+
+def resend_profile(session: Session, settings, subscriber: Subscriber, connector: str) -> Delivery | None:
+    """A fresh profile delivery of `subscriber` to `connector`, even if the tool should have it.
+
+    The key keeps outbox's shape (profile:<subscriber>:<digest>:<suffix>) so the next
+    automatic profile update still compares its digest with this one.
+    """
+    import connectors
+
+    from hub import outbox
+
+    if connector not in outbox.enabled_connectors(settings):
+        return None
+    mapping = connectors.load_mapping(settings, connector)
+    needs = connectors.CONNECTORS[connector].needs
+    if "profile" not in mapping["send"] or subscriber.erased_at is not None or \
+            not any(getattr(subscriber, n, None) for n in needs):
+        return None
+    payload = outbox.profile_payload(subscriber, outbox.profile_fields(subscriber), mapping)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    now = datetime.now(timezone.utc)
+    delivery = Delivery(connector=connector, kind="profile", subscriber_id=subscriber.id,
+                        idempotency_key=f"profile:{subscriber.id}:{digest}:resent-{now.timestamp():.6f}",
+                        payload=payload, status=QUEUED, attempts=0, next_attempt_at=now,
+                        history=False, created_at=now)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def enabled_connectors(settings) -> list[str]:
+    from hub import outbox
+
+    return outbox.enabled_connectors(settings)
+
+
+def request_push(hub, connectors_=None) -> bool:
+    """Ask a worker to push now (after commit); False when Redis is down (the backstop pushes later)."""
+    names = list(connectors_) if connectors_ else enabled_connectors(hub.settings)
+    try:
+        for name in names:
+            hub.queues.enqueue("hub.jobs.push_batch_job", name, queue="outbox", result_ttl=0)
+        return True
+    except Exception as exc:  # Redis down: the worker's one-minute backstop pushes what is due
+        log.warning("could not enqueue a push (%s); the backstop will push later", exc)
+        return False
+
+
+# The subscriber page's story ----------------------------------------------------------------
+
+@dataclass
+class Story:
+    """One timeline item: an inbound event with the triggers it fired and their deliveries,
+    a trigger from a scheduled sweep, or a delivery of its own (profile, consent)."""
+
+    kind: str  # "event" | "trigger" | "delivery"
+    at: datetime | None
+    item: object
+    triggers: list = field(default_factory=list)  # [(Trigger, [Delivery])]
+    deliveries: list = field(default_factory=list)
+
+
+def story(session: Session, subscriber_id: int, limit: int = 100) -> list[Story]:
+    """The subscriber's timeline, newest first, with each delivery under what caused it."""
+    from sqlalchemy.orm import selectinload
+
+    events = list(session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
+                                  .order_by(InboxEvent.id.desc()).limit(limit)))
+    triggers = list(session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
+                                    .order_by(Trigger.id.desc()).limit(limit * 2)))
+    deliveries = list(session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
+                                      .options(selectinload(Delivery.attempts_log))
+                                      .order_by(Delivery.id.desc()).limit(limit * 2)))
+    by_trigger: dict[int, list] = {}
+    loose_deliveries = []
+    shown_triggers = {t.id for t in triggers}
+    for d in deliveries:
+        if d.trigger_id in shown_triggers:
+            by_trigger.setdefault(d.trigger_id, []).append(d)
+        else:
+            loose_deliveries.append(d)
+    shown_events = {e.id: Story("event", e.received_at, e) for e in events}
+    items = list(shown_events.values())
+    for t in triggers:
+        pair = (t, sorted(by_trigger.get(t.id, []), key=lambda d: d.id))
+        if t.inbox_event_id in shown_events:
+            shown_events[t.inbox_event_id].triggers.append(pair)
+        else:
+            items.append(Story("trigger", t.created_at, t, triggers=[pair]))
+    for d in loose_deliveries:
+        items.append(Story("delivery", d.created_at, d, deliveries=[d]))
+    for s in items:
+        s.triggers.sort(key=lambda pair: pair[0].id)
+    items.sort(key=lambda s: (s.at or datetime.min.replace(tzinfo=timezone.utc)), reverse=True)
+    return items[:limit * 2]

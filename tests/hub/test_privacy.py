@@ -1,0 +1,53 @@
+"""Masking for lists, and raw bodies without secrets or card data."""
+from __future__ import annotations
+
+import json
+
+from hub.privacy import REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body, scrub_headers
+
+
+def test_emails_and_phones_are_masked_enough_to_tell_people_apart():
+    assert mask_email("jenny.rosen@example.com") == "j***@example.com"
+    assert mask_email(None) == ""
+    assert mask_phone("+15551234567") == "+*******4567"
+    assert mask_phone("555 1234") == "***1234"
+    assert mask_text("Invalid email jenny@ex.com, call +1 555 123 4567") == \
+        "Invalid email j***@ex.com, call +*******4567"
+
+
+def test_card_numbers_security_codes_and_credentials_are_removed_from_bodies():
+    body = json.dumps({
+        "id": 820982911946154508, "email": "a@b.com", "order_number": 1001, "number": "#1001",
+        "customer_id": "4242424242424242",  # an id, even when its digits pass Luhn
+        "payment_method": {"card": {"number": "4242 4242 4242 4242", "cvc": "123", "exp_month": 12,
+                                    "exp_year": 2030, "last4": "4242", "brand": "visa"}},
+        "client_secret": "pi_1_secret_abc", "api_key": "pk_live_x", "access_token": "shpat_x",
+        "note": "my card is 4111-1111-1111-1111 thanks", "nested": [{"password": "hunter2"}],
+    }).encode()
+    text = scrub_body(body)
+    for secret in ("4242 4242 4242 4242", "123\"", "pi_1_secret_abc", "pk_live_x", "shpat_x",
+                   "4111-1111-1111-1111", "hunter2"):
+        assert secret not in text
+    shown = json.loads(text)
+    card = shown["payment_method"]["card"]
+    assert card == {"number": REMOVED, "cvc": REMOVED, "exp_month": REMOVED, "exp_year": REMOVED,
+                    "last4": "4242", "brand": "visa"}
+    assert shown["note"] == f"my card is {REMOVED} thanks"
+    # What support staff need stays.
+    assert shown["id"] == 820982911946154508 and shown["order_number"] == 1001 and shown["number"] == "#1001"
+    assert shown["customer_id"] == "4242424242424242" and shown["email"] == "a@b.com"
+
+
+def test_bodies_that_are_not_json_are_scrubbed_as_text():
+    assert scrub_body(b"password=hunter2&card=4242424242424242&x=1") == f"password={REMOVED}&card={REMOVED}&x=1"
+    assert scrub_body(b"\xff\xfe broken") .endswith("broken")
+
+
+def test_signature_headers_are_hidden():
+    shown = scrub_headers({"X-Shopify-Hmac-Sha256": "abc=", "Stripe-Signature": "t=1,v1=x",
+                           "X-Shopify-Topic": "orders/paid"})
+    assert shown == {"X-Shopify-Hmac-Sha256": REMOVED, "Stripe-Signature": REMOVED, "X-Shopify-Topic": "orders/paid"}
+
+
+def test_luhn():
+    assert luhn_valid("4242424242424242") and not luhn_valid("4242424242424241")
