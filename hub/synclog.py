@@ -374,7 +374,7 @@ def resend_profile(session: Session, settings, subscriber: Subscriber, connector
 
     from hub import outbox
 
-    if connector not in outbox.enabled_connectors(settings):
+    if connector not in profile_tools(settings):
         return None
     mapping = connectors.load_mapping(settings, connector)
     needs = connectors.CONNECTORS[connector].needs
@@ -397,6 +397,14 @@ def enabled_connectors(settings) -> list[str]:
     from hub import outbox
 
     return outbox.enabled_connectors(settings)
+
+
+def profile_tools(settings) -> list[str]:
+    """The enabled connectors that take profile updates (the "send again" buttons)."""
+    import connectors
+
+    return [name for name in enabled_connectors(settings)
+            if "profile" in connectors.load_mapping(settings, name)["send"]]
 
 
 def request_push(hub, connectors_=None) -> bool:

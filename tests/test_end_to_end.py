@@ -51,3 +51,67 @@ def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers
     with hub.storage.session() as s:
         assert s.scalar(select(InboxEvent.status)) == "processed"
         assert s.scalar(select(Subscriber.email)) == "bob@biller.com"
+
+
+def _push_until_settled(hub, connector: str, start, rounds: int = 40) -> None:
+    """Push as workers would, letting simulated time pass so Retry-After waits elapse."""
+    from datetime import timedelta
+
+    from hub import outbox
+
+    for n in range(rounds):
+        outbox.push_batch(hub.storage, hub.settings, connector, now=start + timedelta(minutes=n))
+    with hub.storage.session() as s:
+        from hub.models import Delivery
+
+        open_rows = s.scalars(select(Delivery).where(Delivery.status.in_(("queued", "retrying")))).all()
+        assert open_rows == [], [(d.kind, d.status, d.last_error) for d in open_rows]
+
+
+def test_webhooks_reach_klaviyo_exactly_once_while_it_answers_429_to_a_third(client, hub):
+    """Signed Stripe webhooks → profile, consent and events in the Klaviyo stand-in, each once."""
+    from datetime import datetime, timezone
+
+    from tests.fakes.klaviyo import FakeKlaviyo
+    from tests.samples import stripe_event
+
+    t0 = 1_790_000_000
+    customer = {"id": "cus_e2e", "object": "customer", "email": "Ada@Example.com", "name": "Ada Lovelace",
+                "created": t0}
+    session_obj = load_sample("shared:stripe/pay/checkout.session.completed.json")["object"]
+    session_obj.update(customer="cus_e2e", subscription="sub_e2e", consent={"promotions": "opt_in"},
+                       customer_details={**session_obj["customer_details"], "email": "ada@example.com"})
+    subscription = load_sample("shared:stripe/pay/subscription.created.json")["object"]
+    subscription.update(id="sub_e2e", customer="cus_e2e", created=t0, start_date=t0)
+    failed = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed.update(customer="cus_e2e", id="in_e2e")
+
+    with FakeKlaviyo(api_key="pk_e2e") as klaviyo:
+        hub.settings.KLAVIYO_API_KEY = "pk_e2e"
+        hub.settings.KLAVIYO_BASE_URL = klaviyo.url
+        klaviyo.fail(429, retry_after=7, fraction=1 / 3)
+        events = [stripe_event("customer.created", customer, event_id="evt_e1", created=t0),
+                  stripe_event("checkout.session.completed", session_obj, event_id="evt_e2", created=t0 + 1),
+                  stripe_event("customer.subscription.created", subscription, event_id="evt_e3", created=t0 + 2),
+                  stripe_event("invoice.payment_failed", failed, event_id="evt_e4", created=t0 + 3)]
+        for event in events + events[:2]:  # Stripe resends some: nothing may go out twice
+            assert post(client, "stripe", event).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        _push_until_settled(hub, "klaviyo", datetime.now(timezone.utc))
+
+        answered_429 = sum(1 for c in klaviyo.calls if c.status == 429)
+        assert answered_429 >= 1
+        profile = klaviyo.profile("ada@example.com")
+        assert profile is not None
+        assert profile["properties"]["hub_subscription_status"] in ("active", "past_due")
+        unique_ids = [e["unique_id"] for e in klaviyo.events]
+        assert len(unique_ids) == len(set(unique_ids)), "an event reached Klaviyo twice"
+        metrics = sorted(e["metric"] for e in klaviyo.events)
+        assert "Subscription Started" in metrics and "Payment Failed" in metrics
+        with hub.storage.session() as s:
+            from hub.models import Trigger
+
+            fired = sorted(t.name for t in s.scalars(select(Trigger).where(Trigger.status == "fired")))
+        assert metrics == fired
+        consent = klaviyo.consent[klaviyo.profile_id("ada@example.com")]
+        assert consent["email"]["consent"] == "SUBSCRIBED"

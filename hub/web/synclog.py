@@ -177,7 +177,7 @@ def attempt_sentences(d: Delivery) -> list[dict]:
             elif d.status == RETRYING:
                 text += f"; next try at {clock(d.next_attempt_at, a.at)}"
             elif d.status == DEAD:
-                text += f"; we gave up after {len(attempts)} tries"
+                text += "; that was the last try"
             elif d.status == QUEUED:
                 text += "; queued again by staff"
         elif a.outcome == "failed":
@@ -239,123 +239,6 @@ def change_lines(entry: dict, currency: str | None = None) -> list[str]:
     return lines
 
 
-_WORDS = {"trialing": "in trial", "active": "active", "past_due": "payment overdue",
-                      "paused": "paused", "canceled": "cancelled", "expired": "ended"}
-PAYMENT_WORDS = {"succeeded": "paid", "failed": "failed", "action_required": "waiting for the customer "
-                 "to confirm (3-D Secure)", "new": "new"}
-EVENT_WORDS = {PENDING: "waiting to be processed", PROCESSED: "processed", IGNORED: "ignored",
-               FAILED: "failed"}
-STAGE_WORDS = {"new": "New", "engaged": "Engaged", "loyal": "Loyal", "at_risk": "At risk",
-               "churned": "Churned"}
-
-
-def delivery_status(d: Delivery) -> str:
-    """What became of a delivery, in words."""
-    if d.status == SENT:
-        return "accepted" + (f" {when(d.sent_at)}" if d.sent_at else "")
-    if d.status == RETRYING:
-        return f"waiting to retry (next try {when(d.next_attempt_at)})"
-    if d.status == DEAD:
-        tries = d.attempts or len(d.attempts_log)
-        return f"gave up after {tries} {'try' if tries == 1 else 'tries'}"
-    if d.status == QUEUED:
-        return "waiting to be sent" if not d.attempts else "queued to be sent again"
-    if d.status == CANCELLED:
-        if d.last_error and d.last_error.startswith("superseded"):
-            return "not sent: a newer update of this customer replaced it"
-        return "not sent: " + (d.last_error or "cancelled")
-    return d.status
-
-
-def delivery_kind(d: Delivery) -> str:
-    payload = d.payload or {}
-    if d.kind == "event":
-        return f"“{payload.get('name') or 'event'}” event"
-    if d.kind == "consent":
-        return f"{payload.get('channel', '')} consent: {payload.get('state', '')}".strip()
-    return {"profile": "profile update", "erase": "erase request"}.get(d.kind, d.kind)
-
-
-def _answer(attempt, tool: str) -> str:
-    code = attempt.http_status
-    if attempt.outcome == "sent":
-        return f"{tool} accepted it" + (f" ({code})" if code else "")
-    if attempt.outcome == "failed":
-        return f"{tool} refused it" + (f" ({code})" if code else "")
-    if code == 429:
-        return f"{tool} asked us to wait {seconds(attempt.retry_after)} (429)"
-    if code is None:
-        return f"{tool} could not be reached"
-    if code >= 500:
-        return f"{tool} had a problem on its side ({code})"
-    return f"{tool} answered {code}"
-
-
-_NEXT_WORDS = {"sent": "accepted", "failed": "refused", "retry": "not accepted yet"}
-
-
-def attempt_sentences(d: Delivery) -> list[dict]:
-    """Each attempt of a delivery in plain language, e.g.
-    `Klaviyo asked us to wait 12 s (429); retried at 14:02, accepted.`"""
-    tool = tool_name(d.connector)
-    attempts = list(d.attempts_log)
-    lines = []
-    for i, a in enumerate(attempts):
-        text = _answer(a, tool)
-        following = attempts[i + 1] if i + 1 < len(attempts) else None
-        if a.outcome == "retry":
-            if a.http_status != 429 and a.retry_after:
-                text += f"; we waited {seconds(a.retry_after)}"
-            if following is not None:
-                text += f"; retried at {clock(following.at, a.at)}, {_NEXT_WORDS.get(following.outcome, following.outcome)}"
-            elif d.status == RETRYING:
-                text += f"; next try at {clock(d.next_attempt_at, a.at)}"
-            elif d.status == DEAD:
-                text += f"; we gave up after {len(attempts)} tries"
-            elif d.status == QUEUED:
-                text += "; queued again by staff"
-        elif a.outcome == "failed":
-            text += ". Not retried: the same request would be refused again until the data or settings change"
-        lines.append({"at": a.at, "text": text + ".", "outcome": a.outcome, "http_status": a.http_status,
-                      "latency_ms": a.latency_ms, "request_id": a.request_id, "message": a.message})
-    return lines
-
-
-def show_value(value, field_name: str = "", currency: str | None = None) -> str:
-    """A changed value as words: times as UTC, money as money, nothing as a dash."""
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if field_name in ("amount", "total", "refunded", "lifetime_spend") and isinstance(value, int) and currency:
-        return money(value, currency)
-    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
-        try:
-            return when(value)
-        except ValueError:
-            return value
-    if isinstance(value, (list, dict)):
-        return ", ".join(map(str, value)) if isinstance(value, list) else ", ".join(f"{k}: {v}" for k, v in value.items())
-    return str(value)
-
-
-def change_lines(entry: dict, currency: str | None = None) -> list[str]:
-    """One outcome entry's changes as lines: `subscription Basic: amount 29.00 USD → 49.00 USD`."""
-    changed = entry.get("changed") or []
-    currency = next((c.get("to") for c in changed if c.get("field") == "currency" and c.get("to")), currency)
-    lines = []
-    for c in changed:
-        what, name = c.get("what") or "", c.get("field") or ""
-        if name == "created":
-            lines.append(f"{what} created" + (f" ({SUBSCRIPTION_WORDS.get(c.get('to'), c.get('to'))})"
-                                              if isinstance(c.get("to"), str) else ""))
-            continue
-        label = name.replace("_", " ")
-        lines.append(f"{what}: {label} {show_value(c.get('from'), name, currency)} → "
-                     f"{show_value(c.get('to'), name, currency)}")
-    return lines
-
-
 _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": tool_name,
           "source": source_name, "delivery_status": delivery_status, "delivery_kind": delivery_kind,
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
@@ -400,6 +283,11 @@ def search():
         found = synclog.search(session, q)
         if found.only is not None:
             return redirect(url_for("synclog.subscriber", subscriber_id=found.only.id))
+        if not found.subscribers and len(found.events) == 1:  # an event id: show it in its customer's story
+            e = found.events[0]
+            if e.subscriber_id:
+                return redirect(url_for("synclog.subscriber", subscriber_id=e.subscriber_id, _anchor=f"event-{e.id}"))
+            return redirect(url_for("synclog.event", event_id=e.id))
         people = synclog.subscribers_by_id(session, [e.subscriber_id for e in found.events])
         return render_template("search.html", q=q, found=found, people=people)
 
@@ -412,7 +300,7 @@ def subscriber(subscriber_id: int):
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
         items = synclog.story(session, subscriber_id)
-        tools = [name for name in synclog.enabled_connectors(hub.settings)]
+        tools = synclog.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, items=items, tools=tools,
                                currency=person.currency)
 
