@@ -43,7 +43,7 @@ class ActiveCampaignConnector(Connector):
     name = "activecampaign"
     max_batch = 50  # a few calls each at 5/s: a batch takes under a minute
     settings_keys = ("ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY")
-    kinds = ("profile", "event")
+    kinds = ("profile", "event", "erase")
     needs = ("email",)
     # Mapping options: tag names for the stage and for triggers (empty: no tag).
     options = {"stage_tag": "Hub stage: {stage}", "trigger_tag": "Hub: {trigger}"}
@@ -89,7 +89,7 @@ class ActiveCampaignConnector(Connector):
         return result, (answer.json() if ok and answer.content else {} if ok else None)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
-        push = {"profile": self._profile, "event": self._event}
+        push = {"profile": self._profile, "event": self._event, "erase": self._erase}
         return {item.delivery_id: push[item.kind](item.payload) for item in items}
 
     # Contacts and fields -----------------------------------------------------------
@@ -200,3 +200,24 @@ class ActiveCampaignConnector(Connector):
             return result
         tag = self.mapping["trigger_tag"].format(trigger=payload["name"])
         return self._swap_tag(contact_id, tag) or result
+
+    # Erase (compliance) -------------------------------------------------------------
+
+    def _erase(self, payload: dict) -> Result:
+        """Find the contact by email and DELETE /api/3/contacts/{id}; none found is done."""
+        if not payload.get("email"):
+            return Sent(message="no email: ActiveCampaign holds contacts by email only")
+        result, body = self._request("GET", "/contacts", params={"email": payload["email"]})
+        if body is None:
+            return result
+        ids = [str(c["id"]) for c in body.get("contacts", [])
+               if str(c.get("email", "")).lower() == payload["email"].lower()]
+        if not ids:
+            return Sent(http_status=result.http_status, latency_ms=result.latency_ms,
+                        message="no such contact in ActiveCampaign")
+        for contact_id in ids:
+            result, gone = self._request("DELETE", f"/contacts/{contact_id}")
+            if gone is None and result.http_status != 404:
+                return result
+        return Sent(http_status=result.http_status, latency_ms=result.latency_ms,
+                    request_id=result.request_id, message=f"{len(ids)} contact(s) deleted")

@@ -14,7 +14,7 @@ import urllib3
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from connectors.base import Connector, Failed, Outgoing, Result, RetryAfter, truncate
+from connectors.base import Connector, Failed, Outgoing, Result, RetryAfter, Sent, truncate
 from connectors.classify import Clock, classify, unreachable
 from hub.errors import RetryLater
 
@@ -52,7 +52,7 @@ class HubSpotConnector(Connector):
     name = "hubspot"
     max_batch = 1_000
     settings_keys = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL")
-    kinds = ("profile",)
+    kinds = ("profile", "erase")
     needs = ("email",)
     # Mapping options: contacts per batch upsert (HubSpot allows 100); hub stage →
     # HubSpot lifecycle stage (only moved forward along `lifecycle_order`).
@@ -68,6 +68,7 @@ class HubSpotConnector(Connector):
         client = hubspot.Client.create(access_token=settings.HUBSPOT_ACCESS_TOKEN,
                                        host=settings.HUBSPOT_BASE_URL.rstrip("/"), retry=False)
         self.contacts = client.crm.contacts.batch_api
+        self.basic = client.crm.contacts.basic_api  # GDPR delete (compliance)
         self.properties = client.crm.properties.core_api
         self.mapping = self.field_map
 
@@ -102,10 +103,26 @@ class HubSpotConnector(Connector):
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}
+        erase = [i for i in items if i.kind == "erase"]
+        items = [i for i in items if i.kind != "erase"]
         size = max(1, min(100, int(self.mapping["batch_size"])))
         for start in range(0, len(items), size):
             results.update(self._upsert(items[start:start + size]))
+        for item in erase:
+            results[item.delivery_id] = self._gdpr_delete(item.payload)
         return results
+
+    def _gdpr_delete(self, payload: dict) -> Result:
+        """Compliance: POST /crm/v3/objects/contacts/gdpr-delete by email. HubSpot deletes the
+        contact and blocks the email; a contact it does not have (404) is nothing to delete."""
+        if not payload.get("email"):
+            return Sent(message="no email: HubSpot holds contacts by email only")
+        result, _ = self._call(self.basic.purge, public_gdpr_delete_input={
+            "idProperty": "email", "objectId": payload["email"]})
+        if result.http_status == 404:
+            return Sent(http_status=404, latency_ms=result.latency_ms, request_id=result.request_id,
+                        message="no such contact in HubSpot")
+        return result
 
     def _upsert(self, chunk: list[Outgoing]) -> dict[int, Result]:
         current = {}

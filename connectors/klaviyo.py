@@ -39,6 +39,8 @@ ENDPOINTS = {
     "profile-subscription-bulk-delete-jobs": ("Profiles",
                                               "bulk_unsubscribe_profiles_with_http_info"),
     "list-relationships": ("Lists", "add_profiles_to_list_with_http_info"),
+    # Compliance: Request Profile Deletion (POST /api/data-privacy-deletion-jobs).
+    "data-privacy-deletion-jobs": ("Data_Privacy", "request_profile_deletion_with_http_info"),
 }
 # Consent state → (endpoint, profiles per request, job type, consent value).
 CONSENT_JOBS = {
@@ -85,7 +87,7 @@ class KlaviyoConnector(Connector):
     name = "klaviyo"
     max_batch = MAX_IMPORT_PROFILES
     settings_keys = ("KLAVIYO_API_KEY", "KLAVIYO_BASE_URL")
-    kinds = ("profile", "event", "consent")
+    kinds = ("profile", "event", "consent", "erase")
     needs = ("email", "phone")
     # Mapping options: a list per stage; batches of at least `bulk_from` profiles or events
     # go through the bulk endpoints; a list that consent subscribes add to, per channel.
@@ -100,14 +102,16 @@ class KlaviyoConnector(Connector):
         self.api = KlaviyoAPI(settings.KLAVIYO_API_KEY, max_retries=0,
                               test_host=settings.KLAVIYO_BASE_URL.rstrip("/"),
                               options={USE_DICTIONARY_FOR_RESPONSE_DATA: True})
-        groups = {name: getattr(self.api, name) for name in ("Profiles", "Events", "Lists")}
+        groups = {name: getattr(self.api, name)
+                  for name in ("Profiles", "Events", "Lists", "Data_Privacy")}
         self.methods = {key: _unvalidated(getattr(groups[group], method))
                         for key, (group, method) in ENDPOINTS.items()}
         self.mapping = self.field_map
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}
-        pushes = {"profile": self._profiles, "event": self._events, "consent": self._consent}
+        pushes = {"profile": self._profiles, "event": self._events, "consent": self._consent,
+                  "erase": self._erase}
         for kind, push in pushes.items():
             batch = [i for i in items if i.kind == kind]
             if batch:
@@ -266,6 +270,34 @@ class KlaviyoConnector(Connector):
         if list_id:
             job["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
         return {"data": job}
+
+    # Erase (compliance) -------------------------------------------------------------
+
+    def _erase(self, items: list[Outgoing]) -> dict[int, Result]:
+        """Request Profile Deletion per identifier of the person (one identifier per call;
+        a phone-only profile is deleted too). Klaviyo deletes asynchronously; a profile it
+        does not have is nothing to delete, so 404 counts as done."""
+        results = {}
+        for item in items:
+            result: Result = Sent(message="no identifier: nothing to delete")
+            for key in ("email", "phone"):
+                if not item.payload.get(key):
+                    continue
+                result, _ = self._call("data-privacy-deletion-jobs", _deletion_job(key, item.payload[key]))
+                if result.http_status == 404:
+                    result = Sent(http_status=404, latency_ms=result.latency_ms,
+                                  request_id=result.request_id, message="no such profile in Klaviyo")
+                if not isinstance(result, Sent):
+                    break  # retried as a whole: deleting twice is harmless
+            results[item.delivery_id] = result
+        return results
+
+
+def _deletion_job(key: str, value: str) -> dict:
+    """Request Profile Deletion's body: exactly one identifier (Klaviyo refuses two)."""
+    who = {"email": value} if key == "email" else {"phone_number": value}
+    return {"data": {"type": "data-privacy-deletion-job", "attributes": {
+        "profile": {"data": {"type": "profile", "attributes": who}}}}}
 
 
 def _unvalidated(method):

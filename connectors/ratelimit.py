@@ -53,6 +53,7 @@ LIMITS: dict[str, tuple[Rate, ...]] = {
     "klaviyo:profile-subscription-bulk-create-jobs": _rates("75/s", "750/m"),
     "klaviyo:profile-subscription-bulk-delete-jobs": _rates("75/s", "750/m"),
     "klaviyo:list-relationships": _rates("10/s", "150/m"),
+    "klaviyo:data-privacy-deletion-jobs": _rates("3/s", "60/m"),  # Request Profile Deletion
     "hubspot:api": _rates("100/10s"),
     "activecampaign:api": _rates("5/s"),
 }

@@ -341,6 +341,58 @@ def apply_lookup_only(session, event, changes):
     _subscriber(session, event, changes, create=False)
 
 
+# Compliance appliers (added for issue 6 item 4; the work is in hub.privacy) -------------
+
+def apply_erase(session, event, changes):
+    """customers/redact (a customer named) or shop/redact (none named: the whole shop).
+
+    The identity needed to ask the tools to delete the person is left on
+    `changes.erased` for hub.inbox.decide (it plans the erase deliveries); nothing of
+    it goes into `changes.changed`/`notes`, which are stored on the inbox row.
+    """
+    from hub import privacy
+
+    raw = [event.customer.get("email"), event.customer.get("phone")]
+    if not event.customer:
+        done = privacy.erase_shop(session, event.data.get("shop"))
+        changes.notes.append(f"shop data erased: {len(done['subscribers'])} subscriber(s), "
+                             f"{done['inbox_rows']} inbox row(s)")
+        return
+    subscriber = find_subscriber(session, event.source, event.customer)
+    if subscriber is None or subscriber.erased_at is not None:
+        count = privacy.erase_mentions(session, raw, source=event.source)
+        changes.notes.append(f"no subscriber held (or already erased); {count} inbox row(s) scrubbed")
+        return
+    erased = privacy.erase_subscriber(session, subscriber, "customers/redact", also=raw,
+                                      source=event.source)
+    changes.subscriber = subscriber
+    changes.erased = [erased]  # read by hub.inbox.decide, never stored
+    changes.notes.append("personal data erased; anonymous counts kept")
+
+
+def apply_data_request(session, event, changes):
+    """customers/data_request: store an export of everything held, for staff to send."""
+    from hub import privacy
+
+    subscriber = find_subscriber(session, event.source, event.customer)
+    if subscriber is not None and subscriber.erased_at is not None:
+        subscriber = None
+    request_id = event.data.get("request_id") or \
+        f"{event.source}:{event.customer.get('source_id')}:{event.occurred_at:%Y%m%d%H%M%S}"
+    privacy.store_data_request(session, request_id, subscriber, event.customer, event.source)
+    changes.notes.append(f"data request {request_id}: export stored"
+                         + ("" if subscriber is not None else " (no subscriber held)"))
+    # changes.subscriber stays None: a request for data changes nothing, fires no rule.
+
+
+def apply_app_uninstalled(session, event, changes):
+    """app/uninstalled: Shopify calls and registration stop; data is kept until shop/redact."""
+    from hub import privacy
+
+    privacy.record_uninstalled(session, event.data.get("shop"))
+    changes.notes.append("app uninstalled: Shopify calls stop; data kept until shop/redact")
+
+
 APPLIERS = {
     ev.CUSTOMER_UPSERTED: apply_customer,
     ev.CUSTOMER_DELETED: apply_customer_deleted,
@@ -358,6 +410,8 @@ APPLIERS = {
     ev.RENEWAL_UPCOMING: apply_renewal_upcoming,
     ev.PAYMENT_METHOD_EXPIRING: apply_card,
     ev.PAYMENT_METHOD_UPDATED: apply_card,
-    ev.SUBSCRIBER_ERASE: apply_lookup_only,
-    ev.DATA_REQUEST: apply_lookup_only,
+    # Compliance (issue 6 item 4): see hub/privacy.py and docs/compliance.md.
+    ev.SUBSCRIBER_ERASE: apply_erase,
+    ev.DATA_REQUEST: apply_data_request,
+    ev.APP_UNINSTALLED: apply_app_uninstalled,
 }

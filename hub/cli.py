@@ -175,6 +175,7 @@ def replay(event_ids, failed):
     """Process stored events again through the same code path."""
     from sqlalchemy import or_, select
 
+    from hub.inbox import after_batch
     from hub.inbox import replay as replay_row
     from hub.models import FAILED, InboxEvent
 
@@ -194,6 +195,7 @@ def replay(event_ids, failed):
         for row in rows:
             replay_row(session, row, hub.settings)
             click.echo(f"#{row.id} {row.source} {row.topic}: {row.status}" + (f" ({row.error})" if row.error else ""))
+        after_batch(session, hub.settings)  # the profile updates the replayed rows planned
     _push_soon(hub)
 
 

@@ -26,15 +26,14 @@ import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta, timezone
-from types import SimpleNamespace
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery, DeliveryAttempt,
-                        InboxEvent, Payment, Subscriber, Subscription, Trigger)
+from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery,
+                        DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription, Trigger)
 from hub.values import Money, iso, utc
 
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")
@@ -168,6 +167,11 @@ def _subscription_for(label: str, held: list[dict]) -> dict | None:
     return held[0] if len(held) == 1 else None
 
 
+def _pair(fields: dict, now: dict, name: str) -> tuple:
+    """(before, after) of a field: from the entry when it changed, else as held now."""
+    return fields[name] if name in fields else (now.get(name), now.get(name))
+
+
 def mrr_moves(entry: dict, held: list[dict]) -> list[tuple[str, str, str, int]]:
     """(month, currency, movement, amount) for one recorded outcome entry.
 
@@ -187,13 +191,8 @@ def mrr_moves(entry: dict, held: list[dict]) -> list[tuple[str, str, str, int]]:
         if not fields.keys() & {"created", "status", "amount", "interval", "interval_count", "currency"}:
             continue
         now = _subscription_for(label, held) or {}
-
-        def pair(name):
-            if name in fields:
-                return fields[name]
-            return now.get(name), now.get(name)
-
-        amount, interval, count, currency = pair("amount"), pair("interval"), pair("interval_count"), pair("currency")
+        amount, interval, count, currency = (_pair(fields, now, name) for name in
+                                             ("amount", "interval", "interval_count", "currency"))
         if "created" in fields:
             status = (None, fields["status"][1] if "status" in fields else fields["created"][1])
         elif "status" in fields:
@@ -361,8 +360,8 @@ def refresh_ledger(storage, max_rows: int = LEDGER_STEP) -> dict:
             still = []
             for start in range(0, len(failed), 500):
                 chunk = failed[start:start + 500]
-                states = dict((i, (s, o)) for i, s, o in session.execute(
-                    select(InboxEvent.id, InboxEvent.status, InboxEvent.outcome).where(InboxEvent.id.in_(chunk))))
+                states = {i: (s, o) for i, s, o in session.execute(
+                    select(InboxEvent.id, InboxEvent.status, InboxEvent.outcome).where(InboxEvent.id.in_(chunk)))}
                 for row_id in chunk:
                     status, outcome = states.get(row_id, (None, None))
                     if status in (FAILED, PENDING):
@@ -563,5 +562,18 @@ def cached(hub, as_of: datetime | None = None, days: int = 90, months: int = 12)
     return data
 
 
-__all__ = ["build", "cached", "refresh_ledger", "catch_up", "stage_series", "mrr_moves", "mrr_series",
-           "recovery_by_month", "reminders_by_month", "error_rates", "cohort_table", "movement", "monthly"]
+__all__ = [
+    "build",
+    "cached",
+    "catch_up",
+    "cohort_table",
+    "error_rates",
+    "monthly",
+    "movement",
+    "mrr_moves",
+    "mrr_series",
+    "recovery_by_month",
+    "refresh_ledger",
+    "reminders_by_month",
+    "stage_series",
+]

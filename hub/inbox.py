@@ -279,6 +279,14 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     from hub import outbox, rules
 
     subscriber = changes.subscriber
+    # Compliance (issue 6 item 4): after customers/redact the person's data is gone from the
+    # hub; ask every enabled tool that can to delete them too (hub.privacy.plan_erasures).
+    # No rules run and no profile is planned for an erased person.
+    if getattr(changes, "erased", None):
+        from hub import privacy
+
+        privacy.plan_erasures(session, settings, changes.erased)
+        return []
     if subscriber is None or changes.stale:
         return []
     at = now or event.occurred_at

@@ -87,3 +87,10 @@ def backstop_job() -> dict:
     counts = drain_inbox_job()
     request_pushes(current())
     return counts
+
+
+def dashboard_job() -> dict:
+    """Bring the dashboard's running totals up to date with the inbox."""
+    from hub import dashboard
+
+    return dashboard.catch_up(current().storage)

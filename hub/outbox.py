@@ -463,6 +463,13 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
         sent = [i for i in items
                 if i.kind == "profile" and isinstance(results[i.delivery_id], Sent)]
         _cancel_older_profiles(session, connector, sent)
+        # Compliance: an erase request the tool accepted keeps no email or phone (hub.privacy).
+        erased = [i.delivery_id for i in items
+                  if i.kind == "erase" and isinstance(results[i.delivery_id], Sent)]
+        if erased:
+            from hub import privacy
+
+            privacy.forget_sent_erasures(session, erased)
     return counts
 
 

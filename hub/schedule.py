@@ -9,6 +9,7 @@ from hub import jobs
 SCHEDULE = (
     (jobs.backstop_job, "inbox", {"interval": 60}),
     (jobs.sweep_job, "default", {"cron": "*/15 * * * *"}),
+    (jobs.dashboard_job, "default", {"interval": 300}),
 )
 
 

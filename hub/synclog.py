@@ -371,7 +371,6 @@ def resend_profile(session: Session, settings, subscriber: Subscriber, connector
     automatic profile update still compares its digest with this one.
     """
     import connectors
-
     from hub import outbox
 
     if connector not in profile_tools(settings):

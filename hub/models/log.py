@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, text, ForeignKey, Index, Integer, LargeBinary, String, Text,
+from sqlalchemy import (BigInteger, bindparam, text, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -57,8 +57,13 @@ class InboxEvent(Base):
 
     @classmethod
     def is_open(cls):
-        """The condition of ix_inbox_event_open, for queries that want that index."""
-        return cls.status.in_(OPEN_STATUSES)
+        """The condition of ix_inbox_event_open, for queries that want that index.
+
+        Rendered with literal values: SQLite uses a partial index only when the query's
+        condition matches the index's text, which bound parameters never do.
+        """
+        return cls.status.in_(bindparam(None, list(OPEN_STATUSES), expanding=True,
+                                        literal_execute=True, unique=True))
 
 
 class Trigger(Base):

@@ -106,7 +106,7 @@ STAGE_RULES = (
     ("new", lambda f, p, h: (f"first {f.anchor_kind} {ago(f.tenure_days)}"
                              if f.tenure_days is not None and f.tenure_days < p.lifecycle.new_days else None)),
     ("loyal", lambda f, p, h: (f"customer for {f.tenure_days} days, {f.paid} paid orders, health {h}"
-                               if (f.tenure_days or 0) >= p.lifecycle.loyal_days
+                               if f.anchor_kind != "sign-up" and (f.tenure_days or 0) >= p.lifecycle.loyal_days
                                and h >= p.lifecycle.loyal_min_health else None)),
     ("engaged", lambda f, p, h: ("subscription running" if f.running
                                  else f"last order {ago(f.inactive_days)}" if f.ordered

@@ -23,15 +23,16 @@ def occasion(renewal_day: date, sub: SubState) -> str:
 
 
 def offsets(sub: SubState, p: RuleParams) -> list[int]:
-    return [d for d in p.renewal.offsets_days if d < sub.interval_days]
+    interval = sub.interval_days
+    return [d for d in p.renewal.offsets_days if d < interval]
 
 
 def _reminder(sub: SubState, renewal_day: date, offset: int, p: RuleParams, status="fired",
               why: str = "") -> Due:
     kind = "shipment" if sub.source == "shopify" else "renewal"
     return Due(rule=rule(offset), occasion=occasion(renewal_day, sub), name="Renewal Reminder",
-               properties={"days_before": offset, "renewal_at": iso(sub.next_renewal_at),
-                           "renewal_date": renewal_day.isoformat(), "kind": kind, **sub.properties()},
+               properties={**sub.properties(), "days_before": offset, "renewal_date": renewal_day.isoformat(),
+                           "kind": kind, "renewal_at": iso(sub.next_renewal_at)},
                reason=why or f"{kind} on {renewal_day.isoformat()}, {offset} day{'s' if offset != 1 else ''} ahead",
                due_at=day_start(renewal_day - timedelta(days=offset), p.tz), status=status)
 

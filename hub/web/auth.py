@@ -25,8 +25,7 @@ import time
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, flash, g, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from redis import exceptions as redis_errors
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -272,5 +271,14 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
-__all__ = ["bp", "csrf_token", "check_csrf", "login_required", "operator_required", "load_staff",
-           "throttle", "MAX_FAILURES", "WINDOW_SECONDS"]
+__all__ = [
+    "MAX_FAILURES",
+    "WINDOW_SECONDS",
+    "bp",
+    "check_csrf",
+    "csrf_token",
+    "load_staff",
+    "login_required",
+    "operator_required",
+    "throttle",
+]

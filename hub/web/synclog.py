@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from hub import dashboard, synclog
@@ -206,7 +205,8 @@ def show_value(value, field_name: str = "", currency: str | None = None) -> str:
 
 
 _WHAT_WORDS = {"rules": "The hub's assessment", "profile": "Profile"}
-_HIDDEN_FIELDS = {"plan_id", "product_ids", "stage_reason"}  # shown elsewhere, or noise to support staff
+# Shown elsewhere on the page, or noise to support staff.
+_HIDDEN_FIELDS = {"plan_id", "product_ids", "stage_reason", "currency", "update_payment_url"}
 
 
 def change_lines(entry: dict, currency: str | None = None) -> list[str]:
@@ -221,6 +221,8 @@ def change_lines(entry: dict, currency: str | None = None) -> list[str]:
         if name in _HIDDEN_FIELDS and what != "rules" or name == "stage_reason":
             continue
         old, new = c.get("from"), c.get("to")
+        if old in (None, "", []) and new in (None, False, "", []):
+            continue  # "nothing → no" tells nobody anything
         if name == "created":
             parts.append("created" + (f" ({SUBSCRIPTION_WORDS.get(new, new)})" if isinstance(new, str) else ""))
             continue
@@ -466,4 +468,4 @@ def dashboard_page():
     return render_template("dashboard.html", data=data, days=days)
 
 
-__all__ = ["bp", "attempt_sentences", "delivery_status", "change_lines", "when", "money", "seconds"]
+__all__ = ["attempt_sentences", "bp", "change_lines", "delivery_status", "money", "seconds", "when"]

@@ -54,7 +54,13 @@ def consent_item(delivery_id: int = 3, email: str = "ada@example.com", state: st
         "consented_at": "2026-10-01T09:30:00+00:00", "source": "shopify"})
 
 
-SAMPLES = {"profile": profile_item, "event": event_item, "consent": consent_item}
+def erase_item(delivery_id: int = 4, email: str = "ada@example.com", phone: str | None = "+16135550004"
+               ) -> Outgoing:
+    return Outgoing(delivery_id, "erase", f"erase:{delivery_id}", {
+        "subscriber_id": delivery_id, "email": email, "phone": phone, "subject": "0" * 64})
+
+
+SAMPLES = {"profile": profile_item, "event": event_item, "consent": consent_item, "erase": erase_item}
 
 
 @dataclass

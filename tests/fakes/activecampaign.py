@@ -24,6 +24,8 @@ class FakeActiveCampaign(LoopbackServer):
         ("GET", r"/api/3/contacts/(?P<id>\d+)/contactTags", "list_contact_tags"),
         ("POST", r"/api/3/contactTags", "add_contact_tag"),
         ("DELETE", r"/api/3/contactTags/(?P<id>\d+)", "remove_contact_tag"),
+        ("GET", r"/api/3/contacts", "list_contacts"),
+        ("DELETE", r"/api/3/contacts/(?P<id>\d+)", "delete_contact"),
     ]
 
     def __init__(self, api_key: str = "ac-test"):
@@ -35,6 +37,7 @@ class FakeActiveCampaign(LoopbackServer):
         self.tags: dict[str, dict] = {}
         self.contact_tags: dict[str, dict] = {}
         self.added_tags: list[tuple[str, str]] = []  # (email, tag name), every time one is added
+        self.deleted: list[str] = []  # emails of contacts deleted
         self._next = 1
 
     def _id(self) -> str:
@@ -75,6 +78,21 @@ class FakeActiveCampaign(LoopbackServer):
             self.values[(found["id"], str(fv["field"]))] = fv.get("value")
             values.append({"contact": found["id"], "field": str(fv["field"]), "value": fv.get("value")})
         return (201 if created else 200), {"fieldValues": values, "contact": found}
+
+    def list_contacts(self, call):
+        """GET /api/3/contacts?email=…: the contacts with exactly that email."""
+        email = call.query.get("email", [None])[0]
+        found = [c for c in self.contacts.values() if email is None or c["email"].lower() == email.lower()]
+        return 200, {"contacts": found, "meta": {"total": str(len(found))}}
+
+    def delete_contact(self, call):
+        contact = self.contacts.pop(call.params["id"], None)
+        if contact is None:
+            return 404, {"message": f"No Result found for Subscriber with id {call.params['id']}"}
+        self.deleted.append(contact["email"])
+        for link_id in [i for i, ct in self.contact_tags.items() if ct["contact"] == call.params["id"]]:
+            del self.contact_tags[link_id]
+        return 200, {}
 
     # Fields -------------------------------------------------------------------------
 

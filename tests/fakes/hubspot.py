@@ -29,6 +29,7 @@ class FakeHubSpot(LoopbackServer):
         ("POST", r"/crm/v3/objects/contacts/batch/read", "read"),
         ("GET", r"/crm/v3/properties/contacts", "get_properties"),
         ("POST", r"/crm/v3/properties/contacts", "create_property"),
+        ("POST", r"/crm/v3/objects/contacts/gdpr-delete", "gdpr_delete"),
     ]
 
     def __init__(self, token: str = "pat-test", installed: bool = True):
@@ -37,6 +38,7 @@ class FakeHubSpot(LoopbackServer):
         self.properties = set(STANDARD_PROPERTIES) | (HUB_PROPERTIES if installed else set())
         self.contacts: dict[str, dict] = {}  # email → properties
         self.ids: dict[str, str] = {}
+        self.gdpr_deleted: list[str] = []  # objectId of every GDPR delete request
 
     def error_body(self, status: int, message: str, category: str | None = None) -> dict:
         categories = {400: "VALIDATION_ERROR", 401: "INVALID_AUTHENTICATION", 404: "OBJECT_NOT_FOUND",
@@ -123,3 +125,17 @@ class FakeHubSpot(LoopbackServer):
             return 409, self.error_body(409, f"Property named '{body['name']}' already exists.")
         self.properties.add(body["name"])
         return 201, {**body, "hidden": False, "formField": False}
+
+    def gdpr_delete(self, call):
+        """POST /crm/v3/objects/contacts/gdpr-delete (PublicGdprDeleteInput): 204, or 404."""
+        body = call.body or {}
+        if not body.get("objectId") or set(body) - {"objectId", "idProperty"} \
+                or body.get("idProperty") not in (None, "email", "hs_object_id"):
+            return 400, self.error_body(400, "Invalid input JSON: expected objectId and idProperty")
+        self.gdpr_deleted.append(body["objectId"])
+        email = body["objectId"] if body.get("idProperty") == "email" else next(
+            (e for e, i in self.ids.items() if i == body["objectId"]), None)
+        if email not in self.contacts:
+            return 404, self.error_body(404, "resource not found")
+        del self.contacts[email]
+        return 204, None

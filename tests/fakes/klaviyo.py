@@ -85,7 +85,11 @@ class Invalid(Exception):
 class FakeKlaviyo(LoopbackServer):
     """Klaviyo with a profile store, events (deduplicated by unique_id), consent and lists."""
 
-    ROUTES = [_route(f) for f in FILES]
+    # Request Profile Deletion has no contract document in shared/contracts/klaviyo: its shape
+    # (DataPrivacyCreateDeletionJobQuery of klaviyo-api) is checked by hand in the handler.
+    ROUTES = [_route(f) for f in FILES] + [
+        ("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
+        ("GET", r"/api/accounts/?", "get_accounts")]  # `hub install --check`
 
     def __init__(self, api_key: str = "pk_test", validate: bool = True):
         super().__init__()
@@ -101,6 +105,7 @@ class FakeKlaviyo(LoopbackServer):
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
         self._event_keys: set[tuple] = set()
+        self.deletions: list[dict] = []  # identifier attributes of each deletion request
 
     # Protocol -----------------------------------------------------------------------
 
@@ -282,6 +287,41 @@ class FakeKlaviyo(LoopbackServer):
                     self.consent.setdefault(pid, {})[channel] = {"consent": "UNSUBSCRIBED", "consented_at": None}
             return 202, None
         return self._run(call, "bulk_unsubscribe_profiles", handle)
+
+    def get_accounts(self, call):
+        """GET /api/accounts: the key's account (what `hub install --check` reads)."""
+        return 200, {"data": [{"type": "account", "id": "AbC123", "attributes": {
+            "contact_information": {"organization_name": "Stand-in store"}}}]}
+
+    # Data privacy -------------------------------------------------------------------
+
+    def request_profile_deletion(self, call):
+        """POST /api/data-privacy-deletion-jobs: exactly one of email, phone_number or id."""
+        if not call.headers.get("revision"):
+            return 400, self.error_body(400, "The revision header is required.", "/headers/revision")
+        data = (call.body or {}).get("data") if isinstance(call.body, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "data-privacy-deletion-job" \
+                or set(data) - {"type", "attributes"}:
+            self.invalid.append("request_profile_deletion: /data: expected a data-privacy-deletion-job")
+            return 400, self.error_body(400, "Invalid data-privacy-deletion-job.", "/data/type")
+        profile = ((data.get("attributes") or {}).get("profile") or {}).get("data") or {}
+        who = {k: v for k, v in (profile.get("attributes") or {}).items() if v}
+        if profile.get("id"):
+            who["id"] = profile["id"]
+        if profile.get("type") != "profile" or set(who) - {"email", "phone_number", "id"} or len(who) != 1:
+            self.invalid.append(f"request_profile_deletion: /data/attributes/profile: {sorted(who)}")
+            return 400, self.error_body(400, "Exactly one of email, phone_number or id is required.",
+                                        "/data/attributes/profile/data/attributes")
+        self.deletions.append(who)
+        [(key, value)] = who.items()
+        index = {"email": self._by_email, "phone_number": self._by_phone}.get(key)
+        pid = value if key == "id" else index.get(value)
+        gone = self.profiles.pop(pid, None) if pid else None
+        if gone is not None:
+            self._by_email.pop(gone.get("email"), None)
+            self._by_phone.pop(gone.get("phone_number"), None)
+            self.consent.pop(pid, None)
+        return 202, None
 
     # Reading back -------------------------------------------------------------------
 

@@ -88,6 +88,8 @@ class FakeShopifyAdmin:
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
         if self.errors:
             return 200, {"errors": self.errors}
+        if "shop {" in body.get("query", "") and "subscriptionContract(" not in body.get("query", ""):
+            return 200, {"data": {"shop": {"name": "Stand-in shop"}}}  # `hub install --check`
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
         gid = (body.get("variables") or {}).get("id", "")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from hub.privacy import REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body, scrub_headers
+from hub.privacy import (REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body,
+                         scrub_headers)
 
 
 def test_emails_and_phones_are_masked_enough_to_tell_people_apart():

@@ -1,4 +1,5 @@
 """Exactly once: the database keeps one trigger per (subscriber, rule, occasion)."""
+import os
 import threading
 from datetime import datetime, timezone
 
@@ -15,7 +16,9 @@ NOW = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 
 @pytest.fixture
 def storage(tmp_path):
-    storage = Storage("sqlite:///" + str(tmp_path / "t.db"))
+    # HUB_TEST_POSTGRES_URL runs the same tests on PostgreSQL (the database is emptied).
+    storage = Storage(os.environ.get("HUB_TEST_POSTGRES_URL") or "sqlite:///" + str(tmp_path / "t.db"))
+    Base.metadata.drop_all(storage.engine)
     Base.metadata.create_all(storage.engine)
     yield storage
     storage.dispose()

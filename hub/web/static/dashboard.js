@@ -62,8 +62,8 @@
       {type: "bar", label: "Failed payments", data: rec.failed, backgroundColor: "#fc8181", yAxisID: "y1"},
       {type: "bar", label: "Recovered", data: rec.recovered, backgroundColor: "#68d391", yAxisID: "y1"}
     ]},
-    options: {scales: {y: percentAxis(), y1: {position: "right", beginAtZero: true, grid: {drawOnChartArea: false},
-      ticks: {precision: 0}, title: {display: true, text: "payments"}}}}
+    options: {scales: {y: percentAxis(), y1: {position: "right", beginAtZero: true, grace: "50%",
+      grid: {drawOnChartArea: false}, ticks: {precision: 0}, title: {display: true, text: "payments"}}}}
   });
 
   var names = Object.keys(data.reminders.series);

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -62,6 +63,16 @@ def p() -> params_.RuleParams:
     return params_.load()
 
 
+_OPEN: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_worlds():
+    yield
+    while _OPEN:
+        _OPEN.pop().storage.dispose()
+
+
 class World:
     """A real SQLite database driven like the worker does: apply an event, then the rules."""
 
@@ -69,9 +80,13 @@ class World:
         from hub.models import Base
         from hub.storage import Storage
 
-        self.storage = Storage("sqlite:///" + str(tmp_path / "hub.db"))
+        # HUB_TEST_POSTGRES_URL runs the same tests on PostgreSQL (the database is emptied).
+        url = os.environ.get("HUB_TEST_POSTGRES_URL") or "sqlite:///" + str(tmp_path / "hub.db")
+        self.storage = Storage(url)
+        Base.metadata.drop_all(self.storage.engine)
         Base.metadata.create_all(self.storage.engine)
         self.p = params or params_.load()
+        _OPEN.append(self)
 
     def emit(self, name, when, data, email="ann@example.com", source="stripe", history=False):
         """Apply one canonical event at `when`; the names of the triggers it fired."""

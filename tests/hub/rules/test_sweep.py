@@ -231,3 +231,14 @@ def test_erased_subscribers_get_nothing(world):
     with world.storage.session() as session:
         count = len(session.scalars(select(Trigger)).all())
     assert count == 2
+
+
+def test_an_old_cancellation_first_seen_is_not_news(world):
+    old = monthly(status="canceled", renews=None, canceled_at=at("2025-03-01"))
+    assert world.emit("subscription.upserted", "2026-01-01T10:00", old) == []
+    assert world.triggers(name="Subscription Cancelled") == []
+    assert world.emit("subscription.upserted", "2026-01-02T10:00", monthly("sub_2")) == [
+        "Subscription Started", "Stage Changed"]
+    assert world.emit("subscription.upserted", "2026-01-09T10:00",
+                      monthly("sub_2", status="canceled", renews=None, canceled_at=at("2026-01-09T10:00"))
+                      )[:1] == ["Subscription Cancelled"]

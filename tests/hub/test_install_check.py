@@ -1,0 +1,101 @@
+"""`hub install --check`: one clear line per configured tool, against loopback stand-ins."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from hub.commands import install
+from hub.config import Settings
+from tests.fakes.activecampaign import FakeActiveCampaign
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.klaviyo import FakeKlaviyo
+from tests.fakes.loopback import LoopbackServer
+from tests.fakes.shopify import FakeShopifyAdmin
+
+
+class FakeStripeAccount(LoopbackServer):
+    """Just GET /v1/account, with Stripe's 401 for a wrong key."""
+
+    ROUTES = [("GET", r"/v1/account", "account")]
+
+    def __init__(self, key: str):
+        super().__init__()
+        self.key = key
+
+    def authorized(self, call):
+        return call.headers.get("Authorization") == f"Bearer {self.key}"
+
+    def error_body(self, status, message):
+        return {"error": {"type": "invalid_request_error", "message": f"Invalid API Key provided: {message}"}}
+
+    def account(self, call):
+        return 200, {"id": "acct_standin", "object": "account"}
+
+
+def _settings(**values) -> Settings:
+    return Settings.from_env(env={}, overrides=values)
+
+
+def _by_tool(settings) -> dict[str, install.Check]:
+    return {c.tool: c for c in install.check_all(settings)}
+
+
+def test_every_configured_tool_is_checked_and_ok():
+    with FakeShopifyAdmin(token="shpat_ok") as shop, FakeStripeAccount("sk_test_ok") as stripe_, \
+            FakeKlaviyo(api_key="pk_ok") as klaviyo, FakeHubSpot(token="pat-ok") as hubspot, \
+            FakeActiveCampaign(api_key="ac-ok") as ac:
+        settings = _settings(
+            SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok", SHOPIFY_ADMIN_URL=shop.url,
+            SHOPIFY_WEBHOOK_SECRET="shpss", STRIPE_API_KEY="sk_test_ok", STRIPE_API_BASE=stripe_.url,
+            STRIPE_WEBHOOK_SECRET="whsec", KLAVIYO_API_KEY="pk_ok", KLAVIYO_BASE_URL=klaviyo.url,
+            HUBSPOT_ACCESS_TOKEN="pat-ok", HUBSPOT_BASE_URL=hubspot.url,
+            ACTIVECAMPAIGN_API_KEY="ac-ok", ACTIVECAMPAIGN_URL=ac.url)
+        checks = _by_tool(settings)
+    assert {t: c.status for t, c in checks.items()} == {
+        "Shopify": "ok", "Stripe": "ok", "Klaviyo": "ok", "HubSpot": "ok", "ActiveCampaign": "ok"}, checks
+    assert "2025-10" in checks["Shopify"].message  # the pinned API version is shown
+    assert "acct_standin" in checks["Stripe"].message
+
+
+def test_a_wrong_token_gives_one_clear_line_per_tool_and_never_the_token():
+    with FakeShopifyAdmin(token="shpat_ok") as shop, FakeStripeAccount("sk_test_ok") as stripe_, \
+            FakeKlaviyo(api_key="pk_ok") as klaviyo, FakeHubSpot(token="pat-ok") as hubspot, \
+            FakeActiveCampaign(api_key="ac-ok") as ac:
+        settings = _settings(
+            SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_bad", SHOPIFY_ADMIN_URL=shop.url,
+            SHOPIFY_WEBHOOK_SECRET="shpss", STRIPE_API_KEY="sk_test_bad", STRIPE_API_BASE=stripe_.url,
+            STRIPE_WEBHOOK_SECRET="whsec", KLAVIYO_API_KEY="pk_bad", KLAVIYO_BASE_URL=klaviyo.url,
+            HUBSPOT_ACCESS_TOKEN="pat-bad", HUBSPOT_BASE_URL=hubspot.url,
+            ACTIVECAMPAIGN_API_KEY="ac-bad", ACTIVECAMPAIGN_URL=ac.url)
+        checks = _by_tool(settings)
+    for tool, setting in (("Shopify", "SHOPIFY_ACCESS_TOKEN"), ("Stripe", "STRIPE_API_KEY"),
+                          ("Klaviyo", "KLAVIYO_API_KEY"), ("HubSpot", "HUBSPOT_ACCESS_TOKEN"),
+                          ("ActiveCampaign", "ACTIVECAMPAIGN_API_KEY")):
+        check = checks[tool]
+        assert check.status == "wrong" and setting in check.message, check
+        assert "\n" not in check.line()
+        assert "_bad" not in check.message and "-bad" not in check.message
+
+
+def test_unconfigured_tools_are_off_not_errors_and_missing_secrets_are_named():
+    checks = _by_tool(_settings())
+    assert all(c.status == "off" for c in checks.values()), checks
+    with FakeShopifyAdmin(token="shpat_ok") as shop:
+        checks = _by_tool(_settings(SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                                    SHOPIFY_ADMIN_URL=shop.url))
+    assert checks["Shopify"].status == "wrong" and "SHOPIFY_WEBHOOK_SECRET" in checks["Shopify"].message
+
+
+def test_hubspot_reports_missing_custom_properties():
+    with FakeHubSpot(token="pat-ok", installed=False) as hubspot:
+        check = _by_tool(_settings(HUBSPOT_ACCESS_TOKEN="pat-ok", HUBSPOT_BASE_URL=hubspot.url))["HubSpot"]
+    assert check.status == "ok" and "hub install" in check.message
+
+
+def test_the_command_prints_the_lines_and_fails_when_one_is_wrong(monkeypatch):
+    monkeypatch.setattr(install, "check_all", lambda settings: [
+        install.Check("HubSpot", "wrong", "HUBSPOT_ACCESS_TOKEN refused"),
+        install.Check("Klaviyo", "off", "not configured")])
+    result = CliRunner().invoke(install.command, ["--check"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == ["FAIL HubSpot: HUBSPOT_ACCESS_TOKEN refused",
+                                          "--   Klaviyo: not configured"]
