@@ -328,7 +328,7 @@ def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int)
                         with klaviyo.lock:
                             have = set(klaviyo._by_email)
                         reposted += repost_missing(f"http://127.0.0.1:{port}/webhooks/stripe", requests_file,
-                                                   lambda body: json.loads(body)["data"]["object"]["email"] not in have)
+                                                   lambda body, have=have: json.loads(body)["data"]["object"]["email"] not in have)
                         quiet = 0
                 if profiles != last:
                     moved_at = time.monotonic()
