@@ -33,10 +33,9 @@ def proposed_indexes():
     """Indexes the sweep asks the models for (see the report): created here until they are."""
     from sqlalchemy import Index
 
-    from hub.models import Payment, Subscriber, Subscription, Trigger
+    from hub.models import Payment, Subscriber, Subscription
 
-    return [Index("ix_trigger_rule_due", Trigger.rule, Trigger.due_at),
-            Index("ix_payment_open", Payment.status, Payment.first_failed_at),
+    return [Index("ix_payment_open", Payment.status, Payment.first_failed_at),
             Index("ix_subscription_ended", Subscription.status, Subscription.canceled_at),
             Index("ix_subscription_started", Subscription.started_at),
             Index("ix_subscriber_last_activity", Subscriber.last_activity_at),
@@ -101,7 +100,7 @@ def generate(n: int, seed: int = 42):
             first_failed_at=first_failed, paid_at=None if failed else last, update_payment_url=url,
             created_at=DAY)
         # Realistic trigger history: about one past reminder per subscriber, and the
-        # welcome anchor of everyone who started in the last week.
+        # welcome step 1 of everyone who started in the last week.
         yield "trigger", dict(
             subscriber_id=i, rule="renewal-7d", occasion=f"history/{i}", name="Renewal Reminder",
             properties="{}", reason="seeded", due_at=DAY - timedelta(seconds=rng.uniform(0, 60 * 86400)),
@@ -276,7 +275,7 @@ def main() -> None:
                  "welcome, win back and stage recompute all have work). Each run in a fresh process; peak "
                  "memory is the process's ru_maxrss including the interpreter and SQLAlchemy, plus the "
                  "Python heap peak from tracemalloc (a separate, rolled-back run). "
-                 + ("With the indexes proposed for the models (ix_trigger_rule_due, ix_payment_open, "
+                 + ("With the indexes proposed for the models (ix_payment_open, "
                     "ix_subscription_ended, ix_subscription_started, ix_subscriber_last_activity, "
                     "ix_subscriber_first_order, ix_subscriber_first_seen)." if with_indexes
                     else "Only the indexes the models declare today."))

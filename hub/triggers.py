@@ -101,10 +101,19 @@ _SQL = ('INSERT INTO "trigger" ({columns}) VALUES ({marks}) '
 
 def _driver_values(conn, rows: list[dict], stamp) -> list[tuple]:
     """Row tuples in COLUMNS order, converted by the columns' own types (JSON, UTC times)."""
-    table = Trigger.__table__
-    process = [table.c[c].type._cached_bind_processor(conn.dialect) for c in COLUMNS]
-    return [tuple(f(v) if f else v for f, v in zip(process, (*(r.get(c) for c in COLUMNS[:-1]), stamp)))
-            for r in rows]
+    c = Trigger.__table__.c
+    as_json = c.properties.type._cached_bind_processor(conn.dialect)
+    as_time = c.due_at.type._cached_bind_processor(conn.dialect)
+    times: dict = {}  # a day's triggers share a handful of due times: convert each once
+    stamp = as_time(stamp)
+    out = []
+    for r in rows:
+        due = r["due_at"]
+        if due not in times:
+            times[due] = as_time(due)
+        out.append((r["subscriber_id"], r["rule"], r["occasion"], r["name"], as_json(r["properties"]),
+                    r["reason"], times[due], r["status"], r.get("inbox_event_id"), stamp))
+    return out
 
 
 def _sqlite_bulk(session: Session, rows: list[dict]) -> list[tuple]:

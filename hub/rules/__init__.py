@@ -302,7 +302,7 @@ def _sweep_dunning(session, w, now, p, report):
 
 def _sweep_welcome(session, w, now, p, report):
     spans = [w.span(-d) for d in p.welcome.days if d > 0]
-    ids = queries.trigger_anchors(session, welcome.rule(0), spans)
+    ids = queries.started_between(session, spans)
     _bulk(session, report, "welcome", [(s.id, d) for s in queries.subscriber_states(session, ids)
                                        for d in welcome.later_steps(s, w, p)])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from hub.rules.params import RuleParams
-from hub.rules.state import CANCELLED, Due, SubState, Window, day_start, iso, local_day
+from hub.rules.state import CANCELLED, Due, SubState, Window, day_start, local_day
 
 PREFIX = "renewal-"
 
@@ -30,9 +30,11 @@ def offsets(sub: SubState, p: RuleParams) -> list[int]:
 def _reminder(sub: SubState, renewal_day: date, offset: int, p: RuleParams, status="fired",
               why: str = "") -> Due:
     kind = "shipment" if sub.source == "shopify" else "renewal"
+    props = sub.properties()
+    props.update(days_before=offset, renewal_date=renewal_day.isoformat(), kind=kind,
+                 renewal_at=props["next_renewal_at"])
     return Due(rule=rule(offset), occasion=occasion(renewal_day, sub), name="Renewal Reminder",
-               properties={**sub.properties(), "days_before": offset, "renewal_date": renewal_day.isoformat(),
-                           "kind": kind, "renewal_at": iso(sub.next_renewal_at)},
+               properties=props,
                reason=why or f"{kind} on {renewal_day.isoformat()}, {offset} day{'s' if offset != 1 else ''} ahead",
                due_at=day_start(renewal_day - timedelta(days=offset), p.tz), status=status)
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 09:37:15.619005
+Create Date: 2026-11-23 11:30:15.900053
 """
 from alembic import op
 import sqlalchemy as sa
@@ -75,9 +75,9 @@ def upgrade():
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('first_name', sa.String(length=200), nullable=True),
     sa.Column('last_name', sa.String(length=200), nullable=True),
-    sa.Column('shopify_customer_id', sa.String(length=64), nullable=True),
-    sa.Column('stripe_customer_id', sa.String(length=64), nullable=True),
-    sa.Column('chargebee_customer_id', sa.String(length=64), nullable=True),
+    sa.Column('shopify_customer_id', sa.String(length=255), nullable=True),
+    sa.Column('stripe_customer_id', sa.String(length=255), nullable=True),
+    sa.Column('chargebee_customer_id', sa.String(length=255), nullable=True),
     sa.Column('consent', sa.JSON(), nullable=False),
     sa.Column('first_seen_at', hub.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('first_order_at', hub.models.base.UTCDateTime(timezone=True), nullable=True),
@@ -152,7 +152,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('subscriber_id', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=20), nullable=False),
-    sa.Column('source_id', sa.String(length=64), nullable=False),
+    sa.Column('source_id', sa.String(length=255), nullable=False),
     sa.Column('number', sa.String(length=64), nullable=True),
     sa.Column('total', sa.BigInteger(), nullable=False),
     sa.Column('refunded', sa.BigInteger(), nullable=False),
@@ -176,7 +176,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('subscriber_id', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=20), nullable=False),
-    sa.Column('source_id', sa.String(length=64), nullable=False),
+    sa.Column('source_id', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('plan', sa.String(length=200), nullable=True),
     sa.Column('plan_id', sa.String(length=200), nullable=True),
@@ -226,7 +226,7 @@ def upgrade():
     sa.Column('subscriber_id', sa.Integer(), nullable=True),
     sa.Column('subscription_id', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=20), nullable=False),
-    sa.Column('source_id', sa.String(length=64), nullable=False),
+    sa.Column('source_id', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=30), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=True),
