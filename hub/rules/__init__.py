@@ -303,13 +303,13 @@ def _sweep_dunning(session, w, now, p, report):
 def _sweep_welcome(session, w, now, p, report):
     spans = [w.span(-d) for d in p.welcome.days if d > 0]
     ids = queries.started_between(session, spans)
-    _bulk(session, report, "welcome", [(s.id, d) for s in queries.subscriber_states(session, ids)
+    _bulk(session, report, "welcome", [(s.id, d) for s in queries.subscriber_states(session, ids, payments=False)
                                        for d in welcome.later_steps(s, w, p)])
 
 
 def _sweep_winback(session, w, now, p, report):
     ids = queries.ended_between(session, w.span(-p.winback.days_after_cancel))
-    _bulk(session, report, "winback", [(s.id, d) for s in queries.subscriber_states(session, ids)
+    _bulk(session, report, "winback", [(s.id, d) for s in queries.subscriber_states(session, ids, payments=False)
                                        for d in winback.win_back(s, w, p)])
 
 
@@ -318,7 +318,7 @@ def _sweep_card_expiry(session, w, now, p, report):
     if not months:
         return  # warnings fall on one day a month
     ids = [i for i, cards in queries.card_holders(session, months) if card_expiry.any_due(cards or {}, w, p)]
-    _bulk(session, report, "card_expiry", [(s.id, d) for s in queries.subscriber_states(session, ids)
+    _bulk(session, report, "card_expiry", [(s.id, d) for s in queries.subscriber_states(session, ids, payments=False)
                                            for d in card_expiry.expiring(s, w, now, p)])
 
 

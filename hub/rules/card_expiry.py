@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from hub.rules.params import RuleParams
-from hub.rules.state import Due, SubscriberState, Window, day_start, local_day
+from hub.rules.state import Due, SubscriberState, Window, day_start, local_day, short_ref
 
 RULE = "card-expiring"
 
@@ -65,7 +65,8 @@ def expiring(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
         source = key.partition(":")[0]
         last_day = end - timedelta(days=1)
         out.append(Due(
-            rule=RULE, occasion=f"{last_day.year}-{last_day.month:02d}/{key}"[:120], name="Card Expiring",
+            rule=RULE, occasion=f"{last_day.year}-{last_day.month:02d}/{short_ref(*key.partition(':')[::2])}",
+            name="Card Expiring",
             properties={"brand": card.get("brand"), "last4": card.get("last4"),
                         "exp_month": last_day.month, "exp_year": last_day.year,
                         "valid_until": last_day.isoformat(), "source": source,

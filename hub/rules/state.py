@@ -5,12 +5,13 @@ plus `now` and the parameters, so every rule is a pure function.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
+from hub.models import LIVE_STATUSES as LIVE
 from hub.triggers import CANCELLED, FIRED, NAMES, SKIPPED, STATUSES  # noqa: F401 (re-exported)
 
-LIVE = ("trialing", "active", "past_due", "paused")
 ENDED = ("canceled", "expired")
 OPEN_PAYMENT = ("failed", "action_required")
 # Nominal days of one billing interval; a month counts its shortest length so that a
@@ -70,7 +71,7 @@ class SubState:
     @property
     def ref(self) -> str:
         """Stable across model rebuilds (unlike the row id), so occasions never change."""
-        return f"{self.source}:{self.source_id}"
+        return short_ref(self.source, self.source_id)
 
     @property
     def is_live(self) -> bool:
@@ -119,7 +120,7 @@ class PaymentState:
 
     @property
     def ref(self) -> str:
-        return f"{self.source}:{self.source_id}"
+        return short_ref(self.source, self.source_id)
 
     @property
     def is_open(self) -> bool:
@@ -178,6 +179,15 @@ class SubscriberState:
         """An update-payment link: a live subscription's, preferring the given source."""
         ranked = sorted(self.live, key=lambda s: (s.source != source, s.id))
         return next((s.update_payment_url for s in ranked if s.update_payment_url), None)
+
+
+def short_ref(source: str, source_id: str, limit: int = 80) -> str:
+    """`source:id` for occasions; ids too long for the 120-character occasion are hashed,
+    so two long ids never collide on a truncated prefix."""
+    ref = f"{source}:{source_id}"
+    if len(ref) <= limit:
+        return ref
+    return f"{source}:#{hashlib.sha256(str(source_id).encode()).hexdigest()[:24]}"
 
 
 # --- calendar: rules fire on the shop's calendar days -------------------------------------

@@ -115,3 +115,11 @@ def test_an_untouched_sequence_is_left_alone(p):
     held = [("renewal-14d", "2026-12-01/stripe:sub_1", "fired")]
     same = sub(next_renewal_at=at("2026-12-01T10:00"))
     assert renewal.reconcile(same, held, at("2026-11-20"), p) == ([], [])
+
+
+def test_long_platform_ids_keep_occasions_short_and_distinct(p):
+    a = sub(source_id="x" * 200 + "a", next_renewal_at=at("2026-12-01T10:00"))
+    b = sub(source_id="x" * 200 + "b", next_renewal_at=at("2026-12-01T10:00"))
+    (da,), (db,) = (renewal.reminders(s, day("2026-11-24"), at("2026-11-24T06:00"), p) for s in (a, b))
+    assert len(da.occasion) <= 120 and da.occasion != db.occasion
+    assert renewal.reconcile(a, [("renewal-14d", da.occasion, "fired")], at("2026-11-20"), p) == ([], [])

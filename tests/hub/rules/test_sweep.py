@@ -242,3 +242,13 @@ def test_an_old_cancellation_first_seen_is_not_news(world):
     assert world.emit("subscription.upserted", "2026-01-09T10:00",
                       monthly("sub_2", status="canceled", renews=None, canceled_at=at("2026-01-09T10:00"))
                       )[:1] == ["Subscription Cancelled"]
+
+
+def test_daily_recompute_sees_open_payment_failures(world):
+    world.emit("subscription.upserted", "2026-01-01T10:00", monthly())
+    world.emit("payment.failed", "2026-01-20T10:00",
+               {"source_id": "in_1", "subscription_source_id": "sub_1", "amount": 2500, "currency": "USD"})
+    assert world.subscriber().stage == "at_risk"
+    world.sweep("2026-01-31T06:00")   # day 30: "new" would have ended, but the failure holds
+    s = world.subscriber()
+    assert (s.stage, s.stage_reason) == ("at_risk", "payment failed 11 days ago")
