@@ -2,7 +2,7 @@
 
 The hub under test is what production runs on one machine: `hub serve` (gunicorn) on a SQLite
 file, a real redis-server, `hub worker --no-cron` processes, and Klaviyo reached through the
-official SDK at KLAVIYO_BASE_URL, which points at the loopback stand-in (tests/fakes/klaviyo.py,
+official SDK at KLAVIYO_BASE_URL, which points at the loopback stand-in (connectors/standins/klaviyo.py,
 schema checks off) running in a thread of this process.
 
 Every event is a Stripe `customer.created` for a different customer (own id, own email), so
@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import free_port, start_redis, wait_for, write_section  # noqa: E402
-from tests.fakes.klaviyo import FakeKlaviyo  # noqa: E402
+from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe, stripe_event  # noqa: E402
 
 STRIPE_SECRET = "whsec_bench_secret"
@@ -412,7 +412,7 @@ def main() -> None:
              "Bodies are built and signed before the clock starts and posted by wrk (`-t2 -c16`, Lua reading them "
              f"from a file); both pipelines use gunicorn with {args.web_workers} worker processes "
              f"(hub: {args.threads} thread each), {args.workers} worker processes, one redis-server, and a "
-             "Klaviyo stand-in (tests/fakes/klaviyo.py, schema validation off) in a thread of the benchmark "
+             "Klaviyo stand-in (connectors/standins/klaviyo.py, schema validation off) in a thread of the benchmark "
              "process. The clock starts at the first POST and stops when every delivery is sent "
              "(hub: no delivery queued or retrying and one profile delivery per customer, polled from the "
              "SQLite file every 0.25 s; naive: the stand-in holds every profile). Signatures are made before the "

@@ -2,7 +2,7 @@
 
 Subscription contract and billing-attempt webhooks carry ids only, so the worker fetches
 the contract here before normalizing (webhooks.shopify.ENRICH). Tests and the demo point
-SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (tests/fakes/shopify.py).
+SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (webhooks/standins/shopify.py).
 """
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ import pytest
 from connectors import CONNECTORS, build
 from connectors.base import Outgoing
 from hub.config import Settings
-from tests.fakes.activecampaign import FakeActiveCampaign
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.klaviyo import FakeKlaviyo
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.receiver import WebhookReceiver
+from connectors.standins.activecampaign import FakeActiveCampaign
+from connectors.standins.hubspot import FakeHubSpot
+from connectors.standins.klaviyo import FakeKlaviyo
+from connectors.standins.loopback import LoopbackServer
+from connectors.standins.receiver import WebhookReceiver
 
 SECRET = "sk-very-secret-4242"
 

@@ -5,7 +5,7 @@ from connectors import validate_mapping
 from connectors.base import Failed, Sent
 from connectors.hubspot import HubSpotConnector
 from tests.connectors.conftest import profile_item
-from tests.fakes.hubspot import HUB_PROPERTIES, FakeHubSpot
+from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 
 
 def connector(world, **mapping) -> HubSpotConnector:

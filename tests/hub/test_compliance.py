@@ -13,9 +13,9 @@ from sqlalchemy import select
 from hub import outbox, privacy
 from hub.inbox import drain_inbox
 from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Trigger
-from tests.fakes.activecampaign import FakeActiveCampaign
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.klaviyo import FakeKlaviyo
+from connectors.standins.activecampaign import FakeActiveCampaign
+from connectors.standins.hubspot import FakeHubSpot
+from connectors.standins.klaviyo import FakeKlaviyo
 from tests.samples import API_HEADERS, load_sample, post
 
 SHOP = "example.myshopify.com"

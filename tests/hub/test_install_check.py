@@ -5,11 +5,11 @@ from click.testing import CliRunner
 
 from hub.commands import install
 from hub.config import Settings
-from tests.fakes.activecampaign import FakeActiveCampaign
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.klaviyo import FakeKlaviyo
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.shopify import FakeShopifyAdmin
+from connectors.standins.activecampaign import FakeActiveCampaign
+from connectors.standins.hubspot import FakeHubSpot
+from connectors.standins.klaviyo import FakeKlaviyo
+from connectors.standins.loopback import LoopbackServer
+from webhooks.standins.shopify import FakeShopifyAdmin
 
 
 class FakeStripeAccount(LoopbackServer):

@@ -397,7 +397,7 @@ def test_enabled_connectors_follow_the_settings(settings):
 # End to end with the Klaviyo stand-in ---------------------------------------------------
 
 def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storage, tmp_path):
-    from tests.fakes.klaviyo import FakeKlaviyo
+    from connectors.standins.klaviyo import FakeKlaviyo
 
     with FakeKlaviyo(api_key="pk_e2e") as klaviyo:
         settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_e2e", "KLAVIYO_BASE_URL": klaviyo.url})

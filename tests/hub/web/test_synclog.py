@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from hub import synclog
 from hub.inbox import drain_inbox
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
-from tests.fakes.shopify import FakeShopifyAdmin
+from webhooks.standins.shopify import FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import load_sample, post, stripe_event

@@ -10,7 +10,7 @@ Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {
 """
 from __future__ import annotations
 
-from tests.fakes.loopback import Call, LoopbackServer
+from connectors.standins.loopback import Call, LoopbackServer
 
 
 class FakeActiveCampaign(LoopbackServer):

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from connectors.webhook import verify
-from tests.fakes.loopback import Call, LoopbackServer
+from connectors.standins.loopback import Call, LoopbackServer
 
 
 class WebhookReceiver(LoopbackServer):

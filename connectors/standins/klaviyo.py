@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from tests.fakes.loopback import Call, LoopbackServer, new_id
+from connectors.standins.loopback import Call, LoopbackServer, new_id
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "klaviyo"
 

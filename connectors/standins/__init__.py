@@ -1,0 +1,1 @@
+"""Loopback stand-ins of the destination tools, for tests, benchmarks and `hub demo`."""
