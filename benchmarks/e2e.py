@@ -205,24 +205,48 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 # --- the hub -----------------------------------------------------------------------------------
 
-def hub_state(db: Path) -> dict:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        inbox = dict(conn.execute("select status, count(*) from inbox_event group by status").fetchall())
-        deliveries = dict(conn.execute("select status, count(*) from delivery group by status").fetchall())
-        profiles = conn.execute("select count(*) from delivery where kind = 'profile'").fetchone()[0]
-    return {"inbox": inbox, "deliveries": deliveries, "profiles": profiles}
+STATE_QUERIES = {"inbox": "select status, count(*) from inbox_event group by status",
+                 "deliveries": "select status, count(*) from delivery group by status",
+                 "profiles": "select 'all', count(*) from delivery where kind = 'profile'"}
+
+
+def hub_state(db: Path | str) -> dict:
+    """Inbox rows and deliveries by status: `db` is the SQLite file or a PostgreSQL URL."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+            state = {k: dict(conn.execute(q).fetchall()) for k, q in STATE_QUERIES.items()}
+    else:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            state = {k: dict(conn.execute(q).fetchall()) for k, q in STATE_QUERIES.items()}
+    state["profiles"] = state["profiles"].get("all", 0)
+    return state
+
+
+def reset_postgres(url: str) -> None:
+    """An empty public schema; `hub serve` migrates it."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
 
 
 def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, threads: int,
-            staged: bool = False) -> dict:
+            staged: bool = False, database_url: str | None = None) -> dict:
     """The hub end to end; `staged`: workers start only once every webhook is stored, which
-    times the web path alone and then the drain + push alone."""
+    times the web path alone and then the drain + push alone. `database_url`: a PostgreSQL
+    database to use (emptied first) instead of a SQLite file."""
     tmp = tmp / ("staged" if staged else "e2e")
     tmp.mkdir()
-    db = tmp / "hub.db"
+    db = database_url or tmp / "hub.db"
+    if database_url:
+        reset_postgres(database_url)
     klaviyo = FakeKlaviyo(api_key=KLAVIYO_KEY, validate=False).start()
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{db}", REDIS_URL=redis_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
+    env = dict(os.environ, DATABASE_URL=database_url or f"sqlite:///{db}", REDIS_URL=redis_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
                KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url, HUB_LOG_LEVEL="WARNING",
                PYTHONPATH=str(ROOT))
     for key in ("HUBSPOT_ACCESS_TOKEN", "ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY", "OUTBOUND_WEBHOOK_URL",
@@ -360,6 +384,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per hub web process")
     parser.add_argument("--staged-events", type=int, default=10_000,
                         help="events of the staged hub run (web path alone, then workers alone); 0: skip")
+    parser.add_argument("--database-url", default=None,
+                        help="run the hub on this PostgreSQL database (emptied first) instead of a SQLite file")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -367,13 +393,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hub-e2e-"))
     redis_proc, redis_url = start_redis(tmp)
     try:
-        hub = run_hub(tmp, redis_url, args.events, args.workers, args.web_workers, args.threads)
+        hub = run_hub(tmp, redis_url, args.events, args.workers, args.web_workers, args.threads,
+                      database_url=args.database_url)
         staged_n = min(args.events, args.staged_events)
-        staged = run_hub(tmp, redis_url, staged_n, args.workers, args.web_workers, args.threads, staged=True) \
-            if staged_n else None
+        staged = run_hub(tmp, redis_url, staged_n, args.workers, args.web_workers, args.threads, staged=True,
+                         database_url=args.database_url) if staged_n else None
         naive = run_naive(tmp, redis_url, args.naive_events, args.workers, args.web_workers)
     finally:
         redis_proc.terminate()
+    database = "PostgreSQL" if args.database_url else "SQLite"
     hub_rate, naive_rate = hub["n"] / hub["total_s"], naive["measured"] / naive["total_s"]
     hub_per_k = hub["calls"] / (hub["n"] / 1000)
     naive_per_k = naive["calls"] / (naive["n"] / 1000)
@@ -382,7 +410,7 @@ def main() -> None:
         "| pipeline | events | webhooks stored (ingest) | all delivered | events/s end to end "
         "| Klaviyo calls | calls per 1,000 profile changes | profiles at the stand-in |",
         "|---|---|---|---|---|---|---|---|",
-        f"| hub (serve + {args.workers} × `hub worker`, SQLite, Redis) | {hub['n']:,} | {hub['ingest_s']:.1f} s "
+        f"| hub (serve + {args.workers} × `hub worker`, {database}, Redis) | {hub['n']:,} | {hub['ingest_s']:.1f} s "
         f"({hub['n'] / hub['ingest_s']:.0f}/s) | {hub['total_s']:.1f} s | **{hub_rate:.0f}** | {hub['calls']:,} "
         f"| **{hub_per_k:.2f}** | {hub['profiles']:,} |",
         f"| naive baseline (one RQ job + one API call per event) | {naive['n']:,} | {naive['ingest_s']:.1f} s "
@@ -401,7 +429,7 @@ def main() -> None:
         f"(target ≤ 1). Hub Klaviyo calls by operation: {ops}; answers {dict(hub['statuses'])}. "
         f"Deliveries by status: {hub['state']['deliveries']}; inbox rows by status: {hub['state']['inbox']}.",
     ])
-    command = "python benchmarks/e2e.py" + (f" --events {args.events}" if args.events != 100_000 else "") + (
+    command = "python benchmarks/e2e.py" + (" --database-url postgresql+psycopg://…" if args.database_url else "") + (f" --events {args.events}" if args.events != 100_000 else "") + (
         f" --naive-events {args.naive_events}" if args.naive_events != 5_000 else "") + (
         f" --staged-events {args.staged_events}" if args.staged_events != 10_000 else "")
     notes = (f"Sizes: {args.events:,} hub events, {args.naive_events:,} naive events"
@@ -415,7 +443,7 @@ def main() -> None:
              "Klaviyo stand-in (connectors/standins/klaviyo.py, schema validation off) in a thread of the benchmark "
              "process. The clock starts at the first POST and stops when every delivery is sent "
              "(hub: no delivery queued or retrying and one profile delivery per customer, polled from the "
-             "SQLite file every 0.25 s; naive: the stand-in holds every profile). Signatures are made before the "
+             f"{database} database every 0.25 s; naive: the stand-in holds every profile). Signatures are made before the "
              "run with a time 10 minutes ahead so a long run stays inside Stripe's 300 s tolerance. wrk re-posts "
              "the hub's list from the start until stopped (duplicates are stored once), so a request lost to a "
              "socket error is not lost (gunicorn's sync workers close each connection; now and then wrk loses a "
@@ -430,7 +458,8 @@ def main() -> None:
     print(table)
     print(f"\nhub wrk:\n{hub['wrk']}\nnaive wrk:\n{naive['wrk']}")
     if not args.no_write:
-        write_section("End to end: webhooks in → Klaviyo", command, table, notes)
+        write_section("End to end on PostgreSQL: webhooks in → Klaviyo" if args.database_url
+                      else "End to end: webhooks in → Klaviyo", command, table, notes)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -59,6 +59,7 @@ class ActiveCampaignConnector(Connector):
         self._fields: dict[str, str] | None = None  # perstag → field id
         self._tags: dict[str, str] = {}  # tag name → tag id
         self._searched: set[str] = set()
+        self.created: list[str] = []  # what `install()` (or a first push) created
 
     def close(self) -> None:
         self.http.close()
@@ -134,7 +135,25 @@ class ActiveCampaignConnector(Connector):
             if rel is None:
                 return result, None
             self._fields[name.upper()] = field_id
+            self.created.append(f"field {name}")
         return None, self._fields
+
+    def install(self) -> list[str]:
+        """Create the mapped custom fields and the stage tags when missing; returns what was
+        created ("field hub_stage", "tag Hub stage: new", …)."""
+        from hub.rules.params import STAGES
+
+        self.created = []
+        failure, _ = self._field_ids()
+        if failure is not None:
+            raise RuntimeError(f"ActiveCampaign fields not created: {failure.message}")
+        if self.mapping["stage_tag"]:
+            family = self.mapping["stage_tag"].split("{")[0]
+            for stage in STAGES:
+                failure, _ = self._tag_id(self.mapping["stage_tag"].format(stage=stage), family)
+                if failure is not None:
+                    raise RuntimeError(f"ActiveCampaign tags not created: {failure.message}")
+        return self.created
 
     def _profile(self, payload: dict) -> Result:
         failure, ids = self._field_ids()
@@ -167,6 +186,7 @@ class ActiveCampaignConnector(Connector):
             if body is None:
                 return result, None
             self._tags[name] = str(body["tag"]["id"])
+            self.created.append(f"tag {name}")
         return None, self._tags[name]
 
     def _swap_tag(self, contact_id: str, name: str, family: str | None = None) -> Result | None:

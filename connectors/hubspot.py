@@ -70,6 +70,7 @@ class HubSpotConnector(Connector):
         self.contacts = client.crm.contacts.batch_api
         self.basic = client.crm.contacts.basic_api  # GDPR delete (compliance)
         self.properties = client.crm.properties.core_api
+        self.client = client  # `install()` also reaches the property groups
         self.mapping = self.field_map
 
     def _call(self, method, **kwargs) -> tuple[Result, dict | None]:
@@ -169,12 +170,13 @@ class HubSpotConnector(Connector):
         return result, {p.get("email"): p.get("lifecyclestage") for p in found}
 
     def install(self) -> list[str]:
-        """Create the custom contact properties the mapping names; returns those created."""
+        """Create the property group and the custom contact properties the mapping names when
+        missing; returns what was created ("group x", property names)."""
+        created = self._install_group()
         result, body = self._call(self.properties.get_all, object_type="contacts")
         if body is None:
             raise RuntimeError(f"HubSpot properties could not be read: {result.message}")
         existing = {p["name"] for p in body.get("results", [])}
-        created = []
         for field, prop in self.mapping["fields"].items():
             if not prop or prop in existing:
                 continue
@@ -186,6 +188,20 @@ class HubSpotConnector(Connector):
                 raise RuntimeError(f"HubSpot property {prop} not created: {result.message}")
             created.append(prop)
         return created
+
+    def _install_group(self) -> list[str]:
+        group = self.mapping["property_group"]
+        groups = self.client.crm.properties.groups_api
+        result, body = self._call(groups.get_all, object_type="contacts")
+        if body is None:
+            raise RuntimeError(f"HubSpot property groups could not be read: {result.message}")
+        if any(g.get("name") == group for g in body.get("results", [])):
+            return []
+        result, _ = self._call(groups.create, object_type="contacts", property_group_create={
+            "name": group, "label": group.replace("_", " ").title(), "displayOrder": -1})
+        if result.outcome != "sent":
+            raise RuntimeError(f"HubSpot property group {group} not created: {result.message}")
+        return [f"group {group}"]
 
 
 def _forward(order: list[str], current: str | None, target: str) -> bool:

@@ -93,8 +93,9 @@ class KlaviyoConnector(Connector):
     # go through the bulk endpoints; a list that consent subscribes add to, per channel.
     options = {"stage_lists": {}, "bulk_from": 10, "consent_lists": {}}
     timeout = 15.0
-    # Wait up to 2 s for 1,000 due deliveries, so profiles go in bulk imports, not one by one.
-    linger = (2.0, 1_000)
+    # Wait up to 4 s for 2,000 due deliveries, so profiles go in bulk imports, not one by one:
+    # at 250 changes/s and more that is at most one call per 1,000 changes.
+    linger = (4.0, 2_000)
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)

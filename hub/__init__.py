@@ -34,9 +34,11 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     """The Flask app: webhooks, JSON API, health, sync log pages."""
     from flask import Flask
 
+    from hub import rules
     from hub.web import register_blueprints
 
     hub = hub or make_hub(overrides)
+    rules.configure(hub.settings)  # a bad mappings/rules.yaml stops the app at start (ConfigError)
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = hub.settings.HUB_MAX_BODY_BYTES
     app.config["SECRET_KEY"] = hub.settings.HUB_SECRET_KEY or _local_secret_key()

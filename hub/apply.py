@@ -415,3 +415,11 @@ APPLIERS = {
     ev.DATA_REQUEST: apply_data_request,
     ev.APP_UNINSTALLED: apply_app_uninstalled,
 }
+
+# Events whose applier finds or creates the subscriber its customer names, whatever else it
+# finds (hub.identity.batch creates the unknown ones of a drained batch together).
+CREATES = frozenset({ev.CUSTOMER_UPSERTED, ev.CONSENT_CHANGED, ev.ORDER_PLACED, ev.ORDER_PAID,
+                     ev.ORDER_CANCELLED, ev.ORDER_REFUNDED, ev.SUBSCRIPTION_UPSERTED,
+                     ev.SUBSCRIPTION_CANCELED, ev.TRIAL_ENDING, ev.PAYMENT_SUCCEEDED,
+                     ev.PAYMENT_FAILED, ev.PAYMENT_ACTION_REQUIRED, ev.RENEWAL_UPCOMING,
+                     ev.PAYMENT_METHOD_EXPIRING, ev.PAYMENT_METHOD_UPDATED})

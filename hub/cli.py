@@ -26,7 +26,20 @@ def _hub():
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(hub.storage.dispose)
+    _configure_rules(hub)
     return hub
+
+
+def _configure_rules(hub) -> None:
+    """Rule parameters validated at start: a bad mappings/rules.yaml stops `hub` here, with
+    a message naming the key, rather than misfiring reminders later."""
+    from hub import rules
+    from hub.errors import ConfigError
+
+    try:
+        rules.configure(hub.settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _announce_connectors(hub) -> None:

@@ -30,8 +30,11 @@ class Settings:
     STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
     STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")
+    HUB_BILLING_RETURN_URL: str = _doc("", "Where Stripe's billing portal (update-payment links) sends customers back; empty: the portal's default.")
     CHARGEBEE_SITE: str = _doc("", "Chargebee site name (`acme` for acme.chargebee.com).")
     CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)
+    CHARGEBEE_API_BASE: str = _doc("", "Chargebee API base URL; default `https://{CHARGEBEE_SITE}.chargebee.com` (stand-ins in tests).")
+    CHARGEBEE_API_RATE: int = _doc(150, "Chargebee API calls per minute the hub allows itself (150 test/Starter, 1000 Performance, 3500 Enterprise).")
     CHARGEBEE_WEBHOOK_USER: str = _doc("", "Basic-auth user Chargebee sends with webhooks.")
     CHARGEBEE_WEBHOOK_PASSWORD: str = _doc("", "Basic-auth password Chargebee sends with webhooks.", secret=True)
     KLAVIYO_API_KEY: str = _doc("", "Klaviyo private API key (`pk_…`).", secret=True)
@@ -48,8 +51,11 @@ class Settings:
     HUB_MAPPINGS_DIR: str = _doc(str(PROJECT_DIR / "mappings"), "Folder of the YAML rule parameters and field maps.")
     HUB_INBOX_BATCH: int = _doc(100, "Inbox rows a worker drains per transaction (SQLite: webhooks wait while one is open).")
     HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
+    HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
+    HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")
+    HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks (Stripe retries webhooks for 3 days).")
 
     @classmethod
     def from_env(cls, env: dict | None = None, overrides: dict | None = None) -> "Settings":

@@ -533,9 +533,27 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "connectors": connector_figure(session, settings, queues),
         "errors": error_rates(attempts, error_days),
         "cohorts": cohort_table(spans, as_of, months),
+        "reconciliation": _recovered(session),
+        "registrations": _registrations(session),
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }
+
+
+def _registrations(session: Session) -> dict:
+    """Missing webhook registrations found by the hourly check (hub.jobs.registration_job)."""
+    from hub.jobs import REGISTRATIONS
+
+    held = session.get(Checkpoint, REGISTRATIONS)
+    value = held.value if held else {}
+    return {"checked_at": value.get("checked_at"), "problems": value.get("problems", [])}
+
+
+def _recovered(session: Session) -> dict:
+    """Changes reconciliation recovered: a running total it keeps in the checkpoint table."""
+    from hub.reconcile import recovered_total
+
+    return recovered_total(session)
 
 
 def _major(minor: int, currency: str) -> float:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.models import (Delivery, InboxEvent, Merge, Order, Payment, Subscriber, Subscription,
                         Trigger)
@@ -19,17 +21,158 @@ SOURCE_ID_COLUMNS = {
 }
 
 
+INDEX = "hub.identity.index"  # session.info: the Known of the batch being drained
+_KEYS = ("email", *(c.key for c in SOURCE_ID_COLUMNS.values()))
+CHUNK = 500  # values per IN list
+
+
+class Known:
+    """Subscribers of one drained batch by email and platform id, looked up with a few IN
+    queries up front so resolving each event costs no query (and no autoflush).
+
+    An entry holds a Subscriber, or None for "no such subscriber". A hit is checked against
+    the object before it is trusted; any change of an indexed attribute drops its entries
+    (the listeners below), so a stale entry only ever costs the query it saved.
+    """
+
+    def __init__(self):
+        self.entries: dict[tuple[str, str], Subscriber | None] = {}
+        # Created ahead for the batch; the first event to resolve one reports it new.
+        self.fresh: set[Subscriber] = set()
+
+    def get(self, session: Session, attr: str, value: str):
+        """The held subscriber, None if known absent, or ... when the index cannot say."""
+        found = self.entries.get((attr, value), ...)
+        if found is None or found is ...:
+            return found
+        state = inspect(found)
+        if state.deleted or state.was_deleted or found not in session or getattr(found, attr) != value:
+            return ...
+        return found
+
+    def put(self, attr: str, value, subscriber: Subscriber | None) -> None:
+        if value:
+            self.entries[(attr, value)] = subscriber
+
+    def forget(self, attr: str, value) -> None:
+        self.entries.pop((attr, value), None)
+
+
+@contextmanager
+def batch(session: Session, mentions):
+    """Identities for a drained batch: inside the block find_subscriber/resolve answer from
+    memory. `mentions`: (source, customer dict, creates) per event, in order; `creates` when
+    the event's applier finds or creates its subscriber.
+
+    People already held are loaded with one IN query per key kind (with the subscriptions
+    and payments the rules read for every event). People nobody holds are created together,
+    in one INSERT, when that cannot differ from creating them one at a time: every mention
+    of their email and id in the batch names that same person and may create them (a
+    deletion, an erasure or a whole-shop event in the batch turns this off for them or all).
+    """
+    known = Known()
+    wanted: dict[str, set[str]] = {}
+    people: dict[tuple[str, str], set] = {}  # key -> every (id key, email) it is seen with
+    poisoned, eligible, precreate = set(), [], True
+    for source, customer, creates in mentions:
+        column = SOURCE_ID_COLUMNS.get(source)
+        source_id = str(customer["source_id"]) if customer and customer.get("source_id") else None
+        email = normalize_email((customer or {}).get("email"))
+        id_key = (column.key, source_id) if column is not None and source_id else None
+        keys = [k for k in (id_key, ("email", email) if email else None) if k]
+        if not keys and not creates:
+            precreate = False  # e.g. a whole-shop erasure: who it touches is not known here
+        for attr, value in keys:
+            wanted.setdefault(attr, set()).add(value)
+            people.setdefault((attr, value), set()).add((id_key, email))
+            if not creates:
+                poisoned.add((attr, value))
+        if creates and keys:
+            eligible.append((keys, id_key, email))
+    for attr, values in wanted.items():
+        column = getattr(Subscriber, attr)
+        values = sorted(values)
+        for value in values:
+            known.put(attr, value, None)
+        for start in range(0, len(values), CHUNK):
+            query = (select(Subscriber).where(column.in_(values[start:start + CHUNK]))
+                     .options(selectinload(Subscriber.subscriptions), selectinload(Subscriber.payments)))
+            for subscriber in session.scalars(query):
+                known.put(attr, getattr(subscriber, attr), subscriber)
+    if precreate:
+        _precreate(session, known, people, poisoned, eligible)
+    session.info[INDEX] = known
+    try:
+        yield known
+    finally:
+        session.info.pop(INDEX, None)
+
+
+def _precreate(session: Session, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
+    rows, seen = [], set()
+    for keys, id_key, email in eligible:
+        if any(k in poisoned or len(people[k]) != 1 or known.entries.get(k) is not None for k in keys):
+            continue
+        if keys[0] in seen:
+            continue
+        seen.update(keys)
+        rows.append({"email": email, **({id_key[0]: id_key[1]} if id_key else {})})
+    if not rows:
+        return
+    # One multi-row INSERT (the ORM would send one per person), then the people as ORM
+    # objects with their (empty) collections marked loaded.
+    columns = sorted({c for row in rows for c in row})
+    table = Subscriber.__table__
+    ids = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]]
+        ids += session.execute(insert(table).values(chunk).returning(table.c.id)).scalars().all()
+    for start in range(0, len(ids), CHUNK):
+        for subscriber in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids[start:start + CHUNK]))):
+            set_committed_value(subscriber, "subscriptions", [])
+            set_committed_value(subscriber, "payments", [])
+            for attr in _KEYS:
+                known.put(attr, getattr(subscriber, attr), subscriber)
+            known.fresh.add(subscriber)
+
+
+def _forget_on_change(attr: str):
+    def listener(target, value, oldvalue, initiator):
+        session = object_session(target)
+        known = session.info.get(INDEX) if session is not None else None
+        if known is not None:
+            known.forget(attr, value)
+            known.forget(attr, oldvalue)
+    return listener
+
+
+for _attr in _KEYS:
+    event.listen(getattr(Subscriber, _attr), "set", _forget_on_change(_attr))
+
+
+def _lookup(session: Session, column, value: str) -> Subscriber | None:
+    known = session.info.get(INDEX)
+    if known is not None:
+        found = known.get(session, column.key, value)
+        if found is not ...:
+            return found
+    found = session.scalar(select(Subscriber).where(column == value))
+    if known is not None:
+        known.put(column.key, value, found)
+    return found
+
+
 def find_subscriber(session: Session, source: str, customer: dict) -> Subscriber | None:
     """The subscriber a customer dict points at, by source id then email; None if unknown."""
     column = SOURCE_ID_COLUMNS[source]
     source_id = customer.get("source_id")
     if source_id:
-        found = session.scalar(select(Subscriber).where(column == str(source_id)))
+        found = _lookup(session, column, str(source_id))
         if found:
             return found
     email = normalize_email(customer.get("email"))
     if email:
-        return session.scalar(select(Subscriber).where(Subscriber.email == email))
+        return _lookup(session, Subscriber.email, email)
     return None
 
 
@@ -47,8 +190,8 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
     if not source_id and not email:
         return None
 
-    by_id = session.scalar(select(Subscriber).where(column == source_id)) if source_id else None
-    by_email = session.scalar(select(Subscriber).where(Subscriber.email == email)) if email else None
+    by_id = _lookup(session, column, source_id) if source_id else None
+    by_email = _lookup(session, Subscriber.email, email) if email else None
 
     if by_id and by_email and by_id.id != by_email.id:
         kept, gone = sorted((by_id, by_email), key=lambda s: s.id)
@@ -58,8 +201,10 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
         subscriber = kept
     elif by_id:
         subscriber = by_id
+        _claim_fresh(session, subscriber, notes)
     elif by_email:
         subscriber = by_email
+        _claim_fresh(session, subscriber, notes)
         if source_id and getattr(subscriber, attr) is None:
             setattr(subscriber, attr, source_id)
             notes.append(f"linked {source} customer {source_id}")
@@ -67,10 +212,24 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
         subscriber = Subscriber(email=email)
         if source_id:
             setattr(subscriber, attr, source_id)
+        # A new person has none yet: start the collections empty so that reading them
+        # (the rules do, for every event) needs no query after the flush.
+        subscriber.subscriptions, subscriber.payments = [], []
         session.add(subscriber)
         session.flush()
+        known = session.info.get(INDEX)
+        if known is not None:
+            known.put(attr, source_id, subscriber)
+            known.put("email", email, subscriber)
         notes.append("new subscriber")
     return subscriber
+
+
+def _claim_fresh(session: Session, subscriber: Subscriber, notes: list[str]) -> None:
+    known = session.info.get(INDEX)
+    if known is not None and subscriber in known.fresh:
+        known.fresh.discard(subscriber)
+        notes.append("new subscriber")
 
 
 def merge(session: Session, kept: Subscriber, gone: Subscriber, reason: str) -> None:
@@ -100,4 +259,6 @@ def merge(session: Session, kept: Subscriber, gone: Subscriber, reason: str) -> 
     if kept.email is None:
         kept.email = email
     session.add(Merge(kept_id=kept.id, merged_id=gone.id, reason=reason))
+    # The bulk UPDATEs above moved rows under `kept`: its collections, if loaded, are stale.
+    session.expire(kept, ["subscriptions", "payments", "orders"])
     log.info("merged subscriber %s into %s: %s", gone.id, kept.id, reason)

@@ -1,25 +1,27 @@
 """The inbox: webhooks stored as they came, then drained in batches by workers.
 
 receive() runs in the web process and only writes the raw row. drain_inbox() runs
-in workers: normalize → apply → rules → outbox, one savepoint per row so a bad row
-is marked failed without undoing or blocking the others.
+in workers: normalize → apply → rules → outbox, a claimed batch at a time in one
+savepoint; a batch in which a row fails is redone row by row (a savepoint each), so a
+bad row is marked failed without undoing or blocking the others.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 import traceback as tb
 from functools import lru_cache
 from datetime import datetime, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from hub.apply import apply_event
+from hub.apply import CREATES, apply_event
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, InboxEvent
 from webhooks import Envelope, get_source
 
@@ -191,22 +193,55 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
 
 
 def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
-                max_batches: int | None = None) -> dict:
-    """Process pending rows in batches until none is left; returns counts by status."""
+                max_batches: int | None = None, linger_s: float = 0.0) -> dict:
+    """Process pending rows in batches until none is left; returns counts by status.
+    `linger_s`: before each batch, wait up to this long while webhooks keep arriving."""
     size = batch_size or settings.HUB_INBOX_BATCH
     counts = {PROCESSED: 0, IGNORED: 0, FAILED: 0}
     batches = 0
     while max_batches is None or batches < max_batches:
+        if linger_s:
+            await_fuller_batch(storage, size, linger_s)
         with storage.session() as session:
             rows = claim_batch(session, size)
             if not rows:
                 break
+            process_batch(session, rows, settings, now)
             for row in rows:
-                process_row(session, row, settings, now)
                 counts[row.status] += 1
             after_batch(session, settings)
         batches += 1
     return counts
+
+
+LINGER_STEP_S = 0.02
+
+
+def await_fuller_batch(storage, size: int, linger_s: float) -> int:
+    """Wait while fewer than `size` rows are pending and more keep arriving (up to
+    `linger_s`); the pending count seen last.
+
+    Under a stream of webhooks a drainer that takes whatever is there drains a few rows per
+    transaction, and on SQLite each transaction also shuts the webhooks out of the one write
+    lock: a fuller batch costs less per row, and the wait holds no lock. When nothing new
+    arrives between two looks it goes at once (a lone webhook waits one step, 20 ms).
+    """
+    deadline = time.monotonic() + linger_s
+    seen = _pending(storage, size)
+    while 0 < seen < size and time.monotonic() < deadline:
+        time.sleep(LINGER_STEP_S)
+        now_seen = _pending(storage, size)
+        if now_seen == seen:
+            break
+        seen = now_seen
+    return seen
+
+
+def _pending(storage, size: int) -> int:
+    with storage.engine.connect() as conn:
+        ids = (select(InboxEvent.id).where(InboxEvent.is_open(), InboxEvent.status == PENDING)
+               .limit(size).subquery())
+        return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
 def after_batch(session: Session, settings) -> None:
@@ -216,52 +251,127 @@ def after_batch(session: Session, settings) -> None:
     outbox.flush_pending_profiles(session, settings)
 
 
-def process_row(session: Session, row: InboxEvent, settings, now: datetime | None = None) -> None:
-    """Normalize, apply and decide for one stored webhook; the outcome is recorded on the row."""
-    row.attempts = (row.attempts or 0) + 1
-    row.processed_at = datetime.now(timezone.utc)
+def process_batch(session: Session, rows: list[InboxEvent], settings, now: datetime | None = None) -> None:
+    """Process claimed rows in order, all in one savepoint: identities looked up for the whole
+    batch at once, no savepoint and no flush of its own per row.
+
+    Should any row raise while it changes the model, the batch's work is rolled back and the
+    rows are processed again one by one (process_row, a savepoint each): the bad row alone
+    ends failed and the others are processed as if it had not been there.
+    """
+    from hub import identity, outbox
+
+    held = {key: set(session.info.get(key, ())) for key in (outbox.DIRTY, outbox.PLANNED)}
+    prepared = [(row, _prepare(row, settings)) for row in rows]
+    mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
+                for e in events or ()]
+    savepoint = session.begin_nested()
+    try:
+        # Outcomes are written to the rows at the end: one UPDATE for the batch rather
+        # than one in every flush along the way.
+        outcomes = []
+        with identity.batch(session, mentions):
+            for row, (error, events) in prepared:
+                fields = _started(row)
+                if error is not None:
+                    fields["status"], fields["error"] = error
+                else:
+                    fields.update(_apply(session, row, events, settings, now))
+                outcomes.append((row, fields))
+        for row, fields in outcomes:
+            _record(row, fields)
+        savepoint.commit()
+        return
+    except Exception as exc:  # redone row by row below, where the bad row is named
+        savepoint.rollback()
+        first = exc
+    for key, value in held.items():  # what the undone work marked for the outbox is void
+        session.info[key] = value
+    log.info("inbox batch of %d rows hit %s: %s; processing it row by row", len(rows),
+             type(first).__name__, first)
+    for row in rows:
+        process_row(session, row, settings, now)
+
+
+def _started(row: InboxEvent) -> dict:
+    return {"attempts": (row.attempts or 0) + 1, "processed_at": datetime.now(timezone.utc)}
+
+
+def _record(row: InboxEvent, fields: dict) -> None:
+    for attr, value in fields.items():
+        setattr(row, attr, value)
+
+
+def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:
+    """(None, events) for a row to apply, or ((status, error), None) for one that stops here.
+
+    Pure but for the source's enrichment call: nothing here touches the session, so a row
+    whose payload is unreadable or that the normalizer rejects fails alone.
+    """
     source = get_source(row.source)
     try:
         payload = _payload(row)
     except ValueError as exc:
-        row.status, row.error = FAILED, str(exc)
-        return
+        return (FAILED, str(exc)), None
     normalizer = source.TOPICS.get(row.topic)
     if normalizer is None:
-        row.status, row.error = IGNORED, f"no handler for {row.source} topic {row.topic!r}"
-        return
-    savepoint = session.begin_nested()
+        return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
     try:
         enrich = getattr(source, "ENRICH", {}).get(row.topic)
         if enrich is not None:
             payload = enrich(payload, settings)
         envelope = Envelope(event_id=row.event_id, topic=row.topic, shop=row.shop,
                             api_version=row.api_version, triggered_at=row.triggered_at)
-        events = normalizer(payload, envelope)
-        outcome = []
-        subscriber_id = None
-        for event in events:
-            changes = apply_event(session, event)
+        return None, normalizer(payload, envelope)
+    except Exception as exc:  # the row records its failure; the batch goes on
+        _failed(row, exc)
+        return (FAILED, row.error), None
+
+
+def _failed(row: InboxEvent, exc: Exception) -> None:
+    row.status = FAILED
+    row.error = f"{type(exc).__name__}: {exc}"[:2000]
+    row.traceback = tb.format_exc()[-8000:]
+    log.warning("inbox row %s (%s %s) failed: %s", row.id, row.source, row.topic, row.error)
+
+
+def _apply(session: Session, row: InboxEvent, events: list, settings, now: datetime | None,
+           flush: bool = False) -> dict:
+    """Apply and decide each event of one row; the row's outcome fields."""
+    outcome = []
+    subscriber_id = None
+    for event in events:
+        changes = apply_event(session, event)
+        if flush:
             session.flush()
-            entry = changes.to_dict()
-            entry["occurred_at"] = event.occurred_at.isoformat()
-            entry["triggers"] = decide(session, changes, event, row, settings, now)
-            outcome.append(entry)
-            if changes.subscriber is not None:
-                subscriber_id = changes.subscriber.id
+        entry = changes.to_dict()
+        entry["occurred_at"] = event.occurred_at.isoformat()
+        entry["triggers"] = decide(session, changes, event, row, settings, now)
+        outcome.append(entry)
+        if changes.subscriber is not None:
+            subscriber_id = changes.subscriber.id
+    return {"status": PROCESSED if events else IGNORED,
+            "error": None if events else "nothing the hub tracks in this payload",
+            "traceback": None, "outcome": outcome, "subscriber_id": subscriber_id}
+
+
+def process_row(session: Session, row: InboxEvent, settings, now: datetime | None = None) -> None:
+    """Normalize, apply and decide for one stored webhook in a savepoint of its own; the
+    outcome (or the failure) is recorded on the row."""
+    _record(row, _started(row))
+    error, events = _prepare(row, settings)
+    if error is not None:
+        row.status, row.error = error
+        return
+    savepoint = session.begin_nested()
+    try:
+        fields = _apply(session, row, events, settings, now, flush=True)
         savepoint.commit()
     except Exception as exc:  # the row records any failure; the batch goes on
         savepoint.rollback()
-        row.status = FAILED
-        row.error = f"{type(exc).__name__}: {exc}"[:2000]
-        row.traceback = tb.format_exc()[-8000:]
-        log.warning("inbox row %s (%s %s) failed: %s", row.id, row.source, row.topic, row.error)
+        _failed(row, exc)
         return
-    row.status = PROCESSED if events else IGNORED
-    row.error = None if events else "nothing the hub tracks in this payload"
-    row.traceback = None
-    row.outcome = outcome
-    row.subscriber_id = subscriber_id
+    _record(row, fields)
 
 
 def _payload(row: InboxEvent) -> dict:
@@ -287,6 +397,14 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
 
         privacy.plan_erasures(session, settings, changes.erased)
         return []
+    if subscriber is None and event.name in rules.WITHOUT_SUBSCRIBER:
+        # An inventory change names a product, not a person: the rules find the subscribers
+        # whose next shipment holds it; each trigger goes out to its own subscriber.
+        history = row.origin == "backfill"
+        triggers = rules.WITHOUT_SUBSCRIBER[event.name](session, event, now or event.occurred_at,
+                                                        inbox_event_id=row.id, history=history)
+        outbox.plan_triggers(session, settings, triggers, history=history)
+        return [t.name for t in triggers]
     if subscriber is None or changes.stale:
         return []
     at = now or event.occurred_at

@@ -33,7 +33,7 @@ def drain_inbox_job() -> dict:
     # Cleared before looking for rows: a webhook stored after this point sets the flag
     # again and enqueues another drain (see Queues.request_drain).
     hub.queues.clear_drain_request()
-    counts = drain_inbox(hub.storage, hub.settings)
+    counts = drain_inbox(hub.storage, hub.settings, linger_s=hub.settings.HUB_DRAIN_LINGER_MS / 1000)
     if any(counts.values()):
         request_pushes(hub)
     return counts
@@ -94,3 +94,34 @@ def dashboard_job() -> dict:
     from hub import dashboard
 
     return dashboard.catch_up(current().storage)
+
+
+def reconcile_job(source: str | None = None) -> dict:
+    """Poll the platforms for changes the webhooks missed and apply them (hub/reconcile.py)."""
+    from hub import reconcile
+
+    hub = current()
+    report = reconcile.run(hub, sources=[source] if source else None)
+    if report.recovered:
+        request_pushes(hub)
+    return {one.source: {"listed": one.listed, "stored": one.stored, "recovered": one.recovered,
+                         "error": one.error} for one in report.sources}
+
+
+REGISTRATIONS = "webhook_registrations"
+
+
+def registration_job() -> dict:
+    """Check the sources still hold the hub's webhook registrations; the dashboard shows gaps."""
+    from hub.commands.install import watch_registrations
+    from hub.models import Checkpoint
+
+    hub = current()
+    problems = watch_registrations(hub.settings)
+    with hub.storage.session() as session:
+        session.merge(Checkpoint(name=REGISTRATIONS, value={
+            "checked_at": datetime.now(timezone.utc).isoformat(), "problems": problems}))
+        session.commit()
+    for problem in problems:
+        log.warning("webhook registration: %s: %s", problem["tool"], problem["message"])
+    return {"problems": len(problems)}

@@ -4,18 +4,30 @@ from __future__ import annotations
 from rq.cron import CronScheduler
 
 from hub import jobs
+from hub.config import Settings
 
 # (function, queue, interval in seconds or cron expression)
 SCHEDULE = (
     (jobs.backstop_job, "inbox", {"interval": 60}),
     (jobs.sweep_job, "default", {"cron": "*/15 * * * *"}),
     (jobs.dashboard_job, "default", {"interval": 300}),
+    (jobs.registration_job, "default", {"interval": 3600}),
 )
 
 
-def make_cron(connection) -> CronScheduler:
-    """A CronScheduler with every entry of SCHEDULE registered."""
+def schedule(settings: Settings) -> tuple:
+    """SCHEDULE plus the entries whose period is a setting (reconciliation)."""
+    entries = SCHEDULE
+    if settings.HUB_RECONCILE_INTERVAL > 0:
+        # A pass polls every configured platform: give it room beyond RQ's 180 s default.
+        entries += ((jobs.reconcile_job, "default",
+                     {"interval": settings.HUB_RECONCILE_INTERVAL, "job_timeout": 1800}),)
+    return entries
+
+
+def make_cron(connection, settings: Settings | None = None) -> CronScheduler:
+    """A CronScheduler with every entry of schedule(settings) registered."""
     cron = CronScheduler(connection=connection, name="hub-cron")
-    for func, queue, when in SCHEDULE:
+    for func, queue, when in schedule(settings or Settings.from_env()):
         cron.register(func, queue, result_ttl=0, **when)
     return cron

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
+from hub.reconcile import recovered
 from hub.values import iso, normalize_email
 from webhooks import SOURCE_NAMES
 
@@ -83,7 +84,8 @@ def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dic
                                .order_by(InboxEvent.id.desc()).limit(limit)):
         items.append({"kind": "event", "at": iso(row.received_at), "id": row.id, "source": row.source,
                       "topic": row.topic, "event_id": row.event_id, "status": row.status,
-                      "error": row.error, "origin": row.origin, "changes": row.outcome})
+                      "error": row.error, "origin": row.origin, "changes": row.outcome,
+                      "recovered": recovered(row.origin, row.status, row.outcome)})
     for t in session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
                              .order_by(Trigger.id.desc()).limit(limit)):
         items.append({"kind": "trigger", "at": iso(t.created_at), "id": t.id, "name": t.name,

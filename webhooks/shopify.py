@@ -470,6 +470,8 @@ def _with_contract(contract_id_of):
     """ENRICH step: fetch the contract a webhook names, store it under payload["contract"]."""
     def enrich(payload: dict, settings) -> dict:
         contract_id = contract_id_of(payload)
+        if payload.get("contract"):
+            return payload  # listed with its contract (backfill, reconciliation): nothing to fetch
         if not shopify_api.is_configured(settings) or not contract_id:
             return payload  # the normalizer then emits what the ids allow
         return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}

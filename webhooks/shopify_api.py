@@ -1,14 +1,26 @@
-"""The few Admin GraphQL calls the Shopify normalizers need, through the ShopifyAPI package.
+"""The hub's Admin API calls, through the ShopifyAPI package: the access token, the contract
+fetch the normalizers need, and the webhook subscriptions `hub install` registers.
 
 Subscription contract and billing-attempt webhooks carry ids only, so the worker fetches
 the contract here before normalizing (webhooks.shopify.ENRICH). Tests and the demo point
 SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (webhooks/standins/shopify.py).
+
+Token: SHOPIFY_ACCESS_TOKEN when set; otherwise the client-credentials grant of a Dev
+Dashboard app (SHOPIFY_CLIENT_ID/SECRET), whose tokens expire after about 24 h. Granted
+tokens are cached per process with their expiry, renewed shortly before it and once on a
+401, and shared by every caller (contract fetch, install, backfill).
+
+After app/uninstalled (hub.privacy.record_uninstalled) no call goes out: `execute` raises
+ShopifyUninstalled and the contract enrichment leaves payloads as they came.
 """
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass
 from urllib.error import HTTPError, URLError
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 from urllib.request import Request, urlopen
 
 import shopify
@@ -47,6 +59,14 @@ TIMEOUT_SECONDS = 30
 class ShopifyAPIError(HubError):
     """The Admin API answered with errors (or not at all); the message says which."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status when Shopify answered one (401: token refused)
+
+
+class ShopifyUninstalled(ShopifyAPIError):
+    """The app was uninstalled (app/uninstalled): the hub makes no Shopify call until reinstalled."""
+
 
 class _GraphQL(shopify.GraphQL):
     """ShopifyAPI's client (endpoint and headers from the active session) with a timeout:
@@ -61,9 +81,15 @@ class _GraphQL(shopify.GraphQL):
             return response.read().decode("utf-8")
 
 
+def has_credentials(settings) -> bool:
+    """A shop and either an access token or a client id and secret."""
+    return bool(settings.SHOPIFY_SHOP and (settings.SHOPIFY_ACCESS_TOKEN or (
+        settings.SHOPIFY_CLIENT_ID and settings.SHOPIFY_CLIENT_SECRET)))
+
+
 def is_configured(settings) -> bool:
-    """Whether the hub can call the Admin API (a shop and an access token)."""
-    return bool(settings.SHOPIFY_SHOP and settings.SHOPIFY_ACCESS_TOKEN)
+    """Whether the hub may call the Admin API: credentials, and the app not uninstalled."""
+    return has_credentials(settings) and uninstalled(settings) is None
 
 
 def contract_gid(contract_id) -> str:
@@ -84,28 +110,28 @@ def fetch_contract(settings, contract_id) -> dict:
     return contract
 
 
-def execute(settings, query: str, variables: dict | None = None) -> dict:
-    """`data` of a GraphQL query; raises ShopifyAPIError on transport or GraphQL errors."""
-    session = shopify.Session(settings.SHOPIFY_SHOP, settings.SHOPIFY_API_VERSION,
-                              settings.SHOPIFY_ACCESS_TOKEN)
-    shopify.ShopifyResource.activate_session(session)
+def execute(settings, query: str, variables: dict | None = None, extensions: dict | None = None) -> dict:
+    """`data` of a GraphQL query; raises ShopifyAPIError on transport or GraphQL errors
+    (ShopifyUninstalled after app/uninstalled, before anything is sent).
+
+    `extensions`, when given, receives the answer's extensions (query cost and throttle
+    status, for paced listing), also when the answer is an error such as THROTTLED."""
+    held = uninstalled(settings)
+    if held is not None:
+        raise ShopifyUninstalled(f"the app was uninstalled from {held.get('shop') or settings.SHOPIFY_SHOP}"
+                                 f" on {held.get('at', '?')[:10]}: no Shopify call until `hub install "
+                                 "--reinstalled`")
+    token = access_token(settings)
     try:
-        if settings.SHOPIFY_ADMIN_URL:
-            # Session always builds https://<shop>.myshopify.com/admin/api/<version> and GraphQL()
-            # posts to ShopifyResource.site + "/graphql.json": keep the path, swap the host.
-            base = settings.SHOPIFY_ADMIN_URL.rstrip("/")
-            shopify.ShopifyResource.site = base + urlparse(session.site).path
-        raw = _GraphQL().execute(query, variables)
-    except HTTPError as exc:
-        with exc:  # Shopify's own words (bad token, missing scope) belong in the sync log
-            detail = exc.read().decode("utf-8", "replace")[:300]
-        raise ShopifyAPIError(f"Shopify Admin API answered HTTP {exc.code}: {detail}") from exc
-    except (URLError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ShopifyAPIError(f"Shopify Admin API unreachable: {reason}") from exc
-    finally:
-        shopify.ShopifyResource.clear_session()
+        raw = _post_graphql(settings, token, query, variables)
+    except ShopifyAPIError as exc:
+        if exc.status != 401 or settings.SHOPIFY_ACCESS_TOKEN:
+            raise
+        # A granted token revoked or expired early: one new grant, then one more try.
+        raw = _post_graphql(settings, access_token(settings, stale=token), query, variables)
     answer = json.loads(raw)
+    if extensions is not None:
+        extensions.update(answer.get("extensions") or {})
     errors = answer.get("errors")
     if errors:
         errors = errors if isinstance(errors, list) else [errors]  # some answers carry one string
@@ -113,8 +139,244 @@ def execute(settings, query: str, variables: dict | None = None) -> dict:
     return answer.get("data") or {}
 
 
+def _post_graphql(settings, token: str, query: str, variables: dict | None) -> str:
+    session = shopify.Session(settings.SHOPIFY_SHOP, settings.SHOPIFY_API_VERSION, token)
+    shopify.ShopifyResource.activate_session(session)
+    try:
+        if settings.SHOPIFY_ADMIN_URL:
+            # Session always builds https://<shop>.myshopify.com/admin/api/<version> and GraphQL()
+            # posts to ShopifyResource.site + "/graphql.json": keep the path, swap the host.
+            base = settings.SHOPIFY_ADMIN_URL.rstrip("/")
+            shopify.ShopifyResource.site = base + urlparse(session.site).path
+        return _GraphQL().execute(query, variables)
+    except HTTPError as exc:
+        with exc:  # Shopify's own words (bad token, missing scope) belong in the sync log
+            detail = exc.read().decode("utf-8", "replace")[:300]
+        raise ShopifyAPIError(f"Shopify Admin API answered HTTP {exc.code}: {detail}", exc.code) from exc
+    except (URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ShopifyAPIError(f"Shopify Admin API unreachable: {reason}") from exc
+    finally:
+        shopify.ShopifyResource.clear_session()
+
+
+# --- access token ---------------------------------------------------------------------------
+
+# Renew a granted token this long before Shopify's expiry, so no call goes out with a token
+# about to lapse (a contract fetch may sit in a worker's batch for a while).
+RENEW_BEFORE_SECONDS = 300
+_clock = time.monotonic  # tests move it forward instead of sleeping
+
+
+@dataclass
+class GrantedToken:
+    value: str
+    expires_at: float  # on _clock
+    scope: str
+
+
+_TOKENS: dict[tuple, GrantedToken] = {}
+_TOKENS_LOCK = threading.Lock()  # one grant at a time per process: callers share its token
+
+
+def admin_base(settings) -> str:
+    """https://{shop}, or the stand-in's base URL."""
+    return (settings.SHOPIFY_ADMIN_URL or f"https://{settings.SHOPIFY_SHOP}").rstrip("/")
+
+
+def access_token(settings, stale: str | None = None) -> str:
+    """SHOPIFY_ACCESS_TOKEN, else a cached client-credentials token (granted or renewed when
+    missing, near expiry, or equal to `stale`, the one Shopify just refused)."""
+    if settings.SHOPIFY_ACCESS_TOKEN:
+        return settings.SHOPIFY_ACCESS_TOKEN
+    if not (settings.SHOPIFY_CLIENT_ID and settings.SHOPIFY_CLIENT_SECRET):
+        raise ShopifyAPIError("no Shopify credentials: set SHOPIFY_ACCESS_TOKEN, or SHOPIFY_CLIENT_ID "
+                              "and SHOPIFY_CLIENT_SECRET of the Dev Dashboard app")
+    key = (admin_base(settings), settings.SHOPIFY_CLIENT_ID, settings.SHOPIFY_CLIENT_SECRET)
+    with _TOKENS_LOCK:
+        held = _TOKENS.get(key)
+        if held is not None and held.value != stale and _clock() < held.expires_at - RENEW_BEFORE_SECONDS:
+            return held.value
+        _TOKENS[key] = granted = grant_token(settings)
+        return granted.value
+
+
+def cached_token(settings) -> GrantedToken | None:
+    """The granted token this process holds for these credentials, if any."""
+    key = (admin_base(settings), settings.SHOPIFY_CLIENT_ID, settings.SHOPIFY_CLIENT_SECRET)
+    return _TOKENS.get(key)
+
+
+def grant_token(settings) -> GrantedToken:
+    """POST /admin/oauth/access_token with grant_type=client_credentials (Dev Dashboard apps)."""
+    form = urlencode({"grant_type": "client_credentials", "client_id": settings.SHOPIFY_CLIENT_ID,
+                      "client_secret": settings.SHOPIFY_CLIENT_SECRET}).encode()
+    request = Request(admin_base(settings) + "/admin/oauth/access_token", form,
+                      {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+    started = _clock()
+    try:
+        with urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            body = json.loads(response.read() or b"{}")
+    except HTTPError as exc:
+        with exc:
+            detail = exc.read().decode("utf-8", "replace")[:300]
+        raise ShopifyAPIError(f"Shopify refused the client-credentials grant (HTTP {exc.code}): {detail}",
+                              exc.code) from exc
+    except (URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ShopifyAPIError(f"Shopify token endpoint unreachable: {reason}") from exc
+    except ValueError as exc:
+        raise ShopifyAPIError(f"Shopify's token answer is not JSON: {exc}") from exc
+    if not body.get("access_token"):
+        raise ShopifyAPIError(f"Shopify's token answer has no access_token: {sorted(body)}")
+    # expires_in counts from Shopify's answer; measuring from before the request errs early.
+    lifetime = float(body["expires_in"]) if body.get("expires_in") is not None else 86399.0
+    return GrantedToken(body["access_token"], started + lifetime, body.get("scope", ""))
+
+
+# --- app/uninstalled ------------------------------------------------------------------------
+
+_FLAG_ENGINES: dict[str, object] = {}
+
+
+def uninstalled(settings) -> dict | None:
+    """What app/uninstalled recorded ({"shop", "at"}) while the app stays uninstalled, else None.
+
+    Read from the hub's database on its own connection: callers (the worker's enrichment,
+    `hub install`, backfill) hold settings, not a session."""
+    url = settings.DATABASE_URL
+    if url.startswith("sqlite") and not _sqlite_file_exists(url):
+        return None  # no database yet: nothing was ever recorded
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hub.models import Checkpoint
+    from hub.privacy import UNINSTALLED
+
+    engine = _FLAG_ENGINES.get(url)
+    if engine is None:
+        engine = _FLAG_ENGINES[url] = _flag_engine(url)
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(select(Checkpoint.value).where(Checkpoint.name == UNINSTALLED)).scalar()
+    except SQLAlchemyError:
+        return None  # a database not migrated yet holds no flag
+    return None if value is None else (value or {})
+
+
+def _sqlite_file_exists(url: str) -> bool:
+    from pathlib import Path
+
+    path = url.split("///", 1)[-1]
+    return bool(path) and path != ":memory:" and Path(path).exists()
+
+
+def _flag_engine(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    if url.startswith("sqlite"):
+        # A read on its own connection: WAL lets it run beside the worker's open write, and
+        # opening a SQLite file is cheap enough that no connection is kept.
+        return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+    return create_engine(url, pool_size=1, max_overflow=4, pool_pre_ping=True)
+
+
 def _error_message(error) -> str:
     if not isinstance(error, dict):
         return str(error)
     code = (error.get("extensions") or {}).get("code")
     return f"{error.get('message', 'unknown error')}" + (f" ({code})" if code else "")
+
+
+# --- webhook subscriptions (`hub install`) --------------------------------------------------
+
+# Shopify sends these to the URLs set on the app (Dev Dashboard → app version → compliance
+# webhooks), never to subscriptions made through the API: `hub install` names them instead.
+COMPLIANCE_TOPICS = ("customers/data_request", "customers/redact", "shop/redact")
+
+SUBSCRIPTIONS_QUERY = """
+query HubWebhookSubscriptions($after: String) {
+  webhookSubscriptions(first: 100, after: $after) {
+    nodes { id topic uri }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+CREATE_SUBSCRIPTION = """
+mutation HubWebhookSubscriptionCreate($topic: WebhookSubscriptionTopic!, $uri: String!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: {uri: $uri, format: JSON}) {
+    webhookSubscription { id topic uri }
+    userErrors { field message }
+  }
+}
+"""
+
+UPDATE_SUBSCRIPTION = """
+mutation HubWebhookSubscriptionUpdate($id: ID!, $uri: String!) {
+  webhookSubscriptionUpdate(id: $id, webhookSubscription: {uri: $uri}) {
+    webhookSubscription { id topic uri }
+    userErrors { field message }
+  }
+}
+"""
+
+
+def topic_enum(topic: str) -> str:
+    """WebhookSubscriptionTopic of a webhook topic: "orders/paid" → "ORDERS_PAID"."""
+    return topic.replace("/", "_").upper()
+
+
+def subscriptions(settings) -> list[dict]:
+    """Every webhook subscription this app made on the shop ({id, topic, uri}), all pages."""
+    found, after = [], None
+    while True:
+        page = execute(settings, SUBSCRIPTIONS_QUERY, {"after": after})["webhookSubscriptions"]
+        found.extend(page["nodes"])
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["pageInfo"]["endCursor"]
+
+
+@dataclass
+class SubscriptionPlan:
+    """What registration must do: topics to create, (id, topic) to point at our URI, and
+    topics already right."""
+
+    create: list[str]
+    update: list[tuple[str, str]]
+    ok: list[str]
+
+
+def plan_subscriptions(existing: list[dict], topics, uri: str) -> SubscriptionPlan:
+    """Compare the shop's subscriptions with the topics the hub handles (pure)."""
+    plan = SubscriptionPlan([], [], [])
+    for topic in topics:
+        mine = [s for s in existing if s.get("topic") == topic_enum(topic)]
+        if any(s.get("uri") == uri for s in mine):
+            plan.ok.append(topic)
+        elif mine:  # ours, pointing at an old address of the hub
+            plan.update.append((mine[0]["id"], topic))
+        else:  # never made, or deleted by Shopify after failed deliveries
+            plan.create.append(topic)
+    return plan
+
+
+def create_subscription(settings, topic: str, uri: str) -> dict:
+    """webhookSubscriptionCreate; the new subscription, or ShopifyAPIError with Shopify's words."""
+    data = execute(settings, CREATE_SUBSCRIPTION, {"topic": topic_enum(topic), "uri": uri})
+    return _mutated(data["webhookSubscriptionCreate"], topic)
+
+
+def update_subscription(settings, subscription_id: str, topic: str, uri: str) -> dict:
+    """webhookSubscriptionUpdate to a new URI."""
+    data = execute(settings, UPDATE_SUBSCRIPTION, {"id": subscription_id, "uri": uri})
+    return _mutated(data["webhookSubscriptionUpdate"], topic)
+
+
+def _mutated(payload: dict, topic: str) -> dict:
+    errors = payload.get("userErrors") or []
+    if errors:
+        raise ShopifyAPIError(f"{topic}: " + "; ".join(e.get("message", "?") for e in errors))
+    return payload["webhookSubscription"]

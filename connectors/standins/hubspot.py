@@ -30,6 +30,8 @@ class FakeHubSpot(LoopbackServer):
         ("GET", r"/crm/v3/properties/contacts", "get_properties"),
         ("POST", r"/crm/v3/properties/contacts", "create_property"),
         ("POST", r"/crm/v3/objects/contacts/gdpr-delete", "gdpr_delete"),
+        ("GET", r"/crm/v3/properties/contacts/groups", "get_groups"),  # `hub install`
+        ("POST", r"/crm/v3/properties/contacts/groups", "create_group"),
     ]
 
     def __init__(self, token: str = "pat-test", installed: bool = True):
@@ -39,6 +41,7 @@ class FakeHubSpot(LoopbackServer):
         self.contacts: dict[str, dict] = {}  # email → properties
         self.ids: dict[str, str] = {}
         self.gdpr_deleted: list[str] = []  # objectId of every GDPR delete request
+        self.groups = {"contactinformation"}  # property groups (HubSpot's default one)
 
     def error_body(self, status: int, message: str, category: str | None = None) -> dict:
         categories = {400: "VALIDATION_ERROR", 401: "INVALID_AUTHENTICATION", 404: "OBJECT_NOT_FOUND",
@@ -121,10 +124,25 @@ class FakeHubSpot(LoopbackServer):
         missing = [k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)]
         if missing:
             return 400, self.error_body(400, f"Missing required fields: {missing}")
+        if body["groupName"] not in self.groups:
+            return 400, self.error_body(400, f"Property group {body['groupName']} does not exist.")
         if body["name"] in self.properties:
             return 409, self.error_body(409, f"Property named '{body['name']}' already exists.")
         self.properties.add(body["name"])
         return 201, {**body, "hidden": False, "formField": False}
+
+    def get_groups(self, call):
+        return 200, {"results": [{"name": g, "label": g, "displayOrder": -1, "archived": False}
+                                 for g in sorted(self.groups)]}
+
+    def create_group(self, call):
+        body = call.body or {}
+        if not body.get("name") or not body.get("label"):
+            return 400, self.error_body(400, "Missing required fields: name, label")
+        if body["name"] in self.groups:
+            return 409, self.error_body(409, f"Property group '{body['name']}' already exists.")
+        self.groups.add(body["name"])
+        return 201, {"displayOrder": -1, **body, "archived": False}
 
     def gdpr_delete(self, call):
         """POST /crm/v3/objects/contacts/gdpr-delete (PublicGdprDeleteInput): 204, or 404."""

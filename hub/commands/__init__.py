@@ -4,4 +4,4 @@ Each module here defines one click command or group named `command`; hub.cli add
 every module listed in COMMANDS.
 """
 
-COMMANDS = ("user", "install")
+COMMANDS = ("user", "install", "demo", "backfill", "reconcile")

@@ -14,6 +14,11 @@ LIVE_STATUSES = ("trialing", "active", "past_due", "paused")
 
 class Subscriber(Base):
     __tablename__ = "subscriber"
+    # The daily lifecycle sweep finds recency and tenure boundaries by range on these
+    # (hub.rules.queries.lifecycle_candidates).
+    __table_args__ = (Index("ix_subscriber_last_activity", "last_activity_at"),
+                      Index("ix_subscriber_first_order", "first_order_at"),
+                      Index("ix_subscriber_first_seen", "first_seen_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
@@ -60,8 +65,13 @@ class Subscriber(Base):
 
 class Subscription(Base):
     __tablename__ = "subscription"
+    # One index per sweep query (hub.rules.queries): renewals, trials ending, cancellations
+    # (win back) and starts (welcome steps, tenure) are each a range scan on a day.
     __table_args__ = (UniqueConstraint("source", "source_id"),
-                      Index("ix_subscription_renewal", "status", "next_renewal_at"))
+                      Index("ix_subscription_renewal", "status", "next_renewal_at"),
+                      Index("ix_subscription_trial", "status", "trial_end"),
+                      Index("ix_subscription_ended", "status", "canceled_at"),
+                      Index("ix_subscription_started", "started_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
@@ -97,7 +107,9 @@ class Subscription(Base):
 
 class Payment(Base):
     __tablename__ = "payment"
-    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    # Dunning sweep: unpaid failed payments by day of first failure.
+    __table_args__ = (UniqueConstraint("source", "source_id"),
+                      Index("ix_payment_open", "status", "first_failed_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)

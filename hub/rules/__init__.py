@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.models import Checkpoint, Subscriber, Subscription, Trigger, now_utc
-from hub.rules import (card_expiry, dunning, lifecycle, loyalty, params as params_, queries, renewal,
-                       stock, trial, upsell, welcome, winback)
+from hub.rules import (card_expiry, dunning, lifecycle, loyalty, params as params_, platforms, queries,
+                       renewal, stock, trial, upsell, welcome, winback)
 from hub.rules.params import RuleParams
 from hub.rules.state import CANCELLED, ENDED, FIRED, SKIPPED, Due, SubscriberState, Window, local_day
 from hub.triggers import insert_unique, insert_unique_bulk, trigger_row
@@ -31,14 +32,17 @@ RULES = {"lifecycle": lifecycle, "welcome": welcome, "renewal": renewal, "trial"
 CHECKPOINT = "rules.sweep"
 
 _active: RuleParams | None = None
+# The settings of this process (from configure() at start): the platform calls made at the
+# rules' edges (update-payment links, orchestrated retries, inventory items) need keys.
+_settings = None
 
 
 def configure(settings=None, params: RuleParams | None = None) -> RuleParams:
     """Load and validate rules.yaml once at start (ConfigError names a bad key)."""
-    global _active
+    global _active, _settings
     if params is None:
         params = params_.load_dir(settings.HUB_MAPPINGS_DIR) if settings else params_.load()
-    _active = params
+    _active, _settings = params, settings
     return params
 
 
@@ -174,8 +178,13 @@ def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | N
     p = params or current_params()
     d = event.data
     item = {k: d.get(k) for k in ("product_id", "variant_id", "inventory_item_id")}
+    if not p.stock.enabled:
+        return []
+    if d.get("inventory_item_id") and not (item["product_id"] or item["variant_id"]):
+        # The webhook names a stock-keeping item; shipments list products and variants.
+        item.update(platforms.item_products(_settings, event.source, str(d["inventory_item_id"])))
     ids = [str(v) for v in item.values() if v]
-    if not ids or not p.stock.enabled:
+    if not ids:
         return []
     created = []
     for sub in queries.stock_holders(session, ids):
@@ -188,6 +197,10 @@ def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | N
     return created
 
 
+# Events that name no subscriber, and the rule entry point that finds whom they concern.
+WITHOUT_SUBSCRIBER = {ev.INVENTORY_CHANGED: on_inventory}
+
+
 def store(session: Session, subscriber_id: int, dues: list[Due], inbox_event_id: int | None,
           history: bool) -> list[Trigger]:
     """Insert the specs (once per key); the newly inserted rows with status fired."""
@@ -198,7 +211,54 @@ def store(session: Session, subscriber_id: int, dues: list[Due], inbox_event_id:
         seen.add((due.rule, due.occasion))
         status = SKIPPED if history and due.status == FIRED else None
         rows.append(trigger_row(subscriber_id, due, inbox_event_id, status))
-    return [t for t in insert_unique(session, rows) if t.status == FIRED] if rows else []
+    fired = [t for t in insert_unique(session, rows) if t.status == FIRED] if rows else []
+    linked = link_properties(session, [(t.id, t.subscriber_id, t.name, t.properties) for t in fired])
+    for t in fired:
+        if t.id in linked:
+            t.properties = linked[t.id]
+    return fired
+
+
+# Triggers that ask the subscriber to pay or replace a card carry an update-payment link.
+LINKED = frozenset({"Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"})
+
+
+def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) -> dict[int, dict]:
+    """Properties with the update-payment link of each newly stored trigger that needs one
+    (rows: trigger id, subscriber id, name, properties); {trigger id: properties}.
+
+    Resolved here, at the edge where a trigger is stored, not in the (pure) rules and not
+    in the outbox: only the inserter of a new row asks the platform (a sweep run twice or
+    a repeated webhook creates no second billing-portal session), every connector gets the
+    same link, and the trigger in the subscriber's timeline shows what was sent. Stripe's
+    portal sessions are short-lived: the outbox pushes within seconds of this.
+    """
+    rows = [r for r in rows if r[2] in LINKED and (r[3] or {}).get("source")]
+    if _settings is None or not rows:
+        return {}
+    platforms.load()
+    sources = {r[3]["source"] for r in rows} & set(platforms.LINKS)
+    columns = [PERSON.c[f"{x}_customer_id"] for x in sorted(sources) if f"{x}_customer_id" in PERSON.c]
+    if not columns:
+        return {}
+    people: dict[int, dict] = {}
+    ids = sorted({r[1] for r in rows})
+    for i in range(0, len(ids), queries.CHUNK):
+        for person in session.execute(select(PERSON.c.id, *columns).where(PERSON.c.id.in_(ids[i:i + queries.CHUNK]))):
+            people[person.id] = dict(person._mapping)
+    links: dict[tuple, str | None] = {}
+    out = {}
+    for trigger_id, subscriber_id, _, props in rows:
+        source = props["source"]
+        customer = (people.get(subscriber_id) or {}).get(f"{source}_customer_id")
+        if (source, customer) not in links:
+            links[(source, customer)] = platforms.update_payment_url(_settings, source, customer)
+        if links[(source, customer)]:
+            out[trigger_id] = {**props, "update_payment_url": links[(source, customer)]}
+    return out
+
+
+PERSON = Subscriber.__table__
 
 
 # --- sweep ----------------------------------------------------------------------------
@@ -267,7 +327,20 @@ def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
             rows.append(trigger_row(subscriber_id, due))
     # In key order the unique index is written page after page, not at random (~30 % faster).
     rows.sort(key=lambda r: (r["subscriber_id"], r["rule"], r["occasion"]))
-    return report.add(family, insert_unique_bulk(session, rows)) if rows else []
+    inserted = report.add(family, insert_unique_bulk(session, rows)) if rows else []
+    if _settings is not None and inserted and family in LINKED_FAMILIES:
+        by_key = {(r["subscriber_id"], r["rule"], r["occasion"]): r for r in rows}
+        linked = link_properties(session, [(i, sid, by_key[(sid, rule_, occ)]["name"],
+                                            by_key[(sid, rule_, occ)]["properties"])
+                                           for i, sid, rule_, occ, status in inserted if status == FIRED])
+        if linked:
+            t = Trigger.__table__
+            session.execute(update(t).where(t.c.id == bindparam("b_id")).values(properties=bindparam("b_props")),
+                            [{"b_id": i, "b_props": props} for i, props in linked.items()])
+    return inserted
+
+
+LINKED_FAMILIES = ("dunning", "card_expiry")
 
 
 def _sweep_renewal(session, w, now, p, report):
@@ -293,11 +366,52 @@ def _sweep_dunning(session, w, now, p, report):
     found = [(x, d) for x in queries.open_payments(session, start, end) for d in dunning.due(x, w, now, p)]
     inserted = _bulk(session, report, "dunning", [(x.subscriber_id, d) for x, d in found])
     if p.dunning.mode == "orchestrate":
-        # The new retry row is the once-only guard of the platform call.
+        # The new retry row is the once-only guard of the platform call: a sweep run twice
+        # (or by two workers) inserts it once, and only its inserter asks for the retry.
         retries = {(x.subscriber_id, d.occasion): x for x, d in found if d.rule == dunning.RETRY}
-        for _, subscriber_id, rule_, occasion, status in inserted:
-            if rule_ == dunning.RETRY and status == FIRED:
-                dunning.orchestrate_retry(retries[(subscriber_id, occasion)])
+        due_retries = [(retries[(sid, occ)], f"{sid}:{rule_}:{occ}")
+                       for _, sid, rule_, occ, status in inserted if rule_ == dunning.RETRY and status == FIRED]
+        if due_retries:
+            _retry_after_commit(session, due_retries)
+
+
+_RETRIES = "hub.rules.retries"
+
+
+def _retry_after_commit(session: Session, retries: list) -> None:
+    """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
+    sweep asks nothing (its retry rows are gone too, so the next sweep asks instead)."""
+    if _RETRIES not in session.info:
+        session.info[_RETRIES] = []
+
+        @sa_event.listens_for(session, "after_commit")
+        def _run(session_):
+            pending, session_.info[_RETRIES] = session_.info[_RETRIES], []
+            for payment, key in pending:
+                run_retry(payment, key)
+
+        @sa_event.listens_for(session, "after_rollback")
+        def _drop(session_):
+            session_.info[_RETRIES] = []
+    session.info[_RETRIES] += retries
+
+
+def run_retry(payment, key: str, settings=None) -> bool:
+    """One orchestrated retry; the trigger key is the platform's idempotency key, so even a
+    repeated call charges once. False when it could not be asked (logged)."""
+    platforms.load()
+    settings = settings or _settings
+    retrier = platforms.RETRY.get(payment.source)
+    if retrier is None or settings is None:
+        dunning.log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
+                            payment.source, payment.source_id)
+        return False
+    try:
+        retrier(settings, payment, key)
+    except Exception as exc:  # noqa: BLE001 - one platform's failure must not stop the others
+        dunning.log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
+        return False
+    return True
 
 
 def _sweep_welcome(session, w, now, p, report):

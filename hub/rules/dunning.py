@@ -3,8 +3,8 @@
 Retries fall 3, 7 and 14 days after the first failure (at most 3 within 21 days); a
 Payment Reminder goes 3 days before each retry, on it and 3 days after. A hard decline
 (stolen card…) gets no retries, only the reminders asking for a new card. Paid within 21
-days of the first failure: Payment Recovered. In `orchestrate` mode the sweep also calls
-`orchestrate_retry(payment)` once per retry day, which the lead wires to the platforms.
+days of the first failure: Payment Recovered. In `orchestrate` mode the sweep also asks
+the platform to retry on each retry day (RETRIERS, hub.rules.run_retry).
 """
 from __future__ import annotations
 
@@ -87,18 +87,8 @@ def reminder_days(p: RuleParams) -> list[int]:
     return sorted(d for d in days if 0 < d <= p.dunning.window_days)
 
 
-# Mode `orchestrate`: source → function asking that platform to retry the payment now
-# (Stripe: Invoice.pay; Shopify: subscriptionBillingAttemptCreate). The lead registers
-# them; each should enqueue its call after commit, so a rolled-back sweep retries nothing.
-RETRIERS: dict[str, Callable[[PaymentState], None]] = {}
-
-
-def orchestrate_retry(payment: PaymentState) -> bool:
-    """Ask the payment's platform to retry it; False when no retrier is registered."""
-    retrier = RETRIERS.get(payment.source)
-    if retrier is None:
-        log.warning("dunning mode is orchestrate but no retrier is registered for %s (payment %s)",
-                    payment.source, payment.source_id)
-        return False
-    retrier(payment)
-    return True
+# Mode `orchestrate`: source → function(settings, payment, idempotency key) asking that
+# platform to retry the payment now (Stripe: Invoice.pay; Shopify: a billing attempt),
+# registered by webhooks/<source>_billing.py; the sweep calls it after commit, once per
+# new Payment Retry Scheduled trigger (hub.rules.run_retry).
+RETRIERS: dict[str, Callable[..., None]] = {}

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
+import logging
+import math
+from datetime import datetime, timedelta, timezone
 from functools import wraps
 
 from flask import Blueprint, jsonify, request
 
-from hub import synclog
+from hub import jobs, outbox, rules, synclog
 from hub.values import iso, utc
 from hub.web import current_hub
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
 
 
 def token_required(view):
@@ -38,20 +41,65 @@ def subscriber(key: str):
 @bp.post("/usage")
 @token_required
 def usage():
-    """Record a usage report: {"subscriber": email or id, "quantity": n, "at": ISO-8601, "metric": str}."""
+    """Record a usage report, then run the upsell rules on it:
+    {"subscriber": email or id, "quantity": n, "metric"?: str, "at"?: ISO-8601}."""
     data = request.get_json(silent=True)
-    if not isinstance(data, dict) or "subscriber" not in data or "quantity" not in data:
-        return jsonify(error='expected JSON {"subscriber": email or id, "quantity": number, "at"?: ISO-8601}'), 400
     try:
-        quantity = float(data["quantity"])
-        at = utc(data.get("at")) or datetime.now(timezone.utc)
-    except (TypeError, ValueError) as exc:
-        return jsonify(error=f"bad usage report: {exc}"), 400
-    with current_hub().storage.session() as session:
-        found = synclog.find(session, str(data["subscriber"]))
+        report = usage_report(data)
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 400
+    hub = current_hub()
+    with hub.storage.session() as session:
+        found = synclog.find(session, report["subscriber"])
         if found is None:
-            return jsonify(error=f"no subscriber matches {data['subscriber']!r}"), 404
-        entry = {"at": iso(at), "quantity": quantity, "metric": str(data.get("metric") or "usage")}
-        # Keep a bounded window: upsell rules look back 14 days at most.
-        found.usage = (found.usage or [])[-499:] + [entry]
-        return jsonify(recorded=entry, subscriber_id=found.id), 201
+            return jsonify(error=f"no subscriber matches {report['subscriber']!r}"), 404
+        if found.erased_at is not None:
+            return jsonify(error="this subscriber's data was erased"), 410
+        entry = {"at": iso(report["at"]), "quantity": report["quantity"], "metric": report["metric"]}
+        found.usage = kept_usage(found.usage or [], report["at"]) + [entry]
+        # As of the report's own instant: a late report is judged on the 14 days before it.
+        triggers = rules.on_usage(session, found, report["at"])
+        outbox.plan(session, hub.settings, found, None, triggers, None)
+        outbox.flush_pending_profiles(session, hub.settings)
+        answer = {"recorded": entry, "subscriber_id": found.id, "triggers": [t.name for t in triggers]}
+    try:
+        jobs.request_pushes(hub)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the worker's one-minute backstop pushes
+        log.warning("usage report stored; pushes not enqueued now (%s), the worker's backstop will", exc)
+    return jsonify(answer), 201
+
+
+USAGE_FORMAT = 'expected JSON {"subscriber": email or id, "quantity": number, "metric"?: text, "at"?: ISO-8601}'
+# Reports kept per subscriber: the rules look back `usage_window_days`; older ones go.
+USAGE_KEEP_DAYS, USAGE_KEEP_MAX = 400, 2000
+
+
+def usage_report(data) -> dict:
+    """The validated fields of a usage report; ValueError says which field is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(USAGE_FORMAT)
+    unknown = sorted(set(data) - {"subscriber", "quantity", "metric", "at"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; {USAGE_FORMAT}")
+    who = data.get("subscriber")
+    if isinstance(who, bool) or not isinstance(who, (str, int)) or not str(who).strip():
+        raise ValueError(f"subscriber: an email or a subscriber id is required; {USAGE_FORMAT}")
+    quantity = data.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or not math.isfinite(quantity):
+        raise ValueError(f"quantity: a number is required, got {quantity!r}")
+    if quantity < 0:
+        raise ValueError(f"quantity: must be 0 or more, got {quantity!r}")
+    metric = data.get("metric", "usage")
+    if not isinstance(metric, str) or not metric.strip() or len(metric) > 100:
+        raise ValueError("metric: a name of 1-100 characters is required when given")
+    try:
+        at = utc(data.get("at")) or datetime.now(timezone.utc)
+    except (TypeError, ValueError):
+        raise ValueError(f"at: an ISO-8601 instant is required when given, got {data.get('at')!r}") from None
+    return {"subscriber": str(who).strip(), "quantity": quantity, "metric": metric.strip(), "at": at}
+
+
+def kept_usage(usage: list, at: datetime) -> list:
+    """Earlier reports still worth keeping beside one made at `at` (bounded, newest last)."""
+    since = at - timedelta(days=USAGE_KEEP_DAYS)
+    return [u for u in usage if u.get("at") and utc(u["at"]) >= since][-(USAGE_KEEP_MAX - 1):]

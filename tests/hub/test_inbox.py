@@ -133,3 +133,97 @@ def test_api_needs_the_token_and_says_404_for_strangers(client, hub):
     assert client.get("/api/subscribers/nobody@example.com",
                       headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/api/subscribers/nobody@example.com", headers=API_HEADERS).status_code == 404
+
+
+def _klaviyo_on(hub):
+    """Klaviyo counts as configured: profile deliveries are planned for it (nothing is pushed here)."""
+    hub.settings.KLAVIYO_API_KEY = "pk_test_inbox"
+    hub.settings.KLAVIYO_BASE_URL = "http://127.0.0.1:9"
+
+
+def test_a_row_the_database_refuses_fails_alone_and_the_rest_of_its_batch_goes_through(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    post(client, "stripe", customer_event(event_id="evt_a", email="a@example.com", customer_id="cus_a"))
+    absurd = sub_obj()
+    absurd.update(customer="cus_a", id="sub_absurd")
+    absurd["items"]["data"][0]["quantity"] = 10 ** 20  # no integer column holds this
+    post(client, "stripe", stripe_event("customer.subscription.created", absurd, event_id="evt_bad",
+                                        created=1_700_000_100))
+    post(client, "stripe", customer_event(event_id="evt_b", email="b@example.com", customer_id="cus_b"))
+    counts = drain_inbox(hub.storage, hub.settings, batch_size=10)
+    assert counts == {"processed": 2, "ignored": 0, "failed": 1}
+    with hub.storage.session() as s:
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+        assert rows["evt_bad"].status == "failed" and rows["evt_bad"].error
+        assert rows["evt_a"].status == rows["evt_b"].status == "processed"
+        # Each row was tried once, whatever the batch went through to isolate the bad one.
+        assert {r.attempts for r in rows.values()} == {1}
+        assert "new subscriber" in rows["evt_a"].outcome[0]["notes"]
+        assert s.scalar(select(func.count()).select_from(Subscription)) == 0
+        people = {p.email: p for p in s.scalars(select(Subscriber))}
+        assert set(people) == {"a@example.com", "b@example.com"}
+        profiles = s.execute(select(Delivery.subscriber_id).where(Delivery.kind == "profile")).scalars().all()
+        assert sorted(profiles) == sorted(p.id for p in people.values())
+
+
+def test_two_events_of_one_person_in_a_batch_give_one_profile_update_with_the_newest_state(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    post(client, "stripe", customer_event(event_id="evt_1", email="jo@example.com", customer_id="cus_jo"))
+    renamed = {"id": "cus_jo", "object": "customer", "email": "jo@example.com", "name": "Jo Married",
+               "created": 1_600_000_000, "phone": None}
+    post(client, "stripe", stripe_event("customer.updated", renamed, event_id="evt_2", created=1_700_000_500))
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 2
+    with hub.storage.session() as s:
+        [person] = s.scalars(select(Subscriber)).all()
+        [delivery] = s.scalars(select(Delivery).where(Delivery.kind == "profile")).all()
+        assert delivery.subscriber_id == person.id and delivery.connector == "klaviyo"
+        assert (delivery.payload["first_name"], delivery.payload["last_name"]) == ("Jo", "Married")
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+        assert "new subscriber" in rows["evt_1"].outcome[0]["notes"]
+        assert "new subscriber" not in rows["evt_2"].outcome[0]["notes"]
+
+
+def test_a_new_email_taken_in_the_same_batch_links_instead_of_creating_twice(client, hub):
+    # Two people at first; in one batch the first takes a new address that a third
+    # customer id then arrives with: the address belongs to the first person, once.
+    post(client, "stripe", customer_event(event_id="evt_1", email="one@example.com", customer_id="cus_1"))
+    work(hub)
+    post(client, "stripe", customer_event(event_id="evt_2", email="shared@example.com", customer_id="cus_1",
+                                          created=1_700_000_100))
+    post(client, "stripe", customer_event(event_id="evt_3", email="shared@example.com", customer_id="cus_3",
+                                          created=1_700_000_200))
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 2
+    with hub.storage.session() as s:
+        [person] = s.scalars(select(Subscriber)).all()
+        assert person.email == "shared@example.com" and person.stripe_customer_id == "cus_1"
+
+
+def test_a_batch_of_strangers_each_gets_their_own_record_and_profile(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    for n in range(30):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    assert drain_inbox(hub.storage, hub.settings, batch_size=12)["processed"] == 30
+    with hub.storage.session() as s:
+        people = s.execute(select(Subscriber.stripe_customer_id, Subscriber.email)).all()
+        assert sorted(people) == sorted((f"cus_{n}", f"p{n}@example.com") for n in range(30))
+        payloads = s.scalars(select(Delivery.payload).where(Delivery.kind == "profile")).all()
+        assert sorted(p["email"] for p in payloads) == sorted(f"p{n}@example.com" for n in range(30))
+        # The rules ran for each of them: every profile carries the stage they decided.
+        [stage] = {p["fields"].get("stage") for p in payloads}
+        assert stage is not None
+
+
+def test_a_drain_job_does_not_wait_for_a_fuller_batch_when_nothing_more_arrives(client, hub):
+    from hub.inbox import await_fuller_batch
+
+    for n in range(3):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    assert await_fuller_batch(hub.storage, size=2, linger_s=30) == 2  # a full batch is there: go
+    assert await_fuller_batch(hub.storage, size=10, linger_s=30) == 3  # nothing new came: go
+    assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 3

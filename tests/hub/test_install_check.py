@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from hub.commands import install
-from hub.config import Settings
 from connectors.standins.activecampaign import FakeActiveCampaign
 from connectors.standins.hubspot import FakeHubSpot
 from connectors.standins.klaviyo import FakeKlaviyo
 from connectors.standins.loopback import LoopbackServer
+from hub.commands import install
+from hub.config import Settings
 from webhooks.standins.shopify import FakeShopifyAdmin
+from webhooks.standins.stripe import FakeStripe
 
 
 class FakeStripeAccount(LoopbackServer):
@@ -40,7 +41,7 @@ def _by_tool(settings) -> dict[str, install.Check]:
 
 
 def test_every_configured_tool_is_checked_and_ok():
-    with FakeShopifyAdmin(token="shpat_ok") as shop, FakeStripeAccount("sk_test_ok") as stripe_, \
+    with FakeShopifyAdmin(token="shpat_ok") as shop, FakeStripe("sk_test_ok") as stripe_, \
             FakeKlaviyo(api_key="pk_ok") as klaviyo, FakeHubSpot(token="pat-ok") as hubspot, \
             FakeActiveCampaign(api_key="ac-ok") as ac:
         settings = _settings(
@@ -48,12 +49,35 @@ def test_every_configured_tool_is_checked_and_ok():
             SHOPIFY_WEBHOOK_SECRET="shpss", STRIPE_API_KEY="sk_test_ok", STRIPE_API_BASE=stripe_.url,
             STRIPE_WEBHOOK_SECRET="whsec", KLAVIYO_API_KEY="pk_ok", KLAVIYO_BASE_URL=klaviyo.url,
             HUBSPOT_ACCESS_TOKEN="pat-ok", HUBSPOT_BASE_URL=hubspot.url,
-            ACTIVECAMPAIGN_API_KEY="ac-ok", ACTIVECAMPAIGN_URL=ac.url)
+            ACTIVECAMPAIGN_API_KEY="ac-ok", ACTIVECAMPAIGN_URL=ac.url, CHARGEBEE_SITE="acme",
+            CHARGEBEE_WEBHOOK_USER="hub", CHARGEBEE_WEBHOOK_PASSWORD="pw", HUB_BASE_URL="https://hub.example.com")
+        # What --check looks for: the Shopify subscriptions and the Stripe endpoint.
+        assert install.install_shopify(settings).status == install.install_stripe(settings).status == "ok"
+        requests_before = len(shop.requests)
         checks = _by_tool(settings)
+        checked = shop.requests[requests_before:]
     assert {t: c.status for t, c in checks.items()} == {
-        "Shopify": "ok", "Stripe": "ok", "Klaviyo": "ok", "HubSpot": "ok", "ActiveCampaign": "ok"}, checks
+        "Shopify": "ok", "Stripe": "ok", "Chargebee": "ok", "Klaviyo": "ok", "HubSpot": "ok",
+        "ActiveCampaign": "ok"}, checks
     assert "2025-10" in checks["Shopify"].message  # the pinned API version is shown
     assert "acct_standin" in checks["Stripe"].message
+    assert not any("mutation" in r["query"] for r in checked)  # --check changes nothing
+
+
+def test_check_says_when_the_stripe_endpoint_is_missing():
+    with FakeStripe("sk_test_ok") as stripe_:
+        check = _by_tool(_settings(STRIPE_API_KEY="sk_test_ok", STRIPE_API_BASE=stripe_.url,
+                                   STRIPE_WEBHOOK_SECRET="whsec", HUB_BASE_URL="https://hub.example.com"))["Stripe"]
+    assert check.status == "wrong" and "no webhook endpoint" in check.message and "hub install" in check.message
+
+
+def test_check_says_when_shopify_subscriptions_are_missing():
+    with FakeShopifyAdmin(token="shpat_ok") as shop:
+        check = _by_tool(_settings(SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                                   SHOPIFY_ADMIN_URL=shop.url, SHOPIFY_WEBHOOK_SECRET="shpss",
+                                   HUB_BASE_URL="https://hub.example.com"))["Shopify"]
+    assert check.status == "wrong" and "webhook subscriptions missing" in check.message
+    assert "run `hub install`" in check.message
 
 
 def test_a_wrong_token_gives_one_clear_line_per_tool_and_never_the_token():

@@ -14,9 +14,16 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
 
 _PATH = re.compile(r"^/admin/api/(?P<version>[^/]+)/graphql\.json$")
+_LISTING = re.compile(r"\b(?P<connection>customers|subscriptionContracts|orders)\(first:")
+_UPDATED_AFTER = re.compile(r"updated_at:>'(?P<at>[^']+)'")
+# Query cost of one node of the hub's listing queries (object 1, nested connections 2 + first × node).
+_NODE_COST = {"customers": 3, "subscriptionContracts": 25, "orders": 66}
 
 
 def contract_node(gid: str, **overrides) -> dict:
@@ -45,7 +52,102 @@ def contract_node(gid: str, **overrides) -> dict:
     return node
 
 
-class FakeShopifyAdmin:
+# --- `hub install`: the client-credentials grant and webhook subscriptions --------------------
+
+TOKEN_PATH = "/admin/oauth/access_token"
+_FIRST = re.compile(r"webhookSubscriptions\(first:\s*(\d+)")
+
+
+class AdminInstallStandIn:
+    """The Admin API's part that `hub install` talks to, mixed into FakeShopifyAdmin.
+
+    - `client_id`/`client_secret`: what the client-credentials grant accepts; granted tokens
+      last `token_lifetime` seconds (Shopify: 86399) and `expire_tokens()` ends them early.
+    - `subscriptions`: id → {"id", "topic", "uri"}, as webhookSubscriptions lists them;
+      `drop_subscription(topic)` does what Shopify does after 8 failed deliveries.
+    - `page_size`: nodes per webhookSubscriptions page (default: the query's `first`).
+    """
+
+    def _init_install(self) -> None:
+        self.client_id, self.client_secret = "client-test", "secret-test"
+        self.token_lifetime = 86399
+        self.granted: dict[str, float] = {}  # token → expiry on time.monotonic()
+        self.grants = 0
+        self.subscriptions: dict[str, dict] = {}
+        self.page_size: int | None = None
+
+    def accepts(self, token: str | None) -> bool:
+        if token and token == self.token:
+            return True
+        expiry = self.granted.get(token or "")
+        return expiry is not None and time.monotonic() < expiry
+
+    def expire_tokens(self) -> None:
+        self.granted = dict.fromkeys(self.granted, 0.0)
+
+    def drop_subscription(self, topic_enum: str) -> None:
+        for sid in [k for k, v in self.subscriptions.items() if v["topic"] == topic_enum]:
+            del self.subscriptions[sid]
+
+    def grant(self, form: dict) -> tuple[int, dict]:
+        self.requests.append({"path": TOKEN_PATH, "version": None, "headers": {}, "query": "",
+                              "variables": {k: v for k, v in form.items() if k != "client_secret"}})
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        if (form.get("client_id"), form.get("client_secret")) != (self.client_id, self.client_secret):
+            # RFC 6749 §5.2: a client that fails authentication gets invalid_client.
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        self.grants += 1
+        token = f"shpat_granted_{self.grants}"
+        self.granted[token] = time.monotonic() + self.token_lifetime
+        return 200, {"access_token": token, "scope": "read_customers,read_orders",
+                     "expires_in": self.token_lifetime}
+
+    def webhooks_answer(self, body: dict) -> tuple[int, dict]:
+        query, variables = body.get("query", ""), body.get("variables") or {}
+        if "webhookSubscriptionCreate(" in query:
+            return 200, {"data": {"webhookSubscriptionCreate": self._create(variables)}}
+        if "webhookSubscriptionUpdate(" in query:
+            return 200, {"data": {"webhookSubscriptionUpdate": self._update(variables)}}
+        nodes = sorted(self.subscriptions.values(), key=lambda n: int(n["id"].rsplit("/", 1)[-1]))
+        start = int(variables.get("after") or 0)
+        first = self.page_size or int((_FIRST.search(query) or [0, 50])[1])
+        page = nodes[start:start + first]
+        more = start + first < len(nodes)
+        return 200, {"data": {"webhookSubscriptions": {
+            "nodes": [dict(n) for n in page],
+            "pageInfo": {"hasNextPage": more, "endCursor": str(start + first) if page else None}}}}
+
+    def _bad_uri(self, uri: str) -> list[dict]:
+        if not uri.startswith("https://"):
+            return [{"field": ["webhookSubscription", "uri"], "message": "Address protocol is not supported"}]
+        return []
+
+    def _create(self, variables: dict) -> dict:
+        topic, uri = variables.get("topic", ""), variables.get("uri", "")
+        errors = self._bad_uri(uri)
+        if any(n["topic"] == topic and n["uri"] == uri for n in self.subscriptions.values()):
+            errors.append({"field": ["webhookSubscription", "uri"],
+                           "message": "Address for this topic has already been taken"})
+        if errors:
+            return {"webhookSubscription": None, "userErrors": errors}
+        self._next_id = getattr(self, "_next_id", 0) + 1
+        node = {"id": f"gid://shopify/WebhookSubscription/{self._next_id}", "topic": topic, "uri": uri}
+        self.subscriptions[node["id"]] = node
+        return {"webhookSubscription": dict(node), "userErrors": []}
+
+    def _update(self, variables: dict) -> dict:
+        node = self.subscriptions.get(variables.get("id", ""))
+        errors = self._bad_uri(variables.get("uri", ""))
+        if node is None:
+            errors.append({"field": ["id"], "message": "Webhook subscription does not exist"})
+        if errors:
+            return {"webhookSubscription": None, "userErrors": errors}
+        node["uri"] = variables["uri"]
+        return {"webhookSubscription": dict(node), "userErrors": []}
+
+
+class FakeShopifyAdmin(AdminInstallStandIn):
     """Run with `with FakeShopifyAdmin() as admin:`; `admin.url` is the base to use as SHOPIFY_ADMIN_URL.
 
     - `contracts`: gid → node to answer (None answers `subscriptionContract: null`, as Shopify
@@ -59,6 +161,8 @@ class FakeShopifyAdmin:
         self.contracts: dict[str, dict | None] = {}
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
+        self._init_install()  # webhook subscriptions and the token grant (`hub install` section)
+        self._init_listing()  # customers, contracts, orders connections (`hub backfill` section)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -79,15 +183,21 @@ class FakeShopifyAdmin:
 
     def answer(self, path: str, headers: dict, body: dict) -> tuple[int, dict]:
         """HTTP status and JSON body for one request (the handler's logic, callable directly)."""
+        if path == TOKEN_PATH:
+            return self.grant(body)
         match = _PATH.match(path)
         if not match:
             return 404, {"errors": "Not Found"}
         self.requests.append({"path": path, "version": match["version"], "headers": headers,
                               "query": body.get("query", ""), "variables": body.get("variables") or {}})
-        if headers.get("x-shopify-access-token") != self.token:
+        if not self.accepts(headers.get("x-shopify-access-token")):
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
         if self.errors:
             return 200, {"errors": self.errors}
+        if "webhookSubscription" in body.get("query", ""):
+            return self.webhooks_answer(body)
+        if _LISTING.search(body.get("query", "")):
+            return self.listing_answer(body)
         if "shop {" in body.get("query", "") and "subscriptionContract(" not in body.get("query", ""):
             return 200, {"data": {"shop": {"name": "Stand-in shop"}}}  # `hub install --check`
         if "subscriptionContract(" not in body.get("query", ""):
@@ -97,6 +207,54 @@ class FakeShopifyAdmin:
         cost = {"requestedQueryCost": 12, "actualQueryCost": 6,
                 "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1994, "restoreRate": 100.0}}
         return 200, {"data": {"subscriptionContract": node}, "extensions": {"cost": cost}}
+
+    # --- listings (`hub backfill`, reconciliation) ------------------------------------------
+    # Connections paged with opaque cursors, filtered by `updated_at:>'…'`, and Shopify's
+    # calculated query cost: a leaky bucket of `bucket_size` points refilled at
+    # `restore_rate` per second (Standard plan: 100), a query asking more than is left
+    # answered THROTTLED. Costs follow Shopify's rules (object 1, connection 2 + first ×
+    # node) for the hub's own queries (webhooks/shopify_backfill.py).
+
+    def _init_listing(self) -> None:
+        self.listed: dict[str, list[dict]] = {"customers": [], "subscriptionContracts": [], "orders": []}
+        self.bucket_size, self.restore_rate = 2000.0, 100.0
+        self._available, self._bucket_at = 2000.0, time.monotonic()
+        self.throttled = 0
+
+    def listing_answer(self, body: dict) -> tuple[int, dict]:
+        query, variables = body.get("query", ""), body.get("variables") or {}
+        connection = _LISTING.search(query)["connection"]
+        first = min(250, int(variables.get("first") or 50))
+        counted = f"{connection}Count(" in query
+        requested = 2 + first * _NODE_COST[connection] + (1 if counted else 0)
+        now = time.monotonic()
+        self._available = min(self.bucket_size, self._available + (now - self._bucket_at) * self.restore_rate)
+        self._bucket_at = now
+        status = {"maximumAvailable": self.bucket_size, "restoreRate": self.restore_rate}
+        if requested > self._available:
+            self.throttled += 1
+            cost = {"requestedQueryCost": requested, "actualQueryCost": None,
+                    "throttleStatus": {**status, "currentlyAvailable": int(self._available)}}
+            return 200, {"errors": [{"message": "Throttled", "extensions": {
+                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                "extensions": {"cost": cost}}
+        nodes = self.listed[connection]
+        since = _UPDATED_AFTER.search(variables.get("query") or "")
+        if since:
+            after = datetime.fromisoformat(since["at"])
+            nodes = [n for n in nodes if datetime.fromisoformat(n["updatedAt"]) > after]
+        start = int(variables["after"].removeprefix("cursor:")) if variables.get("after") else 0
+        page = nodes[start:start + first]
+        actual = 2 + len(page) * _NODE_COST[connection] + (1 if counted else 0)
+        self._available -= actual
+        end = start + len(page)
+        data = {connection: {"nodes": page, "pageInfo": {"hasNextPage": end < len(nodes),
+                                                        "endCursor": f"cursor:{end}" if page else None}}}
+        if counted:
+            data[f"{connection}Count"] = {"count": len(nodes), "precision": "EXACT"}
+        cost = {"requestedQueryCost": requested, "actualQueryCost": actual,
+                "throttleStatus": {**status, "currentlyAvailable": int(self._available)}}
+        return 200, {"data": data, "extensions": {"cost": cost}}
 
     def _handler(self):
         fake = self
@@ -108,7 +266,7 @@ class FakeShopifyAdmin:
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
-                    body = {}
+                    body = dict(parse_qsl(raw.decode("utf-8", "replace")))  # the token grant's form
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 status, answer = fake.answer(self.path, headers, body)
                 data = json.dumps(answer).encode()

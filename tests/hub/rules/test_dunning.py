@@ -82,10 +82,3 @@ def test_days_follow_the_shop_calendar():
     p = tweak(timezone="Pacific/Auckland")   # 2026-03-10T13:00Z is already Mar 11 there
     pay = payment(first_failed_at=at("2026-03-10T13:00"))
     assert dunning.failed(pay, at("2026-03-10T13:00"), p).properties["retry_dates"][0] == "2026-03-14"
-
-
-def test_orchestrate_hook_calls_the_registered_retrier(monkeypatch):
-    called = []
-    monkeypatch.setitem(dunning.RETRIERS, "stripe", called.append)
-    assert dunning.orchestrate_retry(payment()) is True and called == [payment()]
-    assert dunning.orchestrate_retry(payment(source="chargebee")) is False

@@ -62,3 +62,38 @@ def test_orchestrate_caps_retries_by_attempts_and_window():
     p = tweak(**{"dunning.retry_days": [3, 7, 14, 20, 30], "dunning.max_attempts": 4})
     assert p.dunning.retries() == (3, 7, 14, 20)
     assert tweak(**{"dunning.max_attempts": 2}).dunning.retries() == (3, 7)
+
+
+def _bad_mappings(tmp_path, monkeypatch, **dotted):
+    import yaml
+
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    data = yaml.safe_load(params_.DEFAULT_PATH.read_text())
+    for path, value in dotted.items():
+        section, key = path.split(".")
+        data[section][key] = value
+    (folder / "rules.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("HUB_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'hub.db'}")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the check comes first
+
+
+@pytest.mark.parametrize("args", [["sweep", "--at", "2026-03-01T06:00:00Z"], ["worker", "--burst"]])
+def test_hub_stops_at_start_naming_the_bad_key(tmp_path, monkeypatch, args):
+    from click.testing import CliRunner
+
+    from hub.cli import main
+
+    _bad_mappings(tmp_path, monkeypatch, **{"dunning.retry_days": [7, 3]})
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "Error: rules.yaml: dunning: retry_days must increase" in result.output
+
+
+def test_web_app_refuses_a_bad_rules_file(tmp_path, monkeypatch):
+    from hub import create_app
+
+    _bad_mappings(tmp_path, monkeypatch, **{"renewal.offset_days": [7]})
+    with pytest.raises(ConfigError, match="renewal.offset_days: unknown key"):
+        create_app()

@@ -138,13 +138,18 @@ def test_dunning_through_recovery(world):
 def test_orchestrate_asks_for_each_retry_once(tmp_path, monkeypatch):
     world = World(tmp_path, tweak(**{"dunning.mode": "orchestrate"}))
     asked = []
-    monkeypatch.setitem(dunning.RETRIERS, "stripe", lambda pay: asked.append(pay.source_id))
+    from hub.config import Settings
+    from hub.rules import platforms
+
+    platforms.load()  # the shipped retriers first, then this test's in their place
+    monkeypatch.setattr(rules, "_settings", Settings.from_env(env={}))
+    monkeypatch.setitem(dunning.RETRIERS, "stripe", lambda settings, pay, key: asked.append((pay.source_id, key)))
     world.emit("subscription.upserted", "2026-01-01T10:00", monthly())
     world.emit("payment.failed", "2026-02-01T10:05",
                {"source_id": "in_1", "subscription_source_id": "sub_1", "amount": 2500, "currency": "USD"})
     for _ in range(2):
         days(world, "2026-02-02", 20)
-    assert asked == ["in_1", "in_1", "in_1"]
+    assert asked == [("in_1", f"1:payment-retry:stripe:in_1/retry-{n}") for n in (1, 2, 3)]
 
 
 def test_hard_decline_gets_no_retries(world):

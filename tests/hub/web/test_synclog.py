@@ -378,3 +378,30 @@ def test_recent_events_do_not_scan_the_inbox(hub):
         compiled = select(func.count()).where(synclog.open_rows()).compile(dialect=sqlite.dialect())
         assert "IN ('pending', 'failed')" in str(compiled.statement.compile(
             dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True}))
+
+
+def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
+    """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
+    from hub import dashboard, jobs
+    from hub.commands.install import OK, install_shopify
+    from webhooks.standins.shopify import FakeShopifyAdmin
+
+    with FakeShopifyAdmin(token="shpat_dash") as admin:
+        hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
+        hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_dash"
+        hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.HUB_BASE_URL = "https://hub.example.com"
+        before, jobs._hub = jobs._hub, None
+        jobs.use(hub)
+        try:
+            assert install_shopify(hub.settings).status == OK
+            assert jobs.registration_job() == {"problems": 0}
+            dashboard._cache.clear()
+            assert "Webhooks missing" not in operator.get("/sync-log/dashboard").get_data(as_text=True)
+            admin.drop_subscription("ORDERS_PAID")
+            assert jobs.registration_job() == {"problems": 1}
+        finally:
+            jobs._hub = before
+    dashboard._cache.clear()
+    html = operator.get("/sync-log/dashboard").get_data(as_text=True)
+    assert "Webhooks missing at Shopify:" in html and "orders/paid" in html and "hub install" in html

@@ -1,0 +1,29 @@
+"""`hub reconcile [--source NAME]`: one reconciliation pass now (RQ cron runs it every
+HUB_RECONCILE_INTERVAL seconds): apply what the webhooks missed (hub/reconcile.py)."""
+from __future__ import annotations
+
+import click
+
+from webhooks import SOURCE_NAMES
+
+
+@click.command("reconcile")
+@click.option("--source", type=click.Choice(SOURCE_NAMES), help="One source (default: every configured one).")
+def command(source: str | None):
+    """Poll each source for changes since the last run and apply what webhooks missed."""
+    from hub import make_hub, reconcile
+
+    hub = make_hub()
+    click.get_current_context().call_on_close(hub.storage.dispose)
+    hub.storage.upgrade()
+    report = reconcile.run(hub, sources=[source] if source else None)
+    if not report.sources:
+        raise click.ClickException("no source is configured to reconcile")
+    for one in report.sources:
+        if one.error:
+            click.echo(f"{one.source}: failed: {one.error}", err=True)
+            continue
+        click.echo(f"{one.source}: {one.listed:,} changed since {one.since}, {one.known:,} already held, "
+                   f"{one.stored:,} stored, {one.recovered:,} recovered by reconciliation")
+    if any(one.error for one in report.sources):
+        raise SystemExit(1)

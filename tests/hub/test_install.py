@@ -1,0 +1,256 @@
+"""`hub install` as a new user runs it: every tool's stand-in on loopback, the command from the
+shell's environment, one line per tool; a second run changes nothing and says so."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+from click.testing import CliRunner
+
+from connectors.standins.activecampaign import FakeActiveCampaign
+from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from connectors.standins.klaviyo import FakeKlaviyo
+from hub import privacy
+from hub.commands import install
+from hub.config import Settings
+from hub.storage import Storage
+from webhooks import shopify_api
+from webhooks.shopify import TOPICS as SHOPIFY_TOPICS
+from webhooks.standins.shopify import FakeShopifyAdmin
+from webhooks.standins.stripe import FakeStripe
+from webhooks.stripe import TOPICS as STRIPE_TYPES
+
+HUB_URL = "https://hub.example.com"
+COMPLIANCE = {"customers/data_request", "customers/redact", "shop/redact"}
+
+
+class World:
+    """The stand-ins of every tool and the environment that points the hub at them."""
+
+    def __init__(self, database_url: str):
+        self.shopify = FakeShopifyAdmin(token="shpat_ok")
+        self.stripe = FakeStripe(key="sk_test_ok")
+        self.klaviyo = FakeKlaviyo(api_key="pk_ok")
+        self.hubspot = FakeHubSpot(token="pat-ok", installed=False)
+        self.ac = FakeActiveCampaign(api_key="ac-ok")
+        self.database_url = database_url
+
+    def __enter__(self):
+        self.shopify.__enter__()
+        for fake in (self.stripe, self.klaviyo, self.hubspot, self.ac):
+            fake.start()
+        self.env = {
+            "DATABASE_URL": self.database_url, "HUB_BASE_URL": HUB_URL,
+            "SHOPIFY_SHOP": "example.myshopify.com", "SHOPIFY_ACCESS_TOKEN": "shpat_ok",
+            "SHOPIFY_WEBHOOK_SECRET": "shpss", "SHOPIFY_ADMIN_URL": self.shopify.url,
+            "STRIPE_API_KEY": "sk_test_ok", "STRIPE_API_BASE": self.stripe.url,
+            "KLAVIYO_API_KEY": "pk_ok", "KLAVIYO_BASE_URL": self.klaviyo.url,
+            "HUBSPOT_ACCESS_TOKEN": "pat-ok", "HUBSPOT_BASE_URL": self.hubspot.url,
+            "ACTIVECAMPAIGN_API_KEY": "ac-ok", "ACTIVECAMPAIGN_URL": self.ac.url,
+        }
+        return self
+
+    def __exit__(self, *exc):
+        for fake in (self.stripe, self.klaviyo, self.hubspot, self.ac):
+            fake.stop()
+        self.shopify.__exit__(*exc)
+
+    def settings(self, **changes) -> Settings:
+        return Settings.from_env(env={**self.env, **changes})
+
+    def run(self, *args, **env_changes):
+        """`hub install ARGS` with the world's environment (and nothing else of this shell's)."""
+        env = {f.name: None for f in fields(Settings)}
+        env.update(self.env)
+        env.update(env_changes)
+        result = CliRunner().invoke(install.command, list(args), env=env)
+        lines = {line.split(":", 1)[0].split()[-1]: line for line in result.output.splitlines()}
+        return result, lines
+
+
+@pytest.fixture
+def world(database_url):
+    with World(database_url) as w:
+        yield w
+
+
+def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
+    first, lines = world.run()
+    assert first.exit_code == 0, first.output
+    assert len(first.output.splitlines()) == 6  # one line per tool
+    # Shopify: one subscription per handled topic, at the hub's URL, in the pinned version.
+    registered = {(n["topic"], n["uri"]) for n in world.shopify.subscriptions.values()}
+    wanted = {t.replace("/", "_").upper() for t in SHOPIFY_TOPICS if t not in COMPLIANCE}
+    assert registered == {(t, f"{HUB_URL}/webhooks/shopify") for t in wanted}
+    assert {r["version"] for r in world.shopify.requests} == {"2025-10"}
+    assert "Admin API 2025-10" in lines["Shopify"] and f"created {len(wanted)}" in lines["Shopify"]
+    # Stripe: one endpoint for the handled event types; its secret is shown once, to be kept.
+    (endpoint,) = world.stripe.webhook_endpoints.values()
+    assert endpoint["url"] == f"{HUB_URL}/webhooks/stripe"
+    assert sorted(endpoint["enabled_events"]) == sorted(STRIPE_TYPES)
+    assert f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}" in lines["Stripe"]
+    # HubSpot properties and ActiveCampaign fields and stage tags now exist.
+    assert HUB_PROPERTIES <= world.hubspot.properties
+    assert {f["perstag"] for f in world.ac.fields.values()} >= {p.upper() for p in HUB_PROPERTIES}
+    assert {t["tag"] for t in world.ac.tags.values()} >= {"Hub stage: new", "Hub stage: churned"}
+    assert lines["Chargebee"].startswith("--") and lines["Klaviyo"].startswith("ok")
+
+    sent = len(world.shopify.requests)
+    calls_before = (len(world.shopify.subscriptions), len(world.hubspot.properties), len(world.ac.fields),
+                    len(world.ac.tags))
+    second, lines = world.run(STRIPE_WEBHOOK_SECRET=endpoint["secret"])
+    assert second.exit_code == 0, second.output
+    for tool in ("Shopify", "Stripe", "HubSpot", "ActiveCampaign"):
+        assert "no change" in lines[tool], lines[tool]
+    assert (len(world.shopify.subscriptions), len(world.hubspot.properties), len(world.ac.fields),
+            len(world.ac.tags)) == calls_before
+    assert len(world.stripe.webhook_endpoints) == 1
+    second_run = world.shopify.requests[sent:]
+    assert second_run and not any("mutation" in r["query"] for r in second_run)
+    assert world.stripe.crashes == world.hubspot.crashes == world.ac.crashes == []
+
+
+def test_a_wrong_token_gives_one_clear_line_and_a_failing_exit(world):
+    result, lines = world.run(SHOPIFY_ACCESS_TOKEN="shpat_bad", STRIPE_API_KEY="sk_test_bad")
+    assert result.exit_code == 1
+    assert lines["Shopify"] == ("FAIL Shopify: Shopify refused the token (401): check SHOPIFY_ACCESS_TOKEN "
+                                "(the Admin API access token of the app installed on example.myshopify.com)")
+    assert lines["Stripe"].startswith("FAIL Stripe: STRIPE_API_KEY was refused (401)")
+    assert "shpat_bad" not in result.output and "sk_test_bad" not in result.output
+    assert world.shopify.subscriptions == {} and world.stripe.webhook_endpoints == {}
+    assert lines["HubSpot"].startswith("ok")  # the other tools are installed all the same
+
+
+def test_a_subscription_shopify_deleted_is_noticed_and_registered_again(world):
+    world.run()
+    world.shopify.drop_subscription("ORDERS_PAID")  # 8 failed deliveries later
+    check, lines = world.run("--check", STRIPE_WEBHOOK_SECRET="whsec_kept")
+    assert check.exit_code == 1
+    assert "1 of" in lines["Shopify"] and "orders/paid" in lines["Shopify"] and "hub install" in lines["Shopify"]
+    result, lines = world.run(STRIPE_WEBHOOK_SECRET="whsec_kept")
+    assert result.exit_code == 0 and "created 1 of" in lines["Shopify"]
+    assert any(n["topic"] == "ORDERS_PAID" for n in world.shopify.subscriptions.values())
+
+
+def test_a_new_hub_address_repoints_the_subscriptions_and_the_endpoint(world):
+    world.run(HUB_BASE_URL="https://old-hub.example.com")
+    count = len(world.shopify.subscriptions)
+    result, lines = world.run(STRIPE_WEBHOOK_SECRET="whsec_kept")
+    assert result.exit_code == 0, result.output
+    assert f"re-pointed {count} of {count}" in lines["Shopify"]
+    assert {n["uri"] for n in world.shopify.subscriptions.values()} == {f"{HUB_URL}/webhooks/shopify"}
+    (endpoint,) = world.stripe.webhook_endpoints.values()
+    assert endpoint["url"] == f"{HUB_URL}/webhooks/stripe" and "updated webhook endpoint" in lines["Stripe"]
+
+
+def test_subscriptions_are_read_across_pages(world):
+    world.shopify.page_size = 4
+    world.run()
+    sent = len(world.shopify.requests)
+    _, lines = world.run(STRIPE_WEBHOOK_SECRET="whsec_kept")
+    assert "no change" in lines["Shopify"], lines["Shopify"]  # nothing on a later page was missed
+    pages = [r["variables"]["after"] for r in world.shopify.requests[sent:]]
+    assert pages == [None] + [str(n) for n in range(4, len(world.shopify.subscriptions), 4)]
+
+
+def test_a_private_address_is_refused_before_anything_is_registered(world):
+    result, lines = world.run(HUB_BASE_URL="http://127.0.0.1:8000")
+    assert result.exit_code == 1
+    assert "HUB_BASE_URL" in lines["Shopify"] and "HUB_BASE_URL" in lines["Stripe"]
+    assert world.shopify.subscriptions == {} and world.stripe.webhook_endpoints == {}
+
+
+def test_a_missing_scope_is_one_line_naming_the_refused_topics(world, monkeypatch):
+    refuse = world.shopify._create
+
+    def no_payment_methods_scope(variables):
+        if variables["topic"].startswith("CUSTOMER_PAYMENT_METHODS"):
+            return {"webhookSubscription": None, "userErrors": [
+                {"field": ["topic"], "message": "You do not have permission to create or update webhooks "
+                                                "with customer_payment_methods/create topic."}]}
+        return refuse(variables)
+
+    monkeypatch.setattr(world.shopify, "_create", no_payment_methods_scope)
+    result, lines = world.run()
+    assert result.exit_code == 1
+    assert "3 of" in lines["Shopify"] and "customer_payment_methods/create" in lines["Shopify"]
+    assert "\n" not in lines["Shopify"]
+
+
+def test_after_app_uninstalled_nothing_is_sent_to_shopify_until_reinstalled(world):
+    storage = Storage(world.database_url)
+    with storage.session() as session:
+        privacy.record_uninstalled(session, "example.myshopify.com")
+    storage.dispose()
+    result, lines = world.run()
+    assert result.exit_code == 1
+    assert "uninstalled" in lines["Shopify"] and "--reinstalled" in lines["Shopify"]
+    assert world.shopify.requests == []  # not one call: no registration, no token check
+    # The contract fetch of a late subscription webhook is skipped as well.
+    settings = world.settings()
+    assert not shopify_api.is_configured(settings)
+    with pytest.raises(shopify_api.ShopifyUninstalled):
+        shopify_api.fetch_contract(settings, 1)
+    assert world.shopify.requests == []
+
+    result, lines = world.run("--reinstalled", STRIPE_WEBHOOK_SECRET="whsec_kept")
+    assert result.exit_code == 0, result.output
+    assert "created" in lines["Shopify"] and world.shopify.subscriptions
+
+
+def test_install_through_the_client_credentials_grant(world):
+    world.env.pop("SHOPIFY_ACCESS_TOKEN")
+    result, lines = world.run(SHOPIFY_CLIENT_ID="client-test", SHOPIFY_CLIENT_SECRET="secret-test")
+    assert result.exit_code == 0, result.output
+    assert "created" in lines["Shopify"]
+    assert world.shopify.grants >= 1
+    tokens = {r["headers"].get("x-shopify-access-token") for r in world.shopify.requests if r["version"]}
+    assert tokens <= set(world.shopify.granted)
+
+    result, lines = world.run(SHOPIFY_CLIENT_ID="client-test", SHOPIFY_CLIENT_SECRET="wrong")
+    assert result.exit_code == 1
+    assert "client-credentials grant (401)" in lines["Shopify"] and "SHOPIFY_CLIENT_SECRET" in lines["Shopify"]
+    assert "wrong" not in lines["Shopify"]
+
+
+# --- the client-credentials token: cached, shared, renewed ----------------------------------
+
+@pytest.fixture
+def granting(monkeypatch):
+    """A Shopify stand-in that only grants tokens, settings without an access token, and a
+    clock the test moves."""
+    now = [1000.0]
+    monkeypatch.setattr(shopify_api, "_clock", lambda: now[0])
+    with FakeShopifyAdmin(token=None) as admin:
+        settings = Settings.from_env(env={}, overrides={
+            "SHOPIFY_SHOP": "example.myshopify.com", "SHOPIFY_ADMIN_URL": admin.url,
+            "SHOPIFY_CLIENT_ID": admin.client_id, "SHOPIFY_CLIENT_SECRET": admin.client_secret})
+        yield admin, settings, now
+
+
+def test_a_granted_token_is_shared_by_every_caller_until_near_its_expiry(granting):
+    admin, settings, now = granting
+    shopify_api.fetch_contract(settings, 1)  # the worker's contract fetch
+    shopify_api.subscriptions(settings)  # `hub install`
+    assert admin.grants == 1
+    token = shopify_api.cached_token(settings)
+    assert token.expires_at == 1000.0 + 86399
+    now[0] = token.expires_at - shopify_api.RENEW_BEFORE_SECONDS + 1  # five minutes before expiry
+    shopify_api.fetch_contract(settings, 1)
+    assert admin.grants == 2
+    used = [r["headers"]["x-shopify-access-token"] for r in admin.requests if r["version"]]
+    assert used == ["shpat_granted_1", "shpat_granted_1", "shpat_granted_2"]
+
+
+def test_a_token_refused_early_is_renewed_once(granting):
+    admin, settings, _ = granting
+    shopify_api.fetch_contract(settings, 1)
+    admin.expire_tokens()  # Shopify revoked it (rotated secret, reinstall)
+    assert shopify_api.fetch_contract(settings, 1)["status"] == "ACTIVE"
+    assert admin.grants == 2
+
+    admin.expire_tokens()
+    admin.token_lifetime = 0  # every new token is refused as well: no loop, one clear error
+    with pytest.raises(shopify_api.ShopifyAPIError, match="HTTP 401") as refused:
+        shopify_api.fetch_contract(settings, 1)
+    assert refused.value.status == 401 and admin.grants == 3

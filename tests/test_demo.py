@@ -1,0 +1,178 @@
+"""`hub demo`: the simulated store, its webhooks as the platforms send them, and a whole run."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub.config import Settings
+from hub.demo import store
+from tests.conftest import free_port
+from webhooks import get_source
+from webhooks.standins.payloads import PLATFORMS
+
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _story(seed: int = 7, subscribers: int = 60, days: int = 120) -> list[store.Happening]:
+    return list(store.simulate(subscribers, START, days, ("shopify", "stripe"), seed=seed,
+                               trial_platforms=frozenset({"stripe"})))
+
+
+def test_the_store_tells_the_same_story_for_a_seed_in_time_order_and_within_its_days():
+    story = _story()
+    assert story == _story(), "same seed, different story"
+    assert story != _story(seed=8)
+    assert [h.at for h in story] == sorted(h.at for h in story)
+    assert START <= story[0].at and story[-1].at < datetime(2026, 6, 29, tzinfo=timezone.utc)
+    kinds = Counter(h.kind for h in story)
+    for kind in (store.SIGNUP, store.RENEWAL, store.PAYMENT_FAILED, store.PAYMENT_RECOVERED,
+                 store.PLAN_CHANGED, store.CANCEL_REQUESTED, store.CANCELED, store.CONSENT_CHANGED,
+                 store.USAGE, store.TRIAL_ENDING):
+        assert kinds[kind], f"no {kind} in four months of 60 subscribers"
+    assert kinds[store.SIGNUP] >= 60  # everyone joins; some come back after leaving
+    # A customer's renewals follow their plan's interval.
+    renewals = [h for h in story if h.kind == store.RENEWAL and h.customer.plan.interval == "month"]
+    assert all(25 <= (h.customer.period_end - h.customer.period_start).days <= 31 for h in renewals)
+
+
+class _Admin:
+    """Where ShopifyWebhooks puts the contracts the hub will fetch."""
+
+    def __init__(self):
+        self.contracts = {}
+
+
+def test_every_webhook_of_the_story_verifies_and_normalizes_with_the_hub_s_own_code():
+    settings = Settings.from_env(env={}, overrides={"SHOPIFY_WEBHOOK_SECRET": "shpss_demo",
+                                                    "STRIPE_WEBHOOK_SECRET": "whsec_demo"})
+    admin = _Admin()
+    builders = {"shopify": PLATFORMS["shopify"]("shpss_demo", admin=admin),
+                "stripe": PLATFORMS["stripe"]("whsec_demo")}
+    canonical = Counter()
+    statuses = Counter()
+    for h in _story():
+        for webhook in builders[h.customer.platform].webhooks(h):
+            source = get_source(webhook.source)
+            source.verify(settings, webhook.headers, webhook.body)  # raises when the signature is off
+            envelope = source.describe(webhook.headers, webhook.body)
+            assert envelope.topic == webhook.topic
+            payload = json.loads(webhook.body)
+            if webhook.source == "shopify" and webhook.topic.startswith("subscription_"):
+                gid = payload.get("admin_graphql_api_subscription_contract_id") or payload["admin_graphql_api_id"]
+                payload["contract"] = admin.contracts[gid]  # what the worker's ENRICH step fetches
+            events = source.TOPICS[webhook.topic](payload, envelope)
+            assert events, f"{webhook.source} {webhook.topic} normalized to nothing"
+            for event in events:
+                canonical[event.name] += 1
+                if event.name in ("subscription.upserted", "subscription.canceled"):
+                    statuses[event.data.get("status")] += 1
+                    assert event.data["amount"] in {p.amount for p in store.PLANS}
+                    assert event.customer.get("email") or event.customer.get("source_id")
+    for name in ("customer.upserted", "subscription.upserted", "subscription.canceled", "order.paid",
+                 "payment.succeeded", "payment.failed", "consent.changed", "trial.ending"):
+        assert canonical[name], f"the demo never produces {name}"
+    assert {"active", "past_due", "trialing", "canceled"} <= set(statuses), statuses
+
+
+def test_the_klaviyo_stand_in_answers_without_its_contracts_and_validates_with_them(monkeypatch, tmp_path):
+    from connectors.standins import klaviyo
+
+    body = {"data": {"type": "profile", "attributes": {"email": "a@example.com", "not_a_klaviyo_key": 1}}}
+    headers = {"Authorization": "Klaviyo-API-Key pk_x", "revision": "2025-10-15"}
+
+    def status() -> int:
+        with klaviyo.FakeKlaviyo(api_key="pk_x") as fake, requests.Session() as http:
+            return http.post(f"{fake.url}/api/profile-import", json=body, headers=headers).status_code
+
+    assert klaviyo.validating()
+    assert status() == 400  # an unknown attribute, refused as Klaviyo does
+    monkeypatch.setattr(klaviyo, "CONTRACTS", tmp_path / "no-contracts")
+    klaviyo.operation.cache_clear()
+    try:
+        assert not klaviyo.validating()
+        assert status() == 201  # a plain install: same answers, no schema checks
+    finally:
+        monkeypatch.undo()
+        klaviyo.operation.cache_clear()
+
+
+def _read_until(process, marker: str, seconds: float) -> list[str]:
+    lines, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError(f"`hub demo` did not print {marker!r} in {seconds:.0f} s:\n" + "\n".join(lines))
+
+
+def _field(lines: list[str], label: str) -> str:
+    found = [line.split(label, 1)[1].strip() for line in lines if line.startswith(label)]
+    assert found, f"no {label!r} line in:\n" + "\n".join(lines)
+    return found[0]
+
+
+def test_a_small_demo_prints_a_login_that_works_and_shows_a_retried_klaviyo_delivery(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "demo", "--subscribers", "20", "--months", "1",
+         "--port", str(port), "--folder", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    http = requests.Session()
+    try:
+        lines = _read_until(process, "Ctrl-C stops it", 120)
+        url, email, password = _field(lines, "Sync log:"), _field(lines, "Log in as"), _field(lines, "Password:")
+        example = re.search(r"search for (\S+@\S+)", _field(lines, "Try:")).group(1)
+        assert url == f"http://127.0.0.1:{port}/sync-log/"
+        assert re.search(r"Klaviyo stand-in answered .*429", "\n".join(lines))
+
+        # The printed login works.
+        login = http.get(url)
+        assert login.url.startswith(f"http://127.0.0.1:{port}/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+        wrong = http.post(f"http://127.0.0.1:{port}/login", data={
+            "email": email, "password": password + "x", "csrf_token": token, "next": "/sync-log/"})
+        assert wrong.status_code == 401
+        home = http.post(f"http://127.0.0.1:{port}/login", data={
+            "email": email, "password": password, "csrf_token": token, "next": "/sync-log/"})
+        assert home.status_code == 200 and home.url == url
+
+        # Searching the suggested demo email opens their page: deliveries to Klaviyo, one
+        # of them accepted after Klaviyo asked the hub to wait.
+        page = http.get(f"{url}search", params={"q": example})
+        assert "/sync-log/subscribers/" in page.url and example in page.text
+        assert "Klaviyo asked us to wait 2 s (429); retried at" in page.text
+        assert re.search(r"retried at [^,<]+, accepted", page.text)
+        assert "Welcome Step" in page.text  # a trigger the rules fired for them
+
+        # The dashboard has stages for the store's subscribers.
+        board = http.get(f"{url}dashboard")
+        data = json.loads(re.search(r'id="dashboard-data">(.*?)</script>', board.text, re.DOTALL).group(1))
+        latest = {stage: values[-1] for stage, values in data["stages"]["series"].items()}
+        assert latest["new"] >= 20, latest  # a month-old store: everyone is new
+    finally:
+        http.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            rest, _ = process.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("`hub demo` did not stop on Ctrl-C")
+    assert process.returncode == 0, rest

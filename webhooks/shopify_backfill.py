@@ -1,0 +1,209 @@
+"""Listing Shopify for `hub backfill` and reconciliation (hub/backfill.py drives it).
+
+Admin GraphQL connections `customers`, `subscriptionContracts` and `orders`, paged with
+cursors (`after: endCursor` while `pageInfo.hasNextPage`), sorted by update time and
+filtered with the search syntax `updated_at:>'…'` (backfill --since, reconciliation).
+Each node is wrapped as the REST-shaped webhook body of its topic (`customers/update`,
+`subscription_contracts/update|cancel|expire`, `orders/create|paid|cancelled`), so
+webhooks.shopify normalizes it unchanged; a contract carries its node under "contract",
+so ENRICH fetches nothing. The dedupe id is (gid, updatedAt).
+
+Rate limit: Shopify's calculated query cost. Every answer's `extensions.cost` says what
+the query cost and what is left in the bucket (`throttleStatus`: maximumAvailable,
+currentlyAvailable, restoreRate — 100 points/s on Standard plans, 1,000 on Plus); the
+next query waits until the bucket holds what it asked for last time, and a THROTTLED
+answer waits for the bucket to refill and asks again.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from hub.backfill import Item, Lister, Pacer, Page, dedupe_id, register
+from hub.values import utc
+from webhooks import shopify_api
+
+SOURCE = "shopify"
+RETRIES = 8
+
+_CUSTOMER = """id legacyResourceId email firstName lastName phone createdAt updatedAt
+      emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
+      smsMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }"""
+
+_CONTRACT = """id status createdAt updatedAt nextBillingDate currencyCode
+      customer { id email firstName lastName phone }
+      billingPolicy { interval intervalCount }
+      lines(first: 10) { nodes { productId variantId title quantity
+        currentPrice { amount currencyCode } sellingPlanId sellingPlanName } }"""
+
+_ORDER = """id legacyResourceId name email createdAt processedAt updatedAt cancelledAt
+      displayFinancialStatus currencyCode sourceName
+      totalPriceSet { shopMoney { amount currencyCode } }
+      customer { id email firstName lastName phone }
+      lineItems(first: 10) { nodes { title quantity variant { id } product { id }
+        originalUnitPriceSet { shopMoney { amount } } sellingPlan { sellingPlanId name } } }"""
+
+# stream -> (connection, page size, node fields, count field or None). Page sizes keep a
+# query's requested cost (2 + first × the node's cost) under Shopify's 1,000 per query.
+CONNECTIONS = {
+    "customers": ("customers", 100, _CUSTOMER, "customersCount"),
+    "subscription_contracts": ("subscriptionContracts", 25, _CONTRACT, None),
+    "orders": ("orders", 10, _ORDER, "ordersCount"),
+}
+
+
+def list_query(stream: str, with_count: bool) -> str:
+    """The GraphQL query of one page of a stream (and its total, on a run's first page)."""
+    connection, _, fields, count = CONNECTIONS[stream]
+    sort = ", sortKey: UPDATED_AT" if stream != "subscription_contracts" else ""
+    counted = f"\n  {count}(query: $query) {{ count }}" if with_count and count else ""
+    return (f"query HubList($first: Int!, $after: String, $query: String) {{\n"
+            f"  {connection}(first: $first, after: $after, query: $query{sort}) {{\n"
+            f"    nodes {{ {fields} }}\n    pageInfo {{ hasNextPage endCursor }}\n  }}{counted}\n}}")
+
+
+def problem(settings) -> str | None:
+    if not shopify_api.is_configured(settings):
+        return "not configured (set SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN)"
+    return None
+
+
+class Client:
+    """One run's Admin GraphQL lister, paced by the cost Shopify reports."""
+
+    def __init__(self, settings, pacer: Pacer | None = None):
+        self.settings = settings
+        # Until the first answer says otherwise: the Standard plan's bucket.
+        self.pacer = pacer or Pacer(100.0, burst=2000.0)
+        self.requested: dict[str, float] = {}
+        self.counted: set[str] = set()
+
+    def page(self, stream: str, cursor: dict | None, since: datetime | None) -> Page:
+        connection, size, _, count = CONNECTIONS[stream]
+        with_count = bool(count) and stream not in self.counted
+        variables = {"first": size, "after": (cursor or {}).get("after"),
+                     "query": f"updated_at:>'{since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}'" if since else None}
+        data = self._execute(stream, list_query(stream, with_count), variables)
+        self.counted.add(stream)
+        found = data[connection]
+        info = found.get("pageInfo") or {}
+        items = [WRAP[stream](node) for node in found.get("nodes") or []]
+        total = (data.get(count) or {}).get("count") if with_count else None
+        following = {"after": info["endCursor"]} if info.get("hasNextPage") and info.get("endCursor") else None
+        return Page(items, following, total)
+
+    def _execute(self, stream: str, query: str, variables: dict) -> dict:
+        for attempt in range(RETRIES + 1):
+            self.pacer.take(min(self.requested.get(stream, 0.0), self.pacer.burst))
+            extensions: dict = {}
+            try:
+                data = shopify_api.execute(self.settings, query, variables, extensions=extensions)
+            except shopify_api.ShopifyAPIError as exc:
+                self._account(stream, extensions)
+                if "THROTTLED" not in str(exc) or attempt == RETRIES:
+                    raise
+                continue  # the bucket was synced from the answer: take() waits for it
+            self._account(stream, extensions)
+            return data
+        raise AssertionError("unreachable")
+
+    def _account(self, stream: str, extensions: dict) -> None:
+        cost = extensions.get("cost") or {}
+        status = cost.get("throttleStatus") or {}
+        if cost.get("requestedQueryCost") is not None:
+            self.requested[stream] = float(cost["requestedQueryCost"])
+        if status.get("currentlyAvailable") is not None:
+            self.pacer.sync(status["currentlyAvailable"], status.get("restoreRate"),
+                            status.get("maximumAvailable"))
+
+
+# --- wrapping nodes as the webhooks carry them ---------------------------------------------
+
+def _numeric(gid: str | None) -> str | None:
+    return gid.rsplit("/", 1)[-1] if gid else None
+
+
+def _lower(value) -> str | None:
+    return str(value).lower() if value else None
+
+
+def _consent(consent: dict | None) -> dict | None:
+    if not consent:
+        return None
+    return {"state": _lower(consent.get("marketingState")),
+            "opt_in_level": _lower(consent.get("marketingOptInLevel")),
+            "consent_updated_at": consent.get("consentUpdatedAt")}
+
+
+def _person(c: dict | None) -> dict | None:
+    if not c:
+        return None
+    return {"id": _numeric(c.get("id")), "admin_graphql_api_id": c.get("id"), "email": c.get("email"),
+            "first_name": c.get("firstName"), "last_name": c.get("lastName"), "phone": c.get("phone")}
+
+
+def _item(kind: str, topic: str, node: dict, payload: dict, model_kind: str) -> Item:
+    return Item(event_id=dedupe_id(f"shopify-{kind}", node["id"], node.get("updatedAt")), topic=topic,
+                payload=payload, updated_at=utc(node.get("updatedAt")), kind=model_kind,
+                source_id=_numeric(node["id"]))
+
+
+def customer_item(node: dict) -> Item:
+    payload = {**_person(node), "created_at": node.get("createdAt"), "updated_at": node.get("updatedAt")}
+    for key, consent in (("email_marketing_consent", node.get("emailMarketingConsent")),
+                         ("sms_marketing_consent", node.get("smsMarketingConsent"))):
+        if _consent(consent):
+            payload[key] = _consent(consent)
+    return _item("customer", "customers/update", node, payload, "customer")
+
+
+_CONTRACT_TOPICS = {"CANCELLED": "subscription_contracts/cancel", "EXPIRED": "subscription_contracts/expire"}
+
+
+def contract_item(node: dict) -> Item:
+    customer = node.get("customer") or {}
+    policy = node.get("billingPolicy") or {}
+    payload = {"admin_graphql_api_id": node["id"], "id": _numeric(node["id"]),
+               "status": _lower(node.get("status")), "currency_code": node.get("currencyCode"),
+               "admin_graphql_api_customer_id": customer.get("id"), "customer_id": _numeric(customer.get("id")),
+               "billing_policy": {"interval": _lower(policy.get("interval")),
+                                  "interval_count": policy.get("intervalCount")},
+               "updated_at": node.get("updatedAt"), "contract": node}
+    topic = _CONTRACT_TOPICS.get(node.get("status"), "subscription_contracts/update")
+    return _item("contract", topic, node, payload, "subscription")
+
+
+_PAID = {"PAID", "PARTIALLY_PAID", "PARTIALLY_REFUNDED", "REFUNDED"}
+
+
+def order_item(node: dict) -> Item:
+    total = (node.get("totalPriceSet") or {}).get("shopMoney") or {}
+    lines = []
+    for line in (node.get("lineItems") or {}).get("nodes") or []:
+        price = ((line.get("originalUnitPriceSet") or {}).get("shopMoney") or {}).get("amount")
+        plan = line.get("sellingPlan") or {}
+        lines.append({"title": line.get("title"), "quantity": line.get("quantity"), "price": price,
+                      "product_id": _numeric((line.get("product") or {}).get("id")),
+                      "variant_id": _numeric((line.get("variant") or {}).get("id")),
+                      "selling_plan_id": plan.get("sellingPlanId")})
+    payload = {"id": _numeric(node["id"]), "admin_graphql_api_id": node["id"], "name": node.get("name"),
+               "email": node.get("email"), "created_at": node.get("createdAt"),
+               "processed_at": node.get("processedAt"), "updated_at": node.get("updatedAt"),
+               "cancelled_at": node.get("cancelledAt"),
+               "financial_status": _lower(node.get("displayFinancialStatus")),
+               "currency": total.get("currencyCode") or node.get("currencyCode"),
+               "total_price": total.get("amount"), "source_name": node.get("sourceName"),
+               "customer": _person(node.get("customer")), "line_items": lines}
+    if node.get("cancelledAt"):
+        topic = "orders/cancelled"
+    elif node.get("displayFinancialStatus") in _PAID:
+        topic = "orders/paid"
+    else:
+        topic = "orders/create"
+    return _item("order", topic, node, payload, "order")
+
+
+WRAP = {"customers": customer_item, "subscription_contracts": contract_item, "orders": order_item}
+
+LISTER = register(Lister(source=SOURCE, streams=("customers", "subscription_contracts", "orders"),
+                         changes=("customers", "subscription_contracts", "orders"),
+                         problem=problem, client=Client))

@@ -1,0 +1,73 @@
+"""Shopify calls of the rule layer: the customer account URL (update-payment links), a
+billing attempt on the dunning cadence (mode `orchestrate`), and the product of an
+inventory item (inventory webhooks name the item only).
+
+Registered in hub.rules.platforms under "shopify"; GraphQL goes through ShopifyAPI
+(webhooks.shopify_api.execute), against the Admin API stand-in in tests.
+"""
+from __future__ import annotations
+
+from hub.rules import platforms
+from webhooks import shopify_api
+
+NAME = "shopify"
+
+BILLING_ATTEMPT = """
+mutation HubBillingAttempt($contract: ID!, $input: SubscriptionBillingAttemptInput!) {
+  subscriptionBillingAttemptCreate(subscriptionContractId: $contract, subscriptionBillingAttemptInput: $input) {
+    subscriptionBillingAttempt { id ready errorMessage }
+    userErrors { field message }
+  }
+}
+"""
+
+INVENTORY_ITEM = """
+query HubInventoryItem($id: ID!) {
+  inventoryItem(id: $id) { id variant { id product { id } } }
+}
+"""
+
+
+def _number(gid) -> str | None:
+    """The number of a gid, as the normalizers store ids ("gid://shopify/Product/7" → "7")."""
+    return str(gid).rsplit("/", 1)[-1] if gid else None
+
+
+def account_url(settings, customer_id: str) -> str | None:
+    """The shop's customer account page, where a subscriber updates their payment method.
+
+    The same address serves classic and new customer accounts (the shop redirects); no
+    call is needed, so this also works while the Admin API is unreachable.
+    """
+    shop = (settings.SHOPIFY_SHOP or "").strip().removeprefix("https://").removeprefix("http://").strip("/")
+    return f"https://{shop}/account" if shop else None
+
+
+def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
+    """Ask Shopify to charge the contract again now; the key makes a repeat a no-op."""
+    contract = payment.subscription_source_id
+    if not contract:
+        raise shopify_api.ShopifyAPIError(f"billing attempt {payment.source_id} names no contract")
+    data = shopify_api.execute(settings, BILLING_ATTEMPT, {
+        "contract": shopify_api.contract_gid(contract),
+        # Shopify keeps idempotency keys for a while; it caps their length.
+        "input": {"idempotencyKey": idempotency_key[:255]},
+    })
+    errors = (data.get("subscriptionBillingAttemptCreate") or {}).get("userErrors") or []
+    if errors:
+        raise shopify_api.ShopifyAPIError("; ".join(e.get("message", "?") for e in errors))
+
+
+def inventory_item_products(settings, item_id: str) -> dict:
+    """{"product_id", "variant_id"} of an inventory item (numbers, as contracts store them)."""
+    if not shopify_api.is_configured(settings):
+        return {}
+    gid = item_id if str(item_id).startswith("gid://") else f"gid://shopify/InventoryItem/{item_id}"
+    item = shopify_api.execute(settings, INVENTORY_ITEM, {"id": gid}).get("inventoryItem") or {}
+    variant = item.get("variant") or {}
+    return {"variant_id": _number(variant.get("id")), "product_id": _number((variant.get("product") or {}).get("id"))}
+
+
+platforms.LINKS[NAME] = account_url
+platforms.RETRY[NAME] = create_billing_attempt
+platforms.ITEMS[NAME] = inventory_item_products

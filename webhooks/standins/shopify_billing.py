@@ -1,0 +1,48 @@
+"""The Admin GraphQL stand-in (webhooks/standins/shopify.py) plus what the rule layer asks:
+`inventoryItem` (item → variant and product) and `subscriptionBillingAttemptCreate`, with
+Shopify's idempotency: a repeated idempotencyKey returns the same attempt, not a new one.
+"""
+from __future__ import annotations
+
+from webhooks.standins.shopify import FakeShopifyAdmin
+
+
+class FakeShopifyBilling(FakeShopifyAdmin):
+    """`items`: inventory item number → (product number, variant number); `attempts`: one
+    (contract gid, idempotency key) per billing attempt Shopify would have made."""
+
+    def __init__(self, token: str = "shpat_test"):
+        super().__init__(token)
+        self.items: dict[str, tuple[str, str]] = {}
+        self.attempts: list[tuple[str, str]] = []
+        self._by_key: dict[str, str] = {}
+
+    def answer(self, path: str, headers: dict, body: dict):
+        query = body.get("query", "")
+        if "subscriptionBillingAttemptCreate" not in query and "inventoryItem(" not in query:
+            return super().answer(path, headers, body)
+        status, answer = super().answer(path, headers, {**body, "query": "shop {"})  # auth, errors, log
+        if self.requests:
+            self.requests[-1]["query"] = query
+        if status != 200 or "errors" in answer:
+            return status, answer
+        variables = body.get("variables") or {}
+        if "inventoryItem(" in query:
+            number = str(variables.get("id", "")).rsplit("/", 1)[-1]
+            if number not in self.items:
+                return 200, {"data": {"inventoryItem": None}}
+            product, variant = self.items[number]
+            return 200, {"data": {"inventoryItem": {
+                "id": variables["id"], "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
+                                                   "product": {"id": f"gid://shopify/Product/{product}"}}}}}
+        key = (variables.get("input") or {}).get("idempotencyKey")
+        if not key:
+            return 200, {"data": {"subscriptionBillingAttemptCreate": {
+                "subscriptionBillingAttempt": None,
+                "userErrors": [{"field": ["idempotencyKey"], "message": "Idempotency key can't be blank"}]}}}
+        if key not in self._by_key:
+            self.attempts.append((variables.get("contract"), key))
+            self._by_key[key] = f"gid://shopify/SubscriptionBillingAttempt/{len(self.attempts)}"
+        return 200, {"data": {"subscriptionBillingAttemptCreate": {
+            "subscriptionBillingAttempt": {"id": self._by_key[key], "ready": False, "errorMessage": None},
+            "userErrors": []}}}

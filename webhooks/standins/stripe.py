@@ -1,0 +1,248 @@
+"""A loopback stand-in of Stripe's API (`/v1/...`), for the stripe library with its API base
+pointed here (`StripeClient(..., base_addresses={"api": fake.url})`).
+
+It speaks Stripe's shapes: form-encoded requests (`enabled_events[0]=…`), objects with
+`id`/`object`, list objects (`{"object": "list", "data", "has_more", "url"}`) paged with
+`limit`/`starting_after`, and Stripe's error document with 401 for a wrong key. Routes
+are a table (ROUTES): add a (method, path regex, handler) entry and a handler per object.
+
+    with FakeStripe(key="sk_test_ok") as stripe_api:
+        settings.STRIPE_API_BASE = stripe_api.url
+        ...
+        stripe_api.webhook_endpoints          # id → webhook_endpoint object
+"""
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from urllib.parse import parse_qsl
+
+from connectors.standins.loopback import Call, LoopbackServer
+
+
+def form(call: Call) -> dict:
+    """A Stripe form body as nested dicts and lists (`a[0]=x` → list, `m[k]=v` → dict)."""
+    decoded: dict = {}
+    for key, value in parse_qsl(call.raw.decode("utf-8"), keep_blank_values=True):
+        name, *path = key.replace("]", "").split("[")
+        if not path:
+            decoded[name] = value
+            continue
+        holder = decoded.setdefault(name, [] if path[0].isdigit() else {})
+        if isinstance(holder, list):
+            holder.append(value)
+        else:
+            holder[path[0]] = value
+    return decoded
+
+
+def page(objects: list[dict], call: Call, url: str) -> dict:
+    """A Stripe list object of `objects` (newest first), honouring limit and starting_after."""
+    limit = int((call.query.get("limit") or ["10"])[0])
+    after = (call.query.get("starting_after") or [None])[0]
+    start = next((i + 1 for i, o in enumerate(objects) if o["id"] == after), 0) if after else 0
+    data = objects[start:start + limit]
+    return {"object": "list", "url": url, "has_more": start + limit < len(objects), "data": data}
+
+
+class FakeStripe(LoopbackServer):
+    """Stripe's API for one account; `key` is the only API key it accepts."""
+
+    ROUTES = [
+        ("GET", r"/v1/account", "account"),
+        # Webhook endpoints (`hub install`).
+        ("GET", r"/v1/webhook_endpoints", "list_webhook_endpoints"),
+        ("POST", r"/v1/webhook_endpoints", "create_webhook_endpoint"),
+        ("POST", r"/v1/webhook_endpoints/(?P<id>we_\w+)", "update_webhook_endpoint"),
+        # Backfill and reconciliation listings (see "Listings" below).
+        ("GET", r"/v1/customers", "list_customers"),
+        ("GET", r"/v1/customers/(?P<id>cus_\w+)", "get_customer"),
+        ("GET", r"/v1/subscriptions", "list_subscriptions"),
+        ("GET", r"/v1/invoices", "list_invoices"),
+        ("GET", r"/v1/events", "list_events"),
+    ]
+
+    def __init__(self, key: str = "sk_test_standin"):
+        super().__init__()
+        self.key = key
+        self.webhook_endpoints: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+        # Listings, newest first as Stripe lists them: lists of objects, or Generated ones.
+        self.customers: list[dict] = []
+        self.subscriptions: list[dict] = []
+        self.invoices: list[dict] = []
+        self.events: list[dict] = []
+        self.rate_limit: float | None = None  # list requests per second; above it, 429
+        self._window: list[float] = []
+        self.throttled = 0
+
+    def authorized(self, call: Call) -> bool:
+        return call.headers.get("Authorization") == f"Bearer {self.key}"
+
+    def error_body(self, status: int, message: str) -> dict:
+        if status == 401:
+            message = "Invalid API Key provided: " + message
+        return {"error": {"type": "invalid_request_error", "message": message}}
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_standin{next(self._ids):06d}"
+
+    def account(self, call: Call):
+        return 200, {"id": "acct_standin", "object": "account", "country": "CA"}
+
+    # Webhook endpoints ------------------------------------------------------------------
+
+    def list_webhook_endpoints(self, call: Call):
+        newest_first = list(reversed(self.webhook_endpoints.values()))  # Stripe lists newest first
+        return 200, page([_public(e) for e in newest_first], call, "/v1/webhook_endpoints")
+
+    def create_webhook_endpoint(self, call: Call):
+        body = form(call)
+        if not body.get("url") or not body.get("enabled_events"):
+            missing = "url" if not body.get("url") else "enabled_events"
+            return 400, {"error": {"type": "invalid_request_error", "param": missing,
+                                   "message": f"Missing required param: {missing}."}}
+        endpoint = {
+            "id": self.new_id("we"), "object": "webhook_endpoint", "api_version": body.get("api_version"),
+            "application": None, "created": int(time.time()),
+            "description": body.get("description"), "enabled_events": body["enabled_events"],
+            "livemode": False, "metadata": body.get("metadata") or {}, "status": "enabled",
+            "url": body["url"], "secret": "whsec_" + secrets.token_hex(16),
+        }
+        self.webhook_endpoints[endpoint["id"]] = endpoint
+        return 200, dict(endpoint)  # the only answer that carries the secret, as on Stripe
+
+    def update_webhook_endpoint(self, call: Call):
+        endpoint = self.webhook_endpoints.get(call.params["id"])
+        if endpoint is None:
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "message": f"No such webhook endpoint: '{call.params['id']}'"}}
+        body = form(call)
+        for name in ("url", "enabled_events", "description"):
+            if name in body:
+                endpoint[name] = body[name]
+        if "metadata" in body:
+            endpoint["metadata"].update(body["metadata"])
+        if "disabled" in body:
+            endpoint["status"] = "disabled" if body["disabled"] == "true" else "enabled"
+        return 200, _public(endpoint)
+
+
+    # Listings (backfill and reconciliation) ----------------------------------------------
+
+    def list_customers(self, call: Call):
+        since = _created_gte(call)
+        return self._listing(call, self.customers, "/v1/customers",
+                             lambda o: since is None or o["created"] >= since)
+
+    def get_customer(self, call: Call):
+        found = self._customer(call.params["id"])
+        if found is None:
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "message": f"No such customer: '{call.params['id']}'"}}
+        return 200, found
+
+    def list_subscriptions(self, call: Call):
+        since = _created_gte(call)
+        status = _one(call, "status")
+        # Without status=all, Stripe leaves canceled subscriptions out.
+        return self._listing(call, self.subscriptions, "/v1/subscriptions", lambda o: (
+            (since is None or o["created"] >= since)
+            and (status == "all" or (o["status"] == status if status else o["status"] != "canceled"))))
+
+    def list_invoices(self, call: Call):
+        since = _created_gte(call)
+        return self._listing(call, self.invoices, "/v1/invoices",
+                             lambda o: since is None or o["created"] >= since)
+
+    def list_events(self, call: Call):
+        since = _created_gte(call)
+        types = {v[0] for k, v in call.query.items() if k.startswith("types[")}
+        return self._listing(call, self.events, "/v1/events", lambda o: (
+            (since is None or o["created"] >= since) and (not types or o["type"] in types)))
+
+    def _customer(self, customer_id: str) -> dict | None:
+        if isinstance(self.customers, Generated):
+            return self.customers.get(customer_id)
+        return next((c for c in self.customers if c["id"] == customer_id), None)
+
+    def _throttled(self):
+        """Stripe's answer above the rate limit (a sliding one-second window)."""
+        if not self.rate_limit:
+            return None
+        now = time.monotonic()
+        self._window = [t for t in self._window if now - t < 1.0]
+        if len(self._window) >= self.rate_limit:
+            self.throttled += 1
+            return 429, {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                                   "message": "Request rate limit exceeded. Learn more about rate limits "
+                                              "here https://stripe.com/docs/rate-limits."}}
+        self._window.append(now)
+        return None
+
+    def _listing(self, call: Call, objects, url: str, keep):
+        limited = self._throttled()
+        if limited:
+            return limited
+        limit = min(100, max(1, int(_one(call, "limit") or 10)))
+        after = _one(call, "starting_after")
+        start = (_index(objects, after) + 1) if after else 0
+        data, i = [], start
+        while i < len(objects) and len(data) < limit:
+            if keep(objects[i]):
+                data.append(objects[i])
+            i += 1
+        more = any(keep(objects[j]) for j in range(i, len(objects)))
+        expand = {v[0] for k, v in call.query.items() if k.startswith("expand[")}
+        if "data.customer" in expand:
+            data = [{**o, "customer": self._customer(o["customer"]) or o["customer"]}
+                    if isinstance(o.get("customer"), str) else o for o in data]
+        return 200, {"object": "list", "url": url, "has_more": more, "data": data}
+
+
+class Generated:
+    """A long listing made on demand (benchmarks): item i is `make(i)`, its id `prefix + i`
+    in eight digits; index and lookup by id need no table."""
+
+    def __init__(self, count: int, make, prefix: str):
+        self.count, self.make, self.prefix = count, make, prefix
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return self.make(i)
+
+    def index(self, object_id: str) -> int:
+        if not object_id.startswith(self.prefix):
+            raise ValueError(object_id)
+        return int(object_id[len(self.prefix):])
+
+    def get(self, object_id: str) -> dict | None:
+        try:
+            i = self.index(object_id)
+        except ValueError:
+            return None
+        return self.make(i) if 0 <= i < self.count else None
+
+
+def _one(call: Call, name: str) -> str | None:
+    return (call.query.get(name) or [None])[0]
+
+
+def _created_gte(call: Call) -> int | None:
+    value = _one(call, "created[gte]")
+    return int(value) if value else None
+
+
+def _index(objects, object_id: str) -> int:
+    if isinstance(objects, Generated):
+        return objects.index(object_id)
+    return next(i for i, o in enumerate(objects) if o["id"] == object_id)
+
+def _public(endpoint: dict) -> dict:
+    """The endpoint as Stripe shows it after creation: without its secret."""
+    return {k: v for k, v in endpoint.items() if k != "secret"}

@@ -1,0 +1,72 @@
+"""Stripe's API for `hub install`: the webhook endpoint that sends the hub its events.
+
+The endpoint's events are the types webhooks.stripe normalizes (design §4). An endpoint
+is the hub's when it points at the hub's URL or carries the hub's metadata mark; a second
+run finds it and changes nothing. Stripe shows an endpoint's signing secret only in the
+answer that creates it, so the user copies it into STRIPE_WEBHOOK_SECRET then (or from the
+Dashboard for an endpoint that already exists).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import stripe
+
+# Marks the endpoint the hub made, so a changed HUB_BASE_URL updates it instead of adding one.
+METADATA_MARK = {"made_by": "subscription-hub"}
+
+
+def client(settings) -> stripe.StripeClient:
+    """A StripeClient for STRIPE_API_KEY (and STRIPE_API_BASE, a stand-in in tests); no retries."""
+    options = {"base_addresses": {"api": settings.STRIPE_API_BASE.rstrip("/")}} \
+        if settings.STRIPE_API_BASE else {}
+    return stripe.StripeClient(settings.STRIPE_API_KEY, max_network_retries=0, **options)
+
+
+def event_types() -> list[str]:
+    """The Stripe event types the hub handles (webhooks.stripe.TOPICS), sorted."""
+    from webhooks.stripe import TOPICS
+
+    return sorted(TOPICS)
+
+
+@dataclass
+class EndpointChange:
+    """What registration did: "created", "updated" or "unchanged", and with which endpoint."""
+
+    action: str
+    endpoint_id: str
+    secret: str | None = None  # only for a created endpoint: Stripe never shows it again
+    changed: list[str] = field(default_factory=list)  # what an update changed
+
+
+def plan_endpoint(endpoints: list[dict], url: str, events: list[str]) -> tuple[str, dict | None, dict]:
+    """("create" | "update" | "unchanged", the hub's endpoint or None, parameters to send) (pure)."""
+    ours = next((e for e in endpoints if e.get("url") == url), None) or next(
+        (e for e in endpoints if (e.get("metadata") or {}).get("made_by") == METADATA_MARK["made_by"]), None)
+    if ours is None:
+        return "create", None, {"url": url, "enabled_events": events, "metadata": METADATA_MARK,
+                                "description": "Subscription hub (hub install)"}
+    changes: dict = {}
+    if ours.get("url") != url:
+        changes["url"] = url
+    enabled = list(ours.get("enabled_events") or [])
+    if "*" not in enabled and not set(events) <= set(enabled):
+        changes["enabled_events"] = sorted(set(enabled) | set(events))  # keep what the user added
+    if ours.get("status") == "disabled":
+        changes["disabled"] = False
+    return ("update" if changes else "unchanged"), ours, changes
+
+
+def register_endpoint(settings, url: str) -> EndpointChange:
+    """Create or fix the hub's webhook endpoint; raises stripe.StripeError (401, 403, …)."""
+    api = client(settings)
+    endpoints = [e.to_dict() for e in api.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter()]
+    action, ours, params = plan_endpoint(endpoints, url, event_types())
+    if action == "create":
+        made = api.v1.webhook_endpoints.create(params)
+        return EndpointChange("created", made.id, secret=made.to_dict().get("secret"))
+    if action == "update":
+        api.v1.webhook_endpoints.update(ours["id"], params)
+        return EndpointChange("updated", ours["id"], changed=sorted(params))
+    return EndpointChange("unchanged", ours["id"])
