@@ -57,6 +57,7 @@ class ActiveCampaignConnector(Connector):
         self.http.headers.update({"Api-Token": settings.ACTIVECAMPAIGN_API_KEY,
                                   "Accept": "application/json"})
         self._fields: dict[str, str] | None = None  # perstag → field id
+        self._unlinked: set[str] = set()  # fields made but not yet shown on every list
         self._tags: dict[str, str] = {}  # tag name → tag id
         self._searched: set[str] = set()
         self.created: list[str] = []  # what `install()` (or a first push) created
@@ -129,13 +130,17 @@ class ActiveCampaignConnector(Connector):
             if body is None:
                 return result, None
             field_id = str(body["field"]["id"])
+            # Known from now on even if linking it fails: creating it again would be refused
+            # for good ("The perstag is already in use") and dead-letter every later profile.
+            self._fields[name.upper()] = field_id
+            self._unlinked.add(field_id)
+            self.created.append(f"field {name}")
+        for field_id in sorted(self._unlinked):
             # relid 0: the field is shown for contacts of every list.
-            rel = {"fieldRel": {"field": field_id, "relid": 0}}
-            result, rel = self._request("POST", "/fieldRels", rel)
+            result, rel = self._request("POST", "/fieldRels", {"fieldRel": {"field": field_id, "relid": 0}})
             if rel is None:
                 return result, None
-            self._fields[name.upper()] = field_id
-            self.created.append(f"field {name}")
+            self._unlinked.discard(field_id)
         return None, self._fields
 
     def install(self) -> list[str]:

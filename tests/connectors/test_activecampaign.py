@@ -1,7 +1,7 @@
 """ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
 from __future__ import annotations
 
-from connectors.base import Sent
+from connectors.base import RetryAfter, Sent
 from tests.connectors.conftest import event_item, profile_item
 
 
@@ -18,6 +18,17 @@ def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
     # A second worker (a new instance) finds the fields instead of creating them again.
     activecampaign.connector().push_batch([profile_item(2, "bob@example.com")])
     assert len(fake.operations("create_field")) == 9
+
+
+def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign):
+    fake = activecampaign.fake
+    fake.fail(429, retry_after=1, times=1, path="/api/3/fieldRels")
+    c = activecampaign.connector()
+    first = c.push_batch([profile_item(1, "ada@example.com")])[1]
+    assert isinstance(first, RetryAfter)  # ActiveCampaign asked us to wait
+    assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
+    assert len(fake.operations("create_field")) == 9 and len(fake.operations("create_field_rel")) == 10
+    assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
 
 
 def test_the_stage_tag_follows_the_stage(activecampaign):
