@@ -137,3 +137,19 @@ def monthly(source_id="sub_1", start="2026-01-01T10:00", renews="2026-02-01T10:0
     return {"source_id": source_id, "status": "active", "plan": "Coffee Monthly", "interval": "month",
             "interval_count": 1, "amount": 2500, "currency": "USD", "current_period_start": at(start),
             "next_renewal_at": at(renews) if renews else None, **kw}
+
+
+def shopify_billing_failure(client, hub, admin, token: str, **failure_headers) -> None:
+    """Point the hub at the Shopify stand-in, then post a contract and a failed billing attempt on it."""
+    from tests.samples import load_sample, post
+
+    hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
+    hub.settings.SHOPIFY_ACCESS_TOKEN = token
+    hub.settings.SHOPIFY_ADMIN_URL = admin.url
+    post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
+         topic="subscription_contracts/create", webhook_id="wh-c1")
+    failure = load_sample("shopify/subscription_billing_attempts_failure.json")
+    failure.update(subscription_contract_id=402440842,
+                   admin_graphql_api_subscription_contract_id="gid://shopify/SubscriptionContract/402440842")
+    post(client, "shopify", failure, topic="subscription_billing_attempts/failure", webhook_id="wh-f1",
+         **failure_headers)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from hub import rules
 from hub.inbox import drain_inbox
 from hub.models import Delivery, Trigger
+from tests.hub.rules.conftest import shopify_billing_failure
 from tests.samples import load_sample, post, stripe_event
 from webhooks.standins.shopify_billing import FakeShopifyBilling
 from webhooks.standins.stripe_billing import FakeStripeBilling
@@ -62,15 +63,7 @@ def test_without_an_answer_from_stripe_the_trigger_keeps_the_invoice_link(client
 
 def test_shopify_billing_failure_links_the_customer_account(client, hub):
     with FakeShopifyBilling(token="shpat_links") as admin:
-        hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
-        hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_links"
-        hub.settings.SHOPIFY_ADMIN_URL = admin.url
-        post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
-             topic="subscription_contracts/create", webhook_id="wh-c1")
-        failure = load_sample("shopify/subscription_billing_attempts_failure.json")
-        failure.update(subscription_contract_id=402440842,
-                       admin_graphql_api_subscription_contract_id="gid://shopify/SubscriptionContract/402440842")
-        post(client, "shopify", failure, topic="subscription_billing_attempts/failure", webhook_id="wh-f1")
+        shopify_billing_failure(client, hub, admin, "shpat_links")
         drain_inbox(hub.storage, hub.settings)
     [failed] = triggers(hub, "Payment Failed")
     assert failed.properties["source"] == "shopify"

@@ -11,6 +11,7 @@ from hub import rules
 from hub.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.rules import params as params_
+from tests.hub.rules.conftest import shopify_billing_failure
 from tests.samples import load_sample, post, stripe_event
 from webhooks.standins.shopify_billing import FakeShopifyBilling
 from webhooks.standins.stripe_billing import FakeStripeBilling
@@ -59,16 +60,7 @@ def test_stripe_invoice_is_paid_on_each_retry_day_once(client, orchestrate):
 def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
     hub = orchestrate
     with FakeShopifyBilling(token="shpat_orch") as admin:
-        hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
-        hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_orch"
-        hub.settings.SHOPIFY_ADMIN_URL = admin.url
-        post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
-             topic="subscription_contracts/create", webhook_id="wh-c1")
-        failure = load_sample("shopify/subscription_billing_attempts_failure.json")
-        failure.update(subscription_contract_id=402440842,
-                       admin_graphql_api_subscription_contract_id="gid://shopify/SubscriptionContract/402440842")
-        post(client, "shopify", failure, topic="subscription_billing_attempts/failure", webhook_id="wh-f1",
-             triggered_at="2026-11-01T12:00:00Z")
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
         drain_inbox(hub.storage, hub.settings)
         fired = sweep_days(hub, date(2026, 11, 2), 20)
     assert [contract for contract, _ in admin.attempts] == ["gid://shopify/SubscriptionContract/402440842"] * 3
