@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import start_redis, write_section  # noqa: E402
+from benchmarks.common import sqlite_connect, start_redis, write_section  # noqa: E402
 from hub.storage import Storage  # noqa: E402
 from tests.samples import load_sample, stripe_resource  # noqa: E402
 from webhooks.standins.stripe import FakeStripe, Generated  # noqa: E402
@@ -52,7 +52,7 @@ def world(fake: FakeStripe, n: int) -> None:
 
 def checkpoint(db: Path) -> dict:
     try:
-        with sqlite3.connect(db, timeout=1) as conn:
+        with sqlite_connect(db, timeout=1) as conn:
             row = conn.execute("SELECT value FROM checkpoint WHERE name = 'backfill:stripe'").fetchone()
     except sqlite3.Error:
         return {}
@@ -60,7 +60,7 @@ def checkpoint(db: Path) -> dict:
 
 
 def scalar(db: Path, sql: str) -> int:
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         return conn.execute(sql).fetchone()[0]
 
 
@@ -106,7 +106,7 @@ def main() -> None:
     subscriptions = scalar(db, "SELECT count(*) FROM subscription")
     rows = scalar(db, "SELECT count(*) FROM inbox_event")
     distinct = scalar(db, "SELECT count(DISTINCT subscriber_id) FROM subscription")
-    statuses = dict(sqlite3.connect(db).execute("SELECT status, count(*) FROM inbox_event GROUP BY status").fetchall())
+    statuses = dict(sqlite_connect(db).execute("SELECT status, count(*) FROM inbox_event GROUP BY status").fetchall())
     objects = 2 * n
     total_seconds = first_seconds + second_seconds
     resumed_ok = (second.returncode == 0 and final.get("finished") and "resumed" in second.stdout

@@ -12,6 +12,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def sqlite_connect(db: Path, readonly: bool = False, timeout: float = 30):
+    """A sqlite3 connection to the hub's SQLite file with the inbox's own file attached."""
+    import sqlite3
+
+    from hub.storage import inbox_path
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro" if readonly else str(db), uri=readonly, timeout=timeout)
+    inbox = inbox_path(f"sqlite:///{db}")
+    if inbox is not None and inbox.exists():
+        conn.execute("ATTACH DATABASE ? AS inbox", (f"file:{inbox}?mode=ro" if readonly else str(inbox),))
+    return conn
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

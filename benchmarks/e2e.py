@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import free_port, start_redis, wait_for, write_section  # noqa: E402
+from benchmarks.common import free_port, sqlite_connect, start_redis, wait_for, write_section  # noqa: E402
 from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe, stripe_event  # noqa: E402
 
@@ -218,7 +217,7 @@ def hub_state(db: Path | str) -> dict:
         with psycopg.connect(db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
             state = {k: dict(conn.execute(q).fetchall()) for k, q in STATE_QUERIES.items()}
     else:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        with sqlite_connect(db, readonly=True) as conn:
             state = {k: dict(conn.execute(q).fetchall()) for k, q in STATE_QUERIES.items()}
     state["profiles"] = state["profiles"].get("all", 0)
     return state
@@ -307,7 +306,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
 
 # --- the naive baseline run ------------------------------------------------------------------------
 
-def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int) -> dict:
+def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, threads: int) -> dict:
     import redis
     from rq import Queue
 
@@ -317,8 +316,10 @@ def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int)
     port = free_port()
     env = dict(os.environ, REDIS_URL=redis_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, KLAVIYO_API_KEY=KLAVIYO_KEY,
                KLAVIYO_BASE_URL=klaviyo.url, PYTHONPATH=str(tmp))
-    procs = [spawn([sys.executable, "-m", "gunicorn", "-w", str(web_workers), "-b", f"127.0.0.1:{port}",
-                    "naive_app:app"], env, tmp, tmp / "naive-serve.log")]
+    # Served like the hub: granian, the same processes and threads (hub serve's server).
+    procs = [spawn([sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(web_workers),
+                    "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
+                    "--host", "127.0.0.1", "--port", str(port), "naive_app:app"], env, tmp, tmp / "naive-serve.log")]
     queue = Queue("naive", connection=redis.Redis.from_url(redis_url))
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", 60)
@@ -380,8 +381,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (hub worker / rq worker)")
-    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="threads per hub web process")
+    parser.add_argument("--web-workers", type=int, default=2, help="web server processes (hub serve --workers)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per web process (hub serve --threads)")
     parser.add_argument("--staged-events", type=int, default=10_000,
                         help="events of the staged hub run (web path alone, then workers alone); 0: skip")
     parser.add_argument("--database-url", default=None,
@@ -398,7 +399,7 @@ def main() -> None:
         staged_n = min(args.events, args.staged_events)
         staged = run_hub(tmp, redis_url, staged_n, args.workers, args.web_workers, args.threads, staged=True,
                          database_url=args.database_url) if staged_n else None
-        naive = run_naive(tmp, redis_url, args.naive_events, args.workers, args.web_workers)
+        naive = run_naive(tmp, redis_url, args.naive_events, args.workers, args.web_workers, args.threads)
     finally:
         redis_proc.terminate()
     database = "PostgreSQL" if args.database_url else "SQLite"

@@ -22,7 +22,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import free_port, start_redis, wait_for, write_section  # noqa: E402
+from benchmarks.common import free_port, sqlite_connect, start_redis, wait_for, write_section  # noqa: E402
 
 SECRET = "bench-secret"
 HELLO = textwrap.dedent('''
@@ -148,9 +148,7 @@ def main() -> None:
 
 
 def _count_rows(path: Path) -> int:
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
+    with sqlite_connect(path) as conn:
         return conn.execute("select count(*) from inbox_event").fetchone()[0]
 
 

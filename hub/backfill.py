@@ -7,9 +7,9 @@ of (object id, its updated time), then drains the inbox like a worker does. Rows
 origin "backfill" are history (hub.inbox.decide): triggers are stored as skipped, so no
 reminder goes out for a past occasion and no event starts a flow; profiles still update.
 
-The page's rows and the cursor of the next page are committed in one transaction
-(Checkpoint "backfill:<source>"), so a crash or Ctrl-C leaves either both or neither: a
-second `hub backfill` continues from the last committed page, and the dedupe ids keep
+A page's rows are committed first, then the cursor of the next page (Checkpoint
+"backfill:<source>"), so a crash or Ctrl-C never moves the cursor past an unstored page: a
+second `hub backfill` continues from the last committed cursor, and the dedupe ids keep
 the page being fetched again from storing anything twice.
 """
 from __future__ import annotations
@@ -328,6 +328,10 @@ def run(hub, source: str, since: datetime | None = None, restart: bool = False,
                     state["stream"], state["cursor"] = None, None
                 with hub.storage.session() as session:
                     report.stored += store(session, source, page.items, BACKFILL)
+                # The page is committed before the cursor that skips it: on SQLite the inbox
+                # has a file of its own, and a crash between two files' commits must not lose
+                # a page (a page stored twice is deduplicated by its ids).
+                with hub.storage.session() as session:
                     save_checkpoint(session, name, dict(state))
                 if drain:
                     _add(report.drained, drain_inbox(hub.storage, hub.settings))

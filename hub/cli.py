@@ -54,7 +54,7 @@ def _announce_connectors(hub) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=4, show_default=True, type=int, help="Web worker processes.")
+@click.option("--workers", default=2, show_default=True, type=int, help="Web processes.")
 def run(host, port, workers):
     """Web server, worker and cron in one process group, for a single machine."""
     hub = _hub()
@@ -102,21 +102,42 @@ def run(host, port, workers):
         raise SystemExit(f"a hub process exited with status {failed[0]}")
 
 
+SERVERS = ("granian", "gunicorn")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=4, show_default=True, type=int, help="Web processes.")
-@click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
+@click.option("--workers", default=2, show_default=True, type=int, help="Web processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per web process.")
+@click.option("--server", type=click.Choice(SERVERS), default="granian", show_default=True,
+              help="HTTP server: granian (Rust, keep-alive) or gunicorn (sync workers).")
 @click.option("--upgrade/--no-upgrade", default=True, help="Apply database migrations first.")
-def serve(host, port, workers, threads, upgrade):
-    """The web server (gunicorn): webhooks, API, sync log pages."""
-    from gunicorn.app.base import BaseApplication
-
-    from hub import create_app
-
+def serve(host, port, workers, threads, server, upgrade):
+    """The web server: webhooks, API, sync log pages (hub.wsgi:app)."""
     hub = _hub()
     if upgrade:
         hub.storage.upgrade()
+    hub.storage.dispose()  # each web process opens its own connections
+    if server == "granian":
+        _serve_granian(host, port, workers, threads)
+    else:
+        _serve_gunicorn(host, port, workers, threads)
+
+
+def _serve_granian(host: str, port: int, workers: int, threads: int) -> None:
+    # granian parses HTTP in Rust and keeps connections alive: per webhook it costs about
+    # half the CPU of gunicorn's sync workers (benchmarks/RESULTS.md), CPU the drain needs.
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian("hub.wsgi:app", address=host, port=port, interface=Interfaces.WSGI, workers=workers,
+            blocking_threads=threads, websockets=False, log_access=False,
+            workers_kill_timeout=10).serve()
+
+
+def _serve_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
+    from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self):
@@ -128,7 +149,9 @@ def serve(host, port, workers, threads, upgrade):
             self.cfg.set("graceful_timeout", 10)
 
         def load(self):
-            return create_app(hub=_hub())
+            from hub.wsgi import app
+
+            return app
 
     Server().run()
 
@@ -145,9 +168,12 @@ def worker(cron, burst):
     from hub import jobs
     from hub.queues import QUEUE_NAMES
 
+    from hub.process import tune_gc
+
     hub = _hub()
     jobs.use(hub)
     _announce_connectors(hub)
+    tune_gc()
     # Rows stored while no worker ran (or Redis was down) are drained first.
     click.echo(f"drained at start: {jobs.backstop_job()}")
     cron_process = None

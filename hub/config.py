@@ -49,7 +49,7 @@ class Settings:
     HUB_API_TOKEN: str = _doc("", "Bearer token of the JSON API (`/api/...`); the API answers 401 while it is empty.", secret=True)
     HUB_BASE_URL: str = _doc("http://127.0.0.1:8000", "Public URL of the hub (webhook registration, links on pages).")
     HUB_MAPPINGS_DIR: str = _doc(str(PROJECT_DIR / "mappings"), "Folder of the YAML rule parameters and field maps.")
-    HUB_INBOX_BATCH: int = _doc(100, "Inbox rows a worker drains per transaction (SQLite: webhooks wait while one is open).")
+    HUB_INBOX_BATCH: int = _doc(500, "Inbox rows a worker drains per transaction (larger batches cost less per row).")
     HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
     HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")

@@ -119,14 +119,16 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
         rows.append({"email": email, **({id_key[0]: id_key[1]} if id_key else {})})
     if not rows:
         return
-    # One multi-row INSERT (the ORM would send one per person), then the people as ORM
-    # objects with their (empty) collections marked loaded.
+    # One executemany INSERT (the ORM would send one per person; a multi-row VALUES would
+    # be compiled anew for every batch size), then the people as ORM objects with their
+    # (empty) collections marked loaded.
     columns = sorted({c for row in rows for c in row})
     table = Subscriber.__table__
+    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     ids = []
     for start in range(0, len(rows), CHUNK):
         chunk = [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]]
-        ids += session.execute(insert(table).values(chunk).returning(table.c.id)).scalars().all()
+        ids += session.execute(stmt, chunk).scalars().all()
     for start in range(0, len(ids), CHUNK):
         for subscriber in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids[start:start + CHUNK]))):
             set_committed_value(subscriber, "subscriptions", [])

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from hub.apply import CREATES, apply_event
-from hub.models import FAILED, IGNORED, PENDING, PROCESSED, InboxEvent
+from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent
 from webhooks import Envelope, get_source
 
 log = logging.getLogger(__name__)
@@ -186,9 +186,10 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
     if session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     else:
-        # SQLite has one writer: taking the write lock first keeps two workers from
-        # reading the same pending rows.
-        session.execute(update(InboxEvent).where(InboxEvent.id == -1).values(attempts=0))
+        # SQLite has one writer per file: taking the model file's write lock first keeps two
+        # workers from reading the same pending rows, and leaves the inbox's own file free
+        # for webhooks (hub.storage) until the batch writes its outcomes at the end.
+        session.execute(update(Checkpoint).where(Checkpoint.name == "").values(name=Checkpoint.name))
     return list(session.scalars(query))
 
 
@@ -287,6 +288,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
         first = exc
     for key, value in held.items():  # what the undone work marked for the outbox is void
         session.info[key] = value
+    session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
     log.info("inbox batch of %d rows hit %s: %s; processing it row by row", len(rows),
              type(first).__name__, first)
     for row in rows:

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
@@ -45,6 +45,7 @@ PUSH_BUDGET_SECONDS = 60.0
 
 DIRTY = "hub.outbox.dirty"  # session.info: ids of subscribers whose profile must be pushed
 PLANNED = "hub.outbox.planned"  # session.info: connectors that got new deliveries
+HELD = "hub.outbox.held"  # session.info: the dirty subscribers' objects, by id
 
 # Subscription statuses that count towards MRR: trials and paused ones bring no revenue.
 MRR_STATUSES = ("active", "past_due")
@@ -140,15 +141,19 @@ def plan(session: Session, settings, subscriber, changes, triggers, event,
         return
     if subscriber.id is None:
         session.flush()
-    mark_dirty(session, subscriber.id)
+    mark_dirty(session, subscriber.id, subscriber)
     plan_triggers(session, settings, triggers, subscriber=subscriber, history=history)
     if event is not None and event.name == ev.CONSENT_CHANGED:
         plan_consent(session, settings, subscriber, changes, event, history=history)
 
 
-def mark_dirty(session: Session, subscriber_id: int) -> None:
+def mark_dirty(session: Session, subscriber_id: int, subscriber: Subscriber | None = None) -> None:
     """The subscriber's profile is pushed at the next flush_pending_profiles()."""
     session.info.setdefault(DIRTY, set()).add(subscriber_id)
+    if subscriber is not None:
+        # The session holds clean objects only weakly: keep the person loaded until the
+        # profile is planned, rather than loading them again.
+        session.info.setdefault(HELD, {})[subscriber_id] = subscriber
 
 
 def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber | None = None,
@@ -216,16 +221,29 @@ def _chunks(values: list, size: int = 500):
 def flush_pending_profiles(session: Session, settings) -> int:
     """One profile delivery per dirty subscriber and connector, skipped when nothing changed."""
     ids = sorted(session.info.pop(DIRTY, set()))
+    held = session.info.pop(HELD, {})
     targets = _targets(settings, "profile") if ids else []
     if not targets:
         return 0
-    return sum(_flush_profiles(session, targets, chunk) for chunk in _chunks(ids))
+    return sum(_flush_profiles(session, targets, chunk, held) for chunk in _chunks(ids))
 
 
-def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int]) -> int:
+def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int],
+                    held: dict | None = None) -> int:
     names = [name for name, _ in targets]
-    subscribers = session.scalars(select(Subscriber).where(Subscriber.id.in_(ids))
-                                  .options(selectinload(Subscriber.subscriptions))).all()
+    # The drain just applied these people: they are in the session with their subscriptions
+    # loaded, and their in-memory state is what a query would return after its autoflush.
+    subscribers, missing = [], []
+    for subscriber_id in ids:
+        one = (held or {}).get(subscriber_id)
+        if (one is not None and one in session and "subscriptions" in one.__dict__
+                and not inspect(one).expired):
+            subscribers.append(one)
+        else:
+            missing.append(subscriber_id)
+    if missing:
+        subscribers += session.scalars(select(Subscriber).where(Subscriber.id.in_(missing))
+                                       .options(selectinload(Subscriber.subscriptions))).all()
     # The last profile delivery of each (connector, subscriber): its key holds its digest.
     latest_ids = select(func.max(Delivery.id)).where(
         Delivery.kind == "profile", Delivery.subscriber_id.in_(ids), Delivery.connector.in_(names)

@@ -58,12 +58,23 @@ class Storage:
         self.engine.dispose()
 
 
+def inbox_path(url: str) -> Path | None:
+    """The SQLite file that holds the inbox beside a SQLite database file (None otherwise)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    path = Path(path)
+    return path.with_name(f"{path.stem}-inbox{path.suffix or '.db'}")
+
+
 def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine; SQLite gets WAL, a busy timeout, foreign keys and the inbox's own file."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        inbox = inbox_path(url)
+        if inbox is not None:
+            inbox.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -75,6 +86,14 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
+            if inbox is not None:
+                # SQLite locks a whole file per writer: webhooks append to the inbox file
+                # while a drain holds the model's file (migration 0002). A transaction that
+                # writes both commits the model's file first, so a crash between the two
+                # leaves a row pending, to be processed again (idempotently), never lost.
+                cur.execute("ATTACH DATABASE ? AS inbox", (str(inbox),))
+                cur.execute("PRAGMA inbox.journal_mode=WAL")
+                cur.execute("PRAGMA inbox.synchronous=NORMAL")
             cur.close()
 
         return engine

@@ -66,10 +66,15 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
     p = params or current_params()
     if subscriber is None or subscriber.erased_at is not None:
         return []
-    session.flush()
+    event_rules = EVENT_RULES.get(event.name, ())
+    # The rules read the subscriber from memory; only new rows (which need ids) and the
+    # event rules' own queries need the session written out first. Not flushing for every
+    # profile event leaves one UPDATE per subscriber for the whole drained batch.
+    if event_rules or session.new or subscriber.id is None:
+        session.flush()
     s = queries.subscriber_state(subscriber)
     dues = []
-    for rule in EVENT_RULES.get(event.name, ()):
+    for rule in event_rules:
         dues += rule(session, s, event, changes, now, p)
     dues += evaluate_subscriber(session, subscriber, s, now, p, changes=changes)
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
