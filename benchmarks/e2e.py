@@ -265,7 +265,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
         started = time.monotonic()
         wrk = start_wrk(f"http://127.0.0.1:{port}/webhooks/stripe", requests_file, script, wrap=True)
         stored_at = drain_from = None
-        state, last, moved_at = {}, None, time.monotonic()
+        state, last, moved_at, shown_at = {}, None, time.monotonic(), time.monotonic()
         try:
             while time.monotonic() - started < TIMEOUT_SECONDS:
                 time.sleep(0.25)
@@ -275,6 +275,11 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
                 elif time.monotonic() - moved_at > 60:
                     raise RuntimeError(f"hub made no progress for 60 s: {state} (logs in {tmp})")
                 stored = sum(state["inbox"].values())
+                if time.monotonic() - shown_at >= 2:  # progress on stderr: stored, drained, sent
+                    shown_at = time.monotonic()
+                    print(f"  {shown_at - started:6.1f} s: {stored:,} stored, "
+                          f"{stored - state['inbox'].get('pending', 0):,} drained, "
+                          f"{state['deliveries'].get('sent', 0):,} sent", file=sys.stderr, flush=True)
                 if stored_at is None and stored >= n:
                     stored_at = time.monotonic()
                     wrk_out = stop_wrk(wrk)

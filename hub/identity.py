@@ -124,7 +124,9 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
     # (empty) collections marked loaded.
     columns = sorted({c for row in rows for c in row})
     table = Subscriber.__table__
-    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    # The ids only serve to load the rows back: no need to ask for them in parameter order,
+    # which would make SQLAlchemy send the rows one INSERT at a time on SQLite.
+    stmt = insert(table).returning(table.c.id)
     ids = []
     for start in range(0, len(rows), CHUNK):
         chunk = [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]]

@@ -15,11 +15,12 @@ import traceback as tb
 from functools import lru_cache
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.apply import CREATES, apply_event
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent
@@ -180,23 +181,40 @@ class _Waiter:
 
 
 def claim_batch(session: Session, size: int) -> list[InboxEvent]:
-    """The oldest pending rows, locked against other workers until commit."""
+    """The oldest pending rows, locked against other workers until commit (on SQLite the
+    caller holds Storage.drain_lock() instead)."""
     query = (select(InboxEvent).where(InboxEvent.is_open(), InboxEvent.status == PENDING)
              .order_by(InboxEvent.id).limit(size))
     if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    else:
-        # SQLite has one writer per file: taking the model file's write lock first keeps two
-        # workers from reading the same pending rows, and leaves the inbox's own file free
-        # for webhooks (hub.storage) until the batch writes its outcomes at the end.
-        session.execute(update(Checkpoint).where(Checkpoint.name == "").values(name=Checkpoint.name))
+        return list(session.scalars(query.with_for_update(skip_locked=True)))
+    # SQLite: the rows are read before the transaction begins (the driver opens it at the
+    # first write), so it holds no snapshot of the inbox's file: its one write there, the
+    # outcomes at the end, then waits for the webhooks' commits instead of failing with
+    # "database is locked" because one came in meanwhile. lock_model() follows.
     return list(session.scalars(query))
 
 
+def lock_model(session: Session) -> None:
+    """SQLite: take the model file's write lock now, before the batch reads the model, so
+    its own writes never meet a snapshot that another writer's commit made stale."""
+    if session.bind.dialect.name != "postgresql":
+        session.execute(update(Checkpoint).where(Checkpoint.name == "").values(name=Checkpoint.name))
+
+
 def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
-                max_batches: int | None = None, linger_s: float = 0.0) -> dict:
+                max_batches: int | None = None, linger_s: float = 0.0, on_batch=None,
+                wait: bool = True) -> dict:
     """Process pending rows in batches until none is left; returns counts by status.
-    `linger_s`: before each batch, wait up to this long while webhooks keep arriving."""
+    `linger_s`: before each batch, wait up to this long while webhooks keep arriving.
+    `on_batch(connectors)`: after each committed batch, the connectors it planned deliveries for.
+    `wait` False: raise DrainerBusy at once if another process drains this SQLite inbox."""
+    with storage.drain_lock(wait=wait):
+        return _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch)
+
+
+def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) -> dict:
+    from hub.outbox import planned_connectors
+
     size = batch_size or settings.HUB_INBOX_BATCH
     counts = {PROCESSED: 0, IGNORED: 0, FAILED: 0}
     batches = 0
@@ -207,11 +225,17 @@ def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime 
             rows = claim_batch(session, size)
             if not rows:
                 break
-            process_batch(session, rows, settings, now)
-            for row in rows:
-                counts[row.status] += 1
-            after_batch(session, settings)
+            with storage.write_turn():
+                lock_model(session)
+                process_batch(session, rows, settings, now)
+                for row in rows:
+                    counts[row.status] += 1
+                after_batch(session, settings)
+                planned = planned_connectors(session)
+                session.commit()
         batches += 1
+        if on_batch is not None and planned:
+            on_batch(planned)
     return counts
 
 
@@ -279,8 +303,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
                 else:
                     fields.update(_apply(session, row, events, settings, now))
                 outcomes.append((row, fields))
-        for row, fields in outcomes:
-            _record(row, fields)
+        _record_all(session, outcomes)
         savepoint.commit()
         return
     except Exception as exc:  # redone row by row below, where the bad row is named
@@ -302,6 +325,23 @@ def _started(row: InboxEvent) -> dict:
 def _record(row: InboxEvent, fields: dict) -> None:
     for attr, value in fields.items():
         setattr(row, attr, value)
+
+
+def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
+    """The batch's outcomes in one executemany UPDATE per shape of fields; the loaded rows
+    show them without the unit of work diffing every row (a third of the drain's time)."""
+    table = InboxEvent.__table__
+    shapes: dict[tuple, list] = {}
+    for row, fields in outcomes:
+        shapes.setdefault(tuple(sorted(fields)), []).append((row, fields))
+    for keys, members in shapes.items():
+        statement = (update(table).where(table.c.id == bindparam("b_id"))
+                     .values({k: bindparam(f"b_{k}") for k in keys}))
+        session.execute(statement, [{"b_id": row.id, **{f"b_{k}": fields[k] for k in keys}}
+                                    for row, fields in members])
+        for row, fields in members:
+            for attr, value in fields.items():
+                set_committed_value(row, attr, value)
 
 
 def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:

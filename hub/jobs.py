@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from hub import Hub, make_hub
+from hub.errors import DrainerBusy
 from hub.values import utc
 
 log = logging.getLogger(__name__)
@@ -30,21 +31,33 @@ def drain_inbox_job() -> dict:
     from hub.inbox import drain_inbox
 
     hub = current()
-    # Cleared before looking for rows: a webhook stored after this point sets the flag
-    # again and enqueues another drain (see Queues.request_drain).
-    hub.queues.clear_drain_request()
-    counts = drain_inbox(hub.storage, hub.settings, linger_s=hub.settings.HUB_DRAIN_LINGER_MS / 1000)
+    try:
+        with hub.storage.drain_lock(wait=False):
+            # Cleared before looking for rows: a webhook stored after this point sets the
+            # flag again and enqueues another drain (see Queues.request_drain).
+            hub.queues.clear_drain_request()
+            # Pushes start while the drain goes on: under a steady stream of webhooks the
+            # inbox is never empty, and deliveries must not wait for the stream to stop.
+            counts = drain_inbox(hub.storage, hub.settings, linger_s=hub.settings.HUB_DRAIN_LINGER_MS / 1000,
+                                 on_batch=lambda planned: request_pushes(hub, sorted(planned)))
+    except DrainerBusy:
+        # Another worker drains this SQLite inbox (one at a time: hub.storage.drain_lock).
+        # This worker stays free for pushes; the flag stays set so webhooks enqueue no more
+        # drains meanwhile, and one look a second later catches rows the other one missed.
+        hub.queues.queue("inbox").enqueue_in(timedelta(seconds=1), "hub.jobs.drain_inbox_job",
+                                             result_ttl=0)
+        return {"busy": 1}
     if any(counts.values()):
         request_pushes(hub)
     return counts
 
 
 def request_pushes(hub: Hub, connectors=None) -> None:
-    """Enqueue one push job per enabled connector (or the ones named)."""
+    """Ask for one push job per enabled connector (or the ones named), unless one waits."""
     from hub import outbox
 
     for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
-        enqueue_push(hub, name)
+        hub.queues.request_push(name)
 
 
 def enqueue_push(hub: Hub, connector: str) -> None:
@@ -58,6 +71,8 @@ def push_batch_job(connector: str) -> dict:
     from hub import outbox
 
     hub = current()
+    # Cleared before looking for due rows: a delivery planned after this asks for a new job.
+    hub.queues.clear_push_request(connector)
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
     if result.get("more"):
         enqueue_push(hub, connector)

@@ -340,14 +340,14 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
             _linger(storage, connector)
-        items = _claim(storage, connector, now or now_utc())
+        items, tried = _claim(storage, connector, now or now_utc())
         if not items:
             break
         totals["batches"] += 1
         send, superseded = _coalesce(items)
         results = _send(connector, send)
         totals.update(_record(storage, settings, connector.name, send, results, superseded,
-                              now or now_utc()))
+                              now or now_utc(), tried))
         if time.monotonic() - started > budget_seconds:
             totals["more"] = 1
             break
@@ -376,22 +376,39 @@ def _linger(storage, connector) -> None:
         time.sleep(max(0.0, seconds - (at - oldest).total_seconds()))
 
 
-def _claim(storage, connector, at: datetime) -> list[Outgoing]:
+def _claim(storage, connector, at: datetime) -> tuple[list[Outgoing], dict[int, int]]:
+    """Due deliveries leased to this worker, and how often each was tried before."""
+    table = Delivery.__table__
     with storage.session() as session:
-        query = (select(Delivery.id, Delivery.kind, Delivery.idempotency_key, Delivery.payload)
+        query = (select(Delivery.id, Delivery.kind, Delivery.idempotency_key, Delivery.payload,
+                        Delivery.attempts)
                  .where(*_due(connector.name, at))
                  .order_by(Delivery.next_attempt_at, Delivery.id).limit(connector.max_batch))
         if session.bind.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+            rows = session.execute(query.with_for_update(skip_locked=True)).all()
+            for chunk in _chunks([r.id for r in rows]):
+                session.execute(update(table).where(table.c.id.in_(chunk)).values(next_attempt_at=at + LEASE))
         else:
-            # SQLite has one writer: take the write lock first so two workers never claim one row.
-            session.execute(update(Delivery).where(Delivery.id == -1).values(attempts=0))
-        rows = session.execute(query).all()
-        for chunk in _chunks([r.id for r in rows]):
-            session.execute(update(Delivery).where(Delivery.id.in_(chunk))
-                            .values(next_attempt_at=at + LEASE)
-                            .execution_options(synchronize_session=False))
-        return [Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows]
+            # SQLite: read (and decode) the rows before any lock is taken, then lease only
+            # the ones still due, so two workers never send one row and the write lock is
+            # held for the UPDATE alone.
+            rows = session.execute(query).all()
+            leased: set[int] = set()
+            if rows:
+                with storage.write_turn():
+                    for chunk in _chunks([r.id for r in rows]):
+                        leased.update(session.execute(
+                            update(table).where(table.c.id.in_(chunk), *_due_columns(table, connector.name, at))
+                            .values(next_attempt_at=at + LEASE).returning(table.c.id)).scalars())
+                    session.commit()
+            rows = [r for r in rows if r.id in leased]
+        return ([Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows],
+                {r.id: r.attempts or 0 for r in rows})
+
+
+def _due_columns(table, connector_name: str, at: datetime):
+    return (table.c.connector == connector_name, table.c.status.in_((QUEUED, RETRYING)),
+            table.c.next_attempt_at <= at)
 
 
 def _coalesce(items: list[Outgoing]) -> tuple[list[Outgoing], dict[int, int]]:
@@ -445,35 +462,33 @@ def scrub(text: str | None, settings) -> str | None:
 
 
 def _record(storage, settings, connector: str, items: list[Outgoing], results: dict,
-            superseded: dict[int, int], at: datetime) -> Counter:
+            superseded: dict[int, int], at: datetime, tried_before: dict[int, int]) -> Counter:
     """One attempt row per delivery sent, and each delivery's new status, in one transaction."""
     counts: Counter = Counter({"cancelled": len(superseded)})
-    with storage.session() as session:
-        tried_before = {}
-        for chunk in _chunks([i.delivery_id for i in items]):
-            tried_before.update(session.execute(
-                select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(chunk))).all())
-        changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}"}
-                   for old, new in superseded.items()]
-        attempts = []
-        for item in items:
-            result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
-            wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
-            message = scrub(result.message, settings)
-            attempts.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
-                             "http_status": result.http_status, "latency_ms": result.latency_ms,
-                             "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
-                             "retry_after": wait, "message": message})
-            change = {"id": item.delivery_id, "attempts": tried}
-            if isinstance(result, Sent):
-                change.update(status=SENT, sent_at=at, last_error=None)
-            elif wait is not None and tried < MAX_ATTEMPTS:
-                change.update(status=RETRYING, next_attempt_at=at + timedelta(seconds=wait),
-                              last_error=message)
-            else:
-                change.update(status=DEAD, last_error=message)
-            counts[_OUTCOME[change["status"]]] += 1
-            changes.append(change)
+    # Worked out before the transaction: inside it, the first statement writes (SQLite's
+    # lock is taken at once) and the lock is held for the writes alone.
+    changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}"}
+               for old, new in superseded.items()]
+    attempts = []
+    for item in items:
+        result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
+        wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
+        message = scrub(result.message, settings)
+        attempts.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
+                         "http_status": result.http_status, "latency_ms": result.latency_ms,
+                         "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
+                         "retry_after": wait, "message": message})
+        change = {"id": item.delivery_id, "attempts": tried}
+        if isinstance(result, Sent):
+            change.update(status=SENT, sent_at=at, last_error=None)
+        elif wait is not None and tried < MAX_ATTEMPTS:
+            change.update(status=RETRYING, next_attempt_at=at + timedelta(seconds=wait),
+                          last_error=message)
+        else:
+            change.update(status=DEAD, last_error=message)
+        counts[_OUTCOME[change["status"]]] += 1
+        changes.append(change)
+    with storage.write_turn(), storage.session() as session:
         if attempts:
             session.execute(insert(DeliveryAttempt), attempts)
         if changes:

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAMES = ("inbox", "outbox", "default")
 DRAIN_FLAG = "hub:drain-requested"
+PUSH_FLAG = "hub:push-requested:"  # + connector name
 
 
 def embedded_redis_path(database_url: str) -> Path:
@@ -103,6 +104,23 @@ class Queues:
 
     def clear_drain_request(self) -> None:
         self.connection.delete(DRAIN_FLAG)
+
+    def request_push(self, connector: str) -> bool:
+        """Enqueue a push job for `connector` unless one is queued and not started yet (it
+        will find the new deliveries too); False when Redis is unreachable (the one-minute
+        cron backstop pushes what is due)."""
+        try:
+            # Expires in case an enqueue is lost after the flag was set.
+            if self.connection.set(PUSH_FLAG + connector, "1", nx=True, ex=60):
+                self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
+                             job_timeout=300)
+            return True
+        except (redis.RedisError, OSError) as exc:
+            log.warning("Redis unreachable, %s push left for the next run: %s", connector, exc)
+            return False
+
+    def clear_push_request(self, connector: str) -> None:
+        self.connection.delete(PUSH_FLAG + connector)
 
     def ping(self) -> None:
         self.connection.ping()

@@ -1,6 +1,7 @@
 """Database engine, sessions and migrations."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class Storage:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._inbox_writer = None
+        self._memory_drain_lock = threading.Lock()
+        self._drain_held = threading.local()
 
     @property
     def inbox_writer(self):
@@ -30,6 +33,77 @@ class Storage:
 
             self._inbox_writer = InboxWriter(self.engine)
         return self._inbox_writer
+
+    @contextmanager
+    def drain_lock(self, wait: bool = True):
+        """Held by the one process draining the inbox of a SQLite database at a time;
+        with `wait` False, DrainerBusy at once when another holds it.
+
+        SQLite lives on one machine, so an OS file lock serializes the drainers (their
+        transactions take turns on the write lock anyway); it dies with its process.
+        PostgreSQL needs none: rows are claimed FOR UPDATE SKIP LOCKED.
+        """
+        from hub.errors import DrainerBusy
+
+        held = getattr(self._drain_held, "depth", 0)
+        if held or not self.url.startswith("sqlite"):  # held by this thread already, or not needed
+            self._drain_held.depth = held + 1
+            try:
+                yield
+            finally:
+                self._drain_held.depth = held
+            return
+        with self._drain_lock_held(wait, DrainerBusy):
+            self._drain_held.depth = 1
+            try:
+                yield
+            finally:
+                self._drain_held.depth = 0
+
+    @contextmanager
+    def _drain_lock_held(self, wait: bool, busy):
+        inbox = inbox_path(self.url)
+        if inbox is None:  # an in-memory database lives in this process only
+            if not self._memory_drain_lock.acquire(blocking=wait):
+                raise busy("another drain is running")
+            try:
+                yield
+            finally:
+                self._memory_drain_lock.release()
+            return
+        import fcntl
+
+        with open(inbox.with_name(inbox.stem + ".lock"), "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise busy("another process is draining the inbox") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def write_turn(self):
+        """A turn at the model's write lock, for the drain's batches and the pushes.
+
+        SQLite's own lock is not fair: a waiter polls with sleeps of up to 100 ms, and a
+        drainer that commits and begins its next batch within milliseconds would keep the
+        pushes out for as long as webhooks flow. An OS file lock wakes its waiter as soon
+        as it is free, so drain and push take turns. No-op off SQLite files.
+        """
+        inbox = inbox_path(self.url)
+        if inbox is None:
+            yield
+            return
+        import fcntl
+
+        with open(inbox.with_name(inbox.stem.removesuffix("-inbox") + "-write.lock"), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def session(self):

@@ -1,6 +1,9 @@
 """Draining the inbox: batches, ordering, duplicates, failures that block nothing."""
 from __future__ import annotations
 
+import threading
+
+import pytest
 from rq import SimpleWorker
 from sqlalchemy import func, select
 
@@ -227,3 +230,70 @@ def test_a_drain_job_does_not_wait_for_a_fuller_batch_when_nothing_more_arrives(
     assert await_fuller_batch(hub.storage, size=2, linger_s=30) == 2  # a full batch is there: go
     assert await_fuller_batch(hub.storage, size=10, linger_s=30) == 3  # nothing new came: go
     assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 3
+
+
+def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client, hub, caplog):
+    """The drain's batch and the webhooks write the inbox at the same time: the batch still
+    commits in one go (no "database is locked", no row-by-row redo) and the newcomer waits."""
+    from hub.inbox import after_batch, claim_batch, lock_model, process_batch
+
+    _klaviyo_on(hub)
+    for n in range(3):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    with hub.storage.session() as session:
+        rows = claim_batch(session, 10)
+        lock_model(session)
+        late = post(client, "stripe", customer_event(event_id="evt_late", email="late@example.com",
+                                                      customer_id="cus_late"))
+        assert late.status_code == 200  # answered while the batch holds the model's write lock
+        process_batch(session, rows, hub.settings)
+        after_batch(session, hub.settings)
+    assert "row by row" not in caplog.text
+    with hub.storage.session() as s:
+        statuses = dict(s.execute(select(InboxEvent.event_id, InboxEvent.status)).all())
+    assert statuses == {"evt_0": "processed", "evt_1": "processed", "evt_2": "processed", "evt_late": "pending"}
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 1
+
+
+def test_each_drained_batch_asks_for_its_pushes_at_once(client, hub):
+    """Under a steady stream the inbox is never empty: pushes must not wait for the drain's end."""
+    _klaviyo_on(hub)
+    for n in range(5):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    asked = []
+    drain_inbox(hub.storage, hub.settings, batch_size=2, on_batch=asked.append)
+    assert asked == [{"klaviyo"}, {"klaviyo"}, {"klaviyo"}]
+
+
+def test_a_drain_job_finding_another_drainer_frees_its_worker_and_looks_again_later(client, hub):
+    from hub import jobs
+    from hub.errors import DrainerBusy
+
+    if not hub.settings.DATABASE_URL.startswith("sqlite"):
+        pytest.skip("PostgreSQL drainers run side by side (FOR UPDATE SKIP LOCKED)")
+    post(client, "stripe", customer_event())
+    jobs.use(hub)
+    with hub.storage.drain_lock():  # another worker is draining (the lock is held per thread)
+        assert in_thread(jobs.drain_inbox_job) == {"busy": 1}
+        with pytest.raises(DrainerBusy):
+            in_thread(lambda: drain_inbox(hub.storage, hub.settings, wait=False))
+    assert hub.queues.queue("inbox").scheduled_job_registry.count == 1  # the look a second later
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 1
+
+
+def in_thread(fn):
+    """fn's answer, run in another thread; what it raised is raised here."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed back to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=10)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
