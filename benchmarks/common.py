@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: servers on loopback and RESULTS.md."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -23,6 +24,32 @@ def sqlite_connect(db: Path, readonly: bool = False, timeout: float = 30):
     if inbox is not None and inbox.exists():
         conn.execute("ATTACH DATABASE ? AS inbox", (f"file:{inbox}?mode=ro" if readonly else str(inbox),))
     return conn
+
+
+def process_tree(root: int) -> list[int]:
+    """The pid and every descendant's (a server's master and its workers)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split("\n")[1:]
+    children: dict[int, list[int]] = {}
+    for line in filter(None, (x.split() for x in out)):
+        children.setdefault(int(line[1]), []).append(int(line[0]))
+    found, todo = [root], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (from /proc)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def free_port() -> int:

@@ -23,7 +23,8 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import free_port, sqlite_connect, start_redis, wait_for, write_section  # noqa: E402
+from benchmarks.common import (cpu_seconds, free_port, process_tree, sqlite_connect, start_redis,  # noqa: E402
+                               wait_for, write_section)
 
 SECRET = "bench-secret"
 HELLO = textwrap.dedent('''
@@ -81,32 +82,6 @@ def serve(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def process_tree(root: int) -> list[int]:
-    """The pid and every descendant's (a server's master and its workers)."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split("\n")[1:]
-    children: dict[int, list[int]] = {}
-    for line in filter(None, (x.split() for x in out)):
-        children.setdefault(int(line[1]), []).append(int(line[0]))
-    found, todo = [root], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes (from /proc)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def measured(url: str, script: Path, seconds: int, server: subprocess.Popen) -> dict:
     """wrk's numbers plus the server's CPU time per request over the run."""
     pids = process_tree(server.pid)
@@ -120,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2, help="web processes (hub serve's default)")
+    parser.add_argument("--workers", type=int, default=1, help="web processes (hub serve's default)")
     parser.add_argument("--threads", type=int, default=4, help="threads per process (hub serve's default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):

@@ -119,25 +119,27 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
         rows.append({"email": email, **({id_key[0]: id_key[1]} if id_key else {})})
     if not rows:
         return
-    # One executemany INSERT (the ORM would send one per person; a multi-row VALUES would
-    # be compiled anew for every batch size), then the people as ORM objects with their
+    # One plain executemany INSERT by the driver (the ORM would send one per person; asking
+    # for the new ids back would make SQLAlchemy build multi-row VALUES statements), then the
+    # people loaded back by the key each was created under, as ORM objects with their
     # (empty) collections marked loaded.
     columns = sorted({c for row in rows for c in row})
     table = Subscriber.__table__
-    # The ids only serve to load the rows back: no need to ask for them in parameter order,
-    # which would make SQLAlchemy send the rows one INSERT at a time on SQLite.
-    stmt = insert(table).returning(table.c.id)
-    ids = []
     for start in range(0, len(rows), CHUNK):
-        chunk = [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]]
-        ids += session.execute(stmt, chunk).scalars().all()
-    for start in range(0, len(ids), CHUNK):
-        for subscriber in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids[start:start + CHUNK]))):
-            set_committed_value(subscriber, "subscriptions", [])
-            set_committed_value(subscriber, "payments", [])
-            for attr in _KEYS:
-                known.put(attr, getattr(subscriber, attr), subscriber)
-            known.fresh.add(subscriber)
+        session.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]])
+    created_under: dict[str, list[str]] = {}
+    for row in rows:
+        attr = "email" if row.get("email") else next(k for k, v in row.items() if k != "email" and v)
+        created_under.setdefault(attr, []).append(row[attr])
+    for attr, values in created_under.items():
+        column = getattr(Subscriber, attr)
+        for start in range(0, len(values), CHUNK):
+            for subscriber in session.scalars(select(Subscriber).where(column.in_(values[start:start + CHUNK]))):
+                set_committed_value(subscriber, "subscriptions", [])
+                set_committed_value(subscriber, "payments", [])
+                for key in _KEYS:
+                    known.put(key, getattr(subscriber, key), subscriber)
+                known.fresh.add(subscriber)
 
 
 def _forget_on_change(attr: str):

@@ -283,12 +283,11 @@ def _insert(session: Session, rows: list[dict]) -> int:
         return 0
     dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     table = Delivery.__table__
-    # One executemany (batched by SQLAlchemy), not a multi-row VALUES that would be compiled
-    # anew for every batch size.
+    # One plain executemany by the driver (no RETURNING, which would make SQLAlchemy build
+    # multi-row VALUES statements): the row count says how many were new.
     stmt = (dialect_insert(table)
-            .on_conflict_do_nothing(index_elements=["connector", "idempotency_key"])
-            .returning(table.c.id))
-    added = len(session.connection().execute(stmt, rows).all())
+            .on_conflict_do_nothing(index_elements=["connector", "idempotency_key"]))
+    added = session.connection().execute(stmt, rows).rowcount
     session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
     return added
 
@@ -360,20 +359,32 @@ def _due(connector_name: str, at: datetime):
             Delivery.next_attempt_at <= at)
 
 
+LINGER_STEP_S = 0.25
+
+
 def _linger(storage, connector) -> None:
-    """Wait up to `connector.linger` = (seconds, rows) for a fuller batch: the tools' limits
-    reward bulk calls, and a few seconds do not matter to a marketing email."""
+    """Wait up to `connector.linger` = (seconds, rows) for a fuller batch while deliveries
+    keep coming: the tools' limits reward bulk calls, and a few seconds do not matter to a
+    marketing email. Once a look finds nothing new since the last one, go at once."""
     seconds, rows = getattr(connector, "linger", (0.0, 0))
     if not seconds:
         return
+    seen, oldest = _due_count(storage, connector, rows)
+    while 0 < seen < rows and (now_utc() - oldest).total_seconds() < seconds:
+        time.sleep(LINGER_STEP_S)
+        count, oldest = _due_count(storage, connector, rows)
+        if count == seen:
+            break
+        seen = count
+
+
+def _due_count(storage, connector, rows: int) -> tuple[int, datetime | None]:
+    """How many deliveries are due (counting up to `rows`), and since when the oldest is."""
     at = now_utc()
     with storage.session() as session:
         due = (select(Delivery.next_attempt_at).where(*_due(connector.name, at))
                .order_by(Delivery.next_attempt_at).limit(rows).subquery())
-        count, oldest = session.execute(
-            select(func.count(), func.min(due.c.next_attempt_at))).one()
-    if count and count < rows:
-        time.sleep(max(0.0, seconds - (at - oldest).total_seconds()))
+        return tuple(session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one())
 
 
 def _claim(storage, connector, at: datetime) -> tuple[list[Outgoing], dict[int, int]]:

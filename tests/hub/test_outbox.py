@@ -371,6 +371,17 @@ def test_a_push_lingers_briefly_for_a_fuller_batch(storage, settings, monkeypatc
     assert time.monotonic() - started >= 0.25 and len(Scripted.pushes) == 1
 
 
+def test_a_push_stops_lingering_once_nothing_more_comes(storage, settings, monkeypatch):
+    """At the end of a burst the last deliveries go after one look, not after the whole linger."""
+    import time
+
+    monkeypatch.setattr(Scripted, "linger", (30.0, 100), raising=False)
+    queue(storage, settings)
+    started = time.monotonic()
+    assert outbox.push_batch(storage, settings, "scripted")["sent"] == 2
+    assert time.monotonic() - started < 5 and len(Scripted.pushes) == 1
+
+
 def test_secrets_are_blanked_out_of_the_log(storage, settings):
     settings.HUB_API_TOKEN = "pk_live_abcdef"
     queue(storage, settings)
