@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.apply import CREATES, apply_event
+from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent
 from webhooks import Envelope, get_source
 
@@ -201,6 +202,18 @@ def lock_model(session: Session) -> None:
         session.execute(update(Checkpoint).where(Checkpoint.name == "").values(name=Checkpoint.name))
 
 
+# Events whose handling reads stored webhooks and rewrites them (an erasure blanks bodies).
+INBOX_WRITERS = frozenset({SUBSCRIBER_ERASE})
+
+
+def lock_inbox(session: Session) -> None:
+    """SQLite: take the inbox file's write lock now, for a batch that will read stored rows
+    and then rewrite them (webhooks wait until it commits; see INBOX_WRITERS)."""
+    if session.bind.dialect.name != "postgresql":
+        table = InboxEvent.__table__
+        session.execute(update(table).where(table.c.id == -1).values(attempts=table.c.attempts))
+
+
 def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
                 max_batches: int | None = None, linger_s: float = 0.0, on_batch=None,
                 wait: bool = True) -> dict:
@@ -290,6 +303,8 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
     prepared = [(row, _prepare(row, settings)) for row in rows]
     mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
                 for e in events or ()]
+    if any(e.name in INBOX_WRITERS for _, (_, events) in prepared for e in events or ()):
+        lock_inbox(session)
     savepoint = session.begin_nested()
     try:
         # Outcomes are written to the rows at the end: one UPDATE for the batch rather

@@ -290,3 +290,34 @@ def test_an_email_the_person_used_before_is_erased_too(client, hub):
     drain_inbox(hub.storage, hub.settings)
     text = _database_text(hub)
     assert "quimby.old" not in text and _found(text) == []
+
+
+def test_a_redact_drained_while_webhooks_arrive_still_erases_and_the_webhooks_wait(client, hub, monkeypatch):
+    """Erasing rewrites stored webhooks: on SQLite the batch holds the inbox file from its
+    start, so one arriving meanwhile waits for the commit instead of failing the erasure."""
+    import threading
+
+    from tests.hub.test_inbox import customer_event
+
+    post(client, "shopify", _redact(), topic="customers/redact", webhook_id="r-busy")
+    arriving = {}
+    stub = privacy._stub_inbox_rows
+
+    def stub_while_a_webhook_arrives(session, rows, needles):
+        def arrive():
+            arriving["status"] = post(client, "stripe", customer_event(event_id="evt_during")).status_code
+
+        thread = arriving["thread"] = threading.Thread(target=arrive)
+        thread.start()
+        thread.join(timeout=0.5)
+        return stub(session, rows, needles)
+
+    monkeypatch.setattr(privacy, "_stub_inbox_rows", stub_while_a_webhook_arrives)
+    drain_inbox(hub.storage, hub.settings, batch_size=10)
+    arriving["thread"].join(timeout=30)
+    assert arriving["status"] == 200
+    with hub.storage.session() as s:
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+    redact = next(r for r in rows.values() if r.topic == "customers/redact")
+    assert redact.status == "processed" and redact.body == b'{"erased": true}'
+    assert rows["evt_during"].status in ("pending", "processed")
