@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import PROJECT_DIR
+from hub.errors import DrainerBusy
 
 MIGRATIONS_DIR = PROJECT_DIR / "migrations"
 
@@ -43,8 +44,6 @@ class Storage:
         transactions take turns on the write lock anyway); it dies with its process.
         PostgreSQL needs none: rows are claimed FOR UPDATE SKIP LOCKED.
         """
-        from hub.errors import DrainerBusy
-
         held = getattr(self._drain_held, "depth", 0)
         if held or not self.url.startswith("sqlite"):  # held by this thread already, or not needed
             self._drain_held.depth = held + 1
@@ -53,35 +52,19 @@ class Storage:
             finally:
                 self._drain_held.depth = held
             return
-        with self._drain_lock_held(wait, DrainerBusy):
+        path = lock_path(self.url, "drain")
+        if path is None:  # an in-memory database lives in this process only
+            if not self._memory_drain_lock.acquire(blocking=wait):
+                raise DrainerBusy("another drain is running")
+            lock = _released(self._memory_drain_lock)
+        else:
+            lock = _file_lock(path, wait, DrainerBusy("another process is draining the inbox"))
+        with lock:
             self._drain_held.depth = 1
             try:
                 yield
             finally:
                 self._drain_held.depth = 0
-
-    @contextmanager
-    def _drain_lock_held(self, wait: bool, busy):
-        inbox = inbox_path(self.url)
-        if inbox is None:  # an in-memory database lives in this process only
-            if not self._memory_drain_lock.acquire(blocking=wait):
-                raise busy("another drain is running")
-            try:
-                yield
-            finally:
-                self._memory_drain_lock.release()
-            return
-        import fcntl
-
-        with open(inbox.with_name(inbox.stem + ".lock"), "a+b") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise busy("another process is draining the inbox") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def write_turn(self):
@@ -92,18 +75,12 @@ class Storage:
         pushes out for as long as webhooks flow. An OS file lock wakes its waiter as soon
         as it is free, so drain and push take turns. No-op off SQLite files.
         """
-        inbox = inbox_path(self.url)
-        if inbox is None:
+        path = lock_path(self.url, "write")
+        if path is None:
             yield
             return
-        import fcntl
-
-        with open(inbox.with_name(inbox.stem.removesuffix("-inbox") + "-write.lock"), "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _file_lock(path):
+            yield
 
     @contextmanager
     def session(self):
@@ -130,6 +107,37 @@ class Storage:
         if self._inbox_writer is not None:
             self._inbox_writer.close()
         self.engine.dispose()
+
+
+@contextmanager
+def _released(lock: threading.Lock):
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _file_lock(path: Path, wait: bool = True, busy: Exception | None = None):
+    """An exclusive OS lock on `path`, released on exit or when the process dies; with
+    `wait` False, `busy` is raised at once if another holds it."""
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise busy from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_path(url: str, name: str) -> Path | None:
+    """`<database>-<name>.lock` beside a SQLite database file (None otherwise)."""
+    inbox = inbox_path(url)
+    return None if inbox is None else inbox.with_name(f"{inbox.stem.removesuffix('-inbox')}-{name}.lock")
 
 
 def inbox_path(url: str) -> Path | None:
