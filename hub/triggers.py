@@ -143,7 +143,10 @@ def _sqlite_bulk(session: Session, rows: list[dict]) -> list[tuple]:
 _PG_STAGE = ('CREATE TEMP TABLE IF NOT EXISTS trigger_incoming (subscriber_id integer, rule varchar, '
              "occasion varchar, name varchar, properties json, reason text, due_at timestamptz, "
              "status varchar, inbox_event_id bigint, created_at timestamptz) ON COMMIT DROP")
+# In key order: two sweeps inserting overlapping keys then lock them in the same order and
+# one waits for the other, where any other order can deadlock (seen in CI).
 _PG_MOVE = ('INSERT INTO "trigger" ({columns}) SELECT {columns} FROM trigger_incoming '
+            "ORDER BY subscriber_id, rule, occasion "
             "ON CONFLICT (subscriber_id, rule, occasion) DO NOTHING RETURNING {returned}")
 
 
