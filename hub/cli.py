@@ -167,9 +167,8 @@ def worker(cron, burst):
     from rq import Queue, SimpleWorker
 
     from hub import jobs
-    from hub.queues import QUEUE_NAMES
-
     from hub.process import tune_gc
+    from hub.queues import QUEUE_NAMES
 
     hub = _hub()
     jobs.use(hub)

@@ -60,12 +60,6 @@ def request_pushes(hub: Hub, connectors=None) -> None:
         hub.queues.request_push(name)
 
 
-def enqueue_push(hub: Hub, connector: str) -> None:
-    # A push may wait for a fuller batch and then call the tool: give it room.
-    hub.queues.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
-                       job_timeout=300)
-
-
 def push_batch_job(connector: str) -> dict:
     """Push due deliveries of one connector; enqueue itself again while more are due."""
     from hub import outbox
@@ -75,7 +69,7 @@ def push_batch_job(connector: str) -> dict:
     hub.queues.clear_push_request(connector)
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
     if result.get("more"):
-        enqueue_push(hub, connector)
+        hub.queues.enqueue_push(connector)
     return result
 
 

@@ -409,17 +409,12 @@ def _claim(storage, connector, at: datetime) -> tuple[list[Outgoing], dict[int, 
                 with storage.write_turn():
                     for chunk in _chunks([r.id for r in rows]):
                         leased.update(session.execute(
-                            update(table).where(table.c.id.in_(chunk), *_due_columns(table, connector.name, at))
+                            update(table).where(table.c.id.in_(chunk), *_due(connector.name, at))
                             .values(next_attempt_at=at + LEASE).returning(table.c.id)).scalars())
                     session.commit()
             rows = [r for r in rows if r.id in leased]
         return ([Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows],
                 {r.id: r.attempts or 0 for r in rows})
-
-
-def _due_columns(table, connector_name: str, at: datetime):
-    return (table.c.connector == connector_name, table.c.status.in_((QUEUED, RETRYING)),
-            table.c.next_attempt_at <= at)
 
 
 def _coalesce(items: list[Outgoing]) -> tuple[list[Outgoing], dict[int, int]]:

@@ -112,12 +112,16 @@ class Queues:
         try:
             # Expires in case an enqueue is lost after the flag was set.
             if self.connection.set(PUSH_FLAG + connector, "1", nx=True, ex=60):
-                self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
-                             job_timeout=300)
+                self.enqueue_push(connector)
             return True
         except (redis.RedisError, OSError) as exc:
             log.warning("Redis unreachable, %s push left for the next run: %s", connector, exc)
             return False
+
+    def enqueue_push(self, connector: str) -> None:
+        """A push job for `connector`, whatever is queued already."""
+        # A push may wait for a fuller batch and then call the tool: give it room.
+        self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0, job_timeout=300)
 
     def clear_push_request(self, connector: str) -> None:
         self.connection.delete(PUSH_FLAG + connector)

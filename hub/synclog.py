@@ -413,7 +413,7 @@ def request_push(hub, connectors_=None) -> bool:
     names = list(connectors_) if connectors_ else enabled_connectors(hub.settings)
     try:
         for name in names:
-            hub.queues.enqueue("hub.jobs.push_batch_job", name, queue="outbox", result_ttl=0)
+            hub.queues.enqueue_push(name)
         return True
     except Exception as exc:  # Redis down: the worker's one-minute backstop pushes what is due
         log.warning("could not enqueue a push (%s); the backstop will push later", exc)
