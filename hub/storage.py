@@ -1,10 +1,12 @@
 """Database engine, sessions and migrations."""
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -157,7 +159,8 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
         inbox = inbox_path(url)
         if inbox is not None:
             inbox.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                               json_serializer=json_text)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -179,7 +182,18 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         json_serializer=json_text)
+
+
+def json_text(value) -> str:
+    """JSON columns' text, by orjson (the drain writes several per row); what it cannot
+    encode (an integer beyond 64 bits) goes through the standard library as before.
+    Reading stays with the standard library, which keeps such integers exact."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def alembic_config(engine: Engine):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from datetime import datetime, timedelta, timezone
+
+import orjson
 
 from hub import events as ev
 from hub.errors import MalformedPayload, SignatureInvalid
@@ -69,7 +70,7 @@ def verify(settings, headers, body: bytes) -> None:
 def describe(headers, body: bytes) -> Envelope:
     """Dedupe id (the event id, the same across Chargebee's retries), topic and times."""
     try:
-        event = json.loads(body)
+        event = orjson.loads(body)
         if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
             raise ValueError("not a Chargebee event")
         return Envelope(event_id=event["id"], topic=str(event.get("event_type") or "unreadable"),

@@ -7,8 +7,7 @@ is what keeps an older delivery (retries, no ordering) from overwriting a newer 
 """
 from __future__ import annotations
 
-import json
-
+import orjson
 import stripe
 
 from hub import events as ev
@@ -45,7 +44,7 @@ def verify(settings, headers, body: bytes) -> None:
 def describe(headers, body: bytes) -> Envelope:
     """The event's id (Stripe's dedupe key), type and creation time; never raises."""
     try:
-        event = json.loads(body)
+        event = orjson.loads(body)
         if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
             raise ValueError("not a Stripe event")
         return Envelope(event_id=event["id"], topic=event["type"],

@@ -69,3 +69,18 @@ def test_upgrading_a_database_moves_its_stored_webhooks_to_the_inbox_file(tmp_pa
     with sqlite3.connect(tmp_path / "hub-inbox.db") as inbox:
         assert [r[0] for r in inbox.execute("select event_id from inbox_event order by id")] == ["evt_old", "evt_new"]
     storage.dispose()
+
+
+def test_json_columns_keep_what_the_standard_library_kept(tmp_path):
+    # JSON columns are written by orjson; an integer beyond 64 bits (which orjson refuses)
+    # still goes in exactly, and text outside ASCII comes back as it was.
+    from hub.models import Subscriber
+
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    with storage.session() as session:
+        session.add(Subscriber(email="zoe@example.com", cards={"big": 10 ** 20, "name": "Zoë 🚲"}))
+    with storage.session() as session:
+        person = session.scalars(select(Subscriber)).one()
+        assert person.cards == {"big": 10 ** 20, "name": "Zoë 🚲"}
+    storage.dispose()

@@ -1,0 +1,87 @@
+"""write_changed: the drain's bulk UPDATE of changed people writes what the ORM's flush would."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from hub.flush import write_changed
+from hub.models import Subscriber, Subscription
+from hub.storage import Storage
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def storage(database_url):
+    storage = Storage(database_url)
+    yield storage
+    storage.dispose()
+
+
+def people(storage, n: int, tag: str = "p") -> list[int]:
+    with storage.session() as session:
+        made = [Subscriber(email=f"{tag}{i}@example.com", first_seen_at=T0, updated_at=T0) for i in range(n)]
+        session.add_all(made)
+        session.flush()
+        return [s.id for s in made]
+
+
+def change(session, ids):
+    """The same edits, applied to people loaded in `session`: various shapes, JSON, a no-op."""
+    loaded = {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
+    a, b, c, d = (loaded[i] for i in ids)
+    a.first_name, a.stage, a.consent = "Ada", "engaged", {"email": {"state": "subscribed"}}
+    b.first_name, b.stage = "Bo", "new"
+    c.loyalty_points, c.last_activity_at = 40, T0 + timedelta(days=2)
+    d.email = d.email  # set to what it was: no UPDATE, as with the ORM
+
+
+def columns(storage, ids) -> list[dict]:
+    with storage.engine.connect() as conn:
+        rows = conn.execute(select(Subscriber.__table__).where(Subscriber.id.in_(ids))
+                            .order_by(Subscriber.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def test_the_rows_written_are_those_the_orm_flush_writes(storage):
+    by_orm, by_bulk = people(storage, 4, "orm"), people(storage, 4, "bulk")
+    with storage.session() as session:
+        change(session, by_orm)
+    with storage.session() as session:
+        change(session, by_bulk)
+        assert write_changed(session, Subscriber) == 4
+        assert not session.dirty  # marked clean: the commit's flush has nothing left to send
+
+    orm_rows, bulk_rows = columns(storage, by_orm), columns(storage, by_bulk)
+    for orm, bulk in zip(orm_rows, bulk_rows):
+        assert {k: v for k, v in bulk.items() if k not in ("id", "email", "created_at", "updated_at")} == \
+               {k: v for k, v in orm.items() if k not in ("id", "email", "created_at", "updated_at")}
+    # updated_at moves with a change (onupdate), and stays for the person nothing changed for.
+    assert [r["updated_at"] > T0 for r in bulk_rows] == [r["updated_at"] > T0 for r in orm_rows] \
+        == [True, True, True, False]
+
+
+def test_the_objects_keep_their_new_values_after_commit(storage):
+    (pid,) = people(storage, 1)
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        person.stage = "loyal"
+        write_changed(session, Subscriber)
+        session.commit()
+        assert person.stage == "loyal" and person.updated_at > T0
+    assert columns(storage, [pid])[0]["stage"] == "loyal"
+
+
+def test_a_person_whose_collection_changed_is_left_to_the_orm(storage):
+    (pid,) = people(storage, 1)
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        person.stage = "new"
+        person.subscriptions.append(Subscription(source="stripe", source_id="sub_1", status="active"))
+        assert write_changed(session, Subscriber) == 0
+        assert person in session.dirty
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        assert person.stage == "new" and [s.source_id for s in person.subscriptions] == ["sub_1"]
