@@ -414,7 +414,7 @@ def main() -> None:
     parser.add_argument("--naive-events", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (hub worker / rq worker)")
     parser.add_argument("--web-workers", type=int, default=1, help="web server processes (hub serve --workers)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per web process (hub serve --threads)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per web process (hub serve --threads)")
     parser.add_argument("--staged-events", type=int, default=10_000,
                         help="events of the staged hub run (web path alone, then workers alone); 0: skip")
     parser.add_argument("--database-url", default=None,

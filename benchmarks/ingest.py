@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="web processes (hub serve's default)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per process (hub serve's default)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process (hub serve's default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")

@@ -109,8 +109,11 @@ SERVERS = ("granian", "gunicorn")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Web processes (one takes ~3,000 webhooks/s; more on a machine with cores to spare).")
-@click.option("--threads", default=4, show_default=True, type=int, help="Threads per web process.")
+              help="Web processes (one takes ~5,000 webhooks/s; more on a machine with cores to spare).")
+# One thread: Python threads of one process take turns on the interpreter lock, and on
+# granian that costs more than it saves (~200 µs of CPU per webhook with one thread, ~320
+# with four; benchmarks/RESULTS.md). Pages share the thread; they answer in milliseconds.
+@click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
 @click.option("--server", type=click.Choice(SERVERS), default="granian", show_default=True,
               help="HTTP server: granian (Rust, keep-alive) or gunicorn (sync workers).")
 @click.option("--upgrade/--no-upgrade", default=True, help="Apply database migrations first.")

@@ -8,6 +8,7 @@ from sqlalchemy import event, insert, inspect, select, update
 from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from hub.flush import execute_many
 from hub.models import (Delivery, InboxEvent, Merge, Order, Payment, Subscriber, Subscription,
                         Trigger)
 from hub.values import normalize_email
@@ -126,7 +127,8 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
     columns = sorted({c for row in rows for c in row})
     table = Subscriber.__table__
     for start in range(0, len(rows), CHUNK):
-        session.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]])
+        execute_many(session.connection(), insert(table),
+                     [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]])
     created_under: dict[str, list[str]] = {}
     for row in rows:
         attr = "email" if row.get("email") else next(k for k, v in row.items() if k != "email" and v)

@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
-from hub.flush import write_changed
+from hub.flush import execute_many, write_changed
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from webhooks import Envelope, get_source
 
@@ -355,8 +355,8 @@ def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> No
     for keys, members in shapes.items():
         statement = (update(table).where(table.c.id == bindparam("b_id"))
                      .values({k: bindparam(f"b_{k}") for k in keys}))
-        connection.execute(statement, [{"b_id": row.id, **{f"b_{k}": fields[k] for k in keys}}
-                                       for row, fields in members])
+        execute_many(connection, statement, [{"b_id": row.id, **{f"b_{k}": fields[k] for k in keys}}
+                                             for row, fields in members])
         for row, fields in members:
             # Loaded and unmodified (a row failed in _prepare is written by the flush
             # instead): the instance dict is its committed state.

@@ -85,3 +85,31 @@ def test_a_person_whose_collection_changed_is_left_to_the_orm(storage):
     with storage.session() as session:
         person = session.get(Subscriber, pid)
         assert person.stage == "new" and [s.source_id for s in person.subscriptions] == ["sub_1"]
+
+
+def stored_text(storage, table: str, keys: list[str]) -> list[tuple]:
+    """The values as the database holds them (SQLite: the text of each datetime and JSON)."""
+    with storage.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            f"select {', '.join(keys)} from {table} order by id").fetchall()]
+
+
+def test_execute_many_stores_what_sqlalchemy_stores(storage):
+    from sqlalchemy import insert
+
+    from hub.flush import execute_many
+    from hub.models import Delivery
+    from hub.outbox import _row
+
+    table = Delivery.__table__
+    rows = [_row("klaviyo", "profile", 7, f"profile:7:{kind}", {"email": "zoë@example.com", "n": 10 ** 20},
+                 False) for kind in ("orm", "bulk")]
+    rows[0]["next_attempt_at"] = rows[1]["next_attempt_at"] = T0  # the same values either way
+    rows[0]["created_at"] = rows[1]["created_at"] = T0
+    with storage.engine.begin() as conn:
+        conn.execute(insert(table), [rows[0]])
+        assert execute_many(conn, insert(table), [rows[1]]) == 1
+    keys = ["connector", "kind", "subscriber_id", "payload", "status", "attempts", "next_attempt_at",
+            "history", "created_at"]
+    by_sqlalchemy, by_execute_many = stored_text(storage, "delivery", keys)
+    assert by_execute_many == by_sqlalchemy
