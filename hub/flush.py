@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.state import InstanceState
 
+from hub.models.base import now_utc
+
 
 def write_changed(session: Session, model) -> int:
     """UPDATE the modified, persistent `model` objects of the session whose changes are
@@ -71,31 +73,58 @@ def execute_many(connection, statement, rows: list[dict]) -> int:
     if compiled.post_compile_params or compiled.literal_execute_params:  # IN lists: rendered per row
         return connection.execute(statement, rows).rowcount
     defaulted = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
-    plan = []  # per placeholder: (row key, or a function giving the value; processor)
+    # Per placeholder, where its value comes from: the row (through the column's processor),
+    # a value bound once for every row (a literal of the statement, like the "queued" of
+    # WHERE status = 'queued', or a default of _SAME_FOR_ALL_ROWS), or a default made per row.
+    plan = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        bound = processor or (lambda value: value)
         if name in rows[0]:
-            plan.append((name, None, processor))
+            plan.append((_FROM_ROW, name, processor))
         elif name in defaulted:
             column = defaulted[name]
-            plan.append((None, _default(column.default if column in compiled.insert_prefetch
-                                        else column.onupdate), processor))
-        else:  # a literal of the statement, e.g. the "queued" of WHERE status = 'queued'
-            plan.append((None, lambda value=bind.effective_value: value, processor))
+            make = _default(column.default if column in compiled.insert_prefetch else column.onupdate)
+            if make.per_row:
+                plan.append((_MADE, lambda make=make, bound=bound: bound(make()), None))
+            else:
+                plan.append((_FIXED, bound(make()), None))
+        else:
+            plan.append((_FIXED, bound(bind.effective_value), None))
     params = []
     for row in rows:
         values = []
-        for key, make, processor in plan:
-            value = row[key] if key is not None else make()
-            values.append(processor(value) if processor is not None else value)
+        for source, what, processor in plan:
+            if source is _FROM_ROW:
+                value = row[what]
+                values.append(value if processor is None else processor(value))
+            elif source is _FIXED:
+                values.append(what)
+            else:
+                values.append(what())
         params.append(tuple(values))
     return connection.exec_driver_sql(compiled.string, params).rowcount
 
 
+_FROM_ROW, _FIXED, _MADE = "row", "fixed", "made"
+# Defaults whose value may be shared by all rows of one statement: empty JSON values, and
+# "now", which for one batch is one instant.
+_SAME_FOR_ALL_ROWS = {dict, list, now_utc}
+
+
 def _default(default):
-    # SQLAlchemy wraps a column's default callable to take an execution context; the hub's
-    # defaults (now_utc, dict, list) use none.
-    if default.is_callable:
-        return lambda: default.arg(None)
-    return lambda: default.arg
+    """A column default as a function of no arguments; `per_row` when each row needs its own."""
+    if not default.is_callable:
+        def make():
+            return default.arg
+
+        make.per_row = False
+        return make
+
+    def make():
+        # SQLAlchemy wraps the default to take an execution context; the hub's use none.
+        return default.arg(None)
+
+    make.per_row = getattr(default.arg, "__wrapped__", None) not in _SAME_FOR_ALL_ROWS
+    return make

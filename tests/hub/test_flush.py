@@ -113,3 +113,27 @@ def test_execute_many_stores_what_sqlalchemy_stores(storage):
             "history", "created_at"]
     by_sqlalchemy, by_execute_many = stored_text(storage, "delivery", keys)
     assert by_execute_many == by_sqlalchemy
+
+
+def test_execute_many_makes_other_defaults_row_by_row(tmp_path):
+    # "now" and empty JSON values are bound once per statement; any other callable default
+    # (an id generator, say) still gives each row its own value.
+    from itertools import count
+
+    from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
+
+    from hub.flush import execute_many
+    from hub.models.base import UTCDateTime, now_utc
+
+    serial = count(1)
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String),
+                  Column("token", String, default=lambda: f"tok-{next(serial)}"),
+                  Column("at", UTCDateTime, default=now_utc))
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        assert execute_many(conn, insert(table), [{"name": "a"}, {"name": "b"}, {"name": "c"}]) == 3
+        rows = conn.execute(table.select().order_by(table.c.id)).all()
+    assert [r.token for r in rows] == ["tok-1", "tok-2", "tok-3"]
+    assert len({r.at for r in rows}) == 1 and rows[0].at.tzinfo is not None
+    engine.dispose()
