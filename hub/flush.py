@@ -24,10 +24,11 @@ def write_changed(session: Session, model) -> int:
     mapper = inspect(model)
     table = mapper.local_table
     columns = {prop.key: prop.columns[0] for prop in mapper.column_attrs}
-    onupdate = [(key, column) for key, column in columns.items() if column.onupdate is not None]
+    onupdate = [(key, _default(column.onupdate)) for key, column in columns.items()
+                if column.onupdate is not None]
     pk = mapper.primary_key[0]
-    shapes: dict[tuple, list] = {}
     written: list[InstanceState] = []
+    rows = []
     identity_map = session.identity_map
     for state in list(identity_map._modified):
         if state.class_ is not model or state.key is None or state.deleted or state.was_deleted:
@@ -38,26 +39,35 @@ def write_changed(session: Session, model) -> int:
         if any(key not in columns for key in committed):
             continue  # a relationship changed: the ORM orders that flush
         values = state.dict
-        changed = tuple(sorted(k for k, old in committed.items()
-                               if old is NO_VALUE or old != values.get(k)))
         written.append(state)
-        if changed:
-            shapes.setdefault(changed, []).append(state)
-    connection = session.connection()
-    for changed, states in shapes.items():
-        extra = [(key, column) for key, column in onupdate if key not in changed]
-        keys = changed + tuple(key for key, _ in extra)
-        statement = (update(table).where(pk == bindparam("w_pk"))
-                     .values({columns[k].name: bindparam(f"w_{k}") for k in keys}))
-        params = []
-        for state in states:
-            for key, column in extra:
-                state.dict[key] = _default(column.onupdate)()
-            values = state.dict
-            params.append({"w_pk": state.key[1][0], **{f"w_{k}": values[k] for k in keys}})
-        execute_many(connection, statement, params)
+        changed = [k for k, old in committed.items() if old is NO_VALUE or old != values.get(k)]
+        if not changed:
+            continue  # set to what it was: no UPDATE, as with the ORM
+        for key, make in onupdate:
+            if key not in committed:
+                values[key] = make()
+        row = {columns[k].key: values[k] for k in changed}
+        row.update((columns[k].key, values[k]) for k, _ in onupdate if k not in committed)
+        row[pk.key] = state.key[1][0]
+        rows.append(row)
+    update_by_key(session.connection(), table, rows, key=pk.key)
     InstanceState._commit_all_states(((s, s.dict) for s in written), identity_map)
     return len(written)
+
+
+def update_by_key(connection, table, rows: list[dict], key: str = "id") -> int:
+    """UPDATE each row of `table` named by `rows` (dicts of its `key` and the columns to set),
+    one executemany per set of columns; how many rows matched."""
+    shapes: dict[tuple, list[dict]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(c for c in row if c != key)), []).append(row)
+    matched = 0
+    for columns, members in shapes.items():
+        statement = (update(table).where(table.c[key] == bindparam("k_")).values(
+            {table.c[c]: bindparam(f"v_{c}") for c in columns}))
+        matched += execute_many(connection, statement, [{"k_": row[key], **{f"v_{c}": row[c] for c in columns}}
+                                                        for row in members])
+    return matched
 
 
 def execute_many(connection, statement, rows: list[dict]) -> int:

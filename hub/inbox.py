@@ -15,7 +15,7 @@ import traceback as tb
 from functools import lru_cache
 from datetime import datetime, timezone
 
-from sqlalchemy import bindparam, func, inspect, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
-from hub.flush import execute_many, write_changed
+from hub.flush import update_by_key, write_changed
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from webhooks import Envelope, get_source
 
@@ -347,25 +347,17 @@ def _record(row: InboxEvent, fields: dict) -> None:
 def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
     """The batch's outcomes in one executemany UPDATE per shape of fields; the loaded rows
     show them as committed values, without the unit of work diffing every row."""
-    table = InboxEvent.__table__
-    shapes: dict[tuple, list] = {}
+    update_by_key(session.connection(), InboxEvent.__table__,
+                  [{"id": row.id, **fields} for row, fields in outcomes])
     for row, fields in outcomes:
-        shapes.setdefault(tuple(sorted(fields)), []).append((row, fields))
-    connection = session.connection()
-    for keys, members in shapes.items():
-        statement = (update(table).where(table.c.id == bindparam("b_id"))
-                     .values({k: bindparam(f"b_{k}") for k in keys}))
-        execute_many(connection, statement, [{"b_id": row.id, **{f"b_{k}": fields[k] for k in keys}}
-                                             for row, fields in members])
-        for row, fields in members:
-            # Loaded and unmodified (a row failed in _prepare is written by the flush
-            # instead): the instance dict is its committed state.
-            state = inspect(row)
-            if state.modified:
-                for attr, value in fields.items():
-                    set_committed_value(row, attr, value)
-            else:
-                state.dict.update(fields)
+        # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
+        # the instance dict is its committed state.
+        state = inspect(row)
+        if state.modified:
+            for attr, value in fields.items():
+                set_committed_value(row, attr, value)
+        else:
+            state.dict.update(fields)
 
 
 def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:

@@ -30,7 +30,7 @@ import connectors
 from connectors.base import Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
-from hub.flush import execute_many
+from hub.flush import execute_many, update_by_key
 from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Delivery, DeliveryAttempt,
                         Subscriber, Trigger, now_utc)
 from hub.values import iso
@@ -496,10 +496,8 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
         counts[_OUTCOME[change["status"]]] += 1
         changes.append(change)
     with storage.write_turn(), storage.session() as session:
-        if attempts:
-            session.execute(insert(DeliveryAttempt), attempts)
-        if changes:
-            session.execute(update(Delivery), changes)  # bulk UPDATE by primary key
+        execute_many(session.connection(), insert(DeliveryAttempt.__table__), attempts)
+        update_by_key(session.connection(), Delivery.__table__, changes)
         sent = [i for i in items
                 if i.kind == "profile" and isinstance(results[i.delivery_id], Sent)]
         _cancel_older_profiles(session, connector, sent)
@@ -527,8 +525,7 @@ def _cancel_older_profiles(session: Session, connector: str, sent: list[Outgoing
     changes = [{"id": row_id, "status": CANCELLED,
                 "last_error": f"superseded by delivery {newest[sid]}"}
                for row_id, sid in pending if row_id < newest[sid]]
-    if changes:
-        session.execute(update(Delivery), changes)
+    update_by_key(session.connection(), Delivery.__table__, changes)
 
 
 # Support actions ----------------------------------------------------------------------
