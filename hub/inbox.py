@@ -106,7 +106,7 @@ class InboxWriter:
         if value is None or self.dialect == "postgresql":
             return value
         # SQLAlchemy's SQLite DATETIME text, in UTC (hub.models.base.UTCDateTime).
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
     def write(self, source: str, envelope: Envelope, headers: dict, body: bytes,
               origin: str = "webhook") -> bool:

@@ -84,3 +84,21 @@ def test_json_columns_keep_what_the_standard_library_kept(tmp_path):
         person = session.scalars(select(Subscriber)).one()
         assert person.cards == {"big": 10 ** 20, "name": "Zoë 🚲"}
     storage.dispose()
+
+
+def test_the_webhook_path_stores_times_as_sqlalchemy_does(tmp_path):
+    # A whole-second time (Stripe's `created`) keeps its ".000000": SQLite compares the text,
+    # so a time written without it would sort before the same instant written by SQLAlchemy.
+    from datetime import datetime, timezone
+
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    storage.inbox_writer.write("stripe", Envelope(event_id="evt_t", topic="customer.created", triggered_at=at),
+                               {}, b"{}")
+    with storage.engine.connect() as conn:
+        stored = conn.exec_driver_sql("select triggered_at from inbox_event").scalar()
+        assert conn.execute(select(InboxEvent.id).where(InboxEvent.triggered_at == at)).scalar() is not None
+    assert stored == "2026-03-01 12:00:00.000000"
+    storage.inbox_writer.close()
+    storage.dispose()
