@@ -165,8 +165,8 @@ class KlaviyoConnector(Connector):
         for item in items:
             by_list.setdefault(self._stage_list(item), []).append(item)
         for list_id, group in by_list.items():
-            for chunk in self._import_chunks(group):
-                profiles = {"data": [self._profile(i.payload) for i in chunk]}
+            for chunk, built in self._import_chunks(group):
+                profiles = {"data": built}
                 job = {"type": "profile-bulk-import-job", "attributes": {"profiles": profiles}}
                 if list_id:
                     job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
@@ -175,16 +175,19 @@ class KlaviyoConnector(Connector):
         return results
 
     def _import_chunks(self, items: list[Outgoing]):
-        chunk, size = [], 0
+        """(items, their profiles) per bulk job: at most 10,000 profiles and 5 MB as sent."""
+        chunk, built, size = [], [], 0
         for item in items:
-            item_size = len(json.dumps(self._profile(item.payload)))
+            profile = self._profile(item.payload)
+            item_size = len(json.dumps(profile))
             if chunk and (len(chunk) >= MAX_IMPORT_PROFILES or size + item_size > MAX_IMPORT_BYTES):
-                yield chunk
-                chunk, size = [], 0
+                yield chunk, built
+                chunk, built, size = [], [], 0
             chunk.append(item)
+            built.append(profile)
             size += item_size
         if chunk:
-            yield chunk
+            yield chunk, built
 
     def _profiles_one_by_one(self, items: list[Outgoing]) -> dict[int, Result]:
         results, to_list = {}, {}
