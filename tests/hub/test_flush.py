@@ -108,7 +108,7 @@ def test_execute_many_stores_what_sqlalchemy_stores(storage):
     rows[0]["created_at"] = rows[1]["created_at"] = T0
     with storage.engine.begin() as conn:
         conn.execute(insert(table), [rows[0]])
-        assert execute_many(conn, insert(table), [rows[1]]) == 1
+        execute_many(conn, insert(table), [rows[1]])
     keys = ["connector", "kind", "subscriber_id", "payload", "status", "attempts", "next_attempt_at",
             "history", "created_at"]
     by_sqlalchemy, by_execute_many = stored_text(storage, "delivery", keys)
