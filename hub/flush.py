@@ -6,7 +6,7 @@ relationship dependency checks, a parameter set built per object): for a batch o
 people that is a fifth of the drain. `write_changed` sends the same UPDATEs, one
 executemany per set of changed columns, and marks the objects clean as a flush would.
 `execute_many` runs one statement for many rows with SQLAlchemy's own value conversions
-but without its per-row bookkeeping, which on SQLite costs three times the driver's work.
+but without its per-row bookkeeping, which on SQLite cost more than the driver's own work.
 """
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def update_by_key(connection, table, rows: list[dict], key: str = "id") -> int:
 
 def execute_many(connection, statement, rows: list[dict]) -> int:
     """Run an INSERT or UPDATE once per row of `rows` (dicts with the same keys) as one
-    executemany; the driver's row count. Values and column defaults are converted and
-    filled exactly as SQLAlchemy does; on SQLite the driver is called directly."""
+    executemany; the driver's row count (-1 where it keeps none). Values are converted and
+    defaults filled as SQLAlchemy does, but "now" and empty JSON defaults once per
+    statement; on SQLite the driver is called directly."""
     if not rows:
         return 0
     if connection.dialect.name != "sqlite":
