@@ -199,8 +199,7 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
 def lock_model(session: Session) -> None:
     """SQLite: take the model file's write lock now, before the batch reads the model, so
     its own writes never meet a snapshot that another writer's commit made stale."""
-    if session.bind.dialect.name != "postgresql":
-        session.execute(update(Checkpoint).where(Checkpoint.name == "").values(name=Checkpoint.name))
+    _take_write_lock(session, Checkpoint.__table__, "")
 
 
 # Events whose handling reads stored webhooks and rewrites them (an erasure blanks bodies).
@@ -210,9 +209,15 @@ INBOX_WRITERS = frozenset({SUBSCRIBER_ERASE})
 def lock_inbox(session: Session) -> None:
     """SQLite: take the inbox file's write lock now, for a batch that will read stored rows
     and then rewrite them (webhooks wait until it commits; see INBOX_WRITERS)."""
+    _take_write_lock(session, InboxEvent.__table__, -1)
+
+
+def _take_write_lock(session: Session, table, no_such_key) -> None:
+    # SQLite locks a file for the transaction at its first write there: an UPDATE that
+    # matches no row writes nothing and still takes the lock. PostgreSQL locks rows instead.
     if session.bind.dialect.name != "postgresql":
-        table = InboxEvent.__table__
-        session.execute(update(table).where(table.c.id == -1).values(attempts=table.c.attempts))
+        key = table.primary_key.columns[0]
+        session.execute(update(table).where(key == no_such_key).values({key: key}))
 
 
 def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
