@@ -107,6 +107,8 @@ class KlaviyoConnector(Connector):
                   for name in ("Profiles", "Events", "Lists", "Data_Privacy")}
         self.methods = {key: _unvalidated(getattr(groups[group], method))
                         for key, (group, method) in ENDPOINTS.items()}
+        for group in groups.values():
+            _pass_built_bodies(group.api_client)
         self.mapping = self.field_map
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
@@ -127,6 +129,7 @@ class KlaviyoConnector(Connector):
                 self.limiter.acquire(f"klaviyo:{endpoint}", rates)
         except RetryLater as exc:
             return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+        args = [_Built(arg) if type(arg) is dict else arg for arg in args]
         answer = failure = lost = None
         with Clock.timing() as clock:
             try:
@@ -302,6 +305,29 @@ def _deletion_job(key: str, value: str) -> dict:
     who = {"email": value} if key == "email" else {"phone_number": value}
     return {"data": {"type": "data-privacy-deletion-job", "attributes": {
         "profile": {"data": {"type": "profile", "attributes": who}}}}}
+
+
+class _Built(dict):
+    """A request body built in this module, of JSON values only (dicts, lists, strings,
+    numbers, booleans, None): nothing in it for the SDK to convert."""
+
+
+def _pass_built_bodies(api_client) -> None:
+    """Bodies built here go to the SDK's json.dumps as they are.
+
+    Before that, the SDK copies every body value by value, converting models, dates and
+    enums that these bodies do not hold: a fifth of the CPU of pushing a 10,000-profile
+    import. Anything else it is given is still converted as before.
+    """
+    convert = api_client.sanitize_for_serialization
+    if getattr(convert, "passes_built", False):
+        return
+
+    def sanitize(obj):
+        return obj if type(obj) is _Built else convert(obj)
+
+    sanitize.passes_built = True
+    api_client.sanitize_for_serialization = sanitize
 
 
 def _unvalidated(method):

@@ -1,5 +1,5 @@
-"""Rows written in bulk: the drain's executemany statements and its one flush of the
-people a batch changed.
+"""Rows written in bulk: the drain's executemany statements, its new people written once,
+and its one flush of the people a batch changed.
 
 The unit of work writes each modified object with its own bookkeeping (attribute history,
 relationship dependency checks, a parameter set built per object): for a batch of 500
@@ -10,12 +10,116 @@ but without its per-row bookkeeping, which on SQLite cost more than the driver's
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, inspect, update
+from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.orm.state import InstanceState
 
 from hub.models.base import now_utc
+
+
+UNWRITTEN = "hub.flush.unwritten"  # session.info: objects of add_numbered not written yet
+NUMBERED = "hub.flush.numbered"  # session.info: table name -> the last number add_numbered took
+
+
+def add_numbered(session: Session, model, values: list[dict]) -> list:
+    """New `model` objects for `values` (column values by key), each with its primary key
+    taken now and its column defaults filled in as a flush would fill them, added to the
+    session. Their INSERT waits for write_new (or the next flush, which calls it first),
+    so a person created and changed in one batch is written once, with the final values.
+    """
+    if not values:
+        return []
+    mapper = inspect(model)
+    table = mapper.local_table
+    pk = mapper.primary_key[0]
+    columns = [(prop.key, prop.columns[0]) for prop in mapper.column_attrs if prop.columns[0] is not pk]
+    once, per_object = {}, []
+    for key, column in columns:
+        if column.server_default is not None and not all(key in row for row in values):
+            raise ValueError(f"{table.name}.{column.key} has a server default: it cannot be numbered ahead")
+        if column.default is None:
+            once[key] = None
+            continue
+        made = getattr(column.default.arg, "__wrapped__", None)
+        if made is now_utc or not column.default.is_callable:
+            once[key] = _default(column.default)()
+        else:  # each object its own dict or list: the caller may change it in place
+            per_object.append((key, made or _default(column.default)))
+    # Numbers this session took and has not written yet are not in the table: start past them.
+    taken = session.info.setdefault(NUMBERED, {})
+    numbers = reserve_ids(session.connection(), table, len(values), after=taken.get(table.name, 0))
+    taken[table.name] = numbers[-1]
+    objects = []
+    for number, row in zip(numbers, values):
+        obj = mapper.class_manager.new_instance()
+        state = instance_state(obj)
+        state.dict.update(once)
+        for key, make in per_object:
+            state.dict[key] = make()
+        state.dict.update(row)
+        state.dict[pk.key] = number
+        objects.append(obj)
+    for obj in objects:
+        # Session.add less its cascade over relationships, which new objects have none of.
+        session._save_or_update_impl(instance_state(obj))
+    session.info.setdefault(UNWRITTEN, []).extend(objects)
+    return objects
+
+
+def write_new(session: Session) -> int:
+    """INSERT the objects of add_numbered still pending, with their values as they are now,
+    one executemany per model; they become persistent and clean as after a flush."""
+    held = session.info.pop(UNWRITTEN, None)
+    if not held:
+        return 0
+    # Objects a rolled-back savepoint expunged, or already flushed, are not pending here.
+    states = [state for state in map(instance_state, held)
+              if state.key is None and state.session_id == session.hash_key and not state.deleted]
+    by_model: dict = {}
+    for state in states:
+        by_model.setdefault(state.class_, []).append(state)
+    for model, members in by_model.items():
+        mapper = inspect(model)
+        keys = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs]
+        execute_many(session.connection(), insert(mapper.local_table),
+                     [{column: state.dict.get(key) for key, column in keys} for state in members])
+    # Relationship changes need no rows of the parent: the children's own many-to-one
+    # side carries their foreign key when the ORM flushes them.
+    session._register_persistent(set(states))
+    return len(states)
+
+
+@event.listens_for(Session, "before_flush")
+def _write_new_first(session, flush_context, instances):
+    # Whatever else a flush writes may refer to them (foreign keys).
+    write_new(session)
+
+
+def reserve_ids(connection, table, count: int, after: int = 0) -> list[int]:
+    """`count` primary keys for new rows of `table`, never handed out twice.
+
+    PostgreSQL: from the column's sequence. SQLite: past the largest key (and past `after`,
+    numbers taken earlier in this transaction and not written yet), under the file's write
+    lock, taken here if this transaction holds it not yet, so no other writer can insert
+    before this transaction commits (SQLite numbers its own rows the same way)."""
+    key = table.primary_key.columns[0]
+    if connection.dialect.name == "postgresql":
+        sequence = connection.execute(select(func.pg_get_serial_sequence(table.name, key.name))).scalar()
+        return list(connection.execute(text("SELECT nextval(:seq) FROM generate_series(1, :n)"),
+                                       {"seq": sequence, "n": count}).scalars())
+    take_write_lock(connection, table)
+    start = max(connection.execute(select(func.max(key))).scalar() or 0, after)
+    return list(range(start + 1, start + 1 + count))
+
+
+def take_write_lock(connection, table, no_such_key=-1) -> None:
+    """SQLite: take the file's write lock for this transaction now (a no-op elsewhere)."""
+    # SQLite locks a file for the transaction at its first write there: an UPDATE that
+    # matches no row writes nothing and still takes the lock. PostgreSQL locks rows instead.
+    if connection.dialect.name != "postgresql":
+        key = table.primary_key.columns[0]
+        connection.execute(update(table).where(key == no_such_key).values({key: key}))
 
 
 def write_changed(session: Session, model) -> int:

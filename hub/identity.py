@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy import event, inspect, select, update
 from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from hub.flush import execute_many
+from hub.flush import add_numbered
 from hub.models import (Delivery, InboxEvent, Merge, Order, Payment, Subscriber, Subscription,
                         Trigger)
 from hub.values import normalize_email
@@ -120,28 +120,14 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
         rows.append({"email": email, **({id_key[0]: id_key[1]} if id_key else {})})
     if not rows:
         return
-    # One plain executemany INSERT by the driver (the ORM would send one per person; asking
-    # for the new ids back would make SQLAlchemy build multi-row VALUES statements), then the
-    # people loaded back by the key each was created under, as ORM objects with their
-    # (empty) collections marked loaded.
-    columns = sorted({c for row in rows for c in row})
-    table = Subscriber.__table__
-    for start in range(0, len(rows), CHUNK):
-        execute_many(session.connection(), insert(table),
-                     [{c: row.get(c) for c in columns} for row in rows[start:start + CHUNK]])
-    created_under: dict[str, list[str]] = {}
-    for row in rows:
-        attr = "email" if row.get("email") else next(k for k, v in row.items() if k != "email" and v)
-        created_under.setdefault(attr, []).append(row[attr])
-    for attr, values in created_under.items():
-        column = getattr(Subscriber, attr)
-        for start in range(0, len(values), CHUNK):
-            for subscriber in session.scalars(select(Subscriber).where(column.in_(values[start:start + CHUNK]))):
-                set_committed_value(subscriber, "subscriptions", [])
-                set_committed_value(subscriber, "payments", [])
-                for key in _KEYS:
-                    known.put(key, getattr(subscriber, key), subscriber)
-                known.fresh.add(subscriber)
+    # Numbered now and written once, with the values the batch leaves them with (one
+    # executemany, hub.flush.write_new), rather than inserted here and updated at the end.
+    for subscriber in add_numbered(session, Subscriber, rows):
+        set_committed_value(subscriber, "subscriptions", [])
+        set_committed_value(subscriber, "payments", [])
+        for key in _KEYS:
+            known.put(key, getattr(subscriber, key), subscriber)
+        known.fresh.add(subscriber)
 
 
 def _forget_on_change(attr: str):

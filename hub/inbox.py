@@ -24,7 +24,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
-from hub.flush import update_by_key, write_changed
+from hub.flush import take_write_lock, update_by_key, write_changed, write_new
+from hub.storage import json_value
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from webhooks import Envelope, get_source
 
@@ -199,7 +200,7 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
 def lock_model(session: Session) -> None:
     """SQLite: take the model file's write lock now, before the batch reads the model, so
     its own writes never meet a snapshot that another writer's commit made stale."""
-    _take_write_lock(session, Checkpoint.__table__, "")
+    take_write_lock(session.connection(), Checkpoint.__table__, "")
 
 
 # Events whose handling reads stored webhooks and rewrites them (an erasure blanks bodies).
@@ -209,15 +210,7 @@ INBOX_WRITERS = frozenset({SUBSCRIBER_ERASE})
 def lock_inbox(session: Session) -> None:
     """SQLite: take the inbox file's write lock now, for a batch that will read stored rows
     and then rewrite them (webhooks wait until it commits; see INBOX_WRITERS)."""
-    _take_write_lock(session, InboxEvent.__table__, -1)
-
-
-def _take_write_lock(session: Session, table, no_such_key) -> None:
-    # SQLite locks a file for the transaction at its first write there: an UPDATE that
-    # matches no row writes nothing and still takes the lock. PostgreSQL locks rows instead.
-    if session.bind.dialect.name != "postgresql":
-        key = table.primary_key.columns[0]
-        session.execute(update(table).where(key == no_such_key).values({key: key}))
+    take_write_lock(session.connection(), InboxEvent.__table__)
 
 
 def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
@@ -288,11 +281,17 @@ def _pending(storage, size: int) -> int:
         return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
+OUTCOMES = "hub.inbox.outcomes"  # session.info: the batch's outcome rows, written by after_batch
+
+
 def after_batch(session: Session, settings) -> None:
-    """Work done once per batch rather than per row (outbox coalescing)."""
+    """Work done once per batch rather than per row (outbox coalescing), then the rows'
+    outcomes, written last: on SQLite that write takes the inbox file's lock, and webhooks
+    wait while the transaction holding it commits, not while it plans deliveries too."""
     from hub import outbox
 
     outbox.flush_pending_profiles(session, settings)
+    update_by_key(session.connection(), InboxEvent.__table__, session.info.pop(OUTCOMES, []))
 
 
 def process_batch(session: Session, rows: list[InboxEvent], settings, now: datetime | None = None) -> None:
@@ -313,7 +312,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
         lock_inbox(session)
     savepoint = session.begin_nested()
     try:
-        # Outcomes are written to the rows at the end: one UPDATE for the batch rather
+        # Outcomes are written to the rows by after_batch: one UPDATE for the batch rather
         # than one in every flush along the way.
         outcomes = []
         with identity.batch(session, mentions):
@@ -324,13 +323,15 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
                 else:
                     fields.update(_apply(session, row, events, settings, now))
                 outcomes.append((row, fields))
+        write_new(session)
         write_changed(session, Subscriber)
-        _record_all(session, outcomes)
         savepoint.commit()
-        return
     except Exception as exc:  # redone row by row below, where the bad row is named
         savepoint.rollback()
         first = exc
+    else:
+        _record_all(session, outcomes)
+        return
     for key, value in held.items():  # what the undone work marked for the outbox is void
         session.info[key] = value
     session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
@@ -350,10 +351,10 @@ def _record(row: InboxEvent, fields: dict) -> None:
 
 
 def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
-    """The batch's outcomes in one executemany UPDATE per shape of fields; the loaded rows
-    show them as committed values, without the unit of work diffing every row."""
-    update_by_key(session.connection(), InboxEvent.__table__,
-                  [{"id": row.id, **fields} for row, fields in outcomes])
+    """The batch's outcomes, for after_batch to write in one executemany UPDATE per shape of
+    fields; the loaded rows show them as committed values, without the unit of work diffing
+    every row."""
+    session.info.setdefault(OUTCOMES, []).extend({"id": row.id, **fields} for row, fields in outcomes)
     for row, fields in outcomes:
         # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
         # the instance dict is its committed state.
@@ -439,7 +440,7 @@ def process_row(session: Session, row: InboxEvent, settings, now: datetime | Non
 
 def _payload(row: InboxEvent) -> dict:
     try:
-        payload = json.loads(row.body)
+        payload = json_value(row.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict):

@@ -30,7 +30,7 @@ import connectors
 from connectors.base import Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
-from hub.flush import execute_many, update_by_key
+from hub.flush import execute_many, update_by_key, write_new
 from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Delivery, DeliveryAttempt,
                         Subscriber, Trigger, now_utc)
 from hub.values import iso
@@ -288,6 +288,7 @@ def _insert(session: Session, rows: list[dict]) -> int:
     # multi-row VALUES statements): the row count says how many were new.
     stmt = (dialect_insert(table)
             .on_conflict_do_nothing(index_elements=["connector", "idempotency_key"]))
+    write_new(session)  # the people they are for, when numbered but not written yet (no autoflush here)
     added = execute_many(session.connection(), stmt, rows)
     session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
     return added

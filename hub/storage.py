@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,7 +161,7 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
         if inbox is not None:
             inbox.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
-                               json_serializer=json_text)
+                               json_serializer=json_text, json_deserializer=json_value)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -183,17 +184,35 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         json_serializer=json_text)
+                         json_serializer=json_text, json_deserializer=json_value)
 
 
 def json_text(value) -> str:
     """JSON columns' text, by orjson (the drain writes several per row); what it cannot
-    encode (an integer beyond 64 bits) goes through the standard library as before.
-    Reading stays with the standard library, which keeps such integers exact."""
+    encode (an integer beyond 64 bits) goes through the standard library as before."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return json.dumps(value)
+
+
+# orjson reads an integer beyond 64 bits as a float, silently. Any such integer has 19
+# digits or more; text holding a run of 19 digits goes to the standard library instead.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def json_value(text: str | bytes):
+    """Parse JSON text exactly as the standard library does, by orjson where that is the
+    same (it is three to four times faster): the standard library parses long numbers,
+    NaN and the rest orjson refuses."""
+    long_number = _LONG_NUMBER if isinstance(text, str) else _LONG_NUMBER_BYTES
+    if long_number.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def alembic_config(engine: Engine):

@@ -67,10 +67,10 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
     if subscriber is None or subscriber.erased_at is not None:
         return []
     event_rules = EVENT_RULES.get(event.name, ())
-    # The rules read the subscriber from memory; only new rows (which need ids) and the
-    # event rules' own queries need the session written out first. Not flushing for every
-    # profile event leaves one UPDATE per subscriber for the whole drained batch.
-    if event_rules or session.new or subscriber.id is None:
+    # The rules read the subscriber from memory; only rows they read without ids yet and
+    # the event rules' own queries need the session written out first. Not flushing for
+    # every profile event leaves one write per subscriber for the whole drained batch.
+    if event_rules or subscriber.id is None or _unnumbered(subscriber):
         session.flush()
     s = queries.subscriber_state(subscriber)
     dues = []
@@ -79,6 +79,10 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
     dues += evaluate_subscriber(session, subscriber, s, now, p, changes=changes)
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
     return store(session, subscriber.id, dues, inbox_event_id, history)
+
+
+def _unnumbered(subscriber: Subscriber) -> bool:
+    return any(x.id is None for x in subscriber.subscriptions) or any(x.id is None for x in subscriber.payments)
 
 
 def evaluate_subscriber(session: Session, subscriber: Subscriber, s: SubscriberState, now: datetime,

@@ -31,7 +31,10 @@ def people(storage, n: int, tag: str = "p") -> list[int]:
 def change(session, ids):
     """The same edits, applied to people loaded in `session`: various shapes, JSON, a no-op."""
     loaded = {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
-    a, b, c, d = (loaded[i] for i in ids)
+    edit(*(loaded[i] for i in ids))
+
+
+def edit(a, b, c, d):
     a.first_name, a.stage, a.consent = "Ada", "engaged", {"email": {"state": "subscribed"}}
     b.first_name, b.stage = "Bo", "new"
     c.loyalty_points, c.last_activity_at = 40, T0 + timedelta(days=2)
@@ -137,3 +140,87 @@ def test_execute_many_makes_other_defaults_row_by_row(tmp_path):
     assert [r.token for r in rows] == ["tok-1", "tok-2", "tok-3"]
     assert len({r.at for r in rows}) == 1 and rows[0].at.tzinfo is not None
     engine.dispose()
+
+
+# add_numbered / write_new: people created ahead for a drained batch, written once ------------
+
+def numbered(session, n: int, tag: str) -> list[Subscriber]:
+    from hub.flush import add_numbered
+
+    return add_numbered(session, Subscriber, [{"email": f"{tag}{i}@example.com"} for i in range(n)])
+
+
+def test_numbered_people_hold_their_defaults_before_anything_is_written(storage):
+    with storage.session() as session:
+        ada, = numbered(session, 1, "ada")
+        # What the appliers and the rules read of a new person, with no flush yet.
+        assert (ada.orders_count, ada.lifetime_spend, ada.loyalty_points, ada.consent, ada.cards) == (0, 0, 0, {}, {})
+        assert ada.first_seen_at is not None and ada.id is not None
+        ada.consent["email"] = {"state": "subscribed"}
+        other, = numbered(session, 1, "other")
+        assert other.consent == {}  # each its own dict
+        assert columns(storage, [ada.id]) == []  # nothing written yet
+
+
+def test_a_numbered_person_is_written_once_with_the_values_it_ends_with(storage):
+    by_orm = people(storage, 4, "orm")
+    with storage.session() as session:
+        change(session, by_orm)
+    with storage.session() as session:
+        made = numbered(session, 4, "bulk")
+        for person in made:
+            person.first_seen_at = person.updated_at = T0
+        edit(*made)
+        from hub.flush import write_new
+
+        assert write_new(session) == 4
+        assert not session.new and not session.dirty  # persistent and clean: the commit sends nothing
+    orm_rows, new_rows = columns(storage, by_orm), columns(storage, [p.id for p in made])
+    assert len(new_rows) == 4
+    for orm, new in zip(orm_rows, new_rows):
+        assert {k: v for k, v in new.items() if k not in ("id", "email", "created_at", "updated_at")} == \
+               {k: v for k, v in orm.items() if k not in ("id", "email", "created_at", "updated_at")}
+
+
+def test_any_flush_writes_numbered_people_first(storage):
+    # A subscription (written by the ORM) refers to a numbered person: the foreign key holds.
+    with storage.session() as session:
+        ada, = numbered(session, 1, "ada")
+        session.add(Subscription(source="stripe", source_id="sub_1", status="active", subscriber=ada))
+        session.flush()
+        assert ada not in session.new
+        ada.stage = "new"
+    with storage.session() as session:
+        person = session.get(Subscriber, ada.id)
+        assert person.stage == "new" and [s.source_id for s in person.subscriptions] == ["sub_1"]
+
+
+def test_numbered_people_of_a_rolled_back_savepoint_are_never_written(storage):
+    from hub.flush import write_new
+
+    with storage.session() as session:
+        savepoint = session.begin_nested()
+        ghost, = numbered(session, 1, "ghost")
+        savepoint.rollback()
+        assert write_new(session) == 0
+        kept = Subscriber(email="kept@example.com")
+        session.add(kept)
+        session.flush()
+    with storage.engine.connect() as conn:
+        emails = conn.execute(select(Subscriber.email)).scalars().all()
+    assert emails == ["kept@example.com"]
+
+
+def test_numbers_taken_ahead_are_never_given_to_another_row(storage):
+    from hub.flush import write_new
+
+    with storage.session() as session:
+        ahead = numbered(session, 3, "ahead")
+        write_new(session)
+        later = Subscriber(email="later@example.com")  # numbered by the database
+        session.add(later)
+        session.flush()
+        again = numbered(session, 2, "again")
+        write_new(session)
+    ids = [p.id for p in ahead] + [later.id] + [p.id for p in again]
+    assert len(set(ids)) == 6 and ids == sorted(ids)

@@ -5,6 +5,8 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from alembic import command
 from sqlalchemy import select, update
 
@@ -102,3 +104,18 @@ def test_the_webhook_path_stores_times_as_sqlalchemy_does(tmp_path):
     assert stored == "2026-03-01 12:00:00.000000"
     storage.inbox_writer.close()
     storage.dispose()
+
+
+def test_json_is_read_exactly_as_the_standard_library_reads_it():
+    import json
+
+    from hub.storage import json_value
+
+    texts = ['{"id": 100000000000000000000, "n": -9223372036854775809}', '{"a": 1.5, "b": [true, null]}',
+             '[NaN, Infinity]', '"\\ud800"', '{"x": "zoë", "y": 0.1234567890123456789}', "1E400"]
+    for text in texts:
+        for given in (text, text.encode()):
+            got, expected = json_value(given), json.loads(given)
+            assert repr(got) == repr(expected), text
+    with pytest.raises(ValueError):
+        json_value(b"\xff")
