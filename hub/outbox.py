@@ -231,7 +231,6 @@ def flush_pending_profiles(session: Session, settings) -> int:
 
 def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int],
                     held: dict | None = None) -> int:
-    names = [name for name, _ in targets]
     # The drain just applied these people: they are in the session with their subscriptions
     # loaded, and their in-memory state is what a query would return after its autoflush.
     subscribers, missing = [], []
@@ -246,8 +245,11 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
         subscribers += session.scalars(select(Subscriber).where(Subscriber.id.in_(missing))
                                        .options(selectinload(Subscriber.subscriptions))).all()
     # The last profile delivery of each (connector, subscriber): its key holds its digest.
+    # Of every connector: naming them lets SQLite choose the queue index, which holds all of
+    # a connector's deliveries, over the index by subscriber (the lookup then slowed down as
+    # the table grew: 5 ms per 500 people at 10,000 deliveries; 1 ms this way at any size).
     latest_ids = select(func.max(Delivery.id)).where(
-        Delivery.kind == "profile", Delivery.subscriber_id.in_(ids), Delivery.connector.in_(names)
+        Delivery.kind == "profile", Delivery.subscriber_id.in_(ids)
     ).group_by(Delivery.connector, Delivery.subscriber_id)
     latest = {(c, s): (i, k) for i, c, s, k in session.execute(
         select(Delivery.id, Delivery.connector, Delivery.subscriber_id, Delivery.idempotency_key)
