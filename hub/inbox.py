@@ -7,7 +7,6 @@ bad row is marked failed without undoing or blocking the others.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
 from hub.flush import take_write_lock, update_by_key, write_changed, write_new
-from hub.storage import json_value
+from hub.storage import json_text, json_value
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from webhooks import Envelope, get_source
 
@@ -117,7 +116,7 @@ class InboxWriter:
         the process queue up, and the next of them commits them all in one transaction.
         Each caller still returns only once its own row is committed.
         """
-        params = (source, envelope.event_id, envelope.topic[:100], json.dumps(headers), body,
+        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
                   self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
                   envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
         waiter = _Waiter(params)
@@ -126,6 +125,8 @@ class InboxWriter:
             lead = not self._leading
             if lead:
                 self._leading = True
+            else:  # made under the lock, before a leader can take this waiter's row
+                waiter.done = threading.Event()
         if not lead:
             waiter.done.wait()
             if waiter.error is not None:
@@ -145,7 +146,7 @@ class InboxWriter:
                 leftovers, self._queue = self._queue, []
             for other in leftovers:  # only after an unexpected error: let them fail fast
                 other.error = other.error or RuntimeError("inbox writer stopped")
-                other.done.set()
+                other.release()
         if waiter.error is not None:
             raise waiter.error
         return waiter.created
@@ -170,7 +171,7 @@ class InboxWriter:
                 waiter.error = exc
         finally:
             for waiter in batch:
-                waiter.done.set()
+                waiter.release()
 
 
 class _Waiter:
@@ -178,9 +179,15 @@ class _Waiter:
 
     def __init__(self, params: tuple):
         self.params = params
-        self.done = threading.Event()
+        # Only a webhook that waits for another thread's commit needs an event to wait on;
+        # the leader commits its own row (with one thread per process, every webhook does).
+        self.done: threading.Event | None = None
         self.created = False
         self.error: Exception | None = None
+
+    def release(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
 
 def claim_batch(session: Session, size: int) -> list[InboxEvent]:

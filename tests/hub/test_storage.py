@@ -119,3 +119,29 @@ def test_json_is_read_exactly_as_the_standard_library_reads_it():
             assert repr(got) == repr(expected), text
     with pytest.raises(ValueError):
         json_value(b"\xff")
+
+
+def test_webhooks_arriving_on_many_threads_at_once_are_each_stored_once(tmp_path):
+    # Group commit: threads that arrive while another commits wait for the next commit,
+    # and each learns whether its own row was new.
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    ids = [f"evt_{i % 150}" for i in range(300)]  # each id twice
+    answers: dict[int, bool] = {}
+    start = threading.Barrier(30)
+
+    def post(worker: int):
+        start.wait()
+        for n in range(worker, len(ids), 30):
+            answers[n] = storage.inbox_writer.write("stripe", envelope(ids[n]), {}, b"{}")
+
+    threads = [threading.Thread(target=post, args=(w,), daemon=True) for w in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    with storage.engine.connect() as conn:
+        stored = conn.execute(select(InboxEvent.event_id)).scalars().all()
+    assert sorted(stored) == sorted(set(ids))
+    assert sum(answers.values()) == 150 and len(answers) == 300  # one "new" per id, every call answered
+    storage.dispose()
