@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,19 +196,24 @@ def json_text(value) -> str:
 
 
 # orjson reads an integer beyond 64 bits as a float, silently. Any such integer has 19
-# digits or more; text holding a run of 19 digits goes to the standard library instead.
-_LONG_NUMBER = re.compile(r"[0-9]{19}")
-_LONG_NUMBER_BYTES = re.compile(rb"[0-9]{19}")
+# digits or more; text holding a run of 19 digits goes to the standard library instead
+# (found with a byte translation and a substring search: a regular expression took
+# longer than the parse it guards).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
 
 def json_value(text: str | bytes):
     """Parse JSON text exactly as the standard library does, by orjson where that is the
-    same (it is three to four times faster): the standard library parses long numbers,
+    same (about twice as fast): the standard library parses long numbers,
     NaN and the rest orjson refuses."""
-    long_number = _LONG_NUMBER if isinstance(text, str) else _LONG_NUMBER_BYTES
-    if long_number.search(text) is None:
+    try:
+        raw = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError:  # a lone surrogate in the text: the standard library's to read
+        return json.loads(text)
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(text)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)

@@ -117,6 +117,8 @@ def test_json_is_read_exactly_as_the_standard_library_reads_it():
         for given in (text, text.encode()):
             got, expected = json_value(given), json.loads(given)
             assert repr(got) == repr(expected), text
+    lone_surrogate = '"\ud800"'  # a str no UTF-8 encoding holds
+    assert json_value(lone_surrogate) == json.loads(lone_surrogate)
     with pytest.raises(ValueError):
         json_value(b"\xff")
 
