@@ -24,8 +24,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
 from hub.flush import take_write_lock, update_by_key, write_changed, write_new
-from hub.storage import json_text, json_value
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
+from hub.storage import json_text, json_value
 from webhooks import Envelope, get_source
 
 log = logging.getLogger(__name__)

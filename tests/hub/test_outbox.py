@@ -162,6 +162,35 @@ def test_an_unchanged_profile_is_not_sent_twice(storage, settings):
     assert len(deliveries(storage)) == 1
 
 
+def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_queue(storage, settings):
+    # Each batch looks up the last profile delivery of its people. Through the queue index
+    # (all of a connector's deliveries) that lookup slows down as the table grows.
+    from sqlalchemy import event as sa_event
+
+    with storage.session() as session:
+        people = [subscriber(session, email=f"p{i}@example.com") for i in range(500)]  # a drained batch
+        for person in people:
+            outbox.plan(session, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(session, settings)
+    seen = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if "max(delivery.id)" in statement:
+            seen.append((statement, parameters))
+
+    sa_event.listen(storage.engine, "before_cursor_execute", spy)
+    with storage.session() as session:
+        for person in session.scalars(select(Subscriber)):
+            person.stage = "loyal"
+            outbox.plan(session, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(session, settings) == 500
+    sa_event.remove(storage.engine, "before_cursor_execute", spy)
+    [(statement, parameters)] = seen
+    with storage.engine.connect() as conn:
+        plan = " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+    assert "ix_delivery_subscriber" in plan and "ix_delivery_queue" not in plan
+
+
 def test_a_profile_back_in_an_earlier_state_is_sent_again(storage, settings):
     for stage in ("new", "at_risk", "new"):
         with storage.session() as session:
