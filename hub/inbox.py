@@ -25,7 +25,7 @@ from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
 from hub.flush import take_write_lock, update_by_key, write_changed, write_new
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
-from hub.storage import json_text, json_value
+from hub.values import json_text, json_value
 from webhooks import Envelope, get_source
 
 log = logging.getLogger(__name__)

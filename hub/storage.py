@@ -1,18 +1,17 @@
 """Database engine, sessions and migrations."""
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import PROJECT_DIR
 from hub.errors import DrainerBusy
+from hub.values import json_text, json_value
 
 MIGRATIONS_DIR = PROJECT_DIR / "migrations"
 
@@ -184,39 +183,6 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                          json_serializer=json_text, json_deserializer=json_value)
-
-
-def json_text(value) -> str:
-    """JSON columns' text, by orjson (the drain writes several per row); what it cannot
-    encode (an integer beyond 64 bits) goes through the standard library as before."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-# orjson reads an integer beyond 64 bits as a float, silently. Any such integer has 19
-# digits or more; text holding a run of 19 digits goes to the standard library instead
-# (found with a byte translation and a substring search: a regular expression took
-# longer than the parse it guards).
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_RUN = b"0" * 19
-
-
-def json_value(text: str | bytes):
-    """Parse JSON text exactly as the standard library does, by orjson where that is the
-    same (about twice as fast): the standard library parses long numbers,
-    NaN and the rest orjson refuses."""
-    try:
-        raw = text.encode() if isinstance(text, str) else text
-    except UnicodeEncodeError:  # a lone surrogate in the text: the standard library's to read
-        return json.loads(text)
-    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
 
 
 def alembic_config(engine: Engine):

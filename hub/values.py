@@ -1,10 +1,13 @@
 """Small value types and parsers shared by normalizers and the model: pure functions."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+
+import orjson
 
 # ISO 4217 currencies whose minor unit is not the cent.
 _ZERO_DECIMAL = {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX",
@@ -93,3 +96,36 @@ def utc(value) -> datetime | None:
 def iso(value: datetime | None) -> str | None:
     """ISO-8601 text of a datetime in UTC, or None."""
     return utc(value).isoformat() if value is not None else None
+
+
+def json_text(value) -> str:
+    """JSON columns' text, by orjson (the drain writes several per row); what it cannot
+    encode (an integer beyond 64 bits) goes through the standard library as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+# orjson reads an integer beyond 64 bits as a float, silently. Any such integer has 19
+# digits or more; text holding a run of 19 digits goes to the standard library instead
+# (found with a byte translation and a substring search: a regular expression took
+# longer than the parse it guards).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def json_value(text: str | bytes):
+    """Parse JSON text exactly as the standard library does, by orjson where that is the
+    same (about twice as fast): the standard library parses long numbers,
+    NaN and the rest orjson refuses."""
+    try:
+        raw = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError:  # a lone surrogate in the text: the standard library's to read
+        return json.loads(text)
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)

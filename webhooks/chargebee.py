@@ -14,12 +14,10 @@ import binascii
 import hmac
 from datetime import datetime, timedelta, timezone
 
-import orjson
-
 from hub import events as ev
 from hub.errors import MalformedPayload, SignatureInvalid
 from hub.events import CanonicalEvent
-from hub.values import Money, normalize_email, normalize_phone, utc
+from hub.values import json_value, Money, normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id, header
 
 NAME = "chargebee"
@@ -70,7 +68,7 @@ def verify(settings, headers, body: bytes) -> None:
 def describe(headers, body: bytes) -> Envelope:
     """Dedupe id (the event id, the same across Chargebee's retries), topic and times."""
     try:
-        event = orjson.loads(body)
+        event = json_value(body)
         if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
             raise ValueError("not a Chargebee event")
         return Envelope(event_id=event["id"], topic=str(event.get("event_type") or "unreadable"),

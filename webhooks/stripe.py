@@ -7,13 +7,12 @@ is what keeps an older delivery (retries, no ordering) from overwriting a newer 
 """
 from __future__ import annotations
 
-import orjson
 import stripe
 
 from hub import events as ev
 from hub.errors import SignatureInvalid
 from hub.events import CanonicalEvent
-from hub.values import normalize_email, normalize_phone, utc
+from hub.values import json_value, normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id
 from webhooks import header as find_header
 
@@ -44,7 +43,7 @@ def verify(settings, headers, body: bytes) -> None:
 def describe(headers, body: bytes) -> Envelope:
     """The event's id (Stripe's dedupe key), type and creation time; never raises."""
     try:
-        event = orjson.loads(body)
+        event = json_value(body)
         if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
             raise ValueError("not a Stripe event")
         return Envelope(event_id=event["id"], topic=event["type"],

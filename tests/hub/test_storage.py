@@ -109,7 +109,7 @@ def test_the_webhook_path_stores_times_as_sqlalchemy_does(tmp_path):
 def test_json_is_read_exactly_as_the_standard_library_reads_it():
     import json
 
-    from hub.storage import json_value
+    from hub.values import json_value
 
     texts = ['{"id": 100000000000000000000, "n": -9223372036854775809}', '{"a": 1.5, "b": [true, null]}',
              '[NaN, Infinity]', '"\\ud800"', '{"x": "zoë", "y": 0.1234567890123456789}', "1E400"]
