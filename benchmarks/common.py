@@ -52,6 +52,50 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+# This shared 2-core machine runs Python at a speed that changes from minute to minute (the
+# same fixed work has taken from 54 to 134 ms of CPU within one hour). The probe repeats a
+# small fixed piece of the hub's kind of work (JSON, HMAC) that uses no hub code, once a
+# second, in its own process, and keeps its CPU times: a run's numbers can then be read
+# against how fast the machine was while it ran. It costs about 0.3 % of one core.
+_PROBE = """
+import hashlib, hmac, json, sys, time
+body = json.dumps({"id": "evt_0", "object": "event", "type": "customer.created", "created": 1764600000,
+                   "data": {"object": {"id": "cus_0", "object": "customer", "email": "a@example.com",
+                                       "name": "Probe Customer", "metadata": {}, "livemode": False}}})
+while True:
+    started = time.process_time()
+    for i in range(200):
+        text = json.dumps(json.loads(body), sort_keys=True)
+        hmac.new(b"probe", text.encode(), hashlib.sha256).hexdigest()
+    print(time.monotonic(), (time.process_time() - started) * 1000, flush=True)
+    time.sleep(1)
+"""
+
+
+class SpeedProbe:
+    """Samples the machine's speed in a process of its own while a benchmark runs
+    (`with SpeedProbe() as probe:`, then `probe.median(start, end)` in milliseconds)."""
+
+    def __enter__(self) -> "SpeedProbe":
+        import sys
+
+        self.samples: list[tuple[float, float]] = []
+        self._proc = subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        self.samples = [(float(at), float(ms)) for at, ms in (line.split() for line in out.splitlines())]
+
+    def median(self, start: float, end: float) -> float | None:
+        """Median CPU ms of the probe's samples taken between two time.monotonic() readings."""
+        import statistics
+
+        inside = [ms for at, ms in self.samples if start <= at <= end]
+        return statistics.median(inside) if inside else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,8 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (cpu_seconds, free_port, process_tree, sqlite_connect, start_redis,  # noqa: E402
-                               wait_for, write_section)
+from benchmarks.common import (SpeedProbe, cpu_seconds, free_port, process_tree, sqlite_connect,  # noqa: E402
+                               start_redis, wait_for, write_section)
 from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe, stripe_event  # noqa: E402
 
@@ -332,6 +332,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
         klaviyo.stop()
     ops = Counter(c.operation or c.path for c in klaviyo.calls)
     return {"n": n, "ingest_s": stored_at - started, "total_s": done_at - started, "state": state, "cpu": cpu,
+            "clock": (started, done_at),
             "drain_s": done_at - drain_from if drain_from else None,
             "latency": " / ".join(re.search(r"Latency\s+(\S+)\s+\S+\s+(\S+)", wrk_out).groups()),
             "calls": len(klaviyo.calls), "ops": dict(ops), "profiles": len(klaviyo.profiles),
@@ -403,6 +404,7 @@ def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int,
         klaviyo.stop()
     measured, total = first_pass or (n, done_at - started)
     return {"n": n, "measured": measured, "ingest_s": posted_at - started, "total_s": total, "calls": calls,
+            "clock": (started, done_at),
             "profiles": len(klaviyo.profiles), "statuses": Counter(c.status for c in klaviyo.calls), "wrk": wrk_out,
             "reposted": reposted, "repeats": repeats,
             "latency": " / ".join(re.search(r"Latency\s+(\S+)\s+\S+\s+(\S+)", wrk_out).groups())}
@@ -428,14 +430,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hub-e2e-"))
     redis_proc, redis_url = start_redis(tmp)
     try:
-        hub = run_hub(tmp, redis_url, args.events, args.workers, args.web_workers, args.threads,
-                      database_url=args.database_url)
-        staged_n = min(args.events, args.staged_events)
-        staged = run_hub(tmp, redis_url, staged_n, args.workers, args.web_workers, args.threads, staged=True,
-                         database_url=args.database_url) if staged_n else None
-        naive = run_naive(tmp, redis_url, args.naive_events, args.workers, args.web_workers, args.threads)
+        with SpeedProbe() as probe:
+            hub = run_hub(tmp, redis_url, args.events, args.workers, args.web_workers, args.threads,
+                          database_url=args.database_url)
+            staged_n = min(args.events, args.staged_events)
+            staged = run_hub(tmp, redis_url, staged_n, args.workers, args.web_workers, args.threads, staged=True,
+                             database_url=args.database_url) if staged_n else None
+            naive = run_naive(tmp, redis_url, args.naive_events, args.workers, args.web_workers, args.threads)
     finally:
         redis_proc.terminate()
+    speed = {name: probe.median(*run["clock"]) for name, run in (("hub", hub), ("staged hub", staged), ("naive", naive))
+             if run is not None}
     database = "PostgreSQL" if args.database_url else "SQLite"
     hub_rate, naive_rate = hub["n"] / hub["total_s"], naive["measured"] / naive["total_s"]
     hub_per_k = hub["calls"] / (hub["n"] / 1000)
@@ -463,6 +468,10 @@ def main() -> None:
             f"{k} {v / hub['n'] * 1e6:.0f}" for k, v in hub["cpu"].items())
         + f"; in all {sum(hub['cpu'].values()) / hub['total_s'] * 100:.0f} % of one core on average "
         f"({os.cpu_count()} cores).",
+        "",
+        "Machine speed while each ran (the speed probe of benchmarks/common.py: a fixed piece of JSON and HMAC "
+        "work once a second in its own process, median CPU ms; lower is faster): "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in speed.items() if v is not None) + ".",
         "",
         f"Hub / naive: **{hub_rate / naive_rate:.1f}×** events per second (target ≥ 10×); hub "
         f"{hub_rate:.0f} events/s (target ≥ 2,000); {hub_per_k:.2f} Klaviyo calls per 1,000 profile changes "
