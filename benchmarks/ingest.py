@@ -23,8 +23,8 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (cpu_seconds, free_port, process_tree, sqlite_connect, start_redis,  # noqa: E402
-                               wait_for, write_section)
+from benchmarks.common import (SpeedProbe, cpu_seconds, free_port, process_tree, sqlite_connect,  # noqa: E402
+                               start_redis, wait_for, write_section)
 
 SECRET = "bench-secret"
 HELLO = textwrap.dedent('''
@@ -122,6 +122,7 @@ def main() -> None:
     full.write_text(wrk_script(body, None))
     # 20 connections each waiting 20 ms between requests: about 1,000 requests per second.
     paced.write_text(wrk_script(body, 20))
+    probe = SpeedProbe().__enter__()
     try:
         targets = {name: f"http://127.0.0.1:{port}/webhooks/shopify" for name, port in ports.items()}
         for url in targets.values():
@@ -135,9 +136,11 @@ def main() -> None:
         paced_runs = {name: [run_wrk(targets[name], paced, args.seconds, 20) for _ in range(3)]
                       for name in ("hub", "hello")}
     finally:
+        probe.__exit__(None, None, None)
         for server in servers.values():
             server.terminate()
         redis_proc.terminate()
+    speed = probe.median(0, float("inf"))
     stored = _count_rows(tmp / "hub.db")
     med = {n: statistics.median(r["rate"] for r in rs) for n, rs in rates.items()}
     cpu = {n: statistics.median(r["cpu_us"] for r in rs) for n, rs in rates.items()}
@@ -162,6 +165,9 @@ def main() -> None:
         f"Ratio hub / hello-world: **{med['hub'] / med['hello']:.2f}×** (target ≥ 0.7×). Server CPU per "
         f"webhook, granian / gunicorn: **{cpu['hub'] / cpu['hub-gunicorn']:.2f}×**. "
         f"Inbox rows stored: {stored}; non-2xx answers: {errors}.",
+        "",
+        "Machine speed during the runs (the speed probe of benchmarks/common.py: a fixed piece of JSON and "
+        f"HMAC work once a second in its own process, median CPU ms; lower is faster): {speed:.1f} ms.",
     ])
     notes = (f"SQLite (WAL) inbox, Redis on loopback, wrk `-t2 -c16 -d{args.seconds}s` for the rate "
              f"({args.runs} interleaved runs, median) and `-c20` with a 20 ms delay per connection for "
