@@ -14,12 +14,13 @@ import traceback as tb
 from functools import lru_cache
 from datetime import datetime, timezone
 
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.base import instance_state
 
 from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
@@ -193,7 +194,9 @@ class _Waiter:
 def claim_batch(session: Session, size: int) -> list[InboxEvent]:
     """The oldest pending rows, locked against other workers until commit (on SQLite the
     caller holds Storage.drain_lock() instead)."""
-    query = (select(InboxEvent).where(InboxEvent.is_open(), InboxEvent.status == PENDING)
+    # The headers are kept for support staff; the drain never reads them.
+    query = (select(InboxEvent).options(defer(InboxEvent.headers))
+             .where(InboxEvent.is_open(), InboxEvent.status == PENDING)
              .order_by(InboxEvent.id).limit(size))
     if session.bind.dialect.name == "postgresql":
         return list(session.scalars(query.with_for_update(skip_locked=True)))
@@ -365,7 +368,7 @@ def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> No
     for row, fields in outcomes:
         # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
         # the instance dict is its committed state.
-        state = inspect(row)
+        state = instance_state(row)
         if state.modified:
             for attr, value in fields.items():
                 set_committed_value(row, attr, value)

@@ -20,10 +20,11 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, inspect, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.base import instance_state
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 import connectors
@@ -237,7 +238,7 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
     for subscriber_id in ids:
         one = (held or {}).get(subscriber_id)
         if (one is not None and one in session and "subscriptions" in one.__dict__
-                and not inspect(one).expired):
+                and not instance_state(one).expired):
             subscribers.append(one)
         else:
             missing.append(subscriber_id)

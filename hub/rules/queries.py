@@ -68,7 +68,11 @@ def subscriber_state(subscriber: Subscriber) -> SubscriberState:
     payments = tuple(payment_state(x, by_id.get(x.subscription_id)) for x in subscriber.payments
                      if x.status in OPEN_PAYMENT)
     paid = sum(1 for x in subscriber.payments if x.status == "succeeded")
-    return _subscriber({k: getattr(subscriber, k) for k in SUBSCRIBER_FIELDS}, subs, payments, paid)
+    # Loaded column values straight from the instance dict: the attribute descriptor costs
+    # more than the read, ~20 times per drained event. Unloaded ones load as usual.
+    held = subscriber.__dict__
+    return _subscriber({k: held[k] if k in held else getattr(subscriber, k) for k in SUBSCRIBER_FIELDS},
+                       subs, payments, paid)
 
 
 def _subscriber(data: dict, subs, payments, paid: int) -> SubscriberState:

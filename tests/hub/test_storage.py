@@ -147,3 +147,32 @@ def test_webhooks_arriving_on_many_threads_at_once_are_each_stored_once(tmp_path
     assert sorted(stored) == sorted(set(ids))
     assert sum(answers.values()) == 150 and len(answers) == 300  # one "new" per id, every call answered
     storage.dispose()
+
+
+def test_times_are_stored_in_sqlite_as_sqlalchemy_would_store_them(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import TypeDecorator
+    from sqlalchemy.dialects import sqlite
+
+    from hub.models import Subscriber
+    from hub.models.base import UTCDateTime
+
+    dialect = sqlite.dialect()
+    column_type = UTCDateTime().dialect_impl(dialect)
+    ours = column_type.bind_processor(dialect)
+    theirs = TypeDecorator.bind_processor(column_type, dialect)  # SQLAlchemy's own two steps
+    eastern = timezone(timedelta(hours=-5))
+    times = [datetime(2026, 12, 1, 23, 30, tzinfo=eastern), datetime(2026, 3, 1, 0, 0, 0, 7, timezone.utc),
+             datetime(999, 1, 2, 3, 4, 5, 600000, timezone.utc), None]
+    assert [ours(t) for t in times] == [theirs(t) for t in times]
+    assert ours(times[0]) == "2026-12-02 04:30:00.000000"
+    with pytest.raises(ValueError, match="naive datetime"):
+        ours(datetime(2026, 12, 1))
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    with storage.session() as session:
+        session.add(Subscriber(email="a@example.com", first_seen_at=times[0]))
+    with storage.session() as session:
+        assert session.scalars(select(Subscriber.first_seen_at)).one() == times[0]
+    storage.dispose()
