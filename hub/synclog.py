@@ -7,8 +7,6 @@ Act: retry deliveries, replay an inbound event, send a customer's profile again.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -383,7 +381,7 @@ def resend_profile(session: Session, settings, subscriber: Subscriber, connector
             not any(getattr(subscriber, n, None) for n in needs):
         return None
     payload = outbox.profile_payload(subscriber, outbox.profile_fields(subscriber), mapping)
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = outbox.profile_digest(payload)
     now = datetime.now(timezone.utc)
     delivery = Delivery(connector=connector, kind="profile", subscriber_id=subscriber.id,
                         idempotency_key=f"profile:{subscriber.id}:{digest}:resent-{now.timestamp():.6f}",

@@ -162,6 +162,30 @@ def test_an_unchanged_profile_is_not_sent_twice(storage, settings):
     assert len(deliveries(storage)) == 1
 
 
+def test_a_profile_planned_before_the_faster_digest_is_not_sent_again_unchanged(storage, settings):
+    # Keys written before profile_digest hold 16 hex digits of json.dumps's SHA-256: an
+    # upgrade must not make every unchanged profile look new.
+    import hashlib
+    import json
+
+    with storage.session() as session:
+        person = subscriber(session)
+        outbox.plan(session, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(session, settings)
+    with storage.session() as session:
+        [row] = session.scalars(select(Delivery)).all()
+        assert row.idempotency_key.split(":")[2].startswith("o")
+        old = hashlib.sha256(json.dumps(row.payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        row.idempotency_key = f"profile:{person.id}:{old}:0"
+    with storage.session() as session:
+        person = session.get(Subscriber, person.id)
+        outbox.plan(session, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(session, settings) == 0
+        person.stage = "loyal"
+        outbox.plan(session, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(session, settings) == 1
+
+
 def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_queue(storage, settings):
     # Each batch looks up the last profile delivery of its people. Through the queue index
     # (all of a connector's deliveries) that lookup slows down as the table grows.
