@@ -82,10 +82,14 @@ def write_new(session: Session) -> int:
     for model, members in by_model.items():
         mapper = inspect(model)
         keys = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs]
-        # state.dict is a property: read it once per object, not once per column.
-        execute_many(session.connection(), insert(mapper.local_table),
-                     [{column: values.get(key) for key, column in keys}
-                      for values in (state.dict for state in members)])
+        if all(key == column for key, column in keys):
+            # The instance dicts themselves are the rows: no copy of ~30 values per person.
+            execute_many(session.connection(), insert(mapper.local_table), [state.dict for state in members],
+                         keys=[column for _, column in keys])
+        else:
+            execute_many(session.connection(), insert(mapper.local_table),
+                         [{column: values.get(key) for key, column in keys}
+                          for values in (state.dict for state in members)])
     # Relationship changes need no rows of the parent: the children's own many-to-one
     # side carries their foreign key when the ORM flushes them.
     session._register_persistent(set(states))
@@ -176,29 +180,36 @@ def update_by_key(connection, table, rows: list[dict], key: str = "id") -> int:
     return matched
 
 
-def execute_many(connection, statement, rows: list[dict]) -> int:
+def execute_many(connection, statement, rows: list[dict], keys: list[str] | None = None) -> int:
     """Run an INSERT or UPDATE once per row of `rows` (dicts with the same keys) as one
     executemany; the driver's row count (-1 where it keeps none). Values are converted and
     defaults filled as SQLAlchemy does, but "now" and empty JSON defaults once per
-    statement; on SQLite the driver is called directly."""
+    statement; on SQLite the driver is called directly. `keys`: the columns to take from
+    each row (a missing one is NULL) when the rows hold other keys too."""
     if not rows:
         return 0
+    given = keys is not None
+    if given:
+        if connection.dialect.name != "sqlite":
+            rows = [{k: row.get(k) for k in keys} for row in rows]
+    else:
+        keys = list(rows[0])
     if connection.dialect.name != "sqlite":
         return connection.execute(statement, rows).rowcount
     dialect = connection.dialect
-    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    compiled = statement.compile(dialect=dialect, column_keys=keys)
     if compiled.post_compile_params or compiled.literal_execute_params:  # IN lists: rendered per row
-        return connection.execute(statement, rows).rowcount
+        return connection.execute(statement, [{k: row.get(k) for k in keys} for row in rows]).rowcount
     defaulted = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
     # Per placeholder, where its value comes from: the row (through the column's processor),
     # a value bound once for every row (a literal of the statement, like the "queued" of
     # WHERE status = 'queued', or a default of _SAME_FOR_ALL_ROWS), or a default made per row.
-    plan = []
+    plan, wanted = [], set(keys)
     for name in compiled.positiontup:
         bind = compiled.binds[name]
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         bound = processor or (lambda value: value)
-        if name in rows[0]:
+        if name in wanted:
             plan.append((_FROM_ROW, name, processor))
         elif name in defaulted:
             column = defaulted[name]
@@ -209,20 +220,20 @@ def execute_many(connection, statement, rows: list[dict]) -> int:
                 plan.append((_FIXED, bound(make()), None))
         else:
             plan.append((_FIXED, bound(bind.effective_value), None))
-    return connection.exec_driver_sql(compiled.string, _parameters(plan)(rows)).rowcount
+    return connection.exec_driver_sql(compiled.string, _parameters(plan, missing_as_null=given)(rows)).rowcount
 
 
 _FROM_ROW, _FIXED, _MADE = "row", "fixed", "made"
 
 
-def _parameters(plan: list[tuple]):
+def _parameters(plan: list[tuple], missing_as_null: bool = False):
     """A function of the rows that returns their parameter tuples, one expression per
     placeholder written out (as dataclasses writes __init__): a loop over the plan that
     branched per value cost about as much as the driver's own work."""
     names, parts = {}, []
     for i, (source, what, processor) in enumerate(plan):
         if source is _FROM_ROW:
-            value = f"row[{what!r}]"
+            value = f"row.get({what!r})" if missing_as_null else f"row[{what!r}]"
             if processor is not None:
                 names[f"p{i}"] = processor
                 value = f"p{i}({value})"

@@ -50,10 +50,17 @@ def header(headers, name: str) -> str | None:
 SOURCE_NAMES = ("shopify", "stripe", "chargebee")
 
 
+_MODULES: dict = {}  # name -> module: asked for once per webhook and per drained row
+
+
 def get_source(name: str):
     """The module of a source; raises hub.errors.UnknownSource."""
+    found = _MODULES.get(name)
+    if found is not None:
+        return found
     from hub.errors import UnknownSource
 
     if name not in SOURCE_NAMES:
         raise UnknownSource(name)
-    return import_module(f"webhooks.{name}")
+    found = _MODULES[name] = import_module(f"webhooks.{name}")
+    return found
