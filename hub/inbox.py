@@ -90,6 +90,12 @@ class InboxWriter:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self.engine.raw_connection()
+            if self.dialect == "sqlite":
+                # Autocommit: a lone webhook's INSERT is its own transaction, without the
+                # BEGIN and COMMIT statements around it (a group commit opens one itself).
+                # Detached, so the pool never hands this mode to anyone else.
+                conn.dbapi_connection.isolation_level = None
+                conn.detach()
             self._opened.append(conn)
         return conn
 
@@ -156,11 +162,18 @@ class InboxWriter:
         conn = self._connection()
         try:
             cursor = conn.cursor()
+            grouped = self.dialect == "sqlite" and len(batch) > 1
+            if grouped:
+                cursor.execute("BEGIN")
             for waiter in batch:
                 cursor.execute(self.sql, waiter.params)
-                waiter.created = cursor.fetchone() is not None
+                # Read to the end: in autocommit the INSERT commits once its statement is done.
+                waiter.created = bool(cursor.fetchall())
+            if grouped:
+                cursor.execute("COMMIT")
             cursor.close()
-            conn.commit()
+            if self.dialect != "sqlite":
+                conn.commit()
         except Exception as exc:
             # A broken connection is not reused: the next request opens a fresh one.
             self._local.conn = None

@@ -176,3 +176,28 @@ def test_times_are_stored_in_sqlite_as_sqlalchemy_would_store_them(tmp_path):
     with storage.session() as session:
         assert session.scalars(select(Subscriber.first_seen_at)).one() == times[0]
     storage.dispose()
+
+
+def test_a_lone_webhook_is_committed_when_it_is_answered_and_leaves_sessions_transactional(tmp_path):
+    from datetime import datetime, timezone
+
+    from sqlalchemy.orm import Session
+
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    assert storage.inbox_writer.write("stripe", envelope("evt_1"), {}, b"{}") is True
+    with sqlite3.connect(tmp_path / "hub-inbox.db") as other:  # seen by another connection at once
+        assert other.execute("select event_id from inbox_event").fetchall() == [("evt_1",)]
+    assert storage.inbox_writer.write("stripe", envelope("evt_1"), {}, b"{}") is False
+    storage.inbox_writer.close()
+    # The writer's connection commits each statement by itself; no session may get that mode.
+    for _ in range(3):
+        with Session(storage.engine) as session:
+            session.add(InboxEvent(source="stripe", event_id="evt_2", topic="customer.created", headers={},
+                                   body=b"{}", received_at=datetime.now(timezone.utc), status="pending",
+                                   attempts=0, outcome=[], origin="webhook"))
+            session.flush()
+            session.rollback()
+    with sqlite3.connect(tmp_path / "hub-inbox.db") as other:
+        assert other.execute("select event_id from inbox_event").fetchall() == [("evt_1",)]
+    storage.dispose()
