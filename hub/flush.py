@@ -246,6 +246,8 @@ def _parameters(plan: list[tuple], missing_as_null: bool = False):
         parts.append(value)
     source = f"lambda rows: [({''.join(part + ', ' for part in parts)}) for row in rows]"
     return eval(compile(source, "<hub.flush parameters>", "eval"), names)
+
+
 # Defaults whose value may be shared by all rows of one statement: empty JSON values, and
 # "now", which for one batch is one instant.
 _SAME_FOR_ALL_ROWS = {dict, list, now_utc}
