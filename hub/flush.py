@@ -189,17 +189,18 @@ def execute_many(connection, statement, rows: list[dict], keys: list[str] | None
     if not rows:
         return 0
     given = keys is not None
-    if given:
-        if connection.dialect.name != "sqlite":
-            rows = [{k: row.get(k) for k in keys} for row in rows]
-    else:
-        keys = list(rows[0])
+    keys = keys if given else list(rows[0])
+
+    def through_sqlalchemy() -> int:
+        return connection.execute(statement, [{k: row.get(k) for k in keys} for row in rows] if given
+                                  else rows).rowcount
+
     if connection.dialect.name != "sqlite":
-        return connection.execute(statement, rows).rowcount
+        return through_sqlalchemy()
     dialect = connection.dialect
     compiled = statement.compile(dialect=dialect, column_keys=keys)
     if compiled.post_compile_params or compiled.literal_execute_params:  # IN lists: rendered per row
-        return connection.execute(statement, [{k: row.get(k) for k in keys} for row in rows]).rowcount
+        return through_sqlalchemy()
     defaulted = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
     # Per placeholder, where its value comes from: the row (through the column's processor),
     # a value bound once for every row (a literal of the statement, like the "queued" of

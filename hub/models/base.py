@@ -21,12 +21,11 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
     def bind_processor(self, dialect):
-        processor = super().bind_processor(dialect)
         if dialect.name == "sqlite" and _sqlite_text_format(self, dialect):
             # The same text in one step: SQLite's own processor formats each field through a
             # dict, and every drained event binds about ten times.
             return _sqlite_text
-        return processor
+        return super().bind_processor(dialect)
 
     def process_result_value(self, value: datetime | None, dialect):
         if value is None:
