@@ -26,6 +26,7 @@ from hub.apply import CREATES, apply_event
 from hub.events import SUBSCRIBER_ERASE
 from hub.flush import take_write_lock, update_by_key, write_changed, write_new
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
+from hub.models.base import sqlite_text
 from hub.values import json_text, json_value
 from webhooks import Envelope, get_source
 
@@ -110,10 +111,8 @@ class InboxWriter:
         self._local = threading.local()
 
     def _time(self, value: datetime | None):
-        if value is None or self.dialect == "postgresql":
-            return value
-        # SQLAlchemy's SQLite DATETIME text, in UTC (hub.models.base.UTCDateTime).
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        # On SQLite, the text UTCDateTime binds (the one function for both paths).
+        return value if self.dialect == "postgresql" else sqlite_text(value)
 
     def write(self, source: str, envelope: Envelope, headers: dict, body: bytes,
               origin: str = "webhook") -> bool:

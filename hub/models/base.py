@@ -24,7 +24,7 @@ class UTCDateTime(TypeDecorator):
         if dialect.name == "sqlite" and _sqlite_text_format(self, dialect):
             # The same text in one step: SQLite's own processor formats each field through a
             # dict, and every drained event binds about ten times.
-            return _sqlite_text
+            return sqlite_text
         return super().bind_processor(dialect)
 
     def process_result_value(self, value: datetime | None, dialect):
@@ -41,7 +41,7 @@ def _sqlite_text_format(column_type: UTCDateTime, dialect) -> bool:
     return getattr(impl, "_storage_format", None) == _SQLITE_DEFAULT
 
 
-def _sqlite_text(value):
+def sqlite_text(value):
     """UTCDateTime's value as SQLAlchemy stores it in SQLite: UTC, no zone, microseconds."""
     if value is None:
         return None
