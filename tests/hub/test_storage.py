@@ -165,7 +165,8 @@ def test_times_are_stored_in_sqlite_as_sqlalchemy_would_store_them(tmp_path):
     theirs = TypeDecorator.bind_processor(column_type, dialect)  # SQLAlchemy's own two steps
     eastern = timezone(timedelta(hours=-5))
     times = [datetime(2026, 12, 1, 23, 30, tzinfo=eastern), datetime(2026, 3, 1, 0, 0, 0, 7, timezone.utc),
-             datetime(999, 1, 2, 3, 4, 5, 600000, timezone.utc), datetime(2026, 6, 30, 23, 59, 59, 999999, timezone.utc),
+             datetime(999, 1, 2, 3, 4, 5, 600000, timezone.utc),
+             datetime(2026, 6, 30, 23, 59, 59, 999999, timezone.utc),
              datetime(2026, 7, 1, 1, 0, tzinfo=ZoneInfo("Europe/Berlin")), None]
     assert [ours(t) for t in times] == [theirs(t) for t in times]
     assert ours(times[0]) == "2026-12-02 04:30:00.000000"
