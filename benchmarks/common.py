@@ -96,6 +96,20 @@ class SpeedProbe:
         return statistics.median(inside) if inside else None
 
 
+def customer_created(prefix: str, i: int, now: int) -> bytes:
+    """The body of a Stripe `customer.created` event for customer number `i` (its own id
+    and email), as the benchmarks post it."""
+    import json
+
+    from tests.samples import stripe_event
+
+    customer = {"id": f"cus_{prefix}{i}", "object": "customer", "email": f"{prefix}{i}@bench.example",
+                "name": f"Bench Customer{i}", "phone": None, "created": now - 60, "livemode": False,
+                "metadata": {}}
+    return json.dumps(stripe_event("customer.created", customer, event_id=f"evt_{prefix}{i}", created=now - 60),
+                      separators=(",", ":")).encode()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

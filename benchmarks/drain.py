@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import SpeedProbe, start_redis, write_section  # noqa: E402
+from benchmarks.common import SpeedProbe, customer_created, start_redis, write_section  # noqa: E402
 
 SECRET = "whsec_bench"
 KLAVIYO_KEY = "pk_bench"
@@ -33,17 +32,10 @@ WARM = 500  # rows through every stage first: imports, caches and the SDK's mode
 
 
 def _requests(prefix: str, n: int, now: int) -> list[tuple[bytes, str]]:
-    from tests.samples import sign_stripe, stripe_event
+    from tests.samples import sign_stripe
 
-    out = []
-    for i in range(n):
-        customer = {"id": f"cus_{prefix}{i}", "object": "customer", "email": f"{prefix}{i}@bench.example",
-                    "name": f"Bench Customer{i}", "phone": None, "created": now - 60, "livemode": False,
-                    "metadata": {}}
-        body = json.dumps(stripe_event("customer.created", customer, event_id=f"evt_{prefix}{i}",
-                                       created=now - 60), separators=(",", ":")).encode()
-        out.append((body, sign_stripe(body, SECRET, now)["Stripe-Signature"]))
-    return out
+    bodies = [customer_created(prefix, i, now) for i in range(n)]
+    return [(body, sign_stripe(body, SECRET, now)["Stripe-Signature"]) for body in bodies]
 
 
 def run_once(n: int) -> dict:

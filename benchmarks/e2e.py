@@ -39,10 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (SpeedProbe, cpu_seconds, free_port, process_tree, sqlite_connect,  # noqa: E402
-                               start_redis, wait_for, write_section)
+from benchmarks.common import (SpeedProbe, cpu_seconds, customer_created, free_port,  # noqa: E402
+                               process_tree, sqlite_connect, start_redis, wait_for, write_section)
 from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
-from tests.samples import sign_stripe, stripe_event  # noqa: E402
+from tests.samples import sign_stripe  # noqa: E402
 
 STRIPE_SECRET = "whsec_bench_secret"
 KLAVIYO_KEY = "pk_bench_key"
@@ -150,11 +150,7 @@ def write_requests(path: Path, n: int, prefix: str) -> None:
     now = int(time.time())
     with path.open("w") as out:
         for i in range(n):
-            customer = {"id": f"cus_{prefix}{i}", "object": "customer", "email": f"{prefix}{i}@bench.example",
-                        "name": f"Bench Customer{i}", "phone": None, "created": now - 60,
-                        "livemode": False, "metadata": {}}
-            body = json.dumps(stripe_event("customer.created", customer, event_id=f"evt_{prefix}{i}",
-                                           created=now - 60), separators=(",", ":")).encode()
+            body = customer_created(prefix, i, now)
             out.write(f"{sign_stripe(body, STRIPE_SECRET, now + 600)['Stripe-Signature']}\t{body.decode()}\n")
 
 
