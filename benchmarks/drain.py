@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import SpeedProbe, customer_created, start_redis, write_section  # noqa: E402
+from benchmarks.common import OTHER_TOOLS, SpeedProbe, customer_created, start_redis, write_section  # noqa: E402
 
 SECRET = "whsec_bench"
 KLAVIYO_KEY = "pk_bench"
@@ -49,8 +49,7 @@ def run_once(n: int) -> dict:
     os.environ.update(DATABASE_URL=f"sqlite:///{tmp / 'hub.db'}", REDIS_URL=redis_url,
                       STRIPE_WEBHOOK_SECRET=SECRET, KLAVIYO_API_KEY=KLAVIYO_KEY,
                       KLAVIYO_BASE_URL=klaviyo.url, HUB_LOG_LEVEL="WARNING")
-    for key in ("HUBSPOT_ACCESS_TOKEN", "ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY", "OUTBOUND_WEBHOOK_URL",
-                "STRIPE_API_KEY"):
+    for key in OTHER_TOOLS:
         os.environ.pop(key, None)
     try:
         from hub import create_app, make_hub, outbox

@@ -39,8 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (SpeedProbe, cpu_seconds, customer_created, free_port,  # noqa: E402
-                               process_tree, sqlite_connect, start_redis, wait_for, write_section)
+from benchmarks.common import (OTHER_TOOLS, SpeedProbe, cpu_seconds, customer_created,  # noqa: E402
+                               free_port, process_tree, sqlite_connect, start_redis, wait_for,
+                               write_section)
 from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe  # noqa: E402
 
@@ -267,8 +268,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
     env = dict(os.environ, DATABASE_URL=database_url or f"sqlite:///{db}", REDIS_URL=redis_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
                KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url, HUB_LOG_LEVEL="WARNING",
                PYTHONPATH=str(ROOT))
-    for key in ("HUBSPOT_ACCESS_TOKEN", "ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY", "OUTBOUND_WEBHOOK_URL",
-                "STRIPE_API_KEY"):
+    for key in OTHER_TOOLS:
         env.pop(key, None)
     procs = [spawn([sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--workers", str(web_workers),
                     "--threads", str(threads)], env, tmp, tmp / "serve.log")]

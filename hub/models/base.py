@@ -1,6 +1,7 @@
 """Declarative base and column types shared by every model."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
@@ -56,7 +57,8 @@ def sqlite_text(value):
 
 
 _UTC = timezone.utc
-_SQLITE_FIELDS = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+# The same format with its fields by position: "%04d-%02d-%02d %02d:%02d:%02d.%06d".
+_SQLITE_FIELDS = re.sub(r"%\(\w+\)", "%", _SQLITE_DEFAULT)
 
 
 NAMING = {
