@@ -1,7 +1,7 @@
 """A loopback stand-in of Klaviyo's API for the operations the hub uses.
 
 Every request body is validated against the operation's request schema in Klaviyo's own
-OpenAPI documents (shared/contracts/klaviyo/, OpenAPI 3.0 turned into JSON Schema, $refs
+OpenAPI documents (contracts/klaviyo/ beside this module, OpenAPI 3.0 turned into JSON Schema, $refs
 resolved within the document, unknown attributes refused as Klaviyo does). Answers use the
 documented status codes and JSON:API bodies, including `errors[].detail` on 4xx.
 
@@ -28,7 +28,7 @@ except ImportError:  # a plain install: no schema checks
 
 from connectors.standins.loopback import Call, LoopbackServer, new_id
 
-CONTRACTS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "klaviyo"
+CONTRACTS = Path(__file__).resolve().parent / "contracts" / "klaviyo"
 
 # Method and path of each operation, as in its contract document: the routes when the
 # contracts folder is absent (each file is named for its operationId).
@@ -112,7 +112,7 @@ class Invalid(Exception):
 class FakeKlaviyo(LoopbackServer):
     """Klaviyo with a profile store, events (deduplicated by unique_id), consent and lists."""
 
-    # Request Profile Deletion has no contract document in shared/contracts/klaviyo: its shape
+    # Request Profile Deletion has no contract document in contracts/klaviyo: its shape
     # (DataPrivacyCreateDeletionJobQuery of klaviyo-api) is checked by hand in the handler.
     ROUTES = [_route(f) for f in FILES] + [
         ("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
