@@ -35,7 +35,7 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     from flask import Flask
 
     from hub import rules
-    from hub.web import register_blueprints
+    from hub.web import register_blueprints, security_headers
 
     hub = hub or make_hub(overrides)
     rules.configure(hub.settings)  # a bad mappings/rules.yaml stops the app at start (ConfigError)
@@ -47,6 +47,7 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     app.config["SESSION_COOKIE_SECURE"] = hub.settings.HUB_BASE_URL.startswith("https://")
     app.extensions["hub"] = hub
     register_blueprints(app)
+    app.after_request(security_headers)
     return app
 
 
