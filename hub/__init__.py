@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from hub.config import Settings
 from hub.queues import Queues
-from hub.storage import Storage
+from hub.storage import Storage, create_private
 
 __all__ = ["Hub", "Settings", "create_app", "make_hub"]
 
@@ -60,6 +60,6 @@ def _local_secret_key() -> str:
     if path.exists():
         return path.read_text().strip()
     key = secrets.token_hex(32)
+    create_private(path)  # 0600 before the key is in it
     path.write_text(key)
-    path.chmod(0o600)
     return key

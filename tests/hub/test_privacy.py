@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
+from hub.models import Subscriber
 from hub.privacy import (REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body,
                          scrub_headers)
+from hub.storage import Storage
+from webhooks import Envelope
 
 
 def test_emails_and_phones_are_masked_enough_to_tell_people_apart():
@@ -52,3 +57,20 @@ def test_signature_headers_are_hidden():
 
 def test_luhn():
     assert luhn_valid("4242424242424242") and not luhn_valid("4242424242424241")
+
+
+def test_the_sqlite_files_are_readable_by_their_owner_only(tmp_path):
+    previous = os.umask(0o022)  # the usual umask, which leaves new files readable by everyone
+    try:
+        storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+        storage.upgrade()
+        storage.inbox_writer.write("stripe", Envelope(event_id="evt_1", topic="customer.created"), {}, b"{}")
+        with storage.session() as s:
+            s.add(Subscriber(email="jenny.rosen@example.com"))
+        files = sorted(p.name for p in tmp_path.iterdir() if ".db" in p.name)
+        modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in files}
+        storage.dispose()
+    finally:
+        os.umask(previous)
+    assert {"hub.db", "hub-inbox.db", "hub.db-wal", "hub-inbox.db-wal"} <= set(files)
+    assert modes == {name: 0o600 for name in files}
