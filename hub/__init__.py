@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from hub.config import Settings
+from hub.privacy import mask_logs
 from hub.queues import Queues
 from hub.storage import Storage, create_private
 
@@ -27,6 +28,7 @@ def make_hub(overrides: dict | None = None, settings: Settings | None = None) ->
     settings = settings or Settings.from_env(overrides=overrides)
     logging.basicConfig(level=settings.HUB_LOG_LEVEL,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mask_logs()  # no raw email or phone in any log line
     return Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
 
 
