@@ -20,7 +20,7 @@ ODD_IDS = ["²³", "١٢٣", "99999999999999999999", "9" * 40, "-1", "0x1f", "1e
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.parametrize("key", ODD_IDS + ["%00", "a" * 5000, "nobody@example.com"])
+@pytest.mark.parametrize("key", ODD_IDS + ["%00", "%ff%fe", "a" * 5000, "nobody@example.com"])
 def test_subscriber_lookup_with_an_odd_key_is_a_404(client, key):
     response = client.get(f"/api/subscribers/{key}", headers=API_HEADERS)
     assert response.status_code == 404, response.get_data(as_text=True)
@@ -58,7 +58,9 @@ SYNC_LOG_PAGES = [
       for v in ("99999999999999999999", "²³", "1e400", "-1", "9999-99-99", "2026-13-45T25:61", "\x00")),
     *(f"/sync-log/dashboard?days={v}" for v in ODD_IDS),
     *(f"/sync-log/dashboard?at={v}" for v in ("99999999999999999999", "²³", "1e400", "0001-01-01", "9999-12-31T23:59")),
-    *(f"/sync-log/search?q={v}" for v in [*ODD_IDS, "#²³", "#" + "9" * 30, "%25%5F\\", "\x00", "a" * 5000]),
+    *(f"/sync-log/search?q={v}" for v in [*ODD_IDS, "#²³", "#" + "9" * 30, "%25%5F\\", "\x00", "%ff%fe",
+                                          "a" * 5000]),
+    "/sync-log/events?source=%ff&status=%00&topic=" + "x" * 5000,
     *(f"/sync-log/subscribers/{v}" for v in ODD_IDS),
     *(f"/sync-log/events/{v}" for v in ODD_IDS),
     *(f"/sync-log/events/{v}/body" for v in ODD_IDS),
