@@ -19,6 +19,14 @@ class UnknownSource(HubError):
     """A webhook arrived for a source the hub does not know."""
 
 
+class BodyRefused(HubError):
+    """A request body the hub will not read: length unknown (411) or over the limit (413)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class MalformedPayload(HubError):
     """A stored body cannot be read as the source's payload."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from hub.errors import SignatureInvalid, SourceNotConfigured, UnknownSource
+from hub.errors import BodyRefused, SignatureInvalid, SourceNotConfigured, UnknownSource
 from hub.inbox import stored_headers
 from webhooks import get_source
 
@@ -38,14 +38,6 @@ def request_headers(environ: dict) -> dict:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     return headers
-
-
-class BodyRefused(Exception):
-    """The body's length is unknown (411) or over the limit (413)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def request_body(environ: dict, limit: int) -> bytes:
