@@ -80,14 +80,36 @@ def normalize_phone(value: str | None, default_country_code: str = "1") -> str |
     return "+" + digits
 
 
+# The largest id a database integer column holds (signed 64 bits, SQLite and PostgreSQL).
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_id(value) -> int | None:
+    """A database id from text or an int, or None when it cannot be one: only ASCII digits
+    count (`"²³".isdigit()` is true, yet int() refuses it) and only up to MAX_ROW_ID (a larger
+    number makes the database driver raise, not find nothing)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 19):
+            return None
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_ROW_ID else None
+
+
 def utc(value) -> datetime | None:
-    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None."""
+    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None.
+    ValueError for anything else, including timestamps beyond the calendar (`1e400`)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        except (OverflowError, OSError) as exc:  # inf, or a year past 9999
+            raise ValueError(f"not a time: {value!r}") from exc
     text = str(value).strip().replace("Z", "+00:00")
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)

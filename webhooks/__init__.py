@@ -1,7 +1,8 @@
 """Sources that post webhooks to the hub: name → module.
 
 Each module exposes:
-- `verify(settings, headers, body)`: raise hub.errors.SignatureInvalid unless authentic.
+- `verify(settings, headers, body)`: raise hub.errors.SignatureInvalid unless authentic
+  (SourceNotConfigured, its subclass, when the source's secret is not set).
 - `describe(headers, body) -> Envelope`: dedupe id, topic and metadata; never raises
   (a body that cannot be read gets an id from its hash and is failed later, when drained).
 - `TOPICS`: topic → pure normalizer `(payload: dict, envelope: Envelope) -> list[CanonicalEvent]`.

@@ -15,7 +15,7 @@ import hmac
 from datetime import datetime, timedelta, timezone
 
 from hub import events as ev
-from hub.errors import MalformedPayload, SignatureInvalid
+from hub.errors import MalformedPayload, SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import json_value, Money, normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id, header
@@ -50,7 +50,8 @@ def verify(settings, headers, body: bytes) -> None:
     password = settings.CHARGEBEE_WEBHOOK_PASSWORD or ""
     if not user or not password:
         # Without credentials anyone could post events: refuse rather than accept all.
-        raise SignatureInvalid("Chargebee webhook credentials are not configured")
+        raise SourceNotConfigured("chargebee webhooks are not configured "
+                                  "(set CHARGEBEE_WEBHOOK_USER and CHARGEBEE_WEBHOOK_PASSWORD)")
     scheme, _, token = (header(headers, "Authorization") or "").partition(" ")
     if scheme.lower() != "basic" or not token.strip():
         raise SignatureInvalid("missing basic-auth Authorization header")

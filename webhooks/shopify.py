@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from hub import events as ev
-from hub.errors import SignatureInvalid
+from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import Money, normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id, header, shopify_api
@@ -46,7 +46,8 @@ def verify(settings, headers, body: bytes) -> None:
     """Raise SignatureInvalid unless X-Shopify-Hmac-Sha256 is the base64 HMAC-SHA256 of the body."""
     secret = settings.SHOPIFY_WEBHOOK_SECRET
     if not secret:
-        raise SignatureInvalid("SHOPIFY_WEBHOOK_SECRET is not set")
+        raise SourceNotConfigured("shopify webhooks are not configured "
+                                  "(set SHOPIFY_WEBHOOK_SECRET or SHOPIFY_CLIENT_SECRET)")
     given = header(headers, "X-Shopify-Hmac-Sha256")
     if not given:
         raise SignatureInvalid("missing X-Shopify-Hmac-Sha256 header")

@@ -16,7 +16,7 @@ from hub import dashboard, synclog
 from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED, RETRYING,
                         SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
-from hub.values import Money, utc
+from hub.values import Money, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
 from webhooks import SOURCE_NAMES
@@ -24,6 +24,7 @@ from webhooks import SOURCE_NAMES
 bp = Blueprint("synclog", __name__, url_prefix="/sync-log")
 
 PAGE_SIZE = 50
+EARLIEST_FILTER_YEAR, LATEST_FILTER_YEAR = 1970, 9998
 TOOLS = {"klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign",
          "webhook": "the outbound webhook"}
 SOURCES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee"}
@@ -253,8 +254,8 @@ bp.record_once(lambda state: state.app.jinja_env.globals.update(w=_WORDS))
 
 
 def _int_arg(name: str) -> int | None:
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() else None
+    """A whole-number filter (a page's `before` id, `days`); anything else is no filter."""
+    return row_id(request.args.get(name, ""))
 
 
 def _back(default: str) -> str:
@@ -294,7 +295,7 @@ def search():
         return render_template("search.html", q=q, found=found, people=people)
 
 
-@bp.get("/subscribers/<int:subscriber_id>")
+@bp.get("/subscribers/<id:subscriber_id>")
 def subscriber(subscriber_id: int):
     hub = current_hub()
     with hub.storage.session() as session:
@@ -307,7 +308,7 @@ def subscriber(subscriber_id: int):
                                currency=person.currency)
 
 
-@bp.post("/subscribers/<int:subscriber_id>/resend")
+@bp.post("/subscribers/<id:subscriber_id>/resend")
 @operator_required
 def resend(subscriber_id: int):
     hub = current_hub()
@@ -332,10 +333,15 @@ def _time_arg(name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return utc(value)
+        at = utc(value)
     except ValueError:
-        flash(f"“{value}” is not a date and time; use e.g. 2026-11-01 or 2026-11-01T14:00.", "error")
+        at = None
+    # Nothing the hub holds predates 1970; the dashboard steps a year and a month either side.
+    if at is None or not EARLIEST_FILTER_YEAR <= at.year <= LATEST_FILTER_YEAR:
+        flash(f"“{value[:40]}” is not a date and time between {EARLIEST_FILTER_YEAR} and {LATEST_FILTER_YEAR}; "
+              "use e.g. 2026-11-01 or 2026-11-01T14:00.", "error")
         return None
+    return at
 
 
 @bp.get("/events")
@@ -366,7 +372,7 @@ def _known_topics() -> list[str]:
     return sorted(topics)
 
 
-@bp.get("/events/<int:event_id>")
+@bp.get("/events/<id:event_id>")
 def event(event_id: int):
     with current_hub().storage.session() as session:
         row = session.get(InboxEvent, event_id)
@@ -377,7 +383,7 @@ def event(event_id: int):
                                body=scrub_body(row.body))
 
 
-@bp.get("/events/<int:event_id>/body")
+@bp.get("/events/<id:event_id>/body")
 def event_body(event_id: int):
     """The raw body with secrets and card data removed, as text (loaded when staff open it)."""
     with current_hub().storage.session() as session:
@@ -387,7 +393,7 @@ def event_body(event_id: int):
     return Response(scrub_body(body), mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/events/<int:event_id>/replay")
+@bp.post("/events/<id:event_id>/replay")
 @operator_required
 def replay(event_id: int):
     hub = current_hub()
@@ -440,7 +446,7 @@ def deliveries():
 @operator_required
 def retry():
     hub = current_hub()
-    ids = [int(i) for i in request.form.getlist("delivery_id") if i.isdigit()]
+    ids = [i for i in map(row_id, request.form.getlist("delivery_id")) if i is not None]
     connector = request.form.get("connector") or None
     everything = request.form.get("all") == "dead"
     with hub.storage.session() as session:
