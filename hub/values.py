@@ -81,16 +81,31 @@ def normalize_phone(value: str | None, default_country_code: str = "1") -> str |
 
 
 def utc(value) -> datetime | None:
-    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None."""
+    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None.
+    Raises ValueError or TypeError for anything else (out-of-range timestamps included)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        except (OverflowError, OSError):  # beyond what a datetime holds (1e400, 20 digits)
+            raise ValueError(f"timestamp out of range: {str(value)[:40]}") from None
+    if isinstance(value, (dict, list)):  # str() of a deeply nested one would recurse
+        raise TypeError(f"not a time: a {type(value).__name__}")
     text = str(value).strip().replace("Z", "+00:00")
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def readable_utc(value) -> datetime | None:
+    """utc(value), or None where it is no readable time: a webhook's envelope is stored
+    whatever its time says (the normalizers, which need the time, fail the row instead)."""
+    try:
+        return utc(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def iso(value: datetime | None) -> str | None:
