@@ -100,7 +100,8 @@ def row_id(value) -> int | None:
 
 def utc(value) -> datetime | None:
     """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None.
-    ValueError for anything else, including timestamps beyond the calendar (`1e400`)."""
+    Raises ValueError or TypeError for anything else, timestamps beyond the calendar
+    (`1e400`, 20 digits) included."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -108,11 +109,22 @@ def utc(value) -> datetime | None:
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.isascii() and value.isdigit()):
         try:
             return datetime.fromtimestamp(int(value), tz=timezone.utc)
-        except (OverflowError, OSError) as exc:  # inf, or a year past 9999
-            raise ValueError(f"not a time: {value!r}") from exc
+        except (OverflowError, OSError):  # inf, or a year past 9999
+            raise ValueError(f"timestamp out of range: {str(value)[:40]}") from None
+    if isinstance(value, (dict, list)):  # str() of a deeply nested one would recurse
+        raise TypeError(f"not a time: a {type(value).__name__}")
     text = str(value).strip().replace("Z", "+00:00")
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def readable_utc(value) -> datetime | None:
+    """utc(value), or None where it is no readable time: a webhook's envelope is stored
+    whatever its time says (the normalizers, which need the time, fail the row instead)."""
+    try:
+        return utc(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def iso(value: datetime | None) -> str | None:

@@ -14,8 +14,8 @@ import stripe
 from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, normalize_email, normalize_phone, utc
-from webhooks import Envelope, body_hash_id
+from hub.values import json_value, normalize_email, normalize_phone, readable_utc, utc
+from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks import header as find_header
 
 NAME = "stripe"
@@ -62,12 +62,14 @@ def describe(headers, body: bytes) -> Envelope:
         event = json_value(body)
         if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
             raise ValueError("not a Stripe event")
-        return Envelope(event_id=event["id"], topic=event["type"],
-                        api_version=event.get("api_version"),
-                        triggered_at=utc(event.get("created")),
-                        extra={"livemode": event.get("livemode")})
     except Exception:  # anything unreadable is stored under its hash and failed when drained
-        return Envelope(event_id=body_hash_id(body), topic="unreadable")
+        return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
+    # An unreadable `created` keeps the event's own id (Stripe's retries stay duplicates);
+    # the normalizer, which needs the time, fails the row.
+    return Envelope(event_id=event["id"], topic=event["type"],
+                    api_version=text_or_none(event.get("api_version")),
+                    triggered_at=readable_utc(event.get("created")),
+                    extra={"livemode": event.get("livemode")})
 
 
 # --- normalizers: (payload, envelope) -> [CanonicalEvent]; payload is the whole event -------
