@@ -73,6 +73,16 @@ def test_sync_log_filters_and_search_never_fail(viewer, path):
     assert response.status_code < 500, response.get_data(as_text=True)[:2000]
 
 
+@pytest.mark.parametrize("path", [
+    *(f"/sync-log/events?since={v}" for v in ("99999999999999999999", "1e400", "0001-01-01", "2026-13-45")),
+    "/sync-log/events?until=²³", "/sync-log/dashboard?at=99999999999999999999", "/sync-log/dashboard?at=0001-01-01",
+])
+def test_a_time_filter_the_hub_cannot_use_is_ignored_with_a_message(viewer, path):
+    response = viewer.get(path)
+    assert response.status_code == 200
+    assert "is not a date and time between 1970 and 9998" in response.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("value", ODD_IDS)
 def test_retrying_odd_delivery_ids_retries_nothing(operator, value):
     response = operator.post("/sync-log/deliveries/retry",
