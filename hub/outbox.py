@@ -385,11 +385,14 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
             log.warning("%s: %d deliveries were in a push that stopped before the answer (%s); "
                         "sending them again", connector.name, len(interrupted),
                         ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+        # The heartbeat stops before the outcome is written: on PostgreSQL its UPDATE and the
+        # outcome's could lock the same rows in opposite orders. The lease it last renewed
+        # has two thirds of its length left, ample for one write.
         with Lease(storage, [i.delivery_id for i in items], at, length):
             send, superseded = _coalesce(items)
             results = _send(connector, send)
-            totals.update(_record(storage, settings, connector.name, send, results, superseded,
-                                  now or now_utc(), tried))
+        totals.update(_record(storage, settings, connector.name, send, results, superseded,
+                              now or now_utc(), tried))
         if time.monotonic() - started > budget_seconds:
             totals["more"] = 1
             break
@@ -480,8 +483,8 @@ def _note_interrupted(session: Session, rows) -> None:
 
 class Lease:
     """A push's hold on the deliveries it claimed at `claimed_at`, renewed by a thread every
-    third of its length until the push has recorded them: only a push that stopped lets
-    them fall due again. Renewals extend from the claim's clock by the real time elapsed,
+    third of its length until the tool has answered: only a push that stopped lets them
+    fall due again. Renewals extend from the claim's clock by the real time elapsed,
     so a push on a simulated calendar (`now` given) keeps its rows too."""
 
     def __init__(self, storage, delivery_ids: list[int], claimed_at: datetime, length: timedelta):
