@@ -448,7 +448,7 @@ def _claim(storage, connector, at: datetime,
             rows = session.execute(query.with_for_update(skip_locked=True)).all()
             for chunk in _chunks([r.id for r in rows]):
                 session.execute(update(table).where(table.c.id.in_(chunk)).values(**lease))
-            _note_interrupted(session, rows)
+            rows = _note_interrupted(session, rows)
         else:
             # SQLite: read (and decode) the rows before any lock is taken, then lease only
             # the ones still due, so two workers never send one row and the write lock is
@@ -462,23 +462,36 @@ def _claim(storage, connector, at: datetime,
                             update(table).where(table.c.id.in_(chunk), *_due(connector.name, at))
                             .values(**lease).returning(table.c.id)).scalars())
                     rows = [r for r in rows if r.id in leased]
-                    _note_interrupted(session, rows)
+                    rows = _note_interrupted(session, rows)
                     session.commit()
         interrupted = {r.id for r in rows if r.claimed_at is not None}
         return ([Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows],
                 {r.id: (r.attempts or 0) + (r.id in interrupted) for r in rows}, interrupted)
 
 
-def _note_interrupted(session: Session, rows) -> None:
-    """An attempt for each claimed row whose last push stopped mid-call; it counts as a try."""
+def _note_interrupted(session: Session, rows) -> list:
+    """An attempt for each claimed row whose last push stopped mid-call; it counts as a try.
+    The rows to send: one whose tries are used up that way is dead instead, since it may be
+    what stops its worker (and would stop every worker that claims it)."""
     lost = [r for r in rows if r.claimed_at is not None]
     if not lost:
-        return
+        return rows
     execute_many(session.connection(), insert(DeliveryAttempt.__table__), [
         {"delivery_id": r.id, "at": r.claimed_at, "outcome": INTERRUPTED,
          "message": INTERRUPTED_MESSAGE} for r in lost])
-    update_by_key(session.connection(), Delivery.__table__,
-                  [{"id": r.id, "attempts": (r.attempts or 0) + 1} for r in lost])
+    changes, dead = [], set()
+    for r in lost:
+        tried = (r.attempts or 0) + 1
+        changes.append({"id": r.id, "attempts": tried})
+        if tried >= MAX_ATTEMPTS:
+            dead.add(r.id)
+            changes[-1].update(status=DEAD, claimed_at=None, last_error=(
+                f"{tried} tries, the last one stopped mid-call (a worker crash): not tried again"))
+    update_by_key(session.connection(), Delivery.__table__, changes)
+    if dead:
+        log.error("%d deliveries dead: their last try stopped mid-call, their tries ran out",
+                  len(dead))
+    return [r for r in rows if r.id not in dead]
 
 
 class Lease:

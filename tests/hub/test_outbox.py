@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from connectors import CONNECTORS
@@ -388,6 +388,21 @@ def test_claimed_rows_are_leased_to_one_worker(storage, settings):
     Scripted.script = [other_worker_meanwhile]
     outbox.push_batch(storage, settings, "scripted", now=NOW)
     assert seen and set(seen) == {0}
+
+
+def test_a_delivery_whose_pushes_stop_mid_call_is_dead_once_its_tries_run_out(storage, settings):
+    doomed, other = queue(storage, settings)
+    with storage.session() as session:  # tried all but once; the last push died holding it
+        session.execute(update(Delivery).where(Delivery.id == doomed.id).values(
+            status=RETRYING, attempts=outbox.MAX_ATTEMPTS - 1, claimed_at=NOW - timedelta(minutes=5),
+            next_attempt_at=NOW - timedelta(minutes=4)))
+    counts = outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert (counts["sent"], counts["interrupted"]) == (1, 0)
+    assert [i.delivery_id for batch in Scripted.pushes for i in batch] == [other.id]
+    [dead] = deliveries(storage, id=doomed.id)
+    assert (dead.status, dead.attempts) == (DEAD, outbox.MAX_ATTEMPTS)
+    assert "stopped mid-call" in dead.last_error
+    assert [a.outcome for a in attempts(storage, doomed.id)] == [INTERRUPTED]
 
 
 def test_only_the_newest_profile_update_is_sent(storage, settings):
