@@ -53,6 +53,7 @@ class Settings:
     HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
     HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
     HUB_STUCK_PENDING_SECONDS: int = _doc(300, "`/healthz` answers 503 while an inbox row has waited longer than this many seconds to be drained (a backlog that does not move).")
+    HUB_PUSH_LEASE_S: int = _doc(60, "Seconds a push holds the deliveries it sends, renewed while it runs: a worker that dies mid-push leaves them due again after about this long.")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
     HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")

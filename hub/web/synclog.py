@@ -13,8 +13,8 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from sqlalchemy import select
 
 from hub import dashboard, synclog
-from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED, RETRYING,
-                        SENT, Delivery, InboxEvent, Subscriber)
+from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, PENDING, PROCESSED, QUEUED,
+                        RETRYING, SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
 from hub.values import Money, row_id, utc
 from hub.web import current_hub
@@ -148,6 +148,8 @@ def _answer(attempt, tool: str) -> str:
         return f"{tool} accepted it" + (f" ({code})" if code else "")
     if attempt.outcome == "failed":
         return f"{tool} refused it" + (f" ({code})" if code else "")
+    if attempt.outcome == INTERRUPTED:
+        return f"no answer from {tool}: the push stopped mid-call (a worker crash); resent after a crash"
     if code == 429:
         return f"{tool} asked us to wait {seconds(attempt.retry_after)} (429)"
     if code is None:
@@ -157,7 +159,8 @@ def _answer(attempt, tool: str) -> str:
     return f"{tool} answered {code}"
 
 
-_NEXT_WORDS = {"sent": "accepted", "failed": "refused", "retry": "not accepted yet"}
+_NEXT_WORDS = {"sent": "accepted", "failed": "refused", "retry": "not accepted yet",
+               INTERRUPTED: "stopped again"}
 
 
 def attempt_sentences(d: Delivery) -> list[dict]:
@@ -183,7 +186,9 @@ def attempt_sentences(d: Delivery) -> list[dict]:
         elif a.outcome == "failed":
             text += ". Not retried: the same request would be refused again until the data or settings change"
         lines.append({"at": a.at, "text": text + ".", "outcome": a.outcome, "http_status": a.http_status,
-                      "latency_ms": a.latency_ms, "request_id": a.request_id, "message": a.message})
+                      "latency_ms": a.latency_ms, "request_id": a.request_id,
+                      # the hub's own note, not the tool's words ("Klaviyo said …")
+                      "message": None if a.outcome == INTERRUPTED else a.message})
     return lines
 
 
