@@ -156,10 +156,9 @@ def scrub_body(body: bytes | str | None) -> str:
     else:
         text = body
     try:
-        parsed = json.loads(text)
-    except ValueError:
+        return json.dumps(scrub_value(json.loads(text)), indent=2, ensure_ascii=False, sort_keys=False)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than it can be walked
         return _scrub_text(text)
-    return json.dumps(scrub_value(parsed), indent=2, ensure_ascii=False, sort_keys=False)
 
 
 def scrub_headers(headers: dict | None) -> dict:

@@ -60,7 +60,7 @@ def describe(headers, body: bytes) -> Envelope:
     """The event's id (Stripe's dedupe key), type and creation time; never raises."""
     try:
         event = json_value(body)
-        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        if not isinstance(event.get("id"), str) or not event["id"] or not isinstance(event.get("type"), str):
             raise ValueError("not a Stripe event")
     except Exception:  # anything unreadable is stored under its hash and failed when drained
         return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)

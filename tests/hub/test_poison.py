@@ -130,6 +130,16 @@ def test_the_cron_backstop_drains_past_a_poison_row(client, hub):
     assert "after@example.com" in emails(hub)
 
 
+def test_a_worker_starts_and_drains_past_a_poison_row(cli_env, client, hub, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("hub.process.tune_gc", lambda: None)  # the test process's collector stays as it is
+    post(client, "stripe", deep_event_body())
+    post(client, "stripe", customer_event(event_id="evt_after", email="after@example.com"))
+    result = cli_env.invoke(main, ["worker", "--burst", "--no-cron"])
+    assert result.exit_code == 0, result.output
+    assert "drained at start: {'processed': 1, 'ignored': 0, 'failed': 1}" in result.output
+    assert "after@example.com" in emails(hub)
+
+
 def test_replay_of_failed_rows_goes_past_a_poison_row(cli_env, client, hub):  # noqa: F811
     for make in POISON.values():
         post(client, "stripe", make())
@@ -161,6 +171,19 @@ def test_an_event_that_cannot_be_identified_is_failed_and_listed(client, hub, ev
     log_in(client, "vera@shop.test")
     page = client.get("/sync-log/failed-events").get_data(as_text=True)
     assert f'id="event-{row.id}"' in page
+
+
+@pytest.mark.parametrize("make", [deep_event_body, deep_card_body], ids=["deep event", "deep card"])
+def test_the_page_of_a_poison_row_opens_with_its_error_and_body(client, hub, make):
+    post(client, "stripe", make())
+    drain_inbox(hub.storage, hub.settings)
+    [row] = rows_by_body(hub).values()
+    add_staff(hub, "vera@shop.test")
+    log_in(client, "vera@shop.test")
+    page = client.get(f"/sync-log/events/{row.id}")
+    assert page.status_code == 200 and "failed" in page.get_data(as_text=True)
+    body = client.get(f"/sync-log/events/{row.id}/body")
+    assert body.status_code == 200 and body.get_data(as_text=True).count("[") >= DEPTH
 
 
 def test_healthz_says_503_with_a_count_when_a_pending_row_is_older_than_the_threshold(client, hub):
