@@ -176,3 +176,23 @@ def test_a_small_demo_prints_a_login_that_works_and_shows_a_retried_klaviyo_deli
             process.communicate()
             pytest.fail("`hub demo` did not stop on Ctrl-C")
     assert process.returncode == 0, rest
+
+
+@pytest.mark.parametrize("own_name", [None, "mappings"])
+def test_the_demo_refuses_a_folder_holding_files_it_did_not_make_and_leaves_them(tmp_path, own_name):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    if own_name:  # a name the demo also uses, in a folder the demo did not make
+        (folder / own_name).mkdir()
+        (folder / own_name / "klaviyo.yaml").write_text("fields: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "demo", "--subscribers", "1", "--months", "1", "--exit",
+         "--port", str(free_port()), "--folder", str(folder)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "did not make" in result.stderr and "--folder" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(filter(None, ["notes.txt", own_name]))
+    assert (folder / "notes.txt").read_text() == "mine"
+    if own_name:
+        assert (folder / own_name / "klaviyo.yaml").read_text() == "fields: {}\n"

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from fnmatch import fnmatch
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -34,6 +35,10 @@ STAFF_EMAIL = "demo@example.com"
 SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs at 23:30 UTC
 DRAIN_TIMEOUT = 600.0
 POSTERS = 4  # connections posting at once (the web server runs 2 processes)
+# A folder holding this file was made by the demo: only such a folder is emptied at a start.
+MARKER = ".hub-demo"
+# What the demo writes in its folder: the database, the embedded Redis, the log, the field maps.
+OWN_FILES = ("hub.db", "hub.db-*", "hub-redis.db", "hub-redis.db.*", "hub.log", "mappings", MARKER)
 # What the demo's ActiveCampaign is tagged for (see Demo._mappings).
 AC_TRIGGERS = ("Subscription Started", "Stage Changed", "Tier Changed", "Payment Failed",
                "Payment Recovered", "Subscription Cancelled", "Win Back")
@@ -77,6 +82,26 @@ def _secrets() -> dict:
             "HUB_API_TOKEN": token(16), "HUB_SECRET_KEY": token(32)}
 
 
+def claim_folder(folder: Path) -> None:
+    """Make `folder` the demo's, or refuse without touching it.
+
+    The demo empties its folder at each start, so it takes only a new or empty folder, or
+    one it made itself holding nothing but its own files (`--folder .` in a project must
+    never delete that project's mappings/).
+    """
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"{folder} is a file, not a folder: pick a folder with --folder")
+    names = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    foreign = [n for n in names if not any(fnmatch(n, own) for own in OWN_FILES)]
+    if names and (MARKER not in names or foreign):
+        shown = ", ".join((foreign or names)[:3]) + ("…" if len(foreign or names) > 3 else "")
+        raise DemoError(f"{folder} holds files the demo did not make ({shown}); the demo empties its "
+                        "folder at each start, so it uses only a new or empty folder or one it made: "
+                        "pick another with --folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("Made by `hub demo`, which empties this folder at each start.\n")
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,7 +141,7 @@ class Demo:
         """Fresh folder, stand-ins, database, staff login, web and worker processes."""
         if not _port_free(self.o.host, self.o.port):
             raise DemoError(f"port {self.o.port} is in use; pick another with --port")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        claim_folder(self.folder)
         for old in [*self.folder.glob("hub.db*"), *self.folder.glob("hub-redis.db*")]:
             old.unlink()  # a demo always starts from an empty store
         self._start_standins()
