@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from hub.inbox import EARLIER
 from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery,
                         DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription, Trigger)
 from hub.values import Money, iso, utc
@@ -181,7 +182,7 @@ def mrr_moves(entry: dict, held: list[dict]) -> list[tuple[str, str, str, int]]:
     change is read from there (the interval and currency rarely change). A status the
     entry did not change counts as paying unless the subscription is in trial or paused.
     """
-    if entry.get("stale") or not entry.get("occurred_at"):
+    if entry.get("stale") or not entry.get("occurred_at") or EARLIER in entry:
         return []
     groups: dict[str, dict] = defaultdict(dict)
     for change in entry.get("changed") or ():

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from hub import inbox
+from hub.inbox import attempts_of
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
 from hub.reconcile import recovered
@@ -80,10 +82,12 @@ def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dic
     items = []
     for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
                                .order_by(InboxEvent.id.desc()).limit(limit)):
+        tries = attempts_of(row)
         items.append({"kind": "event", "at": iso(row.received_at), "id": row.id, "source": row.source,
                       "topic": row.topic, "event_id": row.event_id, "status": row.status,
-                      "error": row.error, "origin": row.origin, "changes": row.outcome,
-                      "recovered": recovered(row.origin, row.status, row.outcome)})
+                      "error": row.error, "origin": row.origin, "changes": tries[-1]["entries"],
+                      "earlier_attempts": tries[:-1],
+                      "recovered": recovered(row.origin, row.status, tries[-1]["entries"])})
     for t in session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
                              .order_by(Trigger.id.desc()).limit(limit)):
         items.append({"kind": "trigger", "at": iso(t.created_at), "id": t.id, "name": t.name,
@@ -356,12 +360,12 @@ def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connect
     return sum(outbox.retry(session, delivery_ids=dead_ids[i:i + 500]) for i in range(0, len(dead_ids), 500))
 
 
-def replay_event(session: Session, row: InboxEvent, settings) -> None:
-    """Process a stored event again, then write the profile deliveries it made due."""
-    from hub import inbox
-
-    inbox.replay(session, row, settings)
+def replay_event(session: Session, row: InboxEvent, settings) -> list[dict]:
+    """Process a stored event again (a new attempt, the earlier ones kept), then write the
+    profile deliveries it made due; the new attempt's outcome entries."""
+    latest = inbox.replay(session, row, settings)
     inbox.after_batch(session, settings)
+    return latest
 
 
 def resend_profile(session: Session, settings, subscriber: Subscriber, connector: str) -> Delivery | None:

@@ -241,11 +241,43 @@ def change_lines(entry: dict, currency: str | None = None) -> list[str]:
     return lines
 
 
+def entries_lines(entries: list[dict], currency: str | None) -> list[str]:
+    return [line for entry in entries for line in change_lines(entry, currency)]
+
+
+def attempt_heading(attempt: dict, currency: str | None = None) -> str:
+    """One processing attempt of an inbound event, e.g. `Attempt 1, 3 Dec 2026, 10:00 UTC:
+    failed — Throttled` or `Attempt 2, 5 Dec 2026, 09:00 UTC: replayed, no change`."""
+    status, error = attempt.get("status"), attempt.get("error")
+    said = EVENT_WORDS.get(status, status or "")
+    if status != PROCESSED and error:
+        said += f" — {error}"
+    if attempt["number"] > 1:
+        no_change = status == PROCESSED and not entries_lines(attempt["entries"], currency)
+        said = "replayed, " + ("no change" if no_change else said)
+    return f"Attempt {attempt['number']}, {when(attempt.get('at'))}: {said}"
+
+
+def replay_message(event_id: int, before: str | None, latest: list[dict], status: str,
+                   error: str | None, currency: str | None = None) -> str:
+    """What a replay did, for the operator who asked for it."""
+    if status == FAILED:
+        return f"Event #{event_id} failed again: {error}"
+    if status == IGNORED:
+        return f"Event #{event_id} was processed again and ignored: {error}"
+    lines = entries_lines(latest, currency)
+    if before == FAILED:
+        return f"Event #{event_id} was processed again: it worked this time. " + (
+            f"What changed: {'; '.join(lines)}." if lines else "Replayed, no change.")
+    return f"Event #{event_id} was " + (f"replayed: {'; '.join(lines)}." if lines else "replayed, no change.")
+
+
 _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": tool_name,
           "source": source_name, "delivery_status": delivery_status, "delivery_kind": delivery_kind,
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
           "mask_phone": mask_phone, "mask_text": mask_text, "subscription": SUBSCRIPTION_WORDS,
-          "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds}
+          "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds,
+          "tries": synclog.attempts_of, "attempt_heading": attempt_heading}
 
 
 # `w.when(...)`, `w.money(...)`, …: the helpers templates use to say things plainly.
@@ -395,15 +427,13 @@ def replay(event_id: int):
         row = session.get(InboxEvent, event_id)
         if row is None:
             abort(404, description=f"No inbound event #{event_id}.")
-        synclog.replay_event(session, row, hub.settings)
-        status, error, subscriber_id = row.status, row.error, row.subscriber_id
+        before = row.status
+        latest = synclog.replay_event(session, row, hub.settings)
+        status, subscriber_id = row.status, row.subscriber_id
+        owner = session.get(Subscriber, subscriber_id) if subscriber_id else None
+        message = replay_message(event_id, before, latest, status, row.error, owner.currency if owner else None)
     synclog.request_push(hub)
-    if status == PROCESSED:
-        flash(f"Event #{event_id} was processed again: it worked this time.", "info")
-    elif status == IGNORED:
-        flash(f"Event #{event_id} was processed again and ignored: {error}", "info")
-    else:
-        flash(f"Event #{event_id} failed again: {error}", "error")
+    flash(message, "error" if status == FAILED else "info")
     default = (url_for("synclog.subscriber", subscriber_id=subscriber_id) if subscriber_id
                else url_for("synclog.failed_events"))
     return redirect(_back(default))
@@ -468,4 +498,4 @@ def dashboard_page():
     return render_template("dashboard.html", data=data, days=days)
 
 
-__all__ = ["attempt_sentences", "bp", "change_lines", "delivery_status", "money", "seconds", "when"]
+__all__ = ["attempt_heading", "attempt_sentences", "bp", "change_lines", "replay_message", "delivery_status", "money", "seconds", "when"]

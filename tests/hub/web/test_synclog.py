@@ -427,3 +427,26 @@ def test_a_hub_on_a_loopback_address_raises_no_missing_webhooks_alarm(operator, 
     page = text_of(operator.get("/sync-log/dashboard"))
     assert "Webhooks missing" not in page
     assert "registrations at Shopify and Stripe are not checked" in page and "http://127.0.0.1:8000" in page
+
+
+def test_a_replay_is_a_new_attempt_and_keeps_what_happened_before(operator, jenny, hub):
+    with hub.storage.session() as s:
+        row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.topic == "customer.subscription.created"))
+    created = "Subscription Basic: created (active), plan Basic, interval month, amount 29.00 USD"
+    here = f"/sync-log/subscribers/{jenny}"
+    said = []
+    for _ in range(2):
+        response = operator.post(f"/sync-log/events/{row_id}/replay",
+                                 data={"csrf_token": token(operator), "next": here})
+        said.append(re.search(rf"Event #{row_id} was replayed[^.]*\.", text_of(operator.get(response.location))).group(0))
+    # The rules ran again as of the event's time: the first replay says what that changed,
+    # the second finds nothing left to change.
+    assert re.fullmatch(rf"Event #{row_id} was replayed: The hub.s assessment: health score \d+ → \d+\.", said[0])
+    assert said[1] == f"Event #{row_id} was replayed, no change."
+    page = text_of(operator.get(here))
+    assert re.search(r"Attempt 1, \d+ \w+ \d{4}, \d\d:\d\d UTC: processed What changed", page)
+    assert re.search(r"Attempt 2, [^:]+:\d\d UTC: replayed, processed What changed .* health score \d+ → \d+", page)
+    assert re.search(r"Attempt 3, [^:]+:\d\d UTC: replayed, no change", page)
+    assert created in page  # the first attempt's changes, still there
+    event_page = text_of(operator.get(f"/sync-log/events/{row_id}"))
+    assert "Attempt 3" in event_page and created in event_page
