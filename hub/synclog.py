@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub import inbox
+from hub import inbox, rules
 from hub.inbox import attempts_of
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
 from hub.reconcile import recovered
+from hub.rules import lifecycle, queries
 from hub.values import iso, normalize_email
 from webhooks import SOURCE_NAMES
 
@@ -51,7 +52,7 @@ def state(subscriber: Subscriber) -> dict:
         "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
         "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},
         "last_activity_at": iso(s.last_activity_at), "loyalty_points": s.loyalty_points, "tier": s.tier,
-        "stage": s.stage, "stage_reason": s.stage_reason, "health_score": s.health_score,
+        "stage": s.stage, "stage_reason": stage_reason(s), "health_score": s.health_score,
         "cards": s.cards, "erased_at": iso(s.erased_at),
         "subscriptions": [{
             "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,
@@ -75,6 +76,17 @@ def state(subscriber: Subscriber) -> dict:
             "is_subscription": o.is_subscription, "placed_at": iso(o.placed_at),
         } for o in s.orders],
     }
+
+
+def stage_reason(subscriber: Subscriber, params=None, now: datetime | None = None) -> str | None:
+    """The reason for the subscriber's stage as of now ("first order 10 days ago"), not the
+    words stored when the stage was last assessed; those when the stage's rules no longer
+    hold (the next sweep moves the stage)."""
+    if not subscriber.stage or subscriber.erased_at is not None:
+        return subscriber.stage_reason
+    state_now = queries.subscriber_state(subscriber)
+    return lifecycle.reason_for(state_now, subscriber.stage, now or datetime.now(timezone.utc),
+                                params or rules.current_params()) or subscriber.stage_reason
 
 
 def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from hub import dashboard, synclog
+from hub import dashboard, rules, synclog
 from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED, RETRYING,
                         SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
@@ -336,7 +336,8 @@ def subscriber(subscriber_id: int):
         items = synclog.story(session, subscriber_id)
         tools = synclog.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, items=items, tools=tools,
-                               currency=person.currency)
+                               currency=person.currency,
+                               stage_reason=synclog.stage_reason(person, rules.current_params(hub.settings)))
 
 
 @bp.post("/subscribers/<int:subscriber_id>/resend")

@@ -450,3 +450,11 @@ def test_a_replay_is_a_new_attempt_and_keeps_what_happened_before(operator, jenn
     assert created in page  # the first attempt's changes, still there
     event_page = text_of(operator.get(f"/sync-log/events/{row_id}"))
     assert "Attempt 3" in event_page and created in event_page
+
+
+def test_the_stage_reason_is_told_as_of_now_not_as_of_when_it_was_stored(operator, jenny, hub, client):
+    """Her payment failed three days ago: the reason stored then said "today"."""
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "Stage At risk payment failed 3 days ago Health score" in page
+    api = client.get(f"/api/subscribers/{jenny}", headers={"Authorization": f"Bearer {hub.settings.HUB_API_TOKEN}"})
+    assert api.get_json()["subscriber"]["stage_reason"] == "payment failed 3 days ago"
