@@ -16,7 +16,7 @@ from hub import dashboard, rules, synclog
 from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED, RETRYING,
                         SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
-from hub.values import Money, utc
+from hub.values import money_text, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
 from webhooks import SOURCE_NAMES
@@ -91,10 +91,15 @@ def money(amount, currency) -> str:
         return "—"
     if not currency:
         return f"{amount} (minor units, currency unknown)"
-    try:
-        return str(Money(int(amount), str(currency).upper()))
-    except (TypeError, ValueError):
-        return f"{amount} {currency}"
+    return money_text(amount, currency) or f"{amount} {currency}"
+
+
+def order_line(line, currency: str | None) -> str:
+    """An order line as a person reads it: `Roaster's Choice × 2 at 54.00 USD`."""
+    if not isinstance(line, dict):
+        return str(line)
+    text = f"{line.get('title') or line.get('product_id') or 'item'} × {line.get('quantity') or 1}"
+    return text + (f" at {money(line['price'], currency)}" if line.get("price") is not None else "")
 
 
 def every(interval: str | None, count: int | None) -> str:
@@ -186,21 +191,30 @@ def attempt_sentences(d: Delivery) -> list[dict]:
     return lines
 
 
+# Fields that hold integer minor units: shown as money with the entry's currency.
+MONEY_FIELDS = {"amount", "total", "refunded", "lifetime_spend", "price", "mrr", "lifetime_value",
+                "previous_amount", "proration_amount", "amount_due", "amount_paid"}
+
+
 def show_value(value, field_name: str = "", currency: str | None = None) -> str:
     """A changed value as words: times as UTC, money as money, nothing as a dash."""
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if field_name in ("amount", "total", "refunded", "lifetime_spend") and isinstance(value, int) and currency:
+    if field_name in MONEY_FIELDS and isinstance(value, int) and currency:
         return money(value, currency)
+    if field_name == "line_items" and isinstance(value, list):
+        return "; ".join(order_line(line, currency) for line in value)
     if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
         try:
             return when(value)
         except ValueError:
             return value
-    if isinstance(value, (list, dict)):
-        return ", ".join(map(str, value)) if isinstance(value, list) else ", ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(show_value(item, "", currency) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {show_value(v, k, currency)}" for k, v in value.items())
     return str(value)
 
 
@@ -336,7 +350,8 @@ def subscriber(subscriber_id: int):
         items = synclog.story(session, subscriber_id)
         tools = synclog.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, items=items, tools=tools,
-                               currency=person.currency,
+                               currency=person.currency or next(
+                                   (x.currency for x in person.subscriptions if x.currency), None),
                                stage_reason=synclog.stage_reason(person, rules.current_params(hub.settings)))
 
 

@@ -458,3 +458,31 @@ def test_the_stage_reason_is_told_as_of_now_not_as_of_when_it_was_stored(operato
     assert "Stage At risk payment failed 3 days ago Health score" in page
     api = client.get(f"/api/subscribers/{jenny}", headers={"Authorization": f"Bearer {hub.settings.HUB_API_TOKEN}"})
     assert api.get_json()["subscriber"]["stage_reason"] == "payment failed 3 days ago"
+
+
+def test_money_reads_as_money_and_order_lines_as_product_quantity_and_price(operator, jenny, client, hub):
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "Payment Failed — payment of 29.00 USD failed" in page and "2900" not in page
+    post(client, "shopify", load_sample("shopify/orders_create.json"), topic="orders/create", webhook_id="wh-lines")
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        owner = s.scalar(select(Subscriber.id).where(Subscriber.shopify_customer_id == "115310627314723954"))
+    page = text_of(operator.get(f"/sync-log/subscribers/{owner}"))
+    assert "→ 404.95 USD" in page
+    assert "line items Aviator sunglasses × 1 at 89.99 USD; Lens Protection Plan (2 Year) × 1 at 19.99 USD" in page
+    assert "{" not in page and "'title'" not in page
+
+
+def test_a_shopify_subscription_shows_its_product_not_the_delivery_text(operator, client, hub):
+    with FakeShopifyAdmin(token="shpat_plan") as admin:
+        hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
+        hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_plan"
+        hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
+             topic="subscription_contracts/create", webhook_id="wh-plan")
+        drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        bob = s.scalar(select(Subscriber.id).where(Subscriber.email == "bob@biller.com"))
+    page = text_of(operator.get(f"/sync-log/subscribers/{bob}"))
+    assert "Example T-Shirt active 49.98 CAD every 4 weeks" in page
+    assert "Delivered every 4 weeks" not in page
