@@ -347,9 +347,9 @@ def subscriber(subscriber_id: int):
         person = session.get(Subscriber, subscriber_id)
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
-        items = synclog.story(session, subscriber_id)
+        page = synclog.story(session, subscriber_id, before=request.args.get("before"), limit=PAGE_SIZE)
         tools = synclog.profile_tools(hub.settings)
-        return render_template("subscriber.html", s=person, items=items, tools=tools,
+        return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
                                currency=person.currency or next(
                                    (x.currency for x in person.subscriptions if x.currency), None),
                                stage_reason=synclog.stage_reason(person, rules.current_params(hub.settings)))

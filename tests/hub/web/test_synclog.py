@@ -486,3 +486,20 @@ def test_a_shopify_subscription_shows_its_product_not_the_delivery_text(operator
     page = text_of(operator.get(f"/sync-log/subscribers/{bob}"))
     assert "Example T-Shirt active 49.98 CAD every 4 weeks" in page
     assert "Delivered every 4 weeks" not in page
+
+
+def test_a_long_timeline_pages_by_keyset_without_gaps_or_repeats(operator, jenny, hub):
+    added = add_inbox_rows(hub, 130, datetime.now(timezone.utc) - timedelta(days=1), subscriber_id=jenny)
+    with hub.storage.session() as s:
+        everyone = list(s.scalars(select(InboxEvent.id).where(InboxEvent.subscriber_id == jenny)))
+    url, shown, pages = f"/sync-log/subscribers/{jenny}", [], 0
+    while url:
+        html = operator.get(url).get_data(as_text=True)
+        pages += 1
+        shown += [int(i) for i in re.findall(r'<li class="item event" id="event-(\d+)"', html)]
+        found = re.search(r'<a rel="next" href="([^"]+)">Older', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert sorted(shown) == sorted(everyone) and len(shown) == len(set(shown))
+    # Newest first across pages: her three webhooks of today, then the day-old ones.
+    assert shown == sorted(set(everyone) - set(added), reverse=True) + sorted(added, reverse=True)
+    assert pages >= 3
