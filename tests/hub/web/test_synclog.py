@@ -20,7 +20,10 @@ from tests.samples import load_sample, post, stripe_event
 
 def text_of(response) -> str:
     """The page's visible text, whitespace collapsed (what a reader sees)."""
-    html = response.get_data(as_text=True)
+    return visible_text(response.get_data(as_text=True))
+
+
+def visible_text(html: str) -> str:
     html = re.sub(r"(?s)<script.*?</script>|<[^>]+>", " ", html)
     return re.sub(r"\s+", " ", html.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")
                   .replace("&lt;", "<").replace("&gt;", ">").replace("&#8203;", ""))
@@ -503,3 +506,18 @@ def test_a_long_timeline_pages_by_keyset_without_gaps_or_repeats(operator, jenny
     # Newest first across pages: her three webhooks of today, then the day-old ones.
     assert shown == sorted(set(everyone) - set(added), reverse=True) + sorted(added, reverse=True)
     assert pages >= 3
+
+
+def test_customers_with_the_same_name_are_told_apart(operator, client, hub):
+    shop = Shop(client)
+    shop.customer("cus_pat1", "pat@example.com", "Pat Smith", at=days_ago(5))
+    shop.customer("cus_pat2", "psmith@example.com", "Pat Smith", at=days_ago(5))
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        ids = sorted(s.scalars(select(Subscriber.id).where(Subscriber.last_name == "Smith")))
+    html = operator.get("/sync-log/search?q=Pat+Smith").get_data(as_text=True)
+    rows = [visible_text(r).strip() for r in re.findall(r"(?s)<tr><td>.*?</tr>", html)]
+    assert len(rows) == 2 and rows[0] != rows[1]
+    for subscriber_id in ids:  # each by a masked email and a short id
+        assert any(f"p***@example.com #{subscriber_id} Pat Smith" in row for row in rows), rows
+    assert "pat@example.com" not in html and "psmith@example.com" not in html
