@@ -459,6 +459,12 @@ def story_cursor(item: Story) -> str:
     return f"{micros}.{_RANK[item.kind]}.{item.item.id}"
 
 
+def event_cursor(row: InboxEvent) -> str:
+    """The `before` of the timeline page that begins with this inbound event."""
+    micros = (row.received_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{_RANK['event']}.{row.id + 1}"
+
+
 def _parse_cursor(before: str | None) -> tuple[datetime, int, int] | None:
     parts = (before or "").split(".")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):

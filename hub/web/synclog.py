@@ -334,7 +334,9 @@ def search():
         if not found.subscribers and len(found.events) == 1:  # an event id: show it in its customer's story
             e = found.events[0]
             if e.subscriber_id:
-                return redirect(url_for("synclog.subscriber", subscriber_id=e.subscriber_id, _anchor=f"event-{e.id}"))
+                # The timeline's page that begins with this event, wherever it falls in their history.
+                return redirect(url_for("synclog.subscriber", subscriber_id=e.subscriber_id,
+                                        before=synclog.event_cursor(e), _anchor=f"event-{e.id}"))
             return redirect(url_for("synclog.event", event_id=e.id))
         people = synclog.subscribers_by_id(session, [e.subscriber_id for e in found.events])
         return render_template("search.html", q=q, found=found, people=people)

@@ -72,9 +72,12 @@ def test_search_opens_the_one_customer_it_finds(operator, jenny, query):
 def test_search_by_event_id_opens_the_event_in_its_customers_story(operator, jenny, hub):
     with hub.storage.session() as s:
         row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.event_id == "evt_shop_1"))
+    add_inbox_rows(hub, 60, datetime.now(timezone.utc), subscriber_id=jenny)  # newer than hers: pages above it
     response = operator.get("/sync-log/search?q=evt_shop_1")
-    assert response.location == f"/sync-log/subscribers/{jenny}#event-{row_id}"
-    assert f'id="event-{row_id}"' in operator.get(response.location).get_data(as_text=True)
+    assert re.fullmatch(rf"/sync-log/subscribers/{jenny}\?before=[\d.]+#event-{row_id}", response.location)
+    html = operator.get(response.location).get_data(as_text=True)
+    assert re.findall(r'<li class="item event" id="event-(\d+)"', html)[0] == str(row_id)  # the page begins with it
+    assert "« Newest" in html
 
 
 def test_search_by_shopify_order_number_and_customer_id(operator, client, hub):
