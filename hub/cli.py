@@ -219,7 +219,8 @@ def replay(event_ids, failed):
 
     from hub.inbox import after_batch
     from hub.inbox import replay as replay_row
-    from hub.models import FAILED, InboxEvent
+    from hub.models import FAILED, InboxEvent, Subscriber
+    from hub.web.synclog import replay_message
 
     if not event_ids and not failed:
         raise click.UsageError("name --event ID (repeatable) or --failed")
@@ -235,8 +236,11 @@ def replay(event_ids, failed):
         if not rows:
             raise click.ClickException("no stored event matches")
         for row in rows:
-            replay_row(session, row, hub.settings)
-            click.echo(f"#{row.id} {row.source} {row.topic}: {row.status}" + (f" ({row.error})" if row.error else ""))
+            before = row.status
+            latest = replay_row(session, row, hub.settings)
+            owner = session.get(Subscriber, row.subscriber_id) if row.subscriber_id else None
+            said = replay_message(row.id, before, latest, row.status, row.error, owner.currency if owner else None)
+            click.echo(f"{row.source} {row.topic}: {row.status} — {said}")
         after_batch(session, hub.settings)  # the profile updates the replayed rows planned
     _push_soon(hub)
 

@@ -26,12 +26,15 @@ import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta, timezone
+from ipaddress import ip_address
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from hub.inbox import EARLIER
 from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery,
                         DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription, Trigger)
 from hub.values import Money, iso, utc
@@ -179,7 +182,7 @@ def mrr_moves(entry: dict, held: list[dict]) -> list[tuple[str, str, str, int]]:
     change is read from there (the interval and currency rarely change). A status the
     entry did not change counts as paying unless the subscription is in trial or paused.
     """
-    if entry.get("stale") or not entry.get("occurred_at"):
+    if entry.get("stale") or not entry.get("occurred_at") or EARLIER in entry:
         return []
     groups: dict[str, dict] = defaultdict(dict)
     for change in entry.get("changed") or ():
@@ -534,19 +537,36 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "errors": error_rates(attempts, error_days),
         "cohorts": cohort_table(spans, as_of, months),
         "reconciliation": _recovered(session),
-        "registrations": _registrations(session),
+        "registrations": _registrations(session, settings),
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }
 
 
-def _registrations(session: Session) -> dict:
-    """Missing webhook registrations found by the hourly check (hub.jobs.registration_job)."""
+def _registrations(session: Session, settings) -> dict:
+    """Missing webhook registrations found by the hourly check (hub.jobs.registration_job).
+
+    No platform can post to a loopback HUB_BASE_URL: such a hub is fed from its own machine
+    (the demo, tests), so a registration at Shopify or Stripe is not expected, nor missing.
+    """
     from hub.jobs import REGISTRATIONS
 
+    if is_loopback(settings.HUB_BASE_URL):
+        return {"checked_at": None, "problems": [], "loopback": settings.HUB_BASE_URL}
     held = session.get(Checkpoint, REGISTRATIONS)
     value = held.value if held else {}
-    return {"checked_at": value.get("checked_at"), "problems": value.get("problems", [])}
+    return {"checked_at": value.get("checked_at"), "problems": value.get("problems", []), "loopback": None}
+
+
+def is_loopback(url: str | None) -> bool:
+    """Whether a URL names this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url or "").hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _recovered(session: Session) -> dict:

@@ -538,8 +538,45 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     return [t.name for t in triggers]
 
 
-def replay(session: Session, row: InboxEvent, settings) -> None:
-    """Process a stored event again through the same code path."""
-    row.status = PENDING
-    row.error = None
+# Marks the outcome entries of an earlier processing attempt (its number, from 1), and each
+# such attempt's own line: {EARLIER: n, "attempt": {"at", "status", "error"}}. Entries
+# without it are the latest attempt's, so every reader of `outcome` sees the latest one.
+EARLIER = "earlier_attempt"
+
+
+def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
+    """Process a stored event again through the same code path, as a new attempt.
+
+    What the earlier attempts did stays in the row's outcome (marked EARLIER); the new
+    attempt's entries are returned (none when it failed; no `changed` when nothing moved).
+    """
+    earlier = [entry for entry in row.outcome or [] if EARLIER in entry]
+    number = 1 + sum(1 for entry in earlier if "attempt" in entry)
+    earlier += [{**entry, EARLIER: number} for entry in row.outcome or [] if EARLIER not in entry]
+    earlier.append({EARLIER: number, "attempt": {
+        "at": row.processed_at.isoformat() if row.processed_at else None, "status": row.status,
+        "error": row.error}})
+    row.status, row.error, row.outcome = PENDING, None, []
     process_row(session, row, settings)
+    latest = [entry for entry in row.outcome or [] if EARLIER not in entry]
+    row.outcome = latest + earlier
+    return latest
+
+
+def attempts_of(row: InboxEvent) -> list[dict]:
+    """Every processing attempt of a row, oldest first: {number, at, status, error, entries,
+    latest}; the latest is read from the row's own columns."""
+    attempts: dict[int, dict] = {}
+    for entry in row.outcome or []:
+        number = entry.get(EARLIER)
+        if number is None:
+            continue
+        attempt = attempts.setdefault(number, {"number": number, "entries": [], "latest": False})
+        if "attempt" in entry:
+            attempt.update(entry["attempt"])
+        else:
+            attempt["entries"].append(entry)
+    return [*(attempts[n] for n in sorted(attempts)), {
+        "number": len(attempts) + 1, "at": row.processed_at.isoformat() if row.processed_at else None,
+        "status": row.status, "error": row.error, "latest": True,
+        "entries": [entry for entry in row.outcome or [] if EARLIER not in entry]}]

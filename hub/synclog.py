@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, bindparam, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
+from hub import inbox, rules
+from hub.inbox import attempts_of
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
 from hub.reconcile import recovered
+from hub.rules import lifecycle, queries
 from hub.values import iso, normalize_email, row_id
 from webhooks import SOURCE_NAMES
 
@@ -50,7 +53,7 @@ def state(subscriber: Subscriber) -> dict:
         "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
         "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},
         "last_activity_at": iso(s.last_activity_at), "loyalty_points": s.loyalty_points, "tier": s.tier,
-        "stage": s.stage, "stage_reason": s.stage_reason, "health_score": s.health_score,
+        "stage": s.stage, "stage_reason": stage_reason(s), "health_score": s.health_score,
         "cards": s.cards, "erased_at": iso(s.erased_at),
         "subscriptions": [{
             "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,
@@ -76,15 +79,28 @@ def state(subscriber: Subscriber) -> dict:
     }
 
 
+def stage_reason(subscriber: Subscriber, params=None, now: datetime | None = None) -> str | None:
+    """The reason for the subscriber's stage as of now ("first order 10 days ago"), not the
+    words stored when the stage was last assessed; those when the stage's rules no longer
+    hold (the next sweep moves the stage)."""
+    if not subscriber.stage or subscriber.erased_at is not None:
+        return subscriber.stage_reason
+    state_now = queries.subscriber_state(subscriber)
+    return lifecycle.reason_for(state_now, subscriber.stage, now or datetime.now(timezone.utc),
+                                params or rules.current_params()) or subscriber.stage_reason
+
+
 def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:
     """Inbound events, triggers and deliveries of one subscriber, newest first."""
     items = []
     for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
                                .order_by(InboxEvent.id.desc()).limit(limit)):
+        tries = attempts_of(row)
         items.append({"kind": "event", "at": iso(row.received_at), "id": row.id, "source": row.source,
                       "topic": row.topic, "event_id": row.event_id, "status": row.status,
-                      "error": row.error, "origin": row.origin, "changes": row.outcome,
-                      "recovered": recovered(row.origin, row.status, row.outcome)})
+                      "error": row.error, "origin": row.origin, "changes": tries[-1]["entries"],
+                      "earlier_attempts": tries[:-1],
+                      "recovered": recovered(row.origin, row.status, tries[-1]["entries"])})
     for t in session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
                              .order_by(Trigger.id.desc()).limit(limit)):
         items.append({"kind": "trigger", "at": iso(t.created_at), "id": t.id, "name": t.name,
@@ -357,12 +373,12 @@ def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connect
     return sum(outbox.retry(session, delivery_ids=dead_ids[i:i + 500]) for i in range(0, len(dead_ids), 500))
 
 
-def replay_event(session: Session, row: InboxEvent, settings) -> None:
-    """Process a stored event again, then write the profile deliveries it made due."""
-    from hub import inbox
-
-    inbox.replay(session, row, settings)
+def replay_event(session: Session, row: InboxEvent, settings) -> list[dict]:
+    """Process a stored event again (a new attempt, the earlier ones kept), then write the
+    profile deliveries it made due; the new attempt's outcome entries."""
+    latest = inbox.replay(session, row, settings)
     inbox.after_batch(session, settings)
+    return latest
 
 
 def resend_profile(session: Session, settings, subscriber: Subscriber, connector: str) -> Delivery | None:
@@ -433,36 +449,83 @@ class Story:
     deliveries: list = field(default_factory=list)
 
 
-def story(session: Session, subscriber_id: int, limit: int = 100) -> list[Story]:
-    """The subscriber's timeline, newest first, with each delivery under what caused it."""
-    from sqlalchemy.orm import selectinload
+# Order of a timeline's items that share an instant (newest first: events above what they caused).
+_RANK = {"event": 2, "trigger": 1, "delivery": 0}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-    events = list(session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
-                                  .order_by(InboxEvent.id.desc()).limit(limit)))
-    triggers = list(session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
-                                    .order_by(Trigger.id.desc()).limit(limit * 2)))
-    deliveries = list(session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
-                                      .options(selectinload(Delivery.attempts_log))
-                                      .order_by(Delivery.id.desc()).limit(limit * 2)))
+
+def story_cursor(item: Story) -> str:
+    """The `before` of the page after `item`: its instant in microseconds, rank and id."""
+    micros = (item.at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{_RANK[item.kind]}.{item.item.id}"
+
+
+def event_cursor(row: InboxEvent) -> str:
+    """The `before` of the timeline page that begins with this inbound event."""
+    micros = (row.received_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{_RANK['event']}.{row.id + 1}"
+
+
+def _parse_cursor(before: str | None) -> tuple[datetime, int, int] | None:
+    parts = (before or "").split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return _EPOCH + timedelta(microseconds=int(parts[0])), int(parts[1]), int(parts[2])
+
+
+def _older_than(cursor, kind: str, at_column, id_column):
+    """Rows of `kind` after the cursor in the timeline's order (instant, rank, id), newest first."""
+    at, rank, row_id = cursor
+    mine = _RANK[kind]
+    if mine < rank:
+        return at_column <= at
+    if mine > rank:
+        return at_column < at
+    return or_(at_column < at, and_(at_column == at, id_column < row_id))
+
+
+def story(session: Session, subscriber_id: int, before: str | None = None, limit: int = 50) -> Page:
+    """One page of the subscriber's timeline, newest first, keyset-paged like the lists.
+
+    The page's items are inbound events, triggers no event of theirs caused (sweeps), and
+    deliveries no trigger caused (profile, consent); each event carries the triggers it
+    fired and each trigger its deliveries, wherever their own times fall.
+    """
+    cursor = _parse_cursor(before)
+    own_event = select(InboxEvent.id).where(InboxEvent.id == Trigger.inbox_event_id,
+                                           InboxEvent.subscriber_id == subscriber_id).exists()
+    streams = (
+        ("event", InboxEvent, InboxEvent.received_at, [InboxEvent.subscriber_id == subscriber_id]),
+        ("trigger", Trigger, Trigger.created_at, [Trigger.subscriber_id == subscriber_id,
+                                                   or_(Trigger.inbox_event_id.is_(None), ~own_event)]),
+        ("delivery", Delivery, Delivery.created_at, [Delivery.subscriber_id == subscriber_id,
+                                                     Delivery.trigger_id.is_(None)]),
+    )
+    found = []
+    for kind, model, at_column, conds in streams:
+        if cursor is not None:
+            conds = [*conds, _older_than(cursor, kind, at_column, model.id)]
+        rows = session.scalars(select(model).where(*conds).order_by(at_column.desc(), model.id.desc())
+                               .limit(limit + 1))
+        found += [Story(kind, row.received_at if kind == "event" else row.created_at, row) for row in rows]
+    found.sort(key=lambda s: (s.at, _RANK[s.kind], s.item.id), reverse=True)
+    items = found[:limit]
+    events = {s.item.id: s for s in items if s.kind == "event"}
+    fired = list(session.scalars(select(Trigger).where(
+        Trigger.subscriber_id == subscriber_id, Trigger.inbox_event_id.in_(list(events))))) if events else []
+    triggers = fired + [s.item for s in items if s.kind == "trigger"]
     by_trigger: dict[int, list] = {}
-    loose_deliveries = []
-    shown_triggers = {t.id for t in triggers}
-    for d in deliveries:
-        if d.trigger_id in shown_triggers:
+    if triggers:
+        for d in session.scalars(select(Delivery).where(Delivery.trigger_id.in_([t.id for t in triggers]))
+                                 .options(selectinload(Delivery.attempts_log)).order_by(Delivery.id)):
             by_trigger.setdefault(d.trigger_id, []).append(d)
-        else:
-            loose_deliveries.append(d)
-    shown_events = {e.id: Story("event", e.received_at, e) for e in events}
-    items = list(shown_events.values())
-    for t in triggers:
-        pair = (t, sorted(by_trigger.get(t.id, []), key=lambda d: d.id))
-        if t.inbox_event_id in shown_events:
-            shown_events[t.inbox_event_id].triggers.append(pair)
-        else:
-            items.append(Story("trigger", t.created_at, t, triggers=[pair]))
-    for d in loose_deliveries:
-        items.append(Story("delivery", d.created_at, d, deliveries=[d]))
+    for t in sorted(fired, key=lambda t: t.id):
+        events[t.inbox_event_id].triggers.append((t, by_trigger.get(t.id, [])))
     for s in items:
-        s.triggers.sort(key=lambda pair: pair[0].id)
-    items.sort(key=lambda s: (s.at or datetime.min.replace(tzinfo=timezone.utc)), reverse=True)
-    return items[:limit * 2]
+        if s.kind == "trigger":
+            s.triggers.append((s.item, by_trigger.get(s.item.id, [])))
+        elif s.kind == "delivery":
+            s.deliveries.append(s.item)
+            list(s.item.attempts_log)  # loaded while the session is open
+    older = story_cursor(items[-1]) if len(found) > limit else None
+    return Page(items, older=older)

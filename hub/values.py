@@ -56,6 +56,16 @@ class Money:
         return f"{self.to_decimal():.{minor_exponent(self.currency)}f} {self.currency}"
 
 
+def money_text(amount, currency: str | None) -> str | None:
+    """`54.00 USD` for 5400 minor units of `usd`; None when the amount or currency is unknown."""
+    if amount is None or isinstance(amount, bool) or not currency:
+        return None
+    try:
+        return str(Money(int(amount), str(currency).upper()))
+    except (TypeError, ValueError):
+        return None
+
+
 def normalize_email(value: str | None) -> str | None:
     """Trimmed, lower-cased email, or None when empty or not an address."""
     if not value:

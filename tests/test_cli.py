@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from hub.cli import main
-from hub.inbox import drain_inbox
+from hub.inbox import attempts_of, drain_inbox
 from hub.models import InboxEvent, Subscriber
 from tests.conftest import free_port
 from tests.samples import API_HEADERS, SECRETS, post, signed, stripe_event
@@ -45,6 +45,11 @@ def test_replay_failed_processes_the_rows_again(cli_env, client, hub):
         row = s.scalar(select(InboxEvent))
         assert (row.status, row.error, row.attempts) == ("processed", None, 2)
         assert s.scalar(select(Subscriber.first_name)) == "Cleo"
+    assert "it worked this time. What changed: Profile: first name Cleo." in result.output
+    again = cli_env.invoke(main, ["replay", "--event", "evt_c1"])
+    assert "customer.created: processed — Event #1 was replayed, no change." in again.output
+    with hub.storage.session() as s:  # the earlier attempts stay in the event's history
+        assert [a["status"] for a in attempts_of(s.scalar(select(InboxEvent)))] == ["failed", "processed", "processed"]
 
 
 def test_replay_one_event_by_platform_id(cli_env, client, hub):

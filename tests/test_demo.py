@@ -126,7 +126,7 @@ def _field(lines: list[str], label: str) -> str:
     return found[0]
 
 
-def test_a_small_demo_prints_a_login_that_works_and_shows_a_retried_klaviyo_delivery(tmp_path):
+def test_a_small_demo_prints_a_login_that_works_and_where_to_find_each_kind_of_failure(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
@@ -160,11 +160,27 @@ def test_a_small_demo_prints_a_login_that_works_and_shows_a_retried_klaviyo_deli
         assert re.search(r"retried at [^,<]+, accepted", page.text)
         assert "Welcome Step" in page.text  # a trigger the rules fired for them
 
-        # The dashboard has stages for the store's subscribers.
+        # A few real failures to work on, and where to find one of each.
+        replay = re.search(r"(\d+) events? failed \(e\.g\. #(\d+): [^)]*Throttled", _field(lines, "Replay:"))
+        assert replay and 1 <= int(replay.group(1)) <= 3, lines
+        failed = http.get(f"{url}failed-events").text
+        assert f'id="event-{replay.group(2)}"' in failed and "subscription_contracts/" in failed
+        retry = re.search(r"(\d+) deliveries gave up \(e\.g\. #(\d+) to ActiveCampaign\)", _field(lines, "Retry:"))
+        assert retry and int(retry.group(1)) == 3, lines
+        dead = http.get(f"{url}deliveries", params={"status": "dead"}).text
+        assert f'id="delivery-{retry.group(2)}"' in dead and "You are not authorized" in dead
+        resend = re.search(r"search for (\S+@\S+), then “Send this customer to ActiveCampaign again”",
+                           _field(lines, "Resend:"))
+        assert resend and "Send this customer to ActiveCampaign again" in http.get(
+            f"{url}search", params={"q": resend.group(1)}).text
+
+        # The dashboard has stages for the store's subscribers, and no alarm about webhooks
+        # that Shopify could never deliver to a loopback address.
         board = http.get(f"{url}dashboard")
         data = json.loads(re.search(r'id="dashboard-data">(.*?)</script>', board.text, re.DOTALL).group(1))
         latest = {stage: values[-1] for stage, values in data["stages"]["series"].items()}
         assert latest["new"] >= 20, latest  # a month-old store: everyone is new
+        assert "Webhooks missing" not in board.text
     finally:
         http.close()
         if process.poll() is None:
@@ -176,3 +192,23 @@ def test_a_small_demo_prints_a_login_that_works_and_shows_a_retried_klaviyo_deli
             process.communicate()
             pytest.fail("`hub demo` did not stop on Ctrl-C")
     assert process.returncode == 0, rest
+
+
+@pytest.mark.parametrize("own_name", [None, "mappings"])
+def test_the_demo_refuses_a_folder_holding_files_it_did_not_make_and_leaves_them(tmp_path, own_name):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    if own_name:  # a name the demo also uses, in a folder the demo did not make
+        (folder / own_name).mkdir()
+        (folder / own_name / "klaviyo.yaml").write_text("fields: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "demo", "--subscribers", "1", "--months", "1", "--exit",
+         "--port", str(free_port()), "--folder", str(folder)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "did not make" in result.stderr and "--folder" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(filter(None, ["notes.txt", own_name]))
+    assert (folder / "notes.txt").read_text() == "mine"
+    if own_name:
+        assert (folder / own_name / "klaviyo.yaml").read_text() == "fields: {}\n"

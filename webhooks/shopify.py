@@ -319,7 +319,9 @@ def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
         "source_id": _id(contract.get("id") or webhook.get("admin_graphql_api_id")
                          or webhook.get("id")),
         "status": _STATUSES.get(_lower(contract.get("status") or webhook.get("status"))),
-        "plan": first.get("sellingPlanName") or first.get("title"),
+        # The product is what the customer subscribed to; the selling plan's name is its
+        # delivery text ("Delivered every 4 weeks"), the interval fields already say that.
+        "plan": first.get("title") or first.get("sellingPlanName"),
         "plan_id": _id(first.get("sellingPlanId")),
         "interval": interval, "interval_count": int(count) if count else None,
         "amount": _contract_amount(lines, currency), "currency": currency,

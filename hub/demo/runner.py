@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from fnmatch import fnmatch
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -34,6 +35,21 @@ STAFF_EMAIL = "demo@example.com"
 SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs at 23:30 UTC
 DRAIN_TIMEOUT = 600.0
 POSTERS = 4  # connections posting at once (the web server runs 2 processes)
+# A bad quarter of an hour halfway through, so the sync log's replay, retry and resend have
+# real failures to work on: Shopify's Admin API throttles the hub's contract fetches (those
+# webhooks fail) and ActiveCampaign refuses the API key (those deliveries give up).
+INCIDENT_EVENTS = 3  # customers whose Shopify contract webhooks fail
+INCIDENT_DELIVERIES = 3  # ActiveCampaign contact syncs answered 403
+# What Shopify answers when a query exceeds the cost bucket (https://shopify.dev/docs/api/usage/rate-limits).
+THROTTLED = [{"message": "Throttled", "extensions": {"code": "THROTTLED",
+                                                     "documentation": "https://shopify.dev/api/usage/rate-limits"}}]
+# ActiveCampaign's answer to a key it does not accept (connectors/standins/activecampaign.py).
+REFUSED_KEY = "You are not authorized to access this resource"
+# A folder holding this file was made by the demo: only such a folder is emptied at a start.
+MARKER = ".hub-demo"
+# What the demo writes in its folder: the database, the embedded Redis, the log, the field maps.
+OWN_FILES = ("hub.db", "hub.db-*", "hub-inbox.db", "hub-inbox.db-*", "hub-redis.db", "hub-redis.db.*",
+             "hub-*.lock", "hub.log", "mappings", MARKER)
 # What the demo's ActiveCampaign is tagged for (see Demo._mappings).
 AC_TRIGGERS = ("Subscription Started", "Stage Changed", "Tier Changed", "Payment Failed",
                "Payment Recovered", "Subscription Cancelled", "Win Back")
@@ -77,6 +93,26 @@ def _secrets() -> dict:
             "HUB_API_TOKEN": token(16), "HUB_SECRET_KEY": token(32)}
 
 
+def claim_folder(folder: Path) -> None:
+    """Make `folder` the demo's, or refuse without touching it.
+
+    The demo empties its folder at each start, so it takes only a new or empty folder, or
+    one it made itself holding nothing but its own files (`--folder .` in a project must
+    never delete that project's mappings/).
+    """
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"{folder} is a file, not a folder: pick a folder with --folder")
+    names = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    foreign = [n for n in names if not any(fnmatch(n, own) for own in OWN_FILES)]
+    if names and (MARKER not in names or foreign):
+        shown = ", ".join((foreign or names)[:3]) + ("…" if len(foreign or names) > 3 else "")
+        raise DemoError(f"{folder} holds files the demo did not make ({shown}); the demo empties its "
+                        "folder at each start, so it uses only a new or empty folder or one it made: "
+                        "pick another with --folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("Made by `hub demo`, which empties this folder at each start.\n")
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +140,7 @@ class Demo:
         self.hub = None
         self.http = requests.Session()
         self.usage_on = True
+        self.struck = 0  # customers struck by the incident so far
         self.pool = ThreadPoolExecutor(POSTERS, thread_name_prefix="demo-poster")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -116,8 +153,9 @@ class Demo:
         """Fresh folder, stand-ins, database, staff login, web and worker processes."""
         if not _port_free(self.o.host, self.o.port):
             raise DemoError(f"port {self.o.port} is in use; pick another with --port")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for old in [*self.folder.glob("hub.db*"), *self.folder.glob("hub-redis.db*")]:
+        claim_folder(self.folder)
+        for old in [*self.folder.glob("hub.db*"), *self.folder.glob("hub-inbox.db*"),
+                    *self.folder.glob("hub-redis.db*")]:
             old.unlink()  # a demo always starts from an empty store
         self._start_standins()
         env = self._environment()
@@ -262,7 +300,7 @@ class Demo:
         day, today = 0, {}
         for h in happenings:
             while h.at >= start + timedelta(days=day + 1):
-                self._post_day(today)
+                self._post_day(today, incident=day >= days // 2)
                 self._end_of_day(start, day, days)
                 day, today = day + 1, {}
             self.progress.kinds[h.kind] += 1
@@ -274,21 +312,45 @@ class Demo:
                                        "at": h.at.isoformat(), "metric": h.detail["metric"]}))
             else:
                 todo += [("webhook", w) for w in builders[h.customer.platform].webhooks(h)]
-        self._post_day(today)
+        self._post_day(today, incident=True)
         while day < days:
             self._end_of_day(start, day, days)
             day += 1
         if self.tty:
             self.echo("")
 
-    def _post_day(self, today: dict) -> None:
+    def _post_day(self, today: dict, incident: bool = False) -> None:
         """Post a day's webhooks and usage reports: each customer's in order, customers at
-        once (as platforms deliver), on POSTERS connections."""
-        def post(items):
-            for kind, item in items:
-                self._post_webhook(item) if kind == "webhook" else self._post_usage(item)
+        once (as platforms deliver), on POSTERS connections. With `incident`, customers
+        with Shopify contract webhooks that day are struck by it, until INCIDENT_EVENTS were."""
+        if incident and self.struck < INCIDENT_EVENTS:
+            struck = dict(list((number, items) for number, items in today.items() if any(
+                kind == "webhook" and item.source == "shopify" and item.topic.startswith("subscription_")
+                for kind, item in items))[:INCIDENT_EVENTS - self.struck])
+            if struck:
+                self._incident(struck)
+                today = {number: items for number, items in today.items() if number not in struck}
+        list(self.pool.map(self._post_items, today.values()))  # re-raises a poster's DemoError
 
-        list(self.pool.map(post, today.values()))  # re-raises a poster's DemoError
+    def _post_items(self, items) -> None:
+        for kind, item in items:
+            self._post_webhook(item) if kind == "webhook" else self._post_usage(item)
+
+    def _incident(self, struck: dict) -> None:
+        """Those customers' webhooks posted while Shopify's Admin API throttles every query
+        (their contract webhooks fail until replayed); then ActiveCampaign refuses the key
+        for a few contact syncs (those deliveries give up until retried)."""
+        admin = self.standins["Shopify Admin API"]
+        admin.errors = THROTTLED
+        try:
+            list(self.pool.map(self._post_items, struck.values()))
+            self._wait_inbox()
+        finally:
+            admin.errors = None
+        if not self.struck:
+            self.standins["ActiveCampaign"].fail(403, times=INCIDENT_DELIVERIES, path="/contact/sync",
+                                                 message=REFUSED_KEY)
+        self.struck += len(struck)
 
     def _session(self) -> requests.Session:
         http = getattr(self._local, "http", None)
@@ -391,6 +453,29 @@ class Demo:
                 # The latest such retry: near the top of their timeline (newest first).
                 .order_by(DeliveryAttempt.id.desc()).limit(1))
 
+    def failures(self) -> list[str]:
+        """Where to find a failed event to replay, a dead delivery to retry and a customer to resend."""
+        from hub.models import DEAD, FAILED, Delivery, InboxEvent, Subscriber
+        from hub.web.synclog import tool_name
+
+        with self.hub.storage.session() as session:
+            failed = session.scalars(select(InboxEvent).where(InboxEvent.is_open(), InboxEvent.status == FAILED)
+                                     .order_by(InboxEvent.id.desc())).all()
+            dead = session.execute(select(Delivery.id, Delivery.connector, Subscriber.email)
+                                   .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                                   .where(Delivery.status == DEAD).order_by(Delivery.id.desc())).all()
+        lines = []
+        if failed:
+            lines.append(f"Replay:     {len(failed)} event{'s' if len(failed) > 1 else ''} failed (e.g. #{failed[0].id}: "
+                         f"{failed[0].error}): {self.url}/sync-log/failed-events")
+        if dead:
+            tool = tool_name(dead[0].connector)
+            lines.append(f"Retry:      {len(dead)} deliver{'ies' if len(dead) > 1 else 'y'} gave up (e.g. #{dead[0].id} "
+                         f"to {tool}): {self.url}/sync-log/deliveries?status=dead")
+            if dead[0].email:
+                lines.append(f"Resend:     search for {dead[0].email}, then “Send this customer to {tool} again”")
+        return lines
+
     def summary(self) -> list[str]:
         from hub import dashboard
         from hub.models import Delivery, Subscriber
@@ -463,6 +548,8 @@ def run(options: Options, echo=click.echo, keep_serving: bool = True) -> Demo:
         echo(f"Password:   {demo.password}")
         if example:
             echo(f"Try:        search for {example} (a Klaviyo delivery retried after a 429)")
+        for line in demo.failures():
+            echo(line)
         if keep_serving:
             echo("The hub keeps running; Ctrl-C stops it.")
             while True:

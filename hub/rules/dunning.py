@@ -14,6 +14,7 @@ from typing import Callable
 
 from hub.rules.params import RuleParams
 from hub.rules.state import Due, PaymentState, Window, day_start, iso, local_day
+from hub.values import money_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def failed(pay: PaymentState, now: datetime, p: RuleParams) -> Due | None:
     return Due(rule=FAILED, occasion=pay.ref[:120], name="Payment Failed",
                properties={**pay.properties(), "retry_dates": retries,
                            "action": action},
-               reason=(f"payment of {pay.amount} {pay.currency} failed"
+               reason=(f"payment of {money_text(pay.amount, pay.currency) or 'an unknown amount'} failed"
                        + (": hard decline, a new card is needed" if pay.hard_decline else "")),
                due_at=pay.first_failed_at)
 

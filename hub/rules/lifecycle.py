@@ -125,6 +125,15 @@ def assess(s: SubscriberState, now: datetime, p: RuleParams) -> Assessment:
     raise AssertionError("the last stage rule always matches")
 
 
+def reason_for(s: SubscriberState, stage: str, now: datetime, p: RuleParams) -> str | None:
+    """Why `s` is in `stage` as of `now` ("first order 10 days ago"): the first of that
+    stage's rules that holds, or None when none does any more (the next sweep moves it)."""
+    f = facts(s, now, p)
+    score = health(f, p)
+    reasons = (reason_of(f, p, score) for held, reason_of in STAGE_RULES if held == stage)
+    return next((reason for reason in reasons if reason), None)
+
+
 def stage_changed(s: SubscriberState, a: Assessment, now: datetime) -> Due | None:
     """`Stage Changed` when the stage moves; the first stage a subscriber gets is not a move."""
     if s.stage is None or s.stage == a.stage:

@@ -12,11 +12,11 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from hub import dashboard, synclog
+from hub import dashboard, rules, synclog
 from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, PENDING, PROCESSED, QUEUED,
                         RETRYING, SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
-from hub.values import Money, row_id, utc
+from hub.values import money_text, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
 from webhooks import SOURCE_NAMES
@@ -92,10 +92,15 @@ def money(amount, currency) -> str:
         return "—"
     if not currency:
         return f"{amount} (minor units, currency unknown)"
-    try:
-        return str(Money(int(amount), str(currency).upper()))
-    except (TypeError, ValueError):
-        return f"{amount} {currency}"
+    return money_text(amount, currency) or f"{amount} {currency}"
+
+
+def order_line(line, currency: str | None) -> str:
+    """An order line as a person reads it: `Roaster's Choice × 2 at 54.00 USD`."""
+    if not isinstance(line, dict):
+        return str(line)
+    text = f"{line.get('title') or line.get('product_id') or 'item'} × {line.get('quantity') or 1}"
+    return text + (f" at {money(line['price'], currency)}" if line.get("price") is not None else "")
 
 
 def every(interval: str | None, count: int | None) -> str:
@@ -192,21 +197,30 @@ def attempt_sentences(d: Delivery) -> list[dict]:
     return lines
 
 
+# Fields that hold integer minor units: shown as money with the entry's currency.
+MONEY_FIELDS = {"amount", "total", "refunded", "lifetime_spend", "price", "mrr", "lifetime_value",
+                "previous_amount", "proration_amount", "amount_due", "amount_paid"}
+
+
 def show_value(value, field_name: str = "", currency: str | None = None) -> str:
     """A changed value as words: times as UTC, money as money, nothing as a dash."""
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if field_name in ("amount", "total", "refunded", "lifetime_spend") and isinstance(value, int) and currency:
+    if field_name in MONEY_FIELDS and isinstance(value, int) and currency:
         return money(value, currency)
+    if field_name == "line_items" and isinstance(value, list):
+        return "; ".join(order_line(line, currency) for line in value)
     if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
         try:
             return when(value)
         except ValueError:
             return value
-    if isinstance(value, (list, dict)):
-        return ", ".join(map(str, value)) if isinstance(value, list) else ", ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(show_value(item, "", currency) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {show_value(v, k, currency)}" for k, v in value.items())
     return str(value)
 
 
@@ -247,11 +261,43 @@ def change_lines(entry: dict, currency: str | None = None) -> list[str]:
     return lines
 
 
+def entries_lines(entries: list[dict], currency: str | None) -> list[str]:
+    return [line for entry in entries for line in change_lines(entry, currency)]
+
+
+def attempt_heading(attempt: dict, currency: str | None = None) -> str:
+    """One processing attempt of an inbound event, e.g. `Attempt 1, 3 Dec 2026, 10:00 UTC:
+    failed — Throttled` or `Attempt 2, 5 Dec 2026, 09:00 UTC: replayed, no change`."""
+    status, error = attempt.get("status"), attempt.get("error")
+    said = EVENT_WORDS.get(status, status or "")
+    if status != PROCESSED and error:
+        said += f" — {error}"
+    if attempt["number"] > 1:
+        no_change = status == PROCESSED and not entries_lines(attempt["entries"], currency)
+        said = "replayed, " + ("no change" if no_change else said)
+    return f"Attempt {attempt['number']}, {when(attempt.get('at'))}: {said}"
+
+
+def replay_message(event_id: int, before: str | None, latest: list[dict], status: str,
+                   error: str | None, currency: str | None = None) -> str:
+    """What a replay did, for the operator who asked for it."""
+    if status == FAILED:
+        return f"Event #{event_id} failed again: {error}"
+    if status == IGNORED:
+        return f"Event #{event_id} was processed again and ignored: {error}"
+    lines = entries_lines(latest, currency)
+    if before == FAILED:
+        return f"Event #{event_id} was processed again: it worked this time. " + (
+            f"What changed: {'; '.join(lines)}." if lines else "Replayed, no change.")
+    return f"Event #{event_id} was " + (f"replayed: {'; '.join(lines)}." if lines else "replayed, no change.")
+
+
 _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": tool_name,
           "source": source_name, "delivery_status": delivery_status, "delivery_kind": delivery_kind,
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
           "mask_phone": mask_phone, "mask_text": mask_text, "subscription": SUBSCRIPTION_WORDS,
-          "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds}
+          "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds,
+          "tries": synclog.attempts_of, "attempt_heading": attempt_heading}
 
 
 # `w.when(...)`, `w.money(...)`, …: the helpers templates use to say things plainly.
@@ -294,7 +340,9 @@ def search():
         if not found.subscribers and len(found.events) == 1:  # an event id: show it in its customer's story
             e = found.events[0]
             if e.subscriber_id:
-                return redirect(url_for("synclog.subscriber", subscriber_id=e.subscriber_id, _anchor=f"event-{e.id}"))
+                # The timeline's page that begins with this event, wherever it falls in their history.
+                return redirect(url_for("synclog.subscriber", subscriber_id=e.subscriber_id,
+                                        before=synclog.event_cursor(e), _anchor=f"event-{e.id}"))
             return redirect(url_for("synclog.event", event_id=e.id))
         people = synclog.subscribers_by_id(session, [e.subscriber_id for e in found.events])
         return render_template("search.html", q=q, found=found, people=people)
@@ -307,10 +355,12 @@ def subscriber(subscriber_id: int):
         person = session.get(Subscriber, subscriber_id)
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
-        items = synclog.story(session, subscriber_id)
+        page = synclog.story(session, subscriber_id, before=request.args.get("before"), limit=PAGE_SIZE)
         tools = synclog.profile_tools(hub.settings)
-        return render_template("subscriber.html", s=person, items=items, tools=tools,
-                               currency=person.currency)
+        return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
+                               currency=person.currency or next(
+                                   (x.currency for x in person.subscriptions if x.currency), None),
+                               stage_reason=synclog.stage_reason(person, rules.current_params(hub.settings)))
 
 
 @bp.post("/subscribers/<id:subscriber_id>/resend")
@@ -406,15 +456,13 @@ def replay(event_id: int):
         row = session.get(InboxEvent, event_id)
         if row is None:
             abort(404, description=f"No inbound event #{event_id}.")
-        synclog.replay_event(session, row, hub.settings)
-        status, error, subscriber_id = row.status, row.error, row.subscriber_id
+        before = row.status
+        latest = synclog.replay_event(session, row, hub.settings)
+        status, subscriber_id = row.status, row.subscriber_id
+        owner = session.get(Subscriber, subscriber_id) if subscriber_id else None
+        message = replay_message(event_id, before, latest, status, row.error, owner.currency if owner else None)
     synclog.request_push(hub)
-    if status == PROCESSED:
-        flash(f"Event #{event_id} was processed again: it worked this time.", "info")
-    elif status == IGNORED:
-        flash(f"Event #{event_id} was processed again and ignored: {error}", "info")
-    else:
-        flash(f"Event #{event_id} failed again: {error}", "error")
+    flash(message, "error" if status == FAILED else "info")
     default = (url_for("synclog.subscriber", subscriber_id=subscriber_id) if subscriber_id
                else url_for("synclog.failed_events"))
     return redirect(_back(default))
@@ -479,4 +527,4 @@ def dashboard_page():
     return render_template("dashboard.html", data=data, days=days)
 
 
-__all__ = ["attempt_sentences", "bp", "change_lines", "delivery_status", "money", "seconds", "when"]
+__all__ = ["attempt_heading", "attempt_sentences", "bp", "change_lines", "replay_message", "delivery_status", "money", "seconds", "when"]

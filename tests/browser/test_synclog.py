@@ -151,6 +151,84 @@ def test_an_operator_replays_a_failed_event(page, client, hub):
         assert s.scalar(select(InboxEvent.status)) == "processed"
     search(page, "bob@biller.com")
     expect(page.get_by_role("heading", name=re.compile("Bob Biller|bob@biller.com"))).to_be_visible()
+    # The failed attempt stays in the event's history, under the replay that worked.
+    event = page.locator("li.item.event", has_text="subscription_contracts/create")
+    expect(event.locator(".attempt-head").first).to_have_text(re.compile(r"Attempt 1, .*: failed — .*Throttled"))
+    expect(event.locator(".attempt-head").nth(1)).to_have_text(re.compile(r"Attempt 2, .*: replayed, processed"))
+    expect(event).to_contain_text("Subscription Example T-Shirt: created (active)")
+    # The subscription is named by its product, not by the selling plan's delivery text.
+    row = page.locator("section[aria-labelledby=subs-h] tbody tr").first
+    expect(row).to_contain_text("Example T-Shirt")
+    expect(row).to_contain_text("49.98 CAD every 4 weeks")
+    expect(page.get_by_text("Delivered every 4 weeks")).to_have_count(0)
+
+
+def test_replaying_a_processed_event_says_it_changed_nothing_and_keeps_the_first_attempt(page, hub, jenny):
+    subscriber_id, _ = jenny
+    add_staff(hub, "olive@shop.test", "operator")
+    log_in(page, "olive@shop.test")
+    with hub.storage.session() as s:
+        row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.topic == "customer.created"))
+    page.goto(f"/sync-log/events/{row_id}")
+    for _ in range(2):  # the first replay may re-assess the person as of the event's time
+        page.get_by_role("button", name="Replay this event").click()
+    expect(page.get_by_role("status").first).to_have_text(f"Event #{row_id} was replayed, no change.")
+    expect(page.get_by_text(re.compile(r"Attempt 3, .*: replayed, no change"))).to_be_visible()
+    page.goto(f"/sync-log/subscribers/{subscriber_id}")
+    event = page.locator(f"#event-{row_id}")
+    expect(event.locator(".attempt-head")).to_have_count(3)
+    expect(event).to_contain_text("Profile: phone +15551234567, first name Jenny, last name Rosen")
+
+
+def test_the_stage_reason_and_money_read_as_of_now_and_as_money(page, client, hub, jenny):
+    subscriber_id, _ = jenny
+    post(client, "shopify", load_sample("shopify/orders_create.json"), topic="orders/create", webhook_id="wh-b-lines")
+    drain_inbox(hub.storage, hub.settings)
+    add_staff(hub, "victor@shop.test", "viewer")
+    log_in(page, "victor@shop.test")
+    page.goto(f"/sync-log/subscribers/{subscriber_id}")
+    # Her second invoice failed two days ago; the reason stored then said "today".
+    expect(page.locator(".stage-reason")).to_have_text("payment failed 2 days ago")
+    expect(page.get_by_text("payment of 29.00 USD failed").first).to_be_visible()
+    expect(page.get_by_text("2900 USD")).to_have_count(0)
+    search(page, "#9999")
+    lines = page.get_by_text(re.compile(r"line items Aviator sunglasses × 1 at 89\.99 USD; Lens Protection Plan"))
+    expect(lines).to_be_visible()
+    expect(page.locator("li.item.event").first).not_to_contain_text("{'")
+
+
+def test_a_long_timeline_pages_by_keyset(page, hub, jenny):
+    subscriber_id, _ = jenny
+    start = datetime.now(timezone.utc) - timedelta(days=3)
+    with hub.storage.session() as s:
+        s.add_all([InboxEvent(source="stripe", event_id=f"evt_old_{n}", topic="customer.updated", headers={},
+                              body=b"{}", received_at=start + timedelta(minutes=n), status="processed", attempts=1,
+                              outcome=[], origin="webhook", subscriber_id=subscriber_id) for n in range(70)])
+    add_staff(hub, "victor@shop.test", "viewer")
+    log_in(page, "victor@shop.test")
+    page.goto(f"/sync-log/subscribers/{subscriber_id}")
+    first = page.locator("li.item").evaluate_all("items => items.map(i => i.id)")
+    page.get_by_role("link", name="Older").click()
+    expect(page).to_have_url(re.compile(r"before="))
+    second = page.locator("li.item").evaluate_all("items => items.map(i => i.id)")
+    assert len(first) == 50 and second and not set(first) & set(second)
+    expect(page.get_by_role("link", name="Older")).to_have_count(0)  # the last page
+    page.get_by_role("link", name="« Newest").click()
+    assert page.locator("li.item").evaluate_all("items => items.map(i => i.id)") == first
+
+
+def test_same_name_customers_are_told_apart(page, client, hub):
+    shop = Shop(client)
+    shop.customer("cus_pat1", "pat@example.com", "Pat Smith", at=days_ago(5))
+    shop.customer("cus_pat2", "psmith@example.com", "Pat Smith", at=days_ago(5))
+    drain_inbox(hub.storage, hub.settings)
+    add_staff(hub, "victor@shop.test", "viewer")
+    log_in(page, "victor@shop.test")
+    search(page, "Pat Smith")
+    rows = page.locator("main table tbody tr")
+    expect(rows).to_have_count(2)
+    texts = rows.all_inner_texts()
+    assert texts[0] != texts[1] and all(re.search(r"p\*\*\*@example\.com #\d+", t) for t in texts), texts
 
 
 SIGN_UPS = 26
@@ -232,6 +310,42 @@ def test_the_dashboard_draws_its_plots(page, client, hub, klaviyo, screenshot):
     expect(page.locator("table.cohorts tbody tr")).to_have_count(sign_up_months())
     expect(page.get_by_text(re.compile(r"Current MRR: \d+\.\d\d USD"))).to_be_visible()
     screenshot(page, "dashboard.png")
+
+
+AXES_AND_ZERO = """(canvas) => {
+  const chart = canvas.chart;
+  const sideways = Object.values(chart.scales).filter((scale) => scale.axis === "y");
+  const untitled = sideways.length > 1 ? sideways.filter((scale) => !(scale.options.title.display && scale.options.title.text)) : [];
+  let zeroInk = null;
+  if (canvas.id === "chart-queues") {
+    const bar = chart.getDatasetMeta(chart.data.datasets.length - 1).data[0];
+    const ratio = chart.currentDevicePixelRatio;
+    const x = Math.round((bar.x + 4) * ratio), y = Math.round((bar.y - 7) * ratio);
+    const data = canvas.getContext('2d').getImageData(x, y, Math.round(40 * ratio), Math.round(14 * ratio)).data;
+    zeroInk = 0;
+    for (let i = 3; i < data.length; i += 4) { if (data[i] > 0) zeroInk++; }
+  }
+  return {untitled: untitled.map((scale) => scale.id), zeroInk: zeroInk};
+}"""
+
+
+def test_the_dashboard_draws_every_chart_shows_an_empty_queue_as_zero_and_labels_both_axes(page, client, hub, klaviyo):
+    six_months_of_a_shop(client, hub)
+    now = datetime.now(timezone.utc)
+    while push(hub, now + timedelta(seconds=1))["sent"]:  # Klaviyo takes everything: nothing waits
+        pass
+    add_staff(hub, "victor@shop.test", "viewer")
+    log_in(page, "victor@shop.test")
+    page.goto("/sync-log/dashboard")
+    expect(page.locator("html[data-charts=drawn]")).to_have_count(1)
+    for name in ("stages", "mrr", "churn", "recovery", "reminders", "queues", "errors"):
+        drawn = page.locator(f"#chart-{name}").evaluate(CANVAS_INK)
+        assert drawn["ink"] > 2000, f"chart {name} looks empty: {drawn}"
+        checked = page.locator(f"#chart-{name}").evaluate(AXES_AND_ZERO)
+        assert checked["untitled"] == [], f"chart {name} has an axis without a title: {checked}"
+    zero = page.locator("#chart-queues").evaluate(AXES_AND_ZERO)
+    assert zero["zeroInk"] > 20, f"the empty Klaviyo queue is not written as 0: {zero}"
+    expect(page.locator(".queue-now")).to_have_text("Waiting now: Klaviyo 0 (0 given up).")
 
 
 def test_a_viewer_reads_but_cannot_retry(page, hub, jenny):

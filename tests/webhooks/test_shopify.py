@@ -435,7 +435,7 @@ def test_enrich_then_normalize_a_new_contract(admin, settings):
     assert event.customer == {"source_id": "1", "email": "bob@biller.com", "phone": "+16135550135",
                               "first_name": "Bob", "last_name": "Biller"}
     assert event.data == {
-        "source_id": "402440842", "status": "active", "plan": "Delivered every 4 weeks",
+        "source_id": "402440842", "status": "active", "plan": "Example T-Shirt",
         "plan_id": "1039518925", "interval": "week", "interval_count": 4, "amount": 4998, "currency": "CAD",
         "quantity": 2, "next_renewal_at": at("2026-11-29T12:00:00+00:00"),
         "current_period_start": at("2026-11-01T12:00:00+00:00"),

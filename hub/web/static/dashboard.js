@@ -62,7 +62,8 @@
       {type: "bar", label: "Failed payments", data: rec.failed, backgroundColor: "#fc8181", yAxisID: "y1"},
       {type: "bar", label: "Recovered", data: rec.recovered, backgroundColor: "#68d391", yAxisID: "y1"}
     ]},
-    options: {scales: {y: percentAxis(), y1: {position: "right", beginAtZero: true, grace: "50%",
+    options: {scales: {y: Object.assign(percentAxis(), {title: {display: true, text: "recovered (%)"}}),
+      y1: {position: "right", beginAtZero: true, grace: "50%",
       grid: {drawOnChartArea: false}, ticks: {precision: 0}, title: {display: true, text: "payments"}}}}
   });
 
@@ -75,15 +76,35 @@
     options: {scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true, ticks: {precision: 0}}}}
   });
 
+  // Each row's total written at the end of its bar, zero included: a queue of 0 is good
+  // news to read, not an empty box.
+  var rowTotals = {id: "rowTotals", afterDatasetsDraw: function (c) {
+    var last = c.getDatasetMeta(c.data.datasets.length - 1);
+    var ctx = c.ctx;
+    ctx.save();
+    ctx.fillStyle = "#1a202c";
+    ctx.font = "600 13px " + Chart.defaults.font.family;
+    ctx.textBaseline = "middle";
+    c.data.labels.forEach(function (_, i) {
+      var total = c.data.datasets.reduce(function (n, ds) { return n + (ds.data[i] || 0); }, 0);
+      if (last.data[i]) { ctx.fillText(total.toLocaleString("en"), last.data[i].x + 6, last.data[i].y); }
+    });
+    ctx.restore();
+  }};
   var q = data.connectors;
+  var queueNames = q.names.length ? q.names.map(function (n) { return tools[n] || n; }) : ["No tool connected"];
+  function counts(values) { return q.names.length ? values : [0]; }
   chart("chart-queues", {
     type: "bar",
-    data: {labels: q.names.map(function (n) { return tools[n] || n; }), datasets: [
-      {label: "Waiting to be sent", data: q.queued, backgroundColor: "#63b3ed"},
-      {label: "Waiting to retry", data: q.retrying, backgroundColor: "#f6ad55"},
-      {label: "Gave up", data: q.dead, backgroundColor: "#e53e3e"}
+    data: {labels: queueNames, datasets: [
+      {label: "Waiting to be sent", data: counts(q.queued), backgroundColor: "#63b3ed"},
+      {label: "Waiting to retry", data: counts(q.retrying), backgroundColor: "#f6ad55"},
+      {label: "Gave up", data: counts(q.dead), backgroundColor: "#e53e3e"}
     ]},
-    options: {indexAxis: "y", scales: {x: {stacked: true, beginAtZero: true, ticks: {precision: 0}}, y: {stacked: true}}}
+    plugins: [rowTotals],
+    options: {indexAxis: "y", layout: {padding: {right: 40}},
+              scales: {x: {stacked: true, beginAtZero: true, suggestedMax: 1, ticks: {precision: 0},
+                           title: {display: true, text: "deliveries"}}, y: {stacked: true}}}
   });
 
   var err = data.errors;

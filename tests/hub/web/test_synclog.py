@@ -3,6 +3,7 @@ with keyset pagination, masking, retry / replay / resend, and the dashboard."""
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,7 +20,10 @@ from tests.samples import load_sample, post, stripe_event
 
 def text_of(response) -> str:
     """The page's visible text, whitespace collapsed (what a reader sees)."""
-    html = response.get_data(as_text=True)
+    return visible_text(response.get_data(as_text=True))
+
+
+def visible_text(html: str) -> str:
     html = re.sub(r"(?s)<script.*?</script>|<[^>]+>", " ", html)
     return re.sub(r"\s+", " ", html.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")
                   .replace("&lt;", "<").replace("&gt;", ">").replace("&#8203;", ""))
@@ -68,9 +72,12 @@ def test_search_opens_the_one_customer_it_finds(operator, jenny, query):
 def test_search_by_event_id_opens_the_event_in_its_customers_story(operator, jenny, hub):
     with hub.storage.session() as s:
         row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.event_id == "evt_shop_1"))
+    add_inbox_rows(hub, 60, datetime.now(timezone.utc), subscriber_id=jenny)  # newer than hers: pages above it
     response = operator.get("/sync-log/search?q=evt_shop_1")
-    assert response.location == f"/sync-log/subscribers/{jenny}#event-{row_id}"
-    assert f'id="event-{row_id}"' in operator.get(response.location).get_data(as_text=True)
+    assert re.fullmatch(rf"/sync-log/subscribers/{jenny}\?before=[\d.]+#event-{row_id}", response.location)
+    html = operator.get(response.location).get_data(as_text=True)
+    assert re.findall(r'<li class="item event" id="event-(\d+)"', html)[0] == str(row_id)  # the page begins with it
+    assert "« Newest" in html
 
 
 def test_search_by_shopify_order_number_and_customer_id(operator, client, hub):
@@ -380,28 +387,140 @@ def test_recent_events_do_not_scan_the_inbox(hub):
             dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True}))
 
 
-def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
-    """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
-    from hub import dashboard, jobs
-    from hub.commands.install import OK, install_shopify
-    from webhooks.standins.shopify import FakeShopifyAdmin
+@contextmanager
+def watched_shop(hub, base_url: str):
+    """A Shopify stand-in the hub's hourly registration check (hub.jobs) can read."""
+    from hub import jobs
 
     with FakeShopifyAdmin(token="shpat_dash") as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_dash"
+        hub.settings.SHOPIFY_WEBHOOK_SECRET = "shpss_dash"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
-        hub.settings.HUB_BASE_URL = "https://hub.example.com"
+        hub.settings.HUB_BASE_URL = base_url
         before, jobs._hub = jobs._hub, None
         jobs.use(hub)
         try:
-            assert install_shopify(hub.settings).status == OK
-            assert jobs.registration_job() == {"problems": 0}
-            dashboard._cache.clear()
-            assert "Webhooks missing" not in operator.get("/sync-log/dashboard").get_data(as_text=True)
-            admin.drop_subscription("ORDERS_PAID")
-            assert jobs.registration_job() == {"problems": 1}
+            yield admin
         finally:
             jobs._hub = before
+
+
+def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
+    """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
+    from hub import dashboard, jobs
+    from hub.commands.install import OK, install_shopify
+
+    with watched_shop(hub, "https://hub.example.com") as admin:
+        assert install_shopify(hub.settings).status == OK
+        assert jobs.registration_job() == {"problems": 0}
+        dashboard._cache.clear()
+        assert "Webhooks missing" not in operator.get("/sync-log/dashboard").get_data(as_text=True)
+        admin.drop_subscription("ORDERS_PAID")
+        assert jobs.registration_job() == {"problems": 1}
     dashboard._cache.clear()
     html = operator.get("/sync-log/dashboard").get_data(as_text=True)
     assert "Webhooks missing at Shopify:" in html and "orders/paid" in html and "hub install" in html
+
+
+def test_a_hub_on_a_loopback_address_raises_no_missing_webhooks_alarm(operator, hub):
+    """The demo serves on 127.0.0.1: no platform can post there, so nothing is 'missing'."""
+    from hub import dashboard, jobs
+
+    with watched_shop(hub, "http://127.0.0.1:8000"):
+        jobs.registration_job()
+    dashboard._cache.clear()
+    page = text_of(operator.get("/sync-log/dashboard"))
+    assert "Webhooks missing" not in page
+    assert "registrations at Shopify and Stripe are not checked" in page and "http://127.0.0.1:8000" in page
+
+
+def test_a_replay_is_a_new_attempt_and_keeps_what_happened_before(operator, jenny, hub):
+    with hub.storage.session() as s:
+        row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.topic == "customer.subscription.created"))
+    created = "Subscription Basic: created (active), plan Basic, interval month, amount 29.00 USD"
+    here = f"/sync-log/subscribers/{jenny}"
+    said = []
+    for _ in range(2):
+        response = operator.post(f"/sync-log/events/{row_id}/replay",
+                                 data={"csrf_token": token(operator), "next": here})
+        said.append(re.search(rf"Event #{row_id} was replayed[^.]*\.", text_of(operator.get(response.location))).group(0))
+    # The rules ran again as of the event's time: the first replay says what that changed,
+    # the second finds nothing left to change.
+    assert re.fullmatch(rf"Event #{row_id} was replayed: The hub.s assessment: health score \d+ → \d+\.", said[0])
+    assert said[1] == f"Event #{row_id} was replayed, no change."
+    page = text_of(operator.get(here))
+    assert re.search(r"Attempt 1, \d+ \w+ \d{4}, \d\d:\d\d UTC: processed What changed", page)
+    assert re.search(r"Attempt 2, [^:]+:\d\d UTC: replayed, processed What changed .* health score \d+ → \d+", page)
+    assert re.search(r"Attempt 3, [^:]+:\d\d UTC: replayed, no change", page)
+    assert created in page  # the first attempt's changes, still there
+    event_page = text_of(operator.get(f"/sync-log/events/{row_id}"))
+    assert "Attempt 3" in event_page and created in event_page
+
+
+def test_the_stage_reason_is_told_as_of_now_not_as_of_when_it_was_stored(operator, jenny, hub, client):
+    """Her payment failed three days ago: the reason stored then said "today"."""
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "Stage At risk payment failed 3 days ago Health score" in page
+    api = client.get(f"/api/subscribers/{jenny}", headers={"Authorization": f"Bearer {hub.settings.HUB_API_TOKEN}"})
+    assert api.get_json()["subscriber"]["stage_reason"] == "payment failed 3 days ago"
+
+
+def test_money_reads_as_money_and_order_lines_as_product_quantity_and_price(operator, jenny, client, hub):
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "Payment Failed — payment of 29.00 USD failed" in page and "2900" not in page
+    post(client, "shopify", load_sample("shopify/orders_create.json"), topic="orders/create", webhook_id="wh-lines")
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        owner = s.scalar(select(Subscriber.id).where(Subscriber.shopify_customer_id == "115310627314723954"))
+    page = text_of(operator.get(f"/sync-log/subscribers/{owner}"))
+    assert "→ 404.95 USD" in page
+    assert "line items Aviator sunglasses × 1 at 89.99 USD; Lens Protection Plan (2 Year) × 1 at 19.99 USD" in page
+    assert "{" not in page and "'title'" not in page
+
+
+def test_a_shopify_subscription_shows_its_product_not_the_delivery_text(operator, client, hub):
+    with FakeShopifyAdmin(token="shpat_plan") as admin:
+        hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
+        hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_plan"
+        hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
+             topic="subscription_contracts/create", webhook_id="wh-plan")
+        drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        bob = s.scalar(select(Subscriber.id).where(Subscriber.email == "bob@biller.com"))
+    page = text_of(operator.get(f"/sync-log/subscribers/{bob}"))
+    assert "Example T-Shirt active 49.98 CAD every 4 weeks" in page
+    assert "Delivered every 4 weeks" not in page
+
+
+def test_a_long_timeline_pages_by_keyset_without_gaps_or_repeats(operator, jenny, hub):
+    added = add_inbox_rows(hub, 130, datetime.now(timezone.utc) - timedelta(days=1), subscriber_id=jenny)
+    with hub.storage.session() as s:
+        everyone = list(s.scalars(select(InboxEvent.id).where(InboxEvent.subscriber_id == jenny)))
+    url, shown, pages = f"/sync-log/subscribers/{jenny}", [], 0
+    while url:
+        html = operator.get(url).get_data(as_text=True)
+        pages += 1
+        shown += [int(i) for i in re.findall(r'<li class="item event" id="event-(\d+)"', html)]
+        found = re.search(r'<a rel="next" href="([^"]+)">Older', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert sorted(shown) == sorted(everyone) and len(shown) == len(set(shown))
+    # Newest first across pages: her three webhooks of today, then the day-old ones.
+    assert shown == sorted(set(everyone) - set(added), reverse=True) + sorted(added, reverse=True)
+    assert pages >= 3
+
+
+def test_customers_with_the_same_name_are_told_apart(operator, client, hub):
+    shop = Shop(client)
+    shop.customer("cus_pat1", "pat@example.com", "Pat Smith", at=days_ago(5))
+    shop.customer("cus_pat2", "psmith@example.com", "Pat Smith", at=days_ago(5))
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        ids = sorted(s.scalars(select(Subscriber.id).where(Subscriber.last_name == "Smith")))
+    html = operator.get("/sync-log/search?q=Pat+Smith").get_data(as_text=True)
+    rows = [visible_text(r).strip() for r in re.findall(r"(?s)<tr><td>.*?</tr>", html)]
+    assert len(rows) == 2 and rows[0] != rows[1]
+    for subscriber_id in ids:  # each by a masked email and a short id
+        assert any(f"p***@example.com #{subscriber_id} Pat Smith" in row for row in rows), rows
+    assert "pat@example.com" not in html and "psmith@example.com" not in html
