@@ -150,7 +150,7 @@ def test_replay_of_failed_rows_goes_past_a_poison_row(cli_env, client, hub):  # 
         s.commit()
     result = cli_env.invoke(main, ["replay", "--failed"])
     assert result.exit_code == 0, result.output
-    assert result.output.count(": failed (") == len(POISON)
+    assert result.output.count(": failed — ") == len(POISON)
     assert "customer.created: processed" in result.output
     assert "later@example.com" in emails(hub)
 
