@@ -352,7 +352,7 @@ class ServiceManagedRedis:
 def _query(database: Path | str, sql: str) -> list[tuple]:
     """Rows of `sql` from the SQLite file (read-only, its inbox attached) or a PostgreSQL URL."""
     if isinstance(database, str):
-        import psycopg
+        import psycopg  # only --postgres needs the driver
 
         with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
                              connect_timeout=5) as conn:
@@ -455,7 +455,7 @@ class FaultScript:
 
     def lock_database(self) -> str:
         if isinstance(self.database, str):
-            import psycopg
+            import psycopg  # only --postgres needs the driver
 
             with psycopg.connect(self.database.replace("postgresql+psycopg://", "postgresql://")) as conn:
                 conn.execute("LOCK TABLE inbox_event IN ACCESS EXCLUSIVE MODE")
