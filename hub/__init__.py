@@ -9,8 +9,9 @@ import logging
 from dataclasses import dataclass
 
 from hub.config import Settings
+from hub.privacy import mask_logs
 from hub.queues import Queues
-from hub.storage import Storage
+from hub.storage import Storage, create_private
 
 __all__ = ["Hub", "Settings", "create_app", "make_hub"]
 
@@ -27,6 +28,7 @@ def make_hub(overrides: dict | None = None, settings: Settings | None = None) ->
     settings = settings or Settings.from_env(overrides=overrides)
     logging.basicConfig(level=settings.HUB_LOG_LEVEL,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mask_logs()  # no raw email or phone in any log line
     return Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
 
 
@@ -35,7 +37,7 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     from flask import Flask
 
     from hub import rules
-    from hub.web import register_blueprints
+    from hub.web import register_blueprints, security_headers
 
     hub = hub or make_hub(overrides)
     rules.configure(hub.settings)  # a bad mappings/rules.yaml stops the app at start (ConfigError)
@@ -47,6 +49,7 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     app.config["SESSION_COOKIE_SECURE"] = hub.settings.HUB_BASE_URL.startswith("https://")
     app.extensions["hub"] = hub
     register_blueprints(app)
+    app.after_request(security_headers)
     return app
 
 
@@ -59,6 +62,6 @@ def _local_secret_key() -> str:
     if path.exists():
         return path.read_text().strip()
     key = secrets.token_hex(32)
+    create_private(path)  # 0600 before the key is in it
     path.write_text(key)
-    path.chmod(0o600)
     return key

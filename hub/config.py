@@ -1,7 +1,7 @@
 """Settings read from the environment (and a `.env` file), one field per setting.
 
-Every setting has a default and a one-line doc; README's settings table is generated
-from SETTINGS (`python -m hub.config` prints it).
+Every setting has a default and a one-line doc; the settings tables of README.md and
+docs/reference.md are generated from them (`python -m hub.config --write`).
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class Settings:
     HUB_INBOX_BATCH: int = _doc(500, "Inbox rows a worker drains per transaction (larger batches cost less per row).")
     HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
     HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
+    HUB_STUCK_PENDING_SECONDS: int = _doc(300, "`/healthz` answers 503 while an inbox row has waited longer than this many seconds to be drained (a backlog that does not move).")
+    HUB_PUSH_LEASE_S: int = _doc(60, "Seconds a push holds the deliveries it sends, renewed while it runs: a worker that dies mid-push leaves them due again after about this long.")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
     HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")
@@ -87,15 +89,53 @@ def _load_dotenv() -> None:
     load_dotenv(Path.cwd() / ".env", override=False)
 
 
-def settings_table() -> str:
-    """README's settings table, in Markdown."""
-    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
-    for f in fields(Settings):
+# What a merchant sets to go live (README's table); every other setting has a default that
+# suits one machine (docs/reference.md lists them all).
+MERCHANT_SETTINGS = (
+    "HUB_BASE_URL", "HUB_SECRET_KEY", "HUB_API_TOKEN", "DATABASE_URL", "REDIS_URL",
+    "SHOPIFY_SHOP", "SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET", "SHOPIFY_ACCESS_TOKEN",
+    "SHOPIFY_WEBHOOK_SECRET", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "CHARGEBEE_SITE",
+    "CHARGEBEE_API_KEY", "CHARGEBEE_WEBHOOK_USER", "CHARGEBEE_WEBHOOK_PASSWORD", "KLAVIYO_API_KEY",
+    "HUBSPOT_ACCESS_TOKEN", "ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY", "OUTBOUND_WEBHOOK_URL",
+    "OUTBOUND_WEBHOOK_SECRET",
+)
+
+# The generated tables sit between these markers in README.md and docs/reference.md.
+TABLE_START, TABLE_END = "<!-- settings table: python -m hub.config --write -->", "<!-- end of settings table -->"
+
+
+def settings_table(names: tuple[str, ...] | None = None) -> str:
+    """A Markdown table of the settings named (default: all), with secrets marked."""
+    by_name = {f.name: f for f in fields(Settings)}
+    rows = ["| Variable | Secret | Default | What it does |", "|---|---|---|---|"]
+    for name in names or tuple(by_name):
+        f = by_name[name]
         default = f.default if f.name != "HUB_MAPPINGS_DIR" else "`mappings/` of the project"
         default = f"`{default}`" if default not in ("", None) and not str(default).startswith("`") else (default or "—")
-        rows.append(f"| `{f.name}` | {default} | {f.metadata['doc']} |")
+        secret = "secret" if f.metadata.get("secret") else ""
+        rows.append(f"| `{f.name}` | {secret} | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)
 
 
+def documented_tables() -> dict[Path, str]:
+    """Each file that holds a generated settings table, and the table it must hold."""
+    return {PROJECT_DIR / "README.md": settings_table(MERCHANT_SETTINGS),
+            PROJECT_DIR / "docs" / "reference.md": settings_table()}
+
+
+def with_table(text: str, table: str) -> str:
+    """`text` with the table between the markers replaced by `table`."""
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}"
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        for path, table in documented_tables().items():
+            path.write_text(with_table(path.read_text(), table))
+            print(f"wrote the settings table of {path.relative_to(PROJECT_DIR)}")
+    else:
+        print(settings_table())

@@ -9,8 +9,22 @@ class SignatureInvalid(HubError):
     """A webhook's signature or credentials did not verify."""
 
 
+class SourceNotConfigured(SignatureInvalid):
+    """A webhook arrived for a source whose secret is not set: nothing can verify it.
+    The hub answers 503 (its setup is missing), not 401 (the sender's signature is wrong);
+    a caller that only knows SignatureInvalid still refuses it."""
+
+
 class UnknownSource(HubError):
     """A webhook arrived for a source the hub does not know."""
+
+
+class BodyRefused(HubError):
+    """A request body the hub will not read: length unknown (411) or over the limit (413)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 class MalformedPayload(HubError):

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
@@ -28,7 +29,7 @@ from hub.flush import take_write_lock, update_by_key, write_changed, write_new
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from hub.models.base import sqlite_text
 from hub.values import json_text, json_value
-from webhooks import Envelope, get_source
+from webhooks import UNREADABLE, Envelope, get_source
 
 log = logging.getLogger(__name__)
 
@@ -256,25 +257,52 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
     size = batch_size or settings.HUB_INBOX_BATCH
     counts = {PROCESSED: 0, IGNORED: 0, FAILED: 0}
     batches = 0
+    # Rows still to drain one per transaction, after a batch failed as a whole: past the
+    # per-row guards of process_batch (in after_batch, say), so no row is named at fault.
+    alone = 0
     while max_batches is None or batches < max_batches:
-        if linger_s:
+        if linger_s and not alone:
             await_fuller_batch(storage, size, linger_s)
         with storage.session() as session:
-            rows = claim_batch(session, size)
+            rows = claim_batch(session, 1 if alone else size)
             if not rows:
                 break
-            with storage.write_turn():
-                lock_model(session)
-                process_batch(session, rows, settings, now)
-                for row in rows:
-                    counts[row.status] += 1
-                after_batch(session, settings)
-                planned = planned_connectors(session)
-                session.commit()
+            try:
+                with storage.write_turn():
+                    lock_model(session)
+                    process_batch(session, rows, settings, now)
+                    statuses = [row.status for row in rows]
+                    after_batch(session, settings)
+                    planned = planned_connectors(session)
+                    session.commit()
+            except OperationalError:  # the database's own trouble (locks, connection): no row's
+                raise
+            except Exception as exc:
+                session.rollback()
+                if len(rows) > 1:
+                    log.warning("inbox batch of %d rows failed as a whole (%s); draining them one by one",
+                                len(rows), type(exc).__name__)
+                    alone = len(rows)
+                    continue
+                _fail_alone(storage, session, rows[0], exc)
+                statuses, planned = [FAILED], set()
+        for status in statuses:
+            counts[status] += 1
+        alone = max(alone - 1, 0)
         batches += 1
         if on_batch is not None and planned:
             on_batch(planned)
     return counts
+
+
+def _fail_alone(storage, session: Session, row: InboxEvent, exc: Exception) -> None:
+    """Mark failed, in the session's next transaction, a row whose one-row batch failed as a
+    whole (called while handling `exc`, after the rollback)."""
+    session.info.clear()  # what the undone work left for later flushes is void
+    _record(row, _started(row))
+    _failed(row, exc)
+    with storage.write_turn():
+        session.commit()
 
 
 LINGER_STEP_S = 0.02
@@ -396,17 +424,20 @@ def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | 
     """(None, events) for a row to apply, or ((status, error), None) for one that stops here.
 
     Pure but for the source's enrichment call: nothing here touches the session, so a row
-    whose payload is unreadable or that the normalizer rejects fails alone.
+    whose payload is unreadable or unidentified, or that the normalizer rejects or crashes
+    on in any way (RecursionError and OverflowError too), fails alone. Never raises.
     """
-    source = get_source(row.source)
     try:
         payload = _payload(row)
     except ValueError as exc:
         return (FAILED, str(exc)), None
-    normalizer = source.TOPICS.get(row.topic)
-    if normalizer is None:
-        return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
+    if row.topic == UNREADABLE or not row.topic:
+        return (FAILED, f"the {row.source} event names no id or type the hub can read"), None
     try:
+        source = get_source(row.source)
+        normalizer = source.TOPICS.get(row.topic)
+        if normalizer is None:
+            return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
         enrich = getattr(source, "ENRICH", {}).get(row.topic)
         if enrich is not None:
             payload = enrich(payload, settings)
@@ -467,6 +498,8 @@ def process_row(session: Session, row: InboxEvent, settings, now: datetime | Non
 def _payload(row: InboxEvent) -> dict:
     try:
         payload = json_value(row.body)
+    except RecursionError:
+        raise ValueError("body is JSON nested deeper than the hub reads") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict):

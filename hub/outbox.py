@@ -7,15 +7,24 @@ flush_pending_profiles() then writes one profile delivery per dirty subscriber a
 connector per drained batch, with the field values as they are after the whole batch.
 
 push_batch() runs in workers. Due rows are claimed in a short transaction that pushes
-their next_attempt_at a lease ahead (a worker that dies leaves them due again after it),
+their next_attempt_at a lease ahead and stamps them with the claim's time (claimed_at),
 the tool is called outside any transaction, and the outcome is written in a second one:
-one DeliveryAttempt per delivery, then sent / retrying with backoff / dead.
+one DeliveryAttempt per delivery, then sent / retrying with backoff / dead, claimed_at
+cleared. While the tool is called a heartbeat renews the lease (Lease), so a long push
+keeps its rows and a worker that dies mid-push lets them go about one lease later.
+
+A claim that finds claimed_at still set knows the push before it stopped between the call
+and its answer: the tool may hold the delivery. It logs an "interrupted" attempt and the
+delivery is sent again as it was. Events carry their trigger key as `unique_id`, so a
+tool that honours it (Klaviyo) keeps one event; a profile update is idempotent but is one
+more write to the tool, counted on /metrics (hub_deliveries_interrupted_total).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -33,8 +42,8 @@ from connectors.base import Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.flush import execute_many, update_by_key, write_new
-from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Delivery, DeliveryAttempt,
-                        Subscriber, Trigger, now_utc)
+from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Delivery,
+                        DeliveryAttempt, Subscriber, Trigger, now_utc)
 from hub.values import iso
 
 log = logging.getLogger(__name__)
@@ -43,8 +52,12 @@ MAX_ATTEMPTS = 8
 # Waits after each failure: 15 s, 45 s, 2 min, 7 min, 20 min, 1 h, 3 h (4.5 h in all; the
 # 8th failure is dead), with seconds of jitter so a recovered tool is not hit all at once.
 BACKOFF = wait_exponential(multiplier=15, exp_base=3, max=4 * 3600) + wait_random(0, 5)
-LEASE = timedelta(minutes=10)
 PUSH_BUDGET_SECONDS = 60.0
+# Renewals per lease length: a renewal that waits on the write lock or fails leaves two
+# more chances before the lease runs out under a push that is still running.
+RENEWALS_PER_LEASE = 3
+INTERRUPTED_MESSAGE = ("the push stopped before the tool's answer was recorded (its worker was "
+                       "killed or lost the database); resent after a crash")
 
 DIRTY = "hub.outbox.dirty"  # session.info: ids of subscribers whose profile must be pushed
 PLANNED = "hub.outbox.planned"  # session.info: connectors that got new deliveries
@@ -355,24 +368,36 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     (tests, the demo's simulated calendar); without it the push may linger briefly.
     """
     connector = connector_for(connector_name, settings, limiter or limiter_for(redis))
+    length = timedelta(seconds=settings.HUB_PUSH_LEASE_S)
     totals: Counter = Counter()
     started = time.monotonic()
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
             _linger(storage, connector)
-        items, tried = _claim(storage, connector, now or now_utc())
+        at = now or now_utc()
+        items, tried, interrupted = _claim(storage, connector, at, length)
         if not items:
             break
         totals["batches"] += 1
-        send, superseded = _coalesce(items)
-        results = _send(connector, send)
+        totals["interrupted"] += len(interrupted)
+        if interrupted:
+            kinds = Counter(i.kind for i in items if i.delivery_id in interrupted)
+            log.warning("%s: %d deliveries were in a push that stopped before the answer (%s); "
+                        "sending them again", connector.name, len(interrupted),
+                        ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+        # The heartbeat stops before the outcome is written: on PostgreSQL its UPDATE and the
+        # outcome's could lock the same rows in opposite orders. The lease it last renewed
+        # has two thirds of its length left, ample for one write.
+        with Lease(storage, [i.delivery_id for i in items], at, length):
+            send, superseded = _coalesce(items)
+            results = _send(connector, send)
         totals.update(_record(storage, settings, connector.name, send, results, superseded,
                               now or now_utc(), tried))
         if time.monotonic() - started > budget_seconds:
             totals["more"] = 1
             break
-    return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "batches": 0, **totals,
-            "more": bool(totals["more"])}
+    return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "batches": 0, "interrupted": 0,
+            **totals, "more": bool(totals["more"])}
 
 
 def _due(connector_name: str, at: datetime):
@@ -408,34 +433,110 @@ def _due_count(storage, connector, rows: int) -> tuple[int, datetime | None]:
         return tuple(session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one())
 
 
-def _claim(storage, connector, at: datetime) -> tuple[list[Outgoing], dict[int, int]]:
-    """Due deliveries leased to this worker, and how often each was tried before."""
+def _claim(storage, connector, at: datetime,
+           length: timedelta) -> tuple[list[Outgoing], dict[int, int], set[int]]:
+    """Due deliveries leased to this worker for `length`, how often each was tried before,
+    and which of them a push that stopped mid-call held last (see the module's doc)."""
     table = Delivery.__table__
+    lease = {"next_attempt_at": at + length, "claimed_at": at}
     with storage.session() as session:
         query = (select(Delivery.id, Delivery.kind, Delivery.idempotency_key, Delivery.payload,
-                        Delivery.attempts)
+                        Delivery.attempts, Delivery.claimed_at)
                  .where(*_due(connector.name, at))
                  .order_by(Delivery.next_attempt_at, Delivery.id).limit(connector.max_batch))
         if session.bind.dialect.name == "postgresql":
             rows = session.execute(query.with_for_update(skip_locked=True)).all()
             for chunk in _chunks([r.id for r in rows]):
-                session.execute(update(table).where(table.c.id.in_(chunk)).values(next_attempt_at=at + LEASE))
+                session.execute(update(table).where(table.c.id.in_(chunk)).values(**lease))
+            rows = _note_interrupted(session, rows)
         else:
             # SQLite: read (and decode) the rows before any lock is taken, then lease only
             # the ones still due, so two workers never send one row and the write lock is
-            # held for the UPDATE alone.
+            # held for the UPDATEs alone.
             rows = session.execute(query).all()
-            leased: set[int] = set()
             if rows:
+                leased: set[int] = set()
                 with storage.write_turn():
                     for chunk in _chunks([r.id for r in rows]):
                         leased.update(session.execute(
                             update(table).where(table.c.id.in_(chunk), *_due(connector.name, at))
-                            .values(next_attempt_at=at + LEASE).returning(table.c.id)).scalars())
+                            .values(**lease).returning(table.c.id)).scalars())
+                    rows = [r for r in rows if r.id in leased]
+                    rows = _note_interrupted(session, rows)
                     session.commit()
-            rows = [r for r in rows if r.id in leased]
+        interrupted = {r.id for r in rows if r.claimed_at is not None}
         return ([Outgoing(r.id, r.kind, r.idempotency_key, r.payload) for r in rows],
-                {r.id: r.attempts or 0 for r in rows})
+                {r.id: (r.attempts or 0) + (r.id in interrupted) for r in rows}, interrupted)
+
+
+def _note_interrupted(session: Session, rows) -> list:
+    """An attempt for each claimed row whose last push stopped mid-call; it counts as a try.
+    The rows to send: one whose tries are used up that way is dead instead, since it may be
+    what stops its worker (and would stop every worker that claims it)."""
+    lost = [r for r in rows if r.claimed_at is not None]
+    if not lost:
+        return rows
+    execute_many(session.connection(), insert(DeliveryAttempt.__table__), [
+        {"delivery_id": r.id, "at": r.claimed_at, "outcome": INTERRUPTED,
+         "message": INTERRUPTED_MESSAGE} for r in lost])
+    changes, dead = [], set()
+    for r in lost:
+        tried = (r.attempts or 0) + 1
+        changes.append({"id": r.id, "attempts": tried})
+        if tried >= MAX_ATTEMPTS:
+            dead.add(r.id)
+            changes[-1].update(status=DEAD, claimed_at=None, last_error=(
+                f"{tried} tries, the last one stopped mid-call (a worker crash): not tried again"))
+    update_by_key(session.connection(), Delivery.__table__, changes)
+    if dead:
+        log.error("%d deliveries dead: their last try stopped mid-call, their tries ran out",
+                  len(dead))
+    return [r for r in rows if r.id not in dead]
+
+
+class Lease:
+    """A push's hold on the deliveries it claimed at `claimed_at`, renewed by a thread every
+    third of its length until the tool has answered: only a push that stopped lets them
+    fall due again. Renewals extend from the claim's clock by the real time elapsed,
+    so a push on a simulated calendar (`now` given) keeps its rows too."""
+
+    def __init__(self, storage, delivery_ids: list[int], claimed_at: datetime, length: timedelta):
+        self.storage, self.ids, self.claimed_at = storage, delivery_ids, claimed_at
+        self.length = length
+        self._started = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="push-lease", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _keep(self) -> None:
+        while not self._done.wait(self.length.total_seconds() / RENEWALS_PER_LEASE):
+            try:
+                self.renew()
+            except Exception:  # the next renewal tries again; the lease has room for two misses
+                log.warning("could not renew the lease of %d deliveries", len(self.ids),
+                            exc_info=True)
+
+    def renew(self) -> int:
+        """Push the lease one length ahead of now; how many deliveries it still holds.
+
+        Only rows this push still holds: recorded ones have claimed_at cleared, and rows
+        another push claimed after a lapse carry that push's claim time."""
+        until = self.claimed_at + timedelta(seconds=time.monotonic() - self._started) + self.length
+        table = Delivery.__table__
+        held = 0
+        with self.storage.write_turn(), self.storage.session() as session:
+            for chunk in _chunks(self.ids):
+                held += session.execute(update(table).where(
+                    table.c.id.in_(chunk), table.c.claimed_at == self.claimed_at,
+                    table.c.status.in_((QUEUED, RETRYING))).values(next_attempt_at=until)).rowcount
+        return held
 
 
 def _coalesce(items: list[Outgoing]) -> tuple[list[Outgoing], dict[int, int]]:
@@ -494,8 +595,8 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
     counts: Counter = Counter({"cancelled": len(superseded)})
     # Worked out before the transaction: inside it, the first statement writes (SQLite's
     # lock is taken at once) and the lock is held for the writes alone.
-    changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}"}
-               for old, new in superseded.items()]
+    changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}",
+                "claimed_at": None} for old, new in superseded.items()]
     attempts = []
     for item in items:
         result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
@@ -505,7 +606,7 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
                          "http_status": result.http_status, "latency_ms": result.latency_ms,
                          "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
                          "retry_after": wait, "message": message})
-        change = {"id": item.delivery_id, "attempts": tried}
+        change = {"id": item.delivery_id, "attempts": tried, "claimed_at": None}
         if isinstance(result, Sent):
             change.update(status=SENT, sent_at=at, last_error=None)
         elif wait is not None and tried < MAX_ATTEMPTS:

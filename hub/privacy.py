@@ -8,6 +8,7 @@ numbers or signatures, and a support page is not a place to keep those.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 REMOVED = "[removed]"
@@ -61,6 +62,41 @@ def mask_text(text: str | None) -> str | None:
         return text
     text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+class MaskPersonalData(logging.Filter):
+    """A log handler's filter: every email and phone number in a record's message (arguments
+    included) and traceback is masked before a formatter writes it. Logs are copied to files
+    and log services the hub cannot erase from, so they must not name anyone, whichever
+    module or library wrote the line (an identity merge, a database error quoting its
+    parameters, a tool's error text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def mask_logs() -> None:
+    """Put MaskPersonalData on every log handler configured so far (the root logger's and
+    those of loggers that do not propagate to it); run once logging is set up."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, MaskPersonalData) for f in handler.filters):
+                handler.addFilter(MaskPersonalData())
 
 
 def luhn_valid(digits: str) -> bool:
@@ -120,10 +156,9 @@ def scrub_body(body: bytes | str | None) -> str:
     else:
         text = body
     try:
-        parsed = json.loads(text)
-    except ValueError:
+        return json.dumps(scrub_value(json.loads(text)), indent=2, ensure_ascii=False, sort_keys=False)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than it can be walked
         return _scrub_text(text)
-    return json.dumps(scrub_value(parsed), indent=2, ensure_ascii=False, sort_keys=False)
 
 
 def scrub_headers(headers: dict | None) -> dict:
@@ -514,7 +549,8 @@ def forget_sent_erasures(session, delivery_ids) -> int:
     return done
 
 
-__all__ = ["REMOVED", "mask_email", "mask_phone", "mask_text", "scrub_body", "scrub_value",
+__all__ = ["REMOVED", "MaskPersonalData", "mask_email", "mask_logs", "mask_phone", "mask_text",
+           "scrub_body", "scrub_value",
            "scrub_headers", "secret_key", "luhn_valid",
            # compliance
            "ERASED", "person_hash", "scrub_person", "erase_subscriber", "erase_mentions",

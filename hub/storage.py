@@ -1,6 +1,7 @@
 """Database engine, sessions and migrations."""
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,15 +142,31 @@ def lock_path(url: str, name: str) -> Path | None:
     return None if inbox is None else inbox.with_name(f"{inbox.stem.removesuffix('-inbox')}-{name}.lock")
 
 
-def inbox_path(url: str) -> Path | None:
-    """The SQLite file that holds the inbox beside a SQLite database file (None otherwise)."""
+def database_path(url: str) -> Path | None:
+    """The file of a SQLite database URL (None for in-memory SQLite and other databases)."""
     if not url.startswith("sqlite"):
         return None
     path = url.split("///", 1)[-1] if "///" in url else ""
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
-    path = Path(path)
-    return path.with_name(f"{path.stem}-inbox{path.suffix or '.db'}")
+    return Path(path)
+
+
+def inbox_path(url: str) -> Path | None:
+    """The SQLite file that holds the inbox beside a SQLite database file (None otherwise)."""
+    path = database_path(url)
+    return None if path is None else path.with_name(f"{path.stem}-inbox{path.suffix or '.db'}")
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty (an empty file is an empty SQLite database) and readable by its
+    owner only, unless it exists. The database holds customers' emails, phones and raw
+    webhooks; SQLite gives its -wal and -shm files the mode of the database file. An
+    existing file keeps the mode its owner gave it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
@@ -158,6 +175,8 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
         inbox = inbox_path(url)
         if inbox is not None:
             inbox.parent.mkdir(parents=True, exist_ok=True)
+            create_private(database_path(url))
+            create_private(inbox)
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
                                json_serializer=json_text, json_deserializer=json_value)
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
 from hub.reconcile import recovered
-from hub.values import iso, normalize_email
+from hub.values import iso, normalize_email, row_id
 from webhooks import SOURCE_NAMES
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 def find(session: Session, key: str) -> Subscriber | None:
     """A subscriber by hub id, email or any platform customer id."""
     key = key.strip()
-    if key.isdigit():
-        found = session.get(Subscriber, int(key))
+    own_id = row_id(key)
+    if own_id is not None:
+        found = session.get(Subscriber, own_id)
         if found:
             return found
     email = normalize_email(key)
@@ -159,8 +160,7 @@ def search(session: Session, query: str, limit: int = 25) -> SearchResult:
             model.source.in_(sources), model.source_id == bare)))
     owner_ids.update(session.scalars(select(Order.subscriber_id).where(
         Order.number.in_({bare, f"#{bare}"})).limit(limit)))
-    if bare.isdigit() and len(bare) < 10:
-        owner_ids.add(int(bare))  # the hub's own subscriber id
+    owner_ids.add(row_id(bare))  # the hub's own subscriber id
     owner_ids.discard(None)
     if owner_ids:
         add(session.scalars(select(Subscriber).where(Subscriber.id.in_(sorted(owner_ids)[:limit]))))
@@ -176,8 +176,9 @@ def search(session: Session, query: str, limit: int = 25) -> SearchResult:
         add(session.scalars(select(Subscriber).where(cond).order_by(Subscriber.id.desc()).limit(limit)))
     events = list(session.scalars(select(InboxEvent).where(
         InboxEvent.source.in_(sources), InboxEvent.event_id == q).limit(limit)))
-    if bare.isdigit() and len(bare) < 19:
-        row = session.get(InboxEvent, int(bare))
+    own_id = row_id(bare)  # the hub's own inbound event id
+    if own_id is not None:
+        row = session.get(InboxEvent, own_id)
         if row is not None and row not in events:
             events.append(row)
     result.subscribers = list(found.values())

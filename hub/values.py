@@ -80,17 +80,51 @@ def normalize_phone(value: str | None, default_country_code: str = "1") -> str |
     return "+" + digits
 
 
+# The largest id a database integer column holds (signed 64 bits, SQLite and PostgreSQL).
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_id(value) -> int | None:
+    """A database id from text or an int, or None when it cannot be one: only ASCII digits
+    count (`"²³".isdigit()` is true, yet int() refuses it) and only up to MAX_ROW_ID (a larger
+    number makes the database driver raise, not find nothing)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 19):
+            return None
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_ROW_ID else None
+
+
 def utc(value) -> datetime | None:
-    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None."""
+    """A UTC-aware datetime from ISO-8601 text, a Unix timestamp or a datetime; None stays None.
+    Raises ValueError or TypeError for anything else, timestamps beyond the calendar
+    (`1e400`, 20 digits) included."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        except (OverflowError, OSError):  # inf, or a year past 9999
+            raise ValueError(f"timestamp out of range: {str(value)[:40]}") from None
+    if isinstance(value, (dict, list)):  # str() of a deeply nested one would recurse
+        raise TypeError(f"not a time: a {type(value).__name__}")
     text = str(value).strip().replace("Z", "+00:00")
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def readable_utc(value) -> datetime | None:
+    """utc(value), or None where it is no readable time: a webhook's envelope is stored
+    whatever its time says (the normalizers, which need the time, fail the row instead)."""
+    try:
+        return utc(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def iso(value: datetime | None) -> str | None:

@@ -1,4 +1,5 @@
-"""Real payload samples: ../shared/fixtures (published by others) and tests/samples (ours)."""
+"""Real payload samples: tests/fixtures (published by others, with their licences) and
+tests/samples (ours)."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SHARED = Path(__file__).resolve().parent / "fixtures"
 OURS = Path(__file__).resolve().parent / "samples"
 
 

@@ -2,7 +2,7 @@
 
 Every simulated day runs the time-rule sweep at 06:00 (`hub sweep --at`, the same function:
 hub.jobs.run_time_rules), then that day's webhooks at 10:00: signed Stripe events (objects
-in the shapes of /work/shared/fixtures/stripe) and signed Shopify webhooks whose contracts
+in the shapes of tests/fixtures/stripe) and signed Shopify webhooks whose contracts
 the worker fetches from the Admin API stand-in. At the end the exact list of triggers of
 each subscriber is asserted: none missing, none extra, none twice.
 

@@ -15,10 +15,10 @@ import hmac
 from datetime import datetime, timedelta, timezone
 
 from hub import events as ev
-from hub.errors import MalformedPayload, SignatureInvalid
+from hub.errors import MalformedPayload, SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, Money, normalize_email, normalize_phone, utc
-from webhooks import Envelope, body_hash_id, header
+from hub.values import Money, json_value, normalize_email, normalize_phone, readable_utc, utc
+from webhooks import UNREADABLE, Envelope, body_hash_id, header, text_or_none
 
 NAME = "chargebee"
 
@@ -50,7 +50,8 @@ def verify(settings, headers, body: bytes) -> None:
     password = settings.CHARGEBEE_WEBHOOK_PASSWORD or ""
     if not user or not password:
         # Without credentials anyone could post events: refuse rather than accept all.
-        raise SignatureInvalid("Chargebee webhook credentials are not configured")
+        raise SourceNotConfigured("chargebee webhooks are not configured "
+                                  "(set CHARGEBEE_WEBHOOK_USER and CHARGEBEE_WEBHOOK_PASSWORD)")
     scheme, _, token = (header(headers, "Authorization") or "").partition(" ")
     if scheme.lower() != "basic" or not token.strip():
         raise SignatureInvalid("missing basic-auth Authorization header")
@@ -71,20 +72,14 @@ def describe(headers, body: bytes) -> Envelope:
         event = json_value(body)
         if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
             raise ValueError("not a Chargebee event")
-        return Envelope(event_id=event["id"], topic=str(event.get("event_type") or "unreadable"),
-                        api_version=event.get("api_version"), triggered_at=_time(event.get("occurred_at")),
-                        extra={"source": event.get("source")})
     except Exception:  # the contract: never raise here; the worker fails the body later
-        return Envelope(event_id=body_hash_id(body), topic="unreadable")
+        return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
+    return Envelope(event_id=event["id"], topic=text_or_none(event.get("event_type")) or UNREADABLE,
+                    api_version=text_or_none(event.get("api_version")),
+                    triggered_at=readable_utc(event.get("occurred_at")),
+                    extra={"source": text_or_none(event.get("source"))})
 
 
-
-
-def _time(value) -> datetime | None:
-    try:
-        return utc(value)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
 
 
 # --- readers of the event's content -------------------------------------------------------

@@ -12,13 +12,13 @@ import base64
 import hashlib
 import hmac
 from calendar import monthrange
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from hub import events as ev
-from hub.errors import SignatureInvalid
+from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import Money, normalize_email, normalize_phone, utc
+from hub.values import Money, normalize_email, normalize_phone, readable_utc, utc
 from webhooks import Envelope, body_hash_id, header, shopify_api
 
 NAME = "shopify"
@@ -46,7 +46,8 @@ def verify(settings, headers, body: bytes) -> None:
     """Raise SignatureInvalid unless X-Shopify-Hmac-Sha256 is the base64 HMAC-SHA256 of the body."""
     secret = settings.SHOPIFY_WEBHOOK_SECRET
     if not secret:
-        raise SignatureInvalid("SHOPIFY_WEBHOOK_SECRET is not set")
+        raise SourceNotConfigured("shopify webhooks are not configured "
+                                  "(set SHOPIFY_WEBHOOK_SECRET or SHOPIFY_CLIENT_SECRET)")
     given = header(headers, "X-Shopify-Hmac-Sha256")
     if not given:
         raise SignatureInvalid("missing X-Shopify-Hmac-Sha256 header")
@@ -68,10 +69,12 @@ def describe(headers, body: bytes) -> Envelope:
         dedupe = f"webhook:{webhook_id}"
     else:
         dedupe = body_hash_id(body if isinstance(body, bytes) else str(body).encode())
-    try:
-        triggered_at = utc(header(headers, "X-Shopify-Triggered-At"))
-    except (TypeError, ValueError):
-        triggered_at = None
+    sent_at = header(headers, "X-Shopify-Triggered-At")
+    triggered_at = readable_utc(sent_at)
+    if triggered_at is None and sent_at:
+        # A time no datetime holds (20 digits, say) is no reason to refuse the webhook; it
+        # was triggered by the time it arrived, which is now.
+        triggered_at = datetime.now(timezone.utc)
     return Envelope(event_id=dedupe, topic=topic, shop=header(headers, "X-Shopify-Shop-Domain"),
                     api_version=header(headers, "X-Shopify-API-Version"),
                     triggered_at=triggered_at, extra={"webhook_id": webhook_id, "event_id": event_id})

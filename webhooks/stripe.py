@@ -7,28 +7,31 @@ is what keeps an older delivery (retries, no ordering) from overwriting a newer 
 """
 from __future__ import annotations
 
+import time
+
 import stripe
 
 from hub import events as ev
-from hub.errors import SignatureInvalid
+from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, normalize_email, normalize_phone, utc
-from webhooks import Envelope, body_hash_id
+from hub.values import json_value, normalize_email, normalize_phone, readable_utc, utc
+from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks import header as find_header
 
 NAME = "stripe"
 
-# Stripe's own default: a signature older than this is treated as a replay.
+# Stripe's own default: a signature older than this is treated as a replay; the hub also
+# refuses one dated further than this ahead of its clock.
 TOLERANCE_SECONDS = 300
 
 
 def verify(settings, headers, body: bytes) -> None:
     """Raise SignatureInvalid unless `body` is signed with STRIPE_WEBHOOK_SECRET, recently."""
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        raise SourceNotConfigured("stripe webhooks are not configured (set STRIPE_WEBHOOK_SECRET)")
     header = find_header(headers, "Stripe-Signature")
     if not header:
         raise SignatureInvalid("missing Stripe-Signature header")
-    if not settings.STRIPE_WEBHOOK_SECRET:
-        raise SignatureInvalid("STRIPE_WEBHOOK_SECRET is not set")
     try:
         # The library accepts any of several v1 signatures (secret rotation) and ignores v0.
         stripe.WebhookSignature.verify_header(body.decode(), header, settings.STRIPE_WEBHOOK_SECRET,
@@ -38,20 +41,35 @@ def verify(settings, headers, body: bytes) -> None:
     except stripe.SignatureVerificationError as exc:
         # `from None`: the library's exception holds the body, which must not reach the logs.
         raise SignatureInvalid(str(exc)) from None
+    # The library refuses only old timestamps (`timestamp < now - tolerance`, stripe/_webhook.py).
+    # A signature is replayable while its timestamp is within the tolerance, so one dated
+    # ahead (a signer's clock far off, or a header signed with a leaked secret) would stay
+    # replayable until that date, days or years away. Stripe signs as it sends: a genuine
+    # one is at most clock skew ahead, and the same tolerance covers that.
+    if signed_at(header) > time.time() + TOLERANCE_SECONDS:
+        raise SignatureInvalid("Timestamp is in the future, outside the tolerance zone")
+
+
+def signed_at(header: str) -> int:
+    """The `t=` of a Stripe-Signature header that verify_header has already parsed (read as the
+    library reads it: the first `t`, the text up to any second `=`)."""
+    return int(next(item.split("=", 2)[1] for item in header.split(",") if item.split("=", 2)[0] == "t"))
 
 
 def describe(headers, body: bytes) -> Envelope:
     """The event's id (Stripe's dedupe key), type and creation time; never raises."""
     try:
         event = json_value(body)
-        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        if not isinstance(event.get("id"), str) or not event["id"] or not isinstance(event.get("type"), str):
             raise ValueError("not a Stripe event")
-        return Envelope(event_id=event["id"], topic=event["type"],
-                        api_version=event.get("api_version"),
-                        triggered_at=utc(event.get("created")),
-                        extra={"livemode": event.get("livemode")})
     except Exception:  # anything unreadable is stored under its hash and failed when drained
-        return Envelope(event_id=body_hash_id(body), topic="unreadable")
+        return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
+    # An unreadable `created` keeps the event's own id (Stripe's retries stay duplicates);
+    # the normalizer, which needs the time, fails the row.
+    return Envelope(event_id=event["id"], topic=event["type"],
+                    api_version=text_or_none(event.get("api_version")),
+                    triggered_at=readable_utc(event.get("created")),
+                    extra={"livemode": event.get("livemode")})
 
 
 # --- normalizers: (payload, envelope) -> [CanonicalEvent]; payload is the whole event -------

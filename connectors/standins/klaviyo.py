@@ -1,7 +1,7 @@
 """A loopback stand-in of Klaviyo's API for the operations the hub uses.
 
 Every request body is validated against the operation's request schema in Klaviyo's own
-OpenAPI documents (shared/contracts/klaviyo/, OpenAPI 3.0 turned into JSON Schema, $refs
+OpenAPI documents (contracts/klaviyo/ beside this module, OpenAPI 3.0 turned into JSON Schema, $refs
 resolved within the document, unknown attributes refused as Klaviyo does). Answers use the
 documented status codes and JSON:API bodies, including `errors[].detail` on 4xx.
 
@@ -12,11 +12,13 @@ either (`hub demo` from a plain install) the stand-in answers the same, unvalida
         settings.KLAVIYO_BASE_URL = klaviyo.url
         ...
         klaviyo.profiles, klaviyo.events, klaviyo.consent, klaviyo.operations("bulk_import_profiles")
+        klaviyo.duplicate_events, klaviyo.profile_writes  # what a resend cost
 """
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +30,7 @@ except ImportError:  # a plain install: no schema checks
 
 from connectors.standins.loopback import Call, LoopbackServer, new_id
 
-CONTRACTS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "klaviyo"
+CONTRACTS = Path(__file__).resolve().parent / "contracts" / "klaviyo"
 
 # Method and path of each operation, as in its contract document: the routes when the
 # contracts folder is absent (each file is named for its operationId).
@@ -112,7 +114,7 @@ class Invalid(Exception):
 class FakeKlaviyo(LoopbackServer):
     """Klaviyo with a profile store, events (deduplicated by unique_id), consent and lists."""
 
-    # Request Profile Deletion has no contract document in shared/contracts/klaviyo: its shape
+    # Request Profile Deletion has no contract document in contracts/klaviyo: its shape
     # (DataPrivacyCreateDeletionJobQuery of klaviyo-api) is checked by hand in the handler.
     ROUTES = [_route(f) for f in FILES] + [
         ("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
@@ -125,6 +127,9 @@ class FakeKlaviyo(LoopbackServer):
         self.profiles: dict[str, dict] = {}  # id → attributes
         self.events: list[dict] = []  # recorded once per (profile, metric, unique_id)
         self.duplicate_events = 0  # resent events Klaviyo dropped
+        # Profile id → profile import / bulk import writes of it: each one is applied again
+        # (idempotent) and counts as a call, so a resend shows here, not in `profiles`.
+        self.profile_writes: Counter = Counter()
         self.consent: dict[str, dict] = {}  # profile id → {channel: {"consent", "consented_at", "historical"}}
         self.lists: dict[str, set[str]] = {}
         self.jobs: dict[str, dict] = {}
@@ -195,6 +200,7 @@ class FakeKlaviyo(LoopbackServer):
     def create_or_update_profile(self, call):
         def handle(body):
             pid, created = self._upsert(body["data"]["attributes"])
+            self.profile_writes[pid] += 1
             document = {"data": {"type": "profile", "id": pid, "attributes": self.profiles[pid],
                                  "links": {"self": f"{self.url}/api/profiles/{pid}/"}}}
             return (201 if created else 200), document
@@ -206,6 +212,7 @@ class FakeKlaviyo(LoopbackServer):
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
             ids = [self._upsert(p["attributes"])[0] for p in profiles]
+            self.profile_writes.update(ids)
             for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
                 self.lists.setdefault(rel["id"], set()).update(ids)
             job_id = new_id()
@@ -236,9 +243,15 @@ class FakeKlaviyo(LoopbackServer):
     def _record_event(self, profile_attributes: dict, event: dict) -> None:
         pid, _ = self._upsert({k: v for k, v in profile_attributes.items() if k != "properties"})
         metric = event["metric"]["data"]["attributes"]["name"]
-        key = (pid, metric, event.get("unique_id"))
+        # Create Event's `unique_id`: of events repeating one for a profile and metric, Klaviyo
+        # records the first processed only; without one, the event time to the second is the
+        # key. A dropped resend is answered 202 like any other.
+        # https://developers.klaviyo.com/en/reference/create_event (EventCreateQueryV2 in
+        # shared/contracts/klaviyo/create_event.json; bulk_create_events uses the same event).
+        at = event.get("time") or datetime.now(timezone.utc).isoformat()
+        key = (pid, metric, event.get("unique_id") or _to_the_second(at))
         if key in self._event_keys:
-            self.duplicate_events += 1  # Klaviyo keeps the first event of a unique_id
+            self.duplicate_events += 1
             return
         self._event_keys.add(key)
         self.events.append({"profile_id": pid, "metric": metric, "unique_id": event.get("unique_id"),
@@ -357,3 +370,9 @@ class FakeKlaviyo(LoopbackServer):
 
     def profile_id(self, email: str) -> str | None:
         return self._by_email.get(email)
+
+
+def _to_the_second(at: str) -> str:
+    """An event time cut to the second, in UTC (Klaviyo's unique_id when none is given)."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S")

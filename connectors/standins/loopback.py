@@ -8,6 +8,8 @@ Call and returns (status, JSON body or None, extra headers). Every request is re
     fake.fail(503, times=1)                       # the next request only
     fake.fail(400, message="Invalid input.")      # the tool's own error body (see error_body)
     fake.slow(2.0, times=1)                       # answer after 2 s (a client timeout)
+    stall = fake.stall(path="/api/events")        # done, but answered only at heal(): a client
+    stall.reached.wait(10)                        # killed mid-call (the tool has the request)
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class Fault:
     times: int | None = None
     path: str | None = None
     seen: int = 0
+    hold: threading.Event | None = None  # the answer waits until it is set (stall, heal)
+    reached: threading.Event = field(default_factory=threading.Event)  # a request was handled
 
     def hits(self, call: Call) -> bool:
         if self.path and self.path not in call.path:
@@ -110,6 +114,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        self.heal()  # stalled answers go out, so their threads end
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -133,8 +138,18 @@ class LoopbackServer:
     def slow(self, seconds: float, *, times: int | None = None, path: str | None = None) -> Fault:
         return self.fail(None, delay=seconds, times=times, path=path)
 
+    def stall(self, *, times: int | None = 1, path: str | None = None) -> Fault:
+        """Handle the request, then hold its answer until heal(); `reached` is set once handled."""
+        fault = Fault(status=None, times=times, path=path, hold=threading.Event())
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
     def heal(self) -> None:
         with self.lock:
+            for fault in self.faults:
+                if fault.hold is not None:
+                    fault.hold.set()
             self.faults.clear()
 
     def error_body(self, status: int, message: str) -> dict:
@@ -163,6 +178,10 @@ class LoopbackServer:
             fault = next((f for f in self.faults if f.hits(call)), None)
         status, document, headers = self._answer(call, fault)
         call.status = status
+        if fault is not None:
+            fault.reached.set()
+            if fault.hold is not None:
+                fault.hold.wait(STALL_LIMIT_S)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         data = b"" if document is None else json.dumps(document).encode()
@@ -199,6 +218,9 @@ class LoopbackServer:
             return 500, self.error_body(500, "stand-in crashed"), {}
         status, document, *rest = answer
         return status, document, (rest[0] if rest else {})
+
+
+STALL_LIMIT_S = 300.0  # a stalled answer goes out by itself after this if heal() never comes
 
 
 def new_id() -> str:

@@ -7,6 +7,7 @@ command again continues from there.
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 import click
@@ -40,7 +41,7 @@ def command(source: str | None, since: datetime | None, restart: bool):
         raise click.ClickException("no source is configured: set SHOPIFY_SHOP + SHOPIFY_ACCESS_TOKEN, "
                                    "STRIPE_API_KEY, or CHARGEBEE_SITE + CHARGEBEE_API_KEY")
     since = since.replace(tzinfo=timezone.utc) if since else None
-    progress = backfill.Progress(out=click.get_text_stream("stderr"))
+    progress = backfill.Progress(out=sys.stderr)
     failed = False
     for name in names:
         try:

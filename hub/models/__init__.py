@@ -1,8 +1,8 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
-from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, OPEN_STATUSES, PENDING, PROCESSED, QUEUED,
-                            RETRYING, SENT, Checkpoint, Delivery, DeliveryAttempt, InboxEvent,
-                            Trigger)
+from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
+                            PROCESSED, QUEUED, RETRYING, SENT, Checkpoint, Delivery,
+                            DeliveryAttempt, InboxEvent, Trigger)
 from hub.models.staff import ROLES, StaffUser
 from hub.models.subscriber import (LIVE_STATUSES, STATUSES, Merge, Order, Payment, Subscriber,
                                    Subscription)
@@ -11,5 +11,5 @@ __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
-    "RETRYING", "DEAD", "CANCELLED", "OPEN_STATUSES",
+    "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES",
 ]

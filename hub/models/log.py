@@ -15,6 +15,9 @@ OPEN_STATUSES = (PENDING, FAILED)
 
 # Delivery statuses.
 QUEUED, SENT, RETRYING, DEAD, CANCELLED = "queued", "sent", "retrying", "dead", "cancelled"
+# Attempt outcome of a push that stopped (worker killed) before the tool's answer was recorded:
+# the tool may or may not have the delivery, and the next push sends it again.
+INTERRUPTED = "interrupted"
 
 
 class InboxEvent(Base):
@@ -114,6 +117,9 @@ class Delivery(Base):
     history: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
     sent_at: Mapped[datetime | None]
+    # When the push now sending it claimed it (its lease token); cleared with the outcome.
+    # Still set when a push claims it again: the claimer stopped before the tool's answer.
+    claimed_at: Mapped[datetime | None]
 
     attempts_log: Mapped[list["DeliveryAttempt"]] = relationship(
         back_populates="delivery", order_by="DeliveryAttempt.id")
@@ -123,11 +129,15 @@ class DeliveryAttempt(Base):
     """One call to a tool for a delivery: status, latency, the tool's words."""
 
     __tablename__ = "delivery_attempt"
+    # /metrics counts interrupted pushes on every scrape: a partial index holds just those.
+    __table_args__ = (Index("ix_delivery_attempt_interrupted", "delivery_id",
+                            sqlite_where=text(f"outcome = '{INTERRUPTED}'"),
+                            postgresql_where=text(f"outcome = '{INTERRUPTED}'")),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
     at: Mapped[datetime] = mapped_column(default=now_utc)
-    outcome: Mapped[str] = mapped_column(String(12))  # sent | retry | failed
+    outcome: Mapped[str] = mapped_column(String(12))  # sent | retry | failed | interrupted
     http_status: Mapped[int | None]
     latency_ms: Mapped[int | None]
     request_id: Mapped[str | None] = mapped_column(String(120))

@@ -20,9 +20,18 @@ class StaffUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
+    # Copied into the session cookie at login; a session whose copy differs has ended.
+    # Logout and a new password move it on, which ends every session of this user at once
+    # (the cookie is signed, not stored: without this a copied cookie outlives logout).
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
+        self.end_sessions()
+
+    def end_sessions(self) -> None:
+        """Log this user out everywhere."""
+        self.session_generation = (self.session_generation or 0) + 1
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import reprlib
 from datetime import datetime, timedelta, timezone
 from functools import wraps
 
@@ -43,7 +44,10 @@ def subscriber(key: str):
 def usage():
     """Record a usage report, then run the upsell rules on it:
     {"subscriber": email or id, "quantity": n, "metric"?: str, "at"?: ISO-8601}."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # the parser gives up on deep nesting with this, not a ValueError
+        return jsonify(error=f"the body is nested too deeply; {USAGE_FORMAT}"), 400
     try:
         report = usage_report(data)
     except ValueError as exc:
@@ -85,8 +89,8 @@ def usage_report(data) -> dict:
     if isinstance(who, bool) or not isinstance(who, (str, int)) or not str(who).strip():
         raise ValueError(f"subscriber: an email or a subscriber id is required; {USAGE_FORMAT}")
     quantity = data.get("quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or not math.isfinite(quantity):
-        raise ValueError(f"quantity: a number is required, got {quantity!r}")
+    if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or not _finite(quantity):
+        raise ValueError(f"quantity: a number is required, got {reprlib.repr(quantity)}")
     if quantity < 0:
         raise ValueError(f"quantity: must be 0 or more, got {quantity!r}")
     metric = data.get("metric", "usage")
@@ -95,8 +99,16 @@ def usage_report(data) -> dict:
     try:
         at = utc(data.get("at")) or datetime.now(timezone.utc)
     except (TypeError, ValueError):
-        raise ValueError(f"at: an ISO-8601 instant is required when given, got {data.get('at')!r}") from None
+        raise ValueError(f"at: an ISO-8601 instant is required when given, got {reprlib.repr(data.get('at'))}") from None
     return {"subscriber": str(who).strip(), "quantity": quantity, "metric": metric.strip(), "at": at}
+
+
+def _finite(number: int | float) -> bool:
+    """Not infinite, not NaN, and within a float's range: no real usage figure is larger."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer of 309 digits or more
+        return False
 
 
 def kept_usage(usage: list, at: datetime) -> list:

@@ -9,6 +9,9 @@ Threats this module answers:
 - Cross-site requests: every form carries a per-session token that every POST to the
   staff pages must echo (the session cookie is also SameSite=Lax, set in create_app).
 - Session fixation: the session is cleared and a new CSRF token issued at login.
+- Stolen or left-behind cookies: the cookie is signed, not stored, so it carries the user's
+  session generation; logout and a password change move it on (StaffUser.end_sessions), and
+  every cookie of that user issued before stops working, on every device.
 - Account discovery: an unknown email costs the same password-hash check as a known one
   and gets the same answer.
 Webhooks (plain WSGI in front of Flask) and the JSON API (bearer token, no cookie) are
@@ -39,6 +42,7 @@ bp = Blueprint("auth", __name__)
 
 CSRF_FIELD = "csrf_token"
 CSRF_KEY = "_csrf"
+GENERATION_KEY = "staff_generation"
 # Failed logins allowed per (email, IP) in a window; the next attempt in it is refused (429).
 MAX_FAILURES = 9
 # Failed logins allowed per IP whatever the email, against one address trying many accounts.
@@ -90,6 +94,9 @@ def load_staff() -> StaffUser | None:
             staff = s.get(StaffUser, user_id)
             if staff is not None:
                 s.expunge(staff)
+        if staff is None or staff.session_generation != session.get(GENERATION_KEY):
+            session.clear()  # ended by a logout or a password change, or the user is gone
+            staff = None
     g.staff = staff
     return staff
 
@@ -245,9 +252,9 @@ def login():
         user = s.scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
         if user is None:
             check_password_hash(_DUMMY_HASH, password)  # the same cost as a real check
-            ok, user_id = False, None
+            ok, user_id, generation = False, None, None
         else:
-            ok, user_id = user.check_password(password), user.id
+            ok, user_id, generation = user.check_password(password), user.id, user.session_generation
     pair, address = _keys(email, ip)
     if not ok:
         throttle.fail(pair)
@@ -258,14 +265,28 @@ def login():
     throttle.clear(pair)
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
     session["staff_id"] = user_id
+    session[GENERATION_KEY] = generation
     csrf_token()
     log.info("staff %s logged in from %s", email, ip)
     return redirect(_safe_next(target))
 
 
+@bp.get("/")
+def home():
+    """The hub's one page for people is the sync log."""
+    return redirect(url_for("synclog.index"))
+
+
 @bp.post("/logout")
 def logout():
+    """End every session of this user, not only this browser's cookie."""
     check_csrf()
+    staff = load_staff()
+    if staff is not None:
+        with current_hub().storage.session() as s:
+            user = s.get(StaffUser, staff.id)
+            if user is not None:
+                user.end_sessions()
     session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

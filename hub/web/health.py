@@ -1,6 +1,8 @@
 """GET /healthz and GET /metrics."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select
 
@@ -17,6 +19,14 @@ def _inbox_counts(hub) -> dict:
     return {status: count for status, count in rows}
 
 
+def _stuck_pending(hub) -> int:
+    """Rows still pending longer than HUB_STUCK_PENDING_SECONDS after they arrived."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=hub.settings.HUB_STUCK_PENDING_SECONDS)
+    with hub.storage.session() as session:
+        return session.scalar(select(func.count()).select_from(InboxEvent).where(
+            InboxEvent.is_open(), InboxEvent.status == PENDING, InboxEvent.received_at < since))
+
+
 @bp.get("/healthz")
 def healthz():
     hub = current_hub()
@@ -27,6 +37,10 @@ def healthz():
         checks["database"] = "ok"
         checks["inbox_backlog"] = counts.get(PENDING, 0)
         checks["inbox_failed"] = counts.get(FAILED, 0)
+        # A backlog is work; one whose oldest rows wait on and on means the drain is stuck.
+        checks["inbox_stuck"] = _stuck_pending(hub) if counts.get(PENDING) else 0
+        if checks["inbox_stuck"]:
+            healthy = False
     except Exception as exc:  # any failure to reach the database is unhealthy
         checks["database"], healthy = f"down: {type(exc).__name__}", False
     try:

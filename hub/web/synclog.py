@@ -13,10 +13,10 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from sqlalchemy import select
 
 from hub import dashboard, synclog
-from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, PENDING, PROCESSED, QUEUED, RETRYING,
-                        SENT, Delivery, InboxEvent, Subscriber)
+from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, PENDING, PROCESSED, QUEUED,
+                        RETRYING, SENT, Delivery, InboxEvent, Subscriber)
 from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
-from hub.values import Money, utc
+from hub.values import Money, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
 from webhooks import SOURCE_NAMES
@@ -24,6 +24,7 @@ from webhooks import SOURCE_NAMES
 bp = Blueprint("synclog", __name__, url_prefix="/sync-log")
 
 PAGE_SIZE = 50
+EARLIEST_FILTER_YEAR, LATEST_FILTER_YEAR = 1970, 9998
 TOOLS = {"klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign",
          "webhook": "the outbound webhook"}
 SOURCES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee"}
@@ -147,6 +148,8 @@ def _answer(attempt, tool: str) -> str:
         return f"{tool} accepted it" + (f" ({code})" if code else "")
     if attempt.outcome == "failed":
         return f"{tool} refused it" + (f" ({code})" if code else "")
+    if attempt.outcome == INTERRUPTED:
+        return f"no answer from {tool}: the push stopped mid-call (a worker crash); resent after a crash"
     if code == 429:
         return f"{tool} asked us to wait {seconds(attempt.retry_after)} (429)"
     if code is None:
@@ -156,7 +159,8 @@ def _answer(attempt, tool: str) -> str:
     return f"{tool} answered {code}"
 
 
-_NEXT_WORDS = {"sent": "accepted", "failed": "refused", "retry": "not accepted yet"}
+_NEXT_WORDS = {"sent": "accepted", "failed": "refused", "retry": "not accepted yet",
+               INTERRUPTED: "stopped again"}
 
 
 def attempt_sentences(d: Delivery) -> list[dict]:
@@ -182,7 +186,9 @@ def attempt_sentences(d: Delivery) -> list[dict]:
         elif a.outcome == "failed":
             text += ". Not retried: the same request would be refused again until the data or settings change"
         lines.append({"at": a.at, "text": text + ".", "outcome": a.outcome, "http_status": a.http_status,
-                      "latency_ms": a.latency_ms, "request_id": a.request_id, "message": a.message})
+                      "latency_ms": a.latency_ms, "request_id": a.request_id,
+                      # the hub's own note, not the tool's words ("Klaviyo said …")
+                      "message": None if a.outcome == INTERRUPTED else a.message})
     return lines
 
 
@@ -253,8 +259,8 @@ bp.record_once(lambda state: state.app.jinja_env.globals.update(w=_WORDS))
 
 
 def _int_arg(name: str) -> int | None:
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() else None
+    """A whole-number filter (a page's `before` id, `days`); anything else is no filter."""
+    return row_id(request.args.get(name, ""))
 
 
 def _back(default: str) -> str:
@@ -294,7 +300,7 @@ def search():
         return render_template("search.html", q=q, found=found, people=people)
 
 
-@bp.get("/subscribers/<int:subscriber_id>")
+@bp.get("/subscribers/<id:subscriber_id>")
 def subscriber(subscriber_id: int):
     hub = current_hub()
     with hub.storage.session() as session:
@@ -307,7 +313,7 @@ def subscriber(subscriber_id: int):
                                currency=person.currency)
 
 
-@bp.post("/subscribers/<int:subscriber_id>/resend")
+@bp.post("/subscribers/<id:subscriber_id>/resend")
 @operator_required
 def resend(subscriber_id: int):
     hub = current_hub()
@@ -332,10 +338,15 @@ def _time_arg(name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return utc(value)
+        at = utc(value)
     except ValueError:
-        flash(f"“{value}” is not a date and time; use e.g. 2026-11-01 or 2026-11-01T14:00.", "error")
+        at = None
+    # Nothing the hub holds predates 1970; the dashboard steps a year and a month either side.
+    if at is None or not EARLIEST_FILTER_YEAR <= at.year <= LATEST_FILTER_YEAR:
+        flash(f"“{value[:40]}” is not a date and time between {EARLIEST_FILTER_YEAR} and {LATEST_FILTER_YEAR}; "
+              "use e.g. 2026-11-01 or 2026-11-01T14:00.", "error")
         return None
+    return at
 
 
 @bp.get("/events")
@@ -366,7 +377,7 @@ def _known_topics() -> list[str]:
     return sorted(topics)
 
 
-@bp.get("/events/<int:event_id>")
+@bp.get("/events/<id:event_id>")
 def event(event_id: int):
     with current_hub().storage.session() as session:
         row = session.get(InboxEvent, event_id)
@@ -377,7 +388,7 @@ def event(event_id: int):
                                body=scrub_body(row.body))
 
 
-@bp.get("/events/<int:event_id>/body")
+@bp.get("/events/<id:event_id>/body")
 def event_body(event_id: int):
     """The raw body with secrets and card data removed, as text (loaded when staff open it)."""
     with current_hub().storage.session() as session:
@@ -387,7 +398,7 @@ def event_body(event_id: int):
     return Response(scrub_body(body), mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/events/<int:event_id>/replay")
+@bp.post("/events/<id:event_id>/replay")
 @operator_required
 def replay(event_id: int):
     hub = current_hub()
@@ -440,7 +451,7 @@ def deliveries():
 @operator_required
 def retry():
     hub = current_hub()
-    ids = [int(i) for i in request.form.getlist("delivery_id") if i.isdigit()]
+    ids = [i for i in map(row_id, request.form.getlist("delivery_id")) if i is not None]
     connector = request.form.get("connector") or None
     everything = request.form.get("all") == "dead"
     with hub.storage.session() as session:

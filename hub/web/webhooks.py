@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from hub.errors import SignatureInvalid, UnknownSource
+from hub.errors import BodyRefused, SignatureInvalid, SourceNotConfigured, UnknownSource
 from hub.inbox import stored_headers
 from webhooks import get_source
 
@@ -40,6 +40,32 @@ def request_headers(environ: dict) -> dict:
     return headers
 
 
+def request_body(environ: dict, limit: int) -> bytes:
+    """The request's body, at most `limit` bytes, else BodyRefused.
+
+    A chunked body comes without Content-Length (RFC 9112 §6.3: Transfer-Encoding overrides
+    it). granian and gunicorn de-chunk it and set `wsgi.input_terminated`, so wsgi.input
+    ends where the body does; reading limit + 1 bytes tells an oversized one without holding
+    more. Any other transfer coding, or a server that does not de-chunk, leaves the length
+    unknown: 411.
+    """
+    coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
+    if coding:
+        if coding != "chunked" or not environ.get("wsgi.input_terminated"):
+            raise BodyRefused(411, "send the body with a Content-Length header")
+        body = environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            raise BodyRefused(413, "body larger than the hub accepts")
+        return body
+    declared = (environ.get("CONTENT_LENGTH") or "0").strip()
+    if not (declared.isascii() and declared.isdigit()):
+        raise BodyRefused(411, "a valid Content-Length is required")
+    length = int(declared)
+    if length > limit:
+        raise BodyRefused(413, "body larger than the hub accepts")
+    return environ["wsgi.input"].read(length) if length else b""
+
+
 def ingest(hub, source: str, environ: dict) -> tuple[int, bytes]:
     """Verify and store one webhook; the HTTP status and body to answer with."""
     try:
@@ -48,17 +74,18 @@ def ingest(hub, source: str, environ: dict) -> tuple[int, bytes]:
         return 404, _error(f"unknown source {source!r}")
     if environ.get("REQUEST_METHOD") != "POST":
         return 405, _error("webhooks are POSTed")
-    limit = hub.settings.HUB_MAX_BODY_BYTES
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return 411, _error("a valid Content-Length is required")
-    if length > limit:
-        return 413, _error("body larger than the hub accepts")
-    body = environ["wsgi.input"].read(length) if length else b""
+        body = request_body(environ, hub.settings.HUB_MAX_BODY_BYTES)
+    except BodyRefused as refused:
+        return refused.status, _error(str(refused))
     headers = request_headers(environ)
     try:
         module.verify(hub.settings, headers, body)
+    except SourceNotConfigured as exc:
+        # The hub's setup is missing, not the sender's signature: 503 tells the platform to
+        # retry (Shopify, Stripe and Chargebee all do) until someone sets the secret.
+        log.error("refused a %s webhook: %s", source, exc)
+        return 503, _error(str(exc))
     except SignatureInvalid as exc:
         # Logged without the body: an unverified body is not ours to keep.
         log.warning("rejected %s webhook from %s: %s", source, environ.get("REMOTE_ADDR"), exc)

@@ -215,9 +215,14 @@ def test_the_dashboard_draws_its_plots(page, client, hub, klaviyo, screenshot):
     six_months_of_a_shop(client, hub)
     a_week_of_pushes(hub, klaviyo)
     add_staff(hub, "victor@shop.test", "viewer")
+    refused = []  # what the page's Content-Security-Policy blocked, as Chromium reports it
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     log_in(page, "victor@shop.test")
     page.get_by_role("link", name="Dashboard").click()
     expect(page.locator("html[data-charts=drawn]")).to_have_count(1)
+    assert refused == []
+    shade = page.locator("table.cohorts td.heat").first.evaluate("td => getComputedStyle(td).getPropertyValue('--pct')")
+    assert shade.strip() != ""
     for name in ("stages", "mrr", "churn", "recovery", "reminders", "queues", "errors"):
         drawn = page.locator(f"#chart-{name}").evaluate(CANVAS_INK)
         assert drawn["width"] > 100 and drawn["height"] > 100, name

@@ -93,6 +93,28 @@ def test_a_resent_event_is_dropped_by_klaviyo(klaviyo):
     assert len(klaviyo.fake.events) == 1 and klaviyo.fake.duplicate_events == 1
 
 
+def test_without_a_unique_id_klaviyo_keys_an_event_by_its_time_to_the_second(klaviyo):
+    def untagged(delivery_id, at):
+        item = event_item(delivery_id)
+        item.payload.update(unique_id=None, time=at)
+        return item
+
+    c = klaviyo.connector()
+    for delivery_id, at in enumerate(("2026-11-24T12:00:00.100+00:00", "2026-11-24T12:00:00.900+00:00",
+                                      "2026-11-24T12:00:01+00:00"), start=1):
+        assert isinstance(c.push_batch([untagged(delivery_id, at)])[delivery_id], Sent)
+    assert len(klaviyo.fake.events) == 2 and klaviyo.fake.duplicate_events == 1
+
+
+def test_every_profile_import_counts_as_a_write_even_when_nothing_changes(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([profile_item(1, "a@example.com")])  # one by one
+    c.push_batch([profile_item(i, f"{'a' if i == 1 else i}@example.com") for i in range(1, 11)])  # bulk
+    assert len(klaviyo.fake.profiles) == 10
+    assert klaviyo.fake.profile_writes[klaviyo.fake.profile_id("a@example.com")] == 2
+    assert sum(klaviyo.fake.profile_writes.values()) == 11
+
+
 def test_history_events_do_not_start_flows(klaviyo):
     klaviyo.connector().push_batch([event_item(history=True)])
     assert klaviyo.fake.events[0]["backfill"] is True

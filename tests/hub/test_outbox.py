@@ -1,21 +1,31 @@
 """The outbox on a real SQLite database: planning, coalescing, idempotency, retries and dead letters."""
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
-from hub import outbox
+from connectors.standins.klaviyo import FakeKlaviyo
+from hub import metrics, outbox
 from hub.apply import Changes, apply_event
 from hub.config import Settings
 from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
-from hub.models import (CANCELLED, DEAD, QUEUED, RETRYING, SENT, Base, Delivery, DeliveryAttempt,
-                        Subscriber, Subscription, Trigger)
+from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Base, Delivery,
+                        DeliveryAttempt, Subscriber, Subscription, Trigger)
 from hub.storage import Storage
+from hub.web.synclog import attempt_sentences
 
 # Rows are created at the real time; pushing "an hour from now" finds them due.
 NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
@@ -380,6 +390,21 @@ def test_claimed_rows_are_leased_to_one_worker(storage, settings):
     assert seen and set(seen) == {0}
 
 
+def test_a_delivery_whose_pushes_stop_mid_call_is_dead_once_its_tries_run_out(storage, settings):
+    doomed, other = queue(storage, settings)
+    with storage.session() as session:  # tried all but once; the last push died holding it
+        session.execute(update(Delivery).where(Delivery.id == doomed.id).values(
+            status=RETRYING, attempts=outbox.MAX_ATTEMPTS - 1, claimed_at=NOW - timedelta(minutes=5),
+            next_attempt_at=NOW - timedelta(minutes=4)))
+    counts = outbox.push_batch(storage, settings, "scripted", now=NOW)
+    assert (counts["sent"], counts["interrupted"]) == (1, 0)
+    assert [i.delivery_id for batch in Scripted.pushes for i in batch] == [other.id]
+    [dead] = deliveries(storage, id=doomed.id)
+    assert (dead.status, dead.attempts) == (DEAD, outbox.MAX_ATTEMPTS)
+    assert "stopped mid-call" in dead.last_error
+    assert [a.outcome for a in attempts(storage, doomed.id)] == [INTERRUPTED]
+
+
 def test_only_the_newest_profile_update_is_sent(storage, settings):
     with storage.session() as session:
         person = subscriber(session)
@@ -461,8 +486,6 @@ def test_enabled_connectors_follow_the_settings(settings):
 # End to end with the Klaviyo stand-in ---------------------------------------------------
 
 def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storage, tmp_path):
-    from connectors.standins.klaviyo import FakeKlaviyo
-
     with FakeKlaviyo(api_key="pk_e2e") as klaviyo:
         settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_e2e", "KLAVIYO_BASE_URL": klaviyo.url})
         klaviyo.fail(429, retry_after=1, fraction=1 / 3)
@@ -489,3 +512,104 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
         with storage.session() as session:
             assert session.scalar(select(func.count()).select_from(DeliveryAttempt).where(
                 DeliveryAttempt.http_status == 429)) > 0
+
+
+# A worker killed mid-push ---------------------------------------------------------------
+
+LEASE_S = 2  # a short lease keeps these tests to seconds; the default is 60
+
+
+def klaviyo_overrides(klaviyo) -> dict:
+    return {"KLAVIYO_API_KEY": "pk_crash", "KLAVIYO_BASE_URL": klaviyo.url, "HUB_PUSH_LEASE_S": LEASE_S}
+
+
+def push_in_a_worker(database_url: str, overrides: dict) -> None:
+    """A worker process's push of the Klaviyo outbox, on the real clock."""
+    settings = Settings.from_env(env={}, overrides=overrides)
+    outbox.push_batch(Storage(database_url), settings, "klaviyo")
+
+
+def queue_for_klaviyo(storage, settings, n=12) -> None:
+    """n people, each with a profile update and a trigger's event: enough for the bulk endpoints."""
+    with storage.session() as session:
+        for i in range(n):
+            person = subscriber(session, email=f"p{i}@example.com")
+            outbox.plan(session, settings, person, changed(person), [trigger(session, person)], event())
+        outbox.flush_pending_profiles(session, settings)
+
+
+def push_until_sent(storage, settings, deadline_s: float) -> Counter:
+    """Push as a second worker would, until something is sent or `deadline_s` have passed."""
+    counts: Counter = Counter()
+    ends = time.monotonic() + deadline_s
+    while not counts["sent"] and time.monotonic() < ends:
+        counts.update(outbox.push_batch(storage, settings, "klaviyo", limiter=Limiter()))
+        time.sleep(0.1)
+    return counts
+
+
+def test_a_worker_killed_mid_push_costs_no_duplicate_event_and_a_lease_of_delay(tmp_path):
+    url = "sqlite:///" + str(tmp_path / "crash.db")
+    storage = Storage(url)
+    Base.metadata.create_all(storage.engine)
+    with FakeKlaviyo(api_key="pk_crash") as klaviyo:
+        overrides = klaviyo_overrides(klaviyo)
+        settings = Settings.from_env(env={}, overrides=overrides)
+        queue_for_klaviyo(storage, settings)
+        # Klaviyo takes the events, but the answer never reaches the worker: it is killed first.
+        stall = klaviyo.stall(path="/api/event-bulk-create-jobs")
+        worker = multiprocessing.get_context("spawn").Process(target=push_in_a_worker, args=(url, overrides))
+        worker.start()
+        assert stall.reached.wait(120), "the worker never sent the events"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join()
+        assert len(klaviyo.events) == 12 and set(klaviyo.profile_writes.values()) == {1}
+        held = deliveries(storage)
+        assert {d.status for d in held} == {QUEUED}
+        # Due again within a lease of the kill, not the old ten minutes.
+        assert max(d.next_attempt_at for d in held) <= datetime.now(timezone.utc) + timedelta(seconds=LEASE_S)
+
+        klaviyo.heal()
+        counts = push_until_sent(storage, settings, deadline_s=LEASE_S + 30)
+        assert (counts["sent"], counts["interrupted"]) == (24, 24)
+        assert {d.status for d in deliveries(storage)} == {SENT}
+        # Each event once at Klaviyo: the resends carried the same unique_id and were dropped.
+        assert Counter(e["unique_id"] for e in klaviyo.events) == Counter({d.idempotency_key: 1
+                                                                           for d in held if d.kind == "event"})
+        assert klaviyo.duplicate_events == 12
+        # Profile imports are repeated, once per crash, and say so.
+        assert len(klaviyo.profiles) == 12 and set(klaviyo.profile_writes.values()) == {2}
+        assert klaviyo.invalid == [] and klaviyo.crashes == []
+    with storage.session() as session:
+        for d in session.scalars(select(Delivery).options(selectinload(Delivery.attempts_log))):
+            assert [a.outcome for a in d.attempts_log] == [INTERRUPTED, "sent"] and d.attempts == 2
+            assert "resent after a crash" in attempt_sentences(d)[0]["text"]
+    page = metrics.render(SimpleNamespace(storage=storage, queues=None))
+    assert 'hub_deliveries_interrupted_total{connector="klaviyo",kind="event"} 12' in page
+    assert 'hub_deliveries_interrupted_total{connector="klaviyo",kind="profile"} 12' in page
+    storage.dispose()
+
+
+def test_a_push_longer_than_its_lease_keeps_its_deliveries(storage):
+    with FakeKlaviyo(api_key="pk_crash") as klaviyo:
+        settings = Settings.from_env(env={}, overrides=klaviyo_overrides(klaviyo))
+        queue_for_klaviyo(storage, settings)
+        stall = klaviyo.stall(path="/api/event-bulk-create-jobs")
+        first = threading.Thread(target=outbox.push_batch, args=(storage, settings, "klaviyo"))
+        first.start()
+        try:
+            assert stall.reached.wait(60)
+            time.sleep(LEASE_S * 2.5)  # the push has now lasted longer than its lease
+            assert outbox.push_batch(storage, settings, "klaviyo", limiter=Limiter())["batches"] == 0
+            # ...and were it to die now, its deliveries would be due within a lease.
+            latest = max(d.next_attempt_at for d in deliveries(storage))
+            assert latest <= datetime.now(timezone.utc) + timedelta(seconds=LEASE_S)
+        finally:
+            klaviyo.heal()
+            first.join()
+        assert {d.status for d in deliveries(storage)} == {SENT}
+        assert len(klaviyo.events) == 12 and klaviyo.duplicate_events == 0
+        assert set(klaviyo.profile_writes.values()) == {1}
+    with storage.session() as session:
+        assert session.scalar(select(func.count()).select_from(DeliveryAttempt).where(
+            DeliveryAttempt.outcome == INTERRUPTED)) == 0

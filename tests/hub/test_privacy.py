@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 
+from hub import make_hub
+from hub.inbox import drain_inbox
+from hub.models import Subscriber
 from hub.privacy import (REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body,
                          scrub_headers)
+from hub.storage import Storage
+from tests.hub.test_compliance import _found, _history, _push_all, _redact, tools  # noqa: F401 - a fixture
+from tests.samples import post
+from webhooks import Envelope
 
 
 def test_emails_and_phones_are_masked_enough_to_tell_people_apart():
@@ -52,3 +62,53 @@ def test_signature_headers_are_hidden():
 
 def test_luhn():
     assert luhn_valid("4242424242424242") and not luhn_valid("4242424242424241")
+
+
+def test_log_lines_mask_emails_and_phones_whoever_writes_them(hub, caplog):
+    make_hub(settings=hub.settings)  # what every hub process starts with
+    caplog.set_level(logging.INFO)
+    logging.getLogger("hub.identity").info("merged subscriber %s into %s: %s", 7, 3,
+                                           "shopify customer 42 now uses Jenny.Rosen@Example.com")
+    try:
+        raise ValueError("UNIQUE constraint failed: ('jenny.rosen@example.com', '+15551234567')")
+    except ValueError:
+        logging.getLogger("sqlalchemy.engine").exception("write of subscriber +1 555 123 4567 failed")
+    assert "merged subscriber 7 into 3: shopify customer 42 now uses J***@Example.com" in caplog.text
+    assert "ValueError: UNIQUE constraint failed: (" in caplog.text  # the traceback stays, masked
+    assert "subscriber +*******4567 failed" in caplog.text
+    for raw in ("Rosen@", "rosen@", "5551234567", "555 123 4567"):
+        assert raw not in caplog.text
+
+
+def test_the_sqlite_files_are_readable_by_their_owner_only(tmp_path):
+    previous = os.umask(0o022)  # the usual umask, which leaves new files readable by everyone
+    try:
+        storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+        storage.upgrade()
+        storage.inbox_writer.write("stripe", Envelope(event_id="evt_1", topic="customer.created"), {}, b"{}")
+        with storage.session() as s:
+            s.add(Subscriber(email="jenny.rosen@example.com"))
+        files = sorted(p.name for p in tmp_path.iterdir() if ".db" in p.name)
+        modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in files}
+        storage.dispose()
+    finally:
+        os.umask(previous)
+    assert {"hub.db", "hub-inbox.db", "hub.db-wal", "hub-inbox.db-wal"} <= set(files)
+    assert modes == {name: 0o600 for name in files}
+
+
+def test_after_a_redact_no_database_file_and_no_log_line_names_the_person(client, hub, tools, caplog, tmp_path):
+    make_hub(settings=hub.settings)  # what every hub process starts with, log masking included
+    caplog.set_level(logging.DEBUG)
+    _history(client, hub)
+    assert post(client, "shopify", _redact(), topic="customers/redact", webhook_id="r-1").status_code == 200
+    drain_inbox(hub.storage, hub.settings)
+    _push_all(hub)
+    hub.storage.dispose()
+    # The files as they are on disk, free pages and write-ahead logs included: a value
+    # overwritten in a row can live on in a page SQLite no longer reads.
+    files = [p for p in tmp_path.iterdir() if ".db" in p.name]
+    assert {p.name for p in files} >= {"hub.db", "hub-inbox.db"}
+    on_disk = {p.name: _found(p.read_bytes().decode("latin-1")) for p in files}
+    assert on_disk == {p.name: [] for p in files}
+    assert _found(caplog.text) == []

@@ -2,7 +2,7 @@
 
 Each platform class turns one Happening into the webhooks that platform sends for it,
 signed as the platform signs them, in the shapes of the samples the normalizers are tested
-with (tests/samples/shopify/, shared/fixtures/stripe/pay/: Shopify API 2026-10 with
+with (tests/samples/shopify/, tests/fixtures/stripe/pay/: Shopify API 2026-10 with
 contracts and billing attempts carrying ids only; Stripe API 2025-03-31 "basil", periods on
 subscription items, an invoice's subscription under `parent`).
 

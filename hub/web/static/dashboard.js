@@ -95,5 +95,9 @@
     })},
     options: {scales: {y: percentAxis()}}
   });
+  // The cells' shade, set here: the Content-Security-Policy refuses style attributes in the page.
+  Array.prototype.forEach.call(document.querySelectorAll("td.heat[data-pct]"), function (td) {
+    td.style.setProperty("--pct", td.getAttribute("data-pct"));
+  });
   document.documentElement.setAttribute("data-charts", "drawn");
 })();

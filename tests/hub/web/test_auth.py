@@ -77,6 +77,53 @@ def test_logout_ends_the_session(operator):
     assert operator.get("/sync-log/").status_code == 302
 
 
+def test_a_copied_cookie_stops_working_after_logout(app, hub, operator):
+    cookie = operator.get_cookie("session").value
+    assert operator.post("/logout", data={"csrf_token": token(operator)}).status_code == 302
+    replayed = app.test_client()
+    replayed.set_cookie("session", cookie)
+    response = replayed.get("/sync-log/")
+    assert response.status_code == 302 and response.location.startswith("/login")
+
+
+def test_logout_ends_every_session_of_that_user_and_no_one_elses(app, hub, operator, viewer):
+    laptop = app.test_client()
+    assert log_in(laptop, "olive@shop.test").status_code == 302
+    assert operator.post("/logout", data={"csrf_token": token(operator)}).status_code == 302
+    assert laptop.get("/sync-log/").status_code == 302
+    assert viewer.get("/sync-log/").status_code == 200
+    assert log_in(laptop, "olive@shop.test").status_code == 302  # and logging in again works
+    assert laptop.get("/sync-log/").status_code == 200
+
+
+def test_a_new_password_ends_every_session_of_that_user(app, hub, operator):
+    cookie = operator.get_cookie("session").value
+    result = run_user(hub, ["password", "olive@shop.test"], input="a new long password\n" * 2)
+    assert result.exit_code == 0, result.output
+    assert operator.get("/sync-log/").status_code == 302
+    replayed = app.test_client()
+    replayed.set_cookie("session", cookie)
+    assert replayed.get("/sync-log/").status_code == 302
+    assert log_in(replayed, "olive@shop.test", PASSWORD).status_code == 401
+    assert log_in(replayed, "olive@shop.test", "a new long password").status_code == 302
+
+
+def test_the_front_page_is_the_sync_log(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.location == "/sync-log/"
+
+
+def test_pages_tell_the_browser_not_to_frame_sniff_or_leak_them(client, viewer):
+    for response in (client.get("/login"), viewer.get("/sync-log/"), viewer.get("/sync-log/events/12345"),
+                     viewer.get("/sync-log/dashboard")):
+        headers = response.headers
+        policy = headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, response.request.path
+        assert headers.get("X-Frame-Options") == "DENY"
+        assert headers.get("X-Content-Type-Options") == "nosniff"
+        assert headers.get("Referrer-Policy") == "same-origin"
+
+
 def test_session_cookie_is_http_only_and_same_site(app, hub):
     add_staff(hub, "sam@shop.test")
     response = log_in(app.test_client(), "sam@shop.test")
