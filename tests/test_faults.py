@@ -1,0 +1,54 @@
+"""The fault suite, short: N signed webhooks through `hub run` while its worker, Redis and web
+server are killed, the database is held locked, a poison body and a slow client arrive, and
+Klaviyo throttles. Every webhook must be acknowledged, stored, applied and delivered once.
+The full run, with its numbers, is benchmarks/faults.py."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from benchmarks.faults import at_standin, run, webhooks
+from connectors.standins.klaviyo import FakeKlaviyo
+from hub import outbox
+from hub.inbox import drain_inbox
+
+EVENTS = 200
+# A webhook may wait out a restart (a web server's takes seconds on a busy machine) plus the
+# platforms' pause between tries (at most 5 s here), not longer.
+RESTART_BOUND_S = 30
+
+
+def test_each_webhook_of_the_suite_makes_exactly_one_klaviyo_event(client, hub):
+    """The suite counts delivered and duplicated webhooks at Klaviyo: that holds only while
+    each of its webhooks makes one event, of its own customer."""
+    hooks = webhooks(6)
+    with FakeKlaviyo(api_key="pk_faults") as klaviyo:
+        hub.settings.KLAVIYO_API_KEY, hub.settings.KLAVIYO_BASE_URL = "pk_faults", klaviyo.url
+        for hook in hooks:
+            assert client.post(f"/webhooks/{hook.source}", data=hook.body, headers=hook.headers()).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        start = datetime.now(timezone.utc)
+        for minute in range(3):
+            outbox.push_batch(hub.storage, hub.settings, "klaviyo", now=start + timedelta(minutes=minute))
+        delivered, _ = at_standin(klaviyo, hooks)
+        assert len(klaviyo.events) == len(hooks), klaviyo.events
+    assert delivered == {hook.index: 1 for hook in hooks}
+    assert {h.source for h in hooks} == {"stripe", "shopify", "chargebee"}
+
+
+@pytest.mark.faults
+@pytest.mark.xfail(strict=False, reason="`hub run` does not restart a killed child yet: the first kill stops the hub")
+def test_every_webhook_comes_out_once_through_kills_a_locked_database_and_bad_clients():
+    # 10 s of webhooks with the faults pressed into them (the database held 2 s). Klaviyo
+    # throttles only its first two calls here: a later failure is retried by the hub's
+    # one-minute backstop once the webhooks stop, which a CI minute has no room for (the
+    # full suite has 503s and throttling throughout).
+    outcome = run(events=EVENTS, rate=20, seconds=85, lock_seconds=2, quiet_seconds=60,
+                  klaviyo_faults=({"status": 429, "retry_after": 1, "times": 2},))
+    report = "\n".join([outcome.line(), *outcome.faults, *outcome.notes])
+    assert outcome.sent == outcome.acknowledged == EVENTS, report
+    assert outcome.stored == outcome.applied == outcome.acknowledged, report
+    assert outcome.delivered == outcome.acknowledged, report
+    assert (outcome.lost, outcome.duplicated) == (0, 0), report
+    assert outcome.longest_wait < RESTART_BOUND_S, report
