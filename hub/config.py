@@ -31,6 +31,7 @@ class Settings:
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
     STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")
     HUB_BILLING_RETURN_URL: str = _doc("", "Where Stripe's billing portal (update-payment links) sends customers back; empty: the portal's default.")
+    HUB_LINK_TTL_DAYS: int = _doc(45, "Days a link in a trigger (`{HUB_BASE_URL}/l/<token>`) keeps leading to the platform's page; older links get a plain \"no longer valid\" page.")
     CHARGEBEE_SITE: str = _doc("", "Chargebee site name (`acme` for acme.chargebee.com).")
     CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)
     CHARGEBEE_API_BASE: str = _doc("", "Chargebee API base URL; default `https://{CHARGEBEE_SITE}.chargebee.com` (stand-ins in tests).")

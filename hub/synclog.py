@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
-                        Payment, Subscriber, Subscription, Trigger)
+from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, LinkClick,
+                        Order, Payment, Subscriber, Subscription, Trigger)
 from hub.reconcile import recovered
 from hub.values import iso, normalize_email, row_id
 from webhooks import SOURCE_NAMES
@@ -426,7 +426,7 @@ class Story:
     """One timeline item: an inbound event with the triggers it fired and their deliveries,
     a trigger from a scheduled sweep, or a delivery of its own (profile, consent)."""
 
-    kind: str  # "event" | "trigger" | "delivery"
+    kind: str  # "event" | "trigger" | "delivery" | "link" (a click on a customer link)
     at: datetime | None
     item: object
     triggers: list = field(default_factory=list)  # [(Trigger, [Delivery])]
@@ -462,6 +462,7 @@ def story(session: Session, subscriber_id: int, limit: int = 100) -> list[Story]
             items.append(Story("trigger", t.created_at, t, triggers=[pair]))
     for d in loose_deliveries:
         items.append(Story("delivery", d.created_at, d, deliveries=[d]))
+    items += [Story("link", c.clicked_at, c) for c in session.scalars(LinkClick.latest(subscriber_id, limit))]
     for s in items:
         s.triggers.sort(key=lambda pair: pair[0].id)
     items.sort(key=lambda s: (s.at or datetime.min.replace(tzinfo=timezone.utc)), reverse=True)
