@@ -30,7 +30,7 @@ class Settings:
     STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
     STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")
-    HUB_BILLING_RETURN_URL: str = _doc("", "Where Stripe's billing portal (update-payment links) sends customers back; empty: the portal's default.")
+    HUB_BILLING_RETURN_URL: str = _doc("", "Where the platform's customer page behind a hub link (Stripe's portal, Chargebee's pages) sends customers back; empty: the platform's default.")
     HUB_LINK_TTL_DAYS: int = _doc(45, "Days a link in a trigger (`{HUB_BASE_URL}/l/<token>`) keeps leading to the platform's page; older links get a plain \"no longer valid\" page.")
     CHARGEBEE_SITE: str = _doc("", "Chargebee site name (`acme` for acme.chargebee.com).")
     CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)

@@ -27,10 +27,10 @@ SESSION_LIFETIME_S = 300
 # Flow types and what each requires (https://stripe.com/docs/customer-management/portal-deep-links,
 # https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-flow_data):
 # subscription_cancel / subscription_update name the subscription, the confirm flow also its items.
-FLOW_REQUIRES = {"payment_method_update": (), "subscription_cancel": ("subscription_cancel[subscription]",),
-                 "subscription_update": ("subscription_update[subscription]",),
-                 "subscription_update_confirm": ("subscription_update_confirm[subscription]",
-                                                 "subscription_update_confirm[items][0][id]")}
+FLOW_REQUIRES = {"payment_method_update": (), "subscription_cancel": ("[subscription_cancel][subscription]",),
+                 "subscription_update": ("[subscription_update][subscription]",),
+                 "subscription_update_confirm": ("[subscription_update_confirm][subscription]",
+                                                 "[subscription_update_confirm][items][0][id]")}
 
 _FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "stripe" / "fixtures3.json"
 
@@ -77,7 +77,7 @@ class FakeStripeBilling(LoopbackServer):
             kind = params["flow_data[type]"]
             if kind not in FLOW_REQUIRES:
                 return 400, self.error_body(400, f"Invalid flow_data[type]: must be one of {', '.join(FLOW_REQUIRES)}.")
-            missing = [f"flow_data[{p}]" for p in FLOW_REQUIRES[kind] if not params.get(f"flow_data[{p}]")]
+            missing = [f"flow_data{p}" for p in FLOW_REQUIRES[kind] if not params.get(f"flow_data{p}")]
             if missing:
                 return 400, self.error_body(400, f"Missing required param: {missing[0]}.")
             flow = {"type": kind, "after_completion": {"type": params.get("flow_data[after_completion][type]",

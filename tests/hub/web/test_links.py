@@ -9,12 +9,15 @@ import urllib.request
 from datetime import timedelta
 
 import pytest
+import stripe
 from sqlalchemy import select
 
 from hub.inbox import drain_inbox
 from hub.models import Trigger
+from hub.rules import platforms
 from tests.hub.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
-from tests.samples import post
+from tests.samples import load_sample, post
+from webhooks.standins.chargebee import FakeChargebee
 from webhooks.standins.shopify_billing import FakeShopifyBilling
 from webhooks.standins.stripe_billing import FakeStripeBilling
 
@@ -108,3 +111,43 @@ def test_a_shopify_link_leads_to_the_customer_account(client, hub):
     answer = client.get(link.removeprefix(HUB))
     assert answer.status_code == 303
     assert answer.headers["Location"] == "https://example.myshopify.com/account"
+
+
+def test_a_chargebee_payment_failed_link_opens_a_live_hosted_page_two_weeks_later(client, hub):
+    with FakeChargebee(api_key="cb_test_links") as chargebee:
+        hub.settings.CHARGEBEE_API_KEY, hub.settings.CHARGEBEE_API_BASE = "cb_test_links", chargebee.url
+        hub.settings.HUB_BASE_URL = HUB
+        assert post(client, "chargebee", load_sample("chargebee/payment_failed.json")).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        link = payment_failed(hub).properties["update_payment_url"]
+        assert link.startswith(f"{HUB}/l/") and chargebee.hosted_pages == []
+
+        chargebee.clock += TWO_WEEKS
+        status, page = open_in_browser(client, link)
+    assert status == 200 and page["page"] == "manage_payment_sources"
+    [made] = chargebee.hosted_pages
+    assert page["customer"] == made["customer_id"] and made["customer_id"] in load_sample(
+        "chargebee/payment_failed.json")["content"]["customer"]["id"]
+
+
+@pytest.mark.parametrize("purpose, subscription, flow", [
+    ("update_payment", None, "payment_method_update"),
+    ("manage_subscription", "sub_1", "subscription_update"),
+    ("cancel", "sub_1", "subscription_cancel"),
+    ("cancel", None, None),  # Stripe refuses a cancel flow naming no subscription: the portal's homepage
+])
+def test_each_purpose_opens_its_stripe_portal_flow(hub, purpose, subscription, flow):
+    with FakeStripeBilling("sk_test_flows") as stripe_:
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_flows", stripe_.url
+        url = platforms.customer_page_url(hub.settings, "stripe", "cus_9", purpose, subscription)
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert json.loads(page.read())["flow"] == flow
+    [session] = stripe_.sessions
+    assert (session["flow"] or {}).get(flow or "none", {"subscription": None})["subscription"] == subscription
+
+
+def test_the_stripe_stand_in_refuses_a_cancel_flow_without_a_subscription():
+    with FakeStripeBilling("sk_test_flows") as stripe_:
+        client = stripe.StripeClient("sk_test_flows", base_addresses={"api": stripe_.url})
+        with pytest.raises(stripe.InvalidRequestError, match="subscription_cancel"):
+            client.v1.billing_portal.sessions.create({"customer": "cus_9", "flow_data": {"type": "subscription_cancel"}})
