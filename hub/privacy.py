@@ -296,13 +296,14 @@ def erase_subscriber(session, subscriber, reason: str, also=(), source: str | No
     and phone are what the caller needs to ask the tools to delete the person; the caller
     must not store them anywhere but the erase deliveries.
     """
-    from sqlalchemy import or_, select, update
+    from sqlalchemy import delete, or_, select, update
 
     from hub.models import (
         CANCELLED,
         QUEUED,
         RETRYING,
         Checkpoint,
+        CustomerLink,
         Delivery,
         DeliveryAttempt,
         InboxEvent,
@@ -353,6 +354,8 @@ def erase_subscriber(session, subscriber, reason: str, also=(), source: str | No
     for model in (Subscription, Payment):
         session.execute(update(model).where(model.subscriber_id == subscriber.id)
                         .values(update_payment_url=None).execution_options(synchronize_session=False))
+    # Hub links in emails already sent name the person's platform customer: they stop working.
+    session.execute(delete(CustomerLink).where(CustomerLink.subscriber_id == subscriber.id))
     for p in subscriber.payments:
         p.failure_reason = _replace(p.failure_reason, needles)
     # The subscriber row itself.

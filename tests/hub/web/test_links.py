@@ -13,7 +13,8 @@ import stripe
 from sqlalchemy import select
 
 from hub.inbox import drain_inbox
-from hub.models import Trigger
+from hub.models import Subscriber, Trigger
+from hub.privacy import erase_subscriber
 from hub.rules import platforms
 from tests.hub.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
@@ -151,3 +152,11 @@ def test_the_stripe_stand_in_refuses_a_cancel_flow_without_a_subscription():
         client = stripe.StripeClient("sk_test_flows", base_addresses={"api": stripe_.url})
         with pytest.raises(stripe.InvalidRequestError, match="subscription_cancel"):
             client.v1.billing_portal.sessions.create({"customer": "cus_9", "flow_data": {"type": "subscription_cancel"}})
+
+
+def test_a_link_of_an_erased_customer_no_longer_opens_their_portal(client, hub, stripe_failure):
+    trigger = payment_failed(hub)
+    with hub.storage.session() as s:
+        erase_subscriber(s, s.get(Subscriber, trigger.subscriber_id), "customers/redact")
+    answer = client.get(trigger.properties["update_payment_url"].removeprefix(HUB))
+    assert answer.status_code == 404 and stripe_failure.sessions == []
