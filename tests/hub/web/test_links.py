@@ -4,6 +4,7 @@ at the click."""
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from hub.inbox import drain_inbox
 from hub.models import Subscriber, Trigger
-from hub.privacy import erase_subscriber
+from hub.privacy import MaskPersonalData, erase_subscriber
 from hub.rules import platforms
 from tests.hub.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
@@ -160,3 +161,11 @@ def test_a_link_of_an_erased_customer_no_longer_opens_their_portal(client, hub, 
         erase_subscriber(s, s.get(Subscriber, trigger.subscriber_id), "customers/redact")
     answer = client.get(trigger.properties["update_payment_url"].removeprefix(HUB))
     assert answer.status_code == 404 and stripe_failure.sessions == []
+
+
+def test_an_access_log_line_does_not_keep_the_token(hub, stripe_failure):
+    link = payment_failed(hub).properties["update_payment_url"]
+    token = link.rsplit("/", 1)[1]
+    record = logging.LogRecord("granian.access", logging.INFO, __file__, 1, '"GET %s HTTP/1.1" 303', (link,), None)
+    MaskPersonalData().filter(record)
+    assert token not in record.getMessage() and "/l/[token]" in record.getMessage()
