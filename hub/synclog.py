@@ -77,7 +77,7 @@ def state(subscriber: Subscriber) -> dict:
 
 
 def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:
-    """Inbound events, triggers and deliveries of one subscriber, newest first."""
+    """Inbound events, triggers, deliveries and link clicks of one subscriber, newest first."""
     items = []
     for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
                                .order_by(InboxEvent.id.desc()).limit(limit)):
@@ -97,6 +97,9 @@ def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dic
                           {"at": iso(a.at), "outcome": a.outcome, "http_status": a.http_status,
                            "latency_ms": a.latency_ms, "request_id": a.request_id,
                            "retry_after": a.retry_after, "message": a.message} for a in d.attempts_log]})
+    items += [{"kind": "link", "at": iso(c.clicked_at), "id": c.id, "purpose": c.purpose, "source": c.source,
+               "outcome": c.outcome, "description": c.description}
+              for c in session.scalars(LinkClick.latest(subscriber_id, limit))]
     items.sort(key=lambda i: (i["at"] or "", i["id"]), reverse=True)
     return items[:limit]
 

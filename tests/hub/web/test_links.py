@@ -17,6 +17,7 @@ from hub.inbox import drain_inbox
 from hub.models import Subscriber, Trigger
 from hub.privacy import MaskPersonalData, erase_subscriber
 from hub.rules import platforms
+from hub.synclog import timeline
 from tests.hub.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
 from webhooks.standins.chargebee import FakeChargebee
@@ -71,6 +72,9 @@ def test_a_payment_failed_email_opened_two_weeks_later_still_updates_the_card(cl
     assert page["flow"] == "payment_method_update" and page["can_update_payment_method"]
     html = viewer.get(f"/sync-log/subscribers/{payment_failed(hub).subscriber_id}").get_data(as_text=True)
     assert "Link clicked: update payment (Stripe portal)" in html
+    with hub.storage.session() as s:
+        [click] = [i for i in timeline(s, payment_failed(hub).subscriber_id) if i["kind"] == "link"]
+    assert (click["purpose"], click["source"], click["outcome"]) == ("update_payment", "stripe", "redirected")
 
 
 def test_a_repeated_failure_webhook_makes_no_second_link(client, hub, stripe_failure):
