@@ -1,8 +1,8 @@
 """What the rule layer asks of a billing platform, at its edges: registries by source.
 
 The rules stay pure; these calls happen around them: the customer's page behind a hub
-link (`/l/<token>`) when it is clicked, payment retries after a sweep commits (dunning mode `orchestrate`), product
-ids of an inventory item before the stock rule runs. Each source registers its functions
+link (`/l/<token>`) when it is clicked, payment retries after a sweep commits (dunning mode
+`orchestrate`), product ids of an inventory item before the stock rule runs. Each source registers its functions
 from `webhooks/<source>_billing.py` (imported by `load()`), so no platform is named here.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def linked_sources(settings) -> frozenset[str]:
     """Sources configured to make a customer's page behind a hub link (others keep the
     platform's own link from the payload, if any)."""
     load()
-    return frozenset(source for source in LINKS if LINKABLE.get(source, bool)(settings))
+    return frozenset(source for source in LINKS if source in LINKABLE and LINKABLE[source](settings))
 
 
 def page_name(source: str) -> str | None:

@@ -13,7 +13,7 @@ import logging
 import re
 from datetime import timedelta
 
-from flask import Blueprint, redirect, render_template
+from flask import Blueprint, redirect, render_template, request
 from sqlalchemy import select
 
 from hub.models import CustomerLink, LinkClick, now_utc
@@ -41,6 +41,9 @@ def _gone(status: int):
 
 @bp.get("/l/<token>")
 def follow(token: str):
+    if request.method == "HEAD":
+        # Link checkers and previews ask HEAD: no platform session, no click on the timeline.
+        return "", 200
     hub = current_hub()
     if not TOKEN.fullmatch(token):
         return _gone(404)

@@ -173,3 +173,11 @@ def test_an_access_log_line_does_not_keep_the_token(hub, stripe_failure):
     record = logging.LogRecord("granian.access", logging.INFO, __file__, 1, '"GET %s HTTP/1.1" 303', (link,), None)
     MaskPersonalData().filter(record)
     assert token not in record.getMessage() and "/l/[token]" in record.getMessage()
+
+
+def test_a_link_checker_asking_head_makes_no_session_and_no_click(client, hub, stripe_failure):
+    link = payment_failed(hub).properties["update_payment_url"]
+    assert client.head(link.removeprefix(HUB)).status_code == 200
+    assert stripe_failure.sessions == []
+    with hub.storage.session() as s:
+        assert [i for i in timeline(s, payment_failed(hub).subscriber_id) if i["kind"] == "link"] == []
