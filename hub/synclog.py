@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, LinkClick,
-                        Order, Payment, Subscriber, Subscription, Trigger)
+from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
+                        Payment, Subscriber, Subscription, Trigger)
+from hub.models.link import LinkClick
 from hub.reconcile import recovered
 from hub.values import iso, normalize_email, row_id
 from webhooks import SOURCE_NAMES
