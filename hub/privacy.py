@@ -32,6 +32,9 @@ _CARD_KEYS = frozenset({"card", "paymentmethod", "source", "creditcard", "paymen
 _CARD_LIKE = re.compile(r"(?<![\w.])(?:\d[ -]?){12,18}\d(?![\w.])")
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<![\w])\+\d[\d ().-]{6,18}\d(?![\w])")
+# A customer link's token opens that customer's billing page (hub.web.links): an access log
+# line quoting the path must not hand it to whoever reads the logs.
+_LINK_TOKEN = re.compile(r"(?<=/l/)[A-Za-z0-9_-]{16,}")
 _KEY_VALUE = re.compile(r"(?i)\b(password|secret|token|api[_-]?key|authorization|signature|cvc|cvv)"
                         r"(\s*[=:]\s*)([^\s&,;]+)")
 
@@ -57,10 +60,12 @@ def mask_phone(phone: str | None) -> str:
 
 
 def mask_text(text: str | None) -> str | None:
-    """Free text (a tool's error message) with every email and phone number in it masked."""
+    """Free text (a tool's error message, a log line) with every email and phone number in it
+    masked, and the token of every customer link."""
     if not text:
         return text
     text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+    text = _LINK_TOKEN.sub("[token]", text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 
@@ -296,13 +301,14 @@ def erase_subscriber(session, subscriber, reason: str, also=(), source: str | No
     and phone are what the caller needs to ask the tools to delete the person; the caller
     must not store them anywhere but the erase deliveries.
     """
-    from sqlalchemy import or_, select, update
+    from sqlalchemy import delete, or_, select, update
 
     from hub.models import (
         CANCELLED,
         QUEUED,
         RETRYING,
         Checkpoint,
+        CustomerLink,
         Delivery,
         DeliveryAttempt,
         InboxEvent,
@@ -353,6 +359,8 @@ def erase_subscriber(session, subscriber, reason: str, also=(), source: str | No
     for model in (Subscription, Payment):
         session.execute(update(model).where(model.subscriber_id == subscriber.id)
                         .values(update_payment_url=None).execution_options(synchronize_session=False))
+    # Hub links in emails already sent name the person's platform customer: they stop working.
+    session.execute(delete(CustomerLink).where(CustomerLink.subscriber_id == subscriber.id))
     for p in subscriber.payments:
         p.failure_reason = _replace(p.failure_reason, needles)
     # The subscriber row itself.

@@ -18,6 +18,7 @@ from hub import inbox, rules
 from hub.inbox import attempts_of
 from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
                         Payment, Subscriber, Subscription, Trigger)
+from hub.models.link import LinkClick
 from hub.reconcile import recovered
 from hub.rules import lifecycle, queries
 from hub.values import iso, normalize_email, row_id
@@ -91,7 +92,7 @@ def stage_reason(subscriber: Subscriber, params=None, now: datetime | None = Non
 
 
 def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:
-    """Inbound events, triggers and deliveries of one subscriber, newest first."""
+    """Inbound events, triggers, deliveries and link clicks of one subscriber, newest first."""
     items = []
     for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
                                .order_by(InboxEvent.id.desc()).limit(limit)):
@@ -113,6 +114,9 @@ def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dic
                           {"at": iso(a.at), "outcome": a.outcome, "http_status": a.http_status,
                            "latency_ms": a.latency_ms, "request_id": a.request_id,
                            "retry_after": a.retry_after, "message": a.message} for a in d.attempts_log]})
+    items += [{"kind": "link", "at": iso(c.clicked_at), "id": c.id, "purpose": c.purpose, "source": c.source,
+               "outcome": c.outcome, "description": c.description}
+              for c in session.scalars(LinkClick.latest(subscriber_id, limit))]
     items.sort(key=lambda i: (i["at"] or "", i["id"]), reverse=True)
     return items[:limit]
 
@@ -442,7 +446,7 @@ class Story:
     """One timeline item: an inbound event with the triggers it fired and their deliveries,
     a trigger from a scheduled sweep, or a delivery of its own (profile, consent)."""
 
-    kind: str  # "event" | "trigger" | "delivery"
+    kind: str  # "event" | "trigger" | "delivery" | "link" (a click on a customer link)
     at: datetime | None
     item: object
     triggers: list = field(default_factory=list)  # [(Trigger, [Delivery])]
@@ -450,7 +454,7 @@ class Story:
 
 
 # Order of a timeline's items that share an instant (newest first: events above what they caused).
-_RANK = {"event": 2, "trigger": 1, "delivery": 0}
+_RANK = {"link": 3, "event": 2, "trigger": 1, "delivery": 0}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -500,6 +504,7 @@ def story(session: Session, subscriber_id: int, before: str | None = None, limit
                                                    or_(Trigger.inbox_event_id.is_(None), ~own_event)]),
         ("delivery", Delivery, Delivery.created_at, [Delivery.subscriber_id == subscriber_id,
                                                      Delivery.trigger_id.is_(None)]),
+        ("link", LinkClick, LinkClick.clicked_at, [LinkClick.subscriber_id == subscriber_id]),
     )
     found = []
     for kind, model, at_column, conds in streams:
@@ -507,7 +512,7 @@ def story(session: Session, subscriber_id: int, before: str | None = None, limit
             conds = [*conds, _older_than(cursor, kind, at_column, model.id)]
         rows = session.scalars(select(model).where(*conds).order_by(at_column.desc(), model.id.desc())
                                .limit(limit + 1))
-        found += [Story(kind, row.received_at if kind == "event" else row.created_at, row) for row in rows]
+        found += [Story(kind, getattr(row, at_column.key), row) for row in rows]
     found.sort(key=lambda s: (s.at, _RANK[s.kind], s.item.id), reverse=True)
     items = found[:limit]
     events = {s.item.id: s for s in items if s.kind == "event"}

@@ -33,13 +33,18 @@ def _number(gid) -> str | None:
     return str(gid).rsplit("/", 1)[-1] if gid else None
 
 
-def account_url(settings, customer_id: str) -> str | None:
-    """The shop's customer account page, where a subscriber updates their payment method.
+def _shop(settings) -> str:
+    return (settings.SHOPIFY_SHOP or "").strip().removeprefix("https://").removeprefix("http://").strip("/")
+
+
+def account_url(settings, customer_id: str, purpose: str, subscription_id: str | None = None) -> str | None:
+    """The shop's customer account page, where a subscriber updates their payment method and
+    manages or cancels their subscriptions (every purpose lands there).
 
     The same address serves classic and new customer accounts (the shop redirects); no
     call is needed, so this also works while the Admin API is unreachable.
     """
-    shop = (settings.SHOPIFY_SHOP or "").strip().removeprefix("https://").removeprefix("http://").strip("/")
+    shop = _shop(settings)
     return f"https://{shop}/account" if shop else None
 
 
@@ -69,5 +74,7 @@ def inventory_item_products(settings, item_id: str) -> dict:
 
 
 platforms.LINKS[NAME] = account_url
+platforms.LINKABLE[NAME] = _shop
+platforms.PAGE_NAMES[NAME] = "Shopify account page"
 platforms.RETRY[NAME] = create_billing_attempt
 platforms.ITEMS[NAME] = inventory_item_products

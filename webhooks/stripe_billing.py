@@ -1,5 +1,5 @@
-"""Stripe calls of the rule layer, through the official SDK: update-payment links (billing
-portal sessions) and, in dunning mode `orchestrate`, paying an open invoice now.
+"""Stripe calls of the rule layer, through the official SDK: the page behind a hub link
+(a billing portal session, made at the click) and, in dunning mode `orchestrate`, paying an open invoice now.
 
 Registered in hub.rules.platforms under "stripe". Tests point STRIPE_API_BASE at the
 loopback stand-in of webhooks/standins/stripe_billing.py.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stripe
 
+from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
 from hub.rules import platforms
 
 NAME = "stripe"
@@ -24,13 +25,34 @@ def client(settings) -> stripe.StripeClient:
     return stripe.StripeClient(settings.STRIPE_API_KEY, max_network_retries=2, **options)
 
 
-def billing_portal_url(settings, customer_id: str) -> str | None:
-    """A billing-portal session for the customer: the page where they replace their card."""
+def portal_flow(purpose: str, subscription_id: str | None) -> dict | None:
+    """The portal flow (deep link) of a link's purpose; None opens the portal's homepage.
+
+    Flows that act on a subscription need its id; without one the customer gets the
+    homepage rather than a refused session (https://stripe.com/docs/customer-management/portal-deep-links).
+    """
+    if purpose == UPDATE_PAYMENT:
+        return {"type": "payment_method_update"}
+    kind = {MANAGE_SUBSCRIPTION: "subscription_update", CANCEL: "subscription_cancel"}.get(purpose)
+    if kind and subscription_id:
+        return {"type": kind, kind: {"subscription": subscription_id}}
+    return None
+
+
+def billing_portal_url(settings, customer_id: str, purpose: str, subscription_id: str | None = None) -> str | None:
+    """A billing portal session for the customer, opened on the flow of the link's purpose.
+
+    Made at the click: a session "is short-lived and will expire if the customer does not
+    visit the URL" (https://docs.stripe.com/api/customer_portal/sessions/object).
+    """
     if not is_configured(settings):
         return None
     params = {"customer": customer_id}
     if settings.HUB_BILLING_RETURN_URL:
         params["return_url"] = settings.HUB_BILLING_RETURN_URL
+    flow = portal_flow(purpose, subscription_id)
+    if flow:
+        params["flow_data"] = flow
     return client(settings).v1.billing_portal.sessions.create(params).url
 
 
@@ -42,4 +64,6 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
 
 
 platforms.LINKS[NAME] = billing_portal_url
+platforms.LINKABLE[NAME] = is_configured
+platforms.PAGE_NAMES[NAME] = "Stripe portal"
 platforms.RETRY[NAME] = pay_invoice

@@ -1,5 +1,6 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
+from hub.models.link import CustomerLink, LinkClick
 from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
                             PROCESSED, QUEUED, RETRYING, SENT, Checkpoint, Delivery,
                             DeliveryAttempt, InboxEvent, Trigger)
@@ -11,5 +12,5 @@ __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
-    "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES",
+    "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
 ]

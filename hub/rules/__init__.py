@@ -8,17 +8,19 @@ pure; this module only reads state, calls them and stores what they return.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from hub import events as ev
-from hub.models import Checkpoint, Subscriber, Subscription, Trigger, now_utc
+from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
+from hub.models.link import UPDATE_PAYMENT
 from hub.rules import (card_expiry, dunning, lifecycle, loyalty, params as params_, platforms, queries,
                        renewal, stock, trial, upsell, welcome, winback)
 from hub.rules.params import RuleParams
@@ -236,17 +238,16 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) ->
     """Properties with the update-payment link of each newly stored trigger that needs one
     (rows: trigger id, subscriber id, name, properties); {trigger id: properties}.
 
-    Resolved here, at the edge where a trigger is stored, not in the (pure) rules and not
-    in the outbox: only the inserter of a new row asks the platform (a sweep run twice or
-    a repeated webhook creates no second billing-portal session), every connector gets the
-    same link, and the trigger in the subscriber's timeline shows what was sent. Stripe's
-    portal sessions are short-lived: the outbox pushes within seconds of this.
+    The link is a stable hub URL, `{HUB_BASE_URL}/l/<token>`, stored with the trigger (one
+    per trigger: a sweep run twice or a repeated webhook inserts no trigger, so no link).
+    Nothing is asked of the platform here: platform pages such as Stripe's portal sessions
+    expire within minutes, so hub.web.links makes one when the customer clicks, weeks later.
+    A subscriber whose platform customer id is unknown keeps the payload's own link.
     """
     rows = [r for r in rows if r[2] in LINKED and (r[3] or {}).get("source")]
     if _settings is None or not rows:
         return {}
-    platforms.load()
-    sources = {r[3]["source"] for r in rows} & set(platforms.LINKS)
+    sources = {r[3]["source"] for r in rows} & platforms.linked_sources(_settings)
     columns = [PERSON.c[f"{x}_customer_id"] for x in sorted(sources) if f"{x}_customer_id" in PERSON.c]
     if not columns:
         return {}
@@ -255,15 +256,20 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) ->
     for i in range(0, len(ids), queries.CHUNK):
         for person in session.execute(select(PERSON.c.id, *columns).where(PERSON.c.id.in_(ids[i:i + queries.CHUNK]))):
             people[person.id] = dict(person._mapping)
-    links: dict[tuple, str | None] = {}
-    out = {}
+    base = f"{_settings.HUB_BASE_URL.rstrip('/')}/l/"
+    links, out = [], {}
     for trigger_id, subscriber_id, _, props in rows:
         source = props["source"]
         customer = (people.get(subscriber_id) or {}).get(f"{source}_customer_id")
-        if (source, customer) not in links:
-            links[(source, customer)] = platforms.update_payment_url(_settings, source, customer)
-        if links[(source, customer)]:
-            out[trigger_id] = {**props, "update_payment_url": links[(source, customer)]}
+        if not customer:
+            continue
+        token = secrets.token_urlsafe(24)  # 192 random bits: unguessable, and it says nothing
+        links.append({"token": token, "trigger_id": trigger_id, "subscriber_id": subscriber_id,
+                      "purpose": UPDATE_PAYMENT, "source": source, "customer_id": customer,
+                      "subscription_id": props.get("subscription_id"), "created_at": now_utc()})
+        out[trigger_id] = {**props, "update_payment_url": base + token}
+    if links:
+        session.execute(insert(CustomerLink), links)
     return out
 
 

@@ -41,12 +41,13 @@ def current_hub():
 
 
 def register_blueprints(app) -> None:
-    from hub.web import api, health, webhooks
+    from hub.web import api, health, links, webhooks
 
     app.url_map.converters["id"] = RowIdConverter
     app.wsgi_app = webhooks.WebhookApp(app.extensions["hub"], app.wsgi_app)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(links.bp)
     try:
         from hub.web import auth, synclog
     except ImportError:  # the sync log pages land with their own issue

@@ -1,4 +1,6 @@
-"""A loopback stand-in of Chargebee's list APIs (`GET /api/v2/customers|subscriptions|invoices`).
+"""A loopback stand-in of Chargebee's list APIs (`GET /api/v2/customers|subscriptions|invoices`),
+and of the customer pages the hub's links open: portal sessions (`POST /api/v2/portal_sessions`)
+and the manage-payment-sources hosted page, each with the URL the customer's browser opens.
 
 It speaks Chargebee's shapes: HTTP basic auth with the API key as user (401 with
 Chargebee's error document otherwise), `{"list": [{"customer": {...}}, ...], "next_offset": "…"}`
@@ -9,13 +11,23 @@ paged with `limit` (at most 100) and an opaque `offset`, `sort_by[asc]=updated_a
         settings.CHARGEBEE_API_BASE = cb.url
         cb.customers.append({"id": "cust_1", "email": ..., "updated_at": 1700000000, ...})
         cb.subscriptions.append({"subscription": {...}, "customer": {...}})  # list entries
+        cb.clock += 14 * 86400  # later: portal access URLs and hosted pages made so far have expired
 """
 from __future__ import annotations
 
 import base64
 import time
+from urllib.parse import parse_qs
 
-from connectors.standins.loopback import Call, LoopbackServer
+from connectors.standins.loopback import Call, LoopbackServer, new_id
+
+# "The access URL should be accessed by the customer within one hour from the time it was
+# created ... Once accessed, the access url cannot be reused"
+# (https://apidocs.chargebee.com/docs/api/portal_sessions).
+PORTAL_ACCESS_S = 3600
+# A hosted page carries its own `expires_at` (https://apidocs.chargebee.com/docs/api/hosted_pages);
+# the docs give no default, the stand-in keeps it three days.
+HOSTED_PAGE_S = 3 * 86400
 
 
 class FakeChargebee(LoopbackServer):
@@ -25,6 +37,10 @@ class FakeChargebee(LoopbackServer):
         ("GET", r"/api/v2/customers", "list_customers"),
         ("GET", r"/api/v2/subscriptions", "list_subscriptions"),
         ("GET", r"/api/v2/invoices", "list_invoices"),
+        ("POST", r"/api/v2/portal_sessions", "create_portal_session"),
+        ("POST", r"/api/v2/hosted_pages/manage_payment_sources", "manage_payment_sources"),
+        ("GET", r"/portal/access/(?P<token>[^/]+)", "open_portal"),
+        ("GET", r"/pages/v3/(?P<page>[^/]+)/?", "open_hosted_page"),
     ]
 
     def __init__(self, api_key: str = "test_standin_key"):
@@ -38,8 +54,13 @@ class FakeChargebee(LoopbackServer):
         self.rate_per_minute: int | None = None
         self._window: list[float] = []
         self.throttled = 0
+        self.clock = time.time()  # the stand-in's "now"; a test moves it forward
+        self.portal_sessions: list[dict] = []
+        self.hosted_pages: list[dict] = []
 
     def authorized(self, call: Call) -> bool:
+        if call.path.startswith(("/portal/access/", "/pages/v3/")):
+            return True  # opened by the customer's browser, which holds no API key
         expected = "Basic " + base64.b64encode(f"{self.api_key}:".encode()).decode()
         return call.headers.get("Authorization") == expected
 
@@ -84,6 +105,54 @@ class FakeChargebee(LoopbackServer):
             # Chargebee's offsets are opaque strings; this one is a position in the sorted list.
             answer["next_offset"] = f'["{offset + limit}"]'
         return 200, answer
+
+
+    # Customer pages ------------------------------------------------------------------
+
+    def _customer(self, call: Call) -> tuple[str | None, dict]:
+        form = {k: v[-1] for k, v in parse_qs(call.raw.decode()).items()}
+        return form.get("customer[id]"), form
+
+    def _missing_customer(self):
+        return 400, {"message": "customer[id] : cannot be blank", "type": "invalid_request",
+                     "api_error_code": "param_wrong_value", "param": "customer[id]", "http_status_code": 400}
+
+    def create_portal_session(self, call: Call):
+        customer, form = self._customer(call)
+        if not customer:
+            return self._missing_customer()
+        token = f"__test__{new_id()}"
+        session = {"id": f"portal_{new_id()}", "token": token, "object": "portal_session",
+                   "access_url": f"{self.url}/portal/access/{token}", "status": "created",
+                   "customer_id": customer, "redirect_url": form.get("redirect_url"),
+                   "created_at": int(self.clock), "expires_at": int(self.clock) + PORTAL_ACCESS_S}
+        self.portal_sessions.append(session)
+        return 200, {"portal_session": session}
+
+    def manage_payment_sources(self, call: Call):
+        customer, form = self._customer(call)
+        if not customer:
+            return self._missing_customer()
+        page_id = new_id()
+        page = {"id": page_id, "type": "manage_payment_sources", "state": "created", "embed": False,
+                "object": "hosted_page", "url": f"{self.url}/pages/v3/{page_id}/",
+                "created_at": int(self.clock), "expires_at": int(self.clock) + HOSTED_PAGE_S,
+                "customer_id": customer, "redirect_url": form.get("redirect_url")}
+        self.hosted_pages.append(page)
+        return 200, {"hosted_page": {k: v for k, v in page.items() if k not in ("customer_id", "redirect_url")}}
+
+    def open_portal(self, call: Call):
+        session = next((s for s in self.portal_sessions if s["token"] == call.params["token"]), None)
+        if session is None or session["status"] != "created" or self.clock > session["expires_at"]:
+            return 404, {"message": "This link has expired or has already been used."}
+        session["status"] = "logged_in"
+        return 200, {"page": "portal", "customer": session["customer_id"]}
+
+    def open_hosted_page(self, call: Call):
+        page = next((p for p in self.hosted_pages if p["id"] == call.params["page"]), None)
+        if page is None or self.clock > page["expires_at"]:
+            return 404, {"message": "This page has expired."}
+        return 200, {"page": page["type"], "customer": page["customer_id"]}
 
 
 def _one(call: Call, name: str) -> str | None:

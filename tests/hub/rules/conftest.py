@@ -153,3 +153,20 @@ def shopify_billing_failure(client, hub, admin, token: str, **failure_headers) -
                    admin_graphql_api_subscription_contract_id="gid://shopify/SubscriptionContract/402440842")
     post(client, "shopify", failure, topic="subscription_billing_attempts/failure", webhook_id="wh-f1",
          **failure_headers)
+
+
+@pytest.fixture
+def forget_rule_settings():
+    """Tests that hand the rule layer settings with stand-in URLs: later tests must not call them."""
+    from hub import rules
+
+    yield
+    rules.configure(None)
+
+
+def failed_invoice(event_id="evt_fail_1"):
+    """Stripe's invoice.payment_failed sample, as a webhook (customer cus_1234)."""
+    from tests.samples import load_sample, stripe_event
+
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    return stripe_event("invoice.payment_failed", obj, event_id=event_id, created=obj["created"] + 60)

@@ -1,0 +1,59 @@
+"""Chargebee calls of the rule layer: the page behind a hub link, made at the click.
+
+An update-payment link opens the `manage_payment_sources` hosted page
+(https://apidocs.chargebee.com/docs/api/hosted_pages); managing or cancelling a subscription
+opens a portal session (https://apidocs.chargebee.com/docs/api/portal_sessions), whose access
+URL must be opened within an hour and only once, hence made at the click.
+
+Plain HTTP with basic auth, like webhooks.chargebee_backfill: the `chargebee` SDK builds its
+URL from the site name and switches to plain http (a loopback stand-in) only through a
+class-wide flag, which would reach every other Chargebee call of the process.
+Registered in hub.rules.platforms under "chargebee".
+"""
+from __future__ import annotations
+
+import requests
+
+from hub.models.link import UPDATE_PAYMENT
+from hub.rules import platforms
+from webhooks.chargebee_backfill import base_url
+
+NAME = "chargebee"
+TIMEOUT_S = 10
+
+
+class ChargebeeError(RuntimeError):
+    """Chargebee refused or failed to make the customer's page."""
+
+
+def is_configured(settings) -> bool:
+    return bool(settings.CHARGEBEE_API_KEY and (settings.CHARGEBEE_SITE or settings.CHARGEBEE_API_BASE))
+
+
+def _post(settings, path: str, form: dict) -> dict:
+    answer = requests.post(f"{base_url(settings)}/api/v2/{path}", data=form, timeout=TIMEOUT_S,
+                           auth=(settings.CHARGEBEE_API_KEY, ""))
+    if answer.status_code != 200:
+        try:
+            message = answer.json().get("message")
+        except ValueError:
+            message = None
+        raise ChargebeeError(f"{path}: HTTP {answer.status_code} {message or ''}".strip())
+    return answer.json()
+
+
+def customer_page_url(settings, customer_id: str, purpose: str, subscription_id: str | None = None) -> str | None:
+    """A hosted page to replace the card, or the customer portal for everything else."""
+    if not is_configured(settings):
+        return None
+    form = {"customer[id]": customer_id}
+    if settings.HUB_BILLING_RETURN_URL:
+        form["redirect_url"] = settings.HUB_BILLING_RETURN_URL
+    if purpose == UPDATE_PAYMENT:
+        return _post(settings, "hosted_pages/manage_payment_sources", form)["hosted_page"]["url"]
+    return _post(settings, "portal_sessions", form)["portal_session"]["access_url"]
+
+
+platforms.LINKS[NAME] = customer_page_url
+platforms.LINKABLE[NAME] = is_configured
+platforms.PAGE_NAMES[NAME] = "Chargebee"
