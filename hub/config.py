@@ -53,6 +53,7 @@ class Settings:
     HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
     HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
+    HUB_REQUEST_READ_TIMEOUT: int = _doc(10, "Seconds a client gets to send a request's headers, and again its body (then 408 or closed).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
     HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")
     HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks (Stripe retries webhooks for 3 days).")

@@ -21,6 +21,8 @@ from hub.values import json_value, Money, normalize_email, normalize_phone, utc
 from webhooks import Envelope, body_hash_id, header
 
 NAME = "chargebee"
+# What verify() needs: without it every webhook is refused (named at `hub run`'s start).
+SECRET_SETTINGS = ("CHARGEBEE_WEBHOOK_USER", "CHARGEBEE_WEBHOOK_PASSWORD")
 
 # Chargebee status → canonical status. Chargebee has no past_due (see subscription_status)
 # and no expired: a subscription whose billing cycles run out is simply cancelled.

@@ -17,6 +17,8 @@ from webhooks import Envelope, body_hash_id
 from webhooks import header as find_header
 
 NAME = "stripe"
+# What verify() needs: without it every webhook is refused (named at `hub run`'s start).
+SECRET_SETTINGS = ("STRIPE_WEBHOOK_SECRET",)
 
 # Stripe's own default: a signature older than this is treated as a replay.
 TOLERANCE_SECONDS = 300

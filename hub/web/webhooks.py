@@ -41,27 +41,40 @@ def request_headers(environ: dict) -> dict:
 
 
 def ingest(hub, source: str, environ: dict) -> tuple[int, bytes]:
-    """Verify and store one webhook; the HTTP status and body to answer with."""
+    """Verify and store one webhook of a WSGI request; the HTTP status and body to answer with."""
+    refused = refusal(hub, source, environ.get("REQUEST_METHOD"), environ.get("CONTENT_LENGTH"))
+    if refused:
+        return refused
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    return receive(hub, source, request_headers(environ), body, environ.get("REMOTE_ADDR"))
+
+
+def refusal(hub, source: str, method: str | None, content_length: str | None) -> tuple[int, bytes] | None:
+    """The answer to a webhook refused before its body is read, else None."""
     try:
-        module = get_source(source)
+        get_source(source)
     except UnknownSource:
         return 404, _error(f"unknown source {source!r}")
-    if environ.get("REQUEST_METHOD") != "POST":
+    if method != "POST":
         return 405, _error("webhooks are POSTed")
-    limit = hub.settings.HUB_MAX_BODY_BYTES
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = int(content_length or 0)
     except ValueError:
         return 411, _error("a valid Content-Length is required")
-    if length > limit:
+    if length > hub.settings.HUB_MAX_BODY_BYTES:
         return 413, _error("body larger than the hub accepts")
-    body = environ["wsgi.input"].read(length) if length else b""
-    headers = request_headers(environ)
+    return None
+
+
+def receive(hub, source: str, headers: dict, body: bytes, remote_addr: str | None) -> tuple[int, bytes]:
+    """Verify and store a webhook whose body has been read (headers: lower-case names)."""
+    module = get_source(source)
     try:
         module.verify(hub.settings, headers, body)
     except SignatureInvalid as exc:
         # Logged without the body: an unverified body is not ours to keep.
-        log.warning("rejected %s webhook from %s: %s", source, environ.get("REMOTE_ADDR"), exc)
+        log.warning("rejected %s webhook from %s: %s", source, remote_addr, exc)
         return 401, _error("signature invalid")
     envelope = module.describe(headers, body)
     try:
