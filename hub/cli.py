@@ -10,7 +10,7 @@ import click
 
 from hub import make_hub
 from hub.queues import PUSH_JOB_TIMEOUT, EmbeddedRedis, embedded_redis_path
-from hub.supervise import Child, Companion, Supervisor, die_with_parent
+from hub.supervise import Child, Companion, Supervisor, die_with_parent, port_free
 from webhooks import webhook_secrets
 
 log = logging.getLogger("hub")
@@ -58,6 +58,9 @@ def _announce_connectors(hub) -> None:
 @click.option("--workers", default=1, show_default=True, type=int, help="Web processes.")
 def run(host, port, workers):
     """Web server, worker and cron, supervised: one that dies is restarted, the rest keep serving."""
+    if not port_free(host, port):
+        # Checked here: the supervisor would otherwise restart a web server that cannot listen.
+        raise click.ClickException(f"port {port} is in use; pick another with --port")
     hub = _hub()
     hub.storage.upgrade()
     env = dict(os.environ, DATABASE_URL=hub.settings.DATABASE_URL)

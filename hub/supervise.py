@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +39,17 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0 and os.getppid() != parent_pid:
         os.kill(os.getpid(), sig)  # the parent died before the request took effect
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -127,8 +139,11 @@ class Supervisor:
     def _wait_stopped(self, child: Child) -> None:
         if child.process is None:
             return
+        began = time.monotonic()
         try:
             child.process.wait(timeout=child.stop_timeout)
+            log.info("stopped %s (exit %s) in %.1f s", child.name, child.process.returncode,
+                     time.monotonic() - began)
         except subprocess.TimeoutExpired:
             log.error("%s did not stop within %.0f s; killing it", child.name, child.stop_timeout)
             _signal_group(child, signal.SIGKILL)

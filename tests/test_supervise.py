@@ -83,14 +83,20 @@ class HubRun:
         return self.get(f"/api/subscribers/{email}", API_HEADERS) == 200
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                for proc in self.tree():
+        """Ctrl-C; leftovers killed (and the log shown) if it does not stop within 30 s."""
+        if self.process.poll() is not None:
+            return
+        tree = self.tree()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for proc in [*tree, psutil.Process(self.process.pid)]:
+                try:
                     proc.kill()
-                self.process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            raise AssertionError("hub run did not stop within 30 s:\n" + self.output()[-4000:]) from None
 
 
 def wait_until(condition, seconds: float, what: str):
@@ -185,8 +191,8 @@ def test_killing_hub_run_outright_leaves_no_process_behind(tmp_path):
 def test_ctrl_c_stops_everything_quietly_and_says_what_to_set_up(tmp_path):
     run = HubRun(tmp_path)
     tree = run.tree()
-    run.process.send_signal(signal.SIGINT)
-    assert run.process.wait(timeout=30) == 0
+    run.stop()
+    assert run.process.returncode == 0
     assert gone(tree) and not listening(run.port)
     output = run.output()
     assert "Traceback" not in output

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import requests
 from sqlalchemy import func, select
 
 from hub.demo import store
+from hub.supervise import port_free
 
 STAFF_EMAIL = "demo@example.com"
 SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs at 23:30 UTC
@@ -77,16 +77,6 @@ def _secrets() -> dict:
             "HUB_API_TOKEN": token(16), "HUB_SECRET_KEY": token(32)}
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 class Demo:
     """One demo run: start everything, simulate, report, serve until stopped."""
 
@@ -114,7 +104,7 @@ class Demo:
 
     def start(self) -> None:
         """Fresh folder, stand-ins, database, staff login, web and worker processes."""
-        if not _port_free(self.o.host, self.o.port):
+        if not port_free(self.o.host, self.o.port):
             raise DemoError(f"port {self.o.port} is in use; pick another with --port")
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in [*self.folder.glob("hub.db*"), *self.folder.glob("hub-redis.db*")]:
