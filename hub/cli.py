@@ -135,7 +135,8 @@ WEB_STOP_TIMEOUT = 15  # granian gives its workers 10 s (workers_kill_timeout)
               help="Web processes (one takes ~5,000 webhooks/s; more on a machine with cores to spare).")
 # One thread: Python threads of one process take turns on the interpreter lock, and on
 # granian that costs more than it saves (~200 µs of CPU per webhook with one thread, ~320
-# with four; README, Throughput). Pages share the thread; they answer in milliseconds.
+# with four; README, Throughput). Pages share the thread; they answer in milliseconds. On
+# granian the thread runs only complete requests: bodies are awaited beside it (hub/rsgi.py).
 @click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
 @click.option("--server", type=click.Choice(SERVERS), default="granian", show_default=True,
               help="HTTP server: granian (Rust, keep-alive) or gunicorn (sync workers).")

@@ -33,10 +33,10 @@ class Worker(SimpleWorker):
     """RQ's SimpleWorker (jobs run in this process: no fork per job, one database pool) with a
     warm shutdown that is quick when idle.
 
-    On SIGTERM RQ finishes the job under way, then stops. But it decides "under way" from the
-    state it last recorded, which stays "busy" after a job ends until the next dequeue: a
-    worker told to stop between two jobs then waits in Redis for one more job (a minute or
-    more). Here the worker knows whether it is executing and stops at once if not.
+    On SIGTERM RQ finishes the job under way, then stops; but it judges "under way" from the
+    state it records, which can still say busy when no job runs. Seen with `hub worker`: a
+    SIGTERM arriving as the cron's first jobs ended left the worker waiting in Redis for one
+    more job, 60 s. Here the worker knows whether it is executing and stops at once if not.
     """
 
     executing = False
