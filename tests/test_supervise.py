@@ -62,6 +62,7 @@ class HubRun:
                                         timeout=timeout) as answer:
                 return answer.status
         except urllib.error.HTTPError as exc:
+            exc.close()
             return exc.code
         except OSError:
             return None
