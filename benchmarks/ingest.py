@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="web processes (hub serve's default)")
     parser.add_argument("--threads", type=int, default=1, help="threads per process (hub serve's default)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -175,7 +176,8 @@ def main() -> None:
              "time of the server's processes (from /proc) over a run, divided by the requests it answered. "
              "No worker drains during the run: this measures the acknowledgement path alone.")
     print(table)
-    write_section("Webhook ingest", "python benchmarks/ingest.py", table, notes)
+    if not args.no_write:
+        write_section("Webhook ingest", "python benchmarks/ingest.py", table, notes)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import click
 
 from hub import make_hub
+from hub.queues import PUSH_JOB_TIMEOUT, EmbeddedRedis, embedded_redis_path
+from hub.supervise import Child, Companion, Supervisor, die_with_parent, port_free
+from webhooks import webhook_secrets
 
 log = logging.getLogger("hub")
 
@@ -56,25 +57,29 @@ def _announce_connectors(hub) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Web processes.")
 def run(host, port, workers):
-    """Web server, worker and cron in one process group, for a single machine."""
+    """Web server, worker and cron, supervised: one that dies is restarted, the rest keep serving."""
+    if not port_free(host, port):
+        # Checked here: the supervisor would otherwise restart a web server that cannot listen.
+        raise click.ClickException(f"port {port} is in use; pick another with --port")
     hub = _hub()
     hub.storage.upgrade()
-    env = dict(os.environ)
+    env = dict(os.environ, DATABASE_URL=hub.settings.DATABASE_URL)
+    children = []
     embedded = None
     if not hub.settings.REDIS_URL:
-        from hub.queues import embedded_redis_path, start_embedded_redis
-
-        embedded = start_embedded_redis(embedded_redis_path(hub.settings.DATABASE_URL))
-        env["REDIS_URL"] = f"unix://{embedded.socket_file}"
-        click.echo(f"embedded Redis at {embedded.socket_file}")
-    env["DATABASE_URL"] = hub.settings.DATABASE_URL
-    children = [
-        subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--host", host, "--port", str(port),
-                          "--workers", str(workers), "--no-upgrade"], env=env),
-        subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], env=env),
+        embedded = EmbeddedRedis(embedded_redis_path(hub.settings.DATABASE_URL))
+        env["REDIS_URL"] = embedded.url
+        children.append(Child("redis-server", embedded.command(), service=True))
+        click.echo(f"embedded Redis at {embedded.socket}")
+    python = [sys.executable, "-m", "hub.cli"]
+    children += [
+        Child("web", python + ["serve", "--host", host, "--port", str(port), "--workers", str(workers),
+                               "--no-upgrade"], stop_timeout=WEB_STOP_TIMEOUT),
+        # SIGTERM is RQ's warm shutdown: a push under way is finished, never cut (it can last
+        # PUSH_JOB_TIMEOUT before RQ itself stops it).
+        Child("worker", python + ["worker"], stop_timeout=PUSH_JOB_TIMEOUT + 10),
     ]
-    click.echo(f"hub running on http://{host}:{port}  (Ctrl-C stops it)")
-    _announce_connectors(hub)
+    supervisor = Supervisor(children, env)
     stopping = False
 
     def stop(*_):
@@ -84,25 +89,43 @@ def run(host, port, workers):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        while not stopping and all(c.poll() is None for c in children):
-            time.sleep(0.5)
+        supervisor.start()
+        click.echo(f"hub running on http://{host}:{port}  (Ctrl-C stops it)")
+        _announce_connectors(hub)
+        _announce_webhook_secrets(hub)
+        _announce_staff(hub, f"http://{host}:{port}/sync-log")
+        supervisor.watch(lambda: stopping)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        click.echo("stopping: web first, then the worker (a job under way is finished), then Redis")
+        supervisor.stop()
         if embedded is not None:
-            embedded.shutdown()
-    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
-    if failed and not stopping:
-        raise SystemExit(f"a hub process exited with status {failed[0]}")
+            embedded.cleanup()
+    click.echo("hub stopped")
+
+
+def _announce_webhook_secrets(hub) -> None:
+    for source, missing in webhook_secrets(hub.settings):
+        if missing:
+            click.echo(f"  webhooks {source}: not configured: set {' and '.join(missing)} "
+                       "(until then its webhooks are refused with 401)")
+        else:
+            click.echo(f"  webhooks {source}: configured")
+
+
+def _announce_staff(hub, sync_log_url: str) -> None:
+    from sqlalchemy import func, select
+
+    from hub.models import StaffUser
+
+    with hub.storage.session() as session:
+        if session.scalar(select(func.count()).select_from(StaffUser)):
+            return
+    click.echo(f"no staff user yet: to sign in at {sync_log_url}, run (in another terminal, same folder):\n"
+               "    hub user add you@example.com --role operator")
 
 
 SERVERS = ("granian", "gunicorn")
+WEB_STOP_TIMEOUT = 15  # granian gives its workers 10 s (workers_kill_timeout)
 
 
 @main.command()
@@ -112,7 +135,8 @@ SERVERS = ("granian", "gunicorn")
               help="Web processes (one takes ~5,000 webhooks/s; more on a machine with cores to spare).")
 # One thread: Python threads of one process take turns on the interpreter lock, and on
 # granian that costs more than it saves (~200 µs of CPU per webhook with one thread, ~320
-# with four; README, Throughput). Pages share the thread; they answer in milliseconds.
+# with four; README, Throughput). Pages share the thread; they answer in milliseconds. On
+# granian the thread runs only complete requests: bodies are awaited beside it (hub/rsgi.py).
 @click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
 @click.option("--server", type=click.Choice(SERVERS), default="granian", show_default=True,
               help="HTTP server: granian (Rust, keep-alive) or gunicorn (sync workers).")
@@ -124,20 +148,24 @@ def serve(host, port, workers, threads, server, upgrade):
         hub.storage.upgrade()
     hub.storage.dispose()  # each web process opens its own connections
     if server == "granian":
-        _serve_granian(host, port, workers, threads)
+        _serve_granian(host, port, workers, threads, hub.settings.HUB_REQUEST_READ_TIMEOUT)
     else:
         _serve_gunicorn(host, port, workers, threads)
 
 
-def _serve_granian(host: str, port: int, workers: int, threads: int) -> None:
+def _serve_granian(host: str, port: int, workers: int, threads: int, read_timeout: int) -> None:
     # granian parses HTTP in Rust and keeps connections alive: per webhook it costs about
     # half the CPU of gunicorn's sync workers (benchmarks/RESULTS.md), CPU the drain needs.
+    # Its RSGI interface, not WSGI: a request reaches Python only once its body is in, within
+    # read_timeout (hub/rsgi.py says why), and hyper closes a connection whose headers take longer.
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
-    Granian("hub.wsgi:app", address=host, port=port, interface=Interfaces.WSGI, workers=workers,
-            blocking_threads=threads, websockets=False, log_access=False,
-            workers_kill_timeout=10).serve()
+    os.environ["HUB_WEB_THREADS"] = str(threads)  # read by hub.rsgi in each web process
+    Granian("hub.rsgi:app", address=host, port=port, interface=Interfaces.RSGI, workers=workers,
+            http1_settings=HTTP1Settings(header_read_timeout=read_timeout * 1000),
+            websockets=False, log_access=False, workers_kill_timeout=WEB_STOP_TIMEOUT - 5).serve()
 
 
 def _serve_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
@@ -165,9 +193,7 @@ def _serve_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then stop.")
 def worker(cron, burst):
     """RQ worker for the inbox, outbox and rule queues, with RQ cron."""
-    import multiprocessing
-
-    from rq import Queue, SimpleWorker
+    from rq import Queue
 
     from hub import jobs
     from hub.process import tune_gc
@@ -179,23 +205,31 @@ def worker(cron, burst):
     tune_gc()
     # Rows stored while no worker ran (or Redis was down) are drained first.
     click.echo(f"drained at start: {jobs.backstop_job()}")
-    cron_process = None
-    if cron and not burst:
-        cron_process = multiprocessing.get_context("spawn").Process(target=_run_cron, daemon=True)
+    cron_process = Companion("cron", _run_cron) if cron and not burst else None
+    if cron_process is not None:
         cron_process.start()
     queues = [Queue(name, connection=hub.queues.connection) for name in QUEUE_NAMES]
     try:
-        # SimpleWorker runs jobs in this process: no fork per job, one database pool.
-        SimpleWorker(queues, connection=hub.queues.connection).work(burst=burst, with_scheduler=True)
+        # On SIGTERM it finishes the job under way first (RQ's warm shutdown).
+        jobs.Worker(queues, connection=hub.queues.connection).work(burst=burst, with_scheduler=True)
     finally:
         if cron_process is not None:
-            cron_process.terminate()
+            cron_process.stop()
 
 
-def _run_cron():
+def _run_cron(worker_pid: int):
+    from redis import RedisError
+    from rq.exceptions import SchedulerNotFound
+
     from hub.schedule import make_cron
 
-    make_cron(_hub().queues.connection).start()
+    die_with_parent(worker_pid)  # a worker killed outright takes its cron with it
+    try:
+        make_cron(_hub().queues.connection).start()
+    except (RedisError, OSError, SchedulerNotFound) as exc:
+        # Redis went away (or came back empty): the worker starts a new cron after a pause.
+        log.warning("cron stopped: %s", exc)
+        sys.exit(1)
 
 
 @main.group()

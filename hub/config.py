@@ -56,6 +56,7 @@ class Settings:
     HUB_STUCK_PENDING_SECONDS: int = _doc(300, "`/healthz` answers 503 while an inbox row has waited longer than this many seconds to be drained (a backlog that does not move).")
     HUB_PUSH_LEASE_S: int = _doc(60, "Seconds a push holds the deliveries it sends, renewed while it runs: a worker that dies mid-push leaves them due again after about this long.")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
+    HUB_REQUEST_READ_TIMEOUT: int = _doc(10, "Seconds a client gets to send a request's headers, and again its body (then 408 or closed).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
     HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")
     HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks (Stripe retries webhooks for 3 days).")

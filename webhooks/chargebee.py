@@ -21,6 +21,8 @@ from hub.values import Money, json_value, normalize_email, normalize_phone, read
 from webhooks import UNREADABLE, Envelope, body_hash_id, header, text_or_none
 
 NAME = "chargebee"
+# What verify() needs: without it every webhook is refused (named at `hub run`'s start).
+SECRET_SETTINGS = ("CHARGEBEE_WEBHOOK_USER", "CHARGEBEE_WEBHOOK_PASSWORD")
 
 # Chargebee status → canonical status. Chargebee has no past_due (see subscription_status)
 # and no expired: a subscription whose billing cycles run out is simply cancelled.

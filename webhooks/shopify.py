@@ -22,6 +22,8 @@ from hub.values import Money, normalize_email, normalize_phone, readable_utc, ut
 from webhooks import Envelope, body_hash_id, header, shopify_api
 
 NAME = "shopify"
+# What verify() needs: without it every webhook is refused (named at `hub run`'s start).
+SECRET_SETTINGS = ("SHOPIFY_WEBHOOK_SECRET",)
 
 # Shopify's contract statuses (lower-case in webhooks, upper-case in GraphQL) → canonical.
 # A failed contract has exhausted its billing attempts but can still be recovered: past_due.

@@ -19,6 +19,8 @@ from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks import header as find_header
 
 NAME = "stripe"
+# What verify() needs: without it every webhook is refused (named at `hub run`'s start).
+SECRET_SETTINGS = ("STRIPE_WEBHOOK_SECRET",)
 
 # Stripe's own default: a signature older than this is treated as a replay; the hub also
 # refuses one dated further than this ahead of its clock.

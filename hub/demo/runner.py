@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import requests
 from sqlalchemy import func, select
 
 from hub.demo import store
+from hub.supervise import port_free
 
 STAFF_EMAIL = "demo@example.com"
 SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs at 23:30 UTC
@@ -48,7 +48,7 @@ REFUSED_KEY = "You are not authorized to access this resource"
 # A folder holding this file was made by the demo: only such a folder is emptied at a start.
 MARKER = ".hub-demo"
 # What the demo writes in its folder: the database, the embedded Redis, the log, the field maps.
-OWN_FILES = ("hub.db", "hub.db-*", "hub-inbox.db", "hub-inbox.db-*", "hub-redis.db", "hub-redis.db.*",
+OWN_FILES = ("hub.db", "hub.db-*", "hub-inbox.db", "hub-inbox.db-*", "hub-redis.*",
              "hub-*.lock", "hub.log", "mappings", MARKER)
 # What the demo's ActiveCampaign is tagged for (see Demo._mappings).
 AC_TRIGGERS = ("Subscription Started", "Stage Changed", "Tier Changed", "Payment Failed",
@@ -113,16 +113,6 @@ def claim_folder(folder: Path) -> None:
     (folder / MARKER).write_text("Made by `hub demo`, which empties this folder at each start.\n")
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 class Demo:
     """One demo run: start everything, simulate, report, serve until stopped."""
 
@@ -151,7 +141,7 @@ class Demo:
 
     def start(self) -> None:
         """Fresh folder, stand-ins, database, staff login, web and worker processes."""
-        if not _port_free(self.o.host, self.o.port):
+        if not port_free(self.o.host, self.o.port):
             raise DemoError(f"port {self.o.port} is in use; pick another with --port")
         claim_folder(self.folder)
         for old in [*self.folder.glob("hub.db*"), *self.folder.glob("hub-inbox.db*"),

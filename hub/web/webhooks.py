@@ -67,18 +67,43 @@ def request_body(environ: dict, limit: int) -> bytes:
 
 
 def ingest(hub, source: str, environ: dict) -> tuple[int, bytes]:
-    """Verify and store one webhook; the HTTP status and body to answer with."""
-    try:
-        module = get_source(source)
-    except UnknownSource:
-        return 404, _error(f"unknown source {source!r}")
-    if environ.get("REQUEST_METHOD") != "POST":
-        return 405, _error("webhooks are POSTed")
+    """Verify and store one webhook of a WSGI request; the HTTP status and body to answer with."""
+    refused = refusal(hub, source, environ.get("REQUEST_METHOD"), environ.get("CONTENT_LENGTH"),
+                      environ.get("HTTP_TRANSFER_ENCODING"))
+    if refused:
+        return refused
     try:
         body = request_body(environ, hub.settings.HUB_MAX_BODY_BYTES)
-    except BodyRefused as refused:
-        return refused.status, _error(str(refused))
-    headers = request_headers(environ)
+    except BodyRefused as exc:
+        return exc.status, _error(str(exc))
+    return receive(hub, source, request_headers(environ), body, environ.get("REMOTE_ADDR"))
+
+
+def refusal(hub, source: str, method: str | None, content_length: str | None,
+            transfer_encoding: str | None = None) -> tuple[int, bytes] | None:
+    """The answer to a webhook refused before its body is read, else None."""
+    try:
+        get_source(source)
+    except UnknownSource:
+        return 404, _error(f"unknown source {source!r}")
+    if method != "POST":
+        return 405, _error("webhooks are POSTed")
+    coding = (transfer_encoding or "").strip().lower()
+    if coding:
+        # Only chunked is read (bounded by the size limit as it arrives); any other coding
+        # leaves the length unknown.
+        return None if coding == "chunked" else (411, _error("send the body with a Content-Length header"))
+    declared = (content_length or "0").strip()
+    if not (declared.isascii() and declared.isdigit()):
+        return 411, _error("a valid Content-Length is required")
+    if int(declared) > hub.settings.HUB_MAX_BODY_BYTES:
+        return 413, _error("body larger than the hub accepts")
+    return None
+
+
+def receive(hub, source: str, headers: dict, body: bytes, remote_addr: str | None) -> tuple[int, bytes]:
+    """Verify and store a webhook whose body has been read (headers: lower-case names)."""
+    module = get_source(source)
     try:
         module.verify(hub.settings, headers, body)
     except SourceNotConfigured as exc:
@@ -88,7 +113,7 @@ def ingest(hub, source: str, environ: dict) -> tuple[int, bytes]:
         return 503, _error(str(exc))
     except SignatureInvalid as exc:
         # Logged without the body: an unverified body is not ours to keep.
-        log.warning("rejected %s webhook from %s: %s", source, environ.get("REMOTE_ADDR"), exc)
+        log.warning("rejected %s webhook from %s: %s", source, remote_addr, exc)
         return 401, _error("signature invalid")
     envelope = module.describe(headers, body)
     try:

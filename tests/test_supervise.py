@@ -1,0 +1,205 @@
+"""`hub run` as a supervisor: any child killed comes back while the rest keep serving; a slow
+client holds nothing; stopping it, or killing it, leaves no process behind."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import fields
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hub.config import Settings
+from tests.conftest import free_port
+from tests.samples import API_HEADERS, SECRETS, signed, stripe_event
+
+PROJECT = Path(__file__).resolve().parents[1]
+READ_TIMEOUT = 3
+
+
+class HubRun:
+    """`hub run` in a folder of its own: SQLite, embedded Redis, only the test secrets set."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "hub-run.log"
+        env = {k: v for k, v in os.environ.items() if k not in {f.name for f in fields(Settings)}}
+        env.update(DATABASE_URL=f"sqlite:///{folder / 'hub.db'}", PYTHONPATH=str(PROJECT),
+                   HUB_SECRET_KEY=SECRETS["HUB_SECRET_KEY"], HUB_API_TOKEN=SECRETS["HUB_API_TOKEN"],
+                   STRIPE_WEBHOOK_SECRET=SECRETS["STRIPE_WEBHOOK_SECRET"], HUB_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "--port", str(self.port)],
+                                            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.customers = 0
+        wait_until(lambda: self.get("/healthz") == 200, 40, f"{self.base}/healthz")
+        wait_until(lambda: self.child("worker") and self.child("redis-server"), 10, "worker and Redis")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def child(self, name: str) -> psutil.Process | None:
+        """The direct child named as the fault suite finds it: by command line."""
+        for child in psutil.Process(self.process.pid).children():
+            cmdline = " ".join(child.cmdline())
+            if name in cmdline and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+        return None
+
+    def tree(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def get(self, path: str, headers: dict | None = None, timeout: float = 2):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=headers or {}),
+                                        timeout=timeout) as answer:
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+        except OSError:
+            return None
+
+    def post_customer(self, timeout: float = 5) -> tuple[int, str]:
+        """POST a signed Stripe customer.created; its status and the customer's email."""
+        self.customers += 1
+        n = self.customers
+        email = f"sup{n}@example.com"
+        event = stripe_event("customer.created", {"id": f"cus_sup{n}", "object": "customer", "email": email,
+                                                  "name": "Sam Supervised", "created": 1_700_000_000},
+                             event_id=f"evt_sup{n}")
+        headers, body = signed("stripe", event)
+        request = urllib.request.Request(f"{self.base}/webhooks/stripe", data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, email
+
+    def applied(self, email: str) -> bool:
+        return self.get(f"/api/subscribers/{email}", API_HEADERS) == 200
+
+    def stop(self):
+        """Ctrl-C; leftovers killed (and the log shown) if it does not stop within 30 s."""
+        if self.process.poll() is not None:
+            return
+        tree = self.tree()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for proc in [*tree, psutil.Process(self.process.pid)]:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            raise AssertionError("hub run did not stop within 30 s:\n" + self.output()[-4000:]) from None
+
+
+def wait_until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    for proc in processes:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def hub_run(tmp_path_factory):
+    run = HubRun(tmp_path_factory.mktemp("hub-run"))
+    yield run
+    run.stop()
+
+
+def test_a_killed_worker_is_restarted_and_applies_the_next_webhook(hub_run):
+    worker = hub_run.child("-m hub.cli worker")
+    cron = [p for p in worker.children(recursive=True)]
+    worker.send_signal(signal.SIGKILL)
+    wait_until(lambda: gone([worker, *cron]), 5, "the killed worker's cron and helpers")
+    status, email = hub_run.post_customer()
+    assert status == 200
+    wait_until(lambda: hub_run.applied(email), 30, "the webhook applied by the restarted worker")
+    assert "restarted worker (exit -9)" in hub_run.output()
+
+
+def test_a_killed_web_server_answers_again_within_seconds(hub_run):
+    web = hub_run.child("-m hub.cli serve")
+    web_worker = web.children()
+    web.send_signal(signal.SIGKILL)
+    wait_until(lambda: gone([web, *web_worker]), 5, "the killed server's own web worker")
+    wait_until(lambda: hub_run.get("/healthz") == 200, 10, "/healthz after the web server was killed")
+    assert "restarted web (exit -9)" in hub_run.output()
+
+
+def test_webhooks_are_answered_while_redis_is_down_and_applied_once_it_is_back(hub_run):
+    hub_run.child("redis-server").send_signal(signal.SIGKILL)
+    status, email = hub_run.post_customer()  # within the restart delay: stored, answered
+    assert status == 200
+    wait_until(lambda: hub_run.applied(email), 30, "the webhook applied after Redis came back")
+    assert "restarted redis-server (exit -9)" in hub_run.output()
+
+
+def test_a_client_holding_half_a_body_does_not_delay_other_webhooks(hub_run):
+    with socket.create_connection(("127.0.0.1", hub_run.port)) as slow:
+        slow.sendall(b"POST /webhooks/stripe HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 4000\r\n\r\n" + b'{"id": "evt_slow", "type": "customer.created"')
+        time.sleep(0.2)
+        started = time.monotonic()
+        status, _ = hub_run.post_customer(timeout=3)
+        assert status == 200 and time.monotonic() - started < 1.0
+        assert hub_run.get("/healthz") == 200
+        # The slow client is answered 408 once its time is up, not held forever.
+        slow.settimeout(READ_TIMEOUT + 5)
+        assert slow.recv(64).startswith(b"HTTP/1.1 408")
+
+
+def test_killing_hub_run_outright_leaves_no_process_behind(tmp_path):
+    run = HubRun(tmp_path)
+    tree = run.tree()
+    assert len(tree) >= 4  # redis-server, web and its worker, worker and its cron
+    run.process.send_signal(signal.SIGKILL)
+    run.process.wait(timeout=5)
+    try:
+        wait_until(lambda: gone(tree), 15, "every child of the killed hub run")
+        assert not listening(run.port)
+    finally:
+        for proc in tree:
+            if proc.is_running():
+                proc.kill()
+
+
+def test_ctrl_c_stops_everything_quietly_and_says_what_to_set_up(tmp_path):
+    run = HubRun(tmp_path)
+    tree = run.tree()
+    run.stop()
+    assert run.process.returncode == 0
+    assert gone(tree) and not listening(run.port)
+    output = run.output()
+    assert "Traceback" not in output
+    assert "hub user add you@example.com --role operator" in output
+    assert "webhooks stripe: configured" in output
+    assert "webhooks shopify: not configured: set SHOPIFY_WEBHOOK_SECRET" in output
+    # Only the data stays: the Redis socket, pid and configuration files are removed.
+    assert not [p.name for p in tmp_path.iterdir() if p.suffix in (".sock", ".pid", ".conf", ".settings")]
+
