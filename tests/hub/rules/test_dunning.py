@@ -2,9 +2,14 @@
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+from hub.inbox import drain_inbox
+from hub.models import Trigger
 from hub.rules import dunning
 from tests.hub.rules.conftest import at, day, payment, tweak
+from tests.samples import load_sample, post, stripe_event, stripe_resource
+from webhooks.standins.stripe import FakeStripe
 
 FAILED_AT = "2026-03-10T09:00"
 
@@ -82,3 +87,23 @@ def test_days_follow_the_shop_calendar():
     p = tweak(timezone="Pacific/Auckland")   # 2026-03-10T13:00Z is already Mar 11 there
     pay = payment(first_failed_at=at("2026-03-10T13:00"))
     assert dunning.failed(pay, at("2026-03-10T13:00"), p).properties["retry_dates"][0] == "2026-03-14"
+
+
+def test_a_stolen_card_on_a_basil_invoice_gets_no_retry_promise(client, hub):
+    """Stripe's invoice (API 2025-03-31) names no payment: the decline is on its payment's
+    intent, fetched before the rules run, so Payment Failed promises no retry."""
+    invoice = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    intent = {**stripe_resource("payment_intent"), "id": "pi_renewal", "customer": "cus_1234",
+              "last_payment_error": {"type": "card_error", "code": "card_declined",
+                                     "decline_code": "stolen_card", "message": "Your card was declined."}}
+    with FakeStripe(key="sk_test_declines") as api:
+        api.add_invoice_payment(invoice, intent)
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_declines", api.url
+        post(client, "stripe", stripe_event("invoice.payment_failed", invoice, created=invoice["created"]))
+        drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        [failed] = s.scalars(select(Trigger).where(Trigger.name == "Payment Failed")).all()
+    props = failed.properties
+    assert (props["decline_code"], props["hard_decline"]) == ("stolen_card", True)
+    assert (props["retry_dates"], props["action"]) == ([], "update_payment_method")
+    assert "hard decline" in failed.reason
