@@ -160,6 +160,9 @@ PAYMENT_OUTCOMES = {
     "invoice.payment_succeeded": (ev.PAYMENT_SUCCEEDED, "succeeded"),
     "invoice.payment_failed": (ev.PAYMENT_FAILED, "failed"),
     "invoice.payment_action_required": (ev.PAYMENT_ACTION_REQUIRED, "action_required"),
+    # Collection stopped: the invoice written off, or cancelled (https://docs.stripe.com/invoicing/overview#invoice-statuses).
+    "invoice.marked_uncollectible": (ev.PAYMENT_CLOSED, "uncollectible"),
+    "invoice.voided": (ev.PAYMENT_CLOSED, "void"),
 }
 
 # Decline codes that no retry will fix: the customer must give another card (Stripe's
@@ -177,6 +180,8 @@ HARD_ADVICE = {"do_not_try_again"}
 def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     invoice = _object(payload)
     name, status = PAYMENT_OUTCOMES[payload["type"]]
+    if status == "failed":
+        status = _failure_status(invoice)
     return [_event(name, payload, _invoice_customer(payload),
                    _invoice_payment_data(invoice, status, _payment_error(invoice, payload.get("_payments"))))]
 
@@ -190,10 +195,22 @@ def normalize_failed_payment_intent(payload: dict, envelope: Envelope) -> list[C
     invoice = next((p["invoice"] for p in payload.get("_payments") or [] if isinstance(p.get("invoice"), dict)), None)
     if invoice is None:
         return []
-    data = _invoice_payment_data(invoice, "failed", intent.get("last_payment_error") or {})
+    data = _invoice_payment_data(invoice, _failure_status(invoice), intent.get("last_payment_error") or {})
     return [_event(ev.PAYMENT_FAILED, payload, _customer(payload, invoice.get("customer_email"),
                                                          invoice.get("customer_phone"),
                                                          invoice.get("customer_name")), data)]
+
+
+def _failure_status(invoice: dict) -> str:
+    """The failure's status: "failed", or "retries_exhausted" when Stripe will not try this open invoice again: its
+    `next_payment_attempt` is the time of the next automatic attempt, null when none is
+    scheduled (https://docs.stripe.com/api/invoices/object), as after the last retry of the
+    schedule (https://docs.stripe.com/billing/revenue-recovery/smart-retries) or after a
+    decline Stripe does not retry. A send_invoice invoice (the customer pays it) never has one."""
+    exhausted = (invoice.get("status") == "open" and "next_payment_attempt" in invoice
+                 and invoice["next_payment_attempt"] is None
+                 and invoice.get("collection_method", "charge_automatically") == "charge_automatically")
+    return "retries_exhausted" if exhausted else "failed"
 
 
 def _invoice_payment_data(invoice: dict, status: str, error: dict) -> dict:
@@ -257,6 +274,8 @@ TOPICS = {
     "invoice.payment_succeeded": normalize_payment,
     "invoice.payment_failed": normalize_payment,
     "invoice.payment_action_required": normalize_payment,
+    "invoice.marked_uncollectible": normalize_payment,
+    "invoice.voided": normalize_payment,
     "invoice.upcoming": normalize_renewal,
     "payment_intent.payment_failed": normalize_failed_payment_intent,
     "customer.source.expiring": normalize_expiring_card,
@@ -328,7 +347,7 @@ ENRICH = {topic: attach_customer for topic in (
     "customer.subscription.paused", "customer.subscription.resumed",
     "customer.subscription.deleted", "customer.subscription.trial_will_end",
     "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
-    "invoice.payment_action_required", "invoice.upcoming",
+    "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided", "invoice.upcoming",
     "customer.source.expiring", "payment_method.updated", "payment_method.automatically_updated",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice}

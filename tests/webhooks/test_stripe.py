@@ -15,6 +15,7 @@ from hub.config import Settings
 from hub.errors import SignatureInvalid
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks.standins.stripe import FakeStripe
+from webhooks.stripe_backfill import LISTED_TYPES
 from webhooks import body_hash_id
 from webhooks import stripe as hook
 
@@ -585,3 +586,35 @@ def test_a_failed_payment_intent_paying_no_invoice_changes_nothing():
     event = stripe_event("payment_intent.payment_failed", declined_intent("stolen_card"))
     with FakeStripe(key="sk_test_123") as api:
         assert receive(enrich(event, STRIPE_API_BASE=api.url)) == []
+
+
+# --- the end of collection -----------------------------------------------------------------
+
+def test_an_open_invoice_with_no_next_attempt_has_exhausted_its_retries():
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "attempt_count": 4,
+               "next_payment_attempt": None}
+    [event] = receive(stripe_event("invoice.payment_failed", invoice))
+    assert (event.name, event.data["status"], event.data["next_retry_at"]) == (
+        ev.PAYMENT_FAILED, "retries_exhausted", None)
+
+
+def test_an_invoice_the_customer_pays_by_itself_has_no_retries_to_exhaust():
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "collection_method": "send_invoice",
+               "next_payment_attempt": None}
+    assert receive(stripe_event("invoice.payment_failed", invoice))[0].data["status"] == "failed"
+
+
+@pytest.mark.parametrize("event_type, stripe_status, status", [
+    ("invoice.marked_uncollectible", "uncollectible", "uncollectible"), ("invoice.voided", "void", "void")])
+def test_an_invoice_stripe_stops_collecting_closes_the_payment(event_type, stripe_status, status):
+    invoice = {**stripe_resource("invoice"), "status": stripe_status, "next_payment_attempt": None}
+    [event] = receive(stripe_event(event_type, invoice))
+    assert (event.name, event.data["source_id"], event.data["status"]) == (
+        ev.PAYMENT_CLOSED, "in_1Pgc6tB7WZ01zgkWu9fdqL6I", status)
+    assert event_type in hook.ENRICH  # its customer is fetched like any invoice's
+
+
+def test_the_events_listing_asks_stripe_for_at_most_20_types():
+    # Stripe's Events API takes at most 20 `types[]` (https://docs.stripe.com/api/events/list).
+    assert len(LISTED_TYPES) <= 20
+    assert {"invoice.voided", "invoice.marked_uncollectible", "invoice.payment_failed"} <= set(LISTED_TYPES)
