@@ -15,7 +15,7 @@ from hub.config import Settings
 from hub.errors import SignatureInvalid
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks.standins.stripe import FakeStripe
-from webhooks.stripe_backfill import LISTED_TYPES
+from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
 from webhooks import body_hash_id
 from webhooks import stripe as hook
 
@@ -618,3 +618,13 @@ def test_the_events_listing_asks_stripe_for_at_most_20_types():
     # Stripe's Events API takes at most 20 `types[]` (https://docs.stripe.com/api/events/list).
     assert len(LISTED_TYPES) <= 20
     assert {"invoice.voided", "invoice.marked_uncollectible", "invoice.payment_failed"} <= set(LISTED_TYPES)
+
+
+@pytest.mark.parametrize("stripe_status, attempts, topic", [
+    ("void", 2, "invoice.voided"), ("uncollectible", 4, "invoice.marked_uncollectible"),
+    ("void", 0, None)])  # a draft voided before any charge: nothing the hub tracks
+def test_backfill_lists_a_failed_invoice_stripe_stopped_collecting(stripe_status, attempts, topic):
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "status": stripe_status,
+               "attempt_count": attempts}
+    item = invoice_item(invoice)
+    assert (item.topic if item else None) == topic

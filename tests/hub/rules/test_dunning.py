@@ -199,3 +199,15 @@ def test_chargebee_next_retry_at_schedules_the_reminder(client, hub):
     with hub.storage.session() as s:
         retry = s.scalars(select(Trigger).where(Trigger.rule == dunning.RETRY)).one()
     assert (retry.occasion, retry.properties["retry_on"]) == ("chargebee:1057/retry-2", "2026-12-23")
+
+
+def test_the_sweep_finds_a_platform_retry_past_the_hubs_cadence(client, hub):
+    """Smart Retries may try a month on: the reminder and the retry day still fire."""
+    invoice = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(invoice["created"], timezone.utc).date()
+    retry_on = failed_on + timedelta(days=30)
+    later = {**invoice, "next_payment_attempt": int(datetime.combine(retry_on, time(9), timezone.utc).timestamp())}
+    post(client, "stripe", stripe_event("invoice.payment_failed", later, created=invoice["created"]))
+    drain_inbox(hub.storage, hub.settings)
+    assert sweep(hub, failed_on + timedelta(days=1), 35) == [
+        (retry_on - timedelta(days=3)).isoformat(), retry_on.isoformat(), (retry_on + timedelta(days=3)).isoformat()]
