@@ -232,6 +232,10 @@ def payment_data(payload: dict, status: str) -> dict:
         detail = txn.get("error_detail") or {}
         decline = detail.get("decline_code") or txn.get("error_code")
         codes = {decline, txn.get("error_code"), detail.get("error_code")}
+        if inv.get("dunning_status") == "exhausted":
+            # The last dunning attempt failed: Chargebee will not retry (its final payment_failed
+            # says so, https://www.chargebee.com/docs/payments/2.0/kb/payments/which-event-marks-the-closing-of-the-dunning-period).
+            data["status"] = "retries_exhausted"
         data.update(next_retry_at=utc(inv.get("next_retry_at")), failure_reason=txn.get("error_text"),
                     decline_code=decline,
                     hard_decline=bool(codes & HARD_DECLINES))

@@ -337,6 +337,14 @@ def test_payment_failed_with_a_gateways_own_error_code(gateway, error_code, erro
     assert (data["decline_code"], data["hard_decline"], data["failure_reason"]) == (error_code, hard, error_text)
 
 
+def test_payment_failed_after_the_last_dunning_attempt_has_exhausted_its_retries():
+    payload = load_sample("chargebee/payment_failed.json")
+    payload["content"]["invoice"].update(dunning_status="exhausted", status="not_paid")
+    del payload["content"]["invoice"]["next_retry_at"]
+    data = only("payment_failed", payload).data
+    assert (data["status"], data["next_retry_at"]) == ("retries_exhausted", None)
+
+
 def test_payment_failed_with_invoice_only():
     payload = load_sample("chargebee/payment_failed.json")
     del payload["content"]["transaction"]
