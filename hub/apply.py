@@ -261,6 +261,10 @@ PAYMENT_STATUSES = {ev.PAYMENT_SUCCEEDED: ("succeeded",),
                     ev.PAYMENT_FAILED: ("failed", "retries_exhausted"),
                     ev.PAYMENT_ACTION_REQUIRED: ("action_required",),
                     ev.PAYMENT_CLOSED: ("void", "uncollectible")}
+# Statuses of a payment still owed after a failure: those the platform may still retry,
+# and the one it will not (no next attempt).
+RETRIED = ("failed", "action_required")
+OWED = (*RETRIED, "retries_exhausted")
 
 
 def apply_payment(session, event, changes):
@@ -276,7 +280,8 @@ def apply_payment(session, event, changes):
         changes.stale = True
         changes.notes.append(f"{label}: older than the state held: ignored")
         return
-    status = d.get("status") if d.get("status") in PAYMENT_STATUSES[event.name] else PAYMENT_STATUSES[event.name][0]
+    allowed = PAYMENT_STATUSES[event.name]
+    status = d["status"] if d.get("status") in allowed else allowed[0]
     was_paid = payment.status == "succeeded"
     changes.set(payment, "status", status, label)
     for attr in ("amount", "currency", "next_retry_at", "failure_reason", "decline_code",
@@ -287,9 +292,9 @@ def apply_payment(session, event, changes):
         changes.set(payment, "attempt_count", d["attempt_count"], label)
     elif status == "failed":
         changes.set(payment, "attempt_count", (payment.attempt_count or 0) + 1, label)
-    if status in PAYMENT_STATUSES[ev.PAYMENT_FAILED] + ("action_required",) and payment.first_failed_at is None:
+    if status in OWED and payment.first_failed_at is None:
         payment.first_failed_at = event.occurred_at
-    if status not in ("failed", "action_required"):
+    if status not in RETRIED:
         payment.next_retry_at = None  # paid, or no attempt to come
     if status == "succeeded":
         payment.paid_at = payment.paid_at or d.get("paid_at") or event.occurred_at
