@@ -43,7 +43,8 @@ _NOT_RENEWING = ("non_renewing", "cancelled", "transferred")
 # of decline type "Hard" (2004 expired card, 2005 invalid number, 2006 invalid expiry,
 # 2007 no account, 2012 possible lost card, 2013 possible stolen card, 2014 fraud suspected,
 # 2047 pick up card, 2053 card reported lost or stolen:
-# https://developer.paypal.com/braintree/docs/reference/general/processor-responses/authorization-responses).
+# https://developer.paypal.com/braintree/docs/reference/general/processor-responses/
+# authorization-responses).
 HARD_DECLINES = frozenset({"expired_card", "lost_card", "stolen_card", "pickup_card",
                            "restricted_card", "invalid_account", "incorrect_number",
                            "invalid_number", "card_not_supported", "fraudulent",
@@ -234,7 +235,8 @@ def payment_data(payload: dict, status: str) -> dict:
         codes = {decline, txn.get("error_code"), detail.get("error_code")}
         if inv.get("dunning_status") == "exhausted":
             # The last dunning attempt failed: Chargebee will not retry (its final payment_failed
-            # says so, https://www.chargebee.com/docs/payments/2.0/kb/payments/which-event-marks-the-closing-of-the-dunning-period).
+            # says so: https://www.chargebee.com/docs/payments/2.0/kb/payments/
+            # which-event-marks-the-closing-of-the-dunning-period).
             data["status"] = "retries_exhausted"
         data.update(next_retry_at=utc(inv.get("next_retry_at")), failure_reason=txn.get("error_text"),
                     decline_code=decline,

@@ -160,7 +160,8 @@ PAYMENT_OUTCOMES = {
     "invoice.payment_succeeded": (ev.PAYMENT_SUCCEEDED, "succeeded"),
     "invoice.payment_failed": (ev.PAYMENT_FAILED, "failed"),
     "invoice.payment_action_required": (ev.PAYMENT_ACTION_REQUIRED, "action_required"),
-    # Collection stopped: the invoice written off, or cancelled (https://docs.stripe.com/invoicing/overview#invoice-statuses).
+    # Collection stopped: the invoice written off, or cancelled
+    # (https://docs.stripe.com/invoicing/overview#invoice-statuses).
     "invoice.marked_uncollectible": (ev.PAYMENT_CLOSED, "uncollectible"),
     "invoice.voided": (ev.PAYMENT_CLOSED, "void"),
 }
@@ -182,8 +183,9 @@ def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]
     name, status = PAYMENT_OUTCOMES[payload["type"]]
     if status == "failed":
         status = _failure_status(invoice)
-    return [_event(name, payload, _invoice_customer(payload),
-                   _invoice_payment_data(invoice, status, _payment_error(invoice, payload.get("_payments"))))]
+    error = _payment_error(invoice, payload.get("_payments"))
+    data = _invoice_payment_data(invoice, status, error)
+    return [_event(name, payload, _invoice_customer(payload), data)]
 
 
 def normalize_failed_payment_intent(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -192,24 +194,27 @@ def normalize_failed_payment_intent(payload: dict, envelope: Envelope) -> list[C
     (with its current state) through the invoice payments; a payment intent that pays no
     invoice (a one-off checkout) is no subscription payment and gives nothing."""
     intent = _object(payload)
-    invoice = next((p["invoice"] for p in payload.get("_payments") or [] if isinstance(p.get("invoice"), dict)), None)
+    invoice = next((p["invoice"] for p in payload.get("_payments") or []
+                    if isinstance(p.get("invoice"), dict)), None)
     if invoice is None:
         return []
-    data = _invoice_payment_data(invoice, _failure_status(invoice), intent.get("last_payment_error") or {})
+    error = intent.get("last_payment_error") or {}
+    data = _invoice_payment_data(invoice, _failure_status(invoice), error)
     return [_event(ev.PAYMENT_FAILED, payload, _customer(payload, invoice.get("customer_email"),
                                                          invoice.get("customer_phone"),
                                                          invoice.get("customer_name")), data)]
 
 
 def _failure_status(invoice: dict) -> str:
-    """The failure's status: "failed", or "retries_exhausted" when Stripe will not try this open invoice again: its
-    `next_payment_attempt` is the time of the next automatic attempt, null when none is
-    scheduled (https://docs.stripe.com/api/invoices/object), as after the last retry of the
-    schedule (https://docs.stripe.com/billing/revenue-recovery/smart-retries) or after a
-    decline Stripe does not retry. A send_invoice invoice (the customer pays it) never has one."""
-    exhausted = (invoice.get("status") == "open" and "next_payment_attempt" in invoice
-                 and invoice["next_payment_attempt"] is None
-                 and invoice.get("collection_method", "charge_automatically") == "charge_automatically")
+    """The failure's status: "failed", or "retries_exhausted" when Stripe will not try this
+    open invoice again: its `next_payment_attempt` is the time of the next automatic
+    attempt, null when none is scheduled (https://docs.stripe.com/api/invoices/object), as
+    after the last retry of the schedule or a decline Stripe does not retry
+    (https://docs.stripe.com/billing/revenue-recovery/smart-retries). A send_invoice invoice
+    (the customer pays it) never has one."""
+    charged = invoice.get("collection_method", "charge_automatically") == "charge_automatically"
+    exhausted = (charged and invoice.get("status") == "open" and "next_payment_attempt" in invoice
+                 and invoice["next_payment_attempt"] is None)
     return "retries_exhausted" if exhausted else "failed"
 
 
@@ -323,7 +328,8 @@ def attach_invoice(payload: dict, settings) -> dict:
     if not settings.STRIPE_API_KEY or not isinstance(intent_id, str):
         return payload
     return _with_payments(payload, settings, {
-        "payment": {"type": "payment_intent", "payment_intent": intent_id}, "expand": ["data.invoice"]})
+        "payment": {"type": "payment_intent", "payment_intent": intent_id},
+        "expand": ["data.invoice"]})
 
 
 def _with_payments(payload: dict, settings, params: dict) -> dict:
@@ -347,7 +353,8 @@ ENRICH = {topic: attach_customer for topic in (
     "customer.subscription.paused", "customer.subscription.resumed",
     "customer.subscription.deleted", "customer.subscription.trial_will_end",
     "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
-    "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided", "invoice.upcoming",
+    "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided",
+    "invoice.upcoming",
     "customer.source.expiring", "payment_method.updated", "payment_method.automatically_updated",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice}

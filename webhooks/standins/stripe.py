@@ -174,9 +174,11 @@ class FakeStripe(LoopbackServer):
         status = {"succeeded": "paid", "canceled": "canceled"}.get(intent.get("status"), "open")
         payment = {"id": self.new_id("inpay"), "object": "invoice_payment",
                    "amount_paid": intent.get("amount_received") if status == "paid" else None,
-                   "amount_requested": intent.get("amount"), "created": intent.get("created") or int(time.time()),
+                   "amount_requested": intent.get("amount"),
+                   "created": intent.get("created") or int(time.time()),
                    "currency": intent.get("currency"), "invoice": invoice["id"], "is_default": True,
-                   "livemode": False, "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+                   "livemode": False,
+                   "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
                    "status": status, "status_transitions": {"canceled_at": None, "paid_at": None}}
         self.invoice_payments.insert(0, payment)  # newest first
         return payment
@@ -187,9 +189,11 @@ class FakeStripe(LoopbackServer):
         (https://docs.stripe.com/api/invoice-payment/list: the list holds invoice_payment
         objects whose `payment` is {"type": "payment_intent", "payment_intent": "pi_…"})."""
         invoice, intent = _one(call, "invoice"), _one(call, "payment[payment_intent]")
-        status, result = self._listing(call, self.invoice_payments, "/v1/invoice_payments", lambda o: (
-            (invoice is None or o["invoice"] == invoice)
-            and (intent is None or o["payment"].get("payment_intent") == intent)))
+        def keep(o):
+            return ((invoice is None or o["invoice"] == invoice)
+                    and (intent is None or o["payment"].get("payment_intent") == intent))
+
+        status, result = self._listing(call, self.invoice_payments, "/v1/invoice_payments", keep)
         if status != 200:
             return status, result
         expand = {v[0] for k, v in call.query.items() if k.startswith("expand[")}
@@ -200,7 +204,8 @@ class FakeStripe(LoopbackServer):
                 pi = o["payment"].get("payment_intent")
                 o["payment"]["payment_intent"] = self.payment_intents.get(pi, pi)
             if "data.invoice" in expand:
-                o["invoice"] = next((i for i in self.invoices if i["id"] == o["invoice"]), o["invoice"])
+                o["invoice"] = next((i for i in self.invoices if i["id"] == o["invoice"]),
+                                    o["invoice"])
             data.append(o)
         return 200, {**result, "data": data}
 
