@@ -255,6 +255,18 @@ def apply_trial_ending(session, event, changes):
         changes.notes.append("unknown customer")
 
 
+# Canonical payment event → the statuses its data may set, the first when it names none.
+# A failure the platform will not retry and a closed payment end dunning (hub.rules.dunning).
+PAYMENT_STATUSES = {ev.PAYMENT_SUCCEEDED: ("succeeded",),
+                    ev.PAYMENT_FAILED: ("failed", "retries_exhausted"),
+                    ev.PAYMENT_ACTION_REQUIRED: ("action_required",),
+                    ev.PAYMENT_CLOSED: ("void", "uncollectible")}
+# Statuses of a payment still owed after a failure: those the platform may still retry,
+# and the one it will not (no next attempt).
+RETRIED = ("failed", "action_required")
+OWED = (*RETRIED, "retries_exhausted")
+
+
 def apply_payment(session, event, changes):
     subscriber = _subscriber(session, event, changes)
     d = event.data
@@ -268,8 +280,8 @@ def apply_payment(session, event, changes):
         changes.stale = True
         changes.notes.append(f"{label}: older than the state held: ignored")
         return
-    status = {ev.PAYMENT_SUCCEEDED: "succeeded", ev.PAYMENT_FAILED: "failed",
-              ev.PAYMENT_ACTION_REQUIRED: "action_required"}[event.name]
+    allowed = PAYMENT_STATUSES[event.name]
+    status = d["status"] if d.get("status") in allowed else allowed[0]
     was_paid = payment.status == "succeeded"
     changes.set(payment, "status", status, label)
     for attr in ("amount", "currency", "next_retry_at", "failure_reason", "decline_code",
@@ -280,11 +292,12 @@ def apply_payment(session, event, changes):
         changes.set(payment, "attempt_count", d["attempt_count"], label)
     elif status == "failed":
         changes.set(payment, "attempt_count", (payment.attempt_count or 0) + 1, label)
-    if status != "succeeded" and payment.first_failed_at is None:
+    if status in OWED and payment.first_failed_at is None:
         payment.first_failed_at = event.occurred_at
+    if status not in RETRIED:
+        payment.next_retry_at = None  # paid, or no attempt to come
     if status == "succeeded":
         payment.paid_at = payment.paid_at or d.get("paid_at") or event.occurred_at
-        payment.next_retry_at = None
     if d.get("subscription_source_id"):
         subscription = session.scalar(select(Subscription).where(
             Subscription.source == event.source,
@@ -407,6 +420,7 @@ APPLIERS = {
     ev.PAYMENT_SUCCEEDED: apply_payment,
     ev.PAYMENT_FAILED: apply_payment,
     ev.PAYMENT_ACTION_REQUIRED: apply_payment,
+    ev.PAYMENT_CLOSED: apply_payment,
     ev.RENEWAL_UPCOMING: apply_renewal_upcoming,
     ev.PAYMENT_METHOD_EXPIRING: apply_card,
     ev.PAYMENT_METHOD_UPDATED: apply_card,

@@ -24,6 +24,8 @@ TRIAL_ENDING = "trial.ending"
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"
 PAYMENT_ACTION_REQUIRED = "payment.action_required"
+# The platform stopped collecting a payment: written off ("uncollectible") or cancelled ("void").
+PAYMENT_CLOSED = "payment.closed"
 RENEWAL_UPCOMING = "renewal.upcoming"
 PAYMENT_METHOD_EXPIRING = "payment_method.expiring"
 PAYMENT_METHOD_UPDATED = "payment_method.updated"
@@ -59,6 +61,7 @@ EVENTS: dict[str, dict] = {
     PAYMENT_SUCCEEDED: {"data": _PAYMENT_KEYS},
     PAYMENT_FAILED: {"data": _PAYMENT_KEYS},
     PAYMENT_ACTION_REQUIRED: {"data": _PAYMENT_KEYS},
+    PAYMENT_CLOSED: {"data": _PAYMENT_KEYS},
     RENEWAL_UPCOMING: {"data": ("subscription_source_id", "renewal_at", "amount", "currency")},
     PAYMENT_METHOD_EXPIRING: {"data": _CARD_KEYS},
     PAYMENT_METHOD_UPDATED: {"data": _CARD_KEYS},

@@ -73,11 +73,15 @@ def subscription(sid, customer, start, period_start, plan="monthly", status="act
     return obj
 
 
-def invoice(iid, customer, email, sid, day, amount=2500, paid=True, decline=None, paid_day=None):
+def invoice(iid, customer, email, sid, day, amount=2500, paid=True, decline=None, paid_day=None,
+            attempt=1, next_attempt=None):
+    """A renewal invoice; unpaid, it names Stripe's next retry (next_payment_attempt, 09:00 on
+    `next_attempt`), null once Stripe will not try again."""
     obj = copy.deepcopy(load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"])
     obj.update(id=iid, customer=customer, customer_email=email, customer_name=None, currency="usd",
                amount_due=amount, amount_paid=amount if paid else 0, amount_remaining=0 if paid else amount,
-               created=ts(at(day, 9)), attempt_count=1, next_payment_attempt=None,
+               created=ts(at(day, 9)), attempt_count=attempt,
+               next_payment_attempt=ts(at(next_attempt, 9)) if next_attempt and not paid else None,
                status="paid" if paid else "open", hosted_invoice_url=f"https://invoice.stripe.com/i/{iid}",
                status_transitions={**obj.get("status_transitions", {}),
                                    "paid_at": ts(at(paid_day or day)) if paid else None})
@@ -163,7 +167,8 @@ def ann(cal):
     cal.stripe("2026-04-01", "customer.subscription.updated",
                subscription("sub_ann", c, "2026-01-01", "2026-04-01", status="past_due"))
     cal.stripe("2026-04-01", "invoice.payment_failed",
-               invoice("in_ann_04", c, e, "sub_ann", "2026-04-01", paid=False, decline="insufficient_funds"))
+               invoice("in_ann_04", c, e, "sub_ann", "2026-04-01", paid=False, decline="insufficient_funds",
+                       next_attempt="2026-04-05"))
     cal.stripe("2026-04-05", "invoice.paid", invoice("in_ann_04", c, e, "sub_ann", "2026-04-01", paid_day="2026-04-05"))
     cal.resend_last("2026-04-05")
     cal.stripe("2026-04-05", "customer.subscription.updated", subscription("sub_ann", c, "2026-01-01", "2026-04-01"))
@@ -182,9 +187,14 @@ def ben(cal):
     cal.stripe("2026-03-10", "invoice.paid", invoice("in_ben_03", c, e, "sub_ben", "2026-03-10"))
     cal.stripe("2026-04-10", "customer.subscription.updated",
                subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="past_due"))
-    cal.stripe("2026-04-10", "invoice.payment_failed",
-               invoice("in_ben_04", c, e, "sub_ben", "2026-04-10", paid=False, decline="do_not_honor"))
-    # Stripe's own retries all fail; after 21 days its settings cancel the subscription.
+    # Stripe's own retries all fail (each failure names the next; the last, none); its
+    # settings cancel the subscription 21 days after the first failure.
+    for attempt, (failed_on, next_attempt) in enumerate(
+            [("2026-04-10", "2026-04-13"), ("2026-04-13", "2026-04-17"), ("2026-04-17", "2026-04-24"),
+             ("2026-04-24", None)], 1):
+        cal.stripe(failed_on, "invoice.payment_failed",
+                   invoice("in_ben_04", c, e, "sub_ben", "2026-04-10", paid=False, decline="do_not_honor",
+                           attempt=attempt, next_attempt=next_attempt))
     cal.stripe("2026-05-01", "customer.subscription.deleted",
                subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="canceled", canceled_at="2026-05-01"))
 
@@ -200,6 +210,7 @@ def cara(cal):
                subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="past_due"))
     cal.stripe("2026-05-05", "invoice.payment_failed",
                invoice("in_cara_05", c, e, "sub_cara", "2026-05-05", paid=False, decline="stolen_card"))
+    # A stolen card: Stripe schedules no retry (next_payment_attempt null).
     cal.stripe("2026-05-12", "customer.subscription.deleted",
                subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="canceled", canceled_at="2026-05-12"))
     # She comes back on a new subscription 20 days later: no Win Back.
@@ -258,19 +269,18 @@ def welcome(start: str, ref: str):
         ((d + timedelta(days=n)).isoformat(), "Welcome Step", "first-subscription", "fired") for n in (0, 2, 5)]
 
 
-def dunning(failed: str, ref: str, until: str, retries: bool = True):
-    """Payment Failed, then retries on days 3, 7, 14 and reminders 3 days before, on and
-    after each (the failure day itself excepted), as long as the payment stays open
-    (the sweep runs at 06:00, before that day's webhooks)."""
-    d0, last = date.fromisoformat(failed), date.fromisoformat(until)
+def dunning(failed: str, ref: str, retries: list[tuple[int, str]]):
+    """Payment Failed, then for each retry Stripe announced, (retry number, day) while it was
+    the next one: a Payment Reminder 3 days before (not on the failure day) and on it, and
+    Payment Retry Scheduled on it (the sweep runs at 06:00, before that day's webhooks)."""
+    d0 = date.fromisoformat(failed)
     out = [(failed, "Payment Failed", ref, "fired")]
-    for n, retry in enumerate((3, 7, 14), 1):
-        if retries and d0 + timedelta(days=retry) <= last:
-            out.append(((d0 + timedelta(days=retry)).isoformat(), "Payment Retry Scheduled", f"{ref}/retry-{n}", "fired"))
-        for offset in (-3, 0, 3):
-            day = d0 + timedelta(days=retry + offset)
-            if d0 < day <= last:
-                out.append((day.isoformat(), "Payment Reminder", f"{ref}/retry-{n}/{offset:+d}d", "fired"))
+    for n, day in retries:
+        before = (date.fromisoformat(day) - timedelta(days=3))
+        if before > d0:
+            out.append((before.isoformat(), "Payment Reminder", f"{ref}/retry-{n}/-3d", "fired"))
+        out += [(day, "Payment Reminder", f"{ref}/retry-{n}/+0d", "fired"),
+                (day, "Payment Retry Scheduled", f"{ref}/retry-{n}", "fired")]
     return out
 
 
@@ -291,7 +301,7 @@ EXPECTED = {
         upsell("2026-02-01", "2026-02-01", "stripe:sub_ann"),      # engaged, just renewed
         upsell("2026-03-01", "2026-03-01", "stripe:sub_ann"),
         # April: failed, Stripe's retry went through on day 4 (recovered within 21 days).
-        *dunning("2026-04-01", "stripe:in_ann_04", until="2026-04-05"),
+        *dunning("2026-04-01", "stripe:in_ann_04", [(1, "2026-04-05")]),
         stage("2026-04-01", 10, "engaged->at_risk"),
         ("2026-04-05", "Payment Recovered", "stripe:in_ann_04", "fired"),
         stage("2026-04-05", 10, "at_risk->engaged"),
@@ -308,8 +318,8 @@ EXPECTED = {
         stage("2026-03-12", 6, "new->engaged"),
         upsell("2026-03-12", "2026-03-10", "stripe:sub_ben"),      # within 7 days of the renewal
         *reminders("2026-04-10", "stripe:sub_ben"),
-        # Never paid: every retry and reminder up to the cancellation on day 21.
-        *dunning("2026-04-10", "stripe:in_ben_04", until="2026-04-30"),
+        # Never paid: each retry Stripe announced, with its reminders, until it gave up on April 24.
+        *dunning("2026-04-10", "stripe:in_ben_04", [(1, "2026-04-13"), (2, "2026-04-17"), (3, "2026-04-24")]),
         stage("2026-04-10", 10, "engaged->at_risk"),
         ("2026-05-01", "Subscription Cancelled", "2026-05-01/stripe:sub_ben", "fired"),
         stage("2026-05-01", 10, "at_risk->churned"),
@@ -321,8 +331,8 @@ EXPECTED = {
         stage("2026-04-04", 6, "new->engaged"),
         upsell("2026-04-05", "2026-04-05", "stripe:sub_cara"),
         *reminders("2026-05-05", "stripe:sub_cara"),
-        # Stolen card: no retries, only the reminders asking for a new card, until she cancels.
-        *dunning("2026-05-05", "stripe:in_cara_05", until="2026-05-12", retries=False),
+        # Stolen card: Stripe will not retry, so Payment Failed (asking for a new card) ends dunning.
+        *dunning("2026-05-05", "stripe:in_cara_05", []),
         stage("2026-05-05", 10, "engaged->at_risk"),
         ("2026-05-12", "Subscription Cancelled", "2026-05-12/stripe:sub_cara", "fired"),
         stage("2026-05-12", 10, "at_risk->churned"),

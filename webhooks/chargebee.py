@@ -37,11 +37,20 @@ STATUSES = {"future": "trialing", "in_trial": "trialing", "active": "active",
 # Statuses with no renewal ahead: Chargebee leaves next_billing_at out, but be explicit.
 _NOT_RENEWING = ("non_renewing", "cancelled", "transferred")
 
-# Decline codes (Chargebee passes the gateway's on as error_code / error_detail.decline_code)
-# after which retrying the same card is pointless: the customer must give a new one.
+# Decline codes after which retrying the same card is pointless: the customer must give a
+# new one. Chargebee passes the gateway's own code on as transaction.error_code and, for
+# gateways it details, error_detail.decline_code / error_code
+# (https://apidocs.chargebee.com/docs/api/v2/pcv-1/gateway_error_references): Stripe's
+# names (https://docs.stripe.com/declines/codes), and Braintree's processor response codes
+# of decline type "Hard" (2004 expired card, 2005 invalid number, 2006 invalid expiry,
+# 2007 no account, 2012 possible lost card, 2013 possible stolen card, 2014 fraud suspected,
+# 2047 pick up card, 2053 card reported lost or stolen:
+# https://developer.paypal.com/braintree/docs/reference/general/processor-responses/
+# authorization-responses).
 HARD_DECLINES = frozenset({"expired_card", "lost_card", "stolen_card", "pickup_card",
                            "restricted_card", "invalid_account", "incorrect_number",
-                           "invalid_number", "card_not_supported"})
+                           "invalid_number", "card_not_supported", "fraudulent",
+                           "2004", "2005", "2006", "2007", "2012", "2013", "2014", "2047", "2053"})
 
 
 # --- authenticity and envelope ------------------------------------------------------------
@@ -223,10 +232,17 @@ def payment_data(payload: dict, status: str) -> dict:
         # says nothing, so attempt_count is then left out rather than set to 0.
         data["attempt_count"] = len(inv["dunning_attempts"])
     if status == "failed":
-        decline = (txn.get("error_detail") or {}).get("decline_code") or txn.get("error_code")
+        detail = txn.get("error_detail") or {}
+        decline = detail.get("decline_code") or txn.get("error_code")
+        codes = {decline, txn.get("error_code"), detail.get("error_code")}
+        if inv.get("dunning_status") == "exhausted":
+            # The last dunning attempt failed: Chargebee will not retry (its final payment_failed
+            # says so: https://www.chargebee.com/docs/payments/2.0/kb/payments/
+            # which-event-marks-the-closing-of-the-dunning-period).
+            data["status"] = "retries_exhausted"
         data.update(next_retry_at=utc(inv.get("next_retry_at")), failure_reason=txn.get("error_text"),
                     decline_code=decline,
-                    hard_decline=bool({decline, txn.get("error_code")} & HARD_DECLINES))
+                    hard_decline=bool(codes & HARD_DECLINES))
         fallback_amount = inv.get("amount_due")
     else:
         data["paid_at"] = utc(inv.get("paid_at") or txn.get("date"))

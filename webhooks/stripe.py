@@ -162,20 +162,66 @@ PAYMENT_OUTCOMES = {
     "invoice.payment_succeeded": (ev.PAYMENT_SUCCEEDED, "succeeded"),
     "invoice.payment_failed": (ev.PAYMENT_FAILED, "failed"),
     "invoice.payment_action_required": (ev.PAYMENT_ACTION_REQUIRED, "action_required"),
+    # Collection stopped: the invoice written off, or cancelled
+    # (https://docs.stripe.com/invoicing/overview#invoice-statuses).
+    "invoice.marked_uncollectible": (ev.PAYMENT_CLOSED, "uncollectible"),
+    "invoice.voided": (ev.PAYMENT_CLOSED, "void"),
 }
 
-# Decline codes that no retry will fix: the customer must give another card.
-# Soft ones (insufficient_funds, do_not_honor, generic_decline, ...) may pass on a retry.
+# Decline codes that no retry will fix: the customer must give another card (Stripe's
+# next step for each is "use another card" or "do not retry",
+# https://docs.stripe.com/declines/codes). Soft ones (insufficient_funds, do_not_honor,
+# generic_decline, ...) send the customer to the issuer and may pass on a retry.
 HARD_DECLINES = {"stolen_card", "lost_card", "pickup_card", "restricted_card", "fraudulent",
                  "expired_card", "incorrect_number", "invalid_number", "invalid_account",
                  "card_not_supported", "new_account_information_available"}
+# The issuer's own advice that overrides a soft code: "do_not_try_again"
+# (https://docs.stripe.com/declines/card#retrying-issuer-declines).
+HARD_ADVICE = {"do_not_try_again"}
 
 
 def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     invoice = _object(payload)
     name, status = PAYMENT_OUTCOMES[payload["type"]]
-    error = _payment_error(invoice)
-    data = {
+    if status == "failed":
+        status = _failure_status(invoice)
+    error = _payment_error(invoice, payload.get("_payments"))
+    data = _invoice_payment_data(invoice, status, error)
+    return [_event(name, payload, _invoice_customer(payload), data)]
+
+
+def normalize_failed_payment_intent(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """payment_intent.payment_failed: the decline of an invoice's payment, for the invoice it
+    pays. Since API 2025-03-31 a payment intent no longer names its invoice: ENRICH finds it
+    (with its current state) through the invoice payments; a payment intent that pays no
+    invoice (a one-off checkout) is no subscription payment and gives nothing."""
+    intent = _object(payload)
+    invoice = next((p["invoice"] for p in payload.get("_payments") or []
+                    if isinstance(p.get("invoice"), dict)), None)
+    if invoice is None:
+        return []
+    error = intent.get("last_payment_error") or {}
+    data = _invoice_payment_data(invoice, _failure_status(invoice), error)
+    return [_event(ev.PAYMENT_FAILED, payload, _customer(payload, invoice.get("customer_email"),
+                                                         invoice.get("customer_phone"),
+                                                         invoice.get("customer_name")), data)]
+
+
+def _failure_status(invoice: dict) -> str:
+    """The failure's status: "failed", or "retries_exhausted" when Stripe will not try this
+    open invoice again: its `next_payment_attempt` is the time of the next automatic
+    attempt, null when none is scheduled (https://docs.stripe.com/api/invoices/object), as
+    after the last retry of the schedule or a decline Stripe does not retry
+    (https://docs.stripe.com/billing/revenue-recovery/smart-retries). A send_invoice invoice
+    (the customer pays it) never has one."""
+    charged = invoice.get("collection_method", "charge_automatically") == "charge_automatically"
+    exhausted = (charged and invoice.get("status") == "open" and "next_payment_attempt" in invoice
+                 and invoice["next_payment_attempt"] is None)
+    return "retries_exhausted" if exhausted else "failed"
+
+
+def _invoice_payment_data(invoice: dict, status: str, error: dict) -> dict:
+    return {
         "source_id": _id(invoice.get("id")),
         "subscription_source_id": _invoice_subscription_id(invoice),
         "status": status,
@@ -185,12 +231,12 @@ def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]
         "next_retry_at": utc(invoice.get("next_payment_attempt")),
         "failure_reason": error.get("message") or error.get("code") or error.get("type"),
         "decline_code": error.get("decline_code"),
-        "hard_decline": (error.get("decline_code") or error.get("code")) in HARD_DECLINES,
+        "hard_decline": ((error.get("decline_code") or error.get("code")) in HARD_DECLINES
+                         or error.get("advice_code") in HARD_ADVICE),
         "due_at": utc(invoice.get("due_date")),
         "paid_at": utc((invoice.get("status_transitions") or {}).get("paid_at")),
         "update_payment_url": invoice.get("hosted_invoice_url"),
     }
-    return [_event(name, payload, _invoice_customer(payload), data)]
 
 
 def normalize_renewal(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -235,7 +281,10 @@ TOPICS = {
     "invoice.payment_succeeded": normalize_payment,
     "invoice.payment_failed": normalize_payment,
     "invoice.payment_action_required": normalize_payment,
+    "invoice.marked_uncollectible": normalize_payment,
+    "invoice.voided": normalize_payment,
     "invoice.upcoming": normalize_renewal,
+    "payment_intent.payment_failed": normalize_failed_payment_intent,
     "customer.source.expiring": normalize_expiring_card,
     "payment_method.updated": normalize_updated_card,
     "payment_method.automatically_updated": normalize_updated_card,
@@ -250,14 +299,55 @@ def attach_customer(payload: dict, settings) -> dict:
     customer_id = payload.get("data", {}).get("object", {}).get("customer")
     if not settings.STRIPE_API_KEY or not isinstance(customer_id, str):
         return payload
-    base = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
-    client = stripe.StripeClient(settings.STRIPE_API_KEY, base_addresses=base,
-                                 http_client=stripe.RequestsClient(timeout=20))
     try:
-        customer = client.v1.customers.retrieve(customer_id)
+        customer = _client(settings).v1.customers.retrieve(customer_id)
     except stripe.StripeError:
         return payload
     return {**payload, "_customer": customer.to_dict()}
+
+
+def attach_payments(payload: dict, settings) -> dict:
+    """The customer, and the invoice's payments under "_payments" with their payment intent
+    expanded: since API 2025-03-31 an invoice no longer carries `payment_intent` or `charge`,
+    and the decline (decline_code) is on the payment intent's last_payment_error. Listed with
+    GET /v1/invoice_payments?invoice=… (https://docs.stripe.com/api/invoice-payment/list);
+    unchanged when the invoice carries its payment intent expanded, or Stripe fails."""
+    payload = attach_customer(payload, settings)
+    invoice = _object(payload)
+    if (not settings.STRIPE_API_KEY or not isinstance(invoice.get("id"), str)
+            or isinstance(invoice.get("payment_intent"), dict)):
+        return payload
+    return _with_payments(payload, settings, {"invoice": invoice["id"],
+                                              "expand": ["data.payment.payment_intent"]})
+
+
+def attach_invoice(payload: dict, settings) -> dict:
+    """payment_intent.payment_failed: the invoice payments of the intent under "_payments",
+    their invoice expanded (GET /v1/invoice_payments?payment[type]=payment_intent&
+    payment[payment_intent]=pi_…, https://docs.stripe.com/api/invoice-payment/list)."""
+    payload = attach_customer(payload, settings)
+    intent_id = _object(payload).get("id")
+    if not settings.STRIPE_API_KEY or not isinstance(intent_id, str):
+        return payload
+    return _with_payments(payload, settings, {
+        "payment": {"type": "payment_intent", "payment_intent": intent_id},
+        "expand": ["data.invoice"]})
+
+
+def _with_payments(payload: dict, settings, params: dict) -> dict:
+    try:
+        listing = _client(settings).v1.invoice_payments.list(params=params)
+    except stripe.StripeError:
+        return payload
+    # The JSON as sent: to_dict() turns decimal strings (unit_amount_decimal) into Decimals,
+    # which the inbox cannot store.
+    return {**payload, "_payments": listing.last_response.data["data"]}
+
+
+def _client(settings) -> stripe.StripeClient:
+    base = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
+    return stripe.StripeClient(settings.STRIPE_API_KEY, base_addresses=base,
+                               http_client=stripe.RequestsClient(timeout=20))
 
 
 ENRICH = {topic: attach_customer for topic in (
@@ -265,9 +355,11 @@ ENRICH = {topic: attach_customer for topic in (
     "customer.subscription.paused", "customer.subscription.resumed",
     "customer.subscription.deleted", "customer.subscription.trial_will_end",
     "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
-    "invoice.payment_action_required", "invoice.upcoming",
+    "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided",
+    "invoice.upcoming",
     "customer.source.expiring", "payment_method.updated", "payment_method.automatically_updated",
-)}
+)} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
+      "payment_intent.payment_failed": attach_invoice}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------
@@ -326,15 +418,19 @@ def _invoice_subscription_id(invoice: dict) -> str | None:
     return _id(invoice.get("subscription") or details.get("subscription"))
 
 
-def _payment_error(invoice: dict) -> dict:
-    """What Stripe said went wrong, as far as the payload tells: the invoice's finalization
-    error, else the last error of the payment intent or charge when they come expanded
-    (a webhook carries them as ids)."""
+def _payment_error(invoice: dict, payments: list | None = None) -> dict:
+    """What Stripe said went wrong: the invoice's finalization error, else the last error of
+    the payment intent or charge when they come expanded (before API 2025-03-31; a webhook
+    carries them as ids), else of the newest invoice payment's intent ENRICH fetched."""
     intent, charge = invoice.get("payment_intent"), invoice.get("charge")
     if invoice.get("last_finalization_error"):
         return invoice["last_finalization_error"]
     if isinstance(intent, dict) and intent.get("last_payment_error"):
         return intent["last_payment_error"]
+    for payment in payments or []:  # newest first, as Stripe lists them
+        paid_by = (payment.get("payment") or {}).get("payment_intent")
+        if isinstance(paid_by, dict) and paid_by.get("last_payment_error"):
+            return paid_by["last_payment_error"]
     if isinstance(charge, dict) and charge.get("failure_code"):
         return {"code": charge["failure_code"], "message": charge.get("failure_message")}
     return {}

@@ -116,7 +116,8 @@ class Payment(Base):
     subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id"))
     source: Mapped[str] = mapped_column(String(20))
     source_id: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(30))  # succeeded | failed | action_required
+    # succeeded | failed | action_required | retries_exhausted | void | uncollectible
+    status: Mapped[str] = mapped_column(String(30))
     amount: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
     attempt_count: Mapped[int] = mapped_column(default=0)

@@ -1,10 +1,14 @@
 """Dunning: Payment Failed at once, retries on a cadence, reminders around each retry.
 
-Retries fall 3, 7 and 14 days after the first failure (at most 3 within 21 days); a
-Payment Reminder goes 3 days before each retry, on it and 3 days after. A hard decline
-(stolen card…) gets no retries, only the reminders asking for a new card. Paid within 21
-days of the first failure: Payment Recovered. In `orchestrate` mode the sweep also asks
-the platform to retry on each retry day (RETRIERS, hub.rules.run_retry).
+In `notify` mode the platform retries: Payment Retry Scheduled and the reminders follow
+its announced next attempt (Stripe next_payment_attempt, Chargebee next_retry_at), one
+retry at a time, and end when it says it will not try again (status retries_exhausted)
+or stops collecting (void, uncollectible: no longer open). Without an announced attempt,
+and in `orchestrate` mode, retries fall 3, 7 and 14 days after the first failure (at most
+3 within 21 days), and the sweep asks the platform to retry on each retry day (RETRIERS,
+hub.rules.run_retry). A Payment Reminder goes 3 days before each retry, on it and 3 days
+after. A hard decline (stolen card…) gets no retries, only the reminders asking for a new
+card. Paid within 21 days of the first failure: Payment Recovered.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Callable
 
 from hub.rules.params import RuleParams
-from hub.rules.state import Due, PaymentState, Window, day_start, iso, local_day
+from hub.rules.state import RETRIES_EXHAUSTED, Due, PaymentState, Window, day_start, iso, local_day
 from hub.values import money_text
 
 log = logging.getLogger(__name__)
@@ -22,9 +26,19 @@ FAILED, RETRY, REMINDER, RECOVERED = "payment-failed", "payment-retry", "payment
 
 
 def schedule(pay: PaymentState, p: RuleParams) -> list[tuple[int, date]]:
-    """(attempt number, retry day) of each retry after the first failure."""
+    """(attempt number, retry day) of each retry still to come after the first failure."""
+    if platform_gave_up(pay, p):
+        return []
+    if p.dunning.mode == "notify" and pay.next_retry_at is not None:
+        # The attempts so far count the first charge: the next is retry number attempt_count.
+        return [(max(1, pay.attempt_count or 1), local_day(pay.next_retry_at, p.tz))]
     start = local_day(pay.first_failed_at, p.tz)
     return [(n, start + timedelta(days=d)) for n, d in enumerate(p.dunning.retries(), 1)]
+
+
+def platform_gave_up(pay: PaymentState, p: RuleParams) -> bool:
+    """Notify mode, and the platform will not try this payment again: dunning is over."""
+    return p.dunning.mode == "notify" and pay.status == RETRIES_EXHAUSTED
 
 
 def failed(pay: PaymentState, now: datetime, p: RuleParams) -> Due | None:
@@ -55,10 +69,12 @@ def recovered(pay: PaymentState, p: RuleParams) -> Due | None:
 
 def due(pay: PaymentState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
     """Retries and reminders of an open payment whose day falls in the window."""
-    if not pay.is_open:
+    if not pay.is_open or platform_gave_up(pay, p):
         return []
     start = local_day(pay.first_failed_at, p.tz)
-    last = start + timedelta(days=p.dunning.window_days)
+    platform = p.dunning.mode == "notify" and pay.next_retry_at is not None
+    # The hub's cadence ends with its window; the platform's own schedule with the platform.
+    last = date.max if platform else start + timedelta(days=p.dunning.window_days)
     out = []
     for n, retry_day in schedule(pay, p):
         if retry_day in window and not pay.hard_decline:
@@ -66,7 +82,8 @@ def due(pay: PaymentState, window: Window, now: datetime, p: RuleParams) -> list
                            name="Payment Retry Scheduled",
                            properties={**pay.properties(), "attempt": n, "retry_on": retry_day.isoformat(),
                                        "mode": p.dunning.mode},
-                           reason=f"retry {n} of {len(p.dunning.retries())} due today",
+                           reason=(f"the platform's retry {n} due today" if platform
+                                   else f"retry {n} of {len(p.dunning.retries())} due today"),
                            due_at=day_start(retry_day, p.tz)))
         for offset in p.dunning.reminder_offsets_days:
             day = retry_day + timedelta(days=offset)

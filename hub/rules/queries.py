@@ -136,12 +136,16 @@ def _time_column(name: str, anchor):
 
 
 def open_payments(session: Session, start: datetime, end: datetime) -> list[PaymentState]:
-    """Unpaid failed payments whose first failure is in [start, end), with their subscription."""
+    """Unpaid failed payments whose first failure is in [start, end), or whose platform's
+    next attempt is at or after `start` (its schedule may run past the hub's cadence), with
+    their subscription."""
     query = (select(*_columns(PAYMENT_OWN, PAY), SUB.c.source_id.label("subscription_source_id"),
                     SUB.c.status.label("subscription_status"), SUB.c.plan,
                     SUB.c.update_payment_url.label("subscription_update_payment_url"))
              .select_from(PAY.outerjoin(SUB, SUB.c.id == PAY.c.subscription_id))
-             .where(PAY.c.status.in_(OPEN_PAYMENT), PAY.c.first_failed_at >= start, PAY.c.first_failed_at < end,
+             .where(PAY.c.status.in_(OPEN_PAYMENT), PAY.c.first_failed_at.is_not(None),
+                    or_(and_(PAY.c.first_failed_at >= start, PAY.c.first_failed_at < end),
+                        PAY.c.next_retry_at >= start),
                     exists().where(PERSON.c.id == PAY.c.subscriber_id, PERSON.c.erased_at.is_(None))))
     names = [*PAYMENT_OWN, "subscription_source_id", "subscription_status", "plan",
              "subscription_update_payment_url"]

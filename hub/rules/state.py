@@ -13,7 +13,10 @@ from hub.models import LIVE_STATUSES as LIVE
 from hub.triggers import CANCELLED, FIRED, NAMES, SKIPPED, STATUSES  # noqa: F401 (re-exported)
 
 ENDED = ("canceled", "expired")
-OPEN_PAYMENT = ("failed", "action_required")
+# A failed payment the platform will not try again by itself (Stripe: an open invoice whose
+# next_payment_attempt is null): still owed, and the end of its dunning in `notify` mode.
+RETRIES_EXHAUSTED = "retries_exhausted"
+OPEN_PAYMENT = ("failed", "action_required", RETRIES_EXHAUSTED)
 # Nominal days of one billing interval; a month counts its shortest length so that a
 # 30-day reminder is never sent for a monthly plan.
 INTERVAL_DAYS = {"day": 1, "week": 7, "month": 28, "year": 365}

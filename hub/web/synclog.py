@@ -113,7 +113,9 @@ def every(interval: str | None, count: int | None) -> str:
 SUBSCRIPTION_WORDS = {"trialing": "in trial", "active": "active", "past_due": "payment overdue",
                       "paused": "paused", "canceled": "cancelled", "expired": "ended"}
 PAYMENT_WORDS = {"succeeded": "paid", "failed": "failed", "action_required": "waiting for the customer "
-                 "to confirm (3-D Secure)", "new": "new"}
+                 "to confirm (3-D Secure)", "new": "new",
+                 "retries_exhausted": "failed, no retry to come", "void": "voided",
+                 "uncollectible": "written off"}
 EVENT_WORDS = {PENDING: "waiting to be processed", PROCESSED: "processed", IGNORED: "ignored",
                FAILED: "failed"}
 STAGE_WORDS = {"new": "New", "engaged": "Engaged", "loyal": "Loyal", "at_risk": "At risk",

@@ -88,6 +88,9 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     (endpoint,) = world.stripe.webhook_endpoints.values()
     assert endpoint["url"] == f"{HUB_URL}/webhooks/stripe"
     assert sorted(endpoint["enabled_events"]) == sorted(STRIPE_TYPES)
+    # Why a payment failed, and the end of collection, are among them.
+    assert {"payment_intent.payment_failed", "invoice.marked_uncollectible",
+            "invoice.voided"} <= set(endpoint["enabled_events"])
     assert f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}" in lines["Stripe"]
     # HubSpot properties and ActiveCampaign fields and stage tags now exist.
     assert HUB_PROPERTIES <= world.hubspot.properties

@@ -322,6 +322,29 @@ def test_payment_failed_hard_decline(error_code, decline_code):
     assert data["decline_code"] == (decline_code or error_code)
 
 
+@pytest.mark.parametrize("gateway, error_code, error_text, hard", [
+    ("braintree", "2013", "Possible Stolen Card", True),
+    ("braintree", "2004", "Expired Card", True),
+    ("braintree", "2001", "Insufficient Funds", False),
+    ("braintree", "2000", "Do Not Honor", False),
+])
+def test_payment_failed_with_a_gateways_own_error_code(gateway, error_code, error_text, hard):
+    payload = load_sample("chargebee/payment_failed.json")
+    txn = payload["content"]["transaction"]
+    txn.update(gateway=gateway, error_code=error_code, error_text=error_text)
+    del txn["error_detail"]
+    data = only("payment_failed", payload).data
+    assert (data["decline_code"], data["hard_decline"], data["failure_reason"]) == (error_code, hard, error_text)
+
+
+def test_payment_failed_after_the_last_dunning_attempt_has_exhausted_its_retries():
+    payload = load_sample("chargebee/payment_failed.json")
+    payload["content"]["invoice"].update(dunning_status="exhausted", status="not_paid")
+    del payload["content"]["invoice"]["next_retry_at"]
+    data = only("payment_failed", payload).data
+    assert (data["status"], data["next_retry_at"]) == ("retries_exhausted", None)
+
+
 def test_payment_failed_with_invoice_only():
     payload = load_sample("chargebee/payment_failed.json")
     del payload["content"]["transaction"]

@@ -16,6 +16,8 @@ from hub.errors import SignatureInvalid
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
 from webhooks import stripe as hook
+from webhooks.standins.stripe import FakeStripe
+from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
 
 SECRET = "whsec_test_secret"
 EVENT_CREATED = 1767225600  # 2026-01-01T00:00:00Z
@@ -534,3 +536,95 @@ def test_when_stripe_refuses_the_event_still_applies_by_customer_id(status, erro
     assert enriched == event
     [upserted] = receive(enriched)
     assert upserted.customer == {"source_id": "cus_00000000000000"}
+
+
+# --- why a payment failed: since API 2025-03-31, on the invoice's payment -------------------
+
+def declined_intent(decline_code: str, **error) -> dict:
+    """Stripe's published payment intent, failed the way a declined renewal fails."""
+    return {**stripe_resource("payment_intent"), "id": "pi_renewal", "customer": "cus_1234",
+            "status": "requires_payment_method", "last_payment_error": {
+                "type": "card_error", "code": "card_declined", "decline_code": decline_code,
+                "message": "Your card was declined.", **error}}
+
+
+@pytest.mark.parametrize("decline_code, hard", [("stolen_card", True), ("insufficient_funds", False)])
+def test_a_basil_invoice_failure_reads_the_decline_from_its_payment(decline_code, hard):
+    event = pay_event("invoice.payment_failed")
+    assert "payment_intent" not in event_object(event)  # basil: the invoice names no payment
+    with FakeStripe(key="sk_test_123") as api:
+        api.add_invoice_payment(event_object(event), declined_intent(decline_code))
+        [failed] = receive(enrich(event, STRIPE_API_BASE=api.url))
+    assert (failed.data["decline_code"], failed.data["hard_decline"]) == (decline_code, hard)
+    assert failed.data["failure_reason"] == "Your card was declined."
+
+
+def test_the_issuers_do_not_try_again_advice_is_a_hard_decline():
+    event = pay_event("invoice.payment_failed")
+    with FakeStripe(key="sk_test_123") as api:
+        api.add_invoice_payment(event_object(event), declined_intent("generic_decline",
+                                                                     advice_code="do_not_try_again"))
+        [failed] = receive(enrich(event, STRIPE_API_BASE=api.url))
+    assert (failed.data["decline_code"], failed.data["hard_decline"]) == ("generic_decline", True)
+
+
+def test_a_failed_payment_intent_fills_the_decline_of_the_invoice_it_pays():
+    invoice = event_object(pay_event("invoice.payment_failed"))
+    event = stripe_event("payment_intent.payment_failed", declined_intent("expired_card"),
+                         created=EVENT_CREATED)
+    with FakeStripe(key="sk_test_123") as api:
+        api.add_invoice_payment(invoice, declined_intent("expired_card"))
+        [failed] = receive(enrich(event, STRIPE_API_BASE=api.url))
+    assert failed.name == ev.PAYMENT_FAILED
+    assert (failed.data["source_id"], failed.data["subscription_source_id"]) == ("in_1234", "sub_1234")
+    assert (failed.data["decline_code"], failed.data["hard_decline"]) == ("expired_card", True)
+    assert (failed.data["attempt_count"], failed.data["next_retry_at"]) == (1, at(1745552783))
+    assert failed.customer["source_id"] == "cus_1234"
+
+
+def test_a_failed_payment_intent_paying_no_invoice_changes_nothing():
+    event = stripe_event("payment_intent.payment_failed", declined_intent("stolen_card"))
+    with FakeStripe(key="sk_test_123") as api:
+        assert receive(enrich(event, STRIPE_API_BASE=api.url)) == []
+
+
+# --- the end of collection -----------------------------------------------------------------
+
+def test_an_open_invoice_with_no_next_attempt_has_exhausted_its_retries():
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "attempt_count": 4,
+               "next_payment_attempt": None}
+    [event] = receive(stripe_event("invoice.payment_failed", invoice))
+    assert (event.name, event.data["status"], event.data["next_retry_at"]) == (
+        ev.PAYMENT_FAILED, "retries_exhausted", None)
+
+
+def test_an_invoice_the_customer_pays_by_itself_has_no_retries_to_exhaust():
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "collection_method": "send_invoice",
+               "next_payment_attempt": None}
+    assert receive(stripe_event("invoice.payment_failed", invoice))[0].data["status"] == "failed"
+
+
+@pytest.mark.parametrize("event_type, stripe_status, status", [
+    ("invoice.marked_uncollectible", "uncollectible", "uncollectible"), ("invoice.voided", "void", "void")])
+def test_an_invoice_stripe_stops_collecting_closes_the_payment(event_type, stripe_status, status):
+    invoice = {**stripe_resource("invoice"), "status": stripe_status, "next_payment_attempt": None}
+    [event] = receive(stripe_event(event_type, invoice))
+    assert (event.name, event.data["source_id"], event.data["status"]) == (
+        ev.PAYMENT_CLOSED, "in_1Pgc6tB7WZ01zgkWu9fdqL6I", status)
+    assert event_type in hook.ENRICH  # its customer is fetched like any invoice's
+
+
+def test_the_events_listing_asks_stripe_for_at_most_20_types():
+    # Stripe's Events API takes at most 20 `types[]` (https://docs.stripe.com/api/events/list).
+    assert len(LISTED_TYPES) <= 20
+    assert {"invoice.voided", "invoice.marked_uncollectible", "invoice.payment_failed"} <= set(LISTED_TYPES)
+
+
+@pytest.mark.parametrize("stripe_status, attempts, topic", [
+    ("void", 2, "invoice.voided"), ("uncollectible", 4, "invoice.marked_uncollectible"),
+    ("void", 0, None)])  # a draft voided before any charge: nothing the hub tracks
+def test_backfill_lists_a_failed_invoice_stripe_stopped_collecting(stripe_status, attempts, topic):
+    invoice = {**event_object(pay_event("invoice.payment_failed")), "status": stripe_status,
+               "attempt_count": attempts}
+    item = invoice_item(invoice)
+    assert (item.topic if item else None) == topic

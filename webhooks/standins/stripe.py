@@ -61,6 +61,8 @@ class FakeStripe(LoopbackServer):
         ("GET", r"/v1/subscriptions", "list_subscriptions"),
         ("GET", r"/v1/invoices", "list_invoices"),
         ("GET", r"/v1/events", "list_events"),
+        # The payments of an invoice (ENRICH: why a payment failed).
+        ("GET", r"/v1/invoice_payments", "list_invoice_payments"),
     ]
 
     def __init__(self, key: str = "sk_test_standin"):
@@ -73,6 +75,8 @@ class FakeStripe(LoopbackServer):
         self.subscriptions: list[dict] = []
         self.invoices: list[dict] = []
         self.events: list[dict] = []
+        self.invoice_payments: list[dict] = []
+        self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
         self.rate_limit: float | None = None  # list requests per second; above it, 429
         self._window: list[float] = []
         self.throttled = 0
@@ -161,6 +165,49 @@ class FakeStripe(LoopbackServer):
         types = {v[0] for k, v in call.query.items() if k.startswith("types[")}
         return self._listing(call, self.events, "/v1/events", lambda o: (
             (since is None or o["created"] >= since) and (not types or o["type"] in types)))
+
+    def add_invoice_payment(self, invoice: dict, intent: dict) -> dict:
+        """Record `intent` as a payment of `invoice`, as Stripe does when it attempts one."""
+        self.payment_intents[intent["id"]] = intent
+        if not any(i["id"] == invoice["id"] for i in self.invoices):
+            self.invoices.insert(0, invoice)
+        status = {"succeeded": "paid", "canceled": "canceled"}.get(intent.get("status"), "open")
+        payment = {"id": self.new_id("inpay"), "object": "invoice_payment",
+                   "amount_paid": intent.get("amount_received") if status == "paid" else None,
+                   "amount_requested": intent.get("amount"),
+                   "created": intent.get("created") or int(time.time()),
+                   "currency": intent.get("currency"), "invoice": invoice["id"], "is_default": True,
+                   "livemode": False,
+                   "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+                   "status": status, "status_transitions": {"canceled_at": None, "paid_at": None}}
+        self.invoice_payments.insert(0, payment)  # newest first
+        return payment
+
+    def list_invoice_payments(self, call: Call):
+        """GET /v1/invoice_payments, by `invoice` or by `payment[payment_intent]`; `expand[]`
+        of data.payment.payment_intent and data.invoice swaps the ids for the objects
+        (https://docs.stripe.com/api/invoice-payment/list: the list holds invoice_payment
+        objects whose `payment` is {"type": "payment_intent", "payment_intent": "pi_…"})."""
+        invoice, intent = _one(call, "invoice"), _one(call, "payment[payment_intent]")
+        def keep(o):
+            return ((invoice is None or o["invoice"] == invoice)
+                    and (intent is None or o["payment"].get("payment_intent") == intent))
+
+        status, result = self._listing(call, self.invoice_payments, "/v1/invoice_payments", keep)
+        if status != 200:
+            return status, result
+        expand = {v[0] for k, v in call.query.items() if k.startswith("expand[")}
+        data = []
+        for o in result["data"]:
+            o = {**o, "payment": dict(o["payment"])}
+            if "data.payment.payment_intent" in expand:
+                pi = o["payment"].get("payment_intent")
+                o["payment"]["payment_intent"] = self.payment_intents.get(pi, pi)
+            if "data.invoice" in expand:
+                o["invoice"] = next((i for i in self.invoices if i["id"] == o["invoice"]),
+                                    o["invoice"])
+            data.append(o)
+        return 200, {**result, "data": data}
 
     def _customer(self, customer_id: str) -> dict | None:
         if isinstance(self.customers, Generated):
