@@ -91,6 +91,8 @@ def jenny(client, hub, klaviyo):
 def test_an_operator_logs_in_finds_a_customer_and_reads_what_klaviyo_said(page, hub, jenny, screenshot):
     subscriber_id, _ = jenny
     add_staff(hub, "olive@shop.test", "operator")
+    page.goto("/")  # a newcomer's first address: the sync log, which asks them to log in
+    expect(page).to_have_url(re.compile(r"/login"))
     assert log_in(page, "olive@shop.test").status == 200
     expect(page.get_by_role("heading", name="Sync log")).to_be_visible()
     search(page, "jenny.rosen@example.com")
