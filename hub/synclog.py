@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def find(session: Session, key: str) -> Subscriber | None:
     """A subscriber by hub id, email or any platform customer id."""
-    key = key.strip()
+    key = key.replace("\x00", "").strip()  # no stored text holds NUL (PostgreSQL refuses it)
     own_id = row_id(key)
     if own_id is not None:
         found = session.get(Subscriber, own_id)
@@ -150,7 +150,7 @@ def search(session: Session, query: str, limit: int = 25) -> SearchResult:
     order number, (source, event id) with the source list spelled out so the composite
     index is used), except names, which scan the subscriber table only (never the inbox).
     """
-    q = (query or "").strip()
+    q = (query or "").replace("\x00", "").strip()  # no stored text holds NUL (PostgreSQL refuses it)
     result = SearchResult(q)
     if not q:
         return result

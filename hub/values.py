@@ -90,8 +90,10 @@ def normalize_phone(value: str | None, default_country_code: str = "1") -> str |
     return "+" + digits
 
 
-# The largest id a database integer column holds (signed 64 bits, SQLite and PostgreSQL).
-MAX_ROW_ID = 2**63 - 1
+# The largest id every id column holds: subscriber ids are INTEGER, 32 bits on PostgreSQL
+# (a larger number makes the driver raise "out of range", not find nothing); the BIGINT ids
+# of the inbox and the outbox reach it only after two billion rows.
+MAX_ROW_ID = 2**31 - 1
 
 
 def row_id(value) -> int | None:
@@ -102,7 +104,7 @@ def row_id(value) -> int | None:
         return None
     if isinstance(value, str):
         value = value.strip()
-        if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        if not (value.isascii() and value.isdigit() and len(value) <= 10):
             return None
         value = int(value)
     return value if isinstance(value, int) and 0 <= value <= MAX_ROW_ID else None
