@@ -107,7 +107,27 @@ def apply_customer(session, event, changes):
             changes.set(subscriber, attr, c[attr], label)
     if c.get("created_at") and c["created_at"] < subscriber.first_seen_at:
         subscriber.first_seen_at = c["created_at"]
+    if "default_card" in event.data:
+        _mark_default_card(subscriber, event.source, event.data["default_card"], changes)
     subscriber.profile_updated_at = event.occurred_at
+
+
+def _mark_default_card(subscriber, source: str, card_id: str | None, changes) -> None:
+    """Flag the source's card it charges. A default named before its card arrives is held as
+    a card without expiry, which the card event then fills in."""
+    key = f"{source}:{card_id}" if card_id else None
+    cards = {k: {**card, "default": k == key} for k, card in subscriber.cards.items()
+             if k.startswith(source + ":")}
+    if key and key not in cards:
+        cards[key] = {"default": True}
+    if any(subscriber.cards.get(k) != card for k, card in cards.items()):
+        changes.changed.append({"what": "card on file", "field": "default",
+                                "from": _default_of(subscriber.cards, source), "to": key})
+        subscriber.cards = {**subscriber.cards, **cards}
+
+
+def _default_of(cards: dict, source: str) -> str | None:
+    return next((k for k, card in cards.items() if k.startswith(source + ":") and card.get("default")), None)
 
 
 def apply_customer_deleted(session, event, changes):
@@ -336,6 +356,8 @@ def apply_card(session, event, changes):
     if held and held.get("updated_at", "") > card["updated_at"]:
         changes.stale = True
         return
+    if held and "default" in held:  # only the customer's own record says which card is the default
+        card["default"] = held["default"]
     if held != card:
         changes.changed.append({"what": "card on file", "field": key, "from": _card_text(held),
                                 "to": _card_text(card)})
@@ -343,7 +365,7 @@ def apply_card(session, event, changes):
 
 
 def _card_text(card: dict | None) -> str | None:
-    if not card:
+    if not card or set(card) == {"default"}:  # nothing, or a default named before its card came
         return None
     if not card.get("exp_year"):
         return "removed"

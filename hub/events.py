@@ -48,7 +48,8 @@ _PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "cur
 _CARD_KEYS = ("source_id", "brand", "last4", "exp_month", "exp_year", "auto_updated")
 
 EVENTS: dict[str, dict] = {
-    CUSTOMER_UPSERTED: {"data": ()},
+    # default_card: the id of the card the platform charges (None: none); absent when unknown.
+    CUSTOMER_UPSERTED: {"data": ("default_card",)},
     CUSTOMER_DELETED: {"data": ()},
     CONSENT_CHANGED: {"data": ("channel", "state", "consented_at", "opt_in_level")},
     ORDER_PLACED: {"data": _ORDER_KEYS},

@@ -77,7 +77,21 @@ def describe(headers, body: bytes) -> Envelope:
 # --- normalizers: (payload, envelope) -> [CanonicalEvent]; payload is the whole event -------
 
 def normalize_customer(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    return [_event(ev.CUSTOMER_UPSERTED, payload, _person_of_customer(_object(payload)))]
+    customer = _object(payload)
+    return [_event(ev.CUSTOMER_UPSERTED, payload, _person_of_customer(customer),
+                   _default_card(customer))]
+
+
+def _default_card(customer: dict) -> dict:
+    """The card Stripe charges for the customer's subscriptions and invoices:
+    `invoice_settings.default_payment_method`, else the legacy `default_source`
+    (https://docs.stripe.com/api/customers/object#customer_object-invoice_settings-default_payment_method).
+    Nothing when the object does not show its invoice settings (an older or trimmed payload):
+    an unknown default is not a removed one."""
+    if not isinstance(customer.get("invoice_settings"), dict):
+        return {}
+    default = customer["invoice_settings"].get("default_payment_method") or customer.get("default_source")
+    return {"default_card": _id(default)}
 
 
 def normalize_deleted_customer(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -259,10 +273,19 @@ def normalize_expiring_card(payload: dict, envelope: Envelope) -> list[Canonical
 
 
 def normalize_updated_card(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    # automatically_updated: the card network sent new details (card updater), not the customer.
+    """payment_method.attached, .updated and .automatically_updated: the card on file as it is now.
+    automatically_updated: the card network sent new details (card updater), not the customer."""
     auto = payload["type"] == "payment_method.automatically_updated"
     return [_event(ev.PAYMENT_METHOD_UPDATED, payload, _customer(payload),
                    _card_data(_object(payload), auto_updated=auto))]
+
+
+def normalize_detached_card(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """payment_method.detached: the card is off the customer, so no expiry to warn about. The
+    object no longer names the customer; `previous_attributes.customer` does
+    (https://docs.stripe.com/api/payment_methods/detach)."""
+    data = {**_card_data(_object(payload)), "exp_month": None, "exp_year": None}
+    return [_event(ev.PAYMENT_METHOD_UPDATED, payload, _customer(payload), data)]
 
 
 TOPICS = {
@@ -286,8 +309,10 @@ TOPICS = {
     "invoice.upcoming": normalize_renewal,
     "payment_intent.payment_failed": normalize_failed_payment_intent,
     "customer.source.expiring": normalize_expiring_card,
+    "payment_method.attached": normalize_updated_card,
     "payment_method.updated": normalize_updated_card,
     "payment_method.automatically_updated": normalize_updated_card,
+    "payment_method.detached": normalize_detached_card,
 }
 
 
@@ -296,7 +321,7 @@ TOPICS = {
 def attach_customer(payload: dict, settings) -> dict:
     """The payload with the customer under "_customer", fetched from Stripe; unchanged
     without an API key or when Stripe fails (the event still applies by customer id)."""
-    customer_id = payload.get("data", {}).get("object", {}).get("customer")
+    customer_id = _customer_id(payload)
     if not settings.STRIPE_API_KEY or not isinstance(customer_id, str):
         return payload
     try:
@@ -357,7 +382,8 @@ ENRICH = {topic: attach_customer for topic in (
     "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
     "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided",
     "invoice.upcoming",
-    "customer.source.expiring", "payment_method.updated", "payment_method.automatically_updated",
+    "customer.source.expiring", "payment_method.attached", "payment_method.updated",
+    "payment_method.automatically_updated", "payment_method.detached",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice}
 
@@ -401,9 +427,15 @@ def _person_of_customer(customer: dict) -> dict:
 def _customer(payload: dict, email=None, phone=None, name=None) -> dict:
     """The customer the object belongs to: what the object says, overridden by the customer
     ENRICH fetched (fresher, and the only source of email for subscriptions and cards)."""
-    own = _person(_object(payload).get("customer"), email, phone, name)
+    own = _person(_customer_id(payload), email, phone, name)
     fetched = payload.get("_customer")
     return {**own, **_person_of_customer(fetched)} if fetched else own
+
+
+def _customer_id(payload: dict):
+    """The object's customer; for a detached payment method, the one it was detached from."""
+    data = payload.get("data") or {}
+    return (data.get("object") or {}).get("customer") or (data.get("previous_attributes") or {}).get("customer")
 
 
 def _invoice_customer(payload: dict) -> dict:

@@ -150,9 +150,11 @@ def event_item(event: dict) -> Item:
 
 
 # The Events API takes at most 20 types. Left out, as the others carry what they say:
-# invoice.payment_succeeded (invoice.paid) and payment_intent.payment_failed (the decline
-# is read through invoice.payment_failed's payments).
-LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed"})
+# invoice.payment_succeeded (invoice.paid), payment_intent.payment_failed (the decline
+# is read through invoice.payment_failed's payments), and payment_method.attached/.detached
+# (which card is charged comes with customer.updated, its default payment method).
+LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
+                                     "payment_method.attached", "payment_method.detached"})
 
 # stream -> (resource of StripeClient.v1, list params, wrapper)
 STREAMS = {

@@ -1,6 +1,9 @@
 """Card Expiring: 30 days before a card on file expires (the end of its expiry month).
 
-Suppressed when the card was auto-updated or replaced by a card that lasts longer.
+Where the platform says which card it charges (Stripe's default payment method), only that
+card is warned about; elsewhere a card is left alone once a card that lasts longer arrives
+after it. A card updated in place (by the customer or the network's card updater) is warned
+about for its new expiry; a removed card has none.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ def due_months(window: Window, p: RuleParams) -> list[tuple[int, int]]:
 
 
 def _replaced(key: str, card: dict, cards: dict) -> bool:
+    source = key.partition(":")[0] + ":"
+    if any(other.get("default") for k, other in cards.items() if k.startswith(source)):
+        return not card.get("default")  # the platform charges its default card, and only it
     mine = stops_working(card)
     return any(stops_working(other) and stops_working(other) > mine
                and other.get("updated_at", "") >= card.get("updated_at", "")
@@ -57,7 +63,7 @@ def expiring(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
     out = []
     for key, card in sorted(s.cards.items()):
         end = stops_working(card)
-        if end is None or card.get("auto_updated") or _replaced(key, card, s.cards):
+        if end is None or _replaced(key, card, s.cards):
             continue
         due_day = end - timedelta(days=p.card_expiry.days_before)
         if local_day(now, p.tz) >= end or not (due_day in window or (notice and due_day <= window.last)):

@@ -91,6 +91,9 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     # Why a payment failed, and the end of collection, are among them.
     assert {"payment_intent.payment_failed", "invoice.marked_uncollectible",
             "invoice.voided"} <= set(endpoint["enabled_events"])
+    # Cards added and removed, for the card-expiry warnings.
+    assert {"payment_method.attached", "payment_method.detached",
+            "payment_method.automatically_updated"} <= set(endpoint["enabled_events"])
     assert f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}" in lines["Stripe"]
     # HubSpot properties and ActiveCampaign fields and stage tags now exist.
     assert HUB_PROPERTIES <= world.hubspot.properties

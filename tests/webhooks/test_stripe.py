@@ -146,9 +146,8 @@ def test_an_unreadable_body_gets_an_id_from_its_hash(body):
 
 # Types Stripe sends that the hub has no canonical event for: stored and marked ignored.
 # (subscription.trial_ended is not a Stripe type at all; invoice.updated here holds an
-# invoice_payment; attach/detach say nothing about which card pays.)
+# invoice_payment.)
 IGNORED = ["account.updated", "charge.succeeded", "charge.updated", "invoice.updated",
-           "payment_method.attached", "payment_method.detached",
            "customer.subscription.trial_ended"]
 
 
@@ -324,6 +323,43 @@ def test_an_updated_card():
                           "exp_month": 12, "exp_year": 2035, "auto_updated": False}
 
 
+def test_an_attached_card_is_on_file():
+    [event] = receive(pay_event("payment_method.attached"))
+    assert event.name == ev.PAYMENT_METHOD_UPDATED
+    assert event.customer == {"source_id": "cus_1234"}
+    assert event.data == {"source_id": "card_1JN6Z1KXBGcbgpbZ2AZJOYEZ", "brand": "visa",
+                          "last4": "4242", "exp_month": 4, "exp_year": 2024, "auto_updated": False}
+
+
+def test_a_detached_card_leaves_no_expiry_for_the_customer_it_was_detached_from():
+    # The detached object's `customer` is null; previous_attributes names the customer.
+    [event] = receive(pay_event("payment_method.detached"))
+    assert event.name == ev.PAYMENT_METHOD_UPDATED
+    assert event.customer == {"source_id": "cus_1234"}
+    assert (event.data["source_id"], event.data["exp_month"], event.data["exp_year"]) == ("pm_1000", None, None)
+
+
+def test_a_detached_card_is_enriched_with_the_customer_it_was_detached_from():
+    with responses.RequestsMock() as api:
+        api.get("https://stripe.test/v1/customers/cus_1234", json=CUSTOMER)
+        enriched = enrich(pay_event("payment_method.detached"), STRIPE_API_BASE="https://stripe.test")
+    assert receive(enriched)[0].customer["email"] == "ada@example.org"
+
+
+@pytest.mark.parametrize("invoice_default, default_source, default", [
+    ("pm_1000", None, "pm_1000"), (None, "card_9", "card_9"), (None, None, None)])
+def test_an_updated_customer_names_the_card_stripe_charges(invoice_default, default_source, default):
+    customer = {**stripe_resource("customer"), "default_source": default_source}
+    customer["invoice_settings"] = {**customer["invoice_settings"], "default_payment_method": invoice_default}
+    [event] = receive(stripe_event("customer.updated", customer, created=EVENT_CREATED))
+    assert event.data == {"default_card": default}
+
+
+def test_a_customer_payload_without_invoice_settings_says_nothing_of_its_default_card():
+    [event] = receive(pay_event("customer.updated"))
+    assert event.data == {}
+
+
 # --- Stripe's published example objects (fixtures3.json) ---------------------------------
 
 def test_published_customer_is_upserted():
@@ -489,7 +525,8 @@ def enrich(event: dict, **overrides) -> dict:
 
 
 @pytest.mark.parametrize("event_type", ["customer.subscription.updated", "invoice.payment_failed",
-                                        "payment_method.updated", "customer.source.expiring"])
+                                        "payment_method.updated", "customer.source.expiring",
+                                        "payment_method.attached", "payment_method.detached"])
 def test_events_carrying_a_customer_id_are_enriched(event_type):
     assert event_type in hook.ENRICH
 

@@ -90,16 +90,23 @@ class World:
 
     def emit(self, name, when, data, email="ann@example.com", source="stripe", history=False):
         """Apply one canonical event at `when`; the names of the triggers it fired."""
-        from hub import rules
-        from hub.apply import apply_event
         from hub.events import CanonicalEvent
 
         customer = {"source_id": "cus_" + email.split("@")[0], "email": email}
-        event = CanonicalEvent(name, source, at(when), customer=customer, data=data)
+        return self.receive(CanonicalEvent(name, source, at(when), customer=customer, data=data),
+                            history=history)
+
+    def receive(self, event, history=False):
+        """Apply one canonical event (as a normalizer made it) at its own time; the names of
+        the triggers it fired."""
+        from hub import rules
+        from hub.apply import apply_event
+
+        when = event.occurred_at
         with self.storage.session() as session:
             changes = apply_event(session, event)
             session.flush()
-            fired = rules.on_event(session, changes.subscriber, event, changes, at(when),
+            fired = rules.on_event(session, changes.subscriber, event, changes, when,
                                    history=history, params=self.p)
             return [t.name for t in fired]
 

@@ -524,3 +524,16 @@ def test_customers_with_the_same_name_are_told_apart(operator, client, hub):
     for subscriber_id in ids:  # each by a masked email and a short id
         assert any(f"p***@example.com #{subscriber_id} Pat Smith" in row for row in rows), rows
     assert "pat@example.com" not in html and "psmith@example.com" not in html
+
+
+def test_cards_on_file_say_which_card_is_charged_and_which_was_removed(operator, jenny, hub):
+    with hub.storage.session() as s:
+        s.get(Subscriber, jenny).cards = {
+            "stripe:pm_new": {"brand": "visa", "last4": "4242", "exp_month": 3, "exp_year": 2031, "default": True},
+            "stripe:pm_old": {"brand": "visa", "last4": "0005", "exp_month": None, "exp_year": None,
+                              "default": False},
+            "stripe:pm_named_first": {"default": True}}  # named the default before its card arrived
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "Visa ending 4242, expires 3/2031 — the card charged" in page
+    assert "Visa ending 0005, removed" in page
+    assert "None/None" not in page and page.count(" ending ") == 2
