@@ -1,7 +1,9 @@
 """Klaviyo through the official klaviyo-api SDK: profiles, events and consent.
 
 - Profiles: create-or-update one by one for a few, bulk import jobs (≤ 10,000 profiles,
-  ≤ 5 MB) for many; an optional list per stage (mapping `stage_lists`).
+  ≤ 5 MB) for many; an optional list per stage (mapping `stage_lists`). A bulk import keeps
+  a property sent as null, so a profile that empties one goes one by one, with the emptied
+  properties in `meta.patch_properties.unset`.
 - Triggers: events whose `unique_id` is the trigger key, so Klaviyo drops a resend; a bulk
   request never holds one unique_id twice (Klaviyo would reject the whole request).
 - Consent: only bulk subscribe / unsubscribe jobs, only for the channel the source named.
@@ -150,20 +152,31 @@ class KlaviyoConnector(Connector):
 
     # Profiles -----------------------------------------------------------------------
 
-    def _profile(self, payload: dict) -> dict:
+    def _profile(self, payload: dict, unset: bool = False) -> dict:
+        """A profile resource; with `unset`, empty properties are removed at Klaviyo
+        (Create or Update Profile's `meta.patch_properties.unset`), not sent as null."""
         fields = self.mapping["fields"]
         attributes = _identity(payload, "email", "phone", "first_name", "last_name")
-        attributes["properties"] = {fields[k]: v for k, v in payload["fields"].items()
-                                    if fields.get(k)}
-        return {"type": "profile", "attributes": attributes}
+        properties = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
+        profile = {"type": "profile", "attributes": attributes}
+        empty = [name for name, value in properties.items() if value is None] if unset else []
+        if empty:
+            properties = {k: v for k, v in properties.items() if v is not None}
+            profile["meta"] = {"patch_properties": {"unset": empty}}
+        attributes["properties"] = properties
+        return profile
 
     def _stage_list(self, item: Outgoing) -> str | None:
         return self.mapping["stage_lists"].get(item.payload["fields"].get("stage"))
 
     def _profiles(self, items: list[Outgoing]) -> dict[int, Result]:
-        if len(items) < self.mapping["bulk_from"]:
+        # Bulk Import Profiles cannot clear a property ("does not support setting fields to
+        # null"): https://developers.klaviyo.com/en/docs/use_klaviyos_bulk_profile_import_api
+        clearing = [i for i in items if i.payload.get("cleared")]
+        if len(items) - len(clearing) < self.mapping["bulk_from"]:
             return self._profiles_one_by_one(items)
-        results = {}
+        results = self._profiles_one_by_one(clearing) if clearing else {}
+        items = [i for i in items if not i.payload.get("cleared")]
         by_list: dict[str | None, list[Outgoing]] = {}
         for item in items:
             by_list.setdefault(self._stage_list(item), []).append(item)
@@ -195,7 +208,7 @@ class KlaviyoConnector(Connector):
     def _profiles_one_by_one(self, items: list[Outgoing]) -> dict[int, Result]:
         results, to_list = {}, {}
         for item in items:
-            result, data = self._call("profile-import", {"data": self._profile(item.payload)})
+            result, data = self._call("profile-import", {"data": self._profile(item.payload, unset=True)})
             results[item.delivery_id] = result
             list_id = self._stage_list(item)
             if isinstance(result, Sent) and list_id and data:

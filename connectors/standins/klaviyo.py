@@ -173,7 +173,17 @@ class FakeKlaviyo(LoopbackServer):
 
     # Profiles -----------------------------------------------------------------------
 
-    def _upsert(self, attributes: dict) -> tuple[str, bool]:
+    def _upsert(self, attributes: dict, meta: dict | None = None, nulls_clear: bool = True) -> tuple[str, bool]:
+        """Create or update one profile. Create or Update Profile clears a property sent as null
+        and removes the keys named in `meta.patch_properties.unset` ("Remove a key or keys (and
+        their values) completely from properties": ProfileMetaPatchProperties in
+        contracts/klaviyo/create_or_update_profile.json;
+        https://developers.klaviyo.com/en/reference/create_or_update_profile). Bulk Import
+        Profiles does not: "does not support setting fields to null to clear them. Only fields
+        explicitly provided with non-null values will be updated"
+        (https://developers.klaviyo.com/en/docs/use_klaviyos_bulk_profile_import_api), so
+        there (nulls_clear=False) a null keeps the previous value, and `unset`, which that page
+        does not offer for removing values, is not applied."""
         email, phone = attributes.get("email"), attributes.get("phone_number")
         if not email and not phone:
             raise Invalid("One of email or phone_number is required.", "/data/attributes")
@@ -188,9 +198,14 @@ class FakeKlaviyo(LoopbackServer):
         profile = self.profiles.setdefault(pid, {"properties": {}})
         for key, value in attributes.items():
             if key == "properties":
-                profile["properties"].update(value or {})
+                profile["properties"].update({k: v for k, v in (value or {}).items()
+                                              if nulls_clear or v is not None})
             elif value is not None:
                 profile[key] = value
+        if nulls_clear:
+            unset = ((meta or {}).get("patch_properties") or {}).get("unset") or []
+            for name in [unset] if isinstance(unset, str) else unset:
+                profile["properties"].pop(name, None)
         if profile.get("email"):
             self._by_email[profile["email"]] = pid
         if profile.get("phone_number"):
@@ -199,7 +214,7 @@ class FakeKlaviyo(LoopbackServer):
 
     def create_or_update_profile(self, call):
         def handle(body):
-            pid, created = self._upsert(body["data"]["attributes"])
+            pid, created = self._upsert(body["data"]["attributes"], body["data"].get("meta"))
             self.profile_writes[pid] += 1
             document = {"data": {"type": "profile", "id": pid, "attributes": self.profiles[pid],
                                  "links": {"self": f"{self.url}/api/profiles/{pid}/"}}}
@@ -211,7 +226,7 @@ class FakeKlaviyo(LoopbackServer):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
-            ids = [self._upsert(p["attributes"])[0] for p in profiles]
+            ids = [self._upsert(p["attributes"], nulls_clear=False)[0] for p in profiles]
             self.profile_writes.update(ids)
             for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
                 self.lists.setdefault(rel["id"], set()).update(ids)

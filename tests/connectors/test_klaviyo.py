@@ -53,6 +53,32 @@ def test_many_profiles_go_in_one_bulk_import_job(klaviyo):
     assert len(klaviyo.fake.profiles) == 250
 
 
+def test_a_bulk_import_keeps_a_property_sent_as_null_as_klaviyo_does(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    c.push_batch([profile_item(i, f"p{i}@example.com", plan=None) for i in range(12)])
+    assert [call.operation for call in klaviyo.fake.calls] == ["bulk_import_profiles"] * 2
+    assert klaviyo.fake.profile("p1@example.com")["properties"]["hub_plan"] == "Coffee monthly"
+
+
+def test_profiles_that_clear_a_property_go_one_by_one_and_unset_it(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    klaviyo.fake.calls.clear()
+    cancelled = profile_item(0, "p0@example.com", plan=None, next_renewal_at=None, subscription_status="canceled")
+    cancelled.payload["cleared"] = ["next_renewal_at", "plan"]
+    results = c.push_batch([cancelled] + [profile_item(i, f"p{i}@example.com", tier="Gold") for i in range(1, 12)])
+    assert all(isinstance(r, Sent) for r in results.values())
+    assert sorted(call.operation for call in klaviyo.fake.calls) == ["bulk_import_profiles", "create_or_update_profile"]
+    [single] = klaviyo.fake.operations("create_or_update_profile")
+    assert single.body["data"]["meta"] == {"patch_properties": {"unset": ["hub_plan", "hub_next_renewal_at"]}}
+    properties = klaviyo.fake.profile("p0@example.com")["properties"]
+    assert "hub_plan" not in properties and "hub_next_renewal_at" not in properties
+    assert properties["hub_subscription_status"] == "canceled"
+    assert klaviyo.fake.profile("p1@example.com")["properties"]["hub_tier"] == "Gold"
+    assert klaviyo.fake.invalid == []
+
+
 def test_bulk_imports_are_cut_at_the_profile_and_byte_limits(klaviyo, monkeypatch):
     monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 5)
     klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
