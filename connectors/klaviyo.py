@@ -7,8 +7,9 @@
 - Triggers: events whose `unique_id` is the trigger key, so Klaviyo drops a resend; a bulk
   request never holds one unique_id twice (Klaviyo would reject the whole request).
 - Consent: only bulk subscribe / unsubscribe jobs, only for the channel the source named.
-  Subscribes carry the consent's own time, which Klaviyo accepts only with
-  `historical_import` (the person already opted in on the source: no second opt-in mail).
+  A consent given now is a plain subscribe, so the list's double opt-in and its "Added to
+  list" flows run; a backfilled one carries its own time with `historical_import` (no
+  confirmation mail, no flows for an old opt-in).
 """
 from __future__ import annotations
 
@@ -262,30 +263,33 @@ class KlaviyoConnector(Connector):
 
     def _consent(self, items: list[Outgoing]) -> dict[int, Result]:
         results = {}
-        groups: dict[tuple[str, str], list[Outgoing]] = {}
+        groups: dict[tuple[str, str, bool], list[Outgoing]] = {}
         for item in items:
-            groups.setdefault((item.payload["channel"], item.payload["state"]), []).append(item)
-        for (channel, state), group in groups.items():
+            key = (item.payload["channel"], item.payload["state"], bool(item.payload.get("history")))
+            groups.setdefault(key, []).append(item)
+        for (channel, state, history), group in groups.items():
             endpoint, size, _, _ = CONSENT_JOBS[state]
             for chunk in _chunks(group, size):
-                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk))
+                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk, history))
                 results.update({i.delivery_id: result for i in chunk})
         return results
 
-    def _consent_job(self, channel: str, state: str, items: list[Outgoing]) -> dict:
+    def _consent_job(self, channel: str, state: str, items: list[Outgoing], history: bool = False) -> dict:
         _, _, job_type, consent = CONSENT_JOBS[state]
         attribute, key = CHANNEL_ID[channel]
         profiles = []
         for item in items:
             marketing = {"consent": consent}
-            if state == "subscribed":
+            if state == "subscribed" and history:
                 marketing["consented_at"] = _past(item.payload["consented_at"])
             attributes = {attribute: item.payload[key],
                           "subscriptions": {channel: {"marketing": marketing}}}
             profiles.append({"type": "profile", "attributes": attributes})
         job = {"type": job_type, "attributes": {"profiles": {"data": profiles}}}
         if state == "subscribed":
-            job["attributes"].update(historical_import=True, custom_source="Subscription hub")
+            job["attributes"]["custom_source"] = "Subscription hub"
+            if history:
+                job["attributes"]["historical_import"] = True
         list_id = self.mapping["consent_lists"].get(channel)
         if list_id:
             job["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}

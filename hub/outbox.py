@@ -236,7 +236,7 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
         return 0
     key = f"consent:{subscriber.id}:{channel}:{held['state']}:{held.get('at')}"
     payload = {**_who(subscriber), "channel": channel, "state": held["state"],
-               "consented_at": held.get("at"), "source": held.get("source")}
+               "consented_at": held.get("at"), "source": held.get("source"), "history": history}
     rows = [_row(name, "consent", subscriber.id, key, payload, history)
             for name, _ in _targets(settings, "consent")]
     return _insert(session, rows)

@@ -132,6 +132,14 @@ class FakeKlaviyo(LoopbackServer):
         self.profile_writes: Counter = Counter()
         self.consent: dict[str, dict] = {}  # profile id → {channel: {"consent", "consented_at", "historical"}}
         self.lists: dict[str, set[str]] = {}
+        # Subscribe jobs that are not historical imports follow the list's opt-in setting:
+        # lists here (or every subscribe when `account_double_opt_in`) send a confirmation
+        # message and subscribe nobody until the person confirms; others subscribe at once and
+        # start the list's "Added to list" flows.
+        self.double_opt_in_lists: set[str] = set()
+        self.account_double_opt_in = False
+        self.confirmations: list[tuple[str, str | None]] = []  # (profile id, list id) asked to confirm
+        self.list_flows: list[tuple[str, str]] = []  # (profile id, list id) "Added to list" flows started
         self.jobs: dict[str, dict] = {}
         self.invalid: list[str] = []  # validation failures, for test messages
         self._by_email: dict[str, str] = {}
@@ -320,14 +328,27 @@ class FakeKlaviyo(LoopbackServer):
                     if at and datetime.fromisoformat(at) > datetime.now(timezone.utc):
                         raise Invalid("consented_at must be in the past.")
             list_id = ((body["data"].get("relationships") or {}).get("list") or {}).get("data", {}).get("id")
+            # "If the provided list has double opt-in enabled, profiles will receive a message
+            # requiring their confirmation before subscribing ... If a list is not provided, the
+            # opt-in process used will be determined by the account-level default". With
+            # `historical_import` they "bypass double opt-in emails and be subscribed immediately.
+            # They will also bypass any associated 'Added to list' flows."
+            # https://developers.klaviyo.com/en/reference/bulk_subscribe_profiles
+            double = (list_id in self.double_opt_in_lists if list_id else self.account_double_opt_in)
+            now = datetime.now(timezone.utc).isoformat()
             for p in profiles:
                 pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
+                if double and not historical:
+                    self.confirmations.append((pid, list_id))
+                    continue
                 for channel, params in p["attributes"]["subscriptions"].items():
                     self.consent.setdefault(pid, {})[channel] = {
-                        "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at"),
+                        "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at") or now,
                         "historical": historical}
                 if list_id:
                     self.lists.setdefault(list_id, set()).add(pid)
+                    if not historical:
+                        self.list_flows.append((pid, list_id))
             return 202, None
         return self._run(call, "bulk_subscribe_profiles", handle)
 

@@ -160,8 +160,8 @@ def test_many_events_go_in_bulk_without_a_unique_id_twice_per_request(klaviyo):
     assert len(klaviyo.fake.events) == 30
 
 
-def test_subscribe_carries_the_consents_own_time_for_its_channel_only(klaviyo):
-    klaviyo.connector().push_batch([consent_item(3, "ada@example.com")])
+def test_a_backfilled_subscribe_is_a_historical_import_with_the_consents_own_time(klaviyo):
+    klaviyo.connector().push_batch([consent_item(3, "ada@example.com", history=True)])
     [call] = klaviyo.fake.calls
     attributes = call.body["data"]["attributes"]
     assert call.operation == "bulk_subscribe_profiles" and attributes["historical_import"] is True
@@ -171,6 +171,23 @@ def test_subscribe_carries_the_consents_own_time_for_its_channel_only(klaviyo):
     pid = klaviyo.fake.profile_id("ada@example.com")
     assert klaviyo.fake.consent[pid] == {"email": {"consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00",
                                                    "historical": True}}
+
+
+def test_a_consent_given_now_goes_through_the_lists_opt_in_and_its_flows(klaviyo):
+    klaviyo.fake.double_opt_in_lists.add("Confirmed")
+    c = connector(klaviyo, consent_lists={"email": "Confirmed"})
+    c.push_batch([consent_item(3, "ada@example.com")])
+    pid = klaviyo.fake.profile_id("ada@example.com")
+    assert klaviyo.fake.confirmations == [(pid, "Confirmed")]  # asked to confirm, not subscribed yet
+    assert pid not in klaviyo.fake.consent
+    c = connector(klaviyo, consent_lists={"email": "Newsletter"})
+    c.push_batch([consent_item(4, "bea@example.com"), consent_item(5, "cy@example.com", history=True)])
+    live, backfilled = klaviyo.fake.profile_id("bea@example.com"), klaviyo.fake.profile_id("cy@example.com")
+    assert klaviyo.fake.list_flows == [(live, "Newsletter")]  # "Added to list" starts for the live one only
+    assert klaviyo.fake.consent[live]["email"]["historical"] is False
+    assert klaviyo.fake.consent[backfilled]["email"] == {
+        "consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00", "historical": True}
+    assert klaviyo.fake.invalid == []
 
 
 def test_sms_consent_names_the_phone_and_only_sms(klaviyo):
