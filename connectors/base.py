@@ -2,10 +2,11 @@
 
 Payload shapes per `kind` (built by hub.outbox, read by connectors):
 - profile: {"subscriber_id", "email", "phone", "first_name", "last_name",
-            "fields": {canonical field → value}}  (connectors rename fields via mappings/<name>.yaml)
+            "fields": {canonical field → value}, "cleared": [fields emptied since the tool
+            last had them; absent when none]}  (connectors rename fields via mappings/<name>.yaml)
 - event:   {"subscriber_id", "email", "phone", "name", "properties", "time", "unique_id", "history"}
 - consent: {"subscriber_id", "email", "phone", "channel": "email"|"sms",
-            "state": "subscribed"|"unsubscribed", "consented_at"}
+            "state": "subscribed"|"unsubscribed", "consented_at", "history": backfilled}
 - erase:   {"subscriber_id", "email", "phone"}
 """
 from __future__ import annotations

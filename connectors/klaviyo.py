@@ -1,12 +1,15 @@
 """Klaviyo through the official klaviyo-api SDK: profiles, events and consent.
 
 - Profiles: create-or-update one by one for a few, bulk import jobs (≤ 10,000 profiles,
-  ≤ 5 MB) for many; an optional list per stage (mapping `stage_lists`).
+  ≤ 5 MB) for many; an optional list per stage (mapping `stage_lists`). A bulk import keeps
+  a property sent as null, so a profile that empties one goes one by one, with the emptied
+  properties in `meta.patch_properties.unset`.
 - Triggers: events whose `unique_id` is the trigger key, so Klaviyo drops a resend; a bulk
   request never holds one unique_id twice (Klaviyo would reject the whole request).
 - Consent: only bulk subscribe / unsubscribe jobs, only for the channel the source named.
-  Subscribes carry the consent's own time, which Klaviyo accepts only with
-  `historical_import` (the person already opted in on the source: no second opt-in mail).
+  A consent given now is a plain subscribe, so the list's double opt-in and its "Added to
+  list" flows run; a backfilled one carries its own time with `historical_import` (no
+  confirmation mail, no flows for an old opt-in).
 """
 from __future__ import annotations
 
@@ -150,20 +153,31 @@ class KlaviyoConnector(Connector):
 
     # Profiles -----------------------------------------------------------------------
 
-    def _profile(self, payload: dict) -> dict:
+    def _profile(self, payload: dict, unset: bool = False) -> dict:
+        """A profile resource; with `unset`, empty properties are removed at Klaviyo
+        (Create or Update Profile's `meta.patch_properties.unset`), not sent as null."""
         fields = self.mapping["fields"]
         attributes = _identity(payload, "email", "phone", "first_name", "last_name")
-        attributes["properties"] = {fields[k]: v for k, v in payload["fields"].items()
-                                    if fields.get(k)}
-        return {"type": "profile", "attributes": attributes}
+        properties = {fields[k]: v for k, v in payload["fields"].items() if fields.get(k)}
+        profile = {"type": "profile", "attributes": attributes}
+        empty = [name for name, value in properties.items() if value is None] if unset else []
+        if empty:
+            properties = {k: v for k, v in properties.items() if v is not None}
+            profile["meta"] = {"patch_properties": {"unset": empty}}
+        attributes["properties"] = properties
+        return profile
 
     def _stage_list(self, item: Outgoing) -> str | None:
         return self.mapping["stage_lists"].get(item.payload["fields"].get("stage"))
 
     def _profiles(self, items: list[Outgoing]) -> dict[int, Result]:
-        if len(items) < self.mapping["bulk_from"]:
+        # Bulk Import Profiles cannot clear a property ("does not support setting fields to
+        # null"): https://developers.klaviyo.com/en/docs/use_klaviyos_bulk_profile_import_api
+        clearing = [i for i in items if i.payload.get("cleared")]
+        if len(items) - len(clearing) < self.mapping["bulk_from"]:
             return self._profiles_one_by_one(items)
-        results = {}
+        results = self._profiles_one_by_one(clearing) if clearing else {}
+        items = [i for i in items if not i.payload.get("cleared")]
         by_list: dict[str | None, list[Outgoing]] = {}
         for item in items:
             by_list.setdefault(self._stage_list(item), []).append(item)
@@ -195,7 +209,7 @@ class KlaviyoConnector(Connector):
     def _profiles_one_by_one(self, items: list[Outgoing]) -> dict[int, Result]:
         results, to_list = {}, {}
         for item in items:
-            result, data = self._call("profile-import", {"data": self._profile(item.payload)})
+            result, data = self._call("profile-import", {"data": self._profile(item.payload, unset=True)})
             results[item.delivery_id] = result
             list_id = self._stage_list(item)
             if isinstance(result, Sent) and list_id and data:
@@ -249,30 +263,33 @@ class KlaviyoConnector(Connector):
 
     def _consent(self, items: list[Outgoing]) -> dict[int, Result]:
         results = {}
-        groups: dict[tuple[str, str], list[Outgoing]] = {}
+        groups: dict[tuple[str, str, bool], list[Outgoing]] = {}
         for item in items:
-            groups.setdefault((item.payload["channel"], item.payload["state"]), []).append(item)
-        for (channel, state), group in groups.items():
+            key = (item.payload["channel"], item.payload["state"], bool(item.payload.get("history")))
+            groups.setdefault(key, []).append(item)
+        for (channel, state, history), group in groups.items():
             endpoint, size, _, _ = CONSENT_JOBS[state]
             for chunk in _chunks(group, size):
-                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk))
+                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk, history))
                 results.update({i.delivery_id: result for i in chunk})
         return results
 
-    def _consent_job(self, channel: str, state: str, items: list[Outgoing]) -> dict:
+    def _consent_job(self, channel: str, state: str, items: list[Outgoing], history: bool = False) -> dict:
         _, _, job_type, consent = CONSENT_JOBS[state]
         attribute, key = CHANNEL_ID[channel]
         profiles = []
         for item in items:
             marketing = {"consent": consent}
-            if state == "subscribed":
+            if state == "subscribed" and history:
                 marketing["consented_at"] = _past(item.payload["consented_at"])
             attributes = {attribute: item.payload[key],
                           "subscriptions": {channel: {"marketing": marketing}}}
             profiles.append({"type": "profile", "attributes": attributes})
         job = {"type": job_type, "attributes": {"profiles": {"data": profiles}}}
         if state == "subscribed":
-            job["attributes"].update(historical_import=True, custom_source="Subscription hub")
+            job["attributes"]["custom_source"] = "Subscription hub"
+            if history:
+                job["attributes"]["historical_import"] = True
         list_id = self.mapping["consent_lists"].get(channel)
         if list_id:
             job["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}

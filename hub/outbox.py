@@ -89,7 +89,8 @@ def profile_fields(subscriber: Subscriber) -> dict:
         "tier": subscriber.tier,
         "points": subscriber.loyalty_points or 0,
         "subscription_status": main.status if main else None,
-        "plan": main.plan if main else None,
+        # A plan only while it runs: a cancelled one clears it at the tools.
+        "plan": main.plan if main and main.is_live else None,
         "mrr": mrr,
         "next_renewal_at": iso(min(renewals)) if renewals else None,
         "lifetime_value": subscriber.lifetime_spend or 0,
@@ -118,6 +119,17 @@ def profile_payload(subscriber: Subscriber, fields: dict, mapping: dict) -> dict
     return {**_who(subscriber), "first_name": subscriber.first_name,
             "last_name": subscriber.last_name,
             "fields": {k: v for k, v in fields.items() if mapping["fields"].get(k)}}
+
+
+def cleared_fields(payload: dict, previous: dict | None, previous_sent: bool) -> list[str]:
+    """Fields this payload empties that the tool may still hold: set in the previous profile
+    delivery, or emptied by it when it was never sent (superseded, still queued, dead)."""
+    if previous is None:
+        return []
+    before = previous.get("fields") or {}
+    held = set() if previous_sent else set(previous.get("cleared") or ())
+    return sorted(k for k, v in payload["fields"].items()
+                  if v is None and (before.get(k) is not None or k in held))
 
 
 def profile_digest(payload: dict) -> str:
@@ -224,7 +236,7 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
         return 0
     key = f"consent:{subscriber.id}:{channel}:{held['state']}:{held.get('at')}"
     payload = {**_who(subscriber), "channel": channel, "state": held["state"],
-               "consented_at": held.get("at"), "source": held.get("source")}
+               "consented_at": held.get("at"), "source": held.get("source"), "history": history}
     rows = [_row(name, "consent", subscriber.id, key, payload, history)
             for name, _ in _targets(settings, "consent")]
     return _insert(session, rows)
@@ -284,7 +296,7 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
     latest = {(c, s): (i, k) for i, c, s, k in session.execute(
         select(Delivery.id, Delivery.connector, Delivery.subscriber_id, Delivery.idempotency_key)
         .where(Delivery.id.in_(latest_ids)))}
-    rows = []
+    planned = []  # (connector, subscriber id, payload, digest, previous delivery id)
     for subscriber in subscribers:
         fields = profile_fields(subscriber)
         for name, mapping in targets:
@@ -295,9 +307,22 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
             previous_id, previous_key = latest.get((name, subscriber.id), (0, ""))
             if _held(previous_key, payload, digest):
                 continue  # the tool already has (or is about to get) exactly this
-            # The previous delivery's id in the key lets A → B → A send A again.
-            key = f"profile:{subscriber.id}:{digest}:{previous_id}"
-            rows.append(_row(name, "profile", subscriber.id, key, payload, False))
+            planned.append((name, subscriber.id, payload, digest, previous_id))
+    # The previous payload, where a field is empty now, says which fields this one clears.
+    previous = {}
+    wanted = [p[4] for p in planned if p[4] and None in p[2]["fields"].values()]
+    for chunk in _chunks(wanted):
+        previous.update({i: (p, status == SENT) for i, p, status in session.execute(
+            select(Delivery.id, Delivery.payload, Delivery.status).where(Delivery.id.in_(chunk)))})
+    rows = []
+    for name, subscriber_id, payload, digest, previous_id in planned:
+        # Outside the digest: the values alone say whether the tool has this profile.
+        cleared = cleared_fields(payload, *previous.get(previous_id, (None, True)))
+        if cleared:
+            payload["cleared"] = cleared
+        # The previous delivery's id in the key lets A → B → A send A again.
+        key = f"profile:{subscriber_id}:{digest}:{previous_id}"
+        rows.append(_row(name, "profile", subscriber_id, key, payload, False))
     return _insert(session, rows)
 
 

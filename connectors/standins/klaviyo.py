@@ -132,6 +132,14 @@ class FakeKlaviyo(LoopbackServer):
         self.profile_writes: Counter = Counter()
         self.consent: dict[str, dict] = {}  # profile id → {channel: {"consent", "consented_at", "historical"}}
         self.lists: dict[str, set[str]] = {}
+        # Subscribe jobs that are not historical imports follow the list's opt-in setting:
+        # lists here (or every subscribe when `account_double_opt_in`) send a confirmation
+        # message and subscribe nobody until the person confirms; others subscribe at once and
+        # start the list's "Added to list" flows.
+        self.double_opt_in_lists: set[str] = set()
+        self.account_double_opt_in = False
+        self.confirmations: list[tuple[str, str | None]] = []  # (profile id, list id) asked to confirm
+        self.list_flows: list[tuple[str, str]] = []  # (profile id, list id) "Added to list" flows started
         self.jobs: dict[str, dict] = {}
         self.invalid: list[str] = []  # validation failures, for test messages
         self._by_email: dict[str, str] = {}
@@ -173,7 +181,17 @@ class FakeKlaviyo(LoopbackServer):
 
     # Profiles -----------------------------------------------------------------------
 
-    def _upsert(self, attributes: dict) -> tuple[str, bool]:
+    def _upsert(self, attributes: dict, meta: dict | None = None, nulls_clear: bool = True) -> tuple[str, bool]:
+        """Create or update one profile. Create or Update Profile clears a property sent as null
+        and removes the keys named in `meta.patch_properties.unset` ("Remove a key or keys (and
+        their values) completely from properties": ProfileMetaPatchProperties in
+        contracts/klaviyo/create_or_update_profile.json;
+        https://developers.klaviyo.com/en/reference/create_or_update_profile). Bulk Import
+        Profiles does not: "does not support setting fields to null to clear them. Only fields
+        explicitly provided with non-null values will be updated"
+        (https://developers.klaviyo.com/en/docs/use_klaviyos_bulk_profile_import_api), so
+        there (nulls_clear=False) a null keeps the previous value, and `unset`, which that page
+        does not offer for removing values, is not applied."""
         email, phone = attributes.get("email"), attributes.get("phone_number")
         if not email and not phone:
             raise Invalid("One of email or phone_number is required.", "/data/attributes")
@@ -188,9 +206,14 @@ class FakeKlaviyo(LoopbackServer):
         profile = self.profiles.setdefault(pid, {"properties": {}})
         for key, value in attributes.items():
             if key == "properties":
-                profile["properties"].update(value or {})
+                profile["properties"].update({k: v for k, v in (value or {}).items()
+                                              if nulls_clear or v is not None})
             elif value is not None:
                 profile[key] = value
+        if nulls_clear:
+            unset = ((meta or {}).get("patch_properties") or {}).get("unset") or []
+            for name in [unset] if isinstance(unset, str) else unset:
+                profile["properties"].pop(name, None)
         if profile.get("email"):
             self._by_email[profile["email"]] = pid
         if profile.get("phone_number"):
@@ -199,7 +222,7 @@ class FakeKlaviyo(LoopbackServer):
 
     def create_or_update_profile(self, call):
         def handle(body):
-            pid, created = self._upsert(body["data"]["attributes"])
+            pid, created = self._upsert(body["data"]["attributes"], body["data"].get("meta"))
             self.profile_writes[pid] += 1
             document = {"data": {"type": "profile", "id": pid, "attributes": self.profiles[pid],
                                  "links": {"self": f"{self.url}/api/profiles/{pid}/"}}}
@@ -211,7 +234,7 @@ class FakeKlaviyo(LoopbackServer):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
-            ids = [self._upsert(p["attributes"])[0] for p in profiles]
+            ids = [self._upsert(p["attributes"], nulls_clear=False)[0] for p in profiles]
             self.profile_writes.update(ids)
             for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
                 self.lists.setdefault(rel["id"], set()).update(ids)
@@ -305,14 +328,27 @@ class FakeKlaviyo(LoopbackServer):
                     if at and datetime.fromisoformat(at) > datetime.now(timezone.utc):
                         raise Invalid("consented_at must be in the past.")
             list_id = ((body["data"].get("relationships") or {}).get("list") or {}).get("data", {}).get("id")
+            # "If the provided list has double opt-in enabled, profiles will receive a message
+            # requiring their confirmation before subscribing ... If a list is not provided, the
+            # opt-in process used will be determined by the account-level default". With
+            # `historical_import` they "bypass double opt-in emails and be subscribed immediately.
+            # They will also bypass any associated 'Added to list' flows."
+            # https://developers.klaviyo.com/en/reference/bulk_subscribe_profiles
+            double = (list_id in self.double_opt_in_lists if list_id else self.account_double_opt_in)
+            now = datetime.now(timezone.utc).isoformat()
             for p in profiles:
                 pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
+                if double and not historical:
+                    self.confirmations.append((pid, list_id))
+                    continue
                 for channel, params in p["attributes"]["subscriptions"].items():
                     self.consent.setdefault(pid, {})[channel] = {
-                        "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at"),
+                        "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at") or now,
                         "historical": historical}
                 if list_id:
                     self.lists.setdefault(list_id, set()).add(pid)
+                    if not historical:
+                        self.list_flows.append((pid, list_id))
             return 202, None
         return self._run(call, "bulk_subscribe_profiles", handle)
 

@@ -48,10 +48,10 @@ def event_item(delivery_id: int = 2, email: str = "ada@example.com", subscriber_
 
 
 def consent_item(delivery_id: int = 3, email: str = "ada@example.com", state: str = "subscribed",
-                 channel: str = "email", phone: str | None = None) -> Outgoing:
+                 channel: str = "email", phone: str | None = None, history: bool = False) -> Outgoing:
     return Outgoing(delivery_id, "consent", f"consent:{delivery_id}", {
         "subscriber_id": delivery_id, "email": email, "phone": phone, "channel": channel, "state": state,
-        "consented_at": "2026-10-01T09:30:00+00:00", "source": "shopify"})
+        "consented_at": "2026-10-01T09:30:00+00:00", "source": "shopify", "history": history})
 
 
 def erase_item(delivery_id: int = 4, email: str = "ada@example.com", phone: str | None = "+16135550004"

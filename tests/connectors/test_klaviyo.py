@@ -53,6 +53,32 @@ def test_many_profiles_go_in_one_bulk_import_job(klaviyo):
     assert len(klaviyo.fake.profiles) == 250
 
 
+def test_a_bulk_import_keeps_a_property_sent_as_null_as_klaviyo_does(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    c.push_batch([profile_item(i, f"p{i}@example.com", plan=None) for i in range(12)])
+    assert [call.operation for call in klaviyo.fake.calls] == ["bulk_import_profiles"] * 2
+    assert klaviyo.fake.profile("p1@example.com")["properties"]["hub_plan"] == "Coffee monthly"
+
+
+def test_profiles_that_clear_a_property_go_one_by_one_and_unset_it(klaviyo):
+    c = klaviyo.connector()
+    c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    klaviyo.fake.calls.clear()
+    cancelled = profile_item(0, "p0@example.com", plan=None, next_renewal_at=None, subscription_status="canceled")
+    cancelled.payload["cleared"] = ["next_renewal_at", "plan"]
+    results = c.push_batch([cancelled] + [profile_item(i, f"p{i}@example.com", tier="Gold") for i in range(1, 12)])
+    assert all(isinstance(r, Sent) for r in results.values())
+    assert sorted(call.operation for call in klaviyo.fake.calls) == ["bulk_import_profiles", "create_or_update_profile"]
+    [single] = klaviyo.fake.operations("create_or_update_profile")
+    assert single.body["data"]["meta"] == {"patch_properties": {"unset": ["hub_plan", "hub_next_renewal_at"]}}
+    properties = klaviyo.fake.profile("p0@example.com")["properties"]
+    assert "hub_plan" not in properties and "hub_next_renewal_at" not in properties
+    assert properties["hub_subscription_status"] == "canceled"
+    assert klaviyo.fake.profile("p1@example.com")["properties"]["hub_tier"] == "Gold"
+    assert klaviyo.fake.invalid == []
+
+
 def test_bulk_imports_are_cut_at_the_profile_and_byte_limits(klaviyo, monkeypatch):
     monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 5)
     klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
@@ -134,8 +160,8 @@ def test_many_events_go_in_bulk_without_a_unique_id_twice_per_request(klaviyo):
     assert len(klaviyo.fake.events) == 30
 
 
-def test_subscribe_carries_the_consents_own_time_for_its_channel_only(klaviyo):
-    klaviyo.connector().push_batch([consent_item(3, "ada@example.com")])
+def test_a_backfilled_subscribe_is_a_historical_import_with_the_consents_own_time(klaviyo):
+    klaviyo.connector().push_batch([consent_item(3, "ada@example.com", history=True)])
     [call] = klaviyo.fake.calls
     attributes = call.body["data"]["attributes"]
     assert call.operation == "bulk_subscribe_profiles" and attributes["historical_import"] is True
@@ -145,6 +171,23 @@ def test_subscribe_carries_the_consents_own_time_for_its_channel_only(klaviyo):
     pid = klaviyo.fake.profile_id("ada@example.com")
     assert klaviyo.fake.consent[pid] == {"email": {"consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00",
                                                    "historical": True}}
+
+
+def test_a_consent_given_now_goes_through_the_lists_opt_in_and_its_flows(klaviyo):
+    klaviyo.fake.double_opt_in_lists.add("Confirmed")
+    c = connector(klaviyo, consent_lists={"email": "Confirmed"})
+    c.push_batch([consent_item(3, "ada@example.com")])
+    pid = klaviyo.fake.profile_id("ada@example.com")
+    assert klaviyo.fake.confirmations == [(pid, "Confirmed")]  # asked to confirm, not subscribed yet
+    assert pid not in klaviyo.fake.consent
+    c = connector(klaviyo, consent_lists={"email": "Newsletter"})
+    c.push_batch([consent_item(4, "bea@example.com"), consent_item(5, "cy@example.com", history=True)])
+    live, backfilled = klaviyo.fake.profile_id("bea@example.com"), klaviyo.fake.profile_id("cy@example.com")
+    assert klaviyo.fake.list_flows == [(live, "Newsletter")]  # "Added to list" starts for the live one only
+    assert klaviyo.fake.consent[live]["email"]["historical"] is False
+    assert klaviyo.fake.consent[backfilled]["email"] == {
+        "consent": "SUBSCRIBED", "consented_at": "2026-10-01T09:30:00+00:00", "historical": True}
+    assert klaviyo.fake.invalid == []
 
 
 def test_sms_consent_names_the_phone_and_only_sms(klaviyo):

@@ -288,7 +288,7 @@ def test_consent_is_planned_only_when_the_source_changed_it_and_carries_its_time
     [row] = deliveries(storage, kind="consent")
     assert row.payload == {"subscriber_id": row.subscriber_id, "email": "ada@example.com", "phone": None,
                            "channel": "email", "state": "subscribed", "consented_at": consented_at.isoformat(),
-                           "source": "shopify"}
+                           "source": "shopify", "history": False}
 
 
 def test_sms_consent_needs_a_phone(storage, settings):
@@ -506,12 +506,70 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
             at += timedelta(hours=1)
         assert {d.status for d in deliveries(storage)} == {SENT}
         assert len(klaviyo.profiles) == 40 and len(klaviyo.events) == 40 and klaviyo.duplicate_events == 0
-        assert all(c["email"]["consented_at"] == "2026-11-01T10:00:00+00:00" for c in klaviyo.consent.values())
+        # Live opt-ins: plain subscribes (a list's double opt-in and flows run), not historical imports.
+        assert all(c["email"]["consent"] == "SUBSCRIBED" and not c["email"]["historical"]
+                   for c in klaviyo.consent.values())
         assert any(c.status == 429 for c in klaviyo.calls)
         assert klaviyo.invalid == [] and klaviyo.crashes == []
         with storage.session() as session:
             assert session.scalar(select(func.count()).select_from(DeliveryAttempt).where(
                 DeliveryAttempt.http_status == 429)) > 0
+
+
+@pytest.mark.parametrize("people", [1, 24], ids=["one-by-one", "bulk"])
+def test_a_cancelled_subscription_clears_plan_and_renewal_at_klaviyo(storage, people):
+    with FakeKlaviyo(api_key="pk_cancel") as klaviyo:
+        settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_cancel", "KLAVIYO_BASE_URL": klaviyo.url})
+        with storage.session() as session:
+            for i in range(people):
+                outbox.mark_dirty(session, subscriber(session, email=f"p{i}@example.com").id)
+            outbox.flush_pending_profiles(session, settings)
+        outbox.push_batch(storage, settings, "klaviyo", now=NOW)
+        assert klaviyo.profile("p0@example.com")["properties"]["hub_plan"] == "Coffee monthly"
+        klaviyo.calls.clear()
+        cancelled = {f"p{i}@example.com" for i in range(0, people, 2)}
+        with storage.session() as session:
+            for person in session.scalars(select(Subscriber).options(selectinload(Subscriber.subscriptions))):
+                if person.email in cancelled:
+                    person.subscriptions[0].status = "canceled"
+                else:
+                    person.tier = "Gold"
+                outbox.mark_dirty(session, person.id, person)
+            outbox.flush_pending_profiles(session, settings)
+        outbox.push_batch(storage, settings, "klaviyo", now=NOW)
+        assert {d.status for d in deliveries(storage)} == {SENT}
+        for email in cancelled:
+            properties = klaviyo.profile(email)["properties"]
+            assert properties["hub_subscription_status"] == "canceled"
+            assert properties.get("hub_plan") is None and properties.get("hub_next_renewal_at") is None
+        for email in {f"p{i}@example.com" for i in range(people)} - cancelled:
+            properties = klaviyo.profile(email)["properties"]
+            assert (properties["hub_tier"], properties["hub_plan"]) == ("Gold", "Coffee monthly")
+        if people > 1:  # the profiles that clear nothing still go in one bulk import
+            assert len(klaviyo.operations("bulk_import_profiles")) == 1
+        assert klaviyo.invalid == []
+
+
+def test_a_clearing_not_yet_sent_is_carried_by_the_update_that_replaces_it(storage):
+    settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk", "KLAVIYO_BASE_URL": "http://127.0.0.1:9"})
+    with storage.session() as session:
+        person = subscriber(session)
+        outbox.mark_dirty(session, person.id, person)
+        outbox.flush_pending_profiles(session, settings)
+    with storage.session() as session:
+        session.execute(update(Delivery).values(status=SENT))
+    for change in ("cancel", "tier"):  # the cancellation is still queued when the tier changes
+        with storage.session() as session:
+            person = session.scalars(select(Subscriber).options(selectinload(Subscriber.subscriptions))).one()
+            if change == "cancel":
+                person.subscriptions[0].status = "canceled"
+            else:
+                person.tier = "Gold"
+            outbox.mark_dirty(session, person.id, person)
+            outbox.flush_pending_profiles(session, settings)
+    first, cancelled, later = deliveries(storage)
+    assert "cleared" not in first.payload
+    assert cancelled.payload["cleared"] == later.payload["cleared"] == ["next_renewal_at", "plan"]
 
 
 # A worker killed mid-push ---------------------------------------------------------------
