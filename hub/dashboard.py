@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from hub.inbox import EARLIER
 from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery,
                         DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription, Trigger)
-from hub.values import Money, iso, utc
+from hub.values import Money, iso, per_month, utc
 
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")
 # Triggers that reach a customer as a message: the "reminders" of the dashboard.
@@ -140,15 +140,7 @@ def _as_date(value) -> date:
 
 # MRR movements (pure) ------------------------------------------------------------------------
 
-_PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
-
-
-def monthly(amount, interval, count) -> int:
-    """Price per month in minor units (the same rule as hub.outbox.monthly_amount)."""
-    per_month = _PER_MONTH.get(interval or "month")
-    if not amount or per_month is None:
-        return 0
-    return round(amount * per_month / max(1, count or 1))
+monthly = per_month  # price per month in minor units, the rule of hub.outbox.monthly_amount
 
 
 def movement(before: int, after: int) -> str | None:

@@ -37,7 +37,7 @@ INVENTORY_CHANGED = "inventory.changed"
 # Shapes of `data` per event (every key optional unless the event is meaningless without it).
 _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "interval_count",
                       "amount", "currency", "quantity", "current_period_start",
-                      "current_period_end", "next_renewal_at", "trial_end",
+                      "current_period_end", "next_renewal_at", "resumes_at", "trial_end",
                       "cancel_at_period_end", "canceled_at", "usage_limit", "product_ids",
                       "update_payment_url")
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",

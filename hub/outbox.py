@@ -44,7 +44,7 @@ from hub import events as ev
 from hub.flush import execute_many, update_by_key, write_new
 from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Delivery,
                         DeliveryAttempt, Subscriber, Trigger, now_utc)
-from hub.values import iso
+from hub.values import iso, per_month
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,6 @@ MRR_STATUSES = ("active", "past_due")
 # Which subscription speaks for the subscriber (status, plan): the most alive one.
 _STATUS_RANK = {"active": 0, "past_due": 1, "trialing": 2, "paused": 3, "canceled": 4,
                 "expired": 5}
-# Intervals per month, to normalize a price to a monthly one.
-_PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
 _OUTCOME = {SENT: "sent", RETRYING: "retry", DEAD: "dead"}
 
 
@@ -104,10 +102,7 @@ def _speaks_first(subscription) -> tuple:
 
 def monthly_amount(subscription) -> int:
     """The subscription's price per month in minor units (0 when unknown)."""
-    per_month = _PER_MONTH.get(subscription.interval or "month")
-    if not subscription.amount or per_month is None:
-        return 0
-    return round(subscription.amount * per_month / max(1, subscription.interval_count or 1))
+    return per_month(subscription.amount, subscription.interval, subscription.interval_count)
 
 
 def _who(subscriber: Subscriber) -> dict:

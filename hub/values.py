@@ -66,6 +66,18 @@ def money_text(amount, currency: str | None) -> str | None:
         return None
 
 
+# Intervals per month, to normalize a price to a monthly one (MRR).
+_PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
+
+
+def per_month(amount, interval: str | None, count: int | None) -> int:
+    """A price of `amount` minor units every `count` `interval`s, per month (0 when unknown)."""
+    rate = _PER_MONTH.get(interval or "month")
+    if not amount or rate is None:
+        return 0
+    return round(amount * rate / max(1, count or 1))
+
+
 def normalize_email(value: str | None) -> str | None:
     """Trimmed, lower-cased email, or None when empty or not an address."""
     if not value:

@@ -14,7 +14,7 @@ import stripe
 from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, normalize_email, normalize_phone, readable_utc, utc
+from hub.values import json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
 from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks import header as find_header
 
@@ -469,11 +469,13 @@ def _payment_error(invoice: dict, payments: list | None = None) -> dict:
 
 
 # Stripe's subscription statuses in the hub's vocabulary (design §3); unknown ones → None.
-# `incomplete` (first payment not through yet, 23 h to complete it) and `unpaid` (retries
-# exhausted, invoices left open) both mean money owed but the customer not lost: past_due.
+# `past_due`: retries still running. `unpaid` (retries exhausted, invoices left open, "payments
+# aren't attempted") and `incomplete` (the first payment not made; 23 h to make it) collect
+# nothing, so they are held as paused: live, out of MRR, no renewal reminders
+# (https://docs.stripe.com/api/subscriptions/object#subscription_object-status).
 # `incomplete_expired` is a subscription whose first payment never came: expired.
 STATUSES = {"trialing": "trialing", "active": "active", "past_due": "past_due",
-            "incomplete": "past_due", "unpaid": "past_due", "paused": "paused",
+            "incomplete": "paused", "unpaid": "paused", "paused": "paused",
             "canceled": "canceled", "incomplete_expired": "expired"}
 
 
@@ -481,33 +483,66 @@ def _subscription_data(sub: dict) -> dict:
     items = (sub.get("items") or {}).get("data") or []
     first = items[0] if items else {}
     price = _price(first)
-    recurring = price.get("recurring") or {}
     status = STATUSES.get(sub.get("status"))
-    # Before API 2025-03-31 the period is on the subscription; since, on each item.
-    period_start = sub.get("current_period_start") or first.get("current_period_start")
-    period_end = sub.get("current_period_end") or first.get("current_period_end")
+    # pause_collection leaves Stripe's status `active` while invoices are drafted, voided or
+    # marked uncollectible until `resumes_at` (or until it is cleared): no revenue, no renewal
+    # to remind of (https://docs.stripe.com/billing/subscriptions/pause-payment).
+    pause = sub.get("pause_collection") or {}
+    if pause and status in ("active", "past_due"):
+        status = "paused"
+    # Before API 2025-03-31 the period is on the subscription; since, on each item, and with
+    # items of different intervals the next renewal is the soonest item's.
+    renewing = min((item for item in items if item.get("current_period_end")),
+                   key=lambda item: item["current_period_end"], default=first)
+    period_start = sub.get("current_period_start") or renewing.get("current_period_start")
+    period_end = sub.get("current_period_end") or renewing.get("current_period_end")
     ends = (sub.get("cancel_at_period_end") or status in ("canceled", "expired", "paused")
             or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
     product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
+    interval, interval_count, amount = _billing(items)
     return {
         "source_id": _id(sub["id"]),
         "status": status,
         "plan": _plan_name(price),
         "plan_id": _id(price.get("id")),
-        # Legacy plans (shown as `price` in old payloads) carry interval and amount directly.
-        "interval": recurring.get("interval") or price.get("interval"),
-        "interval_count": recurring.get("interval_count") or price.get("interval_count"),
-        "amount": _amount(items),
+        "interval": interval,
+        "interval_count": interval_count,
+        "amount": amount,
         "currency": _currency(sub) or _currency(price),
         "quantity": sum(item.get("quantity") or 0 for item in items) if items else None,
         "current_period_start": utc(period_start),
         "current_period_end": utc(period_end),
         "next_renewal_at": None if ends else utc(period_end),
+        "resumes_at": utc(pause.get("resumes_at")),
         "trial_end": utc(sub.get("trial_end")),
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
         "canceled_at": utc(sub.get("canceled_at")),
         "product_ids": list(dict.fromkeys(product_ids)),
     }
+
+
+def _cycle(item: dict) -> tuple:
+    """(interval, count) an item bills on; legacy plans carry them on the price itself."""
+    price = _price(item)
+    recurring = price.get("recurring") or {}
+    return (recurring.get("interval") or price.get("interval"),
+            recurring.get("interval_count") or price.get("interval_count"))
+
+
+def _billing(items: list) -> tuple:
+    """(interval, interval_count, amount) of the subscription.
+
+    Items of one cycle add up to that cycle's amount. Items of different intervals (flexible
+    billing mode) are read each by its own interval and summed as an amount per month.
+    """
+    cycles = {_cycle(item) for item in items}
+    if len(cycles) <= 1:
+        interval, count = cycles.pop() if cycles else (None, None)
+        return interval, count, _amount(items)
+    amounts = [_amount([item]) for item in items]
+    if None in amounts:
+        return "month", 1, None
+    return "month", 1, sum(per_month(amount, *_cycle(item)) for amount, item in zip(amounts, items))
 
 
 def _price(item: dict) -> dict:

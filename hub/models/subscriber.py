@@ -89,6 +89,8 @@ class Subscription(Base):
     current_period_end: Mapped[datetime | None]
     next_renewal_at: Mapped[datetime | None]
     trial_end: Mapped[datetime | None]
+    # When a paused subscription collects payment again, if the platform says.
+    resumes_at: Mapped[datetime | None]
     cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
     canceled_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

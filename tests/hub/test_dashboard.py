@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from hub import dashboard, outbox
 from hub.inbox import drain_inbox
-from hub.models import Checkpoint, InboxEvent
+from hub.models import Checkpoint, InboxEvent, Subscriber
+from tests.hub.web.conftest import add_staff, log_in
 from tests.hub.web.shop import Shop, days_ago
+from tests.samples import API_HEADERS
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=timezone.utc)
 
@@ -156,3 +158,39 @@ def test_a_ledger_step_is_dropped_when_another_process_moved_it_first(client, hu
         held = s.get(Checkpoint, dashboard.LEDGER)
         stale_stamp = held.updated_at
         assert dashboard._save(s, {"last_id": 99}, stale_stamp - timedelta(seconds=1), exists=True) is False
+
+
+def test_mrr_counts_only_collected_money_each_item_by_its_own_interval(client, hub):
+    shop = Shop(client)
+    for name in ("paying", "unpaid", "incomplete", "mixed", "paused"):
+        shop.customer(f"cus_{name}", f"{name}@example.com", f"Pat {name}", at=days_ago(50))
+    shop.subscribe("cus_paying", "sub_paying", at=days_ago(50), amount=2900)
+    # Stripe collects nothing from these: retries exhausted, or the first payment never made.
+    shop.subscribe("cus_unpaid", "sub_unpaid", at=days_ago(50), amount=1900, status="unpaid")
+    shop.subscribe("cus_incomplete", "sub_incomplete", at=days_ago(50), amount=1500, status="incomplete")
+    # 10.00 a month plus 120.00 a year on one subscription: 20.00 a month.
+    shop.subscribe("cus_mixed", "sub_mixed", at=days_ago(50), amount=1000, more_items=((12000, "year"),))
+    shop.subscribe("cus_paused", "sub_paused", at=days_ago(50), amount=4900)
+    resumes = days_ago(-25).replace(microsecond=0)
+    shop.pause("cus_paused", "sub_paused", at=days_ago(5), resumes_at=resumes)
+    drain_inbox(hub.storage, hub.settings)
+
+    with hub.storage.session() as s:
+        data = dashboard.build(s, hub.storage, hub.settings, hub.queues)
+        # The MRR each person's profile carries to the email and CRM tools.
+        mrr = {x.email.split("@")[0]: outbox.profile_fields(x)["mrr"] for x in s.scalars(select(Subscriber))}
+    assert data["mrr"]["current"] == "49.00 USD"
+    assert mrr == {"paying": 2900, "unpaid": 0, "incomplete": 0, "mixed": 2000, "paused": 0}
+    profiles = {name: client.get(f"/api/subscribers/{name}@example.com",
+                                  headers=API_HEADERS).get_json()["subscriber"]
+                for name in ("unpaid", "incomplete", "mixed", "paused")}
+    assert profiles["mixed"]["subscriptions"][0]["amount"] == 2000
+    paused = profiles["paused"]["subscriptions"][0]
+    assert (paused["status"], paused["next_renewal_at"]) == ("paused", None)
+    assert paused["resumes_at"] == resumes.isoformat()
+    assert [p["subscriptions"][0]["status"] for p in profiles.values()] == ["paused"] * 2 + ["active", "paused"]
+    add_staff(hub, "victor@shop.test")
+    log_in(client, "victor@shop.test")
+    page = client.get(f"/sync-log/subscribers/{profiles['paused']['id']}").get_data(as_text=True)
+    assert '<span class="badge paused">paused</span>' in page
+    assert f'resumes {resumes.strftime("%d %b %Y, %H:%M")} UTC' in page

@@ -231,7 +231,7 @@ def test_a_created_subscription_in_the_old_shape():
         "plan": "FFBEGINNER_00000000000000", "plan_id": "FFBEGINNER_00000000000000",
         "interval": "month", "interval_count": 1, "amount": 600, "currency": "USD", "quantity": 2,
         "current_period_start": at(1486568724), "current_period_end": at(1488987924),
-        "next_renewal_at": at(1488987924), "trial_end": at(1467992724),
+        "next_renewal_at": at(1488987924), "resumes_at": None, "trial_end": at(1467992724),
         "cancel_at_period_end": False, "canceled_at": None, "product_ids": ["prod_00000000000000"],
     }
 
@@ -382,11 +382,13 @@ def test_published_customer_with_contact_details():
 def test_published_subscription():
     [event] = receive(published_event("subscription", "customer.subscription.updated"))
     assert event.data == {
-        "source_id": "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw", "status": "active",
+        "source_id": "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw",
         "plan": "price_1PgafmB7WZ01zgkW6dKueIc5", "plan_id": "price_1PgafmB7WZ01zgkW6dKueIc5",
         "interval": "month", "interval_count": 1, "amount": 2000, "currency": "USD", "quantity": 1,
         "current_period_start": at(1896570518), "current_period_end": at(976287773),
         "next_renewal_at": None,  # cancel_at_period_end
+        # Stripe's example pauses collection (mark_uncollectible), its status left `active`.
+        "status": "paused", "resumes_at": None,
         "trial_end": at(1234567890), "cancel_at_period_end": True, "canceled_at": at(1234567890),
         "product_ids": ["prod_QXg1hqf4jFNsqG"],
     }
@@ -404,7 +406,7 @@ def test_an_old_shape_subscription_priced_by_nickname_and_product_name():
     item = sub["items"]["data"][0]
     period = {"current_period_start": item.pop("current_period_start"),
               "current_period_end": item.pop("current_period_end")}
-    sub.update(period, cancel_at_period_end=False, cancel_at=None, canceled_at=None)
+    sub.update(period, cancel_at_period_end=False, cancel_at=None, canceled_at=None, pause_collection=None)
     item["price"]["product"] = {"id": "prod_box", "name": "Coffee box"}
     item["quantity"] = 3
     [event] = receive(stripe_event("customer.subscription.created", sub, created=EVENT_CREATED))
@@ -419,17 +421,59 @@ def test_an_old_shape_subscription_priced_by_nickname_and_product_name():
 
 @pytest.mark.parametrize("stripe_status, status", [
     ("trialing", "trialing"), ("active", "active"), ("past_due", "past_due"),
-    ("unpaid", "past_due"), ("incomplete", "past_due"), ("paused", "paused"),
+    ("unpaid", "paused"), ("incomplete", "paused"), ("paused", "paused"),
     ("canceled", "canceled"), ("incomplete_expired", "expired"),
 ])
 def test_subscription_statuses_in_the_hubs_vocabulary(stripe_status, status):
     sub = {**stripe_resource("subscription"), "status": stripe_status,
-           "cancel_at_period_end": False, "cancel_at": None}
+           "cancel_at_period_end": False, "cancel_at": None, "pause_collection": None}
     [event] = receive(stripe_event("customer.subscription.updated", sub))
     assert event.data["status"] == status
     renews = status in ("trialing", "active", "past_due")
     assert (event.data["next_renewal_at"] is not None) == renews
 
+
+
+# --- paused collection and items of different intervals -----------------------------------
+
+RESUMES = 1491666324  # 2017-04-08, a month after the sample's period end
+PERIOD_END = 1488987924
+
+
+def active_subscription_updated() -> dict:
+    """The pay gem's active monthly subscription (300 × 2), sent as updated."""
+    return pay_event("subscription.created", "customer.subscription.updated")
+
+
+@pytest.mark.parametrize("behavior", ["keep_as_draft", "mark_uncollectible", "void"])
+def test_paused_collection_pauses_the_subscription_until_it_is_cleared(behavior):
+    # https://docs.stripe.com/billing/subscriptions/pause-payment: the status stays `active`.
+    event = active_subscription_updated()
+    event_object(event)["pause_collection"] = {"behavior": behavior, "resumes_at": RESUMES}
+    [paused] = receive(event)
+    assert (paused.data["status"], paused.data["resumes_at"]) == ("paused", at(RESUMES))
+    assert paused.data["next_renewal_at"] is None
+    event_object(event)["pause_collection"] = None
+    [resumed] = receive(event)
+    assert (resumed.data["status"], resumed.data["resumes_at"]) == ("active", None)
+    assert resumed.data["next_renewal_at"] == at(PERIOD_END)
+
+
+def test_items_of_different_intervals_are_each_read_by_their_own():
+    event = active_subscription_updated()
+    sub = event_object(event)
+    # API 2025-03-31: no period on the subscription, one on each item.
+    monthly = sub["items"]["data"][0]
+    for key in ("current_period_start", "current_period_end"):
+        monthly[key] = sub.pop(key)
+    yearly = copy.deepcopy(monthly)
+    yearly.update(id="si_yearly", quantity=1, current_period_end=PERIOD_END + 300 * 86400)
+    yearly["price"].update(id="price_yearly", amount=12000, interval="year")
+    sub["items"]["data"].append(yearly)
+    [event] = receive(event)
+    # 3.00 × 2 a month and 120.00 a year: 16.00 a month, renewing with the monthly item.
+    assert (event.data["amount"], event.data["interval"], event.data["interval_count"]) == (1600, "month", 1)
+    assert event.data["next_renewal_at"] == at(PERIOD_END)
 
 def test_published_invoice_failing_to_finalize():
     [event] = receive(published_event("invoice", "invoice.payment_failed"))

@@ -1,12 +1,16 @@
 """Renewal reminders: offsets shorter than the interval, on the right shop-calendar day."""
+import json
 from datetime import date
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from hub.rules import renewal
+from hub.rules.queries import sub_state
 from hub.rules.state import Window
 from tests.hub.rules.conftest import at, day, sub, tweak
+from tests.samples import load_sample, stripe_event
+from webhooks import stripe as stripe_hook
 
 
 def fired(s, window, now, p):
@@ -78,6 +82,22 @@ def test_days_are_the_shop_s_calendar_days():
 def test_no_reminder_when_nothing_will_renew(p, change):
     s = sub(**{"next_renewal_at": at("2026-12-01T10:00"), **change})
     assert fired(s, day("2026-11-24"), at("2026-11-24T06:00"), p) == []
+
+
+@pytest.mark.parametrize("pause_collection, expected", [
+    (None, [("renewal-7d", "2017-03-08/stripe:sub_00000000000000")]),
+    # Stripe leaves the status `active` while collection is paused
+    # (https://docs.stripe.com/billing/subscriptions/pause-payment): nothing will be charged.
+    ({"behavior": "keep_as_draft", "resumes_at": None}, []),
+])
+def test_a_stripe_subscription_with_paused_collection_gets_no_reminder(p, pause_collection, expected):
+    obj = {**load_sample("shared:stripe/pay/subscription.created.json")["object"],
+           "pause_collection": pause_collection}
+    body = json.dumps(stripe_event("customer.subscription.updated", obj)).encode()
+    envelope = stripe_hook.describe({}, body)
+    [event] = stripe_hook.TOPICS[envelope.topic](json.loads(body), envelope)
+    s = sub_state({**vars(sub(source_id="sub_00000000000000")), **event.data})
+    assert fired(s, day("2017-03-01"), at("2017-03-01T06:00"), p) == expected
 
 
 def test_no_reminder_once_the_renewal_passed(p):

@@ -40,22 +40,40 @@ class Shop:
         return self._post("customer.created", {"id": customer_id, "object": "customer", "email": email,
                                                "name": name, "phone": phone, "created": _ts(at)}, at)
 
-    def _subscription(self, sub_id, customer_id, at, amount, plan, status="active", canceled_at=None):
+    def _subscription(self, sub_id, customer_id, at, amount, plan, status="active", canceled_at=None,
+                      more_items=()):
         self.plans[sub_id] = (amount, plan)
+        # Since API 2025-03-31 periods are on the items, each by its own interval.
+        items = [(amount, "month", plan), *((extra, interval, f"{plan} {interval}ly")
+                                            for extra, interval in more_items)]
         return {"id": sub_id, "object": "subscription", "customer": customer_id, "status": status,
                 "cancel_at_period_end": False, "canceled_at": _ts(canceled_at) if canceled_at else None,
-                "created": _ts(at), "current_period_start": _ts(at),
-                "current_period_end": _ts(at + timedelta(days=30)),
+                "created": _ts(at), "pause_collection": None,
                 "items": {"object": "list", "data": [{
-                    "id": f"si_{sub_id}", "object": "subscription_item", "quantity": 1,
-                    "price": {"id": f"price_{plan.lower()}", "object": "price", "nickname": plan,
-                              "unit_amount": amount, "currency": "usd", "product": "prod_box",
-                              "recurring": {"interval": "month", "interval_count": 1}}}]}}
+                    "id": f"si_{sub_id}_{n}", "object": "subscription_item", "quantity": 1,
+                    "current_period_start": _ts(at),
+                    "current_period_end": _ts(at + timedelta(days=365 if interval == "year" else 30)),
+                    "price": {"id": f"price_{name.lower().replace(' ', '_')}", "object": "price",
+                              "nickname": name, "unit_amount": price, "currency": "usd",
+                              "product": "prod_box", "recurring": {"interval": interval, "interval_count": 1}}}
+                    for n, (price, interval, name) in enumerate(items)]}}
 
     def subscribe(self, customer_id: str, sub_id: str, at: datetime, amount: int = 2900, plan: str = "Basic",
-                  status: str = "active") -> str:
+                  status: str = "active", more_items: tuple = ()) -> str:
+        """`more_items`: (amount, interval) of items billed on other intervals than the monthly one."""
         return self._post("customer.subscription.created",
-                          self._subscription(sub_id, customer_id, at, amount, plan, status), at)
+                          self._subscription(sub_id, customer_id, at, amount, plan, status,
+                                             more_items=more_items), at)
+
+    def pause(self, customer_id: str, sub_id: str, at: datetime, resumes_at: datetime | None = None,
+              behavior: str = "void") -> str:
+        """Pause collection: Stripe keeps the status `active` and sets `pause_collection`
+        (https://docs.stripe.com/billing/subscriptions/pause-payment)."""
+        amount, plan = self.plans.get(sub_id, (2900, "Basic"))
+        sub = self._subscription(sub_id, customer_id, at, amount, plan)
+        sub["pause_collection"] = {"behavior": behavior,
+                                   "resumes_at": _ts(resumes_at) if resumes_at else None}
+        return self._post("customer.subscription.updated", sub, at)
 
     def change_plan(self, customer_id: str, sub_id: str, at: datetime, amount: int, plan: str) -> str:
         return self._post("customer.subscription.updated",
