@@ -25,7 +25,7 @@ class Settings:
     SHOPIFY_CLIENT_ID: str = _doc("", "Client id, for the client-credentials grant of Dev Dashboard apps.")
     SHOPIFY_CLIENT_SECRET: str = _doc("", "Client secret of the app (also the default webhook secret).", secret=True)
     SHOPIFY_WEBHOOK_SECRET: str = _doc("", "Key of Shopify's webhook HMAC; defaults to SHOPIFY_CLIENT_SECRET.", secret=True)
-    SHOPIFY_API_VERSION: str = _doc("2025-10", "Admin API version the hub asks for and registers webhooks with.")
+    SHOPIFY_API_VERSION: str = _doc("2026-10", "Admin API version the hub asks for and registers webhooks with; `hub install --check` says when Shopify served another one.")
     SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` (stand-ins in tests).")
     STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)

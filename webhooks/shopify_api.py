@@ -70,7 +70,11 @@ class ShopifyUninstalled(ShopifyAPIError):
 
 class _GraphQL(shopify.GraphQL):
     """ShopifyAPI's client (endpoint and headers from the active session) with a timeout:
-    its own execute() waits forever on a silent server, which would stall a worker's batch."""
+    its own execute() waits forever on a silent server, which would stall a worker's batch.
+    It also keeps the API version Shopify served, which differs from the one asked for once
+    that one is no longer supported (https://shopify.dev/docs/api/usage/versioning)."""
+
+    served_version: str | None = None
 
     def execute(self, query, variables=None, operation_name=None):
         headers = self.merge_headers(
@@ -78,6 +82,7 @@ class _GraphQL(shopify.GraphQL):
         data = json.dumps({"query": query, "variables": variables, "operationName": operation_name})
         request = Request(self.endpoint, data.encode(), headers)
         with urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            self.served_version = response.headers.get("X-Shopify-API-Version")
             return response.read().decode("utf-8")
 
 
@@ -110,12 +115,14 @@ def fetch_contract(settings, contract_id) -> dict:
     return contract
 
 
-def execute(settings, query: str, variables: dict | None = None, extensions: dict | None = None) -> dict:
+def execute(settings, query: str, variables: dict | None = None, extensions: dict | None = None,
+            served: dict | None = None) -> dict:
     """`data` of a GraphQL query; raises ShopifyAPIError on transport or GraphQL errors
     (ShopifyUninstalled after app/uninstalled, before anything is sent).
 
     `extensions`, when given, receives the answer's extensions (query cost and throttle
-    status, for paced listing), also when the answer is an error such as THROTTLED."""
+    status, for paced listing), also when the answer is an error such as THROTTLED.
+    `served`, when given, receives {"api_version": the X-Shopify-API-Version Shopify answered}."""
     held = uninstalled(settings)
     if held is not None:
         raise ShopifyUninstalled(f"the app was uninstalled from {held.get('shop') or settings.SHOPIFY_SHOP}"
@@ -123,12 +130,14 @@ def execute(settings, query: str, variables: dict | None = None, extensions: dic
                                  "--reinstalled`")
     token = access_token(settings)
     try:
-        raw = _post_graphql(settings, token, query, variables)
+        raw, version = _post_graphql(settings, token, query, variables)
     except ShopifyAPIError as exc:
         if exc.status != 401 or settings.SHOPIFY_ACCESS_TOKEN:
             raise
         # A granted token revoked or expired early: one new grant, then one more try.
-        raw = _post_graphql(settings, access_token(settings, stale=token), query, variables)
+        raw, version = _post_graphql(settings, access_token(settings, stale=token), query, variables)
+    if served is not None:
+        served["api_version"] = version
     answer = json.loads(raw)
     if extensions is not None:
         extensions.update(answer.get("extensions") or {})
@@ -139,7 +148,8 @@ def execute(settings, query: str, variables: dict | None = None, extensions: dic
     return answer.get("data") or {}
 
 
-def _post_graphql(settings, token: str, query: str, variables: dict | None) -> str:
+def _post_graphql(settings, token: str, query: str, variables: dict | None) -> tuple[str, str | None]:
+    """The answer's body and the API version Shopify served it in."""
     session = shopify.Session(settings.SHOPIFY_SHOP, settings.SHOPIFY_API_VERSION, token)
     shopify.ShopifyResource.activate_session(session)
     try:
@@ -148,7 +158,8 @@ def _post_graphql(settings, token: str, query: str, variables: dict | None) -> s
             # posts to ShopifyResource.site + "/graphql.json": keep the path, swap the host.
             base = settings.SHOPIFY_ADMIN_URL.rstrip("/")
             shopify.ShopifyResource.site = base + urlparse(session.site).path
-        return _GraphQL().execute(query, variables)
+        client = _GraphQL()
+        return client.execute(query, variables), client.served_version
     except HTTPError as exc:
         with exc:  # Shopify's own words (bad token, missing scope) belong in the sync log
             detail = exc.read().decode("utf-8", "replace")[:300]

@@ -19,6 +19,9 @@ from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks import header as find_header
 
 NAME = "stripe"
+# The API version the normalizers are written for (they read older shapes too): `hub install`
+# creates the webhook endpoint on it, so events arrive in it whatever the account's default.
+API_VERSION = "2025-03-31.basil"
 # What verify() needs: without it every webhook is refused (named at `hub run`'s start).
 SECRET_SETTINGS = ("STRIPE_WEBHOOK_SECRET",)
 

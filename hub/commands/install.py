@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import click
 
+from hub.config import Settings
+
 OK, WRONG, OFF = "ok", "wrong", "off"
 
 
@@ -91,11 +93,24 @@ def _shopify_refused(settings, exc) -> Check:
     return Check("Shopify", WRONG, f"{exc} (API version {version}; check SHOPIFY_SHOP and SHOPIFY_API_VERSION)")
 
 
-def _shop_name(settings) -> str:
+def _shop_name(settings, served: dict | None = None) -> str:
     from webhooks import shopify_api
 
-    data = shopify_api.execute(settings, "query HubCheck { shop { name } }")
+    data = shopify_api.execute(settings, "query HubCheck { shop { name } }", served=served)
     return (data.get("shop") or {}).get("name") or settings.SHOPIFY_SHOP
+
+
+def _version_problem(settings, served: str | None) -> str | None:
+    """Why the configured Admin API version is not the one Shopify served, if it is not.
+
+    Shopify serves a version it no longer supports as the oldest supported one and names it in
+    X-Shopify-API-Version (https://shopify.dev/docs/api/usage/versioning); the hub then reads
+    shapes it did not ask for (order line items name their selling plan only from 2026-10)."""
+    version = settings.SHOPIFY_API_VERSION
+    if not served or served == version:
+        return None
+    return (f"Shopify no longer serves Admin API {version} and answered in {served}: set "
+            f"SHOPIFY_API_VERSION={Settings.SHOPIFY_API_VERSION} (the version the hub is written for)")
 
 
 def check_shopify(settings) -> Check:
@@ -104,15 +119,18 @@ def check_shopify(settings) -> Check:
     blocked = _shopify_blocked(settings)
     if blocked is not None:
         return blocked
-    version = settings.SHOPIFY_API_VERSION
+    version, served = settings.SHOPIFY_API_VERSION, {}
     try:
-        name = _shop_name(settings)
+        name = _shop_name(settings, served)
         if not settings.SHOPIFY_WEBHOOK_SECRET:
             return Check("Shopify", WRONG, "token ok but no webhook secret: set SHOPIFY_WEBHOOK_SECRET "
                          "(or SHOPIFY_CLIENT_SECRET), else every webhook is refused")
         problem = _public_url_problem(settings)
         if problem:
             return Check("Shopify", WRONG, f"token ok; {problem}")
+        problem = _version_problem(settings, served.get("api_version"))
+        if problem:
+            return Check("Shopify", WRONG, f"shop {name!r}: {problem}")
         topics = shopify_topics()
         plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings), topics,
                                               webhook_url(settings, "shopify"))
@@ -161,10 +179,14 @@ def check_stripe(settings) -> Check:
                          client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter()]
         except stripe.StripeError as exc:
             return _stripe_refused(exc)
-        action, _, changes = stripe_api.plan_endpoint(endpoints, url, stripe_api.event_types())
+        action, ours, changes = stripe_api.plan_endpoint(endpoints, url, stripe_api.event_types())
         if action != "unchanged":
             what = "no webhook endpoint" if action == "create" else f"the endpoint needs {', '.join(changes)}"
             return Check("Stripe", WRONG, f"account {account.id}: {what} for {url}: run `hub install`")
+        note = stripe_api.version_note(ours.get("api_version"))
+        if note:  # the normalizers read other versions' shapes too: a warning, not a failure
+            return Check("Stripe", OK, f"account {account.id}, webhook endpoint {ours['id']} in place; "
+                         f"warning: {note}")
     return Check("Stripe", OK, f"account {account.id}, webhook endpoint in place")
 
 
@@ -337,6 +359,15 @@ def install_stripe(settings) -> Check:
     except stripe.StripeError as exc:
         return _stripe_refused(exc)
     events = len(stripe_api.event_types())
+    check = _stripe_registered(settings, change, url, events)
+    note = stripe_api.version_note(change.api_version)
+    if note and check.status == OK:  # the normalizers read other versions' shapes too: a warning
+        check.message += f"; warning: {note}"
+    return check
+
+
+def _stripe_registered(settings, change, url: str, events: int) -> Check:
+    """The line for what registration did with the endpoint (created, updated or unchanged)."""
     if change.action == "created":
         # Stripe returns the secret in this answer only: the user must keep it now.
         return Check("Stripe", OK, f"created webhook endpoint {change.endpoint_id} ({events} event types) at "
@@ -434,8 +465,6 @@ def _forget_uninstall(settings) -> None:
               help="The Shopify app was installed again after app/uninstalled: resume Shopify calls.")
 def command(check_only, reinstalled):
     """Check every credential and register the hub's webhooks, properties and fields."""
-    from hub.config import Settings
-
     settings = Settings.from_env()
     if reinstalled:
         _forget_uninstall(settings)

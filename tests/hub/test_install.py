@@ -82,8 +82,8 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     registered = {(n["topic"], n["uri"]) for n in world.shopify.subscriptions.values()}
     wanted = {t.replace("/", "_").upper() for t in SHOPIFY_TOPICS if t not in COMPLIANCE}
     assert registered == {(t, f"{HUB_URL}/webhooks/shopify") for t in wanted}
-    assert {r["version"] for r in world.shopify.requests} == {"2025-10"}
-    assert "Admin API 2025-10" in lines["Shopify"] and f"created {len(wanted)}" in lines["Shopify"]
+    assert {r["version"] for r in world.shopify.requests} == {"2026-10"}
+    assert "Admin API 2026-10" in lines["Shopify"] and f"created {len(wanted)}" in lines["Shopify"]
     # Stripe: one endpoint for the handled event types; its secret is shown once, to be kept.
     (endpoint,) = world.stripe.webhook_endpoints.values()
     assert endpoint["url"] == f"{HUB_URL}/webhooks/stripe"
@@ -114,6 +114,29 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     second_run = world.shopify.requests[sent:]
     assert second_run and not any("mutation" in r["query"] for r in second_run)
     assert world.stripe.crashes == world.hubspot.crashes == world.ac.crashes == []
+
+
+def test_the_stripe_endpoint_is_made_on_the_api_version_the_normalizers_read(world):
+    result, lines = world.run()
+    assert result.exit_code == 0, result.output
+    (endpoint,) = world.stripe.webhook_endpoints.values()
+    # Stripe renders this endpoint's events in 2025-03-31.basil, whatever the account's default.
+    assert endpoint["api_version"] == "2025-03-31.basil"
+    assert "warning" not in lines["Stripe"]
+
+
+def test_an_endpoint_on_another_api_version_is_reported_and_left_as_it_is(world):
+    world.stripe.webhook_endpoints["we_old"] = {
+        "id": "we_old", "object": "webhook_endpoint", "api_version": "2024-06-20", "application": None,
+        "created": 1700000000, "description": "made by hand", "enabled_events": ["*"], "livemode": False,
+        "metadata": {}, "status": "enabled", "url": f"{HUB_URL}/webhooks/stripe", "secret": "whsec_old"}
+    result, lines = world.run(STRIPE_WEBHOOK_SECRET="whsec_old")
+    assert result.exit_code == 0, result.output
+    assert "2024-06-20" in lines["Stripe"] and "2025-03-31.basil" in lines["Stripe"]
+    assert "delete the endpoint" in lines["Stripe"]  # Stripe cannot change an endpoint's version
+    assert world.stripe.webhook_endpoints["we_old"]["api_version"] == "2024-06-20"
+    check, lines = world.run("--check", STRIPE_WEBHOOK_SECRET="whsec_old")
+    assert "2024-06-20" in lines["Stripe"] and "2025-03-31.basil" in lines["Stripe"]
 
 
 def test_a_wrong_token_gives_one_clear_line_and_a_failing_exit(world):

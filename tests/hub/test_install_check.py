@@ -1,6 +1,8 @@
 """`hub install --check`: one clear line per configured tool, against loopback stand-ins."""
 from __future__ import annotations
 
+from datetime import date
+
 from click.testing import CliRunner
 
 from connectors.standins.activecampaign import FakeActiveCampaign
@@ -59,7 +61,7 @@ def test_every_configured_tool_is_checked_and_ok():
     assert {t: c.status for t, c in checks.items()} == {
         "Shopify": "ok", "Stripe": "ok", "Chargebee": "ok", "Klaviyo": "ok", "HubSpot": "ok",
         "ActiveCampaign": "ok"}, checks
-    assert "2025-10" in checks["Shopify"].message  # the pinned API version is shown
+    assert "2026-10" in checks["Shopify"].message  # the pinned API version is shown
     assert "acct_standin" in checks["Stripe"].message
     assert not any("mutation" in r["query"] for r in checked)  # --check changes nothing
 
@@ -69,6 +71,32 @@ def test_check_says_when_the_stripe_endpoint_is_missing():
         check = _by_tool(_settings(STRIPE_API_KEY="sk_test_ok", STRIPE_API_BASE=stripe_.url,
                                    STRIPE_WEBHOOK_SECRET="whsec", HUB_BASE_URL="https://hub.example.com"))["Stripe"]
     assert check.status == "wrong" and "no webhook endpoint" in check.message and "hub install" in check.message
+
+
+def _installed_shopify_check(version: str) -> tuple[install.Check, list[dict]]:
+    """`hub install` then the check, on SHOPIFY_API_VERSION=version, on 2026-12-05 at Shopify."""
+    with FakeShopifyAdmin(token="shpat_ok", today=date(2026, 12, 5)) as shop:
+        settings = _settings(SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                             SHOPIFY_ADMIN_URL=shop.url, SHOPIFY_WEBHOOK_SECRET="shpss",
+                             SHOPIFY_API_VERSION=version, HUB_BASE_URL="https://hub.example.com")
+        install.install_shopify(settings)
+        return _by_tool(settings)["Shopify"], shop.requests
+
+
+def test_an_unsupported_configured_version_is_reported_with_the_one_shopify_served():
+    # 2025-07 was released on 2025-07-01: by 2026-12-05 Shopify serves its oldest supported
+    # version, 2026-01, instead, and says so in X-Shopify-API-Version.
+    check, requests = _installed_shopify_check("2025-07")
+    assert {r["served"] for r in requests} == {"2026-01"}
+    assert check.status == "wrong", check
+    assert "2025-07" in check.message and "answered in 2026-01" in check.message
+    assert "SHOPIFY_API_VERSION=2026-10" in check.message
+
+
+def test_the_default_version_is_one_shopify_serves_today():
+    check, requests = _installed_shopify_check(Settings().SHOPIFY_API_VERSION)
+    assert {r["served"] for r in requests} == {"2026-10"}
+    assert check.status == "ok" and "Admin API 2026-10" in check.message
 
 
 def test_check_says_when_shopify_subscriptions_are_missing():

@@ -1,8 +1,9 @@
 """A loopback stand-in of Shopify's Admin GraphQL endpoint (`/admin/api/<version>/graphql.json`).
 
 It answers the subscription contract query in the shape of the Admin API (SubscriptionContract
-fields as documented on shopify.dev), checks the access token like Shopify does (401), and
-records every request so tests can look at what the hub sent.
+fields as documented on shopify.dev), checks the access token like Shopify does (401), serves
+API versions as Shopify does (below), and records every request so tests can look at what the
+hub sent.
 
     with FakeShopifyAdmin(token="shpat_test") as admin:
         settings.SHOPIFY_ADMIN_URL = admin.url
@@ -15,7 +16,7 @@ import json
 import re
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
@@ -50,6 +51,43 @@ def contract_node(gid: str, **overrides) -> dict:
     }
     node.update(overrides)
     return node
+
+
+# --- API versions ------------------------------------------------------------------------------
+# https://shopify.dev/docs/api/usage/versioning: a stable version is released at the start of
+# each quarter (YYYY-01/04/07/10) and supported for at least 12 months (each version's release
+# notes name the exact end, e.g. 2026-10 "accessible until October 16, 2027 15:00 UTC",
+# https://shopify.dev/changelog/release-notes/2026-10; the stand-in keeps the documented
+# minimum, so it drops a version no later than Shopify does); a request to a stable
+# version no longer supported is served as the oldest supported one ("falls forward"). The
+# next quarter's version is the release candidate, and `unstable` is always there.
+# https://shopify.dev/tutorials/update-your-app-to-a-new-api-version ("Log for API response
+# headers"): every answer names the version that executed it in X-Shopify-API-Version.
+_STABLE = re.compile(r"^(?P<year>\d{4})-(?P<month>01|04|07|10)$")
+
+
+def _quarter(year: int, month: int, step: int) -> str:
+    index = year * 4 + (month - 1) // 3 + step
+    return f"{index // 4:04d}-{(index % 4) * 3 + 1:02d}"
+
+
+def supported_versions(today: date) -> list[str]:
+    """The stable versions Shopify supports on `today`, oldest first: the four released in
+    the past 12 months (each is supported until the same day a year after its release)."""
+    newest = _quarter(today.year, today.month, 0)
+    return [_quarter(int(newest[:4]), int(newest[5:]), step) for step in (-3, -2, -1, 0)]
+
+
+def served_version(requested: str, today: date) -> str | None:
+    """The version Shopify answers a request for `requested` with; None for a name that is no
+    version at all (not documented; answered 404 here, so a typo in the setting is loud)."""
+    supported = supported_versions(today)
+    candidate = _quarter(int(supported[-1][:4]), int(supported[-1][5:]), 1)
+    if requested in (*supported, candidate, "unstable"):
+        return requested
+    if _STABLE.match(requested) and requested < supported[0]:
+        return supported[0]
+    return None
 
 
 # --- `hub install`: the client-credentials grant and webhook subscriptions --------------------
@@ -153,11 +191,14 @@ class FakeShopifyAdmin(AdminInstallStandIn):
     - `contracts`: gid → node to answer (None answers `subscriptionContract: null`, as Shopify
       does for an id it will not show); ids not listed get `contract_node(gid)`.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
-    - `requests`: one dict per request (path, version, headers, query, variables).
+    - `requests`: one dict per request (path, version, served, headers, query, variables);
+      `version` is the one asked for, `served` the one answered (X-Shopify-API-Version).
+    - `today`: the date that decides which API versions are supported (default: today).
     """
 
-    def __init__(self, token: str = "shpat_test"):
+    def __init__(self, token: str = "shpat_test", today: date | None = None):
         self.token = token
+        self.today = today
         self.contracts: dict[str, dict | None] = {}
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
@@ -185,11 +226,12 @@ class FakeShopifyAdmin(AdminInstallStandIn):
         """HTTP status and JSON body for one request (the handler's logic, callable directly)."""
         if path == TOKEN_PATH:
             return self.grant(body)
-        match = _PATH.match(path)
-        if not match:
+        served = self.version_served(path)
+        if served is None:
             return 404, {"errors": "Not Found"}
-        self.requests.append({"path": path, "version": match["version"], "headers": headers,
-                              "query": body.get("query", ""), "variables": body.get("variables") or {}})
+        self.requests.append({"path": path, "version": _PATH.match(path)["version"], "served": served,
+                              "headers": headers, "query": body.get("query", ""),
+                              "variables": body.get("variables") or {}})
         if not self.accepts(headers.get("x-shopify-access-token")):
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
         if self.errors:
@@ -207,6 +249,11 @@ class FakeShopifyAdmin(AdminInstallStandIn):
         cost = {"requestedQueryCost": 12, "actualQueryCost": 6,
                 "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1994, "restoreRate": 100.0}}
         return 200, {"data": {"subscriptionContract": node}, "extensions": {"cost": cost}}
+
+    def version_served(self, path: str) -> str | None:
+        """The API version a GraphQL path is answered in (None: not an Admin API path)."""
+        match = _PATH.match(path)
+        return served_version(match["version"], self.today or date.today()) if match else None
 
     # --- listings (`hub backfill`, reconciliation) ------------------------------------------
     # Connections paged with opaque cursors, filtered by `updated_at:>'…'`, and Shopify's
@@ -272,6 +319,9 @@ class FakeShopifyAdmin(AdminInstallStandIn):
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                served = fake.version_served(self.path)
+                if served is not None:
+                    self.send_header("X-Shopify-API-Version", served)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

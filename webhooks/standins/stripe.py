@@ -108,6 +108,8 @@ class FakeStripe(LoopbackServer):
             return 400, {"error": {"type": "invalid_request_error", "param": missing,
                                    "message": f"Missing required param: {missing}."}}
         endpoint = {
+            # Events for the endpoint are rendered in `api_version`; without it, in the account's
+            # default version, and the object says null (https://stripe.com/docs/api/webhook_endpoints).
             "id": self.new_id("we"), "object": "webhook_endpoint", "api_version": body.get("api_version"),
             "application": None, "created": int(time.time()),
             "description": body.get("description"), "enabled_events": body["enabled_events"],
@@ -123,6 +125,13 @@ class FakeStripe(LoopbackServer):
             return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
                                    "message": f"No such webhook endpoint: '{call.params['id']}'"}}
         body = form(call)
+        # The update call takes these only: `api_version` is set when an endpoint is created and
+        # never changed (https://stripe.com/docs/api/webhook_endpoints/update); Stripe refuses
+        # any other parameter.
+        unknown = sorted(set(body) - {"url", "enabled_events", "description", "metadata", "disabled", "expand"})
+        if unknown:
+            return 400, {"error": {"type": "invalid_request_error", "param": unknown[0],
+                                   "message": f"Received unknown parameter: {unknown[0]}"}}
         for name in ("url", "enabled_events", "description"):
             if name in body:
                 endpoint[name] = body[name]
