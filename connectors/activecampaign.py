@@ -156,8 +156,8 @@ class ActiveCampaignConnector(Connector):
         return None, self._fields
 
     def install(self) -> list[str]:
-        """Create the mapped custom fields and the stage tags when missing; returns what was
-        created ("field hub_stage", "tag Hub stage: new", …)."""
+        """Create the mapped custom fields and the stage tags when missing, and check that the
+        consent list exists; returns what was created ("field hub_stage", "tag Hub stage: new", …)."""
         from hub.rules.params import STAGES
 
         self.created = []
@@ -170,6 +170,11 @@ class ActiveCampaignConnector(Connector):
                 failure, _ = self._tag_id(self.mapping["stage_tag"].format(stage=stage), family)
                 if failure is not None:
                     raise RuntimeError(f"ActiveCampaign tags not created: {failure.message}")
+        if self.mapping["list_id"]:
+            result, found = self._request("GET", f"/lists/{self.mapping['list_id']}")
+            if found is None:
+                raise RuntimeError(f"ActiveCampaign list {self.mapping['list_id']} (list_id in "
+                                   f"mappings/activecampaign.yaml): {result.message}")
         return self.created
 
     def _profile(self, payload: dict) -> Result:

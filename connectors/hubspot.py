@@ -79,6 +79,7 @@ class HubSpotConnector(Connector):
         self.contacts = client.crm.contacts.batch_api
         self.basic = client.crm.contacts.basic_api  # GDPR delete (compliance)
         self.preferences = client.communication_preferences.status_api
+        self.definitions = client.communication_preferences.definition_api  # `install()`
         self.properties = client.crm.properties.core_api
         self.client = client  # `install()` also reaches the property groups
         self.mapping = self.field_map
@@ -213,7 +214,9 @@ class HubSpotConnector(Connector):
 
     def install(self) -> list[str]:
         """Create the property group and the custom contact properties the mapping names when
-        missing; returns what was created ("group x", property names)."""
+        missing, and check that the consent subscription type exists; returns what was created
+        ("group x", property names)."""
+        self._check_subscription()
         created = self._install_group()
         result, body = self._call(self.properties.get_all, object_type="contacts")
         if body is None:
@@ -230,6 +233,19 @@ class HubSpotConnector(Connector):
                 raise RuntimeError(f"HubSpot property {prop} not created: {result.message}")
             created.append(prop)
         return created
+
+    def _check_subscription(self) -> None:
+        wanted = self.mapping["subscription_id"]
+        if not wanted:
+            return
+        result, body = self._call(self.definitions.get_page)
+        if body is None:
+            raise RuntimeError(f"HubSpot subscription types could not be read: {result.message}")
+        known = {str(d.get("id")): d.get("name") for d in body.get("subscriptionDefinitions", [])}
+        if str(wanted) not in known:
+            raise RuntimeError(f"HubSpot has no subscription type {wanted} (subscription_id in "
+                               f"mappings/hubspot.yaml); it has: "
+                               + ", ".join(f"{i} {n}" for i, n in known.items()))
 
     def _install_group(self) -> list[str]:
         group = self.mapping["property_group"]

@@ -28,6 +28,7 @@ class FakeActiveCampaign(LoopbackServer):
         ("GET", r"/api/3/contacts", "list_contacts"),
         ("DELETE", r"/api/3/contacts/(?P<id>\d+)", "delete_contact"),
         ("POST", r"/api/3/contactLists", "update_list_status"),
+        ("GET", r"/api/3/lists/(?P<id>\d+)", "get_list"),
     ]
 
     def __init__(self, api_key: str = "ac-test", lists: tuple[str, ...] = ("1",)):
@@ -100,6 +101,14 @@ class FakeActiveCampaign(LoopbackServer):
         return 200, {}
 
     # Lists --------------------------------------------------------------------------
+
+    def get_list(self, call):
+        """GET /api/3/lists/{id}: {"list": {...}}.
+        https://developers.activecampaign.com/reference/retrieve-all-lists (one list: /lists/{id})"""
+        if call.params["id"] not in self.lists:
+            return 404, {"message": f"No Result found for List with id {call.params['id']}"}
+        return 200, {"list": {"id": call.params["id"], "name": "Email Subscription",
+                              "stringid": "email-subscription"}}
 
     def update_list_status(self, call):
         """POST /api/3/contactLists {"contactList": {"list", "contact", "status"}}: status 1

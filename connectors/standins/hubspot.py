@@ -41,6 +41,7 @@ class FakeHubSpot(LoopbackServer):
         ("POST", r"/crm/v3/properties/contacts/groups", "create_group"),
         ("POST", r"/communication-preferences/v3/subscribe", "subscribe"),
         ("POST", r"/communication-preferences/v3/unsubscribe", "unsubscribe"),
+        ("GET", r"/communication-preferences/v3/definitions", "definitions"),
     ]
     MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
@@ -100,9 +101,11 @@ class FakeHubSpot(LoopbackServer):
             if not all(isinstance(v, str) for v in item["properties"].values()):
                 return 400, self.error_body(400, "Property values must be strings")
         # One contact HubSpot refuses stops the whole batch: 400 with the property validation
-        # results (INVALID_EMAIL names the address); nothing in the batch is written.
+        # results (INVALID_EMAIL names the address); nothing in the batch is written. HubSpot's
+        # batch documentation says so; the v3 reference lists no per-input answer for it.
         # https://developers.hubspot.com/docs/api-reference/legacy/crm-contacts-v1/delete-contacts-v1-contact-batch
-        # (shape of an INVALID_EMAIL validation result as HubSpot's createOrUpdate answers it)
+        # The validation result's shape is the one HubSpot answers for an invalid email elsewhere
+        # ({"isValid": false, "message": "Email address … is invalid", "error": "INVALID_EMAIL"}).
         invalid = [{"isValid": False, "message": f"Email address {i['id']} is invalid",
                     "error": "INVALID_EMAIL", "name": "email"}
                    for i in inputs if not EMAIL.match(str(i.get("id") or ""))]
@@ -213,6 +216,15 @@ class FakeHubSpot(LoopbackServer):
         return 200, {"id": subscription, "name": self.subscription_types[subscription], "description": "",
                      "status": status, "sourceOfStatus": "SUBSCRIPTION_STATUS",
                      "legalBasis": body.get("legalBasis"), "legalBasisExplanation": body.get("legalBasisExplanation")}
+
+    def definitions(self, call):
+        """GET /communication-preferences/v3/definitions: the account's subscription types.
+        https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/guide"""
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        return 200, {"subscriptionDefinitions": [
+            {"id": i, "name": n, "description": "", "purpose": "Marketing", "communicationMethod": "Email",
+             "isActive": True, "isDefault": True, "isInternal": False, "createdAt": now, "updatedAt": now}
+            for i, n in self.subscription_types.items()]}
 
     def subscribe(self, call):
         return self._status_change(call, "SUBSCRIBED")

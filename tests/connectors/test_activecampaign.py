@@ -1,6 +1,8 @@
 """ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
 from __future__ import annotations
 
+import pytest
+
 from connectors import validate_mapping
 from connectors.activecampaign import ActiveCampaignConnector
 from connectors.base import RetryAfter, Sent
@@ -64,3 +66,9 @@ def test_consent_sets_the_contacts_status_on_the_configured_list(activecampaign)
     assert isinstance(c.push_batch([consent_item(4, state="unsubscribed")])[4], Sent)
     assert fake.list_status("ada@example.com", "1") == "unsubscribed" and not fake.mailable("ada@example.com")
     assert [call.body["contactList"]["status"] for call in fake.operations("update_list_status")] == [1, 2]
+
+
+def test_install_names_a_consent_list_activecampaign_does_not_have(activecampaign):
+    with pytest.raises(RuntimeError, match="list 42 .*No Result found for List with id 42"):
+        connector(activecampaign, list_id="42").install()
+    connector(activecampaign, list_id="1").install()

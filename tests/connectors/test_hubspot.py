@@ -1,6 +1,8 @@
 """HubSpot: batch upsert by email, custom properties, lifecyclestage only moved forward."""
 from __future__ import annotations
 
+import pytest
+
 from connectors import validate_mapping
 from connectors.base import Failed, Sent
 from connectors.hubspot import HubSpotConnector
@@ -72,6 +74,12 @@ def test_consent_given_subscribes_and_withdrawn_unsubscribes(hubspot):
     # HubSpot's v3 API refuses to resubscribe someone who opted out: a permanent failure.
     again = c.push_batch([consent_item(5, state="subscribed")])[5]
     assert isinstance(again, Failed) and "opted out" in again.message
+
+
+def test_install_names_a_subscription_type_hubspot_does_not_have(hubspot):
+    with pytest.raises(RuntimeError, match=f"no subscription type 999 .*{FakeHubSpot.MARKETING} Marketing"):
+        connector(hubspot, subscription_id="999").install()
+    assert connector(hubspot, subscription_id=FakeHubSpot.MARKETING).install() == []
 
 
 def test_gdpr_delete_of_an_email_hubspot_does_not_know_blocklists_it(hubspot):
