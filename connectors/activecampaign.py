@@ -1,10 +1,13 @@
-"""ActiveCampaign (API v3 over requests): contacts synced by email, custom field values, tags.
+"""ActiveCampaign (API v3 over requests): contacts synced by email, custom field values, tags,
+and a list whose status follows marketing consent.
 
 The hub's fields are custom contact fields (created when missing). The stage is also a
 tag ("Hub stage: loyal"), swapped when the stage moves; a trigger is a tag
 ("Hub: Payment Failed") removed and added again, so "tag added" automations start every
-time it fires. ActiveCampaign has no batch contact endpoint, so each delivery is a few calls
-under the account's 5 requests per second.
+time it fires. ActiveCampaign mails only a list's active subscribers, so email consent given
+or withdrawn at the source sets the contact's status on the configured list (`list_id`):
+subscribed or unsubscribed. ActiveCampaign has no batch contact endpoint, so each delivery is
+a few calls under the account's 5 requests per second.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ def activecampaign_message(text: str) -> str:
 
 
 ABOUT = "Set by the subscription hub"
+# Consent state → contactList status (1 active, 2 unsubscribed).
+# https://developers.activecampaign.com/reference/update-list-status-for-contact
+LIST_STATUS = {"subscribed": 1, "unsubscribed": 2}
 # Payload key → ActiveCampaign contact key.
 CONTACT_KEYS = {"first_name": "firstName", "last_name": "lastName", "phone": "phone"}
 
@@ -43,10 +49,11 @@ class ActiveCampaignConnector(Connector):
     name = "activecampaign"
     max_batch = 50  # a few calls each at 5/s: a batch takes under a minute
     settings_keys = ("ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY")
-    kinds = ("profile", "event", "erase")
+    kinds = ("profile", "event", "consent", "erase")
     needs = ("email",)
-    # Mapping options: tag names for the stage and for triggers (empty: no tag).
-    options = {"stage_tag": "Hub stage: {stage}", "trigger_tag": "Hub: {trigger}"}
+    # Mapping options: tag names for the stage and for triggers (empty: no tag); the list
+    # whose status follows email consent (empty: consent is not sent).
+    options = {"stage_tag": "Hub stage: {stage}", "trigger_tag": "Hub: {trigger}", "list_id": None}
     timeout = 15.0
 
     def __init__(self, settings, field_map=None, limiter=None):
@@ -61,6 +68,10 @@ class ActiveCampaignConnector(Connector):
         self._tags: dict[str, str] = {}  # tag name → tag id
         self._searched: set[str] = set()
         self.created: list[str] = []  # what `install()` (or a first push) created
+
+    @classmethod
+    def takes_consent(cls, mapping: dict, channel: str) -> bool:
+        return channel == "email" and bool(mapping["list_id"])
 
     def close(self) -> None:
         self.http.close()
@@ -91,7 +102,8 @@ class ActiveCampaignConnector(Connector):
         return result, (answer.json() if ok and answer.content else {} if ok else None)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
-        push = {"profile": self._profile, "event": self._event, "erase": self._erase}
+        push = {"profile": self._profile, "event": self._event, "consent": self._consent,
+                "erase": self._erase}
         return {item.delivery_id: push[item.kind](item.payload) for item in items}
 
     # Contacts and fields -----------------------------------------------------------
@@ -144,8 +156,8 @@ class ActiveCampaignConnector(Connector):
         return None, self._fields
 
     def install(self) -> list[str]:
-        """Create the mapped custom fields and the stage tags when missing; returns what was
-        created ("field hub_stage", "tag Hub stage: new", …)."""
+        """Create the mapped custom fields and the stage tags when missing, and check that the
+        consent list exists; returns what was created ("field hub_stage", "tag Hub stage: new", …)."""
         from hub.rules.params import STAGES
 
         self.created = []
@@ -158,6 +170,11 @@ class ActiveCampaignConnector(Connector):
                 failure, _ = self._tag_id(self.mapping["stage_tag"].format(stage=stage), family)
                 if failure is not None:
                     raise RuntimeError(f"ActiveCampaign tags not created: {failure.message}")
+        if self.mapping["list_id"]:
+            result, found = self._request("GET", f"/lists/{self.mapping['list_id']}")
+            if found is None:
+                raise RuntimeError(f"ActiveCampaign list {self.mapping['list_id']} (list_id in "
+                                   f"mappings/activecampaign.yaml): {result.message}")
         return self.created
 
     def _profile(self, payload: dict) -> Result:
@@ -225,6 +242,21 @@ class ActiveCampaignConnector(Connector):
             return result
         tag = self.mapping["trigger_tag"].format(trigger=payload["name"])
         return self._swap_tag(contact_id, tag) or result
+
+    # Consent ------------------------------------------------------------------------
+
+    def _consent(self, payload: dict) -> Result:
+        """The contact's status on the configured list follows the consent given or withdrawn."""
+        if not self.takes_consent(self.mapping, payload["channel"]):
+            return Sent(message="no list_id in mappings/activecampaign.yaml or not email consent: "
+                                "nothing to send")
+        result, contact_id = self._sync(payload)
+        if not isinstance(result, Sent):
+            return result
+        link = {"contactList": {"list": str(self.mapping["list_id"]), "contact": contact_id,
+                                "status": LIST_STATUS[payload["state"]]}}
+        result, _ = self._request("POST", "/contactLists", link)
+        return result
 
     # Erase (compliance) -------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 KINDS = ("profile", "event", "consent", "erase")
+# Consent channel → what identifies the person on it.
+CHANNEL_NEEDS = {"email": "email", "sms": "phone"}
 
 
 @dataclass
@@ -79,6 +81,11 @@ class Connector:
     def missing_settings(cls, settings) -> list[str]:
         """Names of required settings that are empty (the connector is off while any is)."""
         return [k for k in cls.settings_keys if not getattr(settings, k, "")]
+
+    @classmethod
+    def takes_consent(cls, mapping: dict, channel: str) -> bool:
+        """Whether this tool, as mapped, records marketing consent on `channel` ("email", "sms")."""
+        return CHANNEL_NEEDS[channel] in cls.needs
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         """Send the batch; one Result per delivery id."""

@@ -1,16 +1,21 @@
-"""HubSpot through hubspot-api-client: batch upsert of contacts by email.
+"""HubSpot through hubspot-api-client: batch upsert of contacts by email, marketing consent.
 
 The hub's fields go to custom contact properties (created by `install()`, which
 `hub install` calls). HubSpot's own `lifecyclestage` is only ever moved forward: the
 current value is read in the same batch and a hub stage that maps to an earlier
-HubSpot stage leaves it alone.
+HubSpot stage leaves it alone. HubSpot refuses a whole batch for one invalid email; the
+contacts it names fail alone and the rest are sent again. Email consent given or withdrawn
+at the source subscribes or unsubscribes the address from the mapped subscription type
+through the communication preferences API (v3, the version hubspot-api-client speaks).
 """
 from __future__ import annotations
 
 import json
+import re
 
 import hubspot
 import urllib3
+from hubspot.communication_preferences.exceptions import ApiException as PreferencesApiException
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
@@ -19,7 +24,9 @@ from connectors.classify import Clock, classify, unreachable
 from hub.errors import RetryLater
 
 # Each HubSpot API package has its own exception class.
-API_ERRORS = (ContactsApiException, PropertiesApiException)
+API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
+# How HubSpot names an address it refuses in a batch's property validation results.
+INVALID_EMAIL = re.compile(r"Email address (\S+) is invalid")
 # HubSpot's default lifecycle stages, earliest first.
 LIFECYCLE_ORDER = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
                    "opportunity", "customer", "evangelist"]
@@ -52,12 +59,14 @@ class HubSpotConnector(Connector):
     name = "hubspot"
     max_batch = 1_000
     settings_keys = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL")
-    kinds = ("profile", "erase")
+    kinds = ("profile", "consent", "erase")
     needs = ("email",)
     # Mapping options: contacts per batch upsert (HubSpot allows 100); hub stage →
-    # HubSpot lifecycle stage (only moved forward along `lifecycle_order`).
+    # HubSpot lifecycle stage (only moved forward along `lifecycle_order`); the subscription
+    # type email consent goes to (empty: consent is not sent) and the legal basis given.
     options = {"batch_size": 100, "lifecycle_stages": {}, "lifecycle_order": LIFECYCLE_ORDER,
-               "property_group": "contactinformation"}
+               "property_group": "contactinformation", "subscription_id": None,
+               "legal_basis": "CONSENT_WITH_NOTICE"}
     timeout = 15.0
     # Wait up to 1 s for a full batch upsert: HubSpot counts calls, not contacts.
     linger = (1.0, 100)
@@ -69,9 +78,15 @@ class HubSpotConnector(Connector):
                                        host=settings.HUBSPOT_BASE_URL.rstrip("/"), retry=False)
         self.contacts = client.crm.contacts.batch_api
         self.basic = client.crm.contacts.basic_api  # GDPR delete (compliance)
+        self.preferences = client.communication_preferences.status_api
+        self.definitions = client.communication_preferences.definition_api  # `install()`
         self.properties = client.crm.properties.core_api
         self.client = client  # `install()` also reaches the property groups
         self.mapping = self.field_map
+
+    @classmethod
+    def takes_consent(cls, mapping: dict, channel: str) -> bool:
+        return channel == "email" and bool(mapping["subscription_id"])
 
     def _call(self, method, **kwargs) -> tuple[Result, dict | None]:
         """One SDK call under HubSpot's account-wide limit; (Result, JSON body)."""
@@ -104,25 +119,39 @@ class HubSpotConnector(Connector):
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}
-        erase = [i for i in items if i.kind == "erase"]
-        items = [i for i in items if i.kind != "erase"]
+        profiles = [i for i in items if i.kind == "profile"]
         size = max(1, min(100, int(self.mapping["batch_size"])))
-        for start in range(0, len(items), size):
-            results.update(self._upsert(items[start:start + size]))
-        for item in erase:
-            results[item.delivery_id] = self._gdpr_delete(item.payload)
+        for start in range(0, len(profiles), size):
+            results.update(self._upsert(profiles[start:start + size]))
+        single = {"consent": self._consent, "erase": self._gdpr_delete}
+        for item in items:
+            if item.kind in single:
+                results[item.delivery_id] = single[item.kind](item.payload)
         return results
 
     def _gdpr_delete(self, payload: dict) -> Result:
         """Compliance: POST /crm/v3/objects/contacts/gdpr-delete by email. HubSpot deletes the
-        contact and blocks the email; a contact it does not have (404) is nothing to delete."""
+        contact and blocklists the email, also when it has no contact for it (204 either way)."""
         if not payload.get("email"):
             return Sent(message="no email: HubSpot holds contacts by email only")
         result, _ = self._call(self.basic.purge, public_gdpr_delete_input={
             "idProperty": "email", "objectId": payload["email"]})
-        if result.http_status == 404:
-            return Sent(http_status=404, latency_ms=result.latency_ms, request_id=result.request_id,
-                        message="no such contact in HubSpot")
+        return result
+
+    def _consent(self, payload: dict) -> Result:
+        """POST /communication-preferences/v3/subscribe or /unsubscribe for the mapped type.
+        v3 will not resubscribe someone who opted out: HubSpot's refusal is a permanent failure."""
+        if not self.takes_consent(self.mapping, payload["channel"]):
+            return Sent(message="no subscription_id in mappings/hubspot.yaml or not email consent: "
+                                "nothing to send")
+        change = {"emailAddress": payload["email"], "subscriptionId": str(self.mapping["subscription_id"]),
+                  "legalBasisExplanation": f"{payload['state']} at {payload.get('source') or 'the source'}"
+                                           f" on {payload.get('consented_at') or 'an unknown date'}"}
+        if self.mapping["legal_basis"]:
+            change["legalBasis"] = self.mapping["legal_basis"]
+        method = (self.preferences.subscribe if payload["state"] == "subscribed"
+                  else self.preferences.unsubscribe)
+        result, _ = self._call(method, public_update_subscription_status_request=change)
         return result
 
     def _upsert(self, chunk: list[Outgoing]) -> dict[int, Result]:
@@ -137,6 +166,10 @@ class HubSpotConnector(Connector):
         batch = {"inputs": inputs}
         result, body = self._call(self.contacts.upsert,
                                   batch_input_simple_public_object_batch_input_upsert=batch)
+        refused = {m.group(1): m.group(0) for m in INVALID_EMAIL.finditer(result.message or "")
+                   if result.http_status == 400}
+        if set(refused) & {i.payload["email"] for i in chunk}:
+            return self._without_invalid(chunk, refused, result)
         results = {i.delivery_id: result for i in chunk}
         # 207: some inputs failed; each error names the ids it concerns.
         for error in (body or {}).get("errors", []):
@@ -146,6 +179,16 @@ class HubSpotConnector(Connector):
                             request_id=result.request_id, message=truncate(error.get("message")))
             results.update({i.delivery_id: failed for i in chunk if i.payload["email"] in ids})
         return results
+
+    def _without_invalid(self, chunk: list[Outgoing], refused: dict[str, str], answer: Result
+                         ) -> dict[int, Result]:
+        """HubSpot refused the whole batch for the emails in `refused` (email → its words):
+        those fail with its message for them, the others are upserted again without them."""
+        results = {i.delivery_id: Failed(http_status=answer.http_status, latency_ms=answer.latency_ms,
+                                         request_id=answer.request_id, message=refused[i.payload["email"]])
+                   for i in chunk if i.payload["email"] in refused}
+        rest = [i for i in chunk if i.payload["email"] not in refused]
+        return {**results, **(self._upsert(rest) if rest else {})}
 
     def _properties(self, payload: dict, current_stage: str | None) -> dict:
         fields = self.mapping["fields"]
@@ -171,7 +214,9 @@ class HubSpotConnector(Connector):
 
     def install(self) -> list[str]:
         """Create the property group and the custom contact properties the mapping names when
-        missing; returns what was created ("group x", property names)."""
+        missing, and check that the consent subscription type exists; returns what was created
+        ("group x", property names)."""
+        self._check_subscription()
         created = self._install_group()
         result, body = self._call(self.properties.get_all, object_type="contacts")
         if body is None:
@@ -188,6 +233,19 @@ class HubSpotConnector(Connector):
                 raise RuntimeError(f"HubSpot property {prop} not created: {result.message}")
             created.append(prop)
         return created
+
+    def _check_subscription(self) -> None:
+        wanted = self.mapping["subscription_id"]
+        if not wanted:
+            return
+        result, body = self._call(self.definitions.get_page)
+        if body is None:
+            raise RuntimeError(f"HubSpot subscription types could not be read: {result.message}")
+        known = {str(d.get("id")): d.get("name") for d in body.get("subscriptionDefinitions", [])}
+        if str(wanted) not in known:
+            raise RuntimeError(f"HubSpot has no subscription type {wanted} (subscription_id in "
+                               f"mappings/hubspot.yaml); it has: "
+                               + ", ".join(f"{i} {n}" for i, n in known.items()))
 
     def _install_group(self) -> list[str]:
         group = self.mapping["property_group"]

@@ -232,8 +232,10 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
     key = f"consent:{subscriber.id}:{channel}:{held['state']}:{held.get('at')}"
     payload = {**_who(subscriber), "channel": channel, "state": held["state"],
                "consented_at": held.get("at"), "source": held.get("source"), "history": history}
+    # Only tools that record consent on this channel, as mapped (a list, a subscription type).
     rows = [_row(name, "consent", subscriber.id, key, payload, history)
-            for name, _ in _targets(settings, "consent")]
+            for name, mapping in _targets(settings, "consent")
+            if connectors.CONNECTORS[name].takes_consent(mapping, channel)]
     return _insert(session, rows)
 
 

@@ -1,4 +1,4 @@
-"""A loopback stand-in of ActiveCampaign's API v3: contact sync, custom fields, tags.
+"""A loopback stand-in of ActiveCampaign's API v3: contact sync, custom fields, tags, list status.
 
 Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {...}},
 {"fields": [...], "meta": {"total": "n"}}, 422 with `errors[].title`, 403/404 with
@@ -7,6 +7,7 @@ Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {
     with FakeActiveCampaign(api_key="ac-test") as ac:
         settings.ACTIVECAMPAIGN_URL = ac.url
         ac.contact("a@example.com"), ac.tags_of("a@example.com"), ac.field_values("a@example.com")
+        ac.list_status("a@example.com", "1"), ac.mailable("a@example.com")
 """
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ class FakeActiveCampaign(LoopbackServer):
         ("DELETE", r"/api/3/contactTags/(?P<id>\d+)", "remove_contact_tag"),
         ("GET", r"/api/3/contacts", "list_contacts"),
         ("DELETE", r"/api/3/contacts/(?P<id>\d+)", "delete_contact"),
+        ("POST", r"/api/3/contactLists", "update_list_status"),
+        ("GET", r"/api/3/lists/(?P<id>\d+)", "get_list"),
     ]
 
-    def __init__(self, api_key: str = "ac-test"):
+    def __init__(self, api_key: str = "ac-test", lists: tuple[str, ...] = ("1",)):
         super().__init__()
         self.api_key = api_key
+        self.lists = set(lists)  # list ids of the account
+        self.memberships: dict[tuple[str, str], int] = {}  # (contact id, list id) → status
         self.contacts: dict[str, dict] = {}  # id → contact
         self.values: dict[tuple[str, str], str] = {}  # (contact id, field id) → value
         self.fields: dict[str, dict] = {}
@@ -90,9 +95,37 @@ class FakeActiveCampaign(LoopbackServer):
         if contact is None:
             return 404, {"message": f"No Result found for Subscriber with id {call.params['id']}"}
         self.deleted.append(contact["email"])
+        self.memberships = {k: v for k, v in self.memberships.items() if k[0] != call.params["id"]}
         for link_id in [i for i, ct in self.contact_tags.items() if ct["contact"] == call.params["id"]]:
             del self.contact_tags[link_id]
         return 200, {}
+
+    # Lists --------------------------------------------------------------------------
+
+    def get_list(self, call):
+        """GET /api/3/lists/{id}: {"list": {...}}.
+        https://developers.activecampaign.com/reference/retrieve-all-lists (one list: /lists/{id})"""
+        if call.params["id"] not in self.lists:
+            return 404, {"message": f"No Result found for List with id {call.params['id']}"}
+        return 200, {"list": {"id": call.params["id"], "name": "Email Subscription",
+                              "stringid": "email-subscription"}}
+
+    def update_list_status(self, call):
+        """POST /api/3/contactLists {"contactList": {"list", "contact", "status"}}: status 1
+        subscribes (active), 2 unsubscribes; 2 → 1 re-subscribes someone who had unsubscribed.
+        https://developers.activecampaign.com/reference/update-list-status-for-contact"""
+        link = (call.body or {}).get("contactList") or {}
+        contact, list_id = str(link.get("contact")), str(link.get("list"))
+        if contact not in self.contacts:
+            return 404, {"message": f"No Result found for Subscriber with id {contact}"}
+        if list_id not in self.lists:
+            return 404, {"message": f"No Result found for List with id {list_id}"}
+        if str(link.get("status")) not in ("1", "2"):
+            return 422, self.error_body(422, "Status must be 1 (active) or 2 (unsubscribed)")
+        status = int(link["status"])
+        self.memberships[(contact, list_id)] = status
+        return 200, {"contacts": [self.contacts[contact]],
+                     "contactList": {"contact": contact, "list": list_id, "status": status}}
 
     # Fields -------------------------------------------------------------------------
 
@@ -163,6 +196,19 @@ class FakeActiveCampaign(LoopbackServer):
     def tags_of(self, email: str) -> set[str]:
         contact = self.contact(email)
         return {self.tags[ct["tag"]]["tag"] for ct in self.contact_tags.values() if contact and ct["contact"] == contact["id"]}
+
+    def list_status(self, email: str, list_id: str) -> str | None:
+        """"subscribed", "unsubscribed", or None when the contact was never put on the list."""
+        contact = self.contact(email)
+        status = self.memberships.get((contact["id"], list_id)) if contact else None
+        return {1: "subscribed", 2: "unsubscribed"}.get(status)
+
+    def mailable(self, email: str) -> bool:
+        """ActiveCampaign sends campaigns and automation emails only to active list subscribers.
+        https://help.activecampaign.com/hc/en-us/articles/9384583447580-ActiveCampaign-contact-list-status-segment-conditions"""
+        contact = self.contact(email)
+        return bool(contact) and any(c == contact["id"] and status == 1
+                                     for (c, _), status in self.memberships.items())
 
     def field_values(self, email: str) -> dict[str, str]:
         contact = self.contact(email)

@@ -1,4 +1,5 @@
-"""A loopback stand-in of HubSpot's CRM v3 API: contacts batch upsert/read and contact properties.
+"""A loopback stand-in of HubSpot's CRM v3 API (contacts batch upsert/read, contact properties,
+GDPR delete) and of its communication preferences v3 API (subscribe/unsubscribe by email).
 
 HubSpot publishes no openly licensed OpenAPI document, so the request shapes checked here
 are those of hubspot-api-client's own models (BatchInputSimplePublicObjectBatchInputUpsert:
@@ -9,10 +10,12 @@ answers are HubSpot's documented ones: 200/207 batch responses, errors with `mes
     with FakeHubSpot(token="pat-test") as hubspot:
         settings.HUBSPOT_BASE_URL = hubspot.url
         hubspot.contacts["a@example.com"]["lifecyclestage"]
+        hubspot.subscriptions[("a@example.com", FakeHubSpot.MARKETING)]  # "SUBSCRIBED" / "NOT_SUBSCRIBED"
 """
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -21,6 +24,10 @@ from connectors.standins.loopback import Call, LoopbackServer
 STANDARD_PROPERTIES = {"email", "firstname", "lastname", "phone", "lifecyclestage", "hs_object_id"}
 HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hub_subscription_status",
                   "hub_plan", "hub_mrr", "hub_next_renewal_at", "hub_lifetime_value"}
+# The legal bases HubSpot accepts when a subscription status changes.
+LEGAL_BASES = {"CONSENT_WITH_NOTICE", "LEGITIMATE_INTEREST_CLIENT", "LEGITIMATE_INTEREST_OTHER",
+               "LEGITIMATE_INTEREST_PQL", "NON_GDPR", "PERFORMANCE_OF_CONTRACT", "PROCESS_AND_STORE"}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class FakeHubSpot(LoopbackServer):
@@ -32,7 +39,11 @@ class FakeHubSpot(LoopbackServer):
         ("POST", r"/crm/v3/objects/contacts/gdpr-delete", "gdpr_delete"),
         ("GET", r"/crm/v3/properties/contacts/groups", "get_groups"),  # `hub install`
         ("POST", r"/crm/v3/properties/contacts/groups", "create_group"),
+        ("POST", r"/communication-preferences/v3/subscribe", "subscribe"),
+        ("POST", r"/communication-preferences/v3/unsubscribe", "unsubscribe"),
+        ("GET", r"/communication-preferences/v3/definitions", "definitions"),
     ]
+    MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
     def __init__(self, token: str = "pat-test", installed: bool = True):
         super().__init__()
@@ -42,6 +53,9 @@ class FakeHubSpot(LoopbackServer):
         self.ids: dict[str, str] = {}
         self.gdpr_deleted: list[str] = []  # objectId of every GDPR delete request
         self.groups = {"contactinformation"}  # property groups (HubSpot's default one)
+        self.blocked: set[str] = set()  # emails a GDPR delete blocklisted
+        self.subscription_types = {self.MARKETING: "Marketing Information"}
+        self.subscriptions: dict[tuple[str, str], str] = {}  # (email, subscription id) → status
 
     def error_body(self, status: int, message: str, category: str | None = None) -> dict:
         categories = {400: "VALIDATION_ERROR", 401: "INVALID_AUTHENTICATION", 404: "OBJECT_NOT_FOUND",
@@ -86,6 +100,17 @@ class FakeHubSpot(LoopbackServer):
                 return 400, self.error_body(400, f"Property values were not valid: {json.dumps(problems)}")
             if not all(isinstance(v, str) for v in item["properties"].values()):
                 return 400, self.error_body(400, "Property values must be strings")
+        # One contact HubSpot refuses stops the whole batch: 400 with the property validation
+        # results (INVALID_EMAIL names the address); nothing in the batch is written. HubSpot's
+        # batch documentation says so; the v3 reference lists no per-input answer for it.
+        # https://developers.hubspot.com/docs/api-reference/legacy/crm-contacts-v1/delete-contacts-v1-contact-batch
+        # The validation result's shape is the one HubSpot answers for an invalid email elsewhere
+        # ({"isValid": false, "message": "Email address … is invalid", "error": "INVALID_EMAIL"}).
+        invalid = [{"isValid": False, "message": f"Email address {i['id']} is invalid",
+                    "error": "INVALID_EMAIL", "name": "email"}
+                   for i in inputs if not EMAIL.match(str(i.get("id") or ""))]
+        if invalid:
+            return 400, self.error_body(400, f"Property values were not valid: {json.dumps(invalid)}")
         results = []
         for item in inputs:
             email = item["id"]
@@ -145,7 +170,10 @@ class FakeHubSpot(LoopbackServer):
         return 201, {"displayOrder": -1, **body, "archived": False}
 
     def gdpr_delete(self, call):
-        """POST /crm/v3/objects/contacts/gdpr-delete (PublicGdprDeleteInput): 204, or 404."""
+        """POST /crm/v3/objects/contacts/gdpr-delete (PublicGdprDeleteInput): 204. By email, an
+        address HubSpot has no contact for is blocklisted all the same (204); an unknown record
+        id is 404.
+        https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/contacts/gdpr/gdpr-delete-contact"""
         body = call.body or {}
         if not body.get("objectId") or set(body) - {"objectId", "idProperty"} \
                 or body.get("idProperty") not in (None, "email", "hs_object_id"):
@@ -153,7 +181,54 @@ class FakeHubSpot(LoopbackServer):
         self.gdpr_deleted.append(body["objectId"])
         email = body["objectId"] if body.get("idProperty") == "email" else next(
             (e for e, i in self.ids.items() if i == body["objectId"]), None)
-        if email not in self.contacts:
+        if body.get("idProperty") == "email":
+            self.blocked.add(body["objectId"])
+        if email is None and body.get("idProperty") != "email":
             return 404, self.error_body(404, "resource not found")
-        del self.contacts[email]
+        self.contacts.pop(email, None)
+        for key in [k for k in self.subscriptions if k[0] == email]:
+            del self.subscriptions[key]
         return 204, None
+
+    # Communication preferences v3 ---------------------------------------------------
+
+    def _status_change(self, call, status: str):
+        """PublicUpdateSubscriptionStatusRequest: emailAddress, subscriptionId, legalBasis
+        (required where GDPR is on), legalBasisExplanation.
+        https://developers.hubspot.com/docs/api-reference/communication-preferences-subscriptions-v3/status/post-communication-preferences-v3-subscribe"""
+        body = call.body or {}
+        email, subscription = body.get("emailAddress"), str(body.get("subscriptionId") or "")
+        if not email or not subscription or set(body) - {"emailAddress", "subscriptionId", "legalBasis",
+                                                         "legalBasisExplanation"}:
+            return 400, self.error_body(400, "Invalid input JSON: expected emailAddress and subscriptionId")
+        if body.get("legalBasis") is not None and body["legalBasis"] not in LEGAL_BASES:
+            return 400, self.error_body(400, f"Invalid legalBasis {body['legalBasis']!r}")
+        if not EMAIL.match(email):
+            return 400, self.error_body(400, f"Email address {email} is invalid")
+        if subscription not in self.subscription_types:
+            return 400, self.error_body(400, f"Subscription {subscription} does not exist")
+        # v3 subscribes an address to a type but will not resubscribe one who opted out (v4 can).
+        # https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/guide
+        if status == "SUBSCRIBED" and self.subscriptions.get((email, subscription)) == "NOT_SUBSCRIBED":
+            return 400, self.error_body(400, f"{email} has opted out of subscription {subscription} "
+                                             "and cannot be resubscribed through this API")
+        self.subscriptions[(email, subscription)] = status
+        return 200, {"id": subscription, "name": self.subscription_types[subscription], "description": "",
+                     "status": status, "sourceOfStatus": "SUBSCRIPTION_STATUS",
+                     "legalBasis": body.get("legalBasis"), "legalBasisExplanation": body.get("legalBasisExplanation")}
+
+    def definitions(self, call):
+        """GET /communication-preferences/v3/definitions: the account's subscription types.
+        https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/guide"""
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        return 200, {"subscriptionDefinitions": [
+            {"id": i, "name": n, "description": "", "purpose": "Marketing", "communicationMethod": "Email",
+             "isActive": True, "isDefault": True, "isInternal": False, "createdAt": now, "updatedAt": now}
+            for i, n in self.subscription_types.items()]}
+
+    def subscribe(self, call):
+        return self._status_change(call, "SUBSCRIBED")
+
+    def unsubscribe(self, call):
+        """https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/unsubscribe-contact"""
+        return self._status_change(call, "NOT_SUBSCRIBED")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import yaml
 
 from connectors import CONNECTORS, build
 from connectors.base import Outgoing
@@ -27,6 +29,10 @@ WORLDS = {
     "webhook": (lambda: WebhookReceiver(secret=SECRET),
                 lambda url: {"OUTBOUND_WEBHOOK_SECRET": SECRET, "OUTBOUND_WEBHOOK_URL": url + "/hooks"}, 400),
 }
+
+# Mapping keys a tool needs before it takes every kind of delivery: ids of the stand-in's objects.
+MAPPINGS = {"hubspot": {"subscription_id": FakeHubSpot.MARKETING}, "activecampaign": {"list_id": "1"}}
+PROJECT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 
 def profile_item(delivery_id: int = 1, email: str = "ada@example.com", **fields) -> Outgoing:
@@ -86,48 +92,53 @@ def check(fake: LoopbackServer) -> None:
     assert getattr(fake, "invalid", []) == []
 
 
-def make_world(name: str, **overrides) -> tuple[World, LoopbackServer]:
+def make_world(name: str, mappings: Path, **overrides) -> tuple[World, LoopbackServer]:
+    """The tool's stand-in, and settings whose mappings folder holds the project's mapping of
+    it with the ids (MAPPINGS) of that stand-in."""
     make_fake, make_settings, client_error = WORLDS[name]
     fake = make_fake().start()
-    settings = Settings.from_env(env={}, overrides={**make_settings(fake.url), **overrides})
+    mapping = yaml.safe_load((PROJECT_MAPPINGS / f"{name}.yaml").read_text()) or {}
+    (mappings / f"{name}.yaml").write_text(yaml.safe_dump({**mapping, **MAPPINGS.get(name, {})}))
+    settings = Settings.from_env(env={}, overrides={**make_settings(fake.url), "HUB_MAPPINGS_DIR": str(mappings),
+                                                    **overrides})
     return World(name, fake, settings, client_error), fake
 
 
 @pytest.fixture(params=sorted(WORLDS))
-def world(request):
-    world, fake = make_world(request.param)
+def world(request, tmp_path):
+    world, fake = make_world(request.param, tmp_path)
     yield world
     fake.stop()
     check(fake)
 
 
 @pytest.fixture
-def klaviyo():
-    world, fake = make_world("klaviyo")
+def klaviyo(tmp_path):
+    world, fake = make_world("klaviyo", tmp_path)
     yield world
     fake.stop()
     check(fake)
 
 
 @pytest.fixture
-def hubspot():
-    world, fake = make_world("hubspot")
+def hubspot(tmp_path):
+    world, fake = make_world("hubspot", tmp_path)
     yield world
     fake.stop()
     check(fake)
 
 
 @pytest.fixture
-def activecampaign():
-    world, fake = make_world("activecampaign")
+def activecampaign(tmp_path):
+    world, fake = make_world("activecampaign", tmp_path)
     yield world
     fake.stop()
     check(fake)
 
 
 @pytest.fixture
-def webhook():
-    world, fake = make_world("webhook")
+def webhook(tmp_path):
+    world, fake = make_world("webhook", tmp_path)
     yield world
     fake.stop()
     check(fake)

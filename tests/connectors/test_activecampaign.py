@@ -1,8 +1,16 @@
 """ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
 from __future__ import annotations
 
+import pytest
+
+from connectors import validate_mapping
+from connectors.activecampaign import ActiveCampaignConnector
 from connectors.base import RetryAfter, Sent
-from tests.connectors.conftest import event_item, profile_item
+from tests.connectors.conftest import consent_item, event_item, profile_item
+
+
+def connector(world, **mapping) -> ActiveCampaignConnector:
+    return ActiveCampaignConnector(world.settings, field_map=validate_mapping(ActiveCampaignConnector, mapping, "test"))
 
 
 def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
@@ -49,3 +57,18 @@ def test_a_trigger_tags_the_contact_each_time_it_fires(activecampaign):
     assert activecampaign.fake.added_tags == [("ada@example.com", "Hub: Payment Failed")] * 2
     assert activecampaign.fake.tags_of("ada@example.com") == {"Hub: Payment Failed"}
     assert len(activecampaign.fake.operations("create_tag")) == 1
+
+
+def test_consent_sets_the_contacts_status_on_the_configured_list(activecampaign):
+    fake, c = activecampaign.fake, connector(activecampaign, list_id="1")
+    assert isinstance(c.push_batch([consent_item(3, state="subscribed")])[3], Sent)
+    assert fake.list_status("ada@example.com", "1") == "subscribed" and fake.mailable("ada@example.com")
+    assert isinstance(c.push_batch([consent_item(4, state="unsubscribed")])[4], Sent)
+    assert fake.list_status("ada@example.com", "1") == "unsubscribed" and not fake.mailable("ada@example.com")
+    assert [call.body["contactList"]["status"] for call in fake.operations("update_list_status")] == [1, 2]
+
+
+def test_install_names_a_consent_list_activecampaign_does_not_have(activecampaign):
+    with pytest.raises(RuntimeError, match="list 42 .*No Result found for List with id 42"):
+        connector(activecampaign, list_id="42").install()
+    connector(activecampaign, list_id="1").install()

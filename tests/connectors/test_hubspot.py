@@ -1,11 +1,13 @@
 """HubSpot: batch upsert by email, custom properties, lifecyclestage only moved forward."""
 from __future__ import annotations
 
+import pytest
+
 from connectors import validate_mapping
 from connectors.base import Failed, Sent
 from connectors.hubspot import HubSpotConnector
-from tests.connectors.conftest import profile_item
 from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from tests.connectors.conftest import consent_item, erase_item, profile_item
 
 
 def connector(world, **mapping) -> HubSpotConnector:
@@ -52,14 +54,38 @@ def test_no_lifecycle_mapping_means_no_read(hubspot):
     assert [c.operation for c in hubspot.fake.calls] == ["upsert"]
 
 
-def test_partial_batch_failure_fails_only_the_contacts_named(hubspot):
-    hubspot.fake.fail(207, body={"status": "COMPLETE", "results": [], "numErrors": 1, "errors": [{
-        "status": "error", "category": "VALIDATION_ERROR", "message": "Email address bad@ is invalid",
-        "context": {"ids": ["bad@"]}}]}, path="upsert")
-    items = [profile_item(1, "good@example.com"), profile_item(2, "bad@")]
+def test_one_invalid_email_fails_alone_with_hubspots_message(hubspot):
+    items = [profile_item(1, "good@example.com"), profile_item(2, "bad@"), profile_item(3, "also@example.com")]
     results = connector(hubspot, lifecycle_stages={}).push_batch(items)
-    assert isinstance(results[1], Sent)
+    assert isinstance(results[1], Sent) and isinstance(results[3], Sent)
     assert isinstance(results[2], Failed) and results[2].message == "Email address bad@ is invalid"
+    assert set(hubspot.fake.contacts) == {"good@example.com", "also@example.com"}
+
+
+def test_consent_given_subscribes_and_withdrawn_unsubscribes(hubspot):
+    c = connector(hubspot, subscription_id=FakeHubSpot.MARKETING)
+    key = ("ada@example.com", FakeHubSpot.MARKETING)
+    assert isinstance(c.push_batch([consent_item(3, state="subscribed")])[3], Sent)
+    assert hubspot.fake.subscriptions[key] == "SUBSCRIBED"
+    [call] = hubspot.fake.operations("subscribe")
+    assert call.body["legalBasis"] == "CONSENT_WITH_NOTICE" and call.body["emailAddress"] == "ada@example.com"
+    assert isinstance(c.push_batch([consent_item(4, state="unsubscribed")])[4], Sent)
+    assert hubspot.fake.subscriptions[key] == "NOT_SUBSCRIBED"
+    # HubSpot's v3 API refuses to resubscribe someone who opted out: a permanent failure.
+    again = c.push_batch([consent_item(5, state="subscribed")])[5]
+    assert isinstance(again, Failed) and "opted out" in again.message
+
+
+def test_install_names_a_subscription_type_hubspot_does_not_have(hubspot):
+    with pytest.raises(RuntimeError, match=f"no subscription type 999 .*{FakeHubSpot.MARKETING} Marketing"):
+        connector(hubspot, subscription_id="999").install()
+    assert connector(hubspot, subscription_id=FakeHubSpot.MARKETING).install() == []
+
+
+def test_gdpr_delete_of_an_email_hubspot_does_not_know_blocklists_it(hubspot):
+    result = hubspot.connector().push_batch([erase_item(4, email="stranger@example.com")])[4]
+    assert isinstance(result, Sent) and result.http_status == 204
+    assert hubspot.fake.blocked == {"stranger@example.com"}
 
 
 def test_missing_properties_fail_with_hubspots_message_until_installed():

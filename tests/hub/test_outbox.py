@@ -17,6 +17,8 @@ from sqlalchemy.orm import selectinload
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
+from connectors.standins.activecampaign import FakeActiveCampaign
+from connectors.standins.hubspot import FakeHubSpot
 from connectors.standins.klaviyo import FakeKlaviyo
 from hub import metrics, outbox
 from hub.apply import Changes, apply_event
@@ -296,6 +298,36 @@ def test_sms_consent_needs_a_phone(storage, settings):
     with storage.session() as session:
         changes = apply_event(session, consent)
         assert outbox.plan_consent(session, settings, changes.subscriber, changes, consent) == 0
+
+
+def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_hubspot(storage, mappings):
+    (mappings / "activecampaign.yaml").write_text("list_id: '1'\n")
+    (mappings / "hubspot.yaml").write_text(f"subscription_id: '{FakeHubSpot.MARKETING}'\nlifecycle_stages: {{}}\n")
+    given, withdrawn = NOW - timedelta(days=3), NOW - timedelta(days=1)
+    with FakeActiveCampaign(api_key="ac") as ac, FakeHubSpot(token="pat") as hubspot:
+        settings = Settings.from_env(env={}, overrides={
+            "HUB_MAPPINGS_DIR": str(mappings), "ACTIVECAMPAIGN_URL": ac.url, "ACTIVECAMPAIGN_API_KEY": "ac",
+            "HUBSPOT_ACCESS_TOKEN": "pat", "HUBSPOT_BASE_URL": hubspot.url})
+        for state, at in (("subscribed", given), ("unsubscribed", withdrawn)):
+            consent = event(CONSENT_CHANGED, channel="email", state=state, consented_at=at)
+            with storage.session() as session:
+                changes = apply_event(session, consent)
+                outbox.plan(session, settings, changes.subscriber, changes, [], consent)
+            for tool in ("activecampaign", "hubspot"):
+                assert outbox.push_batch(storage, settings, tool, now=NOW, limiter=Limiter())["sent"] == 1
+            if state == "subscribed":
+                assert ac.list_status("ada@example.com", "1") == "subscribed" and ac.mailable("ada@example.com")
+                assert hubspot.subscriptions[("ada@example.com", FakeHubSpot.MARKETING)] == "SUBSCRIBED"
+        assert ac.list_status("ada@example.com", "1") == "unsubscribed" and not ac.mailable("ada@example.com")
+        assert hubspot.subscriptions[("ada@example.com", FakeHubSpot.MARKETING)] == "NOT_SUBSCRIBED"
+        # SMS consent is Klaviyo's only: neither tool gets a delivery for it.
+        sms = event(CONSENT_CHANGED, channel="sms", state="subscribed", consented_at=NOW)
+        with storage.session() as session:
+            changes = apply_event(session, sms)
+            changes.subscriber.phone = "+16135550100"
+            outbox.plan_consent(session, settings, changes.subscriber, changes, sms)
+    assert {(d.connector, d.payload["channel"]) for d in deliveries(storage, kind="consent")} == {
+        ("activecampaign", "email"), ("hubspot", "email")}
 
 
 # Pushing --------------------------------------------------------------------------------
