@@ -1,5 +1,5 @@
 """A loopback stand-in of the Stripe API calls the hub makes: billing-portal sessions (and the
-portal page a session's URL opens) and paying an invoice, in Stripe's shapes (fixtures3.json
+portal page a session's URL opens) and paying an invoice, in Stripe's shapes (examples/stripe_resources.json,
 objects), with Stripe's 401 for a wrong key and its idempotency: a repeated Idempotency-Key
 gets the first answer again and is not another attempt.
 
@@ -32,12 +32,13 @@ FLOW_REQUIRES = {"payment_method_update": (), "subscription_cancel": ("[subscrip
                  "subscription_update_confirm": ("[subscription_update_confirm][subscription]",
                                                  "[subscription_update_confirm][items][0][id]")}
 
-_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "stripe" / "fixtures3.json"
+# Stripe's published example objects (examples/README.md), shipped with the stand-in.
+_EXAMPLES = Path(__file__).resolve().parent / "examples" / "stripe_resources.json"
 
 
 def _resource(name: str) -> dict:
     try:
-        return copy.deepcopy(json.loads(_FIXTURES.read_text())["resources"][name])
+        return copy.deepcopy(json.loads(_EXAMPLES.read_text())[name])
     except (OSError, KeyError, ValueError):
         return {"object": name}
 
