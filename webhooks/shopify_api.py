@@ -339,11 +339,12 @@ def topic_enum(topic: str) -> str:
     return topic.replace("/", "_").upper()
 
 
-def subscriptions(settings) -> list[dict]:
-    """Every webhook subscription this app made on the shop ({id, topic, uri}), all pages."""
+def subscriptions(settings, served: dict | None = None) -> list[dict]:
+    """Every webhook subscription this app made on the shop ({id, topic, uri}), all pages
+    (`served` as in execute)."""
     found, after = [], None
     while True:
-        page = execute(settings, SUBSCRIPTIONS_QUERY, {"after": after})["webhookSubscriptions"]
+        page = execute(settings, SUBSCRIPTIONS_QUERY, {"after": after}, served=served)["webhookSubscriptions"]
         found.extend(page["nodes"])
         if not page["pageInfo"]["hasNextPage"]:
             return found

@@ -315,8 +315,9 @@ def install_shopify(settings) -> Check:
         return Check("Shopify", WRONG, problem)
     version, uri, topics = settings.SHOPIFY_API_VERSION, webhook_url(settings, "shopify"), shopify_topics()
     refused: dict[str, list[str]] = {}  # Shopify's message → topics (a missing scope refuses several)
+    served: dict = {}
     try:
-        plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings), topics, uri)
+        plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings, served), topics, uri)
         for topic in plan.create:
             try:
                 shopify_api.create_subscription(settings, topic, uri)
@@ -328,17 +329,26 @@ def install_shopify(settings) -> Check:
             shopify_api.update_subscription(settings, subscription_id, topic, uri)
     except shopify_api.ShopifyAPIError as exc:
         return _shopify_refused(settings, exc)
+    check = _shopify_registered(plan, refused, version, uri, len(topics))
+    problem = _version_problem(settings, served.get("api_version"))
+    if problem and check.status == OK:  # registered all the same, in the version Shopify served
+        check.message += f"; warning: {problem}"
+    return check
+
+
+def _shopify_registered(plan, refused: dict[str, list[str]], version: str, uri: str, topics: int) -> Check:
+    """The line for what registration did with the webhook subscriptions."""
     if refused:
         message, failed = next(iter(refused.items()))
         count = sum(len(t) for t in refused.values())
-        return Check("Shopify", WRONG, f"Admin API {version}: {count} of {len(topics)} topics refused "
+        return Check("Shopify", WRONG, f"Admin API {version}: {count} of {topics} topics refused "
                      f"({_names(failed)}: {message}); give the app the scopes in docs/install.md and run again")
     created = len(plan.create)
     if not created and not plan.update:
-        return Check("Shopify", OK, f"no change: {len(topics)} webhook subscriptions at {uri} (Admin API {version})")
+        return Check("Shopify", OK, f"no change: {topics} webhook subscriptions at {uri} (Admin API {version})")
     done = [f"created {created}"] if created else []
     done += [f"re-pointed {len(plan.update)}"] if plan.update else []
-    return Check("Shopify", OK, f"{', '.join(done)} of {len(topics)} webhook subscriptions at {uri} "
+    return Check("Shopify", OK, f"{', '.join(done)} of {topics} webhook subscriptions at {uri} "
                  f"(Admin API {version}); compliance webhooks: set {uri} on the app in the Dev Dashboard")
 
 

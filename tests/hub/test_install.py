@@ -3,6 +3,7 @@ shell's environment, one line per tool; a second run changes nothing and says so
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import date
 
 import pytest
 from click.testing import CliRunner
@@ -116,6 +117,13 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     assert world.stripe.crashes == world.hubspot.crashes == world.ac.crashes == []
 
 
+def test_registering_on_a_version_shopify_no_longer_serves_says_which_one_it_served(world):
+    world.shopify.today = date(2026, 12, 5)  # 2025-07 is past its 12 months: served as 2026-01
+    _, lines = world.run(SHOPIFY_API_VERSION="2025-07")
+    assert lines["Shopify"].startswith("ok") and "created" in lines["Shopify"]
+    assert "answered in 2026-01" in lines["Shopify"] and "SHOPIFY_API_VERSION=2026-10" in lines["Shopify"]
+
+
 def test_the_stripe_endpoint_is_made_on_the_api_version_the_normalizers_read(world):
     result, lines = world.run()
     assert result.exit_code == 0, result.output
@@ -135,7 +143,7 @@ def test_an_endpoint_on_another_api_version_is_reported_and_left_as_it_is(world)
     assert "2024-06-20" in lines["Stripe"] and "2025-03-31.basil" in lines["Stripe"]
     assert "delete the endpoint" in lines["Stripe"]  # Stripe cannot change an endpoint's version
     assert world.stripe.webhook_endpoints["we_old"]["api_version"] == "2024-06-20"
-    check, lines = world.run("--check", STRIPE_WEBHOOK_SECRET="whsec_old")
+    _, lines = world.run("--check", STRIPE_WEBHOOK_SECRET="whsec_old")
     assert "2024-06-20" in lines["Stripe"] and "2025-03-31.basil" in lines["Stripe"]
 
 
