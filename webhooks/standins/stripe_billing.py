@@ -1,6 +1,6 @@
 """A loopback stand-in of the Stripe API calls the hub makes: billing-portal sessions (and the
-portal page a session's URL opens) and paying an invoice, in Stripe's shapes (examples/stripe_resources.json,
-objects), with Stripe's 401 for a wrong key and its idempotency: a repeated Idempotency-Key
+portal page a session's URL opens) and paying an invoice, in Stripe's shapes (its published
+example objects, examples/stripe_resources.json), with Stripe's 401 for a wrong key and its idempotency: a repeated Idempotency-Key
 gets the first answer again and is not another attempt.
 
     with FakeStripeBilling("sk_test_1") as fake:
