@@ -41,28 +41,22 @@ def request_headers(environ: dict) -> dict:
 
 
 def request_body(environ: dict, limit: int) -> bytes:
-    """The request's body, at most `limit` bytes, else BodyRefused.
+    """The body of a request that refusal() let through, at most `limit` bytes, else BodyRefused.
 
-    A chunked body comes without Content-Length (RFC 9112 §6.3: Transfer-Encoding overrides
-    it). granian and gunicorn de-chunk it and set `wsgi.input_terminated`, so wsgi.input
-    ends where the body does; reading limit + 1 bytes tells an oversized one without holding
-    more. Any other transfer coding, or a server that does not de-chunk, leaves the length
-    unknown: 411.
+    refusal() has checked the headers: a Transfer-Encoding is chunked, a Content-Length is
+    digits within the limit. A chunked body comes without Content-Length (RFC 9112 §6.3);
+    granian and gunicorn de-chunk it and set `wsgi.input_terminated`, so wsgi.input ends
+    where the body does, and reading limit + 1 bytes tells an oversized one without holding
+    more. A server that does not de-chunk leaves the length unknown: 411.
     """
-    coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
-    if coding:
-        if coding != "chunked" or not environ.get("wsgi.input_terminated"):
+    if environ.get("HTTP_TRANSFER_ENCODING", "").strip():
+        if not environ.get("wsgi.input_terminated"):
             raise BodyRefused(411, "send the body with a Content-Length header")
         body = environ["wsgi.input"].read(limit + 1)
         if len(body) > limit:
             raise BodyRefused(413, "body larger than the hub accepts")
         return body
-    declared = (environ.get("CONTENT_LENGTH") or "0").strip()
-    if not (declared.isascii() and declared.isdigit()):
-        raise BodyRefused(411, "a valid Content-Length is required")
-    length = int(declared)
-    if length > limit:
-        raise BodyRefused(413, "body larger than the hub accepts")
+    length = int((environ.get("CONTENT_LENGTH") or "0").strip())
     return environ["wsgi.input"].read(length) if length else b""
 
 
