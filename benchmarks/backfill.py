@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import sqlite_connect, start_redis, write_section  # noqa: E402
-from hub.storage import Storage  # noqa: E402
+from hub.db.engine import Storage  # noqa: E402
 from tests.samples import load_sample, stripe_resource  # noqa: E402
 from webhooks.standins.stripe import FakeStripe, Generated  # noqa: E402
 

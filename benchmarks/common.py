@@ -17,7 +17,7 @@ def sqlite_connect(db: Path, readonly: bool = False, timeout: float = 30):
     """A sqlite3 connection to the hub's SQLite file with the inbox's own file attached."""
     import sqlite3
 
-    from hub.storage import inbox_path
+    from hub.db.engine import inbox_path
 
     conn = sqlite3.connect(f"file:{db}?mode=ro" if readonly else str(db), uri=readonly, timeout=timeout)
     inbox = inbox_path(f"sqlite:///{db}")

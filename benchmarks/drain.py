@@ -52,8 +52,9 @@ def run_once(n: int) -> dict:
     for key in OTHER_TOOLS:
         os.environ.pop(key, None)
     try:
-        from hub import create_app, make_hub, outbox
-        from hub.inbox import drain_inbox
+        from hub import create_app, make_hub
+        from hub.sync import outbox
+        from hub.sync.inbox import drain_inbox
         from hub.process import tune_gc
         from hub.web.webhooks import WebhookApp
 

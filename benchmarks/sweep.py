@@ -106,7 +106,7 @@ def _sqlite_value(v):
 def load(url: str, n: int, with_indexes: bool) -> dict:
     """Fresh schema and n subscriptions, inserted in bulk; returns seconds taken."""
     from hub.models import Base
-    from hub.storage import Storage
+    from hub.db.engine import Storage
 
     storage = Storage(url)
     is_sqlite = storage.engine.dialect.name == "sqlite"
@@ -169,9 +169,9 @@ def measure(url: str, trace: bool, commit: bool, queue) -> None:
     import resource
     import tracemalloc
 
-    from hub import rules
-    from hub.rules import params as params_
-    from hub.storage import Storage
+    from hub.sync import rules
+    from hub.sync.rules import params as params_
+    from hub.db.engine import Storage
 
     p = params_.load()
     storage = Storage(url)
@@ -228,7 +228,7 @@ def server_info(url: str) -> str:
     """What a reader needs to compare a PostgreSQL run: version and main memory settings."""
     if url.startswith("sqlite"):
         return ""
-    from hub.storage import Storage
+    from hub.db.engine import Storage
 
     storage = Storage(url)
     try:

@@ -24,7 +24,7 @@ CONNECTORS: dict[str, type[Connector]] = {
     for cls in (KlaviyoConnector, HubSpotConnector, ActiveCampaignConnector, WebhookConnector)
 }
 
-# The canonical profile fields (hub.outbox.profile_fields) and their default names in every tool.
+# The canonical profile fields (hub.sync.outbox.profile_fields) and their default names in every tool.
 PROFILE_FIELDS = ("stage", "health_score", "tier", "points", "subscription_status", "plan", "mrr",
                   "next_renewal_at", "lifetime_value")
 DEFAULT_FIELDS = {f: f"hub_{f}" for f in PROFILE_FIELDS}

@@ -158,7 +158,7 @@ class ActiveCampaignConnector(Connector):
     def install(self) -> list[str]:
         """Create the mapped custom fields and the stage tags when missing, and check that the
         consent list exists; returns what was created ("field hub_stage", "tag Hub stage: new", …)."""
-        from hub.rules.params import STAGES
+        from hub.sync.rules.params import STAGES
 
         self.created = []
         failure, _ = self._field_ids()

@@ -1,6 +1,6 @@
 """What every connector speaks: a batch of deliveries in, one result per delivery out.
 
-Payload shapes per `kind` (built by hub.outbox, read by connectors):
+Payload shapes per `kind` (built by hub.sync.outbox, read by connectors):
 - profile: {"subscriber_id", "email", "phone", "first_name", "last_name",
             "fields": {canonical field → value}, "cleared": [fields emptied since the tool
             last had them; absent when none]}  (connectors rename fields via mappings/<name>.yaml)

@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass
 
 from hub.config import Settings
-from hub.privacy import mask_logs
+from hub.masking import mask_logs
 from hub.queues import Queues
-from hub.storage import Storage, create_private
+from hub.db.engine import Storage, create_private
 
 __all__ = ["Hub", "Settings", "create_app", "make_hub"]
 
@@ -36,7 +36,7 @@ def create_app(overrides: dict | None = None, hub: Hub | None = None):
     """The Flask app: webhooks, JSON API, health, sync log pages."""
     from flask import Flask
 
-    from hub import rules
+    from hub.sync import rules
     from hub.web import register_blueprints, security_headers
 
     hub = hub or make_hub(overrides)

@@ -34,7 +34,7 @@ def _hub():
 def _configure_rules(hub) -> None:
     """Rule parameters validated at start: a bad mappings/rules.yaml stops `hub` here, with
     a message naming the key, rather than misfiring reminders later."""
-    from hub import rules
+    from hub.sync import rules
     from hub.errors import ConfigError
 
     try:
@@ -251,8 +251,8 @@ def replay(event_ids, failed):
     """Process stored events again through the same code path."""
     from sqlalchemy import or_, select
 
-    from hub.inbox import after_batch
-    from hub.inbox import replay as replay_row
+    from hub.sync.inbox import after_batch
+    from hub.sync.inbox import replay as replay_row
     from hub.models import FAILED, InboxEvent, Subscriber
     from hub.web.synclog import replay_message
 
@@ -320,7 +320,7 @@ def deliveries():
 @click.option("--dead", is_flag=True, help="Every dead-lettered delivery.")
 def deliveries_retry(ids, dead):
     """Send failed or dead-lettered deliveries again."""
-    from hub import outbox
+    from hub.sync import outbox
 
     if not ids and not dead:
         raise click.UsageError("name --id N (repeatable) or --dead")

@@ -48,7 +48,7 @@ class Worker(SimpleWorker):
 
 def drain_inbox_job() -> dict:
     """Drain the inbox until empty, then ask the outbox to push what it planned."""
-    from hub.inbox import drain_inbox
+    from hub.sync.inbox import drain_inbox
 
     hub = current()
     try:
@@ -74,7 +74,7 @@ def drain_inbox_job() -> dict:
 
 def request_pushes(hub: Hub, connectors=None) -> None:
     """Ask for one push job per enabled connector (or the ones named), unless one waits."""
-    from hub import outbox
+    from hub.sync import outbox
 
     for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
         hub.queues.request_push(name)
@@ -82,7 +82,7 @@ def request_pushes(hub: Hub, connectors=None) -> None:
 
 def push_batch_job(connector: str) -> dict:
     """Push due deliveries of one connector; enqueue itself again while more are due."""
-    from hub import outbox
+    from hub.sync import outbox
 
     hub = current()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
@@ -95,7 +95,8 @@ def push_batch_job(connector: str) -> dict:
 
 def run_time_rules(hub: Hub, now: datetime) -> dict:
     """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
-    from hub import outbox, rules
+    from hub.sync import outbox
+    from hub.sync import rules
 
     with hub.storage.session() as session:
         report = rules.run_sweep(session, now, rules.current_params(hub.settings))
@@ -120,14 +121,14 @@ def backstop_job() -> dict:
 
 def dashboard_job() -> dict:
     """Bring the dashboard's running totals up to date with the inbox."""
-    from hub import dashboard
+    from hub.ops import dashboard
 
     return dashboard.catch_up(current().storage)
 
 
 def reconcile_job(source: str | None = None) -> dict:
-    """Poll the platforms for changes the webhooks missed and apply them (hub/reconcile.py)."""
-    from hub import reconcile
+    """Poll the platforms for changes the webhooks missed and apply them (hub/ops/reconcile.py)."""
+    from hub.ops import reconcile
 
     hub = current()
     report = reconcile.run(hub, sources=[source] if source else None)

@@ -10,7 +10,7 @@ def run_migrations_online():
     engine = config.attributes.get("engine")
     if engine is None:
         from hub.config import Settings
-        from hub.storage import make_engine
+        from hub.db.engine import make_engine
 
         engine = make_engine(Settings.from_env().DATABASE_URL)
     with engine.begin() as connection:

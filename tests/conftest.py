@@ -17,7 +17,7 @@ from hub import Hub, create_app, jobs
 from hub.config import Settings
 from hub.models import Base
 from hub.queues import Queues
-from hub.storage import Storage
+from hub.db.engine import Storage
 from tests.samples import TEST_SETTINGS
 
 

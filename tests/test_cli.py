@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from hub.cli import main
-from hub.inbox import attempts_of, drain_inbox
+from hub.sync.inbox import attempts_of, drain_inbox
 from hub.models import InboxEvent, Subscriber
 from tests.conftest import free_port
 from tests.samples import API_HEADERS, SECRETS, post, signed, stripe_event

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from hub.inbox import drain_inbox
+from hub.sync.inbox import drain_inbox
 from hub.models import InboxEvent, Subscriber
 from webhooks.standins.shopify import FakeShopifyAdmin
 from tests.samples import API_HEADERS, load_sample, post
@@ -44,7 +44,7 @@ def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers
             assert s.scalar(select(Subscriber)) is None
 
         admin.errors = None
-        from hub.inbox import replay
+        from hub.sync.inbox import replay
 
         with hub.storage.session() as s:
             replay(s, s.scalar(select(InboxEvent)), hub.settings)
@@ -57,7 +57,7 @@ def _push_until_settled(hub, connector: str, start, rounds: int = 40) -> None:
     """Push as workers would, letting simulated time pass so Retry-After waits elapse."""
     from datetime import timedelta
 
-    from hub import outbox
+    from hub.sync import outbox
 
     for n in range(rounds):
         outbox.push_batch(hub.storage, hub.settings, connector, now=start + timedelta(minutes=n))

@@ -10,8 +10,8 @@ import pytest
 
 from benchmarks.faults import at_standin, run, webhooks
 from connectors.standins.klaviyo import FakeKlaviyo
-from hub import outbox
-from hub.inbox import drain_inbox
+from hub.sync import outbox
+from hub.sync.inbox import drain_inbox
 
 EVENTS = 200
 # A webhook may wait out a restart (a web server's takes seconds on a busy machine) plus the

@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from hub.inbox import drain_inbox
+from hub.sync.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.models import Subscriber, Trigger
 from tests.samples import load_sample, post, stripe_event, stripe_resource

@@ -1,4 +1,4 @@
-"""Listing Chargebee for `hub backfill` and reconciliation (hub/backfill.py drives it).
+"""Listing Chargebee for `hub backfill` and reconciliation (hub/ops/backfill.py drives it).
 
 Chargebee's list APIs (`GET /api/v2/customers|subscriptions|invoices`, HTTP basic auth
 with the site's API key as user) page with `limit` (at most 100) and `offset`: each
@@ -22,7 +22,7 @@ from datetime import datetime
 
 import requests
 
-from hub.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
+from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
 from hub.values import utc
 
 SOURCE = "chargebee"

@@ -8,14 +8,14 @@ URL must be opened within an hour and only once, hence made at the click.
 Plain HTTP with basic auth, like webhooks.chargebee_backfill: the `chargebee` SDK builds its
 URL from the site name and switches to plain http (a loopback stand-in) only through a
 class-wide flag, which would reach every other Chargebee call of the process.
-Registered in hub.rules.platforms under "chargebee".
+Registered in hub.sync.rules.platforms under "chargebee".
 """
 from __future__ import annotations
 
 import requests
 
 from hub.models.link import UPDATE_PAYMENT
-from hub.rules import platforms
+from hub.sync.rules import platforms
 from webhooks.chargebee_backfill import base_url
 
 NAME = "chargebee"

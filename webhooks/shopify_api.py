@@ -10,7 +10,7 @@ Dashboard app (SHOPIFY_CLIENT_ID/SECRET), whose tokens expire after about 24 h. 
 tokens are cached per process with their expiry, renewed shortly before it and once on a
 401, and shared by every caller (contract fetch, install, backfill).
 
-After app/uninstalled (hub.privacy.record_uninstalled) no call goes out: `execute` raises
+After app/uninstalled (hub.sync.compliance.record_uninstalled) no call goes out: `execute` raises
 ShopifyUninstalled and the contract enrichment leaves payloads as they came.
 """
 from __future__ import annotations
@@ -261,8 +261,7 @@ def uninstalled(settings) -> dict | None:
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from hub.models import Checkpoint
-    from hub.privacy import UNINSTALLED
+    from hub.models import UNINSTALLED, Checkpoint
 
     engine = _FLAG_ENGINES.get(url)
     if engine is None:

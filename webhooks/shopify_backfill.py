@@ -1,4 +1,4 @@
-"""Listing Shopify for `hub backfill` and reconciliation (hub/backfill.py drives it).
+"""Listing Shopify for `hub backfill` and reconciliation (hub/ops/backfill.py drives it).
 
 Admin GraphQL connections `customers`, `subscriptionContracts` and `orders`, paged with
 cursors (`after: endCursor` while `pageInfo.hasNextPage`), sorted by update time and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from hub.backfill import Item, Lister, Pacer, Page, dedupe_id, register
+from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
 from hub.values import utc
 from webhooks import shopify_api
 

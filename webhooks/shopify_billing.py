@@ -2,12 +2,12 @@
 billing attempt on the dunning cadence (mode `orchestrate`), and the product of an
 inventory item (inventory webhooks name the item only).
 
-Registered in hub.rules.platforms under "shopify"; GraphQL goes through ShopifyAPI
+Registered in hub.sync.rules.platforms under "shopify"; GraphQL goes through ShopifyAPI
 (webhooks.shopify_api.execute), against the Admin API stand-in in tests.
 """
 from __future__ import annotations
 
-from hub.rules import platforms
+from hub.sync.rules import platforms
 from webhooks import shopify_api
 
 NAME = "shopify"

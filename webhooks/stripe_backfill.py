@@ -1,4 +1,4 @@
-"""Listing Stripe for `hub backfill` and reconciliation (hub/backfill.py drives it).
+"""Listing Stripe for `hub backfill` and reconciliation (hub/ops/backfill.py drives it).
 
 Backfill walks customers, subscriptions (status "all", so canceled ones come too) and
 invoices, 100 a page with `starting_after`, and wraps each object as the event the
@@ -26,7 +26,7 @@ from datetime import datetime
 
 import stripe
 
-from hub.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
+from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
 from hub.values import utc
 from webhooks.stripe import TOPICS
 

@@ -1,7 +1,7 @@
 """Stripe calls of the rule layer, through the official SDK: the page behind a hub link
 (a billing portal session, made at the click) and, in dunning mode `orchestrate`, paying an open invoice now.
 
-Registered in hub.rules.platforms under "stripe". Tests point STRIPE_API_BASE at the
+Registered in hub.sync.rules.platforms under "stripe". Tests point STRIPE_API_BASE at the
 loopback stand-in of webhooks/standins/stripe_billing.py.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import stripe
 
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
-from hub.rules import platforms
+from hub.sync.rules import platforms
 
 NAME = "stripe"
 

@@ -1,7 +1,7 @@
 """`hub backfill [--source shopify|stripe|chargebee] [--since DATE] [--restart]`.
 
 Imports existing customers, subscriptions, orders and invoices through the platforms'
-paginated APIs and the same inbox, normalizers and model as webhooks (hub/backfill.py).
+paginated APIs and the same inbox, normalizers and model as webhooks (hub/ops/backfill.py).
 Resumable: Ctrl-C or a crash keeps the last stored page's cursor, and running the
 command again continues from there.
 """
@@ -33,7 +33,7 @@ def _hub():
 @click.option("--restart", is_flag=True, help="Start over instead of continuing the last run.")
 def command(source: str | None, since: datetime | None, restart: bool):
     """Import existing customers, subscriptions, orders and invoices (resumable)."""
-    from hub import backfill
+    from hub.ops import backfill
 
     hub = _hub()
     names = [source] if source else backfill.configured(hub.settings)

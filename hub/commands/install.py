@@ -458,13 +458,13 @@ def install_all(settings) -> list[Check]:
 
 
 def _forget_uninstall(settings) -> None:
-    from hub import privacy
-    from hub.storage import Storage
+    from hub.sync import compliance
+    from hub.db.engine import Storage
 
     storage = Storage(settings.DATABASE_URL)
     try:
         with storage.session() as session:
-            privacy.clear_uninstalled(session)
+            compliance.clear_uninstalled(session)
     finally:
         storage.dispose()
 

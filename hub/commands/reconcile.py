@@ -1,5 +1,5 @@
 """`hub reconcile [--source NAME]`: one reconciliation pass now (RQ cron runs it every
-HUB_RECONCILE_INTERVAL seconds): apply what the webhooks missed (hub/reconcile.py)."""
+HUB_RECONCILE_INTERVAL seconds): apply what the webhooks missed (hub/ops/reconcile.py)."""
 from __future__ import annotations
 
 import click
@@ -11,7 +11,8 @@ from webhooks import SOURCE_NAMES
 @click.option("--source", type=click.Choice(SOURCE_NAMES), help="One source (default: every configured one).")
 def command(source: str | None):
     """Poll each source for changes since the last run and apply what webhooks missed."""
-    from hub import make_hub, reconcile
+    from hub import make_hub
+    from hub.ops import reconcile
 
     hub = make_hub()
     click.get_current_context().call_on_close(hub.storage.dispose)

@@ -467,7 +467,7 @@ class Demo:
         return lines
 
     def summary(self) -> list[str]:
-        from hub import dashboard
+        from hub.ops import dashboard
         from hub.models import Delivery, Subscriber
 
         dashboard.catch_up(self.hub.storage)  # the dashboard's MRR ledger, read up to now

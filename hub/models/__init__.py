@@ -2,7 +2,7 @@
 from hub.models.base import Base, UTCDateTime, now_utc
 from hub.models.link import CustomerLink, LinkClick
 from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
-                            PROCESSED, QUEUED, RETRYING, SENT, Checkpoint, Delivery,
+                            PROCESSED, QUEUED, RETRYING, SENT, UNINSTALLED, Checkpoint, Delivery,
                             DeliveryAttempt, InboxEvent, Trigger)
 from hub.models.staff import ROLES, StaffUser
 from hub.models.subscriber import (LIVE_STATUSES, STATUSES, Merge, Order, Payment, Subscriber,
@@ -13,4 +13,5 @@ __all__ = [
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
+    "UNINSTALLED",
 ]

@@ -147,6 +147,10 @@ class DeliveryAttempt(Base):
     delivery: Mapped[Delivery] = relationship(back_populates="attempts_log")
 
 
+# Checkpoint name of the flag set by Shopify's app/uninstalled: no call goes to the shop after it.
+UNINSTALLED = "shopify:uninstalled"
+
+
 class Checkpoint(Base):
     """Where a long job (backfill, reconciliation) got to, so it can resume."""
 

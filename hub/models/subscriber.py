@@ -15,7 +15,7 @@ LIVE_STATUSES = ("trialing", "active", "past_due", "paused")
 class Subscriber(Base):
     __tablename__ = "subscriber"
     # The daily lifecycle sweep finds recency and tenure boundaries by range on these
-    # (hub.rules.queries.lifecycle_candidates).
+    # (hub.sync.rules.queries.lifecycle_candidates).
     __table_args__ = (Index("ix_subscriber_last_activity", "last_activity_at"),
                       Index("ix_subscriber_first_order", "first_order_at"),
                       Index("ix_subscriber_first_seen", "first_seen_at"))
@@ -65,7 +65,7 @@ class Subscriber(Base):
 
 class Subscription(Base):
     __tablename__ = "subscription"
-    # One index per sweep query (hub.rules.queries): renewals, trials ending, cancellations
+    # One index per sweep query (hub.sync.rules.queries): renewals, trials ending, cancellations
     # (win back) and starts (welcome steps, tenure) are each a range scan on a day.
     __table_args__ = (UniqueConstraint("source", "source_id"),
                       Index("ix_subscription_renewal", "status", "next_renewal_at"),

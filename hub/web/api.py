@@ -10,7 +10,10 @@ from functools import wraps
 
 from flask import Blueprint, jsonify, request
 
-from hub import jobs, outbox, rules, synclog
+from hub import jobs
+from hub.sync import outbox
+from hub.sync import rules
+from hub.ops import synclog
 from hub.values import iso, utc
 from hub.web import current_hub
 

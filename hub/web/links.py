@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from hub.models import CustomerLink, LinkClick, now_utc
 from hub.models.link import EXPIRED, PLATFORM_FAILED, REDIRECTED
-from hub.rules import platforms
+from hub.sync.rules import platforms
 from hub.web import current_hub
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,12 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from hub import dashboard, rules, synclog
+from hub.ops import dashboard
+from hub.sync import rules
+from hub.ops import synclog
 from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, PENDING, PROCESSED, QUEUED,
                         RETRYING, SENT, Delivery, InboxEvent, Subscriber)
-from hub.privacy import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
+from hub.masking import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
 from hub.values import money_text, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required

@@ -14,7 +14,7 @@ import json
 import logging
 
 from hub.errors import BodyRefused, SignatureInvalid, SourceNotConfigured, UnknownSource
-from hub.inbox import stored_headers
+from hub.sync.inbox import stored_headers
 from webhooks import get_source
 
 log = logging.getLogger(__name__)

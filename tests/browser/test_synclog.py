@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 import connectors
 from connectors.ratelimit import Limiter
-from hub import outbox
-from hub.inbox import drain_inbox
+from hub.sync import outbox
+from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.web import auth
 from connectors.standins.klaviyo import FakeKlaviyo

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from connectors.standins.activecampaign import FakeActiveCampaign
 from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 from connectors.standins.klaviyo import FakeKlaviyo
-from hub import privacy
+from hub.sync import compliance
 from hub.commands import install
 from hub.config import Settings
-from hub.storage import Storage
+from hub.db.engine import Storage
 from webhooks import shopify_api
 from webhooks.shopify import TOPICS as SHOPIFY_TOPICS
 from webhooks.standins.shopify import FakeShopifyAdmin
@@ -217,7 +217,7 @@ def test_a_missing_scope_is_one_line_naming_the_refused_topics(world, monkeypatc
 def test_after_app_uninstalled_nothing_is_sent_to_shopify_until_reinstalled(world):
     storage = Storage(world.database_url)
     with storage.session() as session:
-        privacy.record_uninstalled(session, "example.myshopify.com")
+        compliance.record_uninstalled(session, "example.myshopify.com")
     storage.dispose()
     result, lines = world.run()
     assert result.exit_code == 1

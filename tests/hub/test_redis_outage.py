@@ -9,7 +9,7 @@ from hub import Hub, create_app, jobs
 from hub.config import Settings
 from hub.models import InboxEvent, Subscriber
 from hub.queues import Queues
-from hub.storage import Storage
+from hub.db.engine import Storage
 from tests.conftest import RedisServer
 from tests.samples import TEST_SETTINGS, post, stripe_event
 

@@ -13,12 +13,13 @@ import pytest
 import stripe
 from sqlalchemy import select
 
-from hub.inbox import drain_inbox
+from hub.sync.inbox import drain_inbox
 from hub.models import Subscriber, Trigger
-from hub.privacy import MaskPersonalData, erase_subscriber
-from hub.rules import platforms
-from hub.synclog import timeline
-from tests.hub.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
+from hub.masking import MaskPersonalData
+from hub.sync.compliance import erase_subscriber
+from hub.sync.rules import platforms
+from hub.ops.synclog import timeline
+from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
 from webhooks.standins.chargebee import FakeChargebee
 from webhooks.standins.shopify_billing import FakeShopifyBilling

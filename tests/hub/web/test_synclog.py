@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from hub import synclog
-from hub.inbox import drain_inbox
+from hub.ops import synclog
+from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from webhooks.standins.shopify import FakeShopifyAdmin
 from tests.hub.web.conftest import token
@@ -408,7 +408,8 @@ def watched_shop(hub, base_url: str):
 
 def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
     """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
-    from hub import dashboard, jobs
+    from hub import jobs
+    from hub.ops import dashboard
     from hub.commands.install import OK, install_shopify
 
     with watched_shop(hub, "https://hub.example.com") as admin:
@@ -425,7 +426,8 @@ def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator
 
 def test_a_hub_on_a_loopback_address_raises_no_missing_webhooks_alarm(operator, hub):
     """The demo serves on 127.0.0.1: no platform can post there, so nothing is 'missing'."""
-    from hub import dashboard, jobs
+    from hub import jobs
+    from hub.ops import dashboard
 
     with watched_shop(hub, "http://127.0.0.1:8000"):
         jobs.registration_job()

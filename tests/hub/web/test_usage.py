@@ -6,10 +6,10 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from hub import rules
-from hub.inbox import drain_inbox
+from hub.sync import rules
+from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, Subscriber, Trigger
-from hub.rules import params as params_
+from hub.sync.rules import params as params_
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
 
 PLAN = "FFBEGINNER_00000000000000"  # the price of Stripe's sample subscription

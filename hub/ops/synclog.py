@@ -1,0 +1,537 @@
+"""The sync log's read side and support actions.
+
+Read: find a subscriber, their state and timeline (the JSON API's shapes), search, and
+the paginated lists of the staff pages. Every list is keyset-paginated on a primary key
+and served by an index, so pages stay fast with millions of inbox rows.
+Act: retry deliveries, replay an inbound event, send a customer's profile again.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from hub.sync import inbox
+from hub.sync import rules
+from hub.sync.inbox import attempts_of
+from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
+                        Payment, Subscriber, Subscription, Trigger)
+from hub.models.link import LinkClick
+from hub.ops.reconcile import recovered
+from hub.sync.rules import lifecycle, queries
+from hub.values import iso, normalize_email, row_id
+from webhooks import SOURCE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def find(session: Session, key: str) -> Subscriber | None:
+    """A subscriber by hub id, email or any platform customer id."""
+    key = key.replace("\x00", "").strip()  # no stored text holds NUL (PostgreSQL refuses it)
+    own_id = row_id(key)
+    if own_id is not None:
+        found = session.get(Subscriber, own_id)
+        if found:
+            return found
+    email = normalize_email(key)
+    if email:
+        return session.scalar(select(Subscriber).where(Subscriber.email == email))
+    return session.scalar(select(Subscriber).where(or_(
+        Subscriber.shopify_customer_id == key, Subscriber.stripe_customer_id == key,
+        Subscriber.chargebee_customer_id == key)))
+
+
+def state(subscriber: Subscriber) -> dict:
+    """Current state of a subscriber, JSON-ready."""
+    s = subscriber
+    return {
+        "id": s.id, "email": s.email, "phone": s.phone, "first_name": s.first_name,
+        "last_name": s.last_name, "shopify_customer_id": s.shopify_customer_id,
+        "stripe_customer_id": s.stripe_customer_id, "chargebee_customer_id": s.chargebee_customer_id,
+        "consent": s.consent, "first_seen_at": iso(s.first_seen_at), "first_order_at": iso(s.first_order_at),
+        "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
+        "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},
+        "last_activity_at": iso(s.last_activity_at), "loyalty_points": s.loyalty_points, "tier": s.tier,
+        "stage": s.stage, "stage_reason": stage_reason(s), "health_score": s.health_score,
+        "cards": s.cards, "erased_at": iso(s.erased_at),
+        "subscriptions": [{
+            "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,
+            "interval": x.interval, "interval_count": x.interval_count, "amount": x.amount,
+            "currency": x.currency, "quantity": x.quantity,
+            "current_period_start": iso(x.current_period_start),
+            "current_period_end": iso(x.current_period_end), "next_renewal_at": iso(x.next_renewal_at),
+            "resumes_at": iso(x.resumes_at), "trial_end": iso(x.trial_end), "cancel_at_period_end": x.cancel_at_period_end,
+            "canceled_at": iso(x.canceled_at), "source_updated_at": iso(x.source_updated_at),
+        } for x in s.subscriptions],
+        "payments": [{
+            "source": p.source, "source_id": p.source_id, "status": p.status, "amount": p.amount,
+            "currency": p.currency, "attempt_count": p.attempt_count, "next_retry_at": iso(p.next_retry_at),
+            "failure_reason": p.failure_reason, "decline_code": p.decline_code,
+            "hard_decline": p.hard_decline, "first_failed_at": iso(p.first_failed_at),
+            "paid_at": iso(p.paid_at), "update_payment_url": p.update_payment_url,
+        } for p in s.payments],
+        "orders": [{
+            "source": o.source, "source_id": o.source_id, "number": o.number, "total": o.total,
+            "refunded": o.refunded, "currency": o.currency, "paid": o.paid, "cancelled": o.cancelled,
+            "is_subscription": o.is_subscription, "placed_at": iso(o.placed_at),
+        } for o in s.orders],
+    }
+
+
+def stage_reason(subscriber: Subscriber, params=None, now: datetime | None = None) -> str | None:
+    """The reason for the subscriber's stage as of now ("first order 10 days ago"), not the
+    words stored when the stage was last assessed; those when the stage's rules no longer
+    hold (the next sweep moves the stage)."""
+    if not subscriber.stage or subscriber.erased_at is not None:
+        return subscriber.stage_reason
+    state_now = queries.subscriber_state(subscriber)
+    return lifecycle.reason_for(state_now, subscriber.stage, now or datetime.now(timezone.utc),
+                                params or rules.current_params()) or subscriber.stage_reason
+
+
+def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:
+    """Inbound events, triggers, deliveries and link clicks of one subscriber, newest first."""
+    items = []
+    for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
+                               .order_by(InboxEvent.id.desc()).limit(limit)):
+        tries = attempts_of(row)
+        items.append({"kind": "event", "at": iso(row.received_at), "id": row.id, "source": row.source,
+                      "topic": row.topic, "event_id": row.event_id, "status": row.status,
+                      "error": row.error, "origin": row.origin, "changes": tries[-1]["entries"],
+                      "earlier_attempts": tries[:-1],
+                      "recovered": recovered(row.origin, row.status, tries[-1]["entries"])})
+    for t in session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
+                             .order_by(Trigger.id.desc()).limit(limit)):
+        items.append({"kind": "trigger", "at": iso(t.created_at), "id": t.id, "name": t.name,
+                      "rule": t.rule, "occasion": t.occasion, "status": t.status, "reason": t.reason,
+                      "due_at": iso(t.due_at), "properties": t.properties})
+    for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
+                             .order_by(Delivery.id.desc()).limit(limit)):
+        items.append({"kind": "delivery", "at": iso(d.created_at), "id": d.id, "connector": d.connector,
+                      "delivery_kind": d.kind, "status": d.status, "attempts": [
+                          {"at": iso(a.at), "outcome": a.outcome, "http_status": a.http_status,
+                           "latency_ms": a.latency_ms, "request_id": a.request_id,
+                           "retry_after": a.retry_after, "message": a.message} for a in d.attempts_log]})
+    items += [{"kind": "link", "at": iso(c.clicked_at), "id": c.id, "purpose": c.purpose, "source": c.source,
+               "outcome": c.outcome, "description": c.description}
+              for c in session.scalars(LinkClick.latest(subscriber_id, limit))]
+    items.sort(key=lambda i: (i["at"] or "", i["id"]), reverse=True)
+    return items[:limit]
+
+
+# Search ------------------------------------------------------------------------------
+
+@dataclass
+class SearchResult:
+    """What a search box query found: people, and inbound events by their id."""
+
+    query: str
+    subscribers: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+    @property
+    def only(self) -> Subscriber | None:
+        """The one subscriber found, when the query named exactly one person and nothing else."""
+        if len(self.subscribers) == 1 and all(e.subscriber_id == self.subscribers[0].id for e in self.events):
+            return self.subscribers[0]
+        return None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def search(session: Session, query: str, limit: int = 25) -> SearchResult:
+    """Subscribers and events matching an email, name, platform id, order number or event id.
+
+    Every lookup is an indexed equality or prefix range (email, the platform id columns,
+    order number, (source, event id) with the source list spelled out so the composite
+    index is used), except names, which scan the subscriber table only (never the inbox).
+    """
+    q = (query or "").replace("\x00", "").strip()  # no stored text holds NUL (PostgreSQL refuses it)
+    result = SearchResult(q)
+    if not q:
+        return result
+    found: dict[int, Subscriber] = {}
+
+    def add(rows):
+        for s in rows:
+            if s is not None and s.id not in found and len(found) < limit:
+                found[s.id] = s
+
+    bare = q.lstrip("#")
+    email = normalize_email(q)
+    if email:
+        add(session.scalars(select(Subscriber).where(Subscriber.email == email)))
+    if " " not in q and len(q) >= 3:
+        prefix = q.lower()
+        add(session.scalars(select(Subscriber).where(Subscriber.email >= prefix,
+                                                     Subscriber.email < prefix + "\U0010ffff")
+                            .order_by(Subscriber.email).limit(limit)))
+    add(session.scalars(select(Subscriber).where(or_(
+        Subscriber.shopify_customer_id == bare, Subscriber.stripe_customer_id == q,
+        Subscriber.chargebee_customer_id == q))))
+    sources = list(SOURCE_NAMES)
+    owner_ids = set()
+    for model in (Subscription, Payment, Order):
+        owner_ids.update(session.scalars(select(model.subscriber_id).where(
+            model.source.in_(sources), model.source_id == bare)))
+    owner_ids.update(session.scalars(select(Order.subscriber_id).where(
+        Order.number.in_({bare, f"#{bare}"})).limit(limit)))
+    owner_ids.add(row_id(bare))  # the hub's own subscriber id
+    owner_ids.discard(None)
+    if owner_ids:
+        add(session.scalars(select(Subscriber).where(Subscriber.id.in_(sorted(owner_ids)[:limit]))))
+    if any(ch.isalpha() for ch in q) and "@" not in q:
+        words = q.lower().split()
+        first, last = func.lower(Subscriber.first_name), func.lower(Subscriber.last_name)
+        if len(words) >= 2:
+            cond = and_(first.like(_like_prefix(words[0]), escape="\\"),
+                        last.like(_like_prefix(" ".join(words[1:])), escape="\\"))
+        else:
+            cond = or_(first.like(_like_prefix(words[0]), escape="\\"),
+                       last.like(_like_prefix(words[0]), escape="\\"))
+        add(session.scalars(select(Subscriber).where(cond).order_by(Subscriber.id.desc()).limit(limit)))
+    events = list(session.scalars(select(InboxEvent).where(
+        InboxEvent.source.in_(sources), InboxEvent.event_id == q).limit(limit)))
+    own_id = row_id(bare)  # the hub's own inbound event id
+    if own_id is not None:
+        row = session.get(InboxEvent, own_id)
+        if row is not None and row not in events:
+            events.append(row)
+    result.subscribers = list(found.values())
+    result.events = events
+    return result
+
+
+# Lists (keyset pagination) -------------------------------------------------------------
+
+def open_rows():
+    """InboxEvent.is_open() with its statuses written into the SQL as literals.
+
+    SQLite uses the partial index ix_inbox_event_open only when it can prove the query's
+    condition implies the index's, and it cannot with bound parameters (`status IN (?, ?)`):
+    with them every "failed events" page would scan the whole inbox.
+    """
+    return InboxEvent.status.in_(bindparam(None, list(OPEN_STATUSES), expanding=True,
+                                           literal_execute=True, unique=True))
+
+
+# Rows of the inbox read at most per page when a filter cannot use an index: a page then
+# shows what that stretch held and "Older" continues below it, so no page scans the table.
+SCAN_WINDOW = 20_000
+
+
+@dataclass
+class Page:
+    """One page of a list, newest first; `older` is the `before` cursor of the next page."""
+
+    rows: list
+    older: int | None = None
+    searched_to: int | None = None  # set when the page stopped at the scan window, not the end
+
+
+def first_id_at(session: Session, when: datetime) -> int:
+    """The id where inbox rows received at or after `when` begin (binary search on the key).
+
+    Ids grow with arrival time, so ~20 primary-key lookups replace an index on received_at
+    (which every webhook would pay for).
+    """
+    lo = session.scalar(select(func.min(InboxEvent.id)))
+    hi = session.scalar(select(func.max(InboxEvent.id)))
+    if lo is None:
+        return 0
+    hi += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        at = session.scalar(select(InboxEvent.received_at).where(InboxEvent.id >= mid)
+                            .order_by(InboxEvent.id).limit(1))
+        if at is None or at >= when:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def recent_events(session: Session, source: str | None = None, topic: str | None = None,
+                  status: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                  before: int | None = None, limit: int = 50) -> Page:
+    """Inbound events newest first, filtered; keyset on the primary key."""
+    conds = []
+    if source:
+        # `source || ''`: an expression, so the planner walks the primary key down from the
+        # newest row instead of collecting every row of the source from (source, event_id).
+        conds.append(InboxEvent.source + "" == source)
+    if topic:
+        conds.append(InboxEvent.topic == topic)
+    if since:
+        conds.append(InboxEvent.received_at >= since)
+    if until:
+        conds.append(InboxEvent.received_at < until)
+    low = first_id_at(session, since) if since else None
+    high = first_id_at(session, until) if until else None
+    upper = min(x for x in (before, high) if x is not None) if (before or high) else None
+    if upper is not None:
+        conds.append(InboxEvent.id < upper)
+    if low is not None:
+        conds.append(InboxEvent.id >= low)
+    window_floor = None
+    if status in OPEN_STATUSES:
+        # The partial index ix_inbox_event_open (status, id) serves this: repeat its condition.
+        conds += [open_rows(), InboxEvent.status == status]
+    else:
+        if status:
+            conds.append(InboxEvent.status == status)
+        if source or topic or status:
+            top = upper if upper is not None else (session.scalar(select(func.max(InboxEvent.id))) or 0) + 1
+            window_floor = top - SCAN_WINDOW
+            if low is None or window_floor > low:
+                conds.append(InboxEvent.id >= window_floor)
+            else:
+                window_floor = None
+    rows = list(session.scalars(select(InboxEvent).where(*conds).order_by(InboxEvent.id.desc())
+                                .limit(limit + 1)))
+    if len(rows) > limit:
+        return Page(rows[:limit], older=rows[limit - 1].id)
+    if window_floor is not None and window_floor > (session.scalar(select(func.min(InboxEvent.id))) or 0):
+        return Page(rows, older=window_floor, searched_to=window_floor)
+    return Page(rows)
+
+
+def _connector_names() -> list[str]:
+    import connectors
+
+    return list(connectors.CONNECTORS)
+
+
+FAILING = (RETRYING, DEAD)
+
+
+def failing_deliveries(session: Session, status: str | None = None, connector: str | None = None,
+                       before: int | None = None, limit: int = 50) -> Page:
+    """Deliveries waiting to retry or dead-lettered, newest first.
+
+    Naming every connector lets ix_delivery_queue (connector, status, …) find just the
+    failing rows instead of walking the whole table.
+    """
+    statuses = [status] if status in FAILING else list(FAILING)
+    names = [connector] if connector else _connector_names()
+    ids = select(Delivery.id).where(Delivery.connector.in_(names), Delivery.status.in_(statuses))
+    if before is not None:
+        ids = ids.where(Delivery.id < before)
+    # Ids first, from the index alone (it holds the row id); then only the page's rows.
+    page_ids = list(session.scalars(ids.order_by(Delivery.id.desc()).limit(limit + 1)))
+    rows = list(session.scalars(select(Delivery).where(Delivery.id.in_(page_ids)).order_by(Delivery.id.desc())))
+    return Page(rows[:limit], older=rows[limit - 1].id if len(rows) > limit else None)
+
+
+def delivery_counts(session: Session) -> dict[tuple[str, str], int]:
+    """(connector, status) → deliveries, for the statuses still in the outbox (queued, retrying, dead)."""
+    rows = session.execute(select(Delivery.connector, Delivery.status, func.count())
+                           .where(Delivery.connector.in_(_connector_names()),
+                                  Delivery.status.in_((QUEUED, RETRYING, DEAD)))
+                           .group_by(Delivery.connector, Delivery.status))
+    return {(c, s): n for c, s, n in rows}
+
+
+def failed_events(session: Session, before: int | None = None, limit: int = 50) -> Page:
+    """Inbound events whose processing failed, newest first (partial index ix_inbox_event_open)."""
+    query = select(InboxEvent).where(open_rows(), InboxEvent.status == FAILED)
+    if before is not None:
+        query = query.where(InboxEvent.id < before)
+    rows = list(session.scalars(query.order_by(InboxEvent.id.desc()).limit(limit + 1)))
+    return Page(rows[:limit], older=rows[limit - 1].id if len(rows) > limit else None)
+
+
+def open_event_counts(session: Session) -> dict[str, int]:
+    """status → inbox rows waiting or failed (partial index)."""
+    return dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
+                                .group_by(InboxEvent.status)).all())
+
+
+def subscribers_by_id(session: Session, ids) -> dict[int, Subscriber]:
+    ids = sorted({i for i in ids if i is not None})
+    found = {}
+    for start in range(0, len(ids), 500):
+        found.update({s.id: s for s in session.scalars(select(Subscriber).where(
+            Subscriber.id.in_(ids[start:start + 500])))})
+    return found
+
+
+# Support actions -------------------------------------------------------------------------
+
+def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connector: str | None = None) -> int:
+    """Queue deliveries again now: the given ids, or every dead one (of one connector)."""
+    from hub.sync import outbox
+
+    if ids:
+        return outbox.retry(session, delivery_ids=[int(i) for i in ids])
+    if not all_dead:
+        return 0
+    if connector is None:
+        return outbox.retry(session, dead=True)
+    dead_ids = list(session.scalars(select(Delivery.id).where(Delivery.connector == connector,
+                                                              Delivery.status == DEAD)))
+    return sum(outbox.retry(session, delivery_ids=dead_ids[i:i + 500]) for i in range(0, len(dead_ids), 500))
+
+
+def replay_event(session: Session, row: InboxEvent, settings) -> list[dict]:
+    """Process a stored event again (a new attempt, the earlier ones kept), then write the
+    profile deliveries it made due; the new attempt's outcome entries."""
+    latest = inbox.replay(session, row, settings)
+    inbox.after_batch(session, settings)
+    return latest
+
+
+def resend_profile(session: Session, settings, subscriber: Subscriber, connector: str) -> Delivery | None:
+    """A fresh profile delivery of `subscriber` to `connector`, even if the tool should have it.
+
+    The key keeps outbox's shape (profile:<subscriber>:<digest>:<suffix>) so the next
+    automatic profile update still compares its digest with this one.
+    """
+    import connectors
+    from hub.sync import outbox
+
+    if connector not in profile_tools(settings):
+        return None
+    mapping = connectors.load_mapping(settings, connector)
+    needs = connectors.CONNECTORS[connector].needs
+    if "profile" not in mapping["send"] or subscriber.erased_at is not None or \
+            not any(getattr(subscriber, n, None) for n in needs):
+        return None
+    payload = outbox.profile_payload(subscriber, outbox.profile_fields(subscriber), mapping)
+    digest = outbox.profile_digest(payload)
+    now = datetime.now(timezone.utc)
+    delivery = Delivery(connector=connector, kind="profile", subscriber_id=subscriber.id,
+                        idempotency_key=f"profile:{subscriber.id}:{digest}:resent-{now.timestamp():.6f}",
+                        payload=payload, status=QUEUED, attempts=0, next_attempt_at=now,
+                        history=False, created_at=now)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def enabled_connectors(settings) -> list[str]:
+    from hub.sync import outbox
+
+    return outbox.enabled_connectors(settings)
+
+
+def profile_tools(settings) -> list[str]:
+    """The enabled connectors that take profile updates (the "send again" buttons)."""
+    import connectors
+
+    return [name for name in enabled_connectors(settings)
+            if "profile" in connectors.load_mapping(settings, name)["send"]]
+
+
+def request_push(hub, connectors_=None) -> bool:
+    """Ask a worker to push now (after commit); False when Redis is down (the backstop pushes later)."""
+    names = list(connectors_) if connectors_ else enabled_connectors(hub.settings)
+    try:
+        for name in names:
+            hub.queues.enqueue_push(name)
+        return True
+    except Exception as exc:  # Redis down: the worker's one-minute backstop pushes what is due
+        log.warning("could not enqueue a push (%s); the backstop will push later", exc)
+        return False
+
+
+# The subscriber page's story ----------------------------------------------------------------
+
+@dataclass
+class Story:
+    """One timeline item: an inbound event with the triggers it fired and their deliveries,
+    a trigger from a scheduled sweep, or a delivery of its own (profile, consent)."""
+
+    kind: str  # "event" | "trigger" | "delivery" | "link" (a click on a customer link)
+    at: datetime | None
+    item: object
+    triggers: list = field(default_factory=list)  # [(Trigger, [Delivery])]
+    deliveries: list = field(default_factory=list)
+
+
+# Order of a timeline's items that share an instant (newest first: events above what they caused).
+_RANK = {"link": 3, "event": 2, "trigger": 1, "delivery": 0}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def story_cursor(item: Story) -> str:
+    """The `before` of the page after `item`: its instant in microseconds, rank and id."""
+    micros = (item.at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{_RANK[item.kind]}.{item.item.id}"
+
+
+def event_cursor(row: InboxEvent) -> str:
+    """The `before` of the timeline page that begins with this inbound event."""
+    micros = (row.received_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{_RANK['event']}.{row.id + 1}"
+
+
+def _parse_cursor(before: str | None) -> tuple[datetime, int, int] | None:
+    parts = (before or "").split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return _EPOCH + timedelta(microseconds=int(parts[0])), int(parts[1]), int(parts[2])
+
+
+def _older_than(cursor, kind: str, at_column, id_column):
+    """Rows of `kind` after the cursor in the timeline's order (instant, rank, id), newest first."""
+    at, rank, row_id = cursor
+    mine = _RANK[kind]
+    if mine < rank:
+        return at_column <= at
+    if mine > rank:
+        return at_column < at
+    return or_(at_column < at, and_(at_column == at, id_column < row_id))
+
+
+def story(session: Session, subscriber_id: int, before: str | None = None, limit: int = 50) -> Page:
+    """One page of the subscriber's timeline, newest first, keyset-paged like the lists.
+
+    The page's items are inbound events, triggers no event of theirs caused (sweeps), and
+    deliveries no trigger caused (profile, consent); each event carries the triggers it
+    fired and each trigger its deliveries, wherever their own times fall.
+    """
+    cursor = _parse_cursor(before)
+    own_event = select(InboxEvent.id).where(InboxEvent.id == Trigger.inbox_event_id,
+                                           InboxEvent.subscriber_id == subscriber_id).exists()
+    streams = (
+        ("event", InboxEvent, InboxEvent.received_at, [InboxEvent.subscriber_id == subscriber_id]),
+        ("trigger", Trigger, Trigger.created_at, [Trigger.subscriber_id == subscriber_id,
+                                                   or_(Trigger.inbox_event_id.is_(None), ~own_event)]),
+        ("delivery", Delivery, Delivery.created_at, [Delivery.subscriber_id == subscriber_id,
+                                                     Delivery.trigger_id.is_(None)]),
+        ("link", LinkClick, LinkClick.clicked_at, [LinkClick.subscriber_id == subscriber_id]),
+    )
+    found = []
+    for kind, model, at_column, conds in streams:
+        if cursor is not None:
+            conds = [*conds, _older_than(cursor, kind, at_column, model.id)]
+        rows = session.scalars(select(model).where(*conds).order_by(at_column.desc(), model.id.desc())
+                               .limit(limit + 1))
+        found += [Story(kind, getattr(row, at_column.key), row) for row in rows]
+    found.sort(key=lambda s: (s.at, _RANK[s.kind], s.item.id), reverse=True)
+    items = found[:limit]
+    events = {s.item.id: s for s in items if s.kind == "event"}
+    fired = list(session.scalars(select(Trigger).where(
+        Trigger.subscriber_id == subscriber_id, Trigger.inbox_event_id.in_(list(events))))) if events else []
+    triggers = fired + [s.item for s in items if s.kind == "trigger"]
+    by_trigger: dict[int, list] = {}
+    if triggers:
+        for d in session.scalars(select(Delivery).where(Delivery.trigger_id.in_([t.id for t in triggers]))
+                                 .options(selectinload(Delivery.attempts_log)).order_by(Delivery.id)):
+            by_trigger.setdefault(d.trigger_id, []).append(d)
+    for t in sorted(fired, key=lambda t: t.id):
+        events[t.inbox_event_id].triggers.append((t, by_trigger.get(t.id, [])))
+    for s in items:
+        if s.kind == "trigger":
+            s.triggers.append((s.item, by_trigger.get(s.item.id, [])))
+        elif s.kind == "delivery":
+            s.deliveries.append(s.item)
+            list(s.item.attempts_log)  # loaded while the session is open
+    older = story_cursor(items[-1]) if len(found) > limit else None
+    return Page(items, older=older)

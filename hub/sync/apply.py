@@ -1,0 +1,461 @@
+"""Apply canonical events to the subscriber model.
+
+`apply_event` returns what changed, for the timeline. Older source state never
+overwrites newer: every record keeps the source's own updated-at, and an event
+older than it is reported stale and changes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub import events as ev
+from hub.events import CanonicalEvent
+from hub.sync.identity import find_subscriber, resolve
+from hub.models import Order, Payment, Subscriber, Subscription
+from hub.values import normalize_email, normalize_phone
+
+
+@dataclass
+class Changes:
+    """What one event did to the model."""
+
+    event: str
+    subscriber: Subscriber | None = None
+    changed: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stale: bool = False
+
+    def set(self, obj, attr: str, value, label: str) -> None:
+        old = getattr(obj, attr)
+        if old != value:
+            setattr(obj, attr, value)
+            self.changed.append({"what": label, "field": attr, "from": _show(old), "to": _show(value)})
+
+    def to_dict(self) -> dict:
+        return {"event": self.event, "subscriber_id": self.subscriber.id if self.subscriber else None,
+                "changed": self.changed, "notes": self.notes, "stale": self.stale}
+
+
+def _show(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _newer(incoming: datetime, held: datetime | None) -> bool:
+    # Equal times apply: two events of one second are both news; the later one we see wins.
+    return held is None or incoming >= held
+
+
+def apply_event(session: Session, event: CanonicalEvent) -> Changes:
+    """Apply one canonical event; returns what changed."""
+    changes = Changes(event.name)
+    applier = APPLIERS.get(event.name)
+    if applier is None:
+        changes.notes.append("nothing to change")
+        return changes
+    applier(session, event, changes)
+    return changes
+
+
+def _subscriber(session: Session, event: CanonicalEvent, changes: Changes, create: bool = True):
+    if create:
+        subscriber = resolve(session, event.source, event.customer, changes.notes)
+    else:
+        subscriber = find_subscriber(session, event.source, event.customer)
+    changes.subscriber = subscriber
+    if subscriber is not None:
+        _touch(subscriber, event.occurred_at)
+    return subscriber
+
+
+def _touch(subscriber: Subscriber, at: datetime) -> None:
+    if subscriber.first_seen_at is None or (subscriber.id is None and at < subscriber.first_seen_at):
+        subscriber.first_seen_at = at
+
+
+def _activity(subscriber: Subscriber, at: datetime) -> None:
+    if subscriber.last_activity_at is None or at > subscriber.last_activity_at:
+        subscriber.last_activity_at = at
+
+
+def apply_customer(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    if subscriber is None:
+        changes.notes.append("no customer id or email: nothing to link")
+        return
+    if not _newer(event.occurred_at, subscriber.profile_updated_at):
+        changes.stale = True
+        changes.notes.append("older than the profile the hub holds: ignored")
+        return
+    c = event.customer
+    label = "profile"
+    email = normalize_email(c.get("email"))
+    if email and email != subscriber.email:
+        taken = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
+        if taken is None:
+            changes.set(subscriber, "email", email, label)
+    phone = normalize_phone(c.get("phone"))
+    if phone:
+        changes.set(subscriber, "phone", phone, label)
+    for attr in ("first_name", "last_name"):
+        if c.get(attr):
+            changes.set(subscriber, attr, c[attr], label)
+    if c.get("created_at") and c["created_at"] < subscriber.first_seen_at:
+        subscriber.first_seen_at = c["created_at"]
+    if "default_card" in event.data:
+        _mark_default_card(subscriber, event.source, event.data["default_card"], changes)
+    subscriber.profile_updated_at = event.occurred_at
+
+
+def _mark_default_card(subscriber, source: str, card_id: str | None, changes) -> None:
+    """Flag the source's card it charges. A default named before its card arrives is held as
+    a card without expiry, which the card event then fills in."""
+    key = f"{source}:{card_id}" if card_id else None
+    cards = {k: {**card, "default": k == key} for k, card in subscriber.cards.items()
+             if k.startswith(source + ":")}
+    if key and key not in cards:
+        cards[key] = {"default": True}
+    if any(subscriber.cards.get(k) != card for k, card in cards.items()):
+        changes.changed.append({"what": "card on file", "field": "default",
+                                "from": _default_of(subscriber.cards, source), "to": key})
+        subscriber.cards = {**subscriber.cards, **cards}
+
+
+def _default_of(cards: dict, source: str) -> str | None:
+    return next((k for k, card in cards.items() if k.startswith(source + ":") and card.get("default")), None)
+
+
+def apply_customer_deleted(session, event, changes):
+    subscriber = _subscriber(session, event, changes, create=False)
+    if subscriber is None:
+        changes.notes.append("unknown customer")
+        return
+    changes.notes.append(f"deleted on {event.source}; the hub keeps the history")
+
+
+def apply_consent(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    if subscriber is None:
+        return
+    channel = event.data["channel"]
+    held = subscriber.consent.get(channel, {})
+    at = event.data.get("consented_at") or event.occurred_at
+    held_at = held.get("at")
+    if held_at and at.isoformat() < held_at:
+        changes.stale = True
+        changes.notes.append(f"{channel} consent older than the one held: ignored")
+        return
+    new = {"state": event.data["state"], "source": event.source, "at": at.isoformat(),
+           "opt_in_level": event.data.get("opt_in_level")}
+    if held.get("state") != new["state"]:
+        changes.changed.append({"what": f"{channel} consent", "field": "state",
+                                "from": held.get("state"), "to": new["state"]})
+    subscriber.consent = {**subscriber.consent, channel: new}
+
+
+def apply_order(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    d = event.data
+    order = session.scalar(select(Order).where(Order.source == event.source,
+                                               Order.source_id == str(d["source_id"])))
+    label = f"order {d.get('number') or d['source_id']}"
+    if order is None:
+        order = Order(source=event.source, source_id=str(d["source_id"]), total=0, refunded=0)
+        session.add(order)
+        if subscriber is not None:
+            subscriber.orders_count += 1
+        changes.changed.append({"what": label, "field": "created", "from": None, "to": True})
+    elif not _newer(event.occurred_at, order.source_updated_at) and event.name != ev.ORDER_PAID:
+        changes.stale = True
+        changes.notes.append(f"{label}: older than the state held: ignored")
+        return
+    order.subscriber_id = subscriber.id if subscriber else order.subscriber_id
+    for attr in ("number", "total", "currency", "financial_status", "is_subscription", "placed_at",
+                 "line_items"):
+        if d.get(attr) is not None:
+            changes.set(order, attr, d[attr], label)
+    order.source_updated_at = max(event.occurred_at, order.source_updated_at or event.occurred_at)
+    if subscriber is None:
+        return
+    placed = d.get("placed_at") or event.occurred_at
+    if subscriber.first_order_at is None or placed < subscriber.first_order_at:
+        subscriber.first_order_at = placed
+    if subscriber.last_order_at is None or placed > subscriber.last_order_at:
+        subscriber.last_order_at = placed
+    _activity(subscriber, placed)
+    if event.name == ev.ORDER_PAID and not order.paid:
+        order.paid = True
+        # An order that opened a subscription billed by invoices is counted when its
+        # invoice is paid (payment.succeeded); counting both would double the spend.
+        if not d.get("subscription_source_id"):
+            _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
+    if event.name == ev.ORDER_CANCELLED:
+        changes.set(order, "cancelled", True, label)
+
+
+def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, changes: Changes) -> None:
+    if not amount:
+        return
+    if subscriber.currency and currency and currency != subscriber.currency:
+        changes.notes.append(f"spend in {currency} not added to lifetime value kept in {subscriber.currency}")
+        return
+    subscriber.currency = subscriber.currency or currency
+    changes.set(subscriber, "lifetime_spend", subscriber.lifetime_spend + amount, "lifetime value")
+
+
+def apply_refund(session, event, changes):
+    d = event.data
+    order = session.scalar(select(Order).where(Order.source == event.source,
+                                               Order.source_id == str(d.get("order_source_id"))))
+    subscriber = _subscriber(session, event, changes, create=bool(event.customer))
+    if subscriber is None and order is not None and order.subscriber_id:
+        subscriber = session.get(Subscriber, order.subscriber_id)
+        changes.subscriber = subscriber
+    amount = d.get("amount") or 0
+    if order is not None:
+        changes.set(order, "refunded", (order.refunded or 0) + amount, f"order {order.number or order.source_id}")
+    if subscriber is not None and amount:
+        changes.set(subscriber, "lifetime_spend", max(0, subscriber.lifetime_spend - amount), "lifetime value")
+
+
+SUBSCRIPTION_FIELDS = ("status", "plan", "plan_id", "interval", "interval_count", "amount", "currency",
+                       "quantity", "current_period_start", "current_period_end", "next_renewal_at",
+                       "resumes_at", "trial_end", "cancel_at_period_end", "canceled_at", "usage_limit",
+                       "product_ids", "update_payment_url")
+# Fields whose absence in an event means "none", not "unknown".
+_CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at")
+
+
+def apply_subscription(session, event, changes):
+    d = dict(event.data)
+    if event.name == ev.SUBSCRIPTION_CANCELED:
+        d["status"] = d.get("status") if d.get("status") in ("canceled", "expired") else "canceled"
+        d["next_renewal_at"] = None
+        d.setdefault("canceled_at", event.occurred_at)
+    subscription = session.scalar(select(Subscription).where(
+        Subscription.source == event.source, Subscription.source_id == str(d["source_id"])))
+    subscriber = _subscriber(session, event, changes, create=True)
+    label = f"subscription {d.get('plan') or d['source_id']}"
+    if subscription is None:
+        subscription = Subscription(source=event.source, source_id=str(d["source_id"]),
+                                    status=d.get("status") or "active", started_at=event.occurred_at,
+                                    interval_count=1, quantity=1, cancel_at_period_end=False,
+                                    product_ids=[])
+        session.add(subscription)
+        changes.changed.append({"what": label, "field": "created", "from": None, "to": subscription.status})
+    elif not _newer(event.occurred_at, subscription.source_updated_at):
+        changes.stale = True
+        changes.notes.append(f"{label}: older than the state held "
+                             f"({subscription.source_updated_at.isoformat()}): ignored")
+        return
+    if subscriber is not None:
+        subscription.subscriber_id = subscriber.id
+        subscription.subscriber = subscriber
+        if subscription.id is None:
+            _activity(subscriber, event.occurred_at)
+    for attr in SUBSCRIPTION_FIELDS:
+        if attr in d and (d[attr] is not None or attr in _CLEARABLE):
+            changes.set(subscription, attr, d[attr], label)
+    subscription.source_updated_at = event.occurred_at
+
+
+def apply_trial_ending(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    d = event.data
+    subscription = session.scalar(select(Subscription).where(
+        Subscription.source == event.source, Subscription.source_id == str(d.get("source_id"))))
+    if subscription is not None and d.get("trial_end"):
+        changes.set(subscription, "trial_end", d["trial_end"], f"subscription {subscription.plan or subscription.source_id}")
+    if subscriber is None:
+        changes.notes.append("unknown customer")
+
+
+# Canonical payment event → the statuses its data may set, the first when it names none.
+# A failure the platform will not retry and a closed payment end dunning (hub.sync.rules.dunning).
+PAYMENT_STATUSES = {ev.PAYMENT_SUCCEEDED: ("succeeded",),
+                    ev.PAYMENT_FAILED: ("failed", "retries_exhausted"),
+                    ev.PAYMENT_ACTION_REQUIRED: ("action_required",),
+                    ev.PAYMENT_CLOSED: ("void", "uncollectible")}
+# Statuses of a payment still owed after a failure: those the platform may still retry,
+# and the one it will not (no next attempt).
+RETRIED = ("failed", "action_required")
+OWED = (*RETRIED, "retries_exhausted")
+
+
+def apply_payment(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    d = event.data
+    payment = session.scalar(select(Payment).where(Payment.source == event.source,
+                                                   Payment.source_id == str(d["source_id"])))
+    label = f"payment {d['source_id']}"
+    if payment is None:
+        payment = Payment(source=event.source, source_id=str(d["source_id"]), status="new", attempt_count=0)
+        session.add(payment)
+    elif not _newer(event.occurred_at, payment.source_updated_at):
+        changes.stale = True
+        changes.notes.append(f"{label}: older than the state held: ignored")
+        return
+    allowed = PAYMENT_STATUSES[event.name]
+    status = d["status"] if d.get("status") in allowed else allowed[0]
+    was_paid = payment.status == "succeeded"
+    changes.set(payment, "status", status, label)
+    for attr in ("amount", "currency", "next_retry_at", "failure_reason", "decline_code",
+                 "hard_decline", "due_at", "update_payment_url", "paid_at"):
+        if d.get(attr) is not None:
+            changes.set(payment, attr, d[attr], label)
+    if d.get("attempt_count") is not None:
+        changes.set(payment, "attempt_count", d["attempt_count"], label)
+    elif status == "failed":
+        changes.set(payment, "attempt_count", (payment.attempt_count or 0) + 1, label)
+    if status in OWED and payment.first_failed_at is None:
+        payment.first_failed_at = event.occurred_at
+    if status not in RETRIED:
+        payment.next_retry_at = None  # paid, or no attempt to come
+    if status == "succeeded":
+        payment.paid_at = payment.paid_at or d.get("paid_at") or event.occurred_at
+    if d.get("subscription_source_id"):
+        subscription = session.scalar(select(Subscription).where(
+            Subscription.source == event.source,
+            Subscription.source_id == str(d["subscription_source_id"])))
+        if subscription is not None:
+            payment.subscription_id = subscription.id
+    payment.source_updated_at = event.occurred_at
+    if subscriber is not None:
+        payment.subscriber_id = subscriber.id
+        payment.subscriber = subscriber
+        if status == "succeeded" and not was_paid:
+            _activity(subscriber, event.occurred_at)
+            _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)
+
+
+def apply_renewal_upcoming(session, event, changes):
+    _subscriber(session, event, changes)
+    d = event.data
+    subscription = session.scalar(select(Subscription).where(
+        Subscription.source == event.source, Subscription.source_id == str(d.get("subscription_source_id"))))
+    if subscription is not None and d.get("renewal_at"):
+        changes.set(subscription, "next_renewal_at", d["renewal_at"],
+                    f"subscription {subscription.plan or subscription.source_id}")
+
+
+def apply_card(session, event, changes):
+    subscriber = _subscriber(session, event, changes)
+    if subscriber is None:
+        return
+    d = event.data
+    key = f"{event.source}:{d.get('source_id') or 'default'}"
+    card = {k: d.get(k) for k in ("brand", "last4", "exp_month", "exp_year", "auto_updated")}
+    card["updated_at"] = event.occurred_at.isoformat()
+    card["expiring_notice"] = event.name == ev.PAYMENT_METHOD_EXPIRING
+    held = subscriber.cards.get(key)
+    if held and held.get("updated_at", "") > card["updated_at"]:
+        changes.stale = True
+        return
+    if held and "default" in held:  # only the customer's own record says which card is the default
+        card["default"] = held["default"]
+    if held != card:
+        changes.changed.append({"what": "card on file", "field": key, "from": _card_text(held),
+                                "to": _card_text(card)})
+    subscriber.cards = {**subscriber.cards, key: card}
+
+
+def _card_text(card: dict | None) -> str | None:
+    if not card or set(card) == {"default"}:  # nothing, or a default named before its card came
+        return None
+    if not card.get("exp_year"):
+        return "removed"
+    return f"{card.get('brand') or 'card'} •••• {card.get('last4') or '?'} exp {card.get('exp_month')}/{card.get('exp_year')}"
+
+
+def apply_lookup_only(session, event, changes):
+    _subscriber(session, event, changes, create=False)
+
+
+# Compliance appliers (added for issue 6 item 4; the work is in hub.sync.compliance) -------------
+
+def apply_erase(session, event, changes):
+    """customers/redact (a customer named) or shop/redact (none named: the whole shop).
+
+    The identity needed to ask the tools to delete the person is left on
+    `changes.erased` for hub.sync.inbox.decide (it plans the erase deliveries); nothing of
+    it goes into `changes.changed`/`notes`, which are stored on the inbox row.
+    """
+    from hub.sync import compliance
+
+    raw = [event.customer.get("email"), event.customer.get("phone")]
+    if not event.customer:
+        done = compliance.erase_shop(session, event.data.get("shop"))
+        changes.notes.append(f"shop data erased: {len(done['subscribers'])} subscriber(s), "
+                             f"{done['inbox_rows']} inbox row(s)")
+        return
+    subscriber = find_subscriber(session, event.source, event.customer)
+    if subscriber is None or subscriber.erased_at is not None:
+        count = compliance.erase_mentions(session, raw, source=event.source)
+        changes.notes.append(f"no subscriber held (or already erased); {count} inbox row(s) scrubbed")
+        return
+    erased = compliance.erase_subscriber(session, subscriber, "customers/redact", also=raw,
+                                      source=event.source)
+    changes.subscriber = subscriber
+    changes.erased = [erased]  # read by hub.sync.inbox.decide, never stored
+    changes.notes.append("personal data erased; anonymous counts kept")
+
+
+def apply_data_request(session, event, changes):
+    """customers/data_request: store an export of everything held, for staff to send."""
+    from hub.sync import compliance
+
+    subscriber = find_subscriber(session, event.source, event.customer)
+    if subscriber is not None and subscriber.erased_at is not None:
+        subscriber = None
+    request_id = event.data.get("request_id") or \
+        f"{event.source}:{event.customer.get('source_id')}:{event.occurred_at:%Y%m%d%H%M%S}"
+    compliance.store_data_request(session, request_id, subscriber, event.customer, event.source)
+    changes.notes.append(f"data request {request_id}: export stored"
+                         + ("" if subscriber is not None else " (no subscriber held)"))
+    # changes.subscriber stays None: a request for data changes nothing, fires no rule.
+
+
+def apply_app_uninstalled(session, event, changes):
+    """app/uninstalled: Shopify calls and registration stop; data is kept until shop/redact."""
+    from hub.sync import compliance
+
+    compliance.record_uninstalled(session, event.data.get("shop"))
+    changes.notes.append("app uninstalled: Shopify calls stop; data kept until shop/redact")
+
+
+APPLIERS = {
+    ev.CUSTOMER_UPSERTED: apply_customer,
+    ev.CUSTOMER_DELETED: apply_customer_deleted,
+    ev.CONSENT_CHANGED: apply_consent,
+    ev.ORDER_PLACED: apply_order,
+    ev.ORDER_PAID: apply_order,
+    ev.ORDER_CANCELLED: apply_order,
+    ev.ORDER_REFUNDED: apply_refund,
+    ev.SUBSCRIPTION_UPSERTED: apply_subscription,
+    ev.SUBSCRIPTION_CANCELED: apply_subscription,
+    ev.TRIAL_ENDING: apply_trial_ending,
+    ev.PAYMENT_SUCCEEDED: apply_payment,
+    ev.PAYMENT_FAILED: apply_payment,
+    ev.PAYMENT_ACTION_REQUIRED: apply_payment,
+    ev.PAYMENT_CLOSED: apply_payment,
+    ev.RENEWAL_UPCOMING: apply_renewal_upcoming,
+    ev.PAYMENT_METHOD_EXPIRING: apply_card,
+    ev.PAYMENT_METHOD_UPDATED: apply_card,
+    # Compliance (issue 6 item 4): see hub/compliance.py and docs/compliance.md.
+    ev.SUBSCRIBER_ERASE: apply_erase,
+    ev.DATA_REQUEST: apply_data_request,
+    ev.APP_UNINSTALLED: apply_app_uninstalled,
+}
+
+# Events whose applier finds or creates the subscriber its customer names, whatever else it
+# finds (hub.sync.identity.batch creates the unknown ones of a drained batch together).
+CREATES = frozenset({ev.CUSTOMER_UPSERTED, ev.CONSENT_CHANGED, ev.ORDER_PLACED, ev.ORDER_PAID,
+                     ev.ORDER_CANCELLED, ev.ORDER_REFUNDED, ev.SUBSCRIPTION_UPSERTED,
+                     ev.SUBSCRIPTION_CANCELED, ev.TRIAL_ENDING, ev.PAYMENT_SUCCEEDED,
+                     ev.PAYMENT_FAILED, ev.PAYMENT_ACTION_REQUIRED, ev.RENEWAL_UPCOMING,
+                     ev.PAYMENT_METHOD_EXPIRING, ev.PAYMENT_METHOD_UPDATED})

@@ -1,0 +1,259 @@
+"""Who is this? Find or create the subscriber an event is about; merges are logged."""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+from sqlalchemy import event, inspect, select, update
+from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.base import instance_state
+
+from hub.db.bulk import add_numbered
+from hub.models import (Delivery, InboxEvent, Merge, Order, Payment, Subscriber, Subscription,
+                        Trigger)
+from hub.values import normalize_email
+
+log = logging.getLogger(__name__)
+
+SOURCE_ID_COLUMNS = {
+    "shopify": Subscriber.shopify_customer_id,
+    "stripe": Subscriber.stripe_customer_id,
+    "chargebee": Subscriber.chargebee_customer_id,
+}
+
+
+INDEX = "hub.sync.identity.index"  # session.info: the Known of the batch being drained
+_KEYS = ("email", *(c.key for c in SOURCE_ID_COLUMNS.values()))
+CHUNK = 500  # values per IN list
+
+
+class Known:
+    """Subscribers of one drained batch by email and platform id, looked up with a few IN
+    queries up front so resolving each event costs no query (and no autoflush).
+
+    An entry holds a Subscriber, or None for "no such subscriber". A hit is checked against
+    the object before it is trusted; any change of an indexed attribute drops its entries
+    (the listeners below), so a stale entry only ever costs the query it saved.
+    """
+
+    def __init__(self):
+        self.entries: dict[tuple[str, str], Subscriber | None] = {}
+        # Created ahead for the batch; the first event to resolve one reports it new.
+        self.fresh: set[Subscriber] = set()
+
+    def get(self, session: Session, attr: str, value: str):
+        """The held subscriber, None if known absent, or ... when the index cannot say."""
+        found = self.entries.get((attr, value), ...)
+        if found is None or found is ...:
+            return found
+        state = instance_state(found)  # inspect() without the registry lookup: twice per event
+        if state.deleted or state.was_deleted or found not in session or getattr(found, attr) != value:
+            return ...
+        return found
+
+    def put(self, attr: str, value, subscriber: Subscriber | None) -> None:
+        if value:
+            self.entries[(attr, value)] = subscriber
+
+    def forget(self, attr: str, value) -> None:
+        self.entries.pop((attr, value), None)
+
+
+@contextmanager
+def batch(session: Session, mentions):
+    """Identities for a drained batch: inside the block find_subscriber/resolve answer from
+    memory. `mentions`: (source, customer dict, creates) per event, in order; `creates` when
+    the event's applier finds or creates its subscriber.
+
+    People already held are loaded with one IN query per key kind (with the subscriptions
+    and payments the rules read for every event). People nobody holds are created together,
+    in one INSERT, when that cannot differ from creating them one at a time: every mention
+    of their email and id in the batch names that same person and may create them (a
+    deletion, an erasure or a whole-shop event in the batch turns this off for them or all).
+    """
+    known = Known()
+    wanted: dict[str, set[str]] = {}
+    people: dict[tuple[str, str], set] = {}  # key -> every (id key, email) it is seen with
+    poisoned, eligible, precreate = set(), [], True
+    for source, customer, creates in mentions:
+        column = SOURCE_ID_COLUMNS.get(source)
+        source_id = str(customer["source_id"]) if customer and customer.get("source_id") else None
+        email = normalize_email((customer or {}).get("email"))
+        id_key = (column.key, source_id) if column is not None and source_id else None
+        keys = [k for k in (id_key, ("email", email) if email else None) if k]
+        if not keys and not creates:
+            precreate = False  # e.g. a whole-shop erasure: who it touches is not known here
+        for attr, value in keys:
+            wanted.setdefault(attr, set()).add(value)
+            people.setdefault((attr, value), set()).add((id_key, email))
+            if not creates:
+                poisoned.add((attr, value))
+        if creates and keys:
+            eligible.append((keys, id_key, email))
+    for attr, values in wanted.items():
+        column = getattr(Subscriber, attr)
+        values = sorted(values)
+        for value in values:
+            known.put(attr, value, None)
+        for start in range(0, len(values), CHUNK):
+            query = (select(Subscriber).where(column.in_(values[start:start + CHUNK]))
+                     .options(selectinload(Subscriber.subscriptions), selectinload(Subscriber.payments)))
+            for subscriber in session.scalars(query):
+                known.put(attr, getattr(subscriber, attr), subscriber)
+    if precreate:
+        _precreate(session, known, people, poisoned, eligible)
+    session.info[INDEX] = known
+    try:
+        yield known
+    finally:
+        session.info.pop(INDEX, None)
+
+
+def _precreate(session: Session, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
+    rows, seen = [], set()
+    for keys, id_key, email in eligible:
+        if any(k in poisoned or len(people[k]) != 1 or known.entries.get(k) is not None for k in keys):
+            continue
+        if keys[0] in seen:
+            continue
+        seen.update(keys)
+        rows.append({"email": email, **({id_key[0]: id_key[1]} if id_key else {})})
+    if not rows:
+        return
+    # Numbered now and written once, with the values the batch leaves them with (one
+    # executemany, hub.db.bulk.write_new), rather than inserted here and updated at the end.
+    for subscriber in add_numbered(session, Subscriber, rows):
+        set_committed_value(subscriber, "subscriptions", [])
+        set_committed_value(subscriber, "payments", [])
+        for key in _KEYS:
+            known.put(key, getattr(subscriber, key), subscriber)
+        known.fresh.add(subscriber)
+
+
+def _forget_on_change(attr: str):
+    def listener(target, value, oldvalue, initiator):
+        session = object_session(target)
+        known = session.info.get(INDEX) if session is not None else None
+        if known is not None:
+            known.forget(attr, value)
+            known.forget(attr, oldvalue)
+    return listener
+
+
+for _attr in _KEYS:
+    event.listen(getattr(Subscriber, _attr), "set", _forget_on_change(_attr))
+
+
+def _lookup(session: Session, column, value: str) -> Subscriber | None:
+    known = session.info.get(INDEX)
+    if known is not None:
+        found = known.get(session, column.key, value)
+        if found is not ...:
+            return found
+    found = session.scalar(select(Subscriber).where(column == value))
+    if known is not None:
+        known.put(column.key, value, found)
+    return found
+
+
+def find_subscriber(session: Session, source: str, customer: dict) -> Subscriber | None:
+    """The subscriber a customer dict points at, by source id then email; None if unknown."""
+    column = SOURCE_ID_COLUMNS[source]
+    source_id = customer.get("source_id")
+    if source_id:
+        found = _lookup(session, column, str(source_id))
+        if found:
+            return found
+    email = normalize_email(customer.get("email"))
+    if email:
+        return _lookup(session, Subscriber.email, email)
+    return None
+
+
+def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> Subscriber | None:
+    """Find or create the subscriber for `customer`, linking the source id to it.
+
+    A source id, once linked, wins over a changed email: the person keeps their
+    record and their new email. When the new email already belongs to another
+    record, the two are one person and are merged (the older record is kept).
+    """
+    column = SOURCE_ID_COLUMNS[source]
+    attr = column.key
+    source_id = str(customer["source_id"]) if customer.get("source_id") else None
+    email = normalize_email(customer.get("email"))
+    if not source_id and not email:
+        return None
+
+    by_id = _lookup(session, column, source_id) if source_id else None
+    by_email = _lookup(session, Subscriber.email, email) if email else None
+
+    if by_id and by_email and by_id.id != by_email.id:
+        kept, gone = sorted((by_id, by_email), key=lambda s: s.id)
+        merge(session, kept, gone, f"{source} customer {source_id} now uses {email}, "
+                                   f"the email of subscriber {by_email.id}")
+        notes.append(f"merged subscriber {gone.id} into {kept.id}")
+        subscriber = kept
+    elif by_id:
+        subscriber = by_id
+        _claim_fresh(session, subscriber, notes)
+    elif by_email:
+        subscriber = by_email
+        _claim_fresh(session, subscriber, notes)
+        if source_id and getattr(subscriber, attr) is None:
+            setattr(subscriber, attr, source_id)
+            notes.append(f"linked {source} customer {source_id}")
+    else:
+        subscriber = Subscriber(email=email)
+        if source_id:
+            setattr(subscriber, attr, source_id)
+        # A new person has none yet: start the collections empty so that reading them
+        # (the rules do, for every event) needs no query after the flush.
+        subscriber.subscriptions, subscriber.payments = [], []
+        session.add(subscriber)
+        session.flush()
+        known = session.info.get(INDEX)
+        if known is not None:
+            known.put(attr, source_id, subscriber)
+            known.put("email", email, subscriber)
+        notes.append("new subscriber")
+    return subscriber
+
+
+def _claim_fresh(session: Session, subscriber: Subscriber, notes: list[str]) -> None:
+    known = session.info.get(INDEX)
+    if known is not None and subscriber in known.fresh:
+        known.fresh.discard(subscriber)
+        notes.append("new subscriber")
+
+
+def merge(session: Session, kept: Subscriber, gone: Subscriber, reason: str) -> None:
+    """Fold `gone` into `kept`: its records, source ids and counters move over."""
+    for model in (Subscription, Payment, Order):
+        session.execute(update(model).where(model.subscriber_id == gone.id).values(subscriber_id=kept.id))
+    for model in (InboxEvent, Trigger, Delivery):
+        session.execute(update(model).where(model.subscriber_id == gone.id).values(subscriber_id=kept.id))
+    moved = {}
+    for attr in ("shopify_customer_id", "stripe_customer_id", "chargebee_customer_id",
+                 "phone", "first_name", "last_name"):
+        if getattr(kept, attr) is None and getattr(gone, attr) is not None:
+            moved[attr] = getattr(gone, attr)
+    kept.orders_count += gone.orders_count
+    kept.lifetime_spend += gone.lifetime_spend
+    kept.loyalty_points += gone.loyalty_points
+    kept.consent = {**gone.consent, **kept.consent}
+    kept.cards = {**gone.cards, **kept.cards}
+    for attr in ("first_order_at", "first_seen_at"):
+        values = [v for v in (getattr(kept, attr), getattr(gone, attr)) if v]
+        setattr(kept, attr, min(values) if values else None)
+    email = gone.email
+    session.delete(gone)
+    session.flush()  # unique columns are free only once the other row is gone
+    for attr, value in moved.items():
+        setattr(kept, attr, value)
+    if kept.email is None:
+        kept.email = email
+    session.add(Merge(kept_id=kept.id, merged_id=gone.id, reason=reason))
+    # The bulk UPDATEs above moved rows under `kept`: its collections, if loaded, are stale.
+    session.expire(kept, ["subscriptions", "payments", "orders"])
+    log.info("merged subscriber %s into %s: %s", gone.id, kept.id, reason)

@@ -1,0 +1,584 @@
+"""The inbox: webhooks stored as they came, then drained in batches by workers.
+
+receive() runs in the web process and only writes the raw row. drain_inbox() runs
+in workers: normalize → apply → rules → outbox, a claimed batch at a time in one
+savepoint; a batch in which a row fails is redone row by row (a savepoint each), so a
+bad row is marked failed without undoing or blocking the others.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback as tb
+from functools import lru_cache
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.base import instance_state
+
+from hub.sync.apply import CREATES, apply_event
+from hub.events import SUBSCRIBER_ERASE
+from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
+from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
+from hub.models.base import sqlite_text
+from hub.values import json_text, json_value
+from webhooks import UNREADABLE, Envelope, get_source
+
+log = logging.getLogger(__name__)
+
+# Headers that carry credentials are not kept (Chargebee sends basic auth).
+_DROPPED_HEADERS = {"authorization", "cookie"}
+
+
+def stored_headers(headers) -> dict:
+    """The request headers worth keeping: everything but credentials."""
+    return {k: v for k, v in headers.items() if k.lower() not in _DROPPED_HEADERS}
+
+
+def receive(conn: Connection, source: str, envelope: Envelope, headers: dict, body: bytes,
+            origin: str = "webhook") -> bool:
+    """Insert the raw webhook unless (source, event id) is already stored; True if new."""
+    params = {"source": source, "event_id": envelope.event_id, "topic": envelope.topic[:100],
+              "headers": headers, "body": body, "received_at": datetime.now(timezone.utc),
+              "triggered_at": envelope.triggered_at, "shop": envelope.shop,
+              "api_version": envelope.api_version, "status": PENDING, "attempts": 0,
+              "outcome": [], "origin": origin}
+    return conn.execute(_insert_statement(conn.dialect.name), params).scalar() is not None
+
+
+@lru_cache(maxsize=None)
+def _insert_statement(dialect: str):
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(InboxEvent.__table__)
+            .on_conflict_do_nothing(index_elements=["source", "event_id"])
+            .returning(InboxEvent.__table__.c.id))
+
+
+_COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
+            "api_version", "status", "attempts", "outcome", "origin")
+
+
+class InboxWriter:
+    """The webhook path's one INSERT, on a driver connection kept per thread.
+
+    On the hot path SQLAlchemy's execution machinery (pool checkout, events, type
+    processors) costs more than the insert itself; this writes the same row that
+    receive() writes, in the column formats SQLAlchemy reads back.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._local = threading.local()
+        self._opened = []
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._leading = False
+        if self.dialect == "postgresql":
+            values = ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS)
+        else:
+            values = ", ".join("?" for _ in _COLUMNS)
+        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES ({values}) "
+                    "ON CONFLICT (source, event_id) DO NOTHING RETURNING id")
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.engine.raw_connection()
+            if self.dialect == "sqlite":
+                # Autocommit: a lone webhook's INSERT is its own transaction, without the
+                # BEGIN and COMMIT statements around it (a group commit opens one itself).
+                # Detached, so the pool never hands this mode to anyone else.
+                conn.dbapi_connection.isolation_level = None
+                conn.detach()
+            self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this writer opened (at shutdown and in tests)."""
+        for conn in self._opened:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection may fail; it is gone either way
+                pass
+        self._opened.clear()
+        self._local = threading.local()
+
+    def _time(self, value: datetime | None):
+        # On SQLite, the text UTCDateTime binds (the one function for both paths).
+        return value if self.dialect == "postgresql" else sqlite_text(value)
+
+    def write(self, source: str, envelope: Envelope, headers: dict, body: bytes,
+              origin: str = "webhook") -> bool:
+        """Insert and commit the raw webhook; True if new, False for a duplicate.
+
+        Group commit: while one thread commits, webhooks arriving on other threads of
+        the process queue up, and the next of them commits them all in one transaction.
+        Each caller still returns only once its own row is committed.
+        """
+        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
+                  self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
+                  envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
+        waiter = _Waiter(params)
+        with self._lock:
+            self._queue.append(waiter)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:  # made under the lock, before a leader can take this waiter's row
+                waiter.done = threading.Event()
+        if not lead:
+            waiter.done.wait()
+            if waiter.error is not None:
+                raise waiter.error
+            return waiter.created
+        try:
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._leading = False
+                        break
+                self._commit(batch)
+        finally:
+            with self._lock:
+                self._leading = False
+                leftovers, self._queue = self._queue, []
+            for other in leftovers:  # only after an unexpected error: let them fail fast
+                other.error = other.error or RuntimeError("inbox writer stopped")
+                other.release()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.created
+
+    def _commit(self, batch: list["_Waiter"]) -> None:
+        conn = self._connection()
+        try:
+            cursor = conn.cursor()
+            grouped = self.dialect == "sqlite" and len(batch) > 1
+            if grouped:
+                cursor.execute("BEGIN")
+            for waiter in batch:
+                cursor.execute(self.sql, waiter.params)
+                # Read to the end: in autocommit the INSERT commits once its statement is done.
+                waiter.created = bool(cursor.fetchall())
+            if grouped:
+                cursor.execute("COMMIT")
+            cursor.close()
+            if self.dialect != "sqlite":
+                conn.commit()
+        except Exception as exc:
+            # A broken connection is not reused: the next request opens a fresh one.
+            self._local.conn = None
+            try:
+                conn.invalidate()
+            except Exception:  # already unusable; nothing more to release
+                pass
+            for waiter in batch:
+                waiter.error = exc
+        finally:
+            for waiter in batch:
+                waiter.release()
+
+
+class _Waiter:
+    __slots__ = ("params", "done", "created", "error")
+
+    def __init__(self, params: tuple):
+        self.params = params
+        # Only a webhook that waits for another thread's commit needs an event to wait on;
+        # the leader commits its own row (with one thread per process, every webhook does).
+        self.done: threading.Event | None = None
+        self.created = False
+        self.error: Exception | None = None
+
+    def release(self) -> None:
+        if self.done is not None:
+            self.done.set()
+
+
+_UNREAD = (InboxEvent.headers, InboxEvent.received_at, InboxEvent.processed_at, InboxEvent.outcome,
+           InboxEvent.error, InboxEvent.traceback)
+
+
+def claim_batch(session: Session, size: int) -> list[InboxEvent]:
+    """The oldest pending rows, locked against other workers until commit (on SQLite the
+    caller holds Storage.drain_lock() instead)."""
+    # Columns the drain never reads (it writes the outcome ones): not decoded for 500 rows.
+    query = (select(InboxEvent).options(*(defer(c) for c in _UNREAD))
+             .where(InboxEvent.is_open(), InboxEvent.status == PENDING)
+             .order_by(InboxEvent.id).limit(size))
+    if session.bind.dialect.name == "postgresql":
+        return list(session.scalars(query.with_for_update(skip_locked=True)))
+    # SQLite: the rows are read before the transaction begins (the driver opens it at the
+    # first write), so it holds no snapshot of the inbox's file: its one write there, the
+    # outcomes at the end, then waits for the webhooks' commits instead of failing with
+    # "database is locked" because one came in meanwhile. lock_model() follows.
+    return list(session.scalars(query))
+
+
+def lock_model(session: Session) -> None:
+    """SQLite: take the model file's write lock now, before the batch reads the model, so
+    its own writes never meet a snapshot that another writer's commit made stale."""
+    take_write_lock(session.connection(), Checkpoint.__table__, "")
+
+
+# Events whose handling reads stored webhooks and rewrites them (an erasure blanks bodies).
+INBOX_WRITERS = frozenset({SUBSCRIBER_ERASE})
+
+
+def lock_inbox(session: Session) -> None:
+    """SQLite: take the inbox file's write lock now, for a batch that will read stored rows
+    and then rewrite them (webhooks wait until it commits; see INBOX_WRITERS)."""
+    take_write_lock(session.connection(), InboxEvent.__table__)
+
+
+def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime | None = None,
+                max_batches: int | None = None, linger_s: float = 0.0, on_batch=None,
+                wait: bool = True) -> dict:
+    """Process pending rows in batches until none is left; returns counts by status.
+    `linger_s`: before each batch, wait up to this long while webhooks keep arriving.
+    `on_batch(connectors)`: after each committed batch, the connectors it planned deliveries for.
+    `wait` False: raise DrainerBusy at once if another process drains this SQLite inbox."""
+    with storage.drain_lock(wait=wait):
+        return _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch)
+
+
+def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) -> dict:
+    from hub.sync.outbox import planned_connectors
+
+    size = batch_size or settings.HUB_INBOX_BATCH
+    counts = {PROCESSED: 0, IGNORED: 0, FAILED: 0}
+    batches = 0
+    # Rows still to drain one per transaction, after a batch failed as a whole: past the
+    # per-row guards of process_batch (in after_batch, say), so no row is named at fault.
+    alone = 0
+    while max_batches is None or batches < max_batches:
+        if linger_s and not alone:
+            await_fuller_batch(storage, size, linger_s)
+        with storage.session() as session:
+            rows = claim_batch(session, 1 if alone else size)
+            if not rows:
+                break
+            try:
+                with storage.write_turn():
+                    lock_model(session)
+                    process_batch(session, rows, settings, now)
+                    statuses = [row.status for row in rows]
+                    after_batch(session, settings)
+                    planned = planned_connectors(session)
+                    session.commit()
+            except OperationalError:  # the database's own trouble (locks, connection): no row's
+                raise
+            except Exception as exc:
+                session.rollback()
+                if len(rows) > 1:
+                    log.warning("inbox batch of %d rows failed as a whole (%s); draining them one by one",
+                                len(rows), type(exc).__name__)
+                    alone = len(rows)
+                    continue
+                _fail_alone(storage, session, rows[0], exc)
+                statuses, planned = [FAILED], set()
+        for status in statuses:
+            counts[status] += 1
+        alone = max(alone - 1, 0)
+        batches += 1
+        if on_batch is not None and planned:
+            on_batch(planned)
+    return counts
+
+
+def _fail_alone(storage, session: Session, row: InboxEvent, exc: Exception) -> None:
+    """Mark failed, in the session's next transaction, a row whose one-row batch failed as a
+    whole (called while handling `exc`, after the rollback)."""
+    session.info.clear()  # what the undone work left for later flushes is void
+    _record(row, _started(row))
+    _failed(row, exc)
+    with storage.write_turn():
+        session.commit()
+
+
+LINGER_STEP_S = 0.02
+
+
+def await_fuller_batch(storage, size: int, linger_s: float) -> int:
+    """Wait while fewer than `size` rows are pending and more keep arriving (up to
+    `linger_s`); the pending count seen last.
+
+    Under a stream of webhooks a drainer that takes whatever is there drains a few rows per
+    transaction, and on SQLite each transaction also shuts the webhooks out of the one write
+    lock: a fuller batch costs less per row, and the wait holds no lock. When nothing new
+    arrives between two looks it goes at once (a lone webhook waits one step, 20 ms).
+    """
+    deadline = time.monotonic() + linger_s
+    seen = _pending(storage, size)
+    while 0 < seen < size and time.monotonic() < deadline:
+        time.sleep(LINGER_STEP_S)
+        now_seen = _pending(storage, size)
+        if now_seen == seen:
+            break
+        seen = now_seen
+    return seen
+
+
+def _pending(storage, size: int) -> int:
+    with storage.engine.connect() as conn:
+        ids = (select(InboxEvent.id).where(InboxEvent.is_open(), InboxEvent.status == PENDING)
+               .limit(size).subquery())
+        return conn.execute(select(func.count()).select_from(ids)).scalar()
+
+
+OUTCOMES = "hub.sync.inbox.outcomes"  # session.info: the batch's outcome rows, written by after_batch
+
+
+def after_batch(session: Session, settings) -> None:
+    """Work done once per batch rather than per row (outbox coalescing), then the rows'
+    outcomes, written last: on SQLite that write takes the inbox file's lock, and webhooks
+    wait while the transaction holding it commits, not while it plans deliveries too."""
+    from hub.sync import outbox
+
+    outbox.flush_pending_profiles(session, settings)
+    update_by_key(session.connection(), InboxEvent.__table__, session.info.pop(OUTCOMES, []))
+
+
+def process_batch(session: Session, rows: list[InboxEvent], settings, now: datetime | None = None) -> None:
+    """Process claimed rows in order, all in one savepoint: identities looked up for the whole
+    batch at once, no savepoint and no flush of its own per row.
+
+    Should any row raise while it changes the model, the batch's work is rolled back and the
+    rows are processed again one by one (process_row, a savepoint each): the bad row alone
+    ends failed and the others are processed as if it had not been there.
+    """
+    from hub.sync import identity
+    from hub.sync import outbox
+
+    held = {key: set(session.info.get(key, ())) for key in (outbox.DIRTY, outbox.PLANNED)}
+    prepared = [(row, _prepare(row, settings)) for row in rows]
+    mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
+                for e in events or ()]
+    if any(e.name in INBOX_WRITERS for _, (_, events) in prepared for e in events or ()):
+        lock_inbox(session)
+    savepoint = session.begin_nested()
+    try:
+        # Outcomes are written to the rows by after_batch: one UPDATE for the batch rather
+        # than one in every flush along the way.
+        outcomes = []
+        with identity.batch(session, mentions):
+            for row, (error, events) in prepared:
+                fields = _started(row)
+                if error is not None:
+                    fields["status"], fields["error"] = error
+                else:
+                    fields.update(_apply(session, row, events, settings, now))
+                outcomes.append((row, fields))
+        write_new(session)
+        write_changed(session, Subscriber)
+        savepoint.commit()
+    except Exception as exc:  # redone row by row below, where the bad row is named
+        savepoint.rollback()
+        first = exc
+    else:
+        _record_all(session, outcomes)
+        return
+    for key, value in held.items():  # what the undone work marked for the outbox is void
+        session.info[key] = value
+    session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
+    log.info("inbox batch of %d rows hit %s: %s; processing it row by row", len(rows),
+             type(first).__name__, first)
+    for row in rows:
+        process_row(session, row, settings, now)
+
+
+def _started(row: InboxEvent) -> dict:
+    return {"attempts": (row.attempts or 0) + 1, "processed_at": datetime.now(timezone.utc)}
+
+
+def _record(row: InboxEvent, fields: dict) -> None:
+    for attr, value in fields.items():
+        setattr(row, attr, value)
+
+
+def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
+    """The batch's outcomes, for after_batch to write in one executemany UPDATE per shape of
+    fields; the loaded rows show them as committed values, without the unit of work diffing
+    every row."""
+    session.info.setdefault(OUTCOMES, []).extend({"id": row.id, **fields} for row, fields in outcomes)
+    for row, fields in outcomes:
+        # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
+        # the instance dict is its committed state.
+        state = instance_state(row)
+        if state.modified:
+            for attr, value in fields.items():
+                set_committed_value(row, attr, value)
+        else:
+            state.dict.update(fields)
+
+
+def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:
+    """(None, events) for a row to apply, or ((status, error), None) for one that stops here.
+
+    Pure but for the source's enrichment call: nothing here touches the session, so a row
+    whose payload is unreadable or unidentified, or that the normalizer rejects or crashes
+    on in any way (RecursionError and OverflowError too), fails alone. Never raises.
+    """
+    try:
+        payload = _payload(row)
+    except ValueError as exc:
+        return (FAILED, str(exc)), None
+    if row.topic == UNREADABLE or not row.topic:
+        return (FAILED, f"the {row.source} event names no id or type the hub can read"), None
+    try:
+        source = get_source(row.source)
+        normalizer = source.TOPICS.get(row.topic)
+        if normalizer is None:
+            return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
+        enrich = getattr(source, "ENRICH", {}).get(row.topic)
+        if enrich is not None:
+            payload = enrich(payload, settings)
+        envelope = Envelope(event_id=row.event_id, topic=row.topic, shop=row.shop,
+                            api_version=row.api_version, triggered_at=row.triggered_at)
+        return None, normalizer(payload, envelope)
+    except Exception as exc:  # the row records its failure; the batch goes on
+        _failed(row, exc)
+        return (FAILED, row.error), None
+
+
+def _failed(row: InboxEvent, exc: Exception) -> None:
+    row.status = FAILED
+    row.error = f"{type(exc).__name__}: {exc}"[:2000]
+    row.traceback = tb.format_exc()[-8000:]
+    log.warning("inbox row %s (%s %s) failed: %s", row.id, row.source, row.topic, row.error)
+
+
+def _apply(session: Session, row: InboxEvent, events: list, settings, now: datetime | None,
+           flush: bool = False) -> dict:
+    """Apply and decide each event of one row; the row's outcome fields."""
+    outcome = []
+    subscriber_id = None
+    for event in events:
+        changes = apply_event(session, event)
+        if flush:
+            session.flush()
+        entry = changes.to_dict()
+        entry["occurred_at"] = event.occurred_at.isoformat()
+        entry["triggers"] = decide(session, changes, event, row, settings, now)
+        outcome.append(entry)
+        if changes.subscriber is not None:
+            subscriber_id = changes.subscriber.id
+    return {"status": PROCESSED if events else IGNORED,
+            "error": None if events else "nothing the hub tracks in this payload",
+            "traceback": None, "outcome": outcome, "subscriber_id": subscriber_id}
+
+
+def process_row(session: Session, row: InboxEvent, settings, now: datetime | None = None) -> None:
+    """Normalize, apply and decide for one stored webhook in a savepoint of its own; the
+    outcome (or the failure) is recorded on the row."""
+    _record(row, _started(row))
+    error, events = _prepare(row, settings)
+    if error is not None:
+        row.status, row.error = error
+        return
+    savepoint = session.begin_nested()
+    try:
+        fields = _apply(session, row, events, settings, now, flush=True)
+        savepoint.commit()
+    except Exception as exc:  # the row records any failure; the batch goes on
+        savepoint.rollback()
+        _failed(row, exc)
+        return
+    _record(row, fields)
+
+
+def _payload(row: InboxEvent) -> dict:
+    try:
+        payload = json_value(row.body)
+    except RecursionError:
+        raise ValueError("body is JSON nested deeper than the hub reads") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ValueError("body is JSON but not an object")
+    return payload
+
+
+def decide(session: Session, changes, event, row: InboxEvent, settings, now: datetime | None) -> list[str]:
+    """Run the event rules for the changed subscriber and plan the outbox; trigger names fired."""
+    from hub.sync import outbox
+    from hub.sync import rules
+
+    subscriber = changes.subscriber
+    # Compliance (issue 6 item 4): after customers/redact the person's data is gone from the
+    # hub; ask every enabled tool that can to delete them too (hub.sync.compliance.plan_erasures).
+    # No rules run and no profile is planned for an erased person.
+    if getattr(changes, "erased", None):
+        from hub.sync import compliance
+
+        compliance.plan_erasures(session, settings, changes.erased)
+        return []
+    if subscriber is None and event.name in rules.WITHOUT_SUBSCRIBER:
+        # An inventory change names a product, not a person: the rules find the subscribers
+        # whose next shipment holds it; each trigger goes out to its own subscriber.
+        history = row.origin == "backfill"
+        triggers = rules.WITHOUT_SUBSCRIBER[event.name](session, event, now or event.occurred_at,
+                                                        inbox_event_id=row.id, history=history)
+        outbox.plan_triggers(session, settings, triggers, history=history)
+        return [t.name for t in triggers]
+    if subscriber is None or changes.stale:
+        return []
+    at = now or event.occurred_at
+    history = row.origin == "backfill"
+    triggers = rules.on_event(session, subscriber, event, changes, at, inbox_event_id=row.id,
+                              history=history)
+    outbox.plan(session, settings, subscriber, changes, triggers, event, history=history)
+    return [t.name for t in triggers]
+
+
+# Marks the outcome entries of an earlier processing attempt (its number, from 1), and each
+# such attempt's own line: {EARLIER: n, "attempt": {"at", "status", "error"}}. Entries
+# without it are the latest attempt's, so every reader of `outcome` sees the latest one.
+EARLIER = "earlier_attempt"
+
+
+def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
+    """Process a stored event again through the same code path, as a new attempt.
+
+    What the earlier attempts did stays in the row's outcome (marked EARLIER); the new
+    attempt's entries are returned (none when it failed; no `changed` when nothing moved).
+    """
+    earlier = [entry for entry in row.outcome or [] if EARLIER in entry]
+    number = 1 + sum(1 for entry in earlier if "attempt" in entry)
+    earlier += [{**entry, EARLIER: number} for entry in row.outcome or [] if EARLIER not in entry]
+    earlier.append({EARLIER: number, "attempt": {
+        "at": row.processed_at.isoformat() if row.processed_at else None, "status": row.status,
+        "error": row.error}})
+    row.status, row.error, row.outcome = PENDING, None, []
+    process_row(session, row, settings)
+    latest = [entry for entry in row.outcome or [] if EARLIER not in entry]
+    row.outcome = latest + earlier
+    return latest
+
+
+def attempts_of(row: InboxEvent) -> list[dict]:
+    """Every processing attempt of a row, oldest first: {number, at, status, error, entries,
+    latest}; the latest is read from the row's own columns."""
+    attempts: dict[int, dict] = {}
+    for entry in row.outcome or []:
+        number = entry.get(EARLIER)
+        if number is None:
+            continue
+        attempt = attempts.setdefault(number, {"number": number, "entries": [], "latest": False})
+        if "attempt" in entry:
+            attempt.update(entry["attempt"])
+        else:
+            attempt["entries"].append(entry)
+    return [*(attempts[n] for n in sorted(attempts)), {
+        "number": len(attempts) + 1, "at": row.processed_at.isoformat() if row.processed_at else None,
+        "status": row.status, "error": row.error, "latest": True,
+        "entries": [entry for entry in row.outcome or [] if EARLIER not in entry]}]

@@ -1,0 +1,226 @@
+"""write_changed: the drain's bulk UPDATE of changed people writes what the ORM's flush would."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from hub.db.bulk import write_changed
+from hub.models import Subscriber, Subscription
+from hub.db.engine import Storage
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def storage(database_url):
+    storage = Storage(database_url)
+    yield storage
+    storage.dispose()
+
+
+def people(storage, n: int, tag: str = "p") -> list[int]:
+    with storage.session() as session:
+        made = [Subscriber(email=f"{tag}{i}@example.com", first_seen_at=T0, updated_at=T0) for i in range(n)]
+        session.add_all(made)
+        session.flush()
+        return [s.id for s in made]
+
+
+def change(session, ids):
+    """The same edits, applied to people loaded in `session`: various shapes, JSON, a no-op."""
+    loaded = {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
+    edit(*(loaded[i] for i in ids))
+
+
+def edit(a, b, c, d):
+    a.first_name, a.stage, a.consent = "Ada", "engaged", {"email": {"state": "subscribed"}}
+    b.first_name, b.stage = "Bo", "new"
+    c.loyalty_points, c.last_activity_at = 40, T0 + timedelta(days=2)
+    d.email = d.email  # set to what it was: no UPDATE, as with the ORM
+
+
+def columns(storage, ids) -> list[dict]:
+    with storage.engine.connect() as conn:
+        rows = conn.execute(select(Subscriber.__table__).where(Subscriber.id.in_(ids))
+                            .order_by(Subscriber.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def test_the_rows_written_are_those_the_orm_flush_writes(storage):
+    by_orm, by_bulk = people(storage, 4, "orm"), people(storage, 4, "bulk")
+    with storage.session() as session:
+        change(session, by_orm)
+    with storage.session() as session:
+        change(session, by_bulk)
+        assert write_changed(session, Subscriber) == 4
+        assert not session.dirty  # marked clean: the commit's flush has nothing left to send
+
+    orm_rows, bulk_rows = columns(storage, by_orm), columns(storage, by_bulk)
+    for orm, bulk in zip(orm_rows, bulk_rows):
+        assert {k: v for k, v in bulk.items() if k not in ("id", "email", "created_at", "updated_at")} == \
+               {k: v for k, v in orm.items() if k not in ("id", "email", "created_at", "updated_at")}
+    # updated_at moves with a change (onupdate), and stays for the person nothing changed for.
+    assert [r["updated_at"] > T0 for r in bulk_rows] == [r["updated_at"] > T0 for r in orm_rows] \
+        == [True, True, True, False]
+
+
+def test_the_objects_keep_their_new_values_after_commit(storage):
+    (pid,) = people(storage, 1)
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        person.stage = "loyal"
+        write_changed(session, Subscriber)
+        session.commit()
+        assert person.stage == "loyal" and person.updated_at > T0
+    assert columns(storage, [pid])[0]["stage"] == "loyal"
+
+
+def test_a_person_whose_collection_changed_is_left_to_the_orm(storage):
+    (pid,) = people(storage, 1)
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        person.stage = "new"
+        person.subscriptions.append(Subscription(source="stripe", source_id="sub_1", status="active"))
+        assert write_changed(session, Subscriber) == 0
+        assert person in session.dirty
+    with storage.session() as session:
+        person = session.get(Subscriber, pid)
+        assert person.stage == "new" and [s.source_id for s in person.subscriptions] == ["sub_1"]
+
+
+def stored_text(storage, table: str, keys: list[str]) -> list[tuple]:
+    """The values as the database holds them (SQLite: the text of each datetime and JSON)."""
+    with storage.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            f"select {', '.join(keys)} from {table} order by id").fetchall()]
+
+
+def test_execute_many_stores_what_sqlalchemy_stores(storage):
+    from sqlalchemy import insert
+
+    from hub.db.bulk import execute_many
+    from hub.models import Delivery
+    from hub.sync.outbox import _row
+
+    table = Delivery.__table__
+    rows = [_row("klaviyo", "profile", 7, f"profile:7:{kind}", {"email": "zoë@example.com", "n": 10 ** 20},
+                 False) for kind in ("orm", "bulk")]
+    rows[0]["next_attempt_at"] = rows[1]["next_attempt_at"] = T0  # the same values either way
+    rows[0]["created_at"] = rows[1]["created_at"] = T0
+    with storage.engine.begin() as conn:
+        conn.execute(insert(table), [rows[0]])
+        execute_many(conn, insert(table), [rows[1]])
+    keys = ["connector", "kind", "subscriber_id", "payload", "status", "attempts", "next_attempt_at",
+            "history", "created_at"]
+    by_sqlalchemy, by_execute_many = stored_text(storage, "delivery", keys)
+    assert by_execute_many == by_sqlalchemy
+
+
+def test_execute_many_makes_other_defaults_row_by_row(tmp_path):
+    # "now" and empty JSON values are bound once per statement; any other callable default
+    # (an id generator, say) still gives each row its own value.
+    from itertools import count
+
+    from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
+
+    from hub.db.bulk import execute_many
+    from hub.models.base import UTCDateTime, now_utc
+
+    serial = count(1)
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String),
+                  Column("token", String, default=lambda: f"tok-{next(serial)}"),
+                  Column("at", UTCDateTime, default=now_utc))
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        assert execute_many(conn, insert(table), [{"name": "a"}, {"name": "b"}, {"name": "c"}]) == 3
+        rows = conn.execute(table.select().order_by(table.c.id)).all()
+    assert [r.token for r in rows] == ["tok-1", "tok-2", "tok-3"]
+    assert len({r.at for r in rows}) == 1 and rows[0].at.tzinfo is not None
+    engine.dispose()
+
+
+# add_numbered / write_new: people created ahead for a drained batch, written once ------------
+
+def numbered(session, n: int, tag: str) -> list[Subscriber]:
+    from hub.db.bulk import add_numbered
+
+    return add_numbered(session, Subscriber, [{"email": f"{tag}{i}@example.com"} for i in range(n)])
+
+
+def test_numbered_people_hold_their_defaults_before_anything_is_written(storage):
+    with storage.session() as session:
+        ada, = numbered(session, 1, "ada")
+        # What the appliers and the rules read of a new person, with no flush yet.
+        assert (ada.orders_count, ada.lifetime_spend, ada.loyalty_points, ada.consent, ada.cards) == (0, 0, 0, {}, {})
+        assert ada.first_seen_at is not None and ada.id is not None
+        ada.consent["email"] = {"state": "subscribed"}
+        other, = numbered(session, 1, "other")
+        assert other.consent == {}  # each its own dict
+        assert columns(storage, [ada.id]) == []  # nothing written yet
+
+
+def test_a_numbered_person_is_written_once_with_the_values_it_ends_with(storage):
+    by_orm = people(storage, 4, "orm")
+    with storage.session() as session:
+        change(session, by_orm)
+    with storage.session() as session:
+        made = numbered(session, 4, "bulk")
+        for person in made:
+            person.first_seen_at = person.updated_at = T0
+        edit(*made)
+        from hub.db.bulk import write_new
+
+        assert write_new(session) == 4
+        assert not session.new and not session.dirty  # persistent and clean: the commit sends nothing
+    orm_rows, new_rows = columns(storage, by_orm), columns(storage, [p.id for p in made])
+    assert len(new_rows) == 4
+    for orm, new in zip(orm_rows, new_rows):
+        assert {k: v for k, v in new.items() if k not in ("id", "email", "created_at", "updated_at")} == \
+               {k: v for k, v in orm.items() if k not in ("id", "email", "created_at", "updated_at")}
+
+
+def test_any_flush_writes_numbered_people_first(storage):
+    # A subscription (written by the ORM) refers to a numbered person: the foreign key holds.
+    with storage.session() as session:
+        ada, = numbered(session, 1, "ada")
+        session.add(Subscription(source="stripe", source_id="sub_1", status="active", subscriber=ada))
+        session.flush()
+        assert ada not in session.new
+        ada.stage = "new"
+    with storage.session() as session:
+        person = session.get(Subscriber, ada.id)
+        assert person.stage == "new" and [s.source_id for s in person.subscriptions] == ["sub_1"]
+
+
+def test_numbered_people_of_a_rolled_back_savepoint_are_never_written(storage):
+    from hub.db.bulk import write_new
+
+    with storage.session() as session:
+        savepoint = session.begin_nested()
+        ghost, = numbered(session, 1, "ghost")
+        savepoint.rollback()
+        assert write_new(session) == 0
+        kept = Subscriber(email="kept@example.com")
+        session.add(kept)
+        session.flush()
+    with storage.engine.connect() as conn:
+        emails = conn.execute(select(Subscriber.email)).scalars().all()
+    assert emails == ["kept@example.com"]
+
+
+def test_numbers_taken_ahead_are_never_given_to_another_row(storage):
+    from hub.db.bulk import write_new
+
+    with storage.session() as session:
+        ahead = numbered(session, 3, "ahead")
+        write_new(session)
+        later = Subscriber(email="later@example.com")  # numbered by the database
+        session.add(later)
+        session.flush()
+        again = numbered(session, 2, "again")
+        write_new(session)
+    ids = [p.id for p in ahead] + [later.id] + [p.id for p in again]
+    assert len(set(ids)) == 6 and ids == sorted(ids)

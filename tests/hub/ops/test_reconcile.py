@@ -1,0 +1,127 @@
+"""Reconciliation against loopback stand-ins: what the webhooks missed is applied once, marked
+"recovered by reconciliation" on the timeline and counted on the dashboard; what the model
+already holds is left alone."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from hub import cli, jobs
+from hub.ops import reconcile
+from hub.models import InboxEvent, Subscriber, Subscription, Trigger
+from hub.schedule import schedule
+from tests.hub.web.conftest import add_staff, log_in
+from tests.samples import API_HEADERS, load_sample, post, stripe_event
+from webhooks.standins.shopify import FakeShopifyAdmin, contract_node
+from webhooks.standins.stripe import FakeStripe
+
+KEY = "sk_test_reconcile"
+
+
+def customer(customer_id="cus_rec1", email="rita@example.com"):
+    return {"id": customer_id, "object": "customer", "email": email, "name": "Rita Reyes",
+            "created": 1_700_000_000, "phone": None}
+
+
+def subscription(customer_id="cus_rec1"):
+    sub = load_sample("shared:stripe/pay/subscription.created.json")["object"]
+    return {**sub, "id": "sub_rec1", "customer": customer_id}
+
+
+def test_stripe_event_the_webhook_missed_is_recovered_once_and_shown(app, client, hub):
+    hour_ago = int(time.time()) - 3600
+    delivered = stripe_event("customer.created", customer(), event_id="evt_delivered", created=hour_ago)
+    missed = stripe_event("customer.subscription.created", subscription(), event_id="evt_missed",
+                          created=hour_ago + 60)
+    assert post(client, "stripe", delivered).status_code == 200  # the webhook that did arrive
+    with FakeStripe(key=KEY) as api:
+        api.events = [missed, delivered]  # newest first, as Stripe lists them
+        api.customers = [customer()]
+        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
+        report = reconcile.run(hub)
+        again = reconcile.run(hub)
+    [stripe] = report.sources
+    assert (stripe.listed, stripe.known, stripe.stored, stripe.recovered) == (2, 0, 1, 1)
+    assert again.sources[0].stored == 0 and again.sources[0].recovered == 0
+    with hub.storage.session() as s:
+        rows = dict(s.execute(select(InboxEvent.event_id, InboxEvent.origin)).all())
+        assert rows == {"evt_delivered": "webhook", "evt_missed": "reconciliation"}
+        rita = s.scalar(select(Subscriber).where(Subscriber.email == "rita@example.com"))
+        assert s.scalar(select(func.count()).select_from(Subscription).where(Subscription.subscriber_id == rita.id)) == 1
+        # A live change, not history: the rules fire as for a webhook.
+        fired = set(s.scalars(select(Trigger.name).where(Trigger.status == "fired")))
+        assert "Subscription Started" in fired
+    timeline = client.get("/api/subscribers/rita@example.com", headers=API_HEADERS).get_json()["timeline"]
+    marks = {e["event_id"]: e["recovered"] for e in timeline if e["kind"] == "event"}
+    assert marks == {"evt_missed": True, "evt_delivered": False}
+    add_staff(hub, "sam@shop.test")
+    staff = app.test_client()
+    log_in(staff, "sam@shop.test")
+    page = staff.get(f"/sync-log/subscribers/{rita.id}").get_data(as_text=True)
+    assert page.count("recovered by reconciliation") == 1
+    dashboard = staff.get("/sync-log/dashboard").get_data(as_text=True)
+    assert '<strong id="recovered-count">1</strong>' in dashboard
+
+
+def shopify_customer(i: int, updated: str, email: str | None = None) -> dict:
+    return {"id": f"gid://shopify/Customer/{i}", "legacyResourceId": str(i),
+            "email": email or f"shopper{i}@example.com", "firstName": "Shopper", "lastName": str(i),
+            "phone": None, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": updated,
+            "emailMarketingConsent": None, "smsMarketingConsent": None}
+
+
+def test_shopify_changes_since_the_checkpoint_skip_what_the_model_already_holds(hub, client):
+    now = datetime.now(timezone.utc)
+    earlier = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with FakeShopifyAdmin(token="shpat_ok") as admin:
+        hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                               SHOPIFY_ADMIN_URL=admin.url)
+        admin.listed["customers"] = [shopify_customer(1, earlier), shopify_customer(2, earlier)]
+        first = reconcile.run(hub, now=now - timedelta(hours=1))
+        # Since then: customer 1 changed and its webhook arrived; customer 2 changed and its
+        # webhook was lost; a contract was made and its webhook was lost too.
+        webhook = {"id": 1, "email": "shopper1@example.com", "first_name": "Shopper", "last_name": "One",
+                   "updated_at": later, "created_at": "2026-01-01T00:00:00Z"}
+        assert post(client, "shopify", webhook, topic="customers/update").status_code == 200
+        jobs.drain_inbox_job()
+        admin.listed["customers"] = [{**shopify_customer(1, later), "lastName": "One"},
+                                     shopify_customer(2, later, "new@example.com")]
+        admin.listed["subscriptionContracts"] = [contract_node(
+            "gid://shopify/SubscriptionContract/77", updatedAt=later,
+            customer={"id": "gid://shopify/Customer/1", "email": "shopper1@example.com", "firstName": "Shopper",
+                      "lastName": "One", "phone": None})]
+        second = reconcile.run(hub, now=now)
+        since = [r["variables"].get("query") for r in admin.requests if "customers(first" in r["query"]]
+    assert first.sources[0].stored == 2
+    [shop] = second.sources
+    assert (shop.listed, shop.known, shop.stored, shop.recovered) == (3, 1, 2, 2)
+    # The second pass asked only for what changed since the first one (less a short overlap).
+    first_run = now - timedelta(hours=1) - reconcile.OVERLAP
+    assert since[-1] == f"updated_at:>'{first_run:%Y-%m-%dT%H:%M:%SZ}'"
+    with hub.storage.session() as s:
+        assert s.scalar(select(Subscriber.email).where(Subscriber.shopify_customer_id == "2")) == "new@example.com"
+        assert s.scalar(select(Subscription.status).where(Subscription.source_id == "77")) == "active"
+        assert reconcile.recovered_total(s)["count"] == 4  # 2 first-seen customers, then 2 changes
+        assert reconcile.recovered_total(s)["by_source"] == {"shopify": 4}
+
+
+def test_reconcile_runs_on_rq_cron_and_on_demand(hub, monkeypatch):
+    names = [entry[0].__name__ for entry in schedule(hub.settings)]
+    assert "reconcile_job" in names
+    assert [e for e in schedule(hub.settings) if e[0] is jobs.reconcile_job][0][2]["interval"] == 900
+    assert "reconcile_job" not in [e[0].__name__ for e in schedule(replace(hub.settings, HUB_RECONCILE_INTERVAL=0))]
+    with FakeStripe(key=KEY) as api:
+        api.events = [stripe_event("customer.created", customer(), event_id="evt_job", created=int(time.time()) - 60)]
+        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
+        assert jobs.reconcile_job()["stripe"]["recovered"] == 1
+        for key, value in {"DATABASE_URL": hub.settings.DATABASE_URL, "REDIS_URL": hub.settings.REDIS_URL,
+                           "STRIPE_API_KEY": KEY, "STRIPE_API_BASE": api.url}.items():
+            monkeypatch.setenv(key, value)
+        result = CliRunner().invoke(cli.main, ["reconcile", "--source", "stripe"])
+    assert result.exit_code == 0, result.output
+    assert "stripe: 1 changed since" in result.output and "0 stored, 0 recovered by reconciliation" in result.output

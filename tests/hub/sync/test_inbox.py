@@ -1,0 +1,299 @@
+"""Draining the inbox: batches, ordering, duplicates, failures that block nothing."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import func, select
+
+from hub.sync.inbox import drain_inbox
+from hub.models import InboxEvent, Subscriber, Subscription
+from tests.samples import API_HEADERS, load_sample, post, stripe_event
+
+
+def sub_obj():
+    return load_sample("shared:stripe/pay/subscription.created.json")["object"]
+
+
+def customer_event(event_id="evt_cus", email="Jenny.Rosen@Example.com ", created=1_700_000_000,
+                   customer_id="cus_00000000000000"):
+    customer = {"id": customer_id, "object": "customer", "email": email, "name": "Jenny Rosen",
+                "created": 1_600_000_000, "phone": None}
+    return stripe_event("customer.created", customer, event_id=event_id, created=created)
+
+
+def work(hub):
+    """Run the queued jobs like a worker would, then stop."""
+    queues = [hub.queues.queue(n) for n in ("inbox", "outbox", "default")]
+    SimpleWorker(queues, connection=hub.queues.connection).work(burst=True)
+
+
+def test_subscription_posted_appears_in_the_api_by_email(client, hub):
+    post(client, "stripe", customer_event())
+    post(client, "stripe", stripe_event("customer.subscription.created", sub_obj(), event_id="evt_sub",
+                                        created=1_700_000_100))
+    work(hub)
+    response = client.get("/api/subscribers/jenny.rosen@example.com", headers=API_HEADERS)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["subscriber"]["email"] == "jenny.rosen@example.com"
+    [subscription] = body["subscriber"]["subscriptions"]
+    assert subscription["source_id"] == "sub_00000000000000"
+    assert subscription["status"] == "active"
+    assert subscription["amount"] == 600 and subscription["currency"] == "USD"
+    assert [e["topic"] for e in body["timeline"] if e["kind"] == "event"] == [
+        "customer.subscription.created", "customer.created"]
+
+
+def test_same_event_twice_gives_one_row_and_one_subscription(client, hub):
+    event = stripe_event("customer.subscription.created", sub_obj(), event_id="evt_twice")
+    post(client, "stripe", event)
+    post(client, "stripe", event)
+    work(hub)
+    with hub.storage.session() as s:
+        assert s.scalar(select(func.count()).select_from(InboxEvent)) == 1
+        assert s.scalar(select(func.count()).select_from(Subscription)) == 1
+
+
+def test_deleted_before_created_ends_canceled(client, hub):
+    deleted = load_sample("shared:stripe/pay/subscription.deleted.json")["object"]
+    deleted["id"] = sub_obj()["id"]
+    post(client, "stripe", stripe_event("customer.subscription.deleted", deleted, event_id="evt_del",
+                                        created=1_700_000_500))
+    work(hub)
+    post(client, "stripe", stripe_event("customer.subscription.created", sub_obj(), event_id="evt_new",
+                                        created=1_700_000_100))
+    work(hub)
+    with hub.storage.session() as s:
+        [subscription] = s.scalars(select(Subscription)).all()
+        assert subscription.status == "canceled"
+        created_row = s.scalar(select(InboxEvent).where(InboxEvent.event_id == "evt_new"))
+        assert created_row.status == "processed"
+        assert created_row.outcome[0]["stale"] is True
+
+
+def test_unknown_topic_is_stored_as_ignored(client, hub):
+    post(client, "stripe", stripe_event("balance.available", {"object": "balance"}, event_id="evt_bal"))
+    work(hub)
+    with hub.storage.session() as s:
+        row = s.scalar(select(InboxEvent))
+        assert row.status == "ignored"
+        assert "no handler" in row.error
+
+
+def test_malformed_payload_is_failed_and_does_not_block_the_others(client, hub):
+    broken = stripe_event("customer.subscription.created", {}, event_id="evt_broken")
+    broken["data"]["object"] = "not a subscription"
+    post(client, "stripe", broken)
+    post(client, "stripe", b"{not json at all")
+    post(client, "stripe", customer_event(event_id="evt_ok"))
+    work(hub)
+    with hub.storage.session() as s:
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+        assert rows["evt_broken"].status == "failed"
+        assert rows["evt_broken"].error
+        assert rows["evt_broken"].processed_at is not None
+        assert rows["evt_ok"].status == "processed"
+        [unreadable] = [r for r in rows.values() if r.event_id.startswith("sha256:")]
+        assert unreadable.status == "failed" and "not JSON" in unreadable.error
+        assert s.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_drain_works_in_batches(client, hub):
+    for n in range(7):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    counts = drain_inbox(hub.storage, hub.settings, batch_size=3)
+    assert counts["processed"] == 7
+    with hub.storage.session() as s:
+        assert s.scalar(select(func.count()).select_from(Subscriber)) == 7
+
+
+def test_a_linked_source_id_wins_over_a_changed_email(client, hub):
+    post(client, "stripe", customer_event(event_id="evt_a", email="old@example.com"))
+    post(client, "stripe", customer_event(event_id="evt_b", email="new@example.com", created=1_700_000_900))
+    work(hub)
+    with hub.storage.session() as s:
+        [subscriber] = s.scalars(select(Subscriber)).all()
+        assert subscriber.email == "new@example.com"
+
+
+def test_same_email_from_two_sources_is_one_subscriber(client, hub):
+    post(client, "stripe", customer_event(email="Same@Example.com"))
+    shopify_customer = {"id": 207119551, "email": "same@example.com", "first_name": "Jenny",
+                        "last_name": "Rosen", "updated_at": "2026-11-01T10:00:00-05:00",
+                        "created_at": "2026-01-01T10:00:00-05:00", "phone": None}
+    post(client, "shopify", shopify_customer, topic="customers/update")
+    work(hub)
+    with hub.storage.session() as s:
+        [subscriber] = s.scalars(select(Subscriber)).all()
+        assert subscriber.stripe_customer_id == "cus_00000000000000"
+        assert subscriber.shopify_customer_id == "207119551"
+
+
+def test_api_needs_the_token_and_says_404_for_strangers(client, hub):
+    assert client.get("/api/subscribers/nobody@example.com").status_code == 401
+    assert client.get("/api/subscribers/nobody@example.com",
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/subscribers/nobody@example.com", headers=API_HEADERS).status_code == 404
+
+
+def _klaviyo_on(hub):
+    """Klaviyo counts as configured: profile deliveries are planned for it (nothing is pushed here)."""
+    hub.settings.KLAVIYO_API_KEY = "pk_test_inbox"
+    hub.settings.KLAVIYO_BASE_URL = "http://127.0.0.1:9"
+
+
+def test_a_row_the_database_refuses_fails_alone_and_the_rest_of_its_batch_goes_through(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    post(client, "stripe", customer_event(event_id="evt_a", email="a@example.com", customer_id="cus_a"))
+    absurd = sub_obj()
+    absurd.update(customer="cus_a", id="sub_absurd")
+    absurd["items"]["data"][0]["quantity"] = 10 ** 20  # no integer column holds this
+    post(client, "stripe", stripe_event("customer.subscription.created", absurd, event_id="evt_bad",
+                                        created=1_700_000_100))
+    post(client, "stripe", customer_event(event_id="evt_b", email="b@example.com", customer_id="cus_b"))
+    counts = drain_inbox(hub.storage, hub.settings, batch_size=10)
+    assert counts == {"processed": 2, "ignored": 0, "failed": 1}
+    with hub.storage.session() as s:
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+        assert rows["evt_bad"].status == "failed" and rows["evt_bad"].error
+        assert rows["evt_a"].status == rows["evt_b"].status == "processed"
+        # Each row was tried once, whatever the batch went through to isolate the bad one.
+        assert {r.attempts for r in rows.values()} == {1}
+        assert "new subscriber" in rows["evt_a"].outcome[0]["notes"]
+        assert s.scalar(select(func.count()).select_from(Subscription)) == 0
+        people = {p.email: p for p in s.scalars(select(Subscriber))}
+        assert set(people) == {"a@example.com", "b@example.com"}
+        profiles = s.execute(select(Delivery.subscriber_id).where(Delivery.kind == "profile")).scalars().all()
+        assert sorted(profiles) == sorted(p.id for p in people.values())
+
+
+def test_two_events_of_one_person_in_a_batch_give_one_profile_update_with_the_newest_state(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    post(client, "stripe", customer_event(event_id="evt_1", email="jo@example.com", customer_id="cus_jo"))
+    renamed = {"id": "cus_jo", "object": "customer", "email": "jo@example.com", "name": "Jo Married",
+               "created": 1_600_000_000, "phone": None}
+    post(client, "stripe", stripe_event("customer.updated", renamed, event_id="evt_2", created=1_700_000_500))
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 2
+    with hub.storage.session() as s:
+        [person] = s.scalars(select(Subscriber)).all()
+        [delivery] = s.scalars(select(Delivery).where(Delivery.kind == "profile")).all()
+        assert delivery.subscriber_id == person.id and delivery.connector == "klaviyo"
+        assert (delivery.payload["first_name"], delivery.payload["last_name"]) == ("Jo", "Married")
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+        assert "new subscriber" in rows["evt_1"].outcome[0]["notes"]
+        assert "new subscriber" not in rows["evt_2"].outcome[0]["notes"]
+
+
+def test_a_new_email_taken_in_the_same_batch_links_instead_of_creating_twice(client, hub):
+    # Two people at first; in one batch the first takes a new address that a third
+    # customer id then arrives with: the address belongs to the first person, once.
+    post(client, "stripe", customer_event(event_id="evt_1", email="one@example.com", customer_id="cus_1"))
+    work(hub)
+    post(client, "stripe", customer_event(event_id="evt_2", email="shared@example.com", customer_id="cus_1",
+                                          created=1_700_000_100))
+    post(client, "stripe", customer_event(event_id="evt_3", email="shared@example.com", customer_id="cus_3",
+                                          created=1_700_000_200))
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 2
+    with hub.storage.session() as s:
+        [person] = s.scalars(select(Subscriber)).all()
+        assert person.email == "shared@example.com" and person.stripe_customer_id == "cus_1"
+
+
+def test_a_batch_of_strangers_each_gets_their_own_record_and_profile(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    for n in range(30):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    assert drain_inbox(hub.storage, hub.settings, batch_size=12)["processed"] == 30
+    with hub.storage.session() as s:
+        people = s.execute(select(Subscriber.stripe_customer_id, Subscriber.email)).all()
+        assert sorted(people) == sorted((f"cus_{n}", f"p{n}@example.com") for n in range(30))
+        payloads = s.scalars(select(Delivery.payload).where(Delivery.kind == "profile")).all()
+        assert sorted(p["email"] for p in payloads) == sorted(f"p{n}@example.com" for n in range(30))
+        # The rules ran for each of them: every profile carries the stage they decided.
+        [stage] = {p["fields"].get("stage") for p in payloads}
+        assert stage is not None
+
+
+def test_a_drain_job_does_not_wait_for_a_fuller_batch_when_nothing_more_arrives(client, hub):
+    from hub.sync.inbox import await_fuller_batch
+
+    for n in range(3):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    assert await_fuller_batch(hub.storage, size=2, linger_s=30) == 2  # a full batch is there: go
+    assert await_fuller_batch(hub.storage, size=10, linger_s=30) == 3  # nothing new came: go
+    assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 3
+
+
+def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client, hub, caplog):
+    """The drain's batch and the webhooks write the inbox at the same time: the batch still
+    commits in one go (no "database is locked", no row-by-row redo) and the newcomer waits."""
+    from hub.sync.inbox import after_batch, claim_batch, lock_model, process_batch
+
+    _klaviyo_on(hub)
+    for n in range(3):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    with hub.storage.session() as session:
+        rows = claim_batch(session, 10)
+        lock_model(session)
+        late = post(client, "stripe", customer_event(event_id="evt_late", email="late@example.com",
+                                                      customer_id="cus_late"))
+        assert late.status_code == 200  # answered while the batch holds the model's write lock
+        process_batch(session, rows, hub.settings)
+        after_batch(session, hub.settings)
+    assert "row by row" not in caplog.text
+    with hub.storage.session() as s:
+        statuses = dict(s.execute(select(InboxEvent.event_id, InboxEvent.status)).all())
+    assert statuses == {"evt_0": "processed", "evt_1": "processed", "evt_2": "processed", "evt_late": "pending"}
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 1
+
+
+def test_each_drained_batch_asks_for_its_pushes_at_once(client, hub):
+    """Under a steady stream the inbox is never empty: pushes must not wait for the drain's end."""
+    _klaviyo_on(hub)
+    for n in range(5):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    asked = []
+    drain_inbox(hub.storage, hub.settings, batch_size=2, on_batch=asked.append)
+    assert asked == [{"klaviyo"}, {"klaviyo"}, {"klaviyo"}]
+
+
+def test_a_drain_job_finding_another_drainer_frees_its_worker_and_looks_again_later(client, hub):
+    from hub import jobs
+    from hub.errors import DrainerBusy
+
+    if not hub.settings.DATABASE_URL.startswith("sqlite"):
+        pytest.skip("PostgreSQL drainers run side by side (FOR UPDATE SKIP LOCKED)")
+    post(client, "stripe", customer_event())
+    jobs.use(hub)
+    with hub.storage.drain_lock():  # another worker is draining (the lock is held per thread)
+        assert in_thread(jobs.drain_inbox_job) == {"busy": 1}
+        with pytest.raises(DrainerBusy):
+            in_thread(lambda: drain_inbox(hub.storage, hub.settings, wait=False))
+    assert hub.queues.queue("inbox").scheduled_job_registry.count == 1  # the look a second later
+    assert drain_inbox(hub.storage, hub.settings)["processed"] == 1
+
+
+def in_thread(fn):
+    """fn's answer, run in another thread; what it raised is raised here."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed back to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=10)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
