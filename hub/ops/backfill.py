@@ -26,12 +26,9 @@ from typing import Callable
 
 from sqlalchemy.orm import Session
 
+from hub.models import BACKFILL, Checkpoint
 from hub.sync.inbox import drain_inbox, receive
-from hub.models import Checkpoint
 from hub.values import iso, utc
-
-BACKFILL, RECONCILIATION = "backfill", "reconciliation"
-
 
 # --- what a lister returns ---------------------------------------------------------------
 

@@ -21,10 +21,32 @@ from sqlalchemy.orm import Session
 from hub import events as ev
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
 from hub.models.link import UPDATE_PAYMENT
-from hub.sync.rules import (card_expiry, dunning, lifecycle, loyalty, params as params_, platforms, queries,
-                       renewal, stock, trial, upsell, welcome, winback)
+from hub.sync.rules import (
+    card_expiry,
+    dunning,
+    lifecycle,
+    loyalty,
+    platforms,
+    queries,
+    renewal,
+    stock,
+    trial,
+    upsell,
+    welcome,
+    winback,
+)
+from hub.sync.rules import params as params_
 from hub.sync.rules.params import RuleParams
-from hub.sync.rules.state import CANCELLED, ENDED, FIRED, SKIPPED, Due, SubscriberState, Window, local_day
+from hub.sync.rules.state import (
+    CANCELLED,
+    ENDED,
+    FIRED,
+    SKIPPED,
+    Due,
+    SubscriberState,
+    Window,
+    local_day,
+)
 from hub.sync.triggers import insert_unique, insert_unique_bulk, trigger_row
 
 # Rule families by name (mappings/rules.yaml has one section each).

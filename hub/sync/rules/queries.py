@@ -14,7 +14,14 @@ from sqlalchemy import Row, String, and_, case, cast, exists, null, or_, select,
 from sqlalchemy.orm import Session
 
 from hub.models import Payment, Subscriber, Subscription, Trigger
-from hub.sync.rules.state import ENDED, OPEN_PAYMENT, PaymentState, SubscriberState, SubState, Window
+from hub.sync.rules.state import (
+    ENDED,
+    OPEN_PAYMENT,
+    PaymentState,
+    SubscriberState,
+    SubState,
+    Window,
+)
 
 SUB_FIELDS = [f.name for f in fields(SubState)]
 # What the time rules read of a subscription: fewer columns, far less row decoding at scale.
