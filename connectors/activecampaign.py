@@ -18,6 +18,7 @@ import requests
 from connectors.base import Connector, Outgoing, Result, RetryAfter, Sent
 from connectors.classify import Clock, classify, unreachable
 from hub.errors import RetryLater
+from hub.events import STAGES
 
 
 def activecampaign_message(text: str) -> str:
@@ -158,8 +159,6 @@ class ActiveCampaignConnector(Connector):
     def install(self) -> list[str]:
         """Create the mapped custom fields and the stage tags when missing, and check that the
         consent list exists; returns what was created ("field hub_stage", "tag Hub stage: new", …)."""
-        from hub.sync.rules.params import STAGES
-
         self.created = []
         failure, _ = self._field_ids()
         if failure is not None:

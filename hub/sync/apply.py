@@ -377,7 +377,7 @@ def apply_lookup_only(session, event, changes):
     _subscriber(session, event, changes, create=False)
 
 
-# Compliance appliers (added for issue 6 item 4; the work is in hub.sync.compliance) -------------
+# Compliance appliers (the work is in hub.sync.compliance) ---------------------------------
 
 def apply_erase(session, event, changes):
     """customers/redact (a customer named) or shop/redact (none named: the whole shop).
@@ -444,7 +444,7 @@ APPLIERS = {
     ev.RENEWAL_UPCOMING: apply_renewal_upcoming,
     ev.PAYMENT_METHOD_EXPIRING: apply_card,
     ev.PAYMENT_METHOD_UPDATED: apply_card,
-    # Compliance (issue 6 item 4): see hub/compliance.py and docs/compliance.md.
+    # Compliance: see hub/sync/compliance.py and docs/compliance.md.
     ev.SUBSCRIBER_ERASE: apply_erase,
     ev.DATA_REQUEST: apply_data_request,
     ev.APP_UNINSTALLED: apply_app_uninstalled,

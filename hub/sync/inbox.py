@@ -511,7 +511,7 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     """Run the event rules for the changed subscriber and plan the outbox; trigger names fired."""
 
     subscriber = changes.subscriber
-    # Compliance (issue 6 item 4): after customers/redact the person's data is gone from the
+    # Compliance: after customers/redact the person's data is gone from the
     # hub; ask every enabled tool that can to delete them too (hub.sync.outbox.plan_erasures).
     # No rules run and no profile is planned for an erased person.
     if getattr(changes, "erased", None):
