@@ -49,7 +49,7 @@ def sub_state(values, names=SUB_FIELDS) -> SubState:
     return SubState(**data)
 
 
-# Core table columns, not ORM attributes: the ORM layer costs ~20 % per row at sweep scale.
+# Core table columns, not ORM attributes: at sweep scale the ORM's per-row work dominates.
 SUB, PAY, PERSON = Subscription.__table__, Payment.__table__, Subscriber.__table__
 
 
