@@ -196,9 +196,11 @@ def header(headers, name: str) -> str | None:
     dict of any casing, or a list of (name, value) pairs; None when absent."""
     if headers is None:
         return None
-    if not hasattr(headers, "get"):
+    try:
+        found = headers.get(name)
+    except AttributeError:  # (name, value) pairs
         headers = dict(headers)
-    found = headers.get(name)
+        found = headers.get(name)
     if found is None:
         found = headers.get(name.lower())
     if found is not None:
