@@ -149,17 +149,6 @@ class Pacer:
             self.tokens = 0.0
 
 
-def retry_after(headers, default: float = 1.0) -> float:
-    """Seconds a 429 answer asks to wait (Retry-After in seconds), else `default`."""
-    for key, value in (headers or {}).items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return default
-    return default
-
-
 # --- progress ---------------------------------------------------------------------------------
 
 class Progress:
