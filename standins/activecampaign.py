@@ -11,7 +11,7 @@ Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {
 """
 from __future__ import annotations
 
-from connectors.standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer
 
 
 class FakeActiveCampaign(LoopbackServer):

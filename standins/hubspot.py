@@ -19,7 +19,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from connectors.standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer
 
 STANDARD_PROPERTIES = {"email", "firstname", "lastname", "phone", "lifecyclestage", "hs_object_id"}
 HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hub_subscription_status",
