@@ -236,7 +236,8 @@ class FakeKlaviyo(LoopbackServer):
         def handle(body):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
-                raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
+                raise Invalid("A maximum of 10000 profiles can be imported per request.",
+                              "/data/attributes/profiles/data")
             ids = [self._upsert(p["attributes"], nulls_clear=False)[0] for p in profiles]
             self.profile_writes.update(ids)
             for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
@@ -245,7 +246,8 @@ class FakeKlaviyo(LoopbackServer):
             now = datetime.now(timezone.utc).isoformat()
             self.jobs[job_id] = {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
                 "status": "complete", "created_at": now, "total_count": len(ids), "completed_count": len(ids),
-                "failed_count": 0, "completed_at": now}, "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
+                "failed_count": 0, "completed_at": now},
+                "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
             queued = {**self.jobs[job_id], "attributes": {**self.jobs[job_id]["attributes"], "status": "queued"}}
             return 202, {"data": queued}
         return self._run(call, "bulk_import_profiles", handle)

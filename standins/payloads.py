@@ -119,7 +119,8 @@ class ShopifyWebhooks:
             "test": False, "total_price": price, "total_price_set": money, "total_tax": "0.00",
             "updated_at": _iso(at), "customer": customer,
             "line_items": [{
-                "id": 1_500_000_000_000 + number, "admin_graphql_api_id": f"gid://shopify/LineItem/{1_500_000_000_000 + number}",
+                "id": 1_500_000_000_000 + number,
+                "admin_graphql_api_id": f"gid://shopify/LineItem/{1_500_000_000_000 + number}",
                 "name": c.plan.name, "price": price, "price_set": money, "product_exists": True,
                 "product_id": product, "quantity": 1, "requires_shipping": True, "sku": f"ROAST-{c.plan.code.upper()}",
                 "taxable": True, "title": c.plan.name, "total_discount": "0.00", "variant_id": variant,

@@ -1,7 +1,7 @@
 """A loopback stand-in of the Stripe API calls the hub makes: billing-portal sessions (and the
 portal page a session's URL opens) and paying an invoice, in Stripe's shapes (its published
-example objects, examples/stripe_resources.json), with Stripe's 401 for a wrong key and its idempotency: a repeated Idempotency-Key
-gets the first answer again and is not another attempt.
+example objects, examples/stripe_resources.json), with Stripe's 401 for a wrong key and its
+idempotency: a repeated Idempotency-Key gets the first answer again and is not another attempt.
 
     with FakeStripeBilling("sk_test_1") as fake:
         settings.STRIPE_API_BASE, settings.STRIPE_API_KEY = fake.url, "sk_test_1"
@@ -97,7 +97,8 @@ class FakeStripeBilling(LoopbackServer):
         session = next((s for s in self.sessions if s["id"] == call.params["session"]), None)
         if session is None or (session["id"] not in self.visited
                                and self.clock - session["created"] > SESSION_LIFETIME_S):
-            return 404, self.error_body(404, "This customer portal session has expired. Return to the site to start over.")
+            return 404, self.error_body(
+                404, "This customer portal session has expired. Return to the site to start over.")
         self.visited.add(session["id"])
         flow = session["flow"] or {}
         return 200, {"object": "portal_page", "customer": session["customer"], "flow": flow.get("type"),

@@ -33,8 +33,19 @@ from sqlalchemy import func, select
 from hub import make_hub
 from hub.config import Settings
 from hub.jobs import request_pushes, run_time_rules
-from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, SENT, Delivery, DeliveryAttempt, InboxEvent,
-                        StaffUser, Subscriber)
+from hub.models import (
+    DEAD,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRYING,
+    SENT,
+    Delivery,
+    DeliveryAttempt,
+    InboxEvent,
+    StaffUser,
+    Subscriber,
+)
 from hub.ops import dashboard
 from hub.queues import embedded_redis_path, start_embedded_redis
 from hub.supervise import port_free
