@@ -25,8 +25,8 @@ from sqlalchemy import select
 from hub.sync.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.models import Subscriber, Trigger
-from standins.shopify import FakeShopifyAdmin, contract_node
 from tests.samples import load_sample, post, stripe_event, stripe_resource
+from standins.shopify import FakeShopifyAdmin, contract_node
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -13,10 +13,10 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
-from standins.stripe import FakeStripe
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
 from webhooks import stripe as hook
+from standins.stripe import FakeStripe
 from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
 
 SECRET = "whsec_test_secret"

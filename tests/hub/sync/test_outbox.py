@@ -17,6 +17,9 @@ from sqlalchemy.orm import selectinload
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
 from hub import metrics
 from hub.sync import outbox
 from hub.sync.apply import Changes, apply_event
@@ -26,9 +29,6 @@ from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Ba
                         DeliveryAttempt, Subscriber, Subscription, Trigger)
 from hub.db.engine import Storage
 from hub.web.synclog import attempt_sentences
-from standins.activecampaign import FakeActiveCampaign
-from standins.hubspot import FakeHubSpot
-from standins.klaviyo import FakeKlaviyo
 
 # Rows are created at the real time; pushing "an hour from now" finds them due.
 NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)

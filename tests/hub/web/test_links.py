@@ -19,11 +19,11 @@ from hub.masking import MaskPersonalData
 from hub.sync.compliance import erase_subscriber
 from hub.sync.rules import platforms
 from hub.ops.synclog import timeline
+from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
+from tests.samples import load_sample, post
 from standins.chargebee import FakeChargebee
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
-from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
-from tests.samples import load_sample, post
 
 HUB = "https://hub.shop.example"
 TWO_WEEKS = timedelta(days=14).total_seconds()

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from hub.models import CustomerLink, Delivery, Trigger
-from standins.shopify_billing import FakeShopifyBilling
-from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure
 from tests.samples import post
+from standins.shopify_billing import FakeShopifyBilling
+from standins.stripe_billing import FakeStripeBilling
 
 
 pytestmark = pytest.mark.usefixtures("forget_rule_settings")
