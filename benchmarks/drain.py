@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import OTHER_TOOLS, SpeedProbe, customer_created, start_redis, write_section  # noqa: E402
+from standins.klaviyo import FakeKlaviyo  # noqa: E402
 
 SECRET = "whsec_bench"
 KLAVIYO_KEY = "pk_bench"
@@ -40,8 +41,6 @@ def _requests(prefix: str, n: int, now: int) -> list[tuple[bytes, str]]:
 
 def run_once(n: int) -> dict:
     """One fresh hub (SQLite files, its own Redis): the stages' CPU and wall µs per event."""
-    from connectors.standins.klaviyo import FakeKlaviyo
-
     tmp = Path(tempfile.mkdtemp(prefix="hub-drain-bench-"))
     redis_proc, redis_url = start_redis(tmp)
     klaviyo = FakeKlaviyo(api_key=KLAVIYO_KEY, validate=False).start()

@@ -2,7 +2,7 @@
 
 The hub under test is what production runs on one machine: `hub serve` (granian) on a SQLite
 file (and its inbox file), a real redis-server, `hub worker --no-cron` processes, and Klaviyo reached through the
-official SDK at KLAVIYO_BASE_URL, which points at the loopback stand-in (connectors/standins/klaviyo.py,
+official SDK at KLAVIYO_BASE_URL, which points at the loopback stand-in (standins/klaviyo.py,
 schema checks off) running in a thread of this process.
 
 Every event is a Stripe `customer.created` for a different customer (own id, own email), so
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (OTHER_TOOLS, SpeedProbe, cpu_seconds, customer_created,  # noqa: E402
                                free_port, process_tree, sqlite_connect, start_redis, wait_for,
                                write_section)
-from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
+from standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe  # noqa: E402
 
 STRIPE_SECRET = "whsec_bench_secret"
@@ -485,7 +485,7 @@ def main() -> None:
              "Bodies are built and signed before the clock starts and posted by wrk (`-t2 -c16`, Lua reading them "
              f"from a file); both pipelines are served by granian with {args.web_workers} process(es) × "
              f"{args.threads} threads, {args.workers} worker processes, one redis-server, and a "
-             "Klaviyo stand-in (connectors/standins/klaviyo.py, schema validation off) in a thread of the benchmark "
+             "Klaviyo stand-in (standins/klaviyo.py, schema validation off) in a thread of the benchmark "
              "process. The clock starts at the first POST and stops when every delivery is sent "
              "(hub: no delivery queued or retrying and one profile delivery per customer, polled with index lookups from the "
              f"{database} database every 0.25 s; naive: the stand-in holds every profile). Signatures are made before the "

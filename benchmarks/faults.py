@@ -3,7 +3,7 @@
 The hub under test is `hub run` (web server, worker and cron in one process group) started as
 a subprocess on loopback, on a SQLite file with the embedded Redis, or (--postgres) on a
 PostgreSQL server and a redis-server that this script starts and stops itself. Klaviyo is the
-loopback stand-in (connectors/standins/klaviyo.py) in a thread of this process, answering 429
+loopback stand-in (standins/klaviyo.py) in a thread of this process, answering 429
 (with Retry-After) or 5xx to a fraction of the calls.
 
 N distinct webhooks, Stripe, Shopify and Chargebee in turn, each of a different customer, are
@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import (OTHER_TOOLS, free_port, process_tree, sqlite_connect,  # noqa: E402
                                start_redis, wait_for, write_section)
-from connectors.standins.klaviyo import FakeKlaviyo  # noqa: E402
+from standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import SECRETS, chargebee_auth, load_sample, sign_shopify, sign_stripe, stripe_event  # noqa: E402
 
 KLAVIYO_KEY = "pk_faults_key"

@@ -59,7 +59,7 @@ def _rates(*texts: str) -> tuple[Rate, ...]:
 
 
 # Klaviyo: the burst and steady limits of each operation, from `x-klaviyo-ratelimit` in
-# Klaviyo's OpenAPI documents (connectors/standins/contracts/klaviyo/). HubSpot: 100 requests per
+# Klaviyo's OpenAPI documents (standins/contracts/klaviyo/). HubSpot: 100 requests per
 # 10 s for private apps on Free/Starter (Professional/Enterprise allow 190; override in
 # mappings/hubspot.yaml `rate_limits`). ActiveCampaign: 5 requests per second per account.
 LIMITS: dict[str, tuple[Rate, ...]] = {

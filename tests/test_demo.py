@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import requests
 
+import standins
 from hub.config import Settings
-from hub.demo import store
+from standins import klaviyo, store
+from standins.payloads import PLATFORMS
 from tests.conftest import free_port
 from webhooks import get_source
-from webhooks.standins.payloads import PLATFORMS
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,26 +87,19 @@ def test_every_webhook_of_the_story_verifies_and_normalizes_with_the_hub_s_own_c
     assert {"active", "past_due", "trialing", "canceled"} <= set(statuses), statuses
 
 
-def test_the_klaviyo_stand_in_answers_without_its_contracts_and_validates_with_them(monkeypatch, tmp_path):
-    from connectors.standins import klaviyo
-
+def test_the_klaviyo_stand_in_answers_without_its_contracts_and_validates_with_them(tmp_path):
     body = {"data": {"type": "profile", "attributes": {"email": "a@example.com", "not_a_klaviyo_key": 1}}}
     headers = {"Authorization": "Klaviyo-API-Key pk_x", "revision": "2025-10-15"}
 
-    def status() -> int:
-        with klaviyo.FakeKlaviyo(api_key="pk_x") as fake, requests.Session() as http:
+    def status(**contracts) -> int:
+        with klaviyo.FakeKlaviyo(api_key="pk_x", **contracts) as fake, requests.Session() as http:
             return http.post(f"{fake.url}/api/profile-import", json=body, headers=headers).status_code
 
-    assert klaviyo.validating()
+    assert klaviyo.validating(standins.CONTRACTS)
     assert status() == 400  # an unknown attribute, refused as Klaviyo does
-    monkeypatch.setattr(klaviyo, "CONTRACTS", tmp_path / "no-contracts")
-    klaviyo.operation.cache_clear()
-    try:
-        assert not klaviyo.validating()
-        assert status() == 201  # a plain install: same answers, no schema checks
-    finally:
-        monkeypatch.undo()
-        klaviyo.operation.cache_clear()
+    missing = tmp_path / "no-contracts"
+    assert not klaviyo.validating(missing)
+    assert status(contracts=missing) == 201  # no contracts: same answers, no schema checks
 
 
 def _read_until(process, marker: str, seconds: float) -> list[str]:
@@ -212,3 +206,17 @@ def test_the_demo_refuses_a_folder_holding_files_it_did_not_make_and_leaves_them
     assert (folder / "notes.txt").read_text() == "mine"
     if own_name:
         assert (folder / own_name / "klaviyo.yaml").read_text() == "fields: {}\n"
+
+
+def test_without_the_stand_ins_the_demo_says_which_extra_to_install_and_starts_nothing(tmp_path):
+    folder = tmp_path / "demo"
+    # None in sys.modules makes `import standins` fail as it does where the package is absent.
+    hidden = ("import runpy, sys; sys.modules['standins'] = None; "
+              f"sys.argv = ['hub', 'demo', '--exit', '--port', '{free_port()}', '--folder', {str(folder)!r}]; "
+              "runpy.run_module('hub.cli', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "pip install 'subscription-hub[demo]'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not folder.exists()

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from hub.sync.inbox import drain_inbox
 from hub.models import InboxEvent, Subscriber
-from webhooks.standins.shopify import FakeShopifyAdmin
+from standins.shopify import FakeShopifyAdmin
 from tests.samples import API_HEADERS, load_sample, post
 
 
@@ -72,7 +72,7 @@ def test_webhooks_reach_klaviyo_exactly_once_while_it_answers_429_to_a_third(cli
     """Signed Stripe webhooks → profile, consent and events in the Klaviyo stand-in, each once."""
     from datetime import datetime, timezone
 
-    from connectors.standins.klaviyo import FakeKlaviyo
+    from standins.klaviyo import FakeKlaviyo
     from tests.samples import stripe_event
 
     t0 = 1_790_000_000

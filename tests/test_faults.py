@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from benchmarks.faults import at_standin, run, webhooks
-from connectors.standins.klaviyo import FakeKlaviyo
+from standins.klaviyo import FakeKlaviyo
 from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
 

@@ -14,8 +14,10 @@ from hub.config import PROJECT_DIR, Settings
 
 
 def _declared() -> list[Requirement]:
+    """Every dependency and every extra's, but not an extra's naming of another (the hub itself)."""
     project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["dependencies"] + project["optional-dependencies"]["test"]]
+    texts = project["dependencies"] + [text for extra in project["optional-dependencies"].values() for text in extra]
+    return [r for r in map(Requirement, texts) if canonicalize_name(r.name) != canonicalize_name(project["name"])]
 
 
 def _pins() -> dict[str, Version]:

@@ -26,7 +26,7 @@ from hub.sync.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.models import Subscriber, Trigger
 from tests.samples import load_sample, post, stripe_event, stripe_resource
-from webhooks.standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify import FakeShopifyAdmin, contract_node
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

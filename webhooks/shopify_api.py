@@ -3,7 +3,7 @@ fetch the normalizers need, and the webhook subscriptions `hub install` register
 
 Subscription contract and billing-attempt webhooks carry ids only, so the worker fetches
 the contract here before normalizing (webhooks.shopify.ENRICH). Tests and the demo point
-SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (webhooks/standins/shopify.py).
+SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (standins/shopify.py).
 
 Token: SHOPIFY_ACCESS_TOKEN when set; otherwise the client-credentials grant of a Dev
 Dashboard app (SHOPIFY_CLIENT_ID/SECRET), whose tokens expire after about 24 h. Granted

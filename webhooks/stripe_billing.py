@@ -2,7 +2,7 @@
 (a billing portal session, made at the click) and, in dunning mode `orchestrate`, paying an open invoice now.
 
 Registered in hub.sync.rules.platforms under "stripe". Tests point STRIPE_API_BASE at the
-loopback stand-in of webhooks/standins/stripe_billing.py.
+loopback stand-in of standins/stripe_billing.py.
 """
 from __future__ import annotations
 

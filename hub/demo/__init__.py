@@ -1,2 +1,2 @@
-"""`hub demo`: a simulated store (store.py, pure) and the run that feeds it to a live hub
-(runner.py). The platforms' webhook shapes live in webhooks/standins/payloads.py."""
+"""`hub demo`: the run that feeds a simulated store to a live hub (runner.py). The store
+(standins/store.py) and the platforms' webhook shapes (standins/payloads.py) are stand-ins."""

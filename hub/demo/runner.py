@@ -12,24 +12,56 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from fnmatch import fnmatch
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from fnmatch import fnmatch
 from pathlib import Path
 
 import click
 import requests
+import yaml
 from sqlalchemy import func, select
 
-from hub.demo import store
+from hub import make_hub
+from hub.config import Settings
+from hub.jobs import request_pushes, run_time_rules
+from hub.models import (
+    DEAD,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRYING,
+    SENT,
+    Delivery,
+    DeliveryAttempt,
+    InboxEvent,
+    StaffUser,
+    Subscriber,
+)
+from hub.ops import dashboard
+from hub.queues import embedded_redis_path, start_embedded_redis
 from hub.supervise import port_free
+from hub.web.synclog import tool_name
+
+try:  # an optional part: the stand-ins and what they need come with the [demo] extra
+    from standins import store
+    from standins.activecampaign import FakeActiveCampaign
+    from standins.hubspot import FakeHubSpot
+    from standins.klaviyo import FakeKlaviyo
+    from standins.payloads import PLATFORMS
+    from standins.shopify import FakeShopifyAdmin
+except ModuleNotFoundError as exc:
+    MISSING: str | None = exc.name
+else:
+    MISSING = None
 
 STAFF_EMAIL = "demo@example.com"
 SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs at 23:30 UTC
@@ -43,7 +75,7 @@ INCIDENT_DELIVERIES = 3  # ActiveCampaign contact syncs answered 403
 # What Shopify answers when a query exceeds the cost bucket (https://shopify.dev/docs/api/usage/rate-limits).
 THROTTLED = [{"message": "Throttled", "extensions": {"code": "THROTTLED",
                                                      "documentation": "https://shopify.dev/api/usage/rate-limits"}}]
-# ActiveCampaign's answer to a key it does not accept (connectors/standins/activecampaign.py).
+# ActiveCampaign's answer to a key it does not accept (standins/activecampaign.py).
 REFUSED_KEY = "You are not authorized to access this resource"
 # A folder holding this file was made by the demo: only such a folder is emptied at a start.
 MARKER = ".hub-demo"
@@ -117,6 +149,9 @@ class Demo:
     """One demo run: start everything, simulate, report, serve until stopped."""
 
     def __init__(self, options: Options, echo=click.echo):
+        if MISSING:
+            raise DemoError(f"`hub demo` runs against the stand-ins, which are not installed (no module "
+                            f"{MISSING!r}): pip install 'subscription-hub[demo]', or '.[demo]' in a checkout")
         self.o = options
         self.echo = echo
         self.folder = options.folder.resolve()
@@ -149,9 +184,6 @@ class Demo:
             old.unlink()  # a demo always starts from an empty store
         self._start_standins()
         env = self._environment()
-        from hub import make_hub
-        from hub.config import Settings
-
         self.hub = make_hub(settings=Settings.from_env(env=env))
         self.hub.storage.upgrade()
         self._add_staff()
@@ -170,11 +202,6 @@ class Demo:
         self._wait_for_web()
 
     def _start_standins(self) -> None:
-        from connectors.standins.activecampaign import FakeActiveCampaign
-        from connectors.standins.hubspot import FakeHubSpot
-        from connectors.standins.klaviyo import FakeKlaviyo
-        from webhooks.standins.shopify import FakeShopifyAdmin
-
         s = self.secrets
         klaviyo = FakeKlaviyo(api_key=s["KLAVIYO_API_KEY"]).start()
         hubspot = FakeHubSpot(token=s["HUBSPOT_ACCESS_TOKEN"]).start()
@@ -199,8 +226,6 @@ class Demo:
     def _environment(self) -> dict:
         s, tools = self.secrets, self.standins
         database = f"sqlite:///{self.folder / 'hub.db'}"
-        from hub.queues import embedded_redis_path, start_embedded_redis
-
         self.embedded = start_embedded_redis(embedded_redis_path(database))
         env = dict(os.environ)
         env.update(s)
@@ -224,11 +249,6 @@ class Demo:
         200/s, and tags contacts for lifecycle moments only (not each of the ~2,400 renewal
         reminders, which Klaviyo gets in bulk). Every other number is the project's own.
         """
-        import shutil
-
-        import yaml
-
-        from hub.config import Settings
 
         source = Path(os.environ.get("HUB_MAPPINGS_DIR") or Settings.HUB_MAPPINGS_DIR)
         target = self.folder / "mappings"
@@ -246,8 +266,6 @@ class Demo:
         return target
 
     def _add_staff(self) -> None:
-        from hub.models import StaffUser
-
         with self.hub.storage.session() as session:
             user = StaffUser(email=STAFF_EMAIL, role="operator")
             user.set_password(self.password)
@@ -276,8 +294,6 @@ class Demo:
 
     def simulate(self) -> None:
         """Post every day's webhooks and usage, drain, sweep; day after day."""
-        from webhooks.standins.payloads import PLATFORMS
-
         admin = self.standins["Shopify Admin API"]
         builders = {name: (cls(self.secrets["SHOPIFY_WEBHOOK_SECRET"], admin=admin) if name == "shopify"
                            else cls(self.secrets[f"{name.upper()}_WEBHOOK_SECRET"]))
@@ -373,8 +389,6 @@ class Demo:
 
     def _end_of_day(self, start: datetime, day: int, days: int) -> None:
         """Wait for the day's webhooks to be processed, then run the time rules as of its end."""
-        from hub.jobs import request_pushes, run_time_rules
-
         self._wait_inbox()
         counts = run_time_rules(self.hub, start + timedelta(days=day) + SWEEP_TIME)
         self.progress.sweeps += 1
@@ -388,15 +402,11 @@ class Demo:
             self.echo(shown)
 
     def _open_inbox(self) -> int:
-        from hub.models import PENDING, InboxEvent
-
         with self.hub.storage.session() as session:
             return session.scalar(select(func.count()).select_from(InboxEvent)
                                   .where(InboxEvent.status == PENDING))
 
     def _open_deliveries(self) -> int:
-        from hub.models import QUEUED, RETRYING, Delivery
-
         with self.hub.storage.session() as session:
             return session.scalar(select(func.count()).select_from(Delivery)
                                   .where(Delivery.status.in_((QUEUED, RETRYING))))
@@ -412,8 +422,6 @@ class Demo:
 
     def wait_drained(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Until every webhook is processed and every delivery sent (or dead-lettered)."""
-        from hub.jobs import request_pushes
-
         self._wait_inbox(timeout)
         deadline = time.monotonic() + timeout
         asked = 0.0
@@ -432,8 +440,6 @@ class Demo:
 
     def example_subscriber(self) -> str | None:
         """The email of a subscriber with a Klaviyo delivery that was retried after a 429."""
-        from hub.models import SENT, Delivery, DeliveryAttempt, Subscriber
-
         with self.hub.storage.session() as session:
             return session.scalar(
                 select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
@@ -445,9 +451,6 @@ class Demo:
 
     def failures(self) -> list[str]:
         """Where to find a failed event to replay, a dead delivery to retry and a customer to resend."""
-        from hub.models import DEAD, FAILED, Delivery, InboxEvent, Subscriber
-        from hub.web.synclog import tool_name
-
         with self.hub.storage.session() as session:
             failed = session.scalars(select(InboxEvent).where(InboxEvent.is_open(), InboxEvent.status == FAILED)
                                      .order_by(InboxEvent.id.desc())).all()
@@ -467,9 +470,6 @@ class Demo:
         return lines
 
     def summary(self) -> list[str]:
-        from hub.ops import dashboard
-        from hub.models import Delivery, Subscriber
-
         dashboard.catch_up(self.hub.storage)  # the dashboard's MRR ledger, read up to now
         with self.hub.storage.session() as session:
             subscribers = session.scalar(select(func.count()).select_from(Subscriber))

@@ -17,7 +17,7 @@ WIDTH = 1280
 
 def take(url: str, email: str, password: str, subscriber: str, out: Path) -> list[Path]:
     """Log in, search `subscriber`, and save subscriber.png and dashboard.png into `out`."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - optional: a test dependency
 
     base = url.split("/sync-log")[0]
     out.mkdir(parents=True, exist_ok=True)

@@ -6,12 +6,12 @@ rate limit.
 """
 from __future__ import annotations
 
+from rq import Queue, SimpleWorker
+
+from hub import jobs, make_hub
+
 
 def main() -> None:
-    from rq import Queue, SimpleWorker
-
-    from hub import jobs, make_hub
-
     hub = make_hub()
     jobs.use(hub)
     queue = Queue("inbox", connection=hub.queues.connection)

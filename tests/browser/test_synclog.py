@@ -18,8 +18,8 @@ from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.web import auth
-from connectors.standins.klaviyo import FakeKlaviyo
-from webhooks.standins.shopify import FakeShopifyAdmin
+from standins.klaviyo import FakeKlaviyo
+from standins.shopify import FakeShopifyAdmin
 from tests.hub.web.conftest import PASSWORD, add_staff
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import load_sample, post

@@ -10,11 +10,11 @@ import yaml
 from connectors import CONNECTORS, build
 from connectors.base import Outgoing
 from hub.config import Settings
-from connectors.standins.activecampaign import FakeActiveCampaign
-from connectors.standins.hubspot import FakeHubSpot
-from connectors.standins.klaviyo import FakeKlaviyo
-from connectors.standins.loopback import LoopbackServer
-from connectors.standins.receiver import WebhookReceiver
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
+from standins.loopback import LoopbackServer
+from standins.receiver import WebhookReceiver
 
 SECRET = "sk-very-secret-4242"
 

@@ -6,7 +6,7 @@ import pytest
 from connectors import validate_mapping
 from connectors.base import Failed, Sent
 from connectors.hubspot import HubSpotConnector
-from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 from tests.connectors.conftest import consent_item, erase_item, profile_item
 
 

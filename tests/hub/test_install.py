@@ -8,17 +8,17 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 
-from connectors.standins.activecampaign import FakeActiveCampaign
-from connectors.standins.hubspot import HUB_PROPERTIES, FakeHubSpot
-from connectors.standins.klaviyo import FakeKlaviyo
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
 from hub.sync import compliance
 from hub.commands import install
 from hub.config import Settings
 from hub.db.engine import Storage
 from webhooks import shopify_api
 from webhooks.shopify import TOPICS as SHOPIFY_TOPICS
-from webhooks.standins.shopify import FakeShopifyAdmin
-from webhooks.standins.stripe import FakeStripe
+from standins.shopify import FakeShopifyAdmin
+from standins.stripe import FakeStripe
 from webhooks.stripe import TOPICS as STRIPE_TYPES
 
 HUB_URL = "https://hub.example.com"

@@ -5,14 +5,14 @@ from datetime import date
 
 from click.testing import CliRunner
 
-from connectors.standins.activecampaign import FakeActiveCampaign
-from connectors.standins.hubspot import FakeHubSpot
-from connectors.standins.klaviyo import FakeKlaviyo
-from connectors.standins.loopback import LoopbackServer
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
+from standins.loopback import LoopbackServer
 from hub.commands import install
 from hub.config import Settings
-from webhooks.standins.shopify import FakeShopifyAdmin
-from webhooks.standins.stripe import FakeStripe
+from standins.shopify import FakeShopifyAdmin
+from standins.stripe import FakeStripe
 
 
 class FakeStripeAccount(LoopbackServer):

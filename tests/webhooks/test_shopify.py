@@ -11,7 +11,7 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
-from webhooks.standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify import FakeShopifyAdmin, contract_node
 from tests.samples import OURS, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
 from webhooks import shopify

@@ -16,7 +16,7 @@ from hub.errors import SignatureInvalid
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
 from webhooks import stripe as hook
-from webhooks.standins.stripe import FakeStripe
+from standins.stripe import FakeStripe
 from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
 
 SECRET = "whsec_test_secret"

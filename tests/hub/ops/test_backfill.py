@@ -15,9 +15,9 @@ from hub import cli, jobs
 from hub.ops import backfill
 from hub.models import Checkpoint, Delivery, InboxEvent, Payment, Subscriber, Subscription, Trigger
 from tests.samples import load_sample, stripe_resource
-from webhooks.standins.chargebee import FakeChargebee
-from webhooks.standins.shopify import FakeShopifyAdmin, contract_node
-from webhooks.standins.stripe import FakeStripe
+from standins.chargebee import FakeChargebee
+from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.stripe import FakeStripe
 
 STRIPE_KEY = "sk_test_backfill"
 

@@ -16,8 +16,8 @@ from hub.models import InboxEvent, Subscriber, Subscription, Trigger
 from hub.schedule import schedule
 from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
-from webhooks.standins.shopify import FakeShopifyAdmin, contract_node
-from webhooks.standins.stripe import FakeStripe
+from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.stripe import FakeStripe
 
 KEY = "sk_test_reconcile"
 

@@ -14,9 +14,9 @@ from hub.sync import outbox
 from hub.sync import compliance
 from hub.sync.inbox import drain_inbox
 from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Trigger
-from connectors.standins.activecampaign import FakeActiveCampaign
-from connectors.standins.hubspot import FakeHubSpot
-from connectors.standins.klaviyo import FakeKlaviyo
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
 from tests.samples import API_HEADERS, load_sample, post
 
 SHOP = "example.myshopify.com"

@@ -17,9 +17,9 @@ from sqlalchemy.orm import selectinload
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
-from connectors.standins.activecampaign import FakeActiveCampaign
-from connectors.standins.hubspot import FakeHubSpot
-from connectors.standins.klaviyo import FakeKlaviyo
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
 from hub import metrics
 from hub.sync import outbox
 from hub.sync.apply import Changes, apply_event

@@ -25,9 +25,9 @@ from tests.hub.sync.rules.conftest import (  # noqa: F401 - a fixture
     shopify_billing_failure,
 )
 from tests.samples import load_sample, post
-from webhooks.standins.chargebee import FakeChargebee
-from webhooks.standins.shopify_billing import FakeShopifyBilling
-from webhooks.standins.stripe_billing import FakeStripeBilling
+from standins.chargebee import FakeChargebee
+from standins.shopify_billing import FakeShopifyBilling
+from standins.stripe_billing import FakeStripeBilling
 
 HUB = "https://hub.shop.example"
 TWO_WEEKS = timedelta(days=14).total_seconds()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from hub.ops import synclog
 from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
-from webhooks.standins.shopify import FakeShopifyAdmin
+from standins.shopify import FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import load_sample, post, stripe_event

@@ -10,7 +10,7 @@ from hub.models import Trigger
 from hub.sync.rules import dunning
 from tests.hub.sync.rules.conftest import at, day, payment, tweak
 from tests.samples import load_sample, post, stripe_event, stripe_resource
-from webhooks.standins.stripe import FakeStripe
+from standins.stripe import FakeStripe
 
 FAILED_AT = "2026-03-10T09:00"
 

@@ -9,7 +9,7 @@ from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from hub.models import Delivery, InboxEvent, Trigger
 from tests.samples import load_sample, post
-from webhooks.standins.shopify_billing import FakeShopifyBilling
+from standins.shopify_billing import FakeShopifyBilling
 
 ITEM, PRODUCT, VARIANT = "271878346596884015", "788032119674292922", "642667041472713922"
 

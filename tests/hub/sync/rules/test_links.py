@@ -11,8 +11,8 @@ from hub.sync.inbox import drain_inbox
 from hub.models import CustomerLink, Delivery, Trigger
 from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure
 from tests.samples import post
-from webhooks.standins.shopify_billing import FakeShopifyBilling
-from webhooks.standins.stripe_billing import FakeStripeBilling
+from standins.shopify_billing import FakeShopifyBilling
+from standins.stripe_billing import FakeStripeBilling
 
 
 pytestmark = pytest.mark.usefixtures("forget_rule_settings")

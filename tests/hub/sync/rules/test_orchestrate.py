@@ -13,8 +13,8 @@ from hub.jobs import run_time_rules
 from hub.sync.rules import params as params_
 from tests.hub.sync.rules.conftest import shopify_billing_failure
 from tests.samples import load_sample, post, stripe_event
-from webhooks.standins.shopify_billing import FakeShopifyBilling
-from webhooks.standins.stripe_billing import FakeStripeBilling
+from standins.shopify_billing import FakeShopifyBilling
+from standins.stripe_billing import FakeStripeBilling
 
 
 @pytest.fixture

@@ -60,7 +60,8 @@ class Fault:
         if self.times is not None and self.times <= 0:
             return False
         self.seen += 1
-        if self.fraction is not None and math.floor(self.seen * self.fraction) == math.floor((self.seen - 1) * self.fraction):
+        if self.fraction is not None and (math.floor(self.seen * self.fraction)
+                                          == math.floor((self.seen - 1) * self.fraction)):
             return False
         if self.times is not None:
             self.times -= 1

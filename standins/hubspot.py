@@ -19,7 +19,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from connectors.standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer
 
 STANDARD_PROPERTIES = {"email", "firstname", "lastname", "phone", "lifecyclestage", "hs_object_id"}
 HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hub_subscription_status",
@@ -91,7 +91,8 @@ class FakeHubSpot(LoopbackServer):
         if duplicates:
             return 400, self.error_body(400, f"Duplicate IDs found in batch input: {duplicates}. IDs must be unique")
         for item in inputs:
-            if set(item) - {"idProperty", "id", "properties", "objectWriteTraceId"} or item.get("idProperty") != "email":
+            if (set(item) - {"idProperty", "id", "properties", "objectWriteTraceId"}
+                    or item.get("idProperty") != "email"):
                 return 400, self.error_body(400, f"Invalid input: {json.dumps(item)[:200]}")
             unknown = sorted(set(item.get("properties") or {}) - self.properties)
             if unknown:
@@ -136,7 +137,8 @@ class FakeHubSpot(LoopbackServer):
             return 200, document
         document.update(numErrors=1, errors=[{
             "status": "error", "category": "OBJECT_NOT_FOUND",
-            "message": "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.",
+            "message": "Could not get some CONTACT objects, they may be deleted or not exist. "
+                       "Check that ids are valid.",
             "context": {"ids": missing}}])
         return 207, document
 

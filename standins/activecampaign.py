@@ -11,7 +11,7 @@ Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {
 """
 from __future__ import annotations
 
-from connectors.standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer
 
 
 class FakeActiveCampaign(LoopbackServer):
@@ -51,7 +51,8 @@ class FakeActiveCampaign(LoopbackServer):
 
     def error_body(self, status: int, message: str) -> dict:
         if status == 422:
-            return {"errors": [{"title": message, "detail": "", "code": "invalid", "source": {"pointer": "/data/attributes"}}]}
+            return {"errors": [{"title": message, "detail": "", "code": "invalid",
+                                "source": {"pointer": "/data/attributes"}}]}
         return {"message": message}
 
     def authorized(self, call: Call) -> bool:
@@ -195,7 +196,8 @@ class FakeActiveCampaign(LoopbackServer):
 
     def tags_of(self, email: str) -> set[str]:
         contact = self.contact(email)
-        return {self.tags[ct["tag"]]["tag"] for ct in self.contact_tags.values() if contact and ct["contact"] == contact["id"]}
+        return {self.tags[ct["tag"]]["tag"] for ct in self.contact_tags.values()
+                if contact and ct["contact"] == contact["id"]}
 
     def list_status(self, email: str, list_id: str) -> str | None:
         """"subscribed", "unsubscribed", or None when the contact was never put on the list."""

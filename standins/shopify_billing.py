@@ -1,10 +1,10 @@
-"""The Admin GraphQL stand-in (webhooks/standins/shopify.py) plus what the rule layer asks:
+"""The Admin GraphQL stand-in (shopify.py) plus what the rule layer asks:
 `inventoryItem` (item → variant and product) and `subscriptionBillingAttemptCreate`, with
 Shopify's idempotency: a repeated idempotencyKey returns the same attempt, not a new one.
 """
 from __future__ import annotations
 
-from webhooks.standins.shopify import FakeShopifyAdmin
+from standins.shopify import FakeShopifyAdmin
 
 
 class FakeShopifyBilling(FakeShopifyAdmin):

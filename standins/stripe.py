@@ -18,7 +18,7 @@ import secrets
 import time
 from urllib.parse import parse_qsl
 
-from connectors.standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer
 
 
 def form(call: Call) -> dict:

@@ -1,7 +1,7 @@
 """A loopback stand-in of the Stripe API calls the hub makes: billing-portal sessions (and the
 portal page a session's URL opens) and paying an invoice, in Stripe's shapes (its published
-example objects, examples/stripe_resources.json), with Stripe's 401 for a wrong key and its idempotency: a repeated Idempotency-Key
-gets the first answer again and is not another attempt.
+example objects, examples/stripe_resources.json), with Stripe's 401 for a wrong key and its
+idempotency: a repeated Idempotency-Key gets the first answer again and is not another attempt.
 
     with FakeStripeBilling("sk_test_1") as fake:
         settings.STRIPE_API_BASE, settings.STRIPE_API_KEY = fake.url, "sk_test_1"
@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from connectors.standins.loopback import Call, LoopbackServer, new_id
+from standins import EXAMPLES
+from standins.loopback import Call, LoopbackServer, new_id
 
 # "For security reasons, sessions are short-lived and will expire if the customer does not
 # visit the URL. Create sessions on-demand" (https://docs.stripe.com/api/customer_portal/sessions/object);
@@ -32,13 +33,11 @@ FLOW_REQUIRES = {"payment_method_update": (), "subscription_cancel": ("[subscrip
                  "subscription_update_confirm": ("[subscription_update_confirm][subscription]",
                                                  "[subscription_update_confirm][items][0][id]")}
 
-# Stripe's published example objects (examples/README.md), shipped with the stand-in.
-_EXAMPLES = Path(__file__).resolve().parent / "examples" / "stripe_resources.json"
 
-
-def _resource(name: str) -> dict:
+def _resource(examples: Path, name: str) -> dict:
+    """One of Stripe's published example objects (examples/README.md), or a bare one without them."""
     try:
-        return copy.deepcopy(json.loads(_EXAMPLES.read_text())[name])
+        return copy.deepcopy(json.loads(examples.read_text())[name])
     except (OSError, KeyError, ValueError):
         return {"object": name}
 
@@ -48,9 +47,10 @@ class FakeStripeBilling(LoopbackServer):
               ("GET", r"/p/session/(?P<session>[^/]+)", "portal_page"),
               ("POST", r"/v1/invoices/(?P<invoice>[^/]+)/pay", "pay_invoice")]
 
-    def __init__(self, key: str = "sk_test_standin"):
+    def __init__(self, key: str = "sk_test_standin", examples: Path = EXAMPLES):
         super().__init__()
         self.key = key
+        self.examples = examples
         self.sessions: list[dict] = []
         self.attempts: list[tuple[str, str | None]] = []
         self.declines: set[str] = set()  # invoice ids whose payment the card declines
@@ -85,7 +85,7 @@ class FakeStripeBilling(LoopbackServer):
                                                                           "portal_homepage")}}
             for part in ("subscription_cancel", "subscription_update"):
                 flow[part] = {"subscription": params[f"flow_data[{part}][subscription]"]} if kind == part else None
-        session = _resource("billing_portal.session")
+        session = _resource(self.examples, "billing_portal.session")
         sid = f"bps_{new_id()}"
         session.update(id=sid, customer=params["customer"], return_url=params.get("return_url"),
                        created=int(self.clock), flow=flow, url=f"{self.url}/p/session/{sid}")
@@ -97,7 +97,8 @@ class FakeStripeBilling(LoopbackServer):
         session = next((s for s in self.sessions if s["id"] == call.params["session"]), None)
         if session is None or (session["id"] not in self.visited
                                and self.clock - session["created"] > SESSION_LIFETIME_S):
-            return 404, self.error_body(404, "This customer portal session has expired. Return to the site to start over.")
+            return 404, self.error_body(
+                404, "This customer portal session has expired. Return to the site to start over.")
         self.visited.add(session["id"])
         flow = session["flow"] or {}
         return 200, {"object": "portal_page", "customer": session["customer"], "flow": flow.get("type"),
@@ -109,7 +110,7 @@ class FakeStripeBilling(LoopbackServer):
             return self._answers[key]
         invoice_id = call.params["invoice"]
         self.attempts.append((invoice_id, key))
-        invoice = _resource("invoice")
+        invoice = _resource(self.examples, "invoice")
         invoice.update(id=invoice_id, attempted=True)
         if invoice_id in self.declines:
             answer = (402, {"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",

@@ -19,7 +19,7 @@ import base64
 import time
 from urllib.parse import parse_qs
 
-from connectors.standins.loopback import Call, LoopbackServer, new_id
+from standins.loopback import Call, LoopbackServer, new_id
 
 # "The access URL should be accessed by the customer within one hour from the time it was
 # created ... Once accessed, the access url cannot be reused"

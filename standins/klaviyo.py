@@ -5,8 +5,9 @@ OpenAPI documents (contracts/klaviyo/ beside this module, OpenAPI 3.0 turned int
 resolved within the document, unknown attributes refused as Klaviyo does). Answers use the
 documented status codes and JSON:API bodies, including `errors[].detail` on 4xx.
 
-The schema checks need the contracts folder and jsonschema (a test dependency); without
-either (`hub demo` from a plain install) the stand-in answers the same, unvalidated.
+The schema checks need the contracts folder (`contracts=`, standins.CONTRACTS by default)
+and jsonschema (the [demo] and [test] extras); without either the stand-in answers the same,
+unvalidated.
 
     with FakeKlaviyo(api_key="pk_test") as klaviyo:
         settings.KLAVIYO_BASE_URL = klaviyo.url
@@ -28,9 +29,8 @@ try:
 except ImportError:  # a plain install: no schema checks
     Draft202012Validator = None
 
-from connectors.standins.loopback import Call, LoopbackServer, new_id
-
-CONTRACTS = Path(__file__).resolve().parent / "contracts" / "klaviyo"
+from standins import CONTRACTS
+from standins.loopback import Call, LoopbackServer, new_id
 
 # Method and path of each operation, as in its contract document: the routes when the
 # contracts folder is absent (each file is named for its operationId).
@@ -46,9 +46,9 @@ PATHS = {
 }
 
 
-def validating() -> bool:
+def validating(contracts: Path) -> bool:
     """Whether requests are checked against the contracts (folder and jsonschema present)."""
-    return Draft202012Validator is not None and CONTRACTS.is_dir()
+    return Draft202012Validator is not None and contracts.is_dir()
 
 
 def _json_schema(node):
@@ -78,12 +78,12 @@ def _json_schema(node):
 
 
 @lru_cache(maxsize=None)
-def operation(file: str) -> tuple[str, str, str, Draft202012Validator | None]:
-    """(method, path, operationId, request validator) of one contract document."""
-    if not validating():
+def operation(contracts: Path, file: str) -> tuple[str, str, str, Draft202012Validator | None]:
+    """(method, path, operationId, request validator) of one contract document in `contracts`."""
+    if not validating(contracts):
         method, path = PATHS[file]
         return method, path, file, None
-    document = json.loads((CONTRACTS / f"{file}.json").read_text())
+    document = json.loads((contracts / f"{file}.json").read_text())
     [(path, ops)] = document["paths"].items()
     [(method, op)] = ops.items()
     validator = None
@@ -96,8 +96,8 @@ def operation(file: str) -> tuple[str, str, str, Draft202012Validator | None]:
     return method.upper(), path, op["operationId"], validator
 
 
-def _route(file: str) -> tuple[str, str, str]:
-    method, path, operation_id, _ = operation(file)
+def _route(contracts: Path, file: str) -> tuple[str, str, str]:
+    method, path, operation_id, _ = operation(contracts, file)
     return method, re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path), operation_id
 
 
@@ -114,13 +114,16 @@ class Invalid(Exception):
 class FakeKlaviyo(LoopbackServer):
     """Klaviyo with a profile store, events (deduplicated by unique_id), consent and lists."""
 
-    # Request Profile Deletion has no contract document in contracts/klaviyo: its shape
-    # (DataPrivacyCreateDeletionJobQuery of klaviyo-api) is checked by hand in the handler.
-    ROUTES = [_route(f) for f in FILES] + [
-        ("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
-        ("GET", r"/api/accounts/?", "get_accounts")]  # `hub install --check`
+    # The operations without a contract document in contracts/klaviyo: Request Profile
+    # Deletion (its shape, DataPrivacyCreateDeletionJobQuery of klaviyo-api, is checked by hand
+    # in the handler) and Get Accounts. The others' routes are their documents' own, read per
+    # instance from its contracts folder.
+    ROUTES = [("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
+              ("GET", r"/api/accounts/?", "get_accounts")]  # `hub install --check`
 
-    def __init__(self, api_key: str = "pk_test", validate: bool = True):
+    def __init__(self, api_key: str = "pk_test", validate: bool = True, contracts: Path = CONTRACTS):
+        self.contracts = contracts
+        self.ROUTES = [_route(contracts, f) for f in FILES] + FakeKlaviyo.ROUTES
         super().__init__()
         self.api_key = api_key
         self.validate = validate  # schema checks cost ~1 ms per profile; a benchmark may skip them
@@ -163,7 +166,7 @@ class FakeKlaviyo(LoopbackServer):
             raise Invalid("The revision header is required.", "/headers/revision")
         if call.raw and len(call.raw) > 5 * 1024 * 1024:
             raise Invalid("Payload too large.", status=413, code="payload_too_large")
-        _, _, _, validator = operation(file)
+        _, _, _, validator = operation(self.contracts, file)
         if validator is None or not self.validate:
             return
         error = next(iter(sorted(validator.iter_errors(call.body), key=lambda e: list(e.path))), None)
@@ -233,7 +236,8 @@ class FakeKlaviyo(LoopbackServer):
         def handle(body):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
-                raise Invalid("A maximum of 10000 profiles can be imported per request.", "/data/attributes/profiles/data")
+                raise Invalid("A maximum of 10000 profiles can be imported per request.",
+                              "/data/attributes/profiles/data")
             ids = [self._upsert(p["attributes"], nulls_clear=False)[0] for p in profiles]
             self.profile_writes.update(ids)
             for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
@@ -242,7 +246,8 @@ class FakeKlaviyo(LoopbackServer):
             now = datetime.now(timezone.utc).isoformat()
             self.jobs[job_id] = {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
                 "status": "complete", "created_at": now, "total_count": len(ids), "completed_count": len(ids),
-                "failed_count": 0, "completed_at": now}, "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
+                "failed_count": 0, "completed_at": now},
+                "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
             queued = {**self.jobs[job_id], "attributes": {**self.jobs[job_id]["attributes"], "status": "queued"}}
             return 202, {"data": queued}
         return self._run(call, "bulk_import_profiles", handle)

@@ -1,4 +1,4 @@
-"""The simulated store's happenings (hub/demo/store.py) as Shopify's and Stripe's webhooks.
+"""The simulated store's happenings (store.py beside this module) as Shopify's and Stripe's webhooks.
 
 Each platform class turns one Happening into the webhooks that platform sends for it,
 signed as the platform signs them, in the shapes of the samples the normalizers are tested
@@ -7,7 +7,7 @@ contracts and billing attempts carrying ids only; Stripe API 2025-03-31 "basil",
 subscription items, an invoice's subscription under `parent`).
 
 Shopify's contract webhooks name the contract only: the hub fetches it from the Admin
-GraphQL API, so ShopifyWebhooks keeps the stand-in's contracts (webhooks/standins/shopify.py)
+GraphQL API, so ShopifyWebhooks keeps the stand-in's contracts (shopify.py)
 up to date before it returns a contract's webhooks.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from hub.demo import store as s
+from standins import store as s
 
 API_VERSION_SHOPIFY = "2026-10"
 API_VERSION_STRIPE = "2025-03-31.basil"
@@ -119,7 +119,8 @@ class ShopifyWebhooks:
             "test": False, "total_price": price, "total_price_set": money, "total_tax": "0.00",
             "updated_at": _iso(at), "customer": customer,
             "line_items": [{
-                "id": 1_500_000_000_000 + number, "admin_graphql_api_id": f"gid://shopify/LineItem/{1_500_000_000_000 + number}",
+                "id": 1_500_000_000_000 + number,
+                "admin_graphql_api_id": f"gid://shopify/LineItem/{1_500_000_000_000 + number}",
                 "name": c.plan.name, "price": price, "price_set": money, "product_exists": True,
                 "product_id": product, "quantity": 1, "requires_shipping": True, "sku": f"ROAST-{c.plan.code.upper()}",
                 "taxable": True, "title": c.plan.name, "total_discount": "0.00", "variant_id": variant,

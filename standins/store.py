@@ -3,7 +3,7 @@
 `simulate()` yields what happens in the store, in time order, as Happenings: sign-ups,
 renewals, failed payments and their retries, plan changes, cancellations, consent changes,
 usage. What each one looks like as a platform's webhook is the business of
-webhooks/standins/payloads.py; the hub's package names no platform.
+payloads.py beside this module; the store names no platform.
 
 The numbers are those of a small, healthy coffee subscription: about 9 % of renewals fail
 at first, about half of those are recovered by a retry, a few percent of customers change

@@ -1,1 +1,0 @@
-"""Loopback stand-ins of the destination tools, for tests, benchmarks and `hub demo`."""
