@@ -21,7 +21,7 @@ from hub.masking import mask_email, mask_phone, mask_text, scrub_body, scrub_hea
 from hub.values import money_text, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
-from webhooks import SOURCE_NAMES
+from webhooks import SOURCE_NAMES, get_source
 
 bp = Blueprint("synclog", __name__, url_prefix="/sync-log")
 
@@ -423,12 +423,7 @@ def events():
 
 
 def _known_topics() -> list[str]:
-    from webhooks import get_source
-
-    topics = set()
-    for name in SOURCE_NAMES:
-        topics.update(getattr(get_source(name), "TOPICS", {}))
-    return sorted(topics)
+    return sorted({topic for name in SOURCE_NAMES for topic in get_source(name).topics})
 
 
 @bp.get("/events/<id:event_id>")

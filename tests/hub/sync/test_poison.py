@@ -109,7 +109,7 @@ def crash_with(error):
                                    OverflowError("int too large to convert to float")],
                          ids=["RecursionError", "OverflowError"])
 def test_a_normalizer_crash_of_any_kind_fails_the_row_alone(client, hub, monkeypatch, error):
-    from webhooks import stripe
+    from webhooks.stripe import webhook as stripe
 
     monkeypatch.setitem(stripe.TOPICS, "customer.deleted", crash_with(error))
     post(client, "stripe", stripe_event("customer.deleted", {"id": "cus_x", "object": "customer"},

@@ -17,10 +17,10 @@ from hub.sync.inbox import drain_inbox
 from hub.models import Subscriber, Trigger
 from hub.masking import MaskPersonalData
 from hub.sync.compliance import erase_subscriber
-from hub.sync.rules import platforms
 from hub.ops.synclog import timeline
 from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
+from webhooks import SOURCES
 from webhooks.standins.chargebee import FakeChargebee
 from webhooks.standins.shopify_billing import FakeShopifyBilling
 from webhooks.standins.stripe_billing import FakeStripeBilling
@@ -146,7 +146,7 @@ def test_a_chargebee_payment_failed_link_opens_a_live_hosted_page_two_weeks_late
 def test_each_purpose_opens_its_stripe_portal_flow(hub, purpose, subscription, flow):
     with FakeStripeBilling("sk_test_flows") as stripe_:
         hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_flows", stripe_.url
-        url = platforms.customer_page_url(hub.settings, "stripe", "cus_9", purpose, subscription)
+        url = SOURCES["stripe"].customer_page(hub.settings, "cus_9", purpose, subscription)
         with urllib.request.urlopen(url, timeout=10) as page:
             assert json.loads(page.read())["flow"] == flow
     [session] = stripe_.sessions

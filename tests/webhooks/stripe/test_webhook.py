@@ -15,9 +15,9 @@ from hub.config import Settings
 from hub.errors import SignatureInvalid
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
-from webhooks import stripe as hook
+from webhooks.stripe import webhook as hook
 from webhooks.standins.stripe import FakeStripe
-from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
+from webhooks.stripe.backfill import LISTED_TYPES, invoice_item
 
 SECRET = "whsec_test_secret"
 EVENT_CREATED = 1767225600  # 2026-01-01T00:00:00Z
