@@ -10,10 +10,12 @@ from webhooks import chargebee, shopify, stripe
 from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, header, text_or_none
 from webhooks.source import Source
 
-__all__ = ["SOURCES", "SOURCE_NAMES", "UNREADABLE", "Envelope", "Source", "body_hash_id", "get_source",
-           "header", "text_or_none", "webhook_secrets"]
+__all__ = ["SOURCES", "SOURCE_NAMES", "UNREADABLE", "Envelope", "Source", "body_hash_id",
+           "get_source", "header", "text_or_none", "webhook_secrets"]
 
-SOURCES: dict[str, Source] = {source.name: source for source in (shopify.SOURCE, stripe.SOURCE, chargebee.SOURCE)}
+SOURCES: dict[str, Source] = {
+    source.name: source for source in (shopify.SOURCE, stripe.SOURCE, chargebee.SOURCE)
+}
 SOURCE_NAMES = tuple(SOURCES)
 
 

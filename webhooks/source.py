@@ -50,4 +50,5 @@ class Source:
     def __post_init__(self):
         if (self.customer_page is None) != (self.linkable is None) or \
                 (self.customer_page is not None and not self.page_name):
-            raise ValueError(f"source {self.name!r}: customer_page, linkable and page_name go together")
+            raise ValueError(f"source {self.name!r}: customer_page, linkable and page_name "
+                             "go together")
