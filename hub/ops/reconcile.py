@@ -20,10 +20,11 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.ops.backfill import RECONCILIATION, Item, load_checkpoint, listers, save_checkpoint, store
+from hub.ops.backfill import RECONCILIATION, load_checkpoint, listers, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
 from hub.models import PROCESSED, InboxEvent, Order, Payment, Subscriber, Subscription
 from hub.values import iso, utc
+from webhooks.listing import Item
 
 log = logging.getLogger(__name__)
 
