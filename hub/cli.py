@@ -34,8 +34,8 @@ def _hub():
 def _configure_rules(hub) -> None:
     """Rule parameters validated at start: a bad mappings/rules.yaml stops `hub` here, with
     a message naming the key, rather than misfiring reminders later."""
-    from hub.sync import rules
     from hub.errors import ConfigError
+    from hub.sync import rules
 
     try:
         rules.configure(hub.settings)
@@ -251,9 +251,9 @@ def replay(event_ids, failed):
     """Process stored events again through the same code path."""
     from sqlalchemy import or_, select
 
+    from hub.models import FAILED, InboxEvent, Subscriber
     from hub.sync.inbox import after_batch
     from hub.sync.inbox import replay as replay_row
-    from hub.models import FAILED, InboxEvent, Subscriber
     from hub.web.synclog import replay_message
 
     if not event_ids and not failed:

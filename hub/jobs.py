@@ -95,8 +95,7 @@ def push_batch_job(connector: str) -> dict:
 
 def run_time_rules(hub: Hub, now: datetime) -> dict:
     """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
-    from hub.sync import outbox
-    from hub.sync import rules
+    from hub.sync import outbox, rules
 
     with hub.storage.session() as session:
         report = rules.run_sweep(session, now, rules.current_params(hub.settings))

@@ -260,7 +260,7 @@ class FakeShopifyAdmin(AdminInstallStandIn):
     # calculated query cost: a leaky bucket of `bucket_size` points refilled at
     # `restore_rate` per second (Standard plan: 100), a query asking more than is left
     # answered THROTTLED. Costs follow Shopify's rules (object 1, connection 2 + first ×
-    # node) for the hub's own queries (webhooks/shopify_backfill.py).
+    # node) for the hub's own queries (webhooks/shopify/backfill.py).
 
     def _init_listing(self) -> None:
         self.listed: dict[str, list[dict]] = {"customers": [], "subscriptionContracts": [], "orders": []}

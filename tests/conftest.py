@@ -15,11 +15,10 @@ from sqlalchemy import text
 
 from hub import Hub, create_app, jobs
 from hub.config import Settings
+from hub.db.engine import Storage
 from hub.models import Base
 from hub.queues import Queues
-from hub.db.engine import Storage
 from tests.samples import TEST_SETTINGS
-
 
 
 def redis_executable() -> str:

@@ -73,7 +73,7 @@ def test_every_webhook_of_the_story_verifies_and_normalizes_with_the_hub_s_own_c
             if webhook.source == "shopify" and webhook.topic.startswith("subscription_"):
                 gid = payload.get("admin_graphql_api_subscription_contract_id") or payload["admin_graphql_api_id"]
                 payload["contract"] = admin.contracts[gid]  # what the worker's ENRICH step fetches
-            events = source.TOPICS[webhook.topic](payload, envelope)
+            events = source.topics[webhook.topic](payload, envelope)
             assert events, f"{webhook.source} {webhook.topic} normalized to nothing"
             for event in events:
                 canonical[event.name] += 1

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from hub.sync.inbox import drain_inbox
 from hub.models import InboxEvent, Subscriber
+from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin
 from tests.samples import API_HEADERS, load_sample, post
 

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from benchmarks.faults import at_standin, run, webhooks
-from standins.klaviyo import FakeKlaviyo
 from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
+from standins.klaviyo import FakeKlaviyo
 
 EVENTS = 200
 # A webhook may wait out a restart (a web server's takes seconds on a busy machine) plus the

@@ -22,11 +22,11 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from hub.sync.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.models import Subscriber, Trigger
-from tests.samples import load_sample, post, stripe_event, stripe_resource
+from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin, contract_node
+from tests.samples import load_sample, post, stripe_event, stripe_resource
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

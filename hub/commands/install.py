@@ -56,15 +56,15 @@ def _public_url_problem(settings) -> str | None:
 
 def shopify_topics() -> list[str]:
     """The Shopify topics the hub handles and registers (all but the compliance ones)."""
-    from webhooks.shopify import TOPICS
-    from webhooks.shopify_api import COMPLIANCE_TOPICS
+    from webhooks.shopify.api import COMPLIANCE_TOPICS
+    from webhooks.shopify.webhook import TOPICS
 
     return [t for t in TOPICS if t not in COMPLIANCE_TOPICS]
 
 
 def _shopify_blocked(settings) -> Check | None:
     """The line when Shopify cannot be called at all (off, no credentials, uninstalled)."""
-    from webhooks import shopify_api
+    from webhooks.shopify import api as shopify_api
 
     if not settings.SHOPIFY_SHOP:
         return Check("Shopify", OFF, "not configured (set SHOPIFY_SHOP=your-shop.myshopify.com)")
@@ -94,7 +94,7 @@ def _shopify_refused(settings, exc) -> Check:
 
 
 def _shop_name(settings, served: dict | None = None) -> str:
-    from webhooks import shopify_api
+    from webhooks.shopify import api as shopify_api
 
     data = shopify_api.execute(settings, "query HubCheck { shop { name } }", served=served)
     return (data.get("shop") or {}).get("name") or settings.SHOPIFY_SHOP
@@ -114,7 +114,7 @@ def _version_problem(settings, served: str | None) -> str | None:
 
 
 def check_shopify(settings) -> Check:
-    from webhooks import shopify_api
+    from webhooks.shopify import api as shopify_api
 
     blocked = _shopify_blocked(settings)
     if blocked is not None:
@@ -160,7 +160,7 @@ def _stripe_refused(exc) -> Check:
 def check_stripe(settings) -> Check:
     import stripe
 
-    from webhooks import stripe_api
+    from webhooks.stripe import api as stripe_api
 
     if not settings.STRIPE_API_KEY:
         return Check("Stripe", OFF, "not configured (set STRIPE_API_KEY=sk_… or rk_…)")
@@ -305,7 +305,7 @@ def _names(items: list[str], limit: int = 3) -> str:
 
 def install_shopify(settings) -> Check:
     """Create the missing webhook subscriptions and point ours at HUB_BASE_URL."""
-    from webhooks import shopify_api
+    from webhooks.shopify import api as shopify_api
 
     blocked = _shopify_blocked(settings)
     if blocked is not None:
@@ -356,7 +356,7 @@ def install_stripe(settings) -> Check:
     """Create or fix the hub's webhook endpoint; say where its signing secret goes."""
     import stripe
 
-    from webhooks import stripe_api
+    from webhooks.stripe import api as stripe_api
 
     if not settings.STRIPE_API_KEY:
         return Check("Stripe", OFF, "not configured (set STRIPE_API_KEY=sk_… or rk_…)")
@@ -458,8 +458,8 @@ def install_all(settings) -> list[Check]:
 
 
 def _forget_uninstall(settings) -> None:
-    from hub.sync import compliance
     from hub.db.engine import Storage
+    from hub.sync import compliance
 
     storage = Storage(settings.DATABASE_URL)
     try:

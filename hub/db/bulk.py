@@ -17,7 +17,6 @@ from sqlalchemy.orm.state import InstanceState
 
 from hub.models.base import now_utc
 
-
 UNWRITTEN = "hub.db.bulk.unwritten"  # session.info: objects of add_numbered not written yet
 NUMBERED = "hub.db.bulk.numbered"  # session.info: table name -> the last number add_numbered took
 

@@ -1,12 +1,29 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
 from hub.models.link import CustomerLink, LinkClick
-from hub.models.log import (BACKFILL, CANCELLED, RECONCILIATION, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
-                            PROCESSED, QUEUED, RETRYING, SENT, UNINSTALLED, Checkpoint, Delivery,
-                            DeliveryAttempt, InboxEvent, Trigger)
+from hub.models.log import (
+                            BACKFILL,
+                            CANCELLED,
+                            DEAD,
+                            FAILED,
+                            IGNORED,
+                            INTERRUPTED,
+                            OPEN_STATUSES,
+                            PENDING,
+                            PROCESSED,
+                            QUEUED,
+                            RECONCILIATION,
+                            RETRYING,
+                            SENT,
+                            UNINSTALLED,
+                            Checkpoint,
+                            Delivery,
+                            DeliveryAttempt,
+                            InboxEvent,
+                            Trigger,
+)
 from hub.models.staff import ROLES, StaffUser
-from hub.models.subscriber import (LIVE_STATUSES, STATUSES, Merge, Order, Payment, Subscriber,
-                                   Subscription)
+from hub.models.subscriber import LIVE_STATUSES, STATUSES, Merge, Order, Payment, Subscriber, Subscription
 
 __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",

@@ -1,6 +1,6 @@
 """`hub backfill`: existing customers, subscriptions, orders and invoices through the inbox.
 
-There is no second code path. A source's lister (webhooks/<source>_backfill.py) walks the
+There is no second code path. A source's lister (webhooks/<source>/backfill.py) walks the
 platform's paginated API and wraps every object as the webhook its topic would have sent;
 the driver here stores each page in the inbox with origin "backfill" and a dedupe id made
 of (object id, its updated time), then drains the inbox like a worker does. Rows with
@@ -16,137 +16,28 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import import_module
-from typing import Callable
 
 from sqlalchemy.orm import Session
 
 from hub.models import BACKFILL, Checkpoint
 from hub.sync.inbox import drain_inbox, receive
 from hub.values import iso, utc
-
-# --- what a lister returns ---------------------------------------------------------------
-
-@dataclass
-class Item:
-    """One listed object, wrapped as the webhook body its topic would carry.
-
-    `kind`, `source_id` and `updated_at` name the model row it becomes (customer,
-    subscription, payment, order) so reconciliation can skip what the hub already holds.
-    """
-
-    event_id: str
-    topic: str
-    payload: dict
-    updated_at: datetime | None = None
-    kind: str | None = None
-    source_id: str | None = None
-    shop: str | None = None
-    api_version: str | None = None
-
-
-@dataclass
-class Page:
-    """Items of one API page and where the next page starts (None: the stream is done)."""
-
-    items: list[Item]
-    next: dict | None
-    total: int | None = None  # objects in the whole stream, when the platform says
-
-
-def dedupe_id(kind: str, object_id, version) -> str:
-    """The inbox dedupe id of a listed object: the same object in the same state is stored once."""
-    return f"sync:{kind}:{object_id}@{version}"
-
-
-# --- listers: one per source, registered by webhooks/<source>_backfill.py ----------------
-
-@dataclass
-class Lister:
-    """A source's listing API. `client(settings)` opens one run's client, whose
-    `page(stream, cursor, since) -> Page` returns one page; `problem(settings)` says why
-    the source cannot be listed (not configured), or None."""
-
-    source: str
-    streams: tuple[str, ...]  # backfill, in order (customers before what refers to them)
-    changes: tuple[str, ...]  # what reconciliation polls
-    problem: Callable
-    client: Callable
-
-
-LISTERS: dict[str, Lister] = {}
-
-
-def register(lister: Lister) -> Lister:
-    """Add a source's lister to LISTERS (called by webhooks/<source>_backfill.py)."""
-    LISTERS[lister.source] = lister
-    return lister
+from webhooks import SOURCES, Envelope
+from webhooks.listing import Item, Lister
 
 
 def listers() -> dict[str, Lister]:
-    """Every source's lister, importing webhooks/<source>_backfill.py for each source."""
-    from webhooks import SOURCE_NAMES
-
-    for name in SOURCE_NAMES:
-        if name not in LISTERS:
-            import_module(f"webhooks.{name}_backfill")
-    return LISTERS
+    """Every source's lister (webhooks.SOURCES), by source name."""
+    return {name: source.lister for name, source in SOURCES.items() if source.lister is not None}
 
 
 def configured(settings) -> list[str]:
     """The sources whose APIs the hub can list with these settings."""
     return [name for name, lister in listers().items() if lister.problem(settings) is None]
-
-
-# --- rate limits: shared by the listers ------------------------------------------------------
-
-class Pacer:
-    """At most `rate` requests per second, with bursts of up to `burst` (a token bucket);
-    `hold(seconds)` makes every caller wait, as a 429 with Retry-After asks."""
-
-    def __init__(self, rate: float, burst: float = 1.0, clock=time.monotonic, sleep=time.sleep):
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        self.rate, self.burst = float(rate), max(1.0, float(burst))
-        self.clock, self.sleep = clock, sleep
-        self.tokens = self.burst
-        self.stamp = clock()
-        self.not_before = 0.0
-        self.waited = 0.0
-        self._lock = threading.Lock()
-
-    def take(self, cost: float = 1.0) -> None:
-        """Wait until `cost` tokens are there, then spend them."""
-        while True:
-            with self._lock:
-                now = self.clock()
-                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                wait = max(self.not_before - now, (cost - self.tokens) / self.rate if self.tokens < cost else 0.0)
-                if wait <= 0:
-                    self.tokens -= cost
-                    return
-            self.waited += wait
-            self.sleep(wait)
-
-    def sync(self, available: float, rate: float | None = None, burst: float | None = None) -> None:
-        """Take the platform's own count of what is left (Shopify's throttleStatus)."""
-        with self._lock:
-            self.rate = float(rate) if rate else self.rate
-            self.burst = float(burst) if burst else self.burst
-            self.tokens = min(self.burst, float(available))
-            self.stamp = self.clock()
-
-    def hold(self, seconds: float) -> None:
-        """No request before `seconds` from now (Retry-After, a throttled answer)."""
-        with self._lock:
-            self.not_before = max(self.not_before, self.clock() + max(0.0, seconds))
-            self.tokens = 0.0
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -206,8 +97,6 @@ def progress_line(label: str, done: int, total: int | None, pages: int, new: int
 
 def store(session: Session, source: str, items: list[Item], origin: str) -> int:
     """Insert the items into the inbox (each once per dedupe id); how many were new."""
-    from webhooks import Envelope
-
     conn = session.connection()
     stored = 0
     for item in items:

@@ -2,7 +2,7 @@
 webhooks missed (Shopify gives up after 4 hours and may delete a failing subscription;
 Stripe retries for 3 days).
 
-Each configured source's lister (hub.ops.backfill.LISTERS) is asked for objects changed since
+Each configured source's lister (its webhooks.SOURCES entry) is asked for objects changed since
 its checkpoint ("reconcile:<source>", minus a few minutes of overlap for clocks and
 in-flight writes). An object whose state the model already holds at that time or later
 is skipped; the rest is stored in the inbox with origin "reconciliation" under the same
@@ -21,10 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.models import RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
-from hub.ops.backfill import Item, listers, load_checkpoint, save_checkpoint, store
+from hub.ops.backfill import listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import recovered
 from hub.values import iso, utc
+from webhooks.listing import Item
 
 log = logging.getLogger(__name__)
 

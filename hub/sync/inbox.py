@@ -435,10 +435,10 @@ def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | 
         return (FAILED, f"the {row.source} event names no id or type the hub can read"), None
     try:
         source = get_source(row.source)
-        normalizer = source.TOPICS.get(row.topic)
+        normalizer = source.topics.get(row.topic)
         if normalizer is None:
             return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
-        enrich = getattr(source, "ENRICH", {}).get(row.topic)
+        enrich = source.enrich.get(row.topic)
         if enrich is not None:
             payload = enrich(payload, settings)
         envelope = Envelope(event_id=row.event_id, topic=row.topic, shop=row.shop,

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from hub.models import CustomerLink, LinkClick, now_utc
 from hub.models.link import EXPIRED, PLATFORM_FAILED, REDIRECTED
-from hub.sync.rules import platforms
 from hub.web import current_hub
+from webhooks import SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,21 @@ bp = Blueprint("links", __name__)
 
 # What secrets.token_urlsafe makes; anything else is answered without a query.
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _page_name(source: str) -> str | None:
+    """What a hub link of this source lands on ("Stripe portal"), for the timeline."""
+    found = SOURCES.get(source)
+    return found.page_name if found is not None else None
+
+
+def _customer_page_url(settings, link: CustomerLink) -> str | None:
+    """The platform's page for the link's customer and purpose, made now (None: the source
+    is not configured). Platform failures raise, for the caller to answer "try again later"."""
+    found = SOURCES.get(link.source)
+    if found is None or found.customer_page is None or not link.customer_id:
+        return None
+    return found.customer_page(settings, link.customer_id, link.purpose, link.subscription_id)
 
 
 def _page(status: int, title: str, message: str):
@@ -52,14 +67,13 @@ def follow(token: str):
         if link is None:
             return _gone(404)
         click = LinkClick(link_id=link.id, subscriber_id=link.subscriber_id, purpose=link.purpose,
-                          source=link.source, page=platforms.page_name(link.source), clicked_at=now_utc())
+                          source=link.source, page=_page_name(link.source), clicked_at=now_utc())
         session.add(click)
         if click.clicked_at - link.created_at > timedelta(days=hub.settings.HUB_LINK_TTL_DAYS):
             click.outcome = EXPIRED
             return _gone(410)
         try:
-            url = platforms.customer_page_url(hub.settings, link.source, link.customer_id, link.purpose,
-                                              link.subscription_id)
+            url = _customer_page_url(hub.settings, link)
         except Exception as exc:  # noqa: BLE001 - any platform failure: the customer may retry
             log.warning("link %s: %s could not make the customer's page: %s", link.id, link.source,
                         type(exc).__name__)

@@ -435,11 +435,7 @@ def events():
 
 
 def _known_topics() -> list[str]:
-
-    topics = set()
-    for name in SOURCE_NAMES:
-        topics.update(getattr(get_source(name), "TOPICS", {}))
-    return sorted(topics)
+    return sorted({topic for name in SOURCE_NAMES for topic in get_source(name).topics})
 
 
 @bp.get("/events/<id:event_id>")

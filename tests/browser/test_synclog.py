@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 import connectors
 from connectors.ratelimit import Limiter
+from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
-from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.web import auth
 from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin

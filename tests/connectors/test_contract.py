@@ -8,9 +8,9 @@ from sqlalchemy import select
 from connectors import CONNECTORS
 from connectors.base import Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
-from hub.sync import outbox
-from hub.models import Base, Delivery, DeliveryAttempt, now_utc
 from hub.db.engine import Storage
+from hub.models import Base, Delivery, DeliveryAttempt, now_utc
+from hub.sync import outbox
 from tests.connectors.conftest import SECRET
 
 

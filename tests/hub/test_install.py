@@ -8,18 +8,18 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 
-from standins.activecampaign import FakeActiveCampaign
-from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
-from standins.klaviyo import FakeKlaviyo
-from hub.sync import compliance
 from hub.commands import install
 from hub.config import Settings
 from hub.db.engine import Storage
-from webhooks import shopify_api
-from webhooks.shopify import TOPICS as SHOPIFY_TOPICS
+from hub.sync import compliance
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
-from webhooks.stripe import TOPICS as STRIPE_TYPES
+from webhooks.shopify import api as shopify_api
+from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
+from webhooks.stripe.webhook import TOPICS as STRIPE_TYPES
 
 HUB_URL = "https://hub.example.com"
 COMPLIANCE = {"customers/data_request", "customers/redact", "shop/redact"}

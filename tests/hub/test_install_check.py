@@ -5,12 +5,12 @@ from datetime import date
 
 from click.testing import CliRunner
 
+from hub.commands import install
+from hub.config import Settings
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
 from standins.loopback import LoopbackServer
-from hub.commands import install
-from hub.config import Settings
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
 

@@ -7,11 +7,10 @@ import os
 import stat
 
 from hub import make_hub
-from hub.sync.inbox import drain_inbox
-from hub.models import Base, Subscriber
-from hub.masking import (REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body,
-                         scrub_headers)
 from hub.db.engine import Storage
+from hub.masking import REMOVED, luhn_valid, mask_email, mask_phone, mask_text, scrub_body, scrub_headers
+from hub.models import Base, Subscriber
+from hub.sync.inbox import drain_inbox
 from tests.hub.sync.test_compliance import _found, _history, _push_all, _redact, tools  # noqa: F401 - a fixture
 from tests.samples import post
 from webhooks import Envelope

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 
 from hub import Hub, create_app, jobs
 from hub.config import Settings
+from hub.db.engine import Storage
 from hub.models import InboxEvent, Subscriber
 from hub.queues import Queues
-from hub.db.engine import Storage
 from tests.conftest import RedisServer
 from tests.samples import TEST_SETTINGS, post, stripe_event
 

@@ -26,7 +26,6 @@ from hub.sync.rules import (
     dunning,
     lifecycle,
     loyalty,
-    platforms,
     queries,
     renewal,
     stock,
@@ -48,6 +47,7 @@ from hub.sync.rules.state import (
     local_day,
 )
 from hub.sync.triggers import insert_unique, insert_unique_bulk, trigger_row
+from webhooks import SOURCES
 
 # Rule families by name (mappings/rules.yaml has one section each).
 RULES = {"lifecycle": lifecycle, "welcome": welcome, "renewal": renewal, "trial": trial,
@@ -205,6 +205,19 @@ EVENT_RULES = {
 NOTICES = {ev.TRIAL_ENDING: ("trial",), ev.PAYMENT_METHOD_EXPIRING: ("card",)}
 
 
+def item_products(settings, source: str, item_id: str) -> dict:
+    """Product and variant ids of an inventory item ({} when the source cannot tell).
+
+    A lookup that fails raises: the inbox row is marked failed and `hub replay --failed`
+    runs it again, rather than the stock rule silently finding nobody.
+    """
+    found = SOURCES.get(source)
+    lookup = found.item_products if found is not None else None
+    if settings is None or lookup is None or not item_id:
+        return {}
+    return lookup(settings, item_id) or {}
+
+
 def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | None = None,
                  history: bool = False, params: RuleParams | None = None) -> list[Trigger]:
     """Out Of Stock / Back In Stock for an inventory.changed event (it names no subscriber)."""
@@ -215,7 +228,7 @@ def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | N
         return []
     if d.get("inventory_item_id") and not (item["product_id"] or item["variant_id"]):
         # The webhook names a stock-keeping item; shipments list products and variants.
-        item.update(platforms.item_products(_settings, event.source, str(d["inventory_item_id"])))
+        item.update(item_products(_settings, event.source, str(d["inventory_item_id"])))
     ids = [str(v) for v in item.values() if v]
     if not ids:
         return []
@@ -252,6 +265,13 @@ def store(session: Session, subscriber_id: int, dues: list[Due], inbox_event_id:
     return fired
 
 
+def linked_sources(settings) -> frozenset[str]:
+    """Sources configured to make a customer's page behind a hub link (others keep the
+    platform's own link from the payload, if any)."""
+    return frozenset(name for name, source in SOURCES.items()
+                     if source.customer_page is not None and source.linkable(settings))
+
+
 # Triggers that ask the subscriber to pay or replace a card carry an update-payment link.
 LINKED = frozenset({"Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"})
 
@@ -269,7 +289,7 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) ->
     rows = [r for r in rows if r[2] in LINKED and (r[3] or {}).get("source")]
     if _settings is None or not rows:
         return {}
-    sources = {r[3]["source"] for r in rows} & platforms.linked_sources(_settings)
+    sources = {r[3]["source"] for r in rows} & linked_sources(_settings)
     columns = [PERSON.c[f"{x}_customer_id"] for x in sorted(sources) if f"{x}_customer_id" in PERSON.c]
     if not columns:
         return {}
@@ -436,9 +456,9 @@ def _retry_after_commit(session: Session, retries: list) -> None:
 def run_retry(payment, key: str, settings=None) -> bool:
     """One orchestrated retry; the trigger key is the platform's idempotency key, so even a
     repeated call charges once. False when it could not be asked (logged)."""
-    platforms.load()
     settings = settings or _settings
-    retrier = platforms.RETRY.get(payment.source)
+    source = SOURCES.get(payment.source)
+    retrier = source.retry_payment if source is not None else None
     if retrier is None or settings is None:
         dunning.log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
                             payment.source, payment.source_id)

@@ -5,8 +5,8 @@ its announced next attempt (Stripe next_payment_attempt, Chargebee next_retry_at
 retry at a time, and end when it says it will not try again (status retries_exhausted)
 or stops collecting (void, uncollectible: no longer open). Without an announced attempt,
 and in `orchestrate` mode, retries fall 3, 7 and 14 days after the first failure (at most
-3 within 21 days), and the sweep asks the platform to retry on each retry day (RETRIERS,
-hub.sync.rules.run_retry). A Payment Reminder goes 3 days before each retry, on it and 3 days
+3 within 21 days), and the sweep asks the platform to retry on each retry day (its Source's
+retry_payment, hub.sync.rules.run_retry). A Payment Reminder goes 3 days before each retry, on it and 3 days
 after. A hard decline (stolen card…) gets no retries, only the reminders asking for a new
 card. Paid within 21 days of the first failure: Payment Recovered.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
-from typing import Callable
 
 from hub.sync.rules.params import RuleParams
 from hub.sync.rules.state import (
@@ -111,10 +110,3 @@ def reminder_days(p: RuleParams) -> list[int]:
     days = set(p.dunning.retries())
     days |= {d + o for d in p.dunning.retries() for o in p.dunning.reminder_offsets_days}
     return sorted(d for d in days if 0 < d <= p.dunning.window_days)
-
-
-# Mode `orchestrate`: source → function(settings, payment, idempotency key) asking that
-# platform to retry the payment now (Stripe: Invoice.pay; Shopify: a billing attempt),
-# registered by webhooks/<source>_billing.py; the sweep calls it after commit, once per
-# new Payment Retry Scheduled trigger (hub.sync.rules.run_retry).
-RETRIERS: dict[str, Callable[..., None]] = {}

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from hub.db.bulk import write_changed
-from hub.models import Subscriber, Subscription
 from hub.db.engine import Storage
+from hub.models import Subscriber, Subscription
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -6,14 +6,13 @@ import threading
 import time
 
 import pytest
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, update
 
-from hub.models import Base, Checkpoint, InboxEvent
 from hub.db.engine import Storage, alembic_config, inbox_path
+from hub.models import Base, Checkpoint, InboxEvent
 from webhooks import Envelope
 
 

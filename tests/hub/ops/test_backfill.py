@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from hub import cli, jobs
-from hub.ops import backfill
 from hub.models import Checkpoint, Delivery, InboxEvent, Payment, Subscriber, Subscription, Trigger
-from tests.samples import load_sample, stripe_resource
+from hub.ops import backfill
 from standins.chargebee import FakeChargebee
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
+from tests.samples import load_sample, stripe_resource
 
 STRIPE_KEY = "sk_test_backfill"
 

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
+from hub.models import Checkpoint, InboxEvent, Subscriber
 from hub.ops import dashboard
 from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
-from hub.models import Checkpoint, InboxEvent, Subscriber
 from tests.hub.web.conftest import add_staff, log_in
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import API_HEADERS

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from hub import cli, jobs
-from hub.ops import reconcile
 from hub.models import InboxEvent, Subscriber, Subscription, Trigger
+from hub.ops import reconcile
 from hub.schedule import schedule
-from tests.hub.web.conftest import add_staff, log_in
-from tests.samples import API_HEADERS, load_sample, post, stripe_event
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
+from tests.hub.web.conftest import add_staff, log_in
+from tests.samples import API_HEADERS, load_sample, post, stripe_event
 
 KEY = "sk_test_reconcile"
 

@@ -10,10 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from hub.sync import outbox
-from hub.sync import compliance
-from hub.sync.inbox import drain_inbox
 from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Trigger
+from hub.sync import compliance, outbox
+from hub.sync.inbox import drain_inbox
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo

@@ -7,8 +7,8 @@ import pytest
 from rq import SimpleWorker
 from sqlalchemy import func, select
 
-from hub.sync.inbox import drain_inbox
 from hub.models import InboxEvent, Subscriber, Subscription
+from hub.sync.inbox import drain_inbox
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
 
 

@@ -17,18 +17,30 @@ from sqlalchemy.orm import selectinload
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
+from hub import metrics
+from hub.config import Settings
+from hub.db.engine import Storage
+from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
+from hub.models import (
+    CANCELLED,
+    DEAD,
+    INTERRUPTED,
+    QUEUED,
+    RETRYING,
+    SENT,
+    Base,
+    Delivery,
+    DeliveryAttempt,
+    Subscriber,
+    Subscription,
+    Trigger,
+)
+from hub.sync import outbox
+from hub.sync.apply import Changes, apply_event
+from hub.web.synclog import attempt_sentences
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
-from hub import metrics
-from hub.sync import outbox
-from hub.sync.apply import Changes, apply_event
-from hub.config import Settings
-from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
-from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Base, Delivery,
-                        DeliveryAttempt, Subscriber, Subscription, Trigger)
-from hub.db.engine import Storage
-from hub.web.synclog import attempt_sentences
 
 # Rows are created at the real time; pushing "an hour from now" finds them due.
 NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)

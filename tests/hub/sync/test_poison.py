@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 
 from hub import jobs
 from hub.cli import main
-from hub.sync.inbox import drain_inbox
 from hub.models import InboxEvent, Subscriber
+from hub.sync.inbox import drain_inbox
 from tests.hub.sync.test_inbox import customer_event, work
 from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import post, signed, stripe_event
@@ -109,7 +109,7 @@ def crash_with(error):
                                    OverflowError("int too large to convert to float")],
                          ids=["RecursionError", "OverflowError"])
 def test_a_normalizer_crash_of_any_kind_fails_the_row_alone(client, hub, monkeypatch, error):
-    from webhooks import stripe
+    from webhooks.stripe import webhook as stripe
 
     monkeypatch.setitem(stripe.TOPICS, "customer.deleted", crash_with(error))
     post(client, "stripe", stripe_event("customer.deleted", {"id": "cus_x", "object": "customer"},

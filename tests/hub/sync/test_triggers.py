@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
+from hub.db.engine import Storage
 from hub.models import Base, Trigger
 from hub.sync.rules.state import Due
-from hub.db.engine import Storage
 from hub.sync.triggers import TriggerKey, insert_unique, insert_unique_bulk, trigger_row
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)

@@ -18,16 +18,12 @@ from hub.models import Subscriber, Trigger
 from hub.sync.compliance import erase_subscriber
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import timeline
-from hub.sync.rules import platforms
-from tests.hub.sync.rules.conftest import (  # noqa: F401 - a fixture
-    failed_invoice,
-    forget_rule_settings,
-    shopify_billing_failure,
-)
-from tests.samples import load_sample, post
 from standins.chargebee import FakeChargebee
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
+from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
+from tests.samples import load_sample, post
+from webhooks import SOURCES
 
 HUB = "https://hub.shop.example"
 TWO_WEEKS = timedelta(days=14).total_seconds()
@@ -150,7 +146,7 @@ def test_a_chargebee_payment_failed_link_opens_a_live_hosted_page_two_weeks_late
 def test_each_purpose_opens_its_stripe_portal_flow(hub, purpose, subscription, flow):
     with FakeStripeBilling("sk_test_flows") as stripe_:
         hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_flows", stripe_.url
-        url = platforms.customer_page_url(hub.settings, "stripe", "cus_9", purpose, subscription)
+        url = SOURCES["stripe"].customer_page(hub.settings, "cus_9", purpose, subscription)
         with urllib.request.urlopen(url, timeout=10) as page:
             assert json.loads(page.read())["flow"] == flow
     [session] = stripe_.sessions

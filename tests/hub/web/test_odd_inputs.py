@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from hub.models import InboxEvent
-
 from tests.hub.web.conftest import token
 from tests.samples import API_HEADERS, post, signed, stripe_event
 

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.ops import synclog
 from hub.sync.inbox import drain_inbox
-from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from standins.shopify import FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
@@ -409,8 +409,8 @@ def watched_shop(hub, base_url: str):
 def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
     """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
     from hub import jobs
-    from hub.ops import dashboard
     from hub.commands.install import OK, install_shopify
+    from hub.ops import dashboard
 
     with watched_shop(hub, "https://hub.example.com") as admin:
         assert install_shopify(hub.settings).status == OK

@@ -6,9 +6,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from hub.models import Delivery, Subscriber, Trigger
 from hub.sync import rules
 from hub.sync.inbox import drain_inbox
-from hub.models import Delivery, Subscriber, Trigger
 from hub.sync.rules import params as params_
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
 

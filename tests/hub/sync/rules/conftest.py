@@ -77,8 +77,8 @@ class World:
     """A real SQLite database driven like the worker does: apply an event, then the rules."""
 
     def __init__(self, tmp_path, params=None):
-        from hub.models import Base
         from hub.db.engine import Storage
+        from hub.models import Base
 
         # HUB_TEST_POSTGRES_URL runs the same tests on PostgreSQL (the database is emptied).
         url = os.environ.get("HUB_TEST_POSTGRES_URL") or "sqlite:///" + str(tmp_path / "hub.db")

@@ -8,7 +8,7 @@ import pytest
 from hub.sync.rules import card_expiry
 from tests.hub.sync.rules.conftest import at, day, sub, subscriber, tweak
 from tests.samples import load_sample, stripe_event, stripe_resource
-from webhooks import stripe as stripe_hook
+from webhooks.stripe import webhook as stripe_hook
 
 
 def holder(**cards):

@@ -4,13 +4,13 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from hub.sync.inbox import drain_inbox
 from hub.jobs import run_time_rules
 from hub.models import Trigger
+from hub.sync.inbox import drain_inbox
 from hub.sync.rules import dunning
+from standins.stripe import FakeStripe
 from tests.hub.sync.rules.conftest import at, day, payment, tweak
 from tests.samples import load_sample, post, stripe_event, stripe_resource
-from standins.stripe import FakeStripe
 
 FAILED_AT = "2026-03-10T09:00"
 

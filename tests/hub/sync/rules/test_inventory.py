@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from hub.models import Delivery, InboxEvent, Trigger
 from hub.sync import rules
 from hub.sync.inbox import drain_inbox
-from hub.models import Delivery, InboxEvent, Trigger
-from tests.samples import load_sample, post
 from standins.shopify_billing import FakeShopifyBilling
+from tests.samples import load_sample, post
 
 ITEM, PRODUCT, VARIANT = "271878346596884015", "788032119674292922", "642667041472713922"
 

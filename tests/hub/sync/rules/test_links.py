@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from hub.models import CustomerLink, Delivery, Trigger
 from hub.sync import rules
 from hub.sync.inbox import drain_inbox
-from hub.models import CustomerLink, Delivery, Trigger
-from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure
-from tests.samples import post
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
-
+from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure
+from tests.samples import post
 
 pytestmark = pytest.mark.usefixtures("forget_rule_settings")
 

@@ -7,14 +7,14 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 import yaml
 
+from hub.jobs import run_time_rules
 from hub.sync import rules
 from hub.sync.inbox import drain_inbox
-from hub.jobs import run_time_rules
 from hub.sync.rules import params as params_
-from tests.hub.sync.rules.conftest import shopify_billing_failure
-from tests.samples import load_sample, post, stripe_event
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
+from tests.hub.sync.rules.conftest import shopify_billing_failure
+from tests.samples import load_sample, post, stripe_event
 
 
 @pytest.fixture

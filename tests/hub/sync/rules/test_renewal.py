@@ -10,7 +10,7 @@ from hub.sync.rules.queries import sub_state
 from hub.sync.rules.state import Window
 from tests.hub.sync.rules.conftest import at, day, sub, tweak
 from tests.samples import load_sample, stripe_event
-from webhooks import stripe as stripe_hook
+from webhooks.stripe import webhook as stripe_hook
 
 
 def fired(s, window, now, p):

@@ -1,12 +1,13 @@
 """Rules against a real database: the event path and the sweep, on a simulated calendar."""
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from hub.sync import rules
 from hub.models import Subscriber, Trigger
-from hub.sync.rules import dunning
+from hub.sync import rules
 from tests.hub.sync.rules.conftest import World, at, monthly, tweak
+from webhooks import SOURCES
 
 
 def days(world, first, count, hour="06:00"):
@@ -139,11 +140,10 @@ def test_orchestrate_asks_for_each_retry_once(tmp_path, monkeypatch):
     world = World(tmp_path, tweak(**{"dunning.mode": "orchestrate"}))
     asked = []
     from hub.config import Settings
-    from hub.sync.rules import platforms
 
-    platforms.load()  # the shipped retriers first, then this test's in their place
     monkeypatch.setattr(rules, "_settings", Settings.from_env(env={}))
-    monkeypatch.setitem(dunning.RETRIERS, "stripe", lambda settings, pay, key: asked.append((pay.source_id, key)))
+    monkeypatch.setitem(SOURCES, "stripe", replace(SOURCES["stripe"],
+                        retry_payment=lambda settings, pay, key: asked.append((pay.source_id, key))))
     world.emit("subscription.upserted", "2026-01-01T10:00", monthly())
     world.emit("payment.failed", "2026-02-01T10:05",
                {"source_id": "in_1", "subscription_source_id": "sub_1", "amount": 2500, "currency": "USD"})

@@ -5,20 +5,18 @@ An update-payment link opens the `manage_payment_sources` hosted page
 opens a portal session (https://apidocs.chargebee.com/docs/api/portal_sessions), whose access
 URL must be opened within an hour and only once, hence made at the click.
 
-Plain HTTP with basic auth, like webhooks.chargebee_backfill: the `chargebee` SDK builds its
+Plain HTTP with basic auth, like webhooks.chargebee.backfill: the `chargebee` SDK builds its
 URL from the site name and switches to plain http (a loopback stand-in) only through a
 class-wide flag, which would reach every other Chargebee call of the process.
-Registered in hub.sync.rules.platforms under "chargebee".
+Declared in webhooks.chargebee.SOURCE.
 """
 from __future__ import annotations
 
 import requests
 
 from hub.models.link import UPDATE_PAYMENT
-from hub.sync.rules import platforms
-from webhooks.chargebee_backfill import base_url
+from webhooks.chargebee.backfill import base_url
 
-NAME = "chargebee"
 TIMEOUT_S = 10
 
 
@@ -52,8 +50,3 @@ def customer_page_url(settings, customer_id: str, purpose: str, subscription_id:
     if purpose == UPDATE_PAYMENT:
         return _post(settings, "hosted_pages/manage_payment_sources", form)["hosted_page"]["url"]
     return _post(settings, "portal_sessions", form)["portal_session"]["access_url"]
-
-
-platforms.LINKS[NAME] = customer_page_url
-platforms.LINKABLE[NAME] = is_configured
-platforms.PAGE_NAMES[NAME] = "Chargebee"

@@ -2,7 +2,7 @@
 fetch the normalizers need, and the webhook subscriptions `hub install` registers.
 
 Subscription contract and billing-attempt webhooks carry ids only, so the worker fetches
-the contract here before normalizing (webhooks.shopify.ENRICH). Tests and the demo point
+the contract here before normalizing (webhooks.shopify.webhook.ENRICH). Tests and the demo point
 SHOPIFY_ADMIN_URL at a local stand-in of the Admin API (standins/shopify.py).
 
 Token: SHOPIFY_ACCESS_TOKEN when set; otherwise the client-credentials grant of a Dev
@@ -19,13 +19,18 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode, urlparse
 from urllib.request import Request, urlopen
 
 import shopify
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from hub.errors import HubError
+from hub.models import UNINSTALLED, Checkpoint
 
 # `email` and `phone` are deprecated on Customer since 2025-04 (defaultEmailAddress /
 # defaultPhoneNumber) but still answered, and unlike the new fields they exist in every
@@ -258,11 +263,6 @@ def uninstalled(settings) -> dict | None:
     url = settings.DATABASE_URL
     if url.startswith("sqlite") and not _sqlite_file_exists(url):
         return None  # no database yet: nothing was ever recorded
-    from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from hub.models import UNINSTALLED, Checkpoint
-
     engine = _FLAG_ENGINES.get(url)
     if engine is None:
         engine = _FLAG_ENGINES[url] = _flag_engine(url)
@@ -275,16 +275,11 @@ def uninstalled(settings) -> dict | None:
 
 
 def _sqlite_file_exists(url: str) -> bool:
-    from pathlib import Path
-
     path = url.split("///", 1)[-1]
     return bool(path) and path != ":memory:" and Path(path).exists()
 
 
 def _flag_engine(url: str):
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
     if url.startswith("sqlite"):
         # A read on its own connection: WAL lets it run beside the worker's open write, and
         # opening a SQLite file is cheap enough that no connection is kept.

@@ -13,11 +13,11 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
+from standins.stripe import FakeStripe
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
-from webhooks import stripe as hook
-from standins.stripe import FakeStripe
-from webhooks.stripe_backfill import LISTED_TYPES, invoice_item
+from webhooks.stripe import webhook as hook
+from webhooks.stripe.backfill import LISTED_TYPES, invoice_item
 
 SECRET = "whsec_test_secret"
 EVENT_CREATED = 1767225600  # 2026-01-01T00:00:00Z

@@ -19,7 +19,8 @@ from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import Money, normalize_email, normalize_phone, readable_utc, utc
-from webhooks import Envelope, body_hash_id, header, shopify_api
+from webhooks.envelope import Envelope, body_hash_id, header
+from webhooks.shopify import api as shopify_api
 
 NAME = "shopify"
 # What verify() needs: without it every webhook is refused (named at `hub run`'s start).

@@ -14,8 +14,8 @@ from hub.errors import SignatureInvalid
 from standins.shopify import FakeShopifyAdmin, contract_node
 from tests.samples import OURS, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
-from webhooks import shopify
-from webhooks.shopify_api import ShopifyAPIError
+from webhooks.shopify import webhook as shopify
+from webhooks.shopify.api import ShopifyAPIError
 
 SECRET = "shpss_test_secret"
 SHOP = "example.myshopify.com"
@@ -511,7 +511,7 @@ def test_an_envelope_read_back_naive_from_sqlite_still_compares(admin, settings)
 def test_a_silent_admin_api_times_out(settings, monkeypatch):
     import socket
 
-    from webhooks import shopify_api
+    from webhooks.shopify import api as shopify_api
 
     monkeypatch.setattr(shopify_api, "TIMEOUT_SECONDS", 0.2)
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers

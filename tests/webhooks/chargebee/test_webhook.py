@@ -12,7 +12,8 @@ from werkzeug.datastructures import Headers
 from hub.config import Settings
 from hub.errors import MalformedPayload, SignatureInvalid
 from tests.samples import OURS, chargebee_auth, load_sample
-from webhooks import body_hash_id, chargebee, get_source
+from webhooks import body_hash_id, get_source
+from webhooks.chargebee import webhook as chargebee
 
 SUB_ID = "16BjnUSUXm71P3Xq"
 CUSTOMER_ID = "16BjnUSUXm6zM2Xk"
@@ -44,7 +45,7 @@ def only(name: str, payload: dict | None = None):
 # --- verify -------------------------------------------------------------------------------
 
 def test_module_is_the_chargebee_source():
-    assert get_source("chargebee") is chargebee and chargebee.NAME == "chargebee"
+    assert get_source("chargebee").topics is chargebee.TOPICS and chargebee.NAME == "chargebee"
 
 
 def test_verify_accepts_the_configured_pair_in_a_dict_or_werkzeug_headers():

@@ -15,8 +15,8 @@ from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
-from webhooks import UNREADABLE, Envelope, body_hash_id, text_or_none
-from webhooks import header as find_header
+from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, text_or_none
+from webhooks.envelope import header as find_header
 
 NAME = "stripe"
 # The API version the normalizers are written for (they read older shapes too): `hub install`

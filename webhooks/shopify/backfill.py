@@ -5,7 +5,7 @@ cursors (`after: endCursor` while `pageInfo.hasNextPage`), sorted by update time
 filtered with the search syntax `updated_at:>'…'` (backfill --since, reconciliation).
 Each node is wrapped as the REST-shaped webhook body of its topic (`customers/update`,
 `subscription_contracts/update|cancel|expire`, `orders/create|paid|cancelled`), so
-webhooks.shopify normalizes it unchanged; a contract carries its node under "contract",
+webhooks.shopify.webhook normalizes it unchanged; a contract carries its node under "contract",
 so ENRICH fetches nothing. The dedupe id is (gid, updatedAt).
 
 Rate limit: Shopify's calculated query cost. Every answer's `extensions.cost` says what
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
 from hub.values import utc
-from webhooks import shopify_api
+from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
+from webhooks.shopify import api as shopify_api
+from webhooks.shopify.webhook import NAME
 
-SOURCE = "shopify"
 RETRIES = 8
 
 _CUSTOMER = """id legacyResourceId email firstName lastName phone createdAt updatedAt
@@ -204,6 +204,6 @@ def order_item(node: dict) -> Item:
 
 WRAP = {"customers": customer_item, "subscription_contracts": contract_item, "orders": order_item}
 
-LISTER = register(Lister(source=SOURCE, streams=("customers", "subscription_contracts", "orders"),
-                         changes=("customers", "subscription_contracts", "orders"),
-                         problem=problem, client=Client))
+LISTER = Lister(source=NAME, streams=("customers", "subscription_contracts", "orders"),
+                changes=("customers", "subscription_contracts", "orders"),
+                problem=problem, client=Client)

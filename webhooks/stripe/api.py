@@ -1,12 +1,12 @@
 """Stripe's API for `hub install`: the webhook endpoint that sends the hub its events.
 
-The endpoint's events are the types webhooks.stripe normalizes (design §4). An endpoint
+The endpoint's events are the types webhooks.stripe.webhook normalizes (design §4). An endpoint
 is the hub's when it points at the hub's URL or carries the hub's metadata mark; a second
 run finds it and changes nothing. Stripe shows an endpoint's signing secret only in the
 answer that creates it, so the user copies it into STRIPE_WEBHOOK_SECRET then (or from the
 Dashboard for an endpoint that already exists).
 
-The endpoint is created on webhooks.stripe.API_VERSION, the version the normalizers read.
+The endpoint is created on webhooks.stripe.webhook.API_VERSION, the version the normalizers read.
 Stripe takes `api_version` only when an endpoint is created (the update call has no such
 parameter, https://stripe.com/docs/api/webhook_endpoints/update), so an existing endpoint on
 another version is reported, not changed.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import stripe
 
-from webhooks.stripe import API_VERSION
+from webhooks.stripe.webhook import API_VERSION, TOPICS
 
 # Marks the endpoint the hub made, so a changed HUB_BASE_URL updates it instead of adding one.
 METADATA_MARK = {"made_by": "subscription-hub"}
@@ -31,9 +31,7 @@ def client(settings) -> stripe.StripeClient:
 
 
 def event_types() -> list[str]:
-    """The Stripe event types the hub handles (webhooks.stripe.TOPICS), sorted."""
-    from webhooks.stripe import TOPICS
-
+    """The Stripe event types the hub handles (webhooks.stripe.webhook.TOPICS), sorted."""
     return sorted(TOPICS)
 
 

@@ -9,7 +9,7 @@ reconciliation asks for what changed since its last run.
 Each listed resource is wrapped as the event the webhook would have sent —
 `customer_changed`, `subscription_changed` / `subscription_cancelled`,
 `payment_succeeded` / `payment_failed` — with `content` holding the resources the way
-webhook events hold them, so webhooks.chargebee normalizes it unchanged. The dedupe id
+webhook events hold them, so webhooks.chargebee.webhook normalizes it unchanged. The dedupe id
 is (resource id, resource_version), Chargebee's millisecond version of the resource.
 
 Rate limit: Chargebee allows 150 API calls a minute on test sites and Starter plans
@@ -22,10 +22,10 @@ from datetime import datetime
 
 import requests
 
-from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
 from hub.values import retry_after, utc
+from webhooks.chargebee.webhook import NAME
+from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
 
-SOURCE = "chargebee"
 PAGE_SIZE = 100
 RETRIES = 6
 
@@ -136,5 +136,5 @@ STREAMS = {
     "invoices": ("invoices", invoice_item),
 }
 
-LISTER = register(Lister(source=SOURCE, streams=("customers", "subscriptions", "invoices"),
-                         changes=("customers", "subscriptions", "invoices"), problem=problem, client=Client))
+LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
+                changes=("customers", "subscriptions", "invoices"), problem=problem, client=Client)

@@ -2,15 +2,12 @@
 billing attempt on the dunning cadence (mode `orchestrate`), and the product of an
 inventory item (inventory webhooks name the item only).
 
-Registered in hub.sync.rules.platforms under "shopify"; GraphQL goes through ShopifyAPI
-(webhooks.shopify_api.execute), against the Admin API stand-in in tests.
+Declared in webhooks.shopify.SOURCE; GraphQL goes through ShopifyAPI
+(webhooks.shopify.api.execute), against the Admin API stand-in in tests.
 """
 from __future__ import annotations
 
-from hub.sync.rules import platforms
-from webhooks import shopify_api
-
-NAME = "shopify"
+from webhooks.shopify import api as shopify_api
 
 BILLING_ATTEMPT = """
 mutation HubBillingAttempt($contract: ID!, $input: SubscriptionBillingAttemptInput!) {
@@ -33,7 +30,8 @@ def _number(gid) -> str | None:
     return str(gid).rsplit("/", 1)[-1] if gid else None
 
 
-def _shop(settings) -> str:
+def shop_domain(settings) -> str:
+    """The shop's domain from SHOPIFY_SHOP, bare (empty: not configured)."""
     return (settings.SHOPIFY_SHOP or "").strip().removeprefix("https://").removeprefix("http://").strip("/")
 
 
@@ -44,7 +42,7 @@ def account_url(settings, customer_id: str, purpose: str, subscription_id: str |
     The same address serves classic and new customer accounts (the shop redirects); no
     call is needed, so this also works while the Admin API is unreachable.
     """
-    shop = _shop(settings)
+    shop = shop_domain(settings)
     return f"https://{shop}/account" if shop else None
 
 
@@ -71,10 +69,3 @@ def inventory_item_products(settings, item_id: str) -> dict:
     item = shopify_api.execute(settings, INVENTORY_ITEM, {"id": gid}).get("inventoryItem") or {}
     variant = item.get("variant") or {}
     return {"variant_id": _number(variant.get("id")), "product_id": _number((variant.get("product") or {}).get("id"))}
-
-
-platforms.LINKS[NAME] = account_url
-platforms.LINKABLE[NAME] = _shop
-platforms.PAGE_NAMES[NAME] = "Shopify account page"
-platforms.RETRY[NAME] = create_billing_attempt
-platforms.ITEMS[NAME] = inventory_item_products

@@ -26,11 +26,10 @@ from datetime import datetime
 
 import stripe
 
-from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
 from hub.values import retry_after, utc
-from webhooks.stripe import TOPICS
+from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
+from webhooks.stripe.webhook import NAME, TOPICS
 
-SOURCE = "stripe"
 PAGE_SIZE = 100
 LIVE_RATE, SANDBOX_RATE = 100, 25
 RETRIES = 6
@@ -102,7 +101,7 @@ def _event(kind: str, event_type: str, obj: dict, created: int, model_kind: str)
                "livemode": obj.get("livemode"), "data": {"object": obj}}
     customer = obj.get("customer")
     if isinstance(customer, dict):
-        payload["_customer"] = customer  # what webhooks.stripe.attach_customer would fetch
+        payload["_customer"] = customer  # what webhooks.stripe.webhook.attach_customer would fetch
     return Item(event_id=event_id, topic=event_type, payload=payload, updated_at=utc(created),
                 kind=model_kind, source_id=obj["id"])
 
@@ -164,5 +163,5 @@ STREAMS = {
     "events": ("events", {"types": LISTED_TYPES}, event_item),
 }
 
-LISTER = register(Lister(source=SOURCE, streams=("customers", "subscriptions", "invoices"),
-                         changes=("events",), problem=problem, client=Client))
+LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
+                changes=("events",), problem=problem, client=Client)

@@ -1,7 +1,7 @@
 """Stripe calls of the rule layer, through the official SDK: the page behind a hub link
 (a billing portal session, made at the click) and, in dunning mode `orchestrate`, paying an open invoice now.
 
-Registered in hub.sync.rules.platforms under "stripe". Tests point STRIPE_API_BASE at the
+Declared in webhooks.stripe.SOURCE. Tests point STRIPE_API_BASE at the
 loopback stand-in of standins/stripe_billing.py.
 """
 from __future__ import annotations
@@ -9,9 +9,6 @@ from __future__ import annotations
 import stripe
 
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
-from hub.sync.rules import platforms
-
-NAME = "stripe"
 
 
 def is_configured(settings) -> bool:
@@ -61,9 +58,3 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
     if not is_configured(settings):
         raise RuntimeError("dunning mode is orchestrate but STRIPE_API_KEY is empty")
     client(settings).v1.invoices.pay(payment.source_id, options={"idempotency_key": idempotency_key})
-
-
-platforms.LINKS[NAME] = billing_portal_url
-platforms.LINKABLE[NAME] = is_configured
-platforms.PAGE_NAMES[NAME] = "Stripe portal"
-platforms.RETRY[NAME] = pay_invoice

@@ -1,0 +1,18 @@
+"""Chargebee: events with HTTP basic auth, the list APIs for backfill, and the hosted pages
+and portal sessions behind hub links (plain HTTP, no SDK)."""
+from __future__ import annotations
+
+from webhooks.chargebee import backfill, billing, webhook
+from webhooks.source import Source
+
+SOURCE = Source(
+    name=webhook.NAME,
+    secret_settings=webhook.SECRET_SETTINGS,
+    verify=webhook.verify,
+    describe=webhook.describe,
+    topics=webhook.TOPICS,
+    lister=backfill.LISTER,
+    page_name="Chargebee",
+    customer_page=billing.customer_page_url,
+    linkable=billing.is_configured,
+)
