@@ -129,7 +129,7 @@ def main() -> None:
                f"when the first run was killed.")
     notes = (f"{summary}\n\n{n:,} Stripe customers and {n:,} subscriptions (Stripe's example customer and "
              "subscription objects with their own ids), listed 100 a page (`starting_after`; subscriptions with "
-             "`expand[]=data.customer`) from the loopback stand-in (webhooks/standins/stripe.py) enforcing "
+             "`expand[]=data.customer`) from the loopback stand-in (standins/stripe.py) enforcing "
              f"{args.rate:g} list requests per second (Stripe's live-mode read limit) with 429 above it: "
              f"{requests:,} requests, {throttled:,} answered 429. Each page is stored in the inbox with its "
              "checkpoint in one transaction and drained in the same process (normalize → apply → rules as "
