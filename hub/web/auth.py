@@ -84,6 +84,8 @@ def init_app(app) -> None:
                       swallow_errors=True)
     failed = {"methods": ["POST"], "deduct_when": lambda response: response.status_code == 401,
               "on_breach": _too_many}
+    # Only a login attempt is counted: every other request skips the limiter's bookkeeping.
+    limiter.request_filter(lambda: request.method != "POST" or request.endpoint != "auth.login")
     # Wrapped per app, as each app has its own limiter; the wrapper tests both limits when the
     # view is called (after the CSRF check) and deducts after it.
     view = app.view_functions["auth.login"]
@@ -189,7 +191,8 @@ def _address_and_email() -> str:
 
 def _too_many(limit):
     """on_breach: the login page again, 429, saying how long to wait (Flask-Limiter's RequestLimit)."""
-    wait = max(1, min(WINDOW_SECONDS, math.ceil(limit.window[0] - time.time())))
+    # The key's expiry alone (one Redis call; RequestLimit.window would also read the count).
+    wait = max(1, min(WINDOW_SECONDS, math.ceil(limit.limiter.storage.get_expiry(limit.key) - time.time())))
     email = _email()
     log.warning("login refused for %s from %s: too many failed attempts", email, _address())
     flash(f"Too many failed attempts. Wait {wait} seconds, then try again.", "error")
