@@ -112,8 +112,7 @@ def _template_globals():
 def _load_staff(login_id: str) -> StaffUser | None:
     """The staff user whose login id (id and session generation) the cookie carries; role read
     fresh from the database on each request."""
-    user_id, _, _generation = login_id.partition(":")
-    user_id = row_id(user_id)
+    user_id = row_id(login_id.partition(":")[0])
     staff = None
     if user_id is not None:
         with current_hub().storage.session() as s:

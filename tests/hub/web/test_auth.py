@@ -178,6 +178,23 @@ def test_the_limit_falls_back_to_memory_when_redis_is_down(app, hub):
     assert log_in(client, "sam@shop.test", PASSWORD).status_code == 429
 
 
+def test_right_passwords_are_never_counted(app, hub):
+    add_staff(hub, "sam@shop.test")
+    for _ in range(auth.MAX_FAILURES_PER_IP + 1):
+        assert log_in(app.test_client(), "sam@shop.test").status_code == 302
+    assert log_in(app.test_client(), "sam@shop.test", "guess").status_code == 401
+
+
+def test_one_address_guessing_many_accounts_is_refused_whatever_the_email(app, hub):
+    add_staff(hub, "sam@shop.test")
+    client = app.test_client()
+    for n in range(auth.MAX_FAILURES_PER_IP):
+        assert log_in(client, f"person{n}@shop.test", "guess").status_code == 401
+    refused = log_in(client, "sam@shop.test", PASSWORD)
+    assert refused.status_code == 429 and "Too many failed attempts" in refused.get_data(as_text=True)
+    assert log_in(app.test_client(), "sam@shop.test", PASSWORD, REMOTE_ADDR="10.0.0.9").status_code == 302
+
+
 def test_a_successful_login_clears_the_count(app, hub):
     add_staff(hub, "sam@shop.test")
     client = app.test_client()
