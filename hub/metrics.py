@@ -1,43 +1,69 @@
-"""Prometheus text for /metrics: inbox, deliveries and queues, read from the database."""
+"""Prometheus text for /metrics: inbox, deliveries and queues, read from the database.
+
+A custom prometheus_client collector: the numbers are counted in the database (and Redis) at
+each scrape, not kept in this process, so every web process answers the same.
+"""
 from __future__ import annotations
 
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import bindparam, func, select
 
 from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
 
+# The text format every Prometheus reads (what generate_latest writes).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HubCollector:
+    """The hub's metrics, read when collected."""
+
+    def __init__(self, hub):
+        self.hub = hub
+
+    def collect(self):
+        with self.hub.storage.session() as session:
+            inbox = GaugeMetricFamily("hub_inbox_open_events",
+                                      "Inbox rows waiting or failed, by source and status.",
+                                      labels=["source", "status"])
+            # Only open rows: counting a million processed ones on every scrape is a full scan.
+            for source, status, n in session.execute(select(InboxEvent.source, InboxEvent.status, func.count())
+                                                     .where(InboxEvent.is_open())
+                                                     .group_by(InboxEvent.source, InboxEvent.status)):
+                inbox.add_metric([source, status], n)
+            yield inbox
+            deliveries = GaugeMetricFamily("hub_deliveries", "Deliveries by connector and status.",
+                                           labels=["connector", "status"])
+            for connector, status, n in session.execute(select(Delivery.connector, Delivery.status, func.count())
+                                                        .group_by(Delivery.connector, Delivery.status)):
+                deliveries.add_metric([connector, status], n)
+            yield deliveries
+            interrupted = CounterMetricFamily(
+                "hub_deliveries_interrupted_total",
+                "Deliveries sent again because the push carrying them stopped before the tool "
+                "answered (a worker crash), by connector and kind: events are dropped by tools that "
+                "honour unique_id, profile updates are written twice.", labels=["connector", "kind"])
+            for connector, kind, n in session.execute(interrupted_counts()):
+                interrupted.add_metric([connector, kind], n)
+            yield interrupted
+            subscribers = GaugeMetricFamily("hub_subscribers", "Subscribers by lifecycle stage.",
+                                            labels=["stage"])
+            for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):
+                subscribers.add_metric([stage or "unknown"], n)
+            yield subscribers
+        try:
+            depth = self.hub.queues.depth()
+        except Exception:  # Redis down: /healthz says so; metrics still render
+            depth = {}
+        queues = GaugeMetricFamily("hub_queue_depth", "Jobs waiting per RQ queue.", labels=["queue"])
+        for queue, n in depth.items():
+            queues.add_metric([queue], n)
+        yield queues
+
 
 def render(hub) -> str:
     """The metrics page, in Prometheus' text format."""
-    lines = []
-    with hub.storage.session() as session:
-        lines += ["# HELP hub_inbox_open_events Inbox rows waiting or failed, by source and status.",
-                  "# TYPE hub_inbox_open_events gauge"]
-        # Only open rows: counting a million processed ones on every scrape is a full scan.
-        for source, status, n in session.execute(select(InboxEvent.source, InboxEvent.status, func.count())
-                                                 .where(InboxEvent.is_open())
-                                                 .group_by(InboxEvent.source, InboxEvent.status)):
-            lines.append(f'hub_inbox_open_events{{source="{source}",status="{status}"}} {n}')
-        lines += ["# HELP hub_deliveries Deliveries by connector and status.", "# TYPE hub_deliveries gauge"]
-        for connector, status, n in session.execute(select(Delivery.connector, Delivery.status, func.count())
-                                                    .group_by(Delivery.connector, Delivery.status)):
-            lines.append(f'hub_deliveries{{connector="{connector}",status="{status}"}} {n}')
-        lines += ["# HELP hub_deliveries_interrupted_total Deliveries sent again because the push "
-                  "carrying them stopped before the tool answered (a worker crash), by connector and "
-                  "kind: events are dropped by tools that honour unique_id, profile updates are "
-                  "written twice.",
-                  "# TYPE hub_deliveries_interrupted_total counter"]
-        for connector, kind, n in session.execute(interrupted_counts()):
-            lines.append(f'hub_deliveries_interrupted_total{{connector="{connector}",kind="{kind}"}} {n}')
-        lines += ["# HELP hub_subscribers Subscribers by lifecycle stage.", "# TYPE hub_subscribers gauge"]
-        for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):
-            lines.append(f'hub_subscribers{{stage="{stage or "unknown"}"}} {n}')
-    try:
-        depth = hub.queues.depth()
-    except Exception:  # Redis down: /healthz says so; metrics still render
-        depth = {}
-    lines += ["# HELP hub_queue_depth Jobs waiting per RQ queue.", "# TYPE hub_queue_depth gauge"]
-    lines += [f'hub_queue_depth{{queue="{q}"}} {n}' for q, n in depth.items()]
-    return "\n".join(lines) + "\n"
+    return generate_latest(HubCollector(hub)).decode()
 
 
 def interrupted_counts():

@@ -25,6 +25,16 @@ class StaffUser(Base):
     # (the cookie is signed, not stored: without this a copied cookie outlives logout).
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
+    # What Flask-Login asks of a user object (hub.web.auth), without importing it here.
+    is_active = True
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The login id kept in the session cookie: the id and the session generation, so a
+        cookie from before end_sessions() loads no one (Flask-Login's alternative id)."""
+        return f"{self.id}:{self.session_generation}"
+
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
         self.end_sessions()

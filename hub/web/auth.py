@@ -1,113 +1,137 @@
 """Staff login and logout, CSRF tokens, roles, and the login rate limit.
 
+Which library does what: Flask-Login keeps who is logged in, Flask-WTF's CSRFProtect the form
+tokens, Flask-Limiter (on `limits`) the login rate limit; this module sets them up for the hub.
+
 Threats this module answers:
 - Password guessing: failed logins are counted per (email, IP) and per IP in Redis, so
   the limit holds across every web process; after MAX_FAILURES in a minute further
   attempts are refused with 429 until the minute is over, right password or not.
-  When Redis is unreachable the counters fall back to this process's memory (weaker
-  with several processes, but never no limit at all).
-- Cross-site requests: every form carries a per-session token that every POST to the
-  staff pages must echo (the session cookie is also SameSite=Lax, set in create_app).
-- Session fixation: the session is cleared and a new CSRF token issued at login.
-- Stolen or left-behind cookies: the cookie is signed, not stored, so it carries the user's
-  session generation; logout and a password change move it on (StaffUser.end_sessions), and
-  every cookie of that user issued before stops working, on every device.
+  Flask-Limiter counts requests, so its limits only test before the view and deduct after it
+  when the answer was a refused password (deduct_when: 401). When Redis is unreachable the
+  counts fall back to this process's memory (weaker with several processes, but never no
+  limit at all) and Redis is tried again after a back-off.
+- Cross-site requests: every POST, PUT, PATCH and DELETE to a page needs the form's token
+  (CSRFProtect, checked before any view; the session cookie is also SameSite=Lax, set in
+  create_app). Webhooks (plain WSGI in front of Flask) and the JSON API (bearer token, no
+  cookie) carry no cookie to ride on, so they need none: the API is exempted by name.
+- Session fixation: the session is cleared at login, which also drops the CSRF token.
+- Stolen or left-behind cookies: the cookie is signed, not stored, so the id Flask-Login keeps
+  in it carries the user's session generation (StaffUser.get_id, Flask-Login's "alternative
+  id"); logout and a password change move it on (StaffUser.end_sessions), and every cookie
+  of that user issued before loads no one, on every device.
 - Account discovery: an unknown email costs the same password-hash check as a known one
   and gets the same answer.
-Webhooks (plain WSGI in front of Flask) and the JSON API (bearer token, no cookie) are
-not cookie-authenticated, so they need no CSRF token.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
+import math
 import secrets
-import threading
 import time
 from functools import wraps
+from typing import ClassVar
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from limits.storage import RedisStorage
 from redis import exceptions as redis_errors
 from sqlalchemy import select
+from werkzeug.exceptions import BadRequest
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from hub.models import StaffUser
-from hub.values import normalize_email
+from hub.values import normalize_email, row_id
 from hub.web import current_hub
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
-CSRF_FIELD = "csrf_token"
-CSRF_KEY = "_csrf"
-GENERATION_KEY = "staff_generation"
 # Failed logins allowed per (email, IP) in a window; the next attempt in it is refused (429).
 MAX_FAILURES = 9
 # Failed logins allowed per IP whatever the email, against one address trying many accounts.
 MAX_FAILURES_PER_IP = 30
 WINDOW_SECONDS = 60
+CSRF_REFUSED = "This form has expired or did not come from this site. Reload the page and try again."
 # Checked against when the email is unknown, so both answers take as long.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 
-
-# CSRF ---------------------------------------------------------------------------------
-
-def csrf_token() -> str:
-    """This session's CSRF token (created on first use); every form renders it."""
-    token = session.get(CSRF_KEY)
-    if not token:
-        token = session[CSRF_KEY] = secrets.token_urlsafe(32)
-    return token
+csrf = CSRFProtect()
+login_manager = LoginManager()
+# No IP/browser fingerprint in the session: the generation already ends stolen sessions, and
+# "basic" protection would only mark them stale (the hub never asks for a fresh login).
+login_manager.session_protection = None
 
 
-def check_csrf() -> None:
-    """Refuse a POST whose form token does not match the session's (400)."""
-    if request.method != "POST":
-        return
-    expected = session.get(CSRF_KEY)
-    given = request.form.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
-    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-        abort(400, description="This form has expired or did not come from this site. "
-                               "Reload the page and try again.")
+def init_app(app) -> None:
+    """Sessions, CSRF tokens and the login limit for `app`, after its blueprints are registered."""
+    # A token lives as long as its session (logout and login clear it), as a form left open
+    # for hours must still post. No Referer check on HTTPS: SameSite=Lax and the token already
+    # refuse cross-site posts, and a browser that strips Referer would lock staff out.
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.config.setdefault("WTF_CSRF_SSL_STRICT", False)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    limiter = Limiter(_address, app=app, strategy="fixed-window", storage_uri="hub+redis://",
+                      storage_options={"queues": app.extensions["hub"].queues},
+                      in_memory_fallback_enabled=True,
+                      # A count lost to Redis failing mid-request is logged, never a 500.
+                      swallow_errors=True)
+    failed = {"methods": ["POST"], "deduct_when": lambda response: response.status_code == 401,
+              "on_breach": _too_many}
+    # Only a login attempt is counted: every other request skips the limiter's bookkeeping.
+    limiter.request_filter(lambda: request.method != "POST" or request.endpoint != "auth.login")
+    # Wrapped per app, as each app has its own limiter; the wrapper tests both limits when the
+    # view is called (after the CSRF check) and deducts after it.
+    view = app.view_functions["auth.login"]
+    view = limiter.limit(f"{MAX_FAILURES}/{WINDOW_SECONDS} seconds", key_func=_address_and_email, **failed)(view)
+    view = limiter.limit(f"{MAX_FAILURES_PER_IP}/{WINDOW_SECONDS} seconds", **failed)(view)
+    app.view_functions["auth.login"] = view
+    app.register_error_handler(CSRFError, csrf_refused)
+
+
+def csrf_refused(exc: CSRFError):
+    """A POST whose token is missing, wrong or from an ended session: the same clear 400 page."""
+    log.info("refused a %s to %s: %s", request.method, request.path, exc.description)
+    return render_template("error.html", error=BadRequest(CSRF_REFUSED)), 400
 
 
 @bp.app_context_processor
 def _template_globals():
-    return {"staff": load_staff() if "staff_id" in session else None}
-
-
-bp.record_once(lambda state: state.app.jinja_env.globals.update(csrf_token=csrf_token))
+    return {"staff": load_staff()}
 
 
 # Who is logged in ----------------------------------------------------------------------
 
-def load_staff() -> StaffUser | None:
-    """The logged-in staff user of this request (role read fresh from the database)."""
-    if "staff" in g:
-        return g.staff
+@login_manager.user_loader
+def _load_staff(login_id: str) -> StaffUser | None:
+    """The staff user whose login id (id and session generation) the cookie carries; role read
+    fresh from the database on each request."""
+    user_id = row_id(login_id.partition(":")[0])
     staff = None
-    user_id = session.get("staff_id")
     if user_id is not None:
         with current_hub().storage.session() as s:
             staff = s.get(StaffUser, user_id)
             if staff is not None:
                 s.expunge(staff)
-        if staff is None or staff.session_generation != session.get(GENERATION_KEY):
-            session.clear()  # ended by a logout or a password change, or the user is gone
-            staff = None
-    g.staff = staff
+    if staff is None or staff.get_id() != login_id:
+        session.clear()  # ended by a logout or a password change, or the user is gone
+        return None
     return staff
 
 
-def login_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if load_staff() is None:
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        return view(*args, **kwargs)
-    return wrapper
+@login_manager.unauthorized_handler
+def _to_login():
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def load_staff() -> StaffUser | None:
+    """The logged-in staff user of this request, or None."""
+    return current_user if current_user.is_authenticated else None
 
 
 def operator_required(view):
@@ -116,7 +140,7 @@ def operator_required(view):
     def wrapper(*args, **kwargs):
         staff = load_staff()
         if staff is None:
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            return login_manager.unauthorized()
         if not staff.can_operate:
             abort(403, description="Only operators can retry, replay or resend. "
                                    "Ask an operator, or an admin to make you one.")
@@ -126,101 +150,64 @@ def operator_required(view):
 
 # Rate limit ----------------------------------------------------------------------------
 
-class LoginThrottle:
-    """Failed-login counters per key and fixed one-minute window: Redis first, memory second."""
+class HubRedisStorage(RedisStorage):
+    """limits' Redis storage on the hub's own connection (Queues.connection), looked up at each
+    call: queues and counts share one pool, the embedded Redis of a single-machine install is
+    started by whichever needs it first, and a replaced connection is followed. The parent's
+    client, built from a placeholder URI, never connects: only its Lua scripts are kept, and run
+    on the hub's connection."""
 
-    def __init__(self, window: int = WINDOW_SECONDS):
-        self.window = window
-        self._local: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-        self._redis_down_until = 0.0
+    STORAGE_SCHEME: ClassVar[list[str]] = ["hub+redis"]
 
-    def _redis(self):
-        if time.monotonic() < self._redis_down_until:
-            return None
-        try:
-            return current_hub().queues.connection
-        except Exception as exc:  # embedded Redis failed to start: count in memory
-            self._redis_failed(exc)
-            return None
+    def __init__(self, uri: str, queues, **options):
+        self.queues = queues
+        super().__init__("redis://", **options)
 
-    def _redis_failed(self, exc) -> None:
-        log.warning("login throttle: Redis unreachable, counting in this process (%s)", exc)
-        # Do not pay a connect timeout on every login while Redis is down.
-        self._redis_down_until = time.monotonic() + 30
+    def get_connection(self, readonly: bool = False):
+        return self.queues.connection
 
-    def failures(self, key: str) -> tuple[int, int]:
-        """(failed attempts in the current window, seconds until it ends)."""
-        redis = self._redis()
-        if redis is not None:
-            try:
-                pipe = redis.pipeline()
-                pipe.get(key)
-                pipe.ttl(key)
-                count, ttl = pipe.execute()
-                return int(count or 0), max(1, int(ttl)) if ttl and ttl > 0 else self.window
-            except (redis_errors.RedisError, OSError) as exc:  # Redis unreachable: memory instead
-                self._redis_failed(exc)
-        with self._lock:
-            started, count = self._local.get(key, (0.0, 0))
-            left = self.window - (time.monotonic() - started)
-            return (count, max(1, int(left) + 1)) if left > 0 else (0, self.window)
+    def prefixed_key(self, key: str) -> str:
+        return f"hub:limits:{key}"
 
-    def fail(self, key: str) -> int:
-        """Count one failed attempt; returns the count in this window."""
-        redis = self._redis()
-        if redis is not None:
-            try:
-                pipe = redis.pipeline()
-                # The window starts at the first failure (SET NX EX); INCR keeps its expiry.
-                pipe.set(key, 0, ex=self.window, nx=True)
-                pipe.incr(key)
-                return int(pipe.execute()[1])
-            except (redis_errors.RedisError, OSError) as exc:
-                self._redis_failed(exc)
-        with self._lock:
-            now = time.monotonic()
-            if len(self._local) > 10_000:  # drop finished windows
-                self._local = {k: v for k, v in self._local.items() if now - v[0] < self.window}
-            started, count = self._local.get(key, (now, 0))
-            if now - started >= self.window:
-                started, count = now, 0
-            self._local[key] = (started, count + 1)
-            return count + 1
-
-    def reset(self) -> None:
-        """Forget the in-process counters and any remembered Redis outage (tests, restarts)."""
-        with self._lock:
-            self._local.clear()
-        self._redis_down_until = 0.0
-
-    def clear(self, key: str) -> None:
-        redis = self._redis()
-        if redis is not None:
-            try:
-                redis.delete(key)
-            except (redis_errors.RedisError, OSError) as exc:
-                self._redis_failed(exc)
-        with self._lock:
-            self._local.pop(key, None)
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        # The window starts at the first counted failure; later ones keep its expiry.
+        return int(self.lua_incr_expire([self.prefixed_key(key)], [expiry, amount],
+                                        client=self.get_connection()))
 
 
-throttle = LoginThrottle()
+def _address() -> str:
+    return request.remote_addr or "unknown"
 
 
-def _keys(email: str, ip: str) -> tuple[str, str]:
-    who = hashlib.sha256(email.encode()).hexdigest()[:24]
-    return f"hub:login-failures:{ip}:{who}", f"hub:login-failures:{ip}"
+def _email() -> str:
+    return normalize_email(request.form.get("email")) or (request.form.get("email") or "").strip().lower()
 
 
-def _too_many(email: str, ip: str) -> int:
-    """Seconds to wait when this email+IP (or this IP) failed too often this minute, else 0."""
-    pair, address = _keys(email, ip)
-    count, left = throttle.failures(pair)
-    if count >= MAX_FAILURES:
-        return left
-    count, left = throttle.failures(address)
-    return left if count >= MAX_FAILURES_PER_IP else 0
+def _address_and_email() -> str:
+    return f"{_address()}:{hashlib.sha256(_email().encode()).hexdigest()[:24]}"
+
+
+def _too_many(limit):
+    """on_breach: the login page again, 429, saying how long to wait (Flask-Limiter's RequestLimit)."""
+    # The key's expiry alone (one Redis call; RequestLimit.window would also read the count).
+    wait = max(1, min(WINDOW_SECONDS, math.ceil(limit.limiter.storage.get_expiry(limit.key) - time.time())))
+    email = _email()
+    log.warning("login refused for %s from %s: too many failed attempts", email, _address())
+    flash(f"Too many failed attempts. Wait {wait} seconds, then try again.", "error")
+    page = render_template("login.html", next=request.form.get("next") or "", email=email)
+    return current_app.make_response((page, 429, {"Retry-After": str(wait)}))
+
+
+def _forget_failures() -> None:
+    """After a right password: this email and address start again from nothing (not the IP's count)."""
+    pair = _address_and_email()
+    for limiter in current_app.extensions.get("limiter", ()):
+        for limit in limiter.current_limits:
+            if pair in limit.request_args:
+                try:
+                    limit.limiter.clear(limit.limit, *limit.request_args)
+                except (redis_errors.RedisError, OSError) as exc:  # the count expires on its own
+                    log.warning("login limit: could not clear a count (%s)", type(exc).__name__)
 
 
 def _safe_next(target: str | None) -> str:
@@ -238,35 +225,25 @@ def _safe_next(target: str | None) -> str:
 def login():
     if request.method == "GET":
         return render_template("login.html", next=request.args.get("next", ""), email="")
-    check_csrf()
-    email = normalize_email(request.form.get("email")) or (request.form.get("email") or "").strip().lower()
+    email = _email()
     password = request.form.get("password") or ""
-    ip = request.remote_addr or "unknown"
+    ip = _address()
     target = request.form.get("next") or ""
-    wait = _too_many(email, ip)
-    if wait:
-        log.warning("login refused for %s from %s: too many failed attempts", email, ip)
-        flash(f"Too many failed attempts. Wait {wait} seconds, then try again.", "error")
-        return render_template("login.html", next=target, email=email), 429, {"Retry-After": str(wait)}
     with current_hub().storage.session() as s:
         user = s.scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
         if user is None:
             check_password_hash(_DUMMY_HASH, password)  # the same cost as a real check
-            ok, user_id, generation = False, None, None
+        elif user.check_password(password):
+            s.expunge(user)
         else:
-            ok, user_id, generation = user.check_password(password), user.id, user.session_generation
-    pair, address = _keys(email, ip)
-    if not ok:
-        throttle.fail(pair)
-        throttle.fail(address)
+            user = None
+    if user is None:
         log.info("failed login for %s from %s", email, ip)
         flash("That email and password do not match a staff account.", "error")
         return render_template("login.html", next=target, email=email), 401
-    throttle.clear(pair)
+    _forget_failures()
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
-    session["staff_id"] = user_id
-    session[GENERATION_KEY] = generation
-    csrf_token()
+    login_user(user)
     log.info("staff %s logged in from %s", email, ip)
     return redirect(_safe_next(target))
 
@@ -280,13 +257,13 @@ def home():
 @bp.post("/logout")
 def logout():
     """End every session of this user, not only this browser's cookie."""
-    check_csrf()
     staff = load_staff()
     if staff is not None:
         with current_hub().storage.session() as s:
             user = s.get(StaffUser, staff.id)
             if user is not None:
                 user.end_sessions()
+    logout_user()
     session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
@@ -294,12 +271,12 @@ def logout():
 
 __all__ = [
     "MAX_FAILURES",
+    "MAX_FAILURES_PER_IP",
     "WINDOW_SECONDS",
     "bp",
-    "check_csrf",
-    "csrf_token",
+    "csrf",
+    "init_app",
     "load_staff",
-    "login_required",
+    "login_manager",
     "operator_required",
-    "throttle",
 ]

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select
 
+from hub.metrics import CONTENT_TYPE, render
 from hub.models import FAILED, PENDING, InboxEvent
 from hub.web import current_hub
 
@@ -55,6 +56,4 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    from hub.metrics import render
-
-    return Response(render(current_hub()), mimetype="text/plain; version=0.0.4")
+    return Response(render(current_hub()), content_type=CONTENT_TYPE)

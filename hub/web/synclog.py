@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 
 from hub.masking import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
@@ -32,7 +33,7 @@ from hub.ops import dashboard, support, synclog
 from hub.sync import readmodel, rules
 from hub.values import money_text, row_id, utc
 from hub.web import current_hub
-from hub.web.auth import check_csrf, load_staff, operator_required
+from hub.web.auth import csrf_refused, load_staff, login_manager, operator_required
 from webhooks import SOURCE_NAMES, get_source
 
 bp = Blueprint("synclog", __name__, url_prefix="/sync-log")
@@ -47,9 +48,11 @@ SOURCES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee"}
 @bp.before_request
 def _staff_only():
     if load_staff() is None:
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    check_csrf()
+        return login_manager.unauthorized()
     return None
+
+
+bp.register_error_handler(CSRFError, csrf_refused)  # before the page's own 400 handler
 
 
 @bp.errorhandler(400)

@@ -48,12 +48,3 @@ def viewer(app, hub):
     client = app.test_client()
     assert log_in(client, "victor@shop.test").status_code == 302
     return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_login_throttle():
-    from hub.web.auth import throttle
-
-    throttle.reset()
-    yield
-    throttle.reset()

@@ -163,11 +163,9 @@ def test_the_tenth_failed_login_in_a_minute_is_refused_even_with_the_right_passw
 def test_the_limit_holds_across_processes_through_redis(app, hub):
     add_staff(hub, "sam@shop.test")
     other_process = create_app(hub=hub)  # a second web process sharing the same Redis
-    auth.throttle._local.clear()
     for n in range(auth.MAX_FAILURES):
         client = (app if n % 2 else other_process).test_client()
         log_in(client, "sam@shop.test", "guess")
-    auth.throttle._local.clear()  # nothing counted in memory: the counts are in Redis
     assert log_in(other_process.test_client(), "sam@shop.test", PASSWORD).status_code == 429
 
 
@@ -178,6 +176,23 @@ def test_the_limit_falls_back_to_memory_when_redis_is_down(app, hub):
     for _ in range(auth.MAX_FAILURES):
         assert log_in(client, "sam@shop.test", "guess").status_code == 401
     assert log_in(client, "sam@shop.test", PASSWORD).status_code == 429
+
+
+def test_right_passwords_are_never_counted(app, hub):
+    add_staff(hub, "sam@shop.test")
+    for _ in range(auth.MAX_FAILURES_PER_IP + 1):
+        assert log_in(app.test_client(), "sam@shop.test").status_code == 302
+    assert log_in(app.test_client(), "sam@shop.test", "guess").status_code == 401
+
+
+def test_one_address_guessing_many_accounts_is_refused_whatever_the_email(app, hub):
+    add_staff(hub, "sam@shop.test")
+    client = app.test_client()
+    for n in range(auth.MAX_FAILURES_PER_IP):
+        assert log_in(client, f"person{n}@shop.test", "guess").status_code == 401
+    refused = log_in(client, "sam@shop.test", PASSWORD)
+    assert refused.status_code == 429 and "Too many failed attempts" in refused.get_data(as_text=True)
+    assert log_in(app.test_client(), "sam@shop.test", PASSWORD, REMOTE_ADDR="10.0.0.9").status_code == 302
 
 
 def test_a_successful_login_clears_the_count(app, hub):
