@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select
 
-from hub.metrics import CONTENT_TYPE, render
 from hub.models import FAILED, PENDING, InboxEvent
+from hub.ops.metrics import CONTENT_TYPE, render
 from hub.web import current_hub
 
 bp = Blueprint("health", __name__)

@@ -17,7 +17,6 @@ from sqlalchemy.orm import selectinload
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
-from hub import metrics
 from hub.config import Settings
 from hub.db.engine import Storage
 from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
@@ -35,6 +34,7 @@ from hub.models import (
     Subscription,
     Trigger,
 )
+from hub.ops import metrics
 from hub.sync import outbox
 from hub.sync.apply import Changes, apply_event
 from hub.web.synclog import attempt_sentences
