@@ -127,6 +127,9 @@ def test_describe_dedupes_retries_of_one_delivery_and_tells_changes_apart():
     retried["charge"].update(charge_attempts=2, updated_at="2022-04-12T04:00:09+00:00")
     changed = recharge.describe({"X-Recharge-Topic": "charge/failed"}, json.dumps(retried).encode())
     assert changed.event_id != first.event_id
+    undated = [{"charge": {"id": 7, "status": "error", "charge_attempts": n}} for n in (1, 2)]
+    ids = {recharge.describe({}, json.dumps(body).encode()).event_id for body in undated}
+    assert len(ids) == 2
 
 
 @pytest.mark.parametrize("name,topic", [("charge_paid", "charge/paid"), ("charge_failed", "charge/failed"),

@@ -84,8 +84,8 @@ def describe(headers, body: bytes) -> Envelope:
     """Dedupe id, topic and time; never raises.
 
     The topic comes from `X-Recharge-Topic`. Recharge's webhooks carry no event id, and a
-    retry resends the same object: the id is the topic with the object's id and updated_at,
-    the same across retries of one delivery and new for every change of the object.
+    retry resends the same object: the id is the topic with the object's id and updated_at
+    (else the body's hash), the same across retries of one delivery and new for every change.
     """
     try:
         payload = json_value(body)
@@ -96,8 +96,9 @@ def describe(headers, body: bytes) -> Envelope:
     except Exception:  # the contract: never raise here; the worker fails the body later
         return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
     topic = text_or_none(header(headers, "X-Recharge-Topic")) or _topic_of(key, obj)
-    updated = text_or_none(obj.get("updated_at")) or ""
-    return Envelope(event_id=f"{topic}:{object_id}:{updated}", topic=topic,
+    # Without a readable updated_at the body itself tells one state from another.
+    version = text_or_none(obj.get("updated_at")) or body_hash_id(body)
+    return Envelope(event_id=f"{topic}:{object_id}:{version}", topic=topic,
                     triggered_at=(readable_utc(header(headers, "X-Recharge-Webhook-Timestamp"))
                                   or readable_utc(obj.get("updated_at"))),
                     extra={"resource": key})
