@@ -38,6 +38,10 @@ class Settings:
     CHARGEBEE_API_RATE: int = _doc(150, "Chargebee API calls per minute the hub allows itself (150 test/Starter, 1000 Performance, 3500 Enterprise).")
     CHARGEBEE_WEBHOOK_USER: str = _doc("", "Basic-auth user Chargebee sends with webhooks.")
     CHARGEBEE_WEBHOOK_PASSWORD: str = _doc("", "Basic-auth password Chargebee sends with webhooks.", secret=True)
+    RECHARGE_API_KEY: str = _doc("", "Recharge API token (`X-Recharge-Access-Token`).", secret=True)
+    RECHARGE_WEBHOOK_SECRET: str = _doc("", "API client secret of that token: Recharge signs webhooks with it.",
+                                        secret=True)
+    RECHARGE_API_BASE: str = _doc("", "Recharge API base URL; default `https://api.rechargeapps.com` (stand-ins).")
     KLAVIYO_API_KEY: str = _doc("", "Klaviyo private API key (`pk_…`).", secret=True)
     KLAVIYO_BASE_URL: str = _doc("https://a.klaviyo.com", "Klaviyo API base URL.")
     HUBSPOT_ACCESS_TOKEN: str = _doc("", "HubSpot private-app access token.", secret=True)

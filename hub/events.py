@@ -39,7 +39,7 @@ _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "int
                       "amount", "currency", "quantity", "current_period_start",
                       "current_period_end", "next_renewal_at", "resumes_at", "trial_end",
                       "cancel_at_period_end", "canceled_at", "usage_limit", "product_ids",
-                      "update_payment_url")
+                      "update_payment_url", "cancellation_reason")
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
                "is_subscription", "placed_at", "line_items", "subscription_source_id")
 _PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "currency",
@@ -72,7 +72,10 @@ EVENTS: dict[str, dict] = {
     INVENTORY_CHANGED: {"data": ("product_id", "variant_id", "inventory_item_id", "available")},
 }
 
-CUSTOMER_KEYS = ("source_id", "email", "phone", "first_name", "last_name", "created_at")
+# shopify_customer_id: the Shopify customer a subscription app's customer is (Recharge's
+# external_customer_id.ecommerce), so its events can find the person Shopify already made.
+CUSTOMER_KEYS = ("source_id", "email", "phone", "first_name", "last_name", "created_at",
+                 "shopify_customer_id")
 
 # Lifecycle stages, in the order a subscriber usually passes them (rules.yaml names them).
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")

@@ -28,6 +28,7 @@ class Subscriber(Base):
     shopify_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     chargebee_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    recharge_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     # {"email": {"state": "subscribed", "source": "shopify", "at": iso, "opt_in_level": ...}, "sms": {...}}
     consent: Mapped[dict] = mapped_column(default=dict)
     first_seen_at: Mapped[datetime] = mapped_column(default=now_utc)

@@ -28,6 +28,7 @@ SOURCE_ID_COLUMNS = {
     "shopify": Subscriber.shopify_customer_id,
     "stripe": Subscriber.stripe_customer_id,
     "chargebee": Subscriber.chargebee_customer_id,
+    "recharge": Subscriber.recharge_customer_id,
 }
 
 
@@ -243,7 +244,7 @@ def merge(session: Session, kept: Subscriber, gone: Subscriber, reason: str) -> 
         session.execute(update(model).where(model.subscriber_id == gone.id).values(subscriber_id=kept.id))
     moved = {}
     for attr in ("shopify_customer_id", "stripe_customer_id", "chargebee_customer_id",
-                 "phone", "first_name", "last_name"):
+                 "recharge_customer_id", "phone", "first_name", "last_name"):
         if getattr(kept, attr) is None and getattr(gone, attr) is not None:
             moved[attr] = getattr(gone, attr)
     kept.orders_count += gone.orders_count

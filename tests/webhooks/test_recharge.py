@@ -1,0 +1,288 @@
+"""Recharge webhooks: both signature schemes, the envelope, and every topic normalized (design §4)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+from werkzeug.datastructures import Headers
+
+from hub.config import Settings
+from hub.errors import SignatureInvalid, SourceNotConfigured
+from hub.models import Payment, Subscriber
+from hub.sync.apply import apply_event
+from tests.samples import load_sample
+from webhooks import UNREADABLE, body_hash_id
+from webhooks.recharge import webhook as recharge
+
+SECRET = "rc-client-secret"
+CHARGE_ID, SUB_ID, CUSTOMER_ID, SHOPIFY_ID = "580293301", "1111111", "33333333", "6270530322618"
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def settings(secret: str = SECRET) -> Settings:
+    return Settings.from_env(env={}, overrides={"RECHARGE_WEBHOOK_SECRET": secret})
+
+
+def legacy_headers(body: bytes, secret: str = SECRET) -> dict:
+    """What Recharge's legacy scheme sends: hex SHA-256 of client secret + raw body."""
+    return {"X-Recharge-Hmac-Sha256": hashlib.sha256(secret.encode() + body).hexdigest()}
+
+
+def timestamped_headers(body: bytes, secret: str = SECRET, t: int | None = None) -> dict:
+    """What Recharge's timestamp-bound scheme sends: HMAC-SHA256 of "<t>.<raw body>"."""
+    t = int(time.time()) if t is None else t
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Recharge-Webhook-Timestamp": str(t), "X-Recharge-Webhook-Signature": f"t={t},v1={sig}"}
+
+
+def sample(name: str) -> dict:
+    """A Recharge body: published API responses (tests/fixtures/recharge) or ours from the docs."""
+    if name in ("customer", "customer_updated", "subscription", "subscription_cancelled",
+                "subscription_activated"):
+        return load_sample(f"shared:recharge/{name}.json")
+    return load_sample(f"recharge/{name}.json")
+
+
+def normalize(topic: str, payload: dict):
+    body = json.dumps(payload).encode()
+    envelope = recharge.describe({"X-Recharge-Topic": topic}, body)
+    assert envelope.topic == topic
+    return recharge.TOPICS[topic](payload, envelope)
+
+
+def only(topic: str, payload: dict):
+    events = normalize(topic, payload)
+    assert len(events) == 1
+    return events[0]
+
+
+# --- verify -------------------------------------------------------------------------------
+
+BODY = json.dumps(load_sample("recharge/charge_paid.json")).encode()
+
+
+@pytest.mark.parametrize("make", [dict, Headers, lambda h: {k.lower(): v for k, v in h.items()}])
+def test_verify_accepts_either_scheme_in_any_header_casing(make):
+    recharge.verify(settings(), make(timestamped_headers(BODY)), BODY)
+    recharge.verify(settings(), make(legacy_headers(BODY)), BODY)
+    recharge.verify(settings(), make({**legacy_headers(BODY), **timestamped_headers(BODY)}), BODY)
+
+
+@pytest.mark.parametrize("headers", [
+    pytest.param(legacy_headers(BODY, "another-secret"), id="legacy-wrong-secret"),
+    pytest.param(legacy_headers(BODY + b" "), id="legacy-other-body"),
+    pytest.param({"X-Recharge-Hmac-Sha256": hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()},
+                 id="legacy-computed-as-hmac"),
+    pytest.param(timestamped_headers(BODY, "another-secret"), id="timestamped-wrong-secret"),
+    pytest.param(timestamped_headers(BODY + b" "), id="timestamped-other-body"),
+    pytest.param(timestamped_headers(BODY, t=int(time.time()) - 49 * 3600), id="timestamped-too-old"),
+    pytest.param(timestamped_headers(BODY, t=int(time.time()) + 49 * 3600), id="timestamped-too-far-ahead"),
+    pytest.param({"X-Recharge-Webhook-Signature": "v1=abc"}, id="timestamped-no-t"),
+    pytest.param({"X-Recharge-Webhook-Signature": "t=١٢٣,v1=abc"}, id="timestamped-non-ascii-digits"),
+    # A failing timestamped signature is not rescued by a matching legacy one.
+    pytest.param({**legacy_headers(BODY), **timestamped_headers(BODY, "another-secret")}, id="timestamped-wins"),
+    pytest.param({"Content-Type": "application/json"}, id="missing"),
+    pytest.param({}, id="no-headers"),
+])
+def test_verify_refuses_wrong_stale_or_missing_signatures(headers):
+    with pytest.raises(SignatureInvalid):
+        recharge.verify(settings(), headers, BODY)
+
+
+def test_verify_refuses_everything_when_the_secret_is_not_set():
+    with pytest.raises(SourceNotConfigured, match="RECHARGE_WEBHOOK_SECRET"):
+        recharge.verify(settings(""), legacy_headers(BODY, ""), BODY)
+
+
+# --- describe -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"", b"not json", b"[]", b"null", b"\xff\xfe\x00", b'{"charge": 1}', b'{"charge": {"id": null}}',
+    b'{"charge": {"id": true}}', b'{"charge": {"id": ""}}', b'{"widget": {"id": 1}}',
+    b'{"charge": {"id": {"nested": 1}}}', b"[" * 100_000, b'{"charge": {"id": 1, "updated_at": "\\ud800"}}',
+])
+def test_describe_never_raises_and_keeps_unreadable_bodies_by_their_hash(body):
+    envelope = recharge.describe({"X-Recharge-Topic": "charge/paid"}, body)
+    if envelope.topic == UNREADABLE:
+        assert envelope.event_id == body_hash_id(body)
+
+
+def test_describe_dedupes_retries_of_one_delivery_and_tells_changes_apart():
+    payload = sample("charge_failed")
+    body = json.dumps(payload).encode()
+    first = recharge.describe({"X-Recharge-Topic": "charge/failed"}, body)
+    again = recharge.describe(Headers({"x-recharge-topic": "charge/failed"}), body)
+    assert first.event_id == again.event_id
+    assert first.triggered_at == at(2022, 4, 9, 4, 0, 11)
+    retried = copy.deepcopy(payload)
+    retried["charge"].update(charge_attempts=2, updated_at="2022-04-12T04:00:09+00:00")
+    changed = recharge.describe({"X-Recharge-Topic": "charge/failed"}, json.dumps(retried).encode())
+    assert changed.event_id != first.event_id
+    undated = [{"charge": {"id": 7, "status": "error", "charge_attempts": n}} for n in (1, 2)]
+    ids = {recharge.describe({}, json.dumps(body).encode()).event_id for body in undated}
+    assert len(ids) == 2
+
+
+@pytest.mark.parametrize("name,topic", [("charge_paid", "charge/paid"), ("charge_failed", "charge/failed"),
+                                        ("charge_refunded", "charge/refunded"), ("charge_created", "charge/created"),
+                                        ("subscription", "subscription/updated"), ("customer", "customer/updated")])
+def test_describe_reads_the_topic_from_the_body_when_the_header_is_missing(name, topic):
+    assert recharge.describe({}, json.dumps(sample(name)).encode()).topic == topic
+
+
+# --- normalizers --------------------------------------------------------------------------
+
+def test_customer_is_upserted_with_its_shopify_customer_id_when_it_has_one():
+    event = only("customer/created", sample("customer"))
+    assert event.name == "customer.upserted" and event.source == "recharge"
+    assert event.customer == {"source_id": "82940007", "email": "testtesttest5@test.dk", "first_name": "Niels",
+                              "last_name": "Bohr", "created_at": at(2022, 3, 9, 2, 36, 35)}
+    linked = copy.deepcopy(sample("customer_updated"))
+    linked["customer"]["external_customer_id"]["ecommerce"] = SHOPIFY_ID
+    event = only("customer/updated", linked)
+    assert event.customer["shopify_customer_id"] == SHOPIFY_ID
+    assert event.occurred_at == at(2022, 3, 9, 3, 3, 49)
+
+
+def test_customer_deleted():
+    assert only("customer/deleted", sample("customer")).name == "customer.deleted"
+
+
+def test_subscription_carries_plan_cadence_and_next_charge():
+    event = only("subscription/created", sample("subscription"))
+    assert event.name == "subscription.upserted"
+    assert event.customer == {"source_id": CUSTOMER_ID}
+    assert event.occurred_at == at(2022, 3, 10, 12, 13, 28)
+    d = event.data
+    assert (d["source_id"], d["status"], d["plan"]) == (SUB_ID, "active", "Test product - 972-1")
+    assert d["plan_id"] == "23123123123"
+    assert (d["interval"], d["interval_count"], d["quantity"]) == ("day", 30, 1)
+    assert d["next_renewal_at"] == at(2022, 4, 9)
+    assert d["product_ids"] == ["123123"] and d["canceled_at"] is None
+    # presentment_currency is null (the store's currency, which the object does not name):
+    # the price is not kept in an unknown currency.
+    assert "amount" not in d and "currency" not in d
+
+
+def test_subscription_amount_in_its_presentment_currency_and_prepaid_charges():
+    payload = copy.deepcopy(sample("subscription"))
+    payload["subscription"].update(presentment_currency="usd", quantity=2)
+    assert only("subscription/updated", payload).data.items() >= {"amount": 9800, "currency": "USD"}.items()
+    payload["subscription"].update(is_prepaid=True, order_interval_frequency=1, charge_interval_frequency=3,
+                                   order_interval_unit="month")
+    d = only("subscription/updated", payload).data
+    assert (d["amount"], d["interval"], d["interval_count"]) == (29400, "month", 3)
+
+
+@pytest.mark.parametrize("topic", ["subscription/cancelled", "subscription/deleted", "subscription/updated"])
+def test_cancelled_subscription_carries_when_and_why(topic):
+    event = only(topic, sample("subscription_cancelled"))
+    assert event.name == "subscription.canceled"
+    d = event.data
+    assert (d["status"], d["cancellation_reason"], d["next_renewal_at"]) == ("canceled", "some reason", None)
+    assert d["canceled_at"] == datetime(2022, 3, 11, 10, 19, 18, 637636, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("topic", ["subscription/activated", "subscription/skipped", "subscription/unskipped",
+                                   "subscription/swapped", "subscription/updated"])
+def test_subscription_changes_upsert_the_state_the_object_shows(topic):
+    payload = copy.deepcopy(sample("subscription_activated"))
+    payload["subscription"]["next_charge_scheduled_at"] = "2022-05-09"
+    event = only(topic, payload)
+    assert event.name == "subscription.upserted"
+    assert (event.data["status"], event.data["next_renewal_at"]) == ("active", at(2022, 5, 9))
+
+
+def test_paused_topic_pauses_even_before_the_object_says_so():
+    d = only("subscription/paused", sample("subscription")).data
+    assert (d["status"], d["next_renewal_at"]) == ("paused", None)
+
+
+@pytest.mark.parametrize("topic,name", [("charge/created", "charge_created"), ("charge/upcoming", "charge_upcoming")])
+def test_queued_and_upcoming_charges_announce_the_renewal(topic, name):
+    event = only(topic, sample(name))
+    assert event.name == "renewal.upcoming"
+    assert event.data == {"subscription_source_id": SUB_ID, "renewal_at": at(2022, 4, 9),
+                          "amount": 4900, "currency": "USD"}
+
+
+def test_failed_charge_feeds_dunning_with_its_retry_date_and_attempts():
+    event = only("charge/failed", sample("charge_failed"))
+    assert event.name == "payment.failed"
+    assert event.customer == {"source_id": CUSTOMER_ID, "email": "niels.bohr@example.com", "phone": "+4535325200",
+                              "first_name": "Niels", "last_name": "Bohr", "shopify_customer_id": SHOPIFY_ID}
+    assert event.data == {"source_id": CHARGE_ID, "subscription_source_id": SUB_ID, "status": "failed",
+                          "attempt_count": 1, "due_at": at(2022, 4, 9), "amount": 4900, "currency": "USD",
+                          "next_retry_at": at(2022, 4, 12, 4), "failure_reason": "Your card was declined.",
+                          "decline_code": "CUSTOMER_NEEDS_TO_UPDATE_CARD", "hard_decline": True}
+
+
+def test_max_retries_reached_leaves_the_cycle_owed_with_no_retry_to_come():
+    d = only("charge/max_retries_reached", sample("charge_max_retries_reached")).data
+    assert (d["source_id"], d["status"], d["attempt_count"]) == (CHARGE_ID, "retries_exhausted", 8)
+    assert d["next_retry_at"] is None
+
+
+def test_paid_charge_is_the_payment_of_the_cycle():
+    event = only("charge/paid", sample("charge_paid"))
+    assert event.name == "payment.succeeded"
+    d = event.data
+    assert (d["source_id"], d["status"], d["amount"], d["currency"]) == (CHARGE_ID, "succeeded", 4900, "USD")
+    assert d["paid_at"] == at(2022, 4, 9, 4, 0, 12) and "next_retry_at" not in d
+
+
+def test_refunded_charge_refunds_the_order_it_paid_for():
+    event = only("charge/refunded", sample("charge_refunded"))
+    assert event.name == "order.refunded"
+    assert event.data.items() >= {"order_source_id": "4512345678901", "amount": 4900, "currency": "USD"}.items()
+
+
+def test_order_created_names_its_subscription():
+    event = only("order/created", sample("order_created"))
+    assert event.name == "order.placed"
+    d = event.data
+    assert (d["source_id"], d["number"], d["total"], d["currency"]) == ("441230987", "#1042", 4900, "USD")
+    assert d["is_subscription"] is True and d["subscription_source_id"] == SUB_ID
+    assert d["line_items"][0].items() >= {"variant_id": "23123123123", "quantity": 1, "price": 4900}.items()
+
+
+def test_every_topic_has_a_sample_normalized_above():
+    covered = {"customer/created", "customer/updated", "customer/deleted", "subscription/created",
+               "subscription/updated", "subscription/activated", "subscription/paused", "subscription/skipped",
+               "subscription/unskipped", "subscription/swapped", "subscription/cancelled", "subscription/deleted",
+               "charge/created", "charge/upcoming", "charge/paid", "charge/failed", "charge/max_retries_reached",
+               "charge/refunded", "order/created"}
+    assert set(recharge.TOPICS) - covered <= {"customer/activated", "customer/deactivated"}
+    for topic in ("customer/activated", "customer/deactivated"):
+        assert only(topic, sample("customer")).name == "customer.upserted"
+
+
+# --- one billing cycle, several attempts --------------------------------------------------
+
+def test_failed_failed_paid_is_one_payment_keyed_by_the_charge_id(session):
+    first = sample("charge_failed")
+    second = copy.deepcopy(first)
+    second["charge"].update(charge_attempts=2, retry_date="2022-04-15T04:00:00+00:00",
+                            updated_at="2022-04-12T04:00:10+00:00")
+    paid = copy.deepcopy(sample("charge_paid"))
+    paid["charge"].update(charge_attempts=3, processed_at="2022-04-15T04:00:12+00:00",
+                          updated_at="2022-04-15T04:00:12+00:00")
+    for topic, payload in (("charge/failed", first), ("charge/failed", second), ("charge/paid", paid)):
+        apply_event(session, only(topic, payload))
+        session.flush()
+    payments = session.scalars(select(Payment).where(Payment.source == "recharge")).all()
+    assert [(p.source_id, p.status, p.attempt_count, p.next_retry_at) for p in payments] == [
+        (CHARGE_ID, "succeeded", 3, None)]
+    assert payments[0].first_failed_at == at(2022, 4, 9, 4, 0, 11)
+    subscriber = session.get(Subscriber, payments[0].subscriber_id)
+    assert (subscriber.recharge_customer_id, subscriber.email) == (CUSTOMER_ID, "niels.bohr@example.com")
+    assert subscriber.lifetime_spend == 4900

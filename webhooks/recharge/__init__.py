@@ -1,0 +1,1 @@
+"""Recharge, the subscription app most Shopify subscription merchants run: webhooks (webhook.py)."""
