@@ -57,6 +57,13 @@ def sign_shopify(body: bytes, secret: str, topic: str, webhook_id: str = "wh-1",
     return headers
 
 
+def sign_recharge(body: bytes, secret: str, topic: str | None) -> dict:
+    """Headers Recharge sends: its legacy signature, SHA-256 hex of client secret + raw body
+    (https://docs.getrecharge.com/docs/webhooks-overview), and the topic."""
+    return {"X-Recharge-Hmac-Sha256": hashlib.sha256(secret.encode() + body).hexdigest(),
+            "X-Recharge-Topic": topic or "", "Content-Type": "application/json"}
+
+
 def chargebee_auth(user: str, password: str) -> dict:
     """Basic-auth headers Chargebee sends."""
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -68,6 +75,7 @@ SECRETS = {
     "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
     "CHARGEBEE_WEBHOOK_USER": "chargebee",
     "CHARGEBEE_WEBHOOK_PASSWORD": "cb-test-password",
+    "RECHARGE_WEBHOOK_SECRET": "recharge-client-secret",
     "HUB_API_TOKEN": "test-api-token",
     "HUB_SECRET_KEY": "test-session-key",
 }
@@ -86,6 +94,8 @@ def signed(source: str, payload: dict | bytes, topic: str | None = None, **kwarg
         return sign_shopify(body, SECRETS["SHOPIFY_WEBHOOK_SECRET"], topic, **kwargs), body
     if source == "chargebee":
         return chargebee_auth(SECRETS["CHARGEBEE_WEBHOOK_USER"], SECRETS["CHARGEBEE_WEBHOOK_PASSWORD"]), body
+    if source == "recharge":
+        return sign_recharge(body, SECRETS["RECHARGE_WEBHOOK_SECRET"], topic), body
     raise ValueError(source)
 
 

@@ -1,12 +1,12 @@
 """Platforms that post webhooks to the hub: one package each, declaring one `Source`.
 
 `SOURCES` is the registry the hub reads (name → webhooks.source.Source); a new platform is
-a package beside these three and one more entry below.
+a package beside these and one more entry below.
 """
 from __future__ import annotations
 
 from hub.errors import UnknownSource
-from webhooks import chargebee, shopify, stripe
+from webhooks import chargebee, recharge, shopify, stripe
 from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, header, text_or_none
 from webhooks.source import Source
 
@@ -14,7 +14,7 @@ __all__ = ["SOURCES", "SOURCE_NAMES", "UNREADABLE", "Envelope", "Source", "body_
            "get_source", "header", "text_or_none", "webhook_secrets"]
 
 SOURCES: dict[str, Source] = {
-    source.name: source for source in (shopify.SOURCE, stripe.SOURCE, chargebee.SOURCE)
+    source.name: source for source in (shopify.SOURCE, stripe.SOURCE, chargebee.SOURCE, recharge.SOURCE)
 }
 SOURCE_NAMES = tuple(SOURCES)
 

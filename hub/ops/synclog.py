@@ -49,7 +49,7 @@ def find(session: Session, key: str) -> Subscriber | None:
         return session.scalar(select(Subscriber).where(Subscriber.email == email))
     return session.scalar(select(Subscriber).where(or_(
         Subscriber.shopify_customer_id == key, Subscriber.stripe_customer_id == key,
-        Subscriber.chargebee_customer_id == key)))
+        Subscriber.chargebee_customer_id == key, Subscriber.recharge_customer_id == key)))
 
 
 # Search ------------------------------------------------------------------------------

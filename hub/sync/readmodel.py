@@ -51,6 +51,7 @@ def state(subscriber: Subscriber) -> dict:
         "id": s.id, "email": s.email, "phone": s.phone, "first_name": s.first_name,
         "last_name": s.last_name, "shopify_customer_id": s.shopify_customer_id,
         "stripe_customer_id": s.stripe_customer_id, "chargebee_customer_id": s.chargebee_customer_id,
+        "recharge_customer_id": s.recharge_customer_id,
         "consent": s.consent, "first_seen_at": iso(s.first_seen_at), "first_order_at": iso(s.first_order_at),
         "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
         "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},

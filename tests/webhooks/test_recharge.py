@@ -16,7 +16,8 @@ from hub.config import Settings
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.models import Payment, Subscriber
 from hub.sync.apply import apply_event
-from tests.samples import load_sample
+from hub.sync.inbox import drain_inbox
+from tests.samples import API_HEADERS, load_sample, post
 from webhooks import UNREADABLE, body_hash_id
 from webhooks.recharge import webhook as recharge
 
@@ -286,3 +287,23 @@ def test_failed_failed_paid_is_one_payment_keyed_by_the_charge_id(session):
     subscriber = session.get(Subscriber, payments[0].subscriber_id)
     assert (subscriber.recharge_customer_id, subscriber.email) == (CUSTOMER_ID, "niels.bohr@example.com")
     assert subscriber.lifetime_spend == 4900
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+def test_a_signed_recharge_webhook_is_stored_drained_and_shown_on_the_subscriber(client, hub):
+    customer = copy.deepcopy(sample("customer"))
+    subscription = copy.deepcopy(sample("subscription"))
+    subscription["subscription"]["customer_id"] = customer["customer"]["id"]
+    assert post(client, "recharge", customer, topic="customer/created").status_code == 200
+    assert post(client, "recharge", subscription, topic="subscription/created").status_code == 200
+    assert post(client, "recharge", subscription, topic="subscription/created").status_code == 200  # a retry
+    forged = client.post("/webhooks/recharge", data=json.dumps(customer).encode(),
+                         headers={"X-Recharge-Hmac-Sha256": "0" * 64, "X-Recharge-Topic": "customer/created"})
+    assert forged.status_code == 401
+    drain_inbox(hub.storage, hub.settings)
+    found = client.get(f"/api/subscribers/{customer['customer']['email']}", headers=API_HEADERS).get_json()["subscriber"]
+    assert found["recharge_customer_id"] == str(customer["customer"]["id"])
+    [held] = found["subscriptions"]
+    assert (held["source"], held["status"]) == ("recharge", "active")
+    assert held["plan"].startswith("Test product")

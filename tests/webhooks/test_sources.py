@@ -34,10 +34,12 @@ def test_platform_modules_import_nothing_of_the_pipeline_or_above():
 
 
 def test_each_platform_is_declared_once_with_what_backfill_and_links_need():
-    assert list(SOURCES) == ["shopify", "stripe", "chargebee"]
+    assert list(SOURCES) == ["shopify", "stripe", "chargebee", "recharge"]
     for name, source in SOURCES.items():
-        assert get_source(name) is source and source.lister.source == name
-        assert source.customer_page and source.page_name
+        assert get_source(name) is source and source.topics
+    for name in ("shopify", "stripe", "chargebee"):
+        assert SOURCES[name].lister.source == name
+        assert SOURCES[name].customer_page and SOURCES[name].page_name
     assert get_source("stripe").topics is stripe_webhook.TOPICS
     assert {n for n, s in SOURCES.items() if s.retry_payment} == {"shopify", "stripe"}
     assert {n for n, s in SOURCES.items() if s.item_products} == {"shopify"}

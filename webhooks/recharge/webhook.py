@@ -19,7 +19,7 @@ from hub import events as ev
 from hub.errors import MalformedPayload, SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import Money, json_value, normalize_email, normalize_phone, readable_utc, utc
-from webhooks import UNREADABLE, Envelope, body_hash_id, header, text_or_none
+from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, header, text_or_none
 
 NAME = "recharge"
 # What verify() needs: without it every webhook is refused (named at `hub run`'s start).
