@@ -19,6 +19,7 @@ import click
 @click.option("--exit", "exit_", is_flag=True, help="Stop once the login is printed (for scripts and tests).")
 def command(subscribers, months, seed, host, port, folder, exit_):
     """A simulated store, end to end: signed webhooks in, stand-ins of the tools out."""
+    # Start-up cost: the demo's store, stand-ins and SDKs, for this command alone.
     from hub.demo.runner import DemoError, Options, run
 
     options = Options(folder=Path(folder), subscribers=subscribers, months=months, seed=seed,

@@ -410,7 +410,7 @@ def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator
     """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
     from hub import jobs
     from hub.ops import dashboard
-    from hub.commands.install import OK, install_shopify
+    from hub.ops.registrations import OK, install_shopify
 
     with watched_shop(hub, "https://hub.example.com") as admin:
         assert install_shopify(hub.settings).status == OK
