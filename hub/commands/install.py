@@ -11,7 +11,7 @@ from hub.db.engine import Storage
 
 
 def _forget_uninstall(settings) -> None:
-    # Start-up cost: the compliance half of the pipeline loads every connector's SDK.
+    # Start-up cost: compliance reaches the outbox, and with it every connector's SDK.
     from hub.sync import compliance
 
     storage = Storage(settings.DATABASE_URL)
