@@ -132,7 +132,7 @@ def registration_job() -> dict:
     """Check the sources still hold the hub's webhook registrations; the dashboard shows gaps."""
     # Start-up cost: the Stripe SDK and the platforms' clients, which web processes (they
     # import this module to request pushes) would otherwise load and never use.
-    from hub.ops import registrations
+    from hub.ops import registrations  # noqa: PLC0415
 
     hub = current()
     problems = registrations.record_watch(hub.storage, hub.settings)

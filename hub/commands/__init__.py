@@ -24,7 +24,7 @@ def command_hub(*, upgrade: bool = False, check_rules: bool = True) -> Hub:
         ctx.call_on_close(hub.storage.dispose)
     if check_rules:
         # Start-up cost: the rule families and YAML, which `hub --help` does without.
-        from hub.sync import rules
+        from hub.sync import rules  # noqa: PLC0415
 
         try:
             rules.configure(hub.settings)
@@ -39,7 +39,7 @@ def announce_connectors(hub: Hub) -> None:
     """One line per connector: on, or off and why."""
     try:
         # Start-up cost: the tools' SDKs, loaded only by the commands that announce them.
-        from connectors import configured
+        from connectors import configured  # noqa: PLC0415
     except ImportError:
         return
     for name, on, why in configured(hub.settings):
@@ -49,7 +49,7 @@ def announce_connectors(hub: Hub) -> None:
 def push_soon(hub: Hub) -> None:
     """Ask the worker to push what a command planned; if Redis is unreachable, it does later."""
     # Start-up cost: RQ and the outbox (every connector's SDK), for the commands that plan pushes.
-    from hub.jobs import request_pushes
+    from hub.jobs import request_pushes  # noqa: PLC0415
 
     try:
         request_pushes(hub)

@@ -24,7 +24,7 @@ from webhooks import SOURCE_NAMES
 def command(source: str | None, since: datetime | None, restart: bool):
     """Import existing customers, subscriptions, orders and invoices (resumable)."""
     # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
-    from hub.ops import backfill
+    from hub.ops import backfill  # noqa: PLC0415
 
     hub = command_hub(upgrade=True, check_rules=False)
     names = [source] if source else backfill.configured(hub.settings)

@@ -17,7 +17,7 @@ def command():
 def retry(ids, dead):
     """Send failed or dead-lettered deliveries again."""
     # Start-up cost: the outbox loads every connector's SDK.
-    from hub.sync import outbox
+    from hub.sync import outbox  # noqa: PLC0415
 
     if not ids and not dead:
         raise click.UsageError("name --id N (repeatable) or --dead")

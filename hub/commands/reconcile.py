@@ -13,7 +13,7 @@ from webhooks import SOURCE_NAMES
 def command(source: str | None):
     """Poll each source for changes since the last run and apply what webhooks missed."""
     # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
-    from hub.ops import reconcile
+    from hub.ops import reconcile  # noqa: PLC0415
 
     hub = command_hub(upgrade=True, check_rules=False)
     report = reconcile.run(hub, sources=[source] if source else None)

@@ -14,9 +14,9 @@ from hub.models import FAILED, InboxEvent, Subscriber
 def command(event_ids, failed):
     """Process stored events again through the same code path."""
     # Start-up cost: the pipeline (every connector's SDK) and the web pages (Flask).
-    from hub.sync.inbox import after_batch
-    from hub.sync.inbox import replay as replay_row
-    from hub.web.synclog import replay_message
+    from hub.sync.inbox import after_batch  # noqa: PLC0415
+    from hub.sync.inbox import replay as replay_row  # noqa: PLC0415
+    from hub.web.synclog import replay_message  # noqa: PLC0415
 
     if not event_ids and not failed:
         raise click.UsageError("name --event ID (repeatable) or --failed")

@@ -14,7 +14,7 @@ from hub.values import utc
 def command(at):
     """Run every time rule as of an instant."""
     # Start-up cost: RQ, the rule families and the outbox (every connector's SDK).
-    from hub.jobs import run_time_rules
+    from hub.jobs import run_time_rules  # noqa: PLC0415
 
     hub = command_hub()
     try:

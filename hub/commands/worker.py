@@ -22,9 +22,9 @@ def command(cron, burst):
     """RQ worker for the inbox, outbox and rule queues, with RQ cron."""
     # Start-up cost: RQ and the whole pipeline with every connector's SDK, which the
     # other commands of `hub` do without.
-    from rq import Queue
+    from rq import Queue  # noqa: PLC0415
 
-    from hub import jobs
+    from hub import jobs  # noqa: PLC0415
 
     hub = command_hub()
     jobs.use(hub)
@@ -46,9 +46,9 @@ def command(cron, burst):
 
 def _run_cron(worker_pid: int):
     # Start-up cost: RQ cron and every scheduled job's module (see command above).
-    from rq.exceptions import SchedulerNotFound
+    from rq.exceptions import SchedulerNotFound  # noqa: PLC0415
 
-    from hub.schedule import make_cron
+    from hub.schedule import make_cron  # noqa: PLC0415
 
     die_with_parent(worker_pid)  # a worker killed outright takes its cron with it
     try:
