@@ -15,9 +15,8 @@ import json
 
 import requests
 
-from connectors.base import Connector, Outgoing, Result, RetryAfter, Sent
-from connectors.classify import Clock, classify, unreachable
-from hub.errors import RetryLater
+from connectors.base import Connector, Outgoing, Result, Sent
+from hub.events import STAGES
 
 
 def activecampaign_message(text: str) -> str:
@@ -55,6 +54,8 @@ class ActiveCampaignConnector(Connector):
     # whose status follows email consent (empty: consent is not sent).
     options = {"stage_tag": "Hub stage: {stage}", "trigger_tag": "Hub: {trigger}", "list_id": None}
     timeout = 15.0
+    transport_errors = (requests.RequestException,)
+    request_id_header = "X-Request-Id"
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)
@@ -79,27 +80,11 @@ class ActiveCampaignConnector(Connector):
     def _request(self, method: str, path: str, body: dict | None = None, params: dict | None = None
                  ) -> tuple[Result, dict | None]:
         """One call under the account's rate limit; (Result, JSON body when 2xx)."""
-        try:
-            if self.limiter is not None:
-                self.limiter.acquire("activecampaign:api", self.mapping["rate_limits"].get("api"))
-        except RetryLater as exc:
-            return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
-        answer = lost = None
-        with Clock.timing() as clock:
-            try:
-                answer = self.http.request(method, self.base + path, json=body, params=params,
-                                           timeout=self.timeout)
-            except requests.RequestException as exc:
-                lost = exc
-        if lost is not None:
-            return unreachable(lost, clock.ms), None
-        ok = 200 <= answer.status_code < 300
-        result = classify(answer.status_code, answer.headers,
-                          None if ok else activecampaign_message(answer.text), clock.ms,
-                          answer.headers.get("X-Request-Id"))
-        if answer.status_code == 429 and self.limiter is not None:
-            self.limiter.pause("activecampaign:api", result.seconds)
-        return result, (answer.json() if ok and answer.content else {} if ok else None)
+        return self.call("api", lambda: self.http.request(method, self.base + path, json=body,
+                                                          params=params, timeout=self.timeout))
+
+    def message(self, body) -> str | None:
+        return activecampaign_message(body)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         push = {"profile": self._profile, "event": self._event, "consent": self._consent,
@@ -158,8 +143,6 @@ class ActiveCampaignConnector(Connector):
     def install(self) -> list[str]:
         """Create the mapped custom fields and the stage tags when missing, and check that the
         consent list exists; returns what was created ("field hub_stage", "tag Hub stage: new", …)."""
-        from hub.sync.rules.params import STAGES
-
         self.created = []
         failure, _ = self._field_ids()
         if failure is not None:

@@ -1,4 +1,5 @@
-"""What every connector speaks: a batch of deliveries in, one result per delivery out.
+"""What every connector speaks: a batch of deliveries in, one result per delivery out, and
+the one way a connector calls its tool (`Connector.call`: rate limit → time → call → classify).
 
 Payload shapes per `kind` (built by hub.sync.outbox, read by connectors):
 - profile: {"subscriber_id", "email", "phone", "first_name", "last_name",
@@ -11,7 +12,14 @@ Payload shapes per `kind` (built by hub.sync.outbox, read by connectors):
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from hub.errors import RetryLater
+from hub.values import header, retry_after
 
 KINDS = ("profile", "event", "consent", "erase")
 # Consent channel → what identifies the person on it.
@@ -65,12 +73,71 @@ def truncate(text: str | None, limit: int = 500) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# 408 and 425 are the server asking us to try again, like 429 and 5xx.
+RETRY_STATUSES = {408, 425, 429}
+
+
+def classify(status: int, headers=None, message: str | None = None, latency_ms: int | None = None,
+             request_id: str | None = None) -> Result:
+    """The Result for an HTTP answer: 2xx sent; 408, 425, 429 and 5xx retried after the
+    answer's Retry-After; other 4xx failed. `message` is the tool's own error text."""
+    common = {"http_status": status, "latency_ms": latency_ms, "request_id": request_id}
+    if 200 <= status < 300:
+        return Sent(**common)
+    text = truncate(message or f"HTTP {status}")
+    if status in RETRY_STATUSES or status >= 500 or status < 100:
+        return RetryAfter(seconds=retry_after(headers), message=text, **common)
+    return Failed(message=text, **common)
+
+
+def unreachable(exc: BaseException, latency_ms: int | None = None) -> RetryAfter:
+    """A timeout or refused connection: try again later."""
+    return RetryAfter(seconds=0.0, latency_ms=latency_ms,
+                      message=truncate(f"no answer: {type(exc).__name__}: {exc}"))
+
+
+class Clock:
+    """Milliseconds spent in a `with Clock.timing() as clock:` block."""
+
+    ms: int = 0
+
+    @classmethod
+    @contextmanager
+    def timing(cls):
+        clock = cls()
+        started = time.perf_counter()
+        try:
+            yield clock
+        finally:
+            clock.ms = int((time.perf_counter() - started) * 1000)
+
+
+@dataclass
+class Reply:
+    """A tool's HTTP answer as the call template reads it, whether the SDK returned it or
+    raised it: `body` is the raw text (read for the tool's error message), `data` what the
+    connector gets back when it is a 2xx."""
+
+    status: int
+    headers: Any = None
+    body: Any = None
+    data: Any = None
+
+
 class Connector:
     """Base of every destination tool. Subclasses set the class attributes and push_batch."""
 
     name: str = ""
     max_batch: int = 100
     settings_keys: tuple[str, ...] = ()
+    # What differs between tools in `call`: the exceptions by which the SDK says it got no
+    # answer, and those by which it says the answer was not a 2xx (none for plain requests);
+    # the header that carries the tool's request id; whether a 429 pauses the whole
+    # rate-limit key in every worker for the Retry-After (a tool's account-wide limit).
+    transport_errors: tuple[type[BaseException], ...] = ()
+    refusals: tuple[type[BaseException], ...] = ()
+    request_id_header: str | None = None
+    pause_on_429: bool = True
 
     def __init__(self, settings, field_map: dict | None = None, limiter=None):
         self.settings = settings
@@ -90,3 +157,54 @@ class Connector:
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         """Send the batch; one Result per delivery id."""
         raise NotImplementedError
+
+    def call(self, limit: str, send: Callable[[], Any]) -> tuple[Result, Any]:
+        """One request to the tool: (its Result, the answer's data when 2xx, else None).
+
+        Takes a token of the `limit` rate limit (mapping `rate_limits[limit]` over the
+        defaults in connectors/ratelimit.py) or answers RetryAfter when that would wait too
+        long; times `send()`, which makes the request and reads the answer; classifies what
+        came back. A 429 pauses the limit in every worker for the seconds the tool asked.
+        """
+        key = f"{self.name}:{limit}"
+        if self.limiter is not None:
+            try:
+                self.limiter.acquire(key, self.field_map["rate_limits"].get(limit))
+            except RetryLater as exc:
+                return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+        answer = refusal = lost = None
+        with Clock.timing() as clock:
+            try:
+                answer = send()
+            except self.refusals as exc:
+                refusal = exc
+            except self.transport_errors as exc:
+                lost = exc
+        if lost is not None:
+            return unreachable(lost, clock.ms), None
+        reply = self.reply(answer) if refusal is None else self.refused(refusal)
+        ok = 200 <= reply.status < 300
+        result = classify(reply.status, reply.headers, None if ok else self.message(reply.body),
+                          clock.ms, self.request_id(reply))
+        if reply.status == 429 and self.pause_on_429 and self.limiter is not None:
+            self.limiter.pause(key, result.seconds)
+        return result, reply.data if ok else None
+
+    def reply(self, answer) -> Reply:
+        """What `send()` returned, read as a Reply (by default a requests.Response whose
+        JSON body is the data)."""
+        ok = 200 <= answer.status_code < 300
+        data = (answer.json() if answer.content else {}) if ok else None
+        return Reply(answer.status_code, answer.headers, None if ok else answer.text, data)
+
+    def refused(self, exc: BaseException) -> Reply:
+        """A `refusals` exception read as a Reply (the OpenAPI-generated SDKs' ApiException)."""
+        return Reply(exc.status or 0, exc.headers, exc.body)
+
+    def message(self, body) -> str | None:
+        """The tool's own words in an error body; the body itself by default."""
+        return body
+
+    def request_id(self, reply: Reply) -> str | None:
+        """The tool's id of this request, for its support desk."""
+        return header(reply.headers, self.request_id_header) if self.request_id_header else None

@@ -19,9 +19,7 @@ from hubspot.communication_preferences.exceptions import ApiException as Prefere
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from connectors.base import Connector, Failed, Outgoing, Result, RetryAfter, Sent, truncate
-from connectors.classify import Clock, classify, unreachable
-from hub.errors import RetryLater
+from connectors.base import Connector, Failed, Outgoing, Reply, Result, Sent, truncate
 
 # Each HubSpot API package has its own exception class.
 API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
@@ -68,6 +66,9 @@ class HubSpotConnector(Connector):
                "property_group": "contactinformation", "subscription_id": None,
                "legal_basis": "CONSENT_WITH_NOTICE"}
     timeout = 15.0
+    transport_errors = (urllib3.exceptions.HTTPError,)
+    refusals = API_ERRORS
+    request_id_header = "X-HubSpot-Correlation-Id"
     # Wait up to 1 s for a full batch upsert: HubSpot counts calls, not contacts.
     linger = (1.0, 100)
 
@@ -90,32 +91,18 @@ class HubSpotConnector(Connector):
 
     def _call(self, method, **kwargs) -> tuple[Result, dict | None]:
         """One SDK call under HubSpot's account-wide limit; (Result, JSON body)."""
-        try:
-            if self.limiter is not None:
-                self.limiter.acquire("hubspot:api", self.mapping["rate_limits"].get("api"))
-        except RetryLater as exc:
-            return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
-        answer = failure = lost = None
-        with Clock.timing() as clock:
-            try:
-                answer = method(**kwargs, _preload_content=False, _request_timeout=self.timeout)
-                raw = answer.data
-            except API_ERRORS as exc:
-                failure = exc
-            except urllib3.exceptions.HTTPError as exc:
-                lost = exc
-        if lost is not None:
-            return unreachable(lost, clock.ms), None
-        if failure is None:
-            body = json.loads(raw or b"{}")
-            return classify(answer.status, answer.headers, latency_ms=clock.ms,
-                            request_id=answer.headers.get("X-HubSpot-Correlation-Id")), body
-        headers = failure.headers or {}
-        result = classify(failure.status or 0, headers, hubspot_message(failure.body), clock.ms,
-                          headers.get("X-HubSpot-Correlation-Id"))
-        if failure.status == 429 and self.limiter is not None:
-            self.limiter.pause("hubspot:api", result.seconds)
-        return result, None
+        def send():
+            answer = method(**kwargs, _preload_content=False, _request_timeout=self.timeout)
+            # The body is read within the timing, and a broken read is no answer.
+            return answer, answer.data
+        return self.call("api", send)
+
+    def reply(self, sent) -> Reply:
+        answer, raw = sent
+        return Reply(answer.status, answer.headers, data=json.loads(raw or b"{}"))
+
+    def message(self, body) -> str | None:
+        return hubspot_message(body)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}

@@ -22,9 +22,7 @@ from klaviyo_api import KlaviyoAPI
 from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
 from openapi_client.exceptions import ApiException
 
-from connectors.base import Connector, Outgoing, Result, RetryAfter, Sent
-from connectors.classify import Clock, classify, unreachable
-from hub.errors import RetryLater
+from connectors.base import Connector, Outgoing, Reply, Result, Sent
 
 MAX_IMPORT_PROFILES = 10_000
 MAX_IMPORT_BYTES = 4_500_000  # Klaviyo's limit is 5 MB; leave room for the envelope.
@@ -96,6 +94,8 @@ class KlaviyoConnector(Connector):
     # go through the bulk endpoints; a list that consent subscribes add to, per channel.
     options = {"stage_lists": {}, "bulk_from": 10, "consent_lists": {}}
     timeout = 15.0
+    transport_errors = (urllib3.exceptions.HTTPError,)
+    refusals = (ApiException,)
     # Wait up to 4 s for 2,000 due deliveries, so profiles go in bulk imports, not one by one:
     # at 250 changes/s and more that is at most one call per 1,000 changes.
     linger = (4.0, 2_000)
@@ -126,30 +126,19 @@ class KlaviyoConnector(Connector):
 
     def _call(self, endpoint: str, *args) -> tuple[Result, object]:
         """One SDK call under the endpoint's rate limit; (Result, response data)."""
-        try:
-            if self.limiter is not None:
-                rates = self.mapping["rate_limits"].get(endpoint)
-                self.limiter.acquire(f"klaviyo:{endpoint}", rates)
-        except RetryLater as exc:
-            return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
         args = [_Built(arg) if type(arg) is dict else arg for arg in args]
-        answer = failure = lost = None
-        with Clock.timing() as clock:
-            try:
-                answer = self.methods[endpoint](*args, _request_timeout=self.timeout)
-            except ApiException as exc:
-                failure = exc
-            except urllib3.exceptions.HTTPError as exc:
-                lost = exc
-        if lost is not None:
-            return unreachable(lost, clock.ms), None
-        if failure is None:
-            return classify(answer.status_code, answer.headers, latency_ms=clock.ms), answer.data
-        result = classify(failure.status or 0, failure.headers, klaviyo_message(failure.body),
-                          clock.ms, _error_id(failure.body))
-        if failure.status == 429 and self.limiter is not None:
-            self.limiter.pause(f"klaviyo:{endpoint}", result.seconds)
-        return result, None
+        method = self.methods[endpoint]
+        return self.call(endpoint, lambda: method(*args, _request_timeout=self.timeout))
+
+    def reply(self, answer) -> Reply:
+        return Reply(answer.status_code, answer.headers, data=answer.data)
+
+    def message(self, body) -> str | None:
+        return klaviyo_message(body)
+
+    def request_id(self, reply: Reply) -> str | None:
+        # Klaviyo names a refused request by the id of its first error.
+        return _error_id(reply.body) if reply.body else None
 
     # Profiles -----------------------------------------------------------------------
 

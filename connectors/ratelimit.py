@@ -3,7 +3,24 @@
 A limit is one or more token buckets per key ("klaviyo:events" has a burst and a steady
 bucket). With a Redis client the buckets live in Redis and a small Lua script takes a token
 from all of them atomically, so any number of workers on any number of hosts stay under
-the tool's limit together; without one they live in this process.
+the tool's limit together; without one they live in this process. A tool's 429 pauses
+the key in every process for the seconds its Retry-After asked (`pause`), checked by the
+same script.
+
+Why not the `limits` library (5.8, the one Flask-Limiter uses): it holds one limit per call
+and cannot hold these three things.
+- Several buckets taken all or none: `hit()` takes one RateLimitItem, so Klaviyo's burst and
+  steady limits would be two scripts, and a refusal by the second after the first granted
+  still spends a token of the first (testing every bucket first, then hitting, leaves a
+  race between workers).
+- A key paused for a tool's Retry-After: there is no call to refuse a key for N seconds; it
+  would be one more Redis key read on every take, outside the library.
+- The wait: `hit()` answers yes or no; the seconds until a token need `get_window_stats()`, a
+  further round trip, in whole seconds of window (a RateLimitItem's window is an integer
+  number of seconds, so `Rate(1, 0.05)` cannot be written). Its moving window also stamps
+  entries with each worker's own clock, where this script reads Redis's.
+Taken the library's way (the pause read, then one hit per bucket), every token is two or
+three round trips to Redis where this script is one.
 """
 from __future__ import annotations
 

@@ -13,9 +13,7 @@ import time
 
 import requests
 
-from connectors.base import Connector, Outgoing, Result, RetryAfter
-from connectors.classify import Clock, classify, unreachable
-from hub.errors import RetryLater
+from connectors.base import Connector, Outgoing, Reply, Result
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -41,6 +39,11 @@ class WebhookConnector(Connector):
     needs = ("email", "phone")
     options = {}
     timeout = 10.0
+    transport_errors = (requests.RequestException,)
+    request_id_header = "X-Request-Id"
+    # The receiver's 429 delays that delivery only: the receiver is the merchant's own
+    # endpoint, with no account-wide limit to keep for the other deliveries.
+    pause_on_429 = False
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)
@@ -65,27 +68,21 @@ class WebhookConnector(Connector):
         return {item.delivery_id: self._post(item) for item in items}
 
     def _post(self, item: Outgoing) -> Result:
-        try:
-            if self.limiter is not None:
-                self.limiter.acquire("webhook:post", self.mapping["rate_limits"].get("post"))
-        except RetryLater as exc:
-            return RetryAfter(seconds=exc.retry_after, message=str(exc))
         body = self.body(item)
-        timestamp = str(int(time.time()))
-        signed = signature(self.settings.OUTBOUND_WEBHOOK_SECRET, timestamp, body)
-        headers = {"Content-Type": "application/json", "User-Agent": "subscription-hub",
-                   "X-Hub-Timestamp": timestamp, "X-Hub-Delivery": item.key,
-                   "X-Hub-Signature": signed}
-        answer = lost = None
-        with Clock.timing() as clock:
-            try:
-                answer = self.http.post(self.settings.OUTBOUND_WEBHOOK_URL, data=body,
-                                        headers=headers, timeout=self.timeout,
-                                        allow_redirects=False)
-            except requests.RequestException as exc:
-                lost = exc
-        if lost is not None:
-            return unreachable(lost, clock.ms)
+
+        def send():
+            # Signed once the rate limit lets the request go, so the timestamp is fresh.
+            timestamp = str(int(time.time()))
+            signed = signature(self.settings.OUTBOUND_WEBHOOK_SECRET, timestamp, body)
+            headers = {"Content-Type": "application/json", "User-Agent": "subscription-hub",
+                       "X-Hub-Timestamp": timestamp, "X-Hub-Delivery": item.key,
+                       "X-Hub-Signature": signed}
+            return self.http.post(self.settings.OUTBOUND_WEBHOOK_URL, data=body, headers=headers,
+                                  timeout=self.timeout, allow_redirects=False)
+        result, _ = self.call("post", send)
+        return result
+
+    def reply(self, answer) -> Reply:
+        # A receiver's body is whatever it chose to say: kept as text, never parsed.
         ok = 200 <= answer.status_code < 300
-        return classify(answer.status_code, answer.headers, None if ok else answer.text, clock.ms,
-                        answer.headers.get("X-Request-Id"))
+        return Reply(answer.status_code, answer.headers, None if ok else answer.text)

@@ -74,6 +74,9 @@ EVENTS: dict[str, dict] = {
 
 CUSTOMER_KEYS = ("source_id", "email", "phone", "first_name", "last_name", "created_at")
 
+# Lifecycle stages, in the order a subscriber usually passes them (rules.yaml names them).
+STAGES = ("new", "engaged", "loyal", "at_risk", "churned")
+
 
 @dataclass
 class CanonicalEvent:

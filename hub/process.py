@@ -5,8 +5,8 @@ import gc
 
 # Python's collector runs a young-generation pass every 700 allocations. A worker draining a
 # batch allocates hundreds of thousands of ORM states and rows, none of them cyclic garbage,
-# and the default spent ~20 % of the drain walking them (benchmarks/e2e.py); a pass every
-# 50,000 allocations costs next to nothing and still frees the rare cycle within a batch.
+# and with the default the drain spends much of its time walking them (measure with
+# benchmarks/e2e.py); a pass every 50,000 allocations still frees the rare cycle in a batch.
 GC_THRESHOLDS = (50_000, 20, 20)
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 
 import orjson
 
@@ -187,3 +189,40 @@ def json_value(text: str | bytes):
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
+
+
+def header(headers, name: str) -> str | None:
+    """A header by case-insensitive name, from werkzeug, requests or urllib3 headers, a plain
+    dict of any casing, or a list of (name, value) pairs; None when absent."""
+    if headers is None:
+        return None
+    try:
+        found = headers.get(name)
+    except AttributeError:  # (name, value) pairs
+        headers = dict(headers)
+        found = headers.get(name)
+    if found is None:
+        found = headers.get(name.lower())
+    if found is not None:
+        return found
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def retry_after(headers, default: float = 0.0) -> float:
+    """Seconds a Retry-After header asks to wait (delta-seconds or an HTTP date, RFC 9110
+    10.2.3); `default` when the header is absent or unreadable."""
+    value = header(headers, "Retry-After")
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from hub.cli import main
-from hub.sync.inbox import attempts_of, drain_inbox
 from hub.models import InboxEvent, Subscriber
+from hub.sync.inbox import drain_inbox
+from hub.sync.readmodel import attempts_of
 from tests.conftest import free_port
 from tests.samples import API_HEADERS, SECRETS, post, signed, stripe_event
 

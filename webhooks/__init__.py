@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
 
+# `header` is re-exported: the platforms' modules read headers through `webhooks.header`.
+from hub.values import header as header
 
 # The topic of a webhook whose body names no event the hub can identify: stored (the
 # platform gets its 200 and stops retrying) and failed when drained, for staff to see.
@@ -71,20 +73,6 @@ def body_hash_id(body: bytes) -> str:
 def text_or_none(value) -> str | None:
     """A body's field as the envelope keeps it: text, or nothing."""
     return value if isinstance(value, str) else None
-
-
-def header(headers, name: str) -> str | None:
-    """A header by case-insensitive name, from werkzeug Headers or a plain dict of any casing."""
-    found = headers.get(name)
-    if found is None:
-        found = headers.get(name.lower())
-    if found is not None:
-        return found
-    wanted = name.lower()
-    for key, value in (headers or {}).items():
-        if key.lower() == wanted:
-            return value
-    return None
 
 
 SOURCE_NAMES = ("shopify", "stripe", "chargebee")

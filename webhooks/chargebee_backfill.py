@@ -22,8 +22,8 @@ from datetime import datetime
 
 import requests
 
-from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
-from hub.values import utc
+from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
+from hub.values import retry_after, utc
 
 SOURCE = "chargebee"
 PAGE_SIZE = 100

@@ -26,8 +26,8 @@ from datetime import datetime
 
 import stripe
 
-from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register, retry_after
-from hub.values import utc
+from hub.ops.backfill import Item, Lister, Pacer, Page, dedupe_id, register
+from hub.values import retry_after, utc
 from webhooks.stripe import TOPICS
 
 SOURCE = "stripe"

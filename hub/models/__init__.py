@@ -1,7 +1,7 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
 from hub.models.link import CustomerLink, LinkClick
-from hub.models.log import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
+from hub.models.log import (BACKFILL, CANCELLED, RECONCILIATION, DEAD, FAILED, IGNORED, INTERRUPTED, OPEN_STATUSES, PENDING,
                             PROCESSED, QUEUED, RETRYING, SENT, UNINSTALLED, Checkpoint, Delivery,
                             DeliveryAttempt, InboxEvent, Trigger)
 from hub.models.staff import ROLES, StaffUser
@@ -13,5 +13,5 @@ __all__ = [
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
-    "UNINSTALLED",
+    "UNINSTALLED", "BACKFILL", "RECONCILIATION",
 ]

@@ -147,6 +147,10 @@ class DeliveryAttempt(Base):
     delivery: Mapped[Delivery] = relationship(back_populates="attempts_log")
 
 
+# Inbox rows' origin besides "webhook": history listed by `hub backfill`, and changes the
+# webhooks missed that reconciliation found.
+BACKFILL, RECONCILIATION = "backfill", "reconciliation"
+
 # Checkpoint name of the flag set by Shopify's app/uninstalled: no call goes to the shop after it.
 UNINSTALLED = "shopify:uninstalled"
 

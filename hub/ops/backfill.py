@@ -26,12 +26,9 @@ from typing import Callable
 
 from sqlalchemy.orm import Session
 
+from hub.models import BACKFILL, Checkpoint
 from hub.sync.inbox import drain_inbox, receive
-from hub.models import Checkpoint
 from hub.values import iso, utc
-
-BACKFILL, RECONCILIATION = "backfill", "reconciliation"
-
 
 # --- what a lister returns ---------------------------------------------------------------
 
@@ -150,17 +147,6 @@ class Pacer:
         with self._lock:
             self.not_before = max(self.not_before, self.clock() + max(0.0, seconds))
             self.tokens = 0.0
-
-
-def retry_after(headers, default: float = 1.0) -> float:
-    """Seconds a 429 answer asks to wait (Retry-After in seconds), else `default`."""
-    for key, value in (headers or {}).items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return default
-    return default
 
 
 # --- progress ---------------------------------------------------------------------------------

@@ -34,9 +34,22 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from hub.models import (
+    DEAD,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRYING,
+    Checkpoint,
+    Delivery,
+    DeliveryAttempt,
+    InboxEvent,
+    Payment,
+    Subscriber,
+    Subscription,
+    Trigger,
+)
 from hub.sync.inbox import EARLIER
-from hub.models import (DEAD, FAILED, PENDING, QUEUED, RETRYING, Checkpoint, Delivery,
-                        DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription, Trigger)
 from hub.values import Money, iso, per_month, utc
 
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")

@@ -20,22 +20,16 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.ops.backfill import RECONCILIATION, Item, load_checkpoint, listers, save_checkpoint, store
+from hub.models import RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
+from hub.ops.backfill import Item, listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
-from hub.models import PROCESSED, InboxEvent, Order, Payment, Subscriber, Subscription
+from hub.sync.readmodel import recovered
 from hub.values import iso, utc
 
 log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)
 TOTAL = "reconcile:recovered"
-
-
-def recovered(origin: str | None, status: str | None, outcome) -> bool:
-    """Whether an inbox row is a change the webhooks missed and reconciliation applied."""
-    if origin != RECONCILIATION or status != PROCESSED:
-        return False
-    return any(not entry.get("stale") and entry.get("changed") for entry in outcome or [])
 
 
 def held_at(session: Session, source: str, item: Item) -> datetime | None:

@@ -14,15 +14,23 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from hub.sync import inbox
-from hub.sync import rules
-from hub.sync.inbox import attempts_of
-from hub.models import (DEAD, FAILED, OPEN_STATUSES, QUEUED, RETRYING, Delivery, InboxEvent, Order,
-                        Payment, Subscriber, Subscription, Trigger)
+import connectors
+from hub.models import (
+    DEAD,
+    FAILED,
+    OPEN_STATUSES,
+    QUEUED,
+    RETRYING,
+    Delivery,
+    InboxEvent,
+    Order,
+    Payment,
+    Subscriber,
+    Subscription,
+    Trigger,
+)
 from hub.models.link import LinkClick
-from hub.ops.reconcile import recovered
-from hub.sync.rules import lifecycle, queries
-from hub.values import iso, normalize_email, row_id
+from hub.values import normalize_email, row_id
 from webhooks import SOURCE_NAMES
 
 log = logging.getLogger(__name__)
@@ -42,84 +50,6 @@ def find(session: Session, key: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(or_(
         Subscriber.shopify_customer_id == key, Subscriber.stripe_customer_id == key,
         Subscriber.chargebee_customer_id == key)))
-
-
-def state(subscriber: Subscriber) -> dict:
-    """Current state of a subscriber, JSON-ready."""
-    s = subscriber
-    return {
-        "id": s.id, "email": s.email, "phone": s.phone, "first_name": s.first_name,
-        "last_name": s.last_name, "shopify_customer_id": s.shopify_customer_id,
-        "stripe_customer_id": s.stripe_customer_id, "chargebee_customer_id": s.chargebee_customer_id,
-        "consent": s.consent, "first_seen_at": iso(s.first_seen_at), "first_order_at": iso(s.first_order_at),
-        "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
-        "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},
-        "last_activity_at": iso(s.last_activity_at), "loyalty_points": s.loyalty_points, "tier": s.tier,
-        "stage": s.stage, "stage_reason": stage_reason(s), "health_score": s.health_score,
-        "cards": s.cards, "erased_at": iso(s.erased_at),
-        "subscriptions": [{
-            "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,
-            "interval": x.interval, "interval_count": x.interval_count, "amount": x.amount,
-            "currency": x.currency, "quantity": x.quantity,
-            "current_period_start": iso(x.current_period_start),
-            "current_period_end": iso(x.current_period_end), "next_renewal_at": iso(x.next_renewal_at),
-            "resumes_at": iso(x.resumes_at), "trial_end": iso(x.trial_end), "cancel_at_period_end": x.cancel_at_period_end,
-            "canceled_at": iso(x.canceled_at), "source_updated_at": iso(x.source_updated_at),
-        } for x in s.subscriptions],
-        "payments": [{
-            "source": p.source, "source_id": p.source_id, "status": p.status, "amount": p.amount,
-            "currency": p.currency, "attempt_count": p.attempt_count, "next_retry_at": iso(p.next_retry_at),
-            "failure_reason": p.failure_reason, "decline_code": p.decline_code,
-            "hard_decline": p.hard_decline, "first_failed_at": iso(p.first_failed_at),
-            "paid_at": iso(p.paid_at), "update_payment_url": p.update_payment_url,
-        } for p in s.payments],
-        "orders": [{
-            "source": o.source, "source_id": o.source_id, "number": o.number, "total": o.total,
-            "refunded": o.refunded, "currency": o.currency, "paid": o.paid, "cancelled": o.cancelled,
-            "is_subscription": o.is_subscription, "placed_at": iso(o.placed_at),
-        } for o in s.orders],
-    }
-
-
-def stage_reason(subscriber: Subscriber, params=None, now: datetime | None = None) -> str | None:
-    """The reason for the subscriber's stage as of now ("first order 10 days ago"), not the
-    words stored when the stage was last assessed; those when the stage's rules no longer
-    hold (the next sweep moves the stage)."""
-    if not subscriber.stage or subscriber.erased_at is not None:
-        return subscriber.stage_reason
-    state_now = queries.subscriber_state(subscriber)
-    return lifecycle.reason_for(state_now, subscriber.stage, now or datetime.now(timezone.utc),
-                                params or rules.current_params()) or subscriber.stage_reason
-
-
-def timeline(session: Session, subscriber_id: int, limit: int = 200) -> list[dict]:
-    """Inbound events, triggers, deliveries and link clicks of one subscriber, newest first."""
-    items = []
-    for row in session.scalars(select(InboxEvent).where(InboxEvent.subscriber_id == subscriber_id)
-                               .order_by(InboxEvent.id.desc()).limit(limit)):
-        tries = attempts_of(row)
-        items.append({"kind": "event", "at": iso(row.received_at), "id": row.id, "source": row.source,
-                      "topic": row.topic, "event_id": row.event_id, "status": row.status,
-                      "error": row.error, "origin": row.origin, "changes": tries[-1]["entries"],
-                      "earlier_attempts": tries[:-1],
-                      "recovered": recovered(row.origin, row.status, tries[-1]["entries"])})
-    for t in session.scalars(select(Trigger).where(Trigger.subscriber_id == subscriber_id)
-                             .order_by(Trigger.id.desc()).limit(limit)):
-        items.append({"kind": "trigger", "at": iso(t.created_at), "id": t.id, "name": t.name,
-                      "rule": t.rule, "occasion": t.occasion, "status": t.status, "reason": t.reason,
-                      "due_at": iso(t.due_at), "properties": t.properties})
-    for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
-                             .order_by(Delivery.id.desc()).limit(limit)):
-        items.append({"kind": "delivery", "at": iso(d.created_at), "id": d.id, "connector": d.connector,
-                      "delivery_kind": d.kind, "status": d.status, "attempts": [
-                          {"at": iso(a.at), "outcome": a.outcome, "http_status": a.http_status,
-                           "latency_ms": a.latency_ms, "request_id": a.request_id,
-                           "retry_after": a.retry_after, "message": a.message} for a in d.attempts_log]})
-    items += [{"kind": "link", "at": iso(c.clicked_at), "id": c.id, "purpose": c.purpose, "source": c.source,
-               "outcome": c.outcome, "description": c.description}
-              for c in session.scalars(LinkClick.latest(subscriber_id, limit))]
-    items.sort(key=lambda i: (i["at"] or "", i["id"]), reverse=True)
-    return items[:limit]
 
 
 # Search ------------------------------------------------------------------------------
@@ -302,7 +232,6 @@ def recent_events(session: Session, source: str | None = None, topic: str | None
 
 
 def _connector_names() -> list[str]:
-    import connectors
 
     return list(connectors.CONNECTORS)
 
@@ -359,85 +288,6 @@ def subscribers_by_id(session: Session, ids) -> dict[int, Subscriber]:
         found.update({s.id: s for s in session.scalars(select(Subscriber).where(
             Subscriber.id.in_(ids[start:start + 500])))})
     return found
-
-
-# Support actions -------------------------------------------------------------------------
-
-def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connector: str | None = None) -> int:
-    """Queue deliveries again now: the given ids, or every dead one (of one connector)."""
-    from hub.sync import outbox
-
-    if ids:
-        return outbox.retry(session, delivery_ids=[int(i) for i in ids])
-    if not all_dead:
-        return 0
-    if connector is None:
-        return outbox.retry(session, dead=True)
-    dead_ids = list(session.scalars(select(Delivery.id).where(Delivery.connector == connector,
-                                                              Delivery.status == DEAD)))
-    return sum(outbox.retry(session, delivery_ids=dead_ids[i:i + 500]) for i in range(0, len(dead_ids), 500))
-
-
-def replay_event(session: Session, row: InboxEvent, settings) -> list[dict]:
-    """Process a stored event again (a new attempt, the earlier ones kept), then write the
-    profile deliveries it made due; the new attempt's outcome entries."""
-    latest = inbox.replay(session, row, settings)
-    inbox.after_batch(session, settings)
-    return latest
-
-
-def resend_profile(session: Session, settings, subscriber: Subscriber, connector: str) -> Delivery | None:
-    """A fresh profile delivery of `subscriber` to `connector`, even if the tool should have it.
-
-    The key keeps outbox's shape (profile:<subscriber>:<digest>:<suffix>) so the next
-    automatic profile update still compares its digest with this one.
-    """
-    import connectors
-    from hub.sync import outbox
-
-    if connector not in profile_tools(settings):
-        return None
-    mapping = connectors.load_mapping(settings, connector)
-    needs = connectors.CONNECTORS[connector].needs
-    if "profile" not in mapping["send"] or subscriber.erased_at is not None or \
-            not any(getattr(subscriber, n, None) for n in needs):
-        return None
-    payload = outbox.profile_payload(subscriber, outbox.profile_fields(subscriber), mapping)
-    digest = outbox.profile_digest(payload)
-    now = datetime.now(timezone.utc)
-    delivery = Delivery(connector=connector, kind="profile", subscriber_id=subscriber.id,
-                        idempotency_key=f"profile:{subscriber.id}:{digest}:resent-{now.timestamp():.6f}",
-                        payload=payload, status=QUEUED, attempts=0, next_attempt_at=now,
-                        history=False, created_at=now)
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
-def enabled_connectors(settings) -> list[str]:
-    from hub.sync import outbox
-
-    return outbox.enabled_connectors(settings)
-
-
-def profile_tools(settings) -> list[str]:
-    """The enabled connectors that take profile updates (the "send again" buttons)."""
-    import connectors
-
-    return [name for name in enabled_connectors(settings)
-            if "profile" in connectors.load_mapping(settings, name)["send"]]
-
-
-def request_push(hub, connectors_=None) -> bool:
-    """Ask a worker to push now (after commit); False when Redis is down (the backstop pushes later)."""
-    names = list(connectors_) if connectors_ else enabled_connectors(hub.settings)
-    try:
-        for name in names:
-            hub.queues.enqueue_push(name)
-        return True
-    except Exception as exc:  # Redis down: the worker's one-minute backstop pushes what is due
-        log.warning("could not enqueue a push (%s); the backstop will push later", exc)
-        return False
 
 
 # The subscriber page's story ----------------------------------------------------------------

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.events import CanonicalEvent
-from hub.sync.identity import find_subscriber, resolve
 from hub.models import Order, Payment, Subscriber, Subscription
+from hub.sync import compliance
+from hub.sync.identity import find_subscriber, resolve
 from hub.values import normalize_email, normalize_phone
 
 
@@ -376,7 +377,7 @@ def apply_lookup_only(session, event, changes):
     _subscriber(session, event, changes, create=False)
 
 
-# Compliance appliers (added for issue 6 item 4; the work is in hub.sync.compliance) -------------
+# Compliance appliers (the work is in hub.sync.compliance) ---------------------------------
 
 def apply_erase(session, event, changes):
     """customers/redact (a customer named) or shop/redact (none named: the whole shop).
@@ -385,7 +386,6 @@ def apply_erase(session, event, changes):
     `changes.erased` for hub.sync.inbox.decide (it plans the erase deliveries); nothing of
     it goes into `changes.changed`/`notes`, which are stored on the inbox row.
     """
-    from hub.sync import compliance
 
     raw = [event.customer.get("email"), event.customer.get("phone")]
     if not event.customer:
@@ -407,7 +407,6 @@ def apply_erase(session, event, changes):
 
 def apply_data_request(session, event, changes):
     """customers/data_request: store an export of everything held, for staff to send."""
-    from hub.sync import compliance
 
     subscriber = find_subscriber(session, event.source, event.customer)
     if subscriber is not None and subscriber.erased_at is not None:
@@ -422,7 +421,6 @@ def apply_data_request(session, event, changes):
 
 def apply_app_uninstalled(session, event, changes):
     """app/uninstalled: Shopify calls and registration stop; data is kept until shop/redact."""
-    from hub.sync import compliance
 
     compliance.record_uninstalled(session, event.data.get("shop"))
     changes.notes.append("app uninstalled: Shopify calls stop; data kept until shop/redact")
@@ -446,7 +444,7 @@ APPLIERS = {
     ev.RENEWAL_UPCOMING: apply_renewal_upcoming,
     ev.PAYMENT_METHOD_EXPIRING: apply_card,
     ev.PAYMENT_METHOD_UPDATED: apply_card,
-    # Compliance (issue 6 item 4): see hub/compliance.py and docs/compliance.md.
+    # Compliance: see hub/sync/compliance.py and docs/compliance.md.
     ev.SUBSCRIBER_ERASE: apply_erase,
     ev.DATA_REQUEST: apply_data_request,
     ev.APP_UNINSTALLED: apply_app_uninstalled,

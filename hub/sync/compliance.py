@@ -6,10 +6,32 @@ gathers what the hub holds about them; an app uninstall stops every call to the 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
+from sqlalchemy import Text, cast, delete, func, or_, select, update
+
 from hub.masking import EMAIL_PATTERN, normal_key, scrub_body
-from hub.models import UNINSTALLED
+from hub.models import (
+    CANCELLED,
+    QUEUED,
+    RETRYING,
+    SENT,
+    UNINSTALLED,
+    Checkpoint,
+    CustomerLink,
+    Delivery,
+    DeliveryAttempt,
+    InboxEvent,
+    Merge,
+    Payment,
+    Subscriber,
+    Subscription,
+    Trigger,
+    now_utc,
+)
+from hub.sync import readmodel
+from hub.values import iso
 
 ERASED = "[erased]"
 ERASED_BODY = b'{"erased": true}'
@@ -22,7 +44,6 @@ def person_hash(email: str | None) -> str | None:
     """A stable pseudonym of an email (sha256 hex): what a scrubbed delivery keeps."""
     if not email:
         return None
-    import hashlib
 
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
@@ -63,7 +84,6 @@ def scrub_person(value, needles: list[str]):
 
 
 def _now():
-    from hub.models import now_utc
 
     return now_utc()
 
@@ -95,9 +115,6 @@ def erase_mentions(session, needles, source: str | None = None, limit: int = 10_
     A LIKE over the stored body (SQLite and PostgreSQL both take it on a blob / bytea),
     bounded to `source`'s rows without a subscriber and to `limit` rows per identifier.
     """
-    from sqlalchemy import Text, cast, func, or_, select
-
-    from hub.models import InboxEvent
 
     needles = _needles(*needles)
     wanted = [n for n in needles if "@" in n or len(re.sub(r"\D", "", n)) >= 7]  # emails, phones
@@ -134,22 +151,6 @@ def erase_subscriber(session, subscriber, reason: str, also=(), source: str | No
     and phone are what the caller needs to ask the tools to delete the person; the caller
     must not store them anywhere but the erase deliveries.
     """
-    from sqlalchemy import delete, or_, select, update
-
-    from hub.models import (
-        CANCELLED,
-        QUEUED,
-        RETRYING,
-        Checkpoint,
-        CustomerLink,
-        Delivery,
-        DeliveryAttempt,
-        InboxEvent,
-        Merge,
-        Payment,
-        Subscription,
-        Trigger,
-    )
 
     email, phone = subscriber.email, subscriber.phone
     needles = _needles(email, phone, subscriber.first_name, subscriber.last_name,
@@ -217,9 +218,6 @@ def erase_shop(session, shop: str | None, reason: str = "shop/redact") -> dict:
     anyone linked to an inbox row of that shop). The tools are not asked to delete these
     people: the merchant's marketing tools are the merchant's, not the app's.
     """
-    from sqlalchemy import or_, select
-
-    from hub.models import InboxEvent, Subscriber
 
     linked = select(InboxEvent.subscriber_id).where(InboxEvent.shop == shop,
                                                      InboxEvent.subscriber_id.is_not(None))
@@ -237,11 +235,6 @@ def erase_shop(session, shop: str | None, reason: str = "shop/redact") -> dict:
 def export_subscriber(session, subscriber) -> dict:
     """Everything the hub holds on one person: state, records, timeline, triggers,
     deliveries and the raw webhooks (secrets and card data removed), JSON-ready."""
-    from sqlalchemy import select
-
-    from hub.ops import synclog
-    from hub.models import Delivery, InboxEvent, Trigger
-    from hub.values import iso
 
     sid = subscriber.id
     inbound = [{"id": r.id, "source": r.source, "topic": r.topic, "event_id": r.event_id,
@@ -258,15 +251,14 @@ def export_subscriber(session, subscriber) -> dict:
                   for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == sid)
                                            .order_by(Delivery.id))]
     return {"exported_at": iso(_now()), "subscriber_id": sid,
-            "state": synclog.state(subscriber), "usage": subscriber.usage or [],
-            "timeline": synclog.timeline(session, sid, limit=10_000), "inbound": inbound,
+            "state": readmodel.state(subscriber), "usage": subscriber.usage or [],
+            "timeline": readmodel.timeline(session, sid, limit=10_000), "inbound": inbound,
             "triggers": triggers, "deliveries": deliveries}
 
 
 def store_data_request(session, request_id: str, subscriber, customer: dict | None = None,
                        source: str = "shopify") -> dict:
     """Keep the export of a data request as Checkpoint `data_request:<id>` for staff."""
-    from hub.models import Checkpoint
 
     export = export_subscriber(session, subscriber) if subscriber is not None else None
     value = {"request_id": str(request_id), "source": source, "received_at": _now().isoformat(),
@@ -286,7 +278,6 @@ def store_data_request(session, request_id: str, subscriber, customer: dict | No
 
 def data_request(session, request_id: str) -> dict | None:
     """A stored data request export by its id (Shopify's `data_request.id`), or None."""
-    from hub.models import Checkpoint
 
     held = session.get(Checkpoint, f"{DATA_REQUEST_PREFIX}{request_id}"[:100])
     return held.value if held is not None else None
@@ -294,9 +285,6 @@ def data_request(session, request_id: str) -> dict | None:
 
 def data_requests(session) -> list[dict]:
     """Stored data requests, newest first: id, when, whom (no personal data)."""
-    from sqlalchemy import select
-
-    from hub.models import Checkpoint
 
     rows = session.scalars(select(Checkpoint).where(Checkpoint.name.like(DATA_REQUEST_PREFIX + "%")))
     listed = [{"request_id": c.value.get("request_id"), "received_at": c.value.get("received_at"),
@@ -307,7 +295,6 @@ def data_requests(session) -> list[dict]:
 
 def record_uninstalled(session, shop: str | None) -> None:
     """app/uninstalled: remember it; Shopify calls and registration stop, data stays."""
-    from hub.models import Checkpoint
 
     value = {"shop": shop, "at": _now().isoformat()}
     held = session.get(Checkpoint, UNINSTALLED)
@@ -320,14 +307,12 @@ def record_uninstalled(session, shop: str | None) -> None:
 
 def shopify_uninstalled(session) -> bool:
     """True after app/uninstalled until `clear_uninstalled` (a new `hub install`)."""
-    from hub.models import Checkpoint
 
     return session.get(Checkpoint, UNINSTALLED) is not None
 
 
 def clear_uninstalled(session) -> None:
     """Forget an app/uninstalled (call when the app is installed again)."""
-    from hub.models import Checkpoint
 
     held = session.get(Checkpoint, UNINSTALLED)
     if held is not None:
@@ -335,44 +320,8 @@ def clear_uninstalled(session) -> None:
         session.flush()
 
 
-def erase_targets(settings) -> list[str]:
-    """Enabled connectors that can delete a person (kind "erase"), whatever their mapping's
-    `send` says: deleting a person on request is not a sync preference."""
-    import connectors
-    from hub.sync import outbox
-
-    return [n for n in outbox.enabled_connectors(settings)
-            if "erase" in getattr(connectors.CONNECTORS[n], "kinds", ())]
-
-
-def plan_erasures(session, settings, erased: list[dict]) -> int:
-    """One "erase" delivery per erased person per tool that can delete them.
-
-    The payload holds the email and phone the tool's deletion call needs and a hash
-    (`subject`); once the tool accepted the request, `forget_sent_erasures` blanks the
-    email and phone, so only the hash stays (proof that the request went out).
-    A delivery that ends dead keeps them, so staff can retry it: it is listed on the
-    sync log's failing deliveries until it is sent.
-    """
-    from hub.sync import outbox
-
-    rows = []
-    for name in erase_targets(settings):
-        for person in erased:
-            if not person.get("email") and not person.get("phone"):
-                continue
-            payload = {"subscriber_id": person["subscriber_id"], "email": person.get("email"),
-                       "phone": person.get("phone"), "subject": person.get("subject")}
-            key = f"erase:{person['subscriber_id']}"
-            rows.append(outbox._row(name, "erase", person["subscriber_id"], key, payload, False))
-    return outbox._insert(session, rows)
-
-
 def forget_sent_erasures(session, delivery_ids) -> int:
     """Blank the identity of erase deliveries the tools accepted, and their attempt texts."""
-    from sqlalchemy import select
-
-    from hub.models import SENT, Delivery, DeliveryAttempt
 
     ids = list(delivery_ids)
     if not ids:
@@ -390,11 +339,7 @@ def forget_sent_erasures(session, delivery_ids) -> int:
     return done
 
 
-__all__ = ["REMOVED", "MaskPersonalData", "mask_email", "mask_logs", "mask_phone", "mask_text",
-           "scrub_body", "scrub_value",
-           "scrub_headers", "secret_key", "luhn_valid",
-           # compliance
-           "ERASED", "person_hash", "scrub_person", "erase_subscriber", "erase_mentions",
+__all__ = ["ERASED", "person_hash", "scrub_person", "erase_subscriber", "erase_mentions",
            "erase_shop", "export_subscriber", "store_data_request", "data_request",
            "data_requests", "record_uninstalled", "shopify_uninstalled", "clear_uninstalled",
-           "erase_targets", "plan_erasures", "forget_sent_erasures"]
+           "forget_sent_erasures"]

@@ -4,14 +4,22 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import add_numbered
-from hub.models import (Delivery, InboxEvent, Merge, Order, Payment, Subscriber, Subscription,
-                        Trigger)
+from hub.models import (
+    Delivery,
+    InboxEvent,
+    Merge,
+    Order,
+    Payment,
+    Subscriber,
+    Subscription,
+    Trigger,
+)
 from hub.values import normalize_email
 
 log = logging.getLogger(__name__)

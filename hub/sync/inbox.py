@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 import traceback as tb
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,11 +23,14 @@ from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
-from hub.sync.apply import CREATES, apply_event
-from hub.events import SUBSCRIBER_ERASE
 from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
+from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from hub.models.base import sqlite_text
+from hub.sync import identity, outbox, rules
+from hub.sync.apply import CREATES, apply_event
+from hub.sync.outbox import planned_connectors
+from hub.sync.readmodel import EARLIER
 from hub.values import json_text, json_value
 from webhooks import UNREADABLE, Envelope, get_source
 
@@ -252,7 +255,6 @@ def drain_inbox(storage, settings, batch_size: int | None = None, now: datetime 
 
 
 def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) -> dict:
-    from hub.sync.outbox import planned_connectors
 
     size = batch_size or settings.HUB_INBOX_BATCH
     counts = {PROCESSED: 0, IGNORED: 0, FAILED: 0}
@@ -342,7 +344,6 @@ def after_batch(session: Session, settings) -> None:
     """Work done once per batch rather than per row (outbox coalescing), then the rows'
     outcomes, written last: on SQLite that write takes the inbox file's lock, and webhooks
     wait while the transaction holding it commits, not while it plans deliveries too."""
-    from hub.sync import outbox
 
     outbox.flush_pending_profiles(session, settings)
     update_by_key(session.connection(), InboxEvent.__table__, session.info.pop(OUTCOMES, []))
@@ -356,8 +357,6 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
     rows are processed again one by one (process_row, a savepoint each): the bad row alone
     ends failed and the others are processed as if it had not been there.
     """
-    from hub.sync import identity
-    from hub.sync import outbox
 
     held = {key: set(session.info.get(key, ())) for key in (outbox.DIRTY, outbox.PLANNED)}
     prepared = [(row, _prepare(row, settings)) for row in rows]
@@ -510,17 +509,13 @@ def _payload(row: InboxEvent) -> dict:
 
 def decide(session: Session, changes, event, row: InboxEvent, settings, now: datetime | None) -> list[str]:
     """Run the event rules for the changed subscriber and plan the outbox; trigger names fired."""
-    from hub.sync import outbox
-    from hub.sync import rules
 
     subscriber = changes.subscriber
-    # Compliance (issue 6 item 4): after customers/redact the person's data is gone from the
-    # hub; ask every enabled tool that can to delete them too (hub.sync.compliance.plan_erasures).
+    # Compliance: after customers/redact the person's data is gone from the
+    # hub; ask every enabled tool that can to delete them too (hub.sync.outbox.plan_erasures).
     # No rules run and no profile is planned for an erased person.
     if getattr(changes, "erased", None):
-        from hub.sync import compliance
-
-        compliance.plan_erasures(session, settings, changes.erased)
+        outbox.plan_erasures(session, settings, changes.erased)
         return []
     if subscriber is None and event.name in rules.WITHOUT_SUBSCRIBER:
         # An inventory change names a product, not a person: the rules find the subscribers
@@ -540,10 +535,6 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     return [t.name for t in triggers]
 
 
-# Marks the outcome entries of an earlier processing attempt (its number, from 1), and each
-# such attempt's own line: {EARLIER: n, "attempt": {"at", "status", "error"}}. Entries
-# without it are the latest attempt's, so every reader of `outcome` sees the latest one.
-EARLIER = "earlier_attempt"
 
 
 def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
@@ -563,22 +554,3 @@ def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
     latest = [entry for entry in row.outcome or [] if EARLIER not in entry]
     row.outcome = latest + earlier
     return latest
-
-
-def attempts_of(row: InboxEvent) -> list[dict]:
-    """Every processing attempt of a row, oldest first: {number, at, status, error, entries,
-    latest}; the latest is read from the row's own columns."""
-    attempts: dict[int, dict] = {}
-    for entry in row.outcome or []:
-        number = entry.get(EARLIER)
-        if number is None:
-            continue
-        attempt = attempts.setdefault(number, {"number": number, "entries": [], "latest": False})
-        if "attempt" in entry:
-            attempt.update(entry["attempt"])
-        else:
-            attempt["entries"].append(entry)
-    return [*(attempts[n] for n in sorted(attempts)), {
-        "number": len(attempts) + 1, "at": row.processed_at.isoformat() if row.processed_at else None,
-        "status": row.status, "error": row.error, "latest": True,
-        "entries": [entry for entry in row.outcome or [] if EARLIER not in entry]}]

@@ -42,8 +42,20 @@ from connectors.base import Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
-from hub.models import (CANCELLED, DEAD, INTERRUPTED, QUEUED, RETRYING, SENT, Delivery,
-                        DeliveryAttempt, Subscriber, Trigger, now_utc)
+from hub.models import (
+    CANCELLED,
+    DEAD,
+    INTERRUPTED,
+    QUEUED,
+    RETRYING,
+    SENT,
+    Delivery,
+    DeliveryAttempt,
+    Subscriber,
+    Trigger,
+    now_utc,
+)
+from hub.sync import compliance
 from hub.values import iso, per_month
 
 log = logging.getLogger(__name__)
@@ -648,7 +660,6 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
         erased = [i.delivery_id for i in items
                   if i.kind == "erase" and isinstance(results[i.delivery_id], Sent)]
         if erased:
-            from hub.sync import compliance
 
             compliance.forget_sent_erasures(session, erased)
     return counts
@@ -691,3 +702,33 @@ def retry(session: Session, delivery_ids=None, dead: bool = False,
 __all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty",
            "flush_pending_profiles", "profile_fields", "monthly_amount", "enabled_connectors",
            "push_batch", "retry", "planned_connectors", "backoff", "MAX_ATTEMPTS"]
+
+
+# Compliance: erase requests to the tools ------------------------------------------------
+
+def erase_targets(settings) -> list[str]:
+    """Enabled connectors that can delete a person (kind "erase"), whatever their mapping's
+    `send` says: deleting a person on request is not a sync preference."""
+    return [n for n in enabled_connectors(settings)
+            if "erase" in getattr(connectors.CONNECTORS[n], "kinds", ())]
+
+
+def plan_erasures(session, settings, erased: list[dict]) -> int:
+    """One "erase" delivery per erased person per tool that can delete them.
+
+    The payload holds the email and phone the tool's deletion call needs and a hash
+    (`subject`); once the tool accepted the request, `forget_sent_erasures` blanks the
+    email and phone, so only the hash stays (proof that the request went out).
+    A delivery that ends dead keeps them, so staff can retry it: it is listed on the
+    sync log's failing deliveries until it is sent.
+    """
+    rows = []
+    for name in erase_targets(settings):
+        for person in erased:
+            if not person.get("email") and not person.get("phone"):
+                continue
+            payload = {"subscriber_id": person["subscriber_id"], "email": person.get("email"),
+                       "phone": person.get("phone"), "subject": person.get("subject")}
+            key = f"erase:{person['subscriber_id']}"
+            rows.append(_row(name, "erase", person["subscriber_id"], key, payload, False))
+    return _insert(session, rows)

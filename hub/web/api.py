@@ -11,9 +11,8 @@ from functools import wraps
 from flask import Blueprint, jsonify, request
 
 from hub import jobs
-from hub.sync import outbox
-from hub.sync import rules
 from hub.ops import synclog
+from hub.sync import outbox, readmodel, rules
 from hub.values import iso, utc
 from hub.web import current_hub
 
@@ -39,7 +38,7 @@ def subscriber(key: str):
         found = synclog.find(session, key)
         if found is None:
             return jsonify(error=f"no subscriber matches {key!r}"), 404
-        return jsonify(subscriber=synclog.state(found), timeline=synclog.timeline(session, found.id))
+        return jsonify(subscriber=readmodel.state(found), timeline=readmodel.timeline(session, found.id))
 
 
 @bp.post("/usage")

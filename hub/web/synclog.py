@@ -12,16 +12,28 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from hub.ops import dashboard
-from hub.sync import rules
-from hub.ops import synclog
-from hub.models import (CANCELLED, DEAD, FAILED, IGNORED, INTERRUPTED, PENDING, PROCESSED, QUEUED,
-                        RETRYING, SENT, Delivery, InboxEvent, Subscriber)
 from hub.masking import mask_email, mask_phone, mask_text, scrub_body, scrub_headers
+from hub.models import (
+    CANCELLED,
+    DEAD,
+    FAILED,
+    IGNORED,
+    INTERRUPTED,
+    PENDING,
+    PROCESSED,
+    QUEUED,
+    RETRYING,
+    SENT,
+    Delivery,
+    InboxEvent,
+    Subscriber,
+)
+from hub.ops import dashboard, support, synclog
+from hub.sync import readmodel, rules
 from hub.values import money_text, row_id, utc
 from hub.web import current_hub
 from hub.web.auth import check_csrf, load_staff, operator_required
-from webhooks import SOURCE_NAMES
+from webhooks import SOURCE_NAMES, get_source
 
 bp = Blueprint("synclog", __name__, url_prefix="/sync-log")
 
@@ -301,7 +313,7 @@ _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": 
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
           "mask_phone": mask_phone, "mask_text": mask_text, "subscription": SUBSCRIPTION_WORDS,
           "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds,
-          "tries": synclog.attempts_of, "attempt_heading": attempt_heading}
+          "tries": readmodel.attempts_of, "attempt_heading": attempt_heading}
 
 
 # `w.when(...)`, `w.money(...)`, …: the helpers templates use to say things plainly.
@@ -331,7 +343,7 @@ def index():
         totals = {status: sum(n for (_, st), n in counts.items() if st == status)
                   for status in (QUEUED, RETRYING, DEAD)}
         return render_template("index.html", open_counts=open_counts, totals=totals, latest=latest.rows,
-                               people=people, connectors=synclog.enabled_connectors(hub.settings))
+                               people=people, connectors=support.enabled_connectors(hub.settings))
 
 
 @bp.get("/search")
@@ -360,11 +372,11 @@ def subscriber(subscriber_id: int):
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
         page = synclog.story(session, subscriber_id, before=request.args.get("before"), limit=PAGE_SIZE)
-        tools = synclog.profile_tools(hub.settings)
+        tools = support.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
                                currency=person.currency or next(
                                    (x.currency for x in person.subscriptions if x.currency), None),
-                               stage_reason=synclog.stage_reason(person, rules.current_params(hub.settings)))
+                               stage_reason=readmodel.stage_reason(person, rules.current_params(hub.settings)))
 
 
 @bp.post("/subscribers/<id:subscriber_id>/resend")
@@ -376,12 +388,12 @@ def resend(subscriber_id: int):
         person = session.get(Subscriber, subscriber_id)
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
-        delivery = synclog.resend_profile(session, hub.settings, person, connector)
+        delivery = support.resend_profile(session, hub.settings, person, connector)
     if delivery is None:
         flash(f"Nothing was sent: {tool_name(connector)} is not connected, does not take profiles, "
               "or this customer has no email or phone it can use.", "error")
     else:
-        synclog.request_push(hub, [connector])
+        support.request_push(hub, [connector])
         flash(f"This customer's profile will be sent to {tool_name(connector)} again within a minute "
               f"(delivery #{delivery.id}).", "info")
     return redirect(url_for("synclog.subscriber", subscriber_id=subscriber_id))
@@ -423,7 +435,6 @@ def events():
 
 
 def _known_topics() -> list[str]:
-    from webhooks import get_source
 
     topics = set()
     for name in SOURCE_NAMES:
@@ -461,11 +472,11 @@ def replay(event_id: int):
         if row is None:
             abort(404, description=f"No inbound event #{event_id}.")
         before = row.status
-        latest = synclog.replay_event(session, row, hub.settings)
+        latest = support.replay_event(session, row, hub.settings)
         status, subscriber_id = row.status, row.subscriber_id
         owner = session.get(Subscriber, subscriber_id) if subscriber_id else None
         message = replay_message(event_id, before, latest, status, row.error, owner.currency if owner else None)
-    synclog.request_push(hub)
+    support.request_push(hub)
     flash(message, "error" if status == FAILED else "info")
     default = (url_for("synclog.subscriber", subscriber_id=subscriber_id) if subscriber_id
                else url_for("synclog.failed_events"))
@@ -511,9 +522,9 @@ def retry():
             tools = set(session.scalars(select(Delivery.connector).where(Delivery.id.in_(ids))))
         else:
             tools = {connector} if connector else None
-        count = synclog.retry_deliveries(session, ids=ids, all_dead=everything, connector=connector)
+        count = support.retry_deliveries(session, ids=ids, all_dead=everything, connector=connector)
     if count:
-        synclog.request_push(hub, tools)
+        support.request_push(hub, tools)
         flash(f"{count} {'delivery is' if count == 1 else 'deliveries are'} queued again and will be "
               "sent within a minute.", "info")
     else:

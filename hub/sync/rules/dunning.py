@@ -17,7 +17,15 @@ from datetime import date, datetime, timedelta
 from typing import Callable
 
 from hub.sync.rules.params import RuleParams
-from hub.sync.rules.state import RETRIES_EXHAUSTED, Due, PaymentState, Window, day_start, iso, local_day
+from hub.sync.rules.state import (
+    RETRIES_EXHAUSTED,
+    Due,
+    PaymentState,
+    Window,
+    day_start,
+    iso,
+    local_day,
+)
 from hub.values import money_text
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ import yaml
 
 from hub.config import PROJECT_DIR
 from hub.errors import ConfigError
+from hub.events import STAGES
 
 DEFAULT_PATH = PROJECT_DIR / "mappings" / "rules.yaml"
-STAGES = ("new", "engaged", "loyal", "at_risk", "churned")
 
 
 def _n(lo=None, hi=None):

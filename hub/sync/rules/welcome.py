@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from hub.sync.rules.params import RuleParams
-from hub.sync.rules.state import SKIPPED, Due, SubscriberState, SubState, Window, day_start, iso, local_day
+from hub.sync.rules.state import (
+    SKIPPED,
+    Due,
+    SubscriberState,
+    SubState,
+    Window,
+    day_start,
+    iso,
+    local_day,
+)
 
 STARTED = "subscription-started"
 

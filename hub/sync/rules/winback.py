@@ -4,7 +4,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from hub.sync.rules.params import RuleParams
-from hub.sync.rules.state import SKIPPED, Due, SubscriberState, SubState, Window, day_start, iso, local_day
+from hub.sync.rules.state import (
+    SKIPPED,
+    Due,
+    SubscriberState,
+    SubState,
+    Window,
+    day_start,
+    iso,
+    local_day,
+)
 
 RULE, CANCELLED_RULE = "win-back", "subscription-cancelled"
 

@@ -1,4 +1,4 @@
-"""Shopify's compliance webhooks (issue 6 item 4): customers/redact, customers/data_request,
+"""Shopify's compliance webhooks: customers/redact, customers/data_request,
 shop/redact and app/uninstalled, from a signed webhook through the worker to the tools."""
 from __future__ import annotations
 

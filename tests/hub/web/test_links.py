@@ -13,13 +13,17 @@ import pytest
 import stripe
 from sqlalchemy import select
 
-from hub.sync.inbox import drain_inbox
-from hub.models import Subscriber, Trigger
 from hub.masking import MaskPersonalData
+from hub.models import Subscriber, Trigger
 from hub.sync.compliance import erase_subscriber
+from hub.sync.inbox import drain_inbox
+from hub.sync.readmodel import timeline
 from hub.sync.rules import platforms
-from hub.ops.synclog import timeline
-from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
+from tests.hub.sync.rules.conftest import (  # noqa: F401 - a fixture
+    failed_invoice,
+    forget_rule_settings,
+    shopify_billing_failure,
+)
 from tests.samples import load_sample, post
 from webhooks.standins.chargebee import FakeChargebee
 from webhooks.standins.shopify_billing import FakeShopifyBilling
