@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from rq import SimpleWorker
 
-from hub import Hub, make_hub
+from hub.context import Hub, current_hub
 from hub.errors import DrainerBusy
 from hub.ops import dashboard, reconcile
 from hub.sync import outbox, rules
@@ -14,21 +14,6 @@ from hub.sync.inbox import drain_inbox
 from hub.values import utc
 
 log = logging.getLogger(__name__)
-_hub: Hub | None = None
-
-
-def current() -> Hub:
-    """The hub of this worker process (built once)."""
-    global _hub
-    if _hub is None:
-        _hub = make_hub()
-    return _hub
-
-
-def use(hub: Hub) -> None:
-    """Make `hub` the one jobs of this process use (worker start-up, tests)."""
-    global _hub
-    _hub = hub
 
 
 class Worker(SimpleWorker):
@@ -51,7 +36,7 @@ class Worker(SimpleWorker):
 
 def drain_inbox_job() -> dict:
     """Drain the inbox until empty, then ask the outbox to push what it planned."""
-    hub = current()
+    hub = current_hub()
     try:
         with hub.storage.drain_lock(wait=False):
             # Cleared before looking for rows: a webhook stored after this point sets the
@@ -81,7 +66,7 @@ def request_pushes(hub: Hub, connectors=None) -> None:
 
 def push_batch_job(connector: str) -> dict:
     """Push due deliveries of one connector; enqueue itself again while more are due."""
-    hub = current()
+    hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
@@ -100,7 +85,7 @@ def run_time_rules(hub: Hub, now: datetime) -> dict:
 
 def sweep_job(at: str | None = None) -> dict:
     """Run every time rule as of `at` (ISO-8601; default now)."""
-    hub = current()
+    hub = current_hub()
     counts = run_time_rules(hub, utc(at) if at else datetime.now(timezone.utc))
     request_pushes(hub)
     return counts
@@ -109,18 +94,18 @@ def sweep_job(at: str | None = None) -> dict:
 def backstop_job() -> dict:
     """Every minute: drain rows a lost enqueue left behind, push what is due."""
     counts = drain_inbox_job()
-    request_pushes(current())
+    request_pushes(current_hub())
     return counts
 
 
 def dashboard_job() -> dict:
     """Bring the dashboard's running totals up to date with the inbox."""
-    return dashboard.catch_up(current().storage)
+    return dashboard.catch_up(current_hub().storage)
 
 
 def reconcile_job(source: str | None = None) -> dict:
     """Poll the platforms for changes the webhooks missed and apply them (hub/ops/reconcile.py)."""
-    hub = current()
+    hub = current_hub()
     report = reconcile.run(hub, sources=[source] if source else None)
     if report.recovered:
         request_pushes(hub)
@@ -134,7 +119,7 @@ def registration_job() -> dict:
     # import this module to request pushes) would otherwise load and never use.
     from hub.ops import registrations  # noqa: PLC0415
 
-    hub = current()
+    hub = current_hub()
     problems = registrations.record_watch(hub.storage, hub.settings)
     for problem in problems:
         log.warning("webhook registration: %s: %s", problem["tool"], problem["message"])

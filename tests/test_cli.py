@@ -150,10 +150,11 @@ def test_the_hourly_registration_check_runs_without_the_commands(tmp_path):
     """The worker's registration job (jobs) sits below the commands: it never loads one."""
     out = _fresh_python(
         "import sys\n"
-        "from hub import jobs, make_hub\n"
+        "from hub import jobs\n"
+        "from hub.context import make_hub, use_hub\n"
         "hub = make_hub()\n"
         "hub.storage.upgrade()\n"
-        "jobs.use(hub)\n"
+        "use_hub(hub)\n"
         "print(jobs.registration_job())\n"
         "print(sorted(m for m in sys.modules if m.startswith('hub.commands') or m == 'hub.cli'))\n",
         tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/hub.db", SHOPIFY_SHOP="", STRIPE_API_KEY="")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from hub import Hub, make_hub
+from hub.context import Hub, make_hub
 from hub.errors import ConfigError
 
 

@@ -8,6 +8,7 @@ import click
 from redis import RedisError
 
 from hub.commands import announce_connectors, command_hub
+from hub.context import use_hub
 from hub.process import tune_gc
 from hub.queues import QUEUE_NAMES
 from hub.supervise import Companion, die_with_parent
@@ -27,7 +28,7 @@ def command(cron, burst):
     from hub import jobs  # noqa: PLC0415
 
     hub = command_hub()
-    jobs.use(hub)
+    use_hub(hub)
     announce_connectors(hub)
     tune_gc()
     # Rows stored while no worker ran (or Redis was down) are drained first.

@@ -10,10 +10,10 @@ from __future__ import annotations
 def main() -> None:
     from rq import Queue, SimpleWorker
 
-    from hub import jobs, make_hub
+    from hub.context import make_hub, use_hub
 
     hub = make_hub()
-    jobs.use(hub)
+    use_hub(hub)
     queue = Queue("inbox", connection=hub.queues.connection)
     SimpleWorker([queue], connection=hub.queues.connection).work()
 
