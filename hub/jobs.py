@@ -6,26 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 from rq import SimpleWorker
 
-from hub import Hub, make_hub
+from hub.context import Hub, current_hub
 from hub.errors import DrainerBusy
+from hub.ops import dashboard, reconcile
+from hub.sync import outbox, rules
+from hub.sync.inbox import drain_inbox
 from hub.values import utc
 
 log = logging.getLogger(__name__)
-_hub: Hub | None = None
-
-
-def current() -> Hub:
-    """The hub of this worker process (built once)."""
-    global _hub
-    if _hub is None:
-        _hub = make_hub()
-    return _hub
-
-
-def use(hub: Hub) -> None:
-    """Make `hub` the one jobs of this process use (worker start-up, tests)."""
-    global _hub
-    _hub = hub
 
 
 class Worker(SimpleWorker):
@@ -48,9 +36,7 @@ class Worker(SimpleWorker):
 
 def drain_inbox_job() -> dict:
     """Drain the inbox until empty, then ask the outbox to push what it planned."""
-    from hub.sync.inbox import drain_inbox
-
-    hub = current()
+    hub = current_hub()
     try:
         with hub.storage.drain_lock(wait=False):
             # Cleared before looking for rows: a webhook stored after this point sets the
@@ -74,17 +60,13 @@ def drain_inbox_job() -> dict:
 
 def request_pushes(hub: Hub, connectors=None) -> None:
     """Ask for one push job per enabled connector (or the ones named), unless one waits."""
-    from hub.sync import outbox
-
     for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
         hub.queues.request_push(name)
 
 
 def push_batch_job(connector: str) -> dict:
     """Push due deliveries of one connector; enqueue itself again while more are due."""
-    from hub.sync import outbox
-
-    hub = current()
+    hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
@@ -95,8 +77,6 @@ def push_batch_job(connector: str) -> dict:
 
 def run_time_rules(hub: Hub, now: datetime) -> dict:
     """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
-    from hub.sync import outbox, rules
-
     with hub.storage.session() as session:
         report = rules.run_sweep(session, now, rules.current_params(hub.settings))
         outbox.plan_sweep(session, hub.settings, report.trigger_ids, report.subscriber_ids)
@@ -105,7 +85,7 @@ def run_time_rules(hub: Hub, now: datetime) -> dict:
 
 def sweep_job(at: str | None = None) -> dict:
     """Run every time rule as of `at` (ISO-8601; default now)."""
-    hub = current()
+    hub = current_hub()
     counts = run_time_rules(hub, utc(at) if at else datetime.now(timezone.utc))
     request_pushes(hub)
     return counts
@@ -114,22 +94,18 @@ def sweep_job(at: str | None = None) -> dict:
 def backstop_job() -> dict:
     """Every minute: drain rows a lost enqueue left behind, push what is due."""
     counts = drain_inbox_job()
-    request_pushes(current())
+    request_pushes(current_hub())
     return counts
 
 
 def dashboard_job() -> dict:
     """Bring the dashboard's running totals up to date with the inbox."""
-    from hub.ops import dashboard
-
-    return dashboard.catch_up(current().storage)
+    return dashboard.catch_up(current_hub().storage)
 
 
 def reconcile_job(source: str | None = None) -> dict:
     """Poll the platforms for changes the webhooks missed and apply them (hub/ops/reconcile.py)."""
-    from hub.ops import reconcile
-
-    hub = current()
+    hub = current_hub()
     report = reconcile.run(hub, sources=[source] if source else None)
     if report.recovered:
         request_pushes(hub)
@@ -137,20 +113,14 @@ def reconcile_job(source: str | None = None) -> dict:
                          "error": one.error} for one in report.sources}
 
 
-REGISTRATIONS = "webhook_registrations"
-
-
 def registration_job() -> dict:
     """Check the sources still hold the hub's webhook registrations; the dashboard shows gaps."""
-    from hub.commands.install import watch_registrations
-    from hub.models import Checkpoint
+    # Start-up cost: the Stripe SDK and the platforms' clients, which web processes (they
+    # import this module to request pushes) would otherwise load and never use.
+    from hub.ops import registrations  # noqa: PLC0415
 
-    hub = current()
-    problems = watch_registrations(hub.settings)
-    with hub.storage.session() as session:
-        session.merge(Checkpoint(name=REGISTRATIONS, value={
-            "checked_at": datetime.now(timezone.utc).isoformat(), "problems": problems}))
-        session.commit()
+    hub = current_hub()
+    problems = registrations.record_watch(hub.storage, hub.settings)
     for problem in problems:
         log.warning("webhook registration: %s: %s", problem["tool"], problem["message"])
     return {"problems": len(problems)}

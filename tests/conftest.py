@@ -13,8 +13,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import text
 
-from hub import Hub, create_app, jobs
+from hub import Hub, create_app
 from hub.config import Settings
+from hub.context import use_hub
 from hub.db.engine import Storage
 from hub.models import Base
 from hub.queues import Queues
@@ -117,9 +118,9 @@ def settings(database_url, redis_server, tmp_path) -> Settings:
 def hub(settings, redis_server) -> Hub:
     redis_lib.Redis.from_url(redis_server.url).flushdb()
     the_hub = Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
-    jobs.use(the_hub)
+    use_hub(the_hub)
     yield the_hub
-    jobs.use(None)
+    use_hub(None)
     the_hub.storage.dispose()
 
 

@@ -117,3 +117,45 @@ def _wait_for(url, seconds=30):
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def _fresh_python(code: str, tmp_path, **env) -> str:
+    """What `code` prints, run by a new interpreter in tmp_path (nothing imported beforehand)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, **env)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_hub_help_lists_every_command_without_loading_sdks_or_servers(tmp_path):
+    """`hub --help` answers at once: the SDKs, web servers and RQ load only for the command using them."""
+    out = _fresh_python(
+        "import contextlib, io, sys\n"
+        "from hub.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as help_text, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "heavy = ('stripe', 'klaviyo_api', 'hubspot', 'shopify', 'granian', 'gunicorn', 'flask', 'rq')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(help_text.getvalue())\n", tmp_path)
+    loaded, help_text = out.split("\n", 1)
+    assert loaded == "[]"
+    for name in ("backfill", "db", "deliveries", "demo", "install", "reconcile", "replay", "run", "serve",
+                 "sweep", "user", "worker"):
+        assert f"\n  {name} " in help_text
+
+
+def test_the_hourly_registration_check_runs_without_the_commands(tmp_path):
+    """The worker's registration job (jobs) sits below the commands: it never loads one."""
+    out = _fresh_python(
+        "import sys\n"
+        "from hub import jobs\n"
+        "from hub.context import make_hub, use_hub\n"
+        "hub = make_hub()\n"
+        "hub.storage.upgrade()\n"
+        "use_hub(hub)\n"
+        "print(jobs.registration_job())\n"
+        "print(sorted(m for m in sys.modules if m.startswith('hub.commands') or m == 'hub.cli'))\n",
+        tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/hub.db", SHOPIFY_SHOP="", STRIPE_API_KEY="")
+    assert out.splitlines() == ["{'problems': 0}", "[]"]

@@ -12,18 +12,8 @@ from datetime import datetime, timezone
 
 import click
 
+from hub.commands import command_hub
 from webhooks import SOURCE_NAMES
-
-
-def _hub():
-    from hub import make_hub
-
-    hub = make_hub()
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(hub.storage.dispose)
-    hub.storage.upgrade()
-    return hub
 
 
 @click.command("backfill")
@@ -33,9 +23,10 @@ def _hub():
 @click.option("--restart", is_flag=True, help="Start over instead of continuing the last run.")
 def command(source: str | None, since: datetime | None, restart: bool):
     """Import existing customers, subscriptions, orders and invoices (resumable)."""
-    from hub.ops import backfill
+    # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
+    from hub.ops import backfill  # noqa: PLC0415
 
-    hub = _hub()
+    hub = command_hub(upgrade=True, check_rules=False)
     names = [source] if source else backfill.configured(hub.settings)
     if not names:
         raise click.ClickException("no source is configured: set SHOPIFY_SHOP + SHOPIFY_ACCESS_TOKEN, "

@@ -19,7 +19,8 @@ import click
 @click.option("--exit", "exit_", is_flag=True, help="Stop once the login is printed (for scripts and tests).")
 def command(subscribers, months, seed, host, port, folder, exit_):
     """A simulated store, end to end: signed webhooks in, stand-ins of the tools out."""
-    from hub.demo.runner import DemoError, Options, run
+    # Start-up cost: the demo's store, stand-ins and SDKs, for this command alone.
+    from hub.demo.runner import DemoError, Options, run  # noqa: PLC0415
 
     options = Options(folder=Path(folder), subscribers=subscribers, months=months, seed=seed,
                       host=host, port=port)

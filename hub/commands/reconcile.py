@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hub.commands import command_hub
 from webhooks import SOURCE_NAMES
 
 
@@ -11,12 +12,10 @@ from webhooks import SOURCE_NAMES
 @click.option("--source", type=click.Choice(SOURCE_NAMES), help="One source (default: every configured one).")
 def command(source: str | None):
     """Poll each source for changes since the last run and apply what webhooks missed."""
-    from hub import make_hub
-    from hub.ops import reconcile
+    # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
+    from hub.ops import reconcile  # noqa: PLC0415
 
-    hub = make_hub()
-    click.get_current_context().call_on_close(hub.storage.dispose)
-    hub.storage.upgrade()
+    hub = command_hub(upgrade=True, check_rules=False)
     report = reconcile.run(hub, sources=[source] if source else None)
     if not report.sources:
         raise click.ClickException("no source is configured to reconcile")

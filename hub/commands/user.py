@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
+from hub.commands import command_hub
 from hub.models import ROLES, StaffUser
 from hub.values import normalize_email
 
@@ -15,14 +16,8 @@ MIN_PASSWORD = 10
 
 
 def _hub():
-    from hub import make_hub
-
-    hub = make_hub()
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(hub.storage.dispose)
-    hub.storage.upgrade()  # a fresh install may add its first user before anything else
-    return hub
+    # A fresh install may add its first user before anything else: migrations first.
+    return command_hub(upgrade=True, check_rules=False)
 
 
 def _password(value: str) -> str:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from rq import Queue, SimpleWorker
 
-from hub import jobs, make_hub
+from hub.context import make_hub, use_hub
 
 
 def main() -> None:
     hub = make_hub()
-    jobs.use(hub)
+    use_hub(hub)
     queue = Queue("inbox", connection=hub.queues.connection)
     SimpleWorker([queue], connection=hub.queues.connection).work()
 

@@ -62,6 +62,7 @@ PAYING = ("active", "past_due")
 ENDED = ("canceled", "expired")
 
 LEDGER = "dashboard.mrr"
+REGISTRATIONS = "webhook_registrations"  # written by hub.ops.registrations.record_watch
 LEDGER_STEP = 20_000  # inbox rows the ledger reads per page view (a cron job can catch up faster)
 ATTEMPT_SAMPLE = 100_000  # most recent delivery attempts read for the error rates
 CACHE_SECONDS = 30
@@ -549,13 +550,11 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
 
 
 def _registrations(session: Session, settings) -> dict:
-    """Missing webhook registrations found by the hourly check (hub.jobs.registration_job).
+    """Missing webhook registrations found by the hourly check (hub.ops.registrations.record_watch).
 
     No platform can post to a loopback HUB_BASE_URL: such a hub is fed from its own machine
     (the demo, tests), so a registration at Shopify or Stripe is not expected, nor missing.
     """
-    from hub.jobs import REGISTRATIONS
-
     if is_loopback(settings.HUB_BASE_URL):
         return {"checked_at": None, "problems": [], "loopback": settings.HUB_BASE_URL}
     held = session.get(Checkpoint, REGISTRATIONS)

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from hub.commands import install
 from hub.config import Settings
+from hub.ops import registrations
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
@@ -38,8 +39,8 @@ def _settings(**values) -> Settings:
     return Settings.from_env(env={}, overrides=values)
 
 
-def _by_tool(settings) -> dict[str, install.Check]:
-    return {c.tool: c for c in install.check_all(settings)}
+def _by_tool(settings) -> dict[str, registrations.Check]:
+    return {c.tool: c for c in registrations.check_all(settings)}
 
 
 def test_every_configured_tool_is_checked_and_ok():
@@ -54,7 +55,7 @@ def test_every_configured_tool_is_checked_and_ok():
             ACTIVECAMPAIGN_API_KEY="ac-ok", ACTIVECAMPAIGN_URL=ac.url, CHARGEBEE_SITE="acme",
             CHARGEBEE_WEBHOOK_USER="hub", CHARGEBEE_WEBHOOK_PASSWORD="pw", HUB_BASE_URL="https://hub.example.com")
         # What --check looks for: the Shopify subscriptions and the Stripe endpoint.
-        assert install.install_shopify(settings).status == install.install_stripe(settings).status == "ok"
+        assert registrations.install_shopify(settings).status == registrations.install_stripe(settings).status == "ok"
         requests_before = len(shop.requests)
         checks = _by_tool(settings)
         checked = shop.requests[requests_before:]
@@ -73,13 +74,13 @@ def test_check_says_when_the_stripe_endpoint_is_missing():
     assert check.status == "wrong" and "no webhook endpoint" in check.message and "hub install" in check.message
 
 
-def _installed_shopify_check(version: str) -> tuple[install.Check, list[dict]]:
+def _installed_shopify_check(version: str) -> tuple[registrations.Check, list[dict]]:
     """`hub install` then the check, on SHOPIFY_API_VERSION=version, on 2026-12-05 at Shopify."""
     with FakeShopifyAdmin(token="shpat_ok", today=date(2026, 12, 5)) as shop:
         settings = _settings(SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
                              SHOPIFY_ADMIN_URL=shop.url, SHOPIFY_WEBHOOK_SECRET="shpss",
                              SHOPIFY_API_VERSION=version, HUB_BASE_URL="https://hub.example.com")
-        install.install_shopify(settings)
+        registrations.install_shopify(settings)
         return _by_tool(settings)["Shopify"], shop.requests
 
 
@@ -144,9 +145,9 @@ def test_hubspot_reports_missing_custom_properties():
 
 
 def test_the_command_prints_the_lines_and_fails_when_one_is_wrong(monkeypatch):
-    monkeypatch.setattr(install, "check_all", lambda settings: [
-        install.Check("HubSpot", "wrong", "HUBSPOT_ACCESS_TOKEN refused"),
-        install.Check("Klaviyo", "off", "not configured")])
+    monkeypatch.setattr(registrations, "check_all", lambda settings: [
+        registrations.Check("HubSpot", "wrong", "HUBSPOT_ACCESS_TOKEN refused"),
+        registrations.Check("Klaviyo", "off", "not configured")])
     result = CliRunner().invoke(install.command, ["--check"])
     assert result.exit_code == 1
     assert result.output.splitlines() == ["FAIL HubSpot: HUBSPOT_ACCESS_TOKEN refused",

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from hub import Hub, create_app, jobs
 from hub.config import Settings
+from hub.context import use_hub
 from hub.db.engine import Storage
 from hub.models import InboxEvent, Subscriber
 from hub.queues import Queues
@@ -22,9 +23,9 @@ def outage_hub(database_url, tmp_path):
     settings = Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,
                                                     "REDIS_URL": server.url, **TEST_SETTINGS})
     hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
-    jobs.use(hub)
+    use_hub(hub)
     yield hub, server
-    jobs.use(None)
+    use_hub(None)
     server.stop()
     hub.storage.dispose()
 

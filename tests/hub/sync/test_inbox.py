@@ -267,12 +267,13 @@ def test_each_drained_batch_asks_for_its_pushes_at_once(client, hub):
 
 def test_a_drain_job_finding_another_drainer_frees_its_worker_and_looks_again_later(client, hub):
     from hub import jobs
+    from hub.context import use_hub
     from hub.errors import DrainerBusy
 
     if not hub.settings.DATABASE_URL.startswith("sqlite"):
         pytest.skip("PostgreSQL drainers run side by side (FOR UPDATE SKIP LOCKED)")
     post(client, "stripe", customer_event())
-    jobs.use(hub)
+    use_hub(hub)
     with hub.storage.drain_lock():  # another worker is draining (the lock is held per thread)
         assert in_thread(jobs.drain_inbox_job) == {"busy": 1}
         with pytest.raises(DrainerBusy):

@@ -390,7 +390,7 @@ def test_recent_events_do_not_scan_the_inbox(hub):
 @contextmanager
 def watched_shop(hub, base_url: str):
     """A Shopify stand-in the hub's hourly registration check (hub.jobs) can read."""
-    from hub import jobs
+    from hub.context import current_hub, use_hub
 
     with FakeShopifyAdmin(token="shpat_dash") as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
@@ -398,19 +398,19 @@ def watched_shop(hub, base_url: str):
         hub.settings.SHOPIFY_WEBHOOK_SECRET = "shpss_dash"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
         hub.settings.HUB_BASE_URL = base_url
-        before, jobs._hub = jobs._hub, None
-        jobs.use(hub)
+        before = current_hub()
+        use_hub(hub)
         try:
             yield admin
         finally:
-            jobs._hub = before
+            use_hub(before)
 
 
 def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator, hub):
     """Shopify deletes a subscription after 8 failed deliveries; the hourly check shows it."""
     from hub import jobs
-    from hub.commands.install import OK, install_shopify
     from hub.ops import dashboard
+    from hub.ops.registrations import OK, install_shopify
 
     with watched_shop(hub, "https://hub.example.com") as admin:
         assert install_shopify(hub.settings).status == OK

@@ -1,0 +1,60 @@
+"""`hub worker`: the RQ worker of the inbox, outbox and rule queues, with RQ cron beside it."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from redis import RedisError
+
+from hub.commands import announce_connectors, command_hub
+from hub.context import use_hub
+from hub.process import tune_gc
+from hub.queues import QUEUE_NAMES
+from hub.supervise import Companion, die_with_parent
+
+log = logging.getLogger("hub")
+
+
+@click.command("worker")
+@click.option("--cron/--no-cron", default=True, help="Also run RQ cron (run it on one worker only).")
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then stop.")
+def command(cron, burst):
+    """RQ worker for the inbox, outbox and rule queues, with RQ cron."""
+    # Start-up cost: RQ and the whole pipeline with every connector's SDK, which the
+    # other commands of `hub` do without.
+    from rq import Queue  # noqa: PLC0415
+
+    from hub import jobs  # noqa: PLC0415
+
+    hub = command_hub()
+    use_hub(hub)
+    announce_connectors(hub)
+    tune_gc()
+    # Rows stored while no worker ran (or Redis was down) are drained first.
+    click.echo(f"drained at start: {jobs.backstop_job()}")
+    cron_process = Companion("cron", _run_cron) if cron and not burst else None
+    if cron_process is not None:
+        cron_process.start()
+    queues = [Queue(name, connection=hub.queues.connection) for name in QUEUE_NAMES]
+    try:
+        # On SIGTERM it finishes the job under way first (RQ's warm shutdown).
+        jobs.Worker(queues, connection=hub.queues.connection).work(burst=burst, with_scheduler=True)
+    finally:
+        if cron_process is not None:
+            cron_process.stop()
+
+
+def _run_cron(worker_pid: int):
+    # Start-up cost: RQ cron and every scheduled job's module (see command above).
+    from rq.exceptions import SchedulerNotFound  # noqa: PLC0415
+
+    from hub.schedule import make_cron  # noqa: PLC0415
+
+    die_with_parent(worker_pid)  # a worker killed outright takes its cron with it
+    try:
+        make_cron(command_hub().queues.connection).start()
+    except (RedisError, OSError, SchedulerNotFound) as exc:
+        # Redis went away (or came back empty): the worker starts a new cron after a pause.
+        log.warning("cron stopped: %s", exc)
+        sys.exit(1)

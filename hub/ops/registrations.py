@@ -1,0 +1,448 @@
+"""What each tool needs registered, checked and made: one line per tool (ok / what is wrong /
+how to fix it). `hub install --check` reports (check_all), `hub install` also registers
+(install_all, and a second run says "no change"), and the hourly job records the webhook
+registrations that went missing (watch) for the dashboard.
+
+- Shopify: webhook subscriptions (Admin GraphQL `webhookSubscriptionCreate` with `uri`) for
+  every topic the hub handles, at HUB_BASE_URL/webhooks/shopify, in SHOPIFY_API_VERSION;
+  ones Shopify deleted after failed deliveries are made again. The compliance topics are
+  set on the app in the Dev Dashboard, not through the API.
+- Stripe: one webhook endpoint for the event types the hub handles.
+- Chargebee: no registration through the API; the line says what to set in Chargebee.
+- HubSpot: the property group and custom contact properties of mappings/hubspot.yaml;
+  ActiveCampaign: the custom fields and stage tags of mappings/activecampaign.yaml.
+
+Each check makes one cheap authenticated read (Shopify `shop { name }`, Stripe
+`GET /v1/account`, Klaviyo `GET /api/accounts`, HubSpot contact properties,
+ActiveCampaign `GET /api/3/fields`). A tool whose settings are empty is reported as
+"not configured" and is not an error. After Shopify's app/uninstalled nothing is sent to
+Shopify until `hub install --reinstalled`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import stripe
+
+import connectors
+from connectors.activecampaign import ActiveCampaignConnector
+from connectors.hubspot import HubSpotConnector
+from connectors.klaviyo import KlaviyoConnector, _unvalidated
+from hub.config import Settings
+from hub.models import Checkpoint
+from hub.ops.dashboard import REGISTRATIONS
+from webhooks.shopify import api as shopify_api
+from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
+from webhooks.stripe import api as stripe_api
+
+OK, WRONG, OFF = "ok", "wrong", "off"
+
+
+@dataclass
+class Check:
+    tool: str
+    status: str  # ok | wrong | off
+    message: str
+
+    def line(self) -> str:
+        mark = {OK: "ok  ", WRONG: "FAIL", OFF: "--  "}[self.status]
+        return f"{mark} {self.tool}: {self.message}"
+
+
+def _refused(status: int | None) -> bool:
+    return status in (401, 403)
+
+
+def webhook_url(settings, source: str) -> str:
+    """Where a platform posts the hub's webhooks: HUB_BASE_URL/webhooks/<source>."""
+    return f"{settings.HUB_BASE_URL.rstrip('/')}/webhooks/{source}"
+
+
+def _public_url_problem(settings) -> str | None:
+    if not settings.HUB_BASE_URL.startswith("https://"):
+        return (f"HUB_BASE_URL is {settings.HUB_BASE_URL}: webhooks need the hub's public https "
+                "address, e.g. HUB_BASE_URL=https://hub.example.com")
+    return None
+
+
+def shopify_topics() -> list[str]:
+    """The Shopify topics the hub handles and registers (all but the compliance ones)."""
+    return [t for t in SHOPIFY_TOPICS if t not in shopify_api.COMPLIANCE_TOPICS]
+
+
+def _shopify_blocked(settings) -> Check | None:
+    """The line when Shopify cannot be called at all (off, no credentials, uninstalled)."""
+    if not settings.SHOPIFY_SHOP:
+        return Check("Shopify", OFF, "not configured (set SHOPIFY_SHOP=your-shop.myshopify.com)")
+    if not shopify_api.has_credentials(settings):
+        return Check("Shopify", WRONG, "no credentials: set SHOPIFY_ACCESS_TOKEN, or SHOPIFY_CLIENT_ID and "
+                     "SHOPIFY_CLIENT_SECRET of the app made in Shopify's Dev Dashboard")
+    held = shopify_api.uninstalled(settings)
+    if held is not None:
+        return Check("Shopify", WRONG, f"the app was uninstalled (app/uninstalled, {str(held.get('at', '?'))[:10]}): "
+                     "nothing is synced or registered; data is kept until shop/redact. After installing "
+                     "the app again, run `hub install --reinstalled`")
+    return None
+
+
+def _shopify_refused(settings, exc) -> Check:
+    version = settings.SHOPIFY_API_VERSION
+    if exc.status in (401, 403) and "client-credentials" in str(exc):
+        return Check("Shopify", WRONG, f"Shopify refused the client-credentials grant ({exc.status}): check "
+                     "SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET (Dev Dashboard → app → Settings) and that "
+                     f"the app is installed on {settings.SHOPIFY_SHOP}")
+    if exc.status in (401, 403):
+        setting = "SHOPIFY_ACCESS_TOKEN" if settings.SHOPIFY_ACCESS_TOKEN else \
+            "SHOPIFY_CLIENT_ID/SHOPIFY_CLIENT_SECRET"
+        return Check("Shopify", WRONG, f"Shopify refused the token ({exc.status}): check {setting} "
+                     f"(the Admin API access token of the app installed on {settings.SHOPIFY_SHOP})")
+    return Check("Shopify", WRONG, f"{exc} (API version {version}; check SHOPIFY_SHOP and SHOPIFY_API_VERSION)")
+
+
+def _shop_name(settings, served: dict | None = None) -> str:
+    data = shopify_api.execute(settings, "query HubCheck { shop { name } }", served=served)
+    return (data.get("shop") or {}).get("name") or settings.SHOPIFY_SHOP
+
+
+def _version_problem(settings, served: str | None) -> str | None:
+    """Why the configured Admin API version is not the one Shopify served, if it is not.
+
+    Shopify serves a version it no longer supports as the oldest supported one and names it in
+    X-Shopify-API-Version (https://shopify.dev/docs/api/usage/versioning); the hub then reads
+    shapes it did not ask for (order line items name their selling plan only from 2026-10)."""
+    version = settings.SHOPIFY_API_VERSION
+    if not served or served == version:
+        return None
+    return (f"Shopify no longer serves Admin API {version} and answered in {served}: set "
+            f"SHOPIFY_API_VERSION={Settings.SHOPIFY_API_VERSION} (the version the hub is written for)")
+
+
+def check_shopify(settings) -> Check:
+    blocked = _shopify_blocked(settings)
+    if blocked is not None:
+        return blocked
+    version, served = settings.SHOPIFY_API_VERSION, {}
+    try:
+        name = _shop_name(settings, served)
+        if not settings.SHOPIFY_WEBHOOK_SECRET:
+            return Check("Shopify", WRONG, "token ok but no webhook secret: set SHOPIFY_WEBHOOK_SECRET "
+                         "(or SHOPIFY_CLIENT_SECRET), else every webhook is refused")
+        problem = _public_url_problem(settings)
+        if problem:
+            return Check("Shopify", WRONG, f"token ok; {problem}")
+        problem = _version_problem(settings, served.get("api_version"))
+        if problem:
+            return Check("Shopify", WRONG, f"shop {name!r}: {problem}")
+        topics = shopify_topics()
+        plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings), topics,
+                                              webhook_url(settings, "shopify"))
+    except shopify_api.ShopifyAPIError as exc:
+        return _shopify_refused(settings, exc)
+    missing = plan.create + [t for _, t in plan.update]
+    if missing:
+        # Shopify deletes an API-made subscription after 8 failed deliveries (4 hours).
+        return Check("Shopify", WRONG, f"shop {name!r}, Admin API {version}: {len(missing)} of {len(topics)} "
+                     f"webhook subscriptions missing or elsewhere ({', '.join(missing[:3])}"
+                     f"{'…' if len(missing) > 3 else ''}): run `hub install`")
+    return Check("Shopify", OK, f"shop {name!r}, Admin API {version}, {len(topics)} webhook subscriptions")
+
+
+def _stripe_refused(exc) -> Check:
+    if isinstance(exc, stripe.AuthenticationError):
+        return Check("Stripe", WRONG, "STRIPE_API_KEY was refused (401): copy a secret or restricted "
+                     "key from Dashboard → Developers → API keys")
+    if isinstance(exc, stripe.PermissionError):
+        return Check("Stripe", WRONG, "STRIPE_API_KEY lacks a permission (403): give the restricted key "
+                     "Webhook Endpoints write and read access to customers, subscriptions and invoices")
+    return Check("Stripe", WRONG, f"Stripe did not answer: {exc.user_message or exc}")
+
+
+def check_stripe(settings) -> Check:
+    if not settings.STRIPE_API_KEY:
+        return Check("Stripe", OFF, "not configured (set STRIPE_API_KEY=sk_… or rk_…)")
+    client = stripe_api.client(settings)
+    try:
+        account = client.v1.accounts.retrieve_current()
+    except stripe.StripeError as exc:
+        return _stripe_refused(exc)
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        return Check("Stripe", WRONG, "key ok but STRIPE_WEBHOOK_SECRET is empty: copy the signing "
+                     "secret (whsec_…) of the webhook endpoint, else every webhook is refused")
+    if _public_url_problem(settings) is None:
+        url = webhook_url(settings, "stripe")
+        try:
+            endpoints = [e.to_dict() for e in
+                         client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter()]
+        except stripe.StripeError as exc:
+            return _stripe_refused(exc)
+        action, ours, changes = stripe_api.plan_endpoint(endpoints, url, stripe_api.event_types())
+        if action != "unchanged":
+            what = "no webhook endpoint" if action == "create" else f"the endpoint needs {', '.join(changes)}"
+            return Check("Stripe", WRONG, f"account {account.id}: {what} for {url}: run `hub install`")
+        note = stripe_api.version_note(ours.get("api_version"))
+        if note:  # the normalizers read other versions' shapes too: a warning, not a failure
+            return Check("Stripe", OK, f"account {account.id}, webhook endpoint {ours['id']} in place; "
+                         f"warning: {note}")
+    return Check("Stripe", OK, f"account {account.id}, webhook endpoint in place")
+
+
+def check_chargebee(settings) -> Check:
+    if not settings.CHARGEBEE_SITE:
+        return Check("Chargebee", OFF, "not configured (set CHARGEBEE_SITE, CHARGEBEE_WEBHOOK_USER and "
+                     "CHARGEBEE_WEBHOOK_PASSWORD)")
+    if not (settings.CHARGEBEE_WEBHOOK_USER and settings.CHARGEBEE_WEBHOOK_PASSWORD):
+        return Check("Chargebee", WRONG, "set CHARGEBEE_WEBHOOK_USER and CHARGEBEE_WEBHOOK_PASSWORD (the "
+                     "basic auth Chargebee sends), else every Chargebee webhook is refused")
+    return Check("Chargebee", OK, f"site {settings.CHARGEBEE_SITE}, webhook basic auth set")
+
+
+def _connector(settings, name):
+    return connectors.build(name, settings)
+
+
+def check_klaviyo(settings) -> Check:
+    if KlaviyoConnector.missing_settings(settings):
+        return Check("Klaviyo", OFF, "not configured (set KLAVIYO_API_KEY=pk_…)")
+    connector = _connector(settings, "klaviyo")
+    connector.methods["accounts"] = _unvalidated(connector.api.Accounts.get_accounts_with_http_info)
+    result, _ = connector._call("accounts")
+    if result.outcome == "sent":
+        return Check("Klaviyo", OK, "private API key accepted")
+    if _refused(result.http_status):
+        return Check("Klaviyo", WRONG, f"KLAVIYO_API_KEY refused (HTTP {result.http_status}): create a "
+                     "private key with full access to profiles, events, lists, subscriptions and "
+                     "data privacy in Settings → API keys")
+    return Check("Klaviyo", WRONG, f"Klaviyo answered: {result.message}")
+
+
+def check_hubspot(settings) -> Check:
+    if HubSpotConnector.missing_settings(settings):
+        return Check("HubSpot", OFF, "not configured (set HUBSPOT_ACCESS_TOKEN=pat-…)")
+    connector = _connector(settings, "hubspot")
+    result, body = connector._call(connector.properties.get_all, object_type="contacts")
+    if body is None:
+        if _refused(result.http_status):
+            return Check("HubSpot", WRONG, f"HUBSPOT_ACCESS_TOKEN refused (HTTP {result.http_status}): "
+                         "use the private app's access token with crm.objects.contacts.read/write "
+                         "and crm.schemas.contacts.read/write scopes")
+        return Check("HubSpot", WRONG, f"HubSpot answered: {result.message}")
+    existing = {p.get("name") for p in body.get("results", [])}
+    missing = sorted(p for p in connector.mapping["fields"].values() if p and p not in existing)
+    if missing:
+        return Check("HubSpot", OK, f"token ok; {len(missing)} custom propert"
+                     f"{'y' if len(missing) == 1 else 'ies'} missing ({', '.join(missing[:3])}…): "
+                     "run `hub install` to create them")
+    return Check("HubSpot", OK, "token ok, custom properties present")
+
+
+def check_activecampaign(settings) -> Check:
+    if ActiveCampaignConnector.missing_settings(settings):
+        return Check("ActiveCampaign", OFF, "not configured (set ACTIVECAMPAIGN_URL and "
+                     "ACTIVECAMPAIGN_API_KEY)")
+    connector = _connector(settings, "activecampaign")
+    try:
+        result, body = connector._request("GET", "/fields", params={"limit": 1})
+    finally:
+        connector.close()
+    if body is not None:
+        return Check("ActiveCampaign", OK, f"API key accepted at {settings.ACTIVECAMPAIGN_URL}")
+    if _refused(result.http_status):
+        return Check("ActiveCampaign", WRONG, f"ACTIVECAMPAIGN_API_KEY refused (HTTP {result.http_status}): "
+                     "copy it from Settings → Developer, with the matching ACTIVECAMPAIGN_URL")
+    return Check("ActiveCampaign", WRONG, f"ActiveCampaign answered: {result.message} "
+                 "(check ACTIVECAMPAIGN_URL, e.g. https://youraccount.api-us1.com)")
+
+
+CHECKS = (check_shopify, check_stripe, check_chargebee, check_klaviyo, check_hubspot, check_activecampaign)
+WATCHED = (check_shopify, check_stripe)  # the sources whose registrations can vanish on their side
+_NAMES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee", "klaviyo": "Klaviyo",
+          "hubspot": "HubSpot", "activecampaign": "ActiveCampaign"}
+
+
+def _each(steps, settings) -> list[Check]:
+    found = []
+    for step in steps:
+        tool = _NAMES[step.__name__.split("_", 1)[1]]
+        try:
+            found.append(step(settings))
+        except Exception as exc:  # one broken tool must not hide the others' lines
+            found.append(Check(tool, WRONG, f"{step.__name__.split('_')[0]} failed: {type(exc).__name__}: {exc}"))
+    return found
+
+
+def watch_registrations(settings) -> list[dict]:
+    """The webhook registrations (Shopify subscriptions, Stripe endpoint) that are missing now.
+
+    Shopify deletes a subscription after 8 failed deliveries; the dashboard shows what this finds.
+    """
+    return [{"tool": c.tool, "message": c.message} for c in _each(WATCHED, settings) if c.status == WRONG]
+
+
+def record_watch(storage, settings) -> list[dict]:
+    """watch_registrations(settings), kept where the dashboard reads it; the problems found."""
+    problems = watch_registrations(settings)
+    with storage.session() as session:
+        session.merge(Checkpoint(name=REGISTRATIONS, value={
+            "checked_at": datetime.now(timezone.utc).isoformat(), "problems": problems}))
+        session.commit()
+    return problems
+
+
+def check_all(settings) -> list[Check]:
+    """Every tool's check; a check that crashes is reported as that tool's failure."""
+    return _each(CHECKS, settings)
+
+
+# --- registration (`hub install` without --check) -------------------------------------------
+
+def _names(items: list[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + ("…" if len(items) > limit else "")
+
+
+def install_shopify(settings) -> Check:
+    """Create the missing webhook subscriptions and point ours at HUB_BASE_URL."""
+    blocked = _shopify_blocked(settings)
+    if blocked is not None:
+        return blocked
+    problem = _public_url_problem(settings)
+    if problem:
+        return Check("Shopify", WRONG, problem)
+    version, uri, topics = settings.SHOPIFY_API_VERSION, webhook_url(settings, "shopify"), shopify_topics()
+    refused: dict[str, list[str]] = {}  # Shopify's message → topics (a missing scope refuses several)
+    served: dict = {}
+    try:
+        plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings, served), topics, uri)
+        for topic in plan.create:
+            try:
+                shopify_api.create_subscription(settings, topic, uri)
+            except shopify_api.ShopifyAPIError as exc:
+                if exc.status is not None:
+                    raise
+                refused.setdefault(str(exc).removeprefix(f"{topic}: "), []).append(topic)
+        for subscription_id, topic in plan.update:
+            shopify_api.update_subscription(settings, subscription_id, topic, uri)
+    except shopify_api.ShopifyAPIError as exc:
+        return _shopify_refused(settings, exc)
+    check = _shopify_registered(plan, refused, version, uri, len(topics))
+    problem = _version_problem(settings, served.get("api_version"))
+    if problem and check.status == OK:  # registered all the same, in the version Shopify served
+        check.message += f"; warning: {problem}"
+    return check
+
+
+def _shopify_registered(plan, refused: dict[str, list[str]], version: str, uri: str, topics: int) -> Check:
+    """The line for what registration did with the webhook subscriptions."""
+    if refused:
+        message, failed = next(iter(refused.items()))
+        count = sum(len(t) for t in refused.values())
+        return Check("Shopify", WRONG, f"Admin API {version}: {count} of {topics} topics refused "
+                     f"({_names(failed)}: {message}); give the app the scopes in docs/install.md and run again")
+    created = len(plan.create)
+    if not created and not plan.update:
+        return Check("Shopify", OK, f"no change: {topics} webhook subscriptions at {uri} (Admin API {version})")
+    done = [f"created {created}"] if created else []
+    done += [f"re-pointed {len(plan.update)}"] if plan.update else []
+    return Check("Shopify", OK, f"{', '.join(done)} of {topics} webhook subscriptions at {uri} "
+                 f"(Admin API {version}); compliance webhooks: set {uri} on the app in the Dev Dashboard")
+
+
+def install_stripe(settings) -> Check:
+    """Create or fix the hub's webhook endpoint; say where its signing secret goes."""
+    if not settings.STRIPE_API_KEY:
+        return Check("Stripe", OFF, "not configured (set STRIPE_API_KEY=sk_… or rk_…)")
+    problem = _public_url_problem(settings)
+    if problem:
+        return Check("Stripe", WRONG, problem)
+    url = webhook_url(settings, "stripe")
+    try:
+        change = stripe_api.register_endpoint(settings, url)
+    except stripe.StripeError as exc:
+        return _stripe_refused(exc)
+    events = len(stripe_api.event_types())
+    check = _stripe_registered(settings, change, url, events)
+    note = stripe_api.version_note(change.api_version)
+    if note and check.status == OK:  # the normalizers read other versions' shapes too: a warning
+        check.message += f"; warning: {note}"
+    return check
+
+
+def _stripe_registered(settings, change, url: str, events: int) -> Check:
+    """The line for what registration did with the endpoint (created, updated or unchanged)."""
+    if change.action == "created":
+        # Stripe returns the secret in this answer only: the user must keep it now.
+        return Check("Stripe", OK, f"created webhook endpoint {change.endpoint_id} ({events} event types) at "
+                     f"{url}; set STRIPE_WEBHOOK_SECRET={change.secret} (Stripe shows it only now)")
+    where = "Dashboard → Developers → Webhooks → the endpoint → Signing secret"
+    if change.action == "updated":
+        note = "" if settings.STRIPE_WEBHOOK_SECRET else f"; copy its signing secret from {where} into " \
+                                                          "STRIPE_WEBHOOK_SECRET"
+        return Check("Stripe", OK, f"updated webhook endpoint {change.endpoint_id} ({', '.join(change.changed)}) "
+                     f"to {url}, its signing secret is unchanged{note}")
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        return Check("Stripe", WRONG, f"endpoint {change.endpoint_id} exists but STRIPE_WEBHOOK_SECRET is empty; "
+                     f"Stripe's API cannot show it again: copy it from {where}")
+    return Check("Stripe", OK, f"no change: webhook endpoint {change.endpoint_id} at {url} ({events} event types)")
+
+
+def install_chargebee(settings) -> Check:
+    """Chargebee's webhooks are set in its web app: the line says what to enter."""
+    check = check_chargebee(settings)
+    if check.status != OK:
+        return check
+    return Check("Chargebee", OK, f"set by hand (nothing to register): Settings → Configure Chargebee → "
+                 f"Webhooks → Add webhook, URL {webhook_url(settings, 'chargebee')}, basic auth "
+                 "CHARGEBEE_WEBHOOK_USER / CHARGEBEE_WEBHOOK_PASSWORD, API version v2")
+
+
+def install_klaviyo(settings) -> Check:
+    """Klaviyo takes profile properties as they come: nothing to create."""
+    check = check_klaviyo(settings)
+    if check.status == OK:
+        check.message += "; no change (profile properties need no set-up)"
+    return check
+
+
+def _created_line(tool: str, created: list[str], present: str) -> Check:
+    if not created:
+        return Check(tool, OK, f"no change: {present}")
+    return Check(tool, OK, f"created {len(created)}: {_names(created, 4)}")
+
+
+def install_hubspot(settings) -> Check:
+    """The property group and custom contact properties of mappings/hubspot.yaml."""
+    check = check_hubspot(settings)
+    if check.status != OK:
+        return check
+    connector = _connector(settings, "hubspot")
+    try:
+        created = connector.install()
+    except RuntimeError as exc:
+        return Check("HubSpot", WRONG, str(exc))
+    return _created_line("HubSpot", created, f"property group {connector.mapping['property_group']!r} and "
+                         f"{len([p for p in connector.mapping['fields'].values() if p])} custom properties present")
+
+
+def install_activecampaign(settings) -> Check:
+    """The custom fields and stage tags of mappings/activecampaign.yaml."""
+    check = check_activecampaign(settings)
+    if check.status != OK:
+        return check
+    connector = _connector(settings, "activecampaign")
+    try:
+        created = connector.install()
+    except RuntimeError as exc:
+        return Check("ActiveCampaign", WRONG, str(exc))
+    finally:
+        connector.close()
+    fields = len([f for f in connector.mapping["fields"].values() if f])
+    return _created_line("ActiveCampaign", created, f"{fields} custom fields and the stage tags present")
+
+
+INSTALLS = (install_shopify, install_stripe, install_chargebee, install_klaviyo, install_hubspot,
+            install_activecampaign)
+
+
+def install_all(settings) -> list[Check]:
+    """Register with every configured tool; a step that crashes is reported as that tool's failure."""
+    return _each(INSTALLS, settings)
