@@ -78,7 +78,7 @@ def push_batch_job(connector: str) -> dict:
 def run_time_rules(hub: Hub, now: datetime) -> dict:
     """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
     with hub.storage.session() as session:
-        report = rules.run_sweep(session, now, rules.current_params(hub.settings))
+        report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
         outbox.plan_sweep(session, hub.settings, report.trigger_ids, report.subscriber_ids)
     return report.counts
 

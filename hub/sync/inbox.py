@@ -522,7 +522,8 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
         # whose next shipment holds it; each trigger goes out to its own subscriber.
         history = row.origin == "backfill"
         triggers = rules.WITHOUT_SUBSCRIBER[event.name](session, event, now or event.occurred_at,
-                                                        inbox_event_id=row.id, history=history)
+                                                        inbox_event_id=row.id, history=history,
+                                                        settings=settings)
         outbox.plan_triggers(session, settings, triggers, history=history)
         return [t.name for t in triggers]
     if subscriber is None or changes.stale:
@@ -530,7 +531,7 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     at = now or event.occurred_at
     history = row.origin == "backfill"
     triggers = rules.on_event(session, subscriber, event, changes, at, inbox_event_id=row.id,
-                              history=history)
+                              history=history, settings=settings)
     outbox.plan(session, settings, subscriber, changes, triggers, event, history=history)
     return [t.name for t in triggers]
 

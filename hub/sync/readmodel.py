@@ -44,8 +44,9 @@ def recovered(origin: str | None, status: str | None, outcome) -> bool:
     return any(not entry.get("stale") and entry.get("changed") for entry in outcome or [])
 
 
-def state(subscriber: Subscriber) -> dict:
-    """Current state of a subscriber, JSON-ready."""
+def state(subscriber: Subscriber, params=None) -> dict:
+    """Current state of a subscriber, JSON-ready (the stage's reason judged by `params`,
+    the rules of the hub's settings)."""
     s = subscriber
     return {
         "id": s.id, "email": s.email, "phone": s.phone, "first_name": s.first_name,
@@ -56,7 +57,7 @@ def state(subscriber: Subscriber) -> dict:
         "last_order_at": iso(s.last_order_at), "orders_count": s.orders_count,
         "lifetime_spend": {"amount": s.lifetime_spend, "currency": s.currency},
         "last_activity_at": iso(s.last_activity_at), "loyalty_points": s.loyalty_points, "tier": s.tier,
-        "stage": s.stage, "stage_reason": stage_reason(s), "health_score": s.health_score,
+        "stage": s.stage, "stage_reason": stage_reason(s, params), "health_score": s.health_score,
         "cards": s.cards, "erased_at": iso(s.erased_at),
         "subscriptions": [{
             "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,

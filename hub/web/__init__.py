@@ -38,18 +38,3 @@ def security_headers(response):
 
 def current_hub():
     return current_app.extensions["hub"]
-
-
-def register_blueprints(app) -> None:
-    from hub.web import api, auth, health, links, synclog, webhooks
-
-    app.url_map.converters["id"] = RowIdConverter
-    app.wsgi_app = webhooks.WebhookApp(app.extensions["hub"], app.wsgi_app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(links.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(synclog.bp)
-    auth.init_app(app)
-    # Bearer token, no cookie: a forged cross-site request has nothing to ride on.
-    auth.csrf.exempt(api.bp)

@@ -34,11 +34,13 @@ def token_required(view):
 @bp.get("/subscribers/<path:key>")
 @token_required
 def subscriber(key: str):
-    with current_hub().storage.session() as session:
+    hub = current_hub()
+    with hub.storage.session() as session:
         found = synclog.find(session, key)
         if found is None:
             return jsonify(error=f"no subscriber matches {key!r}"), 404
-        return jsonify(subscriber=readmodel.state(found), timeline=readmodel.timeline(session, found.id))
+        return jsonify(subscriber=readmodel.state(found, rules.current_params(hub.settings)),
+                       timeline=readmodel.timeline(session, found.id))
 
 
 @bp.post("/usage")
@@ -64,7 +66,7 @@ def usage():
         entry = {"at": iso(report["at"]), "quantity": report["quantity"], "metric": report["metric"]}
         found.usage = kept_usage(found.usage or [], report["at"]) + [entry]
         # As of the report's own instant: a late report is judged on the 14 days before it.
-        triggers = rules.on_usage(session, found, report["at"])
+        triggers = rules.on_usage(session, found, report["at"], settings=hub.settings)
         outbox.plan(session, hub.settings, found, None, triggers, None)
         outbox.flush_pending_profiles(session, hub.settings)
         answer = {"recorded": entry, "subscriber_id": found.id, "triggers": [t.name for t in triggers]}

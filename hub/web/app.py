@@ -9,7 +9,7 @@ from flask import Flask
 from hub.context import Hub, make_hub
 from hub.db.engine import create_private
 from hub.sync import rules
-from hub.web import register_blueprints, security_headers
+from hub.web import RowIdConverter, api, auth, health, links, security_headers, synclog, webhooks
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,3 +39,16 @@ def _local_secret_key() -> str:
     create_private(path)  # 0600 before the key is in it
     path.write_text(key)
     return key
+
+
+def register_blueprints(app) -> None:
+    app.url_map.converters["id"] = RowIdConverter
+    app.wsgi_app = webhooks.WebhookApp(app.extensions["hub"], app.wsgi_app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(links.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(synclog.bp)
+    auth.init_app(app)
+    # Bearer token, no cookie: a forged cross-site request has nothing to ride on.
+    auth.csrf.exempt(api.bp)

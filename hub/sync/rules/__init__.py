@@ -55,25 +55,23 @@ RULES = {"lifecycle": lifecycle, "welcome": welcome, "renewal": renewal, "trial"
          "winback": winback, "stock": stock}
 CHECKPOINT = "rules.sweep"
 
-_active: RuleParams | None = None
-# The settings of this process (from configure() at start): the platform calls made at the
-# rules' edges (update-payment links, orchestrated retries, inventory items) need keys.
-_settings = None
 
 
-def configure(settings=None, params: RuleParams | None = None) -> RuleParams:
-    """Load and validate rules.yaml once at start (ConfigError names a bad key)."""
-    global _active, _settings
-    if params is None:
-        params = params_.load_dir(settings.HUB_MAPPINGS_DIR) if settings else params_.load()
-    _active, _settings = params, settings
-    return params
+def configure(settings=None) -> RuleParams:
+    """Load and validate rules.yaml at start (ConfigError names a bad key), so a bad file
+    stops a process before it misfires reminders."""
+    return current_params(settings)
 
 
 def current_params(settings=None) -> RuleParams:
+    """The rule parameters of these settings' mappings folder (read once, then cached), or
+    of the project's own mappings/rules.yaml without settings.
+
+    Settings travel as arguments: the platform calls at the rules' edges (update-payment
+    links, orchestrated retries, inventory items) use the keys of the settings they are given."""
     if settings is not None:
         return params_.load_dir(settings.HUB_MAPPINGS_DIR)
-    return _active or configure()
+    return params_.load_cached(str(params_.DEFAULT_PATH))
 
 
 # --- event path -----------------------------------------------------------------------
@@ -81,13 +79,13 @@ def current_params(settings=None) -> RuleParams:
 
 def on_event(session: Session, subscriber: Subscriber, event, changes, now: datetime,
              inbox_event_id: int | None = None, history: bool = False,
-             params: RuleParams | None = None) -> list[Trigger]:
+             params: RuleParams | None = None, settings=None) -> list[Trigger]:
     """Rules for one applied event; returns the newly stored triggers to send (status fired).
 
     With `history` (backfill) every trigger is stored as skipped: it records what the hub
     would have decided without emailing anyone about the past.
     """
-    p = params or current_params()
+    p = params or current_params(settings)
     if subscriber is None or subscriber.erased_at is not None:
         return []
     event_rules = EVENT_RULES.get(event.name, ())
@@ -102,7 +100,7 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
         dues += rule(session, s, event, changes, now, p)
     dues += evaluate_subscriber(session, subscriber, s, now, p, changes=changes)
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
-    return store(session, subscriber.id, dues, inbox_event_id, history)
+    return store(session, subscriber.id, dues, inbox_event_id, history, settings)
 
 
 def _unnumbered(subscriber: Subscriber) -> bool:
@@ -136,12 +134,13 @@ def evaluate_subscriber(session: Session, subscriber: Subscriber, s: SubscriberS
 
 
 def on_usage(session: Session, subscriber: Subscriber, now: datetime,
-             params: RuleParams | None = None) -> list[Trigger]:
+             params: RuleParams | None = None, settings=None) -> list[Trigger]:
     """After POST /api/usage appended to subscriber.usage: the upsell (and stage) rules."""
-    p = params or current_params()
+    p = params or current_params(settings)
     session.flush()
     s = queries.subscriber_state(subscriber)
-    return store(session, subscriber.id, evaluate_subscriber(session, subscriber, s, now, p), None, False)
+    return store(session, subscriber.id, evaluate_subscriber(session, subscriber, s, now, p), None, False,
+                 settings)
 
 
 def time_rules(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
@@ -219,16 +218,16 @@ def item_products(settings, source: str, item_id: str) -> dict:
 
 
 def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | None = None,
-                 history: bool = False, params: RuleParams | None = None) -> list[Trigger]:
+                 history: bool = False, params: RuleParams | None = None, settings=None) -> list[Trigger]:
     """Out Of Stock / Back In Stock for an inventory.changed event (it names no subscriber)."""
-    p = params or current_params()
+    p = params or current_params(settings)
     d = event.data
     item = {k: d.get(k) for k in ("product_id", "variant_id", "inventory_item_id")}
     if not p.stock.enabled:
         return []
     if d.get("inventory_item_id") and not (item["product_id"] or item["variant_id"]):
         # The webhook names a stock-keeping item; shipments list products and variants.
-        item.update(item_products(_settings, event.source, str(d["inventory_item_id"])))
+        item.update(item_products(settings, event.source, str(d["inventory_item_id"])))
     ids = [str(v) for v in item.values() if v]
     if not ids:
         return []
@@ -239,7 +238,7 @@ def on_inventory(session: Session, event, now: datetime, inbox_event_id: int | N
         was_out = sub.next_renewal_at is not None and stock.occasion(sub, key, p) in outs
         due = stock.stock_change(sub, item, d.get("available"), now, p, was_out)
         if due:
-            created += store(session, sub.subscriber_id, [due], inbox_event_id, history)
+            created += store(session, sub.subscriber_id, [due], inbox_event_id, history, settings)
     return created
 
 
@@ -248,7 +247,7 @@ WITHOUT_SUBSCRIBER = {ev.INVENTORY_CHANGED: on_inventory}
 
 
 def store(session: Session, subscriber_id: int, dues: list[Due], inbox_event_id: int | None,
-          history: bool) -> list[Trigger]:
+          history: bool, settings=None) -> list[Trigger]:
     """Insert the specs (once per key); the newly inserted rows with status fired."""
     rows, seen = [], set()
     for due in dues:
@@ -258,7 +257,7 @@ def store(session: Session, subscriber_id: int, dues: list[Due], inbox_event_id:
         status = SKIPPED if history and due.status == FIRED else None
         rows.append(trigger_row(subscriber_id, due, inbox_event_id, status))
     fired = [t for t in insert_unique(session, rows) if t.status == FIRED] if rows else []
-    linked = link_properties(session, [(t.id, t.subscriber_id, t.name, t.properties) for t in fired])
+    linked = link_properties(session, [(t.id, t.subscriber_id, t.name, t.properties) for t in fired], settings)
     for t in fired:
         if t.id in linked:
             t.properties = linked[t.id]
@@ -276,7 +275,7 @@ def linked_sources(settings) -> frozenset[str]:
 LINKED = frozenset({"Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"})
 
 
-def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) -> dict[int, dict]:
+def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], settings) -> dict[int, dict]:
     """Properties with the update-payment link of each newly stored trigger that needs one
     (rows: trigger id, subscriber id, name, properties); {trigger id: properties}.
 
@@ -287,9 +286,9 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) ->
     A subscriber whose platform customer id is unknown keeps the payload's own link.
     """
     rows = [r for r in rows if r[2] in LINKED and (r[3] or {}).get("source")]
-    if _settings is None or not rows:
+    if settings is None or not rows:
         return {}
-    sources = {r[3]["source"] for r in rows} & linked_sources(_settings)
+    sources = {r[3]["source"] for r in rows} & linked_sources(settings)
     columns = [PERSON.c[f"{x}_customer_id"] for x in sorted(sources) if f"{x}_customer_id" in PERSON.c]
     if not columns:
         return {}
@@ -298,7 +297,7 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]]) ->
     for i in range(0, len(ids), queries.CHUNK):
         for person in session.execute(select(PERSON.c.id, *columns).where(PERSON.c.id.in_(ids[i:i + queries.CHUNK]))):
             people[person.id] = dict(person._mapping)
-    base = f"{_settings.HUB_BASE_URL.rstrip('/')}/l/"
+    base = f"{settings.HUB_BASE_URL.rstrip('/')}/l/"
     links, out = [], {}
     for trigger_id, subscriber_id, _, props in rows:
         source = props["source"]
@@ -330,6 +329,8 @@ class SweepReport:
     counts: dict[str, int] = field(default_factory=dict)
     trigger_ids: list[int] = field(default_factory=list)
     subscriber_ids: set[int] = field(default_factory=set)
+    # Whose keys the sweep's platform calls use (links, orchestrated retries); None makes none.
+    settings: object = None
 
     def add(self, family: str, inserted: list[tuple]) -> list[tuple]:
         fired = [r for r in inserted if r[4] == FIRED]
@@ -340,13 +341,13 @@ class SweepReport:
 
 def sweep(session: Session, settings, now: datetime, params: RuleParams | None = None) -> dict[str, int]:
     """Run every time rule as of `now`; returns fired triggers per rule family."""
-    return run_sweep(session, now, params or current_params(settings)).counts
+    return run_sweep(session, now, params or current_params(settings), settings).counts
 
 
-def run_sweep(session: Session, now: datetime, p: RuleParams) -> SweepReport:
+def run_sweep(session: Session, now: datetime, p: RuleParams, settings=None) -> SweepReport:
     """The sweep, with everything the caller may hand on to the outbox."""
     window = sweep_window(session, now, p)
-    report = SweepReport(window, counts={name: 0 for name in (*SWEEPS, "upsell")})
+    report = SweepReport(window, counts={name: 0 for name in (*SWEEPS, "upsell")}, settings=settings)
     for day in window.days():
         one = Window(day, day, p.tz)
         for name, run in SWEEPS.items():
@@ -385,11 +386,12 @@ def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
     # In key order the unique index is written page after page, not at random.
     rows.sort(key=lambda r: (r["subscriber_id"], r["rule"], r["occasion"]))
     inserted = report.add(family, insert_unique_bulk(session, rows)) if rows else []
-    if _settings is not None and inserted and family in LINKED_FAMILIES:
+    if report.settings is not None and inserted and family in LINKED_FAMILIES:
         by_key = {(r["subscriber_id"], r["rule"], r["occasion"]): r for r in rows}
         linked = link_properties(session, [(i, sid, by_key[(sid, rule_, occ)]["name"],
                                             by_key[(sid, rule_, occ)]["properties"])
-                                           for i, sid, rule_, occ, status in inserted if status == FIRED])
+                                           for i, sid, rule_, occ, status in inserted if status == FIRED],
+                                 report.settings)
         if linked:
             t = Trigger.__table__
             session.execute(update(t).where(t.c.id == bindparam("b_id")).values(properties=bindparam("b_props")),
@@ -429,13 +431,13 @@ def _sweep_dunning(session, w, now, p, report):
         due_retries = [(retries[(sid, occ)], f"{sid}:{rule_}:{occ}")
                        for _, sid, rule_, occ, status in inserted if rule_ == dunning.RETRY and status == FIRED]
         if due_retries:
-            _retry_after_commit(session, due_retries)
+            _retry_after_commit(session, due_retries, report.settings)
 
 
 _RETRIES = "hub.sync.rules.retries"
 
 
-def _retry_after_commit(session: Session, retries: list) -> None:
+def _retry_after_commit(session: Session, retries: list, settings) -> None:
     """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
     sweep asks nothing (its retry rows are gone too, so the next sweep asks instead)."""
     if _RETRIES not in session.info:
@@ -444,19 +446,18 @@ def _retry_after_commit(session: Session, retries: list) -> None:
         @sa_event.listens_for(session, "after_commit")
         def _run(session_):
             pending, session_.info[_RETRIES] = session_.info[_RETRIES], []
-            for payment, key in pending:
-                run_retry(payment, key)
+            for payment, key, settings_ in pending:
+                run_retry(payment, key, settings_)
 
         @sa_event.listens_for(session, "after_rollback")
         def _drop(session_):
             session_.info[_RETRIES] = []
-    session.info[_RETRIES] += retries
+    session.info[_RETRIES] += [(payment, key, settings) for payment, key in retries]
 
 
-def run_retry(payment, key: str, settings=None) -> bool:
+def run_retry(payment, key: str, settings) -> bool:
     """One orchestrated retry; the trigger key is the platform's idempotency key, so even a
     repeated call charges once. False when it could not be asked (logged)."""
-    settings = settings or _settings
     source = SOURCES.get(payment.source)
     retrier = source.retry_payment if source is not None else None
     if retrier is None or settings is None:

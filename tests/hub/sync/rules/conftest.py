@@ -86,6 +86,8 @@ class World:
         Base.metadata.drop_all(self.storage.engine)
         Base.metadata.create_all(self.storage.engine)
         self.p = params or params_.load()
+        # The hub's settings the rules' platform calls use (links, retries); None makes none.
+        self.settings = None
         _OPEN.append(self)
 
     def emit(self, name, when, data, email="ann@example.com", source="stripe", history=False):
@@ -107,14 +109,14 @@ class World:
             changes = apply_event(session, event)
             session.flush()
             fired = rules.on_event(session, changes.subscriber, event, changes, when,
-                                   history=history, params=self.p)
+                                   history=history, params=self.p, settings=self.settings)
             return [t.name for t in fired]
 
     def sweep(self, when):
         from hub.sync import rules
 
         with self.storage.session() as session:
-            return {k: v for k, v in rules.sweep(session, None, at(when), params=self.p).items() if v}
+            return {k: v for k, v in rules.sweep(session, self.settings, at(when), params=self.p).items() if v}
 
     def triggers(self, **where):
         from sqlalchemy import select

@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import select
 
 from hub.models import CustomerLink, Delivery, Trigger
-from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
@@ -77,8 +76,8 @@ def test_sweep_links_reminders_once(tmp_path, monkeypatch):
 
     world = World(tmp_path)
     with FakeStripeBilling("sk_test_sweep") as stripe_:
-        rules.configure(Settings.from_env(env={}, overrides={"STRIPE_API_KEY": "sk_test_sweep",
-                                                             "STRIPE_API_BASE": stripe_.url}))
+        world.settings = Settings.from_env(env={}, overrides={"STRIPE_API_KEY": "sk_test_sweep",
+                                                              "STRIPE_API_BASE": stripe_.url})
         world.emit("subscription.upserted", "2026-01-01T10:00", monthly())
         world.emit("payment.failed", "2026-02-01T10:05", {"source_id": "in_1", "subscription_source_id": "sub_1",
                                                            "amount": 2500, "currency": "USD"})

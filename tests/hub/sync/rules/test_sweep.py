@@ -141,7 +141,7 @@ def test_orchestrate_asks_for_each_retry_once(tmp_path, monkeypatch):
     asked = []
     from hub.config import Settings
 
-    monkeypatch.setattr(rules, "_settings", Settings.from_env(env={}))
+    world.settings = Settings.from_env(env={})
     monkeypatch.setitem(SOURCES, "stripe", replace(SOURCES["stripe"],
                         retry_payment=lambda settings, pay, key: asked.append((pay.source_id, key))))
     world.emit("subscription.upserted", "2026-01-01T10:00", monthly())
