@@ -35,6 +35,26 @@ def command_hub(*, upgrade: bool = False, check_rules: bool = True) -> Hub:
     return hub
 
 
+class SourceChoice(click.Choice):
+    """`--source`: one of the platforms in webhooks.SOURCES, named when the option is read.
+
+    Start-up cost: importing `webhooks` loads the platforms' SDKs (stripe, ShopifyAPI), which
+    `hub --help` and every command that takes no `--source` do without."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from webhooks import SOURCE_NAMES  # noqa: PLC0415 - start-up cost, see the class docstring
+
+        return SOURCE_NAMES
+
+    @choices.setter
+    def choices(self, _names) -> None:
+        """click sets the names at construction; they are read from webhooks instead."""
+
+
 def announce_connectors(hub: Hub) -> None:
     """One line per connector: on, or off and why."""
     try:

@@ -12,12 +12,11 @@ from datetime import datetime, timezone
 
 import click
 
-from hub.commands import command_hub
-from webhooks import SOURCE_NAMES
+from hub.commands import SourceChoice, command_hub
 
 
 @click.command("backfill")
-@click.option("--source", type=click.Choice(SOURCE_NAMES), help="One source (default: every configured one).")
+@click.option("--source", type=SourceChoice(), help="One source (default: every configured one).")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="Only objects created (Stripe) or updated (Shopify, Chargebee) since this UTC date.")
 @click.option("--restart", is_flag=True, help="Start over instead of continuing the last run.")

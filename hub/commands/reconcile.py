@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from hub.commands import command_hub
-from webhooks import SOURCE_NAMES
+from hub.commands import SourceChoice, command_hub
 
 
 @click.command("reconcile")
-@click.option("--source", type=click.Choice(SOURCE_NAMES), help="One source (default: every configured one).")
+@click.option("--source", type=SourceChoice(), help="One source (default: every configured one).")
 def command(source: str | None):
     """Poll each source for changes since the last run and apply what webhooks missed."""
     # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.

@@ -13,7 +13,6 @@ from hub.commands.serve import WEB_STOP_TIMEOUT
 from hub.models import StaffUser
 from hub.queues import PUSH_JOB_TIMEOUT, EmbeddedRedis, embedded_redis_path
 from hub.supervise import Child, Supervisor, port_free
-from webhooks import webhook_secrets
 
 
 @click.command("run")
@@ -68,6 +67,8 @@ def command(host, port, workers):
 
 
 def _announce_webhook_secrets(hub) -> None:
+    from webhooks import webhook_secrets  # noqa: PLC0415 - start-up cost: the platforms' SDKs
+
     for source, missing in webhook_secrets(hub.settings):
         if missing:
             click.echo(f"  webhooks {source}: not configured: set {' and '.join(missing)} "
