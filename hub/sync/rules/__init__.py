@@ -14,11 +14,10 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from hub import events as ev
+from hub.db.dialect import upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
 from hub.models.link import UPDATE_PAYMENT
 from hub.sync.rules import (card_expiry, dunning, lifecycle, loyalty, params as params_, platforms, queries,
@@ -325,12 +324,10 @@ def sweep_window(session: Session, now: datetime, p: RuleParams) -> Window:
 
 
 def _save_checkpoint(session: Session, day: date, now: datetime) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     value = {"day": day.isoformat(), "at": now.isoformat()}
-    stmt = insert(Checkpoint).values(name=CHECKPOINT, value=value, updated_at=now_utc())
     # Two sweeps at once: the later day wins is not needed; either value is a covered day.
-    session.execute(stmt.on_conflict_do_update(index_elements=["name"],
-                                               set_={"value": value, "updated_at": now_utc()}))
+    upsert(session, Checkpoint, {"name": CHECKPOINT, "value": value, "updated_at": now_utc()}, ("name",),
+           {"value": value, "updated_at": now_utc()})
 
 
 def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
