@@ -11,7 +11,7 @@ but without its per-row bookkeeping, which on SQLite cost more than the driver's
 from __future__ import annotations
 
 from sqlalchemy import JSON, String, Text, bindparam, event, func, insert, inspect, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.orm.state import InstanceState
 
@@ -98,9 +98,14 @@ def write_new(session: Session) -> int:
     return len(states)
 
 
-@event.listens_for(Session, "before_flush")
+def write_new_first(sessions: sessionmaker) -> None:
+    """Every flush of a session that `sessions` makes writes the objects of add_numbered
+    first: whatever else it writes may refer to them (foreign keys). Sessions that other
+    code in the process makes are left alone."""
+    event.listen(sessions, "before_flush", _write_new_first)
+
+
 def _write_new_first(session, flush_context, instances):
-    # Whatever else a flush writes may refer to them (foreign keys).
     write_new(session)
 
 

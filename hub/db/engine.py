@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import PROJECT_DIR
+from hub.db.bulk import write_new_first
 from hub.db.inbox import InboxWriter
 from hub.errors import DrainerBusy
 from hub.values import json_text, json_value
@@ -26,6 +27,7 @@ class Storage:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        write_new_first(self.sessions)
         self._inbox_writer = None
         self._memory_drain_lock = threading.Lock()
         self._drain_held = threading.local()
