@@ -116,9 +116,9 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
             try:
                 with storage.write_turn():
                     lock_model(session)
-                    process_batch(session, rows, settings, now)
+                    outcomes = process_batch(session, rows, settings, now)
                     statuses = [row.status for row in rows]
-                    after_batch(session, settings)
+                    after_batch(session, settings, outcomes)
                     planned = planned_connectors(session)
                     session.commit()
             except OperationalError:  # the database's own trouble (locks, connection): no row's
@@ -181,22 +181,23 @@ def _pending(storage, size: int) -> int:
         return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
-OUTCOMES = "hub.sync.inbox.outcomes"  # session.info: the batch's outcome rows, written by after_batch
-
-
-def after_batch(session: Session, settings) -> None:
+def after_batch(session: Session, settings, outcomes: list[dict] = ()) -> None:
     """Work done once per batch rather than per row (outbox coalescing), then the rows'
-    outcomes, written last: on SQLite that write takes the inbox file's lock, and webhooks
-    wait while the transaction holding it commits, not while it plans deliveries too."""
+    `outcomes` (from process_batch), written last: on SQLite that write takes the inbox
+    file's lock, and webhooks wait while the transaction holding it commits, not while it
+    plans deliveries too."""
     from hub.sync import outbox
 
     outbox.flush_pending_profiles(session, settings)
-    update_by_key(session.connection(), InboxEvent.__table__, session.info.pop(OUTCOMES, []))
+    update_by_key(session.connection(), InboxEvent.__table__, outcomes)
 
 
-def process_batch(session: Session, rows: list[InboxEvent], settings, now: datetime | None = None) -> None:
+def process_batch(session: Session, rows: list[InboxEvent], settings,
+                  now: datetime | None = None) -> list[dict]:
     """Process claimed rows in order, all in one savepoint: identities looked up for the whole
-    batch at once, no savepoint and no flush of its own per row.
+    batch at once, no savepoint and no flush of its own per row. The rows' outcome fields,
+    for after_batch to write in one executemany UPDATE per shape of fields (rows redone one
+    by one are written by the flush instead, and are not among them).
 
     Should any row raise while it changes the model, the batch's work is rolled back and the
     rows are processed again one by one (process_row, a savepoint each): the bad row alone
@@ -231,8 +232,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
         savepoint.rollback()
         first = exc
     else:
-        _record_all(session, outcomes)
-        return
+        return _record_all(outcomes)
     for key, value in held.items():  # what the undone work marked for the outbox is void
         session.info[key] = value
     session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
@@ -240,6 +240,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
              type(first).__name__, first)
     for row in rows:
         process_row(session, row, settings, now)
+    return []
 
 
 def _started(row: InboxEvent) -> dict:
@@ -251,11 +252,9 @@ def _record(row: InboxEvent, fields: dict) -> None:
         setattr(row, attr, value)
 
 
-def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
-    """The batch's outcomes, for after_batch to write in one executemany UPDATE per shape of
-    fields; the loaded rows show them as committed values, without the unit of work diffing
-    every row."""
-    session.info.setdefault(OUTCOMES, []).extend({"id": row.id, **fields} for row, fields in outcomes)
+def _record_all(outcomes: list[tuple[InboxEvent, dict]]) -> list[dict]:
+    """The batch's outcomes as rows for after_batch to write; the loaded rows show them as
+    committed values, without the unit of work diffing every row."""
     for row, fields in outcomes:
         # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
         # the instance dict is its committed state.
@@ -265,6 +264,7 @@ def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> No
                 set_committed_value(row, attr, value)
         else:
             state.dict.update(fields)
+    return [{"id": row.id, **fields} for row, fields in outcomes]
 
 
 def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:

@@ -387,25 +387,24 @@ def _sweep_dunning(session, w, now, p, report):
             _retry_after_commit(session, due_retries)
 
 
-_RETRIES = "hub.sync.rules.retries"
-
-
 def _retry_after_commit(session: Session, retries: list) -> None:
     """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
     sweep asks nothing (its retry rows are gone too, so the next sweep asks instead)."""
-    if _RETRIES not in session.info:
-        session.info[_RETRIES] = []
+    ended = False  # by this transaction's commit or rollback: the listeners then do nothing
 
-        @sa_event.listens_for(session, "after_commit")
-        def _run(session_):
-            pending, session_.info[_RETRIES] = session_.info[_RETRIES], []
-            for payment, key in pending:
+    def run(_session) -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            for payment, key in retries:
                 run_retry(payment, key)
 
-        @sa_event.listens_for(session, "after_rollback")
-        def _drop(session_):
-            session_.info[_RETRIES] = []
-    session.info[_RETRIES] += retries
+    def drop(_session) -> None:
+        nonlocal ended
+        ended = True
+
+    sa_event.listen(session, "after_commit", run)
+    sa_event.listen(session, "after_rollback", drop)
 
 
 def run_retry(payment, key: str, settings=None) -> bool:
