@@ -280,8 +280,8 @@ def _default(default):
 
 def insert_ignore_returning(session: Session, table, rows: list[dict], columns: tuple[str, ...],
                             key: tuple[str, ...], returned: tuple[str, ...]) -> list[tuple]:
-    """INSERT … ON CONFLICT (key) DO NOTHING of many `rows` (dicts of `columns`, all but a
-    `created_at` column, which this call stamps), for large batches (sweeps): the `returned`
+    """INSERT … ON CONFLICT (key) DO NOTHING of many `rows` (dicts holding every one of
+    `columns`: all but a `created_at` column, which this call stamps), for large batches (sweeps): the `returned`
     columns of the rows actually inserted, as tuples, without building ORM objects."""
     if not rows:
         return []
@@ -322,19 +322,17 @@ def _driver_values(dialect, table, rows: list[dict], columns: tuple[str, ...], s
         plan.append((_FROM_ROW, name, processor))
     stamp_processor = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     plan.append((_FIXED, stamp_processor(stamp) if stamp_processor else stamp, None))
-    return _parameters(plan, missing_as_null=True)(rows)
+    return _parameters(plan)(rows)
 
 
 def _once_per_value(processor):
-    converted: dict = {}
-
-    def convert(value):
-        try:
-            return converted[value]
-        except KeyError:
-            converted[value] = done = processor(value)
+    """`processor`, converting each distinct value once (a dict lookup in C afterwards)."""
+    class Converted(dict):
+        def __missing__(self, value):
+            self[value] = done = processor(value)
             return done
-    return convert
+
+    return Converted().__getitem__
 
 
 # PostgreSQL: COPY (rows encoded in C) into a temporary table, then one INSERT … SELECT
@@ -354,7 +352,7 @@ def _pg_insert_ignore(connection, table, rows, columns, key, returned) -> list[t
     stamp = now_utc()
     # Rows as COPY takes them: JSON as its text, everything else as it is.
     tuples = _parameters([(_FROM_ROW, name, json_text if isinstance(table.c[name].type, JSON) else None)
-                          for name in columns] + [(_FIXED, stamp, None)], missing_as_null=True)
+                          for name in columns] + [(_FIXED, stamp, None)])
     cursor = connection.connection.cursor()
     try:
         cursor.execute(_PG_STAGE.format(stage=stage, columns=", ".join(
