@@ -10,12 +10,14 @@ but without its per-row bookkeeping, which on SQLite cost more than the driver's
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, String, Text, bindparam, event, func, insert, inspect, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.orm.state import InstanceState
 
+from hub.db.types import UTCDateTime
 from hub.models.base import now_utc
+from hub.values import json_text
 
 UNWRITTEN = "hub.db.bulk.unwritten"  # session.info: objects of add_numbered not written yet
 NUMBERED = "hub.db.bulk.numbered"  # session.info: table name -> the last number add_numbered took
@@ -95,9 +97,14 @@ def write_new(session: Session) -> int:
     return len(states)
 
 
-@event.listens_for(Session, "before_flush")
+def write_new_first(sessions: sessionmaker) -> None:
+    """Every flush of a session that `sessions` makes writes the objects of add_numbered
+    first: whatever else it writes may refer to them (foreign keys). Sessions that other
+    code in the process makes are left alone."""
+    event.listen(sessions, "before_flush", _write_new_first)
+
+
 def _write_new_first(session, flush_context, instances):
-    # Whatever else a flush writes may refer to them (foreign keys).
     write_new(session)
 
 
@@ -268,3 +275,100 @@ def _default(default):
 
     make.per_row = getattr(default.arg, "__wrapped__", None) not in _SAME_FOR_ALL_ROWS
     return make
+
+
+def insert_ignore_returning(session: Session, table, rows: list[dict], columns: tuple[str, ...],
+                            key: tuple[str, ...], returned: tuple[str, ...]) -> list[tuple]:
+    """INSERT … ON CONFLICT (key) DO NOTHING of many `rows` (dicts holding every one of
+    `columns`: all but a `created_at` column, which this call stamps), for large batches (sweeps): the `returned`
+    columns of the rows actually inserted, as tuples, without building ORM objects."""
+    if not rows:
+        return []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return _pg_insert_ignore(connection, table, rows, columns, key, returned)
+    return _sqlite_insert_ignore(connection, table, rows, columns, key, returned)
+
+
+def _sqlite_insert_ignore(connection, table, rows, columns, key, returned) -> list[tuple]:
+    """SQLite: executemany (sqlite3 cannot return rows from it), then the inserted rows
+    found again by id range and this call's own created_at stamp. A concurrent writer's
+    rows cannot carry the same stamp and conflicting rows keep theirs, so the answer is
+    exactly what this call inserted."""
+    stamp = now_utc()
+    before = connection.execute(select(func.max(table.c.id))).scalar() or 0
+    written = (*columns, "created_at")
+    sql = (f'INSERT INTO "{table.name}" ({", ".join(written)}) VALUES ({", ".join("?" * len(written))}) '
+           f'ON CONFLICT ({", ".join(key)}) DO NOTHING')
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(sql, _driver_values(connection.dialect, table, rows, columns, stamp))
+    finally:
+        cursor.close()
+    found = select(*[table.c[c] for c in returned]).where(
+        table.c.id > before, table.c.created_at == stamp).order_by(table.c.id)
+    return [tuple(r) for r in connection.execute(found)]
+
+
+def _driver_values(dialect, table, rows: list[dict], columns: tuple[str, ...], stamp) -> list[tuple]:
+    """Row tuples of `columns` then the stamp, converted by the columns' own types (JSON,
+    UTC times); each time value once (a day's triggers share a handful of due times)."""
+    plan = []
+    for name in columns:
+        processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None and isinstance(table.c[name].type, UTCDateTime):
+            processor = _once_per_value(processor)
+        plan.append((_FROM_ROW, name, processor))
+    stamp_processor = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    plan.append((_FIXED, stamp_processor(stamp) if stamp_processor else stamp, None))
+    return _parameters(plan)(rows)
+
+
+def _once_per_value(processor):
+    """`processor`, converting each distinct value once (a dict lookup in C afterwards)."""
+    class Converted(dict):
+        def __missing__(self, value):
+            self[value] = done = processor(value)
+            return done
+
+    return Converted().__getitem__
+
+
+# PostgreSQL: COPY (rows encoded in C) into a temporary table, then one INSERT … SELECT
+# with ON CONFLICT DO NOTHING RETURNING: about 3x faster than unnest() arrays, whose
+# binary dumping psycopg does in Python.
+_PG_STAGE = "CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}) ON COMMIT DROP"
+# In key order: two sweeps inserting overlapping keys then lock them in the same order and
+# one waits for the other, where any other order can deadlock (seen in CI).
+_PG_MOVE = ('INSERT INTO "{table}" ({columns}) SELECT {columns} FROM {stage} '
+            "ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {returned}")
+
+
+def _pg_insert_ignore(connection, table, rows, columns, key, returned) -> list[tuple]:
+    """PostgreSQL: COPY into a staging table, move what is new, RETURNING only that."""
+    written = (*columns, "created_at")
+    stage = f"{table.name}_incoming"
+    stamp = now_utc()
+    # Rows as COPY takes them: JSON as its text, everything else as it is.
+    tuples = _parameters([(_FROM_ROW, name, json_text if isinstance(table.c[name].type, JSON) else None)
+                          for name in columns] + [(_FIXED, stamp, None)])
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(_PG_STAGE.format(stage=stage, columns=", ".join(
+            f"{name} {_stage_type(table.c[name].type, connection.dialect)}" for name in written)))
+        cursor.execute(f"TRUNCATE {stage}")
+        with cursor.copy(f"COPY {stage} ({', '.join(written)}) FROM STDIN") as copy:
+            for values in tuples(rows):
+                copy.write_row(values)
+        cursor.execute(_PG_MOVE.format(table=table.name, columns=", ".join(written), stage=stage,
+                                       key=", ".join(key), returned=", ".join(returned)))
+        return [tuple(r) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def _stage_type(column_type, dialect) -> str:
+    # Lengths unchecked in the staging table: the move into the table checks them.
+    if isinstance(column_type, String) and not isinstance(column_type, Text):
+        return "varchar"
+    return column_type.compile(dialect=dialect)

@@ -1,6 +1,7 @@
 """Database engine, sessions and migrations."""
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import PROJECT_DIR
+from hub.db.bulk import write_new_first
+from hub.db.inbox import InboxWriter
 from hub.errors import DrainerBusy
 from hub.values import json_text, json_value
 
@@ -24,16 +27,15 @@ class Storage:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        write_new_first(self.sessions)
         self._inbox_writer = None
         self._memory_drain_lock = threading.Lock()
         self._drain_held = threading.local()
 
     @property
     def inbox_writer(self):
-        """The webhook path's writer (hub.sync.inbox.InboxWriter), one per process."""
+        """The webhook path's writer (hub.db.inbox.InboxWriter), one per process."""
         if self._inbox_writer is None:
-            from hub.sync.inbox import InboxWriter
-
             self._inbox_writer = InboxWriter(self.engine)
         return self._inbox_writer
 
@@ -123,8 +125,6 @@ def _released(lock: threading.Lock):
 def _file_lock(path: Path, wait: bool = True, busy: Exception | None = None):
     """An exclusive OS lock on `path`, released on exit or when the process dies; with
     `wait` False, `busy` is raised at once if another holds it."""
-    import fcntl
-
     with open(path, "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -205,7 +205,7 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
 
 
 def alembic_config(engine: Engine):
-    from alembic.config import Config
+    from alembic.config import Config  # noqa: PLC0415 - start-up cost: only install and upgrade need Alembic
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -215,6 +215,6 @@ def alembic_config(engine: Engine):
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration."""
-    from alembic import command
+    from alembic import command  # noqa: PLC0415 - start-up cost, as above
 
     command.upgrade(alembic_config(engine), "head")

@@ -30,10 +30,10 @@ from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+import connectors
+from hub.db.dialect import insert_ignore, utc_day, utc_month
 from hub.models import (
     DEAD,
     FAILED,
@@ -49,6 +49,8 @@ from hub.models import (
     Subscription,
     Trigger,
 )
+from hub.ops.reconcile import recovered_total
+from hub.sync import rules
 from hub.sync.inbox import EARLIER
 from hub.values import Money, iso, per_month, utc
 
@@ -418,10 +420,8 @@ def _save(session: Session, ledger: dict, stamp, exists: bool) -> bool:
         result = session.execute(update(Checkpoint).where(Checkpoint.name == LEDGER, Checkpoint.updated_at == stamp)
                                  .values(value=ledger, updated_at=now))
         return result.rowcount == 1
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    result = session.execute(insert(Checkpoint).values(name=LEDGER, value=ledger, updated_at=now)
-                             .on_conflict_do_nothing(index_elements=["name"]))
-    return result.rowcount == 1
+    return insert_ignore(session, Checkpoint, {"name": LEDGER, "value": ledger, "updated_at": now},
+                         ("name",)) == 1
 
 
 def catch_up(storage, step: int = LEDGER_STEP) -> dict:
@@ -441,22 +441,10 @@ def _ledger_position(storage) -> int:
 
 # Queries ----------------------------------------------------------------------------------
 
-def _day(session: Session, column):
-    if session.bind.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", column)
-
-
-def _month(session: Session, column):
-    if session.bind.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM")
-    return func.strftime("%Y-%m", column)
-
-
 def stage_figure(session: Session, as_of: datetime, days: int) -> dict:
     window = day_list(as_of, days)
     start = datetime.combine(window[0], datetime.min.time(), tzinfo=timezone.utc)
-    first_day = _day(session, Subscriber.first_seen_at)
+    first_day = utc_day(session, Subscriber.first_seen_at)
     base = session.execute(select(Subscriber.stage, first_day, func.count())
                            .where(Subscriber.erased_at.is_(None)).group_by(Subscriber.stage, first_day)).all()
     moves = defaultdict(list)
@@ -478,8 +466,6 @@ def stage_figure(session: Session, as_of: datetime, days: int) -> dict:
 
 
 def connector_figure(session: Session, settings, queues=None) -> dict:
-    import connectors
-
     names = list(connectors.CONNECTORS)
     counts = {(c, s): n for c, s, n in session.execute(
         select(Delivery.connector, Delivery.status, func.count())
@@ -513,13 +499,11 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
     churn_figure = {"labels": keys, "rate": mrr["churn_rate"], "churned": mrr["churned"],
                     "paying_at_start": mrr["paying_at_start"]}
 
-    from hub.sync import rules
-
     window_days = rules.current_params(settings).dunning.recovery_days
     start = month_end(add_months(keys[0], -1))
     payments = session.execute(select(Payment.first_failed_at, Payment.paid_at, Payment.status)
                                .where(Payment.first_failed_at >= start, Payment.first_failed_at <= as_of)).all()
-    month = _month(session, Trigger.due_at)
+    month = utc_month(session, Trigger.due_at)
     reminder_rows = session.execute(select(Trigger.name, month, func.count())
                                     .where(Trigger.status == "fired", Trigger.due_at >= start,
                                            Trigger.due_at <= as_of, Trigger.name.in_(REMINDERS))
@@ -575,8 +559,6 @@ def is_loopback(url: str | None) -> bool:
 
 def _recovered(session: Session) -> dict:
     """Changes reconciliation recovered: a running total it keeps in the checkpoint table."""
-    from hub.ops.reconcile import recovered_total
-
     return recovered_total(session)
 
 

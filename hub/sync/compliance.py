@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 
+from hub.db.dialect import blob_text
 from hub.masking import EMAIL_PATTERN, normal_key, scrub_body
 from hub.models import (
     CANCELLED,
@@ -120,12 +121,7 @@ def erase_mentions(session, needles, source: str | None = None, limit: int = 10_
     wanted = [n for n in needles if "@" in n or len(re.sub(r"\D", "", n)) >= 7]  # emails, phones
     if not wanted:
         return 0
-    # The body as text: SQLite's LIKE does not match inside a BLOB, PostgreSQL's bytea has no
-    # LIKE; encode(…, 'escape') keeps printable ASCII (an email, a phone) as it is.
-    if session.bind.dialect.name == "postgresql":
-        body = func.encode(InboxEvent.body, "escape")
-    else:
-        body = cast(InboxEvent.body, Text)
+    body = blob_text(session, InboxEvent.body)  # an email, a phone: printable ASCII, as it is
     query = select(InboxEvent).where(InboxEvent.subscriber_id.is_(None), InboxEvent.body != ERASED_BODY,
                                      or_(*[body.like(f"%{n}%") for n in wanted]))
     if source:

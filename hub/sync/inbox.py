@@ -8,15 +8,11 @@ bad row is marked failed without undoing or blocking the others.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback as tb
 from datetime import datetime, timezone
-from functools import lru_cache
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, defer
@@ -24,14 +20,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
+from hub.db.dialect import insert_ignore, locks_claimed_rows
+from hub.db.inbox import KEY
 from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
-from hub.models.base import sqlite_text
 from hub.sync import identity, outbox, rules
 from hub.sync.apply import CREATES, apply_event
 from hub.sync.outbox import planned_connectors
 from hub.sync.readmodel import EARLIER
-from hub.values import json_text, json_value
+from hub.values import json_value
 from webhooks import UNREADABLE, Envelope, get_source
 
 log = logging.getLogger(__name__)
@@ -53,158 +50,7 @@ def receive(conn: Connection, source: str, envelope: Envelope, headers: dict, bo
               "triggered_at": envelope.triggered_at, "shop": envelope.shop,
               "api_version": envelope.api_version, "status": PENDING, "attempts": 0,
               "outcome": [], "origin": origin}
-    return conn.execute(_insert_statement(conn.dialect.name), params).scalar() is not None
-
-
-@lru_cache(maxsize=None)
-def _insert_statement(dialect: str):
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return (insert(InboxEvent.__table__)
-            .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(InboxEvent.__table__.c.id))
-
-
-_COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
-            "api_version", "status", "attempts", "outcome", "origin")
-
-
-class InboxWriter:
-    """The webhook path's one INSERT, on a driver connection kept per thread.
-
-    On the hot path SQLAlchemy's execution machinery (pool checkout, events, type
-    processors) costs more than the insert itself; this writes the same row that
-    receive() writes, in the column formats SQLAlchemy reads back.
-    """
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.dialect = engine.dialect.name
-        self._local = threading.local()
-        self._opened = []
-        self._lock = threading.Lock()
-        self._queue: list[_Waiter] = []
-        self._leading = False
-        if self.dialect == "postgresql":
-            values = ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS)
-        else:
-            values = ", ".join("?" for _ in _COLUMNS)
-        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES ({values}) "
-                    "ON CONFLICT (source, event_id) DO NOTHING RETURNING id")
-
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.engine.raw_connection()
-            if self.dialect == "sqlite":
-                # Autocommit: a lone webhook's INSERT is its own transaction, without the
-                # BEGIN and COMMIT statements around it (a group commit opens one itself).
-                # Detached, so the pool never hands this mode to anyone else.
-                conn.dbapi_connection.isolation_level = None
-                conn.detach()
-            self._opened.append(conn)
-        return conn
-
-    def close(self) -> None:
-        """Close every connection this writer opened (at shutdown and in tests)."""
-        for conn in self._opened:
-            try:
-                conn.close()
-            except Exception:  # closing a broken connection may fail; it is gone either way
-                pass
-        self._opened.clear()
-        self._local = threading.local()
-
-    def _time(self, value: datetime | None):
-        # On SQLite, the text UTCDateTime binds (the one function for both paths).
-        return value if self.dialect == "postgresql" else sqlite_text(value)
-
-    def write(self, source: str, envelope: Envelope, headers: dict, body: bytes,
-              origin: str = "webhook") -> bool:
-        """Insert and commit the raw webhook; True if new, False for a duplicate.
-
-        Group commit: while one thread commits, webhooks arriving on other threads of
-        the process queue up, and the next of them commits them all in one transaction.
-        Each caller still returns only once its own row is committed.
-        """
-        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
-                  self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
-                  envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
-        waiter = _Waiter(params)
-        with self._lock:
-            self._queue.append(waiter)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-            else:  # made under the lock, before a leader can take this waiter's row
-                waiter.done = threading.Event()
-        if not lead:
-            waiter.done.wait()
-            if waiter.error is not None:
-                raise waiter.error
-            return waiter.created
-        try:
-            while True:
-                with self._lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._leading = False
-                        break
-                self._commit(batch)
-        finally:
-            with self._lock:
-                self._leading = False
-                leftovers, self._queue = self._queue, []
-            for other in leftovers:  # only after an unexpected error: let them fail fast
-                other.error = other.error or RuntimeError("inbox writer stopped")
-                other.release()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.created
-
-    def _commit(self, batch: list["_Waiter"]) -> None:
-        conn = self._connection()
-        try:
-            cursor = conn.cursor()
-            grouped = self.dialect == "sqlite" and len(batch) > 1
-            if grouped:
-                cursor.execute("BEGIN")
-            for waiter in batch:
-                cursor.execute(self.sql, waiter.params)
-                # Read to the end: in autocommit the INSERT commits once its statement is done.
-                waiter.created = bool(cursor.fetchall())
-            if grouped:
-                cursor.execute("COMMIT")
-            cursor.close()
-            if self.dialect != "sqlite":
-                conn.commit()
-        except Exception as exc:
-            # A broken connection is not reused: the next request opens a fresh one.
-            self._local.conn = None
-            try:
-                conn.invalidate()
-            except Exception:  # already unusable; nothing more to release
-                pass
-            for waiter in batch:
-                waiter.error = exc
-        finally:
-            for waiter in batch:
-                waiter.release()
-
-
-class _Waiter:
-    __slots__ = ("params", "done", "created", "error")
-
-    def __init__(self, params: tuple):
-        self.params = params
-        # Only a webhook that waits for another thread's commit needs an event to wait on;
-        # the leader commits its own row (with one thread per process, every webhook does).
-        self.done: threading.Event | None = None
-        self.created = False
-        self.error: Exception | None = None
-
-    def release(self) -> None:
-        if self.done is not None:
-            self.done.set()
+    return insert_ignore(conn, InboxEvent.__table__, params, KEY, returning=("id",)).scalar() is not None
 
 
 _UNREAD = (InboxEvent.headers, InboxEvent.received_at, InboxEvent.processed_at, InboxEvent.outcome,
@@ -218,7 +64,7 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
     query = (select(InboxEvent).options(*(defer(c) for c in _UNREAD))
              .where(InboxEvent.is_open(), InboxEvent.status == PENDING)
              .order_by(InboxEvent.id).limit(size))
-    if session.bind.dialect.name == "postgresql":
+    if locks_claimed_rows(session):
         return list(session.scalars(query.with_for_update(skip_locked=True)))
     # SQLite: the rows are read before the transaction begins (the driver opens it at the
     # first write), so it holds no snapshot of the inbox's file: its one write there, the
@@ -272,9 +118,9 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
             try:
                 with storage.write_turn():
                     lock_model(session)
-                    process_batch(session, rows, settings, now)
+                    outcomes = process_batch(session, rows, settings, now)
                     statuses = [row.status for row in rows]
-                    after_batch(session, settings)
+                    after_batch(session, settings, outcomes)
                     planned = planned_connectors(session)
                     session.commit()
             except OperationalError:  # the database's own trouble (locks, connection): no row's
@@ -337,21 +183,22 @@ def _pending(storage, size: int) -> int:
         return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
-OUTCOMES = "hub.sync.inbox.outcomes"  # session.info: the batch's outcome rows, written by after_batch
-
-
-def after_batch(session: Session, settings) -> None:
+def after_batch(session: Session, settings, outcomes: list[dict] = ()) -> None:
     """Work done once per batch rather than per row (outbox coalescing), then the rows'
-    outcomes, written last: on SQLite that write takes the inbox file's lock, and webhooks
-    wait while the transaction holding it commits, not while it plans deliveries too."""
+    `outcomes` (from process_batch), written last: on SQLite that write takes the inbox
+    file's lock, and webhooks wait while the transaction holding it commits, not while it
+    plans deliveries too."""
 
     outbox.flush_pending_profiles(session, settings)
-    update_by_key(session.connection(), InboxEvent.__table__, session.info.pop(OUTCOMES, []))
+    update_by_key(session.connection(), InboxEvent.__table__, outcomes)
 
 
-def process_batch(session: Session, rows: list[InboxEvent], settings, now: datetime | None = None) -> None:
+def process_batch(session: Session, rows: list[InboxEvent], settings,
+                  now: datetime | None = None) -> list[dict]:
     """Process claimed rows in order, all in one savepoint: identities looked up for the whole
-    batch at once, no savepoint and no flush of its own per row.
+    batch at once, no savepoint and no flush of its own per row. The rows' outcome fields,
+    for after_batch to write in one executemany UPDATE per shape of fields (rows redone one
+    by one are written by the flush instead, and are not among them).
 
     Should any row raise while it changes the model, the batch's work is rolled back and the
     rows are processed again one by one (process_row, a savepoint each): the bad row alone
@@ -384,8 +231,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
         savepoint.rollback()
         first = exc
     else:
-        _record_all(session, outcomes)
-        return
+        return _record_all(outcomes)
     for key, value in held.items():  # what the undone work marked for the outbox is void
         session.info[key] = value
     session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
@@ -393,6 +239,7 @@ def process_batch(session: Session, rows: list[InboxEvent], settings, now: datet
              type(first).__name__, first)
     for row in rows:
         process_row(session, row, settings, now)
+    return []
 
 
 def _started(row: InboxEvent) -> dict:
@@ -404,11 +251,9 @@ def _record(row: InboxEvent, fields: dict) -> None:
         setattr(row, attr, value)
 
 
-def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> None:
-    """The batch's outcomes, for after_batch to write in one executemany UPDATE per shape of
-    fields; the loaded rows show them as committed values, without the unit of work diffing
-    every row."""
-    session.info.setdefault(OUTCOMES, []).extend({"id": row.id, **fields} for row, fields in outcomes)
+def _record_all(outcomes: list[tuple[InboxEvent, dict]]) -> list[dict]:
+    """The batch's outcomes as rows for after_batch to write; the loaded rows show them as
+    committed values, without the unit of work diffing every row."""
     for row, fields in outcomes:
         # Loaded and unmodified (a row failed in _prepare is written by the flush instead):
         # the instance dict is its committed state.
@@ -418,6 +263,7 @@ def _record_all(session: Session, outcomes: list[tuple[InboxEvent, dict]]) -> No
                 set_committed_value(row, attr, value)
         else:
             state.dict.update(fields)
+    return [{"id": row.id, **fields} for row, fields in outcomes]
 
 
 def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:

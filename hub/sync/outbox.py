@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.base import instance_state
 from tenacity import RetryCallState, wait_exponential, wait_random
@@ -42,6 +40,7 @@ from connectors.base import Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
+from hub.db.dialect import insert_ignore, locks_claimed_rows
 from hub.models import (
     CANCELLED,
     DEAD,
@@ -74,6 +73,7 @@ INTERRUPTED_MESSAGE = ("the push stopped before the tool's answer was recorded (
 DIRTY = "hub.sync.outbox.dirty"  # session.info: ids of subscribers whose profile must be pushed
 PLANNED = "hub.sync.outbox.planned"  # session.info: connectors that got new deliveries
 HELD = "hub.sync.outbox.held"  # session.info: the dirty subscribers' objects, by id
+KEY = ("connector", "idempotency_key")  # a delivery is planned once
 
 # Subscription statuses that count towards MRR: trials and paused ones bring no revenue.
 MRR_STATUSES = ("active", "past_due")
@@ -348,14 +348,10 @@ def _insert(session: Session, rows: list[dict]) -> int:
     """Insert deliveries, skipping any whose (connector, idempotency key) exists; rows added."""
     if not rows:
         return 0
-    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    table = Delivery.__table__
+    write_new(session)  # the people they are for, when numbered but not written yet (no autoflush here)
     # One plain executemany by the driver (no RETURNING, which would make SQLAlchemy build
     # multi-row VALUES statements): the row count says how many were new.
-    stmt = (dialect_insert(table)
-            .on_conflict_do_nothing(index_elements=["connector", "idempotency_key"]))
-    write_new(session)  # the people they are for, when numbered but not written yet (no autoflush here)
-    added = execute_many(session.connection(), stmt, rows)
+    added = insert_ignore(session, Delivery.__table__, rows, KEY)
     session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
     return added
 
@@ -478,7 +474,7 @@ def _claim(storage, connector, at: datetime,
                         Delivery.attempts, Delivery.claimed_at)
                  .where(*_due(connector.name, at))
                  .order_by(Delivery.next_attempt_at, Delivery.id).limit(connector.max_batch))
-        if session.bind.dialect.name == "postgresql":
+        if locks_claimed_rows(session):
             rows = session.execute(query.with_for_update(skip_locked=True)).all()
             for chunk in _chunks([r.id for r in rows]):
                 session.execute(update(table).where(table.c.id.in_(chunk)).values(**lease))

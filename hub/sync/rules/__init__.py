@@ -14,11 +14,10 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from hub import events as ev
+from hub.db.dialect import upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
 from hub.models.link import UPDATE_PAYMENT
 from hub.sync.rules import (
@@ -368,12 +367,10 @@ def sweep_window(session: Session, now: datetime, p: RuleParams) -> Window:
 
 
 def _save_checkpoint(session: Session, day: date, now: datetime) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     value = {"day": day.isoformat(), "at": now.isoformat()}
-    stmt = insert(Checkpoint).values(name=CHECKPOINT, value=value, updated_at=now_utc())
     # Two sweeps at once: the later day wins is not needed; either value is a covered day.
-    session.execute(stmt.on_conflict_do_update(index_elements=["name"],
-                                               set_={"value": value, "updated_at": now_utc()}))
+    upsert(session, Checkpoint, {"name": CHECKPOINT, "value": value, "updated_at": now_utc()}, ("name",),
+           {"value": value, "updated_at": now_utc()})
 
 
 def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
@@ -434,25 +431,24 @@ def _sweep_dunning(session, w, now, p, report):
             _retry_after_commit(session, due_retries, report.settings)
 
 
-_RETRIES = "hub.sync.rules.retries"
-
-
 def _retry_after_commit(session: Session, retries: list, settings) -> None:
     """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
     sweep asks nothing (its retry rows are gone too, so the next sweep asks instead)."""
-    if _RETRIES not in session.info:
-        session.info[_RETRIES] = []
+    ended = False  # by this transaction's commit or rollback: the listeners then do nothing
 
-        @sa_event.listens_for(session, "after_commit")
-        def _run(session_):
-            pending, session_.info[_RETRIES] = session_.info[_RETRIES], []
-            for payment, key, settings_ in pending:
-                run_retry(payment, key, settings_)
+    def run(_session) -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            for payment, key in retries:
+                run_retry(payment, key, settings)
 
-        @sa_event.listens_for(session, "after_rollback")
-        def _drop(session_):
-            session_.info[_RETRIES] = []
-    session.info[_RETRIES] += [(payment, key, settings) for payment, key in retries]
+    def drop(_session) -> None:
+        nonlocal ended
+        ended = True
+
+    sa_event.listen(session, "after_commit", run)
+    sa_event.listen(session, "after_rollback", drop)
 
 
 def run_retry(payment, key: str, settings) -> bool:

@@ -10,9 +10,10 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Iterable, Iterator
 
-from sqlalchemy import Row, String, and_, case, cast, exists, null, or_, select, text
+from sqlalchemy import Row, String, and_, case, cast, exists, null, or_, select
 from sqlalchemy.orm import Session
 
+from hub.db.dialect import card_expiring_in
 from hub.models import Payment, Subscriber, Subscription, Trigger
 from hub.sync.rules.state import (
     ENDED,
@@ -185,19 +186,6 @@ def ended_between(session: Session, span: tuple[datetime, datetime]) -> set[int]
     return {x for x in session.scalars(query) if x is not None}
 
 
-# Cards expiring in a month, checked inside the JSON (the LIKE prefilter is cheap; the
-# exact test keeps the rows the rule must decode to the few that matter).
-_CARD_MONTH = {
-    "sqlite": ("EXISTS (SELECT 1 FROM json_each(subscriber.cards) AS c WHERE "
-               "CAST(json_extract(c.value, '$.exp_month') AS INTEGER) = :m{i} AND "
-               "CAST(json_extract(c.value, '$.exp_year') AS INTEGER) % 100 = :y{i})"),
-    "postgresql": ("EXISTS (SELECT 1 FROM json_each(subscriber.cards) AS c WHERE "
-                   "CASE WHEN c.value->>'exp_month' ~ '^[0-9]{{1,2}}$' THEN (c.value->>'exp_month')::int END = :m{i} "
-                   "AND CASE WHEN c.value->>'exp_year' ~ '^[0-9]{{2,4}}$' "
-                   "THEN (c.value->>'exp_year')::int % 100 END = :y{i})"),
-}
-
-
 def card_holders(session: Session, months: list[tuple[int, int]]) -> Iterator[tuple[int, dict]]:
     """(id, cards) of subscribers with a card expiring in one of the (year, month)s.
 
@@ -206,14 +194,12 @@ def card_holders(session: Session, months: list[tuple[int, int]]) -> Iterator[tu
     """
     text_ = cast(Subscriber.cards, String)
     conditions = [text_.like(f'%"exp_month":%{month}%') for _, month in months]
-    exact = _CARD_MONTH.get(session.get_bind().dialect.name)
+    # The LIKE prefilter is cheap; the exact test keeps the rows the rule must decode to
+    # the few that matter.
+    exact = card_expiring_in(session, "subscriber.cards", months)
     query = select(Subscriber.id, Subscriber.cards).where(Subscriber.erased_at.is_(None), or_(*conditions))
-    if exact:
-        binds = {}
-        for i, (year, month) in enumerate(months):
-            binds.update({f"m{i}": month, f"y{i}": year % 100})
-        query = query.where(text("(" + " OR ".join(exact.format(i=i) for i in range(len(months))) + ")")
-                            .bindparams(**binds))
+    if exact is not None:
+        query = query.where(exact)
     return iter(session.execute(query.execution_options(yield_per=5000)))
 
 

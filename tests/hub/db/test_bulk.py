@@ -4,11 +4,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
+from hub.db import bulk
 from hub.db.bulk import write_changed
 from hub.db.engine import Storage
-from hub.models import Subscriber, Subscription
+from hub.models import Base, Checkpoint, Subscriber, Subscription
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -58,8 +60,8 @@ def test_the_rows_written_are_those_the_orm_flush_writes(storage):
         assert not session.dirty  # marked clean: the commit's flush has nothing left to send
 
     orm_rows, bulk_rows = columns(storage, by_orm), columns(storage, by_bulk)
-    for orm, bulk in zip(orm_rows, bulk_rows):
-        assert {k: v for k, v in bulk.items() if k not in ("id", "email", "created_at", "updated_at")} == \
+    for orm, written in zip(orm_rows, bulk_rows):
+        assert {k: v for k, v in written.items() if k not in ("id", "email", "created_at", "updated_at")} == \
                {k: v for k, v in orm.items() if k not in ("id", "email", "created_at", "updated_at")}
     # updated_at moves with a change (onupdate), and stays for the person nothing changed for.
     assert [r["updated_at"] > T0 for r in bulk_rows] == [r["updated_at"] > T0 for r in orm_rows] \
@@ -224,3 +226,21 @@ def test_numbers_taken_ahead_are_never_given_to_another_row(storage):
         write_new(session)
     ids = [p.id for p in ahead] + [later.id] + [p.id for p in again]
     assert len(set(ids)) == 6 and ids == sorted(ids)
+
+
+def test_only_the_hubs_own_sessions_run_its_flush_code(storage, monkeypatch):
+    # Another library's session in the same process (an admin tool, a migration) flushes
+    # as plain SQLAlchemy does: the hub's bulk writer is not called for it.
+    flushed = []
+    monkeypatch.setattr(bulk, "write_new", flushed.append)
+    other = create_engine("sqlite://")
+    Base.metadata.create_all(other)
+    with Session(other) as session:
+        session.add(Checkpoint(name="theirs", value={}))
+        session.flush()
+    assert flushed == []
+    with storage.session() as session:
+        session.add(Checkpoint(name="ours", value={}))
+        session.flush()
+    assert len(flushed) == 1
+    other.dispose()

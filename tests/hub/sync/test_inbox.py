@@ -246,8 +246,7 @@ def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client
         late = post(client, "stripe", customer_event(event_id="evt_late", email="late@example.com",
                                                       customer_id="cus_late"))
         assert late.status_code == 200  # answered while the batch holds the model's write lock
-        process_batch(session, rows, hub.settings)
-        after_batch(session, hub.settings)
+        after_batch(session, hub.settings, process_batch(session, rows, hub.settings))
     assert "row by row" not in caplog.text
     with hub.storage.session() as s:
         statuses = dict(s.execute(select(InboxEvent.event_id, InboxEvent.status)).all())

@@ -1,0 +1,159 @@
+"""The webhook path's writer of the inbox: one INSERT per webhook, committed in groups.
+
+The raw row only (hub.sync.inbox drains it later), written on a driver connection of its own
+per thread, in the column formats SQLAlchemy reads back.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+from hub.db.dialect import dialect_name
+from hub.db.types import sqlite_text
+from hub.models import PENDING
+from hub.values import json_text
+
+# A webhook is stored once: (source, its event id) is the inbox's unique key.
+KEY = ("source", "event_id")
+_COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
+            "api_version", "status", "attempts", "outcome", "origin")
+
+
+class InboxWriter:
+    """The webhook path's one INSERT, on a driver connection kept per thread.
+
+    On the hot path SQLAlchemy's execution machinery (pool checkout, events, type
+    processors) costs more than the insert itself; this writes the same row that
+    hub.sync.inbox.receive() writes, in the column formats SQLAlchemy reads back.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.dialect = dialect_name(engine)
+        self._local = threading.local()
+        self._opened = []
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._leading = False
+        if self.dialect == "postgresql":
+            values = ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS)
+        else:
+            values = ", ".join("?" for _ in _COLUMNS)
+        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES ({values}) "
+                    f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.engine.raw_connection()
+            if self.dialect == "sqlite":
+                # Autocommit: a lone webhook's INSERT is its own transaction, without the
+                # BEGIN and COMMIT statements around it (a group commit opens one itself).
+                # Detached, so the pool never hands this mode to anyone else.
+                conn.dbapi_connection.isolation_level = None
+                conn.detach()
+            self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this writer opened (at shutdown and in tests)."""
+        for conn in self._opened:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection may fail; it is gone either way
+                pass
+        self._opened.clear()
+        self._local = threading.local()
+
+    def _time(self, value: datetime | None):
+        # On SQLite, the text UTCDateTime binds (the one function for both paths).
+        return value if self.dialect == "postgresql" else sqlite_text(value)
+
+    def write(self, source: str, envelope, headers: dict, body: bytes,
+              origin: str = "webhook") -> bool:
+        """Insert and commit the raw webhook (`envelope`: its webhooks.Envelope); True if
+        new, False for a duplicate.
+
+        Group commit: while one thread commits, webhooks arriving on other threads of
+        the process queue up, and the next of them commits them all in one transaction.
+        Each caller still returns only once its own row is committed.
+        """
+        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
+                  self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
+                  envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
+        waiter = _Waiter(params)
+        with self._lock:
+            self._queue.append(waiter)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:  # made under the lock, before a leader can take this waiter's row
+                waiter.done = threading.Event()
+        if not lead:
+            waiter.done.wait()
+            if waiter.error is not None:
+                raise waiter.error
+            return waiter.created
+        try:
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._leading = False
+                        break
+                self._commit(batch)
+        finally:
+            with self._lock:
+                self._leading = False
+                leftovers, self._queue = self._queue, []
+            for other in leftovers:  # only after an unexpected error: let them fail fast
+                other.error = other.error or RuntimeError("inbox writer stopped")
+                other.release()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.created
+
+    def _commit(self, batch: list["_Waiter"]) -> None:
+        conn = self._connection()
+        try:
+            cursor = conn.cursor()
+            grouped = self.dialect == "sqlite" and len(batch) > 1
+            if grouped:
+                cursor.execute("BEGIN")
+            for waiter in batch:
+                cursor.execute(self.sql, waiter.params)
+                # Read to the end: in autocommit the INSERT commits once its statement is done.
+                waiter.created = bool(cursor.fetchall())
+            if grouped:
+                cursor.execute("COMMIT")
+            cursor.close()
+            if self.dialect != "sqlite":
+                conn.commit()
+        except Exception as exc:
+            # A broken connection is not reused: the next request opens a fresh one.
+            self._local.conn = None
+            try:
+                conn.invalidate()
+            except Exception:  # already unusable; nothing more to release
+                pass
+            for waiter in batch:
+                waiter.error = exc
+        finally:
+            for waiter in batch:
+                waiter.release()
+
+
+class _Waiter:
+    __slots__ = ("params", "done", "created", "error")
+
+    def __init__(self, params: tuple):
+        self.params = params
+        # Only a webhook that waits for another thread's commit needs an event to wait on;
+        # the leader commits its own row (with one thread per process, every webhook does).
+        self.done: threading.Event | None = None
+        self.created = False
+        self.error: Exception | None = None
+
+    def release(self) -> None:
+        if self.done is not None:
+            self.done.set()
