@@ -15,7 +15,7 @@ WEB_STOP_TIMEOUT = 15  # granian gives its workers 10 s (workers_kill_timeout)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Web processes (one takes ~5,000 webhooks/s; more on a machine with cores to spare).")
+              help="Web processes (more on a machine with cores to spare).")
 # One thread: Python threads of one process take turns on the interpreter lock, and on
 # granian each thread added costs more CPU per webhook than it saves. Pages share the thread;
 # they answer in milliseconds. On granian the thread runs only complete requests: bodies are
