@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import sqlite_connect, start_redis, write_section  # noqa: E402
 from hub.db.engine import Storage  # noqa: E402
-from tests.samples import load_sample, stripe_resource  # noqa: E402
 from standins.stripe import FakeStripe, Generated  # noqa: E402
+from tests.samples import load_sample, stripe_resource  # noqa: E402
 
 KEY = "sk_live_benchmark"  # a live key: Stripe's live limit (100 read requests/s) applies
 

@@ -151,7 +151,8 @@ def start_redis(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen, s
 
 def write_section(title: str, command: str, table: str, notes: str = "") -> None:
     """Replace (or add) one section of RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the script that measures it.\n"
+    text = (RESULTS.read_text() if RESULTS.exists()
+            else "# Benchmark results\n\nEach section is rewritten by the script that measures it.\n")
     head = f"## {title}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"{head}\n\nCommand: `{command}` — {stamp}, {platform.machine()}, "

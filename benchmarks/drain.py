@@ -52,9 +52,9 @@ def run_once(n: int) -> dict:
         os.environ.pop(key, None)
     try:
         from hub import create_app, make_hub
+        from hub.process import tune_gc
         from hub.sync import outbox
         from hub.sync.inbox import drain_inbox
-        from hub.process import tune_gc
         from hub.web.webhooks import WebhookApp
 
         hub = make_hub()

@@ -39,9 +39,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (OTHER_TOOLS, SpeedProbe, cpu_seconds, customer_created,  # noqa: E402
-                               free_port, process_tree, sqlite_connect, start_redis, wait_for,
-                               write_section)
+from benchmarks.common import (  # noqa: E402
+    OTHER_TOOLS,
+    SpeedProbe,
+    cpu_seconds,
+    customer_created,
+    free_port,
+    process_tree,
+    sqlite_connect,
+    start_redis,
+    wait_for,
+    write_section,
+)
 from standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import sign_stripe  # noqa: E402
 
@@ -156,9 +165,9 @@ def write_requests(path: Path, n: int, prefix: str) -> None:
 
 
 def start_wrk(url: str, requests_file: Path, script: Path, wrap: bool) -> subprocess.Popen:
-    return subprocess.Popen(["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{TIMEOUT_SECONDS}s", "--timeout", "60s", "-s", str(script), url,
-                             "--", str(requests_file), "2", "wrap" if wrap else "once"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{TIMEOUT_SECONDS}s", "--timeout", "60s",
+                             "-s", str(script), url, "--", str(requests_file), "2", "wrap" if wrap else "once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def stop_wrk(proc: subprocess.Popen) -> str:
@@ -213,8 +222,10 @@ STATE_QUERIES = {"inbox": "select status, count(*) from inbox_event group by sta
 # (the meter must not take the CPU it measures): ids only grow here (a fresh database, no
 # deletions; SQLite spends no id on a duplicate), open rows are few and partially indexed.
 POLL_QUERIES = {"stored": "select coalesce(max(id), 0) from inbox_event",
-                "pending": "select count(*) from inbox_event where status in ('pending', 'failed') and status = 'pending'",
-                "open": "select count(*) from delivery where connector = 'klaviyo' and status in ('queued', 'retrying')",
+                "pending": "select count(*) from inbox_event"
+                           " where status in ('pending', 'failed') and status = 'pending'",
+                "open": "select count(*) from delivery"
+                        " where connector = 'klaviyo' and status in ('queued', 'retrying')",
                 "profiles": "select coalesce(max(id), 0) from delivery"}
 
 
@@ -265,9 +276,9 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
         reset_postgres(database_url)
     klaviyo = FakeKlaviyo(api_key=KLAVIYO_KEY, validate=False).start()
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=database_url or f"sqlite:///{db}", REDIS_URL=redis_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
-               KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url, HUB_LOG_LEVEL="WARNING",
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DATABASE_URL=database_url or f"sqlite:///{db}", REDIS_URL=redis_url,
+               STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url,
+               HUB_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     for key in OTHER_TOOLS:
         env.pop(key, None)
     procs = [spawn([sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--workers", str(web_workers),
@@ -383,8 +394,9 @@ def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int,
                             first_pass = (profiles, moved_at - started)
                         with klaviyo.lock:
                             have = set(klaviyo._by_email)
-                        reposted += repost_missing(f"http://127.0.0.1:{port}/webhooks/stripe", requests_file,
-                                                   lambda body, have=have: json.loads(body)["data"]["object"]["email"] not in have)
+                        reposted += repost_missing(
+                            f"http://127.0.0.1:{port}/webhooks/stripe", requests_file,
+                            lambda body, have=have: json.loads(body)["data"]["object"]["email"] not in have)
                         quiet = 0
                 if profiles != last:
                     moved_at = time.monotonic()
@@ -474,9 +486,11 @@ def main() -> None:
         f"(target ≤ 1). Hub Klaviyo calls by operation: {ops}; answers {dict(hub['statuses'])}. "
         f"Deliveries by status: {hub['state']['deliveries']}; inbox rows by status: {hub['state']['inbox']}.",
     ])
-    command = "python benchmarks/e2e.py" + (" --database-url postgresql+psycopg://…" if args.database_url else "") + (f" --events {args.events}" if args.events != 100_000 else "") + (
-        f" --naive-events {args.naive_events}" if args.naive_events != 5_000 else "") + (
-        f" --staged-events {args.staged_events}" if args.staged_events != 10_000 else "")
+    command = ("python benchmarks/e2e.py"
+               + (" --database-url postgresql+psycopg://…" if args.database_url else "")
+               + (f" --events {args.events}" if args.events != 100_000 else "")
+               + (f" --naive-events {args.naive_events}" if args.naive_events != 5_000 else "")
+               + (f" --staged-events {args.staged_events}" if args.staged_events != 10_000 else ""))
     notes = (f"Sizes: {args.events:,} hub events, {args.naive_events:,} naive events"
              + (f", {staged['n']:,} staged hub events" if staged else "") + ", in one run. The staged run "
              "stores every webhook with no worker running, then starts the workers: it splits the end-to-end "
@@ -487,18 +501,21 @@ def main() -> None:
              f"{args.threads} threads, {args.workers} worker processes, one redis-server, and a "
              "Klaviyo stand-in (standins/klaviyo.py, schema validation off) in a thread of the benchmark "
              "process. The clock starts at the first POST and stops when every delivery is sent "
-             "(hub: no delivery queued or retrying and one profile delivery per customer, polled with index lookups from the "
-             f"{database} database every 0.25 s; naive: the stand-in holds every profile). Signatures are made before the "
+             "(hub: no delivery queued or retrying and one profile delivery per customer, polled with index "
+             f"lookups from the {database} database every 0.25 s; naive: the stand-in holds every profile). "
+             "Signatures are made before the "
              "run with a time 10 minutes ahead so a long run stays inside Stripe's 300 s tolerance. wrk re-posts "
              "the hub's list from the start until stopped (duplicates are stored once), so a request lost to a "
              "socket error is not lost); the naive list is posted once and the few requests wrk lost are "
-             f"POSTed again by the benchmark once the queue is empty (this run: {naive['reposted']}; the naive rate is then taken over the "
-             f"{naive['measured']:,} profiles delivered before that, so the wait does not count against it). \"Ingest\" is when every "
+             f"POSTed again by the benchmark once the queue is empty (this run: {naive['reposted']}; "
+             f"the naive rate is then taken over the {naive['measured']:,} profiles delivered before that, "
+             "so the wait does not count against it). \"Ingest\" is when every "
              "webhook was stored (hub inbox rows; naive: enqueued or already sent). The naive baseline lives in "
              "benchmarks/e2e.py only: Flask + stripe signature check + `Queue.enqueue` per event, RQ "
              "SimpleWorker, one `POST /api/profile-import` per job over a keep-alive requests session, no "
              f"database. Naive calls count distinct request bodies: the {naive['repeats']:,} repeats of wrk's final "
-             "request, sent before it was stopped, are left out. 2-core machine shared with other work: numbers are noisy.")
+             "request, sent before it was stopped, are left out. "
+             "2-core machine shared with other work: numbers are noisy.")
     print(table)
     print(f"\nhub wrk:\n{hub['wrk']}\nnaive wrk:\n{naive['wrk']}")
     if not args.no_write:

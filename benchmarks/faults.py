@@ -56,8 +56,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (OTHER_TOOLS, free_port, process_tree, sqlite_connect,  # noqa: E402
-                               start_redis, wait_for, write_section)
+from benchmarks.common import OTHER_TOOLS, free_port, process_tree, sqlite_connect, start_redis, wait_for, write_section  # noqa: E402
 from standins.klaviyo import FakeKlaviyo  # noqa: E402
 from tests.samples import SECRETS, chargebee_auth, load_sample, sign_shopify, sign_stripe, stripe_event  # noqa: E402
 
@@ -596,7 +595,8 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
             sending_done = platforms.idle()
             # Settled: every webhook in and out once; profile deliveries may still be in backoff,
             # so a quiet 10 s will do instead of an empty outbox.
-            settled = (sending_done and counts.get("delivered") == counts.get("stored") == counts.get("applied") == events
+            settled = (sending_done
+                       and counts.get("delivered") == counts.get("stored") == counts.get("applied") == events
                        and (counts.get("open") == 0 or now - moved_at > 10))
             # With `hub run` gone nothing can recover: the platforms still send every webhook
             # (each refused), then the run ends.
@@ -705,7 +705,8 @@ def main() -> None:
     parser.add_argument("--no-faults", action="store_true", help="the same load with no fault (a control run)")
     parser.add_argument("--seconds", type=float, default=600.0, help="bound on the whole run")
     parser.add_argument("--lock-seconds", type=float, default=10.0, help="how long the database is held locked")
-    parser.add_argument("--only", default="", help="these faults alone, comma-separated: " + ", ".join(FaultScript.NAMES))
+    parser.add_argument("--only", default="",
+                        help="these faults alone, comma-separated: " + ", ".join(FaultScript.NAMES))
     parser.add_argument("--write", action="store_true", help="also write a section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     only = tuple(filter(None, args.only.split(",")))
@@ -721,14 +722,17 @@ def main() -> None:
                                         (f"--rate {args.rate:g}", args.rate != 40),
                                         ("--postgres", args.postgres), ("--no-faults", args.no_faults),
                                         (f"--only {args.only}", bool(only))) if on)
-        title = "Fault suite" + (" on PostgreSQL and an external Redis" if args.postgres else " on SQLite and the embedded Redis") + (
-            ", no faults (control)" if args.no_faults else "") + (f", {args.only} alone" if only else "")
+        title = ("Fault suite"
+                 + (" on PostgreSQL and an external Redis" if args.postgres else " on SQLite and the embedded Redis")
+                 + (", no faults (control)" if args.no_faults else "")
+                 + (f", {args.only} alone" if only else ""))
         table = "\n".join(["| sent | acknowledged | stored | applied | delivered | duplicated | lost | longest wait |",
                            "|---|---|---|---|---|---|---|---|",
                            (f"| {outcome.sent} | {outcome.acknowledged} | {outcome.stored} | {outcome.applied} "
                            f"| {outcome.delivered} | {outcome.duplicated} | {outcome.lost} "
                            f"| {outcome.longest_wait:.1f} s |")])
-        notes = ("Faults, in turn (seconds from the first webhook):\n\n" + "\n".join(f"- {f.strip()}" for f in outcome.faults)
+        notes = ("Faults, in turn (seconds from the first webhook):\n\n"
+                 + "\n".join(f"- {f.strip()}" for f in outcome.faults)
                  + "\n\n" + "\n".join(f"- {n}" for n in outcome.notes)
                  + f"\n\n{outcome.never_acknowledged} webhooks never acknowledged. Target: stored = applied = "
                  "delivered = acknowledged = sent, 0 lost, 0 duplicated, no webhook waiting longer than a restart.")

@@ -23,8 +23,16 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (SpeedProbe, cpu_seconds, free_port, process_tree, sqlite_connect,  # noqa: E402
-                               start_redis, wait_for, write_section)
+from benchmarks.common import (  # noqa: E402
+    SpeedProbe,
+    cpu_seconds,
+    free_port,
+    process_tree,
+    sqlite_connect,
+    start_redis,
+    wait_for,
+    write_section,
+)
 
 SECRET = "bench-secret"
 HELLO = textwrap.dedent('''

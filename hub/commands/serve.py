@@ -15,11 +15,11 @@ WEB_STOP_TIMEOUT = 15  # granian gives its workers 10 s (workers_kill_timeout)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Web processes (one takes ~5,000 webhooks/s; more on a machine with cores to spare).")
+              help="Web processes (more on a machine with cores to spare).")
 # One thread: Python threads of one process take turns on the interpreter lock, and on
-# granian that costs more than it saves (~200 µs of CPU per webhook with one thread, ~320
-# with four; README, Throughput). Pages share the thread; they answer in milliseconds. On
-# granian the thread runs only complete requests: bodies are awaited beside it (hub/rsgi.py).
+# granian each thread added costs more CPU per webhook than it saves. Pages share the thread;
+# they answer in milliseconds. On granian the thread runs only complete requests: bodies are
+# awaited beside it (hub/rsgi.py).
 @click.option("--threads", default=1, show_default=True, type=int, help="Threads per web process.")
 @click.option("--server", type=click.Choice(SERVERS), default="granian", show_default=True,
               help="HTTP server: granian (Rust, keep-alive) or gunicorn (sync workers).")
@@ -37,8 +37,8 @@ def command(host, port, workers, threads, server, upgrade):
 
 
 def _serve_granian(host: str, port: int, workers: int, threads: int, read_timeout: int) -> None:
-    # granian parses HTTP in Rust and keeps connections alive: per webhook it costs about
-    # half the CPU of gunicorn's sync workers (benchmarks/RESULTS.md), CPU the drain needs.
+    # granian parses HTTP in Rust and keeps connections alive: per webhook it costs less CPU
+    # than gunicorn's sync workers (benchmarks/RESULTS.md), CPU the drain needs.
     # Its RSGI interface, not WSGI: a request reaches Python only once its body is in, within
     # read_timeout (hub/rsgi.py says why), and hyper closes a connection whose headers take longer.
     # Start-up cost: granian, loaded only by the command that serves with it.

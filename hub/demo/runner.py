@@ -236,7 +236,8 @@ class Demo:
             "KLAVIYO_BASE_URL": tools["Klaviyo"].url, "HUBSPOT_BASE_URL": tools["HubSpot"].url,
             "ACTIVECAMPAIGN_URL": tools["ActiveCampaign"].url, "OUTBOUND_WEBHOOK_URL": "",
             "CHARGEBEE_WEBHOOK_USER": "", "CHARGEBEE_WEBHOOK_PASSWORD": "",
-            "HUB_BASE_URL": self.url, "HUB_MAPPINGS_DIR": str(self._mappings()), "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"),
+            "HUB_BASE_URL": self.url, "HUB_MAPPINGS_DIR": str(self._mappings()),
+            "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"),
         })
         return env
 
@@ -459,12 +460,12 @@ class Demo:
                                    .where(Delivery.status == DEAD).order_by(Delivery.id.desc())).all()
         lines = []
         if failed:
-            lines.append(f"Replay:     {len(failed)} event{'s' if len(failed) > 1 else ''} failed (e.g. #{failed[0].id}: "
-                         f"{failed[0].error}): {self.url}/sync-log/failed-events")
+            lines.append(f"Replay:     {len(failed)} event{'s' if len(failed) > 1 else ''} failed "
+                         f"(e.g. #{failed[0].id}: {failed[0].error}): {self.url}/sync-log/failed-events")
         if dead:
             tool = tool_name(dead[0].connector)
-            lines.append(f"Retry:      {len(dead)} deliver{'ies' if len(dead) > 1 else 'y'} gave up (e.g. #{dead[0].id} "
-                         f"to {tool}): {self.url}/sync-log/deliveries?status=dead")
+            lines.append(f"Retry:      {len(dead)} deliver{'ies' if len(dead) > 1 else 'y'} gave up "
+                         f"(e.g. #{dead[0].id} to {tool}): {self.url}/sync-log/deliveries?status=dead")
             if dead[0].email:
                 lines.append(f"Resend:     search for {dead[0].email}, then “Send this customer to {tool} again”")
         return lines

@@ -65,7 +65,8 @@ def state(subscriber: Subscriber, params=None) -> dict:
             "currency": x.currency, "quantity": x.quantity,
             "current_period_start": iso(x.current_period_start),
             "current_period_end": iso(x.current_period_end), "next_renewal_at": iso(x.next_renewal_at),
-            "resumes_at": iso(x.resumes_at), "trial_end": iso(x.trial_end), "cancel_at_period_end": x.cancel_at_period_end,
+            "resumes_at": iso(x.resumes_at), "trial_end": iso(x.trial_end),
+            "cancel_at_period_end": x.cancel_at_period_end,
             "canceled_at": iso(x.canceled_at), "source_updated_at": iso(x.source_updated_at),
         } for x in s.subscriptions],
         "payments": [{

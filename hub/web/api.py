@@ -103,7 +103,8 @@ def usage_report(data) -> dict:
     try:
         at = utc(data.get("at")) or datetime.now(timezone.utc)
     except (TypeError, ValueError):
-        raise ValueError(f"at: an ISO-8601 instant is required when given, got {reprlib.repr(data.get('at'))}") from None
+        raise ValueError("at: an ISO-8601 instant is required when given, "
+                         f"got {reprlib.repr(data.get('at'))}") from None
     return {"subscriber": str(who).strip(), "quantity": quantity, "metric": metric.strip(), "at": at}
 
 

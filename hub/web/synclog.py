@@ -200,7 +200,8 @@ def attempt_sentences(d: Delivery) -> list[dict]:
             if a.http_status != 429 and a.retry_after:
                 text += f"; we waited {seconds(a.retry_after)}"
             if following is not None:
-                text += f"; retried at {clock(following.at, a.at)}, {_NEXT_WORDS.get(following.outcome, following.outcome)}"
+                text += (f"; retried at {clock(following.at, a.at)}, "
+                         f"{_NEXT_WORDS.get(following.outcome, following.outcome)}")
             elif d.status == RETRYING:
                 text += f"; next try at {clock(d.next_attempt_at, a.at)}"
             elif d.status == DEAD:
@@ -541,4 +542,5 @@ def dashboard_page():
     return render_template("dashboard.html", data=data, days=days)
 
 
-__all__ = ["attempt_heading", "attempt_sentences", "bp", "change_lines", "replay_message", "delivery_status", "money", "seconds", "when"]
+__all__ = ["attempt_heading", "attempt_sentences", "bp", "change_lines", "replay_message", "delivery_status", "money",
+           "seconds", "when"]

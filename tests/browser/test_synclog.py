@@ -317,7 +317,9 @@ def test_the_dashboard_draws_its_plots(page, client, hub, klaviyo, screenshot):
 AXES_AND_ZERO = """(canvas) => {
   const chart = canvas.chart;
   const sideways = Object.values(chart.scales).filter((scale) => scale.axis === "y");
-  const untitled = sideways.length > 1 ? sideways.filter((scale) => !(scale.options.title.display && scale.options.title.text)) : [];
+  const untitled = sideways.length > 1
+    ? sideways.filter((scale) => !(scale.options.title.display && scale.options.title.text))
+    : [];
   let zeroInk = null;
   if (canvas.id === "chart-queues") {
     const bar = chart.getDatasetMeta(chart.data.datasets.length - 1).data[0];

@@ -40,8 +40,8 @@ def profile_item(delivery_id: int = 1, email: str = "ada@example.com", **fields)
               "subscription_status": "active", "plan": "Coffee monthly", "mrr": 2500,
               "next_renewal_at": "2026-12-01T12:00:00+00:00", "lifetime_value": 15000, **fields}
     return Outgoing(delivery_id, "profile", f"profile:{delivery_id}", {
-        "subscriber_id": delivery_id, "email": email, "phone": f"+1613555{delivery_id % 10000:04d}", "first_name": "Ada",
-        "last_name": "Lovelace", "fields": values})
+        "subscriber_id": delivery_id, "email": email, "phone": f"+1613555{delivery_id % 10000:04d}",
+        "first_name": "Ada", "last_name": "Lovelace", "fields": values})
 
 
 def event_item(delivery_id: int = 2, email: str = "ada@example.com", subscriber_id: int = 1,

@@ -73,16 +73,19 @@ def test_attempt_log_never_holds_a_secret(world, tmp_path):
     now = now_utc()
     # A tool that echoes the credential back in its error text, first for good, then for a while.
     world.fake.fail(world.client_error, message=f"invalid key {SECRET}")
-    assert outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())["dead"] == len(world.items())
+    pushed = outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())
+    assert pushed["dead"] == len(world.items())
     with storage.session() as session:
         outbox.retry(session, dead=True, now=now)
     world.fake.heal()
     world.fake.fail(429, message=f"slow down {SECRET}", retry_after=1)
-    assert outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())["retry"] == len(world.items())
+    pushed = outbox.push_batch(storage, world.settings, world.name, now=now, limiter=Limiter())
+    assert pushed["retry"] == len(world.items())
     with storage.session() as session:
         attempts = session.scalars(select(DeliveryAttempt)).all()
         deliveries = session.scalars(select(Delivery)).all()
     assert len(attempts) >= 2 * len(deliveries)
     assert all(a.message and SECRET not in a.message and "***" in a.message for a in attempts)
-    assert all(SECRET not in (d.last_error or "") and SECRET not in (a.request_id or "") for d in deliveries for a in attempts)
+    assert all(SECRET not in (d.last_error or "") for d in deliveries)
+    assert all(SECRET not in (a.request_id or "") for a in attempts)
     storage.dispose()

@@ -39,8 +39,10 @@ def test_lifecyclestage_only_moves_forward(hubspot):
                                   "lead@example.com": {"email": "lead@example.com", "lifecyclestage": "lead"},
                                   "other@example.com": {"email": "other@example.com", "lifecyclestage": "other"}})
     hubspot.fake.ids.update({e: str(i) for i, e in enumerate(hubspot.fake.contacts)})
-    items = [profile_item(1, "ahead@example.com", stage="at_risk"), profile_item(2, "lead@example.com", stage="engaged"),
-             profile_item(3, "new@example.com", stage="new"), profile_item(4, "other@example.com", stage="loyal")]
+    items = [profile_item(1, "ahead@example.com", stage="at_risk"),
+             profile_item(2, "lead@example.com", stage="engaged"),
+             profile_item(3, "new@example.com", stage="new"),
+             profile_item(4, "other@example.com", stage="loyal")]
     assert all(isinstance(r, Sent) for r in hubspot.connector().push_batch(items).values())
     assert [c.operation for c in hubspot.fake.calls] == ["read", "upsert"]
     sent = {i["id"]: i["properties"].get("lifecyclestage") for i in hubspot.fake.operations("upsert")[0].body["inputs"]}

@@ -19,7 +19,8 @@ def test_each_delivery_is_a_signed_json_post(webhook):
     expected = signature(SECRET, call.headers["X-Hub-Timestamp"], call.raw)
     assert call.headers["X-Hub-Signature"] == expected
     event = webhook.fake.received[0]
-    assert (event["kind"], event["id"], event["data"]["name"]) == ("event", "1:renewal-7d:2026-12-01", "Renewal Reminder")
+    assert (event["kind"], event["id"], event["data"]["name"]) == (
+        "event", "1:renewal-7d:2026-12-01", "Renewal Reminder")
     assert webhook.fake.received[2]["data"]["fields"]["hub_stage"] == "engaged"
 
 

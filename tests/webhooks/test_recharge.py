@@ -302,7 +302,8 @@ def test_a_signed_recharge_webhook_is_stored_drained_and_shown_on_the_subscriber
                          headers={"X-Recharge-Hmac-Sha256": "0" * 64, "X-Recharge-Topic": "customer/created"})
     assert forged.status_code == 401
     drain_inbox(hub.storage, hub.settings)
-    found = client.get(f"/api/subscribers/{customer['customer']['email']}", headers=API_HEADERS).get_json()["subscriber"]
+    answer = client.get(f"/api/subscribers/{customer['customer']['email']}", headers=API_HEADERS)
+    found = answer.get_json()["subscriber"]
     assert found["recharge_customer_id"] == str(customer["customer"]["id"])
     [held] = found["subscriptions"]
     assert (held["source"], held["status"]) == ("recharge", "active")

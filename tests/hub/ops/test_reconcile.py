@@ -51,7 +51,8 @@ def test_stripe_event_the_webhook_missed_is_recovered_once_and_shown(app, client
         rows = dict(s.execute(select(InboxEvent.event_id, InboxEvent.origin)).all())
         assert rows == {"evt_delivered": "webhook", "evt_missed": "reconciliation"}
         rita = s.scalar(select(Subscriber).where(Subscriber.email == "rita@example.com"))
-        assert s.scalar(select(func.count()).select_from(Subscription).where(Subscription.subscriber_id == rita.id)) == 1
+        assert s.scalar(select(func.count()).select_from(Subscription)
+                        .where(Subscription.subscriber_id == rita.id)) == 1
         # A live change, not history: the rules fire as for a webhook.
         fired = set(s.scalars(select(Trigger.name).where(Trigger.status == "fired")))
         assert "Subscription Started" in fired

@@ -231,7 +231,8 @@ def test_hub_user_add_refuses_mismatch_short_passwords_bad_roles_and_duplicates(
     assert retyped.exit_code == 0 and "do not match" in retyped.output
     short = run_user(hub, ["add", "b@shop.test"], input="short\nshort\n")
     assert short.exit_code != 0 and "at least 10 characters" in short.output
-    assert run_user(hub, ["add", "c@shop.test", "--role", "admin"], input="x" * 12 + "\n" + "x" * 12 + "\n").exit_code == 2
+    unknown_role = run_user(hub, ["add", "c@shop.test", "--role", "admin"], input="x" * 12 + "\n" + "x" * 12 + "\n")
+    assert unknown_role.exit_code == 2
     run_user(hub, ["add", "d@shop.test"], input="d" * 12 + "\n" + "d" * 12 + "\n")
     again = run_user(hub, ["add", "d@shop.test"], input="d" * 12 + "\n" + "d" * 12 + "\n")
     assert again.exit_code == 1 and "already has an account" in again.output

@@ -157,7 +157,8 @@ def test_the_stripe_stand_in_refuses_a_cancel_flow_without_a_subscription():
     with FakeStripeBilling("sk_test_flows") as stripe_:
         client = stripe.StripeClient("sk_test_flows", base_addresses={"api": stripe_.url})
         with pytest.raises(stripe.InvalidRequestError, match="subscription_cancel"):
-            client.v1.billing_portal.sessions.create({"customer": "cus_9", "flow_data": {"type": "subscription_cancel"}})
+            client.v1.billing_portal.sessions.create({"customer": "cus_9",
+                                                      "flow_data": {"type": "subscription_cancel"}})
 
 
 def test_a_link_of_an_erased_customer_no_longer_opens_their_portal(client, hub, stripe_failure):

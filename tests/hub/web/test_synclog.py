@@ -192,7 +192,8 @@ def add_inbox_rows(hub, n: int, start: datetime, topic=lambda i: "orders/paid", 
     with hub.storage.session() as s:
         rows = [InboxEvent(source=source(i), event_id=f"bulk-{i}", topic=topic(i), headers={}, body=b"{}",
                            received_at=start + timedelta(minutes=i), status=status(i), attempts=1, outcome=[],
-                           origin="webhook", subscriber_id=subscriber_id, error="boom" if status(i) == "failed" else None)
+                           origin="webhook", subscriber_id=subscriber_id,
+                           error="boom" if status(i) == "failed" else None)
                 for i in range(n)]
         s.add_all(rows)
         s.flush()
@@ -255,7 +256,8 @@ def test_failing_deliveries_retry_one_then_all(operator, jenny, hub):
     now = datetime.now(timezone.utc)
     dead = [add_delivery(hub, jenny, status="dead", attempts=[(now, "retry", 503, 30.0, "down")] * 8)
             for _ in range(3)]
-    waiting = add_delivery(hub, jenny, connector="hubspot", status="retrying", attempts=[(now, "retry", 429, 60.0, "slow")])
+    waiting = add_delivery(hub, jenny, connector="hubspot", status="retrying",
+                           attempts=[(now, "retry", 429, 60.0, "slow")])
     page = text_of(operator.get("/sync-log/deliveries"))
     assert "Retry all 3 deliveries the hub gave up on" in page
     assert "waiting to retry" in page and page.count("gave up after 8 tries") == 3
@@ -277,7 +279,8 @@ def test_failing_deliveries_paginate(operator, jenny, hub):
     first = operator.get("/sync-log/deliveries").get_data(as_text=True)
     older = re.search(r'<a rel="next" href="([^"]+)">Older', first).group(1).replace("&amp;", "&")
     second = operator.get(older).get_data(as_text=True)
-    shown = [int(i) for page in (first, second) for i in re.findall(r'<article class="card delivery dead" id="delivery-(\d+)"', page)]
+    shown = [int(i) for page in (first, second)
+             for i in re.findall(r'<article class="card delivery dead" id="delivery-(\d+)"', page)]
     assert shown == sorted(made, reverse=True)
 
 
@@ -446,7 +449,8 @@ def test_a_replay_is_a_new_attempt_and_keeps_what_happened_before(operator, jenn
     for _ in range(2):
         response = operator.post(f"/sync-log/events/{row_id}/replay",
                                  data={"csrf_token": token(operator), "next": here})
-        said.append(re.search(rf"Event #{row_id} was replayed[^.]*\.", text_of(operator.get(response.location))).group(0))
+        replayed = text_of(operator.get(response.location))
+        said.append(re.search(rf"Event #{row_id} was replayed[^.]*\.", replayed).group(0))
     # The rules ran again as of the event's time: the first replay says what that changed,
     # the second finds nothing left to change.
     assert re.fullmatch(rf"Event #{row_id} was replayed: The hub.s assessment: health score \d+ → \d+\.", said[0])

@@ -30,7 +30,8 @@ def subscriber(client, hub, tmp_path):
         "id": "cus_00000000000000", "object": "customer", "email": "una@example.com", "name": "Una User",
         "created": 1_780_000_000}, event_id="evt_cus", created=1_780_000_000))
     obj = load_sample("shared:stripe/pay/subscription.created.json")["object"]
-    post(client, "stripe", stripe_event("customer.subscription.created", obj, event_id="evt_sub", created=1_780_000_100))
+    post(client, "stripe",
+         stripe_event("customer.subscription.created", obj, event_id="evt_sub", created=1_780_000_100))
     drain_inbox(hub.storage, hub.settings)
     yield "una@example.com"
     rules.configure(None)

@@ -401,7 +401,8 @@ def test_inventory_levels_update_sample():
 
 
 def test_rest_inventory_level():
-    event = only(normalize("inventory_levels/update", load_sample("shared:shopify/rest/inventory_level.json")["inventory_level"]))
+    level = load_sample("shared:shopify/rest/inventory_level.json")["inventory_level"]
+    event = only(normalize("inventory_levels/update", level))
     assert event.data == {"inventory_item_id": "808950810", "available": 6}
 
 
