@@ -271,7 +271,8 @@ def apply_trial_ending(session, event, changes):
     subscription = session.scalar(select(Subscription).where(
         Subscription.source == event.source, Subscription.source_id == str(d.get("source_id"))))
     if subscription is not None and d.get("trial_end"):
-        changes.set(subscription, "trial_end", d["trial_end"], f"subscription {subscription.plan or subscription.source_id}")
+        changes.set(subscription, "trial_end", d["trial_end"],
+                    f"subscription {subscription.plan or subscription.source_id}")
     if subscriber is None:
         changes.notes.append("unknown customer")
 
@@ -370,7 +371,8 @@ def _card_text(card: dict | None) -> str | None:
         return None
     if not card.get("exp_year"):
         return "removed"
-    return f"{card.get('brand') or 'card'} •••• {card.get('last4') or '?'} exp {card.get('exp_month')}/{card.get('exp_year')}"
+    expiry = f"{card.get('exp_month')}/{card.get('exp_year')}"
+    return f"{card.get('brand') or 'card'} •••• {card.get('last4') or '?'} exp {expiry}"
 
 
 def apply_lookup_only(session, event, changes):

@@ -98,7 +98,8 @@ def subscriber(session, email="ada@example.com", **attrs) -> Subscriber:
 
 
 def event(name=CUSTOMER_UPSERTED, **data) -> CanonicalEvent:
-    return CanonicalEvent(name=name, source="shopify", occurred_at=NOW, customer={"email": "ada@example.com"}, data=data)
+    return CanonicalEvent(name=name, source="shopify", occurred_at=NOW, customer={"email": "ada@example.com"},
+                          data=data)
 
 
 def changed(person) -> Changes:
@@ -120,7 +121,8 @@ def deliveries(storage, **where) -> list[Delivery]:
 
 def attempts(storage, delivery_id) -> list[DeliveryAttempt]:
     with storage.session() as session:
-        return list(session.scalars(select(DeliveryAttempt).filter_by(delivery_id=delivery_id).order_by(DeliveryAttempt.id)))
+        return list(session.scalars(select(DeliveryAttempt).filter_by(delivery_id=delivery_id)
+                                    .order_by(DeliveryAttempt.id)))
 
 
 # Profile fields -------------------------------------------------------------------------
@@ -147,7 +149,8 @@ def test_profile_fields_come_from_the_model():
 
 def test_profile_fields_of_someone_without_subscriptions():
     fields = outbox.profile_fields(Subscriber(email="a@b.c", lifetime_spend=0))
-    assert (fields["subscription_status"], fields["plan"], fields["mrr"], fields["next_renewal_at"]) == (None, None, 0, None)
+    cleared = (fields["subscription_status"], fields["plan"], fields["mrr"], fields["next_renewal_at"])
+    assert cleared == (None, None, 0, None)
 
 
 @pytest.mark.parametrize("interval, count, amount, monthly", [
@@ -370,7 +373,8 @@ def test_429_waits_exactly_what_retry_after_says(storage, settings):
     Scripted.script = [lambda i: RetryAfter(http_status=429, seconds=7, message="Too many requests")]
     assert outbox.push_batch(storage, settings, "scripted", now=NOW)["retry"] == 2
     for row in deliveries(storage):
-        assert (row.status, row.next_attempt_at, row.last_error) == (RETRYING, NOW + timedelta(seconds=7), "Too many requests")
+        assert (row.status, row.next_attempt_at, row.last_error) == \
+            (RETRYING, NOW + timedelta(seconds=7), "Too many requests")
         assert attempts(storage, row.id)[0].retry_after == 7
     assert outbox.push_batch(storage, settings, "scripted", now=NOW + timedelta(seconds=6))["batches"] == 0
     assert outbox.push_batch(storage, settings, "scripted", now=NOW + timedelta(seconds=7))["sent"] == 2
@@ -537,10 +541,12 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
         with storage.session() as session:
             for i in range(40):
                 person = subscriber(session, email=f"p{i}@example.com")
-                person.consent = {"email": {"state": "subscribed", "source": "shopify", "at": "2026-11-01T10:00:00+00:00"}}
+                person.consent = {"email": {"state": "subscribed", "source": "shopify",
+                                            "at": "2026-11-01T10:00:00+00:00"}}
                 consent = event(CONSENT_CHANGED, channel="email", state="subscribed")
                 changes = Changes(CONSENT_CHANGED, subscriber=person,
-                                  changed=[{"what": "email consent", "field": "state", "from": None, "to": "subscribed"}])
+                                  changed=[{"what": "email consent", "field": "state", "from": None,
+                                            "to": "subscribed"}])
                 outbox.plan(session, settings, person, changes, [trigger(session, person)], consent)
             outbox.flush_pending_profiles(session, settings)
         at = NOW
@@ -564,7 +570,8 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
 @pytest.mark.parametrize("people", [1, 24], ids=["one-by-one", "bulk"])
 def test_a_cancelled_subscription_clears_plan_and_renewal_at_klaviyo(storage, people):
     with FakeKlaviyo(api_key="pk_cancel") as klaviyo:
-        settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_cancel", "KLAVIYO_BASE_URL": klaviyo.url})
+        settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_cancel",
+                                                        "KLAVIYO_BASE_URL": klaviyo.url})
         with storage.session() as session:
             for i in range(people):
                 outbox.mark_dirty(session, subscriber(session, email=f"p{i}@example.com").id)
