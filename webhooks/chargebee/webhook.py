@@ -283,8 +283,8 @@ def _event(name: str, payload: dict, resource: dict, data: dict,
 
 def customer_upserted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """The customer, with the card Chargebee charges: primary_payment_source_id
-    (https://apidocs.chargebee.com/docs/api/customers), left out when there is none, since
-    Chargebee omits null attributes."""
+    (https://apidocs.chargebee.com/docs/api/customers). Chargebee omits null attributes, so
+    a customer without one has no card to charge (None), as Stripe's default_card says."""
     customer = _required(payload, "customer")
     return _event(ev.CUSTOMER_UPSERTED, payload, customer,
                   {"default_card": customer.get("primary_payment_source_id")})
@@ -350,14 +350,16 @@ def refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
 def dunning_updated(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """dunning_updated carries the invoice alone: its `dunning_status` (in_progress, exhausted,
     stopped, success) and `next_retry_at` (https://apidocs.chargebee.com/docs/api/invoices).
-    A retry moved or the last one spent is a failure with its new schedule; dunning stopped on
-    an unpaid invoice is collection given up (Stripe's invoice.marked_uncollectible); a paid
-    invoice was already told by payment_succeeded."""
+    A retry moved or the last one spent is a failure with its new schedule; dunning stopped is
+    collection given up: a voided invoice is void (Stripe's invoice.voided), an unpaid one
+    uncollectible (invoice.marked_uncollectible); a paid invoice was already told by
+    payment_succeeded."""
     invoice = _required(payload, "invoice")
     if invoice.get("status") == "paid" or invoice.get("dunning_status") == "success":
         return []
     if invoice.get("dunning_status") == "stopped":
-        data = {**payment_data(payload, "failed"), "status": "uncollectible", "next_retry_at": None}
+        closed = "void" if invoice.get("status") == "voided" else "uncollectible"
+        data = {**payment_data(payload, "failed"), "status": closed, "next_retry_at": None}
         return _event(ev.PAYMENT_CLOSED, payload, invoice, data, invoice.get("customer_id"))
     return _event(ev.PAYMENT_FAILED, payload, invoice, payment_data(payload, "failed"), invoice.get("customer_id"))
 

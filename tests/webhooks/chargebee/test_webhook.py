@@ -476,6 +476,13 @@ def test_dunning_updated_that_ends_dunning(dunning_status, name, status):
     assert (e.name, e.data["status"], e.data.get("next_retry_at")) == (name, status, None)
 
 
+def test_dunning_stopped_on_a_voided_invoice_is_void():
+    payload = load_sample("chargebee/dunning_updated.json")
+    payload["content"]["invoice"].update(status="voided", dunning_status="stopped")
+    e = only("dunning_updated", payload)
+    assert (e.name, e.data["status"]) == ("payment.closed", "void")
+
+
 def test_dunning_updated_of_a_paid_invoice_gives_nothing():
     payload = load_sample("chargebee/dunning_updated.json")
     payload["content"]["invoice"].update(status="paid", dunning_status="success")
