@@ -1,6 +1,8 @@
 """A loopback stand-in of Chargebee's list APIs (`GET /api/v2/customers|subscriptions|invoices`),
-and of the customer pages the hub's links open: portal sessions (`POST /api/v2/portal_sessions`)
-and the manage-payment-sources hosted page, each with the URL the customer's browser opens.
+of the customer pages the hub's links open: portal sessions (`POST /api/v2/portal_sessions`)
+and the manage-payment-sources hosted page, each with the URL the customer's browser opens,
+and of collecting an unpaid invoice now (`POST /api/v2/invoices/{id}/collect_payment`, with
+Chargebee's `chargebee-idempotency-key`).
 
 It speaks Chargebee's shapes: HTTP basic auth with the API key as user (401 with
 Chargebee's error document otherwise), `{"list": [{"customer": {...}}, ...], "next_offset": "…"}`
@@ -12,6 +14,9 @@ paged with `limit` (at most 100) and an opaque `offset`, `sort_by[asc]=updated_a
         cb.customers.append({"id": "cust_1", "email": ..., "updated_at": 1700000000, ...})
         cb.subscriptions.append({"subscription": {...}, "customer": {...}})  # list entries
         cb.clock += 14 * 86400  # later: portal access URLs and hosted pages made so far have expired
+        cb.invoices.append({"id": "1057", "status": "payment_due", "amount_due": 4700, ...})
+        cb.declines.add("1057")  # its next collection is declined
+        cb.attempts  # [(invoice id, idempotency key)]: charges actually attempted
 """
 from __future__ import annotations
 
@@ -29,6 +34,19 @@ PORTAL_ACCESS_S = 3600
 # the docs give no default, the stand-in keeps it three days.
 HOSTED_PAGE_S = 3 * 86400
 
+# "To make an idempotent request in Chargebee, provide the chargebee-idempotency-key header ...
+# If there is a record, Chargebee returns the response for that record with a response header
+# chargebee-idempotency-replayed set to true ... Idempotency keys can be upto 100 characters in
+# length ... an idempotency window of 30 minutes"
+# (https://apidocs.chargebee.com/docs/api/v1/idempotency?prod_cat_ver=1, the same for API v2).
+IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
+IDEMPOTENCY_KEY_MAX = 100
+IDEMPOTENCY_WINDOW_S = 30 * 60
+# "This API is used to collect payments for payment_due and not_paid invoices"; the newer page
+# adds posted (https://apidocs.chargebee.com/docs/api/v2/pcv-1/invoices/collect-payment-for-an-invoice,
+# https://apidocs.chargebee.com/docs/api/invoices/collect-payment-for-an-invoice).
+COLLECTABLE = ("payment_due", "not_paid", "posted")
+
 
 class FakeChargebee(LoopbackServer):
     """One Chargebee site; `api_key` is the only key it accepts."""
@@ -39,6 +57,7 @@ class FakeChargebee(LoopbackServer):
         ("GET", r"/api/v2/invoices", "list_invoices"),
         ("POST", r"/api/v2/portal_sessions", "create_portal_session"),
         ("POST", r"/api/v2/hosted_pages/manage_payment_sources", "manage_payment_sources"),
+        ("POST", r"/api/v2/invoices/(?P<invoice>[^/]+)/collect_payment", "collect_payment"),
         ("GET", r"/portal/access/(?P<token>[^/]+)", "open_portal"),
         ("GET", r"/pages/v3/(?P<page>[^/]+)/?", "open_hosted_page"),
     ]
@@ -57,6 +76,9 @@ class FakeChargebee(LoopbackServer):
         self.clock = time.time()  # the stand-in's "now"; a test moves it forward
         self.portal_sessions: list[dict] = []
         self.hosted_pages: list[dict] = []
+        self.declines: set[str] = set()  # invoice ids whose next collection the gateway declines
+        self.attempts: list[tuple[str, str | None]] = []
+        self._replays: dict[str, tuple[float, tuple]] = {}  # idempotency key -> (when, answer)
 
     def authorized(self, call: Call) -> bool:
         if call.path.startswith(("/portal/access/", "/pages/v3/")):
@@ -140,6 +162,49 @@ class FakeChargebee(LoopbackServer):
                 "customer_id": customer, "redirect_url": form.get("redirect_url")}
         self.hosted_pages.append(page)
         return 200, {"hosted_page": {k: v for k, v in page.items() if k not in ("customer_id", "redirect_url")}}
+
+    # Collecting an invoice -----------------------------------------------------------
+
+    def collect_payment(self, call: Call):
+        key = next((v for k, v in call.headers.items() if k.lower() == IDEMPOTENCY_HEADER), None)
+        if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_MAX:
+            return 400, {"message": f"{IDEMPOTENCY_HEADER} : length must be 1 to {IDEMPOTENCY_KEY_MAX}",
+                         "type": "invalid_request", "api_error_code": "param_wrong_value",
+                         "http_status_code": 400}
+        if key in self._replays and self.clock - self._replays[key][0] <= IDEMPOTENCY_WINDOW_S:
+            status, document = self._replays[key][1]
+            return status, document, {"chargebee-idempotency-replayed": "true"}
+        answer = self._collect(call.params["invoice"], key)
+        if key is not None:
+            self._replays[key] = (self.clock, answer)
+        return answer
+
+    def _collect(self, invoice_id: str, key: str | None) -> tuple:
+        invoice = next((i for i in self.invoices if i["id"] == invoice_id), None)
+        if invoice is None:
+            return 404, {"message": f"Sorry, we couldn't find that resource ({invoice_id}).",
+                         "type": "invalid_request", "api_error_code": "resource_not_found",
+                         "http_status_code": 404}
+        if invoice.get("status") not in COLLECTABLE or not invoice.get("amount_due"):
+            return 400, {"message": f"The invoice is in {invoice.get('status')} state; payment cannot be "
+                                    "collected.", "type": "invalid_request",
+                         "api_error_code": "invalid_state_for_request", "http_status_code": 400}
+        self.attempts.append((invoice_id, key))
+        if invoice_id in self.declines:
+            # A declined charge: HTTP 400, type `payment`, api_error_code payment_processing_failed
+            # (https://apidocs.chargebee.com/docs/api/error-handling?prod_cat_ver=2).
+            return 400, {"message": "Payment cannot be collected. Error message: (card_declined) Your card "
+                                    "was declined.", "type": "payment",
+                         "api_error_code": "payment_processing_failed",
+                         "error_cause_id": "gateway.general.decline", "http_status_code": 400}
+        amount = invoice["amount_due"]
+        invoice.update(status="paid", amount_paid=(invoice.get("amount_paid") or 0) + amount, amount_due=0,
+                       paid_at=int(self.clock), updated_at=int(self.clock))
+        txn = {"id": f"txn_{new_id()}", "object": "transaction", "type": "payment", "status": "success",
+               "amount": amount, "currency_code": invoice.get("currency_code"), "date": int(self.clock),
+               "customer_id": invoice.get("customer_id"),
+               "linked_invoices": [{"invoice_id": invoice_id, "applied_amount": amount}]}
+        return 200, {"invoice": dict(invoice), "transaction": txn}
 
     def open_portal(self, call: Call):
         session = next((s for s in self.portal_sessions if s["token"] == call.params["token"]), None)

@@ -40,7 +40,7 @@ def test_each_platform_is_declared_once_with_what_backfill_and_links_need():
         assert SOURCES[name].lister.source == name
         assert SOURCES[name].customer_page and SOURCES[name].page_name
     assert get_source("stripe").topics is stripe_webhook.TOPICS
-    assert {n for n, s in SOURCES.items() if s.retry_payment} == {"shopify", "stripe"}
+    assert {n for n, s in SOURCES.items() if s.retry_payment} == {"shopify", "stripe", "chargebee"}
     assert {n for n, s in SOURCES.items() if s.item_products} == {"shopify"}
 
 

@@ -1,5 +1,5 @@
-"""Chargebee: events with HTTP basic auth, the list APIs for backfill, and the hosted pages
-and portal sessions behind hub links (plain HTTP, no SDK)."""
+"""Chargebee: events with HTTP basic auth, the list APIs for backfill, the hosted pages
+and portal sessions behind hub links, and collecting an unpaid invoice (plain HTTP, no SDK)."""
 from __future__ import annotations
 
 from webhooks.chargebee import backfill, billing, webhook
@@ -15,4 +15,5 @@ SOURCE = Source(
     page_name="Chargebee",
     customer_page=billing.customer_page_url,
     linkable=billing.is_configured,
+    retry_payment=billing.collect_payment,
 )

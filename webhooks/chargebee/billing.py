@@ -1,4 +1,5 @@
-"""Chargebee calls of the rule layer: the page behind a hub link, made at the click.
+"""Chargebee calls of the rule layer: the page behind a hub link, made at the click, and, in
+dunning mode `orchestrate`, collecting an unpaid invoice now.
 
 An update-payment link opens the `manage_payment_sources` hosted page
 (https://apidocs.chargebee.com/docs/api/hosted_pages); managing or cancelling a subscription
@@ -11,6 +12,8 @@ class-wide flag, which would reach every other Chargebee call of the process.
 Declared in webhooks.chargebee.SOURCE.
 """
 from __future__ import annotations
+
+from urllib.parse import quote
 
 import requests
 
@@ -28,9 +31,9 @@ def is_configured(settings) -> bool:
     return bool(settings.CHARGEBEE_API_KEY and (settings.CHARGEBEE_SITE or settings.CHARGEBEE_API_BASE))
 
 
-def _post(settings, path: str, form: dict) -> dict:
+def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
     answer = requests.post(f"{base_url(settings)}/api/v2/{path}", data=form, timeout=TIMEOUT_S,
-                           auth=(settings.CHARGEBEE_API_KEY, ""))
+                           auth=(settings.CHARGEBEE_API_KEY, ""), headers=headers)
     if answer.status_code != 200:
         try:
             message = answer.json().get("message")
@@ -50,3 +53,19 @@ def customer_page_url(settings, customer_id: str, purpose: str, subscription_id:
     if purpose == UPDATE_PAYMENT:
         return _post(settings, "hosted_pages/manage_payment_sources", form)["hosted_page"]["url"]
     return _post(settings, "portal_sessions", form)["portal_session"]["access_url"]
+
+
+def collect_payment(settings, payment, idempotency_key: str) -> None:
+    """Ask Chargebee to charge the unpaid invoice now with the customer's payment source
+    (POST /api/v2/invoices/{id}/collect_payment, for payment_due and not_paid invoices:
+    https://apidocs.chargebee.com/docs/api/v2/pcv-1/invoices/collect-payment-for-an-invoice).
+
+    The trigger's key goes as `chargebee-idempotency-key`, so a repeated call within Chargebee's
+    30-minute window answers the first result instead of charging again
+    (https://apidocs.chargebee.com/docs/api/v1/idempotency?prod_cat_ver=1). A decline is an
+    HTTP 400 of type `payment`, raised like any refusal.
+    """
+    if not is_configured(settings):
+        raise ChargebeeError("dunning mode is orchestrate but CHARGEBEE_SITE / CHARGEBEE_API_KEY are empty")
+    _post(settings, f"invoices/{quote(payment.source_id, safe='')}/collect_payment", {},
+          headers={"chargebee-idempotency-key": idempotency_key})

@@ -155,8 +155,9 @@ def recurring_amount(lines: list[dict]) -> int | None:
     A line with only unit_price is priced unit_price × quantity; one priced in decimals
     (metered `*_in_decimal` fields) has neither and is skipped.
     """
-    amounts = [int(l["amount"]) if l["amount"] is not None else int(l["unit_price"]) * int(l["quantity"] or 1)
-               for l in lines if l["amount"] is not None or l["unit_price"] is not None]
+    amounts = [int(line["amount"]) if line["amount"] is not None
+               else int(line["unit_price"]) * int(line["quantity"] or 1)
+               for line in lines if line["amount"] is not None or line["unit_price"] is not None]
     return sum(amounts) if amounts else None
 
 
@@ -187,7 +188,7 @@ def subscription_data(payload: dict) -> dict:
     """The data of a subscription.* / trial.ending event."""
     sub = _required(payload, "subscription")
     lines = recurring_lines(sub)
-    plan = next((l for l in lines if l["type"] == "plan"), {})
+    plan = next((line for line in lines if line["type"] == "plan"), {})
     plan_item = next((i for i in sub.get("subscription_items") or [] if i.get("item_type") == "plan"), {})
     raw = sub.get("status")
     data = {
@@ -203,6 +204,10 @@ def subscription_data(payload: dict) -> dict:
         "current_period_start": utc(sub.get("current_term_start")),
         "current_period_end": utc(sub.get("current_term_end")),
         "next_renewal_at": None if raw in _NOT_RENEWING else utc(sub.get("next_billing_at")),
+        # A paused subscription resumes on its resume_date, or stays paused until resumed
+        # by hand when it has none (https://apidocs.chargebee.com/docs/api/subscriptions
+        # #pause_a_subscription): Stripe's pause_collection.resumes_at.
+        "resumes_at": utc(sub.get("resume_date")) if raw == "paused" else None,
         "trial_end": utc(sub.get("trial_end")),
         "cancel_at_period_end": raw == "non_renewing",
         # For non_renewing, cancelled_at is the future end date; only a done cancel has one.
@@ -252,23 +257,37 @@ def payment_data(payload: dict, status: str) -> dict:
     return data
 
 
-def card_data(payload: dict) -> dict:
-    """The data of a payment_method.* event."""
+def card_data(payload: dict) -> tuple[dict, dict]:
+    """(resource, data) of a payment_method.* event: the legacy `card` of card_* events, or
+    the `payment_source` (its card nested) of payment_source_* events
+    (https://apidocs.chargebee.com/docs/api/payment_sources)."""
+    content = _content(payload)
+    source = content.get("payment_source")
+    if isinstance(source, dict):
+        card = source.get("card") or {}
+        return source, {"source_id": source.get("id"), "brand": card.get("brand"), "last4": card.get("last4"),
+                        "exp_month": card.get("expiry_month"), "exp_year": card.get("expiry_year")}
     card = _required(payload, "card")
-    return {"source_id": card.get("payment_source_id") or card.get("customer_id"),
-            "brand": card.get("card_type"), "last4": card.get("last4"),
-            "exp_month": card.get("expiry_month"), "exp_year": card.get("expiry_year")}
+    return card, {"source_id": card.get("payment_source_id") or card.get("customer_id"),
+                  "brand": card.get("card_type"), "last4": card.get("last4"),
+                  "exp_month": card.get("expiry_month"), "exp_year": card.get("expiry_year")}
 
 
 # --- normalizers ----------------------------------------------------------------------------
 
-def _event(name: str, payload: dict, resource: dict, data: dict, customer_id: str | None = None) -> list[CanonicalEvent]:
+def _event(name: str, payload: dict, resource: dict, data: dict,
+           customer_id: str | None = None) -> list[CanonicalEvent]:
     return [CanonicalEvent(name=name, source=NAME, occurred_at=changed_at(resource, payload),
                            customer=customer_of(payload, customer_id), data=data)]
 
 
 def customer_upserted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    return _event(ev.CUSTOMER_UPSERTED, payload, _required(payload, "customer"), {})
+    """The customer, with the card Chargebee charges: primary_payment_source_id
+    (https://apidocs.chargebee.com/docs/api/customers). Chargebee omits null attributes, so
+    a customer without one has no card to charge (None), as Stripe's default_card says."""
+    customer = _required(payload, "customer")
+    return _event(ev.CUSTOMER_UPSERTED, payload, customer,
+                  {"default_card": customer.get("primary_payment_source_id")})
 
 
 def customer_deleted(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -315,16 +334,62 @@ payment_succeeded = _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded")
 payment_failed = _payment_event(ev.PAYMENT_FAILED, "failed")
 
 
+def refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """payment_refunded: the refund transaction (`type` refund, https://apidocs.chargebee.com/
+    docs/api/transactions) of an invoice, as Stripe's charge.refunded gives order.refunded:
+    this refund's own amount, keyed to the invoice it gives back on."""
+    txn = _required(payload, "transaction")
+    invoice = _content(payload).get("invoice") or {}
+    credit_notes = txn.get("linked_credit_notes") or [{}]
+    data = {"source_id": txn.get("id"),
+            "order_source_id": invoice.get("id") or credit_notes[0].get("cn_reference_invoice_id"),
+            **money(txn.get("amount"), txn.get("currency_code"))}
+    return _event(ev.ORDER_REFUNDED, payload, txn, data, txn.get("customer_id"))
+
+
+def dunning_updated(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """dunning_updated carries the invoice alone: its `dunning_status` (in_progress, exhausted,
+    stopped, success) and `next_retry_at` (https://apidocs.chargebee.com/docs/api/invoices).
+    A retry moved or the last one spent is a failure with its new schedule; dunning stopped is
+    collection given up: a voided invoice is void (Stripe's invoice.voided), an unpaid one
+    uncollectible (invoice.marked_uncollectible); a paid invoice was already told by
+    payment_succeeded."""
+    invoice = _required(payload, "invoice")
+    if invoice.get("status") == "paid" or invoice.get("dunning_status") == "success":
+        return []
+    if invoice.get("dunning_status") == "stopped":
+        closed = "void" if invoice.get("status") == "voided" else "uncollectible"
+        data = {**payment_data(payload, "failed"), "status": closed, "next_retry_at": None}
+        return _event(ev.PAYMENT_CLOSED, payload, invoice, data, invoice.get("customer_id"))
+    return _event(ev.PAYMENT_FAILED, payload, invoice, payment_data(payload, "failed"), invoice.get("customer_id"))
+
+
 def payment_method_expiring(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    card = _required(payload, "card")  # a reminder: dated by the event (see trial_ending)
-    return _event(ev.PAYMENT_METHOD_EXPIRING, payload, {}, card_data(payload), card.get("customer_id"))
+    """card_expiry_reminder / payment_source_expiring, and the card that has expired
+    (card_expired / payment_source_expired): either way the customer must give a new one."""
+    resource, data = card_data(payload)  # a notice: dated by the event (see trial_ending)
+    return _event(ev.PAYMENT_METHOD_EXPIRING, payload, {}, data, resource.get("customer_id"))
 
 
 def payment_method_updated(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    card = _required(payload, "card")
-    return _event(ev.PAYMENT_METHOD_UPDATED, payload, card, card_data(payload), card.get("customer_id"))
+    resource, data = card_data(payload)
+    return _event(ev.PAYMENT_METHOD_UPDATED, payload, resource, data, resource.get("customer_id"))
 
 
+def payment_method_removed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """card_deleted / payment_source_deleted: off the customer, so no expiry to warn about
+    (what Stripe's payment_method.detached gives)."""
+    resource, data = card_data(payload)
+    return _event(ev.PAYMENT_METHOD_UPDATED, payload, resource, {**data, "exp_month": None, "exp_year": None},
+                  resource.get("customer_id"))
+
+
+# Event types: https://apidocs.chargebee.com/docs/api/events (the full list in the SDK's
+# WebhookEventType). Each maps to the canonical event Stripe's equivalent gives.
+# `*_with_backdating`: a change applied with an effective date in the past. It is still a
+# new state of the subscription and, like every event here, is ordered by the
+# subscription's resource_version (changed_at), not by the date it takes effect from, so an
+# older version delivered late never overwrites it.
 TOPICS = {
     "customer_created": customer_upserted,
     "customer_changed": customer_upserted,
@@ -333,13 +398,22 @@ TOPICS = {
                      "subscription_started", "subscription_reactivated", "subscription_renewed",
                      "subscription_paused", "subscription_resumed",
                      "subscription_cancellation_scheduled",
-                     "subscription_scheduled_cancellation_removed"), subscription_upserted),
-    "subscription_cancelled": subscription_canceled,
+                     "subscription_scheduled_cancellation_removed", "subscription_trial_extended",
+                     "subscription_created_with_backdating", "subscription_changed_with_backdating",
+                     "subscription_activated_with_backdating",
+                     "subscription_reactivated_with_backdating"), subscription_upserted),
+    # subscription_deleted: the subscription is gone, as Stripe's customer.subscription.deleted.
+    **dict.fromkeys(("subscription_cancelled", "subscription_canceled_with_backdating",
+                     "subscription_deleted"), subscription_canceled),
     "subscription_trial_end_reminder": trial_ending,
     "payment_succeeded": payment_succeeded,
     "payment_failed": payment_failed,
+    "payment_refunded": refund,
+    "dunning_updated": dunning_updated,
     "subscription_renewal_reminder": renewal_upcoming,
-    "card_expiry_reminder": payment_method_expiring,
-    "card_updated": payment_method_updated,
-    "card_added": payment_method_updated,
+    **dict.fromkeys(("card_expiry_reminder", "card_expired", "payment_source_expiring",
+                     "payment_source_expired"), payment_method_expiring),
+    **dict.fromkeys(("card_updated", "card_added", "payment_source_added", "payment_source_updated"),
+                    payment_method_updated),
+    **dict.fromkeys(("card_deleted", "payment_source_deleted"), payment_method_removed),
 }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -155,7 +155,7 @@ def test_subscription_created_pc2_in_trial():
         # plan 2900 + 2 bags × 900; the one-time Welcome-Kit charge item is not recurring
         "amount": 4700, "currency": "USD",
         "current_period_start": at(2026, 10, 1, 15), "current_period_end": at(2026, 10, 15, 15),
-        "next_renewal_at": at(2026, 10, 15, 15), "trial_end": at(2026, 10, 15, 15),
+        "next_renewal_at": at(2026, 10, 15, 15), "resumes_at": None, "trial_end": at(2026, 10, 15, 15),
         "cancel_at_period_end": False, "canceled_at": None,
     }
 
@@ -396,3 +396,102 @@ def test_events_serialize_for_the_timeline():
     for path in sorted(Path(OURS / "chargebee").glob("*.json")):
         for e in normalize(path.stem):
             assert json.loads(json.dumps(e.to_dict()))["source"] == "chargebee"
+
+
+# --- the events Stripe's equivalents cover ------------------------------------------------
+
+def test_payment_refunded_is_the_refund_stripe_charge_refunded_gives():
+    e = only("payment_refunded")
+    assert e.name == "order.refunded"
+    assert e.data == {"source_id": "txn_AzZlGJUXnR3f1Ab7", "order_source_id": "1042",
+                      "amount": 1500, "currency": "USD"}
+    assert e.customer["source_id"] == CUSTOMER_ID
+
+
+def test_subscription_deleted_is_canceled():
+    e = only("subscription_deleted")
+    assert e.name == "subscription.canceled" and e.data["source_id"] == SUB_ID
+    assert e.data["status"] == "canceled" and e.data["next_renewal_at"] is None
+
+
+def test_paused_subscription_resumes_on_its_resume_date_and_resumed_clears_it():
+    paused = only("subscription_paused").data
+    assert (paused["status"], paused["resumes_at"]) == ("paused", at(2027, 1, 17, 15))
+    resumed = only("subscription_resumed").data
+    assert resumed["status"] == "active" and resumed["resumes_at"] is None
+
+
+def test_trial_extended_moves_the_trial_end():
+    before, after = only("subscription_created").data, only("subscription_trial_extended")
+    assert after.name == "subscription.upserted" and after.data["status"] == "trialing"
+    assert after.data["trial_end"] - before["trial_end"] == timedelta(days=14)
+
+
+@pytest.mark.parametrize("sample,name,card", [
+    ("payment_source_added", "payment_method.updated",
+     {"source_id": "pm_AzZlGJUXn2kQ81Ab", "brand": "mastercard", "last4": "1881", "exp_month": 3, "exp_year": 2030}),
+    ("payment_source_updated", "payment_method.updated",
+     {"source_id": "pm_AzZlGJUXn2kQ81Ab", "brand": "mastercard", "last4": "1881", "exp_month": 3, "exp_year": 2031}),
+    ("payment_source_expiring", "payment_method.expiring",
+     {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2026}),
+    ("payment_source_expired", "payment_method.expiring",
+     {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2026}),
+    ("card_expired", "payment_method.expiring",
+     {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2026}),
+    # Removed: no expiry left to warn about, as Stripe's payment_method.detached gives.
+    ("payment_source_deleted", "payment_method.updated",
+     {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242", "exp_month": None, "exp_year": None}),
+    ("card_deleted", "payment_method.updated",
+     {"source_id": "pm_16BjnUSUXm7Vw2Xo", "brand": "visa", "last4": "4242", "exp_month": None, "exp_year": None}),
+])
+def test_payment_source_and_card_events_are_the_card_events_stripe_gives(sample, name, card):
+    e = only(sample)
+    assert (e.name, e.data) == (name, card)
+    assert e.customer["source_id"] == CUSTOMER_ID
+
+
+def test_customer_names_its_default_card_as_stripe_customers_do():
+    assert only("customer_changed").data == {"default_card": "pm_16BjnUSUXm7Vw2Xo"}
+    payload = load_sample("chargebee/customer_changed.json")
+    del payload["content"]["customer"]["primary_payment_source_id"]  # Chargebee leaves nulls out
+    assert only("customer_changed", payload).data == {"default_card": None}
+
+
+def test_dunning_updated_moves_the_next_retry():
+    e = only("dunning_updated")
+    assert e.name == "payment.failed"
+    assert (e.data["source_id"], e.data["status"], e.data["attempt_count"]) == ("1057", "failed", 2)
+    assert e.data["next_retry_at"] == datetime.fromtimestamp(1798210800, timezone.utc)
+
+
+@pytest.mark.parametrize("dunning_status,name,status", [
+    ("exhausted", "payment.failed", "retries_exhausted"),
+    ("stopped", "payment.closed", "uncollectible"),
+])
+def test_dunning_updated_that_ends_dunning(dunning_status, name, status):
+    payload = load_sample("chargebee/dunning_updated.json")
+    payload["content"]["invoice"]["dunning_status"] = dunning_status
+    del payload["content"]["invoice"]["next_retry_at"]
+    e = only("dunning_updated", payload)
+    assert (e.name, e.data["status"], e.data.get("next_retry_at")) == (name, status, None)
+
+
+def test_dunning_stopped_on_a_voided_invoice_is_void():
+    payload = load_sample("chargebee/dunning_updated.json")
+    payload["content"]["invoice"].update(status="voided", dunning_status="stopped")
+    e = only("dunning_updated", payload)
+    assert (e.name, e.data["status"]) == ("payment.closed", "void")
+
+
+def test_dunning_updated_of_a_paid_invoice_gives_nothing():
+    payload = load_sample("chargebee/dunning_updated.json")
+    payload["content"]["invoice"].update(status="paid", dunning_status="success")
+    assert normalize("dunning_updated", payload) == []
+
+
+def test_backdated_change_is_a_subscription_change_ordered_by_resource_version():
+    e = only("subscription_changed_with_backdating")
+    assert e.name == "subscription.upserted" and e.data["source_id"] == SUB_ID
+    sub = load_sample("chargebee/subscription_changed_with_backdating.json")["content"]["subscription"]
+    rv = sub["resource_version"]
+    assert e.occurred_at == datetime.fromtimestamp(rv / 1000, timezone.utc)

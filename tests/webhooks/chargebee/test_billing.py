@@ -1,0 +1,67 @@
+"""Chargebee in dunning mode `orchestrate`: on each retry day the hub asks Chargebee to collect
+the unpaid invoice (POST /api/v2/invoices/{id}/collect_payment), once per retry, with
+Chargebee's idempotency key; against the stand-in."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import requests
+
+from hub.sync.inbox import drain_inbox
+from standins.chargebee import FakeChargebee
+from tests.hub.sync.rules.test_orchestrate import orchestrate, sweep_days  # noqa: F401 - the fixture
+from tests.samples import load_sample, post
+
+KEY = "cb_test_orch"
+
+
+def unpaid_invoice(failed: dict) -> dict:
+    """The invoice of a payment_failed sample as Chargebee holds it."""
+    return dict(failed["content"]["invoice"])
+
+
+def collect(cb: FakeChargebee, invoice_id: str, key: str | None):
+    headers = {"chargebee-idempotency-key": key} if key else {}
+    return requests.post(f"{cb.url}/api/v2/invoices/{invoice_id}/collect_payment", auth=(KEY, ""),
+                         headers=headers, timeout=5)
+
+
+def test_standin_collects_once_per_idempotency_key_and_says_it_replayed():
+    with FakeChargebee(api_key=KEY) as cb:
+        cb.invoices.append(unpaid_invoice(load_sample("chargebee/payment_failed.json")))
+        first = collect(cb, "1057", "retry-1")
+        again = collect(cb, "1057", "retry-1")
+        paid_already = collect(cb, "1057", "retry-2")
+    assert first.status_code == 200 and first.json()["invoice"]["status"] == "paid"
+    assert again.json() == first.json() and again.headers["chargebee-idempotency-replayed"] == "true"
+    assert paid_already.status_code == 400
+    assert paid_already.json()["api_error_code"] == "invalid_state_for_request"
+    assert cb.attempts == [("1057", "retry-1")]
+
+
+def test_standin_declines_with_a_payment_error_and_refuses_long_keys():
+    with FakeChargebee(api_key=KEY) as cb:
+        cb.invoices.append(unpaid_invoice(load_sample("chargebee/payment_failed.json")))
+        cb.declines.add("1057")
+        declined = collect(cb, "1057", "retry-1")
+        too_long = collect(cb, "1057", "k" * 101)
+    assert declined.status_code == 400
+    assert (declined.json()["type"], declined.json()["api_error_code"]) == ("payment", "payment_processing_failed")
+    assert too_long.status_code == 400 and cb.attempts == [("1057", "retry-1")]
+
+
+def test_chargebee_invoice_is_collected_on_each_retry_day_once(client, orchestrate):
+    hub = orchestrate
+    failed = load_sample("chargebee/payment_failed.json")
+    with FakeChargebee(api_key=KEY) as cb:
+        cb.invoices.append(unpaid_invoice(failed))
+        cb.declines.add("1057")  # every retry is declined: the hub keeps to its cadence
+        hub.settings.CHARGEBEE_API_KEY, hub.settings.CHARGEBEE_API_BASE = KEY, cb.url
+        post(client, "chargebee", failed)
+        drain_inbox(hub.storage, hub.settings)
+        failed_on = datetime.fromtimestamp(failed["occurred_at"], timezone.utc).date()
+        sweep_days(hub, failed_on + timedelta(days=1), 21)  # each morning swept twice
+    keys = [f"1:payment-retry:chargebee:1057/retry-{n}" for n in (1, 2, 3)]
+    calls = [c for c in cb.calls if c.operation == "collect_payment"]
+    assert [c.headers.get("chargebee-idempotency-key") for c in calls] == keys
+    assert cb.attempts == [("1057", key) for key in keys]
