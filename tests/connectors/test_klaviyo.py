@@ -24,7 +24,8 @@ def test_requests_go_to_the_configured_base_url_with_key_and_revision(klaviyo):
 
 
 def test_a_few_profiles_are_created_or_updated_one_by_one_under_the_mapped_names(klaviyo):
-    results = klaviyo.connector().push_batch([profile_item(1, "a@example.com"), profile_item(2, "b@example.com", stage="loyal")])
+    results = klaviyo.connector().push_batch([profile_item(1, "a@example.com"),
+                                              profile_item(2, "b@example.com", stage="loyal")])
     assert all(isinstance(r, Sent) for r in results.values())
     assert [c.operation for c in klaviyo.fake.calls] == ["create_or_update_profile"] * 2
     profile = klaviyo.fake.profile("b@example.com")
@@ -147,7 +148,8 @@ def test_history_events_do_not_start_flows(klaviyo):
 
 
 def test_many_events_go_in_bulk_without_a_unique_id_twice_per_request(klaviyo):
-    items = [event_item(100 + i, f"p{i % 7}@example.com", subscriber_id=i % 7, key=f"{i % 7}:rule:{i}") for i in range(30)]
+    items = [event_item(100 + i, f"p{i % 7}@example.com", subscriber_id=i % 7, key=f"{i % 7}:rule:{i}")
+             for i in range(30)]
     items.append(event_item(200, "p1@example.com", subscriber_id=1, key="1:rule:1"))  # same key again
     results = klaviyo.connector().push_batch(items)
     assert all(isinstance(r, Sent) for r in results.values())
@@ -211,13 +213,15 @@ def test_consent_jobs_respect_klaviyos_per_request_limits(klaviyo):
     items += [consent_item(1000 + i, f"s{i}@example.com") for i in range(30)]
     results = klaviyo.connector().push_batch(items)
     assert all(isinstance(r, Sent) for r in results.values())
-    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.operations("bulk_unsubscribe_profiles")] == [100, 50]
+    unsubscribed = klaviyo.fake.operations("bulk_unsubscribe_profiles")
+    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in unsubscribed] == [100, 50]
     assert len(klaviyo.fake.operations("bulk_subscribe_profiles")) == 1
 
 
 def test_consent_list_when_configured(klaviyo):
     connector(klaviyo, consent_lists={"email": "Newsletter"}).push_batch([consent_item()])
-    assert klaviyo.fake.calls[0].body["data"]["relationships"] == {"list": {"data": {"type": "list", "id": "Newsletter"}}}
+    assert klaviyo.fake.calls[0].body["data"]["relationships"] == \
+        {"list": {"data": {"type": "list", "id": "Newsletter"}}}
 
 
 def test_the_tools_error_detail_is_the_message(klaviyo):
