@@ -312,3 +312,11 @@ def test_past_an_endpoints_burst_klaviyo_answers_429_and_the_connector_waits_as_
     assert sum(slept) >= 0.9  # held back for Klaviyo's Retry-After, then sent
     assert all(isinstance(r, Sent) for r in second.values()), second
     assert [c.status for c in klaviyo.fake.operations("bulk_import_profiles")][-2:] == [429, 202]
+
+
+def test_import_errors_are_read_past_their_first_page(klaviyo):
+    items = [profile_item(i, f"p{i}@example.com" if i > 101 else f"p{i}.example.com") for i in range(1, 121)]
+    results = klaviyo.connector().push_batch(items)
+    assert sum(isinstance(r, Failed) and r.message == "Invalid email address" for r in results.values()) == 101
+    assert all(isinstance(results[i], Sent) for i in range(102, 121))
+    assert len(klaviyo.fake.operations("get_errors_for_bulk_import_profiles_job")) == 2  # 100 a page
