@@ -66,7 +66,7 @@ CONSENT_JOBS = {
 # Seconds between reads of an unfinished import job: short first (small jobs finish fast),
 # then at most one read a second per job (the endpoint's steady limit is 150/m).
 JOB_POLLS = (0.05, 0.1, 0.2, 0.5, 1.0)
-FINISHED = ("complete", "cancelled")  # the job's states after which nothing changes
+FINISHED = ("complete", "cancelled", "unreadable")  # no use reading the job again
 ERRORS_PAGE = 100  # the most import errors Klaviyo lists per page
 _NAMES = {"email": "email", "phone": "phone_number", "first_name": "first_name",
           "last_name": "last_name"}
@@ -211,6 +211,7 @@ class KlaviyoConnector(Connector):
         then read each finished one's import errors; one Result per delivery."""
         results: dict[int, Result] = {}
         status = dict.fromkeys(jobs, "queued")
+        refused: dict[str, Result] = {}  # job id → Klaviyo's refusal to show it (a key without profiles:read)
         deadline = time.monotonic() + self.job_wait
         wait = JOB_POLLS[0]
         for poll in itertools.count(1):
@@ -225,9 +226,17 @@ class KlaviyoConnector(Connector):
                     status[job_id] = data["data"]["attributes"]["status"]
                 elif isinstance(read, RetryAfter):  # throttled or down: read again after its wait
                     wait = max(wait, read.seconds)
+                else:
+                    status[job_id], refused[job_id] = "unreadable", read
         for job_id, (chunk, accepted) in jobs.items():
             if status[job_id] == "complete":
                 results.update(self._import_errors(job_id, chunk, accepted))
+                continue
+            if job_id in refused:
+                failed = Failed(http_status=refused[job_id].http_status, request_id=job_id,
+                                message=f"Klaviyo accepted import job {job_id} but refused to show its "
+                                        f"outcome: {refused[job_id].message}")
+                results.update({i.delivery_id: failed for i in chunk})
                 continue
             state = "was cancelled" if status[job_id] == "cancelled" else \
                 f"still {status[job_id]}, not finished in {self.job_wait:g} s"

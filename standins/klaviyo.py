@@ -206,7 +206,7 @@ class FakeKlaviyo(LoopbackServer):
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Klaviyo-API-Key {self.api_key}"
 
-    def throttled(self, call: Call) -> float:
+    def rate_limit_wait(self, call: Call) -> float:
         """Klaviyo's fixed windows per operation: past the burst (per second) or the steady
         (per minute) count, 429 until the window ends; "Retry-After" says when
         (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling). A refused

@@ -160,7 +160,7 @@ class LoopbackServer:
     def authorized(self, call: Call) -> bool:
         return True
 
-    def throttled(self, call: Call) -> float:
+    def rate_limit_wait(self, call: Call) -> float:
         """Seconds until the tool takes this request again (0: it takes it now); a tool with
         rate limits counts the request here and answers 429 with Retry-After past them."""
         return 0.0
@@ -217,7 +217,7 @@ class LoopbackServer:
         if route is None:
             return 404, self.error_body(404, f"No route for {call.method} {call.path}"), {}
         with self.lock:
-            wait = self.throttled(call)
+            wait = self.rate_limit_wait(call)
         if wait:
             return 429, self.error_body(429, _REASONS[429]), {"Retry-After": f"{math.ceil(wait)}"}
         try:

@@ -320,3 +320,12 @@ def test_import_errors_are_read_past_their_first_page(klaviyo):
     assert sum(isinstance(r, Failed) and r.message == "Invalid email address" for r in results.values()) == 101
     assert all(isinstance(results[i], Sent) for i in range(102, 121))
     assert len(klaviyo.fake.operations("get_errors_for_bulk_import_profiles_job")) == 2  # 100 a page
+
+
+def test_a_key_that_cannot_read_import_jobs_fails_them_with_klaviyos_reason(klaviyo):
+    """Reading a job needs the `profiles:read` and `lists:read` scopes (Get Bulk Import Profiles Job)."""
+    klaviyo.fake.fail(403, path="/api/profile-bulk-import-jobs/01",
+                      message="You do not have permission to perform this action.")
+    results = klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert all(isinstance(r, Failed) and r.http_status == 403 and "permission to perform" in r.message
+               for r in results.values()), results
