@@ -4,6 +4,14 @@
   ≤ 5 MB) for many; an optional list per stage (mapping `stage_lists`). A bulk import keeps
   a property sent as null, so a profile that empties one goes one by one, with the emptied
   properties in `meta.patch_properties.unset`.
+- A bulk import is a job: Klaviyo's 202 says it is queued, not applied. The connector reads
+  the job (rate-limited like every call) until it is complete, for at most `job_wait`
+  seconds, then reads its import errors: a profile Klaviyo refused is Failed with Klaviyo's
+  message, the others Sent. A job not finished by then is RetryAfter for all of its
+  deliveries: resending a profile import is harmless (the same values applied again, and
+  the outbox cancels an older delivery that a newer one for the subscriber supersedes).
+  Waiting here, not in a later scheduled check, keeps one Result per delivery per push
+  with no state between pushes; imports of up to 10,000 profiles usually finish in seconds.
 - Triggers: events whose `unique_id` is the trigger key, so Klaviyo drops a resend; a bulk
   request never holds one unique_id twice (Klaviyo would reject the whole request).
 - Consent: only bulk subscribe / unsubscribe jobs, only for the channel the source named.
@@ -14,15 +22,18 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import time
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import urllib3
 from klaviyo_api import KlaviyoAPI
 from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
 from openapi_client.exceptions import ApiException
 
-from connectors.base import Connector, Outgoing, Reply, Result, Sent
+from connectors.base import Connector, Failed, Outgoing, Reply, Result, RetryAfter, Sent
 
 MAX_IMPORT_PROFILES = 10_000
 MAX_IMPORT_BYTES = 4_500_000  # Klaviyo's limit is 5 MB; leave room for the envelope.
@@ -34,6 +45,8 @@ CHANNEL_ID = {"email": ("email", "email"), "sms": ("phone_number", "phone")}
 ENDPOINTS = {
     "profile-import": ("Profiles", "create_or_update_profile_with_http_info"),
     "profile-bulk-import-jobs": ("Profiles", "bulk_import_profiles_with_http_info"),
+    "profile-bulk-import-job": ("Profiles", "get_bulk_import_profiles_job_with_http_info"),
+    "profile-bulk-import-job-errors": ("Profiles", "get_errors_for_bulk_import_profiles_job_with_http_info"),
     "events": ("Events", "create_event_with_http_info"),
     "event-bulk-create-jobs": ("Events", "bulk_create_events_with_http_info"),
     "profile-subscription-bulk-create-jobs": ("Profiles", "bulk_subscribe_profiles_with_http_info"),
@@ -50,6 +63,11 @@ CONSENT_JOBS = {
     "unsubscribed": ("profile-subscription-bulk-delete-jobs", 100,
                      "profile-subscription-bulk-delete-job", "UNSUBSCRIBED"),
 }
+# Seconds between reads of an unfinished import job: short first (small jobs finish fast),
+# then at most one read a second per job (the endpoint's steady limit is 150/m).
+JOB_POLLS = (0.05, 0.1, 0.2, 0.5, 1.0)
+FINISHED = ("complete", "cancelled", "unreadable")  # no use reading the job again
+ERRORS_PAGE = 100  # the most import errors Klaviyo lists per page
 _NAMES = {"email": "email", "phone": "phone_number", "first_name": "first_name",
           "last_name": "last_name"}
 
@@ -99,6 +117,8 @@ class KlaviyoConnector(Connector):
     # Wait up to 4 s for 2,000 due deliveries, so profiles go in bulk imports, not one by one:
     # at 250 changes/s and more that is at most one call per 1,000 changes.
     linger = (4.0, 2_000)
+    job_wait = 5.0  # seconds a push waits for its bulk import jobs to finish
+    sleep = staticmethod(time.sleep)
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)
@@ -124,11 +144,11 @@ class KlaviyoConnector(Connector):
                 results.update(push(batch))
         return results
 
-    def _call(self, endpoint: str, *args) -> tuple[Result, object]:
+    def _call(self, endpoint: str, *args, **params) -> tuple[Result, object]:
         """One SDK call under the endpoint's rate limit; (Result, response data)."""
         args = [_Built(arg) if type(arg) is dict else arg for arg in args]
         method = self.methods[endpoint]
-        return self.call(endpoint, lambda: method(*args, _request_timeout=self.timeout))
+        return self.call(endpoint, lambda: method(*args, **params, _request_timeout=self.timeout))
 
     def reply(self, answer) -> Reply:
         return Reply(answer.status_code, answer.headers, data=answer.data)
@@ -170,15 +190,82 @@ class KlaviyoConnector(Connector):
         by_list: dict[str | None, list[Outgoing]] = {}
         for item in items:
             by_list.setdefault(self._stage_list(item), []).append(item)
+        jobs: dict[str, tuple[list[Outgoing], Result]] = {}  # job id → its deliveries, the 202
         for list_id, group in by_list.items():
             for chunk, built in self._import_chunks(group):
                 profiles = {"data": built}
                 job = {"type": "profile-bulk-import-job", "attributes": {"profiles": profiles}}
                 if list_id:
                     job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
-                result, _ = self._call("profile-bulk-import-jobs", {"data": job})
-                results.update({i.delivery_id: result for i in chunk})
+                result, data = self._call("profile-bulk-import-jobs", {"data": job})
+                if isinstance(result, Sent) and data:
+                    result.request_id = data["data"]["id"]
+                    jobs[result.request_id] = (chunk, result)
+                else:
+                    results.update({i.delivery_id: result for i in chunk})
+        results.update(self._import_outcomes(jobs))
         return results
+
+    def _import_outcomes(self, jobs: dict[str, tuple[list[Outgoing], Result]]) -> dict[int, Result]:
+        """Wait up to `job_wait` for the accepted import jobs (Get Bulk Import Profiles Job),
+        then read each finished one's import errors; one Result per delivery."""
+        results: dict[int, Result] = {}
+        status = dict.fromkeys(jobs, "queued")
+        refused: dict[str, Result] = {}  # job id → Klaviyo's refusal to show it (a key without profiles:read)
+        deadline = time.monotonic() + self.job_wait
+        wait = JOB_POLLS[0]
+        for poll in itertools.count(1):
+            pending = [job_id for job_id, state in status.items() if state not in FINISHED]
+            if not pending or time.monotonic() + wait > deadline:
+                break
+            self.sleep(wait)
+            wait = JOB_POLLS[min(poll, len(JOB_POLLS) - 1)]
+            for job_id in pending:
+                read, data = self._call("profile-bulk-import-job", job_id)
+                if isinstance(read, Sent) and data:
+                    status[job_id] = data["data"]["attributes"]["status"]
+                elif isinstance(read, RetryAfter):  # throttled or down: read again after its wait
+                    wait = max(wait, read.seconds)
+                else:
+                    status[job_id], refused[job_id] = "unreadable", read
+        for job_id, (chunk, accepted) in jobs.items():
+            if status[job_id] == "complete":
+                results.update(self._import_errors(job_id, chunk, accepted))
+                continue
+            if job_id in refused:
+                failed = Failed(http_status=refused[job_id].http_status, request_id=job_id,
+                                message=f"Klaviyo accepted import job {job_id} but refused to show its "
+                                        f"outcome: {refused[job_id].message}")
+                results.update({i.delivery_id: failed for i in chunk})
+                continue
+            state = "was cancelled" if status[job_id] == "cancelled" else \
+                f"still {status[job_id]}, not finished in {self.job_wait:g} s"
+            retry = RetryAfter(seconds=self.job_wait, http_status=accepted.http_status, request_id=job_id,
+                               latency_ms=accepted.latency_ms,
+                               message=f"Klaviyo import job {job_id} {state}: sent again")
+            results.update({i.delivery_id: retry for i in chunk})
+        return results
+
+    def _import_errors(self, job_id: str, chunk: list[Outgoing], accepted: Result) -> dict[int, Result]:
+        """Failed with Klaviyo's words for each profile the finished job refused (Get Errors for
+        Bulk Import Profiles Job, every page), Sent for the others."""
+        refused: dict[int, str] = {}
+        cursor = None
+        while True:
+            params = {"page_size": ERRORS_PAGE, **({"page_cursor": cursor} if cursor else {})}
+            read, data = self._call("profile-bulk-import-job-errors", job_id, **params)
+            if not isinstance(read, Sent):  # applied, but which ones failed is unknown: resend all
+                return {i.delivery_id: read for i in chunk}
+            for error in data.get("data") or []:
+                item = _refused_item(error["attributes"], chunk)
+                if item is not None:
+                    refused[item.delivery_id] = error["attributes"].get("detail") or error["attributes"].get("title")
+            cursor = _next_cursor(data)
+            if cursor is None:
+                break
+        common = {"http_status": accepted.http_status, "latency_ms": accepted.latency_ms, "request_id": job_id}
+        return {i.delivery_id: Failed(message=refused[i.delivery_id], **common) if i.delivery_id in refused
+                else Sent(**common) for i in chunk}
 
     def _import_chunks(self, items: list[Outgoing]):
         """(items, their profiles) per bulk job: at most 10,000 profiles and 5 MB as sent."""
@@ -304,6 +391,32 @@ class KlaviyoConnector(Connector):
                     break  # retried as a whole: deleting twice is harmless
             results[item.delivery_id] = result
         return results
+
+
+def _refused_item(error: dict, chunk: list[Outgoing]) -> Outgoing | None:
+    """The delivery an import error names: by the profile index in its `source.pointer`
+    (/data/attributes/profiles/data/<i>/...), else by the email or phone number in its
+    `original_payload`."""
+    parts = ((error.get("source") or {}).get("pointer") or "").split("/")
+    if parts[:5] == ["", "data", "attributes", "profiles", "data"] and len(parts) > 5 and parts[5].isdigit():
+        index = int(parts[5])
+        if index < len(chunk):
+            return chunk[index]
+    sent = error.get("original_payload") or {}
+    sent = sent.get("attributes", sent)
+    for item in chunk:
+        if (sent.get("email") and sent["email"] == item.payload.get("email")) or (
+                sent.get("phone_number") and sent["phone_number"] == item.payload.get("phone")):
+            return item
+    return None
+
+
+def _next_cursor(page: dict) -> str | None:
+    """`page[cursor]` of the page after this one (from `links.next`), None on the last."""
+    following = (page.get("links") or {}).get("next")
+    if not following:
+        return None
+    return (parse_qs(urlsplit(following).query).get("page[cursor]") or [None])[0]
 
 
 def _deletion_job(key: str, value: str) -> dict:

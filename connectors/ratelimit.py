@@ -65,6 +65,8 @@ def _rates(*texts: str) -> tuple[Rate, ...]:
 LIMITS: dict[str, tuple[Rate, ...]] = {
     "klaviyo:profile-import": _rates("75/s", "750/m"),
     "klaviyo:profile-bulk-import-jobs": _rates("10/s", "150/m"),
+    "klaviyo:profile-bulk-import-job": _rates("10/s", "150/m"),  # Get Bulk Import Profiles Job
+    "klaviyo:profile-bulk-import-job-errors": _rates("10/s", "150/m"),  # its import errors
     "klaviyo:events": _rates("350/s", "3500/m"),
     "klaviyo:event-bulk-create-jobs": _rates("10/s", "150/m"),
     "klaviyo:profile-subscription-bulk-create-jobs": _rates("75/s", "750/m"),

@@ -3,7 +3,10 @@
 Every request body is validated against the operation's request schema in Klaviyo's own
 OpenAPI documents (contracts/klaviyo/ beside this module, OpenAPI 3.0 turned into JSON Schema, $refs
 resolved within the document, unknown attributes refused as Klaviyo does). Answers use the
-documented status codes and JSON:API bodies, including `errors[].detail` on 4xx.
+documented status codes and JSON:API bodies, including `errors[].detail` on 4xx. Each operation
+answers 429 with Retry-After past its documented burst and steady limits. Bulk profile imports
+are jobs: accepted at once (202, `queued`), applied `job_delay` seconds later, their refused
+profiles listed as import errors.
 
 The schema checks need the contracts folder (`contracts=`, standins.CONTRACTS by default)
 and jsonschema (the [demo] and [test] extras); without either the stand-in answers the same,
@@ -14,15 +17,19 @@ unvalidated.
         ...
         klaviyo.profiles, klaviyo.events, klaviyo.consent, klaviyo.operations("bulk_import_profiles")
         klaviyo.duplicate_events, klaviyo.profile_writes  # what a resend cost
+        klaviyo.jobs[job_id]["attributes"]["status"], klaviyo.import_errors[job_id]
 """
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlencode
 
 try:
     from jsonschema import Draft202012Validator
@@ -38,6 +45,7 @@ PATHS = {
     "create_or_update_profile": ("POST", "/api/profile-import"),
     "bulk_import_profiles": ("POST", "/api/profile-bulk-import-jobs"),
     "get_bulk_import_profiles_job": ("GET", "/api/profile-bulk-import-jobs/{job_id}"),
+    "get_errors_for_bulk_import_profiles_job": ("GET", "/api/profile-bulk-import-jobs/{id}/import-errors"),
     "create_event": ("POST", "/api/events"),
     "bulk_create_events": ("POST", "/api/event-bulk-create-jobs"),
     "bulk_subscribe_profiles": ("POST", "/api/profile-subscription-bulk-create-jobs"),
@@ -96,13 +104,43 @@ def operation(contracts: Path, file: str) -> tuple[str, str, str, Draft202012Val
     return method.upper(), path, op["operationId"], validator
 
 
+@lru_cache(maxsize=None)
+def rate_limits(contracts: Path, file: str) -> tuple[tuple[int, float], ...]:
+    """(requests, window seconds) of an operation's burst and steady limits, from
+    `x-klaviyo-ratelimit` in its contract document ("10/s", "150/m"); none without the folder.
+
+    Klaviyo counts per account, in fixed windows of one second (burst) and one minute
+    (steady), and answers 429 once either is spent:
+    https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling"""
+    path = contracts / f"{file}.json"
+    if not path.is_file():
+        return ()
+    [(_, ops)] = json.loads(path.read_text())["paths"].items()
+    [op] = ops.values()
+    spans = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    limits = []
+    for text in (op.get("x-klaviyo-ratelimit") or {}).values():
+        count, unit = text.split("/")
+        limits.append((int(count), spans[unit]))
+    return tuple(limits)
+
+
 def _route(contracts: Path, file: str) -> tuple[str, str, str]:
     method, path, operation_id, _ = operation(contracts, file)
     return method, re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path), operation_id
 
 
-FILES = ("create_or_update_profile", "bulk_import_profiles", "get_bulk_import_profiles_job", "create_event",
-         "bulk_create_events", "bulk_subscribe_profiles", "bulk_unsubscribe_profiles", "add_profiles_to_list")
+FILES = ("create_or_update_profile", "bulk_import_profiles", "get_bulk_import_profiles_job",
+         "get_errors_for_bulk_import_profiles_job", "create_event", "bulk_create_events",
+         "bulk_subscribe_profiles", "bulk_unsubscribe_profiles", "add_profiles_to_list")
+
+# Klaviyo's own words for the identifiers it refuses (its SDKs' fixtures of real answers,
+# e.g. klaviyo/klaviyo-swift-sdk TestUtils.swift TEST_FAILURE_JSON_INVALID_EMAIL / _PHONE_NUMBER):
+# phone numbers must be E.164 ("+" and up to 15 digits, e.g. +12345678901).
+INVALID_EMAIL = "Invalid email address"
+INVALID_PHONE = "Invalid phone number format (Example of a valid format: +12345678901)"
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
 class Invalid(Exception):
@@ -121,8 +159,14 @@ class FakeKlaviyo(LoopbackServer):
     ROUTES = [("POST", r"/api/data-privacy-deletion-jobs/?", "request_profile_deletion"),
               ("GET", r"/api/accounts/?", "get_accounts")]  # `hub install --check`
 
-    def __init__(self, api_key: str = "pk_test", validate: bool = True, contracts: Path = CONTRACTS):
+    def __init__(self, api_key: str = "pk_test", validate: bool = True, contracts: Path = CONTRACTS,
+                 job_delay: float = 0.05, rate_limited: bool = True):
         self.contracts = contracts
+        # Seconds between a bulk import's 202 and its profiles being applied (Klaviyo: seconds
+        # to minutes, "may take several hours" for large files).
+        self.job_delay = job_delay
+        self.rate_limited = rate_limited
+        self._windows: dict[tuple[str, float], list[float]] = {}  # (operation, span) → [start, count]
         self.ROUTES = [_route(contracts, f) for f in FILES] + FakeKlaviyo.ROUTES
         super().__init__()
         self.api_key = api_key
@@ -144,6 +188,7 @@ class FakeKlaviyo(LoopbackServer):
         self.confirmations: list[tuple[str, str | None]] = []  # (profile id, list id) asked to confirm
         self.list_flows: list[tuple[str, str]] = []  # (profile id, list id) "Added to list" flows started
         self.jobs: dict[str, dict] = {}
+        self.import_errors: dict[str, list[dict]] = {}  # job id → its import-error resources
         self.invalid: list[str] = []  # validation failures, for test messages
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
@@ -160,6 +205,27 @@ class FakeKlaviyo(LoopbackServer):
 
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Klaviyo-API-Key {self.api_key}"
+
+    def rate_limit_wait(self, call: Call) -> float:
+        """Klaviyo's fixed windows per operation: past the burst (per second) or the steady
+        (per minute) count, 429 until the window ends; "Retry-After" says when
+        (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling). A refused
+        request is not counted."""
+        limits = rate_limits(self.contracts, call.operation) if self.rate_limited else ()
+        now = time.monotonic()
+        windows, wait = [], 0.0
+        for count, span in limits:
+            window = self._windows.setdefault((call.operation, span), [now, 0])
+            if now - window[0] >= span:
+                window[:] = [now, 0]
+            if window[1] >= count:
+                wait = max(wait, window[0] + span - now)
+            windows.append(window)
+        if wait:
+            return wait
+        for window in windows:
+            window[1] += 1
+        return 0.0
 
     def _valid(self, call: Call, file: str) -> None:
         if not call.headers.get("revision"):
@@ -225,6 +291,9 @@ class FakeKlaviyo(LoopbackServer):
 
     def create_or_update_profile(self, call):
         def handle(body):
+            refused = _refused_identifier(body["data"]["attributes"])
+            if refused:
+                raise Invalid(*refused)
             pid, created = self._upsert(body["data"]["attributes"], body["data"].get("meta"))
             self.profile_writes[pid] += 1
             document = {"data": {"type": "profile", "id": pid, "attributes": self.profiles[pid],
@@ -233,30 +302,81 @@ class FakeKlaviyo(LoopbackServer):
         return self._run(call, "create_or_update_profile", handle)
 
     def bulk_import_profiles(self, call):
+        """Accepted as a job (202, `queued`) and applied `job_delay` seconds later: "the
+        bulk profile import job ... is processed asynchronously"; its state is read with Get
+        Bulk Import Profiles Job and the profiles it refused with Get Errors for Bulk Import
+        Profiles Job. https://developers.klaviyo.com/en/reference/bulk_import_profiles,
+        https://developers.klaviyo.com/en/reference/get_bulk_import_profiles_job"""
         def handle(body):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.",
                               "/data/attributes/profiles/data")
-            ids = [self._upsert(p["attributes"], nulls_clear=False)[0] for p in profiles]
-            self.profile_writes.update(ids)
-            for rel in ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", []):
-                self.lists.setdefault(rel["id"], set()).update(ids)
-            job_id = new_id()
-            now = datetime.now(timezone.utc).isoformat()
+            lists = [rel["id"] for rel in
+                     ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", [])]
+            job_id = f"01{new_id().upper()}"
             self.jobs[job_id] = {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
-                "status": "complete", "created_at": now, "total_count": len(ids), "completed_count": len(ids),
-                "failed_count": 0, "completed_at": now},
+                "status": "queued", "created_at": _now(), "total_count": len(profiles), "completed_count": 0,
+                "failed_count": 0, "completed_at": None, "expires_at": None, "started_at": None},
                 "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}
-            queued = {**self.jobs[job_id], "attributes": {**self.jobs[job_id]["attributes"], "status": "queued"}}
-            return 202, {"data": queued}
+            self.import_errors[job_id] = []
+            timer = threading.Timer(self.job_delay, self._run_import, (job_id, profiles, lists))
+            timer.daemon = True
+            timer.start()
+            return 202, {"data": json.loads(json.dumps(self.jobs[job_id]))}
         return self._run(call, "bulk_import_profiles", handle)
+
+    def _run_import(self, job_id: str, profiles: list[dict], lists: list[str]) -> None:
+        """Apply a bulk import: each profile alone, a refused one listed as an import error
+        (code, title, detail, source, original_payload: ImportErrorResponseObjectResource in
+        contracts/klaviyo/get_errors_for_bulk_import_profiles_job.json), the others applied."""
+        with self.lock:
+            job = self.jobs[job_id]["attributes"]
+            job.update(status="processing", started_at=_now())
+            ids = []
+            for index, profile in enumerate(profiles):
+                attributes = profile["attributes"]
+                try:
+                    refused = _refused_identifier(attributes)
+                    if refused:
+                        raise Invalid(*refused)
+                    ids.append(self._upsert(attributes, nulls_clear=False)[0])
+                except Invalid as exc:
+                    self.import_errors[job_id].append({"type": "import-error", "id": new_id(), "attributes": {
+                        "code": exc.code, "title": "Invalid input.", "detail": exc.detail,
+                        "source": {"pointer": f"/data/attributes/profiles/data/{index}{exc.pointer[5:]}"},
+                        "original_payload": attributes}})
+            self.profile_writes.update(ids)
+            for list_id in lists:
+                self.lists.setdefault(list_id, set()).update(ids)
+            job.update(status="complete", completed_count=len(ids), failed_count=len(profiles) - len(ids),
+                       completed_at=_now())
 
     def get_bulk_import_profiles_job(self, call):
         job = self.jobs.get(call.params["job_id"])
         if job is None:
             return 404, self.error_body(404, "Not found.")
-        return 200, {"data": job}
+        return 200, {"data": json.loads(json.dumps(job))}
+
+    def get_errors_for_bulk_import_profiles_job(self, call):
+        """A page of a job's import errors: `page[size]` (default 20, at most 100) from the
+        `page[cursor]` that the previous page's `links.next` named."""
+        job_id = call.params["id"]
+        if job_id not in self.jobs:
+            return 404, self.error_body(404, "Not found.")
+        try:
+            size = int((call.query.get("page[size]") or ["20"])[0])
+            start = int((call.query.get("page[cursor]") or ["0"])[0])
+        except ValueError:
+            return 400, self.error_body(400, "Invalid page parameter.", "/page")
+        if not 1 <= size <= 100:
+            return 400, self.error_body(400, "page[size] must be between 1 and 100.", "/page[size]")
+        errors = self.import_errors[job_id]
+        here = f"{self.url}/api/profile-bulk-import-jobs/{job_id}/import-errors"
+        links = {"self": f"{here}?{urlencode({'page[size]': size, 'page[cursor]': start})}"}
+        if start + size < len(errors):
+            links["next"] = f"{here}?{urlencode({'page[size]': size, 'page[cursor]': start + size})}"
+        return 200, {"data": errors[start:start + size], "links": links}
 
     def add_profiles_to_list(self, call):
         def handle(body):
@@ -411,6 +531,20 @@ class FakeKlaviyo(LoopbackServer):
 
     def profile_id(self, email: str) -> str | None:
         return self._by_email.get(email)
+
+
+def _refused_identifier(attributes: dict) -> tuple[str, str] | None:
+    """(Klaviyo's message, pointer) for an email or phone number it does not take; None if both do."""
+    email, phone = attributes.get("email"), attributes.get("phone_number")
+    if email is not None and not _EMAIL.fullmatch(email):
+        return INVALID_EMAIL, "/data/attributes/email"
+    if phone is not None and not _E164.fullmatch(phone):
+        return INVALID_PHONE, "/data/attributes/phone_number"
+    return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
 
 def _to_the_second(at: str) -> str:

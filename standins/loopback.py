@@ -160,6 +160,11 @@ class LoopbackServer:
     def authorized(self, call: Call) -> bool:
         return True
 
+    def rate_limit_wait(self, call: Call) -> float:
+        """Seconds until the tool takes this request again (0: it takes it now); a tool with
+        rate limits counts the request here and answers 429 with Retry-After past them."""
+        return 0.0
+
     # Requests -----------------------------------------------------------------------
 
     def operations(self, name: str) -> list[Call]:
@@ -211,6 +216,10 @@ class LoopbackServer:
             return 401, self.error_body(401, "Authentication credentials were not provided."), {}
         if route is None:
             return 404, self.error_body(404, f"No route for {call.method} {call.path}"), {}
+        with self.lock:
+            wait = self.rate_limit_wait(call)
+        if wait:
+            return 429, self.error_body(429, _REASONS[429]), {"Retry-After": f"{math.ceil(wait)}"}
         try:
             with self.lock:
                 answer = getattr(self, route[0])(call)

@@ -1,18 +1,28 @@
 """Klaviyo: the shapes the SDK sends (validated by the stand-in against Klaviyo's OpenAPI documents)."""
 from __future__ import annotations
 
+import time
+
 import pytest
+import requests
 
 from connectors import klaviyo as module
 from connectors import validate_mapping
-from connectors.base import Failed, Sent
+from connectors.base import Failed, RetryAfter, Sent
 from connectors.klaviyo import KlaviyoConnector, klaviyo_message
 from connectors.ratelimit import Limiter
-from tests.connectors.conftest import consent_item, event_item, profile_item
+from tests.connectors.conftest import SECRET, consent_item, event_item, profile_item
+
+JOB_READS = ("get_bulk_import_profiles_job", "get_errors_for_bulk_import_profiles_job")
 
 
 def connector(world, **mapping) -> KlaviyoConnector:
     return KlaviyoConnector(world.settings, field_map=validate_mapping(KlaviyoConnector, mapping, "test"))
+
+
+def writes(fake) -> list:
+    """The requests that change something at Klaviyo (not the reads of an import job)."""
+    return [c for c in fake.calls if c.operation not in JOB_READS]
 
 
 def test_requests_go_to_the_configured_base_url_with_key_and_revision(klaviyo):
@@ -49,7 +59,7 @@ def test_many_profiles_go_in_one_bulk_import_job(klaviyo):
     items = [profile_item(i, f"p{i}@example.com") for i in range(1, 251)]
     results = klaviyo.connector().push_batch(items)
     assert all(isinstance(r, Sent) and r.http_status == 202 for r in results.values())
-    [call] = klaviyo.fake.calls
+    [call] = writes(klaviyo.fake)
     assert call.operation == "bulk_import_profiles"
     assert len(klaviyo.fake.profiles) == 250
 
@@ -58,7 +68,7 @@ def test_a_bulk_import_keeps_a_property_sent_as_null_as_klaviyo_does(klaviyo):
     c = klaviyo.connector()
     c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
     c.push_batch([profile_item(i, f"p{i}@example.com", plan=None) for i in range(12)])
-    assert [call.operation for call in klaviyo.fake.calls] == ["bulk_import_profiles"] * 2
+    assert [call.operation for call in writes(klaviyo.fake)] == ["bulk_import_profiles"] * 2
     assert klaviyo.fake.profile("p1@example.com")["properties"]["hub_plan"] == "Coffee monthly"
 
 
@@ -70,7 +80,7 @@ def test_profiles_that_clear_a_property_go_one_by_one_and_unset_it(klaviyo):
     cancelled.payload["cleared"] = ["next_renewal_at", "plan"]
     results = c.push_batch([cancelled] + [profile_item(i, f"p{i}@example.com", tier="Gold") for i in range(1, 12)])
     assert all(isinstance(r, Sent) for r in results.values())
-    assert sorted(call.operation for call in klaviyo.fake.calls) == ["bulk_import_profiles", "create_or_update_profile"]
+    assert sorted(c.operation for c in writes(klaviyo.fake)) == ["bulk_import_profiles", "create_or_update_profile"]
     [single] = klaviyo.fake.operations("create_or_update_profile")
     assert single.body["data"]["meta"] == {"patch_properties": {"unset": ["hub_plan", "hub_next_renewal_at"]}}
     properties = klaviyo.fake.profile("p0@example.com")["properties"]
@@ -83,13 +93,13 @@ def test_profiles_that_clear_a_property_go_one_by_one_and_unset_it(klaviyo):
 def test_bulk_imports_are_cut_at_the_profile_and_byte_limits(klaviyo, monkeypatch):
     monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 5)
     klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
-    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.calls] == [5, 5, 2]
+    assert [len(c.body["data"]["attributes"]["profiles"]["data"]) for c in writes(klaviyo.fake)] == [5, 5, 2]
     klaviyo.fake.calls.clear()
     monkeypatch.setattr(module, "MAX_IMPORT_PROFILES", 10_000)
     monkeypatch.setattr(module, "MAX_IMPORT_BYTES", 1500)
     klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
-    assert all(len(c.raw) < 2500 for c in klaviyo.fake.calls) and len(klaviyo.fake.calls) > 2
-    assert sum(len(c.body["data"]["attributes"]["profiles"]["data"]) for c in klaviyo.fake.calls) == 12
+    assert all(len(c.raw) < 2500 for c in writes(klaviyo.fake)) and len(writes(klaviyo.fake)) > 2
+    assert sum(len(c.body["data"]["attributes"]["profiles"]["data"]) for c in writes(klaviyo.fake)) == 12
 
 
 def test_stage_lists_in_bulk_jobs_and_one_by_one(klaviyo):
@@ -251,3 +261,75 @@ def test_profile_with_phone_only(klaviyo, count):
         item.payload["phone"] = f"+1613555{i:04d}"
     results = klaviyo.connector().push_batch(items)
     assert all(isinstance(r, Sent) for r in results.values())
+
+
+def test_a_bulk_import_marks_each_profile_klaviyo_refused_failed_with_its_message(klaviyo):
+    items = [profile_item(i, f"p{i}@example.com") for i in range(1, 13)]
+    items[4].payload["email"] = "p5.example.com"
+    items[7].payload["phone"] = "613-555-0008"
+    results = klaviyo.connector().push_batch(items)
+    assert isinstance(results[5], Failed) and results[5].message == "Invalid email address"
+    assert isinstance(results[8], Failed)
+    assert results[8].message == "Invalid phone number format (Example of a valid format: +12345678901)"
+    assert all(isinstance(results[i], Sent) for i in range(1, 13) if i not in (5, 8))
+    assert len(klaviyo.fake.profiles) == 10 and klaviyo.fake.profile("p8@example.com") is None
+    assert [c.operation for c in klaviyo.fake.calls][-1] == "get_errors_for_bulk_import_profiles_job"
+
+
+def test_a_bulk_import_is_sent_only_once_klaviyo_has_applied_it(klaviyo):
+    klaviyo.fake.job_delay = 0.3
+    results = klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert all(isinstance(r, Sent) for r in results.values())
+    # Every profile is there when the deliveries are marked sent: the 202 alone did not count.
+    assert len(klaviyo.fake.profiles) == 12
+    polls = klaviyo.fake.operations("get_bulk_import_profiles_job")
+    assert len(polls) >= 2 and polls[-1].status == 200
+
+
+def test_a_bulk_import_not_finished_in_time_is_sent_again_later(klaviyo):
+    klaviyo.fake.job_delay = 1.0
+    c = klaviyo.connector()
+    c.job_wait = 0.2
+    results = c.push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert all(isinstance(r, RetryAfter) for r in results.values()), results
+    assert all("not finished" in r.message for r in results.values())
+    assert klaviyo.fake.profiles == {}  # not applied yet, so not sent
+
+
+def test_past_an_endpoints_burst_klaviyo_answers_429_and_the_connector_waits_as_asked(klaviyo):
+    """Klaviyo counts requests per account, so another integration on the same key spends the
+    hub's burst too (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling)."""
+    headers = {"Authorization": f"Klaviyo-API-Key {SECRET}", "revision": "2025-10-15"}
+    job = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+        {"type": "profile", "attributes": {"email": "other@example.com"}}]}}}}
+    with requests.Session() as other:
+        for _ in range(10):  # Bulk Import Profiles: burst 10/s
+            assert other.post(f"{klaviyo.fake.url}/api/profile-bulk-import-jobs", json=job,
+                              headers=headers).status_code == 202
+    slept = []
+    limiter = Limiter(sleep=lambda s: (slept.append(s), time.sleep(s)))
+    c = klaviyo.connector(limiter=limiter)
+    items = [profile_item(i, f"p{i}@example.com") for i in range(12)]
+    first = c.push_batch(items)
+    assert all(isinstance(r, RetryAfter) and r.http_status == 429 and r.seconds == 1 for r in first.values())
+    second = c.push_batch(items)
+    assert sum(slept) >= 0.9  # held back for Klaviyo's Retry-After, then sent
+    assert all(isinstance(r, Sent) for r in second.values()), second
+    assert [c.status for c in klaviyo.fake.operations("bulk_import_profiles")][-2:] == [429, 202]
+
+
+def test_import_errors_are_read_past_their_first_page(klaviyo):
+    items = [profile_item(i, f"p{i}@example.com" if i > 101 else f"p{i}.example.com") for i in range(1, 121)]
+    results = klaviyo.connector().push_batch(items)
+    assert sum(isinstance(r, Failed) and r.message == "Invalid email address" for r in results.values()) == 101
+    assert all(isinstance(results[i], Sent) for i in range(102, 121))
+    assert len(klaviyo.fake.operations("get_errors_for_bulk_import_profiles_job")) == 2  # 100 a page
+
+
+def test_a_key_that_cannot_read_import_jobs_fails_them_with_klaviyos_reason(klaviyo):
+    """Reading a job needs the `profiles:read` and `lists:read` scopes (Get Bulk Import Profiles Job)."""
+    klaviyo.fake.fail(403, path="/api/profile-bulk-import-jobs/01",
+                      message="You do not have permission to perform this action.")
+    results = klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
+    assert all(isinstance(r, Failed) and r.http_status == 403 and "permission to perform" in r.message
+               for r in results.values()), results
