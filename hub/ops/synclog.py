@@ -30,6 +30,7 @@ from hub.models import (
     Trigger,
 )
 from hub.models.link import LinkClick
+from hub.sync.identity import SOURCE_ID_COLUMNS
 from hub.values import normalize_email, row_id
 from webhooks import SOURCE_NAMES
 
@@ -47,9 +48,7 @@ def find(session: Session, key: str) -> Subscriber | None:
     email = normalize_email(key)
     if email:
         return session.scalar(select(Subscriber).where(Subscriber.email == email))
-    return session.scalar(select(Subscriber).where(or_(
-        Subscriber.shopify_customer_id == key, Subscriber.stripe_customer_id == key,
-        Subscriber.chargebee_customer_id == key, Subscriber.recharge_customer_id == key)))
+    return session.scalar(select(Subscriber).where(or_(*(column == key for column in SOURCE_ID_COLUMNS.values()))))
 
 
 # Search ------------------------------------------------------------------------------

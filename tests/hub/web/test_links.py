@@ -21,7 +21,7 @@ from hub.sync.readmodel import timeline
 from standins.chargebee import FakeChargebee
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
-from tests.hub.sync.rules.conftest import failed_invoice, forget_rule_settings, shopify_billing_failure  # noqa: F401 - a fixture
+from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure  # noqa: F401 - a fixture
 from tests.samples import load_sample, post
 from webhooks import SOURCES
 
@@ -29,7 +29,6 @@ HUB = "https://hub.shop.example"
 TWO_WEEKS = timedelta(days=14).total_seconds()
 
 
-pytestmark = pytest.mark.usefixtures("forget_rule_settings")
 
 
 def payment_failed(hub) -> Trigger:

@@ -7,7 +7,6 @@ import yaml
 from sqlalchemy import select
 
 from hub.models import Delivery, Subscriber, Trigger
-from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
@@ -25,7 +24,6 @@ def subscriber(client, hub, tmp_path):
     (folder / "rules.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     hub.settings.HUB_MAPPINGS_DIR = str(folder)
     hub.settings.KLAVIYO_API_KEY = "pk_test_usage"
-    rules.configure(hub.settings)
     post(client, "stripe", stripe_event("customer.created", {
         "id": "cus_00000000000000", "object": "customer", "email": "una@example.com", "name": "Una User",
         "created": 1_780_000_000}, event_id="evt_cus", created=1_780_000_000))
@@ -34,7 +32,6 @@ def subscriber(client, hub, tmp_path):
          stripe_event("customer.subscription.created", obj, event_id="evt_sub", created=1_780_000_100))
     drain_inbox(hub.storage, hub.settings)
     yield "una@example.com"
-    rules.configure(None)
 
 
 def report(client, **body):

@@ -164,15 +164,6 @@ def shopify_billing_failure(client, hub, admin, token: str, **failure_headers) -
          **failure_headers)
 
 
-@pytest.fixture
-def forget_rule_settings():
-    """Tests that hand the rule layer settings with stand-in URLs: later tests must not call them."""
-    from hub.sync import rules
-
-    yield
-    rules.configure(None)
-
-
 def failed_invoice(event_id="evt_fail_1"):
     """Stripe's invoice.payment_failed sample, as a webhook (customer cus_1234)."""
     from tests.samples import load_sample, stripe_event

@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import select
 
 from hub.models import Delivery, InboxEvent, Trigger
-from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import load_sample, post
@@ -27,7 +26,6 @@ def shop(client, hub):
              topic="subscription_contracts/create", webhook_id="wh-contract")
         drain_inbox(hub.storage, hub.settings)
         yield admin
-    rules.configure(None)
 
 
 def level(client, hub, available, webhook_id, item=ITEM, at="2026-11-10T09:00:00-05:00"):

@@ -3,7 +3,6 @@ a stable hub URL per trigger (`{HUB_BASE_URL}/l/<token>`); the platform's page i
 click (tests/hub/web/test_links.py)."""
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from hub.models import CustomerLink, Delivery, Trigger
@@ -12,8 +11,6 @@ from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import failed_invoice, shopify_billing_failure
 from tests.samples import post
-
-pytestmark = pytest.mark.usefixtures("forget_rule_settings")
 
 
 def triggers(hub, name):

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from hub.jobs import run_time_rules
-from hub.sync import rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
 from standins.shopify_billing import FakeShopifyBilling
@@ -25,9 +24,7 @@ def orchestrate(hub, tmp_path):
     data["dunning"]["mode"] = "orchestrate"
     (folder / "rules.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     hub.settings.HUB_MAPPINGS_DIR = str(folder)
-    rules.configure(hub.settings)
     yield hub
-    rules.configure(None)
 
 
 def sweep_days(hub, first: date, count: int, times: int = 2) -> dict:
@@ -80,4 +77,3 @@ def test_notify_mode_asks_nothing(client, hub):
         # 3 days after (no later failure named another), nothing from the hub's own cadence.
         assert sweep_days(hub, failed_on + timedelta(days=1), 21, times=1) == {"2025-04-25": 2, "2025-04-28": 1}
     assert stripe_.attempts == []
-    rules.configure(None)
