@@ -1,10 +1,11 @@
-"""Column types whose storage differs by database: UTC times (SQLite forgets the zone)."""
+"""Column types: UTC times (SQLite forgets the zone) and statuses checked against their enum."""
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from enum import StrEnum
 
-from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy import DateTime, String, TypeDecorator
 
 
 class UTCDateTime(TypeDecorator):
@@ -58,3 +59,22 @@ def sqlite_text(value):
 _UTC = timezone.utc
 # The same format with its fields by position: "%04d-%02d-%02d %02d:%02d:%02d.%06d".
 _SQLITE_FIELDS = re.sub(r"%\(\w+\)", "%", _SQLITE_DEFAULT)
+
+
+class Status(TypeDecorator):
+    """A status column: text in the database, one StrEnum of its table in Python. Writing a
+    value the enum does not name fails at the flush that writes it, so a misspelt status
+    never reaches a row that a sweep would then never find."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int):
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else str.__str__(self.enum(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else self.enum(value)

@@ -16,19 +16,34 @@ from hub.models.log import (
                             RETRYING,
                             SENT,
                             UNINSTALLED,
+                            AttemptOutcome,
                             Checkpoint,
                             Delivery,
                             DeliveryAttempt,
+                            DeliveryStatus,
                             InboxEvent,
+                            InboxStatus,
                             Trigger,
+                            TriggerStatus,
 )
 from hub.models.staff import ROLES, StaffUser
-from hub.models.subscriber import LIVE_STATUSES, STATUSES, Merge, Order, Payment, Subscriber, Subscription
+from hub.models.subscriber import (
+                            LIVE_STATUSES,
+                            STATUSES,
+                            Merge,
+                            Order,
+                            Payment,
+                            PaymentStatus,
+                            Subscriber,
+                            Subscription,
+                            SubscriptionStatus,
+)
 
 __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
-    "UNINSTALLED", "BACKFILL", "RECONCILIATION",
+    "UNINSTALLED", "BACKFILL", "RECONCILIATION", "InboxStatus", "TriggerStatus", "DeliveryStatus",
+    "AttemptOutcome", "SubscriptionStatus", "PaymentStatus",
 ]

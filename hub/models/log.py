@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -17,17 +18,46 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from hub.db.types import Status
 from hub.models.base import Base, now_utc
 
-# Inbox row statuses.
-PENDING, PROCESSED, IGNORED, FAILED = "pending", "processed", "ignored", "failed"
-OPEN_STATUSES = (PENDING, FAILED)
 
-# Delivery statuses.
-QUEUED, SENT, RETRYING, DEAD, CANCELLED = "queued", "sent", "retrying", "dead", "cancelled"
-# Attempt outcome of a push that stopped (worker killed) before the tool's answer was recorded:
-# the tool may or may not have the delivery, and the next push sends it again.
-INTERRUPTED = "interrupted"
+class InboxStatus(StrEnum):
+    PENDING = "pending"  # stored, not applied yet
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # a topic or an event the hub has nothing to do with
+    FAILED = "failed"  # its error is kept; `hub replay` tries it again
+
+
+class TriggerStatus(StrEnum):
+    FIRED = "fired"
+    CANCELLED = "cancelled"  # a moved renewal date took the reminder back
+    SKIPPED = "skipped"  # history: decided for the record, never sent
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    RETRYING = "retrying"
+    DEAD = "dead"  # the tool refused it, or every retry was spent
+    CANCELLED = "cancelled"  # superseded by a newer delivery of the same thing
+
+
+class AttemptOutcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    # A push that stopped (worker killed) before the tool's answer was recorded: the tool may
+    # or may not have the delivery, and the next push sends it again.
+    INTERRUPTED = "interrupted"
+
+
+PENDING, PROCESSED, IGNORED, FAILED = (InboxStatus.PENDING, InboxStatus.PROCESSED, InboxStatus.IGNORED,
+                                       InboxStatus.FAILED)
+OPEN_STATUSES = (PENDING, FAILED)
+QUEUED, SENT, RETRYING, DEAD, CANCELLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENT, DeliveryStatus.RETRYING,
+                                           DeliveryStatus.DEAD, DeliveryStatus.CANCELLED)
+INTERRUPTED = AttemptOutcome.INTERRUPTED
 
 
 class InboxEvent(Base):
@@ -57,7 +87,7 @@ class InboxEvent(Base):
     triggered_at: Mapped[datetime | None]
     shop: Mapped[str | None] = mapped_column(String(255))
     api_version: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    status: Mapped[InboxStatus] = mapped_column(Status(InboxStatus, 12), default=PENDING)
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None]
@@ -95,8 +125,7 @@ class Trigger(Base):
     properties: Mapped[dict] = mapped_column(default=dict)
     reason: Mapped[str | None] = mapped_column(Text)
     due_at: Mapped[datetime | None]
-    # "fired", "cancelled" (a moved renewal date), "skipped" (history, churned meanwhile)
-    status: Mapped[str] = mapped_column(String(12), default="fired")
+    status: Mapped[TriggerStatus] = mapped_column(Status(TriggerStatus, 12), default=TriggerStatus.FIRED)
     inbox_event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
 
@@ -120,7 +149,7 @@ class Delivery(Base):
     trigger_id: Mapped[int | None] = mapped_column(ForeignKey("trigger.id"))
     idempotency_key: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(12), default=QUEUED)
+    status: Mapped[DeliveryStatus] = mapped_column(Status(DeliveryStatus, 12), default=QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=now_utc)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -147,7 +176,7 @@ class DeliveryAttempt(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
     at: Mapped[datetime] = mapped_column(default=now_utc)
-    outcome: Mapped[str] = mapped_column(String(12))  # sent | retry | failed | interrupted
+    outcome: Mapped[AttemptOutcome] = mapped_column(Status(AttemptOutcome, 12))
     http_status: Mapped[int | None]
     latency_ms: Mapped[int | None]
     request_id: Mapped[str | None] = mapped_column(String(120))

@@ -2,14 +2,39 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from hub.db.types import Status
 from hub.models.base import Base, now_utc
 
-STATUSES = ("trialing", "active", "past_due", "paused", "canceled", "expired")
-LIVE_STATUSES = ("trialing", "active", "past_due", "paused")
+
+class SubscriptionStatus(StrEnum):
+    """Every platform's subscription states, mapped onto these by its normalizer."""
+
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class PaymentStatus(StrEnum):
+    NEW = "new"  # created by an event that named no outcome yet
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the platform may retry it
+    ACTION_REQUIRED = "action_required"  # the customer must confirm (3-D Secure)
+    RETRIES_EXHAUSTED = "retries_exhausted"  # failed, no retry to come
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"  # written off
+
+
+STATUSES = tuple(SubscriptionStatus)
+LIVE_STATUSES = (SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE,
+                 SubscriptionStatus.PAUSED)
 
 
 class Subscriber(Base):
@@ -78,7 +103,7 @@ class Subscription(Base):
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
     source: Mapped[str] = mapped_column(String(20))
     source_id: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[SubscriptionStatus] = mapped_column(Status(SubscriptionStatus, 20))
     plan: Mapped[str | None] = mapped_column(String(200))
     plan_id: Mapped[str | None] = mapped_column(String(200))
     interval: Mapped[str | None] = mapped_column(String(10))
@@ -119,8 +144,7 @@ class Payment(Base):
     subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id"))
     source: Mapped[str] = mapped_column(String(20))
     source_id: Mapped[str] = mapped_column(String(255))
-    # succeeded | failed | action_required | retries_exhausted | void | uncollectible
-    status: Mapped[str] = mapped_column(String(30))
+    status: Mapped[PaymentStatus] = mapped_column(Status(PaymentStatus, 30))
     amount: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
     attempt_count: Mapped[int] = mapped_column(default=0)
