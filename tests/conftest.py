@@ -19,6 +19,7 @@ from hub.context import use_hub
 from hub.db.engine import Storage
 from hub.models import Base
 from hub.queues import Queues
+from tests.postgres import postgres_url
 from tests.samples import TEST_SETTINGS
 
 
@@ -83,8 +84,7 @@ def _backends():
 
 @pytest.fixture(scope="session")
 def postgres_storage():
-    url = os.environ.get("HUB_TEST_POSTGRES_URL")
-    storage = Storage(url)
+    storage = Storage(postgres_url())
     with storage.engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     storage.upgrade()

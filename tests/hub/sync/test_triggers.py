@@ -1,5 +1,4 @@
 """Exactly once: the database keeps one trigger per (subscriber, rule, occasion)."""
-import os
 import threading
 from datetime import datetime, timezone
 
@@ -10,6 +9,7 @@ from hub.db.engine import Storage
 from hub.models import Base, Trigger
 from hub.sync.rules.state import Due
 from hub.sync.triggers import TriggerKey, insert_unique, insert_unique_bulk, trigger_row
+from tests.postgres import postgres_url
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 
@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 @pytest.fixture
 def storage(tmp_path):
     # HUB_TEST_POSTGRES_URL runs the same tests on PostgreSQL (the database is emptied).
-    storage = Storage(os.environ.get("HUB_TEST_POSTGRES_URL") or "sqlite:///" + str(tmp_path / "t.db"))
+    storage = Storage(postgres_url() or "sqlite:///" + str(tmp_path / "t.db"))
     Base.metadata.drop_all(storage.engine)
     Base.metadata.create_all(storage.engine)
     yield storage

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from datetime import datetime, timezone
 
 import pytest
@@ -10,6 +9,7 @@ import yaml
 
 from hub.sync.rules import params as params_
 from hub.sync.rules.state import PaymentState, SubscriberState, SubState, Window
+from tests.postgres import postgres_url
 
 DEFAULTS = yaml.safe_load(params_.DEFAULT_PATH.read_text())
 
@@ -81,7 +81,7 @@ class World:
         from hub.models import Base
 
         # HUB_TEST_POSTGRES_URL runs the same tests on PostgreSQL (the database is emptied).
-        url = os.environ.get("HUB_TEST_POSTGRES_URL") or "sqlite:///" + str(tmp_path / "hub.db")
+        url = postgres_url() or "sqlite:///" + str(tmp_path / "hub.db")
         self.storage = Storage(url)
         Base.metadata.drop_all(self.storage.engine)
         Base.metadata.create_all(self.storage.engine)
