@@ -61,6 +61,13 @@ _UTC = timezone.utc
 _SQLITE_FIELDS = re.sub(r"%\(\w+\)", "%", _SQLITE_DEFAULT)
 
 
+class StatusEnum(StrEnum):
+    """The statuses of one table. Its repr is the plain text, so counts keyed by status print
+    as they always did (`{'processed': 1}`) in command output and logs."""
+
+    __repr__ = str.__repr__
+
+
 class Status(TypeDecorator):
     """A status column: text in the database, one StrEnum of its table in Python. Writing a
     value the enum does not name fails at the flush that writes it, so a misspelt status
@@ -69,7 +76,7 @@ class Status(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def __init__(self, enum: type[StrEnum], length: int):
+    def __init__(self, enum: type[StatusEnum], length: int):
         super().__init__(length)
         self.enum = enum
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,24 +17,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from hub.db.types import Status
+from hub.db.types import Status, StatusEnum
 from hub.models.base import Base, now_utc
 
 
-class InboxStatus(StrEnum):
+class InboxStatus(StatusEnum):
     PENDING = "pending"  # stored, not applied yet
     PROCESSED = "processed"
     IGNORED = "ignored"  # a topic or an event the hub has nothing to do with
     FAILED = "failed"  # its error is kept; `hub replay` tries it again
 
 
-class TriggerStatus(StrEnum):
+class TriggerStatus(StatusEnum):
     FIRED = "fired"
     CANCELLED = "cancelled"  # a moved renewal date took the reminder back
     SKIPPED = "skipped"  # history: decided for the record, never sent
 
 
-class DeliveryStatus(StrEnum):
+class DeliveryStatus(StatusEnum):
     QUEUED = "queued"
     SENT = "sent"
     RETRYING = "retrying"
@@ -43,7 +42,7 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"  # superseded by a newer delivery of the same thing
 
 
-class AttemptOutcome(StrEnum):
+class AttemptOutcome(StatusEnum):
     SENT = "sent"
     RETRY = "retry"
     FAILED = "failed"

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from hub.db.types import Status
+from hub.db.types import Status, StatusEnum
 from hub.models.base import Base, now_utc
 
 
-class SubscriptionStatus(StrEnum):
+class SubscriptionStatus(StatusEnum):
     """Every platform's subscription states, mapped onto these by its normalizer."""
 
     TRIALING = "trialing"
@@ -22,7 +21,7 @@ class SubscriptionStatus(StrEnum):
     EXPIRED = "expired"
 
 
-class PaymentStatus(StrEnum):
+class PaymentStatus(StatusEnum):
     NEW = "new"  # created by an event that named no outcome yet
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # the platform may retry it
