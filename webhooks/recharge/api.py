@@ -15,6 +15,7 @@ a 429 waits as long as Retry-After says, else until the bucket has leaked room f
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import requests
 
@@ -28,12 +29,38 @@ API_VERSION = "2021-11"
 BUCKET_SIZE, LEAK_PER_S = 40, 2.0
 RETRIES = 8
 TIMEOUT_S = 30
+HUB_PATH = "/webhooks/recharge"  # where the hub takes Recharge's webhooks
 
 # The portal page a hub link opens, by the link's purpose: the payment methods page to replace
 # a card, the subscriptions page for the rest (page_destination,
 # https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessOptions/).
 PORTAL_PAGES = {UPDATE_PAYMENT: "payment_methods"}
 PORTAL_DEFAULT_PAGE = "subscriptions"
+
+
+@dataclass
+class WebhookPlan:
+    """What registration has to do: topics with no webhook of the hub's, and the hub's
+    webhooks (id, topic) that point elsewhere (HUB_BASE_URL changed)."""
+
+    create: list[str] = field(default_factory=list)
+    repoint: list[tuple[object, str]] = field(default_factory=list)
+
+
+def plan_webhooks(existing: list[dict], topics, address: str) -> WebhookPlan:
+    """The webhooks to make or move so every topic posts to `address` (pure). A webhook is the
+    hub's when it posts to `address`, or to another host's /webhooks/recharge."""
+    plan = WebhookPlan()
+    for topic in sorted(topics):
+        mine = [w for w in existing if w.get("topic") == topic]
+        if any(w.get("address") == address for w in mine):
+            continue
+        moved = next((w for w in mine if str(w.get("address", "")).endswith(HUB_PATH)), None)
+        if moved is not None:
+            plan.repoint.append((moved["id"], topic))
+        else:
+            plan.create.append(topic)
+    return plan
 
 
 class RechargeAPIError(Exception):
@@ -111,6 +138,8 @@ class Client:
                 return
 
     # Webhooks (hub install) -------------------------------------------------------------
+    # One webhook per topic, `{"address", "topic"}`, made with POST /webhooks and moved with
+    # PUT /webhooks/{id} (https://developer.rechargepayments.com/2021-11/webhooks_endpoints).
 
     def webhooks(self) -> list[dict]:
         return list(self.pages("webhooks"))
