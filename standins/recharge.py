@@ -117,16 +117,25 @@ class FakeRecharge(LoopbackServer):
             return {"errors": "Too many requests: the API call limit is 40 calls, leaking 2 per second."}
         return {"errors": message}
 
-    def _spend(self) -> tuple[int, dict, dict] | None:
-        """Count one call in the bucket; the 429 answer when it is full."""
+    def _leak(self) -> None:
         now = time.monotonic()
         self._level = max(0.0, self._level - (now - self._leaked_at) * LEAK_PER_S)
         self._leaked_at = now
+
+    def _spend(self) -> tuple[int, dict, dict] | None:
+        """Count one call in the bucket; the 429 answer when it is full."""
+        self._leak()
         if self._level + 1 > BUCKET_SIZE:
             self.throttled += 1
             return 429, self.error_body(429, ""), {"X-Recharge-Limit": f"{BUCKET_SIZE}/{BUCKET_SIZE}"}
         self._level += 1
         return None
+
+    def spend(self, calls: int) -> None:
+        """Calls the store's other apps make with the same token: they fill the same bucket."""
+        with self.lock:
+            self._leak()
+            self._level = min(float(BUCKET_SIZE), self._level + calls)
 
     def _limit_header(self) -> dict:
         return {"X-Recharge-Limit": f"{int(self._level + 0.999)}/{BUCKET_SIZE}"}

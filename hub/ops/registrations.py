@@ -216,8 +216,8 @@ def _recharge_blocked(settings, registering: bool = False) -> Check | None:
 def _recharge_refused(exc) -> Check:
     if _refused(exc.status):
         return Check("Recharge", WRONG, f"RECHARGE_API_KEY refused (HTTP {exc.status}): create an Admin API token "
-                     "(Recharge → Apps & integrations → API tokens) with read access to customers, "
-                     "subscriptions and charges and write access to webhooks")
+                     "(Recharge → Tools and apps → API tokens) that reads customers, subscriptions and "
+                     "charges and has write_webhooks")
     return Check("Recharge", WRONG, f"Recharge did not answer as expected: {exc}")
 
 
@@ -240,8 +240,8 @@ def check_recharge(settings) -> Check:
         return Check("Recharge", WRONG, f"token ok; {problem}")
     missing = plan.create + [topic for _, topic in plan.repoint]
     if missing:
-        # Recharge deletes a webhook whose deliveries keep failing for 48 hours
-        # (https://docs.getrecharge.com/docs/webhooks-resources).
+        # "Recharge's system will attempt to send the same webhook 20 times over 48 hours ... If the
+        # request fails each time ... we will delete this webhook" (https://docs.getrecharge.com/docs/webhooks-overview).
         return Check("Recharge", WRONG, f"{len(missing)} of {len(RECHARGE_TOPICS)} webhooks missing or elsewhere "
                      f"({_names(missing)}): run `hub install`")
     return Check("Recharge", OK, f"token ok, {len(RECHARGE_TOPICS)} webhooks at {url}")
