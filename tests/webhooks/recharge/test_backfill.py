@@ -112,3 +112,20 @@ def test_the_command_backfills_recharge_to_stored_subscribers(hub, monkeypatch):
     with hub.storage.session() as s:
         emails = set(s.scalars(select(Subscriber.email).where(Subscriber.recharge_customer_id.is_not(None))))
     assert emails == {f"rc{i}@example.com" for i in range(12)}
+
+
+def test_a_refunded_charge_is_stored_as_paid_then_refunded_and_skipped_charges_not_at_all(hub):
+    with FakeRecharge(token=TOKEN) as rc:
+        recharge_world(rc, customers=3, subscribed=3)
+        rc.charges[0]["status"] = "refunded"
+        rc.charges[0]["total_refunds"] = rc.charges[0]["total_price"]
+        rc.charges[1].update(status="error", retry_date=None, charge_attempts=5)
+        rc.charges[2]["status"] = "skipped"
+        with_recharge(hub, rc)
+        backfill.run(hub, "recharge", progress=quiet())
+    with hub.storage.session() as s:
+        topics = sorted(s.scalars(select(InboxEvent.topic).where(InboxEvent.topic.like("charge/%"))))
+        payments = dict(s.execute(select(Payment.source_id, Payment.status)).all())
+    assert topics == ["charge/max_retries_reached", "charge/paid", "charge/refunded"]
+    assert payments["7000"] == "succeeded" and "7002" not in payments
+    assert payments["7001"] == "retries_exhausted"  # no retry_date: Recharge tries no more
