@@ -55,7 +55,9 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 250
 # (https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessResponse);
 # page_destination picks the page, payment_methods among them
 # (https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessOptions/).
-# The docs give no lifetime for the token; the stand-in keeps it an hour.
+# The docs give no lifetime for the token; the stand-in keeps it an hour. The Admin API path,
+# GET /customers/{id}/get_portal_access, could not be traced to a stored page: check it
+# against developer.rechargepayments.com before relying on it.
 PORTAL_DESTINATIONS = ("payment_methods", "subscriptions", "shipping", "delivery_schedule", "orders", "overview")
 PORTAL_TOKEN_S = 3600
 

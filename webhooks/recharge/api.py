@@ -153,7 +153,8 @@ class Client:
     # Customer portal (hub links) ---------------------------------------------------------
 
     def portal_url(self, customer_id: str, page: str) -> str:
-        """The customer's portal page with a temporary token (portal_url of portal access)."""
+        """The customer's portal page with a temporary token (portal_url of portal access;
+        the path is the one standins/recharge.py models, not yet traced to Recharge's docs)."""
         answer = self.call("GET", f"customers/{customer_id}/get_portal_access", {"page_destination": page})
         # The storefront API answers the access object bare; a wrapped one is read too.
         access = answer.get("customer_portal_access") or answer
