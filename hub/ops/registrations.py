@@ -9,6 +9,8 @@ registrations that went missing (watch) for the dashboard.
   set on the app in the Dev Dashboard, not through the API.
 - Stripe: one webhook endpoint for the event types the hub handles.
 - Chargebee: no registration through the API; the line says what to set in Chargebee.
+- Recharge (when RECHARGE_API_KEY is set): one webhook per topic the hub handles
+  (`POST /webhooks`), at HUB_BASE_URL/webhooks/recharge.
 - HubSpot: the property group and custom contact properties of mappings/hubspot.yaml;
   ActiveCampaign: the custom fields and stage tags of mappings/activecampaign.yaml.
 
@@ -32,6 +34,8 @@ from connectors.klaviyo import KlaviyoConnector, _unvalidated
 from hub.config import Settings
 from hub.models import Checkpoint
 from hub.ops.dashboard import REGISTRATIONS
+from webhooks.recharge import api as recharge_api
+from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
 from webhooks.shopify import api as shopify_api
 from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
 from webhooks.stripe import api as stripe_api
@@ -197,6 +201,52 @@ def check_chargebee(settings) -> Check:
     return Check("Chargebee", OK, f"site {settings.CHARGEBEE_SITE}, webhook basic auth set")
 
 
+def _recharge_blocked(settings, registering: bool = False) -> Check | None:
+    """The line when Recharge cannot be checked or, `registering`, registered with (off, no
+    secret, no public URL for its webhooks)."""
+    if not settings.RECHARGE_API_KEY:
+        return Check("Recharge", OFF, "not configured (set RECHARGE_API_KEY and RECHARGE_WEBHOOK_SECRET)")
+    if not settings.RECHARGE_WEBHOOK_SECRET:
+        return Check("Recharge", WRONG, "set RECHARGE_WEBHOOK_SECRET (the API client secret of the token's app: "
+                     "Recharge signs webhooks with it), else every Recharge webhook is refused")
+    problem = _public_url_problem(settings) if registering else None
+    return Check("Recharge", WRONG, problem) if problem else None
+
+
+def _recharge_refused(exc) -> Check:
+    if _refused(exc.status):
+        return Check("Recharge", WRONG, f"RECHARGE_API_KEY refused (HTTP {exc.status}): create an Admin API token "
+                     "(Recharge → Tools and apps → API tokens) that reads customers, subscriptions and "
+                     "charges and has write_webhooks")
+    return Check("Recharge", WRONG, f"Recharge did not answer as expected: {exc}")
+
+
+def _recharge_plan(settings) -> tuple[recharge_api.Client, recharge_api.WebhookPlan, str]:
+    client = recharge_api.Client(settings, retries=2)
+    url = webhook_url(settings, "recharge")
+    return client, recharge_api.plan_webhooks(client.webhooks(), RECHARGE_TOPICS, url), url
+
+
+def check_recharge(settings) -> Check:
+    blocked = _recharge_blocked(settings)
+    if blocked is not None:
+        return blocked
+    try:
+        _, plan, url = _recharge_plan(settings)
+    except recharge_api.RechargeAPIError as exc:
+        return _recharge_refused(exc)
+    problem = _public_url_problem(settings)
+    if problem:
+        return Check("Recharge", WRONG, f"token ok; {problem}")
+    missing = plan.create + [topic for _, topic in plan.repoint]
+    if missing:
+        # "Recharge's system will attempt to send the same webhook 20 times over 48 hours ... If the
+        # request fails each time ... we will delete this webhook" (https://docs.getrecharge.com/docs/webhooks-overview).
+        return Check("Recharge", WRONG, f"{len(missing)} of {len(RECHARGE_TOPICS)} webhooks missing or elsewhere "
+                     f"({_names(missing)}): run `hub install`")
+    return Check("Recharge", OK, f"token ok, {len(RECHARGE_TOPICS)} webhooks at {url}")
+
+
 def _connector(settings, name):
     return connectors.build(name, settings)
 
@@ -254,10 +304,12 @@ def check_activecampaign(settings) -> Check:
                  "(check ACTIVECAMPAIGN_URL, e.g. https://youraccount.api-us1.com)")
 
 
-CHECKS = (check_shopify, check_stripe, check_chargebee, check_klaviyo, check_hubspot, check_activecampaign)
-WATCHED = (check_shopify, check_stripe)  # the sources whose registrations can vanish on their side
-_NAMES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee", "klaviyo": "Klaviyo",
-          "hubspot": "HubSpot", "activecampaign": "ActiveCampaign"}
+CHECKS = (check_shopify, check_stripe, check_chargebee, check_recharge, check_klaviyo, check_hubspot,
+          check_activecampaign)
+# The sources whose registrations can vanish on their side.
+WATCHED = (check_shopify, check_stripe, check_recharge)
+_NAMES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee", "recharge": "Recharge",
+          "klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign"}
 
 
 def _each(steps, settings) -> list[Check]:
@@ -272,7 +324,7 @@ def _each(steps, settings) -> list[Check]:
 
 
 def watch_registrations(settings) -> list[dict]:
-    """The webhook registrations (Shopify subscriptions, Stripe endpoint) that are missing now.
+    """The webhook registrations (Shopify subscriptions, Stripe endpoint, Recharge webhooks) missing now.
 
     Shopify deletes a subscription after 8 failed deliveries; the dashboard shows what this finds.
     """
@@ -395,6 +447,27 @@ def install_chargebee(settings) -> Check:
                  "CHARGEBEE_WEBHOOK_USER / CHARGEBEE_WEBHOOK_PASSWORD, API version v2")
 
 
+def install_recharge(settings) -> Check:
+    """Make a webhook for every topic the hub handles and move the hub's ones to HUB_BASE_URL."""
+    blocked = _recharge_blocked(settings, registering=True)
+    if blocked is not None:
+        return blocked
+    try:
+        client, plan, url = _recharge_plan(settings)
+        for topic in plan.create:
+            client.create_webhook(url, topic)
+        for webhook_id, _ in plan.repoint:
+            client.point_webhook(webhook_id, url)
+    except recharge_api.RechargeAPIError as exc:
+        return _recharge_refused(exc)
+    topics = len(RECHARGE_TOPICS)
+    if not plan.create and not plan.repoint:
+        return Check("Recharge", OK, f"no change: {topics} webhooks at {url}")
+    done = [f"created {len(plan.create)}"] if plan.create else []
+    done += [f"re-pointed {len(plan.repoint)}"] if plan.repoint else []
+    return Check("Recharge", OK, f"{', '.join(done)} of {topics} webhooks at {url}")
+
+
 def install_klaviyo(settings) -> Check:
     """Klaviyo takes profile properties as they come: nothing to create."""
     check = check_klaviyo(settings)
@@ -439,8 +512,8 @@ def install_activecampaign(settings) -> Check:
     return _created_line("ActiveCampaign", created, f"{fields} custom fields and the stage tags present")
 
 
-INSTALLS = (install_shopify, install_stripe, install_chargebee, install_klaviyo, install_hubspot,
-            install_activecampaign)
+INSTALLS = (install_shopify, install_stripe, install_chargebee, install_recharge, install_klaviyo,
+            install_hubspot, install_activecampaign)
 
 
 def install_all(settings) -> list[Check]:

@@ -78,7 +78,7 @@ def world(database_url):
 def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     first, lines = world.run()
     assert first.exit_code == 0, first.output
-    assert len(first.output.splitlines()) == 6  # one line per tool
+    assert len(first.output.splitlines()) == 7  # one line per tool
     # Shopify: one subscription per handled topic, at the hub's URL, in the pinned version.
     registered = {(n["topic"], n["uri"]) for n in world.shopify.subscriptions.values()}
     wanted = {t.replace("/", "_").upper() for t in SHOPIFY_TOPICS if t not in COMPLIANCE}

@@ -60,7 +60,7 @@ def test_every_configured_tool_is_checked_and_ok():
         checks = _by_tool(settings)
         checked = shop.requests[requests_before:]
     assert {t: c.status for t, c in checks.items()} == {
-        "Shopify": "ok", "Stripe": "ok", "Chargebee": "ok", "Klaviyo": "ok", "HubSpot": "ok",
+        "Shopify": "ok", "Stripe": "ok", "Chargebee": "ok", "Recharge": "off", "Klaviyo": "ok", "HubSpot": "ok",
         "ActiveCampaign": "ok"}, checks
     assert "2026-10" in checks["Shopify"].message  # the pinned API version is shown
     assert "acct_standin" in checks["Stripe"].message

@@ -1,9 +1,10 @@
 """Recharge, the subscription app most Shopify subscription merchants run: its webhooks
-(webhook.py). Listing for backfill, customer-portal links and orchestrated retries are not
-declared yet: the hub takes what Recharge posts."""
+(webhook.py), the Admin API lists for backfill and reconciliation (backfill.py, api.py), and
+the customer portal behind hub links (api.customer_page_url). Orchestrated retries are not
+declared: Recharge retries charges itself."""
 from __future__ import annotations
 
-from webhooks.recharge import webhook
+from webhooks.recharge import api, backfill, webhook
 from webhooks.source import Source
 
 SOURCE = Source(
@@ -12,4 +13,8 @@ SOURCE = Source(
     verify=webhook.verify,
     describe=webhook.describe,
     topics=webhook.TOPICS,
+    lister=backfill.LISTER,
+    page_name="Recharge customer portal",
+    customer_page=api.customer_page_url,
+    linkable=api.is_configured,
 )
