@@ -1,4 +1,4 @@
-"""`hub backfill [--source shopify|stripe|chargebee] [--since DATE] [--restart]`.
+"""`hub backfill [--source shopify|stripe|chargebee|recharge] [--since DATE] [--restart]`.
 
 Imports existing customers, subscriptions, orders and invoices through the platforms'
 paginated APIs and the same inbox, normalizers and model as webhooks (hub/ops/backfill.py).
@@ -18,7 +18,7 @@ from hub.commands import SourceChoice, command_hub
 @click.command("backfill")
 @click.option("--source", type=SourceChoice(), help="One source (default: every configured one).")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-              help="Only objects created (Stripe) or updated (Shopify, Chargebee) since this UTC date.")
+              help="Only objects created (Stripe) or updated (Shopify, Chargebee, Recharge) since this UTC date.")
 @click.option("--restart", is_flag=True, help="Start over instead of continuing the last run.")
 def command(source: str | None, since: datetime | None, restart: bool):
     """Import existing customers, subscriptions, orders and invoices (resumable)."""
@@ -29,7 +29,7 @@ def command(source: str | None, since: datetime | None, restart: bool):
     names = [source] if source else backfill.configured(hub.settings)
     if not names:
         raise click.ClickException("no source is configured: set SHOPIFY_SHOP + SHOPIFY_ACCESS_TOKEN, "
-                                   "STRIPE_API_KEY, or CHARGEBEE_SITE + CHARGEBEE_API_KEY")
+                                   "STRIPE_API_KEY, CHARGEBEE_SITE + CHARGEBEE_API_KEY, or RECHARGE_API_KEY")
     since = since.replace(tzinfo=timezone.utc) if since else None
     progress = backfill.Progress(out=sys.stderr)
     failed = False
