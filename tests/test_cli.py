@@ -7,17 +7,21 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
+from hub import cli
 from hub.cli import main
 from hub.models import InboxEvent, Subscriber
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import attempts_of
 from tests.conftest import free_port
 from tests.samples import API_HEADERS, SECRETS, post, signed, stripe_event
+
+COMMANDS_DIR = Path(cli.__file__).parent / "commands"
 
 
 @pytest.fixture
@@ -130,13 +134,15 @@ def _fresh_python(code: str, tmp_path, **env) -> str:
 
 
 def test_hub_help_lists_every_command_without_loading_sdks_or_servers(tmp_path):
-    """`hub --help` answers at once: the SDKs, web servers and RQ load only for the command using them."""
+    """`hub --help` answers at once: the database layer, Redis, the SDKs, web servers and RQ
+    load only for the command using them."""
     out = _fresh_python(
         "import contextlib, io, sys\n"
         "from hub.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as help_text, contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
-        "heavy = ('stripe', 'klaviyo_api', 'hubspot', 'shopify', 'granian', 'gunicorn', 'flask', 'rq')\n"
+        "heavy = ('sqlalchemy', 'redis', 'stripe', 'klaviyo_api', 'hubspot', 'shopify', 'granian', 'gunicorn',\n"
+        "         'flask', 'rq', 'hub.commands')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "print(help_text.getvalue())\n", tmp_path)
     loaded, help_text = out.split("\n", 1)
@@ -144,6 +150,15 @@ def test_hub_help_lists_every_command_without_loading_sdks_or_servers(tmp_path):
     for name in ("backfill", "db", "deliveries", "demo", "install", "reconcile", "replay", "run", "serve",
                  "sweep", "user", "worker"):
         assert f"\n  {name} " in help_text
+
+
+def test_each_command_in_hub_help_is_summarised_by_its_own_first_line():
+    """The group's summaries, shown without loading the commands, say what each command says."""
+    assert sorted(cli.COMMANDS) == sorted(p.stem for p in COMMANDS_DIR.glob("*.py") if p.stem != "__init__")
+    for name, summary in cli.COMMANDS.items():
+        command = main.get_command(None, name)
+        assert command.name == name
+        assert command.get_short_help_str(limit=200) == summary
 
 
 def test_the_hourly_registration_check_runs_without_the_commands(tmp_path):

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import click
 
 from hub.commands import SourceChoice, command_hub
+from hub.ops import backfill
 
 
 @click.command("backfill")
@@ -22,8 +23,6 @@ from hub.commands import SourceChoice, command_hub
 @click.option("--restart", is_flag=True, help="Start over instead of continuing the last run.")
 def command(source: str | None, since: datetime | None, restart: bool):
     """Import existing customers, subscriptions, orders and invoices (resumable)."""
-    # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
-    from hub.ops import backfill  # noqa: PLC0415
 
     hub = command_hub(upgrade=True, check_rules=False)
     names = [source] if source else backfill.configured(hub.settings)

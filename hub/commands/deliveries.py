@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from hub.commands import command_hub, push_soon
+from hub.sync import outbox
 
 
 @click.group("deliveries")
@@ -16,8 +17,6 @@ def command():
 @click.option("--dead", is_flag=True, help="Every dead-lettered delivery.")
 def retry(ids, dead):
     """Send failed or dead-lettered deliveries again."""
-    # Start-up cost: the outbox loads every connector's SDK.
-    from hub.sync import outbox  # noqa: PLC0415
 
     if not ids and not dead:
         raise click.UsageError("name --id N (repeatable) or --dead")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from hub.demo.runner import DemoError, Options, run
+
 
 @click.command("demo")
 @click.option("--subscribers", default=300, show_default=True, type=click.IntRange(1, 100_000),
@@ -19,8 +21,6 @@ import click
 @click.option("--exit", "exit_", is_flag=True, help="Stop once the login is printed (for scripts and tests).")
 def command(subscribers, months, seed, host, port, folder, exit_):
     """A simulated store, end to end: signed webhooks in, stand-ins of the tools out."""
-    # Start-up cost: the demo's store, stand-ins and SDKs, for this command alone.
-    from hub.demo.runner import DemoError, Options, run  # noqa: PLC0415
 
     options = Options(folder=Path(folder), subscribers=subscribers, months=months, seed=seed,
                       host=host, port=port)

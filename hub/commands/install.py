@@ -8,11 +8,11 @@ import click
 
 from hub.config import Settings
 from hub.db.engine import Storage
+from hub.ops import registrations
+from hub.sync import compliance
 
 
 def _forget_uninstall(settings) -> None:
-    # Start-up cost: compliance reaches the outbox, and with it every connector's SDK.
-    from hub.sync import compliance  # noqa: PLC0415
 
     storage = Storage(settings.DATABASE_URL)
     try:
@@ -30,7 +30,6 @@ def command(check_only, reinstalled):
     """Check every credential and register the hub's webhooks, properties and fields."""
     # Start-up cost: the platforms' and tools' SDKs (Stripe, Klaviyo, HubSpot), which every
     # other command of `hub` would otherwise load too.
-    from hub.ops import registrations  # noqa: PLC0415
 
     settings = Settings.from_env()
     if reinstalled:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import click
 
 from hub.commands import SourceChoice, command_hub
+from hub.ops import reconcile
 
 
 @click.command("reconcile")
 @click.option("--source", type=SourceChoice(), help="One source (default: every configured one).")
 def command(source: str | None):
     """Poll each source for changes since the last run and apply what webhooks missed."""
-    # Start-up cost: the platforms' SDKs and the pipeline, which other commands do without.
-    from hub.ops import reconcile  # noqa: PLC0415
 
     hub = command_hub(upgrade=True, check_rules=False)
     report = reconcile.run(hub, sources=[source] if source else None)

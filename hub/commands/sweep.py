@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import click
 
 from hub.commands import command_hub, push_soon
+from hub.jobs import run_time_rules
 from hub.values import utc
 
 
@@ -13,8 +14,6 @@ from hub.values import utc
 @click.option("--at", "at", default=None, help="ISO-8601 instant (default: now).")
 def command(at):
     """Run every time rule as of an instant."""
-    # Start-up cost: RQ, the rule families and the outbox (every connector's SDK).
-    from hub.jobs import run_time_rules  # noqa: PLC0415
 
     hub = command_hub()
     try:
