@@ -31,8 +31,10 @@ from hub.models import Subscriber, Subscription
 
 # Sources whose subscriptions are the subscription app's own record: they win over an inference.
 AUTHORITATIVE = ("recharge", "shopify")
-# Without a cadence (one order of a plan whose name says none), a month is assumed for lapsing only.
-UNKNOWN_CADENCE = ("month", 1)
+# Without a cadence (one order of a plan whose name says none) the hub cannot tell a yearly plan from
+# a cancelled monthly one; it lapses only after a year, since a Win Back sent to a customer who still
+# subscribes is worse than a late one.
+UNKNOWN_CADENCE = ("year", 1)
 _WORDS = {"a": 1, "an": 1, "one": 1, "other": 2, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
           "eight": 8, "twelve": 12}
 _UNITS = {"day": "day", "week": "week", "month": "month", "year": "year", "wk": "week", "mo": "month",

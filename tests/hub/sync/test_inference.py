@@ -140,3 +140,14 @@ def test_renewal_reminders_skip_an_estimated_renewal_date():
     assert renewal.reminders(sub(source="shopify", **estimate), day("2026-11-24"), at("2026-11-24T06:00"), p)
     assert renewal.reminders(sub(source=ev.INFERRED_SOURCE, **estimate), day("2026-11-24"),
                              at("2026-11-24T06:00"), p) == []
+
+
+def test_a_plan_seen_once_without_a_cadence_lapses_only_a_year_later(client, hub):
+    send(client, hub, "orders/paid", order(1, FIRST))
+    [held] = subscriptions(client)
+    assert held["interval"] is None and held["next_renewal_at"] is None
+    grace = timedelta(days=hub.settings.SHOPIFY_INFERRED_GRACE_DAYS)
+    run_time_rules(hub, FIRST + timedelta(days=364) + grace)
+    assert subscriptions(client)[0]["status"] == "active"
+    run_time_rules(hub, FIRST + timedelta(days=366) + grace)
+    assert subscriptions(client)[0]["status"] == "expired"
