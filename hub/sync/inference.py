@@ -141,7 +141,8 @@ def inferred_fields(held: Subscription | None, line: PlanLine, at: datetime, cur
     interval, count = stated or learnt or known or (None, None)
     fields = {"interval": interval, "interval_count": count}
     if last is not None and at <= last:
-        fields["next_renewal_at"] = plus(last, interval, count) if interval else held.next_renewal_at
+        if held.status == "active" and interval:
+            fields.update(next_renewal_at=plus(last, interval, count), current_period_end=plus(last, interval, count))
         return fields
     plan = line.title or line.plan_name
     if line.title and line.plan_name:

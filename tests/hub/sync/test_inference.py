@@ -151,3 +151,16 @@ def test_a_plan_seen_once_without_a_cadence_lapses_only_a_year_later(client, hub
     assert subscriptions(client)[0]["status"] == "active"
     run_time_rules(hub, FIRST + timedelta(days=366) + grace)
     assert subscriptions(client)[0]["status"] == "expired"
+
+
+def test_an_order_older_than_the_last_renewal_moves_nothing_back(client, hub):
+    send(client, hub, "orders/paid", order(2, FIRST + timedelta(days=14)))
+    send(client, hub, "orders/paid", order(1, FIRST))  # delivered late
+    [held] = subscriptions(client)
+    assert held["current_period_start"].startswith("2026-09-15T15:00")
+    assert (held["interval"], held["interval_count"]) == ("week", 2)  # the gap still teaches the cadence
+    assert held["next_renewal_at"].startswith("2026-09-29T15:00")
+    run_time_rules(hub, FIRST + timedelta(days=60))
+    send(client, hub, "orders/paid", order(3, FIRST + timedelta(days=7)))  # older still, after the lapse
+    [held] = subscriptions(client)
+    assert held["status"] == "expired" and held["next_renewal_at"] is None
