@@ -72,8 +72,10 @@ def cadence_of_gap(gap: timedelta) -> tuple[str, int] | None:
     years = round(days / 365.25)
     if years >= 1 and abs(days - 365.25 * years) <= 3:
         return "year", years
+    # Monthly orders come 28 to 31 days apart, a few days more after a retried payment: a gap
+    # of 27 to 34 days reads as a month (a plan "every 4 weeks" says so in its name).
     months = round(days / 30.44)
-    if months >= 1 and abs(days - 30.44 * months) <= 1.5 + months / 2:
+    if months >= 1 and abs(days - 30.44 * months) <= 3 + months / 2:
         return "month", months
     weeks = round(days / 7)
     if weeks >= 1 and abs(days - 7 * weeks) <= 1:

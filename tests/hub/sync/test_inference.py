@@ -39,8 +39,9 @@ def test_cadence_is_read_from_the_selling_plan_name(name, expected):
 
 
 @pytest.mark.parametrize("days, expected", [
-    (7, ("week", 1)), (14, ("week", 2)), (15, ("week", 2)), (28, ("week", 4)), (30, ("month", 1)),
-    (31, ("month", 1)), (61, ("month", 2)), (91, ("month", 3)), (365, ("year", 1)), (10, ("day", 10)),
+    (7, ("week", 1)), (14, ("week", 2)), (15, ("week", 2)), (21, ("week", 3)), (28, ("month", 1)),
+    (30, ("month", 1)), (33, ("month", 1)), (42, ("week", 6)), (61, ("month", 2)), (91, ("month", 3)),
+    (365, ("year", 1)), (10, ("day", 10)), (24, ("day", 24)),
 ])
 def test_cadence_is_learnt_from_the_gap_between_two_orders(days, expected):
     assert cadence_of_gap(timedelta(days=days, hours=3)) == expected
