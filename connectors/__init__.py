@@ -25,8 +25,8 @@ CONNECTORS: dict[str, type[Connector]] = {
 }
 
 # The canonical profile fields (hub.sync.outbox.profile_fields) and their default names in every tool.
-PROFILE_FIELDS = ("stage", "health_score", "tier", "points", "subscription_status", "plan", "mrr",
-                  "next_renewal_at", "lifetime_value")
+PROFILE_FIELDS = ("stage", "health_score", "tier", "points", "subscription_status", "subscription_source", "plan",
+                  "mrr", "next_renewal_at", "lifetime_value")
 DEFAULT_FIELDS = {f: f"hub_{f}" for f in PROFILE_FIELDS}
 
 _COMMON_KEYS = ("send", "fields", "triggers", "rate_limits")

@@ -33,6 +33,8 @@ class Settings:
                                     "`hub install --check` says when Shopify served another one.")
     SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` "
                                   "(stand-ins in tests).")
+    SHOPIFY_INFERRED_GRACE_DAYS: int = _doc(14, "Days past its estimated next renewal after which a subscription "
+                                            "inferred from selling-plan orders lapses (no order came).")
     STRIPE_API_KEY: str = _doc("", "Stripe secret or restricted key.", secret=True)
     STRIPE_WEBHOOK_SECRET: str = _doc("", "Signing secret (`whsec_…`) of the Stripe webhook endpoint.", secret=True)
     STRIPE_API_BASE: str = _doc("", "Stripe API base URL; default Stripe's own (stand-ins in tests).")

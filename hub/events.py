@@ -34,6 +34,18 @@ DATA_REQUEST = "data.request"
 APP_UNINSTALLED = "app.uninstalled"
 INVENTORY_CHANGED = "inventory.changed"
 
+# Where a subscription's facts come from, as flows see it (the `hub_subscription_source`
+# profile property): the subscription's source, except that a Shopify subscription is either
+# a contract the hub's app owns or one inferred from the selling-plan orders another app makes.
+INFERRED_SOURCE = "shopify_inferred"
+_SUBSCRIPTION_SOURCES = {"shopify": "shopify_contract"}
+
+
+def subscription_source(source: str | None) -> str | None:
+    """The `hub_subscription_source` value of a subscription held under `source`."""
+    return _SUBSCRIPTION_SOURCES.get(source, source) if source else None
+
+
 # Shapes of `data` per event (every key optional unless the event is meaningless without it).
 _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "interval_count",
                       "amount", "currency", "quantity", "current_period_start",

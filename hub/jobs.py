@@ -9,7 +9,7 @@ from rq import SimpleWorker
 from hub.context import Hub, current_hub
 from hub.errors import DrainerBusy
 from hub.ops import dashboard, reconcile
-from hub.sync import outbox, rules
+from hub.sync import inference, outbox, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
 
@@ -78,8 +78,9 @@ def push_batch_job(connector: str) -> dict:
 def run_time_rules(hub: Hub, now: datetime) -> dict:
     """Every time rule as of `now`, its triggers planned into the outbox; counts per rule."""
     with hub.storage.session() as session:
+        lapsed = inference.lapse(session, now, hub.settings.SHOPIFY_INFERRED_GRACE_DAYS)
         report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
-        outbox.plan_sweep(session, hub.settings, report.trigger_ids, report.subscriber_ids)
+        outbox.plan_sweep(session, hub.settings, report.trigger_ids, {*report.subscriber_ids, *lapsed})
     return report.counts
 
 

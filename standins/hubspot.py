@@ -23,7 +23,7 @@ from standins.loopback import Call, LoopbackServer
 
 STANDARD_PROPERTIES = {"email", "firstname", "lastname", "phone", "lifecyclestage", "hs_object_id"}
 HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hub_subscription_status",
-                  "hub_plan", "hub_mrr", "hub_next_renewal_at", "hub_lifetime_value"}
+                  "hub_subscription_source", "hub_plan", "hub_mrr", "hub_next_renewal_at", "hub_lifetime_value"}
 # The legal bases HubSpot accepts when a subscription status changes.
 LEGAL_BASES = {"CONSENT_WITH_NOTICE", "LEGITIMATE_INTEREST_CLIENT", "LEGITIMATE_INTEREST_OTHER",
                "LEGITIMATE_INTEREST_PQL", "NON_GDPR", "PERFORMANCE_OF_CONTRACT", "PROCESS_AND_STORE"}

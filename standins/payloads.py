@@ -1,14 +1,16 @@
-"""The simulated store's happenings (store.py beside this module) as Shopify's and Stripe's webhooks.
+"""The simulated store's happenings (store.py beside this module) as Shopify's, Recharge's and Stripe's webhooks.
 
 Each platform class turns one Happening into the webhooks that platform sends for it,
 signed as the platform signs them, in the shapes of the samples the normalizers are tested
-with (tests/samples/shopify/, tests/fixtures/stripe/pay/: Shopify API 2026-10 with
-contracts and billing attempts carrying ids only; Stripe API 2025-03-31 "basil", periods on
-subscription items, an invoice's subscription under `parent`).
+with (tests/samples/shopify/, tests/samples/recharge/, tests/fixtures/stripe/pay/: Shopify API
+2026-10, Recharge API 2021-11, Stripe API 2025-03-31 "basil", periods on subscription items,
+an invoice's subscription under `parent`).
 
-Shopify's contract webhooks name the contract only: the hub fetches it from the Admin
-GraphQL API, so ShopifyWebhooks keeps the stand-in's contracts (shopify.py)
-up to date before it returns a contract's webhooks.
+Shopify-side subscribers come as a real store's do. Their subscription app owns the contracts
+and billing attempts, whose webhooks go to that app only (`read_own_subscription_contracts`,
+https://shopify.dev/docs/apps/build/purchase-options/subscriptions/contracts): the hub sees the
+orders the app places, whose lines name their selling plan (ShopifyWebhooks), or, for stores
+running Recharge, Recharge's own webhooks (RechargeWebhooks).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from standins import store as s
@@ -49,21 +51,17 @@ def _decimal(minor: int) -> str:
     return f"{minor / 100:.2f}"
 
 
-# Decline → (SubscriptionBillingAttemptErrorCode, message) of a failed billing attempt.
-_SHOPIFY_ERRORS = {"insufficient_funds": ("INSUFFICIENT_FUNDS", "Insufficient funds."),
-                   "card_declined": ("PAYMENT_METHOD_DECLINED", "Payment method was declined by processor."),
-                   "do_not_honor": ("PAYMENT_METHOD_DECLINED", "Payment method was declined by processor."),
-                   "expired_card": ("EXPIRED_PAYMENT_METHOD", "Payment method has expired.")}
-
-
 class ShopifyWebhooks:
-    """Shopify: customers, orders, subscription contracts, billing attempts, email consent."""
+    """Shopify, for a store whose subscription app (Shopify Subscriptions, Skio, Loop…) owns the
+    contracts: customers, email consent, and the orders the app places, each line naming its
+    selling plan (`selling_plan_id`, API 2026-10). A failed billing attempt, a plan change or a
+    cancellation reaches only the app: the hub learns them from the orders that do or do not come."""
 
     source = "shopify"
     trials = False  # selling plans here bill from the first order
 
-    def __init__(self, secret: str, shop: str = "demo-roastery.myshopify.com", admin=None):
-        self.secret, self.shop, self.admin = secret, shop, admin
+    def __init__(self, secret: str, shop: str = "demo-roastery.myshopify.com"):
+        self.secret, self.shop = secret, shop
         self._serial = 0
 
     def _next(self) -> int:
@@ -77,14 +75,14 @@ class ShopifyWebhooks:
         return 7_100_000_000 + c.number
 
     @staticmethod
-    def contract_id(c: s.Customer) -> int:
-        return 52_000_000 + c.number * 10 + c.subscription
-
-    @staticmethod
-    def _product(plan: s.Plan) -> tuple[int, int, int]:
+    def product(plan: s.Plan) -> tuple[int, int, int]:
         """(product id, variant id, selling plan id) of a plan."""
         n = s.PLANS.index(plan) + 1
         return 8_800_000_000 + n, 4_400_000_000 + n, 690_000_000 + n
+
+    @staticmethod
+    def inventory_item(plan: s.Plan) -> int:
+        return 4_900_000_000 + s.PLANS.index(plan) + 1
 
     # Payloads --------------------------------------------------------------------------
 
@@ -99,7 +97,7 @@ class ShopifyWebhooks:
     def _order(self, c: s.Customer, at: datetime, first: bool) -> dict:
         number = self._next()
         oid = 6_300_000_000_000 + number
-        product, variant, plan = self._product(c.plan)
+        product, variant, plan = self.product(c.plan)
         price = _decimal(c.plan.amount)
         money = {"shop_money": {"amount": price, "currency_code": s.CURRENCY},
                  "presentment_money": {"amount": price, "currency_code": s.CURRENCY}}
@@ -113,7 +111,7 @@ class ShopifyWebhooks:
             "financial_status": "paid", "fulfillment_status": None, "name": f"#{1000 + number}",
             "number": number, "order_number": 1000 + number, "phone": c.phone,
             "presentment_currency": s.CURRENCY, "processed_at": _iso(at),
-            # Renewal orders are made by the contract; first orders by the storefront.
+            # Renewal orders are made by the app's contract; first orders by the storefront.
             "source_name": "web" if first else "subscription_contract_checkout_one",
             "subtotal_price": price, "subtotal_price_set": money, "tags": "Subscription",
             "test": False, "total_price": price, "total_price_set": money, "total_tax": "0.00",
@@ -128,58 +126,6 @@ class ShopifyWebhooks:
                 "selling_plan_id": plan}],
         }
 
-    def contract_node(self, c: s.Customer, at: datetime) -> dict:
-        """The contract as the Admin API answers for it now (what the hub will fetch)."""
-        product, variant, plan = self._product(c.plan)
-        status = {"canceled": "CANCELLED"}.get(c.status, "ACTIVE")
-        every = "Delivered every year" if c.plan.interval == "year" else "Delivered every month"
-        return {
-            "id": f"gid://shopify/SubscriptionContract/{self.contract_id(c)}",
-            "status": status, "updatedAt": _iso(at),
-            "nextBillingDate": _iso(c.period_end) if status == "ACTIVE" else None,
-            "currencyCode": s.CURRENCY,
-            "customer": {"id": f"gid://shopify/Customer/{self.customer_id(c)}", "email": c.email,
-                         "firstName": c.first_name, "lastName": c.last_name, "phone": c.phone},
-            "billingPolicy": {"interval": c.plan.interval.upper(), "intervalCount": c.plan.interval_count},
-            "lines": {"nodes": [{
-                "productId": f"gid://shopify/Product/{product}",
-                "variantId": f"gid://shopify/ProductVariant/{variant}", "title": c.plan.name,
-                "quantity": 1, "currentPrice": {"amount": _decimal(c.plan.amount), "currencyCode": s.CURRENCY},
-                "sellingPlanId": f"gid://shopify/SellingPlan/{plan}", "sellingPlanName": every}]},
-            "customerPaymentMethod": {"id": f"gid://shopify/CustomerPaymentMethod/demo{c.number:05d}"},
-        }
-
-    def _contract(self, c: s.Customer, at: datetime, origin_order: int | None = None) -> dict:
-        """A subscription_contracts/* body: ids and policies only (the stand-in gets the rest)."""
-        if self.admin is not None:
-            node = self.contract_node(c, at)
-            self.admin.contracts[node["id"]] = node
-        contract, customer = self.contract_id(c), self.customer_id(c)
-        policy = {"interval": c.plan.interval, "interval_count": c.plan.interval_count,
-                  "min_cycles": None, "max_cycles": None}
-        return {"admin_graphql_api_id": f"gid://shopify/SubscriptionContract/{contract}", "id": contract,
-                "billing_policy": policy, "currency_code": s.CURRENCY, "customer_id": customer,
-                "admin_graphql_api_customer_id": f"gid://shopify/Customer/{customer}",
-                "delivery_policy": {"interval": c.plan.interval, "interval_count": c.plan.interval_count},
-                "status": {"canceled": "cancelled"}.get(c.status, "active"),
-                "admin_graphql_api_origin_order_id": f"gid://shopify/Order/{origin_order}" if origin_order else None,
-                "origin_order_id": origin_order, "revision_id": str(self._next())}
-
-    def _attempt(self, c: s.Customer, at: datetime, order_id: int | None, decline: str | None) -> dict:
-        if self.admin is not None:
-            node = self.contract_node(c, at)
-            self.admin.contracts[node["id"]] = node
-        attempt = 3_300_000_000 + self._next()
-        contract = self.contract_id(c)
-        code, message = _SHOPIFY_ERRORS.get(decline, (None, None)) if decline else (None, None)
-        return {"id": attempt, "admin_graphql_api_id": f"gid://shopify/SubscriptionBillingAttempt/{attempt}",
-                "idempotency_key": str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo-attempt-{attempt}")),
-                "order_id": order_id,
-                "admin_graphql_api_order_id": f"gid://shopify/Order/{order_id}" if order_id else None,
-                "subscription_contract_id": contract,
-                "admin_graphql_api_subscription_contract_id": f"gid://shopify/SubscriptionContract/{contract}",
-                "ready": True, "error_message": message, "error_code": code}
-
     def _consent(self, c: s.Customer, at: datetime, first: bool) -> dict:
         # Declining at sign-up leaves a customer "not subscribed"; opting out later, "unsubscribed".
         state = c.consent if c.consent == "subscribed" or not first else "not_subscribed"
@@ -187,36 +133,28 @@ class ShopifyWebhooks:
                 "email_marketing_consent": {"state": state, "opt_in_level": "single_opt_in",
                                             "consent_updated_at": _iso(at)}}
 
-    def _paid(self, c: s.Customer, at: datetime) -> list[tuple[str, dict]]:
-        order = self._order(c, at, first=False)
-        return [("subscription_billing_attempts/success", self._attempt(c, at, order["id"], None)),
-                ("orders/paid", order)]
+    def inventory(self, plan: s.Plan, available: int, at: datetime) -> Webhook:
+        """inventory_levels/update of the plan's product: it names the stock-keeping item only."""
+        item = self.inventory_item(plan)
+        payload = {"inventory_item_id": item, "location_id": 24_826_418, "available": available,
+                   "updated_at": _iso(at),
+                   "admin_graphql_api_id": f"gid://shopify/InventoryLevel/24826418?inventory_item_id={item}"}
+        return self.sign("inventory_levels/update", payload, at)
 
     def payloads(self, h: s.Happening) -> list[tuple[str, dict]]:
-        """(topic, payload) of each webhook Shopify sends for `h`, in the order it sends them."""
+        """(topic, payload) of each webhook Shopify sends the hub for `h`, in the order it sends them."""
         c, at = h.customer, h.at
         if h.kind == s.SIGNUP:
             order = self._order(c, at, first=True)
             out = [] if h.detail.get("returning") else [("customers/create", self._customer(c, at))]
             if c.consent and not h.detail.get("returning"):
                 out.append(("customers_email_marketing_consent/update", self._consent(c, at, first=True)))
-            return out + [("orders/create", order), ("orders/paid", order),
-                          ("subscription_contracts/create", self._contract(c, at, order["id"]))]
+            return out + [("orders/create", order), ("orders/paid", order)]
         if h.kind in (s.RENEWAL, s.PAYMENT_RECOVERED):
-            return self._paid(c, at)
-        if h.kind == s.PAYMENT_FAILED:
-            return [("subscription_billing_attempts/failure",
-                     self._attempt(c, at, None, h.detail.get("decline")))]
-        if h.kind == s.PLAN_CHANGED:
-            return [("subscription_contracts/update", self._contract(c, at))]
-        if h.kind == s.CANCEL_REQUESTED:
-            # Shopify has no "cancel at the period's end": the shop cancels the contract.
-            return [("subscription_contracts/cancel", self._contract(_ended(c, at), at))]
-        if h.kind == s.CANCELED and h.detail.get("reason") != "requested":
-            return [("subscription_contracts/cancel", self._contract(c, at))]
+            return [("orders/paid", self._order(c, at, first=False))]
         if h.kind == s.CONSENT_CHANGED:
             return [("customers_email_marketing_consent/update", self._consent(c, at, first=False))]
-        return []
+        return []  # failed attempts, plan changes and cancellations reach the subscription app only
 
     def webhooks(self, h: s.Happening) -> list[Webhook]:
         """The signed webhooks of `h`."""
@@ -236,8 +174,127 @@ class ShopifyWebhooks:
         return Webhook(self.source, topic, body, headers)
 
 
-def _ended(c: s.Customer, at: datetime) -> s.Customer:
-    return replace(c, status="canceled", canceled_at=at)
+# Decline → Recharge charge (error_type, error). The published samples show only
+# CUSTOMER_NEEDS_TO_UPDATE_CARD (tests/samples/recharge/charge_failed.json); other declines carry
+# the processor's message alone here.
+_RECHARGE_ERRORS = {"insufficient_funds": (None, "Your card has insufficient funds."),
+                    "card_declined": (None, "Your card was declined."),
+                    "do_not_honor": (None, "Your card was declined."),
+                    "expired_card": ("CUSTOMER_NEEDS_TO_UPDATE_CARD", "Your card has expired.")}
+
+
+class RechargeWebhooks:
+    """Recharge (API 2021-11) for a Shopify store running it: customers, subscriptions and charges.
+
+    Bodies are the REST objects wrapped in their resource key; one charge is one billing cycle,
+    its retries keep its id and count in `charge_attempts`, with `retry_date` the next try
+    (https://docs.getrecharge.com/docs/webhooks-overview, https://docs.rechargepayments.com/docs/charges).
+    """
+
+    source = "recharge"
+    trials = False
+
+    def __init__(self, secret: str):
+        self.secret = secret
+
+    @staticmethod
+    def customer_id(c: s.Customer) -> int:
+        return 90_000_000 + c.number
+
+    @staticmethod
+    def subscription_id(c: s.Customer) -> int:
+        return 31_000_000 + c.number * 10 + c.subscription
+
+    def charge_id(self, c: s.Customer, cycle: int) -> int:
+        return 580_000_000 + self.subscription_id(c) * 100 + cycle
+
+    def _external(self, c: s.Customer) -> dict:
+        product, variant, _ = ShopifyWebhooks.product(c.plan)
+        return {"external_product_id": {"ecommerce": str(product)}, "external_variant_id": {"ecommerce": str(variant)}}
+
+    def _customer(self, c: s.Customer, at: datetime) -> dict:
+        return {"id": self.customer_id(c), "email": c.email, "first_name": c.first_name, "last_name": c.last_name,
+                "phone": c.phone, "created_at": _iso(c.joined_at), "updated_at": _iso(at),
+                "external_customer_id": {"ecommerce": str(7_200_000_000 + c.number)},
+                "has_payment_method_in_dunning": c.status == "past_due", "subscriptions_active_count": 1}
+
+    def _subscription(self, c: s.Customer, at: datetime, status: str | None = None) -> dict:
+        status = status or ("cancelled" if c.status == "canceled" else "active")
+        unit = "year" if c.plan.interval == "year" else "month"
+        return {"id": self.subscription_id(c), "address_id": 2_000_000 + c.number,
+                "customer_id": self.customer_id(c), "created_at": _iso(c.period_start or at),
+                "updated_at": _iso(at), "status": status, "product_title": c.plan.name, "variant_title": None,
+                "price": _decimal(c.plan.amount), "quantity": 1, "presentment_currency": s.CURRENCY,
+                "order_interval_unit": unit, "order_interval_frequency": c.plan.interval_count,
+                "charge_interval_frequency": c.plan.interval_count, "is_prepaid": False,
+                "next_charge_scheduled_at": _iso(c.period_end) if status == "active" and c.period_end else None,
+                "cancelled_at": _iso(c.canceled_at or at) if status == "cancelled" else None,
+                "cancellation_reason": ("max retries reached" if c.failures else "customer cancelled")
+                if status == "cancelled" else None, **self._external(c)}
+
+    def _charge(self, c: s.Customer, at: datetime, cycle: int, status: str, attempts: int | None = 1,
+                retry: datetime | None = None, decline: str | None = None) -> dict:
+        error_type, error = _RECHARGE_ERRORS.get(decline, (None, "Your card was declined.")) if decline \
+            else (None, None)
+        price = _decimal(c.plan.amount)
+        return {"id": self.charge_id(c, cycle), "address_id": 2_000_000 + c.number, "currency": s.CURRENCY,
+                "customer": {"id": self.customer_id(c), "email": c.email,
+                             "external_customer_id": {"ecommerce": str(7_200_000_000 + c.number)}},
+                "billing_address": {"first_name": c.first_name, "last_name": c.last_name, "phone": c.phone},
+                "charge_attempts": attempts, "created_at": _iso(at), "updated_at": _iso(at),
+                "error": error, "error_type": error_type,
+                "external_order_id": {"ecommerce": str(6_400_000_000_000 + self.charge_id(c, cycle))}
+                if status == "success" else {"ecommerce": None},
+                "line_items": [{"purchase_item_id": self.subscription_id(c), "purchase_item_type": "subscription",
+                                "quantity": 1, "title": c.plan.name, "unit_price": price, "total_price": price,
+                                **self._external(c)}],
+                "processed_at": _iso(at) if status == "success" else None,
+                "retry_date": _iso(retry) if retry else None, "scheduled_at": _iso(at)[:10], "status": status,
+                "total_price": price, "total_refunds": "0.00", "type": "checkout" if cycle == 0 else "recurring"}
+
+    def payloads(self, h: s.Happening) -> list[tuple[str, dict]]:
+        """(topic, body) of each webhook Recharge sends for `h`."""
+        c, at = h.customer, h.at
+        if h.kind == s.SIGNUP:
+            out = [] if h.detail.get("returning") else [("customer/created", {"customer": self._customer(c, at)})]
+            return out + [("subscription/created", {"subscription": self._subscription(c, at)}),
+                          ("charge/paid", {"charge": self._charge(c, at, c.renewals, "success")})]
+        if h.kind in (s.RENEWAL, s.PAYMENT_RECOVERED):
+            # A recovered cycle keeps the count its failures left (the paid charge says no more).
+            attempts = None if h.kind == s.PAYMENT_RECOVERED else 1
+            return [("charge/paid", {"charge": self._charge(c, at, c.renewals, "success", attempts=attempts)}),
+                    ("subscription/updated", {"subscription": self._subscription(c, at)})]
+        if h.kind == s.PAYMENT_FAILED:
+            attempt = h.detail.get("attempt", 1)
+            retries = s.Rates().retry_days
+            retry = at + timedelta(days=retries[attempt - 1]) if attempt <= len(retries) else None
+            return [("charge/failed", {"charge": self._charge(c, at, c.renewals + 1, "error", attempts=attempt,
+                                                              retry=retry, decline=h.detail.get("decline"))})]
+        if h.kind == s.PLAN_CHANGED:
+            return [("subscription/swapped", {"subscription": self._subscription(c, at)})]
+        if h.kind == s.CANCEL_REQUESTED:
+            # Cancelling in Recharge stops the next charge at once.
+            return [("subscription/cancelled", {"subscription": self._subscription(c, at, "cancelled")})]
+        if h.kind == s.CANCELED and h.detail.get("reason") != "requested":
+            failed = self._charge(c, at, c.renewals + 1, "error", attempts=c.failures, decline="card_declined")
+            return [("charge/max_retries_reached", {"charge": failed}),
+                    ("subscription/cancelled", {"subscription": self._subscription(c, at)})]
+        return []  # Recharge holds no marketing consent
+
+    def webhooks(self, h: s.Happening) -> list[Webhook]:
+        return [self.sign(topic, payload) for topic, payload in self.payloads(h)]
+
+    def sign(self, topic: str, payload: dict) -> Webhook:
+        """Both signatures Recharge sends: `X-Recharge-Webhook-Signature: t=…,v1=…` (HMAC-SHA256 of
+        "t.body", t the real time of sending) and the legacy `X-Recharge-Hmac-Sha256`, SHA-256 hex of
+        the client secret followed by the body (https://docs.getrecharge.com/docs/webhooks-overview)."""
+        body = json.dumps(payload).encode()
+        t = str(int(time.time()))
+        timestamped = hmac.new(self.secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return Webhook(self.source, topic, body, {
+            "Content-Type": "application/json", "X-Recharge-Topic": topic,
+            "X-Recharge-Webhook-Signature": f"t={t},v1={timestamped}",
+            "X-Recharge-Hmac-Sha256": hashlib.sha256(self.secret.encode() + body).hexdigest()})
 
 
 class StripeWebhooks:
@@ -424,4 +481,4 @@ class StripeWebhooks:
                        {"Content-Type": "application/json", "Stripe-Signature": f"t={t},v1={signature}"})
 
 
-PLATFORMS = {"shopify": ShopifyWebhooks, "stripe": StripeWebhooks}
+PLATFORMS = {"shopify": ShopifyWebhooks, "recharge": RechargeWebhooks, "stripe": StripeWebhooks}

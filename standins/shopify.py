@@ -190,6 +190,7 @@ class FakeShopifyAdmin(AdminInstallStandIn):
 
     - `contracts`: gid → node to answer (None answers `subscriptionContract: null`, as Shopify
       does for an id it will not show); ids not listed get `contract_node(gid)`.
+    - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
     - `requests`: one dict per request (path, version, served, headers, query, variables);
       `version` is the one asked for, `served` the one answered (X-Shopify-API-Version).
@@ -200,6 +201,7 @@ class FakeShopifyAdmin(AdminInstallStandIn):
         self.token = token
         self.today = today
         self.contracts: dict[str, dict | None] = {}
+        self.inventory_items: dict[str, dict] = {}
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
         self._init_install()  # webhook subscriptions and the token grant (`hub install` section)
@@ -242,6 +244,11 @@ class FakeShopifyAdmin(AdminInstallStandIn):
             return self.listing_answer(body)
         if "shop {" in body.get("query", "") and "subscriptionContract(" not in body.get("query", ""):
             return 200, {"data": {"shop": {"name": "Stand-in shop"}}}  # `hub install --check`
+        if "inventoryItem(" in body.get("query", ""):
+            # An id the shop does not hold answers null, as a query by id does
+            # (https://shopify.dev/docs/api/admin-graphql/latest/queries/inventoryItem).
+            gid = (body.get("variables") or {}).get("id", "")
+            return 200, {"data": {"inventoryItem": self.inventory_items.get(gid)}}
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
         gid = (body.get("variables") or {}).get("id", "")

@@ -68,9 +68,10 @@ SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs 
 DRAIN_TIMEOUT = 600.0
 POSTERS = 4  # connections posting at once (the web server runs 2 processes)
 # A bad quarter of an hour halfway through, so the sync log's replay, retry and resend have
-# real failures to work on: Shopify's Admin API throttles the hub's contract fetches (those
-# webhooks fail) and ActiveCampaign refuses the API key (those deliveries give up).
-INCIDENT_EVENTS = 3  # customers whose Shopify contract webhooks fail
+# real failures to work on: the roastery's stock changes while Shopify's Admin API throttles the
+# hub's inventory-item lookups (those webhooks fail) and ActiveCampaign refuses the API key
+# (those deliveries give up).
+INCIDENT_EVENTS = 3  # products whose stock change reaches the hub during the throttling
 INCIDENT_DELIVERIES = 3  # ActiveCampaign contact syncs answered 403
 # What Shopify answers when a query exceeds the cost bucket (https://shopify.dev/docs/api/usage/rate-limits).
 THROTTLED = [{"message": "Throttled", "extensions": {"code": "THROTTLED",
@@ -120,7 +121,8 @@ class Progress:
 def _secrets() -> dict:
     token = secrets.token_hex
     return {"SHOPIFY_WEBHOOK_SECRET": f"shpss_{token(16)}", "SHOPIFY_ACCESS_TOKEN": f"shpat_{token(16)}",
-            "STRIPE_WEBHOOK_SECRET": f"whsec_{token(16)}", "KLAVIYO_API_KEY": f"pk_{token(16)}",
+            "RECHARGE_WEBHOOK_SECRET": token(16), "STRIPE_WEBHOOK_SECRET": f"whsec_{token(16)}",
+            "KLAVIYO_API_KEY": f"pk_{token(16)}",
             "HUBSPOT_ACCESS_TOKEN": f"pat-demo-{token(16)}", "ACTIVECAMPAIGN_API_KEY": token(20),
             "HUB_API_TOKEN": token(16), "HUB_SECRET_KEY": token(32)}
 
@@ -165,7 +167,8 @@ class Demo:
         self.hub = None
         self.http = requests.Session()
         self.usage_on = True
-        self.struck = 0  # customers struck by the incident so far
+        self.struck = 0  # webhooks posted during the incident
+        self.builders: dict = {}
         self.pool = ThreadPoolExecutor(POSTERS, thread_name_prefix="demo-poster")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -233,6 +236,7 @@ class Demo:
             "DATABASE_URL": database, "REDIS_URL": f"unix://{self.embedded.socket_file}",
             "SHOPIFY_SHOP": "demo-roastery.myshopify.com", "SHOPIFY_ADMIN_URL": tools["Shopify Admin API"].url,
             "SHOPIFY_API_VERSION": "2026-10", "SHOPIFY_CLIENT_SECRET": "", "STRIPE_API_KEY": "",
+            "RECHARGE_API_KEY": "",
             "KLAVIYO_BASE_URL": tools["Klaviyo"].url, "HUBSPOT_BASE_URL": tools["HubSpot"].url,
             "ACTIVECAMPAIGN_URL": tools["ActiveCampaign"].url, "OUTBOUND_WEBHOOK_URL": "",
             "CHARGEBEE_WEBHOOK_USER": "", "CHARGEBEE_WEBHOOK_PASSWORD": "",
@@ -295,10 +299,8 @@ class Demo:
 
     def simulate(self) -> None:
         """Post every day's webhooks and usage, drain, sweep; day after day."""
-        admin = self.standins["Shopify Admin API"]
-        builders = {name: (cls(self.secrets["SHOPIFY_WEBHOOK_SECRET"], admin=admin) if name == "shopify"
-                           else cls(self.secrets[f"{name.upper()}_WEBHOOK_SECRET"]))
-                    for name, cls in PLATFORMS.items()}
+        builders = self.builders = {name: cls(self.secrets[f"{name.upper()}_WEBHOOK_SECRET"])
+                                    for name, cls in PLATFORMS.items()}
         days = self.o.months * 30
         start = store.day_start(datetime.now(timezone.utc)) - timedelta(days=days)
         trials = frozenset(name for name, b in builders.items() if b.trials)
@@ -307,11 +309,11 @@ class Demo:
         day, today = 0, {}
         for h in happenings:
             while h.at >= start + timedelta(days=day + 1):
-                self._post_day(today, incident=day >= days // 2)
+                self._post_day(today, start + timedelta(days=day), incident=day >= days // 2)
                 self._end_of_day(start, day, days)
                 day, today = day + 1, {}
             self.progress.kinds[h.kind] += 1
-            # Built here, in order (the builders count ids and keep the Admin API's contracts);
+            # Built here, in order (the builders count ids);
             # posted at the day's end, one thread per customer.
             todo = today.setdefault(h.customer.number, [])
             if h.kind == store.USAGE:
@@ -319,45 +321,48 @@ class Demo:
                                        "at": h.at.isoformat(), "metric": h.detail["metric"]}))
             else:
                 todo += [("webhook", w) for w in builders[h.customer.platform].webhooks(h)]
-        self._post_day(today, incident=True)
+        self._post_day(today, start + timedelta(days=day), incident=True)
         while day < days:
             self._end_of_day(start, day, days)
             day += 1
         if self.tty:
             self.echo("")
 
-    def _post_day(self, today: dict, incident: bool = False) -> None:
+    def _post_day(self, today: dict, day: datetime, incident: bool = False) -> None:
         """Post a day's webhooks and usage reports: each customer's in order, customers at
-        once (as platforms deliver), on POSTERS connections. With `incident`, customers
-        with Shopify contract webhooks that day are struck by it, until INCIDENT_EVENTS were."""
-        if incident and self.struck < INCIDENT_EVENTS:
-            struck = dict(list((number, items) for number, items in today.items() if any(
-                kind == "webhook" and item.source == "shopify" and item.topic.startswith("subscription_")
-                for kind, item in items))[:INCIDENT_EVENTS - self.struck])
-            if struck:
-                self._incident(struck)
-                today = {number: items for number, items in today.items() if number not in struck}
+        once (as platforms deliver), on POSTERS connections. With `incident`, the first such
+        day starts with the incident."""
+        if incident and not self.struck:
+            self._incident(day)
         list(self.pool.map(self._post_items, today.values()))  # re-raises a poster's DemoError
 
     def _post_items(self, items) -> None:
         for kind, item in items:
             self._post_webhook(item) if kind == "webhook" else self._post_usage(item)
 
-    def _incident(self, struck: dict) -> None:
-        """Those customers' webhooks posted while Shopify's Admin API throttles every query
-        (their contract webhooks fail until replayed); then ActiveCampaign refuses the key
-        for a few contact syncs (those deliveries give up until retried)."""
-        admin = self.standins["Shopify Admin API"]
+    def _incident(self, day: datetime) -> None:
+        """The stock of a few products changes while Shopify's Admin API throttles every query
+        (the hub cannot look up which product an inventory item is: those webhooks fail until
+        replayed); then ActiveCampaign refuses the key for a few contact syncs (those deliveries
+        give up until retried)."""
+        admin, shopify = self.standins["Shopify Admin API"], self.builders["shopify"]
+        plans = store.PLANS[:INCIDENT_EVENTS]
+        for plan in plans:  # what the Admin API answers once it answers again (a replay)
+            product, variant, _ = shopify.product(plan)
+            admin.inventory_items[f"gid://shopify/InventoryItem/{shopify.inventory_item(plan)}"] = {
+                "id": f"gid://shopify/InventoryItem/{shopify.inventory_item(plan)}",
+                "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
+                            "product": {"id": f"gid://shopify/Product/{product}"}}}
+        stock = [("webhook", shopify.inventory(plan, 0, day + timedelta(hours=9))) for plan in plans]
         admin.errors = THROTTLED
         try:
-            list(self.pool.map(self._post_items, struck.values()))
+            self._post_items(stock)
             self._wait_inbox()
         finally:
             admin.errors = None
-        if not self.struck:
-            self.standins["ActiveCampaign"].fail(403, times=INCIDENT_DELIVERIES, path="/contact/sync",
-                                                 message=REFUSED_KEY)
-        self.struck += len(struck)
+        self.standins["ActiveCampaign"].fail(403, times=INCIDENT_DELIVERIES, path="/contact/sync",
+                                             message=REFUSED_KEY)
+        self.struck = len(stock)
 
     def _session(self) -> requests.Session:
         http = getattr(self._local, "http", None)
@@ -482,7 +487,7 @@ class Demo:
                  "Deliveries: " + ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))]
         for name, tool in self.standins.items():
             if name == "Shopify Admin API":
-                lines.append(f"  {name} stand-in answered {len(tool.requests):,} contract queries")
+                lines.append(f"  {name} stand-in answered {len(tool.requests):,} queries")
                 continue
             answers = Counter(c.status for c in tool.calls)
             shown = ", ".join(f"{n:,}× {code}" for code, n in sorted(answers.items(), key=lambda kv: kv[0] or 0))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from hub import events as ev
 from hub.events import CanonicalEvent
 from hub.models import Order, Payment, Subscriber, Subscription
-from hub.sync import compliance
+from hub.sync import compliance, inference
 from hub.sync.identity import find_subscriber, resolve
 from hub.values import normalize_email, normalize_phone
 
@@ -197,6 +197,9 @@ def apply_order(session, event, changes):
             _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
     if event.name == ev.ORDER_CANCELLED:
         changes.set(order, "cancelled", True, label)
+    elif event.source == "shopify" and not order.cancelled:
+        inference.apply_order_lines(session, subscriber, event.customer.get("source_id"), d.get("line_items"),
+                                    placed, d.get("currency"), changes)
 
 
 def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, changes: Changes) -> None:
@@ -263,6 +266,7 @@ def apply_subscription(session, event, changes):
         if attr in d and (d[attr] is not None or attr in _CLEARABLE):
             changes.set(subscription, attr, d[attr], label)
     subscription.source_updated_at = event.occurred_at
+    inference.supersede(session, subscription, changes)
 
 
 def apply_trial_ending(session, event, changes):

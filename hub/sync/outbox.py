@@ -99,6 +99,7 @@ def profile_fields(subscriber: Subscriber) -> dict:
         "tier": subscriber.tier,
         "points": subscriber.loyalty_points or 0,
         "subscription_status": main.status if main else None,
+        "subscription_source": ev.subscription_source(main.source) if main else None,
         # A plan only while it runs: a cancelled one clears it at the tools.
         "plan": main.plan if main and main.is_live else None,
         "mrr": mrr,

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hub.events import INFERRED_SOURCE, subscription_source
 from hub.models import PROCESSED, RECONCILIATION, Delivery, InboxEvent, Subscriber, Trigger
 from hub.models.link import LinkClick
 from hub.sync import rules
@@ -61,6 +62,9 @@ def state(subscriber: Subscriber, params=None) -> dict:
         "cards": s.cards, "erased_at": iso(s.erased_at),
         "subscriptions": [{
             "source": x.source, "source_id": x.source_id, "status": x.status, "plan": x.plan,
+            "subscription_source": subscription_source(x.source),
+            # Inferred from selling-plan orders: the next renewal is last order + cadence, not a billing date.
+            "next_renewal_estimated": x.source == INFERRED_SOURCE,
             "interval": x.interval, "interval_count": x.interval_count, "amount": x.amount,
             "currency": x.currency, "quantity": x.quantity,
             "current_period_start": iso(x.current_period_start),

@@ -17,7 +17,7 @@ def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
     c = activecampaign.connector()
     assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
     fake = activecampaign.fake
-    assert len(fake.operations("create_field")) == 9 and len(fake.operations("create_field_rel")) == 9
+    assert len(fake.operations("create_field")) == 10 and len(fake.operations("create_field_rel")) == 10
     assert fake.operations("create_field")[0].body["field"]["perstag"] == "HUB_STAGE"
     assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
     assert fake.field_values("ada@example.com")["hub_mrr"] == "2500"
@@ -25,7 +25,7 @@ def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
     assert fake.operations("sync")[0].headers["Api-Token"]
     # A second worker (a new instance) finds the fields instead of creating them again.
     activecampaign.connector().push_batch([profile_item(2, "bob@example.com")])
-    assert len(fake.operations("create_field")) == 9
+    assert len(fake.operations("create_field")) == 10
 
 
 def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign):
@@ -35,7 +35,7 @@ def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign
     first = c.push_batch([profile_item(1, "ada@example.com")])[1]
     assert isinstance(first, RetryAfter)  # ActiveCampaign asked us to wait
     assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
-    assert len(fake.operations("create_field")) == 9 and len(fake.operations("create_field_rel")) == 10
+    assert len(fake.operations("create_field")) == 10 and len(fake.operations("create_field_rel")) == 11
     assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
 
 

@@ -184,7 +184,8 @@ def order_item(node: dict) -> Item:
         lines.append({"title": line.get("title"), "quantity": line.get("quantity"), "price": price,
                       "product_id": _numeric((line.get("product") or {}).get("id")),
                       "variant_id": _numeric((line.get("variant") or {}).get("id")),
-                      "selling_plan_id": plan.get("sellingPlanId")})
+                      "selling_plan_id": plan.get("sellingPlanId"),
+                      "selling_plan": {"id": plan.get("sellingPlanId"), "name": plan.get("name")}})
     payload = {"id": _numeric(node["id"]), "admin_graphql_api_id": node["id"], "name": node.get("name"),
                "email": node.get("email"), "created_at": node.get("createdAt"),
                "processed_at": node.get("processedAt"), "updated_at": node.get("updatedAt"),

@@ -203,10 +203,20 @@ def _selling_plan_id(line: dict) -> str | None:
     return _id(line.get("selling_plan_id") or (plan.get("id") if isinstance(plan, dict) else plan))
 
 
+def _selling_plan_name(line: dict) -> dict:
+    """The plan's display name ("Delivery every 2 weeks") where the line carries it: storefront
+    `selling_plan_allocation.selling_plan.name`, GraphQL `sellingPlan.name`; Orders webhooks name
+    only the id (https://shopify.dev/docs/api/liquid/objects/selling_plan)."""
+    plan = line.get("selling_plan") or (line.get("selling_plan_allocation") or {}).get("selling_plan")
+    name = plan.get("name") if isinstance(plan, dict) else None
+    return {"selling_plan_name": name} if name else {}
+
+
 def _line_item(line: dict, currency: str | None) -> dict:
     return {"product_id": _id(line.get("product_id")), "variant_id": _id(line.get("variant_id")),
             "title": line.get("title"), "quantity": int(line.get("quantity") or 0),
-            "price": _minor(line.get("price"), currency), "selling_plan_id": _selling_plan_id(line)}
+            "price": _minor(line.get("price"), currency), "selling_plan_id": _selling_plan_id(line),
+            **_selling_plan_name(line)}
 
 
 def _order_data(order: dict) -> dict:

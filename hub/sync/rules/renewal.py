@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from hub.events import INFERRED_SOURCE
 from hub.sync.rules.params import RuleParams
 from hub.sync.rules.state import CANCELLED, Due, SubState, Window, day_start, local_day
 
@@ -40,8 +41,12 @@ def _reminder(sub: SubState, renewal_day: date, offset: int, p: RuleParams, stat
 
 
 def reminders(sub: SubState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
-    """Reminders whose day falls in the window, while the renewal is still ahead."""
-    if (sub.status not in p.renewal.statuses or sub.cancel_at_period_end
+    """Reminders whose day falls in the window, while the renewal is still ahead.
+
+    None for a subscription inferred from selling-plan orders: its date is an estimate, and the
+    app that owns the subscription sends its own upcoming-order email on the real date.
+    """
+    if (sub.status not in p.renewal.statuses or sub.cancel_at_period_end or sub.source == INFERRED_SOURCE
             or sub.next_renewal_at is None or sub.next_renewal_at <= now):
         return []
     renewal_day = local_day(sub.next_renewal_at, p.tz)

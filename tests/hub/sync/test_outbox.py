@@ -131,8 +131,8 @@ def test_profile_fields_come_from_the_model():
     person = Subscriber(email="a@b.c", stage="loyal", health_score=88, tier="Gold", loyalty_points=900,
                         lifetime_spend=54000, currency="USD")
     person.subscriptions = [
-        Subscription(status="active", plan="Beans", interval="month", interval_count=1, amount=2000, currency="USD",
-                     next_renewal_at=NOW + timedelta(days=20)),
+        Subscription(source="recharge", status="active", plan="Beans", interval="month", interval_count=1,
+                     amount=2000, currency="USD", next_renewal_at=NOW + timedelta(days=20)),
         Subscription(status="past_due", plan="Grinder care", interval="year", interval_count=1, amount=12000,
                      currency="USD", next_renewal_at=NOW + timedelta(days=3)),
         Subscription(status="trialing", plan="Tea", interval="week", interval_count=2, amount=1000, currency="USD",
@@ -141,7 +141,7 @@ def test_profile_fields_come_from_the_model():
     ]
     assert outbox.profile_fields(person) == {
         "stage": "loyal", "health_score": 88, "tier": "Gold", "points": 900,
-        "subscription_status": "active", "plan": "Beans",
+        "subscription_status": "active", "subscription_source": "recharge", "plan": "Beans",
         "mrr": 2000 + 1000,  # the yearly plan per month; trials bring no revenue yet
         "next_renewal_at": (NOW + timedelta(days=1)).isoformat(),
         "lifetime_value": 54000}
