@@ -312,6 +312,27 @@ def replay_message(event_id: int, before: str | None, latest: list[dict], status
     return f"Event #{event_id} was " + (f"replayed: {'; '.join(lines)}." if lines else "replayed, no change.")
 
 
+def diff_lines(person) -> list[str]:
+    """A replay's diff for one subscriber (hub.ops.replay.PersonDiff), a line per kind of change."""
+    lines = change_lines({"changed": person.changed}, person.currency)
+    if person.stage:
+        old, new = (STAGE_WORDS.get(s, s) or "—" for s in person.stage)
+        lines.append(f"Stage: {old} → {new}")
+    if person.triggers:
+        lines.append("Triggers: " + ", ".join(person.triggers))
+    if person.deliveries:
+        lines.append("Deliveries: " + ", ".join(person.deliveries))
+    return lines
+
+
+def diff_heading(person) -> str:
+    events = ", ".join(f"#{i}" for i in person.events)
+    if person.subscriber_id is None:
+        return f"No subscriber (events {events})" if events else "No subscriber"
+    who = f"Subscriber #{person.subscriber_id}" + (f" ({mask_email(person.email)})" if person.email else "")
+    return who + (f", events {events}" if events else "")
+
+
 _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": tool_name,
           "source": source_name, "delivery_status": delivery_status, "delivery_kind": delivery_kind,
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
