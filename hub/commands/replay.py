@@ -33,7 +33,7 @@ def command(event_ids, failed, since, until, source, dry_run, rules_file):
     query = replay.select_events(since=utc(since), until=utc(until), source=source, ids=event_ids,
                                  failed=failed)
     try:
-        result = replay.replay(hub.storage, hub.settings, query, dry_run=dry_run, rules_file=rules_file)
+        result = replay.run(hub.storage, hub.settings, query, dry_run=dry_run, rules_file=rules_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if not result.rows:

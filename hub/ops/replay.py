@@ -70,9 +70,9 @@ class Replay:
 
 
 def select_events(since: datetime | None = None, until: datetime | None = None,
-                  source: str | None = None, ids=(), failed: bool = False):
-    """The stored events to replay, oldest first: received in [since, until), of one source,
-    the given inbox ids or platform event ids, or every failed one."""
+                  source: str | None = None, ids=(), failed: bool = False, topic: str | None = None):
+    """The stored events to replay, oldest first: received in [since, until), of one source
+    (and topic), the given inbox ids or platform event ids, or every failed one."""
     query = select(InboxEvent)
     if failed:
         query = query.where(InboxEvent.is_open(), InboxEvent.status == FAILED)
@@ -85,10 +85,12 @@ def select_events(since: datetime | None = None, until: datetime | None = None,
         query = query.where(InboxEvent.received_at < until)
     if source:
         query = query.where(InboxEvent.source == source)
+    if topic:
+        query = query.where(InboxEvent.topic == topic)
     return query.order_by(InboxEvent.id)
 
 
-def replay(storage, settings, query, dry_run: bool, rules_file: str | Path | None = None) -> Replay:
+def run(storage, settings, query, dry_run: bool, rules_file: str | Path | None = None) -> Replay:
     """Replay the events `query` selects (see select_events) and say what changed per subscriber;
     with `dry_run` nothing is kept. Planned deliveries of a real run wait for the next push."""
     with _rules_from(settings, rules_file) as run_settings, storage.session() as session:
