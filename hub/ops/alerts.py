@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from hub.models import DEAD, FAILED, SENT, Checkpoint, Delivery, DeliveryAttempt, InboxEvent
 from hub.models.subscriber import Payment, Subscriber, Subscription
 from hub.values import money_text
-from webhooks import SOURCE_NAMES
+from webhooks import SOURCE_NAMES, get_source
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,14 @@ def dead_letters(session: Session, settings, now: datetime, sent: dict) -> list[
 def error_rates(session: Session, settings, now: datetime) -> list[Alert]:
     """Tools whose calls failed at least HUB_ALERT_ERROR_RATE_PERCENT of the time in the last hour."""
     rows = session.execute(
-        select(Delivery.connector, DeliveryAttempt.outcome == SENT, func.count())
+        select(Delivery.connector, DeliveryAttempt.outcome, func.count())
         .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
         .where(DeliveryAttempt.at >= now - ERROR_RATE_WINDOW)
-        .group_by(Delivery.connector, DeliveryAttempt.outcome == SENT))
+        .group_by(Delivery.connector, DeliveryAttempt.outcome))
     calls, failed = defaultdict(int), defaultdict(int)
-    for connector, ok, count in rows:
+    for connector, outcome, count in rows:
         calls[connector] += count
-        if not ok:
+        if outcome != SENT:
             failed[connector] += count
     alerts = []
     for connector in sorted(calls):
@@ -116,6 +116,8 @@ def silences(session: Session, settings, now: datetime) -> list[Alert]:
     """Platforms whose webhooks stopped for HUB_ALERT_SILENCE_FACTOR times their usual gap."""
     alerts = []
     for source in SOURCE_NAMES:
+        if not all(getattr(settings, name) for name in get_source(source).secret_settings):
+            continue  # not set up: no webhook is expected
         times = [_aware(t) for t in session.scalars(
             select(InboxEvent.received_at).where(InboxEvent.source == source, InboxEvent.origin == "webhook")
             .order_by(InboxEvent.id.desc()).limit(SILENCE_SAMPLE + 1))]

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from hub import jobs
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription
 from hub.ops import alerts
 from hub.schedule import schedule
@@ -87,6 +88,8 @@ def test_a_platform_silent_for_longer_than_usual_alerts(hub, slack):
     assert slack.messages == [":warning: No webhook from stripe for 2 h (usually one every 10 min or sooner). "
                               f"Check its webhook registration: {hub.settings.HUB_BASE_URL}/sync-log/dashboard"]
     assert run(hub, NOW + timedelta(minutes=30)) == []
+    hub.settings.STRIPE_WEBHOOK_SECRET = ""  # a platform the hub no longer takes webhooks from
+    assert run(hub, NOW + timedelta(hours=2)) == []
 
 
 def test_the_daily_digest_comes_once_a_day_from_its_hour(hub, slack):
@@ -129,3 +132,9 @@ def test_no_url_no_alerts_and_no_cron_entry(hub):
     assert all(func.__name__ != "alerts_job" for func, _, _ in schedule(hub.settings))
     hub.settings.HUB_ALERT_WEBHOOK_URL = "http://127.0.0.1:9/services/a/b/c"
     assert [when for func, _, when in schedule(hub.settings) if func.__name__ == "alerts_job"] == [{"interval": 300}]
+
+
+def test_the_cron_job_sends_what_is_due_now(hub, slack):
+    add_deliveries(hub, "hubspot", ["failed"], datetime.now(timezone.utc) - timedelta(minutes=2))
+    assert jobs.alerts_job()["sent"][0] == "dead:hubspot"
+    assert slack.messages[0].startswith(":warning: hubspot: 1 delivery gave up")
