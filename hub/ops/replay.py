@@ -24,6 +24,7 @@ from hub.errors import ConfigError
 from hub.models import FAILED, Delivery, InboxEvent, Subscriber, Trigger
 from hub.sync import inbox
 from hub.sync.rules import params as rule_params
+from hub.sync.triggers import FIRED
 
 
 @dataclass
@@ -118,8 +119,8 @@ def replay_rows(session: Session, rows: list[InboxEvent], settings, dry_run: boo
                 person.events.append(row.id)
             for change in entry.get("changed") or []:
                 if change.get("what") == "rules" and change.get("field") == "stage":
-                    before = person.stage[0] if person.stage else change.get("from")
-                    person.stage = (before, change.get("to"))
+                    first = person.stage[0] if person.stage else change.get("from")
+                    person.stage = (first, change.get("to"))
                 elif not (change.get("what") == "rules" and change.get("field") == "stage_reason"):
                     _merge(person.changed, change)
         result.rows.append(ReplayedRow(row.id, row.source, row.topic, before, row.status, row.error,
@@ -129,7 +130,9 @@ def replay_rows(session: Session, rows: list[InboxEvent], settings, dry_run: boo
     names = {}
     for trigger in session.scalars(select(Trigger).where(Trigger.id > last_trigger).order_by(Trigger.id)):
         names[trigger.id] = trigger.name
-        people.setdefault(trigger.subscriber_id, PersonDiff(trigger.subscriber_id)).triggers.append(trigger.name)
+        # Stored but not sent: a moved date cancelled it, or history skipped it.
+        said = trigger.name if trigger.status == FIRED else f"{trigger.name} ({trigger.status})"
+        people.setdefault(trigger.subscriber_id, PersonDiff(trigger.subscriber_id)).triggers.append(said)
     for delivery in session.scalars(select(Delivery).where(Delivery.id > last_delivery).order_by(Delivery.id)):
         said = f"{delivery.connector} {delivery.kind}"
         if delivery.trigger_id in names:

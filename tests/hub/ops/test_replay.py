@@ -127,3 +127,14 @@ def test_a_bad_rules_file_stops_before_any_event_is_touched(cli_env, client, hub
     result = cli_env.invoke(main, ["replay", "--since", "2000-01-01", "--rules", str(bad)])
     assert result.exit_code == 1 and "rules.bad.yaml" in result.output
     assert snapshot(hub) == before
+
+
+def test_a_failed_event_whose_replay_moves_the_stage_is_said_to_work_this_time(cli_env, client, hub):
+    customer_and_subscription(client, hub)
+    lose_state(hub)
+    with hub.storage.session() as s:
+        s.execute(update(InboxEvent).where(InboxEvent.id == 1).values(status="failed", error="RuntimeError: a bug"))
+    result = cli_env.invoke(main, ["replay", "--failed", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "stripe customer.created: processed — Event #1 was processed again: it worked this time." in result.output
+    assert "  Stage: — → New" in diff_of(result.output)
