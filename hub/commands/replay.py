@@ -27,8 +27,10 @@ def command(event_ids, failed, since, until, source, dry_run, rules_file):
     from hub.ops import replay  # noqa: PLC0415
     from hub.web.synclog import diff_heading, diff_lines, replay_message  # noqa: PLC0415
 
-    if not (event_ids or failed or since or until or source):
-        raise click.UsageError("name --event ID (repeatable), --failed, or --since/--until/--source")
+    if not (event_ids or failed or since or until or source or dry_run):
+        # Replaying the whole history for real is never one slip of the keyboard away.
+        raise click.UsageError("name --event ID (repeatable), --failed, or --since/--until/--source "
+                               "(a --dry-run may name none: every stored event)")
     hub = command_hub()
     query = replay.select_events(since=utc(since), until=utc(until), source=source, ids=event_ids,
                                  failed=failed)

@@ -112,7 +112,7 @@ def test_a_new_rules_file_shows_what_it_would_fire_without_keeping_it(cli_env, c
     new_file.write_text(yaml.safe_dump(rules, sort_keys=False))
 
     configured = diff_of(cli_env.invoke(main, ["replay", "--since", "2000-01-01", "--dry-run"]).output)
-    proposed = cli_env.invoke(main, ["replay", "--since", "2000-01-01", "--dry-run", "--rules", str(new_file)])
+    proposed = cli_env.invoke(main, ["replay", "--dry-run", "--rules", str(new_file)])  # every stored event
     assert proposed.exit_code == 0, proposed.output
     assert snapshot(hub) == before
     assert not any("health score" in line for line in configured)  # 60 again by the second event
@@ -138,3 +138,9 @@ def test_a_failed_event_whose_replay_moves_the_stage_is_said_to_work_this_time(c
     assert result.exit_code == 0, result.output
     assert "stripe customer.created: processed — Event #1 was processed again: it worked this time." in result.output
     assert "  Stage: — → New" in diff_of(result.output)
+
+
+def test_a_real_replay_names_what_to_replay(cli_env, client, hub):
+    customer_and_subscription(client, hub)
+    result = cli_env.invoke(main, ["replay", "--rules", "mappings/rules.yaml"])
+    assert result.exit_code == 2 and "a --dry-run may name none" in result.output
