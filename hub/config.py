@@ -85,6 +85,14 @@ class Settings:
                                        "webhooks missed); 0 is off.")
     HUB_RECONCILE_LOOKBACK_HOURS: int = _doc(72, "How far back the first reconciliation looks "
                                              "(Stripe retries webhooks for 3 days).")
+    HUB_ALERT_WEBHOOK_URL: str = _doc("", "Slack-compatible incoming-webhook URL that gets staff alerts and the daily "
+                                      "digest as `{\"text\": ...}`; empty is off.", secret=True)
+    HUB_ALERT_ERROR_RATE_PERCENT: int = _doc(20, "Alert when at least this share (%) of a tool's calls in the last "
+                                             "hour failed (from 10 calls).")
+    HUB_ALERT_FAILED_EVENTS: int = _doc(10, "Alert when this many inbound events or more wait as failed.")
+    HUB_ALERT_SILENCE_FACTOR: int = _doc(4, "Alert when a platform sends no webhook for this many times its usual gap "
+                                         "(at least an hour).")
+    HUB_ALERT_DIGEST_HOUR: int = _doc(8, "Hour (UTC) from which the daily digest is sent.")
 
     @classmethod
     def from_env(cls, env: dict | None = None, overrides: dict | None = None) -> "Settings":

@@ -8,7 +8,7 @@ from rq import SimpleWorker
 
 from hub.context import Hub, current_hub
 from hub.errors import DrainerBusy
-from hub.ops import dashboard, reconcile
+from hub.ops import alerts, dashboard, reconcile
 from hub.sync import inference, outbox, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
@@ -112,6 +112,12 @@ def reconcile_job(source: str | None = None) -> dict:
         request_pushes(hub)
     return {one.source: {"listed": one.listed, "stored": one.stored, "recovered": one.recovered,
                          "error": one.error} for one in report.sources}
+
+
+def alerts_job() -> dict:
+    """Send the staff alerts that are due (HUB_ALERT_WEBHOOK_URL), each cause at most hourly."""
+    hub = current_hub()
+    return {"sent": alerts.run(hub.storage, hub.settings)}
 
 
 def registration_job() -> dict:

@@ -13,6 +13,8 @@ SCHEDULE = (
     (jobs.dashboard_job, "default", {"interval": 300}),
     (jobs.registration_job, "default", {"interval": 3600}),
 )
+# Alerts are looked for this often; each cause is sent at most once an hour (hub.ops.alerts).
+ALERTS_INTERVAL_S = 300
 
 
 def schedule(settings: Settings) -> tuple:
@@ -22,6 +24,8 @@ def schedule(settings: Settings) -> tuple:
         # A pass polls every configured platform: give it room beyond RQ's 180 s default.
         entries += ((jobs.reconcile_job, "default",
                      {"interval": settings.HUB_RECONCILE_INTERVAL, "job_timeout": 1800}),)
+    if settings.HUB_ALERT_WEBHOOK_URL:
+        entries += ((jobs.alerts_job, "default", {"interval": ALERTS_INTERVAL_S}),)
     return entries
 
 

@@ -30,6 +30,8 @@ from hub.models import (
     Subscriber,
 )
 from hub.ops import dashboard, support, synclog
+from hub.ops.replay import run as run_replay
+from hub.ops.replay import select_events
 from hub.sync import readmodel, rules
 from hub.values import money_text, row_id, utc
 from hub.web import current_hub
@@ -313,12 +315,34 @@ def replay_message(event_id: int, before: str | None, latest: list[dict], status
     return f"Event #{event_id} was " + (f"replayed: {'; '.join(lines)}." if lines else "replayed, no change.")
 
 
+def diff_lines(person) -> list[str]:
+    """A replay's diff for one subscriber (hub.ops.replay.PersonDiff), a line per kind of change."""
+    lines = change_lines({"changed": person.changed}, person.currency)
+    if person.stage:
+        old, new = (STAGE_WORDS.get(s, s) or "—" for s in person.stage)
+        lines.append(f"Stage: {old} → {new}")
+    if person.triggers:
+        lines.append("Triggers: " + ", ".join(person.triggers))
+    if person.deliveries:
+        lines.append("Deliveries: " + ", ".join(person.deliveries))
+    return lines
+
+
+def diff_heading(person) -> str:
+    events = ", ".join(f"#{i}" for i in person.events)
+    if person.subscriber_id is None:
+        return f"No subscriber (events {events})" if events else "No subscriber"
+    who = f"Subscriber #{person.subscriber_id}" + (f" ({mask_email(person.email)})" if person.email else "")
+    return who + (f", events {events}" if events else "")
+
+
 _WORDS = {"when": when, "clock": clock, "money": money, "every": every, "tool": tool_name,
           "source": source_name, "delivery_status": delivery_status, "delivery_kind": delivery_kind,
           "attempts": attempt_sentences, "changes": change_lines, "mask_email": mask_email,
           "mask_phone": mask_phone, "mask_text": mask_text, "subscription": SUBSCRIPTION_WORDS,
           "payment": PAYMENT_WORDS, "event": EVENT_WORDS, "stage": STAGE_WORDS, "seconds": seconds,
-          "tries": readmodel.attempts_of, "attempt_heading": attempt_heading}
+          "tries": readmodel.attempts_of, "attempt_heading": attempt_heading, "diff": diff_lines,
+          "diff_heading": diff_heading}
 
 
 # `w.when(...)`, `w.money(...)`, …: the helpers templates use to say things plainly.
@@ -482,6 +506,46 @@ def replay(event_id: int):
     default = (url_for("synclog.subscriber", subscriber_id=subscriber_id) if subscriber_id
                else url_for("synclog.failed_events"))
     return redirect(_back(default))
+
+
+# Events one replay from the sync log may take; a larger range belongs to `hub replay`.
+WEB_REPLAY_LIMIT = 500
+
+
+def _replay_selection() -> tuple[dict, object]:
+    """The events a replay form names: one event (`event_id`) or a range (`since`, `until`,
+    `source`, `topic`); the form's fields (to post them again) and the query."""
+    form = request.form
+    fields = {k: form.get(k, "").strip() for k in ("event_id", "since", "until", "source", "topic")}
+    fields = {k: v for k, v in fields.items() if v}
+    if "event_id" in fields:
+        one = row_id(fields["event_id"])
+        if one is None:
+            abort(404, description="No such inbound event.")
+        return {"event_id": one}, select_events(ids=[str(one)])
+    try:
+        since, until = utc(fields.get("since")), utc(fields.get("until"))
+    except ValueError:
+        abort(400, description="Name the range with dates and times such as 2026-11-01T14:00.")
+    if since is None and until is None:
+        abort(400, description="Name a range: received from, until, or both.")
+    source = fields.get("source") if fields.get("source") in SOURCE_NAMES else None
+    query = select_events(since=since, until=until, source=source, topic=fields.get("topic"))
+    return {k: v for k, v in fields.items() if k != "source" or source}, query.limit(WEB_REPLAY_LIMIT)
+
+
+@bp.post("/replay")
+@operator_required
+def replay_range():
+    """Replay one event or a range with the diff per subscriber; `dry_run` keeps nothing."""
+    hub = current_hub()
+    fields, query = _replay_selection()
+    dry_run = request.form.get("dry_run") == "1"
+    result = run_replay(hub.storage, hub.settings, query, dry_run=dry_run)
+    if not dry_run and result.rows:
+        support.request_push(hub)
+    return render_template("replay.html", result=result, fields=fields, limit=WEB_REPLAY_LIMIT,
+                           people=result.changed_people())
 
 
 @bp.get("/failed-events")
