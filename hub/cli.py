@@ -19,7 +19,7 @@ COMMANDS = {
     "serve": "The web server: webhooks, API, sync log pages (hub.wsgi:app).",
     "worker": "RQ worker for the inbox, outbox and rule queues, with RQ cron.",
     "db": "Database schema.",
-    "replay": "Process stored events again through the same code path.",
+    "replay": "Process stored events again through the same code path; show what changed.",
     "sweep": "Run every time rule as of an instant.",
     "deliveries": "Outbox deliveries to the connected tools.",
     "user": "Staff accounts of the sync log pages (viewers read; operators also retry and replay).",

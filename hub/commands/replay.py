@@ -6,7 +6,9 @@ import click
 
 from hub.commands import SourceChoice, command_hub, push_soon
 from hub.errors import ConfigError
+from hub.ops import replay
 from hub.values import utc
+from hub.web.synclog import diff_heading, diff_lines, replay_message
 
 TIME = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
 
@@ -21,11 +23,9 @@ TIME = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
               help="Apply the rules of this rules.yaml instead of the configured one.")
 def command(event_ids, failed, since, until, source, dry_run, rules_file):
-    """Process stored events again through the same code path; print per subscriber what
-    changed: fields, stage, triggers fired, deliveries planned."""
-    # Start-up cost: the pipeline (every connector's SDK) and the web pages (Flask).
-    from hub.ops import replay  # noqa: PLC0415
-    from hub.web.synclog import diff_heading, diff_lines, replay_message  # noqa: PLC0415
+    """Process stored events again through the same code path; show what changed.
+
+    Per subscriber: fields, stage, triggers fired, deliveries planned."""
 
     if not (event_ids or failed or since or until or source or dry_run):
         # Replaying the whole history for real is never one slip of the keyboard away.
