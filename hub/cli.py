@@ -3,7 +3,21 @@ from __future__ import annotations
 
 import click
 
-from hub.commands import backfill, db, deliveries, demo, install, reconcile, replay, run, serve, sweep, user, worker
+from hub.commands import (
+    backfill,
+    consent,
+    db,
+    deliveries,
+    demo,
+    install,
+    reconcile,
+    replay,
+    run,
+    serve,
+    sweep,
+    user,
+    worker,
+)
 
 
 @click.group()
@@ -11,7 +25,7 @@ def main():
     """Subscription lifecycle hub: webhooks in, lifecycle decisions, email/CRM tools out."""
 
 
-for _module in (run, serve, worker, db, replay, sweep, deliveries, user, install, demo, backfill, reconcile):
+for _module in (run, serve, worker, db, replay, sweep, deliveries, user, install, demo, backfill, reconcile, consent):
     main.add_command(_module.command)
 
 if __name__ == "__main__":

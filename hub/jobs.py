@@ -113,6 +113,16 @@ def reconcile_job(source: str | None = None) -> dict:
                          "error": one.error} for one in report.sources}
 
 
+def consent_job() -> dict:
+    """The daily consent drift report (hub/ops/consent.py): read only, `hub consent check --fix` pushes."""
+    # Start-up cost: the tools' read paths, which web processes (they import this module) never use.
+    from hub.ops import consent  # noqa: PLC0415
+
+    report = consent.run(current_hub())
+    return {one.connector: {"drifted": one.drifted, "still_subscribed": one.still_subscribed,
+                            "error": one.error} for one in report.tools}
+
+
 def registration_job() -> dict:
     """Check the sources still hold the hub's webhook registrations; the dashboard shows gaps."""
     # Start-up cost: the Stripe SDK and the platforms' clients, which web processes (they
