@@ -325,10 +325,17 @@ def last_report(session: Session) -> dict:
     return {**saved, "still_subscribed": counts.get(STILL_SUBSCRIBED, 0), "drifted": sum(counts.values())}
 
 
-def drifted_people(session: Session, limit: int = SHOWN) -> list[ConsentDrift]:
-    """The drifts of the last run, withdrawn consents a tool still mails to first."""
+def drifted_people(session: Session, connector: str | None = None, kind: str | None = None,
+                   limit: int = SHOWN) -> list[ConsentDrift]:
+    """The drifts of the last run (of one tool, of one kind), withdrawn consents a tool still
+    mails to first, most recent change at the source first."""
+    query = select(ConsentDrift)
+    if connector:
+        query = query.where(ConsentDrift.connector == connector)
+    if kind:
+        query = query.where(ConsentDrift.kind == kind)
     order = (ConsentDrift.kind != STILL_SUBSCRIBED, ConsentDrift.source_at.desc(), ConsentDrift.id)
-    return list(session.scalars(select(ConsentDrift).order_by(*order).limit(limit)))
+    return list(session.scalars(query.order_by(*order).limit(limit)))
 
 
 __all__ = ["run", "Report", "ToolReport", "last_report", "drifted_people", "source_consent",
