@@ -188,3 +188,19 @@ def klaviyo_subscribe(hub, klaviyo: FakeKlaviyo, email: str) -> None:
     result, _ = tool._call("profile-subscription-bulk-create-jobs", {"data": {
         "type": "profile-subscription-bulk-create-job", "attributes": {"profiles": {"data": [profile]}}}})
     assert result.http_status == 202, result.message
+
+
+def test_klaviyo_is_read_a_page_at_a_time_and_a_throttled_page_again_after_its_wait(hub):
+    with FakeKlaviyo(api_key="pk_drift") as klaviyo:
+        hub.settings = replace(hub.settings, KLAVIYO_API_KEY="pk_drift", KLAVIYO_BASE_URL=klaviyo.url)
+        record(hub, *(consent_event(f"p{i}@example.com", "subscribed") for i in range(150)))
+        assert push(hub, "klaviyo")["sent"] == 150
+        # Given just now: its delivery waits in the outbox, so Klaviyo not holding it is no drift.
+        record(hub, consent_event("late@example.com", "subscribed"))
+        klaviyo.fail(429, retry_after=1, times=1, path="/api/profiles")
+        seen = []
+        report = consent.run(hub, limiter=Limiter(), progress=lambda tool, done, total: seen.append((tool, done)))
+    [tool] = report.tools
+    assert (tool.read, tool.checked, tool.drifted, tool.error) == (150, 150, 0, None)
+    assert seen == [("klaviyo", 100), ("klaviyo", 150)]
+    assert [c.status for c in klaviyo.operations("get_profiles")] == [429, 200, 200]
