@@ -15,7 +15,7 @@ import json
 
 import requests
 
-from connectors.base import Connector, Outgoing, Result, Sent
+from connectors.base import Connector, Holding, Outgoing, Result, Sent
 from hub.events import STAGES
 
 
@@ -240,6 +240,40 @@ class ActiveCampaignConnector(Connector):
                                 "status": LIST_STATUS[payload["state"]]}}
         result, _ = self._request("POST", "/contactLists", link)
         return result
+
+    # Reading consent back (the drift report) ----------------------------------------
+
+    def subscribed_page(self, offset: int = 0) -> tuple[Result, list[Holding], int | None]:
+        """One page (100) of the consent list's active subscribers and the offset of the next
+        page (None on the last): GET /api/3/contacts?listid=…&status=1 ("List all contacts",
+        `listid` and `status` filters, `limit`/`offset` paging), under the account's 5/s.
+        https://developers.activecampaign.com/reference/list-all-contacts"""
+        params = {"listid": str(self.mapping["list_id"]), "status": 1, "limit": 100, "offset": offset}
+        result, body = self._request("GET", "/contacts", params=params)
+        if body is None:
+            return result, [], offset
+        contacts = body.get("contacts") or []
+        held = [Holding("email", str(c["email"]).lower(), "subscribed", ref=str(c["id"]))
+                for c in contacts if c.get("email")]
+        offset += len(contacts)
+        total = int((body.get("meta") or {}).get("total") or offset)
+        return result, held, (offset if contacts and offset < total else None)
+
+    def list_status(self, contact_id: str, email: str) -> tuple[Result, Holding | None]:
+        """The contact's status on the consent list and since when (its subscribe or unsubscribe
+        date): GET /api/3/contacts/{id}/contactLists.
+        https://developers.activecampaign.com/reference/retrieve-contact-list-memberships"""
+        result, body = self._request("GET", f"/contacts/{contact_id}/contactLists")
+        if body is None:
+            return result, None
+        link = next((c for c in body.get("contactLists") or []
+                     if str(c.get("list")) == str(self.mapping["list_id"])), None)
+        if link is None:
+            return result, Holding("email", email, "unsubscribed", ref=contact_id)
+        active = str(link.get("status")) == str(LIST_STATUS["subscribed"])
+        since = link.get("sdate") if active else link.get("udate")
+        return result, Holding("email", email, "subscribed" if active else "unsubscribed", since or None,
+                               contact_id)
 
     # Erase (compliance) -------------------------------------------------------------
 

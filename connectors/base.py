@@ -41,6 +41,18 @@ class Outgoing:
 
 
 @dataclass
+class Holding:
+    """What a tool holds of one person's marketing consent on one channel, as its API reads it
+    (the consent drift report compares it with the source's)."""
+
+    channel: str  # "email" | "sms"
+    identifier: str  # the email (lower-cased) or the phone number in E.164
+    state: str  # "subscribed" | "unsubscribed" (never subscribed, or withdrawn)
+    since: str | None = None  # when the tool recorded that state, when it says
+    ref: str | None = None  # the tool's own id of the person
+
+
+@dataclass
 class Result:
     """What the tool answered for one delivery."""
 

@@ -19,7 +19,7 @@ from hubspot.communication_preferences.exceptions import ApiException as Prefere
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from connectors.base import Connector, Failed, Outgoing, Reply, Result, Sent, truncate
+from connectors.base import Connector, Failed, Holding, Outgoing, Reply, Result, Sent, truncate
 
 # Each HubSpot API package has its own exception class.
 API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
@@ -140,6 +140,19 @@ class HubSpotConnector(Connector):
                   else self.preferences.unsubscribe)
         result, _ = self._call(method, public_update_subscription_status_request=change)
         return result
+
+    def consent_status(self, email: str) -> tuple[Result, Holding | None]:
+        """What HubSpot holds for the address on the mapped subscription type (None when it could
+        not be read): GET /communication-preferences/v3/status/email/{emailAddress}, one call a
+        person under the account's limit. A type absent from the answer was never subscribed.
+        https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/get-subscription"""
+        result, body = self._call(self.preferences.get_email_status, email_address=email)
+        if body is None:
+            return result, None
+        wanted = str(self.mapping["subscription_id"])
+        status = next((s for s in body.get("subscriptionStatuses") or [] if str(s.get("id")) == wanted), {})
+        state = "subscribed" if status.get("status") == "SUBSCRIBED" else "unsubscribed"
+        return result, Holding("email", email.lower(), state)
 
     def _upsert(self, chunk: list[Outgoing]) -> dict[int, Result]:
         current = {}

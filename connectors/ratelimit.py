@@ -73,6 +73,7 @@ LIMITS: dict[str, tuple[Rate, ...]] = {
     "klaviyo:profile-subscription-bulk-delete-jobs": _rates("75/s", "750/m"),
     "klaviyo:list-relationships": _rates("10/s", "150/m"),
     "klaviyo:data-privacy-deletion-jobs": _rates("3/s", "60/m"),  # Request Profile Deletion
+    "klaviyo:profiles": _rates("75/s", "750/m"),  # Get Profiles (the consent drift report)
     "hubspot:api": _rates("100/10s"),
     "activecampaign:api": _rates("5/s"),
 }

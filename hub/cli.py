@@ -27,6 +27,7 @@ COMMANDS = {
     "demo": "A simulated store, end to end: signed webhooks in, stand-ins of the tools out.",
     "backfill": "Import existing customers, subscriptions, orders and invoices (resumable).",
     "reconcile": "Poll each source for changes since the last run and apply what webhooks missed.",
+    "consent": "Marketing consent held by the email and CRM tools.",
 }
 
 

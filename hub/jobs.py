@@ -8,7 +8,7 @@ from rq import SimpleWorker
 
 from hub.context import Hub, current_hub
 from hub.errors import DrainerBusy
-from hub.ops import alerts, dashboard, reconcile
+from hub.ops import alerts, consent, dashboard, reconcile
 from hub.sync import inference, outbox, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
@@ -118,6 +118,13 @@ def alerts_job() -> dict:
     """Send the staff alerts that are due (HUB_ALERT_WEBHOOK_URL), each cause at most hourly."""
     hub = current_hub()
     return {"sent": alerts.run(hub.storage, hub.settings)}
+
+
+def consent_job() -> dict:
+    """The daily consent drift report (hub/ops/consent.py): read only, `hub consent check --fix` pushes."""
+
+    return {one.connector: {"drifted": one.drifted, "still_subscribed": one.still_subscribed,
+                            "error": one.error} for one in report.tools}
 
 
 def registration_job() -> dict:

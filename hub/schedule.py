@@ -12,6 +12,8 @@ SCHEDULE = (
     (jobs.sweep_job, "default", {"cron": "*/15 * * * *"}),
     (jobs.dashboard_job, "default", {"interval": 300}),
     (jobs.registration_job, "default", {"interval": 3600}),
+    # Daily, at night (UTC); HubSpot is read one person a call at 10/s: give it hours.
+    (jobs.consent_job, "default", {"cron": "17 3 * * *", "job_timeout": 6 * 3600}),
 )
 # Alerts are looked for this often; each cause is sent at most once an hour (hub.ops.alerts).
 ALERTS_INTERVAL_S = 300

@@ -11,6 +11,8 @@ Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from standins.loopback import Call, LoopbackServer
 
 
@@ -26,6 +28,7 @@ class FakeActiveCampaign(LoopbackServer):
         ("POST", r"/api/3/contactTags", "add_contact_tag"),
         ("DELETE", r"/api/3/contactTags/(?P<id>\d+)", "remove_contact_tag"),
         ("GET", r"/api/3/contacts", "list_contacts"),
+        ("GET", r"/api/3/contacts/(?P<id>\d+)/contactLists", "list_contact_lists"),
         ("DELETE", r"/api/3/contacts/(?P<id>\d+)", "delete_contact"),
         ("POST", r"/api/3/contactLists", "update_list_status"),
         ("GET", r"/api/3/lists/(?P<id>\d+)", "get_list"),
@@ -36,6 +39,7 @@ class FakeActiveCampaign(LoopbackServer):
         self.api_key = api_key
         self.lists = set(lists)  # list ids of the account
         self.memberships: dict[tuple[str, str], int] = {}  # (contact id, list id) → status
+        self.membership_dates: dict[tuple[str, str], dict] = {}  # (contact id, list id) → sdate, udate
         self.contacts: dict[str, dict] = {}  # id → contact
         self.values: dict[tuple[str, str], str] = {}  # (contact id, field id) → value
         self.fields: dict[str, dict] = {}
@@ -86,10 +90,32 @@ class FakeActiveCampaign(LoopbackServer):
         return (201 if created else 200), {"fieldValues": values, "contact": found}
 
     def list_contacts(self, call):
-        """GET /api/3/contacts?email=…: the contacts with exactly that email."""
+        """GET /api/3/contacts: filtered by `email` (exactly that address), `listid` and `status`
+        (the status on that list: 1 active, 2 unsubscribed; -1 any), `limit` (default 20, at
+        most 100) contacts from `offset`; `meta.total` counts every match.
+        https://developers.activecampaign.com/reference/list-all-contacts"""
         email = call.query.get("email", [None])[0]
+        list_id = call.query.get("listid", [None])[0]
+        status = int(call.query.get("status", ["-1"])[0])
+        limit = min(100, int(call.query.get("limit", ["20"])[0]))
+        offset = int(call.query.get("offset", ["0"])[0])
         found = [c for c in self.contacts.values() if email is None or c["email"].lower() == email.lower()]
-        return 200, {"contacts": found, "meta": {"total": str(len(found))}}
+        if list_id is not None:
+            found = [c for c in found if (c["id"], list_id) in self.memberships
+                     and status in (-1, self.memberships[(c["id"], list_id)])]
+        return 200, {"contacts": found[offset:offset + limit], "meta": {"total": str(len(found))}}
+
+    def list_contact_lists(self, call):
+        """GET /api/3/contacts/{id}/contactLists: the contact's list memberships, each with its
+        status and subscribe (`sdate`) and unsubscribe (`udate`) dates.
+        https://developers.activecampaign.com/reference/retrieve-contact-list-memberships"""
+        contact = call.params["id"]
+        if contact not in self.contacts:
+            return 404, {"message": f"No Result found for Subscriber with id {contact}"}
+        links = [{"contact": contact, "list": list_id, "status": str(status),
+                  **self.membership_dates.get((contact, list_id), {"sdate": None, "udate": None})}
+                 for (c, list_id), status in self.memberships.items() if c == contact]
+        return 200, {"contactLists": links}
 
     def delete_contact(self, call):
         contact = self.contacts.pop(call.params["id"], None)
@@ -125,6 +151,8 @@ class FakeActiveCampaign(LoopbackServer):
             return 422, self.error_body(422, "Status must be 1 (active) or 2 (unsubscribed)")
         status = int(link["status"])
         self.memberships[(contact, list_id)] = status
+        dates = self.membership_dates.setdefault((contact, list_id), {"sdate": None, "udate": None})
+        dates["sdate" if status == 1 else "udate"] = datetime.now(timezone.utc).isoformat()
         return 200, {"contacts": [self.contacts[contact]],
                      "contactList": {"contact": contact, "list": list_id, "status": status}}
 

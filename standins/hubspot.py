@@ -18,6 +18,7 @@ import json
 import re
 import uuid
 from datetime import datetime, timezone
+from urllib.parse import unquote
 
 from standins.loopback import Call, LoopbackServer
 
@@ -42,6 +43,7 @@ class FakeHubSpot(LoopbackServer):
         ("POST", r"/communication-preferences/v3/subscribe", "subscribe"),
         ("POST", r"/communication-preferences/v3/unsubscribe", "unsubscribe"),
         ("GET", r"/communication-preferences/v3/definitions", "definitions"),
+        ("GET", r"/communication-preferences/v3/status/email/(?P<email>[^/]+)", "email_status"),
     ]
     MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
@@ -227,6 +229,19 @@ class FakeHubSpot(LoopbackServer):
             {"id": i, "name": n, "description": "", "purpose": "Marketing", "communicationMethod": "Email",
              "isActive": True, "isDefault": True, "isInternal": False, "createdAt": now, "updatedAt": now}
             for i, n in self.subscription_types.items()]}
+
+    def email_status(self, call):
+        """GET /communication-preferences/v3/status/email/{emailAddress}: `recipient` and the
+        `subscriptionStatuses` recorded for the address (PublicSubscriptionStatusesResponse);
+        a type it was never subscribed to or unsubscribed from is not listed.
+        https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/get-subscription"""
+        email = unquote(call.params["email"])
+        if not EMAIL.match(email):
+            return 400, self.error_body(400, f"Email address {email} is invalid")
+        statuses = [{"id": sid, "name": self.subscription_types.get(sid, ""), "description": "",
+                     "status": status, "sourceOfStatus": "SUBSCRIPTION_STATUS"}
+                    for (address, sid), status in self.subscriptions.items() if address == email]
+        return 200, {"recipient": email, "subscriptionStatuses": statuses}
 
     def subscribe(self, call):
         return self._status_change(call, "SUBSCRIBED")

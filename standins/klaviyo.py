@@ -51,6 +51,7 @@ PATHS = {
     "bulk_subscribe_profiles": ("POST", "/api/profile-subscription-bulk-create-jobs"),
     "bulk_unsubscribe_profiles": ("POST", "/api/profile-subscription-bulk-delete-jobs"),
     "add_profiles_to_list": ("POST", "/api/lists/{id}/relationships/profiles"),
+    "get_profiles": ("GET", "/api/profiles"),
 }
 
 
@@ -132,7 +133,7 @@ def _route(contracts: Path, file: str) -> tuple[str, str, str]:
 
 FILES = ("create_or_update_profile", "bulk_import_profiles", "get_bulk_import_profiles_job",
          "get_errors_for_bulk_import_profiles_job", "create_event", "bulk_create_events",
-         "bulk_subscribe_profiles", "bulk_unsubscribe_profiles", "add_profiles_to_list")
+         "bulk_subscribe_profiles", "bulk_unsubscribe_profiles", "add_profiles_to_list", "get_profiles")
 
 # Klaviyo's own words for the identifiers it refuses (its SDKs' fixtures of real answers,
 # e.g. klaviyo/klaviyo-swift-sdk TestUtils.swift TEST_FAILURE_JSON_INVALID_EMAIL / _PHONE_NUMBER):
@@ -178,6 +179,7 @@ class FakeKlaviyo(LoopbackServer):
         # (idempotent) and counts as a call, so a resend shows here, not in `profiles`.
         self.profile_writes: Counter = Counter()
         self.consent: dict[str, dict] = {}  # profile id → {channel: {"consent", "consented_at", "historical"}}
+        self.consent_updated: dict[tuple[str, str], str] = {}  # (profile id, channel) → last change (last_updated)
         self.lists: dict[str, set[str]] = {}
         # Subscribe jobs that are not historical imports follow the list's opt-in setting:
         # lists here (or every subscribe when `account_double_opt_in`) send a confirmation
@@ -364,19 +366,28 @@ class FakeKlaviyo(LoopbackServer):
         job_id = call.params["id"]
         if job_id not in self.jobs:
             return 404, self.error_body(404, "Not found.")
+        here = f"{self.url}/api/profile-bulk-import-jobs/{job_id}/import-errors"
+        try:
+            errors, links = self._page(call, self.import_errors[job_id], here)
+        except Invalid as exc:
+            return exc.status, self.error_body(exc.status, exc.detail, exc.pointer)
+        return 200, {"data": errors, "links": links}
+
+    def _page(self, call: Call, items: list, here: str) -> tuple[list, dict]:
+        """(`page[size]` items from `page[cursor]`, links with `next` unless it is the last page);
+        Klaviyo's cursor-based paging, 20 a page by default and at most 100.
+        https://developers.klaviyo.com/en/reference/api-overview#pagination"""
         try:
             size = int((call.query.get("page[size]") or ["20"])[0])
             start = int((call.query.get("page[cursor]") or ["0"])[0])
         except ValueError:
-            return 400, self.error_body(400, "Invalid page parameter.", "/page")
+            raise Invalid("Invalid page parameter.", "/page") from None
         if not 1 <= size <= 100:
-            return 400, self.error_body(400, "page[size] must be between 1 and 100.", "/page[size]")
-        errors = self.import_errors[job_id]
-        here = f"{self.url}/api/profile-bulk-import-jobs/{job_id}/import-errors"
+            raise Invalid("page[size] must be between 1 and 100.", "/page[size]")
         links = {"self": f"{here}?{urlencode({'page[size]': size, 'page[cursor]': start})}"}
-        if start + size < len(errors):
+        if start + size < len(items):
             links["next"] = f"{here}?{urlencode({'page[size]': size, 'page[cursor]': start + size})}"
-        return 200, {"data": errors[start:start + size], "links": links}
+        return items[start:start + size], links
 
     def add_profiles_to_list(self, call):
         def handle(body):
@@ -470,6 +481,7 @@ class FakeKlaviyo(LoopbackServer):
                     self.consent.setdefault(pid, {})[channel] = {
                         "consent": "SUBSCRIBED", "consented_at": params["marketing"].get("consented_at") or now,
                         "historical": historical}
+                    self.consent_updated[(pid, channel)] = now
                 if list_id:
                     self.lists.setdefault(list_id, set()).add(pid)
                     if not historical:
@@ -486,8 +498,47 @@ class FakeKlaviyo(LoopbackServer):
                 pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
                 for channel in p["attributes"]["subscriptions"]:
                     self.consent.setdefault(pid, {})[channel] = {"consent": "UNSUBSCRIBED", "consented_at": None}
+                    self.consent_updated[(pid, channel)] = _now()
             return 202, None
         return self._run(call, "bulk_unsubscribe_profiles", handle)
+
+    def get_profiles(self, call):
+        """GET /api/profiles: `page[size]` profiles (default 20, at most 100) from `page[cursor]`,
+        `links.next` naming the following page; each profile's `subscriptions` only when
+        `additional-fields[profile]` asks for them (SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED
+        per channel, with consent_timestamp). Rate-limited like every operation (75/s, 750/m
+        in its contract). https://developers.klaviyo.com/en/reference/get_profiles"""
+        if not call.headers.get("revision"):
+            return 400, self.error_body(400, "The revision header is required.", "/headers/revision")
+        extra = {v for text in call.query.get("additional-fields[profile]", []) for v in text.split(",")}
+        unknown = extra - {"subscriptions", "predictive_analytics"}
+        if unknown:
+            return 400, self.error_body(400, f"Invalid additional-fields: {sorted(unknown)}", "/additional-fields")
+        try:
+            ids, links = self._page(call, list(self.profiles), f"{self.url}/api/profiles")
+        except Invalid as exc:
+            return exc.status, self.error_body(exc.status, exc.detail, exc.pointer)
+        data = []
+        for pid in ids:
+            attributes = dict(self.profiles[pid])
+            if "subscriptions" in extra:
+                attributes["subscriptions"] = self._subscriptions(pid)
+            data.append({"type": "profile", "id": pid, "attributes": attributes,
+                         "links": {"self": f"{self.url}/api/profiles/{pid}/"}})
+        return 200, {"data": data, "links": links}
+
+    def _subscriptions(self, pid: str) -> dict:
+        """Subscriptions of one profile (Subscriptions in contracts/klaviyo/get_profiles.json)."""
+        held = self.consent.get(pid, {})
+        found = {}
+        for channel in ("email", "sms"):
+            one = held.get(channel) or {}
+            found[channel] = {"marketing": {
+                "consent": one.get("consent", "NEVER_SUBSCRIBED"),
+                f"can_receive_{channel}_marketing": one.get("consent") == "SUBSCRIBED",
+                "consent_timestamp": one.get("consented_at"),
+                "last_updated": self.consent_updated.get((pid, channel))}}
+        return found
 
     def get_accounts(self, call):
         """GET /api/accounts: the key's account (what `hub install --check` reads)."""

@@ -1,5 +1,6 @@
 """Every model, importable from one place."""
 from hub.models.base import Base, UTCDateTime, now_utc
+from hub.models.consent import ConsentDrift
 from hub.models.link import CustomerLink, LinkClick
 from hub.models.log import (
                             BACKFILL,
@@ -45,5 +46,5 @@ __all__ = [
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
     "UNINSTALLED", "BACKFILL", "RECONCILIATION", "InboxStatus", "TriggerStatus", "DeliveryStatus",
-    "AttemptOutcome", "SubscriptionStatus", "PaymentStatus",
+    "AttemptOutcome", "SubscriptionStatus", "PaymentStatus", "ConsentDrift",
 ]

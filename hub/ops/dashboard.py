@@ -49,6 +49,7 @@ from hub.models import (
     Subscription,
     Trigger,
 )
+from hub.ops.consent import last_report
 from hub.ops.reconcile import recovered_total
 from hub.sync import rules
 from hub.sync.inbox import EARLIER
@@ -527,6 +528,7 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "errors": error_rates(attempts, error_days),
         "cohorts": cohort_table(spans, as_of, months),
         "reconciliation": _recovered(session),
+        "consent": last_report(session),
         "registrations": _registrations(session, settings),
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},

@@ -29,7 +29,7 @@ from hub.models import (
     InboxEvent,
     Subscriber,
 )
-from hub.ops import dashboard, support, synclog
+from hub.ops import consent, dashboard, support, synclog
 from hub.ops.replay import run as run_replay
 from hub.ops.replay import select_events
 from hub.sync import readmodel, rules
@@ -372,7 +372,20 @@ def index():
         totals = {status: sum(n for (_, st), n in counts.items() if st == status)
                   for status in (QUEUED, RETRYING, DEAD)}
         return render_template("index.html", open_counts=open_counts, totals=totals, latest=latest.rows,
-                               people=people, connectors=support.enabled_connectors(hub.settings))
+                               people=people, connectors=support.enabled_connectors(hub.settings),
+                               drift=consent.last_report(session))
+
+
+@bp.get("/consent-drift")
+def consent_drift():
+    """The people the last consent check found a tool holding another consent than the source's."""
+    tool = request.args.get("tool") or None
+    kind = request.args.get("kind") or None
+    with current_hub().storage.session() as session:
+        rows = consent.drifted_people(session, connector=tool, kind=kind)
+        people = synclog.subscribers_by_id(session, [r.subscriber_id for r in rows])
+        return render_template("consent_drift.html", rows=rows, people=people, report=consent.last_report(session),
+                               tool=tool, kind=kind, shown=consent.SHOWN)
 
 
 @bp.get("/search")
