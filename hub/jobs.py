@@ -122,7 +122,7 @@ def alerts_job() -> dict:
 
 def consent_job() -> dict:
     """The daily consent drift report (hub/ops/consent.py): read only, `hub consent check --fix` pushes."""
-
+    report = consent.run(current_hub())
     return {one.connector: {"drifted": one.drifted, "still_subscribed": one.still_subscribed,
                             "error": one.error} for one in report.tools}
 
