@@ -19,14 +19,13 @@ from sqlalchemy.orm import Session
 
 from hub.models import DEAD, FAILED, SENT, Checkpoint, Delivery, DeliveryAttempt, InboxEvent
 from hub.models.subscriber import Payment, Subscriber, Subscription
+from hub.ops import consent
 from hub.values import money_text
 from webhooks import SOURCE_NAMES, get_source
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "alerts"
-# Checkpoint a consent drift report leaves (value {"count": n}); the digest reads it if present.
-DRIFT_CHECKPOINT = "consent.drift"
 QUIET = timedelta(hours=1)  # never more than one alert per cause within this
 ERROR_RATE_WINDOW = timedelta(hours=1)
 ERROR_RATE_MIN_CALLS = 10  # fewer calls than this in the window say nothing about a rate
@@ -158,9 +157,10 @@ def daily_digest(session: Session, settings, now: datetime, state: dict) -> Aler
     lines = [f"Daily digest, the 24 hours to {now:%d %b %Y, %H:%M} UTC:",
              f"• new subscribers: {joined}", f"• subscriptions cancelled: {churned}",
              f"• revenue recovered from failed payments: {money}"]
-    drift = session.get(Checkpoint, DRIFT_CHECKPOINT)
-    if drift is not None and isinstance(drift.value, dict) and "count" in drift.value:
-        lines.append(f"• subscribers whose consent differs between platform and tools: {drift.value['count']}")
+    drift = consent.last_report(session)
+    if drift["checked_at"]:
+        lines.append(f"• consents that differ between platform and tools: {drift['drifted']} "
+                     f"({drift['still_subscribed']} withdrawn but still subscribed in a tool)")
     lines.append(f"Dashboard: {settings.HUB_BASE_URL}/sync-log/dashboard")
     return Alert("digest", "\n".join(lines))
 

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from hub import jobs
-from hub.models import Delivery, DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription
-from hub.ops import alerts
+from hub.models import ConsentDrift, Delivery, DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription
+from hub.ops import alerts, consent
+from hub.ops.backfill import save_checkpoint
 from hub.schedule import schedule
 from standins.slack import SlackWebhook
 
@@ -116,6 +117,19 @@ def test_the_daily_digest_comes_once_a_day_from_its_hour(hub, slack):
         f"Dashboard: {hub.settings.HUB_BASE_URL}/sync-log/dashboard"]
     assert run(hub, at + timedelta(hours=5)) == []  # once a day
     assert run(hub, at + timedelta(days=1)) == ["digest"]
+
+
+def test_the_digest_counts_the_last_consent_drift_report(hub, slack):
+    at = NOW.replace(hour=9)
+    with hub.storage.session() as s:
+        for n, kind in enumerate([consent.STILL_SUBSCRIBED, consent.NOT_SUBSCRIBED, consent.STILL_SUBSCRIBED]):
+            s.add(ConsentDrift(subscriber_id=n + 1, connector="klaviyo", channel="email", kind=kind,
+                               source="shopify", source_state="unsubscribed", tool_state="subscribed"))
+        save_checkpoint(s, consent.CHECKPOINT, {"checked_at": (at - timedelta(hours=6)).isoformat(), "tools": {}})
+        s.commit()
+    assert run(hub, at) == ["digest"]
+    assert ("• consents that differ between platform and tools: 3 (2 withdrawn but still subscribed in a tool)"
+            in slack.messages[0].splitlines())
 
 
 def test_an_alert_the_receiver_refused_is_sent_at_the_next_run(hub, slack):
