@@ -9,6 +9,7 @@ import click
 
 from hub.context import Hub, make_hub
 from hub.errors import ConfigError
+from hub.sync import rules
 
 
 def command_hub(*, upgrade: bool = False, check_rules: bool = True) -> Hub:
@@ -23,9 +24,6 @@ def command_hub(*, upgrade: bool = False, check_rules: bool = True) -> Hub:
     if ctx is not None:
         ctx.call_on_close(hub.storage.dispose)
     if check_rules:
-        # Start-up cost: the rule families and YAML, which `hub --help` does without.
-        from hub.sync import rules  # noqa: PLC0415
-
         try:
             rules.configure(hub.settings)
         except ConfigError as exc:
