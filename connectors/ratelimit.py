@@ -1,25 +1,31 @@
 """Rate limits from each tool's documentation, shared by every worker process through Redis.
 
-A limit is one or more token buckets per key ("klaviyo:events" has a burst and a steady
-bucket). With a Redis client the buckets live in Redis and a small Lua script takes a token
-from all of them atomically, so any number of workers on any number of hosts stay under
-the tool's limit together; without one they live in this process. A tool's 429 pauses
+A limit is one or more windows per key ("klaviyo:events" has a burst window of one second and
+a steady one of a minute): a call is allowed when every window of the key has held fewer than
+its count of calls in the last span. A sliding window, not a token bucket: Klaviyo counts in
+fixed windows of one second and one minute (https://developers.klaviyo.com/en/docs/
+rate_limits_and_error_handling), and a bucket of 75 that refills at 75/s lets 150 calls
+through in the first second, half of them refused. Calls never more than N in any span of
+W seconds are never more than N in any of the tool's fixed windows, however they align.
+With a Redis client the windows live in Redis (a sorted set of call times each) and a small
+Lua script takes a place in all of them atomically, so any number of workers on any number
+of hosts stay under the tool's limit together; without one they live in this process. A tool's 429 pauses
 the key in every process for the seconds its Retry-After asked (`pause`), checked by the
 same script.
 
 Why not the `limits` library (5.8, the one Flask-Limiter uses): it holds one limit per call
 and cannot hold these three things.
-- Several buckets taken all or none: `hit()` takes one RateLimitItem, so Klaviyo's burst and
+- Several windows taken all or none: `hit()` takes one RateLimitItem, so Klaviyo's burst and
   steady limits would be two scripts, and a refusal by the second after the first granted
-  still spends a token of the first (testing every bucket first, then hitting, leaves a
+  still spends a place in the first (testing every window first, then hitting, leaves a
   race between workers).
 - A key paused for a tool's Retry-After: there is no call to refuse a key for N seconds; it
   would be one more Redis key read on every take, outside the library.
-- The wait: `hit()` answers yes or no; the seconds until a token need `get_window_stats()`, a
+- The wait: `hit()` answers yes or no; the seconds until a place need `get_window_stats()`, a
   further round trip, in whole seconds of window (a RateLimitItem's window is an integer
   number of seconds, so `Rate(1, 0.05)` cannot be written). Its moving window also stamps
   entries with each worker's own clock, where this script reads Redis's.
-Taken the library's way (the pause read, then one hit per bucket), every token is two or
+Taken the library's way (the pause read, then one hit per window), every call is two or
 three round trips to Redis where this script is one.
 """
 from __future__ import annotations
@@ -27,6 +33,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
+from collections import deque
 from dataclasses import dataclass
 
 from hub.errors import RetryLater
@@ -78,34 +86,37 @@ LIMITS: dict[str, tuple[Rate, ...]] = {
     "activecampaign:api": _rates("5/s"),
 }
 
-# Takes one token from every bucket in KEYS[2..] or none; returns the seconds to wait
-# ("0" when taken). KEYS[1] is the pause set after a tool's 429. Redis's own clock is
-# used so hosts with skewed clocks share one timeline.
+# Takes a place in every window of KEYS[2..] or none; returns the seconds to wait ("0" when
+# taken). KEYS[1] is the pause set after a tool's 429. A window is a sorted set of call times,
+# those older than its span dropped first; when full, the wait is until enough of its oldest
+# calls leave it. ARGV: count and span of each window, then this call's unique member.
+# Redis's own clock is used so hosts with skewed clocks share one timeline.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then return tostring(paused / 1000) end
-local wait, level = 0, {}
+local wait = 0
 for i = 2, #KEYS do
   local cap, per = tonumber(ARGV[2 * i - 3]), tonumber(ARGV[2 * i - 2])
-  local b = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-  local elapsed = math.max(0, now - (tonumber(b[2]) or now))
-  local tokens = math.min(cap, (tonumber(b[1]) or cap) + elapsed * cap / per)
-  level[i] = tokens
-  if tokens < 1 then wait = math.max(wait, (1 - tokens) * per / cap) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - per)
+  local n = redis.call('ZCARD', KEYS[i])
+  if n >= cap then
+    local leaving = redis.call('ZRANGE', KEYS[i], n - cap, n - cap, 'WITHSCORES')
+    wait = math.max(wait, tonumber(leaving[2]) + per - now)
+  end
 end
 if wait > 0 then return tostring(wait) end
 for i = 2, #KEYS do
-  redis.call('HSET', KEYS[i], 'tokens', tostring(level[i] - 1), 'at', tostring(now))
-  redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i - 2])) + 1)
+  redis.call('ZADD', KEYS[i], now, ARGV[#ARGV])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i - 2]) * 1000) + 1000)
 end
 return '0'
 """
 
 
 class Limiter:
-    """Token buckets per key; `acquire(key)` waits for a token or raises RetryLater."""
+    """Sliding windows per key; `acquire(key)` waits for a place or raises RetryLater."""
 
     def __init__(self, redis=None, prefix: str = "hub:ratelimit:", max_wait: float = 30.0,
                  limits: dict[str, tuple[Rate, ...]] | None = None, sleep=time.sleep):
@@ -116,16 +127,16 @@ class Limiter:
         self.sleep = sleep
         self._script = redis.register_script(_TAKE) if redis is not None else None
         self._lock = threading.Lock()
-        self._buckets: dict[str, list[float]] = {}
+        self._windows: dict[str, deque[float]] = {}
         self._paused: dict[str, float] = {}
 
     def take(self, key: str, rates: tuple[Rate, ...] | None = None) -> float:
-        """Take a token now (0.0) or say how many seconds until one is free."""
+        """Take a place now (0.0) or say how many seconds until one is free."""
         rates = self.limits.get(key, ()) if rates is None else rates
         if self._script is not None:
             keys = [f"{self.prefix}{key}:pause"]
             keys += [f"{self.prefix}{key}:{r.requests}/{r.seconds:g}" for r in rates]
-            args = [v for r in rates for v in (r.requests, r.seconds)]
+            args = [v for r in rates for v in (r.requests, r.seconds)] + [uuid.uuid4().hex]
             return float(self._script(keys=keys, args=args))
         return self._take_local(key, rates)
 
@@ -135,21 +146,22 @@ class Limiter:
             paused = self._paused.get(key, 0.0) - now
             if paused > 0:
                 return paused
-            levels, wait = [], 0.0
+            windows, wait = [], 0.0
             for rate in rates:
-                tokens, at = self._buckets.get(f"{key}:{rate}", (rate.requests, now))
-                tokens = min(rate.requests, tokens + (now - at) * rate.requests / rate.seconds)
-                levels.append(tokens)
-                if tokens < 1:
-                    wait = max(wait, (1 - tokens) * rate.seconds / rate.requests)
+                calls = self._windows.setdefault(f"{key}:{rate}", deque())
+                while calls and calls[0] <= now - rate.seconds:
+                    calls.popleft()
+                if len(calls) >= rate.requests:
+                    wait = max(wait, calls[len(calls) - rate.requests] + rate.seconds - now)
+                windows.append(calls)
             if wait > 0:
                 return wait
-            for rate, tokens in zip(rates, levels, strict=True):
-                self._buckets[f"{key}:{rate}"] = [tokens - 1, now]
+            for calls in windows:
+                calls.append(now)
             return 0.0
 
     def acquire(self, key: str, rates: tuple[Rate, ...] | None = None) -> None:
-        """Block until a token is taken; RetryLater when that would take over `max_wait`."""
+        """Block until a place is taken; RetryLater when that would take over `max_wait`."""
         while True:
             wait = self.take(key, rates)
             if wait <= 0:
