@@ -214,7 +214,24 @@ def subscription_data(payload: dict) -> dict:
         "canceled_at": utc(sub.get("cancelled_at")) if raw in ("cancelled", "transferred") else None,
     }
     data.update(money(recurring_amount(lines), sub.get("currency_code")))
+    data.update(cancellation(sub))
     return data
+
+
+# cancel_reason is Chargebee's own, set when it cancelled (not_paid: dunning ended unpaid;
+# no_card: nothing to charge); cancel_reason_code the merchant's reason code, chosen when a
+# person cancelled (https://apidocs.chargebee.com/docs/api/subscriptions
+# #subscription_cancel_reason, #subscription_cancel_reason_code).
+INVOLUNTARY_REASONS = frozenset({"not_paid", "no_card"})
+
+
+def cancellation(sub: dict) -> dict:
+    """cancellation_reason and churn_type of a subscription that names why it ends."""
+    reason, code = sub.get("cancel_reason"), sub.get("cancel_reason_code")
+    if not (reason or code):
+        return {}
+    return {"cancellation_reason": code or reason,
+            "churn_type": ev.INVOLUNTARY if reason in INVOLUNTARY_REASONS else ev.VOLUNTARY}
 
 
 def payment_data(payload: dict, status: str) -> dict:

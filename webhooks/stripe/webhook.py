@@ -521,7 +521,28 @@ def _subscription_data(sub: dict) -> dict:
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
         "canceled_at": utc(sub.get("canceled_at")),
         "product_ids": list(dict.fromkeys(product_ids)),
+        **_cancellation(sub),
     }
+
+
+# Stripe's cancellation_details: `reason` is Stripe's (cancellation_requested, payment_disputed,
+# payment_failed), `feedback` the customer's choice in the portal (too_expensive, switched_service,
+# ...), `comment` their words (https://docs.stripe.com/api/subscriptions/object
+# #subscription_object-cancellation_details).
+INVOLUNTARY_REASONS = frozenset({"payment_failed"})
+
+
+def _cancellation(sub: dict) -> dict:
+    """Why the subscription ends: the customer's feedback, else Stripe's reason; churn_type
+    involuntary when Stripe ended it for failed payment. Nothing when Stripe names no reason."""
+    details = sub.get("cancellation_details") or {}
+    reason = details.get("reason")
+    if not (reason or details.get("feedback") or details.get("comment")):
+        return {}
+    return {"cancellation_reason": details.get("feedback") or reason,
+            "cancellation_comment": details.get("comment"),
+            "churn_type": (ev.INVOLUNTARY if reason in INVOLUNTARY_REASONS
+                           else ev.VOLUNTARY if reason else None)}
 
 
 def _cycle(item: dict) -> tuple:

@@ -25,6 +25,7 @@ from hub.sync.rules import (
     dunning,
     lifecycle,
     loyalty,
+    moments,
     queries,
     renewal,
     stock,
@@ -175,7 +176,8 @@ def _subscription_rules(session, s, event, changes, now, p):
     # Only a cancellation this event made: an old one first seen now is history, not news.
     ended = event.name == ev.SUBSCRIPTION_CANCELED or any(
         c.get("field") == "status" and c.get("to") in ENDED for c in changes.changed)
-    dues += [d for d in [winback.cancelled(sub, now, p)] if d and ended]
+    if ended:
+        dues += [d for d in [winback.cancelled(sub, now, p, moments.why_cancelled(s, sub, event))] if d]
     held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX) if h[1].endswith("/" + sub.ref)]
     cancel, reinstate = renewal.reconcile(sub, held, now, p)
     for rule_, occasion in reinstate:
