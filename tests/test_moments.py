@@ -102,3 +102,74 @@ def test_recharge_cancellation_carries_its_reason_and_churn_type(client, hub, re
     [props] = fired(hub, "Subscription Cancelled")
     assert (props["cancellation_reason"], props["cancellation_comment"], props["churn_type"]) == (
         "some reason", "comments go here", churn)
+
+
+# --- 2. plan changes --------------------------------------------------------------------------
+
+def proration_invoice(lines: list[tuple[int, bool]]) -> dict:
+    """The invoice Stripe makes for a change with proration_behavior=always_invoice (API
+    2025-03-31 shape: the proration flag under parent.subscription_item_details)."""
+    return {"id": "in_change", "object": "invoice", "billing_reason": "subscription_update", "currency": "usd",
+            "lines": {"object": "list", "data": [
+                {"id": f"il_{i}", "object": "line_item", "amount": amount, "currency": "usd",
+                 "parent": {"type": "subscription_item_details",
+                            "subscription_item_details": {"proration": proration, "subscription": "sub_m1",
+                                                          "subscription_item": "si_sub_m1"}}}
+                for i, (amount, proration) in enumerate(lines)]}}
+
+
+def test_stripe_upgrade_mid_cycle_fires_plan_changed_with_stripes_own_proration(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    # Mid-cycle, 15 of 31 days left: Stripe credits the unused 25.00 (-1210) and charges
+    # the rest of the period on 40.00 (1935): 725 net, read from its invoice, never worked out.
+    changed = stripe_subscription(price=("price_p", "Coffee Plus", 4000),
+                                  latest_invoice=proration_invoice([(-1210, True), (1935, True), (4000, False)]))
+    previous = {"items": stripe_subscription()["items"]}
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 16 * DAY, previous)
+    [props] = fired(hub, "Plan Changed")
+    assert {k: props[k] for k in ("previous_plan", "plan", "previous_amount", "amount", "currency", "direction",
+                                  "effective_at", "proration_amount")} == {
+        "previous_plan": "Coffee Monthly", "plan": "Coffee Plus", "previous_amount": 2500, "amount": 4000,
+        "currency": "USD", "direction": "upgrade",
+        "effective_at": datetime.fromtimestamp(T0 + 16 * DAY, UTC).isoformat(), "proration_amount": 725}
+
+
+def test_stripe_downgrade_left_for_the_next_invoice_has_no_proration_yet(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_1000")
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 3 * DAY,
+                {"items": stripe_subscription()["items"]})
+    [props] = fired(hub, "Plan Changed")
+    assert (props["direction"], props["previous_amount"], props["amount"], props["proration_amount"]) == (
+        "downgrade", 2500, 1500, None)
+
+
+def test_a_renewal_that_changes_nothing_of_the_plan_fires_no_plan_changed(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    renewed = stripe_subscription()
+    stripe_send(client, hub, "customer.subscription.updated", renewed, 2, T0 + 31 * DAY,
+                {"current_period_start": T0 - 31 * DAY})
+    assert fired(hub, "Plan Changed") == []
+
+
+def test_chargebee_change_reads_the_invoice_and_credit_note_it_made(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    payload = copy.deepcopy(load_sample("chargebee/subscription_changed.json"))
+    sub = payload["content"]["subscription"]
+    before = load_sample("chargebee/subscription_created.json")["content"]["subscription"]
+    plan = next(i for i in sub["subscription_items"] if i["item_type"] == "plan")
+    plan.update(item_price_id="Coffee-Club-USD-Every-3-months", unit_price=plan["unit_price"] * 3,
+                amount=plan["unit_price"] * 3 * plan.get("quantity", 1))
+    sub["resource_version"] = before["resource_version"] + 1000
+    sub["updated_at"] = before["updated_at"] + 86400
+    # Shapes of an invoice and a credit note (https://apidocs.chargebee.com/docs/api/invoices,
+    # .../credit_notes): the change charged 30.00 and credited 12.00 of the old plan.
+    payload["content"]["invoice"] = {"id": "inv_9", "subscription_id": sub["id"], "total": 3000,
+                                     "currency_code": sub["currency_code"], "status": "paid"}
+    payload["content"]["credit_notes"] = [{"id": "cn_9", "subscription_id": sub["id"], "total": 1200,
+                                           "type": "adjustment", "reason_code": "subscription_change"}]
+    send(client, hub, "chargebee", payload)
+    [props] = fired(hub, "Plan Changed")
+    old_plan = next(i for i in before["subscription_items"] if i["item_type"] == "plan")["item_price_id"]
+    assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
+        old_plan, "Coffee-Club-USD-Every-3-months", "upgrade", 1800)

@@ -54,7 +54,8 @@ PRICES = {"monthly": ("price_coffee_m", "Coffee Monthly", 2500, "month"),
           "yearly": ("price_coffee_y", "Coffee Yearly", 48000, "year")}
 
 
-def subscription(sid, customer, start, period_start, plan="monthly", status="active", canceled_at=None):
+def subscription(sid, customer, start, period_start, plan="monthly", status="active", canceled_at=None,
+                 cancellation_details=None):
     obj = copy.deepcopy(load_sample("shared:stripe/pay/subscription.created.json")["object"])
     price_id, nickname, amount, interval = PRICES[plan]
     period_end = add_months(period_start, 12 if plan == "yearly" else 1)
@@ -68,7 +69,8 @@ def subscription(sid, customer, start, period_start, plan="monthly", status="act
     obj.update(id=sid, customer=customer, status=status, created=ts(at(start)), start_date=ts(at(start)),
                billing_cycle_anchor=ts(at(start)), trial_start=None, trial_end=None, cancel_at_period_end=False,
                canceled_at=ts(at(canceled_at)) if canceled_at else None,
-               ended_at=ts(at(canceled_at)) if canceled_at else None)
+               ended_at=ts(at(canceled_at)) if canceled_at else None,
+               cancellation_details=cancellation_details)
     obj["items"] = {**obj["items"], "data": [item], "total_count": 1}
     return obj
 
@@ -196,7 +198,8 @@ def ben(cal):
                    invoice("in_ben_04", c, e, "sub_ben", "2026-04-10", paid=False, decline="do_not_honor",
                            attempt=attempt, next_attempt=next_attempt))
     cal.stripe("2026-05-01", "customer.subscription.deleted",
-               subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="canceled", canceled_at="2026-05-01"))
+               subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="canceled", canceled_at="2026-05-01",
+                            cancellation_details={"reason": "payment_failed", "feedback": None, "comment": None}))
 
 
 def cara(cal):
@@ -212,7 +215,9 @@ def cara(cal):
                invoice("in_cara_05", c, e, "sub_cara", "2026-05-05", paid=False, decline="stolen_card"))
     # A stolen card: Stripe schedules no retry (next_payment_attempt null).
     cal.stripe("2026-05-12", "customer.subscription.deleted",
-               subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="canceled", canceled_at="2026-05-12"))
+               subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="canceled", canceled_at="2026-05-12",
+                            cancellation_details={"reason": "cancellation_requested", "feedback": "other",
+                                                  "comment": "Card stolen, done for now"}))
     # She comes back on a new subscription 20 days later: no Win Back.
     cal.stripe("2026-06-01", "customer.subscription.created", subscription("sub_cara2", c, "2026-06-01", "2026-06-01"))
     cal.stripe("2026-06-01", "invoice.paid", invoice("in_cara2_06", c, e, "sub_cara2", "2026-06-01"))
@@ -309,6 +314,7 @@ EXPECTED = {
         upsell("2026-05-01", "2026-05-01", "stripe:sub_ann"),
         # June: yearly plan (next renewal 2027-06-01: its reminders fall outside the year).
         upsell("2026-06-01", "2026-06-01", "stripe:sub_ann"),
+        ("2026-06-01", "Plan Changed", "2026-06-01T10:00:00+00:00/stripe:sub_ann", "fired"),
         ("2026-06-01", "Tier Changed", "Bronze->Silver/2026-06-01T10:00:00+00:00", "fired"),  # 125 + 480 points
         stage("2026-06-30", 6, "engaged->loyal"),                  # 180 days, healthy
     ],
@@ -375,3 +381,23 @@ def test_a_year_fires_exactly_the_expected_triggers(year):
         extra = sorted(set(got) - set(expected))
         assert (who, missing, extra) == (who, [], [])
         assert len(got) == len(expected)
+
+
+def properties_of(hub, name: str) -> dict[str, dict]:
+    with hub.storage.session() as s:
+        emails = dict(s.execute(select(Subscriber.id, Subscriber.email)).all())
+        return {emails[t.subscriber_id].split("@")[0]: t.properties
+                for t in s.scalars(select(Trigger).where(Trigger.name == name))}
+
+
+def test_the_years_plan_change_and_cancellations_carry_what_flows_need(year, hub):
+    plan = properties_of(hub, "Plan Changed")["ann"]
+    assert {k: plan[k] for k in ("previous_plan", "plan", "previous_amount", "amount", "currency", "direction",
+                                 "effective_at", "proration_amount")} == {
+        "previous_plan": "Coffee Monthly", "plan": "Coffee Yearly", "previous_amount": 2500, "amount": 48000,
+        "currency": "USD", "direction": "upgrade",  # 40.00 a month against 25.00
+        "effective_at": "2026-06-01T10:00:00+00:00", "proration_amount": None}
+    cancelled = properties_of(hub, "Subscription Cancelled")
+    why = {who: (p["cancellation_reason"], p["churn_type"]) for who, p in cancelled.items()}
+    assert why == {"ben": ("payment_failed", "involuntary"), "cara": ("other", "voluntary"),
+                   "dan": (None, "voluntary")}

@@ -158,7 +158,29 @@ def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
 
 
 def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    return [_subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)]
+    event = _subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)
+    if "items" in (payload["data"].get("previous_attributes") or {}):
+        event.data["proration_amount"] = proration_amount(
+            payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+    return [event]
+
+
+def proration_amount(invoice) -> int | None:
+    """What Stripe charged (+) or credited (-) for a change of items, in minor units: the sum
+    of the proration lines of the invoice the change made (billing_reason `subscription_update`,
+    https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason). A line says it
+    is a proration in `proration` before API 2025-03-31, in
+    `parent.subscription_item_details.proration` since (https://docs.stripe.com/api/
+    invoice-line-item/object#invoice_line_item_object-parent-subscription_item_details-proration).
+    None when the change made no such invoice (prorations left for the next renewal's
+    invoice, or none) or the webhook carries only its id."""
+    if not isinstance(invoice, dict) or invoice.get("billing_reason") != "subscription_update":
+        return None
+    lines = (invoice.get("lines") or {}).get("data") or []
+    prorations = [line["amount"] for line in lines if line.get("amount") is not None and (
+        line.get("proration")
+        or ((line.get("parent") or {}).get("subscription_item_details") or {}).get("proration"))]
+    return sum(prorations) if prorations else None
 
 
 def normalize_canceled_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:

@@ -178,6 +178,8 @@ def _subscription_rules(session, s, event, changes, now, p):
         c.get("field") == "status" and c.get("to") in ENDED for c in changes.changed)
     if ended:
         dues += [d for d in [winback.cancelled(sub, now, p, moments.why_cancelled(s, sub, event))] if d]
+    before = moments.was(sub, changes)
+    dues += [d for d in [moments.plan_changed(sub, before, event)] if d]
     held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX) if h[1].endswith("/" + sub.ref)]
     cancel, reinstate = renewal.reconcile(sub, held, now, p)
     for rule_, occasion in reinstate:

@@ -9,7 +9,8 @@ hub works out).
 from __future__ import annotations
 
 from hub import events as ev
-from hub.sync.rules.state import OPEN_PAYMENT, SubscriberState, SubState
+from hub.sync.rules.state import OPEN_PAYMENT, Due, SubscriberState, SubState, iso
+from hub.values import per_month
 
 
 def why_cancelled(s: SubscriberState, sub: SubState, event) -> dict:
@@ -26,3 +27,37 @@ def why_cancelled(s: SubscriberState, sub: SubState, event) -> dict:
     if d.get("cancellation_comment"):
         why["cancellation_comment"] = d["cancellation_comment"]
     return why
+
+
+# What makes a plan change: another plan, price, quantity or billing interval.
+PLAN_FIELDS = ("plan", "plan_id", "amount", "quantity", "interval", "interval_count")
+
+
+def was(sub: SubState, changes) -> dict:
+    """The subscription's fields as they were before this event, of those it changed."""
+    return {c["field"]: c["from"] for c in changes.changed
+            if str(c.get("what", "")).startswith("subscription")
+            and (c.get("field") in (*PLAN_FIELDS, *SubState.__dataclass_fields__) or c.get("field") == "created")}
+
+
+def plan_changed(sub: SubState, before: dict, event) -> Due | None:
+    """Plan Changed when a running subscription the hub already held moved to another plan,
+    price, quantity or interval. `direction` compares the amounts per month (a monthly 25.00
+    to a yearly 240.00 is a downgrade); proration_amount is the platform's own figure."""
+    moved = [k for k in PLAN_FIELDS if k in before and before[k] is not None]
+    if not moved or not sub.is_live or "created" in before:
+        return None
+    # quantity is not rule state: unchanged, it is the event's own.
+    old = {k: before[k] if k in before else getattr(sub, k, event.data.get(k)) for k in PLAN_FIELDS}
+    old_rate = per_month(old["amount"], old["interval"], old["interval_count"])
+    new_rate = per_month(sub.amount, sub.interval, sub.interval_count)
+    direction = ("change" if not (old_rate and new_rate) or old_rate == new_rate
+                 else "upgrade" if new_rate > old_rate else "downgrade")
+    props = {**sub.properties(), "previous_plan": old["plan"], "previous_plan_id": old["plan_id"],
+             "previous_amount": old["amount"], "previous_interval": old["interval"],
+             "previous_quantity": old["quantity"], "direction": direction,
+             "effective_at": iso(event.occurred_at),
+             "proration_amount": event.data.get("proration_amount")}
+    return Due(rule="plan-changed", occasion=f"{iso(event.occurred_at)}/{sub.ref}"[:120],
+               name=ev.PLAN_CHANGED, properties=props,
+               reason=f"{old['plan'] or '?'} → {sub.plan or '?'} ({direction})", due_at=event.occurred_at)
