@@ -159,7 +159,9 @@ def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
 
 def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     event = _subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)
-    if "items" in (payload["data"].get("previous_attributes") or {}):
+    # What a change of plan, price or quantity names as changed, in API versions since items
+    # (2018-02-05) and before them.
+    if {"items", "plan", "quantity"} & set(payload["data"].get("previous_attributes") or {}):
         event.data["proration_amount"] = proration_amount(
             payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
     return [event]
@@ -384,6 +386,24 @@ def attach_invoice(payload: dict, settings) -> dict:
         "expand": ["data.invoice"]})
 
 
+def attach_change_invoice(payload: dict, settings) -> dict:
+    """customer.subscription.updated: the customer, and for a change of items the subscription's
+    latest invoice under "_latest_invoice" (a webhook names it by id; the invoice a change made
+    holds Stripe's proration lines: GET /v1/invoices/:id,
+    https://docs.stripe.com/api/invoices/retrieve). Unchanged when Stripe fails."""
+    payload = attach_customer(payload, settings)
+    invoice_id = _object(payload).get("latest_invoice")
+    if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
+            or "items" not in (payload["data"].get("previous_attributes") or {})):
+        return payload
+    try:
+        invoice = _client(settings).v1.invoices.retrieve(invoice_id)
+    except stripe.StripeError:
+        return payload
+    # The JSON as sent (to_dict() would make Decimals of the lines' decimal strings).
+    return {**payload, "_latest_invoice": invoice.last_response.data}
+
+
 def _with_payments(payload: dict, settings, params: dict) -> dict:
     try:
         listing = _client(settings).v1.invoice_payments.list(params=params)
@@ -410,7 +430,8 @@ ENRICH = {topic: attach_customer for topic in (
     "customer.source.expiring", "payment_method.attached", "payment_method.updated",
     "payment_method.automatically_updated", "payment_method.detached",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
-      "payment_intent.payment_failed": attach_invoice}
+      "payment_intent.payment_failed": attach_invoice,
+      "customer.subscription.updated": attach_change_invoice}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------
