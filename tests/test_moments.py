@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
+from hub.jobs import run_time_rules
 from hub.models import Trigger
 from hub.sync.inbox import drain_inbox
 from tests.samples import load_sample, post, stripe_event
@@ -173,3 +174,62 @@ def test_chargebee_change_reads_the_invoice_and_credit_note_it_made(client, hub)
     old_plan = next(i for i in before["subscription_items"] if i["item_type"] == "plan")["item_price_id"]
     assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
         old_plan, "Coffee-Club-USD-Every-3-months", "upgrade", 1800)
+
+
+# --- 3. pauses and skips ------------------------------------------------------------------------
+
+def iso_of(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def test_chargebee_pause_names_its_resume_date_and_the_resume_fires_once(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    paused = load_sample("chargebee/subscription_paused.json")
+    send(client, hub, "chargebee", paused)
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_resumed.json"))
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["paused_at"], pause["status"]) == (
+        # When Chargebee changed it: its resource_version, in milliseconds.
+        iso_of(1800198000), iso_of(paused["content"]["subscription"]["resource_version"] / 1000), "paused")
+    [resume] = fired(hub, "Subscription Resumed")
+    assert (resume["status"], resume["next_renewal_at"]) == ("active", iso_of(1800198000))
+
+
+def test_stripe_pause_collection_pauses_and_its_clearing_resumes_with_no_reminder_meanwhile(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    resumes = T0 + 62 * DAY
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(pause_collection={
+        "behavior": "void", "resumes_at": resumes}), 2, T0 + 2 * DAY, {"pause_collection": None})
+    # 7 and 1 days before the period's end (T0 + 31 days): a paused cycle gets no reminder.
+    for day in (24, 30):
+        run_time_rules(hub, datetime.fromtimestamp(T0 + day * DAY, UTC).replace(hour=6))
+    assert fired(hub, "Renewal Reminder") == []
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 3, T0 + 40 * DAY,
+                {"pause_collection": {"behavior": "void", "resumes_at": resumes}})
+    [pause] = fired(hub, "Subscription Paused")
+    [resume] = fired(hub, "Subscription Resumed")
+    assert (pause["resumes_at"], resume["resumed_at"]) == (iso_of(resumes), iso_of(T0 + 40 * DAY))
+
+
+def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paused_by_the_subscriber(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="past_due"), 1, T0)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(status="unpaid"), 2, T0 + DAY)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 3, T0 + 2 * DAY)
+    assert (fired(hub, "Subscription Paused"), fired(hub, "Subscription Resumed")) == ([], [])
+
+
+def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_date(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    skipped = copy.deepcopy(sub)
+    skipped["subscription"].update(next_charge_scheduled_at="2022-05-09", updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", skipped, topic="subscription/skipped")
+    [skip] = fired(hub, "Renewal Skipped")
+    assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
+        "2022-04-09T00:00:00+00:00", "2022-05-09T00:00:00+00:00")
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the skipped date
+    assert fired(hub, "Renewal Reminder") == []
+    run_time_rules(hub, datetime(2022, 5, 2, 6, tzinfo=UTC))  # catches up the 14-day reminder too
+    assert sorted((r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")) == [
+        ("2022-05-09", 7), ("2022-05-09", 14)]

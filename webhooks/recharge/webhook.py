@@ -244,6 +244,8 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
     }
     if unit_price is not None:
         data.update(amount=unit_price * (quantity or 1) * shipments, currency=currency)
+    if topic == "subscription/skipped":
+        data["renewal_skipped"] = True
     # None is news for the dates a change can clear (a reactivated subscription's cancellation).
     return {key: value for key, value in data.items() if value is not None or key in ("next_renewal_at", "canceled_at")}
 

@@ -179,7 +179,11 @@ def _subscription_rules(session, s, event, changes, now, p):
     if ended:
         dues += [d for d in [winback.cancelled(sub, now, p, moments.why_cancelled(s, sub, event))] if d]
     before = moments.was(sub, changes)
-    dues += [d for d in [moments.plan_changed(sub, before, event)] if d]
+    was_paused = any(occ.endswith("/" + sub.ref) for _, occ, _ in
+                     queries.held_triggers(session, s.id, moments.PAUSED_RULE)) if before.get("status") else False
+    dues += [d for d in [moments.plan_changed(sub, before, event),
+                         moments.paused_or_resumed(sub, before, event, was_paused),
+                         moments.renewal_skipped(sub, before, event)] if d]
     held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX) if h[1].endswith("/" + sub.ref)]
     cancel, reinstate = renewal.reconcile(sub, held, now, p)
     for rule_, occasion in reinstate:

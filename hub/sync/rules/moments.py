@@ -61,3 +61,39 @@ def plan_changed(sub: SubState, before: dict, event) -> Due | None:
     return Due(rule="plan-changed", occasion=f"{iso(event.occurred_at)}/{sub.ref}"[:120],
                name=ev.PLAN_CHANGED, properties=props,
                reason=f"{old['plan'] or '?'} → {sub.plan or '?'} ({direction})", due_at=event.occurred_at)
+
+
+PAUSED_RULE, RESUMED_RULE, SKIPPED_RULE = "subscription-paused", "subscription-resumed", "renewal-skipped"
+# Statuses a subscriber pauses from. A past_due subscription that turns paused is one whose
+# platform stopped collecting after failed retries (Stripe `unpaid`): dunning, not a pause.
+PAUSABLE = ("active", "trialing")
+
+
+def paused_or_resumed(sub: SubState, before: dict, event, was_paused: bool) -> Due | None:
+    """Subscription Paused when a running subscription is paused (its resume date, if the
+    platform names one, as `resumes_at`); Subscription Resumed when one this rule saw paused
+    (`was_paused`: a Subscription Paused is held for it) runs again."""
+    old = before.get("status")
+    at = iso(event.occurred_at)
+    if old in PAUSABLE and sub.status == "paused":
+        name, rule, props = ev.SUBSCRIPTION_PAUSED, PAUSED_RULE, {
+            "paused_at": at, "resumes_at": iso(event.data.get("resumes_at"))}
+    elif old == "paused" and sub.status in PAUSABLE and was_paused:
+        name, rule, props = ev.SUBSCRIPTION_RESUMED, RESUMED_RULE, {"resumed_at": at}
+    else:
+        return None
+    return Due(rule=rule, occasion=f"{at}/{sub.ref}"[:120], name=name, properties={**sub.properties(), **props},
+               reason=f"subscription {sub.plan or sub.source_id} {old} → {sub.status}", due_at=event.occurred_at)
+
+
+def renewal_skipped(sub: SubState, before: dict, event) -> Due | None:
+    """Renewal Skipped when the platform says a renewal was skipped (Recharge's
+    subscription/skipped): the skipped date is the renewal held before, the next one the
+    date the platform moved it to (whose reminders follow, hub.sync.rules.renewal.reconcile)."""
+    if not event.data.get("renewal_skipped"):
+        return None
+    skipped = before.get("next_renewal_at") or iso(sub.next_renewal_at)
+    return Due(rule=SKIPPED_RULE, occasion=f"{skipped or iso(event.occurred_at)}/{sub.ref}"[:120],
+               name=ev.RENEWAL_SKIPPED,
+               properties={**sub.properties(), "skipped_renewal_at": skipped},
+               reason=f"renewal of {skipped or '?'} skipped", due_at=event.occurred_at)
