@@ -233,3 +233,30 @@ def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_da
     run_time_rules(hub, datetime(2022, 5, 2, 6, tzinfo=UTC))  # catches up the 14-day reminder too
     assert sorted((r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")) == [
         ("2022-05-09", 7), ("2022-05-09", 14)]
+
+
+# --- 5. a new card -----------------------------------------------------------------------------
+
+def test_card_update_mid_dunning_fires_payment_method_updated_naming_the_owed_payment(client, hub):
+    failed = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    card = load_sample("shared:stripe/pay/payment_method.updated.json")
+    send(client, hub, "stripe", stripe_event("invoice.payment_failed", failed, event_id="evt_f",
+                                             created=failed["created"]))
+    updated = stripe_event("payment_method.updated", card["object"], event_id="evt_c", created=failed["created"] + 60,
+                           previous_attributes=card["previous_attributes"])
+    send(client, hub, "stripe", updated)
+    send(client, hub, "stripe", {**updated, "id": "evt_c2"})  # the same card again: nothing new
+    detached = load_sample("shared:stripe/pay/payment_method.detached.json")
+    send(client, hub, "stripe", stripe_event("payment_method.detached", detached["object"], event_id="evt_d",
+                                             created=failed["created"] + 120,
+                                             previous_attributes=detached.get("previous_attributes")))
+    [props] = fired(hub, "Payment Method Updated")
+    assert props == {"source": "stripe", "card_id": "pm_1000", "brand": "visa", "last4": "3184", "exp_month": 12,
+                     "exp_year": 2035, "auto_updated": False, "updated_at": iso_of(failed["created"] + 60),
+                     "dunning_payment_id": "in_1234"}
+
+
+def test_chargebee_card_update_fires_payment_method_updated(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/card_updated.json"))
+    [props] = fired(hub, "Payment Method Updated")
+    assert (props["source"], props["exp_year"], props["dunning_payment_id"]) == ("chargebee", 2029, None)

@@ -96,11 +96,25 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
         session.flush()
     s = queries.subscriber_state(subscriber)
     dues = []
-    for rule in event_rules:
+    for rule in (*event_rules, *PROFILE_RULES.get(event.name, ())):
         dues += rule(session, s, event, changes, now, p)
     dues += evaluate_subscriber(session, subscriber, s, now, p, changes=changes)
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
-    return store(session, subscriber.id, dues, inbox_event_id, history, settings)
+    fired = store(session, subscriber.id, dues, inbox_event_id, history, settings)
+    if p.dunning.mode == "orchestrate":
+        _retry_with_new_card(session, s, fired, settings)
+    return fired
+
+
+def _retry_with_new_card(session: Session, s: SubscriberState, fired: list[Trigger], settings) -> None:
+    """Orchestrate mode: a new card while a payment is owed asks the platform to retry it, once
+    the trigger is committed (the trigger's key is the retry's idempotency key)."""
+    retries = [(pay, f"{t.subscriber_id}:{t.rule}:{t.occasion}") for t in fired
+               if t.name == ev.PAYMENT_METHOD_UPDATED_TRIGGER
+               for pay in s.payments if pay.source_id == (t.properties or {}).get("dunning_payment_id")
+               and pay.source == t.properties.get("source")]
+    if retries:
+        _retry_after_commit(session, retries, settings)
 
 
 def _unnumbered(subscriber: Subscriber) -> bool:
@@ -200,13 +214,20 @@ def _payment_rules(session, s, event, changes, now, p):
     return [found] if found else []
 
 
+def _card_rules(session, s, event, changes, now, p):
+    return [d for d in [moments.payment_method_updated(s, event, changes)] if d]
+
+
 EVENT_RULES = {
     ev.SUBSCRIPTION_UPSERTED: (_subscription_rules,),
     ev.SUBSCRIPTION_CANCELED: (_subscription_rules,),
     ev.PAYMENT_FAILED: (_payment_rules,),
     ev.PAYMENT_ACTION_REQUIRED: (_payment_rules,),
     ev.PAYMENT_SUCCEEDED: (_payment_rules,),
+    ev.PAYMENT_METHOD_UPDATED: (_card_rules,),
 }
+# Event rules that read only the subscriber in memory, so a profile event is not flushed for them.
+PROFILE_RULES = {ev.CUSTOMER_UPSERTED: (_card_rules,)}
 # The platform's own notice means "now": it also takes a due day the sweeps passed by.
 NOTICES = {ev.TRIAL_ENDING: ("trial",), ev.PAYMENT_METHOD_EXPIRING: ("card",)}
 

@@ -97,3 +97,43 @@ def renewal_skipped(sub: SubState, before: dict, event) -> Due | None:
                name=ev.RENEWAL_SKIPPED,
                properties={**sub.properties(), "skipped_renewal_at": skipped},
                reason=f"renewal of {skipped or '?'} skipped", due_at=event.occurred_at)
+
+
+CARD_RULE = "payment-method-updated"
+
+
+def payment_method_updated(s: SubscriberState, event, changes) -> Due | None:
+    """Payment Method Updated when the card the platform charges changed: a card added,
+    replaced or given new details (by the customer or the card network) that is not known to
+    be a spare, or another card made the default (Stripe's customer.updated). Not when one
+    was removed. A dunning in progress on the same platform is named (`dunning_payment_id`):
+    the new card is what a retry needs (orchestrate mode asks for one, hub.sync.rules.on_event)."""
+    if event.name == ev.CUSTOMER_UPSERTED:
+        key = next((c["to"] for c in changes.changed
+                    if c.get("what") == "card on file" and c.get("field") == "default" and c.get("to")), None)
+    else:
+        key = f"{event.source}:{event.data.get('source_id') or 'default'}"
+        if not any(c.get("field") == key for c in changes.changed) or _spare(s.cards, key, event.source):
+            key = None
+    card = s.cards.get(key) or {} if key else {}
+    if not card.get("exp_year"):
+        return None
+    owed = sorted((x for x in s.payments if x.source == event.source and x.is_open),
+                  key=lambda x: (x.first_failed_at, x.id))
+    at = iso(event.occurred_at)
+    props = {"source": event.source, "card_id": key.partition(":")[2], "brand": card.get("brand"),
+             "last4": card.get("last4"), "exp_month": card.get("exp_month"), "exp_year": card.get("exp_year"),
+             "auto_updated": bool(card.get("auto_updated")), "updated_at": at,
+             "dunning_payment_id": owed[-1].source_id if owed else None}
+    # Once per card and expiry: the card attached and then made the default is one update.
+    occasion = f"{key}/{card.get('exp_year')}-{card.get('exp_month')}"[:120]
+    return Due(rule=CARD_RULE, occasion=occasion, name=ev.PAYMENT_METHOD_UPDATED_TRIGGER,
+               properties=props, reason=f"{card.get('brand') or 'card'} •••• {card.get('last4') or '?'} on file",
+               due_at=event.occurred_at)
+
+
+def _spare(cards: dict, key: str, source: str) -> bool:
+    """The card is known not to be the one the platform charges (another is the default)."""
+    if cards.get(key, {}).get("default") is False:
+        return True
+    return any(card.get("default") for k, card in cards.items() if k != key and k.startswith(source + ":"))
