@@ -5,13 +5,13 @@ and Recharge."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
 from hub.jobs import run_time_rules
-from hub.models import Trigger
+from hub.models import CustomerLink, Trigger
 from hub.sync.inbox import drain_inbox
 from tests.samples import load_sample, post, stripe_event
 
@@ -260,3 +260,48 @@ def test_chargebee_card_update_fires_payment_method_updated(client, hub):
     send(client, hub, "chargebee", load_sample("chargebee/card_updated.json"))
     [props] = fired(hub, "Payment Method Updated")
     assert (props["source"], props["exp_year"], props["dunning_payment_id"]) == ("chargebee", 2029, None)
+
+
+# --- 4. subscriptions set to end ------------------------------------------------------------------
+
+def sweep_on(hub, *days: int) -> None:
+    """`hub sweep` at 06:00 on each of these days after T0."""
+    for day in days:
+        run_time_rules(hub, datetime.fromtimestamp(T0 + day * DAY, UTC).replace(hour=6))
+
+
+def test_stripe_cancel_at_period_end_gets_renew_now_aligned_to_the_end_with_a_hub_link(client, hub):
+    hub.settings.STRIPE_API_KEY, hub.settings.HUB_BASE_URL = "sk_test_renew", "https://hub.shop.example"
+    ending = stripe_subscription(cancel_at_period_end=True, cancel_at=T0 + 31 * DAY,
+                                 cancellation_details={"reason": "cancellation_requested", "feedback": None,
+                                                       "comment": None})
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    stripe_send(client, hub, "customer.subscription.updated", ending, 2, T0 + DAY, {"cancel_at_period_end": False})
+    sweep_on(hub, 16, 17, 24, 29, 30)  # the period ends on day 31: 14, 7 and 1 days before
+    renew = fired(hub, "Renew Now")
+    assert [(r["days_before"], r["end_date"]) for r in renew] == [(14, "2026-04-01"), (7, "2026-04-01"),
+                                                                   (1, "2026-04-01")]
+    with hub.storage.session() as s:
+        links = {link.token: link.purpose for link in s.scalars(select(CustomerLink))}
+    assert [links[r["renew_url"].rsplit("/l/", 1)[1]] for r in renew] == ["renew"] * 3
+    assert fired(hub, "Renewal Reminder") == []  # it does not renew: no renewal reminders
+
+
+def test_renew_now_stops_when_they_resume(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(cancel_at_period_end=True), 1, T0)
+    sweep_on(hub, 17)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 2, T0 + 20 * DAY,
+                {"cancel_at_period_end": True})
+    sweep_on(hub, 24, 30)
+    assert [r["days_before"] for r in fired(hub, "Renew Now")] == [14]
+    assert [r["days_before"] for r in fired(hub, "Renewal Reminder")] == [7, 1]
+
+
+def test_chargebee_non_renewing_gets_renew_now_until_the_scheduled_cancellation_is_removed(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_cancellation_scheduled.json"))
+    ends = load_sample("chargebee/subscription_cancellation_scheduled.json")["content"]["subscription"]
+    end = datetime.fromtimestamp(ends["current_term_end"], UTC)
+    run_time_rules(hub, end.replace(hour=6) - timedelta(days=14))
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_scheduled_cancellation_removed.json"))
+    run_time_rules(hub, end.replace(hour=6) - timedelta(days=7))
+    assert [(r["days_before"], r["ends_at"]) for r in fired(hub, "Renew Now")] == [(14, end.isoformat())]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from hub import events as ev
 from hub.db.dialect import upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
-from hub.models.link import UPDATE_PAYMENT
+from hub.models.link import RENEW, UPDATE_PAYMENT
 from hub.sync.rules import (
     card_expiry,
     dunning,
@@ -164,6 +164,7 @@ def time_rules(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
     for sub in s.subscriptions:
         dues += renewal.reminders(sub, window, now, p)
         dues += trial.ending(sub, window, now, p, notice="trial" in notice)
+        dues += moments.renew_now(sub, window, now, p)
     for pay in s.payments:
         dues += dunning.due(pay, window, now, p)
     dues += card_expiry.expiring(s, window, now, p, notice="card" in notice)
@@ -299,8 +300,12 @@ def linked_sources(settings) -> frozenset[str]:
                      if source.customer_page is not None and source.linkable(settings))
 
 
-# Triggers that ask the subscriber to pay or replace a card carry an update-payment link.
-LINKED = frozenset({"Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"})
+# Triggers that carry a hub link: (what the link lets the customer do, the property it goes in).
+# Those asking to pay or replace a card carry an update-payment link; Renew Now one to keep
+# the subscription running.
+LINKED = {**dict.fromkeys(("Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"),
+                          (UPDATE_PAYMENT, "update_payment_url")),
+          ev.RENEW_NOW: (RENEW, "renew_url")}
 
 
 def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], settings) -> dict[int, dict]:
@@ -327,16 +332,17 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], se
             people[person.id] = dict(person._mapping)
     base = f"{settings.HUB_BASE_URL.rstrip('/')}/l/"
     links, out = [], {}
-    for trigger_id, subscriber_id, _, props in rows:
+    for trigger_id, subscriber_id, name, props in rows:
         source = props["source"]
         customer = (people.get(subscriber_id) or {}).get(f"{source}_customer_id")
         if not customer:
             continue
         token = secrets.token_urlsafe(24)  # 192 random bits: unguessable, and it says nothing
+        purpose, key = LINKED[name]
         links.append({"token": token, "trigger_id": trigger_id, "subscriber_id": subscriber_id,
-                      "purpose": UPDATE_PAYMENT, "source": source, "customer_id": customer,
+                      "purpose": purpose, "source": source, "customer_id": customer,
                       "subscription_id": props.get("subscription_id"), "created_at": now_utc()})
-        out[trigger_id] = {**props, "update_payment_url": base + token}
+        out[trigger_id] = {**props, key: base + token}
     if links:
         session.execute(insert(CustomerLink), links)
     return out
@@ -425,7 +431,7 @@ def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
     return inserted
 
 
-LINKED_FAMILIES = ("dunning", "card_expiry")
+LINKED_FAMILIES = ("dunning", "card_expiry", "renew_now")
 
 
 def _sweep_renewal(session, w, now, p, report):
@@ -434,6 +440,13 @@ def _sweep_renewal(session, w, now, p, report):
                                              p.renewal.statuses)
         _bulk(session, report, "renewal", [(x.subscriber_id, d) for x in subs
                                            for d in renewal.reminders(x, w, now, p)])
+
+
+def _sweep_renew_now(session, w, now, p, report):
+    for offset in p.renewal.offsets_days:
+        subs = queries.ending_between(session, w.span(offset))
+        _bulk(session, report, "renew_now", [(x.subscriber_id, d) for x in subs
+                                             for d in moments.renew_now(x, w, now, p)])
 
 
 def _sweep_trial(session, w, now, p, report):
@@ -542,6 +555,6 @@ def _sweep_lifecycle(session, w, now, p, report):
 
 # Time rules by family; lifecycle last so it sees the day's other changes. Upsell counts
 # its renewal-reason opportunities found by the lifecycle pass.
-SWEEPS = {"renewal": _sweep_renewal, "trial": _sweep_trial, "dunning": _sweep_dunning,
+SWEEPS = {"renewal": _sweep_renewal, "renew_now": _sweep_renew_now, "trial": _sweep_trial, "dunning": _sweep_dunning,
           "card_expiry": _sweep_card_expiry, "welcome": _sweep_welcome, "winback": _sweep_winback,
           "lifecycle": _sweep_lifecycle}

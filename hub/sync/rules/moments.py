@@ -8,9 +8,24 @@ hub works out).
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from hub import events as ev
-from hub.sync.rules.state import OPEN_PAYMENT, Due, SubscriberState, SubState, iso
+from hub.sync.rules import renewal
+from hub.sync.rules.params import RuleParams
+from hub.sync.rules.state import (
+    OPEN_PAYMENT,
+    Due,
+    SubscriberState,
+    SubState,
+    Window,
+    day_start,
+    iso,
+    local_day,
+)
 from hub.values import per_month
+
+RUNNING = ("trialing", "active", "past_due")
 
 
 def why_cancelled(s: SubscriberState, sub: SubState, event) -> dict:
@@ -137,3 +152,27 @@ def _spare(cards: dict, key: str, source: str) -> bool:
     if cards.get(key, {}).get("default") is False:
         return True
     return any(card.get("default") for k, card in cards.items() if k != key and k.startswith(source + ":"))
+
+
+RENEW_PREFIX = "renew-now-"
+
+
+def renew_now(sub: SubState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
+    """Renew Now on the renewal reminders' days (30/14/7/1, those shorter than the billing
+    interval) before the end of a subscription set to end at period end (Stripe
+    cancel_at_period_end, Chargebee non_renewing). It stops by itself: a subscription that
+    renews again is no longer set to end, and gets its renewal reminders instead."""
+    end = sub.current_period_end
+    if not (sub.cancel_at_period_end and sub.status in RUNNING and end and end > now):
+        return []
+    end_day = local_day(end, p.tz)
+    dues = []
+    for d in renewal.offsets(sub, p):
+        if end_day - timedelta(days=d) not in window:
+            continue
+        props = {**sub.properties(), "ends_at": iso(end), "end_date": end_day.isoformat(), "days_before": d}
+        dues.append(Due(rule=f"{RENEW_PREFIX}{d}d", occasion=f"{end_day.isoformat()}/{sub.ref}"[:120],
+                        name=ev.RENEW_NOW, properties=props,
+                        reason=f"ends on {end_day.isoformat()}, {d} day{'s' if d != 1 else ''} ahead",
+                        due_at=day_start(end_day - timedelta(days=d), p.tz)))
+    return dues
