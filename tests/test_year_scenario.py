@@ -448,13 +448,15 @@ def test_the_years_plan_change_and_cancellations_carry_what_flows_need(year, hub
     why = {who: (p["cancellation_reason"], p["churn_type"]) for who, p in cancelled.items()}
     assert why == {"ben": ("payment_failed", "involuntary"), "cara": ("other", "voluntary"),
                    "dan": (None, "voluntary"), "eve": ("unused", "voluntary")}
-    paused, resumed = properties_of(hub, "Subscription Paused")["eve"], properties_of(hub, "Subscription Resumed")["eve"]
+    paused = properties_of(hub, "Subscription Paused")["eve"]
+    resumed = properties_of(hub, "Subscription Resumed")["eve"]
     assert (paused["resumes_at"], paused["status"]) == ("2026-09-01T00:00:00+00:00", "paused")
     assert (resumed["status"], resumed["next_renewal_at"]) == ("active", "2026-10-01T10:00:00+00:00")
     card = properties_of(hub, "Payment Method Updated")["ben"]
     assert (card["card_id"], card["last4"], card["exp_year"], card["dunning_payment_id"]) == (
         "pm_ben_new", "4242", 2029, "in_ben_04")
     with hub.storage.session() as s:
-        renew = [t.properties for t in s.scalars(select(Trigger).where(Trigger.name == "Renew Now").order_by(Trigger.id))]
+        renew = [t.properties for t in s.scalars(select(Trigger).where(Trigger.name == "Renew Now")
+                                                 .order_by(Trigger.id))]
     assert [(r["days_before"], r["end_date"], r["ends_at"]) for r in renew] == [
         (7, "2026-10-01", "2026-10-01T10:00:00+00:00"), (1, "2026-10-01", "2026-10-01T10:00:00+00:00")]
