@@ -305,3 +305,18 @@ def test_chargebee_non_renewing_gets_renew_now_until_the_scheduled_cancellation_
     send(client, hub, "chargebee", load_sample("chargebee/subscription_scheduled_cancellation_removed.json"))
     run_time_rules(hub, end.replace(hour=6) - timedelta(days=7))
     assert [(r["days_before"], r["ends_at"]) for r in fired(hub, "Renew Now")] == [(14, end.isoformat())]
+
+
+def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"]["presentment_currency"] = "USD"
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    swapped = copy.deepcopy(sub)
+    swapped["subscription"].update(external_variant_id={"ecommerce": "999"}, variant_title="2 kg", price="79.00",
+                                   updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", swapped, topic="subscription/swapped")
+    [props] = fired(hub, "Plan Changed")
+    old, new = sub["subscription"], swapped["subscription"]
+    assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
+        f"{old['product_title']} - {old['variant_title']}", f"{new['product_title']} - 2 kg", "upgrade", None)
+    assert (props["previous_amount"], props["amount"]) == (4900 * old["quantity"], 7900 * old["quantity"])
