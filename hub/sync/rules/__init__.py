@@ -193,7 +193,7 @@ def _subscription_rules(session, s, event, changes, now, p):
         c.get("field") == "status" and c.get("to") in ENDED for c in changes.changed)
     if ended:
         dues += [d for d in [winback.cancelled(sub, now, p, moments.why_cancelled(s, sub, event))] if d]
-    before = moments.was(sub, changes)
+    before = moments.was(changes)
     was_paused = any(occ.endswith("/" + sub.ref) for _, occ, _ in
                      queries.held_triggers(session, s.id, moments.PAUSED_RULE)) if before.get("status") else False
     dues += [d for d in [moments.plan_changed(sub, before, event),

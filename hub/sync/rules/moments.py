@@ -48,7 +48,7 @@ def why_cancelled(s: SubscriberState, sub: SubState, event) -> dict:
 PLAN_FIELDS = ("plan", "plan_id", "amount", "quantity", "interval", "interval_count")
 
 
-def was(sub: SubState, changes) -> dict:
+def was(changes) -> dict:
     """The subscription's fields as they were before this event, of those it changed."""
     return {c["field"]: c["from"] for c in changes.changed
             if str(c.get("what", "")).startswith("subscription")
