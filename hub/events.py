@@ -51,7 +51,8 @@ _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "int
                       "amount", "currency", "quantity", "current_period_start",
                       "current_period_end", "next_renewal_at", "resumes_at", "trial_end",
                       "cancel_at_period_end", "canceled_at", "usage_limit", "product_ids",
-                      "update_payment_url", "cancellation_reason")
+                      "update_payment_url", "cancellation_reason", "cancellation_comment",
+                      "churn_type", "proration_amount", "renewal_skipped")
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
                "is_subscription", "placed_at", "line_items", "subscription_source_id")
 _PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "currency",
@@ -88,6 +89,19 @@ EVENTS: dict[str, dict] = {
 # external_customer_id.ecommerce), so its events can find the person Shopify already made.
 CUSTOMER_KEYS = ("source_id", "email", "phone", "first_name", "last_name", "created_at",
                  "shopify_customer_id")
+
+# Trigger names of the subscription's lifecycle moments: the contract email flows are built
+# on (never rename). `churn_type` of Subscription Cancelled is one of CHURN_TYPES.
+PLAN_CHANGED = "Plan Changed"
+SUBSCRIPTION_PAUSED = "Subscription Paused"
+SUBSCRIPTION_RESUMED = "Subscription Resumed"
+RENEWAL_SKIPPED = "Renewal Skipped"
+RENEW_NOW = "Renew Now"
+PAYMENT_METHOD_UPDATED_TRIGGER = "Payment Method Updated"
+MOMENT_TRIGGERS = (PLAN_CHANGED, SUBSCRIPTION_PAUSED, SUBSCRIPTION_RESUMED, RENEWAL_SKIPPED, RENEW_NOW,
+                   PAYMENT_METHOD_UPDATED_TRIGGER)
+INVOLUNTARY, VOLUNTARY = "involuntary", "voluntary"
+CHURN_TYPES = (INVOLUNTARY, VOLUNTARY)
 
 # Lifecycle stages, in the order a subscriber usually passes them (rules.yaml names them).
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")

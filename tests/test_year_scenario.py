@@ -10,6 +10,8 @@ each subscriber is asserted: none missing, none extra, none twice.
 - Ben (Stripe): monthly, a failed renewal never recovered; Stripe cancels after 21 days.
 - Cara (Stripe): monthly, a hard decline (stolen card), she cancels, and comes back 20 days later.
 - Dan (Shopify contract): monthly, one renewal skipped, then cancelled.
+- Eve (Stripe): pauses for July and August, resumes, then sets her subscription to end at the
+  period's end (Renew Now) and lets it end.
 
 SQLite only (a year of sweeps takes a few seconds there).
 """
@@ -54,7 +56,8 @@ PRICES = {"monthly": ("price_coffee_m", "Coffee Monthly", 2500, "month"),
           "yearly": ("price_coffee_y", "Coffee Yearly", 48000, "year")}
 
 
-def subscription(sid, customer, start, period_start, plan="monthly", status="active", canceled_at=None):
+def subscription(sid, customer, start, period_start, plan="monthly", status="active", canceled_at=None,
+                 cancellation_details=None):
     obj = copy.deepcopy(load_sample("shared:stripe/pay/subscription.created.json")["object"])
     price_id, nickname, amount, interval = PRICES[plan]
     period_end = add_months(period_start, 12 if plan == "yearly" else 1)
@@ -68,7 +71,8 @@ def subscription(sid, customer, start, period_start, plan="monthly", status="act
     obj.update(id=sid, customer=customer, status=status, created=ts(at(start)), start_date=ts(at(start)),
                billing_cycle_anchor=ts(at(start)), trial_start=None, trial_end=None, cancel_at_period_end=False,
                canceled_at=ts(at(canceled_at)) if canceled_at else None,
-               ended_at=ts(at(canceled_at)) if canceled_at else None)
+               ended_at=ts(at(canceled_at)) if canceled_at else None,
+               cancellation_details=cancellation_details)
     obj["items"] = {**obj["items"], "data": [item], "total_count": 1}
     return obj
 
@@ -195,8 +199,14 @@ def ben(cal):
         cal.stripe(failed_on, "invoice.payment_failed",
                    invoice("in_ben_04", c, e, "sub_ben", "2026-04-10", paid=False, decline="do_not_honor",
                            attempt=attempt, next_attempt=next_attempt))
+    # Mid-dunning he adds a new card; Stripe's next retry (April 17) still fails.
+    card = copy.deepcopy(load_sample("shared:stripe/pay/payment_method.attached.json")["object"])
+    card.update(id="pm_ben_new", customer=c)
+    card["card"].update(exp_month=4, exp_year=2029)
+    cal.stripe("2026-04-15", "payment_method.attached", card)
     cal.stripe("2026-05-01", "customer.subscription.deleted",
-               subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="canceled", canceled_at="2026-05-01"))
+               subscription("sub_ben", c, "2026-02-10", "2026-04-10", status="canceled", canceled_at="2026-05-01",
+                            cancellation_details={"reason": "payment_failed", "feedback": None, "comment": None}))
 
 
 def cara(cal):
@@ -212,13 +222,35 @@ def cara(cal):
                invoice("in_cara_05", c, e, "sub_cara", "2026-05-05", paid=False, decline="stolen_card"))
     # A stolen card: Stripe schedules no retry (next_payment_attempt null).
     cal.stripe("2026-05-12", "customer.subscription.deleted",
-               subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="canceled", canceled_at="2026-05-12"))
+               subscription("sub_cara", c, "2026-03-05", "2026-05-05", status="canceled", canceled_at="2026-05-12",
+                            cancellation_details={"reason": "cancellation_requested", "feedback": "other",
+                                                  "comment": "Card stolen, done for now"}))
     # She comes back on a new subscription 20 days later: no Win Back.
     cal.stripe("2026-06-01", "customer.subscription.created", subscription("sub_cara2", c, "2026-06-01", "2026-06-01"))
     cal.stripe("2026-06-01", "invoice.paid", invoice("in_cara2_06", c, e, "sub_cara2", "2026-06-01"))
     for month in ("2026-07-01", "2026-08-01", "2026-09-01"):
         cal.stripe(month, "customer.subscription.updated", subscription("sub_cara2", c, "2026-06-01", month))
         cal.stripe(month, "invoice.paid", invoice(f"in_cara2_{month[5:7]}", c, e, "sub_cara2", month))
+
+
+def eve(cal):
+    """Eve (Stripe): pauses in July until September, then sets her subscription to end at the
+    period's end and lets it end."""
+    c, e = "cus_eve", "eve@example.com"
+    cal.customer("2026-07-01", c, e, "Eve Evans")
+    cal.stripe("2026-07-01", "customer.subscription.created", subscription("sub_eve", c, "2026-07-01", "2026-07-01"))
+    cal.stripe("2026-07-01", "invoice.paid", invoice("in_eve_07", c, e, "sub_eve", "2026-07-01"))
+    paused = subscription("sub_eve", c, "2026-07-01", "2026-07-01")
+    paused["pause_collection"] = {"behavior": "void", "resumes_at": ts(at("2026-09-01", 0))}
+    cal.stripe("2026-07-10", "customer.subscription.updated", paused)
+    cal.stripe("2026-09-01", "customer.subscription.updated", subscription("sub_eve", c, "2026-07-01", "2026-09-01"))
+    cal.stripe("2026-09-01", "invoice.paid", invoice("in_eve_09", c, e, "sub_eve", "2026-09-01"))
+    ending = subscription("sub_eve", c, "2026-07-01", "2026-09-01")
+    ending["cancel_at_period_end"] = True
+    cal.stripe("2026-09-20", "customer.subscription.updated", ending)
+    cal.stripe("2026-10-01", "customer.subscription.deleted", subscription(
+        "sub_eve", c, "2026-07-01", "2026-09-01", status="canceled", canceled_at="2026-10-01",
+        cancellation_details={"reason": "cancellation_requested", "feedback": "unused", "comment": None}))
 
 
 def dan(cal):
@@ -250,7 +282,7 @@ def year(client, hub):
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_year"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
         cal = Calendar(client, hub, admin)
-        for person in (ann, ben, cara, dan):
+        for person in (ann, ben, cara, dan, eve):
             person(cal)
         cal.run(YEAR)
     return triggers_by_person(hub)
@@ -309,6 +341,7 @@ EXPECTED = {
         upsell("2026-05-01", "2026-05-01", "stripe:sub_ann"),
         # June: yearly plan (next renewal 2027-06-01: its reminders fall outside the year).
         upsell("2026-06-01", "2026-06-01", "stripe:sub_ann"),
+        ("2026-06-01", "Plan Changed", "2026-06-01T10:00:00+00:00/stripe:sub_ann", "fired"),
         ("2026-06-01", "Tier Changed", "Bronze->Silver/2026-06-01T10:00:00+00:00", "fired"),  # 125 + 480 points
         stage("2026-06-30", 6, "engaged->loyal"),                  # 180 days, healthy
     ],
@@ -321,6 +354,7 @@ EXPECTED = {
         # Never paid: each retry Stripe announced, with its reminders, until it gave up on April 24.
         *dunning("2026-04-10", "stripe:in_ben_04", [(1, "2026-04-13"), (2, "2026-04-17"), (3, "2026-04-24")]),
         stage("2026-04-10", 10, "engaged->at_risk"),
+        ("2026-04-15", "Payment Method Updated", "stripe:pm_ben_new/2029-4", "fired"),
         ("2026-05-01", "Subscription Cancelled", "2026-05-01/stripe:sub_ben", "fired"),
         stage("2026-05-01", 10, "at_risk->churned"),
         ("2026-05-31", "Win Back", "2026-05-01/stripe:sub_ben", "fired"),
@@ -363,6 +397,25 @@ EXPECTED = {
         stage("2026-06-20", 10, "engaged->churned"),
         ("2026-07-20", "Win Back", "2026-06-20/shopify:77", "fired"),
     ],
+    "eve": [
+        *welcome("2026-07-01", "stripe:sub_eve"),
+        # Paused from July 10 until September: no reminders for the August renewal.
+        ("2026-07-10", "Subscription Paused", "2026-07-10T10:00:00+00:00/stripe:sub_eve", "fired"),
+        stage("2026-07-31", 6, "new->engaged"),
+        stage("2026-08-15", 6, "engaged->at_risk"),                # 45 days silent, nothing running
+        ("2026-09-01", "Subscription Resumed", "2026-09-01T10:00:00+00:00/stripe:sub_eve", "fired"),
+        stage("2026-09-01", 10, "at_risk->engaged"),
+        upsell("2026-09-01", "2026-09-01", "stripe:sub_eve"),
+        # Set to end on October 1 on September 20: the renewal's last reminders are cancelled,
+        # Renew Now takes their days.
+        *reminders("2026-10-01", "stripe:sub_eve", ("fired", "cancelled", "cancelled")),
+        stage("2026-09-20", 10, "engaged->at_risk"),               # cancel at period end set
+        ("2026-09-24", "Renew Now", "2026-10-01/stripe:sub_eve", "fired"),
+        ("2026-09-30", "Renew Now", "2026-10-01/stripe:sub_eve", "fired"),
+        ("2026-10-01", "Subscription Cancelled", "2026-10-01/stripe:sub_eve", "fired"),
+        stage("2026-10-01", 10, "at_risk->churned"),
+        ("2026-10-31", "Win Back", "2026-10-01/stripe:sub_eve", "fired"),
+    ],
 }
 
 
@@ -375,3 +428,35 @@ def test_a_year_fires_exactly_the_expected_triggers(year):
         extra = sorted(set(got) - set(expected))
         assert (who, missing, extra) == (who, [], [])
         assert len(got) == len(expected)
+
+
+def properties_of(hub, name: str) -> dict[str, dict]:
+    with hub.storage.session() as s:
+        emails = dict(s.execute(select(Subscriber.id, Subscriber.email)).all())
+        return {emails[t.subscriber_id].split("@")[0]: t.properties
+                for t in s.scalars(select(Trigger).where(Trigger.name == name))}
+
+
+def test_the_years_plan_change_and_cancellations_carry_what_flows_need(year, hub):
+    plan = properties_of(hub, "Plan Changed")["ann"]
+    assert {k: plan[k] for k in ("previous_plan", "plan", "previous_amount", "amount", "currency", "direction",
+                                 "effective_at", "proration_amount")} == {
+        "previous_plan": "Coffee Monthly", "plan": "Coffee Yearly", "previous_amount": 2500, "amount": 48000,
+        "currency": "USD", "direction": "upgrade",  # 40.00 a month against 25.00
+        "effective_at": "2026-06-01T10:00:00+00:00", "proration_amount": None}
+    cancelled = properties_of(hub, "Subscription Cancelled")
+    why = {who: (p["cancellation_reason"], p["churn_type"]) for who, p in cancelled.items()}
+    assert why == {"ben": ("payment_failed", "involuntary"), "cara": ("other", "voluntary"),
+                   "dan": (None, "voluntary"), "eve": ("unused", "voluntary")}
+    paused = properties_of(hub, "Subscription Paused")["eve"]
+    resumed = properties_of(hub, "Subscription Resumed")["eve"]
+    assert (paused["resumes_at"], paused["status"]) == ("2026-09-01T00:00:00+00:00", "paused")
+    assert (resumed["status"], resumed["next_renewal_at"]) == ("active", "2026-10-01T10:00:00+00:00")
+    card = properties_of(hub, "Payment Method Updated")["ben"]
+    assert (card["card_id"], card["last4"], card["exp_year"], card["dunning_payment_id"]) == (
+        "pm_ben_new", "4242", 2029, "in_ben_04")
+    with hub.storage.session() as s:
+        renew = [t.properties for t in s.scalars(select(Trigger).where(Trigger.name == "Renew Now")
+                                                 .order_by(Trigger.id))]
+    assert [(r["days_before"], r["end_date"], r["ends_at"]) for r in renew] == [
+        (7, "2026-10-01", "2026-10-01T10:00:00+00:00"), (1, "2026-10-01", "2026-10-01T10:00:00+00:00")]

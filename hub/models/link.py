@@ -10,7 +10,8 @@ from hub.models.base import Base, now_utc
 
 # What a link lets the customer do; each platform turns it into its own page or flow.
 UPDATE_PAYMENT, MANAGE_SUBSCRIPTION, CANCEL = "update_payment", "manage_subscription", "cancel"
-PURPOSES = (UPDATE_PAYMENT, MANAGE_SUBSCRIPTION, CANCEL)
+RENEW = "renew"  # keep a subscription set to end at period end (Renew Now)
+PURPOSES = (UPDATE_PAYMENT, MANAGE_SUBSCRIPTION, CANCEL, RENEW)
 
 # Click outcomes.
 REDIRECTED, EXPIRED, PLATFORM_FAILED = "redirected", "expired", "failed"

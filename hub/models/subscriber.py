@@ -96,7 +96,8 @@ class Subscription(Base):
                       Index("ix_subscription_renewal", "status", "next_renewal_at"),
                       Index("ix_subscription_trial", "status", "trial_end"),
                       Index("ix_subscription_ended", "status", "canceled_at"),
-                      Index("ix_subscription_started", "started_at"))
+                      Index("ix_subscription_started", "started_at"),
+                      Index("ix_subscription_ending", "cancel_at_period_end", "current_period_end"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)

@@ -33,6 +33,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import connectors
+from hub import events as ev
 from hub.db.dialect import insert_ignore, utc_day, utc_month
 from hub.models import (
     DEAD,
@@ -294,6 +295,20 @@ def reminders_by_month(rows, keys: list[str]) -> dict:
     return {"labels": keys, "series": {k: v for k, v in series.items() if any(v)}}
 
 
+def churn_by_type(rows, keys: list[str]) -> dict[str, list[int]]:
+    """(month, properties) of Subscription Cancelled triggers → cancellations per month, split
+    by their churn_type: involuntary (failed payment ended it) and voluntary (everything else,
+    and cancellations from before the hub recorded why)."""
+    split = {ev.VOLUNTARY: [0] * len(keys), ev.INVOLUNTARY: [0] * len(keys)}
+    index = {k: i for i, k in enumerate(keys)}
+    for month, props in rows:
+        i = index.get(str(month)[:7])
+        if i is not None:
+            kind = (props or {}).get("churn_type")
+            split[kind if kind in split else ev.VOLUNTARY][i] += 1
+    return split
+
+
 def error_rates(rows, days: list[date]) -> dict:
     """(at, connector, outcome) attempt rows → percent of attempts not accepted, per connector and day."""
     total: Counter = Counter()
@@ -509,6 +524,10 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
                                     .where(Trigger.status == "fired", Trigger.due_at >= start,
                                            Trigger.due_at <= as_of, Trigger.name.in_(REMINDERS))
                                     .group_by(Trigger.name, month)).all()
+    cancelled = session.execute(select(month, Trigger.properties)
+                                .where(Trigger.name == "Subscription Cancelled", Trigger.status == "fired",
+                                       Trigger.due_at >= start, Trigger.due_at <= as_of)).all()
+    churn_figure.update(churn_by_type(cancelled, keys))
     error_days = day_list(as_of, 14)
     attempts = session.execute(select(DeliveryAttempt.at, Delivery.connector, DeliveryAttempt.outcome)
                                .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from hub.db.bulk import insert_ignore_returning
 from hub.db.dialect import insert_ignore
+from hub.events import MOMENT_TRIGGERS
 from hub.models import Trigger, TriggerStatus
 
 # The metric names merchants build flows on (design §5): never rename.
 NAMES = ("Subscription Started", "Welcome Step", "Renewal Reminder", "Trial Ending",
          "Card Expiring", "Payment Failed", "Payment Reminder", "Payment Retry Scheduled",
          "Payment Recovered", "Subscription Cancelled", "Win Back", "Upsell Opportunity",
-         "Tier Changed", "Stage Changed", "Back In Stock", "Out Of Stock")
+         "Tier Changed", "Stage Changed", "Back In Stock", "Out Of Stock", *MOMENT_TRIGGERS)
 FIRED, CANCELLED, SKIPPED = TriggerStatus.FIRED, TriggerStatus.CANCELLED, TriggerStatus.SKIPPED
 STATUSES = tuple(TriggerStatus)
 KEY = ("subscriber_id", "rule", "occasion")

@@ -214,7 +214,24 @@ def subscription_data(payload: dict) -> dict:
         "canceled_at": utc(sub.get("cancelled_at")) if raw in ("cancelled", "transferred") else None,
     }
     data.update(money(recurring_amount(lines), sub.get("currency_code")))
+    data.update(cancellation(sub))
     return data
+
+
+# cancel_reason is Chargebee's own, set when it cancelled (not_paid: dunning ended unpaid;
+# no_card: nothing to charge); cancel_reason_code the merchant's reason code, chosen when a
+# person cancelled (https://apidocs.chargebee.com/docs/api/subscriptions
+# #subscription_cancel_reason, #subscription_cancel_reason_code).
+INVOLUNTARY_REASONS = frozenset({"not_paid", "no_card"})
+
+
+def cancellation(sub: dict) -> dict:
+    """cancellation_reason and churn_type of a subscription that names why it ends."""
+    reason, code = sub.get("cancel_reason"), sub.get("cancel_reason_code")
+    if not (reason or code):
+        return {}
+    return {"cancellation_reason": code or reason,
+            "churn_type": ev.INVOLUNTARY if reason in INVOLUNTARY_REASONS else ev.VOLUNTARY}
 
 
 def payment_data(payload: dict, status: str) -> dict:
@@ -306,6 +323,35 @@ subscription_upserted = _subscription_event(ev.SUBSCRIPTION_UPSERTED)
 subscription_canceled = _subscription_event(ev.SUBSCRIPTION_CANCELED)
 
 
+def proration_amount(payload: dict) -> int | None:
+    """What Chargebee charged (+) or credited (-) for a subscription change, in minor units: the
+    change's invoice and unbilled charges, less its credit notes, as an update of a subscription
+    returns them and its subscription_changed event carries them (content.invoice,
+    unbilled_charges, credit_notes: https://apidocs.chargebee.com/docs/api/subscriptions
+    #update_subscription_for_items). None when the change billed and credited nothing."""
+    content = _content(payload)
+    sub_id = (content.get("subscription") or {}).get("id")
+
+    def mine(items) -> list[dict]:
+        return [x for x in items if isinstance(x, dict) and x.get("subscription_id", sub_id) == sub_id]
+
+    invoice = content.get("invoice")
+    charged = [invoice.get("total")] if isinstance(invoice, dict) and mine([invoice]) else []
+    charged += [x.get("amount") for x in mine(content.get("unbilled_charges") or [])]
+    credited = [x.get("total") for x in mine(content.get("credit_notes") or [])]
+    if not [x for x in charged + credited if x is not None]:
+        return None
+    return sum(int(x) for x in charged if x is not None) - sum(int(x) for x in credited if x is not None)
+
+
+def subscription_changed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """subscription_changed (and its backdated kind): the subscription, and what the platform
+    billed or credited for the change."""
+    events = _subscription_event(ev.SUBSCRIPTION_UPSERTED)(payload, envelope)
+    events[0].data["proration_amount"] = proration_amount(payload)
+    return events
+
+
 def trial_ending(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     # Reminders are new facts about an unchanged subscription: dated by the event, so the
     # model's staleness check never drops them as "not newer than what we hold".
@@ -394,12 +440,13 @@ TOPICS = {
     "customer_created": customer_upserted,
     "customer_changed": customer_upserted,
     "customer_deleted": customer_deleted,
-    **dict.fromkeys(("subscription_created", "subscription_changed", "subscription_activated",
+    **dict.fromkeys(("subscription_changed", "subscription_changed_with_backdating"), subscription_changed),
+    **dict.fromkeys(("subscription_created", "subscription_activated",
                      "subscription_started", "subscription_reactivated", "subscription_renewed",
                      "subscription_paused", "subscription_resumed",
                      "subscription_cancellation_scheduled",
                      "subscription_scheduled_cancellation_removed", "subscription_trial_extended",
-                     "subscription_created_with_backdating", "subscription_changed_with_backdating",
+                     "subscription_created_with_backdating",
                      "subscription_activated_with_backdating",
                      "subscription_reactivated_with_backdating"), subscription_upserted),
     # subscription_deleted: the subscription is gone, as Stripe's customer.subscription.deleted.

@@ -236,10 +236,16 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         "cancel_at_period_end": False,
         "canceled_at": utc(sub.get("cancelled_at")) if ended else None,
         "cancellation_reason": sub.get("cancellation_reason") if ended else None,
+        "cancellation_comment": sub.get("cancellation_reason_comments") if ended else None,
+        # max_retries_reached: Recharge stopped retrying a failed charge, the cancellation's
+        # cause when set (https://developer.rechargepayments.com/2021-11/subscriptions/subscriptions_object).
+        "churn_type": (ev.INVOLUNTARY if sub.get("max_retries_reached") else ev.VOLUNTARY) if ended else None,
         "product_ids": [product_id] if product_id else [],
     }
     if unit_price is not None:
         data.update(amount=unit_price * (quantity or 1) * shipments, currency=currency)
+    if topic == "subscription/skipped":
+        data["renewal_skipped"] = True
     # None is news for the dates a change can clear (a reactivated subscription's cancellation).
     return {key: value for key, value in data.items() if value is not None or key in ("next_renewal_at", "canceled_at")}
 

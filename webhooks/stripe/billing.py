@@ -30,6 +30,10 @@ def portal_flow(purpose: str, subscription_id: str | None) -> dict | None:
     """
     if purpose == UPDATE_PAYMENT:
         return {"type": "payment_method_update"}
+    # RENEW has no deep link: the flow types are payment_method_update, subscription_cancel,
+    # subscription_update and subscription_update_confirm (https://docs.stripe.com/api/
+    # customer_portal/sessions/create#create_portal_session-flow_data-type), so it opens the
+    # homepage, which lists the subscription with what the portal's configuration allows.
     kind = {MANAGE_SUBSCRIPTION: "subscription_update", CANCEL: "subscription_cancel"}.get(purpose)
     if kind and subscription_id:
         return {"type": kind, kind: {"subscription": subscription_id}}

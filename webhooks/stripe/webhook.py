@@ -158,7 +158,31 @@ def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
 
 
 def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    return [_subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)]
+    event = _subscription_event(ev.SUBSCRIPTION_UPSERTED, payload)
+    # What a change of plan, price or quantity names as changed, in API versions since items
+    # (2018-02-05) and before them.
+    if {"items", "plan", "quantity"} & set(payload["data"].get("previous_attributes") or {}):
+        event.data["proration_amount"] = proration_amount(
+            payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+    return [event]
+
+
+def proration_amount(invoice) -> int | None:
+    """What Stripe charged (+) or credited (-) for a change of items, in minor units: the sum
+    of the proration lines of the invoice the change made (billing_reason `subscription_update`,
+    https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason). A line says it
+    is a proration in `proration` before API 2025-03-31, in
+    `parent.subscription_item_details.proration` since (https://docs.stripe.com/api/
+    invoice-line-item/object#invoice_line_item_object-parent-subscription_item_details-proration).
+    None when the change made no such invoice (prorations left for the next renewal's
+    invoice, or none) or the webhook carries only its id."""
+    if not isinstance(invoice, dict) or invoice.get("billing_reason") != "subscription_update":
+        return None
+    lines = (invoice.get("lines") or {}).get("data") or []
+    prorations = [line["amount"] for line in lines if line.get("amount") is not None and (
+        line.get("proration")
+        or ((line.get("parent") or {}).get("subscription_item_details") or {}).get("proration"))]
+    return sum(prorations) if prorations else None
 
 
 def normalize_canceled_subscription(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -362,6 +386,24 @@ def attach_invoice(payload: dict, settings) -> dict:
         "expand": ["data.invoice"]})
 
 
+def attach_change_invoice(payload: dict, settings) -> dict:
+    """customer.subscription.updated: the customer, and for a change of items the subscription's
+    latest invoice under "_latest_invoice" (a webhook names it by id; the invoice a change made
+    holds Stripe's proration lines: GET /v1/invoices/:id,
+    https://docs.stripe.com/api/invoices/retrieve). Unchanged when Stripe fails."""
+    payload = attach_customer(payload, settings)
+    invoice_id = _object(payload).get("latest_invoice")
+    if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
+            or "items" not in (payload["data"].get("previous_attributes") or {})):
+        return payload
+    try:
+        invoice = _client(settings).v1.invoices.retrieve(invoice_id)
+    except stripe.StripeError:
+        return payload
+    # The JSON as sent (to_dict() would make Decimals of the lines' decimal strings).
+    return {**payload, "_latest_invoice": invoice.last_response.data}
+
+
 def _with_payments(payload: dict, settings, params: dict) -> dict:
     try:
         listing = _client(settings).v1.invoice_payments.list(params=params)
@@ -388,7 +430,8 @@ ENRICH = {topic: attach_customer for topic in (
     "customer.source.expiring", "payment_method.attached", "payment_method.updated",
     "payment_method.automatically_updated", "payment_method.detached",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
-      "payment_intent.payment_failed": attach_invoice}
+      "payment_intent.payment_failed": attach_invoice,
+      "customer.subscription.updated": attach_change_invoice}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------
@@ -521,7 +564,28 @@ def _subscription_data(sub: dict) -> dict:
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
         "canceled_at": utc(sub.get("canceled_at")),
         "product_ids": list(dict.fromkeys(product_ids)),
+        **_cancellation(sub),
     }
+
+
+# Stripe's cancellation_details: `reason` is Stripe's (cancellation_requested, payment_disputed,
+# payment_failed), `feedback` the customer's choice in the portal (too_expensive, switched_service,
+# ...), `comment` their words (https://docs.stripe.com/api/subscriptions/object
+# #subscription_object-cancellation_details).
+INVOLUNTARY_REASONS = frozenset({"payment_failed"})
+
+
+def _cancellation(sub: dict) -> dict:
+    """Why the subscription ends: the customer's feedback, else Stripe's reason; churn_type
+    involuntary when Stripe ended it for failed payment. Nothing when Stripe names no reason."""
+    details = sub.get("cancellation_details") or {}
+    reason = details.get("reason")
+    if not (reason or details.get("feedback") or details.get("comment")):
+        return {}
+    return {"cancellation_reason": details.get("feedback") or reason,
+            "cancellation_comment": details.get("comment"),
+            "churn_type": (ev.INVOLUNTARY if reason in INVOLUNTARY_REASONS
+                           else ev.VOLUNTARY if reason else None)}
 
 
 def _cycle(item: dict) -> tuple:

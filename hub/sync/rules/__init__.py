@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 from hub import events as ev
 from hub.db.dialect import upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
-from hub.models.link import UPDATE_PAYMENT
+from hub.models.link import RENEW, UPDATE_PAYMENT
 from hub.sync.rules import (
     card_expiry,
     dunning,
     lifecycle,
     loyalty,
+    moments,
     queries,
     renewal,
     stock,
@@ -95,11 +96,25 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
         session.flush()
     s = queries.subscriber_state(subscriber)
     dues = []
-    for rule in event_rules:
+    for rule in (*event_rules, *PROFILE_RULES.get(event.name, ())):
         dues += rule(session, s, event, changes, now, p)
     dues += evaluate_subscriber(session, subscriber, s, now, p, changes=changes)
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
-    return store(session, subscriber.id, dues, inbox_event_id, history, settings)
+    fired = store(session, subscriber.id, dues, inbox_event_id, history, settings)
+    if p.dunning.mode == "orchestrate":
+        _retry_with_new_card(session, s, fired, settings)
+    return fired
+
+
+def _retry_with_new_card(session: Session, s: SubscriberState, fired: list[Trigger], settings) -> None:
+    """Orchestrate mode: a new card while a payment is owed asks the platform to retry it, once
+    the trigger is committed (the trigger's key is the retry's idempotency key)."""
+    retries = [(pay, f"{t.subscriber_id}:{t.rule}:{t.occasion}") for t in fired
+               if t.name == ev.PAYMENT_METHOD_UPDATED_TRIGGER
+               for pay in s.payments if pay.source_id == (t.properties or {}).get("dunning_payment_id")
+               and pay.source == t.properties.get("source")]
+    if retries:
+        _retry_after_commit(session, retries, settings)
 
 
 def _unnumbered(subscriber: Subscriber) -> bool:
@@ -149,6 +164,7 @@ def time_rules(s: SubscriberState, window: Window, now: datetime, p: RuleParams,
     for sub in s.subscriptions:
         dues += renewal.reminders(sub, window, now, p)
         dues += trial.ending(sub, window, now, p, notice="trial" in notice)
+        dues += moments.renew_now(sub, window, now, p)
     for pay in s.payments:
         dues += dunning.due(pay, window, now, p)
     dues += card_expiry.expiring(s, window, now, p, notice="card" in notice)
@@ -175,7 +191,14 @@ def _subscription_rules(session, s, event, changes, now, p):
     # Only a cancellation this event made: an old one first seen now is history, not news.
     ended = event.name == ev.SUBSCRIPTION_CANCELED or any(
         c.get("field") == "status" and c.get("to") in ENDED for c in changes.changed)
-    dues += [d for d in [winback.cancelled(sub, now, p)] if d and ended]
+    if ended:
+        dues += [d for d in [winback.cancelled(sub, now, p, moments.why_cancelled(s, sub, event))] if d]
+    before = moments.was(changes)
+    was_paused = any(occ.endswith("/" + sub.ref) for _, occ, _ in
+                     queries.held_triggers(session, s.id, moments.PAUSED_RULE)) if before.get("status") else False
+    dues += [d for d in [moments.plan_changed(sub, before, event),
+                         moments.paused_or_resumed(sub, before, event, was_paused),
+                         moments.renewal_skipped(sub, before, event)] if d]
     held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX) if h[1].endswith("/" + sub.ref)]
     cancel, reinstate = renewal.reconcile(sub, held, now, p)
     for rule_, occasion in reinstate:
@@ -192,13 +215,20 @@ def _payment_rules(session, s, event, changes, now, p):
     return [found] if found else []
 
 
+def _card_rules(session, s, event, changes, now, p):
+    return [d for d in [moments.payment_method_updated(s, event, changes)] if d]
+
+
 EVENT_RULES = {
     ev.SUBSCRIPTION_UPSERTED: (_subscription_rules,),
     ev.SUBSCRIPTION_CANCELED: (_subscription_rules,),
     ev.PAYMENT_FAILED: (_payment_rules,),
     ev.PAYMENT_ACTION_REQUIRED: (_payment_rules,),
     ev.PAYMENT_SUCCEEDED: (_payment_rules,),
+    ev.PAYMENT_METHOD_UPDATED: (_card_rules,),
 }
+# Event rules that read only the subscriber in memory, so a profile event is not flushed for them.
+PROFILE_RULES = {ev.CUSTOMER_UPSERTED: (_card_rules,)}
 # The platform's own notice means "now": it also takes a due day the sweeps passed by.
 NOTICES = {ev.TRIAL_ENDING: ("trial",), ev.PAYMENT_METHOD_EXPIRING: ("card",)}
 
@@ -270,8 +300,12 @@ def linked_sources(settings) -> frozenset[str]:
                      if source.customer_page is not None and source.linkable(settings))
 
 
-# Triggers that ask the subscriber to pay or replace a card carry an update-payment link.
-LINKED = frozenset({"Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"})
+# Triggers that carry a hub link: (what the link lets the customer do, the property it goes in).
+# Those asking to pay or replace a card carry an update-payment link; Renew Now one to keep
+# the subscription running.
+LINKED = {**dict.fromkeys(("Payment Failed", "Payment Reminder", "Payment Retry Scheduled", "Card Expiring"),
+                          (UPDATE_PAYMENT, "update_payment_url")),
+          ev.RENEW_NOW: (RENEW, "renew_url")}
 
 
 def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], settings) -> dict[int, dict]:
@@ -298,16 +332,17 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], se
             people[person.id] = dict(person._mapping)
     base = f"{settings.HUB_BASE_URL.rstrip('/')}/l/"
     links, out = [], {}
-    for trigger_id, subscriber_id, _, props in rows:
+    for trigger_id, subscriber_id, name, props in rows:
         source = props["source"]
         customer = (people.get(subscriber_id) or {}).get(f"{source}_customer_id")
         if not customer:
             continue
         token = secrets.token_urlsafe(24)  # 192 random bits: unguessable, and it says nothing
+        purpose, key = LINKED[name]
         links.append({"token": token, "trigger_id": trigger_id, "subscriber_id": subscriber_id,
-                      "purpose": UPDATE_PAYMENT, "source": source, "customer_id": customer,
+                      "purpose": purpose, "source": source, "customer_id": customer,
                       "subscription_id": props.get("subscription_id"), "created_at": now_utc()})
-        out[trigger_id] = {**props, "update_payment_url": base + token}
+        out[trigger_id] = {**props, key: base + token}
     if links:
         session.execute(insert(CustomerLink), links)
     return out
@@ -396,7 +431,7 @@ def _bulk(session, report, family, pairs: list[tuple[int, Due]]) -> list[tuple]:
     return inserted
 
 
-LINKED_FAMILIES = ("dunning", "card_expiry")
+LINKED_FAMILIES = ("dunning", "card_expiry", "renew_now")
 
 
 def _sweep_renewal(session, w, now, p, report):
@@ -405,6 +440,13 @@ def _sweep_renewal(session, w, now, p, report):
                                              p.renewal.statuses)
         _bulk(session, report, "renewal", [(x.subscriber_id, d) for x in subs
                                            for d in renewal.reminders(x, w, now, p)])
+
+
+def _sweep_renew_now(session, w, now, p, report):
+    for offset in p.renewal.offsets_days:
+        subs = queries.ending_between(session, w.span(offset))
+        _bulk(session, report, "renew_now", [(x.subscriber_id, d) for x in subs
+                                             for d in moments.renew_now(x, w, now, p)])
 
 
 def _sweep_trial(session, w, now, p, report):
@@ -513,6 +555,6 @@ def _sweep_lifecycle(session, w, now, p, report):
 
 # Time rules by family; lifecycle last so it sees the day's other changes. Upsell counts
 # its renewal-reason opportunities found by the lifecycle pass.
-SWEEPS = {"renewal": _sweep_renewal, "trial": _sweep_trial, "dunning": _sweep_dunning,
+SWEEPS = {"renewal": _sweep_renewal, "renew_now": _sweep_renew_now, "trial": _sweep_trial, "dunning": _sweep_dunning,
           "card_expiry": _sweep_card_expiry, "welcome": _sweep_welcome, "winback": _sweep_winback,
           "lifecycle": _sweep_lifecycle}

@@ -132,6 +132,17 @@ def subscriptions_between(session: Session, column, span: tuple[datetime, dateti
     return [sub_state(row, TIME_FIELDS) for row in session.execute(query)]
 
 
+def ending_between(session: Session, span: tuple[datetime, datetime]) -> list[SubState]:
+    """Running subscriptions set to end at period end whose period ends in [start, end): a
+    range search on ix_subscription_ending."""
+    start, end = span
+    anchor = SUB.c.current_period_end
+    query = (select(*[anchor if k == anchor.key else _time_column(k, anchor) for k in TIME_FIELDS])
+             .where(SUB.c.cancel_at_period_end.is_(True), anchor >= start, anchor < end,
+                    SUB.c.status.in_(RUNNING), _live_subscriber()))
+    return [sub_state(row, TIME_FIELDS) for row in session.execute(query)]
+
+
 def _time_column(name: str, anchor):
     """Decoding datetimes is most of a row's cost: the billing period is read only where the
     interval is unknown (the rule's fallback), the trial end only when it is the anchor."""

@@ -18,14 +18,15 @@ from hub.sync.rules.state import (
 RULE, CANCELLED_RULE = "win-back", "subscription-cancelled"
 
 
-def cancelled(sub: SubState, now: datetime, p: RuleParams) -> Due | None:
-    """Subscription Cancelled for an ended subscription, once per cancellation day."""
+def cancelled(sub: SubState, now: datetime, p: RuleParams, why: dict | None = None) -> Due | None:
+    """Subscription Cancelled for an ended subscription, once per cancellation day; `why`
+    holds cancellation_reason and churn_type (hub.sync.rules.moments.why_cancelled)."""
     if sub.is_live:
         return None
     at = sub.canceled_at or now
     return Due(rule=CANCELLED_RULE, occasion=f"{local_day(at, p.tz).isoformat()}/{sub.ref}"[:120],
                name="Subscription Cancelled",
-               properties={"canceled_at": iso(at), **sub.properties()},
+               properties={"canceled_at": iso(at), **sub.properties(), **(why or {})},
                reason=f"subscription {sub.plan or sub.source_id} {sub.status}", due_at=at)
 
 

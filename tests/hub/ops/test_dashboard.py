@@ -195,3 +195,27 @@ def test_mrr_counts_only_collected_money_each_item_by_its_own_interval(client, h
     page = client.get(f"/sync-log/subscribers/{profiles['paused']['id']}").get_data(as_text=True)
     assert '<span class="badge paused">paused</span>' in page
     assert f'resumes {resumes.strftime("%d %b %Y, %H:%M")} UTC' in page
+
+
+def test_churn_by_type_counts_cancellations_per_month():
+    keys = ["2026-05", "2026-06"]
+    rows = [("2026-05-03", {"churn_type": "involuntary"}), ("2026-06-01", {"churn_type": "voluntary"}),
+            ("2026-06-20", {}), ("2026-04-30", {"churn_type": "involuntary"})]
+    assert dashboard.churn_by_type(rows, keys) == {"voluntary": [0, 2], "involuntary": [1, 0]}
+
+
+def test_churn_is_split_into_voluntary_and_involuntary(client, hub):
+    shop = Shop(client)
+    for name in ("leaves", "lapses"):
+        shop.customer(f"cus_{name}", f"{name}@example.com", f"Pat {name}", at=days_ago(50))
+        shop.subscribe(f"cus_{name}", f"sub_{name}", at=days_ago(50))
+    shop.invoice("cus_lapses", "sub_lapses", "in_lapses", at=days_ago(20), paid=False)
+    shop.cancel("cus_lapses", "sub_lapses", at=days_ago(2))   # ended owing the failed invoice
+    shop.cancel("cus_leaves", "sub_leaves", at=days_ago(2))
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        churn = dashboard.build(s, hub.storage, hub.settings, hub.queues)["churn"]
+    assert (sum(churn["voluntary"]), sum(churn["involuntary"])) == (1, 1)
+    add_staff(hub, "victor@shop.test")
+    log_in(client, "victor@shop.test")
+    assert "involuntary (failed payment)" in client.get("/sync-log/dashboard").get_data(as_text=True)

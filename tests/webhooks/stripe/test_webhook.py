@@ -709,3 +709,23 @@ def test_backfill_lists_a_failed_invoice_stripe_stopped_collecting(stripe_status
                "attempt_count": attempts}
     item = invoice_item(invoice)
     assert (item.topic if item else None) == topic
+
+
+def test_a_change_of_items_fetches_the_invoice_it_made_and_reads_stripes_proration():
+    event = pay_event("subscription.updated")
+    event["data"]["previous_attributes"] = {"items": event_object(event)["items"]}
+    event_object(event)["latest_invoice"] = "in_1000"
+    invoice = {"id": "in_1000", "object": "invoice", "billing_reason": "subscription_update", "lines": {
+        "object": "list", "data": [
+            {"id": "il_1", "object": "line_item", "amount": -1210, "unit_amount_decimal": "-1210",
+             "parent": {"type": "subscription_item_details", "subscription_item_details": {"proration": True}}},
+            {"id": "il_2", "object": "line_item", "amount": 1935,
+             "parent": {"type": "subscription_item_details", "subscription_item_details": {"proration": True}}},
+            {"id": "il_3", "object": "line_item", "amount": 4000,
+             "parent": {"type": "subscription_item_details", "subscription_item_details": {"proration": False}}}]}}
+    with responses.RequestsMock() as api:
+        api.get("https://stripe.test/v1/customers/cus_00000000000000", json=CUSTOMER)
+        api.get("https://stripe.test/v1/invoices/in_1000", json=invoice)
+        enriched = enrich(event, STRIPE_API_BASE="https://stripe.test")
+    [upserted] = receive(enriched)
+    assert upserted.data["proration_amount"] == 725

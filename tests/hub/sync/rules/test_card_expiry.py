@@ -166,3 +166,12 @@ def test_a_legacy_default_card_expiring_still_warns_on_stripes_notice(world):
                     stripe_event("customer.source.expiring", legacy, event_id="evt_expiring",
                                  created=OCT_1 + 65 * DAY))  # Dec 5
     assert fired == ["Card Expiring"]
+
+
+def test_a_spare_card_is_no_payment_method_update_until_it_becomes_the_default(world):
+    fired = deliver(world, stripe_card("payment_method.attached", OCT_1, exp=(3, 2030), pm="pm_main"),
+                    default_card_is("pm_main", OCT_1 + 10),
+                    stripe_card("payment_method.attached", OCT_1 + DAY, exp=(3, 2031), pm="pm_spare"))
+    # pm_main attached (no default named yet), then made the default: one update.
+    assert [name for name in fired if name == "Payment Method Updated"] == ["Payment Method Updated"]
+    assert deliver(world, default_card_is("pm_spare", OCT_1 + 2 * DAY)) == ["Payment Method Updated"]

@@ -77,3 +77,21 @@ def test_notify_mode_asks_nothing(client, hub):
         # 3 days after (no later failure named another), nothing from the hub's own cadence.
         assert sweep_days(hub, failed_on + timedelta(days=1), 21, times=1) == {"2025-04-25": 2, "2025-04-28": 1}
     assert stripe_.attempts == []
+
+
+def test_a_new_card_while_a_payment_is_owed_asks_stripe_to_retry_it_once(client, orchestrate):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    card = load_sample("shared:stripe/pay/payment_method.updated.json")  # the same customer, cus_1234
+    with FakeStripeBilling("sk_test_orch") as stripe_:
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
+        post(client, "stripe", stripe_event("invoice.payment_failed", obj, event_id="evt_f", created=obj["created"]))
+        drain_inbox(hub.storage, hub.settings)
+        for event_id in ("evt_card", "evt_card"):  # Stripe delivers it twice
+            post(client, "stripe", stripe_event("payment_method.updated", card["object"], event_id=event_id,
+                                                created=obj["created"] + 3600,
+                                                previous_attributes=card["previous_attributes"]))
+            drain_inbox(hub.storage, hub.settings)
+    [(invoice, key)] = stripe_.attempts
+    assert (invoice, key.split(":", 1)[1]) == (
+        "in_1234", "payment-method-updated:stripe:pm_1000/2035-12")

@@ -1,0 +1,322 @@
+"""Lifecycle moments through the real webhook endpoints, as the email tools receive them:
+exact triggers and properties for cancellations (why, and whether the subscriber chose to
+leave), plan changes, pauses, skips, scheduled ends and card updates, on Stripe, Chargebee
+and Recharge."""
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from hub.jobs import run_time_rules
+from hub.models import CustomerLink, Trigger
+from hub.sync.inbox import drain_inbox
+from tests.samples import load_sample, post, stripe_event
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+UTC = timezone.utc
+T0 = int(datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp())
+DAY = 86400
+
+
+def fired(hub, name: str) -> list[dict]:
+    with hub.storage.session() as s:
+        return [t.properties for t in s.scalars(select(Trigger).where(Trigger.name == name, Trigger.status == "fired")
+                                                 .order_by(Trigger.id))]
+
+
+def send(client, hub, source: str, payload: dict, topic: str | None = None) -> None:
+    assert post(client, source, payload, topic=topic).status_code == 200
+    drain_inbox(hub.storage, hub.settings)
+
+
+# --- Stripe objects, from the `pay` gem's published samples ------------------------------------
+
+def stripe_subscription(sid="sub_m1", customer="cus_m1", price=("price_m", "Coffee Monthly", 2500), **extra):
+    obj = copy.deepcopy(load_sample("shared:stripe/pay/subscription.created.json")["object"])
+    price_id, nickname, amount = price
+    item = obj["items"]["data"][0]
+    item.update(id=f"si_{sid}", quantity=1, subscription=sid, current_period_start=T0,
+                current_period_end=T0 + 31 * DAY,
+                price={**item["price"], "id": price_id, "nickname": nickname, "unit_amount": amount,
+                       "currency": "usd", "product": "prod_coffee",
+                       "recurring": {"interval": "month", "interval_count": 1}})
+    for legacy in ("plan", "quantity", "current_period_start", "current_period_end"):
+        obj.pop(legacy, None)
+    obj.update({"id": sid, "customer": customer, "status": "active", "created": T0,
+                "cancel_at_period_end": False, "canceled_at": None, "trial_end": None, **extra})
+    return obj
+
+
+def stripe_send(client, hub, event_type, obj, n, at, previous_attributes=None):
+    send(client, hub, "stripe", stripe_event(event_type, obj, event_id=f"evt_m{n}", created=at,
+                                             previous_attributes=previous_attributes))
+
+
+# --- 1. why people leave ------------------------------------------------------------------------
+
+def test_stripe_cancellation_carries_the_customers_feedback_and_is_voluntary(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    ended = stripe_subscription(status="canceled", canceled_at=T0 + 5 * DAY, cancellation_details={
+        "reason": "cancellation_requested", "feedback": "too_expensive", "comment": "Coffee budget cut"})
+    stripe_send(client, hub, "customer.subscription.deleted", ended, 2, T0 + 5 * DAY)
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["cancellation_reason"], props["cancellation_comment"], props["churn_type"]) == (
+        "too_expensive", "Coffee budget cut", "voluntary")
+
+
+def test_stripe_cancellation_after_failed_payment_is_involuntary(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    ended = stripe_subscription(status="canceled", canceled_at=T0 + 5 * DAY, cancellation_details={
+        "reason": "payment_failed", "feedback": None, "comment": None})
+    stripe_send(client, hub, "customer.subscription.deleted", ended, 2, T0 + 5 * DAY)
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["cancellation_reason"], props["churn_type"]) == ("payment_failed", "involuntary")
+
+
+def test_chargebee_cancellation_for_non_payment_is_involuntary(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_cancelled.json"))
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["cancellation_reason"], props["churn_type"]) == ("not_paid", "involuntary")
+
+
+def test_chargebee_cancellation_with_a_reason_code_is_voluntary(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    payload = copy.deepcopy(load_sample("chargebee/subscription_cancelled.json"))
+    sub = payload["content"]["subscription"]
+    del sub["cancel_reason"]
+    sub["cancel_reason_code"] = "Too expensive"
+    send(client, hub, "chargebee", payload)
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["cancellation_reason"], props["churn_type"]) == ("Too expensive", "voluntary")
+
+
+@pytest.mark.parametrize("retries_ran_out, churn", [(False, "voluntary"), (True, "involuntary")])
+def test_recharge_cancellation_carries_its_reason_and_churn_type(client, hub, retries_ran_out, churn):
+    payload = copy.deepcopy(load_sample("shared:recharge/subscription_cancelled.json"))
+    payload["subscription"]["max_retries_reached"] = retries_ran_out
+    send(client, hub, "recharge", payload, topic="subscription/cancelled")
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["cancellation_reason"], props["cancellation_comment"], props["churn_type"]) == (
+        "some reason", "comments go here", churn)
+
+
+# --- 2. plan changes --------------------------------------------------------------------------
+
+def proration_invoice(lines: list[tuple[int, bool]]) -> dict:
+    """The invoice Stripe makes for a change with proration_behavior=always_invoice (API
+    2025-03-31 shape: the proration flag under parent.subscription_item_details)."""
+    return {"id": "in_change", "object": "invoice", "billing_reason": "subscription_update", "currency": "usd",
+            "lines": {"object": "list", "data": [
+                {"id": f"il_{i}", "object": "line_item", "amount": amount, "currency": "usd",
+                 "parent": {"type": "subscription_item_details",
+                            "subscription_item_details": {"proration": proration, "subscription": "sub_m1",
+                                                          "subscription_item": "si_sub_m1"}}}
+                for i, (amount, proration) in enumerate(lines)]}}
+
+
+def test_stripe_upgrade_mid_cycle_fires_plan_changed_with_stripes_own_proration(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    # Mid-cycle, 15 of 31 days left: Stripe credits the unused 25.00 (-1210) and charges
+    # the rest of the period on 40.00 (1935): 725 net, read from its invoice, never worked out.
+    changed = stripe_subscription(price=("price_p", "Coffee Plus", 4000),
+                                  latest_invoice=proration_invoice([(-1210, True), (1935, True), (4000, False)]))
+    previous = {"items": stripe_subscription()["items"]}
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 16 * DAY, previous)
+    [props] = fired(hub, "Plan Changed")
+    assert {k: props[k] for k in ("previous_plan", "plan", "previous_amount", "amount", "currency", "direction",
+                                  "effective_at", "proration_amount")} == {
+        "previous_plan": "Coffee Monthly", "plan": "Coffee Plus", "previous_amount": 2500, "amount": 4000,
+        "currency": "USD", "direction": "upgrade",
+        "effective_at": datetime.fromtimestamp(T0 + 16 * DAY, UTC).isoformat(), "proration_amount": 725}
+
+
+def test_stripe_downgrade_left_for_the_next_invoice_has_no_proration_yet(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_1000")
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 3 * DAY,
+                {"items": stripe_subscription()["items"]})
+    [props] = fired(hub, "Plan Changed")
+    assert (props["direction"], props["previous_amount"], props["amount"], props["proration_amount"]) == (
+        "downgrade", 2500, 1500, None)
+
+
+def test_a_renewal_that_changes_nothing_of_the_plan_fires_no_plan_changed(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    renewed = stripe_subscription()
+    stripe_send(client, hub, "customer.subscription.updated", renewed, 2, T0 + 31 * DAY,
+                {"current_period_start": T0 - 31 * DAY})
+    assert fired(hub, "Plan Changed") == []
+
+
+def test_chargebee_change_reads_the_invoice_and_credit_note_it_made(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    payload = copy.deepcopy(load_sample("chargebee/subscription_changed.json"))
+    sub = payload["content"]["subscription"]
+    before = load_sample("chargebee/subscription_created.json")["content"]["subscription"]
+    plan = next(i for i in sub["subscription_items"] if i["item_type"] == "plan")
+    plan.update(item_price_id="Coffee-Club-USD-Every-3-months", unit_price=plan["unit_price"] * 3,
+                amount=plan["unit_price"] * 3 * plan.get("quantity", 1))
+    sub["resource_version"] = before["resource_version"] + 1000
+    sub["updated_at"] = before["updated_at"] + 86400
+    # Shapes of an invoice and a credit note (https://apidocs.chargebee.com/docs/api/invoices,
+    # .../credit_notes): the change charged 30.00 and credited 12.00 of the old plan.
+    payload["content"]["invoice"] = {"id": "inv_9", "subscription_id": sub["id"], "total": 3000,
+                                     "currency_code": sub["currency_code"], "status": "paid"}
+    payload["content"]["credit_notes"] = [{"id": "cn_9", "subscription_id": sub["id"], "total": 1200,
+                                           "type": "adjustment", "reason_code": "subscription_change"}]
+    send(client, hub, "chargebee", payload)
+    [props] = fired(hub, "Plan Changed")
+    old_plan = next(i for i in before["subscription_items"] if i["item_type"] == "plan")["item_price_id"]
+    assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
+        old_plan, "Coffee-Club-USD-Every-3-months", "upgrade", 1800)
+
+
+# --- 3. pauses and skips ------------------------------------------------------------------------
+
+def iso_of(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def test_chargebee_pause_names_its_resume_date_and_the_resume_fires_once(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    paused = load_sample("chargebee/subscription_paused.json")
+    send(client, hub, "chargebee", paused)
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_resumed.json"))
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["paused_at"], pause["status"]) == (
+        # When Chargebee changed it: its resource_version, in milliseconds.
+        iso_of(1800198000), iso_of(paused["content"]["subscription"]["resource_version"] / 1000), "paused")
+    [resume] = fired(hub, "Subscription Resumed")
+    assert (resume["status"], resume["next_renewal_at"]) == ("active", iso_of(1800198000))
+
+
+def test_stripe_pause_collection_pauses_and_its_clearing_resumes_with_no_reminder_meanwhile(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    resumes = T0 + 62 * DAY
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(pause_collection={
+        "behavior": "void", "resumes_at": resumes}), 2, T0 + 2 * DAY, {"pause_collection": None})
+    # 7 and 1 days before the period's end (T0 + 31 days): a paused cycle gets no reminder.
+    for day in (24, 30):
+        run_time_rules(hub, datetime.fromtimestamp(T0 + day * DAY, UTC).replace(hour=6))
+    assert fired(hub, "Renewal Reminder") == []
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 3, T0 + 40 * DAY,
+                {"pause_collection": {"behavior": "void", "resumes_at": resumes}})
+    [pause] = fired(hub, "Subscription Paused")
+    [resume] = fired(hub, "Subscription Resumed")
+    assert (pause["resumes_at"], resume["resumed_at"]) == (iso_of(resumes), iso_of(T0 + 40 * DAY))
+
+
+def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paused_by_the_subscriber(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="past_due"), 1, T0)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(status="unpaid"), 2, T0 + DAY)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 3, T0 + 2 * DAY)
+    assert (fired(hub, "Subscription Paused"), fired(hub, "Subscription Resumed")) == ([], [])
+
+
+def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_date(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    skipped = copy.deepcopy(sub)
+    skipped["subscription"].update(next_charge_scheduled_at="2022-05-09", updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", skipped, topic="subscription/skipped")
+    [skip] = fired(hub, "Renewal Skipped")
+    assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
+        "2022-04-09T00:00:00+00:00", "2022-05-09T00:00:00+00:00")
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the skipped date
+    assert fired(hub, "Renewal Reminder") == []
+    run_time_rules(hub, datetime(2022, 5, 2, 6, tzinfo=UTC))  # catches up the 14-day reminder too
+    assert sorted((r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")) == [
+        ("2022-05-09", 7), ("2022-05-09", 14)]
+
+
+# --- 5. a new card -----------------------------------------------------------------------------
+
+def test_card_update_mid_dunning_fires_payment_method_updated_naming_the_owed_payment(client, hub):
+    failed = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    card = load_sample("shared:stripe/pay/payment_method.updated.json")
+    send(client, hub, "stripe", stripe_event("invoice.payment_failed", failed, event_id="evt_f",
+                                             created=failed["created"]))
+    updated = stripe_event("payment_method.updated", card["object"], event_id="evt_c", created=failed["created"] + 60,
+                           previous_attributes=card["previous_attributes"])
+    send(client, hub, "stripe", updated)
+    send(client, hub, "stripe", {**updated, "id": "evt_c2"})  # the same card again: nothing new
+    detached = load_sample("shared:stripe/pay/payment_method.detached.json")
+    send(client, hub, "stripe", stripe_event("payment_method.detached", detached["object"], event_id="evt_d",
+                                             created=failed["created"] + 120,
+                                             previous_attributes=detached.get("previous_attributes")))
+    [props] = fired(hub, "Payment Method Updated")
+    assert props == {"source": "stripe", "card_id": "pm_1000", "brand": "visa", "last4": "3184", "exp_month": 12,
+                     "exp_year": 2035, "auto_updated": False, "updated_at": iso_of(failed["created"] + 60),
+                     "dunning_payment_id": "in_1234"}
+
+
+def test_chargebee_card_update_fires_payment_method_updated(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/card_updated.json"))
+    [props] = fired(hub, "Payment Method Updated")
+    assert (props["source"], props["exp_year"], props["dunning_payment_id"]) == ("chargebee", 2029, None)
+
+
+# --- 4. subscriptions set to end ------------------------------------------------------------------
+
+def sweep_on(hub, *days: int) -> None:
+    """`hub sweep` at 06:00 on each of these days after T0."""
+    for day in days:
+        run_time_rules(hub, datetime.fromtimestamp(T0 + day * DAY, UTC).replace(hour=6))
+
+
+def test_stripe_cancel_at_period_end_gets_renew_now_aligned_to_the_end_with_a_hub_link(client, hub):
+    hub.settings.STRIPE_API_KEY, hub.settings.HUB_BASE_URL = "sk_test_renew", "https://hub.shop.example"
+    ending = stripe_subscription(cancel_at_period_end=True, cancel_at=T0 + 31 * DAY,
+                                 cancellation_details={"reason": "cancellation_requested", "feedback": None,
+                                                       "comment": None})
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    stripe_send(client, hub, "customer.subscription.updated", ending, 2, T0 + DAY, {"cancel_at_period_end": False})
+    sweep_on(hub, 16, 17, 24, 29, 30)  # the period ends on day 31: 14, 7 and 1 days before
+    renew = fired(hub, "Renew Now")
+    assert [(r["days_before"], r["end_date"]) for r in renew] == [(14, "2026-04-01"), (7, "2026-04-01"),
+                                                                   (1, "2026-04-01")]
+    with hub.storage.session() as s:
+        links = {link.token: link.purpose for link in s.scalars(select(CustomerLink))}
+    assert [links[r["renew_url"].rsplit("/l/", 1)[1]] for r in renew] == ["renew"] * 3
+    assert fired(hub, "Renewal Reminder") == []  # it does not renew: no renewal reminders
+
+
+def test_renew_now_stops_when_they_resume(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(cancel_at_period_end=True), 1, T0)
+    sweep_on(hub, 17)
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 2, T0 + 20 * DAY,
+                {"cancel_at_period_end": True})
+    sweep_on(hub, 24, 30)
+    assert [r["days_before"] for r in fired(hub, "Renew Now")] == [14]
+    assert [r["days_before"] for r in fired(hub, "Renewal Reminder")] == [7, 1]
+
+
+def test_chargebee_non_renewing_gets_renew_now_until_the_scheduled_cancellation_is_removed(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_cancellation_scheduled.json"))
+    ends = load_sample("chargebee/subscription_cancellation_scheduled.json")["content"]["subscription"]
+    end = datetime.fromtimestamp(ends["current_term_end"], UTC)
+    run_time_rules(hub, end.replace(hour=6) - timedelta(days=14))
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_scheduled_cancellation_removed.json"))
+    run_time_rules(hub, end.replace(hour=6) - timedelta(days=7))
+    assert [(r["days_before"], r["ends_at"]) for r in fired(hub, "Renew Now")] == [(14, end.isoformat())]
+
+
+def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"]["presentment_currency"] = "USD"
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    swapped = copy.deepcopy(sub)
+    swapped["subscription"].update(external_variant_id={"ecommerce": "999"}, variant_title="2 kg", price="79.00",
+                                   updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", swapped, topic="subscription/swapped")
+    [props] = fired(hub, "Plan Changed")
+    old, new = sub["subscription"], swapped["subscription"]
+    assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
+        f"{old['product_title']} - {old['variant_title']}", f"{new['product_title']} - 2 kg", "upgrade", None)
+    assert (props["previous_amount"], props["amount"]) == (4900 * old["quantity"], 7900 * old["quantity"])
