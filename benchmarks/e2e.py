@@ -20,6 +20,7 @@ processes and threads, same wrk, same worker process count, RQ's SimpleWorker as
 uses: no fork per job), against its own stand-in instance. It keeps no database: the comparison flatters it.
 
 Usage: python benchmarks/e2e.py [--events 100000] [--naive-events 5000] [--workers 2]
+       python benchmarks/e2e.py --compare-postgres [--events N] [--staged-events N]  (as root)
 """
 from __future__ import annotations
 
@@ -419,6 +420,79 @@ def run_naive(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int,
             "latency": " / ".join(re.search(r"Latency\s+(\S+)\s+\S+\s+(\S+)", wrk_out).groups())}
 
 
+# --- SQLite and PostgreSQL side by side ---------------------------------------------------------------
+
+def start_postgres(port: int) -> tuple[Path, str]:
+    """A throwaway PostgreSQL from Debian's package on loopback, as .ci/run starts it: its
+    data folder and URL. Run as root (initdb and the server run as the postgres user)."""
+    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1]
+    data = Path(tempfile.mkdtemp(prefix="hub-e2e-pg-"))
+    shutil.chown(data, "postgres")
+    as_postgres = ["su", "postgres", "-c"]
+    subprocess.run(as_postgres + [f"{bin_dir}/initdb -D {data} -A trust -U postgres"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(as_postgres + [f"{bin_dir}/pg_ctl -D {data} -o '-k /tmp -h 127.0.0.1 -p {port}' "
+                                  f"-l {data}/log -w start"], check=True, stdout=subprocess.DEVNULL)
+    return data, f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+def stop_postgres(data: Path) -> None:
+    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1]
+    subprocess.run(["su", "postgres", "-c", f"{bin_dir}/pg_ctl -D {data} -m fast stop"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def compare_postgres(args, tmp: Path, redis_url: str) -> None:
+    """The same events on SQLite and on PostgreSQL, same processes, then the drain + push stage
+    alone on PostgreSQL with 1, 2 and 4 workers; one table, printed."""
+    data, url = start_postgres(free_port())
+    runs, scaling = {}, {}
+    try:
+        with SpeedProbe() as probe:
+            for name, database_url in (("SQLite", None), ("PostgreSQL", url)):
+                for kind, staged in (("e2e", False), ("staged", True)):
+                    folder = tmp / f"{name}-{kind}"
+                    folder.mkdir()
+                    runs[name, kind] = run_hub(folder, redis_url, args.staged_events if staged else args.events,
+                                               args.workers, args.web_workers, args.threads, staged=staged,
+                                               database_url=database_url)
+            for workers in (1, 2, 4):
+                folder = tmp / f"scaling-{workers}"
+                folder.mkdir()
+                scaling[workers] = run_hub(folder, redis_url, args.staged_events, workers, args.web_workers,
+                                           args.threads, staged=True, database_url=url)
+    finally:
+        stop_postgres(data)
+    lines = ["| database | events | webhooks stored/s | end to end events/s | staged drain + push events/s "
+             "| deliveries | speed probe ms |", "|---|---|---|---|---|---|---|"]
+    for name in ("SQLite", "PostgreSQL"):
+        e2e, staged = runs[name, "e2e"], runs[name, "staged"]
+        lines.append(f"| {name} | {e2e['n']:,} | {staged['n'] / staged['ingest_s']:.0f} | "
+                     f"**{e2e['n'] / e2e['total_s']:.0f}** | {staged['n'] / staged['drain_s']:.0f} | "
+                     f"{e2e['state']['deliveries']} | {probe.median(*e2e['clock']) or 0:.1f} |")
+    ratio = (runs["PostgreSQL", "e2e"]["n"] / runs["PostgreSQL", "e2e"]["total_s"]) / (
+        runs["SQLite", "e2e"]["n"] / runs["SQLite", "e2e"]["total_s"])
+    lines += ["", f"PostgreSQL / SQLite end to end: **{ratio:.2f}×** (target ≥ 0.9×).", "",
+              "| workers (PostgreSQL, staged drain + push alone) | events | seconds | events/s | × 1 worker "
+              "| inbox rows | speed probe ms |", "|---|---|---|---|---|---|---|"]
+    one = scaling[1]["n"] / scaling[1]["drain_s"]
+    for workers, run in scaling.items():
+        rate = run["n"] / run["drain_s"]
+        lines.append(f"| {workers} | {run['n']:,} | {run['drain_s']:.1f} | {rate:.0f} | {rate / one:.2f} "
+                     f"| {run['state']['inbox']} | {probe.median(*run['clock']) or 0:.1f} |")
+    lines += ["", f"{os.cpu_count()} cores shared with the web server, Redis, PostgreSQL, the Klaviyo "
+              "stand-in and the meter: workers beyond the cores free for them cannot add up here."]
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        command = (f"python benchmarks/e2e.py --compare-postgres --events {args.events} "
+                   f"--staged-events {args.staged_events} --workers {args.workers}")
+        write_section("SQLite and PostgreSQL side by side, and workers that add up", command, table,
+                      "PostgreSQL started by the benchmark from Debian's package on loopback (as .ci/run does); "
+                      "same Stripe customer.created events and processes as the end-to-end run.")
+
+
 # --- report ------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -432,12 +506,22 @@ def main() -> None:
                         help="events of the staged hub run (web path alone, then workers alone); 0: skip")
     parser.add_argument("--database-url", default=None,
                         help="run the hub on this PostgreSQL database (emptied first) instead of a SQLite file")
+    parser.add_argument("--compare-postgres", action="store_true",
+                        help="SQLite and a PostgreSQL the benchmark starts, side by side, then the staged "
+                             "drain + push on PostgreSQL with 1, 2 and 4 workers (no naive run)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hub-e2e-"))
     redis_proc, redis_url = start_redis(tmp)
+    if args.compare_postgres:
+        try:
+            compare_postgres(args, tmp, redis_url)
+        finally:
+            redis_proc.terminate()
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         with SpeedProbe() as probe:
             hub = run_hub(tmp, redis_url, args.events, args.workers, args.web_workers, args.threads,
