@@ -384,13 +384,13 @@ def limiter_for(redis=None) -> Limiter:
     return held[1]
 
 
-def connector_for(name: str, settings, limiter) -> connectors.Connector:
-    """The connector instance of this process for `settings`, using `limiter` (a push's
-    short wait for tokens: PUSH_RATE_WAIT_S)."""
+def connector_for(name: str, settings, limiter, rate_wait: float | None = None) -> connectors.Connector:
+    """The connector instance of this process for `settings`, using `limiter`, sleeping at
+    most `rate_wait` for a token before it holds a delivery back (see Connector.call)."""
     held = _connectors.get(name)
     if held is None or held[0] is not settings:
         held = _connectors[name] = (settings, connectors.build(name, settings))
-    held[1].use_limiter(limiter, PUSH_RATE_WAIT_S)
+    held[1].use_limiter(limiter, rate_wait)
     return held[1]
 
 
@@ -400,12 +400,16 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, or once `budget_seconds` are spent
-    (then "more" is true and the caller enqueues another push), or when the tool's rate
-    limit held deliveries back (then "held" counts them and "resume_in" says in how many
-    seconds the bucket has a token again: the caller pushes again then). `now` fixes the clock
-    (tests, the demo's simulated calendar); without it the push may linger briefly.
+    (then "more" is true and the caller enqueues another push), or, on the real clock, when
+    the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
+    in how many seconds the bucket has a token again: the caller pushes again then). `now`
+    fixes the clock (tests, the demo's simulated calendar); without it the push may linger
+    briefly.
     """
-    connector = connector_for(connector_name, settings, limiter or limiter_for(redis))
+    # On a clock the caller drives (`now` given) there is no worker to yield: calls sleep
+    # for tokens as long as the limiter allows.
+    connector = connector_for(connector_name, settings, limiter or limiter_for(redis),
+                              PUSH_RATE_WAIT_S if now is None else None)
     length = timedelta(seconds=settings.HUB_PUSH_LEASE_S)
     totals: Counter = Counter()
     started = time.monotonic()
