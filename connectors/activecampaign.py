@@ -89,7 +89,7 @@ class ActiveCampaignConnector(Connector):
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         push = {"profile": self._profile, "event": self._event, "consent": self._consent,
                 "erase": self._erase}
-        return {item.delivery_id: push[item.kind](item.payload) for item in items}
+        return self.one_by_one(items, lambda item: push[item.kind](item.payload))
 
     # Contacts and fields -----------------------------------------------------------
 

@@ -74,6 +74,15 @@ class RetryAfter(Result):
 
 
 @dataclass
+class Held(RetryAfter):
+    """Not sent: the tool's rate limit has no place for `seconds`, and waiting would hold
+    the worker. No request was made, so it is no attempt; the push goes on once the window
+    has room again."""
+
+    outcome: str = field(default="held", init=False)
+
+
+@dataclass
 class Failed(Result):
     outcome: str = field(default="failed", init=False)
 
@@ -150,11 +159,40 @@ class Connector:
     refusals: tuple[type[BaseException], ...] = ()
     request_id_header: str | None = None
     pause_on_429: bool = True
+    # Longest sleep for a rate-limit token before the first call of a delivery is Held
+    # instead (None: the limiter's own max_wait). Pushes set it short, so a slow tool yields
+    # its worker; a delivery whose first request went out sleeps for the rest (holding it
+    # then would waste the requests made and send them again).
+    rate_wait: float | None = None
 
     def __init__(self, settings, field_map: dict | None = None, limiter=None):
         self.settings = settings
         self.field_map = field_map or {}
         self.limiter = limiter
+        # rate-limit key → monotonic time its window has room again: the rest of a
+        # batch held back by one refusal is held without asking the limiter each time.
+        self._held_until: dict[str, float] = {}
+        self._starting = True  # no request made yet for the deliveries under way
+
+    def push(self, items: list[Outgoing]) -> dict[int, Result]:
+        """push_batch, whose first request may be Held by the rate limit (see rate_wait)."""
+        self._starting = True
+        return self.push_batch(items)
+
+    def one_by_one(self, items: list[Outgoing], push: Callable[[Outgoing], Result]) -> dict[int, Result]:
+        """push(item) for each delivery, each of which may be Held before its first request:
+        for tools called once or more per delivery, so a push yields between deliveries."""
+        results = {}
+        for item in items:
+            self._starting = True
+            results[item.delivery_id] = push(item)
+        return results
+
+    def use_limiter(self, limiter, rate_wait: float | None = None) -> None:
+        """Take tokens from `limiter`, sleeping at most `rate_wait` for one (see `call`)."""
+        if limiter is not self.limiter:
+            self._held_until.clear()
+        self.limiter, self.rate_wait = limiter, rate_wait
 
     @classmethod
     def missing_settings(cls, settings) -> list[str]:
@@ -175,15 +213,24 @@ class Connector:
 
         Takes a token of the `limit` rate limit (mapping `rate_limits[limit]` over the
         defaults in connectors/ratelimit.py) or answers RetryAfter when that would wait too
-        long; times `send()`, which makes the request and reads the answer; classifies what
+        long (Held: no request made); times `send()`, which makes the request and reads the answer; classifies what
         came back. A 429 pauses the limit in every worker for the seconds the tool asked.
         """
         key = f"{self.name}:{limit}"
         if self.limiter is not None:
+            starting = self._starting and self.rate_wait is not None
+            left = self._held_until.get(key, 0.0) - time.monotonic()
+            if starting and left > 0:
+                return Held(seconds=left, message=f"held back by the {key} rate limit"), None
             try:
-                self.limiter.acquire(key, self.field_map["rate_limits"].get(limit))
+                self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
+                                     max_wait=self.rate_wait if starting else None)
             except RetryLater as exc:
-                return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+                if not starting:
+                    return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+                self._held_until[key] = time.monotonic() + exc.retry_after
+                return Held(seconds=exc.retry_after, message=str(exc)), None
+            self._starting = False
         answer = refusal = lost = None
         with Clock.timing() as clock:
             try:

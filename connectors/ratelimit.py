@@ -160,13 +160,16 @@ class Limiter:
                 calls.append(now)
             return 0.0
 
-    def acquire(self, key: str, rates: tuple[Rate, ...] | None = None) -> None:
-        """Block until a place is taken; RetryLater when that would take over `max_wait`."""
+    def acquire(self, key: str, rates: tuple[Rate, ...] | None = None,
+                max_wait: float | None = None) -> None:
+        """Block until a place is taken; RetryLater when that would take over `max_wait`
+        (the smaller of the limiter's and the caller's)."""
+        limit = self.max_wait if max_wait is None else min(self.max_wait, max_wait)
         while True:
             wait = self.take(key, rates)
             if wait <= 0:
                 return
-            if wait > self.max_wait:
+            if wait > limit:
                 raise RetryLater(wait, f"held back by the {key} rate limit for {wait:.0f} s")
             self.sleep(wait)
 

@@ -65,7 +65,7 @@ class WebhookConnector(Connector):
         return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
-        return {item.delivery_id: self._post(item) for item in items}
+        return self.one_by_one(items, self._post)
 
     def _post(self, item: Outgoing) -> Result:
         body = self.body(item)

@@ -65,12 +65,17 @@ def request_pushes(hub: Hub, connectors=None) -> None:
 
 
 def push_batch_job(connector: str) -> dict:
-    """Push due deliveries of one connector; enqueue itself again while more are due."""
+    """Push due deliveries of one connector; enqueue itself again while more are due, or
+    for when its rate limit has a token again."""
     hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
-    if result.get("more"):
+    if result["held"]:
+        # The tool's rate limit has no room now: the worker goes on with other jobs, and
+        # this push comes back once its window has.
+        hub.queues.defer_push(connector, result["resume_in"])
+    elif result.get("more"):
         hub.queues.enqueue_push(connector)
     return result
 

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -172,6 +173,14 @@ class Queues:
         """A push job for `connector`, whatever is queued already."""
         self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
                      job_timeout=PUSH_JOB_TIMEOUT)
+
+    def defer_push(self, connector: str, seconds: float) -> None:
+        """A push job for `connector` in `seconds` (RQ's scheduler, in every worker, starts
+        it). The request flag stays set until it starts: deliveries planned meanwhile wait
+        for it rather than start a push the rate limit would hold back again."""
+        self.connection.set(PUSH_FLAG + connector, "1", ex=int(seconds) + 60)
+        self.queue("outbox").enqueue_in(timedelta(seconds=seconds), "hub.jobs.push_batch_job",
+                                        connector, result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
 
     def clear_push_request(self, connector: str) -> None:
         self.connection.delete(PUSH_FLAG + connector)

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hub.commands.run import stack
 from hub.config import Settings
 from tests.conftest import free_port
 from tests.samples import API_HEADERS, SECRETS, signed, stripe_event
@@ -203,3 +204,12 @@ def test_ctrl_c_stops_everything_quietly_and_says_what_to_set_up(tmp_path):
     # Only the data stays: the Redis socket, pid and configuration files are removed.
     assert not [p.name for p in tmp_path.iterdir() if p.suffix in (".sock", ".pid", ".conf", ".settings")]
 
+
+
+def test_hub_run_starts_the_worker_processes_asked_for_with_cron_on_the_first_only():
+    children = stack("127.0.0.1", 8000, 1, 3, cron=True)
+    workers = [c for c in children if "worker" in c.argv]
+    assert [c.name for c in workers] == ["worker", "worker 2", "worker 3"]
+    assert ["--no-cron" in c.argv for c in workers] == [False, True, True]
+    # Another host's `hub run --no-cron` adds workers without a second cron.
+    assert all("--no-cron" in c.argv for c in stack("127.0.0.1", 8000, 1, 2, cron=False)[1:])

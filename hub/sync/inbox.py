@@ -22,13 +22,14 @@ from sqlalchemy.orm.base import instance_state
 from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
 from hub.db.dialect import insert_ignore, locks_claimed_rows
 from hub.db.inbox import KEY
+from hub.db.turns import DrainTurn
 from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from hub.sync import identity, outbox, rules
 from hub.sync.apply import CREATES, apply_event
 from hub.sync.outbox import planned_connectors
 from hub.sync.readmodel import EARLIER
-from hub.values import json_value
+from hub.values import json_value, normalize_email
 from webhooks import UNREADABLE, Envelope, get_source
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,14 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
     while max_batches is None or batches < max_batches:
         if linger_s and not alone:
             await_fuller_batch(storage, size, linger_s)
-        with storage.session() as session:
+        with storage.session() as session, DrainTurn(session) as turn:
             rows = claim_batch(session, 1 if alone else size)
             if not rows:
                 break
             try:
                 with storage.write_turn():
                     lock_model(session)
-                    outcomes = process_batch(session, rows, settings, now)
+                    outcomes = process_batch(session, rows, settings, now, turn)
                     statuses = [row.status for row in rows]
                     after_batch(session, settings, outcomes)
                     planned = planned_connectors(session)
@@ -194,7 +195,7 @@ def after_batch(session: Session, settings, outcomes: list[dict] = ()) -> None:
 
 
 def process_batch(session: Session, rows: list[InboxEvent], settings,
-                  now: datetime | None = None) -> list[dict]:
+                  now: datetime | None = None, turn: DrainTurn | None = None) -> list[dict]:
     """Process claimed rows in order, all in one savepoint: identities looked up for the whole
     batch at once, no savepoint and no flush of its own per row. The rows' outcome fields,
     for after_batch to write in one executemany UPDATE per shape of fields (rows redone one
@@ -209,6 +210,8 @@ def process_batch(session: Session, rows: list[InboxEvent], settings,
     prepared = [(row, _prepare(row, settings)) for row in rows]
     mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
                 for e in events or ()]
+    if turn is not None:  # PostgreSQL: wait for other drainers' batches about these people
+        turn.hold(*people_named(mentions))
     if any(e.name in INBOX_WRITERS for _, (_, events) in prepared for e in events or ()):
         lock_inbox(session)
     savepoint = session.begin_nested()
@@ -240,6 +243,21 @@ def process_batch(session: Session, rows: list[InboxEvent], settings,
     for row in rows:
         process_row(session, row, settings, now)
     return []
+
+
+def people_named(mentions) -> tuple[set[str], bool]:
+    """The keys (emails, platforms' customer ids) that name the people of a batch's
+    `mentions`, and whether it may touch people it does not name (a whole-shop event)."""
+    keys, unnamed = set(), False
+    for source, customer, _ in mentions:
+        column = identity.SOURCE_ID_COLUMNS.get(source)
+        source_id = (customer or {}).get("source_id")
+        email = normalize_email((customer or {}).get("email"))
+        named = [f"{column.key}:{source_id}"] if column is not None and source_id else []
+        named += [f"email:{email}"] if email else []
+        keys.update(named)
+        unnamed = unnamed or not named
+    return keys, unnamed
 
 
 def _started(row: InboxEvent) -> dict:

@@ -36,7 +36,7 @@ from sqlalchemy.orm.base import instance_state
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 import connectors
-from connectors.base import Outgoing, RetryAfter, Sent, truncate
+from connectors.base import Held, Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
@@ -64,6 +64,11 @@ MAX_ATTEMPTS = 8
 # 8th failure is dead), with seconds of jitter so a recovered tool is not hit all at once.
 BACKOFF = wait_exponential(multiplier=15, exp_base=3, max=4 * 3600) + wait_random(0, 5)
 PUSH_BUDGET_SECONDS = 60.0
+# The longest a push sleeps for room in a rate-limit window. A longer wait holds the delivery
+# (no attempt) and ends the push, which is queued again for when the window has room:
+# the worker goes on with other tools meanwhile, so each tool is held only by its own
+# limit. Klaviyo's 75/s waits 13 ms and sleeps; ActiveCampaign's 5/s waits 200 ms and yields.
+PUSH_RATE_WAIT_S = 0.05
 # Renewals per lease length: a renewal that waits on the write lock or fails leaves two
 # more chances before the lease runs out under a push that is still running.
 RENEWALS_PER_LEASE = 3
@@ -380,12 +385,13 @@ def limiter_for(redis=None) -> Limiter:
     return held[1]
 
 
-def connector_for(name: str, settings, limiter) -> connectors.Connector:
-    """The connector instance of this process for `settings`, using `limiter`."""
+def connector_for(name: str, settings, limiter, rate_wait: float | None = None) -> connectors.Connector:
+    """The connector instance of this process for `settings`, using `limiter`, sleeping at
+    most `rate_wait` for a token before it holds a delivery back (see Connector.call)."""
     held = _connectors.get(name)
     if held is None or held[0] is not settings:
         held = _connectors[name] = (settings, connectors.build(name, settings))
-    held[1].limiter = limiter
+    held[1].use_limiter(limiter, rate_wait)
     return held[1]
 
 
@@ -395,13 +401,20 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, or once `budget_seconds` are spent
-    (then "more" is true and the caller enqueues another push). `now` fixes the clock
-    (tests, the demo's simulated calendar); without it the push may linger briefly.
+    (then "more" is true and the caller enqueues another push), or, on the real clock, when
+    the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
+    in how many seconds the window has room again: the caller pushes again then). `now`
+    fixes the clock (tests, the demo's simulated calendar); without it the push may linger
+    briefly.
     """
-    connector = connector_for(connector_name, settings, limiter or limiter_for(redis))
+    # On a clock the caller drives (`now` given) there is no worker to yield: calls sleep
+    # for tokens as long as the limiter allows.
+    connector = connector_for(connector_name, settings, limiter or limiter_for(redis),
+                              PUSH_RATE_WAIT_S if now is None else None)
     length = timedelta(seconds=settings.HUB_PUSH_LEASE_S)
     totals: Counter = Counter()
     started = time.monotonic()
+    resume_in = 0.0
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
             _linger(storage, connector)
@@ -424,11 +437,15 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
             results = _send(connector, send)
         totals.update(_record(storage, settings, connector.name, send, results, superseded,
                               now or now_utc(), tried))
+        held = [r.seconds for r in results.values() if isinstance(r, Held)]
+        if held:
+            resume_in = min(held)
+            break
         if time.monotonic() - started > budget_seconds:
             totals["more"] = 1
             break
-    return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "batches": 0, "interrupted": 0,
-            **totals, "more": bool(totals["more"])}
+    return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "held": 0, "batches": 0,
+            "interrupted": 0, **totals, "more": bool(totals["more"]), "resume_in": resume_in}
 
 
 def _due(connector_name: str, at: datetime):
@@ -586,7 +603,7 @@ def _send(connector, items: list[Outgoing]) -> dict:
     if not items:
         return {}
     try:
-        results = connector.push_batch(items)
+        results = connector.push(items)
     except Exception as exc:  # a connector bug must not lose the batch: retry, then dead letter
         log.exception("connector %s failed on a batch of %d", connector.name, len(items))
         results = {}
@@ -631,6 +648,12 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
     attempts = []
     for item in items:
         result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
+        if isinstance(result, Held):
+            # Never sent: no attempt; due again when the window has room.
+            changes.append({"id": item.delivery_id, "attempts": tried - 1, "claimed_at": None,
+                            "next_attempt_at": at + timedelta(seconds=result.seconds)})
+            counts["held"] += 1
+            continue
         wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
         message = scrub(result.message, settings)
         attempts.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,

@@ -297,3 +297,39 @@ def in_thread(fn):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+
+def test_two_drainers_on_postgresql_process_each_row_once_and_each_person_in_order(client, hub, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("one drainer at a time on SQLite (Storage.drain_lock)")
+    people, invoices = 24, 6
+    for n in range(people):
+        post(client, "stripe", customer_event(f"evt_cus_{n}", f"buyer{n}@example.com", customer_id=f"cus_{n:04d}"))
+    drain_inbox(hub.storage, hub.settings)
+    for step in range(invoices):
+        for n in range(people):
+            invoice = {"id": f"in_{n}_{step}", "object": "invoice", "customer": f"cus_{n:04d}",
+                       "customer_email": f"buyer{n}@example.com", "amount_paid": 100 * (step + 1),
+                       "currency": "usd", "status": "paid"}
+            post(client, "stripe", stripe_event("invoice.paid", invoice, event_id=f"evt_{n}_{step}",
+                                                created=1_700_000_000 + step))
+    # Two drainers side by side, in batches that each name most people.
+    threads = [threading.Thread(target=drain_inbox, args=(hub.storage, hub.settings),
+                                kwargs={"batch_size": 20}) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with hub.storage.session() as s:
+        rows = s.execute(select(InboxEvent.status, InboxEvent.attempts, InboxEvent.processed_at,
+                                InboxEvent.event_id).order_by(InboxEvent.id)).all()
+        spend = dict(s.execute(select(Subscriber.email, Subscriber.lifetime_spend)).all())
+    assert len(rows) == people * (invoices + 1)
+    assert {(r.status, r.attempts) for r in rows} == {("processed", 1)}
+    # No payment lost to another batch's write of the same person.
+    assert spend == {f"buyer{n}@example.com": 100 * invoices * (invoices + 1) // 2 for n in range(people)}
+    # Each person's webhooks were applied one after another, in the order they came.
+    for n in range(people):
+        mine = [r.processed_at for r in rows if r.event_id.startswith(f"evt_{n}_")]
+        assert mine == sorted(mine)
