@@ -15,7 +15,7 @@ import click
 # Command name → its one-line summary in `hub --help`. The module hub.commands.<name> defines
 # `command`; tests/test_cli.py checks that each summary is the command's own.
 COMMANDS = {
-    "run": "Web server, worker and cron, supervised: one that dies is restarted, the rest keep serving.",
+    "run": "Web server, workers and cron, supervised: one that dies is restarted, the rest keep serving.",
     "serve": "The web server: webhooks, API, sync log pages (hub.wsgi:app).",
     "worker": "RQ worker for the inbox, outbox and rule queues, with RQ cron.",
     "db": "Database schema.",

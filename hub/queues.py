@@ -179,7 +179,10 @@ class Queues:
         it). The request flag stays set until it starts: deliveries planned meanwhile wait
         for it rather than start a push the rate limit would hold back again."""
         self.connection.set(PUSH_FLAG + connector, "1", ex=int(seconds) + 60)
-        self.queue("outbox").enqueue_in(timedelta(seconds=seconds), "hub.jobs.push_batch_job",
+        # RQ keeps a scheduled time in whole seconds, rounded down (ScheduledJobRegistry.schedule):
+        # asked for in 0.9 s, the job may start at once, find its held deliveries not yet due
+        # and end. A second more never starts it early.
+        self.queue("outbox").enqueue_in(timedelta(seconds=seconds + 1), "hub.jobs.push_batch_job",
                                         connector, result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
 
     def clear_push_request(self, connector: str) -> None:
