@@ -372,9 +372,12 @@ def _payment_event(name: str, status: str):
         code = _lower(payload.get("error_code"))
         data = _compact({
             # Current samples send a null attempt id; the idempotency key names the attempt then.
+            # An attempt is not its billing cycle: retries of one cycle update one payment.
             "source_id": _id(payload.get("admin_graphql_api_id") or payload.get("id"))
-            or payload.get("idempotency_key"),
+            or payload.get("idempotency_key"), "per_attempt": True,
             "subscription_source_id": _id(contract_id), "status": status,
+            # The order a successful attempt made; that order's orders/paid counts no money again.
+            "order_source_id": _id(payload.get("admin_graphql_api_order_id") or payload.get("order_id")),
             # The attempt carries no amount: what the contract bills per cycle stands in.
             "amount": subscription.get("amount"), "currency": subscription.get("currency"),
             "failure_reason": payload.get("error_message"), "decline_code": code,
@@ -382,13 +385,13 @@ def _payment_event(name: str, status: str):
             "update_payment_url": subscription.get("update_payment_url"),
             "paid_at": _triggered_at(envelope) if status == "succeeded" else None})
         customer = _contract_customer(contract)
-        events = [CanonicalEvent(name, NAME, _triggered_at(envelope), customer, data)]
-        if contract:
-            # Shopify sends no contract webhook when a billing moves the next billing date:
-            # the fetched contract brings it.
-            events.append(CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME,
-                                         _contract_time(contract, envelope), customer, subscription))
-        return events
+        payment = CanonicalEvent(name, NAME, _triggered_at(envelope), customer, data)
+        if not contract:
+            return [payment]
+        # Shopify sends no contract webhook when a billing moves the next billing date: the
+        # fetched contract brings it. It goes first, so the attempt finds its contract's cycle.
+        return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
+                               customer, subscription), payment]
     return normalize
 
 

@@ -350,6 +350,7 @@ def test_billing_attempt_success_is_paid_when_triggered():
     event = only(normalize("subscription_billing_attempts/success", sample("subscription_billing_attempts_success")))
     assert event.data["paid_at"] == TRIGGERED
     assert "hard_decline" not in event.data and "decline_code" not in event.data
+    assert event.data["order_source_id"] == "1"  # the renewal order, whose money this counts
 
 
 # --- payment methods, privacy, app, inventory ------------------------------------------------
@@ -462,7 +463,7 @@ def test_enrich_then_normalize_a_failed_billing_attempt(admin, settings):
     enriched = shopify.ENRICH["subscription_billing_attempts/failure"](
         sample("subscription_billing_attempts_failure"), settings)
     assert admin.requests[0]["variables"] == {"id": "gid://shopify/SubscriptionContract/9998878778"}
-    failed, subscription = normalize("subscription_billing_attempts/failure", enriched)
+    subscription, failed = normalize("subscription_billing_attempts/failure", enriched)
     assert failed.name == ev.PAYMENT_FAILED
     assert failed.customer["email"] == "bob@biller.com"
     assert (failed.data["amount"], failed.data["currency"]) == (4998, "CAD")
@@ -504,7 +505,7 @@ def test_an_envelope_read_back_naive_from_sqlite_still_compares(admin, settings)
         sample("subscription_billing_attempts_success"), settings)
     envelope = Envelope(event_id="e", topic="subscription_billing_attempts/success", shop=SHOP,
                         triggered_at=TRIGGERED.replace(tzinfo=None))
-    paid, subscription = shopify.TOPICS["subscription_billing_attempts/success"](enriched, envelope)
+    subscription, paid = shopify.TOPICS["subscription_billing_attempts/success"](enriched, envelope)
     assert paid.data["paid_at"] == TRIGGERED
     assert subscription.occurred_at == TRIGGERED
 
