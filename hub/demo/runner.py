@@ -206,7 +206,7 @@ class Demo:
         klaviyo = FakeKlaviyo(api_key=s["KLAVIYO_API_KEY"]).start()
         hubspot = FakeHubSpot(token=s["HUBSPOT_ACCESS_TOKEN"]).start()
         activecampaign = FakeActiveCampaign(api_key=s["ACTIVECAMPAIGN_API_KEY"]).start()
-        admin = FakeShopifyAdmin(token=s["SHOPIFY_ACCESS_TOKEN"]).__enter__()
+        admin = FakeShopifyAdmin(token=s["SHOPIFY_ACCESS_TOKEN"], owns_contracts=True).__enter__()
         # The tools misbehave as they do in production: throttling all along (Retry-After
         # honoured), and a few server errors early on, which the hub retries with backoff.
         few = self.o.subscribers // 100
@@ -232,7 +232,8 @@ class Demo:
         env.update({
             "DATABASE_URL": database, "REDIS_URL": f"unix://{self.embedded.socket_file}",
             "SHOPIFY_SHOP": "demo-roastery.myshopify.com", "SHOPIFY_ADMIN_URL": tools["Shopify Admin API"].url,
-            "SHOPIFY_API_VERSION": "2026-10", "SHOPIFY_CLIENT_SECRET": "", "STRIPE_API_KEY": "",
+            "SHOPIFY_API_VERSION": "2026-10", "SHOPIFY_OWNS_CONTRACTS": "1",  # its shop bills by contracts
+            "SHOPIFY_CLIENT_SECRET": "", "STRIPE_API_KEY": "",
             "KLAVIYO_BASE_URL": tools["Klaviyo"].url, "HUBSPOT_BASE_URL": tools["HubSpot"].url,
             "ACTIVECAMPAIGN_URL": tools["ActiveCampaign"].url, "OUTBOUND_WEBHOOK_URL": "",
             "CHARGEBEE_WEBHOOK_USER": "", "CHARGEBEE_WEBHOOK_PASSWORD": "",

@@ -483,9 +483,14 @@ def _with_contract(contract_id_of):
         contract_id = contract_id_of(payload)
         if payload.get("contract"):
             return payload  # listed with its contract (backfill, reconciliation): nothing to fetch
-        if not shopify_api.is_configured(settings) or not contract_id:
+        # Only the app that made a contract may read it (read_own_subscription_contracts): unless
+        # the hub's app is that app, the subscription app's own API is where it lives.
+        if not (settings.SHOPIFY_OWNS_CONTRACTS and shopify_api.is_configured(settings) and contract_id):
             return payload  # the normalizer then emits what the ids allow
-        return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+        try:
+            return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+        except shopify_api.ContractNotReadable:
+            return payload  # another app's contract: the ids, not a failed row (a retry reads no more)
     return enrich
 
 
@@ -493,7 +498,9 @@ _enrich_contract = _with_contract(lambda p: p.get("admin_graphql_api_id") or p.g
 _enrich_attempt = _with_contract(lambda p: p.get("admin_graphql_api_subscription_contract_id")
                                  or p.get("subscription_contract_id"))
 
+# Topics Shopify sends only to the app that owns the contracts (SHOPIFY_OWNS_CONTRACTS).
+CONTRACT_TOPICS = frozenset(topic for topic in TOPICS if topic.startswith("subscription_"))
 # Contract and billing-attempt webhooks carry ids only (no email, price or next billing date).
 ENRICH = {topic: (_enrich_contract if topic.startswith("subscription_contracts/")
                  else _enrich_attempt)
-          for topic in TOPICS if topic.startswith("subscription_")}
+          for topic in CONTRACT_TOPICS}
