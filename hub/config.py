@@ -31,6 +31,10 @@ class Settings:
                                        secret=True)
     SHOPIFY_API_VERSION: str = _doc("2026-10", "Admin API version the hub asks for and registers webhooks with; "
                                     "`hub install --check` says when Shopify served another one.")
+    SHOPIFY_OWNS_CONTRACTS: bool = _doc(False, "On only when the hub's own Shopify app made the store's "
+                                        "subscription contracts: their webhooks are then registered and read "
+                                        "(protected scopes Shopify must approve). Off: the subscription app "
+                                        "(Recharge, Shopify Subscriptions…) owns them.")
     SHOPIFY_ADMIN_URL: str = _doc("", "Base URL of the Admin API; default `https://{SHOPIFY_SHOP}` "
                                   "(stand-ins in tests).")
     SHOPIFY_INFERRED_GRACE_DAYS: int = _doc(14, "Days past its estimated next renewal after which a subscription "
@@ -104,7 +108,9 @@ class Settings:
         for f in fields(cls):
             if f.name in env and env[f.name] != "":
                 raw = env[f.name]
-                values[f.name] = int(raw) if f.type in ("int", int) else raw
+                values[f.name] = (int(raw) if f.type in ("int", int) else
+                                  raw.strip().lower() in ("1", "true", "yes", "on") if f.type in ("bool", bool)
+                                  else raw)
         values.update(overrides or {})
         settings = cls(**values)
         if not settings.SHOPIFY_WEBHOOK_SECRET:
@@ -126,7 +132,8 @@ MERCHANT_SETTINGS = (
     "HUB_BASE_URL", "HUB_SECRET_KEY", "HUB_API_TOKEN", "DATABASE_URL", "REDIS_URL",
     "SHOPIFY_SHOP", "SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET", "SHOPIFY_ACCESS_TOKEN",
     "SHOPIFY_WEBHOOK_SECRET", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "CHARGEBEE_SITE",
-    "CHARGEBEE_API_KEY", "CHARGEBEE_WEBHOOK_USER", "CHARGEBEE_WEBHOOK_PASSWORD", "KLAVIYO_API_KEY",
+    "CHARGEBEE_API_KEY", "CHARGEBEE_WEBHOOK_USER", "CHARGEBEE_WEBHOOK_PASSWORD", "RECHARGE_API_KEY",
+    "RECHARGE_WEBHOOK_SECRET", "KLAVIYO_API_KEY",
     "HUBSPOT_ACCESS_TOKEN", "ACTIVECAMPAIGN_URL", "ACTIVECAMPAIGN_API_KEY", "OUTBOUND_WEBHOOK_URL",
     "OUTBOUND_WEBHOOK_SECRET",
 )

@@ -55,9 +55,13 @@ _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "int
                       "churn_type", "proration_amount", "renewal_skipped")
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
                "is_subscription", "placed_at", "line_items", "subscription_source_id")
+# order_source_id: the store order a paid payment made (its money is counted once, by the
+# payment or by the order). per_attempt: source_id names one billing attempt, not the cycle
+# (Shopify), so attempts on a subscription's unpaid cycle update that cycle's payment.
 _PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "currency",
                  "attempt_count", "next_retry_at", "failure_reason", "decline_code",
-                 "hard_decline", "due_at", "update_payment_url", "paid_at")
+                 "hard_decline", "due_at", "update_payment_url", "paid_at", "order_source_id",
+                 "per_attempt")
 _CARD_KEYS = ("source_id", "brand", "last4", "exp_month", "exp_year", "auto_updated")
 
 EVENTS: dict[str, dict] = {
@@ -67,7 +71,8 @@ EVENTS: dict[str, dict] = {
     CONSENT_CHANGED: {"data": ("channel", "state", "consented_at", "opt_in_level")},
     ORDER_PLACED: {"data": _ORDER_KEYS},
     ORDER_PAID: {"data": _ORDER_KEYS},
-    ORDER_REFUNDED: {"data": ("source_id", "order_source_id", "amount", "currency")},
+    # refunded_total: what the order has had back in all, where the source says so (Recharge).
+    ORDER_REFUNDED: {"data": ("source_id", "order_source_id", "amount", "currency", "refunded_total")},
     ORDER_CANCELLED: {"data": _ORDER_KEYS},
     SUBSCRIPTION_UPSERTED: {"data": _SUBSCRIPTION_KEYS},
     SUBSCRIPTION_CANCELED: {"data": _SUBSCRIPTION_KEYS},

@@ -90,6 +90,56 @@ def served_version(requested: str, today: date) -> str | None:
     return None
 
 
+# --- contracts belong to the app that made them; scopes -----------------------------------------
+# SubscriptionContract "Requires the read_own_subscription_contracts or
+# write_own_subscription_contracts scope", and "own" means what it says: an app sees and bills
+# only the contracts it created (https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionContract,
+# https://shopify.dev/docs/api/usage/access-scopes). The scopes are protected: Shopify approves
+# them per app ("Public and custom apps need to request access to the appropriate protected
+# scopes", https://shopify.dev/apps/subscriptions/contracts). A
+# query for a field the token's scopes do not cover answers HTTP 200 with an ACCESS_DENIED
+# GraphQL error (as reported in https://community.shopify.com/c/Shopify-Discussion/Unable-to-access-the-SubscriptionContract/m-p/1042022);
+# another app's contract is answered as one that does not exist (null).
+HUB_APP = "the hub"
+OTHER_APP = "Shopify Subscriptions"  # who owns a normal store's contracts
+DEFAULT_SCOPES = frozenset({"read_customers", "read_orders", "read_products", "read_inventory"})
+CONTRACT_SCOPES = frozenset({"read_own_subscription_contracts", "write_own_subscription_contracts"})
+# Webhook topics on contracts and billing attempts need the scope too
+# (https://shopify.dev/docs/api/webhooks?reference=toml, each topic names its scope).
+_CONTRACT_TOPIC = re.compile(r"^SUBSCRIPTION_(CONTRACTS|BILLING_ATTEMPTS)_")
+
+
+def access_denied(field: str, scope: str = "read_own_subscription_contracts") -> dict:
+    """The GraphQL error Shopify answers for a field the token's scopes do not cover."""
+    return {"message": f"Access denied for {field} field. Required access: `{scope}` access scope.",
+            "path": [field], "extensions": {"code": "ACCESS_DENIED",
+                                            "documentation": "https://shopify.dev/api/usage/access-scopes",
+                                            "requiredAccess": f"`{scope}` access scope."}}
+
+
+class ContractOwnership:
+    """Which app owns each contract and which scopes the hub's token holds, mixed into
+    FakeShopifyAdmin. By default the store is a normal one: its subscription app owns every
+    contract and the hub holds no contract scope. `own_contracts()` makes the hub that app."""
+
+    def _init_ownership(self) -> None:
+        self.scopes: set[str] = set(DEFAULT_SCOPES)
+        self.owners: dict[str, str] = {}  # contract gid → owning app, for the exceptions
+        self.contract_owner = OTHER_APP   # owner of every other contract
+
+    def own_contracts(self) -> "ContractOwnership":
+        """The hub's own app made the contracts, and Shopify approved its contract scopes."""
+        self.contract_owner = HUB_APP
+        self.scopes |= CONTRACT_SCOPES
+        return self
+
+    def owned(self, gid: str) -> bool:
+        return self.owners.get(gid, self.contract_owner) == HUB_APP
+
+    def can_read_contracts(self) -> bool:
+        return bool(self.scopes & CONTRACT_SCOPES)  # a write scope grants read too
+
+
 # --- `hub install`: the client-credentials grant and webhook subscriptions --------------------
 
 TOKEN_PATH = "/admin/oauth/access_token"
@@ -138,7 +188,7 @@ class AdminInstallStandIn:
         self.grants += 1
         token = f"shpat_granted_{self.grants}"
         self.granted[token] = time.monotonic() + self.token_lifetime
-        return 200, {"access_token": token, "scope": "read_customers,read_orders",
+        return 200, {"access_token": token, "scope": ",".join(sorted(self.scopes)),
                      "expires_in": self.token_lifetime}
 
     def webhooks_answer(self, body: dict) -> tuple[int, dict]:
@@ -164,6 +214,9 @@ class AdminInstallStandIn:
     def _create(self, variables: dict) -> dict:
         topic, uri = variables.get("topic", ""), variables.get("uri", "")
         errors = self._bad_uri(uri)
+        if _CONTRACT_TOPIC.match(topic) and not self.can_read_contracts():
+            errors.append({"field": ["topic"], "message": f"Access denied for {topic} topic. Required access: "
+                                                          "`read_own_subscription_contracts` access scope."})
         if any(n["topic"] == topic and n["uri"] == uri for n in self.subscriptions.values()):
             errors.append({"field": ["webhookSubscription", "uri"],
                            "message": "Address for this topic has already been taken"})
@@ -185,9 +238,11 @@ class AdminInstallStandIn:
         return {"webhookSubscription": dict(node), "userErrors": []}
 
 
-class FakeShopifyAdmin(AdminInstallStandIn):
+class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
     """Run with `with FakeShopifyAdmin() as admin:`; `admin.url` is the base to use as SHOPIFY_ADMIN_URL.
 
+    - `owns_contracts`: the hub's app made the store's contracts and holds the contract scopes
+      (else another app owns them and the hub can read none: ContractOwnership).
     - `contracts`: gid → node to answer (None answers `subscriptionContract: null`, as Shopify
       does for an id it will not show); ids not listed get `contract_node(gid)`.
     - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
@@ -197,13 +252,16 @@ class FakeShopifyAdmin(AdminInstallStandIn):
     - `today`: the date that decides which API versions are supported (default: today).
     """
 
-    def __init__(self, token: str = "shpat_test", today: date | None = None):
+    def __init__(self, token: str = "shpat_test", today: date | None = None, owns_contracts: bool = False):
         self.token = token
         self.today = today
         self.contracts: dict[str, dict | None] = {}
         self.inventory_items: dict[str, dict] = {}
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
+        self._init_ownership()
+        if owns_contracts:
+            self.own_contracts()
         self._init_install()  # webhook subscriptions and the token grant (`hub install` section)
         self._init_listing()  # customers, contracts, orders connections (`hub backfill` section)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -251,8 +309,12 @@ class FakeShopifyAdmin(AdminInstallStandIn):
             return 200, {"data": {"inventoryItem": self.inventory_items.get(gid)}}
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
+        if not self.can_read_contracts():
+            return 200, {"errors": [access_denied("subscriptionContract")], "data": {"subscriptionContract": None}}
         gid = (body.get("variables") or {}).get("id", "")
         node = self.contracts[gid] if gid in self.contracts else contract_node(gid)
+        if not self.owned(gid):
+            node = None
         cost = {"requestedQueryCost": 12, "actualQueryCost": 6,
                 "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1994, "restoreRate": 100.0}}
         return 200, {"data": {"subscriptionContract": node}, "extensions": {"cost": cost}}
@@ -293,6 +355,10 @@ class FakeShopifyAdmin(AdminInstallStandIn):
                 "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
                 "extensions": {"cost": cost}}
         nodes = self.listed[connection]
+        if connection == "subscriptionContracts":
+            if not self.can_read_contracts():
+                return 200, {"errors": [access_denied(connection)]}
+            nodes = [n for n in nodes if self.owned(n.get("id", ""))]  # only the app's own
         since = _UPDATED_AFTER.search(variables.get("query") or "")
         if since:
             after = datetime.fromisoformat(since["at"])

@@ -4,15 +4,15 @@ Shopify's idempotency: a repeated idempotencyKey returns the same attempt, not a
 """
 from __future__ import annotations
 
-from standins.shopify import FakeShopifyAdmin
+from standins.shopify import FakeShopifyAdmin, access_denied
 
 
 class FakeShopifyBilling(FakeShopifyAdmin):
     """`items`: inventory item number → (product number, variant number); `attempts`: one
     (contract gid, idempotency key) per billing attempt Shopify would have made."""
 
-    def __init__(self, token: str = "shpat_test"):
-        super().__init__(token)
+    def __init__(self, token: str = "shpat_test", owns_contracts: bool = False):
+        super().__init__(token, owns_contracts=owns_contracts)
         self.items: dict[str, tuple[str, str]] = {}
         self.attempts: list[tuple[str, str]] = []
         self._by_key: dict[str, str] = {}
@@ -35,6 +35,15 @@ class FakeShopifyBilling(FakeShopifyAdmin):
             return 200, {"data": {"inventoryItem": {
                 "id": variables["id"], "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
                                                    "product": {"id": f"gid://shopify/Product/{product}"}}}}}
+        # Billing another app's contract is refused like reading it (ContractOwnership).
+        if not self.scopes & {"write_own_subscription_contracts"}:
+            return 200, {"errors": [access_denied("subscriptionBillingAttemptCreate",
+                                                  "write_own_subscription_contracts")]}
+        if not self.owned(str(variables.get("contract", ""))):
+            return 200, {"data": {"subscriptionBillingAttemptCreate": {
+                "subscriptionBillingAttempt": None,
+                "userErrors": [{"field": ["subscriptionContractId"],
+                                "message": "Subscription contract does not exist"}]}}}
         key = (variables.get("input") or {}).get("idempotencyKey")
         if not key:
             return 200, {"data": {"subscriptionBillingAttemptCreate": {

@@ -11,10 +11,11 @@ from tests.samples import API_HEADERS, load_sample, post
 
 def test_shopify_contract_webhook_with_ids_only_is_completed_from_the_admin_api(client, hub):
     """The contract webhook has no email, price or date: the worker fetches them."""
-    with FakeShopifyAdmin(token="shpat_e2e") as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         response = post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
                         topic="subscription_contracts/create", webhook_id="wh-contract-1")
         assert response.status_code == 200
@@ -30,10 +31,11 @@ def test_shopify_contract_webhook_with_ids_only_is_completed_from_the_admin_api(
 
 
 def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers_it(client, hub):
-    with FakeShopifyAdmin(token="shpat_e2e") as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-contract-2")

@@ -277,10 +277,11 @@ def triggers_by_person(hub) -> dict[str, list[tuple[str, str, str]]]:
 
 @pytest.fixture
 def year(client, hub):
-    with FakeShopifyAdmin(token="shpat_year") as admin:
+    with FakeShopifyAdmin(token="shpat_year", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "year.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_year"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         cal = Calendar(client, hub, admin)
         for person in (ann, ben, cara, dan, eve):
             person(cal)

@@ -156,6 +156,9 @@ class Payment(Base):
     due_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     update_payment_url: Mapped[str | None] = mapped_column(Text)
+    # The store order a paid payment made (Shopify's order id): the renewal's money is counted
+    # by whichever of the payment and the order arrives first, never by both.
+    order_source_id: Mapped[str | None] = mapped_column(String(255), index=True)
     source_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
 

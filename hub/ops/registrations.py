@@ -6,7 +6,8 @@ registrations that went missing (watch) for the dashboard.
 - Shopify: webhook subscriptions (Admin GraphQL `webhookSubscriptionCreate` with `uri`) for
   every topic the hub handles, at HUB_BASE_URL/webhooks/shopify, in SHOPIFY_API_VERSION;
   ones Shopify deleted after failed deliveries are made again. The compliance topics are
-  set on the app in the Dev Dashboard, not through the API.
+  set on the app in the Dev Dashboard, not through the API. Contract and billing-attempt
+  topics only with SHOPIFY_OWNS_CONTRACTS: Shopify sends them to the app owning the contracts.
 - Stripe: one webhook endpoint for the event types the hub handles.
 - Chargebee: no registration through the API; the line says what to set in Chargebee.
 - Recharge (when RECHARGE_API_KEY is set): one webhook per topic the hub handles
@@ -37,6 +38,7 @@ from hub.ops.dashboard import REGISTRATIONS
 from webhooks.recharge import api as recharge_api
 from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
 from webhooks.shopify import api as shopify_api
+from webhooks.shopify.webhook import CONTRACT_TOPICS as SHOPIFY_CONTRACT_TOPICS
 from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
 from webhooks.stripe import api as stripe_api
 
@@ -70,9 +72,18 @@ def _public_url_problem(settings) -> str | None:
     return None
 
 
-def shopify_topics() -> list[str]:
-    """The Shopify topics the hub handles and registers (all but the compliance ones)."""
-    return [t for t in SHOPIFY_TOPICS if t not in shopify_api.COMPLIANCE_TOPICS]
+# What `hub install` says when the hub's app owns the contracts: their scopes are protected.
+CONTRACT_SCOPES_NOTE = ("contracts: the app needs read_own_subscription_contracts and "
+                        "write_own_subscription_contracts, protected scopes Shopify must approve "
+                        "(request them for the app in the Partner Dashboard or Dev Dashboard)")
+
+
+def shopify_topics(settings) -> list[str]:
+    """The Shopify topics the hub handles and registers: all but the compliance ones, and
+    the contract ones only when the hub's app owns the contracts (else Shopify sends them
+    to the subscription app, and refuses them to the hub)."""
+    return [t for t in SHOPIFY_TOPICS if t not in shopify_api.COMPLIANCE_TOPICS
+            and (settings.SHOPIFY_OWNS_CONTRACTS or t not in SHOPIFY_CONTRACT_TOPICS)]
 
 
 def _shopify_blocked(settings) -> Check | None:
@@ -138,7 +149,7 @@ def check_shopify(settings) -> Check:
         problem = _version_problem(settings, served.get("api_version"))
         if problem:
             return Check("Shopify", WRONG, f"shop {name!r}: {problem}")
-        topics = shopify_topics()
+        topics = shopify_topics(settings)
         plan = shopify_api.plan_subscriptions(shopify_api.subscriptions(settings), topics,
                                               webhook_url(settings, "shopify"))
     except shopify_api.ShopifyAPIError as exc:
@@ -360,7 +371,7 @@ def install_shopify(settings) -> Check:
     problem = _public_url_problem(settings)
     if problem:
         return Check("Shopify", WRONG, problem)
-    version, uri, topics = settings.SHOPIFY_API_VERSION, webhook_url(settings, "shopify"), shopify_topics()
+    version, uri, topics = settings.SHOPIFY_API_VERSION, webhook_url(settings, "shopify"), shopify_topics(settings)
     refused: dict[str, list[str]] = {}  # Shopify's message → topics (a missing scope refuses several)
     served: dict = {}
     try:
@@ -380,6 +391,8 @@ def install_shopify(settings) -> Check:
     problem = _version_problem(settings, served.get("api_version"))
     if problem and check.status == OK:  # registered all the same, in the version Shopify served
         check.message += f"; warning: {problem}"
+    if settings.SHOPIFY_OWNS_CONTRACTS:
+        check.message += f"; {CONTRACT_SCOPES_NOTE}"
     return check
 
 

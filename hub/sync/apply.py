@@ -29,6 +29,8 @@ class Changes:
     changed: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stale: bool = False
+    # The payment a payment event updated: an attempt's billing cycle may carry another id.
+    payment_source_id: str | None = None
 
     def set(self, obj, attr: str, value, label: str) -> None:
         old = getattr(obj, attr)
@@ -192,14 +194,29 @@ def apply_order(session, event, changes):
     if event.name == ev.ORDER_PAID and not order.paid:
         order.paid = True
         # An order that opened a subscription billed by invoices is counted when its
-        # invoice is paid (payment.succeeded); counting both would double the spend.
-        if not d.get("subscription_source_id"):
+        # invoice is paid (payment.succeeded); counting both would double the spend. So is a
+        # renewal order whose billing attempt or charge was paid first.
+        if _paid_by_payment(session, order.source_id):
+            changes.notes.append(f"{label}: its renewal payment already counted the money")
+        elif not d.get("subscription_source_id"):
             _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
     if event.name == ev.ORDER_CANCELLED:
         changes.set(order, "cancelled", True, label)
     elif event.source == "shopify" and not order.cancelled:
         inference.apply_order_lines(session, subscriber, event.customer.get("source_id"), d.get("line_items"),
                                     placed, d.get("currency"), changes)
+
+
+def _paid_by_payment(session: Session, order_id: str) -> bool:
+    """Whether a paid billing attempt or charge names this order (it counted the money)."""
+    return session.scalar(select(Payment.id).where(Payment.order_source_id == order_id,
+                                                   Payment.status == "succeeded").limit(1)) is not None
+
+
+def _paid_as_order(session: Session, order_id: str | None) -> bool:
+    """Whether the order a payment made was already counted as a paid order."""
+    return order_id is not None and session.scalar(
+        select(Order.id).where(Order.source_id == order_id, Order.paid.is_(True)).limit(1)) is not None
 
 
 def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, changes: Changes) -> None:
@@ -214,15 +231,24 @@ def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, change
 
 def apply_refund(session, event, changes):
     d = event.data
-    order = session.scalar(select(Order).where(Order.source == event.source,
-                                               Order.source_id == str(d.get("order_source_id"))))
+    # A subscription app's refund names the store order it paid for (Recharge: the Shopify
+    # order), which the store's own refund names too: one order, refunded once.
+    order = session.scalar(select(Order).where(Order.source_id == str(d.get("order_source_id")))
+                           .order_by((Order.source == event.source).desc()).limit(1))
     subscriber = _subscriber(session, event, changes, create=bool(event.customer))
     if subscriber is None and order is not None and order.subscriber_id:
         subscriber = session.get(Subscriber, order.subscriber_id)
         changes.subscriber = subscriber
     amount = d.get("amount") or 0
     if order is not None:
-        changes.set(order, "refunded", (order.refunded or 0) + amount, f"order {order.number or order.source_id}")
+        held = order.refunded or 0
+        # A running total replaces what is held; a single refund adds to it. Never more
+        # than the order took: the same money reported by the app and by the store.
+        refunded = max(held, d["refunded_total"]) if d.get("refunded_total") is not None else held + amount
+        if order.total:
+            refunded = min(refunded, max(order.total, held))
+        amount = refunded - held
+        changes.set(order, "refunded", refunded, f"order {order.number or order.source_id}")
     if subscriber is not None and amount:
         changes.set(subscriber, "lifetime_spend", max(0, subscriber.lifetime_spend - amount), "lifetime value")
 
@@ -293,12 +319,38 @@ RETRIED = ("failed", "action_required")
 OWED = (*RETRIED, "retries_exhausted")
 
 
+def _cycle_payment(session: Session, event: CanonicalEvent) -> Payment | None:
+    """The payment of the billing cycle an attempt belongs to, when its source names attempts.
+
+    Shopify's billing-attempt webhooks carry the attempt's idempotency key and order, not its
+    cycle (paymentGroupId, "shared between retried payment attempts", is only on the GraphQL
+    object: https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionBillingAttempt).
+    A contract bills one cycle at a time, so the contract's latest payment is the cycle while
+    it is unpaid, and an attempt older than its payment (a late delivery) is of that cycle too.
+    """
+    d = event.data
+    if not (d.get("per_attempt") and d.get("subscription_source_id")):
+        return None
+    latest = session.scalar(
+        select(Payment).join(Subscription, Payment.subscription_id == Subscription.id)
+        .where(Payment.source == event.source, Subscription.source == event.source,
+               Subscription.source_id == str(d["subscription_source_id"]))
+        .order_by(Payment.id.desc()).limit(1))
+    if latest is None:
+        return None
+    if latest.status in OWED or not _newer(event.occurred_at, latest.source_updated_at):
+        return latest
+    return None
+
+
 def apply_payment(session, event, changes):
     subscriber = _subscriber(session, event, changes)
     d = event.data
     payment = session.scalar(select(Payment).where(Payment.source == event.source,
                                                    Payment.source_id == str(d["source_id"])))
-    label = f"payment {d['source_id']}"
+    if payment is None:
+        payment = _cycle_payment(session, event)
+    label = f"payment {payment.source_id if payment is not None else d['source_id']}"
     if payment is None:
         payment = Payment(source=event.source, source_id=str(d["source_id"]), status="new", attempt_count=0)
         session.add(payment)
@@ -306,6 +358,7 @@ def apply_payment(session, event, changes):
         changes.stale = True
         changes.notes.append(f"{label}: older than the state held: ignored")
         return
+    changes.payment_source_id = payment.source_id
     allowed = PAYMENT_STATUSES[event.name]
     status = d["status"] if d.get("status") in allowed else allowed[0]
     was_paid = payment.status == "succeeded"
@@ -330,13 +383,18 @@ def apply_payment(session, event, changes):
             Subscription.source_id == str(d["subscription_source_id"])))
         if subscription is not None:
             payment.subscription_id = subscription.id
+    if status == "succeeded" and d.get("order_source_id"):
+        payment.order_source_id = str(d["order_source_id"])
     payment.source_updated_at = event.occurred_at
     if subscriber is not None:
         payment.subscriber_id = subscriber.id
         payment.subscriber = subscriber
         if status == "succeeded" and not was_paid:
             _activity(subscriber, event.occurred_at)
-            _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)
+            if _paid_as_order(session, payment.order_source_id):
+                changes.notes.append(f"{label}: its order {payment.order_source_id} already counted the money")
+            else:
+                _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)
 
 
 def apply_renewal_upcoming(session, event, changes):

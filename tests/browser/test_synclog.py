@@ -133,10 +133,11 @@ def test_an_operator_retries_a_dead_letter_and_sees_it_accepted(page, hub, jenny
 
 def test_an_operator_replays_a_failed_event(page, client, hub):
     add_staff(hub, "olive@shop.test", "operator")
-    with FakeShopifyAdmin(token="shpat_browser") as admin:
+    with FakeShopifyAdmin(token="shpat_browser", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_browser"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-browser-replay")

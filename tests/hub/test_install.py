@@ -18,6 +18,7 @@ from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
 from webhooks.shopify import api as shopify_api
+from webhooks.shopify.webhook import CONTRACT_TOPICS
 from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
 from webhooks.stripe.webhook import TOPICS as STRIPE_TYPES
 
@@ -79,9 +80,11 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     first, lines = world.run()
     assert first.exit_code == 0, first.output
     assert len(first.output.splitlines()) == 7  # one line per tool
-    # Shopify: one subscription per handled topic, at the hub's URL, in the pinned version.
+    # Shopify: one subscription per handled topic, at the hub's URL, in the pinned version;
+    # none for contracts, which another app owns (SHOPIFY_OWNS_CONTRACTS is off).
     registered = {(n["topic"], n["uri"]) for n in world.shopify.subscriptions.values()}
-    wanted = {t.replace("/", "_").upper() for t in SHOPIFY_TOPICS if t not in COMPLIANCE}
+    wanted = {t.replace("/", "_").upper() for t in SHOPIFY_TOPICS
+              if t not in COMPLIANCE and t not in CONTRACT_TOPICS}
     assert registered == {(t, f"{HUB_URL}/webhooks/shopify") for t in wanted}
     assert {r["version"] for r in world.shopify.requests} == {"2026-10"}
     assert "Admin API 2026-10" in lines["Shopify"] and f"created {len(wanted)}" in lines["Shopify"]
@@ -258,7 +261,7 @@ def granting(monkeypatch):
     clock the test moves."""
     now = [1000.0]
     monkeypatch.setattr(shopify_api, "_clock", lambda: now[0])
-    with FakeShopifyAdmin(token=None) as admin:
+    with FakeShopifyAdmin(token=None, owns_contracts=True) as admin:
         settings = Settings.from_env(env={}, overrides={
             "SHOPIFY_SHOP": "example.myshopify.com", "SHOPIFY_ADMIN_URL": admin.url,
             "SHOPIFY_CLIENT_ID": admin.client_id, "SHOPIFY_CLIENT_SECRET": admin.client_secret})
@@ -291,3 +294,17 @@ def test_a_token_refused_early_is_renewed_once(granting):
     with pytest.raises(shopify_api.ShopifyAPIError, match="HTTP 401") as refused:
         shopify_api.fetch_contract(settings, 1)
     assert refused.value.status == 401 and admin.grants == 3
+
+
+def test_contract_topics_are_registered_only_when_the_hubs_app_owns_the_contracts(world):
+    refused, lines = world.run(SHOPIFY_OWNS_CONTRACTS="1")
+    # Shopify refuses contract topics to an app without the protected scope.
+    assert "refused" in lines["Shopify"] and "read_own_subscription_contracts" in lines["Shopify"]
+
+    world.shopify.own_contracts()  # Shopify approved the scopes
+    done, lines = world.run(SHOPIFY_OWNS_CONTRACTS="1")
+    registered = {n["topic"] for n in world.shopify.subscriptions.values()}
+    assert {t.replace("/", "_").upper() for t in CONTRACT_TOPICS} <= registered
+    assert "protected scopes Shopify must approve" in lines["Shopify"]
+    checked = world.run("--check", SHOPIFY_OWNS_CONTRACTS="1")[1]["Shopify"]
+    assert f"{len(registered)} webhook subscriptions" in checked and "missing" not in checked

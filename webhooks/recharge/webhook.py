@@ -281,6 +281,8 @@ def payment_data(charge: dict, status: str) -> dict:
     }
     if status == "succeeded":
         data["paid_at"] = utc(charge.get("processed_at"))
+        # The Shopify order the charge made: its orders/paid then adds no money again.
+        data["order_source_id"] = _ecommerce(charge.get("external_order_id"))
     else:
         error_type = text_or_none(charge.get("error_type"))
         data.update(next_retry_at=utc(charge.get("retry_date")) if status == "failed" else None,
@@ -353,9 +355,10 @@ def charge_refunded(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """
     charge = _object(payload, "charge")
     currency = _currency(charge)
+    refunded = _money(charge.get("total_refunds"), currency)
     data = {"source_id": f"{charge['id']}:refund:{charge.get('total_refunds')}",
             "order_source_id": _ecommerce(charge.get("external_order_id")) or _id(charge["id"]),
-            **_money(charge.get("total_refunds"), currency)}
+            **refunded, "refunded_total": refunded.get("amount")}
     return [_event(ev.ORDER_REFUNDED, charge, _customer_of(charge), data)]
 
 

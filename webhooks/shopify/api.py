@@ -64,9 +64,15 @@ TIMEOUT_SECONDS = 30
 class ShopifyAPIError(HubError):
     """The Admin API answered with errors (or not at all); the message says which."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, codes: tuple[str, ...] = ()):
         super().__init__(message)
         self.status = status  # the HTTP status when Shopify answered one (401: token refused)
+        self.codes = codes    # the GraphQL errors' extensions.code (ACCESS_DENIED, THROTTLED…)
+
+
+class ContractNotReadable(ShopifyAPIError):
+    """A subscription contract this app may not read: another app owns it, or the app lacks
+    read_own_subscription_contracts. Nothing a retry changes."""
 
 
 class ShopifyUninstalled(ShopifyAPIError):
@@ -111,12 +117,17 @@ def contract_gid(contract_id) -> str:
 def fetch_contract(settings, contract_id) -> dict:
     """The subscription contract as a plain dict (the GraphQL node); raises ShopifyAPIError."""
     gid = contract_gid(contract_id)
-    data = execute(settings, CONTRACT_QUERY, {"id": gid})
+    try:
+        data = execute(settings, CONTRACT_QUERY, {"id": gid})
+    except ShopifyAPIError as exc:
+        if "ACCESS_DENIED" in exc.codes:
+            raise ContractNotReadable(f"subscription contract {gid}: {exc}", codes=exc.codes) from exc
+        raise
     contract = data.get("subscriptionContract")
     if contract is None:
         # Null without errors: gone, or not readable with this app's scopes
         # (read_own_subscription_contracts only shows the app's own contracts).
-        raise ShopifyAPIError(f"subscription contract {gid} not found or not readable by this app")
+        raise ContractNotReadable(f"subscription contract {gid} not found or not readable by this app")
     return contract
 
 
@@ -149,7 +160,8 @@ def execute(settings, query: str, variables: dict | None = None, extensions: dic
     errors = answer.get("errors")
     if errors:
         errors = errors if isinstance(errors, list) else [errors]  # some answers carry one string
-        raise ShopifyAPIError("; ".join(_error_message(e) for e in errors))
+        codes = tuple(str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict))
+        raise ShopifyAPIError("; ".join(_error_message(e) for e in errors), codes=codes)
     return answer.get("data") or {}
 
 

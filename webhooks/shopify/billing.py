@@ -48,6 +48,11 @@ def account_url(settings, customer_id: str, purpose: str, subscription_id: str |
 
 def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
     """Ask Shopify to charge the contract again now; the key makes a repeat a no-op."""
+    if not settings.SHOPIFY_OWNS_CONTRACTS:
+        # Only the app that owns a contract may bill it (write_own_subscription_contracts).
+        raise shopify_api.ShopifyAPIError(
+            f"not retried: payment {payment.source_id}'s contract belongs to the store's subscription app, "
+            "which retries it itself (SHOPIFY_OWNS_CONTRACTS is off)")
     contract = payment.subscription_source_id
     if not contract:
         raise shopify_api.ShopifyAPIError(f"billing attempt {payment.source_id} names no contract")

@@ -382,9 +382,12 @@ def _payment_event(name: str, status: str):
         code = _lower(payload.get("error_code"))
         data = _compact({
             # Current samples send a null attempt id; the idempotency key names the attempt then.
+            # An attempt is not its billing cycle: retries of one cycle update one payment.
             "source_id": _id(payload.get("admin_graphql_api_id") or payload.get("id"))
-            or payload.get("idempotency_key"),
+            or payload.get("idempotency_key"), "per_attempt": True,
             "subscription_source_id": _id(contract_id), "status": status,
+            # The order a successful attempt made; that order's orders/paid counts no money again.
+            "order_source_id": _id(payload.get("admin_graphql_api_order_id") or payload.get("order_id")),
             # The attempt carries no amount: what the contract bills per cycle stands in.
             "amount": subscription.get("amount"), "currency": subscription.get("currency"),
             "failure_reason": payload.get("error_message"), "decline_code": code,
@@ -392,13 +395,13 @@ def _payment_event(name: str, status: str):
             "update_payment_url": subscription.get("update_payment_url"),
             "paid_at": _triggered_at(envelope) if status == "succeeded" else None})
         customer = _contract_customer(contract)
-        events = [CanonicalEvent(name, NAME, _triggered_at(envelope), customer, data)]
-        if contract:
-            # Shopify sends no contract webhook when a billing moves the next billing date:
-            # the fetched contract brings it.
-            events.append(CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME,
-                                         _contract_time(contract, envelope), customer, subscription))
-        return events
+        payment = CanonicalEvent(name, NAME, _triggered_at(envelope), customer, data)
+        if not contract:
+            return [payment]
+        # Shopify sends no contract webhook when a billing moves the next billing date: the
+        # fetched contract brings it. It goes first, so the attempt finds its contract's cycle.
+        return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
+                               customer, subscription), payment]
     return normalize
 
 
@@ -490,9 +493,14 @@ def _with_contract(contract_id_of):
         contract_id = contract_id_of(payload)
         if payload.get("contract"):
             return payload  # listed with its contract (backfill, reconciliation): nothing to fetch
-        if not shopify_api.is_configured(settings) or not contract_id:
+        # Only the app that made a contract may read it (read_own_subscription_contracts): unless
+        # the hub's app is that app, the subscription app's own API is where it lives.
+        if not (settings.SHOPIFY_OWNS_CONTRACTS and shopify_api.is_configured(settings) and contract_id):
             return payload  # the normalizer then emits what the ids allow
-        return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+        try:
+            return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+        except shopify_api.ContractNotReadable:
+            return payload  # another app's contract: the ids, not a failed row (a retry reads no more)
     return enrich
 
 
@@ -500,7 +508,9 @@ _enrich_contract = _with_contract(lambda p: p.get("admin_graphql_api_id") or p.g
 _enrich_attempt = _with_contract(lambda p: p.get("admin_graphql_api_subscription_contract_id")
                                  or p.get("subscription_contract_id"))
 
+# Topics Shopify sends only to the app that owns the contracts (SHOPIFY_OWNS_CONTRACTS).
+CONTRACT_TOPICS = frozenset(topic for topic in TOPICS if topic.startswith("subscription_"))
 # Contract and billing-attempt webhooks carry ids only (no email, price or next billing date).
 ENRICH = {topic: (_enrich_contract if topic.startswith("subscription_contracts/")
                  else _enrich_attempt)
-          for topic in TOPICS if topic.startswith("subscription_")}
+          for topic in CONTRACT_TOPICS}

@@ -208,7 +208,7 @@ def _subscription_rules(session, s, event, changes, now, p):
 
 
 def _payment_rules(session, s, event, changes, now, p):
-    pay = queries.payment(session, event.source, event.data.get("source_id"))
+    pay = queries.payment(session, event.source, changes.payment_source_id or event.data.get("source_id"))
     if pay is None:
         return []
     found = dunning.failed(pay, now, p) if event.name != ev.PAYMENT_SUCCEEDED else dunning.recovered(pay, p)

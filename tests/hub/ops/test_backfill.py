@@ -154,11 +154,11 @@ def shopify_world(admin: FakeShopifyAdmin, customers: int) -> None:
 
 
 def test_shopify_backfill_pages_with_cursors_within_the_query_cost_budget(hub):
-    with FakeShopifyAdmin(token="shpat_ok") as admin:
+    with FakeShopifyAdmin(token="shpat_ok", owns_contracts=True) as admin:
         shopify_world(admin, customers=230)
         admin.bucket_size, admin.restore_rate = 1000.0, 2000.0  # a small bucket: the lister must pace
         hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
-                               SHOPIFY_ADMIN_URL=admin.url)
+                               SHOPIFY_ADMIN_URL=admin.url, SHOPIFY_OWNS_CONTRACTS=True)
         out = io.StringIO()
         report = backfill.run(hub, "shopify", progress=backfill.Progress(out=out, every=0))
         listed = [r for r in admin.requests if "HubList" in r["query"]]

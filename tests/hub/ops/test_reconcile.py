@@ -79,9 +79,9 @@ def test_shopify_changes_since_the_checkpoint_skip_what_the_model_already_holds(
     now = datetime.now(timezone.utc)
     earlier = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     later = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with FakeShopifyAdmin(token="shpat_ok") as admin:
+    with FakeShopifyAdmin(token="shpat_ok", owns_contracts=True) as admin:
         hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
-                               SHOPIFY_ADMIN_URL=admin.url)
+                               SHOPIFY_ADMIN_URL=admin.url, SHOPIFY_OWNS_CONTRACTS=True)
         admin.listed["customers"] = [shopify_customer(1, earlier), shopify_customer(2, earlier)]
         first = reconcile.run(hub, now=now - timedelta(hours=1))
         # Since then: customer 1 changed and its webhook arrived; customer 2 changed and its

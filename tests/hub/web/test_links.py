@@ -109,7 +109,7 @@ def test_stripe_down_at_the_click_gets_a_try_again_page(client, hub, stripe_fail
 
 def test_a_shopify_link_leads_to_the_customer_account(client, hub):
     hub.settings.HUB_BASE_URL = HUB
-    with FakeShopifyBilling(token="shpat_links") as admin:
+    with FakeShopifyBilling(token="shpat_links", owns_contracts=True) as admin:
         shopify_billing_failure(client, hub, admin, "shpat_links")
         drain_inbox(hub.storage, hub.settings)
     link = payment_failed(hub).properties["update_payment_url"]

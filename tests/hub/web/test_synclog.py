@@ -285,10 +285,11 @@ def test_failing_deliveries_paginate(operator, jenny, hub):
 
 
 def test_a_failed_event_is_replayed_by_an_operator(operator, client, hub):
-    with FakeShopifyAdmin(token="shpat_e2e") as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-replay")
@@ -395,11 +396,12 @@ def watched_shop(hub, base_url: str):
     """A Shopify stand-in the hub's hourly registration check (hub.jobs) can read."""
     from hub.context import current_hub, use_hub
 
-    with FakeShopifyAdmin(token="shpat_dash") as admin:
+    with FakeShopifyAdmin(token="shpat_dash", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_dash"
         hub.settings.SHOPIFY_WEBHOOK_SECRET = "shpss_dash"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         hub.settings.HUB_BASE_URL = base_url
         before = current_hub()
         use_hub(hub)
@@ -486,10 +488,11 @@ def test_money_reads_as_money_and_order_lines_as_product_quantity_and_price(oper
 
 
 def test_a_shopify_subscription_shows_its_product_not_the_delivery_text(operator, client, hub):
-    with FakeShopifyAdmin(token="shpat_plan") as admin:
+    with FakeShopifyAdmin(token="shpat_plan", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_plan"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-plan")
         drain_inbox(hub.storage, hub.settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 from werkzeug.datastructures import Headers
@@ -12,8 +13,11 @@ from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
 from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
+from webhooks.shopify import api as shopify_api
+from webhooks.shopify import billing as shopify_billing
 from webhooks.shopify import webhook as shopify
 from webhooks.shopify.api import ShopifyAPIError
 
@@ -350,6 +354,7 @@ def test_billing_attempt_success_is_paid_when_triggered():
     event = only(normalize("subscription_billing_attempts/success", sample("subscription_billing_attempts_success")))
     assert event.data["paid_at"] == TRIGGERED
     assert "hard_decline" not in event.data and "decline_code" not in event.data
+    assert event.data["order_source_id"] == "1"  # the renewal order, whose money this counts
 
 
 # --- payment methods, privacy, app, inventory ------------------------------------------------
@@ -410,14 +415,15 @@ def test_rest_inventory_level():
 
 @pytest.fixture
 def admin():
-    with FakeShopifyAdmin(token="shpat_test") as fake:
+    """A store whose contracts the hub's own app made (SHOPIFY_OWNS_CONTRACTS)."""
+    with FakeShopifyAdmin(token="shpat_test", owns_contracts=True) as fake:
         yield fake
 
 
 @pytest.fixture
 def settings(admin):
     return Settings.from_env(env={}, overrides={
-        "SHOPIFY_SHOP": SHOP, "SHOPIFY_ACCESS_TOKEN": "shpat_test",
+        "SHOPIFY_SHOP": SHOP, "SHOPIFY_ACCESS_TOKEN": "shpat_test", "SHOPIFY_OWNS_CONTRACTS": True,
         "SHOPIFY_API_VERSION": "2025-10", "SHOPIFY_ADMIN_URL": admin.url})
 
 
@@ -462,7 +468,7 @@ def test_enrich_then_normalize_a_failed_billing_attempt(admin, settings):
     enriched = shopify.ENRICH["subscription_billing_attempts/failure"](
         sample("subscription_billing_attempts_failure"), settings)
     assert admin.requests[0]["variables"] == {"id": "gid://shopify/SubscriptionContract/9998878778"}
-    failed, subscription = normalize("subscription_billing_attempts/failure", enriched)
+    subscription, failed = normalize("subscription_billing_attempts/failure", enriched)
     assert failed.name == ev.PAYMENT_FAILED
     assert failed.customer["email"] == "bob@biller.com"
     assert (failed.data["amount"], failed.data["currency"]) == (4998, "CAD")
@@ -487,10 +493,34 @@ def test_graphql_errors_raise_with_shopifys_message(admin, settings):
         shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
 
 
-def test_a_contract_shopify_will_not_show_raises(admin, settings):
+def test_a_contract_shopify_will_not_show_leaves_the_ids(admin, settings):
     admin.contracts["gid://shopify/SubscriptionContract/7879037765"] = None
-    with pytest.raises(ShopifyAPIError, match="not found"):
-        shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
+    payload = sample("subscription_contracts_update")
+    assert shopify.ENRICH["subscription_contracts/update"](payload, settings) == payload
+
+
+def test_another_apps_contract_is_answered_as_none_by_the_stand_in(settings):
+    with FakeShopifyAdmin(token="shpat_test") as other:  # a normal store: its subscription app owns them
+        other.scopes |= {"read_own_subscription_contracts"}
+        settings.SHOPIFY_ADMIN_URL = other.url
+        with pytest.raises(shopify_api.ContractNotReadable, match="not readable by this app"):
+            shopify_api.fetch_contract(settings, "402440842")
+        payload = sample("subscription_contracts_create")
+        assert shopify.ENRICH["subscription_contracts/create"](payload, settings) == payload
+
+
+def test_without_the_contract_scope_the_stand_in_denies_access(settings):
+    with FakeShopifyAdmin(token="shpat_test") as other:
+        settings.SHOPIFY_ADMIN_URL = other.url
+        with pytest.raises(shopify_api.ContractNotReadable, match=r"read_own_subscription_contracts.*ACCESS_DENIED"):
+            shopify_api.fetch_contract(settings, "402440842")
+
+
+def test_with_contracts_not_owned_no_contract_is_asked_for(admin, settings):
+    settings.SHOPIFY_OWNS_CONTRACTS = False
+    payload = sample("subscription_billing_attempts_failure")
+    assert shopify.ENRICH["subscription_billing_attempts/failure"](payload, settings) == payload
+    assert admin.requests == []
 
 
 def test_a_wrong_token_raises(admin, settings):
@@ -504,7 +534,7 @@ def test_an_envelope_read_back_naive_from_sqlite_still_compares(admin, settings)
         sample("subscription_billing_attempts_success"), settings)
     envelope = Envelope(event_id="e", topic="subscription_billing_attempts/success", shop=SHOP,
                         triggered_at=TRIGGERED.replace(tzinfo=None))
-    paid, subscription = shopify.TOPICS["subscription_billing_attempts/success"](enriched, envelope)
+    subscription, paid = shopify.TOPICS["subscription_billing_attempts/success"](enriched, envelope)
     assert paid.data["paid_at"] == TRIGGERED
     assert subscription.occurred_at == TRIGGERED
 
@@ -526,3 +556,23 @@ def test_normalizers_are_pure():
     before = copy.deepcopy(payload)
     normalize("orders/paid", payload)
     assert payload == before
+
+
+# --- contracts another app owns ---------------------------------------------------------------
+
+def test_an_orchestrated_retry_of_an_unowned_contract_is_refused_with_the_reason(settings, admin):
+    settings.SHOPIFY_OWNS_CONTRACTS = False
+    payment = SimpleNamespace(source_id="9a453d81", subscription_source_id="402440842")
+    with pytest.raises(ShopifyAPIError, match="belongs to the store's subscription app.*SHOPIFY_OWNS_CONTRACTS"):
+        shopify_billing.create_billing_attempt(settings, payment, "key-1")
+    assert admin.requests == []
+
+
+def test_the_stand_in_refuses_to_bill_another_apps_contract(settings):
+    with FakeShopifyBilling(token="shpat_test") as other:
+        other.scopes |= {"write_own_subscription_contracts"}
+        settings.SHOPIFY_ADMIN_URL = other.url
+        payment = SimpleNamespace(source_id="9a453d81", subscription_source_id="402440842")
+        with pytest.raises(ShopifyAPIError, match="does not exist"):
+            shopify_billing.create_billing_attempt(settings, payment, "key-1")
+        assert other.attempts == []

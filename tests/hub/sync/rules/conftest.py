@@ -155,6 +155,7 @@ def shopify_billing_failure(client, hub, admin, token: str, **failure_headers) -
     hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
     hub.settings.SHOPIFY_ACCESS_TOKEN = token
     hub.settings.SHOPIFY_ADMIN_URL = admin.url
+    hub.settings.SHOPIFY_OWNS_CONTRACTS = True
     post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
          topic="subscription_contracts/create", webhook_id="wh-c1")
     failure = load_sample("shopify/subscription_billing_attempts_failure.json")

@@ -15,10 +15,11 @@ ITEM, PRODUCT, VARIANT = "271878346596884015", "788032119674292922", "6426670414
 
 @pytest.fixture
 def shop(client, hub):
-    with FakeShopifyBilling(token="shpat_stock") as admin:
+    with FakeShopifyBilling(token="shpat_stock", owns_contracts=True) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_stock"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
+        hub.settings.SHOPIFY_OWNS_CONTRACTS = True
         hub.settings.KLAVIYO_API_KEY = "pk_test_stock"
         admin.items[ITEM] = (PRODUCT, VARIANT)
         # Bob's contract ships the product on 2026-11-29 (the stand-in's contract).

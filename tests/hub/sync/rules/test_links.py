@@ -56,7 +56,7 @@ def test_without_stripe_configured_the_trigger_keeps_the_invoice_link(client, hu
 
 
 def test_shopify_billing_failure_links_through_the_hub(client, hub):
-    with FakeShopifyBilling(token="shpat_links") as admin:
+    with FakeShopifyBilling(token="shpat_links", owns_contracts=True) as admin:
         shopify_billing_failure(client, hub, admin, "shpat_links")
         drain_inbox(hub.storage, hub.settings)
     [failed] = triggers(hub, "Payment Failed")

@@ -56,7 +56,7 @@ def test_stripe_invoice_is_paid_on_each_retry_day_once(client, orchestrate):
 
 def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
     hub = orchestrate
-    with FakeShopifyBilling(token="shpat_orch") as admin:
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
         shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
         drain_inbox(hub.storage, hub.settings)
         fired = sweep_days(hub, date(2026, 11, 2), 20)

@@ -1,0 +1,163 @@
+"""A payment is a billing cycle, not an attempt; a renewal's money is counted once.
+
+Shopify billing attempts and Recharge charges go through their real normalizers into a real
+database and the rules, as the worker runs them.
+"""
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from hub.models import Payment
+from standins.shopify import contract_node
+from tests.hub.sync.rules.conftest import at
+from tests.samples import load_sample
+from webhooks.envelope import Envelope
+from webhooks.recharge import webhook as recharge
+from webhooks.shopify import webhook as shopify
+
+CONTRACT = "gid://shopify/SubscriptionContract/42"
+BOB = "bob@biller.com"  # the customer of standins.shopify.contract_node
+RENEWAL_TOTAL = 4998    # 2 × 24.99 CAD, what the contract bills per cycle
+
+
+def shopify_attempt(world, outcome: str, key: str, when: str, order_id=None):
+    """One subscription_billing_attempts/<outcome> webhook, enriched with its contract."""
+    topic = f"subscription_billing_attempts/{outcome}"
+    payload = {**load_sample(f"shopify/subscription_billing_attempts_{outcome}.json"),
+               "idempotency_key": key, "subscription_contract_id": 42,
+               "admin_graphql_api_subscription_contract_id": CONTRACT,
+               "order_id": order_id, "admin_graphql_api_order_id":
+               f"gid://shopify/Order/{order_id}" if order_id else None,
+               "contract": contract_node(CONTRACT)}
+    envelope = Envelope(event_id=key, topic=topic, shop="example.myshopify.com", triggered_at=at(when))
+    return [name for event in shopify.TOPICS[topic](payload, envelope) for name in world.receive(event)]
+
+
+def shopify_order(world, topic: str, order_id: int, when: str, total="49.98"):
+    """orders/create or orders/paid of the renewal order a contract made."""
+    payload = {**load_sample("shopify/orders_paid.json"), "id": order_id, "total_price": total,
+               "currency": "CAD", "source_name": "subscription_contract_checkout_one",
+               "financial_status": "paid", "updated_at": when, "processed_at": when,
+               "email": BOB, "customer": {"id": 1, "email": BOB}}
+    envelope = Envelope(event_id=f"{topic}:{order_id}", topic=topic, triggered_at=at(when))
+    return [name for event in shopify.TOPICS[topic](payload, envelope) for name in world.receive(event)]
+
+
+def recharge_charge(world, topic: str, when: str, attempts: int, order_id=None, retry=None):
+    """charge/failed or charge/paid of Recharge's charge 580293301 (one billing cycle)."""
+    charge = load_sample("recharge/charge_paid.json")["charge"]
+    paid = topic == "charge/paid"
+    charge.update(status="success" if paid else "error", charge_attempts=attempts, updated_at=when,
+                  processed_at=when if paid else None, retry_date=retry,
+                  error=None if paid else "Your card was declined.",
+                  error_type=None if paid else "CLOSED_MAX_RETRIES_REACHED",
+                  external_order_id={"ecommerce": order_id})
+    envelope = Envelope(event_id=f"{topic}:{when}", topic=topic, triggered_at=at(when))
+    return [name for event in recharge.TOPICS[topic]({"charge": charge}, envelope)
+            for name in world.receive(event)]
+
+
+def payments(world):
+    with world.storage.session() as session:
+        return [(p.source, p.status, p.attempt_count) for p in session.scalars(select(Payment))]
+
+
+def reminders_after(world, start: str, days: int) -> list:
+    """Sweep each morning from `start`; the names of the triggers the sweeps fired."""
+    for n in range(days):
+        world.sweep((at(start) + timedelta(days=n)).isoformat())
+    return [name for name, rule, *_ in world.triggers() if rule == "payment-reminder"]
+
+
+def test_fail_fail_succeed_of_one_shopify_cycle_is_one_recovered_payment(world):
+    shopify_attempt(world, "failure", "cycle-1-try-1", "2026-11-29T12:00")
+    shopify_attempt(world, "failure", "cycle-1-try-2", "2026-12-02T12:00")
+    reminders_before = reminders_after(world, "2026-11-30T06:00", 6)
+    fired = shopify_attempt(world, "success", "cycle-1-try-3", "2026-12-05T12:00", order_id=9001)
+
+    assert payments(world) == [("shopify", "succeeded", 2)]
+    assert "Payment Recovered" in fired
+    assert reminders_after(world, "2026-12-05T13:00", 20) == reminders_before
+    subscriber = world.subscriber(BOB)
+    assert subscriber.stage != "at_risk"
+    assert subscriber.lifetime_spend == RENEWAL_TOTAL
+
+
+def test_a_late_failure_of_a_paid_cycle_does_not_reopen_it(world):
+    shopify_attempt(world, "failure", "cycle-1-try-1", "2026-11-29T12:00")
+    shopify_attempt(world, "success", "cycle-1-try-2", "2026-12-02T12:00", order_id=9001)
+    shopify_attempt(world, "failure", "cycle-1-try-1-again", "2026-11-29T12:00")
+
+    assert payments(world) == [("shopify", "succeeded", 1)]
+    assert world.subscriber(BOB).stage != "at_risk"
+
+
+def test_the_next_cycle_after_a_paid_one_is_a_payment_of_its_own(world):
+    shopify_attempt(world, "success", "cycle-1", "2026-11-29T12:00", order_id=9001)
+    shopify_attempt(world, "failure", "cycle-2-try-1", "2026-12-27T12:00")
+
+    assert payments(world) == [("shopify", "succeeded", 0), ("shopify", "failed", 1)]
+
+
+def test_a_shopify_renewal_and_its_order_add_to_spend_once(world):
+    shopify_attempt(world, "success", "cycle-1", "2026-11-29T12:00", order_id=9001)
+    shopify_order(world, "orders/create", 9001, "2026-11-29T12:00:05+00:00")
+    shopify_order(world, "orders/paid", 9001, "2026-11-29T12:00:06+00:00")
+
+    assert world.subscriber(BOB).lifetime_spend == RENEWAL_TOTAL
+
+
+def test_an_order_counted_before_its_billing_attempt_is_not_counted_again(world):
+    shopify_order(world, "orders/paid", 9001, "2026-11-29T12:00:06+00:00")
+    shopify_attempt(world, "success", "cycle-1", "2026-11-29T12:00", order_id=9001)
+
+    subscriber = world.subscriber(BOB)
+    assert subscriber.lifetime_spend == RENEWAL_TOTAL
+    assert subscriber.loyalty_points == RENEWAL_TOTAL // 100
+
+
+def test_fail_fail_succeed_of_one_recharge_charge_is_one_recovered_payment(world):
+    recharge_charge(world, "charge/failed", "2026-04-09T04:00:00+00:00", 1, retry="2026-04-12T04:00:00+00:00")
+    recharge_charge(world, "charge/failed", "2026-04-12T04:00:00+00:00", 2, retry="2026-04-15T04:00:00+00:00")
+    reminders_before = reminders_after(world, "2026-04-10T06:00", 5)
+    fired = recharge_charge(world, "charge/paid", "2026-04-15T04:00:00+00:00", 3, order_id="4512345678901")
+
+    assert payments(world) == [("recharge", "succeeded", 3)]
+    assert "Payment Recovered" in fired
+    assert reminders_after(world, "2026-04-15T06:00", 20) == reminders_before
+    assert world.subscriber("niels.bohr@example.com").stage != "at_risk"
+
+
+def test_a_recharge_charge_and_its_shopify_order_add_to_spend_once(world):
+    recharge_charge(world, "charge/paid", "2026-04-09T04:00:12+00:00", 1, order_id="4512345678901")
+    payload = {**load_sample("shopify/orders_paid.json"), "id": 4512345678901, "total_price": "49.00",
+               "currency": "USD", "updated_at": "2026-04-09T04:00:20+00:00", "email": "niels.bohr@example.com",
+               "customer": {"id": 6270530322618, "email": "niels.bohr@example.com"}}
+    envelope = Envelope(event_id="paid-1", topic="orders/paid", triggered_at=at("2026-04-09T04:00:20"))
+    for event in shopify.TOPICS["orders/paid"](payload, envelope):
+        world.receive(event)
+
+    assert world.subscriber("niels.bohr@example.com").lifetime_spend == 4900
+
+
+def test_a_refund_reported_by_recharge_and_by_shopify_subtracts_once(world):
+    niels = {"id": 6270530322618, "email": "niels.bohr@example.com"}
+    first = {**load_sample("shopify/orders_paid.json"), "id": 1001, "total_price": "20.00", "currency": "USD",
+             "updated_at": "2026-03-01T10:00:00+00:00", "email": niels["email"], "customer": niels}
+    for event in shopify.TOPICS["orders/paid"](first, Envelope(event_id="paid-0", topic="orders/paid")):
+        world.receive(event)
+    renewal = {**first, "id": 4512345678901, "total_price": "49.00", "updated_at": "2026-04-09T04:00:20+00:00"}
+    for event in shopify.TOPICS["orders/paid"](renewal, Envelope(event_id="paid-1", topic="orders/paid")):
+        world.receive(event)
+
+    refunded = load_sample("recharge/charge_refunded.json")
+    refunded["charge"].update(updated_at="2026-04-15T10:30:00+00:00")
+    for event in recharge.TOPICS["charge/refunded"](refunded, Envelope(event_id="r1", topic="charge/refunded")):
+        world.receive(event)
+    refund = {**load_sample("shopify/refunds_create.json"), "order_id": 4512345678901,
+              "created_at": "2026-04-15T10:30:05+00:00",
+              "transactions": [{"kind": "refund", "status": "success", "amount": "49.00", "currency": "USD"}]}
+    for event in shopify.TOPICS["refunds/create"](refund, Envelope(event_id="r2", topic="refunds/create")):
+        world.receive(event)
+
+    assert world.subscriber("niels.bohr@example.com").lifetime_spend == 2000
