@@ -128,8 +128,11 @@ def test_the_check_runs_daily_and_on_demand_and_the_sync_log_and_dashboard_show_
 def test_hubspot_and_activecampaign_are_read_back_and_fixed_once_each(hub, tmp_path):
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    (mappings / "activecampaign.yaml").write_text("list_id: '1'\n")
-    (mappings / "hubspot.yaml").write_text(f"subscription_id: '{FakeHubSpot.MARKETING}'\n")
+    # The stand-ins are local: their limits are raised so 105 people are pushed in seconds
+    # (pacing at the documented limits is the Klaviyo paging test's subject).
+    (mappings / "activecampaign.yaml").write_text("list_id: '1'\nrate_limits: {api: 500/s}\n")
+    (mappings / "hubspot.yaml").write_text(f"subscription_id: '{FakeHubSpot.MARKETING}'\n"
+                                           "rate_limits: {api: 1000/10s}\n")
     with FakeActiveCampaign(api_key="ac") as ac, FakeHubSpot(token="pat") as hubspot:
         hub.settings = replace(hub.settings, HUB_MAPPINGS_DIR=str(mappings), ACTIVECAMPAIGN_URL=ac.url,
                                ACTIVECAMPAIGN_API_KEY="ac", HUBSPOT_ACCESS_TOKEN="pat", HUBSPOT_BASE_URL=hubspot.url)
