@@ -63,7 +63,9 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     The trigger's key goes as `chargebee-idempotency-key`, so a repeated call within Chargebee's
     30-minute window answers the first result instead of charging again
     (https://apidocs.chargebee.com/docs/api/v1/idempotency?prod_cat_ver=1). A decline is an
-    HTTP 400 of type `payment`, raised like any refusal.
+    HTTP 400 of type `payment`, raised like any refusal. No `payment_source_id` is sent: it is
+    optional, and without it Chargebee charges the customer's primary payment source, the card
+    a Payment Method Updated has just made the default.
     """
     if not is_configured(settings):
         raise ChargebeeError("dunning mode is orchestrate but CHARGEBEE_SITE / CHARGEBEE_API_KEY are empty")
