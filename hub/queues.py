@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import redis
+from rq import Queue
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,6 @@ class Queues:
         return self._connection
 
     def queue(self, name: str = "default"):
-        from rq import Queue  # noqa: PLC0415 - start-up cost: `hub --help` must not load RQ
 
         return Queue(name, connection=self.connection)
 

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# How long `hub run` waits for the web server to stop: granian gives its workers 10 s
+# (workers_kill_timeout, set from this in `hub serve`).
+WEB_STOP_TIMEOUT = 15
 
 
 def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:

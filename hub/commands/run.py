@@ -9,10 +9,9 @@ import click
 from sqlalchemy import func, select
 
 from hub.commands import announce_connectors, command_hub
-from hub.commands.serve import WEB_STOP_TIMEOUT
 from hub.models import StaffUser
 from hub.queues import PUSH_JOB_TIMEOUT, EmbeddedRedis, embedded_redis_path
-from hub.supervise import Child, Supervisor, port_free
+from hub.supervise import WEB_STOP_TIMEOUT, Child, Supervisor, port_free
 
 
 @click.command("run")

@@ -4,11 +4,15 @@ from __future__ import annotations
 import os
 
 import click
+from granian import Granian
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from gunicorn.app.base import BaseApplication
 
 from hub.commands import command_hub
+from hub.supervise import WEB_STOP_TIMEOUT
 
 SERVERS = ("granian", "gunicorn")
-WEB_STOP_TIMEOUT = 15  # granian gives its workers 10 s (workers_kill_timeout)
 
 
 @click.command("serve")
@@ -41,11 +45,6 @@ def _serve_granian(host: str, port: int, workers: int, threads: int, read_timeou
     # than gunicorn's sync workers (benchmarks/RESULTS.md), CPU the drain needs.
     # Its RSGI interface, not WSGI: a request reaches Python only once its body is in, within
     # read_timeout (hub/rsgi.py says why), and hyper closes a connection whose headers take longer.
-    # Start-up cost: granian, loaded only by the command that serves with it.
-    from granian import Granian  # noqa: PLC0415
-    from granian.constants import Interfaces  # noqa: PLC0415
-    from granian.http import HTTP1Settings  # noqa: PLC0415
-
     os.environ["HUB_WEB_THREADS"] = str(threads)  # read by hub.rsgi in each web process
     Granian("hub.rsgi:app", address=host, port=port, interface=Interfaces.RSGI, workers=workers,
             http1_settings=HTTP1Settings(header_read_timeout=read_timeout * 1000),
@@ -53,9 +52,6 @@ def _serve_granian(host: str, port: int, workers: int, threads: int, read_timeou
 
 
 def _serve_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
-    # Start-up cost: gunicorn, loaded only by the command that serves with it.
-    from gunicorn.app.base import BaseApplication  # noqa: PLC0415
-
     class Server(BaseApplication):
         def load_config(self):
             self.cfg.set("bind", f"{host}:{port}")
@@ -68,7 +64,7 @@ def _serve_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
         def load(self):
             # Loaded in each web process gunicorn forks, after its configuration: the app
             # reads the environment and opens its database there.
-            from hub.wsgi import app  # noqa: PLC0415
+            from hub.wsgi import app  # noqa: PLC0415 - it builds the app, in the process gunicorn forked
 
             return app
 

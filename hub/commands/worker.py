@@ -6,11 +6,15 @@ import sys
 
 import click
 from redis import RedisError
+from rq import Queue
+from rq.exceptions import SchedulerNotFound
 
+from hub import jobs
 from hub.commands import announce_connectors, command_hub
 from hub.context import use_hub
 from hub.process import tune_gc
 from hub.queues import QUEUE_NAMES
+from hub.schedule import make_cron
 from hub.supervise import Companion, die_with_parent
 
 log = logging.getLogger("hub")
@@ -21,12 +25,6 @@ log = logging.getLogger("hub")
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then stop.")
 def command(cron, burst):
     """RQ worker for the inbox, outbox and rule queues, with RQ cron."""
-    # Start-up cost: RQ and the whole pipeline with every connector's SDK, which the
-    # other commands of `hub` do without.
-    from rq import Queue  # noqa: PLC0415
-
-    from hub import jobs  # noqa: PLC0415
-
     hub = command_hub()
     use_hub(hub)
     announce_connectors(hub)
@@ -46,11 +44,6 @@ def command(cron, burst):
 
 
 def _run_cron(worker_pid: int):
-    # Start-up cost: RQ cron and every scheduled job's module (see command above).
-    from rq.exceptions import SchedulerNotFound  # noqa: PLC0415
-
-    from hub.schedule import make_cron  # noqa: PLC0415
-
     die_with_parent(worker_pid)  # a worker killed outright takes its cron with it
     try:
         make_cron(command_hub().queues.connection).start()

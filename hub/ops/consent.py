@@ -293,7 +293,8 @@ def _plan_fixes(session: Session, settings, rows: list[dict], report: Report, no
         payload = {"subscriber_id": person.id, "email": person.email, "phone": person.phone,
                    "channel": row["channel"], "state": row["source_state"], "consented_at": at,
                    "source": row["source"], "history": False}
-        if outbox._insert(session, [outbox._row(row["connector"], "consent", person.id, key, payload, False)]):
+        fix = outbox.delivery_row(row["connector"], "consent", person.id, key, payload, False)
+        if outbox.insert_deliveries(session, [fix]):
             row["fix_delivery_id"] = session.scalar(select(Delivery.id).where(
                 Delivery.connector == row["connector"], Delivery.idempotency_key == key[:200]))
             by_tool[row["connector"]].fixed += 1

@@ -234,7 +234,7 @@ def book(months: dict, moves) -> None:
 def mrr_series(months_data: dict, keys: list[str], currency: str) -> dict:
     """MRR at each month's end, its movements and the churn rate, in `currency` minor units."""
     out = {m: [] for m in MOVEMENTS}
-    mrr, paying_start, churned, rate = [], [], [], []
+    mrr, paying_start, churned, rate, revenue_churn, retention = [], [], [], [], [], []
     level = count = 0
     for month in sorted(k for k in months_data if k < keys[0]):
         cell = months_data[month].get(currency, {})
@@ -243,6 +243,13 @@ def mrr_series(months_data: dict, keys: list[str], currency: str) -> dict:
     for month in keys:
         cell = (months_data.get(month) or {}).get(currency, {})
         paying_start.append(count)
+        # Of the MRR held at the month's start: the share lost to cancellations and
+        # downgrades (revenue churn), and what the same customers pay at its end (net revenue
+        # retention: start + expansion - contraction - churn; new customers are not theirs).
+        lost_mrr = -(cell.get("contraction", 0) + cell.get("churn", 0))
+        kept_mrr = level + cell.get("expansion", 0) - lost_mrr
+        revenue_churn.append(round(100 * lost_mrr / level, 1) if level > 0 else None)
+        retention.append(round(100 * kept_mrr / level, 1) if level > 0 else None)
         for m in MOVEMENTS:
             out[m].append(cell.get(m, 0))
         level += sum(cell.get(m, 0) for m in MOVEMENTS)
@@ -252,7 +259,7 @@ def mrr_series(months_data: dict, keys: list[str], currency: str) -> dict:
         count += cell.get("new_count", 0) - lost
         mrr.append(level)
     return {"labels": keys, "mrr": mrr, **out, "paying_at_start": paying_start, "churned": churned,
-            "churn_rate": rate}
+            "churn_rate": rate, "revenue_churn": revenue_churn, "net_retention": retention}
 
 
 def main_currency(months_data: dict, fallback: str | None = None) -> str | None:
@@ -283,6 +290,16 @@ def recovery_by_month(rows, keys: list[str], as_of: datetime, window_days: int) 
         rate.append(round(100 * recovered[m] / decided, 1) if decided > 0 else None)
     return {"labels": keys, "failed": [failed[m] for m in keys], "recovered": [recovered[m] for m in keys],
             "open": [still_open[m] for m in keys], "rate": rate}
+
+
+def recovered_revenue(rows, keys: list[str], currency: str) -> list[int]:
+    """(paid_at, amount, currency) of payments paid after failing → money recovered per month
+    of payment, in `currency` minor units (other currencies are not converted)."""
+    by_month: Counter = Counter()
+    for paid_at, amount, code in rows:
+        if amount and (code or "").upper() == currency.upper():
+            by_month[month_key(paid_at)] += amount
+    return [by_month[m] for m in keys]
 
 
 def reminders_by_month(rows, keys: list[str]) -> dict:
@@ -519,6 +536,12 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
     start = month_end(add_months(keys[0], -1))
     payments = session.execute(select(Payment.first_failed_at, Payment.paid_at, Payment.status)
                                .where(Payment.first_failed_at >= start, Payment.first_failed_at <= as_of)).all()
+    paid_after_failing = session.execute(
+        select(Payment.paid_at, Payment.amount, Payment.currency)
+        .where(Payment.status == "succeeded", Payment.first_failed_at.is_not(None),
+               Payment.paid_at >= start, Payment.paid_at <= as_of)).all()
+    mrr_figure.update(revenue_churn=mrr["revenue_churn"], net_retention=mrr["net_retention"],
+                      recovered=[_major(v, currency) for v in recovered_revenue(paid_after_failing, keys, currency)])
     month = utc_month(session, Trigger.due_at)
     reminder_rows = session.execute(select(Trigger.name, month, func.count())
                                     .where(Trigger.status == "fired", Trigger.due_at >= start,

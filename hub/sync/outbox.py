@@ -232,8 +232,8 @@ def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber |
             payload = {**_who(person), "name": metric, "properties": trigger.properties or {},
                        "time": iso(trigger.due_at or trigger.created_at or now_utc()),
                        "unique_id": trigger.key, "history": history}
-            rows.append(_row(name, "event", person.id, trigger.key, payload, history, trigger.id))
-    return _insert(session, rows)
+            rows.append(delivery_row(name, "event", person.id, trigger.key, payload, history, trigger.id))
+    return insert_deliveries(session, rows)
 
 
 def plan_consent(session: Session, settings, subscriber: Subscriber, changes, event,
@@ -251,10 +251,10 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
     payload = {**_who(subscriber), "channel": channel, "state": held["state"],
                "consented_at": held.get("at"), "source": held.get("source"), "history": history}
     # Only tools that record consent on this channel, as mapped (a list, a subscription type).
-    rows = [_row(name, "consent", subscriber.id, key, payload, history)
+    rows = [delivery_row(name, "consent", subscriber.id, key, payload, history)
             for name, mapping in _targets(settings, "consent")
             if connectors.CONNECTORS[name].takes_consent(mapping, channel)]
-    return _insert(session, rows)
+    return insert_deliveries(session, rows)
 
 
 def plan_sweep(session: Session, settings, trigger_ids=(), subscriber_ids=()) -> int:
@@ -337,12 +337,13 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
             payload["cleared"] = cleared
         # The previous delivery's id in the key lets A → B → A send A again.
         key = f"profile:{subscriber_id}:{digest}:{previous_id}"
-        rows.append(_row(name, "profile", subscriber_id, key, payload, False))
-    return _insert(session, rows)
+        rows.append(delivery_row(name, "profile", subscriber_id, key, payload, False))
+    return insert_deliveries(session, rows)
 
 
-def _row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict, history: bool,
-         trigger_id: int | None = None) -> dict:
+def delivery_row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict, history: bool,
+                 trigger_id: int | None = None) -> dict:
+    """A new delivery's column values, queued now; insert_deliveries writes them."""
     now = now_utc()
     return {"connector": connector, "kind": kind, "subscriber_id": subscriber_id,
             "trigger_id": trigger_id, "idempotency_key": key[:200], "payload": payload,
@@ -350,7 +351,7 @@ def _row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict,
             "created_at": now}
 
 
-def _insert(session: Session, rows: list[dict]) -> int:
+def insert_deliveries(session: Session, rows: list[dict]) -> int:
     """Insert deliveries, skipping any whose (connector, idempotency key) exists; rows added."""
     if not rows:
         return 0
@@ -721,7 +722,8 @@ def retry(session: Session, delivery_ids=None, dead: bool = False,
 
 __all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty",
            "flush_pending_profiles", "profile_fields", "monthly_amount", "enabled_connectors",
-           "push_batch", "retry", "planned_connectors", "backoff", "MAX_ATTEMPTS"]
+           "push_batch", "retry", "planned_connectors", "backoff", "MAX_ATTEMPTS", "delivery_row",
+           "insert_deliveries"]
 
 
 # Compliance: erase requests to the tools ------------------------------------------------
@@ -750,5 +752,5 @@ def plan_erasures(session, settings, erased: list[dict]) -> int:
             payload = {"subscriber_id": person["subscriber_id"], "email": person.get("email"),
                        "phone": person.get("phone"), "subject": person.get("subject")}
             key = f"erase:{person['subscriber_id']}"
-            rows.append(_row(name, "erase", person["subscriber_id"], key, payload, False))
-    return _insert(session, rows)
+            rows.append(delivery_row(name, "erase", person["subscriber_id"], key, payload, False))
+    return insert_deliveries(session, rows)

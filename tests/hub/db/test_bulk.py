@@ -104,10 +104,10 @@ def test_execute_many_stores_what_sqlalchemy_stores(storage):
 
     from hub.db.bulk import execute_many
     from hub.models import Delivery
-    from hub.sync.outbox import _row
+    from hub.sync.outbox import delivery_row
 
     table = Delivery.__table__
-    rows = [_row("klaviyo", "profile", 7, f"profile:7:{kind}", {"email": "zoë@example.com", "n": 10 ** 20},
+    rows = [delivery_row("klaviyo", "profile", 7, f"profile:7:{kind}", {"email": "zoë@example.com", "n": 10 ** 20},
                  False) for kind in ("orm", "bulk")]
     rows[0]["next_attempt_at"] = rows[1]["next_attempt_at"] = T0  # the same values either way
     rows[0]["created_at"] = rows[1]["created_at"] = T0

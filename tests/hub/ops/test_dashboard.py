@@ -78,6 +78,42 @@ def test_mrr_series_and_churn_rate_from_booked_months():
     assert dashboard.main_currency(months) == "USD"
 
 
+def test_revenue_churn_and_net_revenue_retention_of_the_mrr_held_at_each_months_start():
+    months = {}
+    dashboard.book(months, [("2026-01", "USD", "new", 10000), ("2026-01", "USD", "new", 10000),
+                            ("2026-02", "USD", "expansion", 5000), ("2026-02", "USD", "contraction", -2000),
+                            ("2026-02", "USD", "churn", -10000), ("2026-02", "USD", "new", 50000)])
+    series = dashboard.mrr_series(months, ["2026-01", "2026-02", "2026-03"], "USD")
+    # February starts at 200.00: 120.00 of it lost (churn and a downgrade), 50.00 gained by
+    # the same customers; a new customer's 500.00 is growth, not retention.
+    assert series["revenue_churn"] == [None, 60.0, 0.0]
+    assert series["net_retention"] == [None, 65.0, 100.0]
+
+
+def test_recovered_revenue_is_the_money_of_failed_payments_paid_later_by_month_paid():
+    rows = [(datetime(2026, 5, 3, tzinfo=timezone.utc), 2900, "usd"),
+            (datetime(2026, 5, 20, tzinfo=timezone.utc), 1500, "USD"),
+            (datetime(2026, 6, 1, tzinfo=timezone.utc), 4000, "usd"),
+            (datetime(2026, 6, 2, tzinfo=timezone.utc), 9900, "eur")]  # another currency: not converted
+    assert dashboard.recovered_revenue(rows, ["2026-05", "2026-06"], "USD") == [4400, 4000]
+
+
+def test_the_dashboard_shows_recovered_revenue_beside_the_mrr(client, hub):
+    shop = Shop(client)
+    shop.customer("cus_late", "late@example.com", "Pat Late", at=days_ago(40))
+    shop.subscribe("cus_late", "sub_late", at=days_ago(40))
+    shop.invoice("cus_late", "sub_late", "in_late", at=days_ago(10), paid=False, amount=2900)
+    shop.invoice("cus_late", "sub_late", "in_late", at=days_ago(8), paid=True, amount=2900, attempt=2)
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        mrr = dashboard.build(s, hub.storage, hub.settings, hub.queues)["mrr"]
+    assert sum(mrr["recovered"]) == 29.0
+    add_staff(hub, "victor@shop.test")
+    log_in(client, "victor@shop.test")
+    page = client.get("/sync-log/dashboard").get_data(as_text=True)
+    assert "Net revenue retention" in page and "29.00" in page
+
+
 def test_recovery_counts_payments_paid_within_the_window():
     failed = datetime(2026, 5, 1, tzinfo=timezone.utc)
     rows = [(failed, failed + timedelta(days=5), "succeeded"),  # recovered
