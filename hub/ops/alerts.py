@@ -17,9 +17,10 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.models import DEAD, FAILED, SENT, Checkpoint, Delivery, DeliveryAttempt, InboxEvent
+from hub.models import DEAD, FAILED, SENT, Delivery, DeliveryAttempt, InboxEvent
 from hub.models.subscriber import Payment, Subscriber, Subscription
 from hub.ops import consent
+from hub.ops.backfill import load_checkpoint, save_checkpoint
 from hub.values import money_text
 from webhooks import SOURCE_NAMES, get_source
 
@@ -174,8 +175,7 @@ def run(storage, settings, now: datetime | None = None, post=None) -> list[str]:
     post = post or send
     done = []
     with storage.session() as session:
-        held = session.get(Checkpoint, CHECKPOINT)
-        state = dict(held.value) if held is not None else {}
+        state = load_checkpoint(session, CHECKPOINT) or {}
         sent = dict(state.get("sent", {}))
         for alert in due_alerts(session, settings, now, state):
             last = sent.get(alert.cause)
@@ -189,10 +189,7 @@ def run(storage, settings, now: datetime | None = None, post=None) -> list[str]:
             done.append(alert.cause)
         if done:
             state["sent"] = sent
-            if held is None:
-                session.add(Checkpoint(name=CHECKPOINT, value=state))
-            else:
-                held.value = state
+            save_checkpoint(session, CHECKPOINT, state)
     return done
 
 
