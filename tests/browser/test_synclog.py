@@ -15,11 +15,13 @@ from sqlalchemy import select
 import connectors
 from connectors.ratelimit import Limiter
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
+from hub.ops import consent
 from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
 from hub.web import auth
 from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin
+from tests.hub.ops.test_consent import withdrawal_klaviyo_missed
 from tests.hub.web.conftest import PASSWORD, add_staff
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import load_sample, post
@@ -261,7 +263,8 @@ def six_months_of_a_shop(client, hub):
             if n % 2:
                 shop.invoice(customer, sub, f"in_s{n}", at=days_ago(age - 29), paid=True)
         if n % 6 == 3 and age > 50:
-            shop.cancel(customer, sub, at=days_ago(age - 45))
+            shop.cancel(customer, sub, at=days_ago(age - 45),
+                        reason="payment_failed" if n % 12 == 3 else "cancellation_requested")
     drain_inbox(hub.storage, hub.settings)
 
 
@@ -295,6 +298,9 @@ def a_week_of_pushes(hub, klaviyo):
 def test_the_dashboard_draws_its_plots(page, client, hub, klaviyo, screenshot):
     six_months_of_a_shop(client, hub)
     a_week_of_pushes(hub, klaviyo)
+    with FakeKlaviyo(api_key="pk_drift") as drifting:  # Ada withdrew at Shopify; Klaviyo missed it
+        withdrawal_klaviyo_missed(hub, drifting)
+        assert consent.run(hub, limiter=Limiter()).still_subscribed == 1
     add_staff(hub, "victor@shop.test", "viewer")
     refused = []  # what the page's Content-Security-Policy blocked, as Chromium reports it
     page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
@@ -309,10 +315,29 @@ def test_the_dashboard_draws_its_plots(page, client, hub, klaviyo, screenshot):
         assert drawn["width"] > 100 and drawn["height"] > 100, name
         assert drawn["ink"] > 2000, f"chart {name} looks empty: {drawn}"
         assert drawn["values"] > 0, f"chart {name} has nothing to plot"
+    churn = page.locator("#chart-churn").evaluate("c => c.chart.data.datasets.map(d => [d.label, d.data])")
+    assert [label for label, _ in churn] == ["Churn rate", "Cancelled: voluntary", "Cancelled: failed payment"]
+    cancelled = [n for n in range(SIGN_UPS) if n % 6 == 3 and 182 - n * 7 > 50]
+    assert (sum(churn[1][1]), sum(churn[2][1])) == (
+        len([n for n in cancelled if n % 12 != 3]), len([n for n in cancelled if n % 12 == 3]))
     # One row per month with sign-ups: a cohort each.
     expect(page.locator("table.cohorts tbody tr")).to_have_count(sign_up_months())
     expect(page.get_by_text(re.compile(r"Current MRR: \d+\.\d\d USD"))).to_be_visible()
+    revenue = page.locator("table.revenue-table")
+    expect(revenue.get_by_role("columnheader", name="Net revenue retention")).to_be_visible()
+    expect(revenue.locator("tbody tr")).to_have_count(page.locator("#chart-mrr").evaluate(
+        "c => c.chart.data.labels.length"))
+    expect(revenue.locator("tbody td", has_text=re.compile(r"^\d+(\.\d+)?%$")).first).to_be_visible()
+    drift = page.get_by_role("alert").filter(has_text="withdrew marketing consent")
+    expect(drift).to_contain_text("1 person withdrew marketing consent but a tool still has them subscribed")
     screenshot(page, "dashboard.png")
+    drift.get_by_role("link", name="See who").click()
+    expect(page.get_by_role("heading", name="Consent drift")).to_be_visible()
+    [row] = page.locator("table.consent-drift tbody tr").all()
+    expect(row).to_contain_text("unsubscribed at Shopify since")
+    expect(row).to_contain_text("Klaviyo: subscribed since")
+    expect(row).not_to_contain_text("ada@example.com")  # masked
+    screenshot(page, "drift.png")
 
 
 AXES_AND_ZERO = """(canvas) => {

@@ -46,13 +46,21 @@
       x: {stacked: true}}, interaction: {mode: "index", intersect: false}}
   });
 
+  // The rate as a line; beside it, the month's cancellations split by why they happened.
   chart("chart-churn", {
-    type: "line",
-    data: {labels: data.churn.labels, datasets: [{label: "Churn rate", data: data.churn.rate, borderColor: "#c53030",
-      backgroundColor: "#c53030", spanGaps: true}]},
-    options: {scales: {y: percentAxis()}, plugins: {tooltip: {callbacks: {afterLabel: function (c) {
-      return data.churn.churned[c.dataIndex] + " lost of " + data.churn.paying_at_start[c.dataIndex] + " paying";
-    }}}}}
+    data: {labels: data.churn.labels, datasets: [
+      {type: "line", label: "Churn rate", data: data.churn.rate, borderColor: "#c53030", backgroundColor: "#c53030",
+       yAxisID: "y", spanGaps: true},
+      {type: "bar", label: "Cancelled: voluntary", data: data.churn.voluntary, backgroundColor: "#f6ad55", yAxisID: "y1", stack: "c"},
+      {type: "bar", label: "Cancelled: failed payment", data: data.churn.involuntary, backgroundColor: "#9b2c2c", yAxisID: "y1", stack: "c"}
+    ]},
+    options: {scales: {y: Object.assign(percentAxis(), {title: {display: true, text: "churn rate (%)"}}),
+      y1: {position: "right", stacked: true, beginAtZero: true, grace: "50%", grid: {drawOnChartArea: false},
+           ticks: {precision: 0}, title: {display: true, text: "cancellations"}}, x: {stacked: true}},
+      plugins: {tooltip: {callbacks: {afterLabel: function (c) {
+        return c.dataset.yAxisID === "y"
+          ? data.churn.churned[c.dataIndex] + " lost of " + data.churn.paying_at_start[c.dataIndex] + " paying" : "";
+      }}}}}
   });
 
   var rec = data.recovery;

@@ -79,10 +79,12 @@ class Shop:
         return self._post("customer.subscription.updated",
                           self._subscription(sub_id, customer_id, at, amount, plan), at)
 
-    def cancel(self, customer_id: str, sub_id: str, at: datetime) -> str:
+    def cancel(self, customer_id: str, sub_id: str, at: datetime, reason: str = "cancellation_requested") -> str:
+        """`reason` as Stripe's cancellation_details.reason: payment_failed when dunning ended it."""
         amount, plan = self.plans.get(sub_id, (2900, "Basic"))
-        return self._post("customer.subscription.deleted",
-                          self._subscription(sub_id, customer_id, at, amount, plan, "canceled", canceled_at=at), at)
+        subscription = self._subscription(sub_id, customer_id, at, amount, plan, "canceled", canceled_at=at)
+        subscription["cancellation_details"] = {"reason": reason, "feedback": None, "comment": None}
+        return self._post("customer.subscription.deleted", subscription, at)
 
     def invoice(self, customer_id: str, sub_id: str, invoice_id: str, at: datetime, paid: bool,
                 amount: int = 2900, attempt: int = 1) -> str:
