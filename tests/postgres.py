@@ -2,6 +2,7 @@
 HUB_TEST_POSTGRES_URL names a server."""
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 
@@ -13,17 +14,26 @@ def postgres_url() -> str | None:
     database of its own, so workers never empty each other's tables."""
     given = os.environ.get("HUB_TEST_POSTGRES_URL")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return _database_of(given, worker) if given and worker else given
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8]
+    return _database_of(given, f"{worker}_{run}" if run else worker) if given and worker else given
 
 
 @functools.cache
 def _database_of(server_url: str, worker: str) -> str:
-    """A fresh database named after the worker, created once per test process."""
+    """A fresh database named after the worker and its run, created once per test process and
+    dropped when it ends: two suites on one server (two checkouts) never share one."""
     url = make_url(server_url)
     name = f"{url.database}_{worker}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    atexit.register(_admin, url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(url, *statements: str) -> None:
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        admin.dispose()
