@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from hub import Hub, create_app, jobs
@@ -45,7 +44,7 @@ def test_hundred_webhooks_during_a_redis_outage_are_all_processed_after_it(outag
     server.start()
     # What `hub worker` does at start (and RQ cron every minute): drain what was left behind.
     jobs.backstop_job()
-    SimpleWorker([hub.queues.queue("inbox")], connection=hub.queues.connection).work(burst=True)
+    jobs.Worker([hub.queues.queue("inbox")], connection=hub.queues.connection).work(burst=True)
     with hub.storage.session() as s:
         assert s.scalar(select(func.count()).select_from(InboxEvent).where(
             InboxEvent.status == "processed")) == 100

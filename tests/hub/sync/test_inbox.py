@@ -4,9 +4,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from rq import SimpleWorker
 from sqlalchemy import func, select
 
+from hub import jobs
 from hub.models import InboxEvent, Subscriber, Subscription
 from hub.sync.inbox import drain_inbox
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
@@ -24,9 +24,10 @@ def customer_event(event_id="evt_cus", email="Jenny.Rosen@Example.com ", created
 
 
 def work(hub):
-    """Run the queued jobs like a worker would, then stop."""
+    """Run the queued jobs like a worker would, then stop. The hub's own worker class: RQ's
+    waits up to a minute to stop when its command channel's subscription is not yet live."""
     queues = [hub.queues.queue(n) for n in ("inbox", "outbox", "default")]
-    SimpleWorker(queues, connection=hub.queues.connection).work(burst=True)
+    jobs.Worker(queues, connection=hub.queues.connection).work(burst=True)
 
 
 def test_subscription_posted_appears_in_the_api_by_email(client, hub):

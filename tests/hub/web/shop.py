@@ -79,11 +79,13 @@ class Shop:
         return self._post("customer.subscription.updated",
                           self._subscription(sub_id, customer_id, at, amount, plan), at)
 
-    def cancel(self, customer_id: str, sub_id: str, at: datetime, reason: str = "cancellation_requested") -> str:
-        """`reason` as Stripe's cancellation_details.reason: payment_failed when dunning ended it."""
+    def cancel(self, customer_id: str, sub_id: str, at: datetime, reason: str | None = None) -> str:
+        """`reason` as Stripe's cancellation_details.reason (payment_failed when dunning ended it);
+        None sends none, as events from before API 2023-08-16 did."""
         amount, plan = self.plans.get(sub_id, (2900, "Basic"))
         subscription = self._subscription(sub_id, customer_id, at, amount, plan, "canceled", canceled_at=at)
-        subscription["cancellation_details"] = {"reason": reason, "feedback": None, "comment": None}
+        if reason:
+            subscription["cancellation_details"] = {"reason": reason, "feedback": None, "comment": None}
         return self._post("customer.subscription.deleted", subscription, at)
 
     def invoice(self, customer_id: str, sub_id: str, invoice_id: str, at: datetime, paid: bool,
