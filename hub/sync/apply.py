@@ -374,16 +374,34 @@ def _cycle_payment(session: Session, event: CanonicalEvent) -> Payment | None:
     d = event.data
     if not (d.get("per_attempt") and d.get("subscription_source_id")):
         return None
-    latest = session.scalar(
-        select(Payment).join(Subscription, Payment.subscription_id == Subscription.id)
+    found = session.execute(
+        select(Payment, Subscription).join(Subscription, Payment.subscription_id == Subscription.id)
         .where(Payment.source == event.source, Subscription.source == event.source,
                Subscription.source_id == str(d["subscription_source_id"]))
-        .order_by(Payment.id.desc()).limit(1))
-    if latest is None:
+        .order_by(Payment.id.desc()).limit(1)).first()
+    if found is None:
         return None
-    if latest.status in OWED or not _newer(event.occurred_at, latest.source_updated_at):
+    latest, subscription = found
+    if latest.status in OWED:
+        return latest if _in_cycle(latest, subscription, event.occurred_at) else None
+    if not _newer(event.occurred_at, latest.source_updated_at):
         return latest
     return None
+
+
+def _in_cycle(payment: Payment, subscription: Subscription, at: datetime) -> bool:
+    """Whether an attempt at `at` can still be a retry of an unpaid cycle.
+
+    A contract's billing cycles are consecutive spans of its billing policy's interval
+    (SubscriptionBillingCycle, picked by index or date with billingCycleSelector; an attempt
+    without one bills the current cycle: https://shopify.dev/docs/api/admin-graphql/latest/
+    input-objects/SubscriptionBillingAttemptInput). So an attempt one interval or more after
+    the cycle's first attempt bills a later cycle, whatever became of this one.
+    """
+    first, interval = payment.first_failed_at, subscription.interval
+    if first is None or interval not in ("day", "week", "month", "year"):
+        return True  # no bound known: retries of the one unpaid cycle
+    return at < inference.plus(first, interval, subscription.interval_count or 1)
 
 
 def apply_payment(session, event, changes):

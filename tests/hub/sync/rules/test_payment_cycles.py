@@ -212,3 +212,13 @@ def test_partial_refunds_reported_by_recharge_and_by_shopify_subtract_once_in_an
             for event in events[name]:
                 world.receive(event)
         assert world.subscriber(email).lifetime_spend == 4900 - 1500, arrival
+
+
+def test_an_attempt_one_billing_interval_after_an_unpaid_cycle_began_is_the_next_cycle(world):
+    # The contract bills every 4 weeks (standins.shopify.contract_node).
+    shopify_attempt(world, "failure", "cycle-1-try-1", "2026-11-29T12:00")
+    shopify_attempt(world, "failure", "cycle-1-try-2", "2026-12-20T12:00")
+    shopify_attempt(world, "failure", "cycle-2-try-1", "2026-12-27T12:00")
+    shopify_attempt(world, "success", "cycle-2-try-2", "2026-12-30T12:00", order_id=9002)
+
+    assert payments(world) == [("shopify", "failed", 2), ("shopify", "succeeded", 1)]
