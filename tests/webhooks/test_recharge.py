@@ -329,3 +329,21 @@ def test_a_delivery_without_its_topic_fails_on_the_failed_events_page_instead_of
     assert log_in(staff, "olive@shop.test").status_code == 302
     page = staff.get("/sync-log/failed-events").get_data(as_text=True)
     assert f"/sync-log/events/{failed_id}" in page and "names no id or type" in page
+
+
+def test_a_partial_refund_from_recharge_and_shopify_drained_in_one_batch_subtracts_once(client, hub):
+    email, order_id = "niels.bohr@example.com", 4512345678901
+    charge = sample("charge_refunded")["charge"]
+    paid = {**charge, "status": "success", "total_refunds": "0.00", "updated_at": "2022-04-09T04:00:12+00:00"}
+    refunded = {**charge, "status": "partially_refunded", "total_refunds": "10.00"}
+    order = {**load_sample("shopify/orders_paid.json"), "id": order_id, "total_price": "49.00", "currency": "USD",
+             "email": email, "customer": {"id": int(SHOPIFY_ID), "email": email}}
+    refund = {**load_sample("shopify/refunds_create.json"), "id": 99, "order_id": order_id,
+              "transactions": [{"kind": "refund", "status": "success", "amount": "10.00", "currency": "USD"}]}
+    post(client, "recharge", {"charge": paid}, topic="charge/paid")
+    post(client, "shopify", order, topic="orders/paid", webhook_id="wh-paid")
+    post(client, "recharge", {"charge": refunded}, topic="charge/refunded")
+    post(client, "shopify", refund, topic="refunds/create", webhook_id="wh-refund")
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        assert s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.email == email)) == 4900 - 1000
