@@ -58,6 +58,9 @@ class Settings:
     RECHARGE_WEBHOOK_SECRET: str = _doc("", "API client secret of that token: Recharge signs webhooks with it.",
                                         secret=True)
     RECHARGE_API_BASE: str = _doc("", "Recharge API base URL; default `https://api.rechargeapps.com` (stand-ins).")
+    RECHARGE_PORTAL_URL: str = _doc("", "Where the store's Recharge customer portal lives, before `/portal/…`; "
+                                    "default `https://{SHOPIFY_SHOP}/tools/recurring` (a custom store: "
+                                    "`https://<subdomain>.admin.rechargeapps.com`).")
     KLAVIYO_API_KEY: str = _doc("", "Klaviyo private API key (`pk_…`).", secret=True)
     KLAVIYO_BASE_URL: str = _doc("https://a.klaviyo.com", "Klaviyo API base URL.")
     HUBSPOT_ACCESS_TOKEN: str = _doc("", "HubSpot private-app access token.", secret=True)

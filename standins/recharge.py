@@ -1,7 +1,8 @@
 """A loopback stand-in of Recharge's Admin API 2021-11 as the hub calls it: the list APIs
 (`GET /customers|subscriptions|charges`), webhook registration (`POST/GET/PUT/DELETE
-/webhooks`), customer portal access (`GET /customers/{id}/get_portal_access`) and the portal
-page the customer's browser opens; and it posts signed webhooks to what was registered.
+/webhooks`), a customer (`GET /customers/{id}`, with the hash the customer portal opens on)
+and the portal page the customer's browser opens; and it posts signed webhooks to what was
+registered.
 
 It speaks Recharge's shapes: `X-Recharge-Access-Token` (401 without it or with another),
 `X-Recharge-Version` (2021-11 answers carry the cursors in the body; without the header the
@@ -26,10 +27,9 @@ import re
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
-from standins.loopback import Call, LoopbackServer, new_id
+from standins.loopback import Call, LoopbackServer
 
 VERSION = "2021-11"
 VERSIONS = ("2021-01", "2021-11")
@@ -50,16 +50,21 @@ LEAK_PER_S = 2.0
 # (https://docs.getrecharge.com/docs/using-cursor-pagination-with-the-recharge-api).
 DEFAULT_LIMIT, MAX_LIMIT = 50, 250
 
-# What portal access answers: base_url, customer_hash, expires_at, portal_url ("Full customer
-# portal URL with token") and temp_token
-# (https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessResponse);
-# page_destination picks the page, payment_methods among them
+# The customer portal. A store's hosted portal opens on the customer's `hash`, which the Admin
+# API gives with the customer (GET /customers/{id}): "The hash value acts as an authenticator
+# to authorize the customer to access the relevant customer portal", linked as
+# https://<recharge-subdomain>.admin.rechargeapps.com/portal/<customer_hash>/subscriptions
+# (https://docs.getrecharge.com/docs/build-a-recharge-hosted-customer-portal). A visitor without
+# a portal session signs in there with a code sent to their email (Recharge's client,
+# @rechargeapps/storefront-client 2.3.0, api/auth.js sendPasswordlessCode: POST /attempt_login).
+# Temporary-token portal URLs (`portal_access`: base_url, customer_hash, expires_at, portal_url,
+# temp_token, https://storefront.getrecharge.com/client/docs/types/interfaces/
+# CustomerPortalAccessResponse) come only from the Storefront API, GET /portal_access with the
+# customer's own session token (that client's api/customer.js getCustomerPortalAccess); the
+# Admin API has no call that makes them for a customer, so the stand-in answers none, and a
+# hash link has no lifetime. Pages: the portal's destinations
 # (https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessOptions/).
-# The docs give no lifetime for the token; the stand-in keeps it an hour. The Admin API path,
-# GET /customers/{id}/get_portal_access, could not be traced to a stored page: check it
-# against developer.rechargepayments.com before relying on it.
 PORTAL_DESTINATIONS = ("payment_methods", "subscriptions", "shipping", "delivery_schedule", "orders", "overview")
-PORTAL_TOKEN_S = 3600
 
 # Webhook topics of API 2021-11 the stand-in accepts for registration
 # (https://developer.rechargepayments.com/2021-11/webhooks_endpoints/webhooks_available).
@@ -82,7 +87,7 @@ class FakeRecharge(LoopbackServer):
         ("GET", r"/customers", "list_customers"),
         ("GET", r"/subscriptions", "list_subscriptions"),
         ("GET", r"/charges", "list_charges"),
-        ("GET", r"/customers/(?P<customer>\d+)/get_portal_access", "portal_access"),
+        ("GET", r"/customers/(?P<customer>\d+)", "get_customer"),
         ("GET", r"/webhooks", "list_webhooks"),
         ("POST", r"/webhooks", "create_webhook"),
         ("PUT", r"/webhooks/(?P<webhook>\d+)", "update_webhook"),
@@ -98,10 +103,8 @@ class FakeRecharge(LoopbackServer):
         self.subscriptions: list[dict] = []
         self.charges: list[dict] = []
         self.webhooks: list[dict] = []
-        self.portal_tokens: list[dict] = []
         self.deliveries: list[tuple[str, int]] = []  # (topic, HTTP status the receiver answered)
         self.throttled = 0
-        self.clock = time.time()  # the stand-in's "now" for portal tokens; a test moves it forward
         self._level, self._leaked_at = 0.0, time.monotonic()
         self._ids = iter(range(7_000_001, 8_000_000))
 
@@ -109,7 +112,7 @@ class FakeRecharge(LoopbackServer):
 
     def authorized(self, call: Call) -> bool:
         if call.path.startswith("/portal/"):
-            return True  # opened by the customer's browser with the temporary token
+            return True  # opened by the customer's browser, which signs in there
         return _header(call, "X-Recharge-Access-Token") == self.token
 
     def error_body(self, status: int, message: str) -> dict:
@@ -266,31 +269,23 @@ class FakeRecharge(LoopbackServer):
 
     # Customer portal ----------------------------------------------------------------------
 
-    def portal_access(self, call: Call):
-        def access(version):
+    def get_customer(self, call: Call):
+        def retrieve(version):
             customer = next((c for c in self.customers if str(c["id"]) == call.params["customer"]), None)
             if customer is None:
                 return 404, {"errors": "Not Found"}
-            destination = _one(call, "page_destination") or "overview"
-            if destination not in PORTAL_DESTINATIONS:
-                return 422, {"errors": {"page_destination": f"must be one of {', '.join(PORTAL_DESTINATIONS)}"}}
-            customer_hash = customer.get("hash") or hashlib.md5(str(customer["id"]).encode()).hexdigest()[:30]
-            token = new_id() + new_id()
-            expires = datetime.fromtimestamp(self.clock, timezone.utc) + timedelta(seconds=PORTAL_TOKEN_S)
-            self.portal_tokens.append({"token": token, "hash": customer_hash, "customer_id": customer["id"],
-                                       "page": destination, "expires": self.clock + PORTAL_TOKEN_S})
-            base = f"{self.url}/portal/{customer_hash}/"
-            return 200, {"base_url": base, "customer_hash": customer_hash, "temp_token": token,
-                         "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "portal_url": f"{base}{destination}?token={token}"}
-        return self._api(call, access)
+            return 200, {"customer": {**customer, "hash": _customer_hash(customer)}}
+        return self._api(call, retrieve)
 
     def open_portal(self, call: Call):
-        token = _one(call, "token")
-        found = next((t for t in self.portal_tokens if t["token"] == token and t["hash"] == call.params["hash"]), None)
-        if found is None or self.clock > found["expires"]:
-            return 401, {"errors": "This link has expired. Request a new one from the store."}
-        return 200, {"page": call.params["page"], "customer": found["customer_id"]}
+        customer = next((c for c in self.customers if _customer_hash(c) == call.params["hash"]), None)
+        if customer is None or call.params["page"] not in PORTAL_DESTINATIONS:
+            return 404, {"errors": "Not Found"}
+        return 200, {"page": call.params["page"], "customer": customer["id"], "sign_in": "email code"}
+
+
+def _customer_hash(customer: dict) -> str:
+    return customer.get("hash") or hashlib.md5(str(customer["id"]).encode()).hexdigest()[:30]
 
 
 def _header(call: Call, name: str) -> str | None:

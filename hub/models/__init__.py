@@ -33,6 +33,7 @@ from hub.models.subscriber import (
                             STATUSES,
                             Merge,
                             Order,
+                            OrderRefunds,
                             Payment,
                             PaymentStatus,
                             Subscriber,
@@ -41,7 +42,7 @@ from hub.models.subscriber import (
 )
 
 __all__ = [
-    "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "Merge",
+    "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "OrderRefunds", "Merge",
     "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "Checkpoint", "StaffUser", "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",

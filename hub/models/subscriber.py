@@ -188,6 +188,27 @@ class Order(Base):
     subscriber: Mapped[Subscriber | None] = relationship(back_populates="orders")
 
 
+class OrderRefunds(Base):
+    """What each source says one paid order (or payment) has given back, and what of it the
+    hub has taken off lifetime spend.
+
+    A refund can reach the hub from two sources (Recharge's charge/refunded and Shopify's
+    refunds/create name one Shopify order), in any order, before or after the money it gives
+    back, and again on a replay. `reported` keeps per source either its running total
+    (`{"total": n}`) or its single refunds by key (`{"<refund id>@<time>": n}`); the order's
+    refund is the largest source's sum, and `counted` is how much of that was subtracted.
+    """
+
+    __tablename__ = "order_refunds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The order or payment the refund gives back on, as the refunding source names it.
+    order_source_id: Mapped[str] = mapped_column(String(255), unique=True)
+    reported: Mapped[dict] = mapped_column(default=dict)
+    counted: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(String(3))
+
+
 class Merge(Base):
     """A logged identity decision: two records found to be one person."""
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.events import CanonicalEvent
-from hub.models import Order, Payment, Subscriber, Subscription
+from hub.models import Order, OrderRefunds, Payment, Subscriber, Subscription
 from hub.sync import compliance, inference
 from hub.sync.identity import find_subscriber, resolve
 from hub.values import normalize_email, normalize_phone
@@ -200,6 +200,7 @@ def apply_order(session, event, changes):
             changes.notes.append(f"{label}: its renewal payment already counted the money")
         elif not d.get("subscription_source_id"):
             _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
+        _settle_refunds_of(session, [order.source_id], subscriber, changes, order)
     if event.name == ev.ORDER_CANCELLED:
         changes.set(order, "cancelled", True, label)
     elif event.source == "shopify" and not order.cancelled:
@@ -231,26 +232,68 @@ def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, change
 
 def apply_refund(session, event, changes):
     d = event.data
+    order_id = str(d.get("order_source_id"))
     # A subscription app's refund names the store order it paid for (Recharge: the Shopify
     # order), which the store's own refund names too: one order, refunded once.
-    order = session.scalar(select(Order).where(Order.source_id == str(d.get("order_source_id")))
+    order = session.scalar(select(Order).where(Order.source_id == order_id)
                            .order_by((Order.source == event.source).desc()).limit(1))
     subscriber = _subscriber(session, event, changes, create=bool(event.customer))
     if subscriber is None and order is not None and order.subscriber_id:
         subscriber = session.get(Subscriber, order.subscriber_id)
         changes.subscriber = subscriber
-    amount = d.get("amount") or 0
+    refunds = session.scalar(select(OrderRefunds).where(OrderRefunds.order_source_id == order_id))
+    if refunds is None:
+        refunds = OrderRefunds(order_source_id=order_id, reported={}, counted=0, currency=d.get("currency"))
+        session.add(refunds)
+    reported = dict(refunds.reported.get(event.source) or {})
+    if d.get("refunded_total") is not None:
+        # A running total (Recharge's total_refunds): an older one delivered late changes nothing.
+        reported["total"] = max(reported.get("total", 0), d["refunded_total"])
+    else:
+        # One refund by its id and time: a retry or replay of it replaces itself.
+        reported[f"{d.get('source_id')}@{event.occurred_at.isoformat()}"] = d.get("amount") or 0
+    refunds.reported = {**refunds.reported, event.source: reported}  # a new dict: the JSON column sees it
+    _settle_refunds(session, refunds, subscriber, changes, order)
+
+
+def _settle_refunds_of(session: Session, order_ids, subscriber: Subscriber, changes: Changes,
+                       order: Order | None = None) -> None:
+    """Take off the refunds that waited for this order's money (they arrived before it)."""
+    for order_id in {str(i) for i in order_ids if i}:
+        refunds = session.scalar(select(OrderRefunds).where(OrderRefunds.order_source_id == order_id))
+        if refunds is not None:
+            held = order or session.scalar(select(Order).where(Order.source_id == order_id).limit(1))
+            _settle_refunds(session, refunds, subscriber, changes, held)
+
+
+def _settle_refunds(session: Session, refunds: OrderRefunds, subscriber: Subscriber | None, changes: Changes,
+                    order: Order | None) -> None:
+    """Bring what was taken off spend for one order up to what it has given back.
+
+    The order's refund is the largest total any source reports (each source sees the same
+    money), never more than the order took. Spend never goes below zero: what a refund that
+    arrives before its money cannot take off yet waits, and is taken when the money is counted.
+    """
+    given_back = max((sum(by_key.values()) for by_key in refunds.reported.values()), default=0)
+    paid = order.total if order is not None and order.total else _paid_amount(session, refunds.order_source_id)
+    if paid:
+        given_back = min(given_back, max(paid, refunds.counted))
     if order is not None:
-        held = order.refunded or 0
-        # A running total replaces what is held; a single refund adds to it. Never more
-        # than the order took: the same money reported by the app and by the store.
-        refunded = max(held, d["refunded_total"]) if d.get("refunded_total") is not None else held + amount
-        if order.total:
-            refunded = min(refunded, max(order.total, held))
-        amount = refunded - held
-        changes.set(order, "refunded", refunded, f"order {order.number or order.source_id}")
-    if subscriber is not None and amount:
-        changes.set(subscriber, "lifetime_spend", max(0, subscriber.lifetime_spend - amount), "lifetime value")
+        changes.set(order, "refunded", given_back, f"order {order.number or order.source_id}")
+    owed = given_back - refunds.counted
+    if subscriber is None or owed <= 0:
+        return
+    taken = min(owed, subscriber.lifetime_spend)
+    if taken:
+        changes.set(subscriber, "lifetime_spend", subscriber.lifetime_spend - taken, "lifetime value")
+        refunds.counted += taken
+
+
+def _paid_amount(session: Session, order_id: str) -> int | None:
+    """What a paid payment that made this order (or is it) took."""
+    return session.scalar(select(Payment.amount).where(
+        or_(Payment.order_source_id == order_id, Payment.source_id == order_id),
+        Payment.status == "succeeded").limit(1))
 
 
 SUBSCRIPTION_FIELDS = ("status", "plan", "plan_id", "interval", "interval_count", "amount", "currency",
@@ -331,16 +374,34 @@ def _cycle_payment(session: Session, event: CanonicalEvent) -> Payment | None:
     d = event.data
     if not (d.get("per_attempt") and d.get("subscription_source_id")):
         return None
-    latest = session.scalar(
-        select(Payment).join(Subscription, Payment.subscription_id == Subscription.id)
+    found = session.execute(
+        select(Payment, Subscription).join(Subscription, Payment.subscription_id == Subscription.id)
         .where(Payment.source == event.source, Subscription.source == event.source,
                Subscription.source_id == str(d["subscription_source_id"]))
-        .order_by(Payment.id.desc()).limit(1))
-    if latest is None:
+        .order_by(Payment.id.desc()).limit(1)).first()
+    if found is None:
         return None
-    if latest.status in OWED or not _newer(event.occurred_at, latest.source_updated_at):
+    latest, subscription = found
+    if latest.status in OWED:
+        return latest if _in_cycle(latest, subscription, event.occurred_at) else None
+    if not _newer(event.occurred_at, latest.source_updated_at):
         return latest
     return None
+
+
+def _in_cycle(payment: Payment, subscription: Subscription, at: datetime) -> bool:
+    """Whether an attempt at `at` can still be a retry of an unpaid cycle.
+
+    A contract's billing cycles are consecutive spans of its billing policy's interval
+    (SubscriptionBillingCycle, picked by index or date with billingCycleSelector; an attempt
+    without one bills the current cycle: https://shopify.dev/docs/api/admin-graphql/latest/
+    input-objects/SubscriptionBillingAttemptInput). So an attempt one interval or more after
+    the cycle's first attempt bills a later cycle, whatever became of this one.
+    """
+    first, interval = payment.first_failed_at, subscription.interval
+    if first is None or interval not in ("day", "week", "month", "year"):
+        return True  # no bound known: retries of the one unpaid cycle
+    return at < inference.plus(first, interval, subscription.interval_count or 1)
 
 
 def apply_payment(session, event, changes):
@@ -395,6 +456,7 @@ def apply_payment(session, event, changes):
                 changes.notes.append(f"{label}: its order {payment.order_source_id} already counted the money")
             else:
                 _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)
+            _settle_refunds_of(session, [payment.order_source_id, payment.source_id], subscriber, changes)
 
 
 def apply_renewal_upcoming(session, event, changes):

@@ -87,12 +87,14 @@ def test_registered_webhooks_are_posted_signed_and_pass_the_hubs_check():
     assert call.headers["X-Recharge-Topic"] == "charge/paid"
 
 
-def test_portal_access_gives_a_temporary_portal_url_that_expires():
+def test_the_portal_opens_on_the_customers_hash_and_the_admin_api_mints_no_portal_tokens():
     with FakeRecharge(token=TOKEN) as rc:
         rc.customers = [{"id": 42, "hash": "abc123", "updated_at": "2022-03-09T02:36:35"}]
-        access = requests.get(f"{rc.url}/customers/42/get_portal_access",
-                              params={"page_destination": "payment_methods"}, headers=V, timeout=5).json()
-        assert access["customer_hash"] == "abc123" and "/payment_methods?token=" in access["portal_url"]
-        assert requests.get(access["portal_url"], timeout=5).json() == {"page": "payment_methods", "customer": 42}
-        rc.clock += 2 * 3600
-        assert requests.get(access["portal_url"], timeout=5).status_code == 401
+        assert requests.get(f"{rc.url}/customers/42/get_portal_access",
+                            params={"page_destination": "payment_methods"}, headers=V, timeout=5).status_code == 404
+        customer = requests.get(f"{rc.url}/customers/42", headers=V, timeout=5).json()["customer"]
+        assert customer["hash"] == "abc123"
+        assert requests.get(f"{rc.url}/customers/43", headers=V, timeout=5).status_code == 404
+        page = requests.get(f"{rc.url}/portal/abc123/payment_methods", timeout=5)
+        assert page.json() == {"page": "payment_methods", "customer": 42, "sign_in": "email code"}
+        assert requests.get(f"{rc.url}/portal/unknown/payment_methods", timeout=5).status_code == 404

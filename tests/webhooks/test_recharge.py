@@ -14,9 +14,10 @@ from werkzeug.datastructures import Headers
 
 from hub.config import Settings
 from hub.errors import SignatureInvalid, SourceNotConfigured
-from hub.models import Payment, Subscriber
+from hub.models import InboxEvent, Payment, Subscriber
 from hub.sync.apply import apply_event
 from hub.sync.inbox import drain_inbox
+from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import API_HEADERS, load_sample, post
 from webhooks import UNREADABLE, body_hash_id
 from webhooks.recharge import webhook as recharge
@@ -129,15 +130,16 @@ def test_describe_dedupes_retries_of_one_delivery_and_tells_changes_apart():
     changed = recharge.describe({"X-Recharge-Topic": "charge/failed"}, json.dumps(retried).encode())
     assert changed.event_id != first.event_id
     undated = [{"charge": {"id": 7, "status": "error", "charge_attempts": n}} for n in (1, 2)]
-    ids = {recharge.describe({}, json.dumps(body).encode()).event_id for body in undated}
+    ids = {recharge.describe({"X-Recharge-Topic": "charge/failed"}, json.dumps(body).encode()).event_id
+           for body in undated}
     assert len(ids) == 2
 
 
-@pytest.mark.parametrize("name,topic", [("charge_paid", "charge/paid"), ("charge_failed", "charge/failed"),
-                                        ("charge_refunded", "charge/refunded"), ("charge_created", "charge/created"),
-                                        ("subscription", "subscription/updated"), ("customer", "customer/updated")])
-def test_describe_reads_the_topic_from_the_body_when_the_header_is_missing(name, topic):
-    assert recharge.describe({}, json.dumps(sample(name)).encode()).topic == topic
+@pytest.mark.parametrize("name", ["charge_paid", "charge_failed", "charge_refunded", "subscription", "customer"])
+def test_describe_guesses_no_topic_when_the_header_is_missing(name):
+    body = json.dumps(sample(name)).encode()
+    for headers in ({}, {"X-Recharge-Topic": ""}, {"X-Recharge-Topic": "  "}):
+        assert recharge.describe(headers, body).topic == UNREADABLE
 
 
 # --- normalizers --------------------------------------------------------------------------
@@ -308,3 +310,40 @@ def test_a_signed_recharge_webhook_is_stored_drained_and_shown_on_the_subscriber
     [held] = found["subscriptions"]
     assert (held["source"], held["status"]) == ("recharge", "active")
     assert held["plan"].startswith("Test product")
+
+
+def test_a_delivery_without_its_topic_fails_on_the_failed_events_page_instead_of_applying(app, client, hub):
+    customer = copy.deepcopy(sample("customer"))
+    assert post(client, "recharge", customer, topic="customer/created").status_code == 200
+    deleted = copy.deepcopy(customer)
+    deleted["customer"]["updated_at"] = "2030-01-01T00:00:00"
+    assert post(client, "recharge", deleted, topic=None).status_code == 200  # stored: Recharge stops retrying
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        rows = {row.status: row for row in s.scalars(select(InboxEvent))}
+        assert set(rows) == {"processed", "failed"}
+        assert "type" in rows["failed"].error
+        failed_id = rows["failed"].id
+    add_staff(hub, "olive@shop.test", "operator")
+    staff = app.test_client()
+    assert log_in(staff, "olive@shop.test").status_code == 302
+    page = staff.get("/sync-log/failed-events").get_data(as_text=True)
+    assert f"/sync-log/events/{failed_id}" in page and "names no id or type" in page
+
+
+def test_a_partial_refund_from_recharge_and_shopify_drained_in_one_batch_subtracts_once(client, hub):
+    email, order_id = "niels.bohr@example.com", 4512345678901
+    charge = sample("charge_refunded")["charge"]
+    paid = {**charge, "status": "success", "total_refunds": "0.00", "updated_at": "2022-04-09T04:00:12+00:00"}
+    refunded = {**charge, "status": "partially_refunded", "total_refunds": "10.00"}
+    order = {**load_sample("shopify/orders_paid.json"), "id": order_id, "total_price": "49.00", "currency": "USD",
+             "email": email, "customer": {"id": int(SHOPIFY_ID), "email": email}}
+    refund = {**load_sample("shopify/refunds_create.json"), "id": 99, "order_id": order_id,
+              "transactions": [{"kind": "refund", "status": "success", "amount": "10.00", "currency": "USD"}]}
+    post(client, "recharge", {"charge": paid}, topic="charge/paid")
+    post(client, "shopify", order, topic="orders/paid", webhook_id="wh-paid")
+    post(client, "recharge", {"charge": refunded}, topic="charge/refunded")
+    post(client, "shopify", refund, topic="refunds/create", webhook_id="wh-refund")
+    drain_inbox(hub.storage, hub.settings)
+    with hub.storage.session() as s:
+        assert s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.email == email)) == 4900 - 1000

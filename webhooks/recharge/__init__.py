@@ -16,5 +16,5 @@ SOURCE = Source(
     lister=backfill.LISTER,
     page_name="Recharge customer portal",
     customer_page=api.customer_page_url,
-    linkable=api.is_configured,
+    linkable=api.is_linkable,
 )

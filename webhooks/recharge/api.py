@@ -32,10 +32,13 @@ TIMEOUT_S = 30
 HUB_PATH = "/webhooks/recharge"  # where the hub takes Recharge's webhooks
 
 # The portal page a hub link opens, by the link's purpose: the payment methods page to replace
-# a card, the subscriptions page for the rest (page_destination,
+# a card, the subscriptions page for the rest (the portal's destinations,
 # https://storefront.getrecharge.com/client/docs/types/interfaces/CustomerPortalAccessOptions/).
 PORTAL_PAGES = {UPDATE_PAYMENT: "payment_methods"}
 PORTAL_DEFAULT_PAGE = "subscriptions"
+# A Shopify store's portal is served through Recharge's app proxy on the shop's own domain
+# (SHOPIFY_APP_PROXY_URL in Recharge's client, @rechargeapps/storefront-client 2.3.0).
+SHOPIFY_APP_PROXY = "/tools/recurring"
 
 
 @dataclass
@@ -152,25 +155,43 @@ class Client:
 
     # Customer portal (hub links) ---------------------------------------------------------
 
-    def portal_url(self, customer_id: str, page: str) -> str:
-        """The customer's portal page with a temporary token (portal_url of portal access;
-        the path is the one standins/recharge.py models, not yet traced to Recharge's docs)."""
-        answer = self.call("GET", f"customers/{customer_id}/get_portal_access", {"page_destination": page})
-        # The storefront API answers the access object bare; a wrapped one is read too.
-        access = answer.get("customer_portal_access") or answer
-        if not access.get("portal_url"):
-            raise RechargeAPIError(f"Recharge gave no portal_url for customer {customer_id}")
-        return access["portal_url"]
+    def customer_hash(self, customer_id: str) -> str:
+        """The hash the customer portal opens on (GET /customers/{id},
+        https://docs.getrecharge.com/docs/build-a-recharge-hosted-customer-portal)."""
+        customer = self.call("GET", f"customers/{customer_id}").get("customer") or {}
+        if not customer.get("hash"):
+            raise RechargeAPIError(f"Recharge gave no hash for customer {customer_id}")
+        return str(customer["hash"])
 
 
 def customer_page_url(settings, customer_id: str, purpose: str, subscription_id: str | None = None) -> str | None:
-    """The Recharge customer portal page for the link's purpose, made at the click (its token
-    is temporary); None when Recharge is not configured."""
-    if not is_configured(settings):
+    """The store's Recharge customer portal page for the link's purpose, at the customer's hash
+    (asked at the click); None when Recharge or the portal's address is not configured.
+
+    Recharge's Admin API makes no temporary-token portal URL for a customer (those come from
+    the Storefront API, with the customer's own session): the portal opens on the hash, and a
+    visitor without a portal session signs in there with a code sent to their email.
+    """
+    if not is_linkable(settings):
         return None
+    portal = portal_base(settings)
     # One retry at most: the customer's browser waits on this answer.
     client = Client(settings, retries=1)
     try:
-        return client.portal_url(customer_id, PORTAL_PAGES.get(purpose, PORTAL_DEFAULT_PAGE))
+        customer_hash = client.customer_hash(customer_id)
     finally:
         client.http.close()
+    return f"{portal}/portal/{customer_hash}/{PORTAL_PAGES.get(purpose, PORTAL_DEFAULT_PAGE)}"
+
+
+def is_linkable(settings) -> bool:
+    """Whether hub links can open the portal: the API (for the hash) and the portal's address."""
+    return is_configured(settings) and portal_base(settings) is not None
+
+
+def portal_base(settings) -> str | None:
+    """RECHARGE_PORTAL_URL, else the Shopify shop's app proxy."""
+    if settings.RECHARGE_PORTAL_URL:
+        return settings.RECHARGE_PORTAL_URL.rstrip("/")
+    shop = (settings.SHOPIFY_SHOP or "").strip().removeprefix("https://").removeprefix("http://").strip("/")
+    return f"https://{shop}{SHOPIFY_APP_PROXY}" if shop else None

@@ -83,9 +83,15 @@ def _verify_timestamped(secret: str, signature: str, body: bytes) -> None:
 def describe(headers, body: bytes) -> Envelope:
     """Dedupe id, topic and time; never raises.
 
-    The topic comes from `X-Recharge-Topic`. Recharge's webhooks carry no event id, and a
-    retry resends the same object: the id is the topic with the object's id and updated_at
-    (else the body's hash), the same across retries of one delivery and new for every change.
+    The topic comes from `X-Recharge-Topic`, sent with every delivery ("Recharge sends the
+    subscription topic in the X-Recharge-Topic header", https://github.com/hookdeck/webhook-skills/
+    blob/main/skills/recharge-webhooks/SKILL.md). The body cannot stand in for it: a callback is the
+    bare REST object (https://docs.getrecharge.com/docs/webhooks-overview#handling-the-callback-request),
+    so customer/updated and customer/deleted carry the same customer. A delivery without the
+    header is kept as unreadable and fails when drained, rather than applied as a guessed topic.
+    Recharge's webhooks carry no event id, and a retry resends the same object: the id is the
+    topic with the object's id and updated_at (else the body's hash), the same across retries of
+    one delivery and new for every change.
     """
     try:
         payload = json_value(body)
@@ -95,7 +101,9 @@ def describe(headers, body: bytes) -> Envelope:
             raise ValueError("no object id")
     except Exception:  # the contract: never raise here; the worker fails the body later
         return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
-    topic = text_or_none(header(headers, "X-Recharge-Topic")) or _topic_of(key, obj)
+    topic = (text_or_none(header(headers, "X-Recharge-Topic")) or "").strip()
+    if not topic:
+        return Envelope(event_id=body_hash_id(body), topic=UNREADABLE)
     # Without a readable updated_at the body itself tells one state from another.
     version = text_or_none(obj.get("updated_at")) or body_hash_id(body)
     return Envelope(event_id=f"{topic}:{object_id}:{version}", topic=topic,
@@ -112,20 +120,6 @@ def _resource(payload) -> tuple[str, dict]:
         if isinstance(payload.get(key), dict):
             return key, payload[key]
     raise ValueError("no Recharge resource in the body")
-
-
-# A body without X-Recharge-Topic (a sender that leaves it out) still says what it is: a
-# charge's status names the charge topic (statuses: https://storefront.getrecharge.com/client/
-# docs/types/type-aliases/ChargeStatus); other resources are read as their "updated" topic,
-# whose normalizer takes the state from the object itself.
-_CHARGE_TOPICS = {"success": "charge/paid", "error": "charge/failed", "refunded": "charge/refunded",
-                  "partially_refunded": "charge/refunded", "queued": "charge/created"}
-
-
-def _topic_of(key: str, obj: dict) -> str:
-    if key == "charge":
-        return _CHARGE_TOPICS.get(str(obj.get("status") or "").lower(), "charge/updated")
-    return f"{key}/updated"
 
 
 # --- readers of Recharge objects ----------------------------------------------------------

@@ -1,11 +1,10 @@
-"""The update-payment link of a Recharge customer opens Recharge's customer portal on its
-payment methods page, with a temporary token asked for at the click."""
+"""The update-payment link of a Recharge customer opens the store's Recharge customer portal on
+its payment methods page, at the customer's hash asked for at the click."""
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -36,6 +35,7 @@ def test_a_failed_charge_links_to_the_portal_payment_methods_page_made_at_the_cl
         rc.customers = [{"id": CUSTOMER_ID, "hash": "6edd4a4f6ca8b1658c581e597ce492",
                          "updated_at": "2022-03-09T02:36:35"}]
         hub.settings.RECHARGE_API_KEY, hub.settings.RECHARGE_API_BASE = TOKEN, rc.url
+        hub.settings.RECHARGE_PORTAL_URL = rc.url
         hub.settings.HUB_BASE_URL = HUB
         failed = load_sample("recharge/charge_failed.json")
         assert post(client, "recharge", failed, topic="charge/failed").status_code == 200
@@ -43,20 +43,21 @@ def test_a_failed_charge_links_to_the_portal_payment_methods_page_made_at_the_cl
         with hub.storage.session() as s:
             [trigger] = s.scalars(select(Trigger).where(Trigger.name == "Payment Failed")).all()
         link = trigger.properties["update_payment_url"]
-        assert link.startswith(f"{HUB}/l/") and rc.portal_tokens == []  # nothing asked before the click
+        assert link.startswith(f"{HUB}/l/") and rc.operations("get_customer") == []  # nothing asked yet
 
-        rc.clock += timedelta(days=14).total_seconds()  # read two weeks later: the token is made now
         status, page = open_in_browser(client, link)
-    assert (status, page) == (200, {"page": "payment_methods", "customer": CUSTOMER_ID})
-    [asked] = rc.operations("portal_access")
-    assert asked.query["page_destination"] == ["payment_methods"]
+    assert (status, page) == (200, {"page": "payment_methods", "customer": CUSTOMER_ID, "sign_in": "email code"})
+    assert len(rc.operations("get_customer")) == 1
 
 
-def test_other_purposes_open_the_subscriptions_page_and_no_key_gives_no_page(hub):
+def test_other_purposes_open_the_subscriptions_page_and_without_a_key_or_portal_no_page(hub):
     with FakeRecharge(token=TOKEN) as rc:
         rc.customers = [{"id": CUSTOMER_ID, "hash": "h1", "updated_at": "2022-03-09T02:36:35"}]
         hub.settings.RECHARGE_API_KEY, hub.settings.RECHARGE_API_BASE = TOKEN, rc.url
+        hub.settings.RECHARGE_PORTAL_URL, hub.settings.SHOPIFY_SHOP = "", "example.myshopify.com"
         url = api.customer_page_url(hub.settings, str(CUSTOMER_ID), "cancel", "1111111")
-        assert "/portal/h1/subscriptions?token=" in url
-        hub.settings.RECHARGE_API_KEY = ""
+        assert url == "https://example.myshopify.com/tools/recurring/portal/h1/subscriptions"
+        hub.settings.SHOPIFY_SHOP = ""
+        assert api.customer_page_url(hub.settings, str(CUSTOMER_ID), "cancel") is None
+        hub.settings.RECHARGE_PORTAL_URL, hub.settings.RECHARGE_API_KEY = rc.url, ""
         assert api.customer_page_url(hub.settings, str(CUSTOMER_ID), "cancel") is None

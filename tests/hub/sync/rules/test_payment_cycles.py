@@ -4,6 +4,7 @@ Shopify billing attempts and Recharge charges go through their real normalizers 
 database and the rules, as the worker runs them.
 """
 from datetime import timedelta
+from itertools import permutations
 
 from sqlalchemy import select
 
@@ -161,3 +162,63 @@ def test_a_refund_reported_by_recharge_and_by_shopify_subtracts_once(world):
         world.receive(event)
 
     assert world.subscriber("niels.bohr@example.com").lifetime_spend == 2000
+
+
+def partially_refunded_renewal(n: int) -> tuple[str, dict]:
+    """Customer n's Recharge renewal of 49.00 USD and its Shopify order, refunded 10.00 then 5.00,
+    as each source reports it: (email, events by name)."""
+    email, order_id = f"refunded{n}@example.com", str(4512345678000 + n)
+    charge = load_sample("recharge/charge_refunded.json")["charge"]
+    charge.update(id=580293000 + n, external_order_id={"ecommerce": order_id}, processed_at="2026-04-09T04:00:12",
+                  customer={"id": 33330000 + n, "email": email, "external_customer_id": {"ecommerce": str(n)}})
+    paid = {**charge, "status": "success", "total_refunds": "0.00", "updated_at": "2026-04-09T04:00:12+00:00"}
+    first = {**charge, "status": "partially_refunded", "total_refunds": "10.00",
+             "updated_at": "2026-04-15T10:30:00+00:00"}
+    second = {**first, "total_refunds": "15.00", "updated_at": "2026-04-16T10:30:00+00:00"}
+    order = {**load_sample("shopify/orders_paid.json"), "id": int(order_id), "total_price": "49.00",
+             "currency": "USD", "updated_at": "2026-04-09T04:00:20+00:00", "email": email,
+             "customer": {"id": n, "email": email}}
+
+    def store_refund(refund_id: int, amount: str, when: str) -> dict:
+        return {**load_sample("shopify/refunds_create.json"), "id": refund_id, "order_id": int(order_id),
+                "created_at": when,
+                "transactions": [{"kind": "refund", "status": "success", "amount": amount, "currency": "USD"}]}
+
+    def events(source, topic: str, payload: dict) -> list:
+        return source.TOPICS[topic](payload, Envelope(event_id=f"{topic}:{n}", topic=topic))
+
+    return email, {
+        "charge paid": events(recharge, "charge/paid", {"charge": paid}),
+        "order paid": events(shopify, "orders/paid", order),
+        "charge refunded 10": events(recharge, "charge/refunded", {"charge": first}),
+        "store refund 10": events(shopify, "refunds/create", store_refund(n * 10 + 1, "10.00", "2026-04-15T10:30:05Z")),
+        "charge refunded 15": events(recharge, "charge/refunded", {"charge": second}),
+        "store refund 5": events(shopify, "refunds/create", store_refund(n * 10 + 2, "5.00", "2026-04-16T10:30:05Z")),
+    }
+
+
+def test_partial_refunds_reported_by_recharge_and_by_shopify_subtract_once_in_any_order_and_on_replay(world):
+    for n, arrival in enumerate(permutations(["charge paid", "order paid", "charge refunded 10", "store refund 10"])):
+        email, events = partially_refunded_renewal(n + 1)
+        for name in arrival:
+            for event in events[name]:
+                world.receive(event)
+        assert world.subscriber(email).lifetime_spend == 4900 - 1000, arrival
+        for name in ("store refund 5", "charge refunded 15"):
+            for event in events[name]:
+                world.receive(event)
+        assert world.subscriber(email).lifetime_spend == 4900 - 1500, arrival
+        for name in (*arrival, "charge refunded 15", "store refund 5"):  # a replay of every event
+            for event in events[name]:
+                world.receive(event)
+        assert world.subscriber(email).lifetime_spend == 4900 - 1500, arrival
+
+
+def test_an_attempt_one_billing_interval_after_an_unpaid_cycle_began_is_the_next_cycle(world):
+    # The contract bills every 4 weeks (standins.shopify.contract_node).
+    shopify_attempt(world, "failure", "cycle-1-try-1", "2026-11-29T12:00")
+    shopify_attempt(world, "failure", "cycle-1-try-2", "2026-12-20T12:00")
+    shopify_attempt(world, "failure", "cycle-2-try-1", "2026-12-27T12:00")
+    shopify_attempt(world, "success", "cycle-2-try-2", "2026-12-30T12:00", order_id=9002)
+
+    assert payments(world) == [("shopify", "failed", 2), ("shopify", "succeeded", 1)]
