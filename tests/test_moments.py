@@ -211,6 +211,31 @@ def test_stripe_pause_collection_pauses_and_its_clearing_resumes_with_no_reminde
     assert (pause["resumes_at"], resume["resumed_at"]) == (iso_of(resumes), iso_of(T0 + 40 * DAY))
 
 
+def test_stripe_pause_with_a_resume_date_reminds_of_the_first_renewal_after_it(client, hub):
+    # Billed on the 1st (anchor T0 = 1 March); collection paused until 2 May: the renewals of
+    # 1 April and 1 May are not collected, the first one after the resume is 1 June.
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(billing_cycle_anchor=T0), 1, T0)
+    resumes = int(datetime(2026, 5, 2, 10, tzinfo=UTC).timestamp())
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(
+        billing_cycle_anchor=T0, pause_collection={"behavior": "void", "resumes_at": resumes}), 2, T0 + 2 * DAY,
+        {"pause_collection": None})
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["next_renewal_at"]) == (iso_of(resumes), "2026-06-01T10:00:00+00:00")
+    for day in ("2026-03-25", "2026-04-24", "2026-05-18", "2026-05-25"):  # 7 days before each renewal
+        run_time_rules(hub, datetime.fromisoformat(day).replace(hour=6, tzinfo=UTC))
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        ("2026-06-01", 14), ("2026-06-01", 7)]
+
+
+def test_chargebee_pause_past_the_term_reminds_of_the_resume_date_where_it_renews(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_paused.json"))
+    resumes = datetime.fromtimestamp(1800198000, UTC)  # after the term's end: it renews on resuming
+    run_time_rules(hub, resumes.replace(hour=6) - timedelta(days=7))
+    assert [(r["renewal_at"], r["days_before"], r["status"]) for r in fired(hub, "Renewal Reminder")] == [
+        (resumes.isoformat(), 7, "paused")]
+
+
 def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paused_by_the_subscriber(client, hub):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="past_due"), 1, T0)
     stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(status="unpaid"), 2, T0 + DAY)

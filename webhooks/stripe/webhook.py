@@ -14,7 +14,7 @@ import stripe
 from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
+from hub.values import add_intervals, json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
 from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks.envelope import header as find_header
 
@@ -546,6 +546,10 @@ def _subscription_data(sub: dict) -> dict:
             or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
     product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
     interval, interval_count, amount = _billing(items)
+    next_renewal = None if ends else utc(period_end)
+    if pause.get("resumes_at") and status == "paused" and not sub.get("cancel_at_period_end"):
+        next_renewal = _first_renewal_from(utc(pause["resumes_at"]), utc(period_end),
+                                           utc(sub.get("billing_cycle_anchor")), interval, interval_count)
     return {
         "source_id": _id(sub["id"]),
         "status": status,
@@ -558,7 +562,7 @@ def _subscription_data(sub: dict) -> dict:
         "quantity": sum(item.get("quantity") or 0 for item in items) if items else None,
         "current_period_start": utc(period_start),
         "current_period_end": utc(period_end),
-        "next_renewal_at": None if ends else utc(period_end),
+        "next_renewal_at": next_renewal,
         "resumes_at": utc(pause.get("resumes_at")),
         "trial_end": utc(sub.get("trial_end")),
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
@@ -566,6 +570,24 @@ def _subscription_data(sub: dict) -> dict:
         "product_ids": list(dict.fromkeys(product_ids)),
         **_cancellation(sub),
     }
+
+
+def _first_renewal_from(resumes_at, period_end, anchor, interval, count):
+    """The first renewal Stripe collects after a pause: pause_collection keeps the billing
+    cycle, invoices are still made at each period end but not collected until `resumes_at`
+    ("The time after which the subscription will resume collecting payments",
+    https://docs.stripe.com/api/subscriptions/object#subscription_object-pause_collection-resumes_at;
+    https://docs.stripe.com/billing/subscriptions/pause-payment). Months keep the billing
+    cycle anchor's day (https://docs.stripe.com/billing/subscriptions/billing-cycle)."""
+    if period_end is None or interval not in ("day", "week", "month", "year"):
+        return None
+    day = anchor.day if anchor and interval in ("month", "year") else None
+    renewal, periods = period_end, 0
+    # A pause runs for some periods: the loop stops at the first one at or after the resume.
+    while renewal < resumes_at:
+        periods += 1
+        renewal = add_intervals(period_end, interval, count * periods, day)
+    return renewal
 
 
 # Stripe's cancellation_details: `reason` is Stripe's (cancellation_requested, payment_disputed,

@@ -437,7 +437,7 @@ LINKED_FAMILIES = ("dunning", "card_expiry", "renew_now")
 def _sweep_renewal(session, w, now, p, report):
     for offset in p.renewal.offsets_days:
         subs = queries.subscriptions_between(session, Subscription.next_renewal_at, w.span(offset),
-                                             p.renewal.statuses)
+                                             renewal.sweep_statuses(p))
         _bulk(session, report, "renewal", [(x.subscriber_id, d) for x in subs
                                            for d in renewal.reminders(x, w, now, p)])
 

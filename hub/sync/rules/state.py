@@ -63,6 +63,7 @@ class SubState:
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     next_renewal_at: datetime | None = None
+    resumes_at: datetime | None = None
     trial_end: datetime | None = None
     cancel_at_period_end: bool = False
     canceled_at: datetime | None = None

@@ -452,7 +452,11 @@ def test_paused_collection_pauses_the_subscription_until_it_is_cleared(behavior)
     event_object(event)["pause_collection"] = {"behavior": behavior, "resumes_at": RESUMES}
     [paused] = receive(event)
     assert (paused.data["status"], paused.data["resumes_at"]) == ("paused", at(RESUMES))
-    assert paused.data["next_renewal_at"] is None
+    # The renewal a month after the period's end is the first Stripe collects again.
+    assert paused.data["next_renewal_at"] == at(RESUMES)
+    event_object(event)["pause_collection"] = {"behavior": behavior, "resumes_at": None}
+    [indefinite] = receive(event)
+    assert (indefinite.data["status"], indefinite.data["next_renewal_at"]) == ("paused", None)
     event_object(event)["pause_collection"] = None
     [resumed] = receive(event)
     assert (resumed.data["status"], resumed.data["resumes_at"]) == ("active", None)
