@@ -236,6 +236,22 @@ def test_chargebee_pause_past_the_term_reminds_of_the_resume_date_where_it_renew
         (resumes.isoformat(), 7, "paused")]
 
 
+def test_recharge_pause_resumes_on_its_next_charge_date_and_is_reminded_of_it(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    paused = copy.deepcopy(sub)
+    paused["subscription"].update(status="paused", next_charge_scheduled_at="2022-06-09",
+                                  updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", paused, topic="subscription/paused")
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["next_renewal_at"]) == ("2022-06-09T00:00:00+00:00",) * 2
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the paused charge
+    run_time_rules(hub, datetime(2022, 6, 2, 6, tzinfo=UTC))  # 7 days before the resume
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        ("2022-06-09", 14), ("2022-06-09", 7)]
+
+
 def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paused_by_the_subscriber(client, hub):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="past_due"), 1, T0)
     stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(status="unpaid"), 2, T0 + DAY)

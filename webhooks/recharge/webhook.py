@@ -223,6 +223,12 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
     product_id = _ecommerce(sub.get("external_product_id")) or _id(sub.get("shopify_product_id"))
     title = " - ".join(str(part) for part in (sub.get("product_title"), sub.get("variant_title")) if part)
     ended = status in ("canceled", "expired")
+    # A pause on Recharge is a charge date moved out: the subscription resumes with the charge
+    # still scheduled ("wait until the updated charge date occurs", https://support.getrecharge.com
+    # /hc/en-us/articles/22321083437335-Pausing-or-delaying-orders); a paused one with no charge
+    # date stays paused until resumed by hand. Only the object's own status says so: one that
+    # lags behind its subscription/paused topic may still hold the date the pause cancelled.
+    resumes = utc(sub.get("next_charge_scheduled_at")) if raw == "paused" else None
     data = {
         "source_id": _id(sub.get("id")),
         "status": status,
@@ -232,7 +238,9 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         "interval_count": charge_every,
         "quantity": quantity,
         # next_charge_scheduled_at is the date of the next charge (null once cancelled).
-        "next_renewal_at": None if ended or status == "paused" else utc(sub.get("next_charge_scheduled_at")),
+        "next_renewal_at": None if ended or (status == "paused" and not resumes)
+        else utc(sub.get("next_charge_scheduled_at")),
+        "resumes_at": resumes,
         "cancel_at_period_end": False,
         "canceled_at": utc(sub.get("cancelled_at")) if ended else None,
         "cancellation_reason": sub.get("cancellation_reason") if ended else None,
