@@ -13,6 +13,7 @@ from sqlalchemy import select
 from hub.jobs import run_time_rules
 from hub.models import CustomerLink, Trigger
 from hub.sync.inbox import drain_inbox
+from standins.stripe import FakeStripe
 from tests.samples import load_sample, post, stripe_event
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -135,9 +136,35 @@ def test_stripe_upgrade_mid_cycle_fires_plan_changed_with_stripes_own_proration(
         "effective_at": datetime.fromtimestamp(T0 + 16 * DAY, UTC).isoformat(), "proration_amount": 725}
 
 
-def test_stripe_downgrade_left_for_the_next_invoice_has_no_proration_yet(client, hub):
+@pytest.fixture
+def stripe_api(hub):
+    """Stripe's API stand-in, where the worker reads what a change billed."""
+    with FakeStripe(key="sk_test_prorate") as api:
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_prorate", api.url
+        # The subscription's latest invoice is the last renewal's, not one the change made.
+        api.invoices.insert(0, {"id": "in_renewal", "object": "invoice", "billing_reason": "subscription_cycle",
+                                "currency": "usd", "lines": {"object": "list", "data": []}})
+        yield api
+
+
+def test_stripe_change_with_default_prorations_reads_the_items_left_for_the_next_invoice(client, hub, stripe_api):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
-    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_1000")
+    changed = stripe_subscription(price=("price_p", "Coffee Plus", 4000), latest_invoice="in_renewal")
+    # proration_behavior=create_prorations: no invoice now, two pending items (the unused
+    # 25.00 credited, the rest of the period on 40.00 charged); an earlier change's item and
+    # another subscription's are not this change's.
+    stripe_api.prorate(changed, [-1210, 1935], T0 + 16 * DAY - 1)
+    stripe_api.prorate(changed, [-300], T0 + 6 * DAY)
+    stripe_api.prorate({**changed, "id": "sub_other"}, [999], T0 + 16 * DAY)
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 16 * DAY,
+                {"items": stripe_subscription()["items"]})
+    [props] = fired(hub, "Plan Changed")
+    assert (props["direction"], props["proration_amount"]) == ("upgrade", 725)
+
+
+def test_stripe_downgrade_without_proration_has_none(client, hub, stripe_api):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_renewal")
     stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 3 * DAY,
                 {"items": stripe_subscription()["items"]})
     [props] = fired(hub, "Plan Changed")

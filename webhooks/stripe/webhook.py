@@ -162,9 +162,23 @@ def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalE
     # What a change of plan, price or quantity names as changed, in API versions since items
     # (2018-02-05) and before them.
     if {"items", "plan", "quantity"} & set(payload["data"].get("previous_attributes") or {}):
-        event.data["proration_amount"] = proration_amount(
-            payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+        amount = proration_amount(payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+        event.data["proration_amount"] = amount if amount is not None else pending_proration_amount(payload)
     return [event]
+
+
+def pending_proration_amount(payload: dict) -> int | None:
+    """The sum of the proration invoice items the change left for the next invoice (Stripe's
+    default proration_behavior=create_prorations, https://docs.stripe.com/billing/subscriptions/
+    prorations): items with `proration: true` of this subscription, named under
+    parent.subscription_details since API 2025-03-31 and as `subscription` before
+    (https://docs.stripe.com/api/invoiceitems/object). None when there were none."""
+    sub_id = _object(payload).get("id")
+    amounts = [item["amount"] for item in payload.get("_proration_items") or []
+               if item.get("proration") and item.get("amount") is not None
+               and sub_id in (item.get("subscription"),
+                              ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription"))]
+    return sum(amounts) if amounts else None
 
 
 def proration_amount(invoice) -> int | None:
@@ -390,7 +404,8 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     """customer.subscription.updated: the customer, and for a change of items the subscription's
     latest invoice under "_latest_invoice" (a webhook names it by id; the invoice a change made
     holds Stripe's proration lines: GET /v1/invoices/:id,
-    https://docs.stripe.com/api/invoices/retrieve). Unchanged when Stripe fails."""
+    https://docs.stripe.com/api/invoices/retrieve); when that invoice is not the change's, the
+    prorations the change left pending (_with_proration_items). Unchanged when Stripe fails."""
     payload = attach_customer(payload, settings)
     invoice_id = _object(payload).get("latest_invoice")
     if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
@@ -401,7 +416,30 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     except stripe.StripeError:
         return payload
     # The JSON as sent (to_dict() would make Decimals of the lines' decimal strings).
-    return {**payload, "_latest_invoice": invoice.last_response.data}
+    payload = {**payload, "_latest_invoice": invoice.last_response.data}
+    if proration_amount(payload["_latest_invoice"]) is None:
+        payload = _with_proration_items(payload, settings)
+    return payload
+
+
+# Stripe makes a change's proration items while it updates the subscription, before the event
+# that tells of it: those created in this span up to the event are the change's own.
+PRORATION_SPAN_S = 60
+
+
+def _with_proration_items(payload: dict, settings) -> dict:
+    """The invoice items made with the change under "_proration_items": GET /v1/invoiceitems
+    by customer and creation time (https://docs.stripe.com/api/invoiceitems/list), pending or
+    already on the next invoice. Unchanged when Stripe fails."""
+    customer, created = _id(_object(payload).get("customer")), payload.get("created")
+    if not isinstance(customer, str) or not isinstance(created, int):
+        return payload
+    try:
+        listing = _client(settings).v1.invoice_items.list(params={
+            "customer": customer, "limit": 100, "created": {"gte": created - PRORATION_SPAN_S, "lte": created}})
+    except stripe.StripeError:
+        return payload
+    return {**payload, "_proration_items": listing.last_response.data["data"]}
 
 
 def _with_payments(payload: dict, settings, params: dict) -> dict:
