@@ -375,6 +375,35 @@ def test_chargebee_non_renewing_gets_renew_now_until_the_scheduled_cancellation_
     assert [(r["days_before"], r["ends_at"]) for r in fired(hub, "Renew Now")] == [(14, end.isoformat())]
 
 
+def recharge_charge_paid(charge_id: int, day: str) -> dict:
+    paid = copy.deepcopy(load_sample("recharge/charge_paid.json"))
+    paid["charge"].update(id=charge_id, scheduled_at=day, processed_at=f"{day}T04:00:12+00:00",
+                          updated_at=f"{day}T04:00:12+00:00", external_order_id={"ecommerce": str(charge_id)})
+    return paid
+
+
+def test_recharge_subscription_expiring_after_its_charges_gets_renew_now_before_the_last_until_it_renews(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1,
+                               expire_after_specific_number_of_charges=3)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    send(client, hub, "recharge", recharge_charge_paid(580293300, "2022-03-10"), topic="charge/paid")
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # before the second of three charges
+    send(client, hub, "recharge", recharge_charge_paid(580293301, "2022-04-09"), topic="charge/paid")
+    after = copy.deepcopy(sub)
+    after["subscription"].update(next_charge_scheduled_at="2022-05-09", updated_at="2022-04-09T05:00:00+00:00")
+    send(client, hub, "recharge", after, topic="subscription/updated")
+    for day in (25, 2):  # 14 and 7 days before the third and last charge, on May 9
+        run_time_rules(hub, datetime(2022, 4 if day == 25 else 5, day, 6, tzinfo=UTC))
+    # The customer extends it: no expiry any more, no last reminder.
+    renewed = copy.deepcopy(after)
+    renewed["subscription"].update(expire_after_specific_number_of_charges=None, updated_at="2022-05-03T09:00:00+00:00")
+    send(client, hub, "recharge", renewed, topic="subscription/updated")
+    run_time_rules(hub, datetime(2022, 5, 8, 6, tzinfo=UTC))
+    assert [(r["days_before"], r["end_date"], r["subscription_id"]) for r in fired(hub, "Renew Now")] == [
+        (14, "2022-05-09", "1111111"), (7, "2022-05-09", "1111111")]
+
+
 def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):
     sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
     sub["subscription"]["presentment_currency"] = "USD"

@@ -254,8 +254,14 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         data.update(amount=unit_price * (quantity or 1) * shipments, currency=currency)
     if topic == "subscription/skipped":
         data["renewal_skipped"] = True
-    # None is news for the dates a change can clear (a reactivated subscription's cancellation).
-    return {key: value for key, value in data.items() if value is not None or key in ("next_renewal_at", "canceled_at")}
+    if "expire_after_specific_number_of_charges" in sub:
+        # It expires after this many charges, counted from its first (https://support.rechargepayments.com
+        # /hc/en-us/articles/360008830673): Renew Now aims at the last (hub.sync.rules.moments.ends_at).
+        data["charges_limit"] = _count(sub["expire_after_specific_number_of_charges"])
+    # None is news for what a change can clear (a reactivated subscription's cancellation, an
+    # expiry removed).
+    return {key: value for key, value in data.items()
+            if value is not None or key in ("next_renewal_at", "canceled_at", "charges_limit")}
 
 
 def _count(value) -> int | None:

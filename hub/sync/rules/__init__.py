@@ -444,7 +444,7 @@ def _sweep_renewal(session, w, now, p, report):
 
 def _sweep_renew_now(session, w, now, p, report):
     for offset in p.renewal.offsets_days:
-        subs = queries.ending_between(session, w.span(offset))
+        subs = queries.ending_between(session, w.span(offset)) + queries.last_charge_between(session, w.span(offset))
         _bulk(session, report, "renew_now", [(x.subscriber_id, d) for x in subs
                                              for d in moments.renew_now(x, w, now, p)])
 

@@ -71,6 +71,9 @@ class SubState:
     usage_limit: int | None = None
     product_ids: tuple = ()
     update_payment_url: str | None = None
+    charges_limit: int | None = None
+    # Charges it has made (its paid payments), where counted; None where not.
+    charges_made: int | None = None
 
     @property
     def ref(self) -> str:
