@@ -588,6 +588,8 @@ def _subscription_data(sub: dict) -> dict:
     if pause.get("resumes_at") and status == "paused" and not sub.get("cancel_at_period_end"):
         next_renewal = _first_renewal_from(utc(pause["resumes_at"]), utc(period_end),
                                            utc(sub.get("billing_cycle_anchor")), interval, interval_count)
+        if next_renewal and sub.get("cancel_at") and utc(sub["cancel_at"]) <= next_renewal:
+            next_renewal = None  # it is cancelled before collecting again
     return {
         "source_id": _id(sub["id"]),
         "status": status,
