@@ -50,7 +50,7 @@ def subscription_source(source: str | None) -> str | None:
 _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "interval_count",
                       "amount", "currency", "quantity", "current_period_start",
                       "current_period_end", "next_renewal_at", "resumes_at", "trial_end",
-                      "cancel_at_period_end", "canceled_at", "usage_limit", "product_ids",
+                      "cancel_at_period_end", "canceled_at", "usage_limit", "charges_limit", "product_ids",
                       "update_payment_url", "cancellation_reason", "cancellation_comment",
                       "churn_type", "proration_amount", "renewal_skipped")
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from calendar import monthrange
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 
@@ -78,6 +79,17 @@ def per_month(amount, interval: str | None, count: int | None) -> int:
     if not amount or rate is None:
         return 0
     return round(amount * rate / max(1, count or 1))
+
+
+def add_intervals(at: datetime, interval: str, count: int, day: int | None = None) -> datetime:
+    """`at` plus `count` intervals; months keep the day of month (or `day`, a billing anchor's
+    day that a short month had capped), capped at the month's last."""
+    if interval in ("day", "week"):
+        return at + timedelta(**{f"{interval}s": count})
+    months = count * (12 if interval == "year" else 1)
+    year, month = divmod(at.year * 12 + at.month - 1 + months, 12)
+    month += 1
+    return at.replace(year=year, month=month, day=min(day or at.day, monthrange(year, month)[1]))
 
 
 def normalize_email(value: str | None) -> str | None:

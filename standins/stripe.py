@@ -63,6 +63,9 @@ class FakeStripe(LoopbackServer):
         ("GET", r"/v1/events", "list_events"),
         # The payments of an invoice (ENRICH: why a payment failed).
         ("GET", r"/v1/invoice_payments", "list_invoice_payments"),
+        # What a plan change billed (ENRICH: its invoice, or its prorations left pending).
+        ("GET", r"/v1/invoices/(?P<id>in_\w+)", "get_invoice"),
+        ("GET", r"/v1/invoiceitems", "list_invoice_items"),
     ]
 
     def __init__(self, key: str = "sk_test_standin"):
@@ -76,6 +79,7 @@ class FakeStripe(LoopbackServer):
         self.invoices: list[dict] = []
         self.events: list[dict] = []
         self.invoice_payments: list[dict] = []
+        self.invoice_items: list[dict] = []
         self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
         self.rate_limit: float | None = None  # list requests per second; above it, 429
         self._window: list[float] = []
@@ -217,6 +221,47 @@ class FakeStripe(LoopbackServer):
                                     o["invoice"])
             data.append(o)
         return 200, {**result, "data": data}
+
+    def get_invoice(self, call: Call):
+        found = next((i for i in self.invoices if i["id"] == call.params["id"]), None)
+        if found is None:
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "message": f"No such invoice: '{call.params['id']}'"}}
+        return 200, found
+
+    def prorate(self, subscription: dict, amounts: list[int], at: int) -> list[dict]:
+        """The invoice items a change of `subscription` with Stripe's default
+        proration_behavior=create_prorations leaves pending for the next invoice: one per
+        amount (a credit for the unused time is negative), each `proration: true`, named by
+        its subscription under parent.subscription_details since API 2025-03-31
+        (https://docs.stripe.com/billing/subscriptions/prorations,
+        https://docs.stripe.com/api/invoiceitems/object)."""
+        items = (subscription.get("items") or {}).get("data") or [{}]
+        # A proration covers the change's time to the end of the current period.
+        end = subscription.get("current_period_end") or items[0].get("current_period_end") or at
+        made = []
+        for amount in amounts:
+            item = {"id": self.new_id("ii"), "object": "invoiceitem", "amount": amount,
+                    "currency": subscription.get("currency") or "usd", "customer": subscription["customer"],
+                    "date": at, "discountable": False, "invoice": None, "livemode": False,
+                    "parent": {"type": "subscription_details", "subscription_details": {
+                        "subscription": subscription["id"], "subscription_item": None}},
+                    "period": {"start": at, "end": end}, "proration": True, "quantity": 1}
+            self.invoice_items.insert(0, item)  # newest first
+            made.append(item)
+        return made
+
+    def list_invoice_items(self, call: Call):
+        """GET /v1/invoiceitems by `customer`, `created[gte|lte]`, `invoice` and `pending`
+        (true: not yet on an invoice), https://docs.stripe.com/api/invoiceitems/list."""
+        customer, invoice, pending = _one(call, "customer"), _one(call, "invoice"), _one(call, "pending")
+        since, until = _created_gte(call), _one(call, "created[lte]")
+
+        def keep(o):
+            return ((customer is None or o["customer"] == customer) and (invoice is None or o["invoice"] == invoice)
+                    and (pending is None or (o["invoice"] is None) == (pending == "true"))
+                    and (since is None or o["date"] >= since) and (until is None or o["date"] <= int(until)))
+        return self._listing(call, self.invoice_items, "/v1/invoiceitems", keep)
 
     def _customer(self, customer_id: str) -> dict | None:
         if isinstance(self.customers, Generated):

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from hub.jobs import run_time_rules
 from hub.models import CustomerLink, Trigger
 from hub.sync.inbox import drain_inbox
+from standins.stripe import FakeStripe
 from tests.samples import load_sample, post, stripe_event
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -135,9 +136,35 @@ def test_stripe_upgrade_mid_cycle_fires_plan_changed_with_stripes_own_proration(
         "effective_at": datetime.fromtimestamp(T0 + 16 * DAY, UTC).isoformat(), "proration_amount": 725}
 
 
-def test_stripe_downgrade_left_for_the_next_invoice_has_no_proration_yet(client, hub):
+@pytest.fixture
+def stripe_api(hub):
+    """Stripe's API stand-in, where the worker reads what a change billed."""
+    with FakeStripe(key="sk_test_prorate") as api:
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_prorate", api.url
+        # The subscription's latest invoice is the last renewal's, not one the change made.
+        api.invoices.insert(0, {"id": "in_renewal", "object": "invoice", "billing_reason": "subscription_cycle",
+                                "currency": "usd", "lines": {"object": "list", "data": []}})
+        yield api
+
+
+def test_stripe_change_with_default_prorations_reads_the_items_left_for_the_next_invoice(client, hub, stripe_api):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
-    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_1000")
+    changed = stripe_subscription(price=("price_p", "Coffee Plus", 4000), latest_invoice="in_renewal")
+    # proration_behavior=create_prorations: no invoice now, two pending items (the unused
+    # 25.00 credited, the rest of the period on 40.00 charged); an earlier change's item and
+    # another subscription's are not this change's.
+    stripe_api.prorate(changed, [-1210, 1935], T0 + 16 * DAY - 1)
+    stripe_api.prorate(changed, [-300], T0 + 6 * DAY)
+    stripe_api.prorate({**changed, "id": "sub_other"}, [999], T0 + 16 * DAY)
+    stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 16 * DAY,
+                {"items": stripe_subscription()["items"]})
+    [props] = fired(hub, "Plan Changed")
+    assert (props["direction"], props["proration_amount"]) == ("upgrade", 725)
+
+
+def test_stripe_downgrade_without_proration_has_none(client, hub, stripe_api):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    changed = stripe_subscription(price=("price_l", "Coffee Lite", 1500), latest_invoice="in_renewal")
     stripe_send(client, hub, "customer.subscription.updated", changed, 2, T0 + 3 * DAY,
                 {"items": stripe_subscription()["items"]})
     [props] = fired(hub, "Plan Changed")
@@ -209,6 +236,47 @@ def test_stripe_pause_collection_pauses_and_its_clearing_resumes_with_no_reminde
     [pause] = fired(hub, "Subscription Paused")
     [resume] = fired(hub, "Subscription Resumed")
     assert (pause["resumes_at"], resume["resumed_at"]) == (iso_of(resumes), iso_of(T0 + 40 * DAY))
+
+
+def test_stripe_pause_with_a_resume_date_reminds_of_the_first_renewal_after_it(client, hub):
+    # Billed on the 1st (anchor T0 = 1 March); collection paused until 2 May: the renewals of
+    # 1 April and 1 May are not collected, the first one after the resume is 1 June.
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(billing_cycle_anchor=T0), 1, T0)
+    resumes = int(datetime(2026, 5, 2, 10, tzinfo=UTC).timestamp())
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(
+        billing_cycle_anchor=T0, pause_collection={"behavior": "void", "resumes_at": resumes}), 2, T0 + 2 * DAY,
+        {"pause_collection": None})
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["next_renewal_at"]) == (iso_of(resumes), "2026-06-01T10:00:00+00:00")
+    for day in ("2026-03-25", "2026-04-24", "2026-05-18", "2026-05-25"):  # 7 days before each renewal
+        run_time_rules(hub, datetime.fromisoformat(day).replace(hour=6, tzinfo=UTC))
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        ("2026-06-01", 14), ("2026-06-01", 7)]
+
+
+def test_chargebee_pause_past_the_term_reminds_of_the_resume_date_where_it_renews(client, hub):
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_created.json"))
+    send(client, hub, "chargebee", load_sample("chargebee/subscription_paused.json"))
+    resumes = datetime.fromtimestamp(1800198000, UTC)  # after the term's end: it renews on resuming
+    run_time_rules(hub, resumes.replace(hour=6) - timedelta(days=7))
+    assert [(r["renewal_at"], r["days_before"], r["status"]) for r in fired(hub, "Renewal Reminder")] == [
+        (resumes.isoformat(), 7, "paused")]
+
+
+def test_recharge_pause_resumes_on_its_next_charge_date_and_is_reminded_of_it(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    paused = copy.deepcopy(sub)
+    paused["subscription"].update(status="paused", next_charge_scheduled_at="2022-06-09",
+                                  updated_at="2022-03-20T09:00:00+00:00")
+    send(client, hub, "recharge", paused, topic="subscription/paused")
+    [pause] = fired(hub, "Subscription Paused")
+    assert (pause["resumes_at"], pause["next_renewal_at"]) == ("2022-06-09T00:00:00+00:00",) * 2
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the paused charge
+    run_time_rules(hub, datetime(2022, 6, 2, 6, tzinfo=UTC))  # 7 days before the resume
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        ("2022-06-09", 14), ("2022-06-09", 7)]
 
 
 def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paused_by_the_subscriber(client, hub):
@@ -305,6 +373,35 @@ def test_chargebee_non_renewing_gets_renew_now_until_the_scheduled_cancellation_
     send(client, hub, "chargebee", load_sample("chargebee/subscription_scheduled_cancellation_removed.json"))
     run_time_rules(hub, end.replace(hour=6) - timedelta(days=7))
     assert [(r["days_before"], r["ends_at"]) for r in fired(hub, "Renew Now")] == [(14, end.isoformat())]
+
+
+def recharge_charge_paid(charge_id: int, day: str) -> dict:
+    paid = copy.deepcopy(load_sample("recharge/charge_paid.json"))
+    paid["charge"].update(id=charge_id, scheduled_at=day, processed_at=f"{day}T04:00:12+00:00",
+                          updated_at=f"{day}T04:00:12+00:00", external_order_id={"ecommerce": str(charge_id)})
+    return paid
+
+
+def test_recharge_subscription_expiring_after_its_charges_gets_renew_now_before_the_last_until_it_renews(client, hub):
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1,
+                               expire_after_specific_number_of_charges=3)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    send(client, hub, "recharge", recharge_charge_paid(580293300, "2022-03-10"), topic="charge/paid")
+    run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # before the second of three charges
+    send(client, hub, "recharge", recharge_charge_paid(580293301, "2022-04-09"), topic="charge/paid")
+    after = copy.deepcopy(sub)
+    after["subscription"].update(next_charge_scheduled_at="2022-05-09", updated_at="2022-04-09T05:00:00+00:00")
+    send(client, hub, "recharge", after, topic="subscription/updated")
+    for day in (25, 2):  # 14 and 7 days before the third and last charge, on May 9
+        run_time_rules(hub, datetime(2022, 4 if day == 25 else 5, day, 6, tzinfo=UTC))
+    # The customer extends it: no expiry any more, no last reminder.
+    renewed = copy.deepcopy(after)
+    renewed["subscription"].update(expire_after_specific_number_of_charges=None, updated_at="2022-05-03T09:00:00+00:00")
+    send(client, hub, "recharge", renewed, topic="subscription/updated")
+    run_time_rules(hub, datetime(2022, 5, 8, 6, tzinfo=UTC))
+    assert [(r["days_before"], r["end_date"], r["subscription_id"]) for r in fired(hub, "Renew Now")] == [
+        (14, "2022-05-09", "1111111"), (7, "2022-05-09", "1111111")]
 
 
 def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):

@@ -400,10 +400,12 @@ EXPECTED = {
     ],
     "eve": [
         *welcome("2026-07-01", "stripe:sub_eve"),
-        # Paused from July 10 until September: no reminders for the August renewal.
+        # Paused from July 10 until September 1: no reminders for the August renewal; those of
+        # September 1, the first renewal Stripe collects again, come while she is paused.
         ("2026-07-10", "Subscription Paused", "2026-07-10T10:00:00+00:00/stripe:sub_eve", "fired"),
         stage("2026-07-31", 6, "new->engaged"),
         stage("2026-08-15", 6, "engaged->at_risk"),                # 45 days silent, nothing running
+        *reminders("2026-09-01", "stripe:sub_eve"),
         ("2026-09-01", "Subscription Resumed", "2026-09-01T10:00:00+00:00/stripe:sub_eve", "fired"),
         stage("2026-09-01", 10, "at_risk->engaged"),
         upsell("2026-09-01", "2026-09-01", "stripe:sub_eve"),

@@ -121,6 +121,8 @@ class Subscription(Base):
     canceled_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     usage_limit: Mapped[int | None]
+    # The number of charges after which the subscription expires (Recharge), if it does.
+    charges_limit: Mapped[int | None]
     product_ids: Mapped[list] = mapped_column(default=list)
     update_payment_url: Mapped[str | None] = mapped_column(Text)
     source_updated_at: Mapped[datetime | None]

@@ -299,9 +299,9 @@ def _paid_amount(session: Session, order_id: str) -> int | None:
 SUBSCRIPTION_FIELDS = ("status", "plan", "plan_id", "interval", "interval_count", "amount", "currency",
                        "quantity", "current_period_start", "current_period_end", "next_renewal_at",
                        "resumes_at", "trial_end", "cancel_at_period_end", "canceled_at", "usage_limit",
-                       "product_ids", "update_payment_url")
+                       "charges_limit", "product_ids", "update_payment_url")
 # Fields whose absence in an event means "none", not "unknown".
-_CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at")
+_CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at", "charges_limit")
 
 
 def apply_subscription(session, event, changes):

@@ -19,7 +19,6 @@ supersedes the inferred one, which is then removed rather than kept beside it.
 from __future__ import annotations
 
 import re
-from calendar import monthrange
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.models import Subscriber, Subscription
+from hub.values import add_intervals as plus
 
 # Sources whose subscriptions are the subscription app's own record: they win over an inference.
 AUTHORITATIVE = ("recharge", "shopify")
@@ -81,16 +81,6 @@ def cadence_of_gap(gap: timedelta) -> tuple[str, int] | None:
     if weeks >= 1 and abs(days - 7 * weeks) <= 1:
         return "week", weeks
     return "day", days
-
-
-def plus(at: datetime, interval: str, count: int) -> datetime:
-    """`at` plus `count` intervals; months keep the day of month, capped at the month's last."""
-    if interval in ("day", "week"):
-        return at + timedelta(**{f"{interval}s": count})
-    months = count * (12 if interval == "year" else 1)
-    year, month = divmod(at.year * 12 + at.month - 1 + months, 12)
-    month += 1
-    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
 
 
 def _days(interval: str, count: int) -> int:

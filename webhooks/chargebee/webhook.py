@@ -203,7 +203,7 @@ def subscription_data(payload: dict) -> dict:
         "quantity": plan.get("quantity"),
         "current_period_start": utc(sub.get("current_term_start")),
         "current_period_end": utc(sub.get("current_term_end")),
-        "next_renewal_at": None if raw in _NOT_RENEWING else utc(sub.get("next_billing_at")),
+        "next_renewal_at": _next_renewal(sub),
         # A paused subscription resumes on its resume_date, or stays paused until resumed
         # by hand when it has none (https://apidocs.chargebee.com/docs/api/subscriptions
         # #pause_a_subscription): Stripe's pause_collection.resumes_at.
@@ -216,6 +216,18 @@ def subscription_data(payload: dict) -> dict:
     data.update(money(recurring_amount(lines), sub.get("currency_code")))
     data.update(cancellation(sub))
     return data
+
+
+def _next_renewal(sub: dict):
+    """next_billing_at; for a subscription paused until a resume date, the first renewal after
+    it: the current term's end when it resumes within the term, else the resume date itself,
+    where an out-of-term resumption renews (https://support.chargebee.com/support/discussions/topics/320673,
+    https://www.chargebee.com/docs/pause-subscription.html)."""
+    if sub.get("status") in _NOT_RENEWING:
+        return None
+    if sub.get("status") == "paused" and sub.get("resume_date"):
+        return utc(max(sub["resume_date"], sub.get("current_term_end") or 0))
+    return utc(sub.get("next_billing_at"))
 
 
 # cancel_reason is Chargebee's own, set when it cancelled (not_paid: dunning ended unpaid;

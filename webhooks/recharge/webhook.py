@@ -217,6 +217,12 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
     product_id = _ecommerce(sub.get("external_product_id")) or _id(sub.get("shopify_product_id"))
     title = " - ".join(str(part) for part in (sub.get("product_title"), sub.get("variant_title")) if part)
     ended = status in ("canceled", "expired")
+    # A pause on Recharge is a charge date moved out: the subscription resumes with the charge
+    # still scheduled ("wait until the updated charge date occurs", https://support.getrecharge.com
+    # /hc/en-us/articles/22321083437335-Pausing-or-delaying-orders); a paused one with no charge
+    # date stays paused until resumed by hand. Only the object's own status says so: one that
+    # lags behind its subscription/paused topic may still hold the date the pause cancelled.
+    resumes = utc(sub.get("next_charge_scheduled_at")) if raw == "paused" else None
     data = {
         "source_id": _id(sub.get("id")),
         "status": status,
@@ -226,7 +232,9 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         "interval_count": charge_every,
         "quantity": quantity,
         # next_charge_scheduled_at is the date of the next charge (null once cancelled).
-        "next_renewal_at": None if ended or status == "paused" else utc(sub.get("next_charge_scheduled_at")),
+        "next_renewal_at": None if ended or (status == "paused" and not resumes)
+        else utc(sub.get("next_charge_scheduled_at")),
+        "resumes_at": resumes,
         "cancel_at_period_end": False,
         "canceled_at": utc(sub.get("cancelled_at")) if ended else None,
         "cancellation_reason": sub.get("cancellation_reason") if ended else None,
@@ -240,8 +248,14 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         data.update(amount=unit_price * (quantity or 1) * shipments, currency=currency)
     if topic == "subscription/skipped":
         data["renewal_skipped"] = True
-    # None is news for the dates a change can clear (a reactivated subscription's cancellation).
-    return {key: value for key, value in data.items() if value is not None or key in ("next_renewal_at", "canceled_at")}
+    if "expire_after_specific_number_of_charges" in sub:
+        # It expires after this many charges, counted from its first (https://support.rechargepayments.com
+        # /hc/en-us/articles/360008830673): Renew Now aims at the last (hub.sync.rules.moments.ends_at).
+        data["charges_limit"] = _count(sub["expire_after_specific_number_of_charges"])
+    # None is news for what a change can clear (a reactivated subscription's cancellation, an
+    # expiry removed).
+    return {key: value for key, value in data.items()
+            if value is not None or key in ("next_renewal_at", "canceled_at", "charges_limit")}
 
 
 def _count(value) -> int | None:

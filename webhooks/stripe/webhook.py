@@ -14,7 +14,7 @@ import stripe
 from hub import events as ev
 from hub.errors import SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
+from hub.values import add_intervals, json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
 from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks.envelope import header as find_header
 
@@ -162,9 +162,23 @@ def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalE
     # What a change of plan, price or quantity names as changed, in API versions since items
     # (2018-02-05) and before them.
     if {"items", "plan", "quantity"} & set(payload["data"].get("previous_attributes") or {}):
-        event.data["proration_amount"] = proration_amount(
-            payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+        amount = proration_amount(payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
+        event.data["proration_amount"] = amount if amount is not None else pending_proration_amount(payload)
     return [event]
+
+
+def pending_proration_amount(payload: dict) -> int | None:
+    """The sum of the proration invoice items the change left for the next invoice (Stripe's
+    default proration_behavior=create_prorations, https://docs.stripe.com/billing/subscriptions/
+    prorations): items with `proration: true` of this subscription, named under
+    parent.subscription_details since API 2025-03-31 and as `subscription` before
+    (https://docs.stripe.com/api/invoiceitems/object). None when there were none."""
+    sub_id = _object(payload).get("id")
+    amounts = [item["amount"] for item in payload.get("_proration_items") or []
+               if item.get("proration") and item.get("amount") is not None
+               and sub_id in (item.get("subscription"),
+                              ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription"))]
+    return sum(amounts) if amounts else None
 
 
 def proration_amount(invoice) -> int | None:
@@ -390,7 +404,8 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     """customer.subscription.updated: the customer, and for a change of items the subscription's
     latest invoice under "_latest_invoice" (a webhook names it by id; the invoice a change made
     holds Stripe's proration lines: GET /v1/invoices/:id,
-    https://docs.stripe.com/api/invoices/retrieve). Unchanged when Stripe fails."""
+    https://docs.stripe.com/api/invoices/retrieve); when that invoice is not the change's, the
+    prorations the change left pending (_with_proration_items). Unchanged when Stripe fails."""
     payload = attach_customer(payload, settings)
     invoice_id = _object(payload).get("latest_invoice")
     if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
@@ -401,7 +416,30 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     except stripe.StripeError:
         return payload
     # The JSON as sent (to_dict() would make Decimals of the lines' decimal strings).
-    return {**payload, "_latest_invoice": invoice.last_response.data}
+    payload = {**payload, "_latest_invoice": invoice.last_response.data}
+    if proration_amount(payload["_latest_invoice"]) is None:
+        payload = _with_proration_items(payload, settings)
+    return payload
+
+
+# Stripe makes a change's proration items while it updates the subscription, before the event
+# that tells of it: those created in this span up to the event are the change's own.
+PRORATION_SPAN_S = 60
+
+
+def _with_proration_items(payload: dict, settings) -> dict:
+    """The invoice items made with the change under "_proration_items": GET /v1/invoiceitems
+    by customer and creation time (https://docs.stripe.com/api/invoiceitems/list), pending or
+    already on the next invoice. Unchanged when Stripe fails."""
+    customer, created = _id(_object(payload).get("customer")), payload.get("created")
+    if not isinstance(customer, str) or not isinstance(created, int):
+        return payload
+    try:
+        listing = _client(settings).v1.invoice_items.list(params={
+            "customer": customer, "limit": 100, "created": {"gte": created - PRORATION_SPAN_S, "lte": created}})
+    except stripe.StripeError:
+        return payload
+    return {**payload, "_proration_items": listing.last_response.data["data"]}
 
 
 def _with_payments(payload: dict, settings, params: dict) -> dict:
@@ -546,6 +584,12 @@ def _subscription_data(sub: dict) -> dict:
             or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
     product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
     interval, interval_count, amount = _billing(items)
+    next_renewal = None if ends else utc(period_end)
+    if pause.get("resumes_at") and status == "paused" and not sub.get("cancel_at_period_end"):
+        next_renewal = _first_renewal_from(utc(pause["resumes_at"]), utc(period_end),
+                                           utc(sub.get("billing_cycle_anchor")), interval, interval_count)
+        if next_renewal and sub.get("cancel_at") and utc(sub["cancel_at"]) <= next_renewal:
+            next_renewal = None  # it is cancelled before collecting again
     return {
         "source_id": _id(sub["id"]),
         "status": status,
@@ -558,7 +602,7 @@ def _subscription_data(sub: dict) -> dict:
         "quantity": sum(item.get("quantity") or 0 for item in items) if items else None,
         "current_period_start": utc(period_start),
         "current_period_end": utc(period_end),
-        "next_renewal_at": None if ends else utc(period_end),
+        "next_renewal_at": next_renewal,
         "resumes_at": utc(pause.get("resumes_at")),
         "trial_end": utc(sub.get("trial_end")),
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
@@ -566,6 +610,24 @@ def _subscription_data(sub: dict) -> dict:
         "product_ids": list(dict.fromkeys(product_ids)),
         **_cancellation(sub),
     }
+
+
+def _first_renewal_from(resumes_at, period_end, anchor, interval, count):
+    """The first renewal Stripe collects after a pause: pause_collection keeps the billing
+    cycle, invoices are still made at each period end but not collected until `resumes_at`
+    ("The time after which the subscription will resume collecting payments",
+    https://docs.stripe.com/api/subscriptions/object#subscription_object-pause_collection-resumes_at;
+    https://docs.stripe.com/billing/subscriptions/pause-payment). Months keep the billing
+    cycle anchor's day (https://docs.stripe.com/billing/subscriptions/billing-cycle)."""
+    if period_end is None or interval not in ("day", "week", "month", "year"):
+        return None
+    day = anchor.day if anchor and interval in ("month", "year") else None
+    renewal, periods = period_end, 0
+    # A pause runs for some periods: the loop stops at the first one at or after the resume.
+    while renewal < resumes_at:
+        periods += 1
+        renewal = add_intervals(period_end, interval, count * periods, day)
+    return renewal
 
 
 # Stripe's cancellation_details: `reason` is Stripe's (cancellation_requested, payment_disputed,

@@ -437,14 +437,14 @@ LINKED_FAMILIES = ("dunning", "card_expiry", "renew_now")
 def _sweep_renewal(session, w, now, p, report):
     for offset in p.renewal.offsets_days:
         subs = queries.subscriptions_between(session, Subscription.next_renewal_at, w.span(offset),
-                                             p.renewal.statuses)
+                                             renewal.sweep_statuses(p))
         _bulk(session, report, "renewal", [(x.subscriber_id, d) for x in subs
                                            for d in renewal.reminders(x, w, now, p)])
 
 
 def _sweep_renew_now(session, w, now, p, report):
     for offset in p.renewal.offsets_days:
-        subs = queries.ending_between(session, w.span(offset))
+        subs = queries.ending_between(session, w.span(offset)) + queries.last_charge_between(session, w.span(offset))
         _bulk(session, report, "renew_now", [(x.subscriber_id, d) for x in subs
                                              for d in moments.renew_now(x, w, now, p)])
 

@@ -157,13 +157,24 @@ def _spare(cards: dict, key: str, source: str) -> bool:
 RENEW_PREFIX = "renew-now-"
 
 
+def ends_at(sub: SubState) -> datetime | None:
+    """When a subscription set to end ends: the end of its period (Stripe
+    cancel_at_period_end, Chargebee non_renewing), or for one that expires after a number of
+    charges (Recharge) its last charge, once the next charge is the last one."""
+    if sub.cancel_at_period_end:
+        return sub.current_period_end
+    if sub.charges_limit and sub.charges_made is not None and sub.charges_limit - sub.charges_made == 1:
+        return sub.next_renewal_at
+    return None
+
+
 def renew_now(sub: SubState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
     """Renew Now on the renewal reminders' days (30/14/7/1, those shorter than the billing
-    interval) before the end of a subscription set to end at period end (Stripe
-    cancel_at_period_end, Chargebee non_renewing). It stops by itself: a subscription that
-    renews again is no longer set to end, and gets its renewal reminders instead."""
-    end = sub.current_period_end
-    if not (sub.cancel_at_period_end and sub.status in RUNNING and end and end > now):
+    interval) before the end of a subscription set to end (ends_at). It stops by itself: a
+    subscription that renews again is no longer set to end, and gets its renewal reminders
+    instead. Those days all fall after the charge before the last, so its count is known."""
+    end = ends_at(sub)
+    if not (sub.status in RUNNING and end and end > now):
         return []
     end_day = local_day(end, p.tz)
     dues = []

@@ -6,11 +6,12 @@ with Core queries so nothing piles up in the session's identity map.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import fields
 from datetime import datetime
 from typing import Iterable, Iterator
 
-from sqlalchemy import Row, String, and_, case, cast, exists, null, or_, select
+from sqlalchemy import Row, String, and_, case, cast, exists, func, null, or_, select
 from sqlalchemy.orm import Session
 
 from hub.db.dialect import card_expiring_in
@@ -24,7 +25,9 @@ from hub.sync.rules.state import (
     Window,
 )
 
-SUB_FIELDS = [f.name for f in fields(SubState)]
+# Counted from a subscription's payments, not read from a column.
+COUNTED = ("charges_made",)
+SUB_FIELDS = [f.name for f in fields(SubState) if f.name not in COUNTED]
 # What the time rules read of a subscription: fewer columns, far less row decoding at scale.
 TIME_FIELDS = [k for k in SUB_FIELDS if k not in ("product_ids", "canceled_at", "started_at",
                                                    "usage_limit", "update_payment_url")]
@@ -37,8 +40,9 @@ RUNNING = ("trialing", "active", "past_due")
 CHUNK = 2000  # ids per IN list: few round trips, far below SQLite's bound-parameter cap
 
 
-def sub_state(values, names=SUB_FIELDS) -> SubState:
-    """A SubState from a row (columns named by `names`), a mapping or an ORM Subscription."""
+def sub_state(values, names=SUB_FIELDS, **counted) -> SubState:
+    """A SubState from a row (columns named by `names`), a mapping or an ORM Subscription;
+    `counted`: the COUNTED values, where known."""
     if isinstance(values, Row):
         data = dict(zip(names, values))
     else:
@@ -47,7 +51,7 @@ def sub_state(values, names=SUB_FIELDS) -> SubState:
     data["product_ids"] = tuple(data.get("product_ids") or ())
     data["interval_count"] = data["interval_count"] or 1
     data["cancel_at_period_end"] = bool(data["cancel_at_period_end"])
-    return SubState(**data)
+    return SubState(**data, **counted)
 
 
 # Core table columns, not ORM attributes: at sweep scale the ORM's per-row work dominates.
@@ -71,7 +75,8 @@ def payment_state(values, sub: SubState | None) -> PaymentState:
 
 def subscriber_state(subscriber: Subscriber) -> SubscriberState:
     """The state of one ORM subscriber (event path; relations load lazily)."""
-    subs = tuple(sub_state(x) for x in subscriber.subscriptions)
+    made = Counter(x.subscription_id for x in subscriber.payments if x.status == "succeeded")
+    subs = tuple(sub_state(x, charges_made=made[x.id]) for x in subscriber.subscriptions)
     by_id = {x.id: x for x in subs}
     payments = tuple(payment_state(x, by_id.get(x.subscription_id)) for x in subscriber.payments
                      if x.status in OPEN_PAYMENT)
@@ -141,6 +146,19 @@ def ending_between(session: Session, span: tuple[datetime, datetime]) -> list[Su
              .where(SUB.c.cancel_at_period_end.is_(True), anchor >= start, anchor < end,
                     SUB.c.status.in_(RUNNING), _live_subscriber()))
     return [sub_state(row, TIME_FIELDS) for row in session.execute(query)]
+
+
+def last_charge_between(session: Session, span: tuple[datetime, datetime]) -> list[SubState]:
+    """Running subscriptions that expire after a number of charges whose next charge is in
+    [start, end), with the charges they have made (their paid payments)."""
+    start, end = span
+    anchor = SUB.c.next_renewal_at
+    made = (select(func.count()).where(PAY.c.subscription_id == SUB.c.id, PAY.c.status == "succeeded")
+            .scalar_subquery().label("charges_made"))
+    query = (select(*[_time_column(k, anchor) for k in TIME_FIELDS], made)
+             .where(SUB.c.charges_limit.is_not(None), anchor >= start, anchor < end,
+                    SUB.c.status.in_(RUNNING), _live_subscriber()))
+    return [sub_state(row, [*TIME_FIELDS, *COUNTED]) for row in session.execute(query)]
 
 
 def _time_column(name: str, anchor):

@@ -40,13 +40,27 @@ def _reminder(sub: SubState, renewal_day: date, offset: int, p: RuleParams, stat
                due_at=day_start(renewal_day - timedelta(days=offset), p.tz), status=status)
 
 
+def resuming(sub: SubState) -> bool:
+    """Paused until a resume date, with its next renewal the first one after the resume (the
+    platform's normalizer aims next_renewal_at there): the paused cycles have no renewal."""
+    return (sub.status == "paused" and sub.resumes_at is not None and sub.next_renewal_at is not None
+            and sub.next_renewal_at >= sub.resumes_at)
+
+
+def sweep_statuses(p: RuleParams) -> tuple[str, ...]:
+    """Statuses the sweep reads: a paused subscription with a resume date is reminded as the
+    active one it will be again."""
+    return (*p.renewal.statuses, "paused") if "active" in p.renewal.statuses else tuple(p.renewal.statuses)
+
+
 def reminders(sub: SubState, window: Window, now: datetime, p: RuleParams) -> list[Due]:
     """Reminders whose day falls in the window, while the renewal is still ahead.
 
     None for a subscription inferred from selling-plan orders: its date is an estimate, and the
     app that owns the subscription sends its own upcoming-order email on the real date.
     """
-    if (sub.status not in p.renewal.statuses or sub.cancel_at_period_end or sub.source == INFERRED_SOURCE
+    status = "active" if resuming(sub) else sub.status
+    if (status not in p.renewal.statuses or sub.cancel_at_period_end or sub.source == INFERRED_SOURCE
             or sub.next_renewal_at is None or sub.next_renewal_at <= now):
         return []
     renewal_day = local_day(sub.next_renewal_at, p.tz)

@@ -63,6 +63,7 @@ class SubState:
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     next_renewal_at: datetime | None = None
+    resumes_at: datetime | None = None
     trial_end: datetime | None = None
     cancel_at_period_end: bool = False
     canceled_at: datetime | None = None
@@ -70,6 +71,9 @@ class SubState:
     usage_limit: int | None = None
     product_ids: tuple = ()
     update_payment_url: str | None = None
+    charges_limit: int | None = None
+    # Charges it has made (its paid payments), where counted; None where not.
+    charges_made: int | None = None
 
     @property
     def ref(self) -> str:

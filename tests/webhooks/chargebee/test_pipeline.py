@@ -77,5 +77,7 @@ def test_a_paused_subscription_holds_its_resume_date(client, hub):
     drain_inbox(hub.storage, hub.settings)
     with hub.storage.session() as s:
         sub = s.scalars(select(Subscription).where(Subscription.source_id == SUB_ID)).one()
-        assert (sub.status, sub.next_renewal_at) == ("paused", None)
-        assert sub.resumes_at.replace(tzinfo=timezone.utc) == datetime(2027, 1, 17, 15, tzinfo=timezone.utc)
+        resumes = datetime(2027, 1, 17, 15, tzinfo=timezone.utc)
+        assert sub.resumes_at.replace(tzinfo=timezone.utc) == resumes
+        # Resuming after the term's end renews on the resume date: the next renewal.
+        assert (sub.status, sub.next_renewal_at.replace(tzinfo=timezone.utc)) == ("paused", resumes)

@@ -191,7 +191,7 @@ def test_subscription_without_currency_leaves_money_out():
     ("subscription_resumed", "active", at(2027, 1, 17, 15)),
     ("subscription_reactivated", "active", at(2027, 2, 3, 15)),
     ("subscription_scheduled_cancellation_removed", "active", at(2026, 12, 15, 15)),
-    ("subscription_paused", "paused", None),
+    ("subscription_paused", "paused", at(2027, 1, 17, 15)),  # resumes after its term: renews then
 ])
 def test_subscription_upserted_statuses(sample, status, next_renewal):
     e = only(sample)

@@ -445,6 +445,26 @@ def active_subscription_updated() -> dict:
     return pay_event("subscription.created", "customer.subscription.updated")
 
 
+def utc_ts(*parts) -> int:
+    return int(datetime(*parts, tzinfo=timezone.utc).timestamp())
+
+
+@pytest.mark.parametrize("cancel_at, renewal", [
+    # Billed on the 31st, capped to February's 28th: the first billing day after the resume
+    # on March 15 is March 31 (https://docs.stripe.com/billing/subscriptions/billing-cycle).
+    (None, at(utc_ts(2017, 3, 31, 10))),
+    (utc_ts(2017, 3, 20), None),  # cancelled before it collects again
+])
+def test_a_pause_with_a_resume_date_renews_on_the_first_billing_day_after_it(cancel_at, renewal):
+    event = active_subscription_updated()
+    event_object(event).update(billing_cycle_anchor=utc_ts(2017, 1, 31, 10),
+                               current_period_start=utc_ts(2017, 1, 31, 10),
+                               current_period_end=utc_ts(2017, 2, 28, 10), cancel_at=cancel_at,
+                               pause_collection={"behavior": "void", "resumes_at": utc_ts(2017, 3, 15)})
+    [paused] = receive(event)
+    assert (paused.data["status"], paused.data["next_renewal_at"]) == ("paused", renewal)
+
+
 @pytest.mark.parametrize("behavior", ["keep_as_draft", "mark_uncollectible", "void"])
 def test_paused_collection_pauses_the_subscription_until_it_is_cleared(behavior):
     # https://docs.stripe.com/billing/subscriptions/pause-payment: the status stays `active`.
@@ -452,7 +472,11 @@ def test_paused_collection_pauses_the_subscription_until_it_is_cleared(behavior)
     event_object(event)["pause_collection"] = {"behavior": behavior, "resumes_at": RESUMES}
     [paused] = receive(event)
     assert (paused.data["status"], paused.data["resumes_at"]) == ("paused", at(RESUMES))
-    assert paused.data["next_renewal_at"] is None
+    # The renewal a month after the period's end is the first Stripe collects again.
+    assert paused.data["next_renewal_at"] == at(RESUMES)
+    event_object(event)["pause_collection"] = {"behavior": behavior, "resumes_at": None}
+    [indefinite] = receive(event)
+    assert (indefinite.data["status"], indefinite.data["next_renewal_at"]) == ("paused", None)
     event_object(event)["pause_collection"] = None
     [resumed] = receive(event)
     assert (resumed.data["status"], resumed.data["resumes_at"]) == ("active", None)
