@@ -1,7 +1,7 @@
 """Subscriptions that expire after a number of charges
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 `subscription.charges_limit` is Recharge's expire_after_specific_number_of_charges: the
 subscription ends after that many charges, and Renew Now aims at the last one. A plain
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
