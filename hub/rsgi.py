@@ -9,6 +9,10 @@ the wait is bounded by HUB_REQUEST_READ_TIMEOUT (408). Only a complete request r
 WSGI app (webhooks, then Flask), which runs on the loop's thread as it ran on the one WSGI
 thread. Answers are handed to granian whole, and its Rust side writes them: a client that
 reads slowly holds no Python either.
+
+On PostgreSQL a webhook is verified on the loop and its row awaited there
+(hub.db.inbox.InboxWriter.write_grouped): while one group of rows commits, the loop reads and
+verifies the next webhooks, and they commit together, one fsync for the group.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from hub.supervise import die_with_parent
-from hub.web.webhooks import PREFIX, receive, refusal
+from hub.web.webhooks import PREFIX, receive, receive_grouped, refusal
 from hub.wsgi import app as wsgi_app
 
 if multiprocessing.parent_process() is not None:
@@ -32,6 +36,7 @@ _HUB = wsgi_app.extensions["hub"]
 _TIMEOUT = _HUB.settings.HUB_REQUEST_READ_TIMEOUT
 _MAX_BODY = _HUB.settings.HUB_MAX_BODY_BYTES
 _TOO_LARGE = b'{"error":"body larger than the hub accepts"}'
+_GROUPED = _HUB.storage.inbox_writer.grouped
 # `hub serve --threads N`: N > 1 runs the WSGI app on that many threads beside the loop.
 _THREADS = int(os.environ.get("HUB_WEB_THREADS") or 1)
 _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="hub-web") if _THREADS > 1 else None
@@ -64,6 +69,11 @@ async def app(scope, protocol):
         return
     except _BodyTooLarge:
         protocol.response_bytes(413, _JSON, _TOO_LARGE)
+        return
+    if path.startswith(PREFIX) and _GROUPED:
+        status, answer = await receive_grouped(_HUB, source, dict(headers.items()), body,
+                                               scope.client.rpartition(":")[0])
+        protocol.response_bytes(status, _JSON, answer)
         return
     if path.startswith(PREFIX):
         call = (_webhook_response, source, dict(headers.items()), body, scope.client.rpartition(":")[0])

@@ -1,10 +1,13 @@
 """The webhook path's writer of the inbox: one INSERT per webhook, committed in groups.
 
 The raw row only (hub.sync.inbox drains it later), written on a driver connection of its own
-per thread, in the column formats SQLAlchemy reads back.
+per thread, in the column formats SQLAlchemy reads back. On PostgreSQL the web server's event
+loop hands rows to write_grouped(): webhooks arriving together share one transaction (one
+commit, one fsync) on an async connection, with no thread of its own.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import datetime, timezone
 
@@ -17,6 +20,8 @@ from hub.values import json_text
 KEY = ("source", "event_id")
 _COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
             "api_version", "status", "attempts", "outcome", "origin")
+# Rows per grouped INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
+_GROUP_ROWS = 1000
 
 
 class InboxWriter:
@@ -36,11 +41,20 @@ class InboxWriter:
         self._queue: list[_Waiter] = []
         self._leading = False
         if self.dialect == "postgresql":
-            values = ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS)
+            values = "(" + ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS) + ")"
         else:
-            values = ", ".join("?" for _ in _COLUMNS)
-        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES ({values}) "
+            values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+        self._values = values
+        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
+        # Grouped writes on an event loop (PostgreSQL): rows waiting for the next commit, the
+        # task committing them, its connection and the loop both belong to.
+        self.grouped = self.dialect == "postgresql"
+        self.commits = 0  # transactions committed by write_grouped(), for /metrics and tests
+        self._waiting: list[tuple[tuple, asyncio.Future]] = []
+        self._committer: asyncio.Task | None = None
+        self._async_conn = None
+        self._async_loop = None
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
@@ -57,6 +71,7 @@ class InboxWriter:
 
     def close(self) -> None:
         """Close every connection this writer opened (at shutdown and in tests)."""
+        self._drop_grouped_connection()
         for conn in self._opened:
             try:
                 conn.close()
@@ -78,10 +93,7 @@ class InboxWriter:
         the process queue up, and the next of them commits them all in one transaction.
         Each caller still returns only once its own row is committed.
         """
-        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
-                  self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
-                  envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
-        waiter = _Waiter(params)
+        waiter = _Waiter(self._params(source, envelope, headers, body, origin))
         with self._lock:
             self._queue.append(waiter)
             lead = not self._leading
@@ -112,6 +124,85 @@ class InboxWriter:
         if waiter.error is not None:
             raise waiter.error
         return waiter.created
+
+    def _params(self, source: str, envelope, headers: dict, body: bytes, origin: str) -> tuple:
+        return (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
+                self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
+                envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
+
+    async def write_grouped(self, source: str, envelope, headers: dict, body: bytes,
+                            origin: str = "webhook") -> bool:
+        """write() for a caller on an event loop, PostgreSQL only: True once the row is
+        committed, False for a duplicate; the error of its group's commit if that failed.
+
+        Webhooks that arrive while a commit is under way wait for the next one, which
+        commits all of them in one transaction (one INSERT): one fsync for the group, and
+        the loop serves other requests meanwhile. A failed commit stores none of the
+        group and fails every one of them.
+        """
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((self._params(source, envelope, headers, body, origin), answer))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_waiting())
+        return await answer
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
+            try:
+                conn = await self._grouped_connection()
+                async with conn.cursor() as cursor:
+                    await cursor.execute(self._grouped_sql(len(group)),
+                                         [value for params, _ in group for value in params])
+                    created = {tuple(row) for row in await cursor.fetchall()}
+                await conn.commit()
+            except Exception as exc:
+                # Nothing of the group is stored: each of its webhooks is answered with the
+                # error (503, the platform retries), and the connection is not reused.
+                self._drop_grouped_connection()
+                for _, answer in group:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: the server is stopping
+                self._drop_grouped_connection()
+                stopped = RuntimeError("inbox writer stopped")
+                for _, answer in group + self._waiting:
+                    if not answer.done():
+                        answer.set_exception(stopped)
+                self._waiting = []
+                raise
+            self.commits += 1
+            for params, answer in group:
+                key = (params[0], params[1])
+                # The first of a group's webhooks with one key made the row; any other is its duplicate.
+                new = key in created
+                created.discard(key)
+                if not answer.done():
+                    answer.set_result(new)
+
+    def _grouped_sql(self, rows: int) -> str:
+        return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([self._values] * rows)} "
+                f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
+
+    async def _grouped_connection(self):
+        loop = asyncio.get_running_loop()
+        if self._async_conn is not None and (self._async_loop is not loop or self._async_conn.closed):
+            self._drop_grouped_connection()
+        if self._async_conn is None:
+            import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
+
+            url = self.engine.url.set(drivername="postgresql")
+            self._async_conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False))
+            self._async_loop = loop
+        return self._async_conn
+
+    def _drop_grouped_connection(self) -> None:
+        if self._async_conn is not None:
+            # Closed at the driver's level: the connection's loop may be gone already.
+            self._async_conn.pgconn.finish()
+        self._async_conn = None
 
     def _commit(self, batch: list["_Waiter"]) -> None:
         conn = self._connection()
