@@ -10,9 +10,9 @@ WSGI app (webhooks, then Flask), which runs on the loop's thread as it ran on th
 thread. Answers are handed to granian whole, and its Rust side writes them: a client that
 reads slowly holds no Python either.
 
-On PostgreSQL a webhook is verified on the loop and its row awaited there
-(hub.db.inbox.InboxWriter.write_grouped): while one group of rows commits, the loop reads and
-verifies the next webhooks, and they commit together, one fsync for the group.
+A webhook is verified on the loop and its row awaited there (hub.db.inbox.InboxWriter.
+write_grouped): webhooks read in the same turn of the loop, and on PostgreSQL those read while
+the previous group commits, are committed together, in one transaction and one fsync.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from hub.supervise import die_with_parent
-from hub.web.webhooks import PREFIX, receive, receive_grouped, refusal
+from hub.web.webhooks import PREFIX, receive_grouped, refusal
 from hub.wsgi import app as wsgi_app
 
 if multiprocessing.parent_process() is not None:
@@ -36,8 +36,7 @@ _HUB = wsgi_app.extensions["hub"]
 _TIMEOUT = _HUB.settings.HUB_REQUEST_READ_TIMEOUT
 _MAX_BODY = _HUB.settings.HUB_MAX_BODY_BYTES
 _TOO_LARGE = b'{"error":"body larger than the hub accepts"}'
-_GROUPED = _HUB.storage.inbox_writer.grouped
-# `hub serve --threads N`: N > 1 runs the WSGI app on that many threads beside the loop.
+# `hub serve --threads N`: N > 1 runs the WSGI app (pages, API) on that many threads beside the loop.
 _THREADS = int(os.environ.get("HUB_WEB_THREADS") or 1)
 _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="hub-web") if _THREADS > 1 else None
 _JSON = [("content-type", "application/json")]
@@ -70,25 +69,17 @@ async def app(scope, protocol):
     except _BodyTooLarge:
         protocol.response_bytes(413, _JSON, _TOO_LARGE)
         return
-    if path.startswith(PREFIX) and _GROUPED:
+    if path.startswith(PREFIX):
         status, answer = await receive_grouped(_HUB, source, dict(headers.items()), body,
                                                scope.client.rpartition(":")[0])
         protocol.response_bytes(status, _JSON, answer)
         return
-    if path.startswith(PREFIX):
-        call = (_webhook_response, source, dict(headers.items()), body, scope.client.rpartition(":")[0])
-    else:
-        call = (wsgi_response, wsgi_environ(scope, body))
     if _POOL is None:
-        status, answer_headers, answer = call[0](*call[1:])
+        status, answer_headers, answer = wsgi_response(wsgi_environ(scope, body))
     else:
-        status, answer_headers, answer = await asyncio.get_running_loop().run_in_executor(_POOL, *call)
+        status, answer_headers, answer = await asyncio.get_running_loop().run_in_executor(
+            _POOL, wsgi_response, wsgi_environ(scope, body))
     protocol.response_bytes(status, answer_headers, answer)
-
-
-def _webhook_response(source: str, headers: dict, body: bytes, remote_addr: str) -> tuple[int, list, bytes]:
-    status, answer = receive(_HUB, source, headers, body, remote_addr)
-    return status, _JSON, answer
 
 
 class _BodyTooLarge(Exception):

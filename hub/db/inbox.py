@@ -1,9 +1,9 @@
 """The webhook path's writer of the inbox: one INSERT per webhook, committed in groups.
 
 The raw row only (hub.sync.inbox drains it later), written on a driver connection of its own
-per thread, in the column formats SQLAlchemy reads back. On PostgreSQL the web server's event
-loop hands rows to write_grouped(): webhooks arriving together share one transaction (one
-commit, one fsync) on an async connection, with no thread of its own.
+per thread, in the column formats SQLAlchemy reads back. The web server's event loop hands
+rows to write_grouped(): webhooks arriving together share one transaction (on PostgreSQL one
+commit and one fsync, on an async connection; on SQLite one write of the pages they share).
 """
 from __future__ import annotations
 
@@ -47,9 +47,8 @@ class InboxWriter:
         self._values = values
         self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
-        # Grouped writes on an event loop (PostgreSQL): rows waiting for the next commit, the
-        # task committing them, its connection and the loop both belong to.
-        self.grouped = self.dialect == "postgresql"
+        # Grouped writes on an event loop: rows waiting for the next commit, the task
+        # committing them, and (PostgreSQL) its connection and the loop both belong to.
         self.commits = 0  # transactions committed by write_grouped(), for /metrics and tests
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
@@ -132,19 +131,20 @@ class InboxWriter:
 
     async def write_grouped(self, source: str, envelope, headers: dict, body: bytes,
                             origin: str = "webhook") -> bool:
-        """write() for a caller on an event loop, PostgreSQL only: True once the row is
-        committed, False for a duplicate; the error of its group's commit if that failed.
+        """write() for a caller on an event loop: True once the row is committed, False for
+        a duplicate; the error of its group's commit if that failed.
 
-        Webhooks that arrive while a commit is under way wait for the next one, which
-        commits all of them in one transaction (one INSERT): one fsync for the group, and
-        the loop serves other requests meanwhile. A failed commit stores none of the
-        group and fails every one of them.
+        Webhooks that arrive while a commit is under way (PostgreSQL: the loop serves other
+        requests meanwhile) or in the same turn of the loop (SQLite) are committed together
+        in one transaction. A failed commit stores none of the group and fails every one
+        of them.
         """
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((self._params(source, envelope, headers, body, origin), answer))
         if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_waiting())
+            self._committer = loop.create_task(self._commit_waiting() if self.dialect == "postgresql"
+                                               else self._commit_on_loop())
         return await answer
 
     async def _commit_waiting(self) -> None:
@@ -181,6 +181,21 @@ class InboxWriter:
                 created.discard(key)
                 if not answer.done():
                     answer.set_result(new)
+
+    async def _commit_on_loop(self) -> None:
+        # SQLite's driver has no async interface and a WAL commit is short: it runs on the
+        # loop, once the requests read in the same turn of the loop have queued their rows.
+        group, self._waiting = self._waiting, []
+        waiters = [_Waiter(params) for params, _ in group]
+        self._commit(waiters)
+        self.commits += 1
+        for waiter, (_, answer) in zip(waiters, group):
+            if answer.done():
+                continue
+            if waiter.error is not None:
+                answer.set_exception(waiter.error)
+            else:
+                answer.set_result(waiter.created)
 
     def _grouped_sql(self, rows: int) -> str:
         return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([self._values] * rows)} "
@@ -221,12 +236,15 @@ class InboxWriter:
             if self.dialect != "sqlite":
                 conn.commit()
         except Exception as exc:
-            # A broken connection is not reused: the next request opens a fresh one.
+            # A broken connection is not reused: the next request opens a fresh one. Rolled
+            # back and closed first: a detached SQLite connection left with the group's open
+            # transaction would keep the inbox's write lock from every other writer.
             self._local.conn = None
-            try:
-                conn.invalidate()
-            except Exception:  # already unusable; nothing more to release
-                pass
+            for release in (conn.dbapi_connection.rollback, conn.dbapi_connection.close, conn.invalidate):
+                try:
+                    release()
+                except Exception:  # already unusable; nothing more to release
+                    pass
             for waiter in batch:
                 waiter.error = exc
         finally:

@@ -109,8 +109,8 @@ def receive(hub, source: str, headers: dict, body: bytes, remote_addr: str | Non
 
 async def receive_grouped(hub, source: str, headers: dict, body: bytes,
                           remote_addr: str | None) -> tuple[int, bytes]:
-    """receive() on the web server's event loop, for a writer that groups commits
-    (InboxWriter.grouped): the loop serves other webhooks while this one's commit is under way."""
+    """receive() on the web server's event loop (hub/rsgi.py): webhooks arriving together
+    share one commit (InboxWriter.write_grouped)."""
     envelope, refused = verified(hub, source, headers, body, remote_addr)
     if refused:
         return refused

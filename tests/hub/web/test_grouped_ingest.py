@@ -1,27 +1,29 @@
-"""Webhooks on PostgreSQL: those arriving together share one commit, and each is answered only
-once its row is committed (the path `hub serve` takes on its event loop, hub/rsgi.py)."""
+"""Webhooks arriving together share one commit, and each is answered only once its row is
+committed (the path `hub serve` takes on its event loop, hub/rsgi.py)."""
 from __future__ import annotations
 
 import asyncio
 import json
 
-import pytest
 from sqlalchemy import select, text
 
 from hub.models import InboxEvent
 from hub.web.webhooks import receive_grouped
 from tests.samples import signed, stripe_event
 
-pytestmark = [pytest.mark.postgres,
-              pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)]
-
-
-@pytest.fixture(autouse=True)
-def _needs_postgres():
-    from tests.postgres import postgres_url  # noqa: PLC0415 - a fixture module of the tests
-
-    if not postgres_url():
-        pytest.skip("HUB_TEST_POSTGRES_URL is not set")
+# Refuses one webhook when its transaction commits (PostgreSQL: a deferred constraint trigger)
+# or as it is inserted (SQLite has no deferred triggers): either way its group's commit fails.
+REFUSING_TRIGGER = {
+    "postgresql": ["CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                   "BEGIN IF NEW.event_id = 'evt_refused' THEN RAISE EXCEPTION 'refused'; END IF; "
+                   "RETURN NULL; END $$",
+                   "CREATE CONSTRAINT TRIGGER refuse_one AFTER INSERT ON inbox_event "
+                   "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_one()"],
+    "sqlite": ["CREATE TRIGGER inbox.refuse_one BEFORE INSERT ON inbox_event "
+               "WHEN NEW.event_id = 'evt_refused' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+}
+DROP_TRIGGER = {"postgresql": ["DROP TRIGGER refuse_one ON inbox_event", "DROP FUNCTION refuse_one()"],
+                "sqlite": ["DROP TRIGGER inbox.refuse_one"]}
 
 
 def webhook(event_id: str) -> tuple[dict, bytes]:
@@ -57,23 +59,17 @@ def test_webhooks_arriving_together_are_each_stored_and_answered_in_fewer_commit
 
 
 def test_a_commit_that_fails_answers_503_to_every_webhook_of_its_group_and_stores_none(hub):
-    # A constraint checked at COMMIT: the INSERT succeeds, the commit of its transaction fails.
+    dialect = hub.storage.engine.dialect.name
     with hub.storage.engine.begin() as conn:
-        conn.execute(text("CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                          "BEGIN IF NEW.event_id = 'evt_refused' THEN RAISE EXCEPTION 'refused'; END IF; "
-                          "RETURN NULL; END $$"))
-        conn.execute(text("CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON inbox_event "
-                          "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"))
-    try:
-        answers = post_together(hub, ["evt_a", "evt_refused", "evt_b", "evt_c"])
-        assert [status for status, _ in answers] == [503] * 4
-        assert all("retry" in answer["error"] for _, answer in answers)
-        assert stored_ids(hub) == []
-        # The writer recovers: the platform's retries are stored.
-        answers = post_together(hub, ["evt_a", "evt_b", "evt_c"])
-        assert [status for status, _ in answers] == [200] * 3
-        assert stored_ids(hub) == ["evt_a", "evt_b", "evt_c"]
-    finally:
-        with hub.storage.engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER refuse_at_commit ON inbox_event"))
-            conn.execute(text("DROP FUNCTION refuse_at_commit()"))
+        for statement in REFUSING_TRIGGER[dialect]:
+            conn.execute(text(statement))
+    answers = post_together(hub, ["evt_a", "evt_b", "evt_refused", "evt_c"])
+    assert [status for status, _ in answers] == [503] * 4
+    assert all("retry" in answer["error"] for _, answer in answers)
+    assert stored_ids(hub) == []
+    # The writer recovers: the platform's retries of the others are stored.
+    with hub.storage.engine.begin() as conn:
+        for statement in DROP_TRIGGER[dialect]:
+            conn.execute(text(statement))
+    assert [status for status, _ in post_together(hub, ["evt_a", "evt_b", "evt_c"])] == [200] * 3
+    assert stored_ids(hub) == ["evt_a", "evt_b", "evt_c"]
