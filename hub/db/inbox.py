@@ -22,6 +22,10 @@ _COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "tr
             "api_version", "status", "attempts", "outcome", "origin")
 # Rows per grouped INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
 _GROUP_ROWS = 1000
+# PostgreSQL transactions a web process commits at once. While one waits for its fsync the
+# next group starts on another connection, and PostgreSQL flushes the WAL of concurrent
+# commits together: a webhook waits for one commit, not for the one before it as well.
+_CONNECTIONS = 4
 
 
 class InboxWriter:
@@ -48,11 +52,13 @@ class InboxWriter:
         self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
         # Grouped writes on an event loop: rows waiting for the next commit, the task
-        # committing them, and (PostgreSQL) its connection and the loop both belong to.
+        # committing them (SQLite), and on PostgreSQL the tasks committing, their idle
+        # connections and the loop those belong to.
         self.commits = 0  # transactions committed by write_grouped(), for /metrics and tests
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
-        self._async_conn = None
+        self._committers = 0
+        self._idle: list = []
         self._async_loop = None
 
     def _connection(self):
@@ -70,7 +76,7 @@ class InboxWriter:
 
     def close(self) -> None:
         """Close every connection this writer opened (at shutdown and in tests)."""
-        self._drop_grouped_connection()
+        self._close_grouped_connections()
         for conn in self._opened:
             try:
                 conn.close()
@@ -142,45 +148,60 @@ class InboxWriter:
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((self._params(source, envelope, headers, body, origin), answer))
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_waiting() if self.dialect == "postgresql"
-                                               else self._commit_on_loop())
+        if self.dialect == "postgresql":
+            if self._committers < _CONNECTIONS:
+                self._committers += 1
+                loop.create_task(self._commit_waiting())
+        elif self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_on_loop())
         return await answer
 
     async def _commit_waiting(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
-            try:
-                conn = await self._grouped_connection()
-                async with conn.cursor() as cursor:
-                    await cursor.execute(self._grouped_sql(len(group)),
-                                         [value for params, _ in group for value in params])
-                    created = {tuple(row) for row in await cursor.fetchall()}
-                await conn.commit()
-            except Exception as exc:
-                # Nothing of the group is stored: each of its webhooks is answered with the
-                # error (503, the platform retries), and the connection is not reused.
-                self._drop_grouped_connection()
-                for _, answer in group:
+        """Commit groups of waiting rows on one connection until none wait (PostgreSQL)."""
+        conn = None
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
+                # In key order, as every group: two transactions inserting the same webhooks
+                # (a platform's retries) then wait for each other in one order, never deadlock.
+                group.sort(key=lambda waiting: waiting[0][:2])
+                try:
+                    conn = conn or await self._grouped_connection()
+                    async with conn.cursor() as cursor:
+                        await cursor.execute(self._grouped_sql(len(group)),
+                                             [value for params, _ in group for value in params])
+                        created = {tuple(row) for row in await cursor.fetchall()}
+                    await conn.commit()
+                except Exception as exc:
+                    # Nothing of the group is stored: each of its webhooks is answered with the
+                    # error (503, the platform retries), and the connection is not reused.
+                    _close(conn)
+                    conn = None
+                    for _, answer in group:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled: the server is stopping
+                    _close(conn)
+                    conn = None
+                    stopped = RuntimeError("inbox writer stopped")
+                    for _, answer in group + self._waiting:
+                        if not answer.done():
+                            answer.set_exception(stopped)
+                    self._waiting = []
+                    raise
+                self.commits += 1
+                for params, answer in group:
+                    key = (params[0], params[1])
+                    # The first of a group's webhooks with one key made the row; any other is its duplicate.
+                    new = key in created
+                    created.discard(key)
                     if not answer.done():
-                        answer.set_exception(exc)
-                continue
-            except BaseException:  # cancelled: the server is stopping
-                self._drop_grouped_connection()
-                stopped = RuntimeError("inbox writer stopped")
-                for _, answer in group + self._waiting:
-                    if not answer.done():
-                        answer.set_exception(stopped)
-                self._waiting = []
-                raise
-            self.commits += 1
-            for params, answer in group:
-                key = (params[0], params[1])
-                # The first of a group's webhooks with one key made the row; any other is its duplicate.
-                new = key in created
-                created.discard(key)
-                if not answer.done():
-                    answer.set_result(new)
+                        answer.set_result(new)
+        finally:
+            self._committers -= 1
+            if conn is not None:
+                self._idle.append(conn)
 
     async def _commit_on_loop(self) -> None:
         # SQLite's driver has no async interface and a WAL commit is short: it runs on the
@@ -202,22 +223,24 @@ class InboxWriter:
                 f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
 
     async def _grouped_connection(self):
+        """An idle connection of this writer's event loop, else a new one."""
         loop = asyncio.get_running_loop()
-        if self._async_conn is not None and (self._async_loop is not loop or self._async_conn.closed):
-            self._drop_grouped_connection()
-        if self._async_conn is None:
-            import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
-
-            url = self.engine.url.set(drivername="postgresql")
-            self._async_conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False))
+        if self._async_loop is not loop:  # connections belong to the loop they were opened on
+            self._close_grouped_connections()
             self._async_loop = loop
-        return self._async_conn
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
 
-    def _drop_grouped_connection(self) -> None:
-        if self._async_conn is not None:
-            # Closed at the driver's level: the connection's loop may be gone already.
-            self._async_conn.pgconn.finish()
-        self._async_conn = None
+        url = self.engine.url.set(drivername="postgresql")
+        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False))
+
+    def _close_grouped_connections(self) -> None:
+        for conn in self._idle:
+            _close(conn)
+        self._idle.clear()
 
     def _commit(self, batch: list["_Waiter"]) -> None:
         conn = self._connection()
@@ -266,3 +289,9 @@ class _Waiter:
     def release(self) -> None:
         if self.done is not None:
             self.done.set()
+
+
+def _close(conn) -> None:
+    """Close an async connection at the driver's level: its loop may be gone already."""
+    if conn is not None:
+        conn.pgconn.finish()
