@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text
 
 from hub.models import InboxEvent
 from hub.web.webhooks import receive_grouped
-from tests.samples import signed, stripe_event
+from tests.conftest import free_port
+from tests.samples import SECRETS, signed, stripe_event
+from tests.test_cli import _wait_for as wait_for_url
+
+ROOT = Path(__file__).resolve().parents[3]
 
 # Refuses one webhook when its transaction commits (PostgreSQL: a deferred constraint trigger)
 # or as it is inserted (SQLite has no deferred triggers): either way its group's commit fails.
@@ -73,3 +85,46 @@ def test_a_commit_that_fails_answers_503_to_every_webhook_of_its_group_and_store
             conn.execute(text(statement))
     assert [status for status, _ in post_together(hub, ["evt_a", "evt_b", "evt_c"])] == [200] * 3
     assert stored_ids(hub) == ["evt_a", "evt_b", "evt_c"]
+
+
+@pytest.mark.skipif(not os.environ.get("HUB_TEST_POSTGRES_URL"), reason="HUB_TEST_POSTGRES_URL is not set")
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)
+def test_hub_serve_on_postgresql_answers_webhooks_sent_together_after_fewer_commits_than_webhooks(hub, tmp_path):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DATABASE_URL=hub.settings.DATABASE_URL,
+               REDIS_URL=hub.settings.REDIS_URL, STRIPE_WEBHOOK_SECRET=SECRETS["STRIPE_WEBHOOK_SECRET"])
+    server = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--no-upgrade"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answers: dict[int, tuple[int, float]] = {}
+
+    def post(n: int) -> None:
+        headers, body = webhook(f"evt_{n}")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers,
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answers[n] = (answer.status, time.monotonic())
+
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/healthz", 60)
+        # Inserts wait while the test holds this lock: the webhooks pile up in the web process.
+        with hub.storage.engine.connect() as blocker:
+            blocker.execute(text("LOCK TABLE inbox_event IN SHARE MODE"))
+            posts = [threading.Thread(target=post, args=(n,)) for n in range(30)]
+            for thread in posts:
+                thread.start()
+            time.sleep(1.5)
+            assert answers == {}, "a webhook was answered before its row could be committed"
+            released = time.monotonic()
+            blocker.rollback()
+        for thread in posts:
+            thread.join(timeout=30)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert sorted(answers) == list(range(30))
+    assert all(status == 200 and at >= released for status, at in answers.values())
+    assert stored_ids(hub) == sorted(f"evt_{n}" for n in range(30))
+    with hub.storage.engine.connect() as conn:  # rows one transaction wrote share its xmin
+        transactions = conn.execute(text("SELECT count(DISTINCT xmin::text) FROM inbox_event")).scalar()
+    assert transactions < 30
+
