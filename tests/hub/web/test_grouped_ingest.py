@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,11 @@ def post_together(hub, event_ids: list[str]) -> list[tuple[int, dict]]:
         answers = await asyncio.gather(*(receive_grouped(hub, "stripe", *webhook(e), "127.0.0.1") for e in event_ids))
         hub.storage.inbox_writer.close()  # its connection belongs to this loop
         return answers
-    return [(status, json.loads(body)) for status, body in asyncio.run(post_all())]
+    # On a thread of its own, as granian's loop runs: a test before may leave a loop running
+    # on this one (Playwright's sync API does).
+    with ThreadPoolExecutor(1) as thread:
+        answers = thread.submit(asyncio.run, post_all()).result()
+    return [(status, json.loads(body)) for status, body in answers]
 
 
 def stored_ids(hub) -> list[str]:
