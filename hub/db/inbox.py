@@ -167,11 +167,13 @@ class InboxWriter:
                 group.sort(key=lambda waiting: waiting[0][:2])
                 try:
                     conn = conn or await self._grouped_connection()
+                    # One statement in autocommit, its own transaction: one round trip, and
+                    # it returns once committed (the driver waits for the server's
+                    # ReadyForQuery, sent after the commit).
                     async with conn.cursor() as cursor:
                         await cursor.execute(self._grouped_sql(len(group)),
                                              [value for params, _ in group for value in params])
                         created = {tuple(row) for row in await cursor.fetchall()}
-                    await conn.commit()
                 except Exception as exc:
                     # Nothing of the group is stored: each of its webhooks is answered with the
                     # error (503, the platform retries), and the connection is not reused.
@@ -235,7 +237,7 @@ class InboxWriter:
         import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
 
         url = self.engine.url.set(drivername="postgresql")
-        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False))
+        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True)
 
     def _close_grouped_connections(self) -> None:
         for conn in self._idle:
