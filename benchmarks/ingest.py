@@ -26,7 +26,8 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     SpeedProbe,
     cpu_seconds,
@@ -51,7 +52,7 @@ HELLO = textwrap.dedent('''
 
 
 def shopify_body() -> bytes:
-    sample = Path(__file__).resolve().parents[1] / "tests" / "samples" / "shopify" / "orders_create.json"
+    sample = ROOT / "tests" / "samples" / "shopify" / "orders_create.json"
     if sample.exists():
         return sample.read_bytes()
     return json.dumps({"id": 820982911946154508, "email": "jon@example.com", "total_price": "403.00",
@@ -122,7 +123,9 @@ def main() -> None:
     ports = {name: free_port() for name in names}
     postgres_data, postgres_url = start_postgres(free_port()) if args.postgres else (None, None)
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp / 'hub.db'}", REDIS_URL=redis_url,
-               SHOPIFY_WEBHOOK_SECRET=SECRET, HUB_LOG_LEVEL="WARNING", PYTHONPATH=str(tmp))
+               SHOPIFY_WEBHOOK_SECRET=SECRET, HUB_LOG_LEVEL="WARNING",
+               # The hub of this checkout, whichever one pip installed (hello.py lives in tmp).
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp)]))
     (tmp / "hello.py").write_text(HELLO)
     hub_serve = [sys.executable, "-m", "hub.cli", "serve", "--workers", str(args.workers),
                  "--threads", str(args.threads)]
