@@ -54,7 +54,7 @@ class InboxWriter:
         # Grouped writes on an event loop: rows waiting for the next commit, the task
         # committing them (SQLite), and on PostgreSQL the tasks committing, their idle
         # connections and the loop those belong to.
-        self.commits = 0  # transactions committed by write_grouped(), for /metrics and tests
+        self.commits = 0  # transactions committed by write_grouped() in this process (tests read it)
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
         self._committers = 0
