@@ -9,6 +9,10 @@ the wait is bounded by HUB_REQUEST_READ_TIMEOUT (408). Only a complete request r
 WSGI app (webhooks, then Flask), which runs on the loop's thread as it ran on the one WSGI
 thread. Answers are handed to granian whole, and its Rust side writes them: a client that
 reads slowly holds no Python either.
+
+A webhook is verified on the loop and its row awaited there (hub.db.inbox.InboxWriter.
+write_grouped): webhooks read in the same turn of the loop, and on PostgreSQL those read while
+the previous group commits, are committed together, in one transaction and one fsync.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from hub.supervise import die_with_parent
-from hub.web.webhooks import PREFIX, receive, refusal
+from hub.web.webhooks import PREFIX, receive_grouped, refusal
 from hub.wsgi import app as wsgi_app
 
 if multiprocessing.parent_process() is not None:
@@ -32,7 +36,7 @@ _HUB = wsgi_app.extensions["hub"]
 _TIMEOUT = _HUB.settings.HUB_REQUEST_READ_TIMEOUT
 _MAX_BODY = _HUB.settings.HUB_MAX_BODY_BYTES
 _TOO_LARGE = b'{"error":"body larger than the hub accepts"}'
-# `hub serve --threads N`: N > 1 runs the WSGI app on that many threads beside the loop.
+# `hub serve --threads N`: N > 1 runs the WSGI app (pages, API) on that many threads beside the loop.
 _THREADS = int(os.environ.get("HUB_WEB_THREADS") or 1)
 _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="hub-web") if _THREADS > 1 else None
 _JSON = [("content-type", "application/json")]
@@ -66,19 +70,16 @@ async def app(scope, protocol):
         protocol.response_bytes(413, _JSON, _TOO_LARGE)
         return
     if path.startswith(PREFIX):
-        call = (_webhook_response, source, dict(headers.items()), body, scope.client.rpartition(":")[0])
-    else:
-        call = (wsgi_response, wsgi_environ(scope, body))
+        status, answer = await receive_grouped(_HUB, source, dict(headers.items()), body,
+                                               scope.client.rpartition(":")[0])
+        protocol.response_bytes(status, _JSON, answer)
+        return
     if _POOL is None:
-        status, answer_headers, answer = call[0](*call[1:])
+        status, answer_headers, answer = wsgi_response(wsgi_environ(scope, body))
     else:
-        status, answer_headers, answer = await asyncio.get_running_loop().run_in_executor(_POOL, *call)
+        status, answer_headers, answer = await asyncio.get_running_loop().run_in_executor(
+            _POOL, wsgi_response, wsgi_environ(scope, body))
     protocol.response_bytes(status, answer_headers, answer)
-
-
-def _webhook_response(source: str, headers: dict, body: bytes, remote_addr: str) -> tuple[int, list, bytes]:
-    status, answer = receive(_HUB, source, headers, body, remote_addr)
-    return status, _JSON, answer
 
 
 class _BodyTooLarge(Exception):

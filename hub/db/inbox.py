@@ -1,10 +1,13 @@
 """The webhook path's writer of the inbox: one INSERT per webhook, committed in groups.
 
 The raw row only (hub.sync.inbox drains it later), written on a driver connection of its own
-per thread, in the column formats SQLAlchemy reads back.
+per thread, in the column formats SQLAlchemy reads back. The web server's event loop hands
+rows to write_grouped(): webhooks arriving together share one transaction (on PostgreSQL one
+commit and one fsync, on an async connection; on SQLite one write of the pages they share).
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import datetime, timezone
 
@@ -17,6 +20,12 @@ from hub.values import json_text
 KEY = ("source", "event_id")
 _COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
             "api_version", "status", "attempts", "outcome", "origin")
+# Rows per grouped INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
+_GROUP_ROWS = 1000
+# PostgreSQL transactions a web process commits at once. While one waits for its fsync the
+# next group starts on another connection, and PostgreSQL flushes the WAL of concurrent
+# commits together: a webhook waits for one commit, not for the one before it as well.
+_CONNECTIONS = 4
 
 
 class InboxWriter:
@@ -36,11 +45,21 @@ class InboxWriter:
         self._queue: list[_Waiter] = []
         self._leading = False
         if self.dialect == "postgresql":
-            values = ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS)
+            values = "(" + ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS) + ")"
         else:
-            values = ", ".join("?" for _ in _COLUMNS)
-        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES ({values}) "
+            values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+        self._values = values
+        self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
+        # Grouped writes on an event loop: rows waiting for the next commit, the task
+        # committing them (SQLite), and on PostgreSQL the tasks committing, their idle
+        # connections and the loop those belong to.
+        self.commits = 0  # transactions committed by write_grouped() in this process (tests read it)
+        self._waiting: list[tuple[tuple, asyncio.Future]] = []
+        self._committer: asyncio.Task | None = None
+        self._committers = 0
+        self._idle: list = []
+        self._async_loop = None
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
@@ -57,6 +76,7 @@ class InboxWriter:
 
     def close(self) -> None:
         """Close every connection this writer opened (at shutdown and in tests)."""
+        self._close_grouped_connections()
         for conn in self._opened:
             try:
                 conn.close()
@@ -78,10 +98,7 @@ class InboxWriter:
         the process queue up, and the next of them commits them all in one transaction.
         Each caller still returns only once its own row is committed.
         """
-        params = (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
-                  self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
-                  envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
-        waiter = _Waiter(params)
+        waiter = _Waiter(self._params(source, envelope, headers, body, origin))
         with self._lock:
             self._queue.append(waiter)
             lead = not self._leading
@@ -113,6 +130,120 @@ class InboxWriter:
             raise waiter.error
         return waiter.created
 
+    def _params(self, source: str, envelope, headers: dict, body: bytes, origin: str) -> tuple:
+        return (source, envelope.event_id, envelope.topic[:100], json_text(headers), body,
+                self._time(datetime.now(timezone.utc)), self._time(envelope.triggered_at),
+                envelope.shop, envelope.api_version, PENDING, 0, "[]", origin)
+
+    async def write_grouped(self, source: str, envelope, headers: dict, body: bytes,
+                            origin: str = "webhook") -> bool:
+        """write() for a caller on an event loop: True once the row is committed, False for
+        a duplicate; the error of its group's commit if that failed.
+
+        Webhooks that arrive while a commit is under way (PostgreSQL: the loop serves other
+        requests meanwhile) or in the same turn of the loop (SQLite) are committed together
+        in one transaction. A failed commit stores none of the group and fails every one
+        of them.
+        """
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((self._params(source, envelope, headers, body, origin), answer))
+        if self.dialect == "postgresql":
+            if self._committers < _CONNECTIONS:
+                self._committers += 1
+                loop.create_task(self._commit_waiting())
+        elif self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_on_loop())
+        return await answer
+
+    async def _commit_waiting(self) -> None:
+        """Commit groups of waiting rows on one connection until none wait (PostgreSQL)."""
+        conn = None
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
+                # In key order, as every group: two transactions inserting the same webhooks
+                # (a platform's retries) then wait for each other in one order, never deadlock.
+                group.sort(key=lambda waiting: waiting[0][:2])
+                try:
+                    conn = conn or await self._grouped_connection()
+                    # One statement in autocommit, its own transaction: one round trip, and
+                    # it returns once committed (the driver waits for the server's
+                    # ReadyForQuery, sent after the commit).
+                    async with conn.cursor() as cursor:
+                        await cursor.execute(self._grouped_sql(len(group)),
+                                             [value for params, _ in group for value in params])
+                        created = {tuple(row) for row in await cursor.fetchall()}
+                except Exception as exc:
+                    # Nothing of the group is stored: each of its webhooks is answered with the
+                    # error (503, the platform retries), and the connection is not reused.
+                    _close(conn)
+                    conn = None
+                    for _, answer in group:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled: the server is stopping
+                    _close(conn)
+                    conn = None
+                    stopped = RuntimeError("inbox writer stopped")
+                    for _, answer in group + self._waiting:
+                        if not answer.done():
+                            answer.set_exception(stopped)
+                    self._waiting = []
+                    raise
+                self.commits += 1
+                for params, answer in group:
+                    key = (params[0], params[1])
+                    # The first of a group's webhooks with one key made the row; any other is its duplicate.
+                    new = key in created
+                    created.discard(key)
+                    if not answer.done():
+                        answer.set_result(new)
+        finally:
+            self._committers -= 1
+            if conn is not None:
+                self._idle.append(conn)
+
+    async def _commit_on_loop(self) -> None:
+        # SQLite's driver has no async interface and a WAL commit is short: it runs on the
+        # loop, once the requests read in the same turn of the loop have queued their rows.
+        group, self._waiting = self._waiting, []
+        waiters = [_Waiter(params) for params, _ in group]
+        self._commit(waiters)
+        self.commits += 1
+        for waiter, (_, answer) in zip(waiters, group):
+            if answer.done():
+                continue
+            if waiter.error is not None:
+                answer.set_exception(waiter.error)
+            else:
+                answer.set_result(waiter.created)
+
+    def _grouped_sql(self, rows: int) -> str:
+        return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([self._values] * rows)} "
+                f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
+
+    async def _grouped_connection(self):
+        """An idle connection of this writer's event loop, else a new one."""
+        loop = asyncio.get_running_loop()
+        if self._async_loop is not loop:  # connections belong to the loop they were opened on
+            self._close_grouped_connections()
+            self._async_loop = loop
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
+
+        url = self.engine.url.set(drivername="postgresql")
+        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+    def _close_grouped_connections(self) -> None:
+        for conn in self._idle:
+            _close(conn)
+        self._idle.clear()
+
     def _commit(self, batch: list["_Waiter"]) -> None:
         conn = self._connection()
         try:
@@ -130,12 +261,15 @@ class InboxWriter:
             if self.dialect != "sqlite":
                 conn.commit()
         except Exception as exc:
-            # A broken connection is not reused: the next request opens a fresh one.
+            # A broken connection is not reused: the next request opens a fresh one. Rolled
+            # back and closed first: a detached SQLite connection left with the group's open
+            # transaction would keep the inbox's write lock from every other writer.
             self._local.conn = None
-            try:
-                conn.invalidate()
-            except Exception:  # already unusable; nothing more to release
-                pass
+            for release in (conn.dbapi_connection.rollback, conn.dbapi_connection.close, conn.invalidate):
+                try:
+                    release()
+                except Exception:  # already unusable; nothing more to release
+                    pass
             for waiter in batch:
                 waiter.error = exc
         finally:
@@ -157,3 +291,9 @@ class _Waiter:
     def release(self) -> None:
         if self.done is not None:
             self.done.set()
+
+
+def _close(conn) -> None:
+    """Close an async connection at the driver's level: its loop may be gone already."""
+    if conn is not None:
+        conn.pgconn.finish()

@@ -97,6 +97,32 @@ def refusal(hub, source: str, method: str | None, content_length: str | None,
 
 def receive(hub, source: str, headers: dict, body: bytes, remote_addr: str | None) -> tuple[int, bytes]:
     """Verify and store a webhook whose body has been read (headers: lower-case names)."""
+    envelope, refused = verified(hub, source, headers, body, remote_addr)
+    if refused:
+        return refused
+    try:
+        created = hub.storage.inbox_writer.write(source, envelope, stored_headers(headers), body)
+    except Exception as exc:  # the driver's own errors too: any failure to store is a 503
+        return _not_stored(source, envelope, exc)
+    return _stored(hub, created)
+
+
+async def receive_grouped(hub, source: str, headers: dict, body: bytes,
+                          remote_addr: str | None) -> tuple[int, bytes]:
+    """receive() on the web server's event loop (hub/rsgi.py): webhooks arriving together
+    share one commit (InboxWriter.write_grouped)."""
+    envelope, refused = verified(hub, source, headers, body, remote_addr)
+    if refused:
+        return refused
+    try:
+        created = await hub.storage.inbox_writer.write_grouped(source, envelope, stored_headers(headers), body)
+    except Exception as exc:  # the driver's own errors too: any failure to store is a 503
+        return _not_stored(source, envelope, exc)
+    return _stored(hub, created)
+
+
+def verified(hub, source: str, headers: dict, body: bytes, remote_addr: str | None):
+    """(the webhook's Envelope, None) once its signature holds, else (None, the answer refusing it)."""
     module = get_source(source)
     try:
         module.verify(hub.settings, headers, body)
@@ -104,17 +130,20 @@ def receive(hub, source: str, headers: dict, body: bytes, remote_addr: str | Non
         # The hub's setup is missing, not the sender's signature: 503 tells the platform to
         # retry (Shopify, Stripe and Chargebee all do) until someone sets the secret.
         log.error("refused a %s webhook: %s", source, exc)
-        return 503, _error(str(exc))
+        return None, (503, _error(str(exc)))
     except SignatureInvalid as exc:
         # Logged without the body: an unverified body is not ours to keep.
         log.warning("rejected %s webhook from %s: %s", source, remote_addr, exc)
-        return 401, _error("signature invalid")
-    envelope = module.describe(headers, body)
-    try:
-        created = hub.storage.inbox_writer.write(source, envelope, stored_headers(headers), body)
-    except Exception as exc:  # the driver's own errors too: any failure to store is a 503
-        log.error("could not store %s webhook %s: %s", source, envelope.event_id, exc)
-        return 503, _error("could not store the webhook; please retry")
+        return None, (401, _error("signature invalid"))
+    return module.describe(headers, body), None
+
+
+def _not_stored(source: str, envelope, exc: Exception) -> tuple[int, bytes]:
+    log.error("could not store %s webhook %s: %s", source, envelope.event_id, exc)
+    return 503, _error("could not store the webhook; please retry")
+
+
+def _stored(hub, created: bool) -> tuple[int, bytes]:
     if created:
         hub.queues.request_drain_soon()
     return 200, _RECEIVED if created else _DUPLICATE
