@@ -10,6 +10,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import add_numbered
+from hub.db.unit import UnitOfWork
 from hub.models import (
     Delivery,
     InboxEvent,
@@ -70,7 +71,7 @@ class Known:
 
 
 @contextmanager
-def batch(session: Session, mentions):
+def batch(unit: UnitOfWork, mentions):
     """Identities for a drained batch: inside the block find_subscriber/resolve answer from
     memory. `mentions`: (source, customer dict, creates) per event, in order; `creates` when
     the event's applier finds or creates its subscriber.
@@ -81,6 +82,7 @@ def batch(session: Session, mentions):
     of their email and id in the batch names that same person and may create them (a
     deletion, an erasure or a whole-shop event in the batch turns this off for them or all).
     """
+    session = unit.session
     known = Known()
     wanted: dict[str, set[str]] = {}
     people: dict[tuple[str, str], set] = {}  # key -> every (id key, email) it is seen with
@@ -111,7 +113,7 @@ def batch(session: Session, mentions):
             for subscriber in session.scalars(query):
                 known.put(attr, getattr(subscriber, attr), subscriber)
     if precreate:
-        _precreate(session, known, people, poisoned, eligible)
+        _precreate(unit, known, people, poisoned, eligible)
     session.info[INDEX] = known
     try:
         yield known
@@ -119,7 +121,7 @@ def batch(session: Session, mentions):
         session.info.pop(INDEX, None)
 
 
-def _precreate(session: Session, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
+def _precreate(unit: UnitOfWork, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
     rows, seen = [], set()
     for keys, id_key, email in eligible:
         if any(k in poisoned or len(people[k]) != 1 or known.entries.get(k) is not None for k in keys):
@@ -132,7 +134,7 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
         return
     # Numbered now and written once, with the values the batch leaves them with (one
     # executemany, hub.db.bulk.write_new), rather than inserted here and updated at the end.
-    for subscriber in add_numbered(session, Subscriber, rows):
+    for subscriber in add_numbered(unit, Subscriber, rows):
         set_committed_value(subscriber, "subscriptions", [])
         set_committed_value(subscriber, "payments", [])
         for key in _KEYS:

@@ -149,8 +149,7 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
 def _fail_alone(storage, unit: UnitOfWork, row: InboxEvent, exc: Exception) -> None:
     """Mark failed, in the session's next transaction, a row whose one-row batch failed as a
     whole (called while handling `exc`, after the rollback)."""
-    unit.session.info.clear()  # what the undone work left for later flushes is void
-    unit.clear()
+    unit.clear()  # what the undone work left for later flushes is void
     _record(row, _started(row))
     _failed(row, exc)
     with storage.write_turn():
@@ -223,7 +222,7 @@ def process_batch(unit: UnitOfWork, rows: list[InboxEvent], settings,
         # Outcomes are written to the rows by after_batch: one UPDATE for the batch rather
         # than one in every flush along the way.
         outcomes = []
-        with identity.batch(session, mentions):
+        with identity.batch(unit, mentions):
             for row, (error, events) in prepared:
                 fields = _started(row)
                 if error is not None:
@@ -231,7 +230,7 @@ def process_batch(unit: UnitOfWork, rows: list[InboxEvent], settings,
                 else:
                     fields.update(_apply(unit, row, events, settings, now))
                 outcomes.append((row, fields))
-        write_new(session)
+        write_new(unit)
         write_changed(session, Subscriber)
         savepoint.commit()
     except Exception as exc:  # redone row by row below, where the bad row is named

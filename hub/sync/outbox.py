@@ -357,7 +357,7 @@ def insert_deliveries(unit: UnitOfWork, rows: list[dict]) -> int:
     """Insert deliveries, skipping any whose (connector, idempotency key) exists; rows added."""
     if not rows:
         return 0
-    write_new(unit.session)  # the people they are for, when numbered but not written yet (no autoflush here)
+    write_new(unit)  # the people they are for, when numbered but not written yet (no autoflush here)
     # One plain executemany by the driver (no RETURNING, which would make SQLAlchemy build
     # multi-row VALUES statements): the row count says how many were new.
     added = insert_ignore(unit.session, Delivery.__table__, rows, KEY)
