@@ -328,7 +328,7 @@ def _apply(unit: UnitOfWork, row: InboxEvent, events: list, settings, now: datet
     outcome = []
     subscriber_id = None
     for event in events:
-        changes = apply_event(unit.session, event)
+        changes = apply_event(unit.session, event, unit.people)
         if flush:
             unit.session.flush()
         entry = changes.to_dict()
