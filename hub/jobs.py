@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from rq import SimpleWorker
 
 from hub.context import Hub, current_hub
+from hub.db.unit import UnitOfWork
 from hub.errors import DrainerBusy
 from hub.ops import alerts, consent, dashboard, reconcile
 from hub.sync import inference, outbox, rules
@@ -85,7 +86,8 @@ def run_time_rules(hub: Hub, now: datetime) -> dict:
     with hub.storage.session() as session:
         lapsed = inference.lapse(session, now, hub.settings.SHOPIFY_INFERRED_GRACE_DAYS)
         report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
-        outbox.plan_sweep(session, hub.settings, report.trigger_ids, {*report.subscriber_ids, *lapsed})
+        outbox.plan_sweep(UnitOfWork(session), hub.settings, report.trigger_ids,
+                          {*report.subscriber_ids, *lapsed})
     return report.counts
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from hub.db.unit import UnitOfWork
 from hub.models import InboxEvent, Subscriber
 from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin
@@ -49,7 +50,7 @@ def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers
         from hub.sync.inbox import replay
 
         with hub.storage.session() as s:
-            replay(s, s.scalar(select(InboxEvent)), hub.settings)
+            replay(UnitOfWork(s), s.scalar(select(InboxEvent)), hub.settings)
     with hub.storage.session() as s:
         assert s.scalar(select(InboxEvent.status)) == "processed"
         assert s.scalar(select(Subscriber.email)) == "bob@biller.com"

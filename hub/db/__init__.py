@@ -6,6 +6,8 @@
   upsert, locks_claimed_rows, blob_text, utc_day/utc_month, card_expiring_in);
 - bulk: the drain's writes without the ORM's per-object work (add_numbered/write_new,
   write_changed, update_by_key, execute_many, insert_ignore_returning for sweeps);
+- unit: UnitOfWork, one transaction's work in progress, passed from step to step (the
+  bulk writer's numbers and unwritten objects, the sync's identity index and outbox marks);
 - inbox: the webhook path's grouped INSERT on a driver connection (InboxWriter);
 - types: UTCDateTime, the time column type of every model.
 

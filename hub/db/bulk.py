@@ -16,21 +16,20 @@ from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.orm.state import InstanceState
 
 from hub.db.types import UTCDateTime
+from hub.db.unit import UnitOfWork, unit_of
 from hub.models.base import now_utc
 from hub.values import json_text
 
-UNWRITTEN = "hub.db.bulk.unwritten"  # session.info: objects of add_numbered not written yet
-NUMBERED = "hub.db.bulk.numbered"  # session.info: table name -> the last number add_numbered took
 
-
-def add_numbered(session: Session, model, values: list[dict]) -> list:
+def add_numbered(unit: UnitOfWork, model, values: list[dict]) -> list:
     """New `model` objects for `values` (column values by key), each with its primary key
     taken now and its column defaults filled in as a flush would fill them, added to the
-    session. Their INSERT waits for write_new (or the next flush, which calls it first),
-    so a person created and changed in one batch is written once, with the final values.
+    unit's session. Their INSERT waits for write_new (or the next flush, which calls it
+    first), so a person created and changed in one batch is written once, with the final values.
     """
     if not values:
         return []
+    session = unit.session
     mapper = inspect(model)
     table = mapper.local_table
     pk = mapper.primary_key[0]
@@ -48,7 +47,7 @@ def add_numbered(session: Session, model, values: list[dict]) -> list:
         else:  # each object its own dict or list: the caller may change it in place
             per_object.append((key, made or _default(column.default)))
     # Numbers this session took and has not written yet are not in the table: start past them.
-    taken = session.info.setdefault(NUMBERED, {})
+    taken = unit.numbered
     numbers = reserve_ids(session.connection(), table, len(values), after=taken.get(table.name, 0))
     taken[table.name] = numbers[-1]
     objects = []
@@ -64,16 +63,18 @@ def add_numbered(session: Session, model, values: list[dict]) -> list:
     for obj in objects:
         # Session.add less its cascade over relationships, which new objects have none of.
         session._save_or_update_impl(instance_state(obj))
-    session.info.setdefault(UNWRITTEN, []).extend(objects)
+    unit.unwritten.extend(objects)
+    unit.expose()  # for the flushes to come: they write these first
     return objects
 
 
-def write_new(session: Session) -> int:
+def write_new(unit: UnitOfWork) -> int:
     """INSERT the objects of add_numbered still pending, with their values as they are now,
     one executemany per model; they become persistent and clean as after a flush."""
-    held = session.info.pop(UNWRITTEN, None)
-    if not held:
+    if not unit.unwritten:
         return 0
+    session = unit.session
+    held, unit.unwritten = unit.unwritten, []
     # Objects a rolled-back savepoint expunged, or already flushed, are not pending here.
     states = [state for state in map(instance_state, held)
               if state.key is None and state.session_id == session.hash_key and not state.deleted]
@@ -105,7 +106,9 @@ def write_new_first(sessions: sessionmaker) -> None:
 
 
 def _write_new_first(session, flush_context, instances):
-    write_new(session)
+    unit = unit_of(session)
+    if unit is not None:
+        write_new(unit)
 
 
 def reserve_ids(connection, table, count: int, after: int = 0) -> list[int]:

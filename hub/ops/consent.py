@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 import connectors
 from connectors.base import Holding, RetryAfter, Sent
+from hub.db.unit import UnitOfWork
 from hub.models import QUEUED, RETRYING, ConsentDrift, Delivery, Subscriber
 from hub.ops.backfill import load_checkpoint, save_checkpoint
 from hub.sync import outbox
@@ -294,7 +295,7 @@ def _plan_fixes(session: Session, settings, rows: list[dict], report: Report, no
                    "channel": row["channel"], "state": row["source_state"], "consented_at": at,
                    "source": row["source"], "history": False}
         fix = outbox.delivery_row(row["connector"], "consent", person.id, key, payload, False)
-        if outbox.insert_deliveries(session, [fix]):
+        if outbox.insert_deliveries(UnitOfWork(session), [fix]):
             row["fix_delivery_id"] = session.scalar(select(Delivery.id).where(
                 Delivery.connector == row["connector"], Delivery.idempotency_key == key[:200]))
             by_tool[row["connector"]].fixed += 1

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from hub.db.unit import UnitOfWork
 from hub.errors import ConfigError
 from hub.models import FAILED, Delivery, InboxEvent, Subscriber, Trigger
 from hub.sync import inbox
@@ -99,7 +100,6 @@ def run(storage, settings, query, dry_run: bool, rules_file: str | Path | None =
         result = replay_rows(session, rows, run_settings, dry_run)
         if dry_run:
             session.rollback()
-            session.info.clear()  # what the undone work marked for the outbox is void
     return result
 
 
@@ -110,9 +110,10 @@ def replay_rows(session: Session, rows: list[InboxEvent], settings, dry_run: boo
     last_delivery = session.scalar(select(func.max(Delivery.id))) or 0
     result = Replay(dry_run=dry_run)
     people: dict[int | None, PersonDiff] = {}
+    unit = UnitOfWork(session)
     for row in rows:
         before = row.status
-        entries = inbox.replay(session, row, settings)
+        entries = inbox.replay(unit, row, settings)
         for entry in entries:
             person = people.setdefault(entry.get("subscriber_id"), PersonDiff(entry.get("subscriber_id")))
             if row.id not in person.events:
@@ -125,7 +126,7 @@ def replay_rows(session: Session, rows: list[InboxEvent], settings, dry_run: boo
                     _merge(person.changed, change)
         result.rows.append(ReplayedRow(row.id, row.source, row.topic, before, row.status, row.error,
                                        entries, row.subscriber_id))
-    inbox.after_batch(session, settings)  # the profile deliveries the replayed rows made due
+    inbox.after_batch(unit, settings)  # the profile deliveries the replayed rows made due
     session.flush()
     names = {}
     for trigger in session.scalars(select(Trigger).where(Trigger.id > last_trigger).order_by(Trigger.id)):

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import connectors
+from hub.db.unit import UnitOfWork
 from hub.models import DEAD, QUEUED, Delivery, InboxEvent, Subscriber
 from hub.sync import inbox, outbox
 
@@ -31,8 +32,9 @@ def retry_deliveries(session: Session, ids=None, all_dead: bool = False, connect
 def replay_event(session: Session, row: InboxEvent, settings) -> list[dict]:
     """Process a stored event again (a new attempt, the earlier ones kept), then write the
     profile deliveries it made due; the new attempt's outcome entries."""
-    latest = inbox.replay(session, row, settings)
-    inbox.after_batch(session, settings)
+    unit = UnitOfWork(session)
+    latest = inbox.replay(unit, row, settings)
+    inbox.after_batch(unit, settings)
     return latest
 
 

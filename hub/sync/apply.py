@@ -16,8 +16,8 @@ from hub import events as ev
 from hub.events import CanonicalEvent
 from hub.models import Order, OrderRefunds, Payment, Subscriber, Subscription
 from hub.sync import compliance, inference
-from hub.sync.identity import find_subscriber, resolve
-from hub.values import normalize_email, normalize_phone
+from hub.sync.identity import Known, find_subscriber, resolve
+from hub.values import add_intervals, normalize_email, normalize_phone
 
 
 @dataclass
@@ -54,22 +54,24 @@ def _newer(incoming: datetime, held: datetime | None) -> bool:
     return held is None or incoming >= held
 
 
-def apply_event(session: Session, event: CanonicalEvent) -> Changes:
-    """Apply one canonical event; returns what changed."""
+def apply_event(session: Session, event: CanonicalEvent, people: Known | None = None) -> Changes:
+    """Apply one canonical event; returns what changed. `people`: the drained batch's
+    identity index (hub.sync.identity.batch), asked before the database."""
     changes = Changes(event.name)
     applier = APPLIERS.get(event.name)
     if applier is None:
         changes.notes.append("nothing to change")
         return changes
-    applier(session, event, changes)
+    applier(session, event, changes, people)
     return changes
 
 
-def _subscriber(session: Session, event: CanonicalEvent, changes: Changes, create: bool = True):
+def _subscriber(session: Session, event: CanonicalEvent, changes: Changes, create: bool = True,
+                people: Known | None = None):
     if create:
-        subscriber = resolve(session, event.source, event.customer, changes.notes)
+        subscriber = resolve(session, event.source, event.customer, changes.notes, people)
     else:
-        subscriber = find_subscriber(session, event.source, event.customer)
+        subscriber = find_subscriber(session, event.source, event.customer, people)
     changes.subscriber = subscriber
     if subscriber is not None:
         _touch(subscriber, event.occurred_at)
@@ -86,8 +88,8 @@ def _activity(subscriber: Subscriber, at: datetime) -> None:
         subscriber.last_activity_at = at
 
 
-def apply_customer(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_customer(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     if subscriber is None:
         changes.notes.append("no customer id or email: nothing to link")
         return
@@ -133,16 +135,16 @@ def _default_of(cards: dict, source: str) -> str | None:
     return next((k for k, card in cards.items() if k.startswith(source + ":") and card.get("default")), None)
 
 
-def apply_customer_deleted(session, event, changes):
-    subscriber = _subscriber(session, event, changes, create=False)
+def apply_customer_deleted(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, create=False, people=people)
     if subscriber is None:
         changes.notes.append("unknown customer")
         return
     changes.notes.append(f"deleted on {event.source}; the hub keeps the history")
 
 
-def apply_consent(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_consent(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     if subscriber is None:
         return
     channel = event.data["channel"]
@@ -161,8 +163,8 @@ def apply_consent(session, event, changes):
     subscriber.consent = {**subscriber.consent, channel: new}
 
 
-def apply_order(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_order(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     d = event.data
     order = session.scalar(select(Order).where(Order.source == event.source,
                                                Order.source_id == str(d["source_id"])))
@@ -230,14 +232,14 @@ def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, change
     changes.set(subscriber, "lifetime_spend", subscriber.lifetime_spend + amount, "lifetime value")
 
 
-def apply_refund(session, event, changes):
+def apply_refund(session, event, changes, people=None):
     d = event.data
     order_id = str(d.get("order_source_id"))
     # A subscription app's refund names the store order it paid for (Recharge: the Shopify
     # order), which the store's own refund names too: one order, refunded once.
     order = session.scalar(select(Order).where(Order.source_id == order_id)
                            .order_by((Order.source == event.source).desc()).limit(1))
-    subscriber = _subscriber(session, event, changes, create=bool(event.customer))
+    subscriber = _subscriber(session, event, changes, create=bool(event.customer), people=people)
     if subscriber is None and order is not None and order.subscriber_id:
         subscriber = session.get(Subscriber, order.subscriber_id)
         changes.subscriber = subscriber
@@ -304,7 +306,7 @@ SUBSCRIPTION_FIELDS = ("status", "plan", "plan_id", "interval", "interval_count"
 _CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at", "charges_limit")
 
 
-def apply_subscription(session, event, changes):
+def apply_subscription(session, event, changes, people=None):
     d = dict(event.data)
     if event.name == ev.SUBSCRIPTION_CANCELED:
         d["status"] = d.get("status") if d.get("status") in ("canceled", "expired") else "canceled"
@@ -312,7 +314,7 @@ def apply_subscription(session, event, changes):
         d.setdefault("canceled_at", event.occurred_at)
     subscription = session.scalar(select(Subscription).where(
         Subscription.source == event.source, Subscription.source_id == str(d["source_id"])))
-    subscriber = _subscriber(session, event, changes, create=True)
+    subscriber = _subscriber(session, event, changes, create=True, people=people)
     label = f"subscription {d.get('plan') or d['source_id']}"
     if subscription is None:
         subscription = Subscription(source=event.source, source_id=str(d["source_id"]),
@@ -338,8 +340,8 @@ def apply_subscription(session, event, changes):
     inference.supersede(session, subscription, changes)
 
 
-def apply_trial_ending(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_trial_ending(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     d = event.data
     subscription = session.scalar(select(Subscription).where(
         Subscription.source == event.source, Subscription.source_id == str(d.get("source_id"))))
@@ -401,11 +403,11 @@ def _in_cycle(payment: Payment, subscription: Subscription, at: datetime) -> boo
     first, interval = payment.first_failed_at, subscription.interval
     if first is None or interval not in ("day", "week", "month", "year"):
         return True  # no bound known: retries of the one unpaid cycle
-    return at < inference.plus(first, interval, subscription.interval_count or 1)
+    return at < add_intervals(first, interval, subscription.interval_count or 1)
 
 
-def apply_payment(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_payment(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     d = event.data
     payment = session.scalar(select(Payment).where(Payment.source == event.source,
                                                    Payment.source_id == str(d["source_id"])))
@@ -459,8 +461,8 @@ def apply_payment(session, event, changes):
             _settle_refunds_of(session, [payment.order_source_id, payment.source_id], subscriber, changes)
 
 
-def apply_renewal_upcoming(session, event, changes):
-    _subscriber(session, event, changes)
+def apply_renewal_upcoming(session, event, changes, people=None):
+    _subscriber(session, event, changes, people=people)
     d = event.data
     subscription = session.scalar(select(Subscription).where(
         Subscription.source == event.source, Subscription.source_id == str(d.get("subscription_source_id"))))
@@ -469,8 +471,8 @@ def apply_renewal_upcoming(session, event, changes):
                     f"subscription {subscription.plan or subscription.source_id}")
 
 
-def apply_card(session, event, changes):
-    subscriber = _subscriber(session, event, changes)
+def apply_card(session, event, changes, people=None):
+    subscriber = _subscriber(session, event, changes, people=people)
     if subscriber is None:
         return
     d = event.data
@@ -499,13 +501,13 @@ def _card_text(card: dict | None) -> str | None:
     return f"{card.get('brand') or 'card'} •••• {card.get('last4') or '?'} exp {expiry}"
 
 
-def apply_lookup_only(session, event, changes):
-    _subscriber(session, event, changes, create=False)
+def apply_lookup_only(session, event, changes, people=None):
+    _subscriber(session, event, changes, create=False, people=people)
 
 
 # Compliance appliers (the work is in hub.sync.compliance) ---------------------------------
 
-def apply_erase(session, event, changes):
+def apply_erase(session, event, changes, people=None):
     """customers/redact (a customer named) or shop/redact (none named: the whole shop).
 
     The identity needed to ask the tools to delete the person is left on
@@ -519,7 +521,7 @@ def apply_erase(session, event, changes):
         changes.notes.append(f"shop data erased: {len(done['subscribers'])} subscriber(s), "
                              f"{done['inbox_rows']} inbox row(s)")
         return
-    subscriber = find_subscriber(session, event.source, event.customer)
+    subscriber = find_subscriber(session, event.source, event.customer, people)
     if subscriber is None or subscriber.erased_at is not None:
         count = compliance.erase_mentions(session, raw, source=event.source)
         changes.notes.append(f"no subscriber held (or already erased); {count} inbox row(s) scrubbed")
@@ -531,10 +533,10 @@ def apply_erase(session, event, changes):
     changes.notes.append("personal data erased; anonymous counts kept")
 
 
-def apply_data_request(session, event, changes):
+def apply_data_request(session, event, changes, people=None):
     """customers/data_request: store an export of everything held, for staff to send."""
 
-    subscriber = find_subscriber(session, event.source, event.customer)
+    subscriber = find_subscriber(session, event.source, event.customer, people)
     if subscriber is not None and subscriber.erased_at is not None:
         subscriber = None
     request_id = event.data.get("request_id") or \
@@ -545,7 +547,7 @@ def apply_data_request(session, event, changes):
     # changes.subscriber stays None: a request for data changes nothing, fires no rule.
 
 
-def apply_app_uninstalled(session, event, changes):
+def apply_app_uninstalled(session, event, changes, people=None):
     """app/uninstalled: Shopify calls and registration stop; data is kept until shop/redact."""
 
     compliance.record_uninstalled(session, event.data.get("shop"))

@@ -10,6 +10,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import add_numbered
+from hub.db.unit import UnitOfWork, unit_of
 from hub.models import (
     Delivery,
     InboxEvent,
@@ -32,7 +33,6 @@ SOURCE_ID_COLUMNS = {
 }
 
 
-INDEX = "hub.sync.identity.index"  # session.info: the Known of the batch being drained
 _KEYS = ("email", *(c.key for c in SOURCE_ID_COLUMNS.values()))
 CHUNK = 500  # values per IN list
 
@@ -70,10 +70,11 @@ class Known:
 
 
 @contextmanager
-def batch(session: Session, mentions):
+def batch(unit: UnitOfWork, mentions):
     """Identities for a drained batch: inside the block find_subscriber/resolve answer from
-    memory. `mentions`: (source, customer dict, creates) per event, in order; `creates` when
-    the event's applier finds or creates its subscriber.
+    memory when given the index it yields (the unit holds it as `people`). `mentions`:
+    (source, customer dict, creates) per event, in order; `creates` when the event's
+    applier finds or creates its subscriber.
 
     People already held are loaded with one IN query per key kind (with the subscriptions
     and payments the rules read for every event). People nobody holds are created together,
@@ -81,6 +82,7 @@ def batch(session: Session, mentions):
     of their email and id in the batch names that same person and may create them (a
     deletion, an erasure or a whole-shop event in the batch turns this off for them or all).
     """
+    session = unit.session
     known = Known()
     wanted: dict[str, set[str]] = {}
     people: dict[tuple[str, str], set] = {}  # key -> every (id key, email) it is seen with
@@ -111,15 +113,16 @@ def batch(session: Session, mentions):
             for subscriber in session.scalars(query):
                 known.put(attr, getattr(subscriber, attr), subscriber)
     if precreate:
-        _precreate(session, known, people, poisoned, eligible)
-    session.info[INDEX] = known
+        _precreate(unit, known, people, poisoned, eligible)
+    unit.people = known
+    unit.expose()  # for _forget_on_change, which SQLAlchemy calls with the object alone
     try:
         yield known
     finally:
-        session.info.pop(INDEX, None)
+        unit.people = None
 
 
-def _precreate(session: Session, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
+def _precreate(unit: UnitOfWork, known: "Known", people: dict, poisoned: set, eligible: list) -> None:
     rows, seen = [], set()
     for keys, id_key, email in eligible:
         if any(k in poisoned or len(people[k]) != 1 or known.entries.get(k) is not None for k in keys):
@@ -132,7 +135,7 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
         return
     # Numbered now and written once, with the values the batch leaves them with (one
     # executemany, hub.db.bulk.write_new), rather than inserted here and updated at the end.
-    for subscriber in add_numbered(session, Subscriber, rows):
+    for subscriber in add_numbered(unit, Subscriber, rows):
         set_committed_value(subscriber, "subscriptions", [])
         set_committed_value(subscriber, "payments", [])
         for key in _KEYS:
@@ -143,7 +146,8 @@ def _precreate(session: Session, known: "Known", people: dict, poisoned: set, el
 def _forget_on_change(attr: str):
     def listener(target, value, oldvalue, initiator):
         session = object_session(target)
-        known = session.info.get(INDEX) if session is not None else None
+        unit = unit_of(session) if session is not None else None
+        known = unit.people if unit is not None else None
         if known is not None:
             known.forget(attr, value)
             known.forget(attr, oldvalue)
@@ -154,8 +158,7 @@ for _attr in _KEYS:
     event.listen(getattr(Subscriber, _attr), "set", _forget_on_change(_attr))
 
 
-def _lookup(session: Session, column, value: str) -> Subscriber | None:
-    known = session.info.get(INDEX)
+def _lookup(session: Session, column, value: str, known: Known | None) -> Subscriber | None:
     if known is not None:
         found = known.get(session, column.key, value)
         if found is not ...:
@@ -166,21 +169,24 @@ def _lookup(session: Session, column, value: str) -> Subscriber | None:
     return found
 
 
-def find_subscriber(session: Session, source: str, customer: dict) -> Subscriber | None:
-    """The subscriber a customer dict points at, by source id then email; None if unknown."""
+def find_subscriber(session: Session, source: str, customer: dict,
+                    people: Known | None = None) -> Subscriber | None:
+    """The subscriber a customer dict points at, by source id then email; None if unknown.
+    `people`: the drained batch's index (batch), asked before the database."""
     column = SOURCE_ID_COLUMNS[source]
     source_id = customer.get("source_id")
     if source_id:
-        found = _lookup(session, column, str(source_id))
+        found = _lookup(session, column, str(source_id), people)
         if found:
             return found
     email = normalize_email(customer.get("email"))
     if email:
-        return _lookup(session, Subscriber.email, email)
+        return _lookup(session, Subscriber.email, email, people)
     return None
 
 
-def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> Subscriber | None:
+def resolve(session: Session, source: str, customer: dict, notes: list[str],
+            people: Known | None = None) -> Subscriber | None:
     """Find or create the subscriber for `customer`, linking the source id to it.
 
     A source id, once linked, wins over a changed email: the person keeps their
@@ -194,8 +200,8 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
     if not source_id and not email:
         return None
 
-    by_id = _lookup(session, column, source_id) if source_id else None
-    by_email = _lookup(session, Subscriber.email, email) if email else None
+    by_id = _lookup(session, column, source_id, people) if source_id else None
+    by_email = _lookup(session, Subscriber.email, email, people) if email else None
 
     if by_id and by_email and by_id.id != by_email.id:
         kept, gone = sorted((by_id, by_email), key=lambda s: s.id)
@@ -205,10 +211,10 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
         subscriber = kept
     elif by_id:
         subscriber = by_id
-        _claim_fresh(session, subscriber, notes)
+        _claim_fresh(subscriber, notes, people)
     elif by_email:
         subscriber = by_email
-        _claim_fresh(session, subscriber, notes)
+        _claim_fresh(subscriber, notes, people)
         if source_id and getattr(subscriber, attr) is None:
             setattr(subscriber, attr, source_id)
             notes.append(f"linked {source} customer {source_id}")
@@ -221,18 +227,16 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str]) -> 
         subscriber.subscriptions, subscriber.payments = [], []
         session.add(subscriber)
         session.flush()
-        known = session.info.get(INDEX)
-        if known is not None:
-            known.put(attr, source_id, subscriber)
-            known.put("email", email, subscriber)
+        if people is not None:
+            people.put(attr, source_id, subscriber)
+            people.put("email", email, subscriber)
         notes.append("new subscriber")
     return subscriber
 
 
-def _claim_fresh(session: Session, subscriber: Subscriber, notes: list[str]) -> None:
-    known = session.info.get(INDEX)
-    if known is not None and subscriber in known.fresh:
-        known.fresh.discard(subscriber)
+def _claim_fresh(subscriber: Subscriber, notes: list[str], people: Known | None) -> None:
+    if people is not None and subscriber in people.fresh:
+        people.fresh.discard(subscriber)
         notes.append("new subscriber")
 
 

@@ -23,6 +23,7 @@ from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
 from hub.db.dialect import insert_ignore, locks_claimed_rows
 from hub.db.inbox import KEY
 from hub.db.turns import DrainTurn
+from hub.db.unit import UnitOfWork
 from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from hub.sync import identity, outbox, rules
@@ -116,13 +117,14 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
             rows = claim_batch(session, 1 if alone else size)
             if not rows:
                 break
+            unit = UnitOfWork(session)
             try:
                 with storage.write_turn():
                     lock_model(session)
-                    outcomes = process_batch(session, rows, settings, now, turn)
+                    outcomes = process_batch(unit, rows, settings, now, turn)
                     statuses = [row.status for row in rows]
-                    after_batch(session, settings, outcomes)
-                    planned = planned_connectors(session)
+                    after_batch(unit, settings, outcomes)
+                    planned = planned_connectors(unit)
                     session.commit()
             except OperationalError:  # the database's own trouble (locks, connection): no row's
                 raise
@@ -133,7 +135,7 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
                                 len(rows), type(exc).__name__)
                     alone = len(rows)
                     continue
-                _fail_alone(storage, session, rows[0], exc)
+                _fail_alone(storage, unit, rows[0], exc)
                 statuses, planned = [FAILED], set()
         for status in statuses:
             counts[status] += 1
@@ -144,14 +146,14 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
     return counts
 
 
-def _fail_alone(storage, session: Session, row: InboxEvent, exc: Exception) -> None:
+def _fail_alone(storage, unit: UnitOfWork, row: InboxEvent, exc: Exception) -> None:
     """Mark failed, in the session's next transaction, a row whose one-row batch failed as a
     whole (called while handling `exc`, after the rollback)."""
-    session.info.clear()  # what the undone work left for later flushes is void
+    unit.clear()  # what the undone work left for later flushes is void
     _record(row, _started(row))
     _failed(row, exc)
     with storage.write_turn():
-        session.commit()
+        unit.session.commit()
 
 
 LINGER_STEP_S = 0.02
@@ -184,17 +186,17 @@ def _pending(storage, size: int) -> int:
         return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
-def after_batch(session: Session, settings, outcomes: list[dict] = ()) -> None:
+def after_batch(unit: UnitOfWork, settings, outcomes: list[dict] = ()) -> None:
     """Work done once per batch rather than per row (outbox coalescing), then the rows'
     `outcomes` (from process_batch), written last: on SQLite that write takes the inbox
     file's lock, and webhooks wait while the transaction holding it commits, not while it
     plans deliveries too."""
 
-    outbox.flush_pending_profiles(session, settings)
-    update_by_key(session.connection(), InboxEvent.__table__, outcomes)
+    outbox.flush_pending_profiles(unit, settings)
+    update_by_key(unit.session.connection(), InboxEvent.__table__, outcomes)
 
 
-def process_batch(session: Session, rows: list[InboxEvent], settings,
+def process_batch(unit: UnitOfWork, rows: list[InboxEvent], settings,
                   now: datetime | None = None, turn: DrainTurn | None = None) -> list[dict]:
     """Process claimed rows in order, all in one savepoint: identities looked up for the whole
     batch at once, no savepoint and no flush of its own per row. The rows' outcome fields,
@@ -206,7 +208,8 @@ def process_batch(session: Session, rows: list[InboxEvent], settings,
     ends failed and the others are processed as if it had not been there.
     """
 
-    held = {key: set(session.info.get(key, ())) for key in (outbox.DIRTY, outbox.PLANNED)}
+    session = unit.session
+    dirty, planned = set(unit.dirty), set(unit.planned)
     prepared = [(row, _prepare(row, settings)) for row in rows]
     mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
                 for e in events or ()]
@@ -219,15 +222,15 @@ def process_batch(session: Session, rows: list[InboxEvent], settings,
         # Outcomes are written to the rows by after_batch: one UPDATE for the batch rather
         # than one in every flush along the way.
         outcomes = []
-        with identity.batch(session, mentions):
+        with identity.batch(unit, mentions):
             for row, (error, events) in prepared:
                 fields = _started(row)
                 if error is not None:
                     fields["status"], fields["error"] = error
                 else:
-                    fields.update(_apply(session, row, events, settings, now))
+                    fields.update(_apply(unit, row, events, settings, now))
                 outcomes.append((row, fields))
-        write_new(session)
+        write_new(unit)
         write_changed(session, Subscriber)
         savepoint.commit()
     except Exception as exc:  # redone row by row below, where the bad row is named
@@ -235,13 +238,12 @@ def process_batch(session: Session, rows: list[InboxEvent], settings,
         first = exc
     else:
         return _record_all(outcomes)
-    for key, value in held.items():  # what the undone work marked for the outbox is void
-        session.info[key] = value
-    session.info.pop(outbox.HELD, None)  # objects of the undone work: loaded again if needed
+    # What the undone work marked for the outbox is void; its objects are loaded again if needed.
+    unit.dirty, unit.planned, unit.held = dirty, planned, {}
     log.info("inbox batch of %d rows hit %s: %s; processing it row by row", len(rows),
              type(first).__name__, first)
     for row in rows:
-        process_row(session, row, settings, now)
+        process_row(unit, row, settings, now)
     return []
 
 
@@ -320,18 +322,18 @@ def _failed(row: InboxEvent, exc: Exception) -> None:
     log.warning("inbox row %s (%s %s) failed: %s", row.id, row.source, row.topic, row.error)
 
 
-def _apply(session: Session, row: InboxEvent, events: list, settings, now: datetime | None,
+def _apply(unit: UnitOfWork, row: InboxEvent, events: list, settings, now: datetime | None,
            flush: bool = False) -> dict:
     """Apply and decide each event of one row; the row's outcome fields."""
     outcome = []
     subscriber_id = None
     for event in events:
-        changes = apply_event(session, event)
+        changes = apply_event(unit.session, event, unit.people)
         if flush:
-            session.flush()
+            unit.session.flush()
         entry = changes.to_dict()
         entry["occurred_at"] = event.occurred_at.isoformat()
-        entry["triggers"] = decide(session, changes, event, row, settings, now)
+        entry["triggers"] = decide(unit, changes, event, row, settings, now)
         outcome.append(entry)
         if changes.subscriber is not None:
             subscriber_id = changes.subscriber.id
@@ -340,7 +342,7 @@ def _apply(session: Session, row: InboxEvent, events: list, settings, now: datet
             "traceback": None, "outcome": outcome, "subscriber_id": subscriber_id}
 
 
-def process_row(session: Session, row: InboxEvent, settings, now: datetime | None = None) -> None:
+def process_row(unit: UnitOfWork, row: InboxEvent, settings, now: datetime | None = None) -> None:
     """Normalize, apply and decide for one stored webhook in a savepoint of its own; the
     outcome (or the failure) is recorded on the row."""
     _record(row, _started(row))
@@ -348,9 +350,9 @@ def process_row(session: Session, row: InboxEvent, settings, now: datetime | Non
     if error is not None:
         row.status, row.error = error
         return
-    savepoint = session.begin_nested()
+    savepoint = unit.session.begin_nested()
     try:
-        fields = _apply(session, row, events, settings, now, flush=True)
+        fields = _apply(unit, row, events, settings, now, flush=True)
         savepoint.commit()
     except Exception as exc:  # the row records any failure; the batch goes on
         savepoint.rollback()
@@ -371,15 +373,15 @@ def _payload(row: InboxEvent) -> dict:
     return payload
 
 
-def decide(session: Session, changes, event, row: InboxEvent, settings, now: datetime | None) -> list[str]:
+def decide(unit: UnitOfWork, changes, event, row: InboxEvent, settings, now: datetime | None) -> list[str]:
     """Run the event rules for the changed subscriber and plan the outbox; trigger names fired."""
-
+    session = unit.session
     subscriber = changes.subscriber
     # Compliance: after customers/redact the person's data is gone from the
     # hub; ask every enabled tool that can to delete them too (hub.sync.outbox.plan_erasures).
     # No rules run and no profile is planned for an erased person.
     if getattr(changes, "erased", None):
-        outbox.plan_erasures(session, settings, changes.erased)
+        outbox.plan_erasures(unit, settings, changes.erased)
         return []
     if subscriber is None and event.name in rules.WITHOUT_SUBSCRIBER:
         # An inventory change names a product, not a person: the rules find the subscribers
@@ -388,7 +390,7 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
         triggers = rules.WITHOUT_SUBSCRIBER[event.name](session, event, now or event.occurred_at,
                                                         inbox_event_id=row.id, history=history,
                                                         settings=settings)
-        outbox.plan_triggers(session, settings, triggers, history=history)
+        outbox.plan_triggers(unit, settings, triggers, history=history)
         return [t.name for t in triggers]
     if subscriber is None or changes.stale:
         return []
@@ -396,13 +398,13 @@ def decide(session: Session, changes, event, row: InboxEvent, settings, now: dat
     history = row.origin == "backfill"
     triggers = rules.on_event(session, subscriber, event, changes, at, inbox_event_id=row.id,
                               history=history, settings=settings)
-    outbox.plan(session, settings, subscriber, changes, triggers, event, history=history)
+    outbox.plan(unit, settings, subscriber, changes, triggers, event, history=history)
     return [t.name for t in triggers]
 
 
 
 
-def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
+def replay(unit: UnitOfWork, row: InboxEvent, settings) -> list[dict]:
     """Process a stored event again through the same code path, as a new attempt.
 
     What the earlier attempts did stays in the row's outcome (marked EARLIER); the new
@@ -415,7 +417,7 @@ def replay(session: Session, row: InboxEvent, settings) -> list[dict]:
         "at": row.processed_at.isoformat() if row.processed_at else None, "status": row.status,
         "error": row.error}})
     row.status, row.error, row.outcome = PENDING, None, []
-    process_row(session, row, settings)
+    process_row(unit, row, settings)
     latest = [entry for entry in row.outcome or [] if EARLIER not in entry]
     row.outcome = latest + earlier
     return latest

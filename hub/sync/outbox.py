@@ -41,6 +41,7 @@ from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
 from hub.db.dialect import insert_ignore, locks_claimed_rows
+from hub.db.unit import UnitOfWork
 from hub.models import (
     CANCELLED,
     DEAD,
@@ -75,9 +76,6 @@ RENEWALS_PER_LEASE = 3
 INTERRUPTED_MESSAGE = ("the push stopped before the tool's answer was recorded (its worker was "
                        "killed or lost the database); resent after a crash")
 
-DIRTY = "hub.sync.outbox.dirty"  # session.info: ids of subscribers whose profile must be pushed
-PLANNED = "hub.sync.outbox.planned"  # session.info: connectors that got new deliveries
-HELD = "hub.sync.outbox.held"  # session.info: the dirty subscribers' objects, by id
 KEY = ("connector", "idempotency_key")  # a delivery is planned once
 
 # Subscription statuses that count towards MRR: trials and paused ones bring no revenue.
@@ -190,34 +188,35 @@ def _reachable(name: str, subscriber: Subscriber) -> bool:
 
 # Planning -----------------------------------------------------------------------------
 
-def plan(session: Session, settings, subscriber, changes, triggers, event,
+def plan(unit: UnitOfWork, settings, subscriber, changes, triggers, event,
          history: bool = False) -> None:
     """Deliveries for one applied event: profile marked dirty, trigger and consent rows added."""
     if subscriber is None or getattr(changes, "stale", False):
         return
     if subscriber.id is None:
-        session.flush()
-    mark_dirty(session, subscriber.id, subscriber)
-    plan_triggers(session, settings, triggers, subscriber=subscriber, history=history)
+        unit.session.flush()
+    mark_dirty(unit, subscriber.id, subscriber)
+    plan_triggers(unit, settings, triggers, subscriber=subscriber, history=history)
     if event is not None and event.name == ev.CONSENT_CHANGED:
-        plan_consent(session, settings, subscriber, changes, event, history=history)
+        plan_consent(unit, settings, subscriber, changes, event, history=history)
 
 
-def mark_dirty(session: Session, subscriber_id: int, subscriber: Subscriber | None = None) -> None:
-    """The subscriber's profile is pushed at the next flush_pending_profiles()."""
-    session.info.setdefault(DIRTY, set()).add(subscriber_id)
+def mark_dirty(unit: UnitOfWork, subscriber_id: int, subscriber: Subscriber | None = None) -> None:
+    """The subscriber's profile is pushed at the unit's next flush_pending_profiles()."""
+    unit.dirty.add(subscriber_id)
     if subscriber is not None:
         # The session holds clean objects only weakly: keep the person loaded until the
         # profile is planned, rather than loading them again.
-        session.info.setdefault(HELD, {})[subscriber_id] = subscriber
+        unit.held[subscriber_id] = subscriber
 
 
-def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber | None = None,
+def plan_triggers(unit: UnitOfWork, settings, triggers, subscriber: Subscriber | None = None,
                   history: bool = False) -> int:
     """One event delivery per fired trigger per connector that takes it; returns rows added."""
     fired = [t for t in triggers or () if t.status == "fired"]
     if not fired:
         return 0
+    session = unit.session
     if any(t.id is None for t in fired):
         session.flush()
     rows = []
@@ -233,10 +232,10 @@ def plan_triggers(session: Session, settings, triggers, subscriber: Subscriber |
                        "time": iso(trigger.due_at or trigger.created_at or now_utc()),
                        "unique_id": trigger.key, "history": history}
             rows.append(delivery_row(name, "event", person.id, trigger.key, payload, history, trigger.id))
-    return insert_deliveries(session, rows)
+    return insert_deliveries(unit, rows)
 
 
-def plan_consent(session: Session, settings, subscriber: Subscriber, changes, event,
+def plan_consent(unit: UnitOfWork, settings, subscriber: Subscriber, changes, event,
                  history: bool = False) -> int:
     """A consent delivery when the source reported a new state; it carries the source's time."""
     channel = event.data.get("channel")
@@ -254,21 +253,22 @@ def plan_consent(session: Session, settings, subscriber: Subscriber, changes, ev
     rows = [delivery_row(name, "consent", subscriber.id, key, payload, history)
             for name, mapping in _targets(settings, "consent")
             if connectors.CONNECTORS[name].takes_consent(mapping, channel)]
-    return insert_deliveries(session, rows)
+    return insert_deliveries(unit, rows)
 
 
-def plan_sweep(session: Session, settings, trigger_ids=(), subscriber_ids=()) -> int:
+def plan_sweep(unit: UnitOfWork, settings, trigger_ids=(), subscriber_ids=()) -> int:
     """Deliveries for what a time-rule sweep decided: its fired triggers, changed profiles."""
+    session = unit.session
     triggers = []
     for chunk in _chunks(list(trigger_ids)):
         triggers += session.scalars(select(Trigger).where(Trigger.id.in_(chunk))).all()
     # Load the people in one query per chunk, not one per trigger.
     for chunk in _chunks(list({t.subscriber_id for t in triggers})):
         session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk))).all()
-    added = plan_triggers(session, settings, triggers)
+    added = plan_triggers(unit, settings, triggers)
     for subscriber_id in subscriber_ids:
-        mark_dirty(session, subscriber_id)
-    return added + flush_pending_profiles(session, settings)
+        mark_dirty(unit, subscriber_id)
+    return added + flush_pending_profiles(unit, settings)
 
 
 def _chunks(values: list, size: int = 500):
@@ -276,18 +276,20 @@ def _chunks(values: list, size: int = 500):
         yield values[start:start + size]
 
 
-def flush_pending_profiles(session: Session, settings) -> int:
-    """One profile delivery per dirty subscriber and connector, skipped when nothing changed."""
-    ids = sorted(session.info.pop(DIRTY, set()))
-    held = session.info.pop(HELD, {})
+def flush_pending_profiles(unit: UnitOfWork, settings) -> int:
+    """One profile delivery per subscriber the unit marked dirty and connector, skipped when
+    nothing changed."""
+    ids, held = sorted(unit.dirty), unit.held
+    unit.dirty, unit.held = set(), {}
     targets = _targets(settings, "profile") if ids else []
     if not targets:
         return 0
-    return sum(_flush_profiles(session, targets, chunk, held) for chunk in _chunks(ids))
+    return sum(_flush_profiles(unit, targets, chunk, held) for chunk in _chunks(ids))
 
 
-def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list[int],
+def _flush_profiles(unit: UnitOfWork, targets: list[tuple[str, dict]], ids: list[int],
                     held: dict | None = None) -> int:
+    session = unit.session
     # The drain just applied these people: they are in the session with their subscriptions
     # loaded, and their in-memory state is what a query would return after its autoflush.
     subscribers, missing = [], []
@@ -338,7 +340,7 @@ def _flush_profiles(session: Session, targets: list[tuple[str, dict]], ids: list
         # The previous delivery's id in the key lets A → B → A send A again.
         key = f"profile:{subscriber_id}:{digest}:{previous_id}"
         rows.append(delivery_row(name, "profile", subscriber_id, key, payload, False))
-    return insert_deliveries(session, rows)
+    return insert_deliveries(unit, rows)
 
 
 def delivery_row(connector: str, kind: str, subscriber_id: int, key: str, payload: dict, history: bool,
@@ -351,21 +353,21 @@ def delivery_row(connector: str, kind: str, subscriber_id: int, key: str, payloa
             "created_at": now}
 
 
-def insert_deliveries(session: Session, rows: list[dict]) -> int:
+def insert_deliveries(unit: UnitOfWork, rows: list[dict]) -> int:
     """Insert deliveries, skipping any whose (connector, idempotency key) exists; rows added."""
     if not rows:
         return 0
-    write_new(session)  # the people they are for, when numbered but not written yet (no autoflush here)
+    write_new(unit)  # the people they are for, when numbered but not written yet (no autoflush here)
     # One plain executemany by the driver (no RETURNING, which would make SQLAlchemy build
     # multi-row VALUES statements): the row count says how many were new.
-    added = insert_ignore(session, Delivery.__table__, rows, KEY)
-    session.info.setdefault(PLANNED, set()).update(r["connector"] for r in rows)
+    added = insert_ignore(unit.session, Delivery.__table__, rows, KEY)
+    unit.planned.update(r["connector"] for r in rows)
     return added
 
 
-def planned_connectors(session: Session) -> set[str]:
-    """Connectors that got deliveries in this session (enqueue their push jobs after commit)."""
-    return set(session.info.get(PLANNED, ()))
+def planned_connectors(unit: UnitOfWork) -> set[str]:
+    """Connectors that got deliveries in this unit (enqueue their push jobs after commit)."""
+    return set(unit.planned)
 
 
 # Pushing ------------------------------------------------------------------------------
@@ -735,7 +737,7 @@ def erase_targets(settings) -> list[str]:
             if "erase" in getattr(connectors.CONNECTORS[n], "kinds", ())]
 
 
-def plan_erasures(session, settings, erased: list[dict]) -> int:
+def plan_erasures(unit: UnitOfWork, settings, erased: list[dict]) -> int:
     """One "erase" delivery per erased person per tool that can delete them.
 
     The payload holds the email and phone the tool's deletion call needs and a hash
@@ -753,4 +755,4 @@ def plan_erasures(session, settings, erased: list[dict]) -> int:
                        "phone": person.get("phone"), "subject": person.get("subject")}
             key = f"erase:{person['subscriber_id']}"
             rows.append(delivery_row(name, "erase", person["subscriber_id"], key, payload, False))
-    return insert_deliveries(session, rows)
+    return insert_deliveries(unit, rows)

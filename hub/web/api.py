@@ -11,6 +11,7 @@ from functools import wraps
 from flask import Blueprint, jsonify, request
 
 from hub import jobs
+from hub.db.unit import UnitOfWork
 from hub.ops import synclog
 from hub.sync import outbox, readmodel, rules
 from hub.values import iso, utc
@@ -67,8 +68,9 @@ def usage():
         found.usage = kept_usage(found.usage or [], report["at"]) + [entry]
         # As of the report's own instant: a late report is judged on the 14 days before it.
         triggers = rules.on_usage(session, found, report["at"], settings=hub.settings)
-        outbox.plan(session, hub.settings, found, None, triggers, None)
-        outbox.flush_pending_profiles(session, hub.settings)
+        unit = UnitOfWork(session)
+        outbox.plan(unit, hub.settings, found, None, triggers, None)
+        outbox.flush_pending_profiles(unit, hub.settings)
         answer = {"recorded": entry, "subscriber_id": found.id, "triggers": [t.name for t in triggers]}
     try:
         jobs.request_pushes(hub)

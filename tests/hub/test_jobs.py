@@ -13,6 +13,7 @@ from hub import Hub, jobs
 from hub.config import Settings
 from hub.context import use_hub
 from hub.db.engine import Storage
+from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
 from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
 from hub.queues import Queues
@@ -46,6 +47,7 @@ def two_tools(database_url, redis_server, tmp_path):
 def plan_people(hub: Hub, n: int) -> None:
     now = datetime.now(timezone.utc)
     with hub.storage.session() as session:
+        unit = UnitOfWork(session)
         for i in range(n):
             person = Subscriber(email=f"p{i}@example.com", first_name="Ada", stage="active", consent={},
                                 currency="USD", health_score=60, tier="Bronze", loyalty_points=0)
@@ -58,8 +60,8 @@ def plan_people(hub: Hub, n: int) -> None:
                             status="fired", properties={}, due_at=now)
             session.add(fired)
             session.flush()
-            outbox.plan(session, hub.settings, person, Changes(CUSTOMER_UPSERTED, subscriber=person), [fired], None)
-        outbox.flush_pending_profiles(session, hub.settings)
+            outbox.plan(unit, hub.settings, person, Changes(CUSTOMER_UPSERTED, subscriber=person), [fired], None)
+        outbox.flush_pending_profiles(unit, hub.settings)
 
 
 def statuses(hub: Hub, connector: str) -> Counter:

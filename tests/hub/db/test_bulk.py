@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from hub.db import bulk
 from hub.db.bulk import write_changed
 from hub.db.engine import Storage
+from hub.db.unit import UnitOfWork
 from hub.models import Base, Checkpoint, Subscriber, Subscription
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -146,20 +147,21 @@ def test_execute_many_makes_other_defaults_row_by_row(tmp_path):
 
 # add_numbered / write_new: people created ahead for a drained batch, written once ------------
 
-def numbered(session, n: int, tag: str) -> list[Subscriber]:
+def numbered(unit, n: int, tag: str) -> list[Subscriber]:
     from hub.db.bulk import add_numbered
 
-    return add_numbered(session, Subscriber, [{"email": f"{tag}{i}@example.com"} for i in range(n)])
+    return add_numbered(unit, Subscriber, [{"email": f"{tag}{i}@example.com"} for i in range(n)])
 
 
 def test_numbered_people_hold_their_defaults_before_anything_is_written(storage):
     with storage.session() as session:
-        ada, = numbered(session, 1, "ada")
+        unit = UnitOfWork(session)
+        ada, = numbered(unit, 1, "ada")
         # What the appliers and the rules read of a new person, with no flush yet.
         assert (ada.orders_count, ada.lifetime_spend, ada.loyalty_points, ada.consent, ada.cards) == (0, 0, 0, {}, {})
         assert ada.first_seen_at is not None and ada.id is not None
         ada.consent["email"] = {"state": "subscribed"}
-        other, = numbered(session, 1, "other")
+        other, = numbered(unit, 1, "other")
         assert other.consent == {}  # each its own dict
         assert columns(storage, [ada.id]) == []  # nothing written yet
 
@@ -169,13 +171,14 @@ def test_a_numbered_person_is_written_once_with_the_values_it_ends_with(storage)
     with storage.session() as session:
         change(session, by_orm)
     with storage.session() as session:
-        made = numbered(session, 4, "bulk")
+        unit = UnitOfWork(session)
+        made = numbered(unit, 4, "bulk")
         for person in made:
             person.first_seen_at = person.updated_at = T0
         edit(*made)
         from hub.db.bulk import write_new
 
-        assert write_new(session) == 4
+        assert write_new(unit) == 4
         assert not session.new and not session.dirty  # persistent and clean: the commit sends nothing
     orm_rows, new_rows = columns(storage, by_orm), columns(storage, [p.id for p in made])
     assert len(new_rows) == 4
@@ -187,7 +190,7 @@ def test_a_numbered_person_is_written_once_with_the_values_it_ends_with(storage)
 def test_any_flush_writes_numbered_people_first(storage):
     # A subscription (written by the ORM) refers to a numbered person: the foreign key holds.
     with storage.session() as session:
-        ada, = numbered(session, 1, "ada")
+        ada, = numbered(UnitOfWork(session), 1, "ada")
         session.add(Subscription(source="stripe", source_id="sub_1", status="active", subscriber=ada))
         session.flush()
         assert ada not in session.new
@@ -201,10 +204,11 @@ def test_numbered_people_of_a_rolled_back_savepoint_are_never_written(storage):
     from hub.db.bulk import write_new
 
     with storage.session() as session:
+        unit = UnitOfWork(session)
         savepoint = session.begin_nested()
-        ghost, = numbered(session, 1, "ghost")
+        ghost, = numbered(unit, 1, "ghost")
         savepoint.rollback()
-        assert write_new(session) == 0
+        assert write_new(unit) == 0
         kept = Subscriber(email="kept@example.com")
         session.add(kept)
         session.flush()
@@ -217,13 +221,14 @@ def test_numbers_taken_ahead_are_never_given_to_another_row(storage):
     from hub.db.bulk import write_new
 
     with storage.session() as session:
-        ahead = numbered(session, 3, "ahead")
-        write_new(session)
+        unit = UnitOfWork(session)
+        ahead = numbered(unit, 3, "ahead")
+        write_new(unit)
         later = Subscriber(email="later@example.com")  # numbered by the database
         session.add(later)
         session.flush()
-        again = numbered(session, 2, "again")
-        write_new(session)
+        again = numbered(unit, 2, "again")
+        write_new(unit)
     ids = [p.id for p in ahead] + [later.id] + [p.id for p in again]
     assert len(set(ids)) == 6 and ids == sorted(ids)
 
@@ -240,7 +245,9 @@ def test_only_the_hubs_own_sessions_run_its_flush_code(storage, monkeypatch):
         session.flush()
     assert flushed == []
     with storage.session() as session:
+        unit = UnitOfWork(session)
+        unit.expose()
         session.add(Checkpoint(name="ours", value={}))
         session.flush()
-    assert len(flushed) == 1
+    assert flushed == [unit]
     other.dispose()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 
 from connectors.ratelimit import Limiter
 from hub import cli, jobs
+from hub.db.unit import UnitOfWork
 from hub.events import CONSENT_CHANGED, CanonicalEvent
 from hub.models import DEAD, ConsentDrift, Delivery
 from hub.ops import consent
@@ -34,9 +35,10 @@ def consent_event(email: str, state: str, at: datetime | None = None, source: st
 def record(hub, *events: CanonicalEvent) -> None:
     """Apply consent events as the inbox drain does, planning their deliveries."""
     with hub.storage.session() as session:
+        unit = UnitOfWork(session)
         for one in events:
             changes = apply_event(session, one)
-            outbox.plan(session, hub.settings, changes.subscriber, changes, [], one)
+            outbox.plan(unit, hub.settings, changes.subscriber, changes, [], one)
 
 
 def push(hub, tool: str) -> dict:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
+from hub.db.unit import UnitOfWork
 from hub.models import Checkpoint, InboxEvent, Subscriber
 from hub.ops import dashboard
 from hub.sync import outbox
@@ -173,7 +174,7 @@ def test_the_ledger_books_webhooks_once_and_failed_rows_after_their_replay(clien
     from hub.sync.inbox import replay
 
     with hub.storage.session() as s:
-        replay(s, s.get(InboxEvent, row.id), hub.settings)
+        replay(UnitOfWork(s), s.get(InboxEvent, row.id), hub.settings)
     ledger = dashboard.refresh_ledger(hub.storage)
     assert ledger["failed"] == []
     month = dashboard.month_key(days_ago(2))

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hub import jobs
+from hub.db.unit import UnitOfWork
 from hub.models import InboxEvent, Subscriber, Subscription
 from hub.sync.inbox import drain_inbox
 from tests.samples import API_HEADERS, load_sample, post, stripe_event
@@ -247,7 +248,8 @@ def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client
         late = post(client, "stripe", customer_event(event_id="evt_late", email="late@example.com",
                                                       customer_id="cus_late"))
         assert late.status_code == 200  # answered while the batch holds the model's write lock
-        after_batch(session, hub.settings, process_batch(session, rows, hub.settings))
+        unit = UnitOfWork(session)
+        after_batch(unit, hub.settings, process_batch(unit, rows, hub.settings))
     assert "row by row" not in caplog.text
     with hub.storage.session() as s:
         statuses = dict(s.execute(select(InboxEvent.event_id, InboxEvent.status)).all())

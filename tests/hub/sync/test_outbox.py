@@ -19,6 +19,7 @@ from connectors.base import Connector, Failed, RetryAfter, Sent
 from connectors.ratelimit import Limiter
 from hub.config import Settings
 from hub.db.engine import Storage
+from hub.db.unit import UnitOfWork
 from hub.events import CONSENT_CHANGED, CUSTOMER_UPSERTED, CanonicalEvent
 from hub.models import (
     CANCELLED,
@@ -165,12 +166,13 @@ def test_prices_are_normalized_to_a_month(interval, count, amount, monthly):
 
 def test_changes_in_one_batch_become_one_profile_update_with_the_final_values(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
         for stage, points in (("new", 10), ("engaged", 50), ("loyal", 90)):
             person.stage, person.loyalty_points = stage, points
-            outbox.plan(session, settings, person, changed(person), [], event())
-        assert outbox.flush_pending_profiles(session, settings) == 1
-        assert outbox.planned_connectors(session) == {"scripted"}
+            outbox.plan(unit, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(unit, settings) == 1
+        assert outbox.planned_connectors(unit) == {"scripted"}
     [row] = deliveries(storage)
     assert (row.kind, row.connector, row.status) == ("profile", "scripted", QUEUED)
     assert row.payload["fields"]["stage"] == "loyal" and row.payload["fields"]["points"] == 90
@@ -179,14 +181,16 @@ def test_changes_in_one_batch_become_one_profile_update_with_the_final_values(st
 
 def test_an_unchanged_profile_is_not_sent_twice(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
-        outbox.plan(session, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     for _ in range(2):  # the same webhook replayed, in later batches
         with storage.session() as session:
+            unit = UnitOfWork(session)
             person = session.get(Subscriber, person.id)
-            outbox.plan(session, settings, person, changed(person), [], event())
-            assert outbox.flush_pending_profiles(session, settings) == 0
+            outbox.plan(unit, settings, person, changed(person), [], event())
+            assert outbox.flush_pending_profiles(unit, settings) == 0
     assert len(deliveries(storage)) == 1
 
 
@@ -197,21 +201,23 @@ def test_a_profile_planned_before_the_faster_digest_is_not_sent_again_unchanged(
     import json
 
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
-        outbox.plan(session, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     with storage.session() as session:
         [row] = session.scalars(select(Delivery)).all()
         assert row.idempotency_key.split(":")[2].startswith("o")
         old = hashlib.sha256(json.dumps(row.payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
         row.idempotency_key = f"profile:{person.id}:{old}:0"
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = session.get(Subscriber, person.id)
-        outbox.plan(session, settings, person, changed(person), [], event())
-        assert outbox.flush_pending_profiles(session, settings) == 0
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(unit, settings) == 0
         person.stage = "loyal"
-        outbox.plan(session, settings, person, changed(person), [], event())
-        assert outbox.flush_pending_profiles(session, settings) == 1
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(unit, settings) == 1
 
 
 def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_queue(storage, settings):
@@ -220,10 +226,11 @@ def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_qu
     from sqlalchemy import event as sa_event
 
     with storage.session() as session:
+        unit = UnitOfWork(session)
         people = [subscriber(session, email=f"p{i}@example.com") for i in range(500)]  # a drained batch
         for person in people:
-            outbox.plan(session, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(session, settings)
+            outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     seen = []
 
     def spy(conn, cursor, statement, parameters, context, executemany):
@@ -232,10 +239,11 @@ def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_qu
 
     sa_event.listen(storage.engine, "before_cursor_execute", spy)
     with storage.session() as session:
+        unit = UnitOfWork(session)
         for person in session.scalars(select(Subscriber)):
             person.stage = "loyal"
-            outbox.plan(session, settings, person, changed(person), [], event())
-        assert outbox.flush_pending_profiles(session, settings) == 500
+            outbox.plan(unit, settings, person, changed(person), [], event())
+        assert outbox.flush_pending_profiles(unit, settings) == 500
     sa_event.remove(storage.engine, "before_cursor_execute", spy)
     [(statement, parameters)] = seen
     with storage.engine.connect() as conn:
@@ -246,34 +254,37 @@ def test_the_last_profile_lookup_searches_by_person_not_through_a_connector_s_qu
 def test_a_profile_back_in_an_earlier_state_is_sent_again(storage, settings):
     for stage in ("new", "at_risk", "new"):
         with storage.session() as session:
+            unit = UnitOfWork(session)
             person = session.scalar(select(Subscriber)) or subscriber(session)
             person.stage = stage
-            outbox.plan(session, settings, person, changed(person), [], event())
-            assert outbox.flush_pending_profiles(session, settings) == 1
+            outbox.plan(unit, settings, person, changed(person), [], event())
+            assert outbox.flush_pending_profiles(unit, settings) == 1
     assert [d.payload["fields"]["stage"] for d in deliveries(storage)] == ["new", "at_risk", "new"]
 
 
 def test_stale_updates_and_unreachable_people_plan_nothing(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
         stale = changed(person)
         stale.stale = True
-        outbox.plan(session, settings, person, stale, [trigger(session, person)], event())
+        outbox.plan(unit, settings, person, stale, [trigger(session, person)], event())
         nobody = Subscriber(email=None, phone=None, consent={})
         session.add(nobody)
         session.flush()
-        outbox.plan(session, settings, nobody, changed(nobody), [trigger(session, nobody)], event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, nobody, changed(nobody), [trigger(session, nobody)], event())
+        outbox.flush_pending_profiles(unit, settings)
     assert deliveries(storage) == []
 
 
 def test_a_trigger_becomes_one_event_keyed_by_the_trigger(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
         fired = trigger(session, person)
         skipped = trigger(session, person, occasion="2026-12-30", status="skipped")
         for _ in range(2):  # a replay plans the same trigger again
-            outbox.plan(session, settings, person, changed(person), [fired, skipped], event())
+            outbox.plan(unit, settings, person, changed(person), [fired, skipped], event())
     [row] = deliveries(storage, kind="event")
     assert row.idempotency_key == f"{person.id}:renewal-7d:2026-11-30" == row.payload["unique_id"]
     assert row.trigger_id == fired.id
@@ -284,10 +295,11 @@ def test_a_trigger_becomes_one_event_keyed_by_the_trigger(storage, settings):
 def test_the_mapping_says_which_triggers_go_where_and_under_what_name(storage, settings, mappings):
     (mappings / "scripted.yaml").write_text("send: [event]\ntriggers:\n  Payment Failed: Hub Payment Failed\n")
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
         triggers = [trigger(session, person), trigger(session, person, "Payment Failed", "dunning", "inv_1")]
-        outbox.plan(session, settings, person, changed(person), triggers, event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, person, changed(person), triggers, event())
+        outbox.flush_pending_profiles(unit, settings)
     [row] = deliveries(storage)
     assert (row.kind, row.payload["name"]) == ("event", "Hub Payment Failed")
 
@@ -297,12 +309,13 @@ def test_consent_is_planned_only_when_the_source_changed_it_and_carries_its_time
     consent = event(CONSENT_CHANGED, channel="email", state="subscribed", consented_at=consented_at)
     for _ in range(2):  # the same consent webhook twice: the second changes nothing
         with storage.session() as session:
+            unit = UnitOfWork(session)
             changes = apply_event(session, consent)
-            outbox.plan(session, settings, changes.subscriber, changes, [], consent)
-            outbox.flush_pending_profiles(session, settings)
+            outbox.plan(unit, settings, changes.subscriber, changes, [], consent)
+            outbox.flush_pending_profiles(unit, settings)
     with storage.session() as session:  # a profile update says nothing about consent
         changes = apply_event(session, event())
-        outbox.plan(session, settings, changes.subscriber, changes, [], event())
+        outbox.plan(unit, settings, changes.subscriber, changes, [], event())
     [row] = deliveries(storage, kind="consent")
     assert row.payload == {"subscriber_id": row.subscriber_id, "email": "ada@example.com", "phone": None,
                            "channel": "email", "state": "subscribed", "consented_at": consented_at.isoformat(),
@@ -312,8 +325,9 @@ def test_consent_is_planned_only_when_the_source_changed_it_and_carries_its_time
 def test_sms_consent_needs_a_phone(storage, settings):
     consent = event(CONSENT_CHANGED, channel="sms", state="subscribed", consented_at=NOW)
     with storage.session() as session:
+        unit = UnitOfWork(session)
         changes = apply_event(session, consent)
-        assert outbox.plan_consent(session, settings, changes.subscriber, changes, consent) == 0
+        assert outbox.plan_consent(unit, settings, changes.subscriber, changes, consent) == 0
 
 
 def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_hubspot(storage, mappings):
@@ -327,8 +341,9 @@ def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_h
         for state, at in (("subscribed", given), ("unsubscribed", withdrawn)):
             consent = event(CONSENT_CHANGED, channel="email", state=state, consented_at=at)
             with storage.session() as session:
+                unit = UnitOfWork(session)
                 changes = apply_event(session, consent)
-                outbox.plan(session, settings, changes.subscriber, changes, [], consent)
+                outbox.plan(unit, settings, changes.subscriber, changes, [], consent)
             for tool in ("activecampaign", "hubspot"):
                 assert outbox.push_batch(storage, settings, tool, now=NOW, limiter=Limiter())["sent"] == 1
             if state == "subscribed":
@@ -339,9 +354,10 @@ def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_h
         # SMS consent is Klaviyo's only: neither tool gets a delivery for it.
         sms = event(CONSENT_CHANGED, channel="sms", state="subscribed", consented_at=NOW)
         with storage.session() as session:
+            unit = UnitOfWork(session)
             changes = apply_event(session, sms)
             changes.subscriber.phone = "+16135550100"
-            outbox.plan_consent(session, settings, changes.subscriber, changes, sms)
+            outbox.plan_consent(unit, settings, changes.subscriber, changes, sms)
     assert {(d.connector, d.payload["channel"]) for d in deliveries(storage, kind="consent")} == {
         ("activecampaign", "email"), ("hubspot", "email")}
 
@@ -350,10 +366,11 @@ def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_h
 
 def queue(storage, settings, n=1):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         for i in range(n):
             person = subscriber(session, email=f"p{i}@example.com")
-            outbox.plan(session, settings, person, changed(person), [trigger(session, person)], event())
-        outbox.flush_pending_profiles(session, settings)
+            outbox.plan(unit, settings, person, changed(person), [trigger(session, person)], event())
+        outbox.flush_pending_profiles(unit, settings)
     return deliveries(storage)
 
 
@@ -459,10 +476,11 @@ def test_only_the_newest_profile_update_is_sent(storage, settings):
         person = subscriber(session)
     for stage in ("engaged", "loyal"):
         with storage.session() as session:
+            unit = UnitOfWork(session)
             person = session.get(Subscriber, person.id)
             person.stage = stage
-            outbox.plan(session, settings, person, changed(person), [], event())
-            outbox.flush_pending_profiles(session, settings)
+            outbox.plan(unit, settings, person, changed(person), [], event())
+            outbox.flush_pending_profiles(unit, settings)
     counts = outbox.push_batch(storage, settings, "scripted", now=NOW)
     assert (counts["sent"], counts["cancelled"]) == (1, 1)
     older, newer = deliveries(storage)
@@ -472,16 +490,18 @@ def test_only_the_newest_profile_update_is_sent(storage, settings):
 
 def test_an_older_profile_still_retrying_is_cancelled_once_a_newer_one_is_sent(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
-        outbox.plan(session, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     Scripted.script = [lambda i: RetryAfter(http_status=502, seconds=0)]
     outbox.push_batch(storage, settings, "scripted", now=NOW)
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = session.get(Subscriber, person.id)
         person.stage = "loyal"
-        outbox.plan(session, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(session, settings)
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     assert outbox.push_batch(storage, settings, "scripted", now=NOW)["sent"] == 1
     older, newer = deliveries(storage)
     assert (older.status, newer.status) == (CANCELLED, SENT)
@@ -519,10 +539,11 @@ def test_secrets_are_blanked_out_of_the_log(storage, settings):
 
 def test_a_sweep_plans_its_triggers_and_changed_profiles(storage, settings):
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
         fired = trigger(session, person)
-        assert outbox.plan_sweep(session, settings, [fired.id], [person.id]) == 2
-        assert outbox.plan_sweep(session, settings, [fired.id], [person.id]) == 0
+        assert outbox.plan_sweep(unit, settings, [fired.id], [person.id]) == 2
+        assert outbox.plan_sweep(unit, settings, [fired.id], [person.id]) == 0
     assert sorted(d.kind for d in deliveries(storage)) == ["event", "profile"]
 
 
@@ -539,6 +560,7 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
         settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_e2e", "KLAVIYO_BASE_URL": klaviyo.url})
         klaviyo.fail(429, retry_after=1, fraction=1 / 3)
         with storage.session() as session:
+            unit = UnitOfWork(session)
             for i in range(40):
                 person = subscriber(session, email=f"p{i}@example.com")
                 person.consent = {"email": {"state": "subscribed", "source": "shopify",
@@ -547,8 +569,8 @@ def test_klaviyo_gets_each_update_and_event_once_while_throttling_a_third(storag
                 changes = Changes(CONSENT_CHANGED, subscriber=person,
                                   changed=[{"what": "email consent", "field": "state", "from": None,
                                             "to": "subscribed"}])
-                outbox.plan(session, settings, person, changes, [trigger(session, person)], consent)
-            outbox.flush_pending_profiles(session, settings)
+                outbox.plan(unit, settings, person, changes, [trigger(session, person)], consent)
+            outbox.flush_pending_profiles(unit, settings)
         at = NOW
         for _ in range(30):
             outbox.push_batch(storage, settings, "klaviyo", now=at, limiter=Limiter(max_wait=0.01))
@@ -573,21 +595,23 @@ def test_a_cancelled_subscription_clears_plan_and_renewal_at_klaviyo(storage, pe
         settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk_cancel",
                                                         "KLAVIYO_BASE_URL": klaviyo.url})
         with storage.session() as session:
+            unit = UnitOfWork(session)
             for i in range(people):
-                outbox.mark_dirty(session, subscriber(session, email=f"p{i}@example.com").id)
-            outbox.flush_pending_profiles(session, settings)
+                outbox.mark_dirty(unit, subscriber(session, email=f"p{i}@example.com").id)
+            outbox.flush_pending_profiles(unit, settings)
         outbox.push_batch(storage, settings, "klaviyo", now=NOW)
         assert klaviyo.profile("p0@example.com")["properties"]["hub_plan"] == "Coffee monthly"
         klaviyo.calls.clear()
         cancelled = {f"p{i}@example.com" for i in range(0, people, 2)}
         with storage.session() as session:
+            unit = UnitOfWork(session)
             for person in session.scalars(select(Subscriber).options(selectinload(Subscriber.subscriptions))):
                 if person.email in cancelled:
                     person.subscriptions[0].status = "canceled"
                 else:
                     person.tier = "Gold"
-                outbox.mark_dirty(session, person.id, person)
-            outbox.flush_pending_profiles(session, settings)
+                outbox.mark_dirty(unit, person.id, person)
+            outbox.flush_pending_profiles(unit, settings)
         outbox.push_batch(storage, settings, "klaviyo", now=NOW)
         assert {d.status for d in deliveries(storage)} == {SENT}
         for email in cancelled:
@@ -605,20 +629,22 @@ def test_a_cancelled_subscription_clears_plan_and_renewal_at_klaviyo(storage, pe
 def test_a_clearing_not_yet_sent_is_carried_by_the_update_that_replaces_it(storage):
     settings = Settings.from_env(env={}, overrides={"KLAVIYO_API_KEY": "pk", "KLAVIYO_BASE_URL": "http://127.0.0.1:9"})
     with storage.session() as session:
+        unit = UnitOfWork(session)
         person = subscriber(session)
-        outbox.mark_dirty(session, person.id, person)
-        outbox.flush_pending_profiles(session, settings)
+        outbox.mark_dirty(unit, person.id, person)
+        outbox.flush_pending_profiles(unit, settings)
     with storage.session() as session:
         session.execute(update(Delivery).values(status=SENT))
     for change in ("cancel", "tier"):  # the cancellation is still queued when the tier changes
         with storage.session() as session:
+            unit = UnitOfWork(session)
             person = session.scalars(select(Subscriber).options(selectinload(Subscriber.subscriptions))).one()
             if change == "cancel":
                 person.subscriptions[0].status = "canceled"
             else:
                 person.tier = "Gold"
-            outbox.mark_dirty(session, person.id, person)
-            outbox.flush_pending_profiles(session, settings)
+            outbox.mark_dirty(unit, person.id, person)
+            outbox.flush_pending_profiles(unit, settings)
     first, cancelled, later = deliveries(storage)
     assert "cleared" not in first.payload
     assert cancelled.payload["cleared"] == later.payload["cleared"] == ["next_renewal_at", "plan"]
@@ -642,10 +668,11 @@ def push_in_a_worker(database_url: str, overrides: dict) -> None:
 def queue_for_klaviyo(storage, settings, n=12) -> None:
     """n people, each with a profile update and a trigger's event: enough for the bulk endpoints."""
     with storage.session() as session:
+        unit = UnitOfWork(session)
         for i in range(n):
             person = subscriber(session, email=f"p{i}@example.com")
-            outbox.plan(session, settings, person, changed(person), [trigger(session, person)], event())
-        outbox.flush_pending_profiles(session, settings)
+            outbox.plan(unit, settings, person, changed(person), [trigger(session, person)], event())
+        outbox.flush_pending_profiles(unit, settings)
 
 
 def push_until_sent(storage, settings, deadline_s: float) -> Counter:

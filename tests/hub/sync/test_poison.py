@@ -218,11 +218,10 @@ def test_an_absurd_shopify_triggered_at_is_stored_with_the_arrival_time(client, 
 def test_a_crash_in_the_work_done_once_per_batch_fails_one_row_and_the_drain_goes_on(client, hub, monkeypatch):
     from hub.sync import outbox
 
-    def crashes_on_poison(session, settings):
-        people = session.info.get(outbox.DIRTY, set())
-        if any(session.get(Subscriber, i).email == "poison@example.com" for i in people):
+    def crashes_on_poison(unit, settings):
+        if any(unit.session.get(Subscriber, i).email == "poison@example.com" for i in unit.dirty):
             raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
-        return flush(session, settings)
+        return flush(unit, settings)
 
     flush = outbox.flush_pending_profiles
     monkeypatch.setattr(outbox, "flush_pending_profiles", crashes_on_poison)

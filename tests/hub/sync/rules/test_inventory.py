@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from hub.db.unit import UnitOfWork
 from hub.models import Delivery, InboxEvent, Trigger
 from hub.sync.inbox import drain_inbox
 from standins.shopify_billing import FakeShopifyBilling
@@ -74,5 +75,6 @@ def test_an_unreachable_admin_api_fails_the_row_for_replay(client, hub, shop):
     from hub.sync.inbox import replay
 
     with hub.storage.session() as s:
-        replay(s, s.scalars(select(InboxEvent).where(InboxEvent.event_id == "webhook:wh-inv-x")).one(), hub.settings)
+        row = s.scalars(select(InboxEvent).where(InboxEvent.event_id == "webhook:wh-inv-x")).one()
+        replay(UnitOfWork(s), row, hub.settings)
     assert [t[0] for t in stock_triggers(hub)] == ["Out Of Stock"]
