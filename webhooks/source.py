@@ -27,6 +27,9 @@ class Source:
     describe: Callable[..., Envelope]
     # topic → pure normalizer (payload, envelope) → list[CanonicalEvent].
     topics: Mapping[str, Callable]
+    # Where a delivery names its id and type, said on the failed-events page when `describe`
+    # found neither.
+    identified_by: str = "its body"
     # topic → (payload, settings) → payload, run by the worker before normalizing when a
     # webhook carries ids only (I/O lives here, not in normalizers).
     enrich: Mapping[str, Callable] = field(default_factory=dict)

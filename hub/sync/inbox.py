@@ -297,10 +297,11 @@ def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | 
         payload = _payload(row)
     except ValueError as exc:
         return (FAILED, str(exc)), None
-    if row.topic == UNREADABLE or not row.topic:
-        return (FAILED, f"the {row.source} event names no id or type the hub can read"), None
     try:
         source = get_source(row.source)
+        if row.topic == UNREADABLE or not row.topic:
+            return (FAILED, f"the {row.source} event names no id or type the hub can read "
+                            f"(it sends them in {source.identified_by})"), None
         normalizer = source.topics.get(row.topic)
         if normalizer is None:
             return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None

@@ -329,6 +329,7 @@ def test_a_delivery_without_its_topic_fails_on_the_failed_events_page_instead_of
     assert log_in(staff, "olive@shop.test").status_code == 302
     page = staff.get("/sync-log/failed-events").get_data(as_text=True)
     assert f"/sync-log/events/{failed_id}" in page and "names no id or type" in page
+    assert "it sends them in the X-Recharge-Topic header" in page  # what support can ask Recharge about
 
 
 def test_a_partial_refund_from_recharge_and_shopify_drained_in_one_batch_subtracts_once(client, hub):

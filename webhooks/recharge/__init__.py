@@ -13,6 +13,7 @@ SOURCE = Source(
     verify=webhook.verify,
     describe=webhook.describe,
     topics=webhook.TOPICS,
+    identified_by="the X-Recharge-Topic header and the object's id",
     lister=backfill.LISTER,
     page_name="Recharge customer portal",
     customer_page=api.customer_page_url,

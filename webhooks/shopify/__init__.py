@@ -11,6 +11,7 @@ SOURCE = Source(
     verify=webhook.verify,
     describe=webhook.describe,
     topics=webhook.TOPICS,
+    identified_by="the X-Shopify-Topic and X-Shopify-Webhook-Id headers",
     enrich=webhook.ENRICH,
     lister=backfill.LISTER,
     page_name="Shopify account page",

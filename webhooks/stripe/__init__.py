@@ -11,6 +11,7 @@ SOURCE = Source(
     verify=webhook.verify,
     describe=webhook.describe,
     topics=webhook.TOPICS,
+    identified_by="the event's id and type",
     enrich=webhook.ENRICH,
     lister=backfill.LISTER,
     page_name="Stripe portal",
