@@ -223,13 +223,17 @@ class Connector:
             if starting and left > 0:
                 return Held(seconds=left, message=f"held back by the {key} rate limit"), None
             try:
-                self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
-                                     max_wait=self.rate_wait if starting else None)
+                waited = self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
+                                              max_wait=self.rate_wait if starting else None)
             except RetryLater as exc:
                 if not starting:
                     return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
                 self._held_until[key] = time.monotonic() + exc.retry_after
                 return Held(seconds=exc.retry_after, message=str(exc)), None
+            if self.rate_wait is not None and waited > self.rate_wait:
+                # The window is full: a delivery begun now would sleep through its requests
+                # too, holding the worker. The next ones are held until about one wait from now.
+                self._held_until[key] = time.monotonic() + waited
             self._starting = False
         answer = refusal = lost = None
         with Clock.timing() as clock:
