@@ -8,7 +8,8 @@ stand-in, schema checks off). Each stage's CPU is the main thread's own
 running, these are the costs the end-to-end benchmark (`e2e.py`) sums up, before the two cores
 and the load generator are shared; they say which stage a change made cheaper.
 
-Usage: python benchmarks/drain.py [--events 20000] [--runs 3]
+Usage: python benchmarks/drain.py [--events 20000] [--runs 3] [--database-url postgresql+psycopg://…]
+       [--other-tools]  (ActiveCampaign and HubSpot on: the drain plans their deliveries too)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import OTHER_TOOLS, SpeedProbe, customer_created, start_redis, write_section  # noqa: E402
+from benchmarks.e2e import reset_postgres  # noqa: E402
 from standins.klaviyo import FakeKlaviyo  # noqa: E402
 
 SECRET = "whsec_bench"
@@ -39,17 +41,23 @@ def _requests(prefix: str, n: int, now: int) -> list[tuple[bytes, str]]:
     return [(body, sign_stripe(body, SECRET, now)["Stripe-Signature"]) for body in bodies]
 
 
-def run_once(n: int) -> dict:
-    """One fresh hub (SQLite files, its own Redis): the stages' CPU and wall µs per event."""
+def run_once(n: int, database_url: str | None = None, other_tools: bool = False) -> dict:
+    """One fresh hub (SQLite files, or `database_url` emptied; its own Redis): the stages'
+    CPU and wall µs per event. `other_tools`: ActiveCampaign and HubSpot are on (not pushed)."""
     tmp = Path(tempfile.mkdtemp(prefix="hub-drain-bench-"))
     redis_proc, redis_url = start_redis(tmp)
     klaviyo = FakeKlaviyo(api_key=KLAVIYO_KEY, validate=False).start()
     saved = dict(os.environ)
-    os.environ.update(DATABASE_URL=f"sqlite:///{tmp / 'hub.db'}", REDIS_URL=redis_url,
+    if database_url:
+        reset_postgres(database_url)
+    os.environ.update(DATABASE_URL=database_url or f"sqlite:///{tmp / 'hub.db'}", REDIS_URL=redis_url,
                       STRIPE_WEBHOOK_SECRET=SECRET, KLAVIYO_API_KEY=KLAVIYO_KEY,
                       KLAVIYO_BASE_URL=klaviyo.url, HUB_LOG_LEVEL="WARNING")
     for key in OTHER_TOOLS:
         os.environ.pop(key, None)
+    if other_tools:  # nothing answers there: only the drain's planning is measured for them
+        os.environ.update(ACTIVECAMPAIGN_URL="http://127.0.0.1:9", ACTIVECAMPAIGN_API_KEY="ac_bench",
+                          HUBSPOT_ACCESS_TOKEN="pat_bench", HUBSPOT_BASE_URL="http://127.0.0.1:9")
     try:
         from hub import create_app, make_hub
         from hub.process import tune_gc
@@ -108,13 +116,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL database to run on (emptied first) instead of SQLite files")
+    parser.add_argument("--other-tools", action="store_true",
+                        help="ActiveCampaign and HubSpot on: the drain plans their deliveries too")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     runs = []
     with SpeedProbe() as probe:
         started = time.monotonic()
         for i in range(args.runs):
-            runs.append(run_once(args.events))
+            runs.append(run_once(args.events, args.database_url, args.other_tools))
             print(f"  run {i + 1}/{args.runs}: " + ", ".join(f"{stage} {cpu:.0f} µs" for stage, (cpu, _) in
                                                             runs[-1].items()), file=sys.stderr, flush=True)
         ended = time.monotonic()
@@ -143,7 +155,7 @@ def main() -> None:
              "Two cores at most give 2,000,000 µs of CPU per second: the last row says what one "
              "core does when it runs all three, nothing else competing.")
     print(table)
-    if not args.no_write:
+    if not args.no_write and not (args.database_url or args.other_tools):
         write_section("Stages alone, in one process", f"python benchmarks/drain.py --events {args.events} "
                       f"--runs {args.runs}", table, notes)
 

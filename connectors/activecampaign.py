@@ -161,7 +161,8 @@ class ActiveCampaignConnector(Connector):
         return self.created
 
     def _profile(self, payload: dict) -> Result:
-        failure, ids = self._field_ids()
+        with self.preparing():  # fields made and linked are kept: a held profile loses none
+            failure, ids = self._field_ids()
         if ids is None:
             return failure
         fields = self.mapping["fields"]

@@ -173,6 +173,7 @@ class Connector:
         # batch held back by one refusal is held without asking the limiter each time.
         self._held_until: dict[str, float] = {}
         self._starting = True  # no request made yet for the deliveries under way
+        self._preparing = False  # within preparing(), before any request of the delivery
 
     def push(self, items: list[Outgoing]) -> dict[int, Result]:
         """push_batch, whose first request may be Held by the rate limit (see rate_wait)."""
@@ -187,6 +188,17 @@ class Connector:
             self._starting = True
             results[item.delivery_id] = push(item)
         return results
+
+    @contextmanager
+    def preparing(self):
+        """Requests that set the tool up for a delivery (ids the connector keeps, so none is
+        made twice): while nothing of the delivery has gone out, each is held like its first
+        request rather than slept for, and a later push goes on from where it stopped."""
+        self._preparing = self._starting
+        try:
+            yield
+        finally:
+            self._preparing = False
 
     def use_limiter(self, limiter, rate_wait: float | None = None) -> None:
         """Take tokens from `limiter`, sleeping at most `rate_wait` for one (see `call`)."""
@@ -218,19 +230,23 @@ class Connector:
         """
         key = f"{self.name}:{limit}"
         if self.limiter is not None:
-            starting = self._starting and self.rate_wait is not None
+            starting = (self._starting or self._preparing) and self.rate_wait is not None
             left = self._held_until.get(key, 0.0) - time.monotonic()
             if starting and left > 0:
                 return Held(seconds=left, message=f"held back by the {key} rate limit"), None
             try:
-                self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
-                                     max_wait=self.rate_wait if starting else None)
+                waited = self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
+                                              max_wait=self.rate_wait if starting else None)
             except RetryLater as exc:
                 if not starting:
                     return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
                 self._held_until[key] = time.monotonic() + exc.retry_after
                 return Held(seconds=exc.retry_after, message=str(exc)), None
-            self._starting = False
+            if self.rate_wait is not None and waited > self.rate_wait:
+                # The window is full: a delivery begun now would sleep through its requests
+                # too, holding the worker. The next ones are held until about one wait from now.
+                self._held_until[key] = time.monotonic() + waited
+            self._starting = self._starting and self._preparing
         answer = refusal = lost = None
         with Clock.timing() as clock:
             try:

@@ -161,17 +161,20 @@ class Limiter:
             return 0.0
 
     def acquire(self, key: str, rates: tuple[Rate, ...] | None = None,
-                max_wait: float | None = None) -> None:
-        """Block until a place is taken; RetryLater when that would take over `max_wait`
-        (the smaller of the limiter's and the caller's)."""
+                max_wait: float | None = None) -> float:
+        """Block until a place is taken; the seconds waited for it (0.0: the window had room).
+        RetryLater when that would take over `max_wait` (the smaller of the limiter's and the
+        caller's)."""
         limit = self.max_wait if max_wait is None else min(self.max_wait, max_wait)
+        waited = 0.0
         while True:
             wait = self.take(key, rates)
             if wait <= 0:
-                return
+                return waited
             if wait > limit:
                 raise RetryLater(wait, f"held back by the {key} rate limit for {wait:.0f} s")
             self.sleep(wait)
+            waited += wait
 
     def pause(self, key: str, seconds: float) -> None:
         """No requests on `key` for `seconds`, in every process (a tool's Retry-After)."""

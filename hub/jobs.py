@@ -65,19 +65,29 @@ def request_pushes(hub: Hub, connectors=None) -> None:
         hub.queues.request_push(name)
 
 
-def push_batch_job(connector: str) -> dict:
-    """Push due deliveries of one connector; enqueue itself again while more are due, or
-    for when its rate limit has a token again."""
+# How long one push job goes on batch after batch before it yields its worker. A tool that
+# always has rows due (HubSpot takes 10,000 contacts per 10 s) would otherwise keep the
+# worker for the whole push budget while other tools' pushes wait behind it in the queue.
+PUSH_SLICE_S = 1.0
+
+
+def push_batch_job(connector: str, deferred: bool = False) -> dict:
+    """Push due deliveries of one connector for a slice of time; then ask again, behind the
+    other tools' pushes, while more are due, or for when its rate limit has a token again
+    (`deferred`: this is that push)."""
     hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
-    result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection)
+    if deferred:
+        hub.queues.clear_deferred_push(connector)
+    result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection,
+                               budget_seconds=PUSH_SLICE_S)
     if result["held"]:
         # The tool's rate limit has no room now: the worker goes on with other jobs, and
         # this push comes back once its window has.
         hub.queues.defer_push(connector, result["resume_in"])
     elif result.get("more"):
-        hub.queues.enqueue_push(connector)
+        hub.queues.request_push(connector)  # none if one is queued already: it finds these rows too
     return result
 
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 QUEUE_NAMES = ("inbox", "outbox", "default")
 DRAIN_FLAG = "hub:drain-requested"
 PUSH_FLAG = "hub:push-requested:"  # + connector name
+DEFERRED_FLAG = "hub:push-deferred:"  # + connector name: a push waits for the rate limit's window
 PUSH_JOB_TIMEOUT = 300  # seconds; a push may wait for a fuller batch and then call the tool
 
 
@@ -176,17 +177,25 @@ class Queues:
 
     def defer_push(self, connector: str, seconds: float) -> None:
         """A push job for `connector` in `seconds` (RQ's scheduler, in every worker, starts
-        it). The request flag stays set until it starts: deliveries planned meanwhile wait
-        for it rather than start a push the rate limit would hold back again."""
+        it), unless one waits already. The request flag stays set until it starts: deliveries
+        planned meanwhile wait for it rather than start a push the rate limit would hold back
+        again."""
         self.connection.set(PUSH_FLAG + connector, "1", ex=int(seconds) + 60)
+        # Pushes running side by side are held together: one deferred push pushes what they
+        # all held, where one each would multiply with every window for as long as rows come.
+        if not self.connection.set(DEFERRED_FLAG + connector, "1", nx=True, ex=int(seconds) + 60):
+            return
         # RQ keeps a scheduled time in whole seconds, rounded down (ScheduledJobRegistry.schedule):
         # asked for in 0.9 s, the job may start at once, find its held deliveries not yet due
         # and end. A second more never starts it early.
         self.queue("outbox").enqueue_in(timedelta(seconds=seconds + 1), "hub.jobs.push_batch_job",
-                                        connector, result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
+                                        connector, True, result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
 
     def clear_push_request(self, connector: str) -> None:
         self.connection.delete(PUSH_FLAG + connector)
+
+    def clear_deferred_push(self, connector: str) -> None:
+        self.connection.delete(DEFERRED_FLAG + connector)
 
     def ping(self) -> None:
         self.connection.ping()

@@ -11,6 +11,7 @@ but without its per-row bookkeeping, which on SQLite cost more than the driver's
 from __future__ import annotations
 
 from sqlalchemy import JSON, String, Text, bindparam, event, func, insert, inspect, select, text, update
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.orm.state import InstanceState
@@ -120,9 +121,9 @@ def reserve_ids(connection, table, count: int, after: int = 0) -> list[int]:
     before this transaction commits (SQLite numbers its own rows the same way)."""
     key = table.primary_key.columns[0]
     if connection.dialect.name == "postgresql":
-        sequence = connection.execute(select(func.pg_get_serial_sequence(table.name, key.name))).scalar()
-        return list(connection.execute(text("SELECT nextval(:seq) FROM generate_series(1, :n)"),
-                                       {"seq": sequence, "n": count}).scalars())
+        return list(connection.execute(text(
+            "SELECT nextval(pg_get_serial_sequence(:table, :column)) FROM generate_series(1, :n)"),
+            {"table": table.name, "column": key.name, "n": count}).scalars())
     take_write_lock(connection, table)
     start = max(connection.execute(select(func.max(key))).scalar() or 0, after)
     return list(range(start + 1, start + 1 + count))
@@ -193,8 +194,8 @@ def execute_many(connection, statement, rows: list[dict], keys: list[str] | None
     """Run an INSERT or UPDATE once per row of `rows` (dicts with the same keys) as one
     executemany; the driver's row count (-1 where it keeps none). Values are converted and
     defaults filled as SQLAlchemy does, but "now" and empty JSON defaults once per
-    statement; on SQLite the driver is called directly. `keys`: the columns to take from
-    each row (a missing one is NULL) when the rows hold other keys too."""
+    statement; on SQLite and PostgreSQL (psycopg) the driver is called directly. `keys`: the
+    columns to take from each row (a missing one is NULL) when the rows hold other keys too."""
     if not rows:
         return 0
     given = keys is not None
@@ -204,10 +205,12 @@ def execute_many(connection, statement, rows: list[dict], keys: list[str] | None
         return connection.execute(statement, [{k: row.get(k) for k in keys} for row in rows] if given
                                   else rows).rowcount
 
-    if connection.dialect.name != "sqlite":
-        return through_sqlalchemy()
     dialect = connection.dialect
-    compiled = statement.compile(dialect=dialect, column_keys=keys)
+    if (dialect.name, dialect.driver) not in _POSITIONAL:
+        return through_sqlalchemy()
+    # for_executemany: no RETURNING of new keys, which PostgreSQL would compute for nothing.
+    compiled = statement.compile(dialect=_POSITIONAL[dialect.name, dialect.driver] or dialect,
+                                 column_keys=keys, for_executemany=True)
     if compiled.post_compile_params or compiled.literal_execute_params:  # IN lists: rendered per row
         return through_sqlalchemy()
     defaulted = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
@@ -234,6 +237,11 @@ def execute_many(connection, statement, rows: list[dict], keys: list[str] | None
 
 
 _FROM_ROW, _FIXED, _MADE = "row", "fixed", "made"
+
+# The dialect whose placeholders are positional (tuples of values, built by _parameters), by
+# the connection's dialect and driver; None: the connection's own (SQLite's "?"). psycopg
+# takes "%s" as well as its default "%(name)s", and is then spared SQLAlchemy's per-row dicts.
+_POSITIONAL = {("sqlite", "pysqlite"): None, ("postgresql", "psycopg"): PGDialect_psycopg(paramstyle="format")}
 
 
 def _parameters(plan: list[tuple], missing_as_null: bool = False):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.config import PROJECT_DIR
 from hub.db.bulk import write_new_first
 from hub.db.inbox import InboxWriter
+from hub.db.turns import release_turns_on_return
 from hub.errors import DrainerBusy
 from hub.values import json_text, json_value
 
@@ -200,8 +201,10 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         json_serializer=json_text, json_deserializer=json_value)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                           json_serializer=json_text, json_deserializer=json_value)
+    release_turns_on_return(engine)
+    return engine
 
 
 def alembic_config(engine: Engine):

@@ -10,13 +10,19 @@ in the order they were claimed and never by two transactions at once. Batches ab
 people go on side by side. A batch whose people are unknown (a whole-shop erasure) holds
 every person: it waits for the batches under way, and the next ones wait for it.
 
+The turn to claim is a session lock, which a rollback does not release: a connection that
+goes back to the pool while holding it (a batch rolled back inside its turn, an error before
+`hold`) would stop every other drainer until it closes. The pool's reset therefore lets the
+turn go (`release_turns_on_return`), and a turn is only ever unlocked on the connection
+that took it.
+
 SQLite needs none of it: one process drains at a time there (Storage.drain_lock).
 """
 from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from hub.db.dialect import dialect_name
 
@@ -28,6 +34,20 @@ def lock_number(name: str) -> int:
 
 CLAIM = lock_number("hub:inbox:claim")  # whose turn it is to claim and lock
 EVERYONE = lock_number("hub:inbox:everyone")  # shared by every batch, exclusive for a whole-shop one
+TURN = "hub.drain_turn"  # in a pooled connection's info: the DrainTurn whose CLAIM it holds
+
+
+def release_turns_on_return(engine) -> None:
+    """Let a turn go when its connection returns to `engine`'s pool still holding it."""
+
+    @event.listens_for(engine, "reset")
+    def _release_turn(dbapi_connection, record, state):
+        if record is None or record.info.pop(TURN, None) is None or state.terminate_only:
+            return  # a connection being closed loses its locks with it
+        dbapi_connection.rollback()  # an aborted transaction runs no statement, not even an unlock
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_all()")
+        dbapi_connection.rollback()
 
 
 class DrainTurn:
@@ -38,10 +58,14 @@ class DrainTurn:
         self.session = session
         self.on = dialect_name(session) == "postgresql"
         self._turn = False
+        self._held = {}  # the info of the connection that took the turn
 
     def __enter__(self):
         if self.on:
-            self.session.execute(text("SELECT pg_advisory_lock(:k)"), {"k": CLAIM})
+            connection = self.session.connection()
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": CLAIM})
+            self._held = connection.info
+            self._held[TURN] = self
             self._turn = True
         return self
 
@@ -62,21 +86,18 @@ class DrainTurn:
         self.release()
 
     def release(self) -> None:
-        if self._turn:
-            self._turn = False
-            self.session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": CLAIM})
-
-    def __exit__(self, *exc):
         if not self._turn:
             return
-        try:
-            if exc[0] is not None:
-                self.session.rollback()  # an aborted transaction runs no statement, not even an unlock
-            self.release()
-        except Exception:
-            # A session lock left on a pooled connection would stop every other drainer:
-            # the connection is closed instead, and the server lets the lock go with it.
+        self._turn = False
+        # Still ours only while the session's transaction is on the connection that took it:
+        # after a rollback the pool's reset let it go, and the unlock would run elsewhere.
+        if self._held.get(TURN) is self:
+            del self._held[TURN]
+            self.session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": CLAIM})
+
+    def __exit__(self, kind, *_):
+        if kind is not None and self._turn:
             self._turn = False
-            self.session.invalidate()
-            if exc[0] is None:
-                raise
+            self.session.rollback()  # the connection goes back to the pool, whose reset lets the turn go
+            return
+        self.release()

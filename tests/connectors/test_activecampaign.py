@@ -1,11 +1,14 @@
 """ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from connectors import validate_mapping
 from connectors.activecampaign import ActiveCampaignConnector
-from connectors.base import RetryAfter, Sent
+from connectors.base import Held, RetryAfter, Sent
+from connectors.ratelimit import Limiter, Rate
 from tests.connectors.conftest import consent_item, event_item, profile_item
 
 
@@ -36,6 +39,23 @@ def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign
     assert isinstance(first, RetryAfter)  # ActiveCampaign asked us to wait
     assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
     assert len(fake.operations("create_field")) == 10 and len(fake.operations("create_field_rel")) == 11
+    assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
+
+
+def test_a_push_that_yields_holds_the_first_profile_while_fields_are_set_up_and_loses_none(activecampaign):
+    # Setting the fields up takes 21 requests. A worker's push (a short rate wait) holds the
+    # profile when the window is full instead of sleeping through them all; each later push
+    # goes on with the fields made so far.
+    fake = activecampaign.fake
+    c = activecampaign.connector()
+    c.use_limiter(Limiter(limits={"activecampaign:api": (Rate(5, 0.3),)}), rate_wait=0.01)
+    pushes = []
+    while not pushes or isinstance(pushes[-1], Held) and len(pushes) < 30:
+        if pushes:
+            time.sleep(pushes[-1].seconds)
+        pushes.append(c.push([profile_item(1, "ada@example.com")])[1])
+    assert isinstance(pushes[0], Held) and isinstance(pushes[-1], Sent)
+    assert len(fake.operations("create_field")) == 10 and len(fake.operations("create_field_rel")) == 10
     assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 import redis as redis_lib
 
+from connectors.base import Connector, Held, Outgoing, Reply, Sent
 from connectors.ratelimit import LIMITS, Limiter, Rate
 from hub.errors import RetryLater
 
@@ -81,6 +82,35 @@ def test_acquire_sleeps_until_a_token_or_gives_up():
     with pytest.raises(RetryLater) as raised:  # the next token is a minute away: give the batch back
         limiter.acquire("slow", slow)
     assert raised.value.retry_after > 55
+
+
+class ThreeCalls(Connector):
+    """A tool called three times per delivery (as ActiveCampaign: sync, then tags)."""
+
+    name = "three"
+
+    def push_batch(self, items):
+        def push(item):
+            for _ in range(3):
+                result, _ = self.call("api", lambda: None)
+                if not isinstance(result, Sent):
+                    return result
+            return result
+        return self.one_by_one(items, push)
+
+    def reply(self, answer):
+        return Reply(200, {}, None, {})
+
+
+def test_a_push_starts_no_delivery_once_a_request_waited_for_the_window():
+    # Four requests per 0.2 s, three per delivery: the second delivery's second request waits
+    # for room. The push then yields its worker rather than sleep through every delivery.
+    limiter = Limiter(limits={"three:api": (Rate(4, 0.2),)})
+    tool = ThreeCalls(settings=None, field_map={"rate_limits": {}})
+    tool.use_limiter(limiter, rate_wait=0.01)
+    results = tool.push([Outgoing(i, "profile", f"k{i}", {}) for i in range(5)])
+    assert [type(results[i]) for i in range(5)] == [Sent, Sent, Held, Held, Held]
+    assert 0 < results[2].seconds <= 0.2
 
 
 @pytest.mark.redis

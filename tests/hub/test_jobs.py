@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pytest
 from rq import Queue
 from sqlalchemy import select
 
+from connectors.hubspot import HubSpotConnector
 from hub import Hub, jobs
 from hub.config import Settings
 from hub.context import use_hub
@@ -20,6 +22,7 @@ from hub.queues import Queues
 from hub.sync import outbox
 from hub.sync.apply import Changes
 from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
 from tests.samples import TEST_SETTINGS
 
@@ -28,20 +31,38 @@ pytestmark = pytest.mark.redis
 PEOPLE = 12
 
 
+@contextmanager
+def hub_with(database_url: str, redis_server, klaviyo: FakeKlaviyo, **tool_settings):
+    """The process's hub, pushing to the Klaviyo stand-in and the tools of `tool_settings`."""
+    settings = Settings.from_env(env={}, overrides={
+        "DATABASE_URL": database_url, "REDIS_URL": redis_server.url, **TEST_SETTINGS,
+        "KLAVIYO_API_KEY": "pk_jobs", "KLAVIYO_BASE_URL": klaviyo.url, **tool_settings})
+    hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
+    hub.queues.connection.flushdb()
+    use_hub(hub)
+    try:
+        yield hub
+    finally:
+        use_hub(None)
+        hub.storage.dispose()
+
+
 @pytest.fixture
 def two_tools(database_url, redis_server, tmp_path):
     """A hub pushing to ActiveCampaign (5 requests/s, its documented limit) and Klaviyo stand-ins."""
-    with FakeActiveCampaign(api_key="ac") as ac, FakeKlaviyo(api_key="pk_jobs") as klaviyo:
-        settings = Settings.from_env(env={}, overrides={
-            "DATABASE_URL": database_url, "REDIS_URL": redis_server.url, **TEST_SETTINGS,
-            "ACTIVECAMPAIGN_URL": ac.url, "ACTIVECAMPAIGN_API_KEY": "ac",
-            "KLAVIYO_API_KEY": "pk_jobs", "KLAVIYO_BASE_URL": klaviyo.url})
-        hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
-        hub.queues.connection.flushdb()
-        use_hub(hub)
+    with FakeActiveCampaign(api_key="ac") as ac, FakeKlaviyo(api_key="pk_jobs") as klaviyo, \
+            hub_with(database_url, redis_server, klaviyo, ACTIVECAMPAIGN_URL=ac.url,
+                     ACTIVECAMPAIGN_API_KEY="ac") as hub:
         yield hub, ac, klaviyo
-        use_hub(None)
-        hub.storage.dispose()
+
+
+@pytest.fixture
+def hubspot_and_klaviyo(database_url, redis_server):
+    """A hub pushing to HubSpot and Klaviyo stand-ins."""
+    with FakeHubSpot(token="pat-jobs") as hubspot, FakeKlaviyo(api_key="pk_jobs") as klaviyo, \
+            hub_with(database_url, redis_server, klaviyo, HUBSPOT_ACCESS_TOKEN="pat-jobs",
+                     HUBSPOT_BASE_URL=hubspot.url) as hub:
+        yield hub, hubspot, klaviyo
 
 
 def plan_people(hub: Hub, n: int) -> None:
@@ -69,10 +90,11 @@ def statuses(hub: Hub, connector: str) -> Counter:
         return Counter(session.scalars(select(Delivery.status).where(Delivery.connector == connector)))
 
 
-def work(hub: Hub) -> None:
-    """One RQ worker in burst mode: starts the pushes whose time has come, runs every queued job."""
+def work(hub: Hub, max_jobs: int | None = None) -> None:
+    """One RQ worker in burst mode: starts the pushes whose time has come, runs every queued
+    job (or the first `max_jobs`)."""
     queues = [Queue(name, connection=hub.queues.connection) for name in ("inbox", "outbox", "default")]
-    jobs.Worker(queues, connection=hub.queues.connection).work(burst=True, with_scheduler=True)
+    jobs.Worker(queues, connection=hub.queues.connection).work(burst=True, with_scheduler=True, max_jobs=max_jobs)
 
 
 def test_klaviyo_is_not_held_behind_activecampaign_s_rate_limit_and_each_delivery_goes_once(two_tools):
@@ -100,3 +122,27 @@ def test_klaviyo_is_not_held_behind_activecampaign_s_rate_limit_and_each_deliver
     assert tries == Counter(ids)
     assert len(klaviyo.events) == PEOPLE and klaviyo.duplicate_events == 0
     assert sorted(c["email"] for c in ac.contacts.values()) == sorted(f"p{i}@example.com" for i in range(PEOPLE))
+
+
+def test_a_tool_with_rows_always_due_yields_the_worker_to_klaviyo_after_its_slice(hubspot_and_klaviyo, monkeypatch):
+    hub, hubspot, klaviyo = hubspot_and_klaviyo
+    # HubSpot takes 10,000 contacts per 10 s: under a stream of changes it always has a batch
+    # due. Here several batches are due, and a slice is one batch.
+    monkeypatch.setattr(HubSpotConnector, "max_batch", 5)
+    monkeypatch.setattr(jobs, "PUSH_SLICE_S", 0.0)
+    plan_people(hub, PEOPLE)
+    jobs.request_pushes(hub, ["hubspot", "klaviyo"])  # HubSpot's push first in the queue
+    work(hub, max_jobs=2)
+    # Klaviyo's push ran after HubSpot's first slice, not after all of HubSpot's batches.
+    assert set(statuses(hub, "klaviyo")) == {SENT} and len(klaviyo.profiles) == PEOPLE
+    assert statuses(hub, "hubspot")[QUEUED] > 0
+    work(hub)
+    assert set(statuses(hub, "hubspot")) == {SENT}
+
+
+def test_pushes_held_together_leave_one_push_waiting_for_the_window(two_tools):
+    hub, _, _ = two_tools
+    # Two pushes of one tool ran side by side and its rate limit held both.
+    hub.queues.defer_push("activecampaign", 0.2)
+    hub.queues.defer_push("activecampaign", 0.2)
+    assert Queue("outbox", connection=hub.queues.connection).scheduled_job_registry.count == 1

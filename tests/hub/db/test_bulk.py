@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session
 
 from hub.db import bulk
@@ -231,6 +231,17 @@ def test_numbers_taken_ahead_are_never_given_to_another_row(storage):
         write_new(unit)
     ids = [p.id for p in ahead] + [later.id] + [p.id for p in again]
     assert len(set(ids)) == 6 and ids == sorted(ids)
+
+
+def test_numbers_ahead_take_one_round_trip_per_batch_on_postgresql(storage):
+    if not storage.url.startswith("postgresql"):
+        pytest.skip("SQLite numbers past the largest key, under the write lock it takes first")
+    # A drain numbers its batch's new people ahead once per batch, before writing them.
+    statements = []
+    event.listen(storage.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with storage.engine.begin() as conn:
+        ids = bulk.reserve_ids(conn, Subscriber.__table__, 3)
+    assert len(set(ids)) == 3 and len(statements) == 1
 
 
 def test_only_the_hubs_own_sessions_run_its_flush_code(storage, monkeypatch):
