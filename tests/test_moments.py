@@ -5,14 +5,16 @@ and Recharge."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
 from hub.jobs import run_time_rules
-from hub.models import CustomerLink, Trigger
+from hub.models import CustomerLink, Subscriber, Trigger
 from hub.sync.inbox import drain_inbox
+from hub.sync.rules import queries
 from standins.stripe import FakeStripe
 from tests.samples import load_sample, post, stripe_event
 
@@ -402,6 +404,23 @@ def test_recharge_subscription_expiring_after_its_charges_gets_renew_now_before_
     run_time_rules(hub, datetime(2022, 5, 8, 6, tzinfo=UTC))
     assert [(r["days_before"], r["end_date"], r["subscription_id"]) for r in fired(hub, "Renew Now")] == [
         (14, "2022-05-09", "1111111"), (7, "2022-05-09", "1111111")]
+
+
+def test_the_drain_reads_the_charges_an_expiring_subscription_made_as_a_single_event_does(client, hub):
+    # The drain loads its batch's people together; a Renew Now it decides must see the same
+    # count of paid charges as the one-event path and the sweep.
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(expire_after_specific_number_of_charges=2)
+    send(client, hub, "recharge", sub, topic="subscription/created")
+    send(client, hub, "recharge", recharge_charge_paid(580293300, "2022-03-10"), topic="charge/paid")
+    with hub.storage.session() as s:
+        person = s.scalar(select(Subscriber))
+        [together] = queries.subscriber_states(s, [person.id])
+        alone = queries.subscriber_state(person)
+    assert [(x.charges_limit, x.charges_made) for x in together.subscriptions] == [(2, 1)]
+    # Products aside: the batch leaves them out, as no subscriber-level rule reads them.
+    assert [replace(x, product_ids=()) for x in together.subscriptions] == [
+        replace(x, product_ids=()) for x in alone.subscriptions]
 
 
 def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):

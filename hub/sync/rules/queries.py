@@ -102,16 +102,19 @@ def subscriber_states(session: Session, ids: Iterable[int], payments: bool = Tru
     s_cols = _columns(SUBSCRIBER_FIELDS, PERSON)
     for i in range(0, len(ids), CHUNK):
         chunk = ids[i:i + CHUNK]
+        pay_rows = session.execute(select(PAY.c.subscription_id, *_columns(PAYMENT_OWN, PAY))
+                                   .where(PAY.c.subscriber_id.in_(chunk))).all() if payments else ()
+        # Paid charges per subscription, as subscriber_state counts them (None: not read).
+        made = Counter(row.subscription_id for row in pay_rows if row.status == "succeeded")
         subs: dict[int, list[SubState]] = {}
         for row in session.execute(select(*_columns(PERSON_SUB_FIELDS))
                                    .where(SUB.c.subscriber_id.in_(chunk)).order_by(SUB.c.id)):
-            subs.setdefault(row.subscriber_id, []).append(sub_state(row, PERSON_SUB_FIELDS))
+            subs.setdefault(row.subscriber_id, []).append(
+                sub_state(row, PERSON_SUB_FIELDS, charges_made=made[row.id] if payments else None))
         by_sub_id = {x.id: x for group in subs.values() for x in group}
         open_: dict[int, list[PaymentState]] = {}
         paid: dict[int, int] = {}
-        rows = session.execute(select(PAY.c.subscription_id, *_columns(PAYMENT_OWN, PAY))
-                               .where(PAY.c.subscriber_id.in_(chunk))) if payments else ()
-        for row in rows:
+        for row in pay_rows:
             if row.status == "succeeded":
                 paid[row.subscriber_id] = paid.get(row.subscriber_id, 0) + 1
             elif row.status in OPEN_PAYMENT:
