@@ -11,6 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from hub.db.bulk import execute_many
 
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# Seconds a new PostgreSQL connection may take. libpq waits without limit by default, so a
+# database host that stopped answering (dropped packets, not a refusal) would hold a webhook,
+# or a worker, until the operating system gives up on TCP, minutes later.
+CONNECT_TIMEOUT_S = 10
 
 
 def dialect_name(bind) -> str:
@@ -19,6 +23,14 @@ def dialect_name(bind) -> str:
     if dialect is None:  # a Session: the dialect of the engine it is bound to
         dialect = bind.get_bind().dialect
     return dialect.name
+
+
+def connect_limits(url) -> dict:
+    """The driver's connect arguments that bound a new PostgreSQL connection's wait (none for
+    SQLite); a `connect_timeout` the URL names itself is kept."""
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def insert_ignore(bind, table, rows, key: tuple[str, ...], returning=None):

@@ -11,7 +11,7 @@ import asyncio
 import threading
 from datetime import datetime, timezone
 
-from hub.db.dialect import dialect_name
+from hub.db.dialect import connect_limits, dialect_name
 from hub.db.types import sqlite_text
 from hub.models import PENDING
 from hub.values import json_text
@@ -237,7 +237,8 @@ class InboxWriter:
         import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
 
         url = self.engine.url.set(drivername="postgresql")
-        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True)
+        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True,
+                                                     **connect_limits(url))
 
     def _close_grouped_connections(self) -> None:
         for conn in self._idle:

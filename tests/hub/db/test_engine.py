@@ -1,16 +1,21 @@
 """SQLite storage: the inbox keeps a file of its own, so webhooks never wait for a drain."""
 from __future__ import annotations
 
+import asyncio
+import socket
 import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
+from sqlalchemy.exc import OperationalError
 
+from hub.db import dialect
 from hub.db.engine import Storage, alembic_config, inbox_path
 from hub.models import Base, Checkpoint, InboxEvent
 from webhooks import Envelope
@@ -215,3 +220,45 @@ def test_the_migrations_build_the_tables_the_models_describe(tmp_path):
     storage.dispose()
     # The inbox is in its own attached file (migration 0002), where the comparison does not look.
     assert [d for d in differences if "inbox_event" not in str(d)] == []
+
+
+@pytest.fixture
+def silent_database_host():
+    """A port that takes TCP connections and never answers, as a database host does whose
+    server hangs or whose packets are dropped past the handshake."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def finishes_within(seconds: float, work) -> BaseException | None:
+    """Run `work` in a thread; the exception it raised, failing the test if it still waits."""
+    raised = []
+
+    def run():
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test to assert on
+            raised.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    return raised[0] if raised else None
+
+
+def test_a_postgresql_host_that_stops_answering_fails_new_connections_in_bounded_time(silent_database_host,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(dialect, "CONNECT_TIMEOUT_S", 2)
+    url = f"postgresql+psycopg://hub@127.0.0.1:{silent_database_host}/hub"
+    storage = Storage(url)
+    started = time.monotonic()
+    # The workers' and pages' pool, and the webhook path's grouped writer (whose failure answers 503).
+    assert isinstance(finishes_within(15, lambda: storage.engine.connect().close()), OperationalError)
+    writer = storage.inbox_writer
+    assert isinstance(finishes_within(15, lambda: asyncio.run(writer._grouped_connection())),
+                      psycopg.OperationalError)
+    assert time.monotonic() - started < 12
+    # A timeout the URL names itself is the merchant's choice, kept.
+    assert dialect.connect_limits(make_url(url + "?connect_timeout=30")) == {}
