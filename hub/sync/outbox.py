@@ -30,7 +30,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.base import instance_state
 from tenacity import RetryCallState, wait_exponential, wait_random
@@ -696,9 +696,14 @@ def _cancel_older_profiles(session: Session, connector: str, sent: list[Outgoing
         newest[sid] = max(newest.get(sid, 0), item.delivery_id)
     pending = []
     for chunk in _chunks(list(newest)):
+        # Found through the index by subscriber, a few rows per person: connector and status
+        # are compared as expressions so that no database takes the queue index instead, which
+        # holds every queued row of the tool (a backlog of thousands during a burst, each
+        # read to test its subscriber; PostgreSQL chose it when its statistics saw few).
         pending += session.execute(select(Delivery.id, Delivery.subscriber_id).where(
-            Delivery.kind == "profile", Delivery.connector == connector,
-            Delivery.subscriber_id.in_(chunk), Delivery.status.in_((QUEUED, RETRYING)))).all()
+            Delivery.kind == "profile", Delivery.connector + "" == connector,
+            Delivery.subscriber_id.in_(chunk),
+            (type_coerce(Delivery.status, String) + "").in_((QUEUED.value, RETRYING.value)))).all()
     changes = [{"id": row_id, "status": CANCELLED,
                 "last_error": f"superseded by delivery {newest[sid]}"}
                for row_id, sid in pending if row_id < newest[sid]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy.orm import Session
 
 from hub.db import bulk
@@ -119,6 +119,74 @@ def test_execute_many_stores_what_sqlalchemy_stores(storage):
             "history", "created_at"]
     by_sqlalchemy, by_execute_many = stored_text(storage, "delivery", keys)
     assert by_execute_many == by_sqlalchemy
+
+
+MANY = bulk.COPY_FROM_ROWS + 4  # enough rows for PostgreSQL's COPY path
+
+
+def test_many_rows_are_stored_as_sqlalchemy_stores_them(storage):
+    from hub.models import Delivery
+    from hub.sync.outbox import delivery_row
+
+    table = Delivery.__table__
+    keys = ["connector", "kind", "subscriber_id", "idempotency_key", "payload", "status", "next_attempt_at",
+            "created_at"]
+
+    def rows(tag):
+        made = [delivery_row("klaviyo", "profile", i, f"profile:{i}:{tag}",
+                             {"email": f"zoë{i}@example.com", "n": 10 ** 20, "tab": "a\tb\nc\\d"}, False)
+                for i in range(MANY)]
+        for i, row in enumerate(made):
+            row["next_attempt_at"] = row["created_at"] = T0 + timedelta(microseconds=i)
+        return made
+
+    with storage.engine.begin() as conn:
+        conn.execute(insert(table), rows("x"))
+        assert bulk.execute_many(conn, insert(table), rows("y")) == MANY
+    stored = stored_text(storage, "delivery", keys)
+    by_sqlalchemy, by_execute_many = stored[:MANY], stored[MANY:]
+    assert [r[:3] + r[4:] for r in by_execute_many] == [r[:3] + r[4:] for r in by_sqlalchemy]
+    # New ids follow the rows' order, as one INSERT per row numbers them.
+    assert [r[3] for r in by_execute_many] == [f"profile:{i}:y" for i in range(MANY)]
+
+
+def test_many_rows_inserted_once_skip_those_stored_and_those_repeated(storage):
+    from hub.db.dialect import insert_ignore
+    from hub.models import Delivery
+    from hub.sync.outbox import KEY, delivery_row
+
+    table = Delivery.__table__
+    with storage.engine.begin() as conn:
+        insert_ignore(conn, table, delivery_row("klaviyo", "profile", 1, "stored", {}, False), KEY)
+    keys = ["stored", *(f"new{i}" for i in range(MANY)), "new0"]
+    with storage.engine.begin() as conn:
+        added = insert_ignore(conn, table, [delivery_row("klaviyo", "profile", 1, key, {"k": key}, False)
+                                            for key in keys], KEY)
+    assert added == MANY
+    with storage.engine.connect() as conn:
+        stored = conn.execute(select(Delivery.idempotency_key, Delivery.payload).order_by(Delivery.id)).all()
+    assert stored == [("stored", {}), *((f"new{i}", {"k": f"new{i}"}) for i in range(MANY))]
+
+
+def test_many_rows_updated_by_key_each_get_their_own_values(storage):
+    from hub.db.bulk import update_by_key
+    from hub.models import Delivery
+    from hub.sync.outbox import delivery_row
+
+    table = Delivery.__table__
+    with storage.engine.begin() as conn:
+        conn.execute(insert(table), [delivery_row("hubspot", "profile", i, f"k{i}", {}, False) for i in range(MANY)])
+        ids = list(conn.execute(select(Delivery.id).order_by(Delivery.id)).scalars())
+    changes = [{"id": i, "status": "sent", "attempts": n, "sent_at": T0 + timedelta(seconds=n), "last_error": None}
+               for n, i in enumerate(ids)]
+    changes += [{"id": ids[0], "status": "dead", "last_error": f"tried {n}"} for n in range(MANY)]
+    with storage.engine.begin() as conn:
+        assert update_by_key(conn, table, changes) == 2 * MANY
+    with storage.engine.connect() as conn:
+        stored = conn.execute(select(Delivery.status, Delivery.attempts, Delivery.sent_at, Delivery.last_error)
+                              .order_by(Delivery.id)).all()
+    assert stored[0] == ("dead", 0, T0, f"tried {MANY - 1}")  # the same row named again: the last one stays
+    assert stored[1:] == [("sent", n, T0 + timedelta(seconds=n), None) for n in range(1, MANY)]
 
 
 def test_execute_many_makes_other_defaults_row_by_row(tmp_path):
