@@ -262,6 +262,10 @@ def _pg_copy_many(connection, statement, compiled, values: list[tuple]) -> int |
     columns = _columns_of(statement, compiled, table)
     if any(c is None for c in columns) or getattr(statement, "_returning", ()):
         return None
+    # A temporary table emptied at each commit holds nothing across autocommit statements.
+    staged = statement.is_update or statement._post_values_clause is not None
+    if staged and connection.connection.dbapi_connection.autocommit:
+        return None
     cursor = connection.connection.cursor()
     try:
         if statement.is_insert:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import create_engine, event, func, insert, select
 from sqlalchemy.orm import Session
 
 from hub.db import bulk
@@ -166,6 +166,18 @@ def test_many_rows_inserted_once_skip_those_stored_and_those_repeated(storage):
     with storage.engine.connect() as conn:
         stored = conn.execute(select(Delivery.idempotency_key, Delivery.payload).order_by(Delivery.id)).all()
     assert stored == [("stored", {}), *((f"new{i}", {"k": f"new{i}"}) for i in range(MANY))]
+
+
+def test_many_rows_inserted_once_in_autocommit_are_all_stored(storage):
+    from hub.db.dialect import insert_ignore
+    from hub.models import Delivery
+    from hub.sync.outbox import KEY, delivery_row
+
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        added = insert_ignore(conn, Delivery.__table__, [delivery_row("klaviyo", "profile", 1, f"k{i}", {}, False)
+                                                         for i in range(MANY)], KEY)
+    with storage.engine.connect() as conn:
+        assert added == MANY == conn.execute(select(func.count()).select_from(Delivery)).scalar()
 
 
 def test_many_rows_updated_by_key_each_get_their_own_values(storage):
