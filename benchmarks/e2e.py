@@ -301,6 +301,13 @@ def reset_postgres(url: str) -> int | None:
         return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine has spent on any work so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def server_cpu_seconds(postmaster: int | None) -> float:
     """CPU seconds of a PostgreSQL server so far: its live processes, plus the backends that
     already ended (counted in the postmaster's children's times)."""
@@ -377,12 +384,14 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
                         procs += [spawn(worker_args, env, tmp, tmp / f"worker{i}.log") for i in range(workers)]
                 if staged and drain_from is None and stored_at is not None and state["pending"] < stored:
                     drain_from = time.monotonic()  # the first row drained (worker start-up not counted)
+                    busy_from = machine_busy_seconds()
                 if (stored_at is not None and not state["pending"] and not state["open"] and state["profiles"] >= n
                         and meter.exact()["profiles"] >= n):
                     break
             else:
                 raise RuntimeError(f"hub did not finish in {TIMEOUT_SECONDS} s: {state}")
             done_at = time.monotonic()
+            busy = machine_busy_seconds() - busy_from if drain_from else None
         finally:
             meter.close()
             if wrk.poll() is None:
@@ -404,6 +413,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
     return {"n": n, "ingest_s": stored_at - started, "total_s": done_at - started, "state": state, "cpu": cpu,
             "clock": (started, done_at),
             "drain_s": done_at - drain_from if drain_from else None,
+            "drain_busy": busy / (done_at - drain_from) / os.cpu_count() if drain_from else None,
             "latency": " / ".join(re.search(r"Latency\s+(\S+)\s+\S+\s+(\S+)", wrk_out).groups()),
             "calls": len(klaviyo.calls), "ops": dict(ops), "profiles": len(klaviyo.profiles),
             "statuses": Counter(c.status for c in klaviyo.calls), "wrk": wrk_out}
@@ -528,22 +538,25 @@ def compare_postgres(args, tmp: Path, redis_url: str) -> None:
     finally:
         stop_postgres(data)
     lines = ["| database | events | webhooks stored/s | end to end events/s | staged drain + push events/s "
-             "| deliveries | speed probe ms |", "|---|---|---|---|---|---|---|"]
+             "| CPU per event, end to end: web / workers / database server (µs) "
+             "| deliveries | speed probe ms |", "|---|---|---|---|---|---|---|---|"]
     for name in ("SQLite", "PostgreSQL"):
         e2e, staged = runs[name, "e2e"], runs[name, "staged"]
+        cpu = " / ".join(f"{e2e['cpu'].get(part, 0) / e2e['n'] * 1e6:.0f}"
+                         for part in ("web", "workers", "PostgreSQL server"))
         lines.append(f"| {name} | {e2e['n']:,} | {staged['n'] / staged['ingest_s']:.0f} | "
-                     f"**{e2e['n'] / e2e['total_s']:.0f}** | {staged['n'] / staged['drain_s']:.0f} | "
+                     f"**{e2e['n'] / e2e['total_s']:.0f}** | {staged['n'] / staged['drain_s']:.0f} | {cpu} | "
                      f"{e2e['state']['deliveries']} | {probe.median(*e2e['clock']) or 0:.1f} |")
     ratio = (runs["PostgreSQL", "e2e"]["n"] / runs["PostgreSQL", "e2e"]["total_s"]) / (
         runs["SQLite", "e2e"]["n"] / runs["SQLite", "e2e"]["total_s"])
     lines += ["", f"PostgreSQL / SQLite end to end: **{ratio:.2f}×** (target ≥ 0.9×).", "",
               "| workers (PostgreSQL, staged drain + push alone) | events | seconds | events/s | × 1 worker "
-              "| inbox rows | speed probe ms |", "|---|---|---|---|---|---|---|"]
+              "| machine busy | inbox rows | speed probe ms |", "|---|---|---|---|---|---|---|---|"]
     one = scaling[1]["n"] / scaling[1]["drain_s"]
     for workers, run in scaling.items():
         rate = run["n"] / run["drain_s"]
         lines.append(f"| {workers} | {run['n']:,} | {run['drain_s']:.1f} | {rate:.0f} | {rate / one:.2f} "
-                     f"| {run['state']['inbox']} | {probe.median(*run['clock']) or 0:.1f} |")
+                     f"| {run['drain_busy']:.0%} | {run['state']['inbox']} | {probe.median(*run['clock']) or 0:.1f} |")
     lines += ["", slow_tools_line(runs["SQLite", "e2e"], slow)]
     lines += ["", f"{os.cpu_count()} cores shared with the web server, Redis, PostgreSQL, the Klaviyo "
               "stand-in and the meter: workers beyond the cores free for them cannot add up here."]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from hub.db.dialect import connect_limits, dialect_name
 from hub.db.types import sqlite_text
@@ -221,8 +222,7 @@ class InboxWriter:
                 answer.set_result(waiter.created)
 
     def _grouped_sql(self, rows: int) -> str:
-        return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([self._values] * rows)} "
-                f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
+        return _grouped_insert(self._values, rows)
 
     async def _grouped_connection(self):
         """An idle connection of this writer's event loop, else a new one."""
@@ -292,6 +292,14 @@ class _Waiter:
     def release(self) -> None:
         if self.done is not None:
             self.done.set()
+
+
+@lru_cache(maxsize=_GROUP_ROWS)
+def _grouped_insert(values: str, rows: int) -> str:
+    """The grouped INSERT of `rows` rows, built once per size (the same text each time also
+    lets psycopg prepare it once it has run a few times)."""
+    return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([values] * rows)} "
+            f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
 
 
 def _close(conn) -> None:
