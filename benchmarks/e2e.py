@@ -567,7 +567,12 @@ def compare_postgres(args, tmp: Path, redis_url: str) -> None:
                    f"--staged-events {args.staged_events} --workers {args.workers}")
         write_section("SQLite and PostgreSQL side by side, and workers that add up", command, table,
                       "PostgreSQL started by the benchmark from Debian's package on loopback (as .ci/run does); "
-                      "same Stripe customer.created events and processes as the end-to-end run.")
+                      "same Stripe customer.created events and processes as the end-to-end run. CPU per event is "
+                      "user + system time from /proc over the end-to-end run: the web process, the worker "
+                      "processes, and PostgreSQL's server processes (its backends, the WAL writer, the "
+                      "checkpointer and autovacuum); SQLite's database work is inside the web and worker "
+                      "processes. Machine busy: every core's CPU time (/proc/stat) while the workers drained, "
+                      "of all the cores.")
 
 
 def _folder(tmp: Path, name: str) -> Path:
