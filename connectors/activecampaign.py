@@ -56,6 +56,7 @@ class ActiveCampaignConnector(Connector):
     timeout = 15.0
     transport_errors = (requests.RequestException,)
     request_id_header = "X-Request-Id"
+    slow = True  # 5 requests a second, one contact or more each
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)

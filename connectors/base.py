@@ -164,6 +164,11 @@ class Connector:
     # its worker; a delivery whose first request went out sleeps for the rest (holding it
     # then would waste the requests made and send them again).
     rate_wait: float | None = None
+    # A tool whose documented rate limit takes deliveries far slower than Klaviyo's (which
+    # imports 10,000 profiles per call, 10 calls a second). Its pushes wait in a queue that
+    # workers take from only when nothing else waits (hub/queues.py), as do those of any
+    # tool whose rate limit held its last push.
+    slow: bool = False
 
     def __init__(self, settings, field_map: dict | None = None, limiter=None):
         self.settings = settings

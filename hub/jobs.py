@@ -10,6 +10,7 @@ from hub.context import Hub, current_hub
 from hub.db.unit import UnitOfWork
 from hub.errors import DrainerBusy
 from hub.ops import alerts, consent, dashboard, reconcile
+from hub.queues import SLOW_PUSH_QUEUE
 from hub.sync import inference, outbox, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
@@ -65,7 +66,7 @@ def drain_inbox_job() -> dict:
 def request_pushes(hub: Hub, connectors=None) -> None:
     """Ask for one push job per enabled connector (or the ones named), unless one waits."""
     for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
-        hub.queues.request_push(name)
+        hub.queues.request_push(name, slow=outbox.slow_tool(name))
 
 
 # How long one push job goes on batch after batch before it yields its worker. A tool that
@@ -77,20 +78,27 @@ PUSH_SLICE_S = 1.0
 def push_batch_job(connector: str, deferred: bool = False) -> dict:
     """Push due deliveries of one connector for a slice of time; then ask again, behind the
     other tools' pushes, while more are due, or for when its rate limit has a token again
-    (`deferred`: this is that push)."""
+    (`deferred`: this is that push). A push of the slow queue gives way between batches
+    to any job waiting in the queues before it (hub/queues.py QUEUE_NAMES)."""
     hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
     if deferred:
         hub.queues.clear_deferred_push(connector)
+    slow = outbox.slow_tool(connector)
+    behind = hub.queues.push_queue(connector, slow) == SLOW_PUSH_QUEUE
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection,
-                               budget_seconds=PUSH_SLICE_S)
+                               budget_seconds=PUSH_SLICE_S,
+                               give_way=hub.queues.faster_work_waiting if behind else None)
     if result["held"]:
         # The tool's rate limit has no room now: the worker goes on with other jobs, and
         # this push comes back once its window has.
         hub.queues.defer_push(connector, result["resume_in"])
     elif result.get("more"):
-        hub.queues.request_push(connector)  # none if one is queued already: it finds these rows too
+        # None if one is queued already: it finds these rows too.
+        hub.queues.request_push(connector, slow=slow)
+    else:
+        hub.queues.caught_up(connector)
     return result
 
 

@@ -15,10 +15,18 @@ from rq import Queue
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAMES = ("inbox", "outbox", "default")
+# Workers take jobs in this order (RQ pops the first queue that has one). Pushes to a slow
+# tool, or to one whose rate limit held its last push, go last: the tool could not take its
+# deliveries much sooner anyway, and they would hold a worker (and a core) that the drain
+# and the faster tools' pushes are waiting for. They still run whenever nothing else waits,
+# and the one-minute backstop asks for them.
+SLOW_PUSH_QUEUE = "outbox-slow"
+QUEUE_NAMES = ("inbox", "outbox", "default", SLOW_PUSH_QUEUE)
 DRAIN_FLAG = "hub:drain-requested"
 PUSH_FLAG = "hub:push-requested:"  # + connector name
 DEFERRED_FLAG = "hub:push-deferred:"  # + connector name: a push waits for the rate limit's window
+HELD_FLAG = "hub:push-held:"  # + connector name: its rate limit held a push since it last caught up
+HELD_FOR_S = 3600  # a tool that stops being pushed (turned off) leaves the slow queue after this
 PUSH_JOB_TIMEOUT = 300  # seconds; a push may wait for a fuller batch and then call the tool
 
 
@@ -157,23 +165,39 @@ class Queues:
     def clear_drain_request(self) -> None:
         self.connection.delete(DRAIN_FLAG)
 
-    def request_push(self, connector: str) -> bool:
+    def request_push(self, connector: str, slow: bool = False) -> bool:
         """Enqueue a push job for `connector` unless one is queued and not started yet (it
         will find the new deliveries too); False when Redis is unreachable (the one-minute
-        cron backstop pushes what is due)."""
+        cron backstop pushes what is due). `slow`: the tool is slow (see enqueue_push)."""
         try:
             # Expires in case an enqueue is lost after the flag was set.
             if self.connection.set(PUSH_FLAG + connector, "1", nx=True, ex=60):
-                self.enqueue_push(connector)
+                self.enqueue_push(connector, slow)
             return True
         except (redis.RedisError, OSError) as exc:
             log.warning("Redis unreachable, %s push left for the next run: %s", connector, exc)
             return False
 
-    def enqueue_push(self, connector: str) -> None:
-        """A push job for `connector`, whatever is queued already."""
-        self.enqueue("hub.jobs.push_batch_job", connector, queue="outbox", result_ttl=0,
-                     job_timeout=PUSH_JOB_TIMEOUT)
+    def enqueue_push(self, connector: str, slow: bool = False) -> None:
+        """A push job for `connector`, whatever is queued already: in the slow queue when the
+        tool is `slow` or its rate limit held its last push, else in the outbox queue."""
+        self.enqueue("hub.jobs.push_batch_job", connector, queue=self.push_queue(connector, slow),
+                     result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
+
+    def push_queue(self, connector: str, slow: bool = False) -> str:
+        """The queue of `connector`'s pushes (see QUEUE_NAMES)."""
+        return SLOW_PUSH_QUEUE if slow or self.connection.exists(HELD_FLAG + connector) else "outbox"
+
+    def caught_up(self, connector: str) -> None:
+        """A push of `connector` sent everything due: its next one queues like any tool's."""
+        self.connection.delete(HELD_FLAG + connector)
+
+    def faster_work_waiting(self) -> bool:
+        """A job waits in a queue taken before the slow one (a slow push then gives way)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for name in QUEUE_NAMES[:QUEUE_NAMES.index(SLOW_PUSH_QUEUE)]:
+                pipe.llen(self.queue(name).key)
+            return any(pipe.execute())
 
     def defer_push(self, connector: str, seconds: float) -> None:
         """A push job for `connector` in `seconds` (RQ's scheduler, in every worker, starts
@@ -181,6 +205,7 @@ class Queues:
         planned meanwhile wait for it rather than start a push the rate limit would hold back
         again."""
         self.connection.set(PUSH_FLAG + connector, "1", ex=int(seconds) + 60)
+        self.connection.set(HELD_FLAG + connector, "1", ex=HELD_FOR_S)
         # Pushes running side by side are held together: one deferred push pushes what they
         # all held, where one each would multiply with every window for as long as rows come.
         if not self.connection.set(DEFERRED_FLAG + connector, "1", nx=True, ex=int(seconds) + 60):
@@ -188,7 +213,7 @@ class Queues:
         # RQ keeps a scheduled time in whole seconds, rounded down (ScheduledJobRegistry.schedule):
         # asked for in 0.9 s, the job may start at once, find its held deliveries not yet due
         # and end. A second more never starts it early.
-        self.queue("outbox").enqueue_in(timedelta(seconds=seconds + 1), "hub.jobs.push_batch_job",
+        self.queue(SLOW_PUSH_QUEUE).enqueue_in(timedelta(seconds=seconds + 1), "hub.jobs.push_batch_job",
                                         connector, True, result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
 
     def clear_push_request(self, connector: str) -> None:

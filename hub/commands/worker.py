@@ -1,4 +1,5 @@
-"""`hub worker`: the RQ worker of the inbox, outbox and rule queues, with RQ cron beside it."""
+"""`hub worker`: the RQ worker of the inbox, outbox, rule and slow-tool push queues (hub/queues.py
+QUEUE_NAMES, in the order it takes jobs), with RQ cron beside it."""
 from __future__ import annotations
 
 import logging

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import orjson
@@ -398,13 +399,21 @@ def connector_for(name: str, settings, limiter, rate_wait: float | None = None) 
     return held[1]
 
 
+def slow_tool(name: str) -> bool:
+    """Whether the tool's documented rate limit takes deliveries far slower than the others'
+    (its pushes queue behind other work: hub/queues.py)."""
+    cls = connectors.CONNECTORS.get(name)
+    return cls is not None and cls.slow
+
+
 def push_batch(storage, settings, connector_name: str, now: datetime | None = None,
                limiter=None, redis=None, max_batches: int | None = None,
-               budget_seconds: float = PUSH_BUDGET_SECONDS) -> dict:
+               budget_seconds: float = PUSH_BUDGET_SECONDS, give_way: Callable[[], bool] | None = None) -> dict:
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
-    Stops when nothing is due, after `max_batches`, or once `budget_seconds` are spent
-    (then "more" is true and the caller enqueues another push), or, on the real clock, when
+    Stops when nothing is due, after `max_batches`, once `budget_seconds` are spent or
+    before a batch when `give_way()` says other work waits for the worker (then "more" is
+    true and the caller enqueues another push), or, on the real clock, when
     the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
     in how many seconds the window has room again: the caller pushes again then). `now`
     fixes the clock (tests, the demo's simulated calendar); without it the push may linger
@@ -420,7 +429,10 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     resume_in = 0.0
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
-            _linger(storage, connector)
+            _linger(storage, connector, give_way)
+        if give_way is not None and give_way():
+            totals["more"] = 1
+            break
         at = now or now_utc()
         items, tried, interrupted = _claim(storage, connector, at, length)
         if not items:
@@ -459,15 +471,17 @@ def _due(connector_name: str, at: datetime):
 LINGER_STEP_S = 0.25
 
 
-def _linger(storage, connector) -> None:
+def _linger(storage, connector, give_way: Callable[[], bool] | None = None) -> None:
     """Wait up to `connector.linger` = (seconds, rows) for a fuller batch while deliveries
     keep coming: the tools' limits reward bulk calls, and a few seconds do not matter to a
-    marketing email. Once a look finds nothing new since the last one, go at once."""
+    marketing email. Once a look finds nothing new since the last one, or `give_way()`
+    says other work waits for the worker, go at once."""
     seconds, rows = getattr(connector, "linger", (0.0, 0))
     if not seconds:
         return
     seen, oldest = _due_count(storage, connector, rows)
-    while 0 < seen < rows and (now_utc() - oldest).total_seconds() < seconds:
+    while (0 < seen < rows and (now_utc() - oldest).total_seconds() < seconds
+           and not (give_way is not None and give_way())):
         time.sleep(LINGER_STEP_S)
         count, oldest = _due_count(storage, connector, rows)
         if count == seen:
@@ -631,11 +645,11 @@ def _wait(result: RetryAfter, attempt: int) -> float:
     return max(1.0, result.seconds, backoff(attempt))
 
 
-def scrub(text: str | None, settings) -> str | None:
-    """The text with every secret setting's value blanked out, truncated for the log."""
+def scrub(text: str | None, secrets: list[str]) -> str | None:
+    """The text with every secret (Settings.secrets()) blanked out, truncated for the log."""
     if text is None:
         return None
-    for secret in settings.secrets():
+    for secret in secrets:
         text = text.replace(secret, "***")
     return truncate(text)
 
@@ -649,6 +663,9 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
     changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}",
                 "claimed_at": None} for old, new in superseded.items()]
     attempts = []
+    # Once per batch: listing them walks every setting (6 µs, where a delivery's whole
+    # outcome costs tens of µs).
+    secrets = settings.secrets()
     for item in items:
         result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
         if isinstance(result, Held):
@@ -658,10 +675,10 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
             counts["held"] += 1
             continue
         wait = _wait(result, tried) if isinstance(result, RetryAfter) else None
-        message = scrub(result.message, settings)
+        message = scrub(result.message, secrets)
         attempts.append({"delivery_id": item.delivery_id, "at": at, "outcome": result.outcome,
                          "http_status": result.http_status, "latency_ms": result.latency_ms,
-                         "request_id": (scrub(result.request_id, settings) or "")[:120] or None,
+                         "request_id": (scrub(result.request_id, secrets) or "")[:120] or None,
                          "retry_after": wait, "message": message})
         change = {"id": item.delivery_id, "attempts": tried, "claimed_at": None}
         if isinstance(result, Sent):

@@ -18,7 +18,7 @@ from hub.db.engine import Storage
 from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
 from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
-from hub.queues import Queues
+from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, Queues
 from hub.sync import outbox
 from hub.sync.apply import Changes
 from standins.activecampaign import FakeActiveCampaign
@@ -93,7 +93,7 @@ def statuses(hub: Hub, connector: str) -> Counter:
 def work(hub: Hub, max_jobs: int | None = None) -> None:
     """One RQ worker in burst mode: starts the pushes whose time has come, runs every queued
     job (or the first `max_jobs`)."""
-    queues = [Queue(name, connection=hub.queues.connection) for name in ("inbox", "outbox", "default")]
+    queues = [Queue(name, connection=hub.queues.connection) for name in QUEUE_NAMES]
     jobs.Worker(queues, connection=hub.queues.connection).work(burst=True, with_scheduler=True, max_jobs=max_jobs)
 
 
@@ -108,7 +108,7 @@ def test_klaviyo_is_not_held_behind_activecampaign_s_rate_limit_and_each_deliver
     assert set(statuses(hub, "klaviyo")) == {SENT}
     assert len(klaviyo.profiles) == PEOPLE
     assert statuses(hub, "activecampaign")[QUEUED] > 0
-    assert Queue("outbox", connection=hub.queues.connection).scheduled_job_registry.count == 1
+    assert Queue(SLOW_PUSH_QUEUE, connection=hub.queues.connection).scheduled_job_registry.count == 1
     # The held push comes back as the bucket refills, until everything is sent.
     deadline = time.monotonic() + 60
     while statuses(hub, "activecampaign")[QUEUED] and time.monotonic() < deadline:
@@ -145,4 +145,49 @@ def test_pushes_held_together_leave_one_push_waiting_for_the_window(two_tools):
     # Two pushes of one tool ran side by side and its rate limit held both.
     hub.queues.defer_push("activecampaign", 0.2)
     hub.queues.defer_push("activecampaign", 0.2)
-    assert Queue("outbox", connection=hub.queues.connection).scheduled_job_registry.count == 1
+    assert Queue(SLOW_PUSH_QUEUE, connection=hub.queues.connection).scheduled_job_registry.count == 1
+
+
+def test_klaviyo_s_push_runs_before_a_slow_tool_s_asked_for_first_which_still_runs_when_idle(hubspot_and_klaviyo):
+    hub, hubspot, klaviyo = hubspot_and_klaviyo
+    plan_people(hub, PEOPLE)
+    jobs.request_pushes(hub, ["hubspot", "klaviyo"])  # HubSpot asked first
+    work(hub, max_jobs=1)
+    assert set(statuses(hub, "klaviyo")) == {SENT} and len(klaviyo.profiles) == PEOPLE
+    assert set(statuses(hub, "hubspot")) == {QUEUED}
+    work(hub)  # nothing else waits: HubSpot's push runs
+    assert set(statuses(hub, "hubspot")) == {SENT} and len(hubspot.contacts) == PEOPLE
+
+
+def test_a_slow_tool_s_push_gives_way_to_a_push_waiting_for_the_worker(hubspot_and_klaviyo, monkeypatch):
+    hub, hubspot, klaviyo = hubspot_and_klaviyo
+    monkeypatch.setattr(HubSpotConnector, "max_batch", 5)
+    plan_people(hub, PEOPLE)
+    # HubSpot's push started while nothing waited; Klaviyo's push was asked for meanwhile.
+    hub.queues.request_push("klaviyo")
+    sent = jobs.push_batch_job("hubspot")
+    assert sent["sent"] == 0 and sent["more"]
+    work(hub, max_jobs=1)
+    assert set(statuses(hub, "klaviyo")) == {SENT} and statuses(hub, "hubspot")[QUEUED] == PEOPLE
+    work(hub)
+    assert set(statuses(hub, "hubspot")) == {SENT} and len(hubspot.contacts) == PEOPLE
+    with hub.storage.session() as session:  # each delivery tried once
+        tries = Counter(session.scalars(select(DeliveryAttempt.delivery_id)))
+        assert tries == Counter(session.scalars(select(Delivery.id)))
+
+
+def test_a_tool_its_rate_limit_held_queues_behind_other_work_until_it_has_caught_up(two_tools):
+    hub, _, klaviyo = two_tools
+    plan_people(hub, PEOPLE)
+    # Klaviyo answered 429 a moment ago: its limit holds every request for a second.
+    for key in ("klaviyo:profile-bulk-import-jobs", "klaviyo:event-bulk-create-jobs"):
+        outbox.limiter_for(hub.queues.connection).pause(key, 1.0)
+    assert jobs.push_batch_job("klaviyo")["held"]
+    hub.queues.clear_push_request("klaviyo")
+    assert hub.queues.push_queue("klaviyo") == SLOW_PUSH_QUEUE
+    deadline = time.monotonic() + 30
+    while statuses(hub, "klaviyo")[QUEUED] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        work(hub)
+    assert set(statuses(hub, "klaviyo")) == {SENT} and len(klaviyo.profiles) == PEOPLE
+    assert hub.queues.push_queue("klaviyo") == "outbox"  # caught up: queued like any tool again
