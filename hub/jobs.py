@@ -10,7 +10,7 @@ from hub.context import Hub, current_hub
 from hub.db.unit import UnitOfWork
 from hub.errors import DrainerBusy
 from hub.ops import alerts, consent, dashboard, reconcile
-from hub.queues import SLOW_PUSH_QUEUE
+from hub.queues import SLOW_PUSH_QUEUE, queue_order
 from hub.sync import inference, outbox, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
@@ -30,6 +30,11 @@ class Worker(SimpleWorker):
     closes at once race in redis-py 5.0 (PubSub.reset is not locked). Waking five times a
     second when idle costs nothing.
     """
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        # The queue order is looked at before each job, not once at start: see queue_order.
+        self._ordered_queues = queue_order(self.queues, self.connection)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def subscribe(self):
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)

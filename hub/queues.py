@@ -7,11 +7,13 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import redis
 from rq import Queue
+from rq.job import Job
+from rq.utils import utcparse
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 # tool, or to one whose rate limit held its last push, go last: the tool could not take its
 # deliveries much sooner anyway, and they would hold a worker (and a core) that the drain
 # and the faster tools' pushes are waiting for. They still run whenever nothing else waits,
-# and the one-minute backstop asks for them.
+# the one-minute backstop asks for them, and one that has waited a minute goes first
+# (queue_order).
 SLOW_PUSH_QUEUE = "outbox-slow"
 QUEUE_NAMES = ("inbox", "outbox", "default", SLOW_PUSH_QUEUE)
 DRAIN_FLAG = "hub:drain-requested"
@@ -28,6 +31,29 @@ DEFERRED_FLAG = "hub:push-deferred:"  # + connector name: a push waits for the r
 HELD_FLAG = "hub:push-held:"  # + connector name: its rate limit held a push since it last caught up
 HELD_FOR_S = 3600  # a tool that stops being pushed (turned off) leaves the slow queue after this
 PUSH_JOB_TIMEOUT = 300  # seconds; a push may wait for a fuller batch and then call the tool
+# A slow push that has waited this long goes before everything else, once: under a stream of
+# webhooks that never lets the other queues empty, the slower tools still get a turn a minute.
+SLOW_PUSH_WAIT_LIMIT_S = 60
+
+
+def queue_order(queues: list, connection, now: datetime | None = None) -> list:
+    """The order a worker takes from `queues` next (RQ Queues, in QUEUE_NAMES order): that
+    order, but the slow queue first when its oldest job has waited SLOW_PUSH_WAIT_LIMIT_S."""
+    slow = next((queue for queue in queues if queue.name == SLOW_PUSH_QUEUE), None)
+    if slow is None:
+        return list(queues)
+    oldest = connection.lindex(slow.key, 0)  # RQ appends on the right and pops on the left
+    if oldest is None:
+        return list(queues)
+    enqueued = connection.hget(Job.key_for(oldest.decode() if isinstance(oldest, bytes) else oldest),
+                               "enqueued_at")
+    if not enqueued:
+        return list(queues)
+    waited = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - utcparse(
+        enqueued.decode() if isinstance(enqueued, bytes) else enqueued).replace(tzinfo=None)
+    if waited.total_seconds() < SLOW_PUSH_WAIT_LIMIT_S:
+        return list(queues)
+    return [slow, *(queue for queue in queues if queue is not slow)]
 
 
 def embedded_redis_path(database_url: str) -> Path:

@@ -412,7 +412,7 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, once `budget_seconds` are spent or
-    before a batch when `give_way()` says other work waits for the worker (then "more" is
+    before a batch after the first when `give_way()` says other work waits for the worker (then "more" is
     true and the caller enqueues another push), or, on the real clock, when
     the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
     in how many seconds the window has room again: the caller pushes again then). `now`
@@ -430,7 +430,9 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     while max_batches is None or totals["batches"] < max_batches:
         if now is None:
             _linger(storage, connector, give_way)
-        if give_way is not None and give_way():
+        # Between batches only: a push that gave way before its first would make no
+        # progress at all while other work keeps coming (see hub.queues.queue_order).
+        if give_way is not None and totals["batches"] and give_way():
             totals["more"] = 1
             break
         at = now or now_utc()

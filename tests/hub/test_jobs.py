@@ -4,10 +4,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from rq import Queue
+from rq.job import Job
+from rq.utils import utcformat
 from sqlalchemy import select
 
 from connectors.hubspot import HubSpotConnector
@@ -18,7 +20,7 @@ from hub.db.engine import Storage
 from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
 from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
-from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, Queues
+from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, SLOW_PUSH_WAIT_LIMIT_S, Queues
 from hub.sync import outbox
 from hub.sync.apply import Changes
 from standins.activecampaign import FakeActiveCampaign
@@ -159,6 +161,22 @@ def test_klaviyo_s_push_runs_before_a_slow_tool_s_asked_for_first_which_still_ru
     assert set(statuses(hub, "hubspot")) == {SENT} and len(hubspot.contacts) == PEOPLE
 
 
+def test_a_slow_tool_s_push_waiting_a_minute_goes_first_so_a_stream_never_starves_it(hubspot_and_klaviyo):
+    hub, hubspot, klaviyo = hubspot_and_klaviyo
+    plan_people(hub, PEOPLE)
+    jobs.request_pushes(hub, ["hubspot", "klaviyo"])
+    # HubSpot's push has waited behind other work for longer than the limit.
+    redis = hub.queues.connection
+    waiting = Queue(SLOW_PUSH_QUEUE, connection=redis).job_ids[0]
+    redis.hset(Job.key_for(waiting), "enqueued_at",
+               utcformat(datetime.now(timezone.utc) - timedelta(seconds=SLOW_PUSH_WAIT_LIMIT_S + 1)))
+    work(hub, max_jobs=1)
+    assert set(statuses(hub, "hubspot")) == {SENT} and len(hubspot.contacts) == PEOPLE
+    assert set(statuses(hub, "klaviyo")) == {QUEUED}
+    work(hub)
+    assert set(statuses(hub, "klaviyo")) == {SENT} and len(klaviyo.profiles) == PEOPLE
+
+
 def test_a_slow_tool_s_push_gives_way_to_a_push_waiting_for_the_worker(hubspot_and_klaviyo, monkeypatch):
     hub, hubspot, klaviyo = hubspot_and_klaviyo
     monkeypatch.setattr(HubSpotConnector, "max_batch", 5)
@@ -166,9 +184,9 @@ def test_a_slow_tool_s_push_gives_way_to_a_push_waiting_for_the_worker(hubspot_a
     # HubSpot's push started while nothing waited; Klaviyo's push was asked for meanwhile.
     hub.queues.request_push("klaviyo")
     sent = jobs.push_batch_job("hubspot")
-    assert sent["sent"] == 0 and sent["more"]
+    assert sent["sent"] == 5 and sent["more"]  # one batch, then it gives way
     work(hub, max_jobs=1)
-    assert set(statuses(hub, "klaviyo")) == {SENT} and statuses(hub, "hubspot")[QUEUED] == PEOPLE
+    assert set(statuses(hub, "klaviyo")) == {SENT} and statuses(hub, "hubspot")[QUEUED] == PEOPLE - 5
     work(hub)
     assert set(statuses(hub, "hubspot")) == {SENT} and len(hubspot.contacts) == PEOPLE
     with hub.storage.session() as session:  # each delivery tried once
