@@ -20,6 +20,7 @@ from hub.db.engine import Storage
 from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
 from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
+from hub.ops import support
 from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, SLOW_PUSH_WAIT_LIMIT_S, Queues
 from hub.sync import outbox
 from hub.sync.apply import Changes
@@ -209,3 +210,11 @@ def test_a_tool_its_rate_limit_held_queues_behind_other_work_until_it_has_caught
         work(hub)
     assert set(statuses(hub, "klaviyo")) == {SENT} and len(klaviyo.profiles) == PEOPLE
     assert hub.queues.push_queue("klaviyo") == "outbox"  # caught up: queued like any tool again
+
+
+def test_staff_s_send_again_queues_a_slow_tool_s_push_where_its_other_pushes_wait(hubspot_and_klaviyo):
+    hub, _, _ = hubspot_and_klaviyo
+    assert support.request_push(hub, ["hubspot", "klaviyo"])
+    redis = hub.queues.connection
+    assert Queue(SLOW_PUSH_QUEUE, connection=redis).count == 1
+    assert Queue("outbox", connection=redis).count == 1
