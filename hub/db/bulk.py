@@ -463,12 +463,11 @@ def _once_per_value(processor):
     return Converted().__getitem__
 
 
-# PostgreSQL: COPY (rows encoded in C) into a temporary table, then one INSERT … SELECT
-# with ON CONFLICT DO NOTHING RETURNING: about 3x faster than unnest() arrays, whose
-# binary dumping psycopg does in Python.
-_PG_STAGE = "CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}) ON COMMIT DROP"
-# In key order: two sweeps inserting overlapping keys then lock them in the same order and
-# one waits for the other, where any other order can deadlock (seen in CI).
+# PostgreSQL: COPY (rows encoded in C) into a temporary table (_pg_stage), then one INSERT
+# … SELECT with ON CONFLICT DO NOTHING RETURNING: about 3x faster than unnest() arrays, whose
+# binary dumping psycopg does in Python. In key order: two sweeps inserting overlapping keys
+# then lock them in the same order and one waits for the other, where any other order can
+# deadlock (seen in CI).
 _PG_MOVE = ('INSERT INTO "{table}" ({columns}) SELECT {columns} FROM {stage} '
             "ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {returned}")
 
@@ -476,17 +475,14 @@ _PG_MOVE = ('INSERT INTO "{table}" ({columns}) SELECT {columns} FROM {stage} '
 def _pg_insert_ignore(connection, table, rows, columns, key, returned) -> list[tuple]:
     """PostgreSQL: COPY into a staging table, move what is new, RETURNING only that."""
     written = (*columns, "created_at")
-    stage = f"{table.name}_incoming"
     stamp = now_utc()
     # Rows as COPY takes them: JSON as its text, everything else as it is.
     tuples = _parameters([(_FROM_ROW, name, json_text if isinstance(table.c[name].type, JSON) else None)
                           for name in columns] + [(_FIXED, stamp, None)])
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(_PG_STAGE.format(stage=stage, columns=", ".join(
-            f"{name} {_stage_type(table.c[name].type, connection.dialect)}" for name in written)))
-        cursor.execute(f"TRUNCATE {stage}")
-        with cursor.copy(f"COPY {stage} ({', '.join(written)}) FROM STDIN") as copy:
+        stage = _pg_stage(cursor, connection.dialect, table, [table.c[name] for name in written], ordered=False)
+        with cursor.copy(f"COPY {stage} FROM STDIN") as copy:
             for values in tuples(rows):
                 copy.write_row(values)
         cursor.execute(_PG_MOVE.format(table=table.name, columns=", ".join(written), stage=stage,
