@@ -412,8 +412,8 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, once `budget_seconds` are spent or
-    before a batch after the first when `give_way()` says other work waits for the worker (then "more" is
-    true and the caller enqueues another push), or, on the real clock, when
+    before a batch after the first when `give_way()` says other work waits for the worker
+    (then "more" is true and the caller enqueues another push), or, on the real clock, when
     the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
     in how many seconds the window has room again: the caller pushes again then). `now`
     fixes the clock (tests, the demo's simulated calendar); without it the push may linger
@@ -665,8 +665,8 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
     changes = [{"id": old, "status": CANCELLED, "last_error": f"superseded by delivery {new}",
                 "claimed_at": None} for old, new in superseded.items()]
     attempts = []
-    # Once per batch: listing them walks every setting (6 µs, where a delivery's whole
-    # outcome costs tens of µs).
+    # Once per batch: listing them walks every setting, which cost a fair part of each
+    # delivery's outcome when done per delivery.
     secrets = settings.secrets()
     for item in items:
         result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
