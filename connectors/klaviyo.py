@@ -6,8 +6,8 @@
   properties in `meta.patch_properties.unset`.
 - A bulk import is a job: Klaviyo's 202 says it is queued, not applied. The connector reads
   the job (rate-limited like every call) until it is complete, for at most `job_wait`
-  seconds, then reads its import errors: a profile Klaviyo refused is Failed with Klaviyo's
-  message, the others Sent. A job not finished by then is RetryAfter for all of its
+  seconds, then reads its import errors when it counts any: a profile Klaviyo refused is
+  Failed with Klaviyo's message, the others Sent. A job not finished by then is RetryAfter for all of its
   deliveries: resending a profile import is harmless (the same values applied again, and
   the outbox cancels an older delivery that a newer one for the subscriber supersedes).
   Waiting here, not in a later scheduled check, keeps one Result per delivery per push
@@ -214,6 +214,7 @@ class KlaviyoConnector(Connector):
         then read each finished one's import errors; one Result per delivery."""
         results: dict[int, Result] = {}
         status = dict.fromkeys(jobs, "queued")
+        failed: dict[str, int | None] = {}  # job id → its failed_count once read
         refused: dict[str, Result] = {}  # job id → Klaviyo's refusal to show it (a key without profiles:read)
         deadline = time.monotonic() + self.job_wait
         wait = JOB_POLLS[0]
@@ -227,13 +228,21 @@ class KlaviyoConnector(Connector):
                 read, data = self._call("profile-bulk-import-job", job_id)
                 if isinstance(read, Sent) and data:
                     status[job_id] = data["data"]["attributes"]["status"]
+                    failed[job_id] = data["data"]["attributes"].get("failed_count")
                 elif isinstance(read, RetryAfter):  # throttled or down: read again after its wait
                     wait = max(wait, read.seconds)
                 else:
                     status[job_id], refused[job_id] = "unreadable", read
         for job_id, (chunk, accepted) in jobs.items():
             if status[job_id] == "complete":
-                results.update(self._import_errors(job_id, chunk, accepted))
+                # A finished job counts the profiles it refused (`failed_count`, Get Bulk Import
+                # Profiles Job: https://developers.klaviyo.com/en/reference/get_bulk_import_profiles_job):
+                # with none, its errors need no read. The count is nullable: unknown, read them.
+                if failed.get(job_id) == 0:
+                    results.update({i.delivery_id: Sent(http_status=accepted.http_status, request_id=job_id,
+                                                        latency_ms=accepted.latency_ms) for i in chunk})
+                else:
+                    results.update(self._import_errors(job_id, chunk, accepted))
                 continue
             if job_id in refused:
                 failed = Failed(http_status=refused[job_id].http_status, request_id=job_id,

@@ -276,6 +276,14 @@ def test_a_bulk_import_marks_each_profile_klaviyo_refused_failed_with_its_messag
     assert [c.operation for c in klaviyo.fake.calls][-1] == "get_errors_for_bulk_import_profiles_job"
 
 
+def test_a_bulk_import_with_no_profile_refused_reads_no_errors(klaviyo):
+    results = klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(1, 13)])
+    assert all(isinstance(r, Sent) and r.request_id for r in results.values())
+    # The finished job counted no failure: one import and its status, one call fewer per job.
+    assert [c.operation for c in klaviyo.fake.calls if c.operation != "get_bulk_import_profiles_job"] == [
+        "bulk_import_profiles"]
+
+
 def test_a_bulk_import_is_sent_only_once_klaviyo_has_applied_it(klaviyo):
     klaviyo.fake.job_delay = 0.3
     results = klaviyo.connector().push_batch([profile_item(i, f"p{i}@example.com") for i in range(12)])
