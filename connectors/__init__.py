@@ -33,6 +33,12 @@ _COMMON_KEYS = ("send", "fields", "triggers", "rate_limits")
 _cache: dict[Path, tuple[float, dict]] = {}
 
 
+def slow_tools() -> frozenset[str]:
+    """Tools whose documented rate limit takes deliveries far slower than the others' (their
+    pushes queue behind other work: hub/queues.py)."""
+    return frozenset(name for name, cls in CONNECTORS.items() if cls.slow)
+
+
 def configured(settings) -> list[tuple[str, bool, str]]:
     """(name, on, why) for every connector, in registry order."""
     rows = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import connectors
 from hub.config import Settings
 from hub.db.engine import Storage
 from hub.masking import mask_logs
@@ -27,7 +28,8 @@ def make_hub(overrides: dict | None = None, settings: Settings | None = None) ->
     logging.basicConfig(level=settings.HUB_LOG_LEVEL,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mask_logs()  # no raw email or phone in any log line
-    return Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
+    return Hub(settings=settings, storage=Storage(settings.DATABASE_URL),
+               queues=Queues(settings, connectors.slow_tools()))
 
 
 class _ProcessHub:

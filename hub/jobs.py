@@ -71,7 +71,7 @@ def drain_inbox_job() -> dict:
 def request_pushes(hub: Hub, connectors=None) -> None:
     """Ask for one push job per enabled connector (or the ones named), unless one waits."""
     for name in connectors if connectors is not None else outbox.enabled_connectors(hub.settings):
-        hub.queues.request_push(name, slow=outbox.slow_tool(name))
+        hub.queues.request_push(name)
 
 
 # How long one push job goes on batch after batch before it yields its worker. A tool that
@@ -90,8 +90,7 @@ def push_batch_job(connector: str, deferred: bool = False) -> dict:
     hub.queues.clear_push_request(connector)
     if deferred:
         hub.queues.clear_deferred_push(connector)
-    slow = outbox.slow_tool(connector)
-    behind = hub.queues.push_queue(connector, slow) == SLOW_PUSH_QUEUE
+    behind = hub.queues.push_queue(connector) == SLOW_PUSH_QUEUE
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection,
                                budget_seconds=PUSH_SLICE_S,
                                give_way=hub.queues.faster_work_waiting if behind else None)
@@ -101,7 +100,7 @@ def push_batch_job(connector: str, deferred: bool = False) -> dict:
         hub.queues.defer_push(connector, result["resume_in"])
     elif result.get("more"):
         # None if one is queued already: it finds these rows too.
-        hub.queues.request_push(connector, slow=slow)
+        hub.queues.request_push(connector)
     else:
         hub.queues.caught_up(connector)
     return result

@@ -118,10 +118,12 @@ class EmbeddedRedis:
 
 
 class Queues:
-    """The Redis connection and the hub's named queues."""
+    """The Redis connection and the hub's named queues. `slow_tools`: the tools whose pushes
+    wait in the slow queue (see QUEUE_NAMES)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, slow_tools: frozenset[str]):
         self.settings = settings
+        self.slow_tools = slow_tools
         self._connection = None
         self._drain_wanted = threading.Event()
         self._drain_thread = None
@@ -191,28 +193,30 @@ class Queues:
     def clear_drain_request(self) -> None:
         self.connection.delete(DRAIN_FLAG)
 
-    def request_push(self, connector: str, slow: bool = False) -> bool:
+    def request_push(self, connector: str) -> bool:
         """Enqueue a push job for `connector` unless one is queued and not started yet (it
         will find the new deliveries too); False when Redis is unreachable (the one-minute
-        cron backstop pushes what is due). `slow`: the tool is slow (see enqueue_push)."""
+        cron backstop pushes what is due)."""
         try:
             # Expires in case an enqueue is lost after the flag was set.
             if self.connection.set(PUSH_FLAG + connector, "1", nx=True, ex=60):
-                self.enqueue_push(connector, slow)
+                self.enqueue_push(connector)
             return True
         except (redis.RedisError, OSError) as exc:
             log.warning("Redis unreachable, %s push left for the next run: %s", connector, exc)
             return False
 
-    def enqueue_push(self, connector: str, slow: bool = False) -> None:
+    def enqueue_push(self, connector: str) -> None:
         """A push job for `connector`, whatever is queued already: in the slow queue when the
-        tool is `slow` or its rate limit held its last push, else in the outbox queue."""
-        self.enqueue("hub.jobs.push_batch_job", connector, queue=self.push_queue(connector, slow),
+        tool is slow or its rate limit held its last push, else in the outbox queue."""
+        self.enqueue("hub.jobs.push_batch_job", connector, queue=self.push_queue(connector),
                      result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
 
-    def push_queue(self, connector: str, slow: bool = False) -> str:
+    def push_queue(self, connector: str) -> str:
         """The queue of `connector`'s pushes (see QUEUE_NAMES)."""
-        return SLOW_PUSH_QUEUE if slow or self.connection.exists(HELD_FLAG + connector) else "outbox"
+        if connector in self.slow_tools or self.connection.exists(HELD_FLAG + connector):
+            return SLOW_PUSH_QUEUE
+        return "outbox"
 
     def caught_up(self, connector: str) -> None:
         """A push of `connector` sent everything due: its next one queues like any tool's."""

@@ -15,10 +15,9 @@ from sqlalchemy import text
 
 from hub import Hub, create_app
 from hub.config import Settings
-from hub.context import use_hub
+from hub.context import make_hub, use_hub
 from hub.db.engine import Storage
 from hub.models import Base
-from hub.queues import Queues
 from tests.postgres import postgres_url
 from tests.samples import TEST_SETTINGS
 
@@ -117,7 +116,7 @@ def settings(database_url, redis_server, tmp_path) -> Settings:
 @pytest.fixture
 def hub(settings, redis_server) -> Hub:
     redis_lib.Redis.from_url(redis_server.url).flushdb()
-    the_hub = Hub(settings=settings, storage=Storage(settings.DATABASE_URL), queues=Queues(settings))
+    the_hub = make_hub(settings=settings)
     use_hub(the_hub)
     yield the_hub
     use_hub(None)

@@ -251,7 +251,7 @@ def _redis(hub):
 def _request_pushes(hub, names: set[str]) -> None:
     try:
         for name in sorted(names):
-            hub.queues.request_push(name, slow=outbox.slow_tool(name))
+            hub.queues.request_push(name)
     except Exception as exc:  # the deliveries wait in the outbox; the backstop job sends them
         log.warning("consent drift: push not requested (%s); the planned deliveries wait", exc)
 

@@ -78,7 +78,7 @@ def request_push(hub, connectors_=None) -> bool:
     names = list(connectors_) if connectors_ else enabled_connectors(hub.settings)
     try:
         for name in names:
-            hub.queues.enqueue_push(name, slow=outbox.slow_tool(name))
+            hub.queues.enqueue_push(name)
         return True
     except Exception as exc:  # Redis down: the worker's one-minute backstop pushes what is due
         log.warning("could not enqueue a push (%s); the backstop will push later", exc)

@@ -399,13 +399,6 @@ def connector_for(name: str, settings, limiter, rate_wait: float | None = None) 
     return held[1]
 
 
-def slow_tool(name: str) -> bool:
-    """Whether the tool's documented rate limit takes deliveries far slower than the others'
-    (its pushes queue behind other work: hub/queues.py)."""
-    cls = connectors.CONNECTORS.get(name)
-    return cls is not None and cls.slow
-
-
 def push_batch(storage, settings, connector_name: str, now: datetime | None = None,
                limiter=None, redis=None, max_batches: int | None = None,
                budget_seconds: float = PUSH_BUDGET_SECONDS, give_way: Callable[[], bool] | None = None) -> dict:

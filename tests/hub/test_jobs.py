@@ -15,13 +15,12 @@ from sqlalchemy import select
 from connectors.hubspot import HubSpotConnector
 from hub import Hub, jobs
 from hub.config import Settings
-from hub.context import use_hub
-from hub.db.engine import Storage
+from hub.context import make_hub, use_hub
 from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
 from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
 from hub.ops import support
-from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, SLOW_PUSH_WAIT_LIMIT_S, Queues
+from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, SLOW_PUSH_WAIT_LIMIT_S
 from hub.sync import outbox
 from hub.sync.apply import Changes
 from standins.activecampaign import FakeActiveCampaign
@@ -40,7 +39,7 @@ def hub_with(database_url: str, redis_server, klaviyo: FakeKlaviyo, **tool_setti
     settings = Settings.from_env(env={}, overrides={
         "DATABASE_URL": database_url, "REDIS_URL": redis_server.url, **TEST_SETTINGS,
         "KLAVIYO_API_KEY": "pk_jobs", "KLAVIYO_BASE_URL": klaviyo.url, **tool_settings})
-    hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
+    hub = make_hub(settings=settings)
     hub.queues.connection.flushdb()
     use_hub(hub)
     try:

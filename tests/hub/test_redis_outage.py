@@ -4,12 +4,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from hub import Hub, create_app, jobs
+from hub import create_app, jobs
 from hub.config import Settings
-from hub.context import use_hub
-from hub.db.engine import Storage
+from hub.context import make_hub, use_hub
 from hub.models import InboxEvent, Subscriber
-from hub.queues import Queues
 from tests.conftest import RedisServer
 from tests.samples import TEST_SETTINGS, post, stripe_event
 
@@ -21,7 +19,7 @@ def outage_hub(database_url, tmp_path):
     server = RedisServer(tmp_path).start()
     settings = Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,
                                                     "REDIS_URL": server.url, **TEST_SETTINGS})
-    hub = Hub(settings=settings, storage=Storage(database_url), queues=Queues(settings))
+    hub = make_hub(settings=settings)
     use_hub(hub)
     yield hub, server
     use_hub(None)
