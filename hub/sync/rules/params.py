@@ -189,8 +189,11 @@ def load_cached(path: str) -> RuleParams:
     return load(path)
 
 
+@functools.lru_cache(maxsize=8)
 def load_dir(mappings_dir: str | Path) -> RuleParams:
-    """rules.yaml of a mappings folder (Settings.HUB_MAPPINGS_DIR), read once per process."""
+    """rules.yaml of a mappings folder (Settings.HUB_MAPPINGS_DIR), read once per process.
+    Cached by folder too: the drain asks once per event, and building the file's path each
+    time cost more than the rule it served."""
     return load_cached(str(Path(mappings_dir) / "rules.yaml"))
 
 
