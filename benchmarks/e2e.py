@@ -268,6 +268,37 @@ class Meter:
             self._conn.close()
 
 
+class BackendCpu:
+    """The PostgreSQL server's CPU spent for each hub process: its backends' user + system
+    time (/proc), by the application_name `hub` gives each command's connections. Looked at
+    every second from one kept connection; a backend that ends between looks loses its last
+    second, which stays in the server's total."""
+
+    QUERY = ("SELECT pid, application_name FROM pg_stat_activity "
+             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    def __init__(self, url: str):
+        self._conn = _pg_connect(url)
+        self.role: dict[int, str] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.look(started=True)
+
+    def look(self, started: bool = False) -> None:
+        for pid, name in self._conn.execute(self.QUERY).fetchall():
+            used = cpu_seconds([pid])
+            # A backend that opened after the start spent all of its CPU in the run.
+            self.first.setdefault(pid, used if started else 0.0)
+            self.role[pid], self.last[pid] = name or "other", used
+
+    def by_role(self) -> dict[str, float]:
+        totals: Counter = Counter()
+        for pid, used in self.last.items():
+            totals[self.role[pid]] += used - self.first[pid]
+        self._conn.close()
+        return dict(totals)
+
+
 def _pg_connect(url: str):
     import psycopg
 
@@ -357,6 +388,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
         requests_file, script = tmp / "hub-requests.txt", tmp / "post.lua"
         write_requests(requests_file, n, "h")
         script.write_text(WRK_LUA)
+        backends = BackendCpu(database_url) if postmaster else None
         cpu_at_start = {"web": cpu_seconds(process_tree(procs[0].pid)),
                         "workers": sum(cpu_seconds(process_tree(p.pid)) for p in procs[1:]),
                         "self": sum(os.times()[:2]), "database": server_cpu_seconds(postmaster)}
@@ -365,10 +397,14 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
         stored_at = drain_from = None
         meter = Meter(db)
         state, last, moved_at, shown_at = {}, None, time.monotonic(), time.monotonic()
+        looked_at = time.monotonic()
         try:
             while time.monotonic() - started < TIMEOUT_SECONDS:
                 time.sleep(0.25)
                 state = meter.poll()
+                if backends is not None and time.monotonic() - looked_at >= 1:
+                    backends.look()
+                    looked_at = time.monotonic()
                 seen = (state, len(klaviyo.profiles))  # profiles the stand-in holds: pushes moving
                 if seen != last:
                     last, moved_at = seen, time.monotonic()
@@ -396,6 +432,8 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
                 raise RuntimeError(f"hub did not finish in {TIMEOUT_SECONDS} s: {state}")
             done_at = time.monotonic()
             busy = machine_busy_seconds() - busy_from if drain_from else None
+            if backends is not None:
+                backends.look()
         finally:
             meter.close()
             if wrk.poll() is None:
@@ -407,6 +445,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
                "stand-in + meter": sum(os.times()[:2]) - cpu_at_start["self"], "wrk": wrk_cpu}
         if postmaster:
             cpu["PostgreSQL server"] = server_cpu_seconds(postmaster) - cpu_at_start["database"]
+            server_for = backends.by_role()
         state = hub_state(db)  # the full counts, once, for the report
     finally:
         stop(procs)
@@ -415,6 +454,7 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
             other.stop()
     ops = Counter(c.operation or c.path for c in klaviyo.calls)
     return {"n": n, "ingest_s": stored_at - started, "total_s": done_at - started, "state": state, "cpu": cpu,
+            "server_for": server_for if postmaster else {},
             "clock": (started, done_at),
             "drain_s": done_at - drain_from if drain_from else None,
             "drain_busy": busy / (done_at - drain_from) / os.cpu_count() if drain_from else None,
@@ -556,7 +596,14 @@ def compare_postgres(args, tmp: Path, redis_url: str) -> None:
                      f"{e2e['state']['deliveries']} | {probe.median(*e2e['clock']) or 0:.1f} |")
     ratio = (runs["PostgreSQL", "e2e"]["n"] / runs["PostgreSQL", "e2e"]["total_s"]) / (
         runs["SQLite", "e2e"]["n"] / runs["SQLite", "e2e"]["total_s"])
+    pg = runs["PostgreSQL", "e2e"]
+    per_event = {role: used / pg["n"] * 1e6 for role, used in pg["server_for"].items()}
+    web, workers = per_event.get("hub serve", 0.0), per_event.get("hub worker", 0.0)
+    rest = pg["cpu"]["PostgreSQL server"] / pg["n"] * 1e6 - web - workers
     lines += ["", f"PostgreSQL / SQLite end to end: **{ratio:.2f}×** (target ≥ 0.9×).", "",
+              f"PostgreSQL server CPU per event, end to end: {web:.0f} µs in the backends of the web's "
+              f"connections, {workers:.0f} µs in the workers', {rest:.0f} µs elsewhere (WAL writer, "
+              "checkpointer, autovacuum, the meter's backend, backends that ended between looks).", "",
               "| workers (PostgreSQL, staged drain + push alone) | events | seconds | events/s | × 1 worker "
               "| machine busy | inbox rows | speed probe ms |", "|---|---|---|---|---|---|---|---|"]
     one = scaling[1]["n"] / scaling[1]["drain_s"]

@@ -9,6 +9,7 @@ each command module imports what it uses at its top.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -48,8 +49,14 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands)
-def main():
+@click.pass_context
+def main(ctx):
     """Subscription lifecycle hub: webhooks in, lifecycle decisions, email/CRM tools out."""
+    if ctx.invoked_subcommand:
+        # PostgreSQL shows which hub process holds each connection (pg_stat_activity's
+        # application_name): libpq takes it from PGAPPNAME, and every process a command starts
+        # inherits it. Set per command, so `hub run`'s web server and workers name their own.
+        os.environ["PGAPPNAME"] = f"hub {ctx.invoked_subcommand}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from hub import cli
 from hub.cli import main
@@ -28,6 +28,7 @@ COMMANDS_DIR = Path(cli.__file__).parent / "commands"
 def cli_env(settings, monkeypatch):
     for key in ("DATABASE_URL", "REDIS_URL", *SECRETS):
         monkeypatch.setenv(key, str(getattr(settings, key)))
+    monkeypatch.setenv("PGAPPNAME", "pytest")  # a command names the process's connections: restored after
     return CliRunner()
 
 
@@ -80,6 +81,18 @@ def test_replay_of_an_unknown_event_is_an_error(cli_env, hub):
 def test_db_upgrade_is_idempotent(cli_env, hub):
     result = cli_env.invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_a_command_s_postgresql_connections_name_it_for_the_database_s_admin(cli_env, hub, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("application_name is PostgreSQL's")
+    assert cli_env.invoke(main, ["db", "upgrade"]).exit_code == 0
+    engine = create_engine(database_url)  # opened after the command, as its children open theirs
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW application_name")).scalar() == "hub db"
+    finally:
+        engine.dispose()
 
 
 def test_hub_run_on_a_fresh_folder_takes_a_webhook_to_the_api(tmp_path):
