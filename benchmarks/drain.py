@@ -9,7 +9,7 @@ running, these are the costs the end-to-end benchmark (`e2e.py`) sums up, before
 and the load generator are shared; they say which stage a change made cheaper.
 
 Usage: python benchmarks/drain.py [--events 20000] [--runs 3] [--database-url postgresql+psycopg://…]
-       [--other-tools]  (ActiveCampaign and HubSpot on: the drain plans their deliveries too)
+       [--other-tools]  (ActiveCampaign and HubSpot on: the drain marks the profiles they are owed)
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL database to run on (emptied first) instead of SQLite files")
     parser.add_argument("--other-tools", action="store_true",
-                        help="ActiveCampaign and HubSpot on: the drain plans their deliveries too")
+                        help="ActiveCampaign and HubSpot on: the drain marks the profiles they are owed")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     runs = []

@@ -72,6 +72,22 @@ def upsert(bind, table, row: dict, key: tuple[str, ...], changes: dict):
     return bind.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
+def mark_once(bind, table, rows: list[dict], key: tuple[str, ...]) -> None:
+    """INSERT `rows`, leaving a stored row with the same `key` as it is, but locked until
+    this transaction ends: INSERT … ON CONFLICT (key) DO UPDATE SET key = key. DO NOTHING
+    would not lock it, and a reader that deletes the row meanwhile (hub.sync.outbox
+    plan_due_profiles) must wait for this transaction, then see what it wrote."""
+    if rows:
+        bind.execute(_mark_once_statement(dialect_name(bind), table, tuple(key)), rows)
+
+
+@lru_cache(maxsize=None)
+def _mark_once_statement(dialect: str, table, key: tuple[str, ...]):
+    statement = _INSERT[dialect](table)
+    return statement.on_conflict_do_update(index_elements=list(key),
+                                           set_={key[0]: statement.excluded[key[0]]})
+
+
 def locks_claimed_rows(bind) -> bool:
     """Whether workers claim rows with SELECT … FOR UPDATE SKIP LOCKED (PostgreSQL). SQLite
     has no row locks: its writers take turns on the file (Storage.drain_lock, write_turn)."""

@@ -163,6 +163,23 @@ class Delivery(Base):
         back_populates="delivery", order_by="DeliveryAttempt.id")
 
 
+class ProfileDue(Base):
+    """A profile a slower tool is owed, planned as its push makes room (hub.sync.outbox).
+
+    The drain marks the person here, once per tool however often they change meanwhile; the
+    tool's push plans a Delivery from the person's state at that moment. A tool that takes a
+    few requests a second then costs the drain one narrow row per change, and gets one update
+    per person however many changes waited."""
+
+    __tablename__ = "profile_due"
+    __table_args__ = (Index("ix_profile_due_order", "connector", "marked_at"),)
+
+    connector: Mapped[str] = mapped_column(String(30), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # First marked: a person who keeps changing keeps their place in the line.
+    marked_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+
 class DeliveryAttempt(Base):
     """One call to a tool for a delivery: status, latency, the tool's words."""
 

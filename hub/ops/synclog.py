@@ -25,6 +25,7 @@ from hub.models import (
     InboxEvent,
     Order,
     Payment,
+    ProfileDue,
     Subscriber,
     Subscription,
     Trigger,
@@ -263,6 +264,16 @@ def delivery_counts(session: Session) -> dict[tuple[str, str], int]:
                                   Delivery.status.in_((QUEUED, RETRYING, DEAD)))
                            .group_by(Delivery.connector, Delivery.status))
     return {(c, s): n for c, s, n in rows}
+
+
+def owed_profiles(session: Session, subscriber_id: int | None = None):
+    """Profiles the slower tools are owed (planned as each tool's push has room): of one
+    person, (connector, since) rows; of everyone, connector → how many."""
+    if subscriber_id is not None:
+        return session.execute(select(ProfileDue.connector, ProfileDue.marked_at)
+                               .where(ProfileDue.subscriber_id == subscriber_id)
+                               .order_by(ProfileDue.connector)).all()
+    return dict(session.execute(select(ProfileDue.connector, func.count()).group_by(ProfileDue.connector)).all())
 
 
 def failed_events(session: Session, before: int | None = None, limit: int = 50) -> Page:

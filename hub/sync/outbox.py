@@ -4,7 +4,10 @@ plan() runs inside the inbox drain, in the savepoint of one webhook: trigger and
 deliveries are inserted at once (insert-or-ignore on (connector, idempotency key), so a
 replay adds nothing), while profile changes only mark the subscriber dirty in the session.
 flush_pending_profiles() then writes one profile delivery per dirty subscriber and
-connector per drained batch, with the field values as they are after the whole batch.
+connector per drained batch, with the field values as they are after the whole batch. A
+slower tool (HubSpot, ActiveCampaign: Connector.slow) is only marked as owed the profile
+(ProfileDue); its push plans the delivery when it has room for it (plan_due_profiles),
+from the person as they are then.
 
 push_batch() runs in workers. Due rows are claimed in a short transaction that pushes
 their next_attempt_at a lease ahead and stamps them with the claim's time (claimed_at),
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import String, func, insert, select, type_coerce, update
+from sqlalchemy import String, delete, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.base import instance_state
 from tenacity import RetryCallState, wait_exponential, wait_random
@@ -41,7 +44,7 @@ from connectors.base import Held, Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
-from hub.db.dialect import insert_ignore, locks_claimed_rows
+from hub.db.dialect import insert_ignore, locks_claimed_rows, mark_once
 from hub.db.unit import UnitOfWork
 from hub.models import (
     CANCELLED,
@@ -52,6 +55,7 @@ from hub.models import (
     SENT,
     Delivery,
     DeliveryAttempt,
+    ProfileDue,
     Subscriber,
     Trigger,
     now_utc,
@@ -279,13 +283,43 @@ def _chunks(values: list, size: int = 500):
 
 def flush_pending_profiles(unit: UnitOfWork, settings) -> int:
     """One profile delivery per subscriber the unit marked dirty and connector, skipped when
-    nothing changed."""
+    nothing changed; for a slower tool, a mark that it is owed one (plan_due_profiles)."""
     ids, held = sorted(unit.dirty), unit.held
     unit.dirty, unit.held = set(), {}
     targets = _targets(settings, "profile") if ids else []
+    # A slower tool takes a burst's profiles over minutes or hours: planning them now would
+    # spend the drain's time on payloads that wait anyway and go stale while they do.
+    owed = [name for name, _ in targets if connectors.CONNECTORS[name].slow]
+    if owed:
+        at = now_utc()
+        mark_once(unit.session.connection(), ProfileDue.__table__,
+                  [{"connector": name, "subscriber_id": i, "marked_at": at} for name in owed for i in ids],
+                  ("connector", "subscriber_id"))
+        unit.planned.update(owed)
+    targets = [t for t in targets if t[0] not in owed]
     if not targets:
         return 0
     return sum(_flush_profiles(unit, targets, chunk, held) for chunk in _chunks(ids))
+
+
+def plan_due_profiles(storage, settings, connector_name: str, limit: int) -> int:
+    """Deliveries of the profiles a slower tool is owed (ProfileDue), the longest waiting
+    first and at most `limit`, from the people as they are now; how many were planned. The
+    marks of a tool that takes no profiles any more are dropped."""
+    table = ProfileDue.__table__
+    oldest = (select(table.c.subscriber_id).where(table.c.connector == connector_name)
+              .order_by(table.c.marked_at, table.c.subscriber_id).limit(limit))
+    with storage.write_turn(), storage.session() as session:
+        # Marks taken before the people are read: a drain marking one of them again holds
+        # its row (mark_once) until it commits, so this waits and then reads what it wrote,
+        # or the drain marks them anew after this and they are planned again.
+        ids = session.scalars(delete(table).where(table.c.connector == connector_name,
+                                                  table.c.subscriber_id.in_(oldest))
+                              .returning(table.c.subscriber_id)).all()
+        targets = [t for t in _targets(settings, "profile") if t[0] == connector_name] if ids else []
+        if not targets:
+            return 0
+        return sum(_flush_profiles(UnitOfWork(session), targets, chunk) for chunk in _chunks(sorted(ids)))
 
 
 def _flush_profiles(unit: UnitOfWork, targets: list[tuple[str, dict]], ids: list[int],
@@ -421,6 +455,8 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
     started = time.monotonic()
     resume_in = 0.0
     while max_batches is None or totals["batches"] < max_batches:
+        if connector.slow:
+            _plan_owed(storage, settings, connector, now or now_utc())
         if now is None:
             _linger(storage, connector, give_way)
         # Between batches only: a push that gave way before its first would make no
@@ -458,6 +494,14 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
             "interrupted": 0, **totals, "more": bool(totals["more"]), "resume_in": resume_in}
 
 
+def _plan_owed(storage, settings, connector, at: datetime) -> None:
+    """A slower tool's next batch planned from the profiles it is owed, as far as its due
+    deliveries fall short of one: planned at the pace the tool takes them."""
+    due, _ = _due_count(storage, connector, connector.max_batch, at)
+    if due < connector.max_batch:
+        plan_due_profiles(storage, settings, connector.name, connector.max_batch - due)
+
+
 def _due(connector_name: str, at: datetime):
     return (Delivery.connector == connector_name, Delivery.status.in_((QUEUED, RETRYING)),
             Delivery.next_attempt_at <= at)
@@ -484,9 +528,10 @@ def _linger(storage, connector, give_way: Callable[[], bool] | None = None) -> N
         seen = count
 
 
-def _due_count(storage, connector, rows: int) -> tuple[int, datetime | None]:
-    """How many deliveries are due (counting up to `rows`), and since when the oldest is."""
-    at = now_utc()
+def _due_count(storage, connector, rows: int, at: datetime | None = None) -> tuple[int, datetime | None]:
+    """How many deliveries are due at `at` (now by default), counting up to `rows`, and
+    since when the oldest is."""
+    at = at or now_utc()
     with storage.session() as session:
         due = (select(Delivery.next_attempt_at).where(*_due(connector.name, at))
                .order_by(Delivery.next_attempt_at).limit(rows).subquery())
@@ -740,7 +785,7 @@ def retry(session: Session, delivery_ids=None, dead: bool = False,
 
 
 __all__ = ["plan", "plan_triggers", "plan_consent", "plan_sweep", "mark_dirty",
-           "flush_pending_profiles", "profile_fields", "monthly_amount", "enabled_connectors",
+           "flush_pending_profiles", "plan_due_profiles", "profile_fields", "monthly_amount", "enabled_connectors",
            "push_batch", "retry", "planned_connectors", "backoff", "MAX_ATTEMPTS", "delivery_row",
            "insert_deliveries"]
 

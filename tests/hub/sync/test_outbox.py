@@ -31,6 +31,7 @@ from hub.models import (
     Base,
     Delivery,
     DeliveryAttempt,
+    ProfileDue,
     Subscriber,
     Subscription,
     Trigger,
@@ -95,6 +96,16 @@ def subscriber(session, email="ada@example.com", **attrs) -> Subscriber:
                                              amount=2500, currency="USD", next_renewal_at=NOW + timedelta(days=10)))
     session.add(person)
     session.flush()
+    return person
+
+
+def plan_profile(storage, settings) -> Subscriber:
+    """Ada, new, with her profile planned for every tool as a drained batch plans it."""
+    with storage.session() as session:
+        unit = UnitOfWork(session)
+        person = subscriber(session)
+        outbox.plan(unit, settings, person, changed(person), [], event())
+        outbox.flush_pending_profiles(unit, settings)
     return person
 
 
@@ -180,11 +191,7 @@ def test_changes_in_one_batch_become_one_profile_update_with_the_final_values(st
 
 
 def test_an_unchanged_profile_is_not_sent_twice(storage, settings):
-    with storage.session() as session:
-        unit = UnitOfWork(session)
-        person = subscriber(session)
-        outbox.plan(unit, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(unit, settings)
+    person = plan_profile(storage, settings)
     for _ in range(2):  # the same webhook replayed, in later batches
         with storage.session() as session:
             unit = UnitOfWork(session)
@@ -200,11 +207,7 @@ def test_a_profile_planned_before_the_faster_digest_is_not_sent_again_unchanged(
     import hashlib
     import json
 
-    with storage.session() as session:
-        unit = UnitOfWork(session)
-        person = subscriber(session)
-        outbox.plan(unit, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(unit, settings)
+    person = plan_profile(storage, settings)
     with storage.session() as session:
         [row] = session.scalars(select(Delivery)).all()
         assert row.idempotency_key.split(":")[2].startswith("o")
@@ -362,6 +365,64 @@ def test_consent_given_then_withdrawn_at_the_source_reaches_activecampaign_and_h
         ("activecampaign", "email"), ("hubspot", "email")}
 
 
+def hubspot_settings(mappings, hubspot) -> Settings:
+    return Settings.from_env(env={}, overrides={"HUB_MAPPINGS_DIR": str(mappings), "HUBSPOT_ACCESS_TOKEN": "pat",
+                                                "HUBSPOT_BASE_URL": hubspot.url})
+
+
+def owed(storage) -> list[tuple[str, int]]:
+    with storage.session() as session:
+        return session.execute(select(ProfileDue.connector, ProfileDue.subscriber_id)).all()
+
+
+def test_a_slower_tool_is_owed_the_profile_and_its_push_sends_the_person_as_they_are_then(storage, mappings):
+    with FakeHubSpot(token="pat") as hubspot:
+        settings = hubspot_settings(mappings, hubspot)
+        with storage.session() as session:
+            person_id = subscriber(session).id
+        for stage, points in (("engaged", 50), ("loyal", 90)):  # two drained batches before HubSpot's turn
+            with storage.session() as session:
+                unit = UnitOfWork(session)
+                person = session.get(Subscriber, person_id)
+                person.stage, person.loyalty_points = stage, points
+                outbox.plan(unit, settings, person, changed(person), [], event())
+                assert outbox.flush_pending_profiles(unit, settings) == 0
+                assert outbox.planned_connectors(unit) == {"hubspot"}  # its push is asked for
+        assert owed(storage) == [("hubspot", person_id)] and deliveries(storage) == []
+        assert outbox.push_batch(storage, settings, "hubspot", now=NOW, limiter=Limiter())["sent"] == 1
+    [row] = deliveries(storage)
+    assert (row.connector, row.kind, row.status) == ("hubspot", "profile", SENT)
+    assert hubspot.contacts["ada@example.com"]["hub_stage"] == "loyal"
+    assert len(hubspot.calls) == 1 and owed(storage) == []
+
+
+def test_a_slower_tool_owed_the_profile_of_someone_erased_since_is_sent_nothing(storage, mappings):
+    with FakeHubSpot(token="pat") as hubspot:
+        settings = hubspot_settings(mappings, hubspot)
+        person = plan_profile(storage, settings)
+        with storage.session() as session:
+            session.get(Subscriber, person.id).erased_at = NOW
+        assert outbox.push_batch(storage, settings, "hubspot", now=NOW, limiter=Limiter())["sent"] == 0
+    assert hubspot.calls == [] and deliveries(storage) == [] and owed(storage) == []
+
+
+def test_a_slower_tool_s_push_plans_no_more_than_it_takes_in_a_batch(storage, mappings, monkeypatch):
+    monkeypatch.setattr(CONNECTORS["hubspot"], "max_batch", 3)
+    with FakeHubSpot(token="pat") as hubspot:
+        settings = hubspot_settings(mappings, hubspot)
+        with storage.session() as session:
+            unit = UnitOfWork(session)
+            for i in range(7):
+                person = subscriber(session, email=f"p{i}@example.com")
+                outbox.plan(unit, settings, person, changed(person), [], event())
+            outbox.flush_pending_profiles(unit, settings)
+        assert outbox.push_batch(storage, settings, "hubspot", now=NOW, limiter=Limiter(), max_batches=1)["sent"] == 3
+        # The rest wait as marks, planned from the people as they are at the next batch.
+        assert len(deliveries(storage)) == 3 and len(owed(storage)) == 4
+        assert outbox.push_batch(storage, settings, "hubspot", now=NOW, limiter=Limiter())["sent"] == 4
+    assert len(hubspot.contacts) == 7 and owed(storage) == []
+
+
 # Pushing --------------------------------------------------------------------------------
 
 def queue(storage, settings, n=1):
@@ -489,11 +550,7 @@ def test_only_the_newest_profile_update_is_sent(storage, settings):
 
 
 def test_an_older_profile_still_retrying_is_cancelled_once_a_newer_one_is_sent(storage, settings):
-    with storage.session() as session:
-        unit = UnitOfWork(session)
-        person = subscriber(session)
-        outbox.plan(unit, settings, person, changed(person), [], event())
-        outbox.flush_pending_profiles(unit, settings)
+    person = plan_profile(storage, settings)
     Scripted.script = [lambda i: RetryAfter(http_status=502, seconds=0)]
     outbox.push_batch(storage, settings, "scripted", now=NOW)
     with storage.session() as session:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from hub.models import Delivery, DeliveryAttempt, InboxEvent, Subscriber
+from hub.models import Delivery, DeliveryAttempt, InboxEvent, ProfileDue, Subscriber
 from hub.ops import synclog
 from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin
@@ -345,6 +345,15 @@ def test_overview_counts_what_needs_attention(operator, jenny, hub):
     page = text_of(operator.get("/sync-log/"))
     assert "1 deliveries the hub gave up on" in page or "1 deliveries" in page
     assert "0 inbound events that failed" in page
+
+
+def test_a_profile_owed_to_a_slower_tool_is_on_the_customer_s_page_and_counted_on_the_overview(operator, jenny, hub):
+    with hub.storage.session() as s:
+        s.add(ProfileDue(connector="hubspot", subscriber_id=jenny,
+                         marked_at=datetime.now(timezone.utc) - timedelta(minutes=3)))
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "HubSpot is owed this customer's profile since" in page
+    assert "1 profile updates owed to HubSpot" in text_of(operator.get("/sync-log/"))
 
 
 def test_unknown_ids_are_404_pages(operator):
