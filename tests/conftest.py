@@ -107,6 +107,13 @@ def database_url(request, tmp_path):
     return storage.url
 
 
+@pytest.fixture(autouse=True)
+def command_name_restored(monkeypatch):
+    """`hub <command>` names the process's PostgreSQL connections in PGAPPNAME: a test that
+    runs one in-process leaves the variable as it found it."""
+    monkeypatch.setenv("PGAPPNAME", "pytest")
+
+
 @pytest.fixture
 def settings(database_url, redis_server, tmp_path) -> Settings:
     return Settings.from_env(env={}, overrides={"DATABASE_URL": database_url,

@@ -28,7 +28,6 @@ COMMANDS_DIR = Path(cli.__file__).parent / "commands"
 def cli_env(settings, monkeypatch):
     for key in ("DATABASE_URL", "REDIS_URL", *SECRETS):
         monkeypatch.setenv(key, str(getattr(settings, key)))
-    monkeypatch.setenv("PGAPPNAME", "pytest")  # a command names the process's connections: restored after
     return CliRunner()
 
 
