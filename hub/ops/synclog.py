@@ -266,14 +266,16 @@ def delivery_counts(session: Session) -> dict[tuple[str, str], int]:
     return {(c, s): n for c, s, n in rows}
 
 
-def owed_profiles(session: Session, subscriber_id: int | None = None):
-    """Profiles the slower tools are owed (planned as each tool's push has room): of one
-    person, (connector, since) rows; of everyone, connector → how many."""
-    if subscriber_id is not None:
-        return session.execute(select(ProfileDue.connector, ProfileDue.marked_at)
-                               .where(ProfileDue.subscriber_id == subscriber_id)
-                               .order_by(ProfileDue.connector)).all()
+def owed_profile_counts(session: Session) -> dict[str, int]:
+    """connector → profiles that slower tool is owed (planned as its push has room)."""
     return dict(session.execute(select(ProfileDue.connector, func.count()).group_by(ProfileDue.connector)).all())
+
+
+def owed_profiles_of(session: Session, subscriber_id: int) -> list[tuple[str, datetime]]:
+    """(connector, since) of each slower tool owed this person's profile."""
+    return [tuple(row) for row in session.execute(
+        select(ProfileDue.connector, ProfileDue.marked_at).where(ProfileDue.subscriber_id == subscriber_id)
+        .order_by(ProfileDue.connector))]
 
 
 def failed_events(session: Session, before: int | None = None, limit: int = 50) -> Page:

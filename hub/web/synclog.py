@@ -372,7 +372,7 @@ def index():
         totals = {status: sum(n for (_, st), n in counts.items() if st == status)
                   for status in (QUEUED, RETRYING, DEAD)}
         return render_template("index.html", open_counts=open_counts, totals=totals, latest=latest.rows,
-                               owed=synclog.owed_profiles(session),
+                               owed=synclog.owed_profile_counts(session),
                                people=people, connectors=support.enabled_connectors(hub.settings),
                                drift=consent.last_report(session))
 
@@ -417,7 +417,7 @@ def subscriber(subscriber_id: int):
         page = synclog.story(session, subscriber_id, before=request.args.get("before"), limit=PAGE_SIZE)
         tools = support.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
-                               owed=synclog.owed_profiles(session, subscriber_id),
+                               owed=synclog.owed_profiles_of(session, subscriber_id),
                                currency=person.currency or next(
                                    (x.currency for x in person.subscriptions if x.currency), None),
                                stage_reason=readmodel.stage_reason(person, rules.current_params(hub.settings)))
