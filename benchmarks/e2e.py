@@ -295,8 +295,10 @@ class BackendCpu:
         totals: Counter = Counter()
         for pid, used in self.last.items():
             totals[self.role[pid]] += used - self.first[pid]
-        self._conn.close()
         return dict(totals)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _pg_connect(url: str):
@@ -436,6 +438,8 @@ def run_hub(tmp: Path, redis_url: str, n: int, workers: int, web_workers: int, t
                 backends.look()
         finally:
             meter.close()
+            if backends is not None:
+                backends.close()
             if wrk.poll() is None:
                 stop_wrk(wrk)
         # CPU seconds each part used from start to finish (the web process and the workers

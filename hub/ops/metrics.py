@@ -1,4 +1,4 @@
-"""Prometheus text for /metrics: inbox, deliveries and queues, read from the database.
+"""Prometheus text for /metrics: inbox, deliveries, owed profiles and queues, read from the database.
 
 A custom prometheus_client collector: the numbers are counted in the database (and Redis) at
 each scrape, not kept in this process, so every web process answers the same.
@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import bindparam, func, select
 
 from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
+from hub.ops.synclog import owed_profile_counts
 
 # The text format every Prometheus reads (what generate_latest writes).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -38,6 +39,12 @@ class HubCollector:
                                                         .group_by(Delivery.connector, Delivery.status)):
                 deliveries.add_metric([connector, status], n)
             yield deliveries
+            owed = GaugeMetricFamily("hub_profiles_owed",
+                                     "Profile updates a slower tool is owed (planned as its rate "
+                                     "limit has room), by connector.", labels=["connector"])
+            for connector, n in sorted(owed_profile_counts(session).items()):
+                owed.add_metric([connector], n)
+            yield owed
             interrupted = CounterMetricFamily(
                 "hub_deliveries_interrupted_total",
                 "Deliveries sent again because the push carrying them stopped before the tool "

@@ -289,7 +289,8 @@ def flush_pending_profiles(unit: UnitOfWork, settings) -> int:
     targets = _targets(settings, "profile") if ids else []
     # A slower tool takes a burst's profiles over minutes or hours: planning them now would
     # spend the drain's time on payloads that wait anyway and go stale while they do.
-    owed = [name for name, _ in targets if connectors.CONNECTORS[name].slow]
+    slow = connectors.slow_tools()
+    owed = [name for name, _ in targets if name in slow]
     if owed:
         at = now_utc()
         mark_once(unit.session.connection(), ProfileDue.__table__,

@@ -418,6 +418,7 @@ def subscriber(subscriber_id: int):
         tools = support.profile_tools(hub.settings)
         return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
                                owed=synclog.owed_profiles_of(session, subscriber_id),
+                               enabled=support.enabled_connectors(hub.settings),
                                currency=person.currency or next(
                                    (x.currency for x in person.subscriptions if x.currency), None),
                                stage_reason=readmodel.stage_reason(person, rules.current_params(hub.settings)))

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 import redis as redis_lib
 
+from hub.models import ProfileDue, Subscriber
 from tests.hub.web.test_webhooks import subscription_event
 from tests.samples import post
 
@@ -23,7 +25,7 @@ def test_each_scrape_counts_what_the_database_holds_then(client, hub):
     page = first.get_data(as_text=True)
     for name, kind in (("hub_inbox_open_events", "gauge"), ("hub_deliveries", "gauge"),
                        ("hub_deliveries_interrupted_total", "counter"), ("hub_subscribers", "gauge"),
-                       ("hub_queue_depth", "gauge")):
+                       ("hub_queue_depth", "gauge"), ("hub_profiles_owed", "gauge")):
         assert f"# TYPE {name} {kind}\n" in page and f"# HELP {name} " in page
     assert sample(page, "hub_inbox_open_events", source="stripe", status="pending") is None
     assert sample(page, "hub_queue_depth", queue="inbox") == 0
@@ -42,3 +44,16 @@ def test_metrics_still_answer_when_redis_is_down(client, hub):
     page = response.get_data(as_text=True)
     assert "# TYPE hub_queue_depth gauge" in page and "hub_queue_depth{" not in page
     assert "# TYPE hub_inbox_open_events gauge" in page
+
+
+def test_profiles_owed_to_a_slower_tool_are_counted_per_tool(client, hub):
+    with hub.storage.session() as s:
+        people = [Subscriber(email=f"p{i}@example.com") for i in range(3)]
+        s.add_all(people)
+        s.flush()
+        s.add_all([ProfileDue(connector="hubspot", subscriber_id=p.id, marked_at=datetime.now(timezone.utc))
+                   for p in people] + [ProfileDue(connector="activecampaign", subscriber_id=people[0].id,
+                                                  marked_at=datetime.now(timezone.utc))])
+    page = client.get("/metrics").get_data(as_text=True)
+    assert sample(page, "hub_profiles_owed", connector="hubspot") == 3
+    assert sample(page, "hub_profiles_owed", connector="activecampaign") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -351,9 +352,22 @@ def test_a_profile_owed_to_a_slower_tool_is_on_the_customer_s_page_and_counted_o
     with hub.storage.session() as s:
         s.add(ProfileDue(connector="hubspot", subscriber_id=jenny,
                          marked_at=datetime.now(timezone.utc) - timedelta(minutes=3)))
+    hub.settings = replace(hub.settings, HUBSPOT_ACCESS_TOKEN="pat")
     page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
     assert "HubSpot is owed this customer's profile since" in page
-    assert "1 profile updates owed to HubSpot" in text_of(operator.get("/sync-log/"))
+    assert "planned from the customer as they are when its rate limit has room" in page
+    overview = text_of(operator.get("/sync-log/"))
+    assert "1 profile updates owed to HubSpot (planned as its rate limit has room)" in overview
+
+
+def test_a_profile_owed_to_a_tool_switched_off_since_says_it_waits_for_the_tool(operator, jenny, hub):
+    with hub.storage.session() as s:
+        s.add(ProfileDue(connector="hubspot", subscriber_id=jenny, marked_at=datetime.now(timezone.utc)))
+    assert not hub.settings.HUBSPOT_ACCESS_TOKEN
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "HubSpot is switched off, so the update is planned when it is on again" in page
+    overview = text_of(operator.get("/sync-log/"))
+    assert "1 profile updates owed to HubSpot (it is switched off: planned when it is on again)" in overview
 
 
 def test_unknown_ids_are_404_pages(operator):
