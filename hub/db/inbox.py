@@ -3,7 +3,8 @@
 The raw row only (hub.sync.inbox drains it later), written on a driver connection of its own
 per thread, in the column formats SQLAlchemy reads back. The web server's event loop hands
 rows to write_grouped(): webhooks arriving together share one transaction (on PostgreSQL one
-commit and one fsync, on an async connection; on SQLite one write of the pages they share).
+commit and one fsync, on the process's async connection; on SQLite one write of the pages
+they share).
 """
 from __future__ import annotations
 
@@ -23,10 +24,6 @@ _COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "tr
             "api_version", "status", "attempts", "outcome", "origin")
 # Rows per grouped INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
 _GROUP_ROWS = 1000
-# PostgreSQL transactions a web process commits at once. While one waits for its fsync the
-# next group starts on another connection, and PostgreSQL flushes the WAL of concurrent
-# commits together: a webhook waits for one commit, not for the one before it as well.
-_CONNECTIONS = 4
 
 
 class InboxWriter:
@@ -53,12 +50,10 @@ class InboxWriter:
         self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
         # Grouped writes on an event loop: rows waiting for the next commit, the task
-        # committing them (SQLite), and on PostgreSQL the tasks committing, their idle
-        # connections and the loop those belong to.
+        # committing them, and on PostgreSQL its idle connection and the loop that belongs to.
         self.commits = 0  # transactions committed by write_grouped() in this process (tests read it)
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
-        self._committers = 0
         self._idle: list = []
         self._async_loop = None
 
@@ -145,16 +140,20 @@ class InboxWriter:
         requests meanwhile) or in the same turn of the loop (SQLite) are committed together
         in one transaction. A failed commit stores none of the group and fails every one
         of them.
+
+        One commit at a time per process: a webhook waits at most for the commit under way
+        and its own. Committing on a connection of their own as webhooks arrived (PostgreSQL
+        flushes concurrent commits together) made more commits of fewer rows each: more CPU
+        per webhook here and in the server, on the cores the drain shares, and no more webhooks
+        stored (benchmarks/RESULTS.md, "One commit at a time").
         """
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((self._params(source, envelope, headers, body, origin), answer))
-        if self.dialect == "postgresql":
-            if self._committers < _CONNECTIONS:
-                self._committers += 1
-                loop.create_task(self._commit_waiting())
-        elif self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_on_loop())
+        committer = self._committer
+        if committer is None or committer.done() or committer.get_loop() is not loop:
+            commit = self._commit_waiting if self.dialect == "postgresql" else self._commit_on_loop
+            self._committer = loop.create_task(commit())
         return await answer
 
     async def _commit_waiting(self) -> None:
@@ -202,7 +201,6 @@ class InboxWriter:
                     if not answer.done():
                         answer.set_result(new)
         finally:
-            self._committers -= 1
             if conn is not None:
                 self._idle.append(conn)
 

@@ -94,7 +94,7 @@ def test_a_commit_that_fails_answers_503_to_every_webhook_of_its_group_and_store
 
 @pytest.mark.skipif(not os.environ.get("HUB_TEST_POSTGRES_URL"), reason="HUB_TEST_POSTGRES_URL is not set")
 @pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)
-def test_hub_serve_on_postgresql_answers_webhooks_sent_together_after_fewer_commits_than_webhooks(hub, tmp_path):
+def test_hub_serve_on_postgresql_commits_the_webhooks_arriving_during_a_commit_together_after_it(hub, tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), DATABASE_URL=hub.settings.DATABASE_URL,
                REDIS_URL=hub.settings.REDIS_URL, STRIPE_WEBHOOK_SECRET=SECRETS["STRIPE_WEBHOOK_SECRET"])
@@ -131,5 +131,7 @@ def test_hub_serve_on_postgresql_answers_webhooks_sent_together_after_fewer_comm
     assert stored_ids(hub) == sorted(f"evt_{n}" for n in range(30))
     with hub.storage.engine.connect() as conn:  # rows one transaction wrote share its xmin
         transactions = conn.execute(text("SELECT count(DISTINCT xmin::text) FROM inbox_event")).scalar()
-    assert transactions < 30
+    # The first webhook's commit, held by the lock, then one for all that arrived meanwhile: the
+    # process commits one group at a time.
+    assert transactions <= 2
 
