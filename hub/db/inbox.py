@@ -50,11 +50,11 @@ class InboxWriter:
         self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
         # Grouped writes on an event loop: rows waiting for the next commit, the task
-        # committing them, and on PostgreSQL its idle connection and the loop that belongs to.
+        # committing them, and on PostgreSQL its connection and the loop that belongs to.
         self.commits = 0  # transactions committed by write_grouped() in this process (tests read it)
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
-        self._idle: list = []
+        self._grouped = None
         self._async_loop = None
 
     def _connection(self):
@@ -72,7 +72,7 @@ class InboxWriter:
 
     def close(self) -> None:
         """Close every connection this writer opened (at shutdown and in tests)."""
-        self._close_grouped_connections()
+        self._close_grouped_connection()
         for conn in self._opened:
             try:
                 conn.close()
@@ -157,52 +157,45 @@ class InboxWriter:
         return await answer
 
     async def _commit_waiting(self) -> None:
-        """Commit groups of waiting rows on one connection until none wait (PostgreSQL)."""
-        conn = None
-        try:
-            while self._waiting:
-                group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
-                # In key order, as every group: two transactions inserting the same webhooks
-                # (a platform's retries) then wait for each other in one order, never deadlock.
-                group.sort(key=lambda waiting: waiting[0][:2])
-                try:
-                    conn = conn or await self._grouped_connection()
-                    # One statement in autocommit, its own transaction: one round trip, and
-                    # it returns once committed (the driver waits for the server's
-                    # ReadyForQuery, sent after the commit).
-                    async with conn.cursor() as cursor:
-                        await cursor.execute(self._grouped_sql(len(group)),
-                                             [value for params, _ in group for value in params])
-                        created = {tuple(row) for row in await cursor.fetchall()}
-                except Exception as exc:
-                    # Nothing of the group is stored: each of its webhooks is answered with the
-                    # error (503, the platform retries), and the connection is not reused.
-                    _close(conn)
-                    conn = None
-                    for _, answer in group:
-                        if not answer.done():
-                            answer.set_exception(exc)
-                    continue
-                except BaseException:  # cancelled: the server is stopping
-                    _close(conn)
-                    conn = None
-                    stopped = RuntimeError("inbox writer stopped")
-                    for _, answer in group + self._waiting:
-                        if not answer.done():
-                            answer.set_exception(stopped)
-                    self._waiting = []
-                    raise
-                self.commits += 1
-                for params, answer in group:
-                    key = (params[0], params[1])
-                    # The first of a group's webhooks with one key made the row; any other is its duplicate.
-                    new = key in created
-                    created.discard(key)
+        """Commit groups of waiting rows on the writer's connection until none wait (PostgreSQL)."""
+        while self._waiting:
+            group, self._waiting = self._waiting[:_GROUP_ROWS], self._waiting[_GROUP_ROWS:]
+            # In key order, as every group: two transactions inserting the same webhooks
+            # (a platform's retries) then wait for each other in one order, never deadlock.
+            group.sort(key=lambda waiting: waiting[0][:2])
+            try:
+                conn = await self._grouped_connection()
+                # One statement in autocommit, its own transaction: one round trip, and
+                # it returns once committed (the driver waits for the server's
+                # ReadyForQuery, sent after the commit).
+                async with conn.cursor() as cursor:
+                    await cursor.execute(self._grouped_sql(len(group)),
+                                         [value for params, _ in group for value in params])
+                    created = {tuple(row) for row in await cursor.fetchall()}
+            except Exception as exc:
+                # Nothing of the group is stored: each of its webhooks is answered with the
+                # error (503, the platform retries), and the connection is not reused.
+                self._close_grouped_connection()
+                for _, answer in group:
                     if not answer.done():
-                        answer.set_result(new)
-        finally:
-            if conn is not None:
-                self._idle.append(conn)
+                        answer.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: the server is stopping
+                self._close_grouped_connection()
+                stopped = RuntimeError("inbox writer stopped")
+                for _, answer in group + self._waiting:
+                    if not answer.done():
+                        answer.set_exception(stopped)
+                self._waiting = []
+                raise
+            self.commits += 1
+            for params, answer in group:
+                key = (params[0], params[1])
+                # The first of a group's webhooks with one key made the row; any other is its duplicate.
+                new = key in created
+                created.discard(key)
+                if not answer.done():
+                    answer.set_result(new)
 
     async def _commit_on_loop(self) -> None:
         # SQLite's driver has no async interface and a WAL commit is short: it runs on the
@@ -223,25 +216,22 @@ class InboxWriter:
         return _grouped_insert(self._values, rows)
 
     async def _grouped_connection(self):
-        """An idle connection of this writer's event loop, else a new one."""
+        """The writer's connection on the running event loop, opened when it has none."""
         loop = asyncio.get_running_loop()
-        if self._async_loop is not loop:  # connections belong to the loop they were opened on
-            self._close_grouped_connections()
+        if self._async_loop is not loop:  # a connection belongs to the loop it was opened on
+            self._close_grouped_connection()
             self._async_loop = loop
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-        import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
+        if self._grouped is None or self._grouped.closed:
+            import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
 
-        url = self.engine.url.set(drivername="postgresql")
-        return await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True,
-                                                     **connect_limits(url))
+            url = self.engine.url.set(drivername="postgresql")
+            self._grouped = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False),
+                                                                  autocommit=True, **connect_limits(url))
+        return self._grouped
 
-    def _close_grouped_connections(self) -> None:
-        for conn in self._idle:
-            _close(conn)
-        self._idle.clear()
+    def _close_grouped_connection(self) -> None:
+        _close(self._grouped)
+        self._grouped = None
 
     def _commit(self, batch: list["_Waiter"]) -> None:
         conn = self._connection()
