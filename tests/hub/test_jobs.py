@@ -10,7 +10,7 @@ import pytest
 from rq import Queue
 from rq.job import Job
 from rq.utils import utcformat
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from connectors.hubspot import HubSpotConnector
 from hub import Hub, jobs
@@ -18,8 +18,8 @@ from hub.config import Settings
 from hub.context import make_hub, use_hub
 from hub.db.unit import UnitOfWork
 from hub.events import CUSTOMER_UPSERTED
-from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, ProfileDue, Subscriber, Subscription, Trigger
-from hub.ops import support
+from hub.models import QUEUED, SENT, Delivery, DeliveryAttempt, Subscriber, Subscription, Trigger
+from hub.ops import support, synclog
 from hub.queues import QUEUE_NAMES, SLOW_PUSH_QUEUE, SLOW_PUSH_WAIT_LIMIT_S
 from hub.sync import outbox
 from hub.sync.apply import Changes
@@ -96,7 +96,7 @@ def waiting(hub: Hub, connector: str) -> int:
     """Profiles and events the tool has not been sent: queued deliveries, and the profiles a
     slower tool is owed and plans as it pushes."""
     with hub.storage.session() as session:
-        owed = session.scalar(select(func.count()).select_from(ProfileDue).where(ProfileDue.connector == connector))
+        owed = synclog.owed_profile_counts(session).get(connector, 0)
     return statuses(hub, connector)[QUEUED] + owed
 
 
