@@ -41,7 +41,8 @@ class HubCollector:
             yield deliveries
             owed = GaugeMetricFamily("hub_profiles_owed",
                                      "Profile updates a slower tool is owed (planned as its rate "
-                                     "limit has room), by connector.", labels=["connector"])
+                                     "limit has room, or once it is switched on again), by connector.",
+                                     labels=["connector"])
             for connector, n in sorted(owed_profile_counts(session).items()):
                 owed.add_metric([connector], n)
             yield owed
