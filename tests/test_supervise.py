@@ -10,15 +10,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import text
 
 from hub.commands.run import stack
 from hub.config import Settings
-from tests.conftest import free_port
+from standins.klaviyo import FakeKlaviyo
+from tests.conftest import RedisServer, free_port
 from tests.samples import API_HEADERS, SECRETS, signed, stripe_event
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,22 +29,27 @@ READ_TIMEOUT = 3
 
 
 class HubRun:
-    """`hub run` in a folder of its own: SQLite, embedded Redis, only the test secrets set."""
+    """`hub run` in a folder of its own: SQLite and embedded Redis unless `options` name others,
+    only the test secrets and `settings` set."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, options: tuple[str, ...] = (), settings: dict | None = None):
+        folder.mkdir(exist_ok=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = folder / "hub-run.log"
         env = {k: v for k, v in os.environ.items() if k not in {f.name for f in fields(Settings)}}
         env.update(DATABASE_URL=f"sqlite:///{folder / 'hub.db'}", PYTHONPATH=str(PROJECT),
                    HUB_SECRET_KEY=SECRETS["HUB_SECRET_KEY"], HUB_API_TOKEN=SECRETS["HUB_API_TOKEN"],
-                   STRIPE_WEBHOOK_SECRET=SECRETS["STRIPE_WEBHOOK_SECRET"], HUB_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+                   STRIPE_WEBHOOK_SECRET=SECRETS["STRIPE_WEBHOOK_SECRET"], HUB_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT),
+                   **(settings or {}))
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "--port", str(self.port)],
-                                            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "--port", str(self.port),
+                                             *options], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.customers = 0
         wait_until(lambda: self.get("/healthz") == 200, 40, f"{self.base}/healthz")
-        wait_until(lambda: self.child("worker") and self.child("redis-server"), 10, "worker and Redis")
+        embedded = "--redis-url" not in options
+        wait_until(lambda: self.child("worker") and (self.child("redis-server") or not embedded), 10,
+                   "worker and Redis")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -68,10 +76,12 @@ class HubRun:
         except OSError:
             return None
 
-    def post_customer(self, timeout: float = 5) -> tuple[int, str]:
-        """POST a signed Stripe customer.created; its status and the customer's email."""
-        self.customers += 1
-        n = self.customers
+    def post_customer(self, timeout: float = 5, n: int | None = None) -> tuple[int, str]:
+        """POST a signed Stripe customer.created (the next of this host's, or number `n`);
+        its status and the customer's email."""
+        if n is None:
+            self.customers += 1
+            n = self.customers
         email = f"sup{n}@example.com"
         event = stripe_event("customer.created", {"id": f"cus_sup{n}", "object": "customer", "email": email,
                                                   "name": "Sam Supervised", "created": 1_700_000_000},
@@ -213,3 +223,39 @@ def test_hub_run_starts_the_worker_processes_asked_for_with_cron_on_the_first_on
     assert ["--no-cron" in c.argv for c in workers] == [False, True, True]
     # Another host's `hub run --no-cron` adds workers without a second cron.
     assert all("--no-cron" in c.argv for c in stack("127.0.0.1", 8000, 1, 2, cron=False)[1:])
+
+
+@pytest.mark.skipif(not os.environ.get("HUB_TEST_POSTGRES_URL"), reason="HUB_TEST_POSTGRES_URL is not set")
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)
+def test_two_hosts_on_one_postgresql_and_redis_store_apply_and_deliver_each_webhook_once(hub, tmp_path):
+    """docs/throughput.md, "Scaling out": `hub run` with the shared database and Redis on one
+    host, the same with --no-cron on another; a platform's retry may reach either host."""
+    redis = RedisServer(tmp_path).start()
+    with FakeKlaviyo(api_key="pk_hosts") as klaviyo:
+        shared = ("--database-url", hub.settings.DATABASE_URL, "--redis-url", redis.url)
+        settings = {"KLAVIYO_API_KEY": "pk_hosts", "KLAVIYO_BASE_URL": klaviyo.url}
+        hosts = [HubRun(tmp_path / "host-a", shared, settings),
+                 HubRun(tmp_path / "host-b", (*shared, "--no-cron"), settings)]
+        try:
+            # Each host gets every other webhook, and every fifth is retried on the other host,
+            # eight at a time: both hosts' workers drain and push side by side.
+            posts = [(hosts[n % 2], n) for n in range(1, 41)] + [(hosts[(n + 1) % 2], n) for n in range(5, 41, 5)]
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda post: post[0].post_customer(n=post[1]), posts))
+            assert {status for status, _ in answers} == {200}
+            emails = sorted({email for _, email in answers})
+            wait_until(lambda: len(klaviyo.profiles) == 40, 60, "40 profiles at Klaviyo")
+            assert all(host.applied(email) for host in hosts for email in (emails[0], emails[-1]))
+        finally:
+            for host in hosts:
+                host.stop()
+            redis.stop()
+    with hub.storage.engine.connect() as conn:
+        inbox = conn.execute(text("SELECT status, count(*) FROM inbox_event GROUP BY status")).all()
+        people = conn.execute(text("SELECT count(*) FROM subscriber")).scalar()
+        deliveries = conn.execute(text("SELECT status, count(*) FROM delivery WHERE connector = 'klaviyo' "
+                                       "AND kind = 'profile' GROUP BY status")).all()
+    assert inbox == [("processed", 40)] and people == 40
+    assert deliveries == [("sent", 40)]
+    assert sorted(p["email"] for p in klaviyo.profiles.values()) == emails
+    assert set(klaviyo.profile_writes.values()) == {1}, "a profile was sent to Klaviyo more than once"
