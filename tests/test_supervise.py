@@ -244,18 +244,24 @@ def test_two_hosts_on_one_postgresql_and_redis_store_apply_and_deliver_each_webh
                 answers = list(pool.map(lambda post: post[0].post_customer(n=post[1]), posts))
             assert {status for status, _ in answers} == {200}
             emails = sorted({email for _, email in answers})
-            wait_until(lambda: len(klaviyo.profiles) == 40, 60, "40 profiles at Klaviyo")
+            wait_until(lambda: len(klaviyo.profiles) == 40 and settled(hub)["deliveries"] == [("sent", 40)], 60,
+                       "40 profiles at Klaviyo, their deliveries recorded as sent")
             assert all(host.applied(email) for host in hosts for email in (emails[0], emails[-1]))
         finally:
             for host in hosts:
                 host.stop()
             redis.stop()
-    with hub.storage.engine.connect() as conn:
-        inbox = conn.execute(text("SELECT status, count(*) FROM inbox_event GROUP BY status")).all()
-        people = conn.execute(text("SELECT count(*) FROM subscriber")).scalar()
-        deliveries = conn.execute(text("SELECT status, count(*) FROM delivery WHERE connector = 'klaviyo' "
-                                       "AND kind = 'profile' GROUP BY status")).all()
-    assert inbox == [("processed", 40)] and people == 40
-    assert deliveries == [("sent", 40)]
+    state = settled(hub)
+    assert state["inbox"] == [("processed", 40)] and state["people"] == 40
+    assert state["deliveries"] == [("sent", 40)]
     assert sorted(p["email"] for p in klaviyo.profiles.values()) == emails
     assert set(klaviyo.profile_writes.values()) == {1}, "a profile was sent to Klaviyo more than once"
+
+
+def settled(hub) -> dict:
+    """Inbox rows and Klaviyo profile deliveries by status, and the subscribers, in the database."""
+    with hub.storage.engine.connect() as conn:
+        return {"inbox": conn.execute(text("SELECT status, count(*) FROM inbox_event GROUP BY status")).all(),
+                "people": conn.execute(text("SELECT count(*) FROM subscriber")).scalar(),
+                "deliveries": conn.execute(text("SELECT status, count(*) FROM delivery WHERE connector = 'klaviyo' "
+                                                "AND kind = 'profile' GROUP BY status")).all()}
