@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from rq import SimpleWorker
@@ -84,7 +85,8 @@ def push_batch_job(connector: str, deferred: bool = False) -> dict:
     """Push due deliveries of one connector for a slice of time; then ask again, behind the
     other tools' pushes, while more are due, or for when its rate limit has a token again
     (`deferred`: this is that push). A push of the slow queue gives way between batches
-    to any job waiting in the queues before it (hub/queues.py QUEUE_NAMES)."""
+    to any job waiting in the queues before it (hub/queues.py QUEUE_NAMES), and waits for
+    its rate limit's window in place while no job waits at all (wait_for_window)."""
     hub = current_hub()
     # Cleared before looking for due rows: a delivery planned after this asks for a new job.
     hub.queues.clear_push_request(connector)
@@ -93,17 +95,47 @@ def push_batch_job(connector: str, deferred: bool = False) -> dict:
     behind = hub.queues.push_queue(connector) == SLOW_PUSH_QUEUE
     result = outbox.push_batch(hub.storage, hub.settings, connector, redis=hub.queues.connection,
                                budget_seconds=PUSH_SLICE_S,
-                               give_way=hub.queues.faster_work_waiting if behind else None)
-    if result["held"]:
-        # The tool's rate limit has no room now: the worker goes on with other jobs, and
-        # this push comes back once its window has.
+                               give_way=hub.queues.faster_work_waiting if behind else None,
+                               wait_held=(lambda seconds: wait_for_window(hub, connector, seconds))
+                               if behind else None)
+    if result["waited"]:
+        # Deliveries planned while it waited asked for no push: they may have come after
+        # its last look, so the next push is asked for below whatever the outcome.
+        hub.queues.clear_push_request(connector)
+    if result["resume_in"]:
+        # The tool's rate limit has no room now and other work waits for the worker: it
+        # goes on with that, and this push comes back once the window has room.
         hub.queues.defer_push(connector, result["resume_in"])
-    elif result.get("more"):
+    elif result["more"] or result["waited"]:
         # None if one is queued already: it finds these rows too.
         hub.queues.request_push(connector)
     else:
         hub.queues.caught_up(connector)
     return result
+
+
+# A push held for longer (a 429's Retry-After, HubSpot's ten-second window) yields its
+# worker and comes back through RQ's scheduler, whose times are whole seconds and which
+# looks once a second: for ActiveCampaign's one-second window that round trip would cost
+# more than the wait. Short too so a worker asked to stop is not kept waiting.
+WAIT_IN_PLACE_MAX_S = 1.5
+WAIT_STEP_S = 0.05  # how often a push waiting in place looks for other work
+
+
+def wait_for_window(hub: Hub, connector: str, seconds: float) -> bool:
+    """Sleep through `seconds` of `connector`'s rate-limit hold in place, while no job waits
+    in any queue; False as soon as one does, or when the hold is too long to wait out here
+    (the push then yields its worker). Meanwhile no other push of the tool is queued: this
+    one claims what is planned as it goes on."""
+    if seconds > WAIT_IN_PLACE_MAX_S:
+        return False
+    hub.queues.hold_push_request(connector)
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        if hub.queues.work_waiting():
+            return False
+        time.sleep(min(WAIT_STEP_S, left))
+    return True
 
 
 def run_time_rules(hub: Hub, now: datetime) -> dict:

@@ -224,10 +224,22 @@ class Queues:
 
     def faster_work_waiting(self) -> bool:
         """A job waits in a queue taken before the slow one (a slow push then gives way)."""
+        return self._any_waiting(QUEUE_NAMES[:QUEUE_NAMES.index(SLOW_PUSH_QUEUE)])
+
+    def work_waiting(self) -> bool:
+        """A job waits in any queue (a push waiting in place for its rate limit then yields)."""
+        return self._any_waiting(QUEUE_NAMES)
+
+    def _any_waiting(self, names) -> bool:
         with self.connection.pipeline(transaction=False) as pipe:
-            for name in QUEUE_NAMES[:QUEUE_NAMES.index(SLOW_PUSH_QUEUE)]:
+            for name in names:
                 pipe.llen(self.queue(name).key)
             return any(pipe.execute())
+
+    def hold_push_request(self, connector: str) -> None:
+        """A push of `connector` is running and will claim what is planned from now on: no
+        other is queued meanwhile (the running push asks for one as it ends)."""
+        self.connection.set(PUSH_FLAG + connector, "1", ex=60)
 
     def defer_push(self, connector: str, seconds: float) -> None:
         """A push job for `connector` in `seconds` (RQ's scheduler, in every worker, starts

@@ -436,16 +436,18 @@ def connector_for(name: str, settings, limiter, rate_wait: float | None = None) 
 
 def push_batch(storage, settings, connector_name: str, now: datetime | None = None,
                limiter=None, redis=None, max_batches: int | None = None,
-               budget_seconds: float = PUSH_BUDGET_SECONDS, give_way: Callable[[], bool] | None = None) -> dict:
+               budget_seconds: float = PUSH_BUDGET_SECONDS, give_way: Callable[[], bool] | None = None,
+               wait_held: Callable[[float], bool] | None = None) -> dict:
     """Push due deliveries of one connector, batch after batch; counts by outcome.
 
     Stops when nothing is due, after `max_batches`, once `budget_seconds` are spent or
     before a batch after the first when `give_way()` says other work waits for the worker
     (then "more" is true and the caller enqueues another push), or, on the real clock, when
-    the tool's rate limit held deliveries back (then "held" counts them and "resume_in" says
-    in how many seconds the window has room again: the caller pushes again then). `now`
-    fixes the clock (tests, the demo's simulated calendar); without it the push may linger
-    briefly.
+    the tool's rate limit held deliveries back ("held" counts them). `wait_held(seconds)`
+    may sleep through the hold in place and answer True: the push goes on within its budget
+    ("waited" counts those waits). Otherwise "resume_in" says in how many seconds the window
+    has room again, and the caller pushes again then. `now` fixes the clock (tests,
+    the demo's simulated calendar); without it the push may linger briefly.
     """
     # On a clock the caller drives (`now` given) there is no worker to yield: calls sleep
     # for tokens as long as the limiter allows.
@@ -485,14 +487,18 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
         totals.update(_record(storage, settings, connector.name, send, results, superseded,
                               now or now_utc(), tried))
         held = [r.seconds for r in results.values() if isinstance(r, Held)]
+        spent = time.monotonic() - started > budget_seconds
         if held:
-            resume_in = min(held)
-            break
-        if time.monotonic() - started > budget_seconds:
+            if wait_held is None or not wait_held(min(held)):
+                resume_in = min(held)
+                break
+            # Waited out even when the slice is spent: the next push finds the rows due.
+            totals["waited"] += 1
+        if spent:
             totals["more"] = 1
             break
     return {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0, "held": 0, "batches": 0,
-            "interrupted": 0, **totals, "more": bool(totals["more"]), "resume_in": resume_in}
+            "interrupted": 0, "waited": 0, **totals, "more": bool(totals["more"]), "resume_in": resume_in}
 
 
 def _plan_owed(storage, settings, connector, at: datetime) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -109,16 +110,25 @@ def work(hub: Hub, max_jobs: int | None = None) -> None:
 
 def test_klaviyo_is_not_held_behind_activecampaign_s_rate_limit_and_each_delivery_goes_once(two_tools):
     hub, ac, klaviyo = two_tools
-    plan_people(hub, PEOPLE)
-    assert statuses(hub, "activecampaign")[QUEUED] >= PEOPLE and statuses(hub, "klaviyo")[QUEUED] >= PEOPLE
-    # ActiveCampaign's push is first in the queue; at 5 requests/s its dozen people take seconds.
-    jobs.request_pushes(hub, ["activecampaign", "klaviyo"])
-    work(hub)
-    # Klaviyo got everything while ActiveCampaign still waits for tokens, without the worker.
-    assert set(statuses(hub, "klaviyo")) == {SENT}
-    assert len(klaviyo.profiles) == PEOPLE
-    assert statuses(hub, "activecampaign")[QUEUED] > 0
+    people = 6
+    plan_people(hub, people)
+    assert statuses(hub, "activecampaign")[QUEUED] >= people and statuses(hub, "klaviyo")[QUEUED] >= people
+    # A worker runs ActiveCampaign's push: at 5 requests/s its half-dozen people take seconds, and
+    # once a window is spent the push waits for the next one, the worker still on it.
+    pushing = ThreadPoolExecutor(1).submit(jobs.push_batch_job, "activecampaign")
+    deadline = time.monotonic() + 10
+    while len(ac.calls) < 5 and time.monotonic() < deadline:  # its first window spent
+        time.sleep(0.01)
+    jobs.request_pushes(hub, ["klaviyo"])
+    # Klaviyo's push waiting makes ActiveCampaign's yield the worker held, not go on waiting
+    # for its windows, and come back through the scheduler once its window has room.
+    held = pushing.result(timeout=10)
+    assert held["resume_in"] > 0
     assert Queue(SLOW_PUSH_QUEUE, connection=hub.queues.connection).scheduled_job_registry.count == 1
+    work(hub, max_jobs=1)
+    assert set(statuses(hub, "klaviyo")) == {SENT}
+    assert len(klaviyo.profiles) == people
+    assert statuses(hub, "activecampaign")[QUEUED] > 0
     # The held push comes back as the bucket refills, until everything is sent.
     deadline = time.monotonic() + 60
     while statuses(hub, "activecampaign")[QUEUED] and time.monotonic() < deadline:
@@ -130,8 +140,21 @@ def test_klaviyo_is_not_held_behind_activecampaign_s_rate_limit_and_each_deliver
         tries = Counter(session.scalars(select(DeliveryAttempt.delivery_id)))
         ids = session.scalars(select(Delivery.id)).all()
     assert tries == Counter(ids)
-    assert len(klaviyo.events) == PEOPLE and klaviyo.duplicate_events == 0
-    assert sorted(c["email"] for c in ac.contacts.values()) == sorted(f"p{i}@example.com" for i in range(PEOPLE))
+    assert len(klaviyo.events) == people and klaviyo.duplicate_events == 0
+    assert sorted(c["email"] for c in ac.contacts.values()) == sorted(f"p{i}@example.com" for i in range(people))
+
+
+def test_a_held_push_waits_for_its_window_in_place_while_no_other_job_waits(two_tools):
+    hub, ac, _ = two_tools
+    plan_people(hub, PEOPLE)
+    slow = Queue(SLOW_PUSH_QUEUE, connection=hub.queues.connection)
+    # Nothing else for the worker to do: the push sleeps through each hold and goes on, not
+    # through RQ's scheduler (whole seconds, looked at once a second: half the tool's pace).
+    pushed = jobs.push_batch_job("activecampaign")
+    assert pushed["waited"] >= 1 and not pushed["resume_in"]
+    assert len(ac.calls) > 5  # more than ActiveCampaign takes in one window
+    assert slow.scheduled_job_registry.count == 0
+    assert slow.count == 1  # its slice spent, it asked for the next push at once
 
 
 def test_a_tool_with_rows_always_due_yields_the_worker_to_klaviyo_after_its_slice(hubspot_and_klaviyo, monkeypatch):
