@@ -124,15 +124,19 @@ WAIT_STEP_S = 0.05  # how often a push waiting in place looks for other work
 
 def wait_for_window(hub: Hub, connector: str, seconds: float) -> bool:
     """Sleep through `seconds` of `connector`'s rate-limit hold in place, while no job waits
-    in any queue; False as soon as one does, or when the hold is too long to wait out here
+    for a worker; False as soon as one does, or when the hold is too long to wait out here
     (the push then yields its worker). Meanwhile no other push of the tool is queued: this
     one claims what is planned as it goes on."""
     if seconds > WAIT_IN_PLACE_MAX_S:
         return False
     hub.queues.hold_push_request(connector)
     until = time.monotonic() + seconds
+    looks_queued = 0
     while (left := until - time.monotonic()) > 0:
-        if hub.queues.work_waiting():
+        # A job queued at two looks in a row waits for a worker: an idle one would have
+        # taken it at once (it blocks on the queues), and then this push need not yield.
+        looks_queued = looks_queued + 1 if hub.queues.work_waiting() else 0
+        if looks_queued == 2:
             return False
         time.sleep(min(WAIT_STEP_S, left))
     return True
