@@ -157,6 +157,17 @@ def test_a_held_push_waits_for_its_window_in_place_while_no_other_job_waits(two_
     assert slow.count == 1  # its slice spent, it asked for the next push at once
 
 
+def test_a_push_waiting_in_place_yields_only_to_a_job_no_idle_worker_takes(two_tools, monkeypatch):
+    hub, _, _ = two_tools
+    # Another worker was idle: each job it sees queued is gone at its next look.
+    taken_at_once = iter([True, False] * 20)
+    monkeypatch.setattr(hub.queues, "work_waiting", lambda: next(taken_at_once, False))
+    assert jobs.wait_for_window(hub, "activecampaign", 0.3)
+    # Every worker is busy: the job is still there at the next look.
+    monkeypatch.setattr(hub.queues, "work_waiting", lambda: True)
+    assert not jobs.wait_for_window(hub, "activecampaign", 0.3)
+
+
 def test_a_tool_with_rows_always_due_yields_the_worker_to_klaviyo_after_its_slice(hubspot_and_klaviyo, monkeypatch):
     hub, hubspot, klaviyo = hubspot_and_klaviyo
     # HubSpot takes 10,000 contacts per 10 s: under a stream of changes it always has a batch
