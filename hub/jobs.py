@@ -129,7 +129,7 @@ def wait_for_window(hub: Hub, connector: str, seconds: float) -> bool:
     one claims what is planned as it goes on."""
     if seconds > WAIT_IN_PLACE_MAX_S:
         return False
-    hub.queues.hold_push_request(connector)
+    hub.queues.hold_push_request(connector, seconds)
     until = time.monotonic() + seconds
     looks_queued = 0
     while (left := until - time.monotonic()) > 0:

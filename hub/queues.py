@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -236,10 +237,11 @@ class Queues:
                 pipe.llen(self.queue(name).key)
             return any(pipe.execute())
 
-    def hold_push_request(self, connector: str) -> None:
-        """A push of `connector` is running and will claim what is planned from now on: no
-        other is queued meanwhile (the running push asks for one as it ends)."""
-        self.connection.set(PUSH_FLAG + connector, "1", ex=60)
+    def hold_push_request(self, connector: str, seconds: float) -> None:
+        """A push of `connector` waits `seconds` and then claims what is planned meanwhile: no
+        other is queued until shortly after (the running push asks for one as it ends). Kept
+        short so that a worker killed while it waits holds up no later push for long."""
+        self.connection.set(PUSH_FLAG + connector, "1", ex=math.ceil(seconds) + 2)
 
     def defer_push(self, connector: str, seconds: float) -> None:
         """A push job for `connector` in `seconds` (RQ's scheduler, in every worker, starts
