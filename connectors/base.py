@@ -77,9 +77,11 @@ class RetryAfter(Result):
 class Held(RetryAfter):
     """Not sent: the tool's rate limit has no place for `seconds`, and waiting would hold
     the worker. No request was made, so it is no attempt; the push goes on once the window
-    has room again."""
+    has room again. `guessed`: the limiter was not asked; the last request had to wait that
+    long for its place (see Connector.call), and the window may have room sooner."""
 
     outcome: str = field(default="held", init=False)
+    guessed: bool = False
 
 
 @dataclass
@@ -177,6 +179,7 @@ class Connector:
         # rate-limit key → monotonic time its window has room again: the rest of a
         # batch held back by one refusal is held without asking the limiter each time.
         self._held_until: dict[str, float] = {}
+        self._guessed: set[str] = set()  # keys of _held_until set from a wait, not by the limiter
         self._starting = True  # no request made yet for the deliveries under way
         self._preparing = False  # within preparing(), before any request of the delivery
 
@@ -209,7 +212,15 @@ class Connector:
         """Take tokens from `limiter`, sleeping at most `rate_wait` for one (see `call`)."""
         if limiter is not self.limiter:
             self._held_until.clear()
+            self._guessed.clear()
         self.limiter, self.rate_wait = limiter, rate_wait
+
+    def ask_again(self) -> None:
+        """Drop the holds guessed from a wait: the next delivery asks the limiter, which
+        knows when its window has room."""
+        for key in self._guessed:
+            self._held_until.pop(key, None)
+        self._guessed.clear()
 
     @classmethod
     def missing_settings(cls, settings) -> list[str]:
@@ -238,7 +249,8 @@ class Connector:
             starting = (self._starting or self._preparing) and self.rate_wait is not None
             left = self._held_until.get(key, 0.0) - time.monotonic()
             if starting and left > 0:
-                return Held(seconds=left, message=f"held back by the {key} rate limit"), None
+                return Held(seconds=left, message=f"held back by the {key} rate limit",
+                            guessed=key in self._guessed), None
             try:
                 waited = self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
                                               max_wait=self.rate_wait if starting else None)
@@ -246,11 +258,13 @@ class Connector:
                 if not starting:
                     return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
                 self._held_until[key] = time.monotonic() + exc.retry_after
+                self._guessed.discard(key)
                 return Held(seconds=exc.retry_after, message=str(exc)), None
             if self.rate_wait is not None and waited > self.rate_wait:
                 # The window is full: a delivery begun now would sleep through its requests
                 # too, holding the worker. The next ones are held until about one wait from now.
                 self._held_until[key] = time.monotonic() + waited
+                self._guessed.add(key)
             self._starting = self._starting and self._preparing
         answer = refusal = lost = None
         with Clock.timing() as clock:

@@ -75,6 +75,10 @@ PUSH_BUDGET_SECONDS = 60.0
 # the worker goes on with other tools meanwhile, so each tool is held only by its own
 # limit. Klaviyo's 75/s waits 13 ms and sleeps; ActiveCampaign's 5/s waits 200 ms and yields.
 PUSH_RATE_WAIT_S = 0.05
+# How long a push that may wait in place for its rate limit's window waits on a hold the
+# connector guessed (Held.guessed) before it asks the limiter again: long enough for
+# hub.jobs.wait_for_window to look for other work twice.
+GUESSED_HOLD_LOOK_S = 0.1
 # Renewals per lease length: a renewal that waits on the write lock or fails leaves two
 # more chances before the lease runs out under a push that is still running.
 RENEWALS_PER_LEASE = 3
@@ -486,13 +490,17 @@ def push_batch(storage, settings, connector_name: str, now: datetime | None = No
             results = _send(connector, send)
         totals.update(_record(storage, settings, connector.name, send, results, superseded,
                               now or now_utc(), tried))
-        held = [r.seconds for r in results.values() if isinstance(r, Held)]
+        held = [r for r in results.values() if isinstance(r, Held)]
         spent = time.monotonic() - started > budget_seconds
         if held:
-            if wait_held is None or not wait_held(min(held)):
-                resume_in = min(held)
+            # A hold the connector guessed from a wait is looked at briefly, then the limiter
+            # is asked again: a window that filled at once empties at once, long before then.
+            wait = min(GUESSED_HOLD_LOOK_S if r.guessed else r.seconds for r in held)
+            if wait_held is None or not wait_held(wait):
+                resume_in = min(r.seconds for r in held)
                 break
             # Waited out even when the slice is spent: the next push finds the rows due.
+            connector.ask_again()
             totals["waited"] += 1
         if spent:
             totals["more"] = 1
@@ -716,9 +724,11 @@ def _record(storage, settings, connector: str, items: list[Outgoing], results: d
     for item in items:
         result, tried = results[item.delivery_id], tried_before[item.delivery_id] + 1
         if isinstance(result, Held):
-            # Never sent: no attempt; due again when the window has room.
+            # Never sent: no attempt; due again when the window has room (a guessed hold: at
+            # once, for the limiter to say).
+            due = at if result.guessed else at + timedelta(seconds=result.seconds)
             changes.append({"id": item.delivery_id, "attempts": tried - 1, "claimed_at": None,
-                            "next_attempt_at": at + timedelta(seconds=result.seconds)})
+                            "next_attempt_at": due})
             counts["held"] += 1
             continue
         wait = _wait(result, tried) if isinstance(result, RetryAfter) else None

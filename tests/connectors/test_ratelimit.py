@@ -111,6 +111,11 @@ def test_a_push_starts_no_delivery_once_a_request_waited_for_the_window():
     results = tool.push([Outgoing(i, "profile", f"k{i}", {}) for i in range(5)])
     assert [type(results[i]) for i in range(5)] == [Sent, Sent, Held, Held, Held]
     assert 0 < results[2].seconds <= 0.2
+    # Held for as long as that request slept: a guess, the limiter was not asked.
+    assert all(results[i].guessed for i in range(2, 5))
+    # The window it slept for emptied at once: asked again, the limiter lets the next one go.
+    tool.ask_again()
+    assert isinstance(tool.push([Outgoing(9, "profile", "k9", {})])[9], Sent)
 
 
 @pytest.mark.redis

@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from connectors import CONNECTORS
 from connectors.base import Connector, Failed, RetryAfter, Sent
-from connectors.ratelimit import Limiter
+from connectors.ratelimit import Limiter, Rate
 from hub.config import Settings
 from hub.db.engine import Storage
 from hub.db.unit import UnitOfWork
@@ -43,6 +43,7 @@ from hub.web.synclog import attempt_sentences
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
+from tests.connectors.test_ratelimit import ThreeCalls
 
 # Rows are created at the real time; pushing "an hour from now" finds them due.
 NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
@@ -64,6 +65,12 @@ class Scripted(Connector):
         Scripted.pushes.append(list(items))
         answer = Scripted.script.pop(0) if Scripted.script else (lambda item: Sent(http_status=200, latency_ms=4))
         return {item.delivery_id: answer(item) for item in items}
+
+
+class Metered(ThreeCalls, Scripted):
+    """The scripted tool called three times per delivery under the rate limiter."""
+
+    name = "scripted"
 
 
 @pytest.fixture
@@ -495,6 +502,27 @@ def test_retry_puts_dead_letters_back_in_the_queue(storage, settings):
         assert outbox.retry(session) == 0
     assert outbox.push_batch(storage, settings, "scripted", now=NOW)["sent"] == len(others)
     assert all(len(attempts(storage, r.id)) == 2 for r in deliveries(storage))
+
+
+def test_a_push_waiting_in_place_after_a_request_slept_asks_the_limiter_again_soon(storage, settings, monkeypatch):
+    # Four requests per half second, three per delivery: the second delivery's second request
+    # sleeps for the window, so the connector holds the rest for as long, a guess. The window
+    # it slept for empties at once: the push looks for other work briefly, asks the limiter
+    # again, and sends every delivery, each once, in this one push.
+    monkeypatch.setitem(CONNECTORS, "scripted", Metered)
+    rows = queue(storage, settings, n=2)
+    waits = []
+
+    def wait_held(seconds):
+        waits.append(seconds)
+        time.sleep(seconds)
+        return True
+
+    counts = outbox.push_batch(storage, settings, "scripted", wait_held=wait_held,
+                               limiter=Limiter(limits={"scripted:api": (Rate(4, 0.5),)}))
+    assert counts["sent"] == len(rows) == 4 and counts["waited"] >= 1
+    assert waits[0] == outbox.GUESSED_HOLD_LOOK_S
+    assert {(r.status, r.attempts) for r in deliveries(storage)} == {(SENT, 1)}
 
 
 def test_a_connector_crash_is_retried_not_lost(storage, settings):
