@@ -160,11 +160,29 @@ def sweep_job(at: str | None = None) -> dict:
     return counts
 
 
+BACKSTOP_INTERVAL_S = 60
+
+
 def backstop_job() -> dict:
-    """Every minute: drain rows a lost enqueue left behind, push what is due."""
+    """Every minute: drain rows a lost enqueue left behind, push what is due, and ask for a
+    push when each tool's next delivery falls due before the next backstop."""
+    hub = current_hub()
     counts = drain_inbox_job()
-    request_pushes(current_hub())
+    request_pushes(hub)
+    push_when_due(hub, datetime.now(timezone.utc))
     return counts
+
+
+def push_when_due(hub: Hub, now: datetime) -> None:
+    """A push at the time each tool's first delivery falls due before the next backstop.
+    Nothing else asks for one then: a retry's backoff ending, the lease of a push whose
+    worker was killed running out. Without it such a row would wait for the backstop after,
+    up to a minute longer, when no new webhook brings a push."""
+    until = now + timedelta(seconds=BACKSTOP_INTERVAL_S)
+    for name in outbox.enabled_connectors(hub.settings):
+        due = outbox.next_due_at(hub.storage, name, now, until)
+        if due is not None:
+            hub.queues.push_at_due(name, (due - now).total_seconds())
 
 
 def dashboard_job() -> dict:

@@ -219,6 +219,20 @@ class Queues:
             return SLOW_PUSH_QUEUE
         return "outbox"
 
+    def push_at_due(self, connector: str, seconds: float) -> bool:
+        """A push job for `connector` in `seconds`, when a delivery falls due; False when Redis
+        is unreachable (the next backstop looks again)."""
+        try:
+            # A second more, as in defer_push: RQ rounds the time down and a push that starts
+            # before the row is due finds nothing.
+            self.queue(self.push_queue(connector)).enqueue_in(
+                timedelta(seconds=seconds + 1), "hub.jobs.push_batch_job", connector,
+                result_ttl=0, job_timeout=PUSH_JOB_TIMEOUT)
+            return True
+        except (redis.RedisError, OSError) as exc:
+            log.warning("Redis unreachable, %s push when due left for the next backstop: %s", connector, exc)
+            return False
+
     def caught_up(self, connector: str) -> None:
         """A push of `connector` sent everything due: its next one queues like any tool's."""
         self.connection.delete(HELD_FLAG + connector)

@@ -8,7 +8,7 @@ from hub.config import Settings
 
 # (function, queue, interval in seconds or cron expression)
 SCHEDULE = (
-    (jobs.backstop_job, "inbox", {"interval": 60}),
+    (jobs.backstop_job, "inbox", {"interval": jobs.BACKSTOP_INTERVAL_S}),
     (jobs.sweep_job, "default", {"cron": "*/15 * * * *"}),
     (jobs.dashboard_job, "default", {"interval": 300}),
     (jobs.registration_job, "default", {"interval": 3600}),

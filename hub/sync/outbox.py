@@ -553,6 +553,15 @@ def _due_count(storage, connector, rows: int, at: datetime | None = None) -> tup
         return tuple(session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one())
 
 
+def next_due_at(storage, connector_name: str, after: datetime, until: datetime) -> datetime | None:
+    """When the first open delivery of the tool falls due after `after`, up to `until`: a
+    retry's backoff ends, or the lease of a push whose worker died runs out."""
+    with storage.session() as session:
+        return session.scalar(select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.connector == connector_name, Delivery.status.in_((QUEUED, RETRYING)),
+            Delivery.next_attempt_at > after, Delivery.next_attempt_at <= until))
+
+
 def _claim(storage, connector, at: datetime,
            length: timedelta) -> tuple[list[Outgoing], dict[int, int], set[int]]:
     """Due deliveries leased to this worker for `length`, how often each was tried before,

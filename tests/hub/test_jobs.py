@@ -11,7 +11,7 @@ import pytest
 from rq import Queue
 from rq.job import Job
 from rq.utils import utcformat
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connectors.hubspot import HubSpotConnector
 from hub import Hub, jobs
@@ -259,3 +259,25 @@ def test_staff_s_send_again_queues_a_slow_tool_s_push_where_its_other_pushes_wai
     redis = hub.queues.connection
     assert Queue(SLOW_PUSH_QUEUE, connection=redis).count == 1
     assert Queue("outbox", connection=redis).count == 1
+
+
+def test_deliveries_a_killed_worker_held_go_when_its_lease_runs_out_not_at_the_backstop_after(two_tools):
+    hub, _, klaviyo = two_tools
+    plan_people(hub, 2)
+    # A push claimed Klaviyo's deliveries and its worker was killed before the answer: they
+    # are held until the lease it took runs out, two seconds from now.
+    lapses = datetime.now(timezone.utc) + timedelta(seconds=2)
+    with hub.storage.session() as session:
+        session.execute(update(Delivery).where(Delivery.connector == "klaviyo").values(
+            claimed_at=datetime.now(timezone.utc), next_attempt_at=lapses))
+    jobs.backstop_job()  # the one-minute backstop runs before the lease has run out
+    work(hub)
+    assert statuses(hub, "klaviyo")[QUEUED] == 4 and not klaviyo.profiles
+    # No webhook comes and the next backstop is a minute away: a worker still pushes them
+    # once the lease has run out.
+    deadline = time.monotonic() + 10
+    while statuses(hub, "klaviyo")[QUEUED] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        work(hub)
+    assert set(statuses(hub, "klaviyo")) == {SENT}
+    assert len(klaviyo.profiles) == 2 and len(klaviyo.events) == 2
