@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.ratelimit import Limiter
 from hub.errors import RetryLater
 from hub.values import header, retry_after
 
@@ -171,11 +172,17 @@ class Connector:
     # workers take from only when nothing else waits (hub/queues.py), as do those of any
     # tool whose rate limit held its last push.
     slow: bool = False
+    # Seconds in all that `call` may wait out the tool's 429s (their Retry-After) and ask
+    # again before it answers with the 429: for one-off work with no queue to come back
+    # through (`hub install`). Pushes keep 0: the delivery is retried later instead.
+    patience: float = 0.0
 
     def __init__(self, settings, field_map: dict | None = None, limiter=None):
         self.settings = settings
         self.field_map = field_map or {}
-        self.limiter = limiter
+        # Never faster than the tool's documented limits: a connector given no limiter (the
+        # pushes share one in Redis) keeps one of its own.
+        self.limiter = limiter if limiter is not None else Limiter()
         # rate-limit key → monotonic time its window has room again: the rest of a
         # batch held back by one refusal is held without asking the limiter each time.
         self._held_until: dict[str, float] = {}
@@ -242,8 +249,20 @@ class Connector:
         Takes a token of the `limit` rate limit (mapping `rate_limits[limit]` over the
         defaults in connectors/ratelimit.py) or answers RetryAfter when that would wait too
         long (Held: no request made); times `send()`, which makes the request and reads the answer; classifies what
-        came back. A 429 pauses the limit in every worker for the seconds the tool asked.
+        came back. A 429 pauses the limit in every worker for the seconds the tool asked,
+        and within the connector's `patience` the request is made again after them.
         """
+        waited = 0.0
+        while True:
+            result, data = self._call_once(limit, send)
+            throttled = isinstance(result, RetryAfter) and result.http_status == 429
+            pause = max(result.seconds, 1.0) if throttled else 0.0
+            if not pause or waited + pause > self.patience:
+                return result, data
+            time.sleep(pause)
+            waited += pause
+
+    def _call_once(self, limit: str, send: Callable[[], Any]) -> tuple[Result, Any]:
         key = f"{self.name}:{limit}"
         if self.limiter is not None:
             starting = (self._starting or self._preparing) and self.rate_wait is not None

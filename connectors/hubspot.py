@@ -110,11 +110,13 @@ class HubSpotConnector(Connector):
         profiles = [i for i in items if i.kind == "profile"]
         size = max(1, min(100, int(self.mapping["batch_size"])))
         for start in range(0, len(profiles), size):
+            # Each batch and each single delivery begins afresh: held, not slept for, when the
+            # limit has no room (after a 429, for its Retry-After).
+            self._starting = True
             results.update(self._upsert(profiles[start:start + size]))
         single = {"consent": self._consent, "erase": self._gdpr_delete}
-        for item in items:
-            if item.kind in single:
-                results[item.delivery_id] = single[item.kind](item.payload)
+        results.update(self.one_by_one([i for i in items if i.kind in single],
+                                       lambda item: single[item.kind](item.payload)))
         return results
 
     def _gdpr_delete(self, payload: dict) -> Result:

@@ -115,14 +115,23 @@ return '0'
 """
 
 
+# A tool counts a call when it reaches it. Calls that leave here a span apart can reach it
+# less than a span apart, each delayed differently on the way (the network, the tool's front
+# end), and the later one is refused: ActiveCampaign then asks for a pause of seconds. Each
+# window is kept this much longer than the tool's span, a few per cent of a one-second limit.
+ARRIVAL_MARGIN_S = 0.1
+
+
 class Limiter:
     """Sliding windows per key; `acquire(key)` waits for a place or raises RetryLater."""
 
     def __init__(self, redis=None, prefix: str = "hub:ratelimit:", max_wait: float = 30.0,
-                 limits: dict[str, tuple[Rate, ...]] | None = None, sleep=time.sleep):
+                 limits: dict[str, tuple[Rate, ...]] | None = None, sleep=time.sleep,
+                 margin: float = ARRIVAL_MARGIN_S):
         self.redis = redis
         self.prefix = prefix
         self.max_wait = max_wait
+        self.margin = margin
         self.limits = {**LIMITS, **(limits or {})}
         self.sleep = sleep
         self._script = redis.register_script(_TAKE) if redis is not None else None
@@ -136,7 +145,7 @@ class Limiter:
         if self._script is not None:
             keys = [f"{self.prefix}{key}:pause"]
             keys += [f"{self.prefix}{key}:{r.requests}/{r.seconds:g}" for r in rates]
-            args = [v for r in rates for v in (r.requests, r.seconds)] + [uuid.uuid4().hex]
+            args = [v for r in rates for v in (r.requests, r.seconds + self.margin)] + [uuid.uuid4().hex]
             return float(self._script(keys=keys, args=args))
         return self._take_local(key, rates)
 
@@ -149,10 +158,11 @@ class Limiter:
             windows, wait = [], 0.0
             for rate in rates:
                 calls = self._windows.setdefault(f"{key}:{rate}", deque())
-                while calls and calls[0] <= now - rate.seconds:
+                span = rate.seconds + self.margin
+                while calls and calls[0] <= now - span:
                     calls.popleft()
                 if len(calls) >= rate.requests:
-                    wait = max(wait, calls[len(calls) - rate.requests] + rate.seconds - now)
+                    wait = max(wait, calls[len(calls) - rate.requests] + span - now)
                 windows.append(calls)
             if wait > 0:
                 return wait

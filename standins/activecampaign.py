@@ -2,7 +2,8 @@
 
 Checks the `Api-Token` header, answers in ActiveCampaign's shapes ({"contact": {...}},
 {"fields": [...], "meta": {"total": "n"}}, 422 with `errors[].title`, 403/404 with
-`message`) and records every call.
+`message`), holds the account to 5 requests a second (429 with Retry-After past it) and
+records every call.
 
     with FakeActiveCampaign(api_key="ac-test") as ac:
         settings.ACTIVECAMPAIGN_URL = ac.url
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer, RollingLimit
 
 
 class FakeActiveCampaign(LoopbackServer):
@@ -34,9 +35,15 @@ class FakeActiveCampaign(LoopbackServer):
         ("GET", r"/api/3/lists/(?P<id>\d+)", "get_list"),
     ]
 
-    def __init__(self, api_key: str = "ac-test", lists: tuple[str, ...] = ("1",)):
+    def __init__(self, api_key: str = "ac-test", lists: tuple[str, ...] = ("1",), rate_limited: bool = True):
         super().__init__()
         self.api_key = api_key
+        # "Our API has a rate limit of 5 requests per second per account. When you exceed the
+        # number of requests we allow, we will respond with a 429 Too Many Requests response"
+        # with Retry-After, RateLimit-Limit and RateLimit-Remaining headers
+        # (https://developers.activecampaign.com/reference/rate-limits). Counted here as the
+        # requests arrive, in any one second.
+        self.limit = RollingLimit(5, 1.0) if rate_limited else None
         self.lists = set(lists)  # list ids of the account
         self.memberships: dict[tuple[str, str], int] = {}  # (contact id, list id) → status
         self.membership_dates: dict[tuple[str, str], dict] = {}  # (contact id, list id) → sdate, udate
@@ -62,10 +69,22 @@ class FakeActiveCampaign(LoopbackServer):
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Api-Token") == self.api_key
 
+    @property
+    def throttled(self) -> int:
+        """Requests refused with 429 for the rate limit."""
+        return self.limit.throttled if self.limit else 0
+
+    def rate_limit_wait(self, call: Call) -> float:
+        return self.limit.wait() if self.limit else 0.0
+
     def _answer(self, call, fault):
         status, document, headers = super()._answer(call, fault)
         if status == 401:  # ActiveCampaign answers a bad token with 403
             return 403, {"message": "You are not authorized to access this resource"}, headers
+        if self.limit and fault is None:
+            with self.lock:
+                left = self.limit.remaining()
+            headers = {**headers, "RateLimit-Limit": str(self.limit.count), "RateLimit-Remaining": str(left)}
         return status, document, headers
 
     # Contacts -----------------------------------------------------------------------

@@ -5,7 +5,8 @@ HubSpot publishes no openly licensed OpenAPI document, so the request shapes che
 are those of hubspot-api-client's own models (BatchInputSimplePublicObjectBatchInputUpsert:
 `inputs[]` of `idProperty`, `id`, `properties`; at most 100 inputs; unique ids) and the
 answers are HubSpot's documented ones: 200/207 batch responses, errors with `message`,
-`category` and `correlationId`, and an `X-HubSpot-Correlation-Id` header.
+`category` and `correlationId`, and an `X-HubSpot-Correlation-Id` header. It holds the app to
+100 requests per rolling 10 seconds (429 past it).
 
     with FakeHubSpot(token="pat-test") as hubspot:
         settings.HUBSPOT_BASE_URL = hubspot.url
@@ -20,7 +21,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import unquote
 
-from standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer, RollingLimit
 
 STANDARD_PROPERTIES = {"email", "firstname", "lastname", "phone", "lifecyclestage", "hs_object_id"}
 HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hub_subscription_status",
@@ -47,9 +48,13 @@ class FakeHubSpot(LoopbackServer):
     ]
     MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
-    def __init__(self, token: str = "pat-test", installed: bool = True):
+    def __init__(self, token: str = "pat-test", installed: bool = True, rate_limited: bool = True):
         super().__init__()
         self.token = token
+        # Private apps on Free and Starter: a burst limit of 100 requests per 10 seconds
+        # (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines),
+        # rolling; a 429 past it names the policy TEN_SECONDLY_ROLLING (error_body).
+        self.limit = RollingLimit(100, 10.0) if rate_limited else None
         self.properties = set(STANDARD_PROPERTIES) | (HUB_PROPERTIES if installed else set())
         self.contacts: dict[str, dict] = {}  # email → properties
         self.ids: dict[str, str] = {}
@@ -71,10 +76,25 @@ class FakeHubSpot(LoopbackServer):
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Bearer {self.token}"
 
+    @property
+    def throttled(self) -> int:
+        """Requests refused with 429 for the burst limit."""
+        return self.limit.throttled if self.limit else 0
+
+    def rate_limit_wait(self, call: Call) -> float:
+        return self.limit.wait() if self.limit else 0.0
+
     def _answer(self, call, fault):
         status, document, headers = super()._answer(call, fault)
         correlation = (document or {}).get("correlationId") if isinstance(document, dict) else None
-        return status, document, {**headers, "X-HubSpot-Correlation-Id": correlation or str(uuid.uuid4())}
+        headers = {**headers, "X-HubSpot-Correlation-Id": correlation or str(uuid.uuid4())}
+        if self.limit and fault is None:
+            with self.lock:
+                left = self.limit.remaining()
+            headers.update({"X-HubSpot-RateLimit-Max": str(self.limit.count),
+                            "X-HubSpot-RateLimit-Remaining": str(left),
+                            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.limit.span * 1000))})
+        return status, document, headers
 
     def _contact(self, email: str) -> dict:
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -66,6 +67,30 @@ class Fault:
         if self.times is not None:
             self.times -= 1
         return True
+
+
+class RollingLimit:
+    """At most `count` requests in any `span` seconds, counted as they arrive; a refused one
+    is not counted. `throttled` counts the refusals."""
+
+    def __init__(self, count: int, span: float):
+        self.count, self.span = count, span
+        self.arrivals: deque[float] = deque()
+        self.throttled = 0
+
+    def wait(self) -> float:
+        """0.0 and the request counted, or the seconds until the window takes one."""
+        now = time.monotonic()
+        while self.arrivals and self.arrivals[0] <= now - self.span:
+            self.arrivals.popleft()
+        if len(self.arrivals) >= self.count:
+            self.throttled += 1
+            return self.arrivals[0] + self.span - now
+        self.arrivals.append(now)
+        return 0.0
+
+    def remaining(self) -> int:
+        return max(0, self.count - len(self.arrivals))
 
 
 class LoopbackServer:

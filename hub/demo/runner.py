@@ -208,7 +208,8 @@ class Demo:
         s = self.secrets
         klaviyo = FakeKlaviyo(api_key=s["KLAVIYO_API_KEY"]).start()
         hubspot = FakeHubSpot(token=s["HUBSPOT_ACCESS_TOKEN"]).start()
-        activecampaign = FakeActiveCampaign(api_key=s["ACTIVECAMPAIGN_API_KEY"]).start()
+        # Its limit is raised with the demo's own field map (_mappings below): it holds none.
+        activecampaign = FakeActiveCampaign(api_key=s["ACTIVECAMPAIGN_API_KEY"], rate_limited=False).start()
         admin = FakeShopifyAdmin(token=s["SHOPIFY_ACCESS_TOKEN"]).__enter__()
         # The tools misbehave as they do in production: throttling all along (Retry-After
         # honoured), and a few server errors early on, which the hub retries with backoff.

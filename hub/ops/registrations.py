@@ -35,6 +35,7 @@ from connectors.klaviyo import KlaviyoConnector, _unvalidated
 from hub.config import Settings
 from hub.models import Checkpoint
 from hub.ops.dashboard import REGISTRATIONS
+from hub.sync import outbox
 from webhooks.recharge import api as recharge_api
 from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
 from webhooks.shopify import api as shopify_api
@@ -258,8 +259,18 @@ def check_recharge(settings) -> Check:
     return Check("Recharge", OK, f"token ok, {len(RECHARGE_TOPICS)} webhooks at {url}")
 
 
+# How long a check or install waits out a tool's 429s in all (ActiveCampaign's Retry-After
+# may ask for half a minute): its limit is shared with the running hub's pushes, which this
+# process's limiter cannot see.
+INSTALL_PATIENCE_S = 120.0
+
+
 def _connector(settings, name):
-    return connectors.build(name, settings)
+    """The tool's connector, paced by this process's limiter: the check and the install
+    that follows it count against one window, as the tool counts them."""
+    connector = connectors.build(name, settings, outbox.limiter_for(None))
+    connector.patience = INSTALL_PATIENCE_S
+    return connector
 
 
 def check_klaviyo(settings) -> Check:

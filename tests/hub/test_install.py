@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from hub.commands import install
 from hub.config import Settings
 from hub.db.engine import Storage
+from hub.ops import registrations
 from hub.sync import compliance
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
@@ -29,7 +30,8 @@ COMPLIANCE = {"customers/data_request", "customers/redact", "shop/redact"}
 class World:
     """The stand-ins of every tool and the environment that points the hub at them."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, activecampaign: bool = False):
+        self.activecampaign = activecampaign  # set up at 5 requests a second: seconds
         self.shopify = FakeShopifyAdmin(token="shpat_ok")
         self.stripe = FakeStripe(key="sk_test_ok")
         self.klaviyo = FakeKlaviyo(api_key="pk_ok")
@@ -48,8 +50,9 @@ class World:
             "STRIPE_API_KEY": "sk_test_ok", "STRIPE_API_BASE": self.stripe.url,
             "KLAVIYO_API_KEY": "pk_ok", "KLAVIYO_BASE_URL": self.klaviyo.url,
             "HUBSPOT_ACCESS_TOKEN": "pat-ok", "HUBSPOT_BASE_URL": self.hubspot.url,
-            "ACTIVECAMPAIGN_API_KEY": "ac-ok", "ACTIVECAMPAIGN_URL": self.ac.url,
         }
+        if self.activecampaign:
+            self.env.update(ACTIVECAMPAIGN_API_KEY="ac-ok", ACTIVECAMPAIGN_URL=self.ac.url)
         return self
 
     def __exit__(self, *exc):
@@ -76,7 +79,14 @@ def world(database_url):
         yield w
 
 
-def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
+@pytest.fixture
+def every_tool(database_url):
+    with World(database_url, activecampaign=True) as w:
+        yield w
+
+
+def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(every_tool):
+    world = every_tool
     first, lines = world.run()
     assert first.exit_code == 0, first.output
     assert len(first.output.splitlines()) == 7  # one line per tool
@@ -103,6 +113,7 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(world):
     assert HUB_PROPERTIES <= world.hubspot.properties
     assert {f["perstag"] for f in world.ac.fields.values()} >= {p.upper() for p in HUB_PROPERTIES}
     assert {t["tag"] for t in world.ac.tags.values()} >= {"Hub stage: new", "Hub stage: churned"}
+    assert world.ac.throttled == 0  # 20-odd requests, never past ActiveCampaign's 5 a second
     assert lines["Chargebee"].startswith("--") and lines["Klaviyo"].startswith("ok")
 
     sent = len(world.shopify.requests)
@@ -308,3 +319,14 @@ def test_contract_topics_are_registered_only_when_the_hubs_app_owns_the_contract
     assert "protected scopes Shopify must approve" in lines["Shopify"]
     checked = world.run("--check", SHOPIFY_OWNS_CONTRACTS="1")[1]["Shopify"]
     assert f"{len(registered)} webhook subscriptions" in checked and "missing" not in checked
+
+
+def test_activecampaign_busy_with_the_running_hub_s_pushes_is_waited_for_not_failed(every_tool):
+    # The account's 5 requests a second are shared with the hub's pushes, which this command's
+    # limiter does not see: ActiveCampaign refuses two requests and asks for a second's pause.
+    every_tool.ac.fail(429, retry_after=1, times=2)
+    check = registrations.install_activecampaign(every_tool.settings())
+    assert check.status == registrations.OK, check.message
+    assert "created" in check.message and len(every_tool.ac.fields) >= len(HUB_PROPERTIES)
+    assert [c.status for c in every_tool.ac.calls[:3]] == [429, 429, 200]  # each waited for, then asked again
+    assert every_tool.ac.throttled == 0  # and its own requests kept to the limit

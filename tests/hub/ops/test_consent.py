@@ -130,12 +130,14 @@ def test_the_check_runs_daily_and_on_demand_and_the_sync_log_and_dashboard_show_
 def test_hubspot_and_activecampaign_are_read_back_and_fixed_once_each(hub, tmp_path):
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    # The stand-ins are local: their limits are raised so 105 people are pushed in seconds
-    # (pacing at the documented limits is the Klaviyo paging test's subject).
+    # The stand-ins are local: the hub's limits are raised and the stand-ins hold none, so
+    # 105 people are pushed in seconds (pacing at the documented limits is the Klaviyo
+    # paging test's subject).
     (mappings / "activecampaign.yaml").write_text("list_id: '1'\nrate_limits: {api: 500/s}\n")
     (mappings / "hubspot.yaml").write_text(f"subscription_id: '{FakeHubSpot.MARKETING}'\n"
                                            "rate_limits: {api: 1000/10s}\n")
-    with FakeActiveCampaign(api_key="ac") as ac, FakeHubSpot(token="pat") as hubspot:
+    with FakeActiveCampaign(api_key="ac", rate_limited=False) as ac, \
+            FakeHubSpot(token="pat", rate_limited=False) as hubspot:
         hub.settings = replace(hub.settings, HUB_MAPPINGS_DIR=str(mappings), ACTIVECAMPAIGN_URL=ac.url,
                                ACTIVECAMPAIGN_API_KEY="ac", HUBSPOT_ACCESS_TOKEN="pat", HUBSPOT_BASE_URL=hubspot.url)
         people = [f"p{i}@example.com" for i in range(105)]  # more than a page of ActiveCampaign's list

@@ -1,0 +1,40 @@
+"""ActiveCampaign's and HubSpot's stand-ins hold the documented limits as the tools do:
+counted as the requests arrive, refused with 429 past them, the refusal not counted."""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from standins.activecampaign import FakeActiveCampaign
+from standins.hubspot import FakeHubSpot
+
+
+def test_activecampaign_takes_five_requests_a_second_and_asks_for_a_pause_past_them():
+    with FakeActiveCampaign(api_key="ac") as ac:
+        answers = [requests.get(f"{ac.url}/api/3/fields", headers={"Api-Token": "ac"}, timeout=5)
+                   for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]
+        assert answers[4].headers["RateLimit-Limit"] == "5" and answers[4].headers["RateLimit-Remaining"] == "0"
+        assert answers[5].headers["Retry-After"] == "1" and answers[5].json()["message"]
+        time.sleep(1.0)
+        again = requests.get(f"{ac.url}/api/3/fields", headers={"Api-Token": "ac"}, timeout=5)
+        assert again.status_code == 200 and ac.throttled == 1
+
+
+def test_hubspot_takes_a_hundred_requests_per_rolling_ten_seconds():
+    with FakeHubSpot(token="pat") as hubspot:
+        auth = {"Authorization": "Bearer pat"}
+        statuses = [requests.get(f"{hubspot.url}/crm/v3/properties/contacts", headers=auth, timeout=5).status_code
+                    for _ in range(101)]
+        assert statuses == [200] * 100 + [429]
+        refused = requests.get(f"{hubspot.url}/crm/v3/properties/contacts", headers=auth, timeout=5)
+        assert refused.status_code == 429 and refused.json()["policyName"] == "TEN_SECONDLY_ROLLING"
+        assert refused.json()["category"] == "RATE_LIMITS" and hubspot.throttled == 2
+
+
+def test_a_stand_in_told_so_holds_no_limit():
+    with FakeActiveCampaign(api_key="ac", rate_limited=False) as ac:
+        answers = [requests.get(f"{ac.url}/api/3/fields", headers={"Api-Token": "ac"}, timeout=5).status_code
+                   for _ in range(8)]
+        assert answers == [200] * 8
