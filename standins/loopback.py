@@ -71,7 +71,9 @@ class Fault:
 
 class RollingLimit:
     """At most `count` requests in any `span` seconds, counted as they arrive; a refused one
-    is not counted. `throttled` counts the refusals."""
+    is not counted. `throttled` counts the refusals. Kept apart from the hub's own limiter
+    (connectors/ratelimit.py) on purpose: the tool's side counts independently of the
+    client, so a fault in the hub's pacing shows up here as a 429."""
 
     def __init__(self, count: int, span: float):
         self.count, self.span = count, span
