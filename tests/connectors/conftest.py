@@ -92,12 +92,16 @@ def check(fake: LoopbackServer) -> None:
     assert getattr(fake, "invalid", []) == []
 
 
-def make_world(name: str, mappings: Path, **overrides) -> tuple[World, LoopbackServer]:
+def make_world(name: str, mappings: Path, installed: bool = True, **overrides) -> tuple[World, LoopbackServer]:
     """The tool's stand-in, and settings whose mappings folder holds the project's mapping of
-    it with the ids (MAPPINGS) of that stand-in."""
+    it with the ids (MAPPINGS) of that stand-in. `installed`: ActiveCampaign's account has the
+    mapped custom fields, as `hub install` leaves it (else the first profile makes them, some
+    twenty requests at its 5 a second)."""
     make_fake, make_settings, client_error = WORLDS[name]
     fake = make_fake().start()
     mapping = yaml.safe_load((PROJECT_MAPPINGS / f"{name}.yaml").read_text()) or {}
+    if installed and isinstance(fake, FakeActiveCampaign):
+        fake.set_up(mapping["fields"].values())
     (mappings / f"{name}.yaml").write_text(yaml.safe_dump({**mapping, **MAPPINGS.get(name, {})}))
     settings = Settings.from_env(env={}, overrides={**make_settings(fake.url), "HUB_MAPPINGS_DIR": str(mappings),
                                                     **overrides})
@@ -131,6 +135,15 @@ def hubspot(tmp_path):
 @pytest.fixture
 def activecampaign(tmp_path):
     world, fake = make_world("activecampaign", tmp_path)
+    yield world
+    fake.stop()
+    check(fake)
+
+
+@pytest.fixture
+def new_activecampaign(tmp_path):
+    """An ActiveCampaign account without the hub's custom fields yet."""
+    world, fake = make_world("activecampaign", tmp_path, installed=False)
     yield world
     fake.stop()
     check(fake)

@@ -17,7 +17,8 @@ def connector(world, limiter=None, **mapping) -> ActiveCampaignConnector:
                                    limiter=limiter)
 
 
-def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
+def test_profile_creates_missing_fields_once_and_syncs_values(new_activecampaign):
+    activecampaign = new_activecampaign
     c = activecampaign.connector()
     assert isinstance(c.push_batch([profile_item(1, "ada@example.com")])[1], Sent)
     fake = activecampaign.fake
@@ -32,7 +33,8 @@ def test_profile_creates_missing_fields_once_and_syncs_values(activecampaign):
     assert len(fake.operations("create_field")) == 10
 
 
-def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign):
+def test_a_field_made_before_a_429_is_linked_later_not_made_again(new_activecampaign):
+    activecampaign = new_activecampaign
     fake = activecampaign.fake
     fake.fail(429, retry_after=1, times=1, path="/api/3/fieldRels")
     c = activecampaign.connector()
@@ -43,7 +45,8 @@ def test_a_field_made_before_a_429_is_linked_later_not_made_again(activecampaign
     assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
 
 
-def test_a_push_that_yields_holds_the_first_profile_while_fields_are_set_up_and_loses_none(activecampaign):
+def test_a_push_that_yields_holds_the_first_profile_while_fields_are_set_up_and_loses_none(new_activecampaign):
+    activecampaign = new_activecampaign
     # Setting the fields up takes 21 requests, four seconds of ActiveCampaign's 5 a second. A
     # worker's push (a short rate wait) holds the profile when the window is full instead of
     # sleeping through them all; each later push goes on with the fields made so far.

@@ -13,6 +13,7 @@ from rq.job import Job
 from rq.utils import utcformat
 from sqlalchemy import select, update
 
+import connectors
 from connectors.hubspot import HubSpotConnector
 from hub import Hub, jobs
 from hub.config import Settings
@@ -52,10 +53,12 @@ def hub_with(database_url: str, redis_server, klaviyo: FakeKlaviyo, **tool_setti
 
 @pytest.fixture
 def two_tools(database_url, redis_server, tmp_path):
-    """A hub pushing to ActiveCampaign (5 requests/s, its documented limit) and Klaviyo stand-ins."""
+    """A hub pushing to ActiveCampaign (5 requests/s, its documented limit; the account set up
+    as `hub install` leaves it) and Klaviyo stand-ins."""
     with FakeActiveCampaign(api_key="ac") as ac, FakeKlaviyo(api_key="pk_jobs") as klaviyo, \
             hub_with(database_url, redis_server, klaviyo, ACTIVECAMPAIGN_URL=ac.url,
                      ACTIVECAMPAIGN_API_KEY="ac") as hub:
+        ac.set_up(connectors.load_mapping(hub.settings, "activecampaign")["fields"].values())
         yield hub, ac, klaviyo
 
 
