@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
+import connectors
 from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Trigger
 from hub.sync import compliance, outbox
 from hub.sync.inbox import drain_inbox
@@ -57,13 +58,15 @@ def _order(order_id: int, n: int) -> dict:
 
 @pytest.fixture
 def tools(hub):
-    """The three tools' stand-ins, with the hub's settings pointing at them."""
+    """The three tools' stand-ins, with the hub's settings pointing at them (ActiveCampaign's
+    account set up as `hub install` leaves it)."""
     with FakeKlaviyo(api_key="pk_c") as klaviyo, FakeHubSpot(token="pat-c") as hubspot, \
             FakeActiveCampaign(api_key="ac-c") as ac:
         s = hub.settings
         s.KLAVIYO_API_KEY, s.KLAVIYO_BASE_URL = "pk_c", klaviyo.url
         s.HUBSPOT_ACCESS_TOKEN, s.HUBSPOT_BASE_URL = "pat-c", hubspot.url
         s.ACTIVECAMPAIGN_API_KEY, s.ACTIVECAMPAIGN_URL = "ac-c", ac.url
+        ac.set_up(connectors.load_mapping(s, "activecampaign")["fields"].values())
         yield {"klaviyo": klaviyo, "hubspot": hubspot, "activecampaign": ac}
         for fake in (klaviyo, hubspot, ac):
             assert fake.crashes == []
