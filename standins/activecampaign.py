@@ -81,9 +81,6 @@ class FakeActiveCampaign(LoopbackServer):
         """Requests refused with 429 for the rate limit."""
         return self.limit.throttled if self.limit else 0
 
-    def rate_limit_wait(self, call: Call) -> float:
-        return self.limit.wait() if self.limit else 0.0
-
     def _answer(self, call, fault):
         status, document, headers = super()._answer(call, fault)
         if status == 401:  # ActiveCampaign answers a bad token with 403

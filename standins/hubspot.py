@@ -81,9 +81,6 @@ class FakeHubSpot(LoopbackServer):
         """Requests refused with 429 for the burst limit."""
         return self.limit.throttled if self.limit else 0
 
-    def rate_limit_wait(self, call: Call) -> float:
-        return self.limit.wait() if self.limit else 0.0
-
     def _answer(self, call, fault):
         status, document, headers = super()._answer(call, fault)
         correlation = (document or {}).get("correlationId") if isinstance(document, dict) else None

@@ -105,6 +105,7 @@ class LoopbackServer:
         self.faults: list[Fault] = []
         self.crashes: list[str] = []
         self.lock = threading.RLock()
+        self.limit: RollingLimit | None = None  # the tool's rate limit, if the stand-in holds one
         self._routes = [(m, re.compile(f"^{p}$"), h) for m, p, h in self.ROUTES]
         self._server: ThreadingHTTPServer | None = None
 
@@ -189,8 +190,9 @@ class LoopbackServer:
 
     def rate_limit_wait(self, call: Call) -> float:
         """Seconds until the tool takes this request again (0: it takes it now); a tool with
-        rate limits counts the request here and answers 429 with Retry-After past them."""
-        return 0.0
+        rate limits counts the request here (in `limit`, a RollingLimit, by default) and
+        answers 429 with Retry-After past them."""
+        return self.limit.wait() if self.limit else 0.0
 
     # Requests -----------------------------------------------------------------------
 
