@@ -525,12 +525,14 @@ class Outcome:
 
 def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: bool = True,
         seconds: float = 600.0, lock_seconds: float = 10.0, quiet_seconds: float = 120.0,
-        klaviyo_faults: tuple[dict, ...] = KLAVIYO_FAULTS, only: tuple[str, ...] = ()) -> Outcome:
+        klaviyo_faults: tuple[dict, ...] = KLAVIYO_FAULTS, only: tuple[str, ...] = (),
+        push_lease_s: int | None = None) -> Outcome:
     """One run of the suite, bounded by `seconds`; everything started is stopped before it returns.
 
     `quiet_seconds`: once every webhook is acknowledged, how long nothing may change before
     the run ends (the hub waits 15 s, then 45 s, after a 5xx of Klaviyo); `klaviyo_faults`:
-    arguments of the stand-in's `fail()`, in order; `only`: these faults alone (FaultScript.NAMES)."""
+    arguments of the stand-in's `fail()`, in order; `only`: these faults alone (FaultScript.NAMES);
+    `push_lease_s`: the hub's HUB_PUSH_LEASE_S (its default, 60 s, when None)."""
     tmp = Path(tempfile.mkdtemp(prefix="hub-faults-"))
     home = tmp / "hub"
     home.mkdir()
@@ -543,6 +545,8 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
     try:
         env = dict(os.environ, **SECRETS, KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url,
                    HUB_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+        if push_lease_s is not None:
+            env["HUB_PUSH_LEASE_S"] = str(push_lease_s)
         for key in (*OTHER_TOOLS, "REDIS_URL", "HUB_BASE_URL"):
             env.pop(key, None)
         if postgres:
