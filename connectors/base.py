@@ -264,27 +264,26 @@ class Connector:
 
     def _call_once(self, limit: str, send: Callable[[], Any]) -> tuple[Result, Any]:
         key = f"{self.name}:{limit}"
-        if self.limiter is not None:
-            starting = (self._starting or self._preparing) and self.rate_wait is not None
-            left = self._held_until.get(key, 0.0) - time.monotonic()
-            if starting and left > 0:
-                return Held(seconds=left, message=f"held back by the {key} rate limit",
-                            guessed=key in self._guessed), None
-            try:
-                waited = self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
-                                              max_wait=self.rate_wait if starting else None)
-            except RetryLater as exc:
-                if not starting:
-                    return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
-                self._held_until[key] = time.monotonic() + exc.retry_after
-                self._guessed.discard(key)
-                return Held(seconds=exc.retry_after, message=str(exc)), None
-            if self.rate_wait is not None and waited > self.rate_wait:
-                # The window is full: a delivery begun now would sleep through its requests
-                # too, holding the worker. The next ones are held until about one wait from now.
-                self._held_until[key] = time.monotonic() + waited
-                self._guessed.add(key)
-            self._starting = self._starting and self._preparing
+        starting = (self._starting or self._preparing) and self.rate_wait is not None
+        left = self._held_until.get(key, 0.0) - time.monotonic()
+        if starting and left > 0:
+            return Held(seconds=left, message=f"held back by the {key} rate limit",
+                        guessed=key in self._guessed), None
+        try:
+            waited = self.limiter.acquire(key, self.field_map["rate_limits"].get(limit),
+                                          max_wait=self.rate_wait if starting else None)
+        except RetryLater as exc:
+            if not starting:
+                return RetryAfter(seconds=exc.retry_after, message=str(exc)), None
+            self._held_until[key] = time.monotonic() + exc.retry_after
+            self._guessed.discard(key)
+            return Held(seconds=exc.retry_after, message=str(exc)), None
+        if self.rate_wait is not None and waited > self.rate_wait:
+            # The window is full: a delivery begun now would sleep through its requests
+            # too, holding the worker. The next ones are held until about one wait from now.
+            self._held_until[key] = time.monotonic() + waited
+            self._guessed.add(key)
+        self._starting = self._starting and self._preparing
         answer = refusal = lost = None
         with Clock.timing() as clock:
             try:
@@ -299,7 +298,7 @@ class Connector:
         ok = 200 <= reply.status < 300
         result = classify(reply.status, reply.headers, None if ok else self.message(reply.body),
                           clock.ms, self.request_id(reply))
-        if reply.status == 429 and self.pause_on_429 and self.limiter is not None:
+        if reply.status == 429 and self.pause_on_429:
             self.limiter.pause(key, result.seconds)
         return result, reply.data if ok else None
 

@@ -558,8 +558,7 @@ def next_due_at(storage, connector_name: str, after: datetime, until: datetime) 
     retry's backoff ends, or the lease of a push whose worker died runs out."""
     with storage.session() as session:
         return session.scalar(select(func.min(Delivery.next_attempt_at)).where(
-            Delivery.connector == connector_name, Delivery.status.in_((QUEUED, RETRYING)),
-            Delivery.next_attempt_at > after, Delivery.next_attempt_at <= until))
+            *_due(connector_name, until), Delivery.next_attempt_at > after))
 
 
 def _claim(storage, connector, at: datetime,
