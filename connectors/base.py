@@ -101,16 +101,16 @@ def truncate(text: str | None, limit: int = 500) -> str | None:
 RETRY_STATUSES = {408, 425, 429}
 
 
-def classify(status: int, headers=None, message: str | None = None, latency_ms: int | None = None,
+def classify(status: int, wait: float = 0.0, message: str | None = None, latency_ms: int | None = None,
              request_id: str | None = None) -> Result:
     """The Result for an HTTP answer: 2xx sent; 408, 425, 429 and 5xx retried after the
-    answer's Retry-After; other 4xx failed. `message` is the tool's own error text."""
+    `wait` seconds the tool asked for; other 4xx failed. `message` is the tool's own error text."""
     common = {"http_status": status, "latency_ms": latency_ms, "request_id": request_id}
     if 200 <= status < 300:
         return Sent(**common)
     text = truncate(message or f"HTTP {status}")
     if status in RETRY_STATUSES or status >= 500 or status < 100:
-        return RetryAfter(seconds=retry_after(headers), message=text, **common)
+        return RetryAfter(seconds=wait, message=text, **common)
     return Failed(message=text, **common)
 
 
@@ -296,8 +296,8 @@ class Connector:
             return unreachable(lost, clock.ms), None
         reply = self.reply(answer) if refusal is None else self.refused(refusal)
         ok = 200 <= reply.status < 300
-        result = classify(reply.status, reply.headers, None if ok else self.message(reply.body),
-                          clock.ms, self.request_id(reply))
+        result = classify(reply.status, 0.0 if ok else self.asked_wait(reply),
+                          None if ok else self.message(reply.body), clock.ms, self.request_id(reply))
         if reply.status == 429 and self.pause_on_429:
             self.limiter.pause(key, result.seconds)
         return result, reply.data if ok else None
@@ -316,6 +316,11 @@ class Connector:
     def message(self, body) -> str | None:
         """The tool's own words in an error body; the body itself by default."""
         return body
+
+    def asked_wait(self, reply: Reply) -> float:
+        """Seconds the tool asks for before it takes a request again, when it refused one
+        (429, 5xx): its Retry-After by default, 0 when it says nothing."""
+        return retry_after(reply.headers)
 
     def request_id(self, reply: Reply) -> str | None:
         """The tool's id of this request, for its support desk."""

@@ -20,6 +20,7 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from connectors.base import Connector, Failed, Holding, Outgoing, Reply, Result, Sent, truncate
+from hub.values import header
 
 # Each HubSpot API package has its own exception class.
 API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
@@ -32,6 +33,14 @@ LIFECYCLE_ORDER = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifi
 PROPERTY_TYPES = {"health_score": "number", "points": "number", "mrr": "number",
                   "lifetime_value": "number", "next_renewal_at": "datetime"}
 _FIELD_TYPE = {"number": "number", "datetime": "date", "string": "text"}
+# Seconds to wait after a 429 that carries no Retry-After, by the limit its body names as
+# `policyName`. HubSpot documents no Retry-After on its 429s; its own SDK waits 10 s for the
+# rolling ten-second limit and 1 s for the secondly one (hubspot-api-nodejs,
+# src/services/decorators/RetryDecorator.ts). The daily limit resets at midnight in the
+# account's time zone, which the hub does not know
+# (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines): it asks
+# again each hour, rather than spend requests that all count as errors.
+POLICY_WAIT_S = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0, "DAILY": 3600.0}
 # Payload key → HubSpot's own contact property.
 CONTACT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": "lastname",
                       "phone": "phone"}
@@ -39,11 +48,17 @@ CONTACT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": 
 
 def hubspot_message(body) -> str | None:
     """HubSpot's `message`; the raw body when it is not JSON."""
-    text = body.decode() if isinstance(body, bytes) else body
+    return _error(body).get("message", body.decode() if isinstance(body, bytes) else body)
+
+
+def _error(body) -> dict:
+    """HubSpot's JSON error body; {} when it is not one. Every field of it is optional
+    (https://developers.hubspot.com/docs/api-reference/error-handling)."""
     try:
-        return json.loads(text or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return text
+        found = json.loads(body or "")
+    except (ValueError, TypeError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _text(value) -> str:
@@ -104,6 +119,18 @@ class HubSpotConnector(Connector):
 
     def message(self, body) -> str | None:
         return hubspot_message(body)
+
+    def asked_wait(self, reply: Reply) -> float:
+        """Retry-After when HubSpot sends one; else the wait for the limit its 429 names. The
+        ten-second window's own length is in X-HubSpot-RateLimit-Interval-Milliseconds."""
+        asked = super().asked_wait(reply)
+        if asked or reply.status != 429:
+            return asked
+        policy = _error(reply.body).get("policyName")
+        interval = header(reply.headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        if policy in (None, "TEN_SECONDLY_ROLLING") and interval and interval.isdigit():
+            return int(interval) / 1000
+        return POLICY_WAIT_S.get(policy, 0.0)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:
         results: dict[int, Result] = {}

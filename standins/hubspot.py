@@ -6,7 +6,8 @@ are those of hubspot-api-client's own models (BatchInputSimplePublicObjectBatchI
 `inputs[]` of `idProperty`, `id`, `properties`; at most 100 inputs; unique ids) and the
 answers are HubSpot's documented ones: 200/207 batch responses, errors with `message`,
 `category` and `correlationId`, and an `X-HubSpot-Correlation-Id` header. It holds the app to
-100 requests per rolling 10 seconds (429 past it).
+100 requests per rolling 10 seconds: past it, a 429 that names the policy and carries the
+`X-HubSpot-RateLimit-*` headers but no `Retry-After` (`refusal`).
 
     with FakeHubSpot(token="pat-test") as hubspot:
         settings.HUBSPOT_BASE_URL = hubspot.url
@@ -92,6 +93,14 @@ class FakeHubSpot(LoopbackServer):
                             "X-HubSpot-RateLimit-Remaining": str(left),
                             "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.limit.span * 1000))})
         return status, document, headers
+
+    def refusal(self, wait: float) -> tuple[int, object, dict]:
+        # HubSpot documents no Retry-After on its 429s (usage guidelines and error handling
+        # pages), and its own SDK waits by the body's policyName instead (hubspot-api-nodejs,
+        # src/services/decorators/RetryDecorator.ts: 10 s for TEN_SECONDLY_ROLLING). The body
+        # is a real refusal's (hubspot-api-python issue #117).
+        return 429, {**self.error_body(429, "You have reached your ten_secondly_rolling limit."),
+                     "errorType": "RATE_LIMIT"}, {}
 
     def _contact(self, email: str) -> dict:
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -194,6 +194,11 @@ class LoopbackServer:
         answers 429 with Retry-After past them."""
         return self.limit.wait() if self.limit else 0.0
 
+    def refusal(self, wait: float) -> tuple[int, object, dict]:
+        """The answer past the rate limit, `wait` seconds before the tool takes a request
+        again: 429 with Retry-After by default."""
+        return 429, self.error_body(429, _REASONS[429]), {"Retry-After": f"{math.ceil(wait)}"}
+
     # Requests -----------------------------------------------------------------------
 
     def operations(self, name: str) -> list[Call]:
@@ -248,7 +253,7 @@ class LoopbackServer:
         with self.lock:
             wait = self.rate_limit_wait(call)
         if wait:
-            return 429, self.error_body(429, _REASONS[429]), {"Retry-After": f"{math.ceil(wait)}"}
+            return self.refusal(wait)
         try:
             with self.lock:
                 answer = getattr(self, route[0])(call)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from connectors import validate_mapping
-from connectors.base import Failed, Sent
+from connectors.base import Failed, RetryAfter, Sent
 from connectors.hubspot import HubSpotConnector
+from connectors.ratelimit import Limiter
 from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 from tests.connectors.conftest import consent_item, erase_item, profile_item
 
@@ -104,3 +106,37 @@ def test_missing_properties_fail_with_hubspots_message_until_installed():
         assert kinds["hub_mrr"] == "number" and kinds["hub_next_renewal_at"] == "datetime"
         [result] = c.push_batch([profile_item()]).values()
         assert isinstance(result, Sent)
+
+
+def test_past_the_ten_second_limit_the_push_waits_out_hubspots_window_though_no_retry_after_says_so(hubspot):
+    """HubSpot counts an account's requests together, so another app spends the hub's 100
+    per 10 s too. Its 429 names the policy but carries no Retry-After."""
+    auth = {"Authorization": f"Bearer {hubspot.settings.HUBSPOT_ACCESS_TOKEN}"}
+    with requests.Session() as other:
+        for _ in range(100):
+            assert other.get(f"{hubspot.fake.url}/crm/v3/properties/contacts", headers=auth).status_code == 200
+    limiter = Limiter()
+    c = hubspot.connector()
+    c.use_limiter(limiter, rate_wait=0.01)  # as a worker's push
+    results = c.push([profile_item(i, f"p{i}@example.com") for i in range(3)] + [erase_item(7)])
+    assert results[0].http_status == 429 and results[0].seconds == 10, results
+    assert "ten_secondly_rolling" in results[0].message
+    # The erase after it is held, unsent, for the rest of the window; so is every worker's
+    # next HubSpot request.
+    assert isinstance(results[7], RetryAfter) and results[7].http_status is None and results[7].seconds > 9
+    assert limiter.take("hubspot:api") > 9
+    assert [c.status for c in hubspot.fake.calls[100:]] == [429]  # the hub's one request
+
+
+@pytest.mark.parametrize("policy, retry_after, wait", [
+    ("TEN_SECONDLY_ROLLING", None, 10.0),
+    ("SECONDLY", None, 1.0),  # the search endpoints' limit
+    ("DAILY", None, 3600.0),  # asked again each hour until the account's midnight
+    ("DAILY", 120, 120.0),  # a Retry-After, where HubSpot gives one, wins
+])
+def test_a_429_without_retry_after_waits_for_the_limit_it_names(hubspot, policy, retry_after, wait):
+    hubspot.fake.fail(429, retry_after=retry_after, times=1, body={
+        "status": "error", "message": "You have reached your limit.", "errorType": "RATE_LIMIT",
+        "policyName": policy})
+    results = hubspot.connector().push_batch([erase_item(1)])
+    assert results[1].http_status == 429 and results[1].seconds == wait

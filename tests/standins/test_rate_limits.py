@@ -30,7 +30,12 @@ def test_hubspot_takes_a_hundred_requests_per_rolling_ten_seconds():
         assert statuses == [200] * 100 + [429]
         refused = requests.get(f"{hubspot.url}/crm/v3/properties/contacts", headers=auth, timeout=5)
         assert refused.status_code == 429 and refused.json()["policyName"] == "TEN_SECONDLY_ROLLING"
-        assert refused.json()["category"] == "RATE_LIMITS" and hubspot.throttled == 2
+        assert refused.json()["message"] == "You have reached your ten_secondly_rolling limit."
+        assert refused.json()["errorType"] == "RATE_LIMIT" and hubspot.throttled == 2
+        # No Retry-After: the wait is for the client to work out, from the policy and headers.
+        assert "Retry-After" not in refused.headers
+        assert refused.headers["X-HubSpot-RateLimit-Remaining"] == "0"
+        assert refused.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
 
 
 def test_a_stand_in_told_so_holds_no_limit():
