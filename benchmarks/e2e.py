@@ -732,6 +732,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs of --slow-tools")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args()
+    if args.naive_events < 1 and not (args.compare_postgres or args.slow_tools):
+        parser.error("--naive-events must be at least 1: this run's figure is the hub against the naive pipeline")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hub-e2e-"))
