@@ -7,7 +7,8 @@ Chargebee's `chargebee-idempotency-key`).
 It speaks Chargebee's shapes: HTTP basic auth with the API key as user (401 with
 Chargebee's error document otherwise), `{"list": [{"customer": {...}}, ...], "next_offset": "…"}`
 paged with `limit` (at most 100) and an opaque `offset`, `sort_by[asc]=updated_at` and
-`updated_at[after]` filters, and 429 above `rate_per_minute` (Chargebee's per-site limit).
+`updated_at[after]` filters, and 429 above `rate_per_minute` (Chargebee's per-site limit), with
+no Retry-After.
 
     with FakeChargebee(api_key="test_key") as cb:
         settings.CHARGEBEE_API_BASE = cb.url
@@ -112,8 +113,11 @@ class FakeChargebee(LoopbackServer):
             self._window = [t for t in self._window if now - t < 60.0]
             if len(self._window) >= self.rate_per_minute:
                 self.throttled += 1
-                wait = 60.0 - (now - self._window[0])
-                return 429, self.error_body(429, ""), {"Retry-After": f"{max(1, int(wait + 0.999))}"}
+                # Chargebee documents the refusal's body, not a Retry-After: it serves no
+                # more requests "until the limit resets (in approximately a minute)"
+                # (https://apidocs.chargebee.com/docs/api/error-handling,
+                # https://support.chargebee.com/support/solutions/articles/250853). None is sent.
+                return 429, self.error_body(429, ""), {}
             self._window.append(now)
         limit = min(100, max(1, int(_one(call, "limit") or 10)))
         offset = int(_one(call, "offset") or 0)

@@ -188,10 +188,11 @@ def chargebee_world(cb: FakeChargebee) -> None:
                          "customer": dict(customer, id=f"cb_{i}", email=f"cb{i}@example.com")} for i in range(40)]
 
 
-def test_chargebee_backfill_pages_by_offset_and_waits_out_a_429(hub):
+@pytest.mark.parametrize("retry_after", [0.2, None])  # Chargebee sends a Retry-After only sometimes
+def test_chargebee_backfill_pages_by_offset_and_waits_out_a_429(hub, retry_after):
     with FakeChargebee(api_key="cb_key") as cb:
         chargebee_world(cb)
-        cb.fail(429, retry_after=0.2, times=1, path="/api/v2/customers")
+        cb.fail(429, retry_after=retry_after, times=1, path="/api/v2/customers")
         hub.settings = replace(hub.settings, CHARGEBEE_SITE="acme", CHARGEBEE_API_KEY="cb_key",
                                CHARGEBEE_API_BASE=cb.url, CHARGEBEE_API_RATE=6000)
         report = backfill.run(hub, "chargebee", progress=quiet())
