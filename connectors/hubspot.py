@@ -20,6 +20,7 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from connectors.base import Connector, Failed, Holding, Outgoing, Reply, Result, Sent, truncate
+from connectors.ratelimit import LIMITS, Rate
 from hub.values import header
 
 # Each HubSpot API package has its own exception class.
@@ -49,6 +50,18 @@ CONTACT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": 
 def hubspot_message(body) -> str | None:
     """HubSpot's `message`; the raw body when it is not JSON."""
     return _error(body).get("message", body.decode() if isinstance(body, bytes) else body)
+
+
+def allowed_rate(headers) -> Rate | None:
+    """The burst limit HubSpot's answer says the app has: X-HubSpot-RateLimit-Max requests per
+    X-HubSpot-RateLimit-Interval-Milliseconds (100 per 10 s on Free and Starter, 190 on
+    Professional and Enterprise, https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines).
+    None when the answer does not say: search answers carry no such headers."""
+    most = header(headers, "X-HubSpot-RateLimit-Max")
+    interval = header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+    if not (most and interval and most.isdigit() and interval.isdigit() and int(most) and int(interval)):
+        return None
+    return Rate(int(most), int(interval) / 1000)
 
 
 def _error(body) -> dict:
@@ -87,6 +100,7 @@ class HubSpotConnector(Connector):
     # Wait up to 1 s for a full batch upsert: HubSpot counts calls, not contacts.
     linger = (1.0, 100)
     slow = True  # 100 requests per 10 s: 1,000 contacts a second in batch upserts of 100
+    allowed: Rate | None = None  # the app's limit, as HubSpot's last answer that said so gave it
 
     def __init__(self, settings, field_map=None, limiter=None):
         super().__init__(settings, field_map, limiter)
@@ -100,6 +114,12 @@ class HubSpotConnector(Connector):
         self.properties = client.crm.properties.core_api
         self.client = client  # `install()` also reaches the property groups
         self.mapping = self.field_map
+
+    def kept_rate(self) -> Rate:
+        """The pace the hub keeps to: the slowest window of mappings/hubspot.yaml
+        `rate_limits.api`, else HubSpot's documented default."""
+        rates = self.field_map["rate_limits"].get("api") or LIMITS["hubspot:api"]
+        return min(rates, key=lambda r: r.requests / r.seconds)
 
     @classmethod
     def takes_consent(cls, mapping: dict, channel: str) -> bool:
@@ -115,6 +135,7 @@ class HubSpotConnector(Connector):
 
     def reply(self, sent) -> Reply:
         answer, raw = sent
+        self.allowed = allowed_rate(answer.headers) or self.allowed
         return Reply(answer.status, answer.headers, data=json.loads(raw or b"{}"))
 
     def message(self, body) -> str | None:

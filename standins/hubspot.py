@@ -49,13 +49,15 @@ class FakeHubSpot(LoopbackServer):
     ]
     MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
-    def __init__(self, token: str = "pat-test", installed: bool = True, rate_limited: bool = True):
+    def __init__(self, token: str = "pat-test", installed: bool = True, rate_limited: bool = True,
+                 burst: int = 100):
         super().__init__()
         self.token = token
-        # Private apps on Free and Starter: a burst limit of 100 requests per 10 seconds
+        # Private apps on Free and Starter: a burst limit of 100 requests per 10 seconds, 190
+        # on Professional and Enterprise (`burst`)
         # (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines),
         # rolling; a 429 past it names the policy TEN_SECONDLY_ROLLING (error_body).
-        self.limit = RollingLimit(100, 10.0) if rate_limited else None
+        self.limit = RollingLimit(burst, 10.0) if rate_limited else None
         self.properties = set(STANDARD_PROPERTIES) | (HUB_PROPERTIES if installed else set())
         self.contacts: dict[str, dict] = {}  # email → properties
         self.ids: dict[str, str] = {}

@@ -289,23 +289,48 @@ def check_klaviyo(settings) -> Check:
 
 
 def check_hubspot(settings) -> Check:
+    check, connector = _hubspot_account(settings)
+    return check if connector is None else _with_pace(check, connector)
+
+
+def _hubspot_account(settings) -> tuple[Check, HubSpotConnector | None]:
+    """The token and the custom properties; the connector that asked when the token works."""
     if HubSpotConnector.missing_settings(settings):
-        return Check("HubSpot", OFF, "not configured (set HUBSPOT_ACCESS_TOKEN=pat-…)")
+        return Check("HubSpot", OFF, "not configured (set HUBSPOT_ACCESS_TOKEN=pat-…)"), None
     connector = _connector(settings, "hubspot")
     result, body = connector._call(connector.properties.get_all, object_type="contacts")
     if body is None:
         if _refused(result.http_status):
             return Check("HubSpot", WRONG, f"HUBSPOT_ACCESS_TOKEN refused (HTTP {result.http_status}): "
                          "use the private app's access token with crm.objects.contacts.read/write "
-                         "and crm.schemas.contacts.read/write scopes")
-        return Check("HubSpot", WRONG, f"HubSpot answered: {result.message}")
+                         "and crm.schemas.contacts.read/write scopes"), None
+        return Check("HubSpot", WRONG, f"HubSpot answered: {result.message}"), None
     existing = {p.get("name") for p in body.get("results", [])}
     missing = sorted(p for p in connector.mapping["fields"].values() if p and p not in existing)
     if missing:
         return Check("HubSpot", OK, f"token ok; {len(missing)} custom propert"
                      f"{'y' if len(missing) == 1 else 'ies'} missing ({', '.join(missing[:3])}…): "
-                     "run `hub install` to create them")
-    return Check("HubSpot", OK, "token ok, custom properties present")
+                     "run `hub install` to create them"), connector
+    return Check("HubSpot", OK, "token ok, custom properties present"), connector
+
+
+def _per(rate) -> str:
+    return f"{rate.requests} requests per {rate.seconds:g} s"
+
+
+def _with_pace(check: Check, connector) -> Check:
+    """The line with the pace the hub keeps to for HubSpot against the limit HubSpot's answers
+    gave this app: a plan above Starter allows more, which the mapping must name to use."""
+    allowed, kept = connector.allowed, connector.kept_rate()
+    if allowed is None or kept.requests / kept.seconds == allowed.requests / allowed.seconds:
+        return check
+    wanted = f'rate_limits: {{api: "{allowed.requests}/{allowed.seconds:g}s"}}'
+    if kept.requests / kept.seconds > allowed.requests / allowed.seconds:
+        return Check(check.tool, WRONG, f"{check.message}; but HubSpot allows this app {_per(allowed)}, "
+                     f"not the {_per(kept)} of mappings/hubspot.yaml: set {wanted} there, or its "
+                     "pushes meet 429s")
+    return Check(check.tool, check.status, f"{check.message}; HubSpot allows this app {_per(allowed)} "
+                 f"and the hub keeps to {_per(kept)}: set {wanted} in mappings/hubspot.yaml to use them")
 
 
 def check_activecampaign(settings) -> Check:
@@ -508,16 +533,16 @@ def _created_line(tool: str, created: list[str], present: str) -> Check:
 
 def install_hubspot(settings) -> Check:
     """The property group and custom contact properties of mappings/hubspot.yaml."""
-    check = check_hubspot(settings)
+    check, connector = _hubspot_account(settings)
     if check.status != OK:
         return check
-    connector = _connector(settings, "hubspot")
     try:
         created = connector.install()
     except RuntimeError as exc:
         return Check("HubSpot", WRONG, str(exc))
-    return _created_line("HubSpot", created, f"property group {connector.mapping['property_group']!r} and "
-                         f"{len([p for p in connector.mapping['fields'].values() if p])} custom properties present")
+    return _with_pace(_created_line(
+        "HubSpot", created, f"property group {connector.mapping['property_group']!r} and "
+        f"{len([p for p in connector.mapping['fields'].values() if p])} custom properties present"), connector)
 
 
 def install_activecampaign(settings) -> Check:

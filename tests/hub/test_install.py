@@ -2,10 +2,12 @@
 shell's environment, one line per tool; a second run changes nothing and says so."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import fields
 from datetime import date
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from hub.commands import install
@@ -18,6 +20,7 @@ from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
+from tests.connectors.conftest import PROJECT_MAPPINGS
 from webhooks.shopify import api as shopify_api
 from webhooks.shopify.webhook import CONTRACT_TOPICS
 from webhooks.shopify.webhook import TOPICS as SHOPIFY_TOPICS
@@ -331,3 +334,26 @@ def test_activecampaign_busy_with_the_running_hub_s_pushes_is_waited_for_not_fai
     assert "created" in check.message and {t["tag"] for t in every_tool.ac.tags.values()} >= {"Hub stage: new"}
     assert [c.status for c in every_tool.ac.calls[:3]] == [429, 429, 200]  # each waited for, then asked again
     assert every_tool.ac.throttled == 0  # and its own requests kept to the limit
+
+
+def test_a_hubspot_plan_that_allows_more_is_told_how_to_use_it(database_url):
+    world = World(database_url)
+    world.hubspot = FakeHubSpot(token="pat-ok", installed=False, burst=190)  # Professional
+    with world:
+        result, lines = world.run()
+    assert result.exit_code == 0, result.output
+    assert lines["HubSpot"].startswith("ok")
+    assert ("HubSpot allows this app 190 requests per 10 s and the hub keeps to 100 requests per 10 s: "
+            'set rate_limits: {api: "190/10s"} in mappings/hubspot.yaml') in lines["HubSpot"]
+
+
+def test_a_hubspot_pace_above_what_hubspot_allows_fails_the_check(world, tmp_path):
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT_MAPPINGS, mappings)
+    hubspot = yaml.safe_load((mappings / "hubspot.yaml").read_text())
+    (mappings / "hubspot.yaml").write_text(yaml.safe_dump({**hubspot, "rate_limits": {"api": "190/10s"}}))
+    result, lines = world.run("--check", HUB_MAPPINGS_DIR=str(mappings))
+    assert result.exit_code != 0
+    assert lines["HubSpot"].startswith("FAIL")
+    assert ("HubSpot allows this app 100 requests per 10 s, not the 190 requests per 10 s of "
+            'mappings/hubspot.yaml: set rate_limits: {api: "100/10s"} there') in lines["HubSpot"]
