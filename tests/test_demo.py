@@ -175,14 +175,23 @@ def test_a_small_demo_prints_a_login_that_works_and_where_to_find_each_kind_of_f
         data = json.loads(re.search(r'id="dashboard-data">(.*?)</script>', board.text, re.DOTALL).group(1))
         latest = {stage: values[-1] for stage, values in data["stages"]["series"].items()}
         # A month-old store: everyone is new, but for a customer who already cancelled (Recharge
-        # ends a subscription when it is cancelled, not at the period's end).
-        assert latest["new"] + latest["churned"] >= 20 and latest["churned"] <= 2, latest
+        # ends a subscription when it is cancelled, not at the period's end), and the first day's
+        # customers once the hub's own quarter-hourly sweep finds them 30 days in: engaged
+        # (checked below to be only those).
+        assert latest["new"] + latest["churned"] + latest["engaged"] >= 20 and latest["churned"] <= 2, latest
         assert "Webhooks missing" not in board.text
 
         # Shopify-side subscribers come from Recharge and from selling-plan orders, never from
         # contracts the hub's app does not own.
         with sqlite3.connect(tmp_path / "demo" / "hub.db") as db:
             sources = dict(db.execute("SELECT source, count(*) FROM subscription GROUP BY source").fetchall())
+            # Tenure runs from the first subscription or order (else the sign-up), as the rule has it.
+            young_engaged = db.execute(
+                "SELECT count(*) FROM (SELECT s.stage, s.first_order_at AS o, s.first_seen_at AS seen, "
+                "(SELECT min(started_at) FROM subscription WHERE subscriber_id = s.id) AS sub "
+                "FROM subscriber s) WHERE stage = 'engaged' "
+                "AND julianday('now') - julianday(coalesce(min(o, sub), o, sub, seen)) < 29").fetchone()[0]
+        assert young_engaged == 0
         assert sources.get("shopify_inferred") and sources.get("recharge") and "shopify" not in sources, sources
     finally:
         http.close()
