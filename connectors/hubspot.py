@@ -119,7 +119,7 @@ class HubSpotConnector(Connector):
         """The pace the hub keeps to: the slowest window of mappings/hubspot.yaml
         `rate_limits.api`, else HubSpot's documented default."""
         rates = self.field_map["rate_limits"].get("api") or LIMITS["hubspot:api"]
-        return min(rates, key=lambda r: r.requests / r.seconds)
+        return min(rates, key=lambda r: r.per_second)
 
     @classmethod
     def takes_consent(cls, mapping: dict, channel: str) -> bool:

@@ -53,6 +53,10 @@ class Rate:
         if self.requests <= 0 or self.seconds <= 0:
             raise ValueError(f"a rate needs positive requests and seconds, got {self}")
 
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
     @classmethod
     def parse(cls, text: str) -> "Rate":
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", str(text))

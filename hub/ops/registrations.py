@@ -322,10 +322,10 @@ def _with_pace(check: Check, connector) -> Check:
     """The line with the pace the hub keeps to for HubSpot against the limit HubSpot's answers
     gave this app: a plan above Starter allows more, which the mapping must name to use."""
     allowed, kept = connector.allowed, connector.kept_rate()
-    if allowed is None or kept.requests / kept.seconds == allowed.requests / allowed.seconds:
+    if allowed is None or kept.per_second == allowed.per_second:
         return check
     wanted = f'rate_limits: {{api: "{allowed.requests}/{allowed.seconds:g}s"}}'
-    if kept.requests / kept.seconds > allowed.requests / allowed.seconds:
+    if kept.per_second > allowed.per_second:
         return Check(check.tool, WRONG, f"{check.message}; but HubSpot allows this app {_per(allowed)}, "
                      f"not the {_per(kept)} of mappings/hubspot.yaml: set {wanted} there, or its "
                      "pushes meet 429s")
