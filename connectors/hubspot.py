@@ -148,9 +148,9 @@ class HubSpotConnector(Connector):
         if asked or reply.status != 429:
             return asked
         policy = _error(reply.body).get("policyName")
-        interval = header(reply.headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
-        if policy in (None, "TEN_SECONDLY_ROLLING") and interval and interval.isdigit():
-            return int(interval) / 1000
+        window = allowed_rate(reply.headers)
+        if policy in (None, "TEN_SECONDLY_ROLLING") and window is not None:
+            return window.seconds
         return POLICY_WAIT_S.get(policy, 0.0)
 
     def push_batch(self, items: list[Outgoing]) -> dict[int, Result]:

@@ -191,7 +191,7 @@ class LoopbackServer:
     def rate_limit_wait(self, call: Call) -> float:
         """Seconds until the tool takes this request again (0: it takes it now); a tool with
         rate limits counts the request here (in `limit`, a RollingLimit, by default) and
-        answers 429 with Retry-After past them."""
+        answers its `refusal` past them."""
         return self.limit.wait() if self.limit else 0.0
 
     def refusal(self, wait: float) -> tuple[int, object, dict]:
