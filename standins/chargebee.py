@@ -7,8 +7,8 @@ Chargebee's `chargebee-idempotency-key`).
 It speaks Chargebee's shapes: HTTP basic auth with the API key as user (401 with
 Chargebee's error document otherwise), `{"list": [{"customer": {...}}, ...], "next_offset": "…"}`
 paged with `limit` (at most 100) and an opaque `offset`, `sort_by[asc]=updated_at` and
-`updated_at[after]` filters, and 429 above `rate_per_minute` (Chargebee's per-site limit), with
-no Retry-After.
+`updated_at[after]` filters, and 429 past `rate_per_minute` API requests in any minute
+(Chargebee's per-site limit), with no Retry-After.
 
     with FakeChargebee(api_key="test_key") as cb:
         settings.CHARGEBEE_API_BASE = cb.url
@@ -25,11 +25,13 @@ import base64
 import time
 from urllib.parse import parse_qs
 
-from standins.loopback import Call, LoopbackServer, new_id
+from standins.loopback import Call, LoopbackServer, RollingLimit, new_id
 
 # "The access URL should be accessed by the customer within one hour from the time it was
 # created ... Once accessed, the access url cannot be reused"
 # (https://apidocs.chargebee.com/docs/api/portal_sessions).
+# Pages the customer's browser opens (no API key, no API request).
+BROWSER_PATHS = ("/portal/access/", "/pages/v3/")
 PORTAL_ACCESS_S = 3600
 # A hosted page carries its own `expires_at` (https://apidocs.chargebee.com/docs/api/hosted_pages);
 # the docs give no default, the stand-in keeps it three days.
@@ -63,17 +65,15 @@ class FakeChargebee(LoopbackServer):
         ("GET", r"/pages/v3/(?P<page>[^/]+)/?", "open_hosted_page"),
     ]
 
-    def __init__(self, api_key: str = "test_standin_key"):
+    def __init__(self, api_key: str = "test_standin_key", rate_per_minute: int | None = None):
         super().__init__()
         self.api_key = api_key
+        self.limit = RollingLimit(rate_per_minute, 60.0) if rate_per_minute else None
         # Resources as the list APIs return them: customers and invoices are the bare
         # resources; subscriptions are whole list entries ({"subscription", "customer", "card"}).
         self.customers: list[dict] = []
         self.subscriptions: list[dict] = []
         self.invoices: list[dict] = []
-        self.rate_per_minute: int | None = None
-        self._window: list[float] = []
-        self.throttled = 0
         self.clock = time.time()  # the stand-in's "now"; a test moves it forward
         self.portal_sessions: list[dict] = []
         self.hosted_pages: list[dict] = []
@@ -82,7 +82,7 @@ class FakeChargebee(LoopbackServer):
         self._replays: dict[str, tuple[float, tuple]] = {}  # idempotency key -> (when, answer)
 
     def authorized(self, call: Call) -> bool:
-        if call.path.startswith(("/portal/access/", "/pages/v3/")):
+        if call.path.startswith(BROWSER_PATHS):
             return True  # opened by the customer's browser, which holds no API key
         expected = "Basic " + base64.b64encode(f"{self.api_key}:".encode()).decode()
         return call.headers.get("Authorization") == expected
@@ -107,18 +107,23 @@ class FakeChargebee(LoopbackServer):
     def list_invoices(self, call: Call):
         return self._listing(call, [{"invoice": i} for i in self.invoices], "invoice")
 
+    @property
+    def throttled(self) -> int:
+        """API requests refused with 429 for the per-minute limit."""
+        return self.limit.throttled if self.limit else 0
+
+    def rate_limit_wait(self, call: Call) -> float:
+        # The customer's browser opening a portal or hosted page makes no API request.
+        return 0.0 if call.path.startswith(BROWSER_PATHS) else super().rate_limit_wait(call)
+
+    def refusal(self, wait: float) -> tuple[int, object, dict]:
+        # Chargebee documents the refusal's body, not a Retry-After: it serves no more
+        # requests "until the limit resets (in approximately a minute)"
+        # (https://apidocs.chargebee.com/docs/api/error-handling,
+        # https://support.chargebee.com/support/solutions/articles/250853). None is sent.
+        return 429, self.error_body(429, ""), {}
+
     def _listing(self, call: Call, entries: list[dict], key: str):
-        if self.rate_per_minute:
-            now = time.monotonic()
-            self._window = [t for t in self._window if now - t < 60.0]
-            if len(self._window) >= self.rate_per_minute:
-                self.throttled += 1
-                # Chargebee documents the refusal's body, not a Retry-After: it serves no
-                # more requests "until the limit resets (in approximately a minute)"
-                # (https://apidocs.chargebee.com/docs/api/error-handling,
-                # https://support.chargebee.com/support/solutions/articles/250853). None is sent.
-                return 429, self.error_body(429, ""), {}
-            self._window.append(now)
         limit = min(100, max(1, int(_one(call, "limit") or 10)))
         offset = int(_one(call, "offset") or 0)
         after = _one(call, "updated_at[after]")

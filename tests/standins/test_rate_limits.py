@@ -7,6 +7,7 @@ import time
 import requests
 
 from standins.activecampaign import FakeActiveCampaign
+from standins.chargebee import FakeChargebee
 from standins.hubspot import FakeHubSpot
 
 
@@ -43,3 +44,14 @@ def test_a_stand_in_told_so_holds_no_limit():
         answers = [requests.get(f"{ac.url}/api/3/fields", headers={"Api-Token": "ac"}, timeout=5).status_code
                    for _ in range(8)]
         assert answers == [200] * 8
+
+
+def test_chargebee_takes_its_plans_requests_a_minute_then_refuses_without_a_retry_after():
+    with FakeChargebee(api_key="cb", rate_per_minute=150) as cb:  # a test site, or Starter
+        with requests.Session() as http:
+            http.auth = ("cb", "")
+            statuses = [http.get(f"{cb.url}/api/v2/customers", timeout=5).status_code for _ in range(151)]
+            refused = http.get(f"{cb.url}/api/v2/invoices", timeout=5)  # one count for every API
+        assert statuses == [200] * 150 + [429] and refused.status_code == 429
+        assert refused.json()["api_error_code"] == "api_request_limit_exceeded"
+        assert "Retry-After" not in refused.headers and cb.throttled == 2
