@@ -67,15 +67,14 @@ def scalar(db: Path, sql: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=100.0, help="stand-in's requests per second")
+    parser.add_argument("--rate", type=int, default=100, help="stand-in's requests per second")
     args = parser.parse_args()
     n = args.customers
     tmp = Path(tempfile.mkdtemp(prefix="hub-backfill-bench-"))
     db = tmp / "hub.db"
     Storage(f"sqlite:///{db}").upgrade()
     redis_proc, redis_url = start_redis(tmp)
-    with FakeStripe(key=KEY) as fake:
-        fake.rate_limit = args.rate
+    with FakeStripe(key=KEY, rate_per_second=args.rate) as fake:
         world(fake, n)
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "REDIS_URL": redis_url,
                "STRIPE_API_KEY": KEY, "STRIPE_API_BASE": fake.url, "PYTHONPATH": str(ROOT),
@@ -130,7 +129,7 @@ def main() -> None:
     notes = (f"{summary}\n\n{n:,} Stripe customers and {n:,} subscriptions (Stripe's example customer and "
              "subscription objects with their own ids), listed 100 a page (`starting_after`; subscriptions with "
              "`expand[]=data.customer`) from the loopback stand-in (standins/stripe.py) enforcing "
-             f"{args.rate:g} list requests per second (Stripe's live-mode read limit) with 429 above it: "
+             f"{args.rate} API requests per second (Stripe's live-mode limit) with 429 above it: "
              f"{requests:,} requests, {throttled:,} answered 429. Each page is stored in the inbox with its "
              "checkpoint in one transaction and drained in the same process (normalize → apply → rules as "
              "history → profile planning; no connector configured), while the next page is fetched. The first "

@@ -3,8 +3,9 @@ pointed here (`StripeClient(..., base_addresses={"api": fake.url})`).
 
 It speaks Stripe's shapes: form-encoded requests (`enabled_events[0]=…`), objects with
 `id`/`object`, list objects (`{"object": "list", "data", "has_more", "url"}`) paged with
-`limit`/`starting_after`, and Stripe's error document with 401 for a wrong key. Routes
-are a table (ROUTES): add a (method, path regex, handler) entry and a handler per object.
+`limit`/`starting_after`, Stripe's error document with 401 for a wrong key, and 429 past
+`rate_per_second` API requests in any second (Stripe's per-account limit), with no
+Retry-After. Routes are a table (ROUTES): add a (method, path regex, handler) entry and a handler per object.
 
     with FakeStripe(key="sk_test_ok") as stripe_api:
         settings.STRIPE_API_BASE = stripe_api.url
@@ -18,7 +19,7 @@ import secrets
 import time
 from urllib.parse import parse_qsl
 
-from standins.loopback import Call, LoopbackServer
+from standins.loopback import Call, LoopbackServer, RollingLimit
 
 
 def form(call: Call) -> dict:
@@ -68,9 +69,12 @@ class FakeStripe(LoopbackServer):
         ("GET", r"/v1/invoiceitems", "list_invoice_items"),
     ]
 
-    def __init__(self, key: str = "sk_test_standin"):
+    def __init__(self, key: str = "sk_test_standin", rate_per_second: int | None = None):
         super().__init__()
         self.key = key
+        # "The global API rate limit applies to the total API usage per account": every
+        # request counts, not the listings alone (https://docs.stripe.com/rate-limits).
+        self.limit = RollingLimit(rate_per_second, 1.0) if rate_per_second else None
         self.webhook_endpoints: dict[str, dict] = {}
         self._ids = itertools.count(1)
         # Listings, newest first as Stripe lists them: lists of objects, or Generated ones.
@@ -81,9 +85,6 @@ class FakeStripe(LoopbackServer):
         self.invoice_payments: list[dict] = []
         self.invoice_items: list[dict] = []
         self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
-        self.rate_limit: float | None = None  # list requests per second; above it, 429
-        self._window: list[float] = []
-        self.throttled = 0
 
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Bearer {self.key}"
@@ -92,6 +93,18 @@ class FakeStripe(LoopbackServer):
         if status == 401:
             message = "Invalid API Key provided: " + message
         return {"error": {"type": "invalid_request_error", "message": message}}
+
+    @property
+    def throttled(self) -> int:
+        """API requests refused with 429 for the per-second limit."""
+        return self.limit.throttled if self.limit else 0
+
+    def refusal(self, wait: float) -> tuple[int, object, dict]:
+        # Stripe's rate-limit page names no Retry-After: it asks clients to back off
+        # exponentially (https://docs.stripe.com/rate-limits, "Handling limiting gracefully").
+        return 429, {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                               "message": "Request rate limit exceeded. Learn more about rate limits "
+                                          "here https://stripe.com/docs/rate-limits."}}, {}
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_standin{next(self._ids):06d}"
@@ -268,24 +281,7 @@ class FakeStripe(LoopbackServer):
             return self.customers.get(customer_id)
         return next((c for c in self.customers if c["id"] == customer_id), None)
 
-    def _throttled(self):
-        """Stripe's answer above the rate limit (a sliding one-second window)."""
-        if not self.rate_limit:
-            return None
-        now = time.monotonic()
-        self._window = [t for t in self._window if now - t < 1.0]
-        if len(self._window) >= self.rate_limit:
-            self.throttled += 1
-            return 429, {"error": {"type": "invalid_request_error", "code": "rate_limit",
-                                   "message": "Request rate limit exceeded. Learn more about rate limits "
-                                              "here https://stripe.com/docs/rate-limits."}}
-        self._window.append(now)
-        return None
-
     def _listing(self, call: Call, objects, url: str, keep):
-        limited = self._throttled()
-        if limited:
-            return limited
         limit = min(100, max(1, int(_one(call, "limit") or 10)))
         after = _one(call, "starting_after")
         start = (_index(objects, after) + 1) if after else 0

@@ -1,4 +1,4 @@
-"""ActiveCampaign's and HubSpot's stand-ins hold the documented limits as the tools do:
+"""The stand-ins hold the tools' documented limits as the tools do:
 counted as the requests arrive, refused with 429 past them, the refusal not counted."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import requests
 from standins.activecampaign import FakeActiveCampaign
 from standins.chargebee import FakeChargebee
 from standins.hubspot import FakeHubSpot
+from standins.stripe import FakeStripe
 
 
 def test_activecampaign_takes_five_requests_a_second_and_asks_for_a_pause_past_them():
@@ -55,3 +56,14 @@ def test_chargebee_takes_its_plans_requests_a_minute_then_refuses_without_a_retr
         assert statuses == [200] * 150 + [429] and refused.status_code == 429
         assert refused.json()["api_error_code"] == "api_request_limit_exceeded"
         assert "Retry-After" not in refused.headers and cb.throttled == 2
+
+
+def test_stripe_takes_its_accounts_requests_a_second_then_refuses_without_a_retry_after():
+    with FakeStripe(key="sk_test_k", rate_per_second=25) as stripe_api:  # a sandbox's limit
+        with requests.Session() as http:
+            http.headers["Authorization"] = "Bearer sk_test_k"
+            statuses = [http.get(f"{stripe_api.url}/v1/customers", timeout=5).status_code for _ in range(26)]
+            refused = http.get(f"{stripe_api.url}/v1/account", timeout=5)  # one count for the whole API
+        assert statuses == [200] * 25 + [429] and refused.status_code == 429
+        assert refused.json()["error"]["message"].startswith("Request rate limit exceeded")
+        assert "Retry-After" not in refused.headers and stripe_api.throttled == 2
