@@ -179,10 +179,8 @@ def push_when_due(hub: Hub, now: datetime) -> None:
     worker was killed running out. Without it such a row would wait for the backstop after,
     up to a minute longer, when no new webhook brings a push."""
     until = now + timedelta(seconds=BACKSTOP_INTERVAL_S)
-    for name in outbox.enabled_connectors(hub.settings):
-        due = outbox.next_due_at(hub.storage, name, now, until)
-        if due is not None:
-            hub.queues.push_at_due(name, (due - now).total_seconds())
+    for name, due in outbox.next_due_at(hub.storage, outbox.enabled_connectors(hub.settings), now, until).items():
+        hub.queues.push_at_due(name, (due - now).total_seconds())
 
 
 def dashboard_job() -> dict:

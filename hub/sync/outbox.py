@@ -518,8 +518,12 @@ def _plan_owed(storage, settings, connector, at: datetime) -> None:
 
 
 def _due(connector_name: str, at: datetime):
-    return (Delivery.connector == connector_name, Delivery.status.in_((QUEUED, RETRYING)),
-            Delivery.next_attempt_at <= at)
+    return (Delivery.connector == connector_name, *_open_by(at))
+
+
+def _open_by(at: datetime):
+    """Deliveries still to be sent that fall due by `at`, of any tool."""
+    return Delivery.status.in_((QUEUED, RETRYING)), Delivery.next_attempt_at <= at
 
 
 LINGER_STEP_S = 0.25
@@ -553,12 +557,19 @@ def _due_count(storage, connector, rows: int, at: datetime | None = None) -> tup
         return tuple(session.execute(select(func.count(), func.min(due.c.next_attempt_at))).one())
 
 
-def next_due_at(storage, connector_name: str, after: datetime, until: datetime) -> datetime | None:
-    """When the first open delivery of the tool falls due after `after`, up to `until`: a
-    retry's backoff ends, or the lease of a push whose worker died runs out."""
+def next_due_at(storage, connector_names: list[str], after: datetime, until: datetime) -> dict[str, datetime]:
+    """When each tool's first open delivery falls due after `after`, up to `until` (a
+    retry's backoff ends, or the lease of a push whose worker died runs out); tools with
+    none are left out. One grouped query serves every tool."""
+    if not connector_names:
+        return {}
     with storage.session() as session:
-        return session.scalar(select(func.min(Delivery.next_attempt_at)).where(
-            *_due(connector_name, until), Delivery.next_attempt_at > after))
+        rows = session.execute(
+            select(Delivery.connector, func.min(Delivery.next_attempt_at))
+            .where(Delivery.connector.in_(connector_names), *_open_by(until),
+                   Delivery.next_attempt_at > after)
+            .group_by(Delivery.connector)).all()
+    return dict(rows)
 
 
 def _claim(storage, connector, at: datetime,
