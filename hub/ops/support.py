@@ -67,9 +67,10 @@ def enabled_connectors(settings) -> list[str]:
     return outbox.enabled_connectors(settings)
 
 
-def profile_tools(settings) -> list[str]:
-    """The enabled connectors that take profile updates (the "send again" buttons)."""
-    return [name for name in enabled_connectors(settings)
+def profile_tools(settings, enabled: list[str] | None = None) -> list[str]:
+    """The enabled connectors (`enabled`, when the caller has read them already) that take
+    profile updates (the "send again" buttons)."""
+    return [name for name in (enabled if enabled is not None else enabled_connectors(settings))
             if "profile" in connectors.load_mapping(settings, name)["send"]]
 
 

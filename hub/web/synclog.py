@@ -415,10 +415,10 @@ def subscriber(subscriber_id: int):
         if person is None:
             abort(404, description=f"No subscriber #{subscriber_id}.")
         page = synclog.story(session, subscriber_id, before=request.args.get("before"), limit=PAGE_SIZE)
-        tools = support.profile_tools(hub.settings)
-        return render_template("subscriber.html", s=person, page=page, items=page.rows, tools=tools,
-                               owed=synclog.owed_profiles_of(session, subscriber_id),
-                               enabled=support.enabled_connectors(hub.settings),
+        enabled = support.enabled_connectors(hub.settings)
+        return render_template("subscriber.html", s=person, page=page, items=page.rows,
+                               tools=support.profile_tools(hub.settings, enabled),
+                               owed=synclog.owed_profiles_of(session, subscriber_id), enabled=enabled,
                                currency=person.currency or next(
                                    (x.currency for x in person.subscriptions if x.currency), None),
                                stage_reason=readmodel.stage_reason(person, rules.current_params(hub.settings)))
