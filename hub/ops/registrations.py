@@ -35,6 +35,7 @@ from connectors.klaviyo import KlaviyoConnector, _unvalidated
 from hub.config import Settings
 from hub.models import Checkpoint
 from hub.ops.dashboard import REGISTRATIONS
+from hub.queues import running_redis
 from hub.sync import outbox
 from webhooks.recharge import api as recharge_api
 from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
@@ -260,15 +261,16 @@ def check_recharge(settings) -> Check:
 
 
 # How long a check or install waits out a tool's 429s in all (ActiveCampaign's Retry-After
-# may ask for half a minute): its limit is shared with the running hub's pushes, which this
-# process's limiter cannot see.
+# may ask for half a minute): the tool may count requests this process cannot see.
 INSTALL_PATIENCE_S = 120.0
 
 
 def _connector(settings, name):
-    """The tool's connector, paced by this process's limiter: the check and the install
-    that follows it count against one window, as the tool counts them."""
-    connector = connectors.build(name, settings, outbox.limiter_for(None))
+    """The tool's connector. Its limit is the account's, shared with the running hub's pushes:
+    while that hub's Redis answers, the check and the install take their places in the
+    workers' windows (and keep to any pause a 429 set there), so neither meets a 429 on the
+    other's account; without it, this process's own limiter paces them."""
+    connector = connectors.build(name, settings, outbox.limiter_for(running_redis(settings)))
     connector.patience = INSTALL_PATIENCE_S
     return connector
 

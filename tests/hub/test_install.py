@@ -7,14 +7,16 @@ from dataclasses import fields
 from datetime import date
 
 import pytest
+import redis as redis_lib
 import yaml
 from click.testing import CliRunner
 
+import connectors
 from hub.commands import install
 from hub.config import Settings
 from hub.db.engine import Storage
 from hub.ops import registrations
-from hub.sync import compliance
+from hub.sync import compliance, outbox
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
@@ -325,8 +327,9 @@ def test_contract_topics_are_registered_only_when_the_hubs_app_owns_the_contract
 
 
 def test_activecampaign_busy_with_the_running_hub_s_pushes_is_waited_for_not_failed(every_tool):
-    # The account's 5 requests a second are shared with the hub's pushes, which this command's
-    # limiter does not see: ActiveCampaign refuses two requests and asks for a second's pause.
+    # The account's 5 requests a second are shared with requests this command cannot count
+    # (another app's, or a hub's whose Redis does not answer): ActiveCampaign refuses two
+    # requests and asks for a second's pause.
     every_tool.ac.set_up(HUB_PROPERTIES)  # the fields made by an earlier run; the stage tags are not
     every_tool.ac.fail(429, retry_after=1, times=2)
     check = registrations.install_activecampaign(every_tool.settings())
@@ -334,6 +337,24 @@ def test_activecampaign_busy_with_the_running_hub_s_pushes_is_waited_for_not_fai
     assert "created" in check.message and {t["tag"] for t in every_tool.ac.tags.values()} >= {"Hub stage: new"}
     assert [c.status for c in every_tool.ac.calls[:3]] == [429, 429, 200]  # each waited for, then asked again
     assert every_tool.ac.throttled == 0  # and its own requests kept to the limit
+
+
+def test_beside_a_running_hub_the_install_waits_in_its_workers_windows_and_meets_no_429(every_tool, redis_server):
+    redis = redis_lib.Redis.from_url(redis_server.url)
+    redis.flushdb()
+    every_tool.ac.set_up(HUB_PROPERTIES)
+    # The running hub's workers have just spent this second's 5 ActiveCampaign requests,
+    # each counted in their Redis window as it went out.
+    workers = connectors.build("activecampaign", every_tool.settings(REDIS_URL=redis_server.url),
+                               outbox.limiter_for(redis))
+    try:
+        assert all(workers._request("GET", "/fields", params={"limit": 1})[1] is not None for _ in range(5))
+    finally:
+        workers.close()
+    check = registrations.install_activecampaign(every_tool.settings(REDIS_URL=redis_server.url))
+    assert check.status == registrations.OK, check.message
+    assert "created" in check.message
+    assert [c.status for c in every_tool.ac.calls].count(429) == 0 and every_tool.ac.throttled == 0
 
 
 def test_a_hubspot_plan_that_allows_more_is_told_how_to_use_it(database_url):
