@@ -25,6 +25,15 @@ _LISTING = re.compile(r"\b(?P<connection>customers|subscriptionContracts|orders)
 _UPDATED_AFTER = re.compile(r"updated_at:>'(?P<at>[^']+)'")
 # Query cost of one node of the hub's listing queries (object 1, nested connections 2 + first × node).
 _NODE_COST = {"customers": 3, "subscriptionContracts": 25, "orders": 66}
+# What Shopify answers when a query fails on its side (HTTP 200 with top-level errors), as
+# recorded in https://community.shopify.com/c/shopify-apis-and-sdks/760-internal-errors-when-calling-shopify-graphql-api/m-p/1130424:
+# tests and the demo set `errors` to it for an Admin API that fails in a way no wait mends.
+_REQUEST_ID = "3221c58f-3446-4843-a452-a517787121c6"
+INTERNAL_ERROR = [{"message": "Internal error. Looks like something went wrong on our end.\nRequest ID: "
+                              f"{_REQUEST_ID} (include this in support requests).",
+                   "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": _REQUEST_ID}}]
+# The hub's single contract query asks 1 + 1 + 1 + (2 + 50 × 2) + 1 (webhooks/shopify/api.py).
+CONTRACT_REQUESTED = 106
 
 
 def contract_node(gid: str, **overrides) -> dict:
@@ -306,7 +315,8 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             # An id the shop does not hold answers null, as a query by id does
             # (https://shopify.dev/docs/api/admin-graphql/latest/queries/inventoryItem).
             gid = (body.get("variables") or {}).get("id", "")
-            return 200, {"data": {"inventoryItem": self.inventory_items.get(gid)}}
+            item = self.inventory_items.get(gid)
+            return self._costed(3, 3 if item else 1, {"inventoryItem": item})  # item, variant, product
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
         if not self.can_read_contracts():
@@ -315,9 +325,12 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         node = self.contracts[gid] if gid in self.contracts else contract_node(gid)
         if not self.owned(gid):
             node = None
-        cost = {"requestedQueryCost": 12, "actualQueryCost": 6,
-                "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1994, "restoreRate": 100.0}}
-        return 200, {"data": {"subscriptionContract": node}, "extensions": {"cost": cost}}
+        lines = len(((node or {}).get("lines") or {}).get("nodes") or [])
+        # The hub's contract query: the contract, its customer, billing policy and payment
+        # method (1 each) and `lines(first: 50)` (2 + 50 × line and its price) asked; the
+        # lines there are, paid.
+        return self._costed(CONTRACT_REQUESTED, 6 + 2 * lines if node else 1,
+                            {"subscriptionContract": node})
 
     def version_served(self, path: str) -> str | None:
         """The API version a GraphQL path is answered in (None: not an Admin API path)."""
@@ -335,6 +348,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self.listed: dict[str, list[dict]] = {"customers": [], "subscriptionContracts": [], "orders": []}
         self.bucket_size, self.restore_rate = 2000.0, 100.0
         self._available, self._bucket_at = 2000.0, time.monotonic()
+        self._bucket_lock = threading.Lock()
         self.throttled = 0
 
     def listing_answer(self, body: dict) -> tuple[int, dict]:
@@ -343,17 +357,9 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         first = min(250, int(variables.get("first") or 50))
         counted = f"{connection}Count(" in query
         requested = 2 + first * _NODE_COST[connection] + (1 if counted else 0)
-        now = time.monotonic()
-        self._available = min(self.bucket_size, self._available + (now - self._bucket_at) * self.restore_rate)
-        self._bucket_at = now
-        status = {"maximumAvailable": self.bucket_size, "restoreRate": self.restore_rate}
-        if requested > self._available:
-            self.throttled += 1
-            cost = {"requestedQueryCost": requested, "actualQueryCost": None,
-                    "throttleStatus": {**status, "currentlyAvailable": int(self._available)}}
-            return 200, {"errors": [{"message": "Throttled", "extensions": {
-                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                "extensions": {"cost": cost}}
+        refused = self._throttled(requested)
+        if refused:
+            return refused
         nodes = self.listed[connection]
         if connection == "subscriptionContracts":
             if not self.can_read_contracts():
@@ -365,16 +371,51 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             nodes = [n for n in nodes if datetime.fromisoformat(n["updatedAt"]) > after]
         start = int(variables["after"].removeprefix("cursor:")) if variables.get("after") else 0
         page = nodes[start:start + first]
-        actual = 2 + len(page) * _NODE_COST[connection] + (1 if counted else 0)
-        self._available -= actual
         end = start + len(page)
         data = {connection: {"nodes": page, "pageInfo": {"hasNextPage": end < len(nodes),
                                                         "endCursor": f"cursor:{end}" if page else None}}}
         if counted:
             data[f"{connection}Count"] = {"count": len(nodes), "precision": "EXACT"}
-        cost = {"requestedQueryCost": requested, "actualQueryCost": actual,
-                "throttleStatus": {**status, "currentlyAvailable": int(self._available)}}
-        return 200, {"data": data, "extensions": {"cost": cost}}
+        return 200, {"data": data, "extensions": {"cost": self._spend(
+            requested, 2 + len(page) * _NODE_COST[connection] + (1 if counted else 0))}}
+
+    # One bucket for every query the hub sends, listings or not: "each app-store pair has a
+    # bucket" (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits). A query is
+    # refused THROTTLED when it asks more than is left, and pays what it actually cost.
+
+    def spend(self, points: float) -> None:
+        """Another call of the app on this store (a backfill's listing beside) spends `points`."""
+        self._throttled(0.0)  # the bucket refilled up to now
+        self._spend(0.0, points)
+
+    def _throttled(self, requested: float) -> tuple[int, dict] | None:
+        """THROTTLED, with the bucket's state, for a query asking more than is left; else None."""
+        with self._bucket_lock:
+            now = time.monotonic()
+            self._available = min(self.bucket_size, self._available + (now - self._bucket_at) * self.restore_rate)
+            self._bucket_at = now
+            if requested <= self._available:
+                return None
+            self.throttled += 1
+            cost = {"requestedQueryCost": requested, "actualQueryCost": None, "throttleStatus": self._status()}
+        return 200, {"errors": [{"message": "Throttled", "extensions": {
+            "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+            "extensions": {"cost": cost}}
+
+    def _spend(self, requested: float, actual: float) -> dict:
+        """Take a served query's actual cost from the bucket; the answer's `extensions.cost`."""
+        with self._bucket_lock:
+            self._available -= actual
+            return {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": self._status()}
+
+    def _status(self) -> dict:
+        return {"maximumAvailable": self.bucket_size, "currentlyAvailable": int(self._available),
+                "restoreRate": self.restore_rate}
+
+    def _costed(self, requested: float, actual: float, data: dict) -> tuple[int, dict]:
+        """A single-object query's answer, or THROTTLED when the bucket lacks what it asks."""
+        refused = self._throttled(requested)
+        return refused or (200, {"data": data, "extensions": {"cost": self._spend(requested, actual)}})
 
     def _handler(self):
         fake = self

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from hub.db.unit import UnitOfWork
 from hub.models import InboxEvent, Subscriber
 from hub.sync.inbox import drain_inbox
-from standins.shopify import FakeShopifyAdmin
+from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.samples import API_HEADERS, load_sample, post
 
 
@@ -37,13 +37,13 @@ def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
         hub.settings.SHOPIFY_OWNS_CONTRACTS = True
-        admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
+        admin.errors = INTERNAL_ERROR
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-contract-2")
         drain_inbox(hub.storage, hub.settings)
         with hub.storage.session() as s:
             row = s.scalar(select(InboxEvent))
-            assert row.status == "failed" and "Throttled" in row.error
+            assert row.status == "failed" and "INTERNAL_SERVER_ERROR" in row.error
             assert s.scalar(select(Subscriber)) is None
 
         admin.errors = None

@@ -57,7 +57,7 @@ try:  # an optional part: the stand-ins and what they need come with the [demo] 
     from standins.hubspot import FakeHubSpot
     from standins.klaviyo import FakeKlaviyo
     from standins.payloads import PLATFORMS
-    from standins.shopify import FakeShopifyAdmin
+    from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 except ModuleNotFoundError as exc:
     MISSING: str | None = exc.name
 else:
@@ -68,14 +68,11 @@ SWEEP_TIME = timedelta(hours=23, minutes=30)  # each simulated day's sweep runs 
 DRAIN_TIMEOUT = 600.0
 POSTERS = 4  # connections posting at once (the web server runs 2 processes)
 # A bad quarter of an hour halfway through, so the sync log's replay, retry and resend have
-# real failures to work on: the roastery's stock changes while Shopify's Admin API throttles the
-# hub's inventory-item lookups (those webhooks fail) and ActiveCampaign refuses the API key
-# (those deliveries give up).
-INCIDENT_EVENTS = 3  # products whose stock change reaches the hub during the throttling
+# real failures to work on: the roastery's stock changes while Shopify's Admin API fails the
+# hub's inventory-item lookups with an internal error (those webhooks fail) and ActiveCampaign
+# refuses the API key (those deliveries give up).
+INCIDENT_EVENTS = 3  # products whose stock change reaches the hub during Shopify's incident
 INCIDENT_DELIVERIES = 3  # ActiveCampaign contact syncs answered 403
-# What Shopify answers when a query exceeds the cost bucket (https://shopify.dev/docs/api/usage/rate-limits).
-THROTTLED = [{"message": "Throttled", "extensions": {"code": "THROTTLED",
-                                                     "documentation": "https://shopify.dev/api/usage/rate-limits"}}]
 # ActiveCampaign's answer to a key it does not accept (standins/activecampaign.py).
 REFUSED_KEY = "You are not authorized to access this resource"
 # A folder holding this file was made by the demo: only such a folder is emptied at a start.
@@ -355,7 +352,7 @@ class Demo:
                 "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
                             "product": {"id": f"gid://shopify/Product/{product}"}}}
         stock = [("webhook", shopify.inventory(plan, 0, day + timedelta(hours=9))) for plan in plans]
-        admin.errors = THROTTLED
+        admin.errors = INTERNAL_ERROR
         try:
             self._post_items(stock)
             self._wait_inbox()
@@ -466,8 +463,9 @@ class Demo:
                                    .where(Delivery.status == DEAD).order_by(Delivery.id.desc())).all()
         lines = []
         if failed:
+            first_line = failed[0].error.splitlines()[0]
             lines.append(f"Replay:     {len(failed)} event{'s' if len(failed) > 1 else ''} failed "
-                         f"(e.g. #{failed[0].id}: {failed[0].error}): {self.url}/sync-log/failed-events")
+                         f"(e.g. #{failed[0].id}: {first_line}): {self.url}/sync-log/failed-events")
         if dead:
             tool = tool_name(dead[0].connector)
             lines.append(f"Retry:      {len(dead)} deliver{'ies' if len(dead) > 1 else 'y'} gave up "

@@ -20,7 +20,7 @@ from hub.sync import outbox
 from hub.sync.inbox import drain_inbox
 from hub.web import auth
 from standins.klaviyo import FakeKlaviyo
-from standins.shopify import FakeShopifyAdmin
+from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.hub.ops.test_consent import withdrawal_klaviyo_missed
 from tests.hub.web.conftest import PASSWORD, add_staff
 from tests.hub.web.shop import Shop, days_ago
@@ -140,7 +140,7 @@ def test_an_operator_replays_a_failed_event(page, client, hub):
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_browser"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
         hub.settings.SHOPIFY_OWNS_CONTRACTS = True
-        admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
+        admin.errors = INTERNAL_ERROR
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-browser-replay")
         drain_inbox(hub.storage, hub.settings)
@@ -148,7 +148,7 @@ def test_an_operator_replays_a_failed_event(page, client, hub):
         log_in(page, "olive@shop.test")
         page.get_by_role("link", name="Failed events").click()
         row = page.locator("tr", has_text="subscription_contracts/create")
-        expect(row).to_contain_text("Throttled")
+        expect(row).to_contain_text("Internal error")
         row.get_by_role("button", name="Replay").click()
         expect(page.get_by_role("status").first).to_contain_text("it worked this time")
     expect(page.get_by_text("No failed events.")).to_be_visible()
@@ -158,7 +158,7 @@ def test_an_operator_replays_a_failed_event(page, client, hub):
     expect(page.get_by_role("heading", name=re.compile("Bob Biller|bob@biller.com"))).to_be_visible()
     # The failed attempt stays in the event's history, under the replay that worked.
     event = page.locator("li.item.event", has_text="subscription_contracts/create")
-    expect(event.locator(".attempt-head").first).to_have_text(re.compile(r"Attempt 1, .*: failed — .*Throttled"))
+    expect(event.locator(".attempt-head").first).to_have_text(re.compile(r"Attempt 1, .*: failed — .*Internal error"))
     expect(event.locator(".attempt-head").nth(1)).to_have_text(re.compile(r"Attempt 2, .*: replayed, processed"))
     expect(event).to_contain_text("Subscription Example T-Shirt: created (active)")
     # The subscription is named by its product, not by the selling plan's delivery text.

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from hub.errors import HubError
 from hub.models import UNINSTALLED, Checkpoint
+from webhooks.listing import Pacer
 
 # `email` and `phone` are deprecated on Customer since 2025-04 (defaultEmailAddress /
 # defaultPhoneNumber) but still answered, and unlike the new fields they exist in every
@@ -115,10 +116,12 @@ def contract_gid(contract_id) -> str:
 
 
 def fetch_contract(settings, contract_id) -> dict:
-    """The subscription contract as a plain dict (the GraphQL node); raises ShopifyAPIError."""
+    """The subscription contract as a plain dict (the GraphQL node); raises ShopifyAPIError.
+    Paced by the app's query-cost bucket on the store (a billing run sends a burst of
+    contract and attempt webhooks), waiting out THROTTLED answers."""
     gid = contract_gid(contract_id)
     try:
-        data = execute(settings, CONTRACT_QUERY, {"id": gid})
+        data = shared_pacer(settings).execute(settings, "contract", CONTRACT_QUERY, {"id": gid})
     except ShopifyAPIError as exc:
         if "ACCESS_DENIED" in exc.codes:
             raise ContractNotReadable(f"subscription contract {gid}: {exc}", codes=exc.codes) from exc
@@ -163,6 +166,66 @@ def execute(settings, query: str, variables: dict | None = None, extensions: dic
         codes = tuple(str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict))
         raise ShopifyAPIError("; ".join(_error_message(e) for e in errors), codes=codes)
     return answer.get("data") or {}
+
+
+# --- calculated query cost ---------------------------------------------------------------------
+
+THROTTLED_RETRIES = 8
+
+
+class CostPacer:
+    """Admin GraphQL calls paced by the calculated query cost Shopify reports.
+
+    Every answer's `extensions.cost` says what the query asked (`requestedQueryCost`) and what
+    is left in the bucket (`throttleStatus`: maximumAvailable, currentlyAvailable, restoreRate;
+    100 points/s on Standard plans, 1,000 on Plus;
+    https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits). A query waits until the
+    bucket holds what its kind asked last time; a THROTTLED answer (the query was not run)
+    waits for the bucket to refill and asks again, up to THROTTLED_RETRIES times."""
+
+    def __init__(self, pacer: Pacer | None = None):
+        # Until the first answer says otherwise: the Standard plan's bucket.
+        self.pacer = pacer or Pacer(100.0, burst=2000.0)
+        self.requested: dict[str, float] = {}
+
+    def execute(self, settings, kind: str, query: str, variables: dict | None = None) -> dict:
+        """`data` of the query (as `execute`), `kind` naming its usual cost."""
+        for attempt in range(THROTTLED_RETRIES + 1):
+            self.pacer.take(min(self.requested.get(kind, 0.0), self.pacer.burst))
+            extensions: dict = {}
+            try:
+                data = execute(settings, query, variables, extensions=extensions)
+            except ShopifyAPIError as exc:
+                self._account(kind, extensions)
+                if "THROTTLED" not in exc.codes or attempt == THROTTLED_RETRIES:
+                    raise
+                if not (extensions.get("cost") or {}).get("throttleStatus"):
+                    self.pacer.hold(1.0)  # no bucket state to wait by: a second restores ~100 points
+                continue  # the bucket was synced from the answer: take() waits for it
+            self._account(kind, extensions)
+            return data
+        raise AssertionError("unreachable")
+
+    def _account(self, kind: str, extensions: dict) -> None:
+        cost = extensions.get("cost") or {}
+        status = cost.get("throttleStatus") or {}
+        if cost.get("requestedQueryCost") is not None:
+            self.requested[kind] = float(cost["requestedQueryCost"])
+        if status.get("currentlyAvailable") is not None:
+            self.pacer.sync(status["currentlyAvailable"], status.get("restoreRate"),
+                            status.get("maximumAvailable"))
+
+
+_pacers: dict[tuple[str, str], CostPacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def shared_pacer(settings) -> CostPacer:
+    """The process's CostPacer for the store: the app has one bucket there, which every
+    worker call (contract fetches, inventory lookups, billing attempts) draws on."""
+    key = (settings.SHOPIFY_SHOP or "", settings.SHOPIFY_ADMIN_URL or "")
+    with _pacers_lock:
+        return _pacers.setdefault(key, CostPacer())
 
 
 def _post_graphql(settings, token: str, query: str, variables: dict | None) -> tuple[str, str | None]:

@@ -8,11 +8,9 @@ Each node is wrapped as the REST-shaped webhook body of its topic (`customers/up
 webhooks.shopify.webhook normalizes it unchanged; a contract carries its node under "contract",
 so ENRICH fetches nothing. The dedupe id is (gid, updatedAt).
 
-Rate limit: Shopify's calculated query cost. Every answer's `extensions.cost` says what
-the query cost and what is left in the bucket (`throttleStatus`: maximumAvailable,
-currentlyAvailable, restoreRate — 100 points/s on Standard plans, 1,000 on Plus); the
-next query waits until the bucket holds what it asked for last time, and a THROTTLED
-answer waits for the bucket to refill and asks again.
+Rate limit: Shopify's calculated query cost, paced by a CostPacer of the run's own
+(webhooks.shopify.api): each page waits until the bucket holds what its stream asked last
+time, and a THROTTLED answer waits for the bucket to refill and asks again.
 """
 from __future__ import annotations
 
@@ -22,8 +20,6 @@ from hub.values import utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
 from webhooks.shopify import api as shopify_api
 from webhooks.shopify.webhook import NAME
-
-RETRIES = 8
 
 _CUSTOMER = """id legacyResourceId email firstName lastName phone createdAt updatedAt
       emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
@@ -72,9 +68,8 @@ class Client:
 
     def __init__(self, settings, pacer: Pacer | None = None):
         self.settings = settings
-        # Until the first answer says otherwise: the Standard plan's bucket.
-        self.pacer = pacer or Pacer(100.0, burst=2000.0)
-        self.requested: dict[str, float] = {}
+        self.paced = shopify_api.CostPacer(pacer)  # the run's own: its waits are the run's report
+        self.pacer = self.paced.pacer
         self.counted: set[str] = set()
 
     def page(self, stream: str, cursor: dict | None, since: datetime | None) -> Page:
@@ -84,7 +79,7 @@ class Client:
         with_count = bool(count) and stream not in self.counted
         variables = {"first": size, "after": (cursor or {}).get("after"),
                      "query": f"updated_at:>'{since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}'" if since else None}
-        data = self._execute(stream, list_query(stream, with_count), variables)
+        data = self.paced.execute(self.settings, stream, list_query(stream, with_count), variables)
         self.counted.add(stream)
         found = data[connection]
         info = found.get("pageInfo") or {}
@@ -92,30 +87,6 @@ class Client:
         total = (data.get(count) or {}).get("count") if with_count else None
         following = {"after": info["endCursor"]} if info.get("hasNextPage") and info.get("endCursor") else None
         return Page(items, following, total)
-
-    def _execute(self, stream: str, query: str, variables: dict) -> dict:
-        for attempt in range(RETRIES + 1):
-            self.pacer.take(min(self.requested.get(stream, 0.0), self.pacer.burst))
-            extensions: dict = {}
-            try:
-                data = shopify_api.execute(self.settings, query, variables, extensions=extensions)
-            except shopify_api.ShopifyAPIError as exc:
-                self._account(stream, extensions)
-                if "THROTTLED" not in str(exc) or attempt == RETRIES:
-                    raise
-                continue  # the bucket was synced from the answer: take() waits for it
-            self._account(stream, extensions)
-            return data
-        raise AssertionError("unreachable")
-
-    def _account(self, stream: str, extensions: dict) -> None:
-        cost = extensions.get("cost") or {}
-        status = cost.get("throttleStatus") or {}
-        if cost.get("requestedQueryCost") is not None:
-            self.requested[stream] = float(cost["requestedQueryCost"])
-        if status.get("currentlyAvailable") is not None:
-            self.pacer.sync(status["currentlyAvailable"], status.get("restoreRate"),
-                            status.get("maximumAvailable"))
 
 
 # --- wrapping nodes as the webhooks carry them ---------------------------------------------

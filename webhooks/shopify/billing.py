@@ -3,7 +3,8 @@ billing attempt on the dunning cadence (mode `orchestrate`), and the product of 
 inventory item (inventory webhooks name the item only).
 
 Declared in webhooks.shopify.SOURCE; GraphQL goes through ShopifyAPI
-(webhooks.shopify.api.execute), against the Admin API stand-in in tests.
+(webhooks.shopify.api), paced by the app's query-cost bucket on the store (shared_pacer),
+against the Admin API stand-in in tests.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
     contract = payment.subscription_source_id
     if not contract:
         raise shopify_api.ShopifyAPIError(f"billing attempt {payment.source_id} names no contract")
-    data = shopify_api.execute(settings, BILLING_ATTEMPT, {
+    data = shopify_api.shared_pacer(settings).execute(settings, "billing_attempt", BILLING_ATTEMPT, {
         "contract": shopify_api.contract_gid(contract),
         # Shopify keeps idempotency keys for a while; it caps their length.
         "input": {"idempotencyKey": idempotency_key[:255]},
@@ -71,6 +72,7 @@ def inventory_item_products(settings, item_id: str) -> dict:
     if not shopify_api.is_configured(settings):
         return {}
     gid = item_id if str(item_id).startswith("gid://") else f"gid://shopify/InventoryItem/{item_id}"
-    item = shopify_api.execute(settings, INVENTORY_ITEM, {"id": gid}).get("inventoryItem") or {}
+    item = shopify_api.shared_pacer(settings).execute(settings, "inventory", INVENTORY_ITEM,
+                                                      {"id": gid}).get("inventoryItem") or {}
     variant = item.get("variant") or {}
     return {"variant_id": _number(variant.get("id")), "product_id": _number((variant.get("product") or {}).get("id"))}

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from hub.models import Delivery, DeliveryAttempt, InboxEvent, ProfileDue, Subscriber
 from hub.ops import synclog
 from hub.sync.inbox import drain_inbox
-from standins.shopify import FakeShopifyAdmin
+from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
 from tests.samples import load_sample, post, stripe_event
@@ -291,12 +291,12 @@ def test_a_failed_event_is_replayed_by_an_operator(operator, client, hub):
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
         hub.settings.SHOPIFY_OWNS_CONTRACTS = True
-        admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
+        admin.errors = INTERNAL_ERROR
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-replay")
         drain_inbox(hub.storage, hub.settings)
         page = text_of(operator.get("/sync-log/failed-events"))
-        assert "subscription_contracts/create" in page and "Throttled" in page
+        assert "subscription_contracts/create" in page and "Internal error" in page
         with hub.storage.session() as s:
             row_id = s.scalar(select(InboxEvent.id).where(InboxEvent.status == "failed"))
         admin.errors = None

@@ -12,7 +12,7 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
-from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin, contract_node
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
@@ -488,8 +488,9 @@ def test_enrich_without_shopify_credentials_leaves_the_payload(admin):
 
 
 def test_graphql_errors_raise_with_shopifys_message(admin, settings):
-    admin.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
-    with pytest.raises(ShopifyAPIError, match=r"Throttled \(THROTTLED\)"):
+    admin.errors = INTERNAL_ERROR
+    with pytest.raises(ShopifyAPIError, match=r"Internal error\. Looks like something went wrong on our end\.\n"
+                                              r"Request ID: .* \(INTERNAL_SERVER_ERROR\)"):
         shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
 
 
@@ -576,3 +577,17 @@ def test_the_stand_in_refuses_to_bill_another_apps_contract(settings):
         with pytest.raises(ShopifyAPIError, match="does not exist"):
             shopify_billing.create_billing_attempt(settings, payment, "key-1")
         assert other.attempts == []
+
+
+def test_a_billing_runs_burst_of_contract_webhooks_waits_for_the_bucket_and_fetches_every_contract(admin, settings):
+    # The app's bucket on the store is nearly spent (a reconciliation's listing beside): the
+    # contract query asks 106 points, more than is left, and each fetch pays about 8.
+    admin.spend(1950)
+    payload = sample("subscription_billing_attempts_success")
+    enriched = [shopify.ENRICH["subscription_billing_attempts/success"](
+        {**payload, "subscription_contract_id": 9_000_000 + i, "admin_graphql_api_subscription_contract_id": None},
+        settings) for i in range(25)]
+    assert [e["contract"]["id"] for e in enriched] == [
+        f"gid://shopify/SubscriptionContract/{9_000_000 + i}" for i in range(25)]
+    # The hub waited for the bucket, as its answers said, rather than ask into a THROTTLED.
+    assert admin.throttled <= 1

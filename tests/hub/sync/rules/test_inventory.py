@@ -8,6 +8,7 @@ from sqlalchemy import select
 from hub.db.unit import UnitOfWork
 from hub.models import Delivery, InboxEvent, Trigger
 from hub.sync.inbox import drain_inbox
+from standins.shopify import INTERNAL_ERROR
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import load_sample, post
 
@@ -68,7 +69,7 @@ def test_restock_without_an_earlier_shortage_and_other_items_say_nothing(client,
 
 
 def test_an_unreachable_admin_api_fails_the_row_for_replay(client, hub, shop):
-    shop.errors = [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
+    shop.errors = INTERNAL_ERROR
     status, _ = level(client, hub, 0, "wh-inv-x")
     assert status == "failed"
     shop.errors = None
