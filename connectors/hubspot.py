@@ -27,6 +27,9 @@ from hub.values import header
 API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
 # How HubSpot names an address it refuses in a batch's property validation results.
 INVALID_EMAIL = re.compile(r"Email address (\S+) is invalid")
+# HubSpot's refusal of a subscription status the address already has (400 VALIDATION_ERROR,
+# "<email> is already subscribed to subscription <id>" / "… already unsubscribed from …").
+ALREADY = re.compile(r"is already (?:subscribed to|unsubscribed from) subscription \S+")
 # HubSpot's default lifecycle stages, earliest first.
 LIFECYCLE_ORDER = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
                    "opportunity", "customer", "evangelist"]
@@ -190,6 +193,11 @@ class HubSpotConnector(Connector):
         method = (self.preferences.subscribe if payload["state"] == "subscribed"
                   else self.preferences.unsubscribe)
         result, _ = self._call(method, public_update_subscription_status_request=change)
+        if result.http_status == 400 and ALREADY.search(result.message or ""):
+            # The address has that status already (a HubSpot form, or this change sent before
+            # and its answer lost): what the delivery asked for holds.
+            return Sent(http_status=result.http_status, latency_ms=result.latency_ms, request_id=result.request_id,
+                        message=f"HubSpot already had this address {payload['state']}")
         return result
 
     def consent_status(self, email: str) -> tuple[Result, Holding | None]:

@@ -244,6 +244,14 @@ class FakeHubSpot(LoopbackServer):
         if status == "SUBSCRIBED" and self.subscriptions.get((email, subscription)) == "NOT_SUBSCRIBED":
             return 400, self.error_body(400, f"{email} has opted out of subscription {subscription} "
                                              "and cannot be resubscribed through this API")
+        # A change to the status the address already has is refused, as HubSpot answers it:
+        # 400 VALIDATION_ERROR "<email> is already subscribed to subscription <id>" (or
+        # "already unsubscribed from"), recorded by integrations that met it (e.g. the example
+        # response in a subscribeContact client, and a Mailchimp-to-HubSpot sync that treats it
+        # as done); the API reference documents no such case.
+        if self.subscriptions.get((email, subscription)) == status:
+            done = "subscribed to" if status == "SUBSCRIBED" else "unsubscribed from"
+            return 400, self.error_body(400, f"{email} is already {done} subscription {subscription}")
         self.subscriptions[(email, subscription)] = status
         return 200, {"id": subscription, "name": self.subscription_types[subscription], "description": "",
                      "status": status, "sourceOfStatus": "SUBSCRIPTION_STATUS",

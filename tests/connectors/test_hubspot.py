@@ -80,6 +80,20 @@ def test_consent_given_subscribes_and_withdrawn_unsubscribes(hubspot):
     assert isinstance(again, Failed) and "opted out" in again.message
 
 
+def test_consent_hubspot_already_holds_is_sent_not_failed(hubspot):
+    c = connector(hubspot, subscription_id=FakeHubSpot.MARKETING)
+    # Ada subscribed through a HubSpot form before the store's consent reached the hub.
+    hubspot.fake.subscriptions[("ada@example.com", FakeHubSpot.MARKETING)] = "SUBSCRIBED"
+    given = c.push_batch([consent_item(3, state="subscribed")])[3]
+    assert isinstance(given, Sent), given
+    assert given.message == "HubSpot already had this address subscribed"
+    assert isinstance(c.push_batch([consent_item(4, state="unsubscribed")])[4], Sent)
+    # A withdrawal sent again (its first answer lost on the way) is done, not a failure.
+    again = c.push_batch([consent_item(5, state="unsubscribed")])[5]
+    assert isinstance(again, Sent) and again.message == "HubSpot already had this address unsubscribed"
+    assert [call.status for call in hubspot.fake.calls] == [400, 200, 400]
+
+
 def test_install_names_a_subscription_type_hubspot_does_not_have(hubspot):
     with pytest.raises(RuntimeError, match=f"no subscription type 999 .*{FakeHubSpot.MARKETING} Marketing"):
         connector(hubspot, subscription_id="999").install()
