@@ -29,6 +29,9 @@ QUEUE_NAMES = ("inbox", "outbox", "default", SLOW_PUSH_QUEUE)
 DRAIN_FLAG = "hub:drain-requested"
 PUSH_FLAG = "hub:push-requested:"  # + connector name
 DEFERRED_FLAG = "hub:push-deferred:"  # + connector name: a push waits for the rate limit's window
+REFUSED = "hub:refused:"  # + source + ":" + hour since the epoch: webhooks refused for their signature
+REFUSED_REASON = "hub:refused-reason:"  # + source: why the last one was refused, and when
+REFUSED_KEEP_S = 2 * 86400
 HELD_FLAG = "hub:push-held:"  # + connector name: its rate limit held a push since it last caught up
 HELD_FOR_S = 3600  # a tool that stops being pushed (turned off) leaves the slow queue after this
 PUSH_JOB_TIMEOUT = 300  # seconds; a push may wait for a fuller batch and then call the tool
@@ -156,6 +159,8 @@ class Queues:
         self._connection = None
         self._drain_wanted = threading.Event()
         self._drain_thread = None
+        self._refused: dict[str, list] = {}  # source → [count not yet in Redis, last reason, at]
+        self._refused_thread = None
         self._lock = threading.Lock()
 
     @property
@@ -218,6 +223,61 @@ class Queues:
                 self._drain_wanted.set()  # Redis down: ask again later (the cron backstop also drains)
                 time.sleep(1.0)
             time.sleep(pause)
+
+    def note_refused(self, source: str, reason: str, at: float | None = None) -> None:
+        """Count a webhook refused for its signature. Kept off the request's path (a flood of
+        forged requests, or a Redis that is down, must not slow the webhooks that are signed
+        right): counted here, written to Redis by a background thread each second."""
+        with self._lock:
+            held = self._refused.setdefault(source, [0, "", 0.0])
+            held[0] += 1
+            held[1], held[2] = reason, at if at is not None else time.time()
+            if self._refused_thread is None or not self._refused_thread.is_alive():
+                self._refused_thread = threading.Thread(target=self._write_refused, daemon=True,
+                                                        name="hub-refused-counter")
+                self._refused_thread.start()
+
+    def _write_refused(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                taken, self._refused = self._refused, {}
+            if not taken:
+                continue
+            try:
+                self.write_refused(taken)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("Redis unreachable, webhook refusals counted later: %s", exc)
+                with self._lock:  # put back what could not be written
+                    for source, (n, reason, at) in taken.items():
+                        held = self._refused.setdefault(source, [0, reason, at])
+                        held[0] += n
+
+    def write_refused(self, counts: dict[str, list]) -> None:
+        """Add {source: [count, last reason, at]} to the hourly counts in Redis."""
+        pipe = self.connection.pipeline()
+        for source, (n, reason, at) in counts.items():
+            key = f"{REFUSED}{source}:{int(at // 3600)}"
+            pipe.incrby(key, n)
+            pipe.expire(key, REFUSED_KEEP_S)
+            pipe.set(REFUSED_REASON + source, json.dumps({"reason": reason, "at": at}), ex=REFUSED_KEEP_S)
+        pipe.execute()
+
+    def refused(self, sources, hours: int = 24, now: float | None = None) -> dict[str, dict]:
+        """{source: {"count", "reason", "at"}} of the webhooks refused for their signature in the
+        last `hours` hours (whole hours), for the sources that had any."""
+        hour = int((now if now is not None else time.time()) // 3600)
+        sources = list(sources)
+        keys = [f"{REFUSED}{source}:{h}" for source in sources for h in range(hour - hours + 1, hour + 1)]
+        counts = self.connection.mget(keys) if keys else []
+        reasons = self.connection.mget([REFUSED_REASON + source for source in sources]) if sources else []
+        found = {}
+        for i, source in enumerate(sources):
+            n = sum(int(c) for c in counts[i * hours:(i + 1) * hours] if c)
+            if n:
+                last = json.loads(reasons[i]) if reasons[i] else {}
+                found[source] = {"count": n, "reason": last.get("reason"), "at": last.get("at")}
+        return found
 
     def clear_drain_request(self) -> None:
         self.connection.delete(DRAIN_FLAG)

@@ -55,6 +55,7 @@ from hub.ops.reconcile import recovered_total
 from hub.sync import rules
 from hub.sync.inbox import EARLIER
 from hub.values import Money, iso, per_month, utc
+from webhooks import SOURCES
 
 STAGES = ("new", "engaged", "loyal", "at_risk", "churned")
 # Triggers that reach a customer as a message: the "reminders" of the dashboard.
@@ -572,6 +573,7 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "reconciliation": _recovered(session),
         "consent": last_report(session),
         "registrations": _registrations(session, settings),
+        "refused": refused_webhooks(queues),
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }
@@ -588,6 +590,22 @@ def _registrations(session: Session, settings) -> dict:
     held = session.get(Checkpoint, REGISTRATIONS)
     value = held.value if held else {}
     return {"checked_at": value.get("checked_at"), "problems": value.get("problems", []), "loopback": None}
+
+
+def refused_webhooks(queues) -> list[dict]:
+    """Each source whose webhooks the hub refused for their signature in the last 24 hours:
+    {"source", "count", "reason" (the last one's), "at", "settings" (the secret it checks
+    with)}. Nothing when Redis, which counts them, does not answer."""
+    if queues is None:
+        return []
+    try:
+        found = queues.refused(SOURCES)
+    except Exception:  # noqa: BLE001 - Redis down: /healthz says so; the dashboard still renders
+        return []
+    return [{"source": name, "count": held["count"], "reason": held["reason"],
+             "at": iso(datetime.fromtimestamp(held["at"], timezone.utc)) if held.get("at") else None,
+             "settings": list(SOURCES[name].secret_settings)}
+            for name, held in sorted(found.items())]
 
 
 def is_loopback(url: str | None) -> bool:

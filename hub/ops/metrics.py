@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import bindparam, func, select
 
 from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
+from hub.ops.dashboard import refused_webhooks
 from hub.ops.synclog import owed_profile_counts
 
 # The text format every Prometheus reads (what generate_latest writes).
@@ -67,6 +68,12 @@ class HubCollector:
         for queue, n in depth.items():
             queues.add_metric([queue], n)
         yield queues
+        refused = GaugeMetricFamily("hub_webhooks_refused_24h",
+                                    "Webhooks refused (401) for a signature that does not match the "
+                                    "source's secret, in the last 24 hours, by source.", labels=["source"])
+        for held in refused_webhooks(self.hub.queues):
+            refused.add_metric([held["source"]], held["count"])
+        yield refused
 
 
 def render(hub) -> str:

@@ -44,7 +44,7 @@ PAGE_SIZE = 50
 EARLIEST_FILTER_YEAR, LATEST_FILTER_YEAR = 1970, 9998
 TOOLS = {"klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign",
          "webhook": "the outbound webhook"}
-SOURCES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee",
+SOURCES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee", "recharge": "Recharge",
            "shopify_inferred": "Shopify, inferred from selling-plan orders"}
 
 

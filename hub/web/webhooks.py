@@ -132,8 +132,11 @@ def verified(hub, source: str, headers: dict, body: bytes, remote_addr: str | No
         log.error("refused a %s webhook: %s", source, exc)
         return None, (503, _error(str(exc)))
     except SignatureInvalid as exc:
-        # Logged without the body: an unverified body is not ours to keep.
+        # Logged without the body: an unverified body is not ours to keep. Counted for the
+        # dashboard: a platform signing with another secret than the hub's is told 401 on
+        # every webhook, and retries each only for a while.
         log.warning("rejected %s webhook from %s: %s", source, remote_addr, exc)
+        hub.queues.note_refused(source, str(exc))
         return None, (401, _error("signature invalid"))
     return module.describe(headers, body), None
 

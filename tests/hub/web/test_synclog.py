@@ -2,7 +2,9 @@
 with keyset pagination, masking, retry / replay / resend, and the dashboard."""
 from __future__ import annotations
 
+import json
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -16,7 +18,7 @@ from hub.sync.inbox import drain_inbox
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
-from tests.samples import load_sample, post, stripe_event
+from tests.samples import load_sample, post, sign_recharge, stripe_event
 
 
 def text_of(response) -> str:
@@ -450,6 +452,32 @@ def test_the_dashboard_says_when_shopify_dropped_a_webhook_subscription(operator
     dashboard._cache.clear()
     html = operator.get("/sync-log/dashboard").get_data(as_text=True)
     assert "Webhooks missing at Shopify:" in html and "orders/paid" in html and "hub install" in html
+
+
+def test_the_dashboard_and_metrics_say_when_a_platform_signs_with_another_secret(operator, client, hub):
+    """Recharge signing with a client secret the hub does not have: each webhook is refused
+    with 401 and kept nowhere; Recharge retries each only for 48 hours, so support must hear
+    of it at once."""
+    from hub.ops import dashboard
+
+    body = json.dumps(load_sample("recharge/charge_paid.json")).encode()
+    headers = sign_recharge(body, "an-older-client-secret", "charge/paid")
+    for _ in range(3):
+        assert client.post("/webhooks/recharge", data=body, headers=headers).status_code == 401
+    customer = {"id": "cus_right", "object": "customer", "email": "right@example.com", "created": 1_700_000_000}
+    signed_right = post(client, "stripe", stripe_event("customer.created", customer, event_id="evt_right"))
+    assert signed_right.status_code == 200  # the other platforms' webhooks still come in
+    deadline = time.monotonic() + 5  # counted off the request's path, within a second
+    while not hub.queues.refused(["recharge"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dashboard._cache.clear()
+    page = text_of(operator.get("/sync-log/dashboard"))
+    assert "Recharge webhooks refused: 3 in the last 24 hours" in page
+    assert "(“X-Recharge-Hmac-Sha256 does not match the body”)" in page
+    assert "another secret than RECHARGE_WEBHOOK_SECRET" in page and "Stripe webhooks refused" not in page
+    assert 'hub_webhooks_refused_24h{source="recharge"} 3.0' in client.get("/metrics").get_data(as_text=True)
+    with hub.storage.session() as s:  # and nothing of the refused ones was kept
+        assert s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.source == "recharge")) == 0
 
 
 def test_a_hub_on_a_loopback_address_raises_no_missing_webhooks_alarm(operator, hub):
