@@ -42,13 +42,26 @@ class FakeShopifyBilling(FakeShopifyAdmin):
         if not self.owned(str(variables.get("contract", ""))):
             return 200, {"data": {"subscriptionBillingAttemptCreate": {
                 "subscriptionBillingAttempt": None,
-                "userErrors": [{"field": ["subscriptionContractId"],
-                                "message": "Subscription contract does not exist"}]}}}
+                "userErrors": [{"field": ["subscriptionContractId"], "message": "Subscription contract does not exist",
+                                "code": "CONTRACT_NOT_FOUND"}]}}}
+        # A contract that is not active cannot be billed (BillingAttemptUserErrorCode,
+        # https://shopify.dev/docs/api/admin-graphql/latest/enums/BillingAttemptUserErrorCode).
+        status = (self.contracts.get(str(variables.get("contract", ""))) or {}).get("status", "ACTIVE")
+        refused = {"PAUSED": ("CONTRACT_PAUSED", "Subscription contract cannot be billed if paused."),
+                   "CANCELLED": ("CONTRACT_TERMINATED", "Subscription contract cannot be billed once terminated."),
+                   "EXPIRED": ("CONTRACT_TERMINATED", "Subscription contract cannot be billed once terminated."),
+                   "FAILED": ("CONTRACT_TERMINATED", "Subscription contract cannot be billed once terminated.")}
+        if status in refused:
+            code, message = refused[status]
+            return 200, {"data": {"subscriptionBillingAttemptCreate": {
+                "subscriptionBillingAttempt": None,
+                "userErrors": [{"field": ["subscriptionContractId"], "message": message, "code": code}]}}}
         key = (variables.get("input") or {}).get("idempotencyKey")
         if not key:
             return 200, {"data": {"subscriptionBillingAttemptCreate": {
                 "subscriptionBillingAttempt": None,
-                "userErrors": [{"field": ["idempotencyKey"], "message": "Idempotency key can't be blank"}]}}}
+                "userErrors": [{"field": ["idempotencyKey"], "message": "Idempotency key can't be blank",
+                                "code": "BLANK"}]}}}
         if key not in self._by_key:
             self.attempts.append((variables.get("contract"), key))
             self._by_key[key] = f"gid://shopify/SubscriptionBillingAttempt/{len(self.attempts)}"

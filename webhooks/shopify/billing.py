@@ -14,7 +14,7 @@ BILLING_ATTEMPT = """
 mutation HubBillingAttempt($contract: ID!, $input: SubscriptionBillingAttemptInput!) {
   subscriptionBillingAttemptCreate(subscriptionContractId: $contract, subscriptionBillingAttemptInput: $input) {
     subscriptionBillingAttempt { id ready errorMessage }
-    userErrors { field message }
+    userErrors { field message code }
   }
 }
 """
@@ -64,7 +64,11 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
     })
     errors = (data.get("subscriptionBillingAttemptCreate") or {}).get("userErrors") or []
     if errors:
-        raise shopify_api.ShopifyAPIError("; ".join(e.get("message", "?") for e in errors))
+        # e.g. CONTRACT_PAUSED, CONTRACT_TERMINATED: Shopify bills only an active contract
+        # (https://shopify.dev/docs/api/admin-graphql/latest/enums/BillingAttemptUserErrorCode).
+        raise shopify_api.ShopifyAPIError(
+            "; ".join(e.get("message", "?") + (f" ({e['code']})" if e.get("code") else "") for e in errors),
+            codes=tuple(str(e["code"]) for e in errors if e.get("code")))
 
 
 def inventory_item_products(settings, item_id: str) -> dict:

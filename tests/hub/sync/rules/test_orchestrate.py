@@ -2,6 +2,7 @@
 Invoice.pay, Shopify subscriptionBillingAttemptCreate), once per due date, against stand-ins."""
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from hub.jobs import run_time_rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
+from standins.shopify import contract_node
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import shopify_billing_failure
@@ -95,3 +97,17 @@ def test_a_new_card_while_a_payment_is_owed_asks_stripe_to_retry_it_once(client,
     [(invoice, key)] = stripe_.attempts
     assert (invoice, key.split(":", 1)[1]) == (
         "in_1234", "payment-method-updated:stripe:pm_1000/2035-12")
+
+
+def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, orchestrate, caplog):
+    hub = orchestrate
+    gid = "gid://shopify/SubscriptionContract/402440842"
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        admin.contracts[gid] = contract_node(gid, status="PAUSED")  # paused at the store since the failure
+        with caplog.at_level(logging.WARNING, logger="hub.sync.rules.dunning"):
+            sweep_days(hub, date(2026, 11, 2), 3)
+    assert admin.attempts == []  # Shopify bills only an active contract
+    [refused] = [r.getMessage() for r in caplog.records if "retry of shopify payment" in r.getMessage()]
+    assert "Subscription contract cannot be billed if paused. (CONTRACT_PAUSED)" in refused
