@@ -149,6 +149,9 @@ def run_time_rules(hub: Hub, now: datetime) -> dict:
         report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
         outbox.plan_sweep(UnitOfWork(session), hub.settings, report.trigger_ids,
                           {*report.subscriber_ids, *lapsed})
+    if report.asked:  # orchestrated retries, asked once the sweep was committed
+        with hub.storage.session() as session:
+            rules.note_asked(session, report.asked)
     return report.counts
 
 

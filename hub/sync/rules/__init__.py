@@ -114,7 +114,7 @@ def _retry_with_new_card(session: Session, s: SubscriberState, fired: list[Trigg
                for pay in s.payments if pay.source_id == (t.properties or {}).get("dunning_payment_id")
                and pay.source == t.properties.get("source")]
     if retries:
-        _retry_after_commit(session, retries, settings)
+        _retry_after_commit(session, retries, settings, {})  # the outcome is logged
 
 
 def _unnumbered(subscriber: Subscriber) -> bool:
@@ -365,6 +365,9 @@ class SweepReport:
     subscriber_ids: set[int] = field(default_factory=set)
     # Whose keys the sweep's platform calls use (links, orchestrated retries); None makes none.
     settings: object = None
+    # Trigger key → what came of the orchestrated retry it asked for, filled once the sweep
+    # is committed (note_asked records it on the trigger).
+    asked: dict[str, str] = field(default_factory=dict)
 
     def add(self, family: str, inserted: list[tuple]) -> list[tuple]:
         fired = [r for r in inserted if r[4] == FIRED]
@@ -470,12 +473,13 @@ def _sweep_dunning(session, w, now, p, report):
         due_retries = [(retries[(sid, occ)], f"{sid}:{rule_}:{occ}")
                        for _, sid, rule_, occ, status in inserted if rule_ == dunning.RETRY and status == FIRED]
         if due_retries:
-            _retry_after_commit(session, due_retries, report.settings)
+            _retry_after_commit(session, due_retries, report.settings, report.asked)
 
 
-def _retry_after_commit(session: Session, retries: list, settings) -> None:
+def _retry_after_commit(session: Session, retries: list, settings, asked: dict[str, str]) -> None:
     """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
-    sweep asks nothing (its retry rows are gone too, so the next sweep asks instead)."""
+    sweep asks nothing (its retry rows are gone too, so the next sweep asks instead). What
+    came of each ask goes into `asked`, by trigger key."""
     ended = False  # by this transaction's commit or rollback: the listeners then do nothing
 
     def run(_session) -> None:
@@ -483,7 +487,7 @@ def _retry_after_commit(session: Session, retries: list, settings) -> None:
         if not ended:
             ended = True
             for payment, key in retries:
-                run_retry(payment, key, settings)
+                asked[key] = run_retry(payment, key, settings)
 
     def drop(_session) -> None:
         nonlocal ended
@@ -493,21 +497,33 @@ def _retry_after_commit(session: Session, retries: list, settings) -> None:
     sa_event.listen(session, "after_rollback", drop)
 
 
-def run_retry(payment, key: str, settings) -> bool:
+def run_retry(payment, key: str, settings) -> str:
     """One orchestrated retry; the trigger key is the platform's idempotency key, so even a
-    repeated call charges once. False when it could not be asked (logged)."""
+    repeated call charges once. What came of it, in words for the retry's reason (a failure
+    is logged too)."""
     source = SOURCES.get(payment.source)
     retrier = source.retry_payment if source is not None else None
+    platform = payment.source.capitalize()  # Shopify, Stripe, Chargebee, Recharge
     if retrier is None or settings is None:
         dunning.log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
                             payment.source, payment.source_id)
-        return False
+        return f"{platform} cannot be asked to charge again"
     try:
         retrier(settings, payment, key)
     except Exception as exc:  # noqa: BLE001 - one platform's failure must not stop the others
         dunning.log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
-        return False
-    return True
+        return f"{platform} did not charge again: {exc}"[:500]
+    return f"{platform} was asked to charge again"
+
+
+def note_asked(session: Session, asked: dict[str, str]) -> None:
+    """Add what each platform answered to its retry trigger's reason (SweepReport.asked), so
+    the customer's page says whether the charge was asked for and, if not, why."""
+    for key, outcome in asked.items():
+        subscriber_id, rule, occasion = key.split(":", 2)
+        session.execute(update(Trigger).where(
+            Trigger.subscriber_id == int(subscriber_id), Trigger.rule == rule, Trigger.occasion == occasion)
+            .values(reason=Trigger.reason + f"; {outcome}"))
 
 
 def _sweep_welcome(session, w, now, p, report):

@@ -7,8 +7,10 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from hub.jobs import run_time_rules
+from hub.models import Trigger
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
 from standins.shopify import contract_node
@@ -66,6 +68,7 @@ def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
     assert [key.split(":payment-retry:shopify:")[1].rsplit("/", 1)[1] for _, key in admin.attempts] == [
         "retry-1", "retry-2", "retry-3"]
     assert fired["2026-11-04"] >= 1 and fired["2026-11-08"] >= 1 and fired["2026-11-15"] >= 1
+    assert retry_reasons(hub) == [f"retry {n} of 3 due today; Shopify was asked to charge again" for n in (1, 2, 3)]
 
 
 def test_notify_mode_asks_nothing(client, hub):
@@ -111,3 +114,11 @@ def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, 
     assert admin.attempts == []  # Shopify bills only an active contract
     [refused] = [r.getMessage() for r in caplog.records if "retry of shopify payment" in r.getMessage()]
     assert "Subscription contract cannot be billed if paused. (CONTRACT_PAUSED)" in refused
+    # The retry's reason, as the customer's page shows it, says the charge was not made and why.
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Shopify did not charge again: "
+                                  "Subscription contract cannot be billed if paused. (CONTRACT_PAUSED)"]
+
+
+def retry_reasons(hub) -> list[str]:
+    with hub.storage.session() as s:
+        return list(s.scalars(select(Trigger.reason).where(Trigger.rule == "payment-retry").order_by(Trigger.id)))
