@@ -7,8 +7,8 @@ registered.
 It speaks Recharge's shapes: `X-Recharge-Access-Token` (401 without it or with another),
 `X-Recharge-Version` (2021-11 answers carry the cursors in the body; without the header the
 token's default, 2021-01 here, carries them in a Link header only), cursor pagination with
-`limit` (50 by default, at most 250) and `cursor`, and the leaky-bucket rate limit: 40 calls,
-leaking 2 a second, 429 when full.
+`limit` (50 by default, at most 250) and `cursor`, the leaky-bucket rate limit: 40 calls,
+leaking 2 a second, 429 when full, and the charges' 90-day lookback (below).
 
     with FakeRecharge(token="rc_token", client_secret="rc_secret") as rc:
         settings.RECHARGE_API_BASE = rc.url
@@ -27,6 +27,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 from standins.loopback import Call, LoopbackServer
@@ -79,6 +80,9 @@ TOPICS = frozenset({
 })
 
 
+LOOKBACK = timedelta(days=90)
+
+
 class FakeRecharge(LoopbackServer):
     """One Recharge store; `token` is the only API token it accepts, `client_secret` the key
     its webhooks are signed with."""
@@ -96,8 +100,9 @@ class FakeRecharge(LoopbackServer):
     ]
 
     def __init__(self, token: str = "rc_standin_token", client_secret: str = "rc_standin_secret",
-                 default_version: str = "2021-01"):
+                 default_version: str = "2021-01", now: datetime | None = None):
         super().__init__()
+        self.now = now  # the lookback's "today"; None: the real one
         self.token, self.client_secret, self.default_version = token, client_secret, default_version
         self.customers: list[dict] = []
         self.subscriptions: list[dict] = []
@@ -170,7 +175,21 @@ class FakeRecharge(LoopbackServer):
         return self._api(call, lambda v: self._listing(call, v, "subscriptions", self.subscriptions))
 
     def list_charges(self, call: Call):
-        return self._api(call, lambda v: self._listing(call, v, "charges", self.charges))
+        # Since 19 March 2025 "success, refunded, or partially-refunded processed charges over
+        # 90 days ago will no longer appear in the results" of the charge list and retrieve
+        # endpoints; queued and errored charges still do (https://changelog.getrecharge.com/label/6202).
+        return self._api(call, lambda v: self._listing(call, v, "charges", [
+            c for c in self.charges if not self._past_lookback(c)]))
+
+    def _past_lookback(self, charge: dict) -> bool:
+        if str(charge.get("status") or "").lower() not in ("success", "refunded", "partially_refunded"):
+            return False
+        processed = charge.get("processed_at")
+        if not processed:
+            return False
+        at = datetime.fromisoformat(processed.replace("Z", "+00:00"))
+        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return at < (self.now or datetime.now(timezone.utc)) - LOOKBACK
 
     def list_webhooks(self, call: Call):
         return self._api(call, lambda v: self._listing(call, v, "webhooks", self.webhooks))

@@ -59,6 +59,9 @@ class Lister:
     changes: tuple[str, ...]  # what reconciliation polls
     problem: Callable
     client: Callable
+    # What the platform's listing leaves out however far back a backfill asks, said with
+    # every backfill's summary (None: it lists everything it holds).
+    limit: str | None = None
 
 
 # --- rate limits: shared by the listers ------------------------------------------------------

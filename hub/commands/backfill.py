@@ -58,4 +58,5 @@ def summary(report) -> str:
     rate = sum(report.counts.values()) / report.seconds if report.seconds else 0
     return (f"{report.source}: {listed}; {report.stored:,} new inbox rows ({drained or 'none drained'}); "
             f"{report.pages:,} pages in {report.seconds:,.1f} s ({rate:,.0f} objects/s"
-            f"{', resumed' if report.resumed else ''}; {report.waited:,.1f} s waiting for rate limits)")
+            f"{', resumed' if report.resumed else ''}; {report.waited:,.1f} s waiting for rate limits)"
+            + (f". {report.limit}." if report.limit else ""))

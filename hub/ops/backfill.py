@@ -138,6 +138,7 @@ class Report:
     finished: bool = False
     drained: dict = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for the platform's rate limit
+    limit: str | None = None  # what the platform's listing leaves out (Lister.limit)
 
 
 def checkpoint_name(source: str) -> str:
@@ -172,7 +173,7 @@ def run(hub, source: str, since: datetime | None = None, restart: bool = False,
         return Report(source=source, counts=dict(saved.get("counts") or {}), pages=saved.get("pages", 0),
                       finished=True)
     report = Report(source=source, resumed=resumed, counts=dict(state.get("counts") or {}),
-                    pages=state.get("pages", 0))
+                    pages=state.get("pages", 0), limit=lister.limit)
     progress = progress or Progress()
     client = lister.client(hub.settings)
     started = time.monotonic()

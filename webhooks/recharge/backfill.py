@@ -83,4 +83,7 @@ def charge_items(charge: dict) -> list[Item]:
 STREAMS = {"customers": customer_items, "subscriptions": subscription_items, "charges": charge_items}
 
 LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "charges"),
-                changes=("customers", "subscriptions", "charges"), problem=problem, client=ListingClient)
+                changes=("customers", "subscriptions", "charges"), problem=problem, client=ListingClient,
+                # https://changelog.getrecharge.com/label/6202 (from 19 March 2025)
+                limit="Recharge lists paid and refunded charges of the last 90 days only; older ones "
+                      "stay in Recharge's Exports, and its queued and failed charges are all listed")

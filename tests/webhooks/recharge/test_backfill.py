@@ -27,7 +27,9 @@ def count(hub, model) -> int:
 
 def recharge_world(rc: FakeRecharge, customers: int, subscribed: int) -> None:
     """`customers` customers from Recharge's published customer object, the first `subscribed`
-    of them with a subscription (Recharge's subscription object) and a paid charge."""
+    of them with a subscription (Recharge's subscription object) and a paid charge, on a day
+    a few weeks after those were paid (inside Recharge's 90-day lookback for charges)."""
+    rc.now = datetime(2022, 5, 1, tzinfo=timezone.utc)
     customer = load_sample("shared:recharge/customer.json")["customer"]
     sub = load_sample("shared:recharge/subscription.json")["subscription"]
     charge = load_sample("recharge/charge_paid.json")["charge"]
@@ -112,6 +114,22 @@ def test_the_command_backfills_recharge_to_stored_subscribers(hub, monkeypatch):
     with hub.storage.session() as s:
         emails = set(s.scalars(select(Subscriber.email).where(Subscriber.recharge_customer_id.is_not(None))))
     assert emails == {f"rc{i}@example.com" for i in range(12)}
+
+
+def test_paid_charges_older_than_recharge_s_lookback_are_not_listed_and_the_command_says_so(hub, monkeypatch):
+    with FakeRecharge(token=TOKEN) as rc:
+        recharge_world(rc, customers=3, subscribed=3)
+        rc.now = datetime(2022, 4, 9, tzinfo=timezone.utc) + timedelta(days=100)  # 100 days after they were paid
+        rc.charges[2].update(status="error", retry_date="2022-04-12T04:00:00+00:00")  # failed: still listed
+        for key, value in {"DATABASE_URL": hub.settings.DATABASE_URL, "REDIS_URL": hub.settings.REDIS_URL,
+                           "RECHARGE_API_KEY": TOKEN, "RECHARGE_API_BASE": rc.url}.items():
+            monkeypatch.setenv(key, value)
+        result = CliRunner().invoke(cli.main, ["backfill", "--source", "recharge"])
+    assert result.exit_code == 0, result.output
+    assert "recharge: 3 customers, 3 subscriptions, 1 charges;" in result.output
+    assert "Recharge lists paid and refunded charges of the last 90 days only" in result.output
+    with hub.storage.session() as s:
+        assert dict(s.execute(select(Payment.source_id, Payment.status)).all()) == {"7002": "failed"}
 
 
 def test_a_refunded_charge_is_stored_as_paid_then_refunded_and_skipped_charges_not_at_all(hub):
