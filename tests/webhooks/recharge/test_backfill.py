@@ -49,6 +49,14 @@ def with_recharge(hub, rc: FakeRecharge):
     return hub
 
 
+def backfill_command(hub, rc: FakeRecharge, monkeypatch):
+    """`hub backfill --source recharge` with the hub's database and Redis and the stand-in."""
+    for key, value in {"DATABASE_URL": hub.settings.DATABASE_URL, "REDIS_URL": hub.settings.REDIS_URL,
+                       "RECHARGE_API_KEY": TOKEN, "RECHARGE_API_BASE": rc.url}.items():
+        monkeypatch.setenv(key, value)
+    return CliRunner().invoke(cli.main, ["backfill", "--source", "recharge"])
+
+
 def quiet() -> backfill.Progress:
     return backfill.Progress(out=io.StringIO())
 
@@ -105,10 +113,7 @@ def test_reconciliation_stores_what_changed_since_its_lookback_and_skips_the_res
 def test_the_command_backfills_recharge_to_stored_subscribers(hub, monkeypatch):
     with FakeRecharge(token=TOKEN) as rc:
         recharge_world(rc, customers=12, subscribed=4)
-        for key, value in {"DATABASE_URL": hub.settings.DATABASE_URL, "REDIS_URL": hub.settings.REDIS_URL,
-                           "RECHARGE_API_KEY": TOKEN, "RECHARGE_API_BASE": rc.url}.items():
-            monkeypatch.setenv(key, value)
-        result = CliRunner().invoke(cli.main, ["backfill", "--source", "recharge"])
+        result = backfill_command(hub, rc, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "recharge: 12 customers, 4 subscriptions, 4 charges; 20 new inbox rows" in result.output
     with hub.storage.session() as s:
@@ -121,10 +126,7 @@ def test_paid_charges_older_than_recharge_s_lookback_are_not_listed_and_the_comm
         recharge_world(rc, customers=3, subscribed=3)
         rc.now = datetime(2022, 4, 9, tzinfo=timezone.utc) + timedelta(days=100)  # 100 days after they were paid
         rc.charges[2].update(status="error", retry_date="2022-04-12T04:00:00+00:00")  # failed: still listed
-        for key, value in {"DATABASE_URL": hub.settings.DATABASE_URL, "REDIS_URL": hub.settings.REDIS_URL,
-                           "RECHARGE_API_KEY": TOKEN, "RECHARGE_API_BASE": rc.url}.items():
-            monkeypatch.setenv(key, value)
-        result = CliRunner().invoke(cli.main, ["backfill", "--source", "recharge"])
+        result = backfill_command(hub, rc, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "recharge: 3 customers, 3 subscriptions, 1 charges;" in result.output
     assert "Recharge lists paid and refunded charges of the last 90 days only" in result.output
