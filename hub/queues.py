@@ -238,6 +238,7 @@ class Queues:
                 self._refused_thread.start()
 
     def _write_refused(self) -> None:
+        down = False  # said once an outage, not each second
         while True:
             time.sleep(1.0)
             with self._lock:
@@ -245,15 +246,18 @@ class Queues:
             if not taken:
                 continue
             try:
-                self.write_refused(taken)
+                self._store_refused(taken)
+                down = False
             except (redis.RedisError, OSError) as exc:
-                log.warning("Redis unreachable, webhook refusals counted later: %s", exc)
+                if not down:
+                    log.warning("Redis unreachable, webhook refusals counted later: %s", exc)
+                down = True
                 with self._lock:  # put back what could not be written
                     for source, (n, reason, at) in taken.items():
                         held = self._refused.setdefault(source, [0, reason, at])
                         held[0] += n
 
-    def write_refused(self, counts: dict[str, list]) -> None:
+    def _store_refused(self, counts: dict[str, list]) -> None:
         """Add {source: [count, last reason, at]} to the hourly counts in Redis."""
         pipe = self.connection.pipeline()
         for source, (n, reason, at) in counts.items():
