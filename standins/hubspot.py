@@ -31,6 +31,12 @@ HUB_PROPERTIES = {"hub_stage", "hub_health_score", "hub_tier", "hub_points", "hu
 LEGAL_BASES = {"CONSENT_WITH_NOTICE", "LEGITIMATE_INTEREST_CLIENT", "LEGITIMATE_INTEREST_OTHER",
                "LEGITIMATE_INTEREST_PQL", "NON_GDPR", "PERFORMANCE_OF_CONTRACT", "PROCESS_AND_STORE"}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# HubSpot's eight default lifecycle stages, by internal value: the only values `lifecyclestage`
+# takes, unless the account edited its stages (https://developers.hubspot.com/docs/api/CRM/Contacts;
+# customized lifecycle stages, HubSpot changelog 2022-09-30).
+LIFECYCLE_STAGES = {"subscriber": "Subscriber", "lead": "Lead", "marketingqualifiedlead": "Marketing Qualified Lead",
+                    "salesqualifiedlead": "Sales Qualified Lead", "opportunity": "Opportunity",
+                    "customer": "Customer", "evangelist": "Evangelist", "other": "Other"}
 
 
 class FakeHubSpot(LoopbackServer):
@@ -50,9 +56,10 @@ class FakeHubSpot(LoopbackServer):
     MARKETING = "7061839"  # id of the account's one subscription type ("Marketing Information")
 
     def __init__(self, token: str = "pat-test", installed: bool = True, rate_limited: bool = True,
-                 burst: int = 100):
+                 burst: int = 100, lifecycle_stages: dict[str, str] | None = None):
         super().__init__()
         self.token = token
+        self.lifecycle_stages = dict(LIFECYCLE_STAGES if lifecycle_stages is None else lifecycle_stages)
         # Private apps on Free and Starter: a burst limit of 100 requests per 10 seconds, 190
         # on Professional and Enterprise (`burst`)
         # (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines),
@@ -140,6 +147,13 @@ class FakeHubSpot(LoopbackServer):
         invalid = [{"isValid": False, "message": f"Email address {i['id']} is invalid",
                     "error": "INVALID_EMAIL", "name": "email"}
                    for i in inputs if not EMAIL.match(str(i.get("id") or ""))]
+        # An enumeration takes only its options' values: INVALID_OPTION, as integrations record
+        # HubSpot's answer ("… was not one of the allowed options: [labels]").
+        labels = f"[{', '.join(self.lifecycle_stages.values())}]"
+        invalid += [{"isValid": False, "message": f"{stage} was not one of the allowed options: {labels}",
+                     "error": "INVALID_OPTION", "name": "lifecyclestage"}
+                    for i in inputs if (stage := (i.get("properties") or {}).get("lifecyclestage"))
+                    and stage not in self.lifecycle_stages]
         if invalid:
             return 400, self.error_body(400, f"Property values were not valid: {json.dumps(invalid)}")
         results = []
@@ -173,8 +187,14 @@ class FakeHubSpot(LoopbackServer):
         return 207, document
 
     def get_properties(self, call):
-        return 200, {"results": [{"name": p, "label": p, "type": "string", "fieldType": "text",
-                                  "groupName": "contactinformation"} for p in sorted(self.properties)]}
+        results = [{"name": p, "label": p, "type": "string", "fieldType": "text", "groupName": "contactinformation"}
+                   for p in sorted(self.properties)]
+        for found in results:
+            if found["name"] == "lifecyclestage":
+                found.update(label="Lifecycle Stage", type="enumeration", fieldType="radio", options=[
+                    {"label": label, "value": value, "displayOrder": n, "hidden": False}
+                    for n, (value, label) in enumerate(self.lifecycle_stages.items())])
+        return 200, {"results": results}
 
     def create_property(self, call):
         body = call.body or {}

@@ -308,12 +308,31 @@ def _hubspot_account(settings) -> tuple[Check, HubSpotConnector | None]:
                          "and crm.schemas.contacts.read/write scopes"), None
         return Check("HubSpot", WRONG, f"HubSpot answered: {result.message}"), None
     existing = {p.get("name") for p in body.get("results", [])}
+    unknown = _unknown_lifecycle_stages(connector.mapping, body.get("results", []))
+    if unknown:
+        return Check("HubSpot", WRONG, unknown), None
     missing = sorted(p for p in connector.mapping["fields"].values() if p and p not in existing)
     if missing:
         return Check("HubSpot", OK, f"token ok; {len(missing)} custom propert"
                      f"{'y' if len(missing) == 1 else 'ies'} missing ({', '.join(missing[:3])}…): "
                      "run `hub install` to create them"), connector
     return Check("HubSpot", OK, "token ok, custom properties present"), connector
+
+
+def _unknown_lifecycle_stages(mapping: dict, properties: list[dict]) -> str | None:
+    """What to fix when mappings/hubspot.yaml sends a lifecycle stage the account does not have:
+    HubSpot refuses the whole batch for it (INVALID_OPTION), and an account can edit its stages."""
+    stage = next((p for p in properties if p.get("name") == "lifecyclestage"), None)
+    if not stage or not stage.get("options") or not mapping["lifecycle_stages"]:
+        return None
+    values = [o.get("value") for o in stage["options"]]
+    unknown = sorted({v for v in mapping["lifecycle_stages"].values() if v and v not in values})
+    if not unknown:
+        return None
+    return (f"token ok; mappings/hubspot.yaml sends lifecycle stage{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}, which this HubSpot account does not have, and HubSpot refuses every "
+            f"batch that carries one: map lifecycle_stages to the internal values of its stages "
+            f"({', '.join(values)}), or empty lifecycle_stages")
 
 
 def _per(rate) -> str:

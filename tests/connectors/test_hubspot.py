@@ -8,7 +8,7 @@ from connectors import validate_mapping
 from connectors.base import Failed, RetryAfter, Sent
 from connectors.hubspot import HubSpotConnector
 from connectors.ratelimit import Limiter
-from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from standins.hubspot import HUB_PROPERTIES, LIFECYCLE_STAGES, FakeHubSpot
 from tests.connectors.conftest import consent_item, erase_item, profile_item
 
 
@@ -64,6 +64,21 @@ def test_one_invalid_email_fails_alone_with_hubspots_message(hubspot):
     assert isinstance(results[1], Sent) and isinstance(results[3], Sent)
     assert isinstance(results[2], Failed) and results[2].message == "Email address bad@ is invalid"
     assert set(hubspot.fake.contacts) == {"good@example.com", "also@example.com"}
+
+
+def test_a_lifecycle_stage_the_account_does_not_have_fails_the_batch_with_hubspots_message():
+    from hub.config import Settings
+
+    stages = {value: label for value, label in LIFECYCLE_STAGES.items() if value != "evangelist"}
+    with FakeHubSpot(token="pat", lifecycle_stages=stages) as fake:
+        settings = Settings.from_env(env={}, overrides={"HUBSPOT_ACCESS_TOKEN": "pat", "HUBSPOT_BASE_URL": fake.url})
+        mapping = {"lifecycle_stages": {"new": "customer", "loyal": "evangelist"}}  # as mappings/hubspot.yaml
+        c = HubSpotConnector(settings, field_map=validate_mapping(HubSpotConnector, mapping, "test"))
+        results = c.push_batch([profile_item(1, "loyal@example.com", stage="loyal"),
+                                profile_item(2, "new@example.com", stage="new")])
+    assert all(isinstance(r, Failed) for r in results.values())
+    assert "evangelist was not one of the allowed options" in results[1].message
+    assert fake.contacts == {}  # HubSpot writes nothing of a batch it refuses
 
 
 def test_consent_given_subscribes_and_withdrawn_unsubscribes(hubspot):

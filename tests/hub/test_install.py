@@ -18,7 +18,7 @@ from hub.db.engine import Storage
 from hub.ops import registrations
 from hub.sync import compliance, outbox
 from standins.activecampaign import FakeActiveCampaign
-from standins.hubspot import HUB_PROPERTIES, FakeHubSpot
+from standins.hubspot import HUB_PROPERTIES, LIFECYCLE_STAGES, FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
@@ -366,6 +366,22 @@ def test_a_hubspot_plan_that_allows_more_is_told_how_to_use_it(database_url):
     assert lines["HubSpot"].startswith("ok")
     assert ("HubSpot allows this app 190 requests per 10 s and the hub keeps to 100 requests per 10 s: "
             'set rate_limits: {api: "190/10s"} in mappings/hubspot.yaml') in lines["HubSpot"]
+
+
+def test_a_lifecycle_stage_the_hubspot_account_does_not_have_fails_the_check(database_url):
+    world = World(database_url)
+    # An account that edited its stages and has no "evangelist", which mappings/hubspot.yaml
+    # sends for loyal customers: HubSpot would refuse every batch carrying one.
+    stages = {value: label for value, label in LIFECYCLE_STAGES.items() if value != "evangelist"}
+    world.hubspot = FakeHubSpot(token="pat-ok", installed=False, lifecycle_stages=stages)
+    with world:
+        result, lines = world.run("--check")
+    assert result.exit_code != 0
+    assert lines["HubSpot"].startswith("FAIL")
+    assert ("mappings/hubspot.yaml sends lifecycle stage evangelist, which this HubSpot account does not "
+            "have") in lines["HubSpot"]
+    assert "(subscriber, lead, marketingqualifiedlead, salesqualifiedlead, opportunity, customer, other)" in (
+        lines["HubSpot"])
 
 
 def test_a_hubspot_pace_above_what_hubspot_allows_fails_the_check(world, tmp_path):
