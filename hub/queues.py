@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -86,6 +87,8 @@ def running_redis(settings) -> redis.Redis | None:
             url = "unix://" + registry["unixsocket"]
         except (OSError, ValueError, KeyError):
             return None
+        if not _alive(registry.get("pidfile")):
+            return None  # a killed hub's registry: its socket is dead, and no connect is tried
     connection = _running.get(url) or redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
     try:
         connection.ping()
@@ -93,6 +96,17 @@ def running_redis(settings) -> redis.Redis | None:
         return None
     _running[url] = connection
     return connection
+
+
+def _alive(pidfile: str | None) -> bool:
+    """Whether the process a pid file names is running."""
+    try:
+        os.kill(int(Path(pidfile).read_text().split()[0]), 0)
+    except PermissionError:
+        return True  # running, as another user
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
+    return True
 
 
 def start_embedded_redis(path: Path):

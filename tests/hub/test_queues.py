@@ -20,12 +20,12 @@ def test_the_embedded_redis_of_a_running_hub_is_found_and_none_is_started_when_i
     server = subprocess.Popen(embedded.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not embedded.socket.exists() and time.monotonic() < deadline:
+        while not (embedded.socket.exists() and embedded.pidfile.exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
         found = running_redis(settings)
         assert found is not None and found.set("seen", "1") and found.get("seen") == b"1"
     finally:
-        server.kill()  # killed outright: its registry stays behind, naming a dead socket
+        server.kill()  # killed outright: its registry and pid file stay behind
         server.wait()
     try:
         assert running_redis(settings) is None
