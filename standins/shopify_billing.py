@@ -1,10 +1,13 @@
 """The Admin GraphQL stand-in (shopify.py) plus what the rule layer asks:
 `inventoryItem` (item → variant and product) and `subscriptionBillingAttemptCreate`, with
 Shopify's idempotency: a repeated idempotencyKey returns the same attempt, not a new one.
+Both draw on the query-cost bucket of standins/shopify.py, as every call does.
 """
 from __future__ import annotations
 
 from standins.shopify import FakeShopifyAdmin, access_denied
+
+MUTATION_COST = 10
 
 
 class FakeShopifyBilling(FakeShopifyAdmin):
@@ -30,11 +33,20 @@ class FakeShopifyBilling(FakeShopifyAdmin):
         if "inventoryItem(" in query:
             number = str(variables.get("id", "")).rsplit("/", 1)[-1]
             if number not in self.items:
-                return 200, {"data": {"inventoryItem": None}}
+                return self._costed(3, 1, {"inventoryItem": None})
             product, variant = self.items[number]
-            return 200, {"data": {"inventoryItem": {
+            return self._costed(3, 3, {"inventoryItem": {  # the item, its variant and product
                 "id": variables["id"], "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
-                                                   "product": {"id": f"gid://shopify/Product/{product}"}}}}}
+                                                   "product": {"id": f"gid://shopify/Product/{product}"}}}})
+        # A mutation costs 10 points (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits),
+        # from the same bucket as every query.
+        refused = self._throttled(MUTATION_COST)
+        if refused:
+            return refused
+        status, answer = self._attempt(variables)
+        return status, {**answer, "extensions": {"cost": self._spend(MUTATION_COST, MUTATION_COST)}}
+
+    def _attempt(self, variables: dict):
         # Billing another app's contract is refused like reading it (ContractOwnership).
         if not self.scopes & {"write_own_subscription_contracts"}:
             return 200, {"errors": [access_denied("subscriptionBillingAttemptCreate",
