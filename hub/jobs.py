@@ -12,7 +12,7 @@ from hub.db.unit import UnitOfWork
 from hub.errors import DrainerBusy
 from hub.ops import alerts, consent, dashboard, reconcile
 from hub.queues import SLOW_PUSH_QUEUE, queue_order
-from hub.sync import inference, outbox, rules
+from hub.sync import inference, outbox, retries, rules
 from hub.sync.inbox import drain_inbox
 from hub.values import utc
 
@@ -66,6 +66,9 @@ def drain_inbox_job() -> dict:
         return {"busy": 1}
     if any(counts.values()):
         request_pushes(hub)
+        if rules.current_params(hub.settings).dunning.mode == "orchestrate":
+            # A new card's retry (hub.sync.retries), asked once the drain let go of the inbox.
+            retries.ask_due(hub.storage, hub.settings)
     return counts
 
 
@@ -149,9 +152,8 @@ def run_time_rules(hub: Hub, now: datetime) -> dict:
         report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
         outbox.plan_sweep(UnitOfWork(session), hub.settings, report.trigger_ids,
                           {*report.subscriber_ids, *lapsed})
-    if report.asked:  # orchestrated retries, asked once the sweep was committed
-        with hub.storage.session() as session:
-            rules.note_asked(session, report.asked)
+    # Orchestrated retries the sweep planned, asked now that it is committed.
+    retries.ask_due(hub.storage, hub.settings, now)
     return report.counts
 
 
@@ -167,12 +169,15 @@ BACKSTOP_INTERVAL_S = 60
 
 
 def backstop_job() -> dict:
-    """Every minute: drain rows a lost enqueue left behind, push what is due, and ask for a
-    push when each tool's next delivery falls due before the next backstop."""
+    """Every minute: drain rows a lost enqueue left behind, push what is due, ask for a
+    push when each tool's next delivery falls due before the next backstop, and ask the
+    platforms for orchestrated retries that are due again (hub.sync.retries)."""
     hub = current_hub()
     counts = drain_inbox_job()
     request_pushes(hub)
     push_when_due(hub, datetime.now(timezone.utc))
+    # Retries a killed worker left unasked, or whose platform did not answer, when due.
+    retries.ask_due(hub.storage, hub.settings)
     return counts
 
 

@@ -25,6 +25,7 @@ from hub.models.log import (
                             InboxEvent,
                             InboxStatus,
                             ProfileDue,
+                            RetryAsk,
                             Trigger,
                             TriggerStatus,
 )
@@ -44,7 +45,8 @@ from hub.models.subscriber import (
 
 __all__ = [
     "Base", "UTCDateTime", "now_utc", "Subscriber", "Subscription", "Payment", "Order", "OrderRefunds", "Merge",
-    "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "ProfileDue", "Checkpoint", "StaffUser", "ROLES",
+    "InboxEvent", "Trigger", "Delivery", "DeliveryAttempt", "ProfileDue", "RetryAsk", "Checkpoint", "StaffUser",
+    "ROLES",
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
     "UNINSTALLED", "BACKFILL", "RECONCILIATION", "InboxStatus", "TriggerStatus", "DeliveryStatus",

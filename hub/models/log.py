@@ -180,6 +180,26 @@ class ProfileDue(Base):
     marked_at: Mapped[datetime] = mapped_column(default=now_utc)
 
 
+class RetryAsk(Base):
+    """An orchestrated retry the platform is still to be asked for (hub.sync.retries).
+
+    Written in the transaction that fires its trigger, so a worker killed before the call
+    leaves it here to be asked; removed once the platform answered (charged, declined or
+    refused). `due_at` is when to ask next: now, after a failure that left no answer, or
+    when the lease of an ask in flight runs out."""
+
+    __tablename__ = "retry_ask"
+    __table_args__ = (Index("ix_retry_ask_due", "due_at"),)
+
+    trigger_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(Integer)
+    # The trigger's reason before any answer: each answer rewrites it as reason; answer.
+    reason: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(default=now_utc)
+    tries: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+
 class DeliveryAttempt(Base):
     """One call to a tool for a delivery: status, latency, the tool's words."""
 

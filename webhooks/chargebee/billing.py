@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import requests
 
+from hub.errors import RetryLater
 from hub.models.link import UPDATE_PAYMENT
 from webhooks.chargebee.backfill import base_url
 
@@ -24,7 +25,11 @@ TIMEOUT_S = 10
 
 
 class ChargebeeError(RuntimeError):
-    """Chargebee refused or failed to make the customer's page."""
+    """Chargebee refused a call (its page, a payment collection), or failed it."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def is_configured(settings) -> bool:
@@ -39,7 +44,7 @@ def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
             message = answer.json().get("message")
         except ValueError:
             message = None
-        raise ChargebeeError(f"{path}: HTTP {answer.status_code} {message or ''}".strip())
+        raise ChargebeeError(f"{path}: HTTP {answer.status_code} {message or ''}".strip(), answer.status_code)
     return answer.json()
 
 
@@ -66,8 +71,19 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     HTTP 400 of type `payment`, raised like any refusal. No `payment_source_id` is sent: it is
     optional, and without it Chargebee charges the customer's primary payment source, the card
     a Payment Method Updated has just made the default.
+
+    No answer, a 429 or a 5xx raises RetryLater (hub.sync.retries asks again). An ask repeated
+    after the key's window cannot charge twice: collect_payment takes payment_due and not_paid
+    invoices only, so an invoice the first call paid is refused.
     """
     if not is_configured(settings):
         raise ChargebeeError("dunning mode is orchestrate but CHARGEBEE_SITE / CHARGEBEE_API_KEY are empty")
-    _post(settings, f"invoices/{quote(payment.source_id, safe='')}/collect_payment", {},
-          headers={"chargebee-idempotency-key": idempotency_key})
+    try:
+        _post(settings, f"invoices/{quote(payment.source_id, safe='')}/collect_payment", {},
+              headers={"chargebee-idempotency-key": idempotency_key})
+    except requests.RequestException as exc:
+        raise RetryLater(0, f"Chargebee unreachable: {type(exc).__name__}") from exc
+    except ChargebeeError as exc:
+        if exc.status == 429 or (exc.status or 0) >= 500:
+            raise RetryLater(0, str(exc)) from exc
+        raise

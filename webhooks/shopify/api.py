@@ -65,10 +65,19 @@ TIMEOUT_SECONDS = 30
 class ShopifyAPIError(HubError):
     """The Admin API answered with errors (or not at all); the message says which."""
 
-    def __init__(self, message: str, status: int | None = None, codes: tuple[str, ...] = ()):
+    def __init__(self, message: str, status: int | None = None, codes: tuple[str, ...] = (),
+                 unanswered: bool = False):
         super().__init__(message)
         self.status = status  # the HTTP status when Shopify answered one (401: token refused)
         self.codes = codes    # the GraphQL errors' extensions.code (ACCESS_DENIED, THROTTLED…)
+        self.unanswered = unanswered  # no answer came (unreachable, timed out)
+
+    @property
+    def transient(self) -> bool:
+        """Shopify's trouble, not a refusal: no answer, a 5xx or 429, THROTTLED past the
+        pacer's retries, or INTERNAL_SERVER_ERROR; the same request may succeed later."""
+        return (self.unanswered or (self.status or 0) >= 500 or self.status == 429
+                or bool({"THROTTLED", "INTERNAL_SERVER_ERROR"} & set(self.codes)))
 
 
 class ContractNotReadable(ShopifyAPIError):
@@ -246,7 +255,7 @@ def _post_graphql(settings, token: str, query: str, variables: dict | None) -> t
         raise ShopifyAPIError(f"Shopify Admin API answered HTTP {exc.code}: {detail}", exc.code) from exc
     except (URLError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ShopifyAPIError(f"Shopify Admin API unreachable: {reason}") from exc
+        raise ShopifyAPIError(f"Shopify Admin API unreachable: {reason}", unanswered=True) from exc
     finally:
         shopify.ShopifyResource.clear_session()
 

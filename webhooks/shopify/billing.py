@@ -8,6 +8,7 @@ against the Admin API stand-in in tests.
 """
 from __future__ import annotations
 
+from hub.errors import RetryLater
 from webhooks.shopify import api as shopify_api
 
 BILLING_ATTEMPT = """
@@ -48,7 +49,8 @@ def account_url(settings, customer_id: str, purpose: str, subscription_id: str |
 
 
 def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
-    """Ask Shopify to charge the contract again now; the key makes a repeat a no-op."""
+    """Ask Shopify to charge the contract again now; the key makes a repeat a no-op. No
+    answer, or Shopify's own trouble, raises RetryLater; a refusal raises ShopifyAPIError."""
     if not settings.SHOPIFY_OWNS_CONTRACTS:
         # Only the app that owns a contract may bill it (write_own_subscription_contracts).
         raise shopify_api.ShopifyAPIError(
@@ -57,11 +59,16 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
     contract = payment.subscription_source_id
     if not contract:
         raise shopify_api.ShopifyAPIError(f"billing attempt {payment.source_id} names no contract")
-    data = shopify_api.shared_pacer(settings).execute(settings, "billing_attempt", BILLING_ATTEMPT, {
-        "contract": shopify_api.contract_gid(contract),
-        # Shopify keeps idempotency keys for a while; it caps their length.
-        "input": {"idempotencyKey": idempotency_key[:255]},
-    })
+    try:
+        data = shopify_api.shared_pacer(settings).execute(settings, "billing_attempt", BILLING_ATTEMPT, {
+            "contract": shopify_api.contract_gid(contract),
+            # Shopify keeps idempotency keys for a while; it caps their length.
+            "input": {"idempotencyKey": idempotency_key[:255]},
+        })
+    except shopify_api.ShopifyAPIError as exc:
+        if exc.transient:  # asked again later with the same key (hub.sync.retries)
+            raise RetryLater(0, str(exc)) from exc
+        raise
     errors = (data.get("subscriptionBillingAttemptCreate") or {}).get("userErrors") or []
     if errors:
         # e.g. CONTRACT_PAUSED, CONTRACT_TERMINATED: Shopify bills only an active contract

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stripe
 
+from hub.errors import RetryLater
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
 
 
@@ -58,7 +59,15 @@ def billing_portal_url(settings, customer_id: str, purpose: str, subscription_id
 
 
 def pay_invoice(settings, payment, idempotency_key: str) -> None:
-    """Ask Stripe to attempt the open invoice now (Invoice.pay); one attempt per key."""
+    """Ask Stripe to attempt the open invoice now (Invoice.pay); one attempt per key.
+
+    No answer (after the SDK's own tries) or a 429 raises RetryLater: Stripe saves a key's
+    result only once the endpoint began to run, so the same key may be asked again. A 5xx
+    is final for the key: Stripe answers a repeat with the saved 500
+    (https://docs.stripe.com/api/idempotent_requests)."""
     if not is_configured(settings):
         raise RuntimeError("dunning mode is orchestrate but STRIPE_API_KEY is empty")
-    client(settings).v1.invoices.pay(payment.source_id, options={"idempotency_key": idempotency_key})
+    try:
+        client(settings).v1.invoices.pay(payment.source_id, options={"idempotency_key": idempotency_key})
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise RetryLater(0, f"Stripe: {exc.user_message or exc}") from exc

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.db.dialect import upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
 from hub.models.link import RENEW, UPDATE_PAYMENT
+from hub.sync import retries
 from hub.sync.rules import (
     card_expiry,
     dunning,
@@ -102,19 +102,17 @@ def on_event(session: Session, subscriber: Subscriber, event, changes, now: date
     dues += time_rules(s, Window.today(now, p.tz), now, p, notice=NOTICES.get(event.name, ()))
     fired = store(session, subscriber.id, dues, inbox_event_id, history, settings)
     if p.dunning.mode == "orchestrate":
-        _retry_with_new_card(session, s, fired, settings)
+        _retry_with_new_card(session, s, fired, now)
     return fired
 
 
-def _retry_with_new_card(session: Session, s: SubscriberState, fired: list[Trigger], settings) -> None:
-    """Orchestrate mode: a new card while a payment is owed asks the platform to retry it, once
-    the trigger is committed (the trigger's key is the retry's idempotency key)."""
-    retries = [(pay, f"{t.subscriber_id}:{t.rule}:{t.occasion}") for t in fired
-               if t.name == ev.PAYMENT_METHOD_UPDATED_TRIGGER
-               for pay in s.payments if pay.source_id == (t.properties or {}).get("dunning_payment_id")
-               and pay.source == t.properties.get("source")]
-    if retries:
-        _retry_after_commit(session, retries, settings, {})  # the outcome is logged
+def _retry_with_new_card(session: Session, s: SubscriberState, fired: list[Trigger], now: datetime) -> None:
+    """Orchestrate mode: a new card while a payment is owed asks the platform to retry it,
+    once the trigger is committed (hub.sync.retries; the trigger's key is the idempotency key)."""
+    retries.plan(session, [(t.id, pay.id, t.reason) for t in fired
+                           if t.name == ev.PAYMENT_METHOD_UPDATED_TRIGGER
+                           for pay in s.payments if pay.source_id == (t.properties or {}).get("dunning_payment_id")
+                           and pay.source == t.properties.get("source")], now)
 
 
 def _unnumbered(subscriber: Subscriber) -> bool:
@@ -365,9 +363,6 @@ class SweepReport:
     subscriber_ids: set[int] = field(default_factory=set)
     # Whose keys the sweep's platform calls use (links, orchestrated retries); None makes none.
     settings: object = None
-    # Trigger key → what came of the orchestrated retry it asked for, filled once the sweep
-    # is committed (note_asked records it on the trigger).
-    asked: dict[str, str] = field(default_factory=dict)
 
     def add(self, family: str, inserted: list[tuple]) -> list[tuple]:
         fired = [r for r in inserted if r[4] == FIRED]
@@ -467,63 +462,11 @@ def _sweep_dunning(session, w, now, p, report):
     found = [(x, d) for x in queries.open_payments(session, start, end) for d in dunning.due(x, w, now, p)]
     inserted = _bulk(session, report, "dunning", [(x.subscriber_id, d) for x, d in found])
     if p.dunning.mode == "orchestrate":
-        # The new retry row is the once-only guard of the platform call: a sweep run twice
-        # (or by two workers) inserts it once, and only its inserter asks for the retry.
-        retries = {(x.subscriber_id, d.occasion): x for x, d in found if d.rule == dunning.RETRY}
-        due_retries = [(retries[(sid, occ)], f"{sid}:{rule_}:{occ}")
-                       for _, sid, rule_, occ, status in inserted if rule_ == dunning.RETRY and status == FIRED]
-        if due_retries:
-            _retry_after_commit(session, due_retries, report.settings, report.asked)
-
-
-def _retry_after_commit(session: Session, retries: list, settings, asked: dict[str, str]) -> None:
-    """Ask the platforms to retry once the sweep's triggers are committed: a rolled-back
-    sweep asks nothing (its retry rows are gone too, so the next sweep asks instead). What
-    came of each ask goes into `asked`, by trigger key."""
-    ended = False  # by this transaction's commit or rollback: the listeners then do nothing
-
-    def run(_session) -> None:
-        nonlocal ended
-        if not ended:
-            ended = True
-            for payment, key in retries:
-                asked[key] = run_retry(payment, key, settings)
-
-    def drop(_session) -> None:
-        nonlocal ended
-        ended = True
-
-    sa_event.listen(session, "after_commit", run)
-    sa_event.listen(session, "after_rollback", drop)
-
-
-def run_retry(payment, key: str, settings) -> str:
-    """One orchestrated retry; the trigger key is the platform's idempotency key, so even a
-    repeated call charges once. What came of it, in words for the retry's reason (a failure
-    is logged too)."""
-    source = SOURCES.get(payment.source)
-    retrier = source.retry_payment if source is not None else None
-    platform = payment.source.capitalize()  # Shopify, Stripe, Chargebee, Recharge
-    if retrier is None or settings is None:
-        dunning.log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
-                            payment.source, payment.source_id)
-        return f"{platform} cannot be asked to charge again"
-    try:
-        retrier(settings, payment, key)
-    except Exception as exc:  # noqa: BLE001 - one platform's failure must not stop the others
-        dunning.log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
-        return f"{platform} did not charge again: {exc}"[:500]
-    return f"{platform} was asked to charge again"
-
-
-def note_asked(session: Session, asked: dict[str, str]) -> None:
-    """Add what each platform answered to its retry trigger's reason (SweepReport.asked), so
-    the customer's page says whether the charge was asked for and, if not, why."""
-    for key, outcome in asked.items():
-        subscriber_id, rule, occasion = key.split(":", 2)
-        session.execute(update(Trigger).where(
-            Trigger.subscriber_id == int(subscriber_id), Trigger.rule == rule, Trigger.occasion == occasion)
-            .values(reason=Trigger.reason + f"; {outcome}"))
+        # The new retry trigger is the once-only guard of the platform call: a sweep run twice
+        # (or by two workers) inserts it once, and only its inserter plans the ask.
+        due = {(x.subscriber_id, d.occasion): (x.id, d.reason) for x, d in found if d.rule == dunning.RETRY}
+        retries.plan(session, [(i, *due[(sid, occ)]) for i, sid, rule_, occ, status in inserted
+                               if rule_ == dunning.RETRY and status == FIRED], now)
 
 
 def _sweep_welcome(session, w, now, p, report):

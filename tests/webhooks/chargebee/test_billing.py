@@ -3,13 +3,14 @@ the unpaid invoice (POST /api/v2/invoices/{id}/collect_payment), once per retry,
 Chargebee's idempotency key; against the stand-in."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import requests
 
+from hub.sync import retries
 from hub.sync.inbox import drain_inbox
 from standins.chargebee import FakeChargebee
-from tests.hub.sync.rules.test_orchestrate import orchestrate, sweep_days  # noqa: F401 - the fixture
+from tests.hub.sync.rules.test_orchestrate import orchestrate, retry_reasons, sweep_days  # noqa: F401 - the fixture
 from tests.samples import load_sample, post
 
 KEY = "cb_test_orch"
@@ -65,3 +66,25 @@ def test_chargebee_invoice_is_collected_on_each_retry_day_once(client, orchestra
     calls = [c for c in cb.calls if c.operation == "collect_payment"]
     assert [c.headers.get("chargebee-idempotency-key") for c in calls] == keys
     assert cb.attempts == [("1057", key) for key in keys]
+
+
+def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_once(client, orchestrate):
+    hub = orchestrate
+    failed = load_sample("chargebee/payment_failed.json")
+    with FakeChargebee(api_key=KEY) as cb:
+        cb.invoices.append(unpaid_invoice(failed))
+        hub.settings.CHARGEBEE_API_KEY, hub.settings.CHARGEBEE_API_BASE = KEY, cb.url
+        post(client, "chargebee", failed)
+        drain_inbox(hub.storage, hub.settings)
+        failed_on = datetime.fromtimestamp(failed["occurred_at"], timezone.utc).date()
+        cb.fail(503, times=1)  # Chargebee's trouble on the first retry day
+        day = failed_on
+        while not retry_reasons(hub):
+            day += timedelta(days=1)
+            sweep_days(hub, day, 1, times=1)
+        assert cb.attempts == [] and "Chargebee did not answer (invoices/1057/collect_payment: HTTP 503" in \
+            retry_reasons(hub)[0]
+        # The backstop two minutes later (the sample's days lie ahead of the real clock).
+        retries.ask_due(hub.storage, hub.settings, datetime.combine(day, time(6, 2), tzinfo=timezone.utc))
+    assert cb.attempts == [("1057", "1:payment-retry:chargebee:1057/retry-1")]
+    assert retry_reasons(hub)[0].endswith("; Chargebee was asked to charge again")

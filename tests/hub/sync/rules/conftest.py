@@ -113,10 +113,13 @@ class World:
             return [t.name for t in fired]
 
     def sweep(self, when):
-        from hub.sync import rules
+        """A sweep as the sweep job makes it: committed, then its orchestrated retries asked."""
+        from hub.sync import retries, rules
 
         with self.storage.session() as session:
-            return {k: v for k, v in rules.sweep(session, self.settings, at(when), params=self.p).items() if v}
+            fired = {k: v for k, v in rules.sweep(session, self.settings, at(when), params=self.p).items() if v}
+        retries.ask_due(self.storage, self.settings, at(when))
+        return fired
 
     def triggers(self, **where):
         from sqlalchemy import select

@@ -3,17 +3,20 @@ Invoice.pay, Shopify subscriptionBillingAttemptCreate), once per due date, again
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 import yaml
 from sqlalchemy import select
 
+from hub import jobs
 from hub.jobs import run_time_rules
-from hub.models import Trigger
+from hub.models import RetryAsk, Trigger
+from hub.sync import retries, rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
-from standins.shopify import contract_node
+from standins.shopify import INTERNAL_ERROR, contract_node
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import shopify_billing_failure
@@ -96,10 +99,87 @@ def test_a_new_card_while_a_payment_is_owed_asks_stripe_to_retry_it_once(client,
             post(client, "stripe", stripe_event("payment_method.updated", card["object"], event_id=event_id,
                                                 created=obj["created"] + 3600,
                                                 previous_attributes=card["previous_attributes"]))
-            drain_inbox(hub.storage, hub.settings)
+            jobs.drain_inbox_job()  # the worker's drain, which asks once the batch is committed
     [(invoice, key)] = stripe_.attempts
     assert (invoice, key.split(":", 1)[1]) == (
         "in_1234", "payment-method-updated:stripe:pm_1000/2035-12")
+    # The customer's page says the new card was tried.
+    assert reasons(hub, "payment-method-updated")[0].endswith("; Stripe was asked to charge again")
+
+
+def test_a_retry_shopify_did_not_answer_is_asked_again_by_the_backstop_and_charged_once(client, orchestrate):
+    hub = orchestrate
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        admin.errors = INTERNAL_ERROR  # Shopify failing on the first retry day's sweep
+        sweep_days(hub, date(2026, 11, 2), 3, times=1)
+        assert admin.attempts == []
+        [waiting] = retry_reasons(hub)
+        assert waiting.startswith("retry 1 of 3 due today; Shopify did not answer (Internal error.")
+        assert waiting.endswith("asking again at 2026-11-04 06:01 UTC")
+        admin.errors = None  # Shopify is back
+        jobs.backstop_job()
+        jobs.backstop_job()  # the next minute's: nothing is left to ask
+    [(contract, key)] = admin.attempts
+    assert contract == "gid://shopify/SubscriptionContract/402440842" and key.endswith("/retry-1")
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Shopify was asked to charge again"]
+    assert asks_left(hub) == 0
+
+
+def test_a_retry_shopify_never_answers_is_given_up_after_six_asks_within_hours(client, orchestrate):
+    hub = orchestrate
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        admin.errors = INTERNAL_ERROR
+        sweep_days(hub, date(2026, 11, 2), 3, times=1)  # the first ask, on 4 November at 06:00
+        at, asked_at = datetime(2026, 11, 4, 6, tzinfo=timezone.utc), []
+        while asks_left(hub):
+            at += timedelta(minutes=1)  # the backstop, every minute
+            if retries.ask_due(hub.storage, hub.settings, at):
+                asked_at.append(at.strftime("%H:%M"))
+    assert asked_at == ["06:01", "06:06", "06:21", "07:21", "10:21"]
+    assert admin.attempts == []
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Shopify did not charge again: no answer after 6 asks "
+                                  "(Internal error. Looks like something went wrong on our end.)"]
+
+
+def test_a_retry_committed_but_not_asked_before_the_worker_died_is_asked_by_the_backstop(client, orchestrate):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub, obj) as stripe_:
+        day = next(d for d in (failed_on + timedelta(days=n) for n in range(1, 8))
+                   if _sweep_only(hub, datetime.combine(d, time(6), tzinfo=timezone.utc)))
+        assert stripe_.attempts == []  # the sweep committed its trigger; its worker died before the call
+        jobs.backstop_job()
+    [(invoice, key)] = stripe_.attempts
+    assert invoice == "in_1234" and key.endswith("/retry-1") and day > failed_on
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
+
+
+def test_a_payment_paid_while_its_retry_waited_is_not_charged_again(client, orchestrate):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub, obj) as stripe_:
+        stripe_.fail(429)  # Stripe's rate limit refuses the first retry day's ask (and the SDK's own tries)
+        day = failed_on
+        while not retry_reasons(hub):
+            day += timedelta(days=1)
+            sweep_days(hub, day, 1, times=1)
+        assert stripe_.attempts == []
+        [waiting] = retry_reasons(hub)
+        assert "Stripe did not answer" in waiting
+        stripe_.heal()
+        paid = {**obj, "status": "paid", "paid": True, "amount_paid": obj["amount_due"], "amount_remaining": 0}
+        post(client, "stripe", stripe_event("invoice.paid", paid, event_id="evt_paid", created=obj["created"] + 86400))
+        drain_inbox(hub.storage, hub.settings)  # the customer paid through the email's link
+        jobs.backstop_job()
+    assert stripe_.attempts == []
+    assert retry_reasons(hub)[0].endswith("; not asked: the payment is paid now")
+    assert asks_left(hub) == 0
 
 
 def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, orchestrate, caplog):
@@ -119,6 +199,35 @@ def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, 
                                   "Subscription contract cannot be billed if paused. (CONTRACT_PAUSED)"]
 
 
+@contextmanager
+def stripe_failure(client, hub, invoice: dict):
+    """The hub pointed at Stripe's stand-in, with the invoice's failed payment stored and drained."""
+    with FakeStripeBilling("sk_test_orch") as stripe_:
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
+        post(client, "stripe", stripe_event("invoice.payment_failed", invoice, event_id="evt_f",
+                                            created=invoice["created"]))
+        drain_inbox(hub.storage, hub.settings)
+        yield stripe_
+
+
 def retry_reasons(hub) -> list[str]:
+    return reasons(hub, "payment-retry")
+
+
+def reasons(hub, rule: str) -> list[str]:
+    """The reasons of a rule's triggers, as the customer's page shows them."""
     with hub.storage.session() as s:
-        return list(s.scalars(select(Trigger.reason).where(Trigger.rule == "payment-retry").order_by(Trigger.id)))
+        return list(s.scalars(select(Trigger.reason).where(Trigger.rule == rule).order_by(Trigger.id)))
+
+
+def asks_left(hub) -> int:
+    with hub.storage.session() as s:
+        return len(s.scalars(select(RetryAsk.trigger_id)).all())
+
+
+def _sweep_only(hub, now: datetime) -> int:
+    """A sweep committed as the sweep job does, and nothing after it (its worker killed): the
+    dunning triggers it fired."""
+    with hub.storage.session() as session:
+        report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
+    return report.counts.get("dunning", 0)

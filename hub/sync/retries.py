@@ -1,0 +1,142 @@
+"""Orchestrated retries (dunning mode `orchestrate`): the platform asked to charge a failed
+payment again, once per retry trigger, and nothing lost on the way.
+
+The rules write a RetryAsk in the transaction that fires the trigger (`plan`). Once that is
+committed, `ask_due` asks the platform: the sweep job after its sweep, the drain job after
+its drain, and the backstop every minute. The trigger's key is the platform's idempotency
+key, so asking again after a killed worker or an answer that never came charges once.
+
+- An ask is leased before the call (its `due_at` moves LEASE ahead, committed), so two
+  workers never ask at once and a worker killed mid-call leaves it to be asked again.
+- The platform's answer (charged, declined, refused) ends it: the row goes, and the
+  trigger's reason says what came of it, as the customer's page shows it.
+- No answer (unreachable, 5xx, 429: the retrier raises RetryLater) is asked again after
+  AGAIN_AFTER, then given up, well inside the platforms' idempotency windows (Stripe keeps
+  a key at least 24 hours: https://docs.stripe.com/api/idempotent_requests).
+- A payment paid, voided or erased meanwhile is not asked for: a Shopify billing attempt on
+  a contract whose payment was recovered would charge the customer again.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from hub.errors import RetryLater
+from hub.models import Payment, RetryAsk, Subscriber, Subscription, Trigger, now_utc
+from hub.sync.rules.dunning import log
+from hub.sync.rules.state import OPEN_PAYMENT, PaymentState
+from webhooks import SOURCES
+
+# Longer than a platform call with its own retries can take (Stripe's SDK: a few tries of
+# up to 80 s), so a lease never runs out under a call still in flight.
+LEASE = timedelta(minutes=10)
+# After an ask that got no answer: the waits before the next ask; then it is given up.
+AGAIN_AFTER = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1),
+               timedelta(hours=3))
+CLAIM = 20  # asks leased at a time
+# A payment's status, as the page says why its retry was not asked for.
+NOT_OWED = {"succeeded": "paid", "void": "voided", "uncollectible": "written off", "new": "not yet charged"}
+
+
+def plan(session: Session, asks: list[tuple[int, int, str | None]], at: datetime) -> None:
+    """Record retries to ask once this transaction commits, due `at` (the rules' now):
+    (trigger id, payment id, the trigger's reason). Each trigger is new, so each is asked
+    for once."""
+    if asks:
+        session.execute(insert(RetryAsk), [{"trigger_id": t, "payment_id": p, "reason": r, "due_at": at,
+                                            "tries": 0} for t, p, r in asks])
+
+
+def ask_due(storage, settings, now: datetime | None = None, budget_s: float = 10.0) -> int:
+    """Ask the platforms for every retry due by `now` (default: the clock), for up to
+    `budget_s` of calls (the rest waits for the next backstop); the number asked."""
+    asked, started = 0, time.monotonic()
+    while time.monotonic() - started < budget_s:
+        at = now or now_utc()
+        with storage.write_turn(), storage.session() as session:
+            leased = _lease(session, at)
+        for ask in leased:
+            outcome, again = _ask(ask, settings, at)
+            with storage.write_turn(), storage.session() as session:
+                _record(session, ask, outcome, again)
+            asked += 1
+        if len(leased) < CLAIM:
+            break
+    return asked
+
+
+def _lease(session: Session, at: datetime) -> list[dict]:
+    """Up to CLAIM due asks, each with its payment and trigger key, leased to this caller."""
+    rows = session.execute(
+        select(RetryAsk.trigger_id, RetryAsk.payment_id, RetryAsk.reason, RetryAsk.due_at, RetryAsk.tries,
+               Trigger.subscriber_id, Trigger.rule, Trigger.occasion)
+        .join(Trigger, Trigger.id == RetryAsk.trigger_id, isouter=True)
+        .where(RetryAsk.due_at <= at).order_by(RetryAsk.due_at).limit(CLAIM)).mappings().all()
+    leased = []
+    for row in rows:
+        taken = session.execute(update(RetryAsk).where(RetryAsk.trigger_id == row["trigger_id"],
+                                                       RetryAsk.due_at == row["due_at"])
+                                .values(due_at=at + LEASE, tries=RetryAsk.tries + 1)).rowcount
+        if taken:  # else another worker leased it between the two statements
+            leased.append({**row, "tries": row["tries"] + 1, "payment": _payment(session, row["payment_id"])})
+    return leased
+
+
+def _payment(session: Session, payment_id: int) -> PaymentState | None:
+    """The payment as it stands now, with its subscription's platform id; None when gone or
+    its person erased."""
+    row = session.execute(
+        select(Payment.id, Payment.subscriber_id, Payment.source, Payment.source_id, Payment.status,
+               Subscription.source_id.label("subscription_source_id"))
+        .join(Subscription, Subscription.id == Payment.subscription_id, isouter=True)
+        .join(Subscriber, Subscriber.id == Payment.subscriber_id)
+        .where(Payment.id == payment_id, Subscriber.erased_at.is_(None))).mappings().first()
+    return PaymentState(**row) if row else None
+
+
+def _ask(ask: dict, settings, at: datetime) -> tuple[str, datetime | None]:
+    """Ask the platform once; what came of it in words, and when to ask again (None: done)."""
+    payment = ask["payment"]
+    if payment is None or ask["rule"] is None:
+        return "not asked: the payment is no longer on record", None
+    platform = payment.source.capitalize()  # Shopify, Stripe, Chargebee
+    if payment.status not in OPEN_PAYMENT:
+        return f"not asked: the payment is {NOT_OWED.get(payment.status, payment.status)} now", None
+    source = SOURCES.get(payment.source)
+    retrier = source.retry_payment if source is not None else None
+    if retrier is None or settings is None:
+        log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
+                    payment.source, payment.source_id)
+        return f"{platform} cannot be asked to charge again", None
+    key = f"{ask['subscriber_id']}:{ask['rule']}:{ask['occasion']}"
+    try:
+        retrier(settings, payment, key)
+    except RetryLater as exc:
+        log.warning("retry of %s payment %s (%s) got no answer: %s", payment.source, payment.source_id, key, exc)
+        if ask["tries"] > len(AGAIN_AFTER):
+            return f"{platform} did not charge again: no answer after {ask['tries']} asks ({_said(exc)})", None
+        wait = max(AGAIN_AFTER[ask["tries"] - 1], timedelta(seconds=exc.retry_after))
+        return f"{platform} did not answer ({_said(exc)}); asking again at {(at + wait):%Y-%m-%d %H:%M} UTC", at + wait
+    except Exception as exc:  # noqa: BLE001 - the platform's refusal, in its words; the others go on
+        log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
+        return f"{platform} did not charge again: {_said(exc)}", None
+    return f"{platform} was asked to charge again", None
+
+
+def _said(exc: Exception) -> str:
+    """The first line of what the platform said (Shopify's internal error adds a request id
+    line), short enough for the page."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _record(session: Session, ask: dict, outcome: str, again: datetime | None) -> None:
+    """The answer on the trigger's reason; the ask ends, or waits until `again`."""
+    reason = f"{ask['reason']}; {outcome}" if ask["reason"] else outcome
+    session.execute(update(Trigger).where(Trigger.id == ask["trigger_id"]).values(reason=reason))
+    if again is not None:
+        session.execute(update(RetryAsk).where(RetryAsk.trigger_id == ask["trigger_id"]).values(due_at=again))
+    else:
+        session.execute(delete(RetryAsk).where(RetryAsk.trigger_id == ask["trigger_id"]))
