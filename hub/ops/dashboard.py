@@ -52,6 +52,7 @@ from hub.models import (
 )
 from hub.ops.consent import last_report
 from hub.ops.reconcile import recovered_total
+from hub.ops.synclog import unanswered_retry_counts
 from hub.sync import rules
 from hub.sync.inbox import EARLIER
 from hub.values import Money, iso, per_month, utc
@@ -574,6 +575,7 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "consent": last_report(session),
         "registrations": _registrations(session, settings),
         "refused": refused_webhooks(queues),
+        "unanswered_retries": unanswered_retry_counts(session),
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }

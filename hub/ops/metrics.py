@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select
 
 from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.ops.dashboard import refused_webhooks
-from hub.ops.synclog import owed_profile_counts
+from hub.ops.synclog import owed_profile_counts, unanswered_retry_counts
 
 # The text format every Prometheus reads (what generate_latest writes).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,6 +55,13 @@ class HubCollector:
             for connector, kind, n in session.execute(interrupted_counts()):
                 interrupted.add_metric([connector, kind], n)
             yield interrupted
+            unanswered = GaugeMetricFamily(
+                "hub_payment_retries_unanswered",
+                "Orchestrated payment retries asked of a platform that gave no answer yet, to be "
+                "asked again (hub.sync.retries), by source.", labels=["source"])
+            for source, n in sorted(unanswered_retry_counts(session).items()):
+                unanswered.add_metric([source], n)
+            yield unanswered
             subscribers = GaugeMetricFamily("hub_subscribers", "Subscribers by lifecycle stage.",
                                             labels=["stage"])
             for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):

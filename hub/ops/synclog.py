@@ -26,6 +26,7 @@ from hub.models import (
     Order,
     Payment,
     ProfileDue,
+    RetryAsk,
     Subscriber,
     Subscription,
     Trigger,
@@ -269,6 +270,13 @@ def delivery_counts(session: Session) -> dict[tuple[str, str], int]:
 def owed_profile_counts(session: Session) -> dict[str, int]:
     """connector → profiles that slower tool is owed (planned as its push has room)."""
     return dict(session.execute(select(ProfileDue.connector, func.count()).group_by(ProfileDue.connector)).all())
+
+
+def unanswered_retry_counts(session: Session) -> dict[str, int]:
+    """source → orchestrated retries asked of it that got no answer yet (asked again later)."""
+    return dict(session.execute(select(Payment.source, func.count()).select_from(RetryAsk)
+                                .join(Payment, Payment.id == RetryAsk.payment_id)
+                                .where(RetryAsk.tries > 0).group_by(Payment.source)).all())
 
 
 def owed_profiles_of(session: Session, subscriber_id: int) -> list[tuple[str, datetime]]:

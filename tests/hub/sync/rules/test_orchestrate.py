@@ -13,6 +13,7 @@ from sqlalchemy import select
 from hub import jobs
 from hub.jobs import run_time_rules
 from hub.models import RetryAsk, Trigger
+from hub.ops import dashboard
 from hub.sync import retries, rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
@@ -20,6 +21,8 @@ from standins.shopify import INTERNAL_ERROR, contract_node
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import shopify_billing_failure
+from tests.hub.web.conftest import add_staff, log_in
+from tests.hub.web.test_synclog import visible_text
 from tests.samples import load_sample, post, stripe_event
 
 
@@ -118,13 +121,18 @@ def test_a_retry_shopify_did_not_answer_is_asked_again_by_the_backstop_and_charg
         [waiting] = retry_reasons(hub)
         assert waiting.startswith("retry 1 of 3 due today; Shopify did not answer (Internal error.")
         assert waiting.endswith("asking again at 2026-11-04 06:01 UTC")
+        # Support sees the waiting retry on the dashboard, and monitoring on /metrics.
+        assert 'hub_payment_retries_unanswered{source="shopify"} 1.0' in client.get("/metrics").get_data(as_text=True)
+        add_staff(hub, "olive@shop.test", "operator")
+        log_in(client, "olive@shop.test")
+        assert "1 payment retry waiting for Shopify to answer" in dashboard_text(client)
         admin.errors = None  # Shopify is back
         jobs.backstop_job()
         jobs.backstop_job()  # the next minute's: nothing is left to ask
     [(contract, key)] = admin.attempts
     assert contract == "gid://shopify/SubscriptionContract/402440842" and key.endswith("/retry-1")
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Shopify was asked to charge again"]
-    assert asks_left(hub) == 0
+    assert asks_left(hub) == 0 and "waiting for Shopify" not in dashboard_text(client)
 
 
 def test_a_retry_shopify_never_answers_is_given_up_after_six_asks_within_hours(client, orchestrate):
@@ -218,6 +226,12 @@ def reasons(hub, rule: str) -> list[str]:
     """The reasons of a rule's triggers, as the customer's page shows them."""
     with hub.storage.session() as s:
         return list(s.scalars(select(Trigger.reason).where(Trigger.rule == rule).order_by(Trigger.id)))
+
+
+def dashboard_text(client) -> str:
+    """The dashboard's visible text, as the logged-in operator reads it now (not the 30-second cache)."""
+    dashboard._cache.clear()
+    return visible_text(client.get("/sync-log/dashboard").get_data(as_text=True))
 
 
 def asks_left(hub) -> int:
