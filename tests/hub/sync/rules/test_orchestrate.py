@@ -167,6 +167,32 @@ def test_a_retry_committed_but_not_asked_before_the_worker_died_is_asked_by_the_
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
 
 
+def test_a_worker_killed_after_stripe_charged_but_before_it_wrote_the_answer_charges_once(client, orchestrate,
+                                                                                          monkeypatch):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    record = retries._record
+
+    def killed(*args):
+        raise SystemExit("worker killed")  # after Stripe's answer, before the hub wrote it
+
+    with stripe_failure(client, hub, obj) as stripe_:
+        monkeypatch.setattr(retries, "_record", killed)
+        day = failed_on
+        with pytest.raises(SystemExit):
+            while not retry_reasons(hub):
+                day += timedelta(days=1)
+                run_time_rules(hub, datetime.combine(day, time(6), tzinfo=timezone.utc))
+        monkeypatch.setattr(retries, "_record", record)
+        asked = datetime.combine(day, time(6), tzinfo=timezone.utc)
+        assert retries.ask_due(hub.storage, hub.settings, asked + timedelta(minutes=9)) == 0  # leased
+        assert retries.ask_due(hub.storage, hub.settings, asked + timedelta(minutes=10)) == 1
+    assert len(stripe_.attempts) == 1  # the same key: Stripe answered with the first result
+    assert len([c for c in stripe_.calls if c.operation == "pay_invoice"]) == 2
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
+
+
 def test_a_payment_paid_while_its_retry_waited_is_not_charged_again(client, orchestrate):
     hub = orchestrate
     obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
