@@ -2,6 +2,14 @@
 `inventoryItem` (item → variant and product) and `subscriptionBillingAttemptCreate`, with
 Shopify's idempotency: a repeated idempotencyKey returns the same attempt, not a new one.
 Both draw on the query-cost bucket of standins/shopify.py, as every call does.
+
+A billing attempt is asynchronous, as Shopify's is: the mutation answers `ready: false`
+("whether the billing attempt is still processing" is not over yet), and the outcome reaches
+the app later as a `subscription_billing_attempts/success` or `/failure` webhook
+(https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionBillingAttempt,
+https://shopify.dev/docs/api/webhooks?reference=toml#list-of-topics). `settle()` is that
+later moment: it finishes every attempt still processing and returns the webhooks' topics
+and bodies, for the test to post as Shopify would.
 """
 from __future__ import annotations
 
@@ -18,7 +26,32 @@ class FakeShopifyBilling(FakeShopifyAdmin):
         super().__init__(token, owns_contracts=owns_contracts)
         self.items: dict[str, tuple[str, str]] = {}
         self.attempts: list[tuple[str, str]] = []
+        self.declines: set[str] = set()  # contract gids whose next attempts the card declines
         self._by_key: dict[str, str] = {}
+        self._processing: list[int] = []  # attempts (index into `attempts`) not finished yet
+        self._ready: dict[str, str | None] = {}  # attempt gid finished → its error message (None: paid)
+
+    def settle(self) -> list[tuple[str, dict]]:
+        """Finish every attempt still processing: a successful one makes an order, a declined
+        one fails. The webhooks Shopify then sends the app, in its payload's shape."""
+        out = []
+        for index in self._processing:
+            contract, key = self.attempts[index]
+            number = index + 1
+            declined = contract in self.declines
+            order = None if declined else 820982911946154500 + number
+            out.append(("subscription_billing_attempts/failure" if declined else
+                        "subscription_billing_attempts/success", {
+                            "id": number, "admin_graphql_api_id": f"gid://shopify/SubscriptionBillingAttempt/{number}",
+                            "idempotency_key": key, "order_id": order,
+                            "admin_graphql_api_order_id": f"gid://shopify/Order/{order}" if order else None,
+                            "subscription_contract_id": int(contract.rsplit("/", 1)[-1]),
+                            "admin_graphql_api_subscription_contract_id": contract, "ready": True,
+                            "error_message": "Payment method was declined by processor." if declined else None,
+                            "error_code": "PAYMENT_METHOD_DECLINED" if declined else None}))
+            self._ready[f"gid://shopify/SubscriptionBillingAttempt/{number}"] = out[-1][1]["error_message"]
+        self._processing = []
+        return out
 
     def answer(self, path: str, headers: dict, body: dict):
         query = body.get("query", "")
@@ -76,7 +109,10 @@ class FakeShopifyBilling(FakeShopifyAdmin):
                                 "code": "BLANK"}]}}}
         if key not in self._by_key:
             self.attempts.append((variables.get("contract"), key))
+            self._processing.append(len(self.attempts) - 1)
             self._by_key[key] = f"gid://shopify/SubscriptionBillingAttempt/{len(self.attempts)}"
+        attempt = self._by_key[key]
         return 200, {"data": {"subscriptionBillingAttemptCreate": {
-            "subscriptionBillingAttempt": {"id": self._by_key[key], "ready": False, "errorMessage": None},
+            "subscriptionBillingAttempt": {"id": attempt, "ready": attempt in self._ready,
+                                           "errorMessage": self._ready.get(attempt)},
             "userErrors": []}}}

@@ -77,6 +77,39 @@ def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
     assert retry_reasons(hub) == [f"retry {n} of 3 due today; Shopify was asked to charge again" for n in (1, 2, 3)]
 
 
+def test_shopify_charges_the_retry_later_and_its_success_webhook_ends_the_dunning(client, orchestrate):
+    hub = orchestrate
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        sweep_days(hub, date(2026, 11, 2), 3)  # retry 1 asked on 4 November
+        # Shopify bills on its own time, then tells the app by webhook.
+        for n, (topic, payload) in enumerate(admin.settle()):
+            post(client, "shopify", payload, topic=topic, webhook_id=f"wh-settled-{n}",
+                 triggered_at="2026-11-04T06:07:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        sweep_days(hub, date(2026, 11, 5), 15)
+    assert [key.rsplit("/", 1)[1] for _, key in admin.attempts] == ["retry-1"]  # no retry 2 or 3 once paid
+    assert len(reasons(hub, "payment-recovered")) == 1
+
+
+def test_a_retry_shopify_declines_later_leaves_the_next_retry_due(client, orchestrate):
+    hub = orchestrate
+    gid = "gid://shopify/SubscriptionContract/402440842"
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        admin.declines.add(gid)
+        sweep_days(hub, date(2026, 11, 2), 3)
+        for n, (topic, payload) in enumerate(admin.settle()):
+            assert topic == "subscription_billing_attempts/failure"
+            post(client, "shopify", payload, topic=topic, webhook_id=f"wh-settled-{n}",
+                 triggered_at="2026-11-04T06:07:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        sweep_days(hub, date(2026, 11, 5), 4)
+    assert [key.rsplit("/", 1)[1] for _, key in admin.attempts] == ["retry-1", "retry-2"]
+
+
 def test_notify_mode_asks_nothing(client, hub):
     obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
     with FakeStripeBilling("sk_test_orch") as stripe_:
