@@ -52,31 +52,41 @@ def plan(session: Session, asks: list[tuple[int, int, str | None]], at: datetime
 
 def ask_due(storage, settings, now: datetime | None = None, budget_s: float = 10.0) -> int:
     """Ask the platforms for every retry due by `now` (default: the clock), for up to
-    `budget_s` of calls (the rest waits for the next backstop); the number asked."""
+    `budget_s` of calls (the rest waits for the next backstop); the number of due asks taken
+    (asked, or found not to be asked any more)."""
     asked, started = 0, time.monotonic()
     while time.monotonic() - started < budget_s:
         at = now or now_utc()
+        with storage.session() as session:  # a look without the write lock: mostly nothing is due
+            due = _due(session, at)
+        if not due:
+            break
         with storage.write_turn(), storage.session() as session:
-            leased = _lease(session, at)
+            leased = _lease(session, due, at)
         for ask in leased:
             outcome, again = _ask(ask, settings, at)
             with storage.write_turn(), storage.session() as session:
                 _record(session, ask, outcome, again)
             asked += 1
-        if len(leased) < CLAIM:
+        if len(due) < CLAIM:
             break
     return asked
 
 
-def _lease(session: Session, at: datetime) -> list[dict]:
-    """Up to CLAIM due asks, each with its payment and trigger key, leased to this caller."""
-    rows = session.execute(
+def _due(session: Session, at: datetime) -> list[dict]:
+    """Up to CLAIM asks due by `at`, with their trigger's key."""
+    return [dict(row) for row in session.execute(
         select(RetryAsk.trigger_id, RetryAsk.payment_id, RetryAsk.reason, RetryAsk.due_at, RetryAsk.tries,
                Trigger.subscriber_id, Trigger.rule, Trigger.occasion)
         .join(Trigger, Trigger.id == RetryAsk.trigger_id, isouter=True)
-        .where(RetryAsk.due_at <= at).order_by(RetryAsk.due_at).limit(CLAIM)).mappings().all()
+        .where(RetryAsk.due_at <= at).order_by(RetryAsk.due_at).limit(CLAIM)).mappings()]
+
+
+def _lease(session: Session, due: list[dict], at: datetime) -> list[dict]:
+    """The due asks this caller leased (another may have taken some since the look), each
+    with its payment as it stands now."""
     leased = []
-    for row in rows:
+    for row in due:
         taken = session.execute(update(RetryAsk).where(RetryAsk.trigger_id == row["trigger_id"],
                                                        RetryAsk.due_at == row["due_at"])
                                 .values(due_at=at + LEASE, tries=RetryAsk.tries + 1)).rowcount

@@ -3,6 +3,7 @@ Invoice.pay, Shopify subscriptionBillingAttemptCreate), once per due date, again
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -224,6 +225,20 @@ def test_a_worker_killed_after_stripe_charged_but_before_it_wrote_the_answer_cha
     assert len(stripe_.attempts) == 1  # the same key: Stripe answered with the first result
     assert len([c for c in stripe_.calls if c.operation == "pay_invoice"]) == 2
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
+
+
+def test_two_workers_asking_at_once_make_one_call(client, orchestrate):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub, obj) as stripe_:
+        day = next(d for d in (failed_on + timedelta(days=n) for n in range(1, 8))
+                   if _sweep_only(hub, datetime.combine(d, time(6), tzinfo=timezone.utc)))
+        stripe_.slow(0.5)  # Stripe takes its time: both backstops look while the call is out
+        with ThreadPoolExecutor(2) as pool:
+            taken = list(pool.map(lambda _: retries.ask_due(hub.storage, hub.settings), range(2)))
+    assert sorted(taken) == [0, 1] and day > failed_on
+    assert len([c for c in stripe_.calls if c.operation == "pay_invoice"]) == 1
 
 
 def test_a_payment_paid_while_its_retry_waited_is_not_charged_again(client, orchestrate):
