@@ -192,8 +192,7 @@ def test_a_retry_committed_but_not_asked_before_the_worker_died_is_asked_by_the_
     obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
     failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
     with stripe_failure(client, hub, obj) as stripe_:
-        day = next(d for d in (failed_on + timedelta(days=n) for n in range(1, 8))
-                   if _sweep_only(hub, datetime.combine(d, time(6), tzinfo=timezone.utc)))
+        day = first_retry_committed(hub, failed_on)
         assert stripe_.attempts == []  # the sweep committed its trigger; its worker died before the call
         jobs.backstop_job()
     [(invoice, key)] = stripe_.attempts
@@ -232,8 +231,7 @@ def test_two_workers_asking_at_once_make_one_call(client, orchestrate):
     obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
     failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
     with stripe_failure(client, hub, obj) as stripe_:
-        day = next(d for d in (failed_on + timedelta(days=n) for n in range(1, 8))
-                   if _sweep_only(hub, datetime.combine(d, time(6), tzinfo=timezone.utc)))
+        day = first_retry_committed(hub, failed_on)
         stripe_.slow(0.5)  # Stripe takes its time: both backstops look while the call is out
         with ThreadPoolExecutor(2) as pool:
             taken = list(pool.map(lambda _: retries.ask_due(hub.storage, hub.settings), range(2)))
@@ -313,9 +311,13 @@ def asks_left(hub) -> int:
         return len(s.scalars(select(RetryAsk.trigger_id)).all())
 
 
-def _sweep_only(hub, now: datetime) -> int:
-    """A sweep committed as the sweep job does, and nothing after it (its worker killed): the
-    dunning triggers it fired."""
-    with hub.storage.session() as session:
-        report = rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings)
-    return report.counts.get("dunning", 0)
+def first_retry_committed(hub, failed_on: date) -> date:
+    """Sweeps committed as the sweep job does, and nothing after each (its worker killed
+    before asking), each morning until one fires the first retry; that day."""
+    for n in range(1, 8):
+        day = failed_on + timedelta(days=n)
+        with hub.storage.session() as session:
+            now = datetime.combine(day, time(6), tzinfo=timezone.utc)
+            if rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings).counts["dunning"]:
+                return day
+    raise AssertionError("no retry within a week")
