@@ -47,6 +47,11 @@ class RetryLater(HubError):
         self.retry_after = float(retry_after)
 
 
+class ChargeDeclined(HubError):
+    """A platform asked to charge again did try, and the card was declined (the message is the
+    platform's)."""
+
+
 class Permanent(HubError):
     """A tool refused the request for good (4xx other than 429)."""
 

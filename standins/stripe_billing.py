@@ -6,7 +6,7 @@ idempotency: a repeated Idempotency-Key gets the first answer again and is not a
     with FakeStripeBilling("sk_test_1") as fake:
         settings.STRIPE_API_BASE, settings.STRIPE_API_KEY = fake.url, "sk_test_1"
         ...
-        fake.attempts  # [(invoice id, idempotency key)], once per key
+        fake.attempts  # [(invoice id, idempotency key)], once per key; a paid invoice is refused
         fake.clock += 14 * 86400  # two weeks later: every session URL made so far has expired
 """
 from __future__ import annotations
@@ -54,6 +54,7 @@ class FakeStripeBilling(LoopbackServer):
         self.sessions: list[dict] = []
         self.attempts: list[tuple[str, str | None]] = []
         self.declines: set[str] = set()  # invoice ids whose payment the card declines
+        self.paid: set[str] = set()  # invoice ids paid through pay_invoice
         self._answers: dict[str, tuple] = {}
         self.clock = time.time()  # the stand-in's "now"; a test moves it forward
         self.visited: set[str] = set()  # session ids opened in time (they stay open)
@@ -109,6 +110,13 @@ class FakeStripeBilling(LoopbackServer):
         if key and key in self._answers:
             return self._answers[key]
         invoice_id = call.params["invoice"]
+        if invoice_id in self.paid:
+            # Stripe refuses to pay an invoice twice: 400 invalid_request_error "Invoice is
+            # already paid" (as integrations record it, e.g. github.com/twentyhq/twenty/pull/22705).
+            answer = (400, self.error_body(400, "Invoice is already paid"))
+            if key:
+                self._answers[key] = answer
+            return answer
         self.attempts.append((invoice_id, key))
         invoice = _resource(self.examples, "invoice")
         invoice.update(id=invoice_id, attempted=True)
@@ -117,6 +125,7 @@ class FakeStripeBilling(LoopbackServer):
                                       "message": "Your card was declined.", "invoice": invoice_id}})
         else:
             invoice.update(status="paid", paid=True)
+            self.paid.add(invoice_id)
             answer = (200, invoice)
         if key:
             self._answers[key] = answer

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from hub.errors import RetryLater
+from hub.errors import ChargeDeclined, RetryLater
 from hub.models import Payment, RetryAsk, Subscriber, Subscription, Trigger, now_utc
 from hub.sync.rules.dunning import log
 from hub.sync.rules.state import OPEN_PAYMENT, PaymentState
@@ -130,6 +130,9 @@ def _ask(ask: dict, settings, at: datetime) -> tuple[str, datetime | None]:
             return f"{platform} did not charge again: no answer after {ask['tries']} asks ({_said(exc)})", None
         wait = max(AGAIN_AFTER[ask["tries"] - 1], timedelta(seconds=exc.retry_after))
         return f"{platform} did not answer ({_said(exc)}); asking again at {(at + wait):%Y-%m-%d %H:%M} UTC", at + wait
+    except ChargeDeclined as exc:
+        log.warning("retry of %s payment %s (%s) declined: %s", payment.source, payment.source_id, key, exc)
+        return f"{platform} tried the card again: declined ({_said(exc)})", None
     except Exception as exc:  # noqa: BLE001 - the platform's refusal, in its words; the others go on
         log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
         return f"{platform} did not charge again: {_said(exc)}", None

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import requests
 
-from hub.errors import RetryLater
+from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import UPDATE_PAYMENT
 from webhooks.chargebee.backfill import base_url
 
@@ -27,9 +27,11 @@ TIMEOUT_S = 10
 class ChargebeeError(RuntimeError):
     """Chargebee refused a call (its page, a payment collection), or failed it."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None, said: str | None = None):
         super().__init__(message)
         self.status = status
+        self.kind = kind  # Chargebee's error `type`: payment (a decline), invalid_request…
+        self.said = said  # Chargebee's own message
 
 
 def is_configured(settings) -> bool:
@@ -41,10 +43,11 @@ def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
                            auth=(settings.CHARGEBEE_API_KEY, ""), headers=headers)
     if answer.status_code != 200:
         try:
-            message = answer.json().get("message")
+            error = answer.json()
         except ValueError:
-            message = None
-        raise ChargebeeError(f"{path}: HTTP {answer.status_code} {message or ''}".strip(), answer.status_code)
+            error = {}
+        raise ChargebeeError(f"{path}: HTTP {answer.status_code} {error.get('message') or ''}".strip(),
+                             answer.status_code, error.get("type"), error.get("message"))
     return answer.json()
 
 
@@ -86,4 +89,6 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     except ChargebeeError as exc:
         if exc.status == 429 or (exc.status or 0) >= 500:
             raise RetryLater(0, str(exc)) from exc
+        if exc.kind == "payment":  # the gateway declined the charge
+            raise ChargeDeclined(exc.said or str(exc)) from exc
         raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import stripe
 
-from hub.errors import RetryLater
+from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
 
 
@@ -71,3 +71,5 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
         client(settings).v1.invoices.pay(payment.source_id, options={"idempotency_key": idempotency_key})
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise RetryLater(0, f"Stripe: {exc.user_message or exc}") from exc
+    except stripe.CardError as exc:  # 402: the invoice's payment was attempted and declined
+        raise ChargeDeclined(exc.user_message or str(exc)) from exc

@@ -66,6 +66,9 @@ def test_chargebee_invoice_is_collected_on_each_retry_day_once(client, orchestra
     calls = [c for c in cb.calls if c.operation == "collect_payment"]
     assert [c.headers.get("chargebee-idempotency-key") for c in calls] == keys
     assert cb.attempts == [("1057", key) for key in keys]
+    assert retry_reasons(hub) == [f"retry {n} of 3 due today; Chargebee tried the card again: declined (Payment "
+                                  "cannot be collected. Error message: (card_declined) Your card was declined.)"
+                                  for n in (1, 2, 3)]
 
 
 def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_once(client, orchestrate):

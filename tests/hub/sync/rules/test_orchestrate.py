@@ -50,19 +50,31 @@ def sweep_days(hub, first: date, count: int, times: int = 2) -> dict:
     return fired
 
 
-def test_stripe_invoice_is_paid_on_each_retry_day_once(client, orchestrate):
+def test_stripe_invoice_is_tried_on_each_retry_day_once(client, orchestrate):
     hub = orchestrate
     obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    with FakeStripeBilling("sk_test_orch") as stripe_:
-        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
-        post(client, "stripe", stripe_event("invoice.payment_failed", obj, event_id="evt_f", created=obj["created"]))
-        drain_inbox(hub.storage, hub.settings)
-        failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub, obj) as stripe_:
+        stripe_.declines.add("in_1234")  # every retry is declined: the invoice stays open
         sweep_days(hub, failed_on + timedelta(days=1), 21)
     keys = [f"1:payment-retry:stripe:in_1234/retry-{n}" for n in (1, 2, 3)]
     assert stripe_.attempts == [("in_1234", k) for k in keys]
     paid = [c for c in stripe_.calls if c.operation == "pay_invoice"]
     assert len(paid) == 3 and [c.headers["Idempotency-Key"] for c in paid] == keys
+    assert retry_reasons(hub) == [f"retry {n} of 3 due today; Stripe tried the card again: declined "
+                                  "(Your card was declined.)" for n in (1, 2, 3)]
+
+
+def test_a_retry_stripe_charged_ends_with_a_paid_invoice_and_the_next_ask_is_refused(client, orchestrate):
+    hub = orchestrate
+    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub, obj) as stripe_:
+        # No invoice.paid webhook reaches the hub here (lost): Stripe itself refuses a second charge.
+        sweep_days(hub, failed_on + timedelta(days=1), 21)
+    assert [key.rsplit("/", 1)[1] for _, key in stripe_.attempts] == ["retry-1"]
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"] + [
+        f"retry {n} of 3 due today; Stripe did not charge again: Invoice is already paid" for n in (2, 3)]
 
 
 def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
