@@ -10,7 +10,12 @@ import requests
 from hub.sync import retries
 from hub.sync.inbox import drain_inbox
 from standins.chargebee import FakeChargebee
-from tests.hub.sync.rules.test_orchestrate import orchestrate, retry_reasons, sweep_days  # noqa: F401 - the fixture
+from tests.hub.sync.rules.test_orchestrate import (  # noqa: F401 - the fixture
+    orchestrate,
+    retry_reasons,
+    sweep_days,
+    sweep_until_a_retry,
+)
 from tests.samples import load_sample, post
 
 KEY = "cb_test_orch"
@@ -81,10 +86,7 @@ def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_onc
         drain_inbox(hub.storage, hub.settings)
         failed_on = datetime.fromtimestamp(failed["occurred_at"], timezone.utc).date()
         cb.fail(503, times=1)  # Chargebee's trouble on the first retry day
-        day = failed_on
-        while not retry_reasons(hub):
-            day += timedelta(days=1)
-            sweep_days(hub, day, 1, times=1)
+        day = sweep_until_a_retry(hub, failed_on)
         assert cb.attempts == [] and "Chargebee did not answer (invoices/1057/collect_payment: HTTP 503" in \
             retry_reasons(hub)[0]
         # The backstop two minutes later (the sample's days lie ahead of the real clock).

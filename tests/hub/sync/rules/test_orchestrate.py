@@ -26,6 +26,10 @@ from tests.hub.web.conftest import add_staff, log_in
 from tests.hub.web.test_synclog import visible_text
 from tests.samples import load_sample, post, stripe_event
 
+# Stripe's invoice.payment_failed sample (customer cus_1234), and the day it failed.
+INVOICE = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
+FAILED_ON = datetime.fromtimestamp(INVOICE["created"], timezone.utc).date()
+
 
 @pytest.fixture
 def orchestrate(hub, tmp_path):
@@ -52,11 +56,9 @@ def sweep_days(hub, first: date, count: int, times: int = 2) -> dict:
 
 def test_stripe_invoice_is_tried_on_each_retry_day_once(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
-    with stripe_failure(client, hub, obj) as stripe_:
+    with stripe_failure(client, hub) as stripe_:
         stripe_.declines.add("in_1234")  # every retry is declined: the invoice stays open
-        sweep_days(hub, failed_on + timedelta(days=1), 21)
+        sweep_days(hub, FAILED_ON + timedelta(days=1), 21)
     keys = [f"1:payment-retry:stripe:in_1234/retry-{n}" for n in (1, 2, 3)]
     assert stripe_.attempts == [("in_1234", k) for k in keys]
     paid = [c for c in stripe_.calls if c.operation == "pay_invoice"]
@@ -67,11 +69,9 @@ def test_stripe_invoice_is_tried_on_each_retry_day_once(client, orchestrate):
 
 def test_a_retry_stripe_charged_ends_with_a_paid_invoice_and_the_next_ask_is_refused(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
-    with stripe_failure(client, hub, obj) as stripe_:
+    with stripe_failure(client, hub) as stripe_:
         # No invoice.paid webhook reaches the hub here (lost): Stripe itself refuses a second charge.
-        sweep_days(hub, failed_on + timedelta(days=1), 21)
+        sweep_days(hub, FAILED_ON + timedelta(days=1), 21)
     assert [key.rsplit("/", 1)[1] for _, key in stripe_.attempts] == ["retry-1"]
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"] + [
         f"retry {n} of 3 due today; Stripe did not charge again: Invoice is already paid" for n in (2, 3)]
@@ -124,29 +124,20 @@ def test_a_retry_shopify_declines_later_leaves_the_next_retry_due(client, orches
 
 
 def test_notify_mode_asks_nothing(client, hub):
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    with FakeStripeBilling("sk_test_orch") as stripe_:
-        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
-        post(client, "stripe", stripe_event("invoice.payment_failed", obj, event_id="evt_f", created=obj["created"]))
-        drain_inbox(hub.storage, hub.settings)
-        failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
+    with stripe_failure(client, hub) as stripe_:
         # Stripe's announced retry (next_payment_attempt, 2025-04-25) with the reminders on it and
         # 3 days after (no later failure named another), nothing from the hub's own cadence.
-        assert sweep_days(hub, failed_on + timedelta(days=1), 21, times=1) == {"2025-04-25": 2, "2025-04-28": 1}
+        assert sweep_days(hub, FAILED_ON + timedelta(days=1), 21, times=1) == {"2025-04-25": 2, "2025-04-28": 1}
     assert stripe_.attempts == []
 
 
 def test_a_new_card_while_a_payment_is_owed_asks_stripe_to_retry_it_once(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
     card = load_sample("shared:stripe/pay/payment_method.updated.json")  # the same customer, cus_1234
-    with FakeStripeBilling("sk_test_orch") as stripe_:
-        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
-        post(client, "stripe", stripe_event("invoice.payment_failed", obj, event_id="evt_f", created=obj["created"]))
-        drain_inbox(hub.storage, hub.settings)
+    with stripe_failure(client, hub) as stripe_:
         for event_id in ("evt_card", "evt_card"):  # Stripe delivers it twice
             post(client, "stripe", stripe_event("payment_method.updated", card["object"], event_id=event_id,
-                                                created=obj["created"] + 3600,
+                                                created=INVOICE["created"] + 3600,
                                                 previous_attributes=card["previous_attributes"]))
             jobs.drain_inbox_job()  # the worker's drain, which asks once the batch is committed
     [(invoice, key)] = stripe_.attempts
@@ -201,38 +192,32 @@ def test_a_retry_shopify_never_answers_is_given_up_after_six_asks_within_hours(c
 
 def test_a_retry_committed_but_not_asked_before_the_worker_died_is_asked_by_the_backstop(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
-    with stripe_failure(client, hub, obj) as stripe_:
-        day = first_retry_committed(hub, failed_on)
+    with stripe_failure(client, hub) as stripe_:
+        day = first_retry_committed(hub, FAILED_ON)
         assert stripe_.attempts == []  # the sweep committed its trigger; its worker died before the call
         jobs.backstop_job()
     [(invoice, key)] = stripe_.attempts
-    assert invoice == "in_1234" and key.endswith("/retry-1") and day > failed_on
+    assert invoice == "in_1234" and key.endswith("/retry-1") and day > FAILED_ON
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
 
 
 def test_a_worker_killed_after_stripe_charged_but_before_it_wrote_the_answer_charges_once(client, orchestrate,
                                                                                           monkeypatch):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
     record = retries._record
 
     def killed(*args):
         raise SystemExit("worker killed")  # after Stripe's answer, before the hub wrote it
 
-    with stripe_failure(client, hub, obj) as stripe_:
+    with stripe_failure(client, hub) as stripe_:
         monkeypatch.setattr(retries, "_record", killed)
-        day = failed_on
         with pytest.raises(SystemExit):
-            while not retry_reasons(hub):
-                day += timedelta(days=1)
-                run_time_rules(hub, datetime.combine(day, time(6), tzinfo=timezone.utc))
+            sweep_until_a_retry(hub, FAILED_ON)
         monkeypatch.setattr(retries, "_record", record)
-        asked = datetime.combine(day, time(6), tzinfo=timezone.utc)
-        assert retries.ask_due(hub.storage, hub.settings, asked + timedelta(minutes=9)) == 0  # leased
-        assert retries.ask_due(hub.storage, hub.settings, asked + timedelta(minutes=10)) == 1
+        leased_until = lease_end(hub)
+        assert leased_until.time() == time(6, 10)  # the ask's 10-minute lease, from the sweep at 06:00
+        assert retries.ask_due(hub.storage, hub.settings, leased_until - timedelta(minutes=1)) == 0
+        assert retries.ask_due(hub.storage, hub.settings, leased_until) == 1
     assert len(stripe_.attempts) == 1  # the same key: Stripe answered with the first result
     assert len([c for c in stripe_.calls if c.operation == "pay_invoice"]) == 2
     assert retry_reasons(hub) == ["retry 1 of 3 due today; Stripe was asked to charge again"]
@@ -240,33 +225,27 @@ def test_a_worker_killed_after_stripe_charged_but_before_it_wrote_the_answer_cha
 
 def test_two_workers_asking_at_once_make_one_call(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
-    with stripe_failure(client, hub, obj) as stripe_:
-        day = first_retry_committed(hub, failed_on)
+    with stripe_failure(client, hub) as stripe_:
+        day = first_retry_committed(hub, FAILED_ON)
         stripe_.slow(0.5)  # Stripe takes its time: both backstops look while the call is out
         with ThreadPoolExecutor(2) as pool:
             taken = list(pool.map(lambda _: retries.ask_due(hub.storage, hub.settings), range(2)))
-    assert sorted(taken) == [0, 1] and day > failed_on
+    assert sorted(taken) == [0, 1] and day > FAILED_ON
     assert len([c for c in stripe_.calls if c.operation == "pay_invoice"]) == 1
 
 
 def test_a_payment_paid_while_its_retry_waited_is_not_charged_again(client, orchestrate):
     hub = orchestrate
-    obj = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
-    failed_on = datetime.fromtimestamp(obj["created"], timezone.utc).date()
-    with stripe_failure(client, hub, obj) as stripe_:
+    with stripe_failure(client, hub) as stripe_:
         stripe_.fail(429)  # Stripe's rate limit refuses the first retry day's ask (and the SDK's own tries)
-        day = failed_on
-        while not retry_reasons(hub):
-            day += timedelta(days=1)
-            sweep_days(hub, day, 1, times=1)
+        sweep_until_a_retry(hub, FAILED_ON)
         assert stripe_.attempts == []
         [waiting] = retry_reasons(hub)
         assert "Stripe did not answer" in waiting
         stripe_.heal()
-        paid = {**obj, "status": "paid", "paid": True, "amount_paid": obj["amount_due"], "amount_remaining": 0}
-        post(client, "stripe", stripe_event("invoice.paid", paid, event_id="evt_paid", created=obj["created"] + 86400))
+        paid = {**INVOICE, "status": "paid", "paid": True, "amount_paid": INVOICE["amount_due"], "amount_remaining": 0}
+        post(client, "stripe", stripe_event("invoice.paid", paid, event_id="evt_paid",
+                                            created=INVOICE["created"] + 86400))
         drain_inbox(hub.storage, hub.settings)  # the customer paid through the email's link
         jobs.backstop_job()
     assert stripe_.attempts == []
@@ -292,14 +271,29 @@ def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, 
 
 
 @contextmanager
-def stripe_failure(client, hub, invoice: dict):
-    """The hub pointed at Stripe's stand-in, with the invoice's failed payment stored and drained."""
+def stripe_failure(client, hub):
+    """The hub pointed at Stripe's stand-in, with INVOICE's failed payment stored and drained."""
     with FakeStripeBilling("sk_test_orch") as stripe_:
         hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
-        post(client, "stripe", stripe_event("invoice.payment_failed", invoice, event_id="evt_f",
-                                            created=invoice["created"]))
+        post(client, "stripe", stripe_event("invoice.payment_failed", INVOICE, event_id="evt_f",
+                                            created=INVOICE["created"]))
         drain_inbox(hub.storage, hub.settings)
         yield stripe_
+
+
+def sweep_until_a_retry(hub, after: date) -> date:
+    """`hub sweep` each morning after `after` until one fires a retry; that day."""
+    day = after
+    while not retry_reasons(hub):
+        day += timedelta(days=1)
+        run_time_rules(hub, datetime.combine(day, time(6), tzinfo=timezone.utc))
+    return day
+
+
+def lease_end(hub) -> datetime:
+    """Until when the one waiting retry ask is leased to the worker that took it."""
+    with hub.storage.session() as s:
+        return s.scalars(select(RetryAsk.due_at)).one()
 
 
 def retry_reasons(hub) -> list[str]:
@@ -323,11 +317,11 @@ def asks_left(hub) -> int:
         return len(s.scalars(select(RetryAsk.trigger_id)).all())
 
 
-def first_retry_committed(hub, failed_on: date) -> date:
+def first_retry_committed(hub, FAILED_ON: date) -> date:
     """Sweeps committed as the sweep job does, and nothing after each (its worker killed
     before asking), each morning until one fires the first retry; that day."""
     for n in range(1, 8):
-        day = failed_on + timedelta(days=n)
+        day = FAILED_ON + timedelta(days=n)
         with hub.storage.session() as session:
             now = datetime.combine(day, time(6), tzinfo=timezone.utc)
             if rules.run_sweep(session, now, rules.current_params(hub.settings), hub.settings).counts["dunning"]:
