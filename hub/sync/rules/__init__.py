@@ -361,7 +361,7 @@ class SweepReport:
     counts: dict[str, int] = field(default_factory=dict)
     trigger_ids: list[int] = field(default_factory=list)
     subscriber_ids: set[int] = field(default_factory=set)
-    # Whose keys the sweep's platform calls use (links, orchestrated retries); None makes none.
+    # Whose keys the sweep's hub links are made with; None makes none.
     settings: object = None
 
     def add(self, family: str, inserted: list[tuple]) -> list[tuple]:

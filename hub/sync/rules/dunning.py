@@ -5,10 +5,11 @@ its announced next attempt (Stripe next_payment_attempt, Chargebee next_retry_at
 retry at a time, and end when it says it will not try again (status retries_exhausted)
 or stops collecting (void, uncollectible: no longer open). Without an announced attempt,
 and in `orchestrate` mode, retries fall 3, 7 and 14 days after the first failure (at most
-3 within 21 days), and the sweep asks the platform to retry on each retry day (its Source's
-retry_payment, hub.sync.rules.run_retry). A Payment Reminder goes 3 days before each retry, on it and 3 days
-after. A hard decline (stolen card…) gets no retries, only the reminders asking for a new
-card. Paid within 21 days of the first failure: Payment Recovered.
+3 within 21 days), and the platform is asked to retry on each retry day (its Source's
+retry_payment, asked by hub.sync.retries once the sweep is committed). A Payment Reminder
+goes 3 days before each retry, on it and 3 days after. A hard decline (stolen card…) gets
+no retries, only the reminders asking for a new card. Paid within 21 days of the first
+failure: Payment Recovered.
 """
 from __future__ import annotations
 
