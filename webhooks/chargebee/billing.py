@@ -71,7 +71,7 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     The trigger's key goes as `chargebee-idempotency-key`, so a repeated call within Chargebee's
     30-minute window answers the first result instead of charging again
     (https://apidocs.chargebee.com/docs/api/v1/idempotency?prod_cat_ver=1). A decline is an
-    HTTP 400 of type `payment`, raised like any refusal. No `payment_source_id` is sent: it is
+    HTTP 400 of type `payment`, raised as ChargeDeclined. No `payment_source_id` is sent: it is
     optional, and without it Chargebee charges the customer's primary payment source, the card
     a Payment Method Updated has just made the default.
 
