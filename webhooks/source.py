@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from webhooks.envelope import Envelope
 from webhooks.listing import Lister
+
+
+class RetrySetup(NamedTuple):
+    """Whether dunning mode `orchestrate` asks a source to charge a failed payment again with
+    the settings given, in words for `hub install --check`; `missing`: not until a setting
+    is set."""
+    asked: bool
+    words: str
+    missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class Source:
     # (settings, payment, idempotency key) → None, asking the platform to charge again now
     # (dunning mode `orchestrate`); raises on failure.
     retry_payment: Callable[..., None] | None = None
+    # (settings) → RetrySetup, or None when the source is not in use (nothing of it set).
+    retry_setup: Callable[..., RetrySetup | None] | None = None
+    # Where the merchant turns off the platform's own retries of failed payments, which it
+    # announces on each failure (Payment.next_retry_at); None when it has none the hub asks beside.
+    own_retries: str | None = None
     # (settings, inventory item id) → {"product_id", "variant_id"} (or {}); raises when the
     # platform cannot answer, so the inbox row fails and can be replayed.
     item_products: Callable[..., dict] | None = None

@@ -53,7 +53,7 @@ from hub.models import (
 from hub.ops.consent import last_report
 from hub.ops.reconcile import recovered_total
 from hub.ops.synclog import unanswered_retry_counts
-from hub.sync import rules
+from hub.sync import retries, rules
 from hub.sync.inbox import EARLIER
 from hub.values import Money, iso, per_month, utc
 from webhooks import SOURCES
@@ -576,6 +576,8 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "registrations": _registrations(session, settings),
         "refused": refused_webhooks(queues),
         "unanswered_retries": unanswered_retry_counts(session),
+        "own_retry_schedules": {source: {**found, "at": iso(found["at"])}
+                                for source, found in retries.own_schedules(session, settings).items()},
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }

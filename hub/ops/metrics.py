@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select
 from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.ops.dashboard import refused_webhooks
 from hub.ops.synclog import owed_profile_counts, unanswered_retry_counts
+from hub.sync import retries
 
 # The text format every Prometheus reads (what generate_latest writes).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,6 +63,14 @@ class HubCollector:
             for source, n in sorted(unanswered_retry_counts(session).items()):
                 unanswered.add_metric([source], n)
             yield unanswered
+            own = GaugeMetricFamily(
+                "hub_payment_retries_platform_scheduled",
+                "Open failed payments the platform announced a retry of its own for while the hub "
+                "orchestrates retries (dunning mode orchestrate): cards tried on two schedules, by source.",
+                labels=["source"])
+            for source, found in sorted(retries.own_schedules(session, self.hub.settings).items()):
+                own.add_metric([source], found["count"])
+            yield own
             subscribers = GaugeMetricFamily("hub_subscribers", "Subscribers by lifecycle stage.",
                                             labels=["stage"])
             for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):

@@ -14,6 +14,8 @@ registrations that went missing (watch) for the dashboard.
   (`POST /webhooks`), at HUB_BASE_URL/webhooks/recharge.
 - HubSpot: the property group and custom contact properties of mappings/hubspot.yaml;
   ActiveCampaign: the custom fields and stage tags of mappings/activecampaign.yaml.
+- Dunning: in mode `orchestrate`, which platforms are asked to charge again, which retry on
+  their own, and any setting the asks still need (no call made).
 
 Each check makes one cheap authenticated read (Shopify `shop { name }`, Stripe
 `GET /v1/account`, Klaviyo `GET /api/accounts`, HubSpot contact properties,
@@ -36,7 +38,8 @@ from hub.config import Settings
 from hub.models import Checkpoint
 from hub.ops.dashboard import REGISTRATIONS
 from hub.queues import running_redis
-from hub.sync import outbox
+from hub.sync import outbox, rules
+from webhooks import SOURCES
 from webhooks.recharge import api as recharge_api
 from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
 from webhooks.shopify import api as shopify_api
@@ -372,12 +375,37 @@ def check_activecampaign(settings) -> Check:
                  "(check ACTIVECAMPAIGN_URL, e.g. https://youraccount.api-us1.com)")
 
 
+def check_dunning(settings) -> Check:
+    """Dunning mode, and in `orchestrate` what each platform in use does with a failed payment."""
+    dunning = rules.current_params(settings).dunning
+    if dunning.mode != "orchestrate":
+        return Check("Dunning", OFF, "notify: the platforms retry failed payments and the hub follows their "
+                     "schedules (set dunning.mode: orchestrate in mappings/rules.yaml to have it ask them)")
+    setups = {name: setup for name, source in SOURCES.items()
+              if source.retry_setup and (setup := source.retry_setup(settings)) is not None}
+    missing = [setup.words for setup in setups.values() if setup.missing]
+    if missing:
+        return Check("Dunning", WRONG, f"orchestrate, but {'; '.join(missing)}")
+    asked = [name for name, setup in setups.items() if setup.asked]
+    if not asked:
+        said = "; ".join(setup.words for setup in setups.values()) or "no billing platform is configured"
+        return Check("Dunning", WRONG, f"orchestrate, but no platform in use can be asked to charge again: {said}")
+    days = ", ".join(str(d) for d in dunning.retries())
+    when = (f"on days {days} after the first failure" if days else
+            "on no retry day (dunning.retry_days, max_attempts and window_days leave none)")
+    own = [f"{name.capitalize()} ({SOURCES[name].own_retries})" for name in asked if SOURCES[name].own_retries]
+    turn_off = (f". Turn off the platforms' own retries, else cards are tried on two schedules: {', '.join(own)}"
+                if own else "")
+    return Check("Dunning", OK, f"orchestrate, {when}: "
+                 f"{'; '.join(setup.words for setup in setups.values())}{turn_off}")
+
+
 CHECKS = (check_shopify, check_stripe, check_chargebee, check_recharge, check_klaviyo, check_hubspot,
-          check_activecampaign)
+          check_activecampaign, check_dunning)
 # The sources whose registrations can vanish on their side.
 WATCHED = (check_shopify, check_stripe, check_recharge)
 _NAMES = {"shopify": "Shopify", "stripe": "Stripe", "chargebee": "Chargebee", "recharge": "Recharge",
-          "klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign"}
+          "klaviyo": "Klaviyo", "hubspot": "HubSpot", "activecampaign": "ActiveCampaign", "dunning": "Dunning"}
 
 
 def _each(steps, settings) -> list[Check]:
@@ -582,8 +610,9 @@ def install_activecampaign(settings) -> Check:
     return _created_line("ActiveCampaign", created, f"{fields} custom fields and the stage tags present")
 
 
+# Dunning needs nothing registered: `hub install` says what --check says.
 INSTALLS = (install_shopify, install_stripe, install_chargebee, install_recharge, install_klaviyo,
-            install_hubspot, install_activecampaign)
+            install_hubspot, install_activecampaign, check_dunning)
 
 
 def install_all(settings) -> list[Check]:

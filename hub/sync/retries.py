@@ -15,17 +15,22 @@ key, so asking again after a killed worker or an answer that never came charges 
   a key at least 24 hours: https://docs.stripe.com/api/idempotent_requests).
 - A payment paid, voided or erased meanwhile is not asked for: a Shopify billing attempt on
   a contract whose payment was recovered would charge the customer again.
+
+The platform may be retrying the same payments on its own schedule too (Stripe turns Smart
+Retries on for new accounts): `own_schedules` finds the failed payments it announced a
+retry of, for the dashboard and /metrics to say so.
 """
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models import Payment, RetryAsk, Subscriber, Subscription, Trigger, now_utc
+from hub.sync import rules
 from hub.sync.rules.dunning import log
 from hub.sync.rules.state import OPEN_PAYMENT, PaymentState
 from webhooks import SOURCES
@@ -39,6 +44,27 @@ AGAIN_AFTER = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15)
 CLAIM = 20  # asks leased at a time
 # A payment's status, as the page says why its retry was not asked for.
 NOT_OWED = {"succeeded": "paid", "void": "voided", "uncollectible": "written off", "new": "not yet charged"}
+
+
+def own_schedules(session: Session, settings) -> dict[str, dict]:
+    """In dunning mode `orchestrate`: source → {"count", "payment", "at", "turn_off"} for each
+    platform the hub asks that announced retries of its own on open failed payments
+    (Payment.next_retry_at): how many, the one whose retry is latest and when, and where its
+    own retries are turned off. Empty in `notify` mode, where following them is the point."""
+    if settings is None or rules.current_params(settings).dunning.mode != "orchestrate":
+        return {}
+    asked = [name for name, source in SOURCES.items() if source.own_retries and source.retry_setup
+             and (setup := source.retry_setup(settings)) is not None and setup.asked]
+    if not asked:
+        return {}
+    announced = (Payment.status.in_(OPEN_PAYMENT), Payment.next_retry_at.is_not(None), Payment.source.in_(asked))
+    found = {}
+    for source, count, at in session.execute(select(Payment.source, func.count(), func.max(Payment.next_retry_at))
+                                             .where(*announced).group_by(Payment.source)):
+        payment = session.scalar(select(Payment.source_id).where(*announced, Payment.source == source,
+                                                                 Payment.next_retry_at == at).limit(1))
+        found[source] = {"count": count, "payment": payment, "at": at, "turn_off": SOURCES[source].own_retries}
+    return found
 
 
 def plan(session: Session, asks: list[tuple[int, int, str | None]], at: datetime) -> None:

@@ -94,7 +94,8 @@ def test_a_new_user_installs_everything_and_a_second_run_changes_nothing(every_t
     world = every_tool
     first, lines = world.run()
     assert first.exit_code == 0, first.output
-    assert len(first.output.splitlines()) == 7  # one line per tool
+    assert len(first.output.splitlines()) == 8  # one line per tool, and the dunning mode
+    assert lines["Dunning"].startswith("--   Dunning: notify")
     # Shopify: one subscription per handled topic, at the hub's URL, in the pinned version;
     # none for contracts, which another app owns (SHOPIFY_OWNS_CONTRACTS is off).
     registered = {(n["topic"], n["uri"]) for n in world.shopify.subscriptions.values()}

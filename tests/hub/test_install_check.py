@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from hub.commands import install
 from hub.config import Settings
 from hub.ops import registrations
+from hub.sync.rules import params
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
@@ -61,7 +62,7 @@ def test_every_configured_tool_is_checked_and_ok():
         checked = shop.requests[requests_before:]
     assert {t: c.status for t, c in checks.items()} == {
         "Shopify": "ok", "Stripe": "ok", "Chargebee": "ok", "Recharge": "off", "Klaviyo": "ok", "HubSpot": "ok",
-        "ActiveCampaign": "ok"}, checks
+        "ActiveCampaign": "ok", "Dunning": "off"}, checks
     assert "2026-10" in checks["Shopify"].message  # the pinned API version is shown
     assert "acct_standin" in checks["Stripe"].message
     assert not any("mutation" in r["query"] for r in checked)  # --check changes nothing
@@ -152,3 +153,38 @@ def test_the_command_prints_the_lines_and_fails_when_one_is_wrong(monkeypatch):
     assert result.exit_code == 1
     assert result.output.splitlines() == ["FAIL HubSpot: HUBSPOT_ACCESS_TOKEN refused",
                                           "--   Klaviyo: not configured"]
+
+
+def _orchestrating(tmp_path, **values) -> Settings:
+    """Settings whose mappings/rules.yaml sets dunning mode `orchestrate`."""
+    rules = params.DEFAULT_PATH.read_text().replace("mode: notify ", "mode: orchestrate ")
+    assert "mode: orchestrate" in rules
+    (tmp_path / "rules.yaml").write_text(rules)
+    return _settings(HUB_MAPPINGS_DIR=str(tmp_path), **values)
+
+
+def test_dunning_line_says_the_platforms_retry_in_notify_mode():
+    line = _by_tool(_settings())["Dunning"].line()
+    assert line.startswith("--   Dunning: notify: the platforms retry failed payments")
+
+
+def test_orchestrate_line_names_who_is_asked_who_retries_itself_and_what_to_turn_off(tmp_path):
+    check = registrations.check_dunning(_orchestrating(
+        tmp_path, STRIPE_API_KEY="sk_test", SHOPIFY_SHOP="example.myshopify.com", RECHARGE_API_KEY="rk"))
+    assert check.status == "ok"
+    assert "on days 3, 7, 14 after the first failure" in check.message
+    assert "Stripe is asked to pay the open invoice" in check.message
+    assert "Shopify's failed payments are retried by the store's subscription app" in check.message
+    assert "Recharge retries its failed charges itself" in check.message
+    assert check.message.endswith("else cards are tried on two schedules: Stripe (Billing → Revenue recovery → "
+                                  "Retries)")
+
+
+def test_orchestrate_fails_the_check_for_a_platform_whose_asks_miss_a_key(tmp_path):
+    check = registrations.check_dunning(_orchestrating(
+        tmp_path, CHARGEBEE_SITE="acme", CHARGEBEE_WEBHOOK_USER="hub", CHARGEBEE_WEBHOOK_PASSWORD="pw"))
+    assert check.status == "wrong"
+    assert check.message == ("orchestrate, but Chargebee's failed payments cannot be asked for: set "
+                             "CHARGEBEE_API_KEY (a full-access key: collect_payment writes invoices)")
+    only_recharge = registrations.check_dunning(_orchestrating(tmp_path, RECHARGE_API_KEY="rk"))
+    assert only_recharge.status == "wrong" and "no platform in use can be asked" in only_recharge.message

@@ -17,4 +17,6 @@ SOURCE = Source(
     customer_page=billing.customer_page_url,
     linkable=billing.is_configured,
     retry_payment=billing.collect_payment,
+    retry_setup=billing.retry_setup,
+    own_retries=billing.OWN_RETRIES,
 )

@@ -20,8 +20,13 @@ import requests
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import UPDATE_PAYMENT
 from webhooks.chargebee.backfill import base_url
+from webhooks.source import RetrySetup
 
 TIMEOUT_S = 10
+# Chargebee's dunning retries a failed card payment on its own and names the next try in the
+# invoice's next_retry_at; it is set up in "Settings > Configure Chargebee > Dunning for
+# online/offline payments" (https://www.chargebee.com/docs/billing/2.0/kb/billing/how-do-i-configure-dunning-and-update-dunning-email-settings-in-chargebee).
+OWN_RETRIES = "Settings → Configure Chargebee → Dunning for online/offline payments"
 
 
 class ChargebeeError(RuntimeError):
@@ -36,6 +41,16 @@ class ChargebeeError(RuntimeError):
 
 def is_configured(settings) -> bool:
     return bool(settings.CHARGEBEE_API_KEY and (settings.CHARGEBEE_SITE or settings.CHARGEBEE_API_BASE))
+
+
+def retry_setup(settings) -> RetrySetup | None:
+    """Whether orchestrated retries ask Chargebee: they need the site and an API key."""
+    if is_configured(settings):
+        return RetrySetup(True, "Chargebee is asked to collect the unpaid invoice")
+    if settings.CHARGEBEE_SITE or settings.CHARGEBEE_API_BASE:
+        return RetrySetup(False, "Chargebee's failed payments cannot be asked for: set CHARGEBEE_API_KEY "
+                                 "(a full-access key: collect_payment writes invoices)", missing=True)
+    return None
 
 
 def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:

@@ -18,4 +18,5 @@ SOURCE = Source(
     page_name="Recharge customer portal",
     customer_page=api.customer_page_url,
     linkable=api.is_linkable,
+    retry_setup=api.retry_setup,
 )

@@ -23,6 +23,7 @@ from hub.models.link import UPDATE_PAYMENT
 from hub.values import retry_after
 from webhooks.envelope import header
 from webhooks.listing import Pacer
+from webhooks.source import RetrySetup
 
 DEFAULT_BASE = "https://api.rechargeapps.com"
 API_VERSION = "2021-11"
@@ -76,6 +77,15 @@ class RechargeAPIError(Exception):
 
 def is_configured(settings) -> bool:
     return bool(settings.RECHARGE_API_KEY)
+
+
+def retry_setup(settings) -> RetrySetup | None:
+    """Recharge retries a failed charge itself, on the store's retry intervals (Settings →
+    Payment → Failed charges, https://support.rechargepayments.com/hc/en-us/articles/360030618053),
+    so orchestrated retries do not ask it."""
+    if not (is_configured(settings) or settings.RECHARGE_WEBHOOK_SECRET):
+        return None
+    return RetrySetup(False, "Recharge retries its failed charges itself, on the store's retry intervals")
 
 
 def problem(settings) -> str | None:

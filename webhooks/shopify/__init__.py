@@ -18,5 +18,6 @@ SOURCE = Source(
     customer_page=billing.account_url,
     linkable=billing.shop_domain,
     retry_payment=billing.create_billing_attempt,
+    retry_setup=billing.retry_setup,
     item_products=billing.inventory_item_products,
 )

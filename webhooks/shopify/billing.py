@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hub.errors import RetryLater
 from webhooks.shopify import api as shopify_api
+from webhooks.source import RetrySetup
 
 BILLING_ATTEMPT = """
 mutation HubBillingAttempt($contract: ID!, $input: SubscriptionBillingAttemptInput!) {
@@ -46,6 +47,16 @@ def account_url(settings, customer_id: str, purpose: str, subscription_id: str |
     """
     shop = shop_domain(settings)
     return f"https://{shop}/account" if shop else None
+
+
+def retry_setup(settings) -> RetrySetup | None:
+    """Whether orchestrated retries ask Shopify: only for contracts the hub's app owns."""
+    if not settings.SHOPIFY_SHOP:
+        return None
+    if settings.SHOPIFY_OWNS_CONTRACTS:
+        return RetrySetup(True, "Shopify is asked for a billing attempt on the contract")
+    return RetrySetup(False, "Shopify's failed payments are retried by the store's subscription app, which owns "
+                             "the contracts (SHOPIFY_OWNS_CONTRACTS is off)")
 
 
 def create_billing_attempt(settings, payment, idempotency_key: str) -> None:

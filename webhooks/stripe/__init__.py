@@ -18,4 +18,6 @@ SOURCE = Source(
     customer_page=billing.billing_portal_url,
     linkable=billing.is_configured,
     retry_payment=billing.pay_invoice,
+    retry_setup=billing.retry_setup,
+    own_retries=billing.OWN_RETRIES,
 )

@@ -10,6 +10,12 @@ import stripe
 
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
+from webhooks.source import RetrySetup
+
+# New Stripe accounts have Smart Retries on ("We enable Smart Retries by default for new
+# Stripe accounts", https://docs.stripe.com/billing/revenue-recovery/smart-retries), and
+# an invoice they will retry names the time in next_payment_attempt.
+OWN_RETRIES = "Billing → Revenue recovery → Retries"
 
 
 def is_configured(settings) -> bool:
@@ -56,6 +62,16 @@ def billing_portal_url(settings, customer_id: str, purpose: str, subscription_id
     if flow:
         params["flow_data"] = flow
     return client(settings).v1.billing_portal.sessions.create(params).url
+
+
+def retry_setup(settings) -> RetrySetup | None:
+    """Whether orchestrated retries ask Stripe: they need the API key, which may write invoices."""
+    if is_configured(settings):
+        return RetrySetup(True, "Stripe is asked to pay the open invoice")
+    if settings.STRIPE_WEBHOOK_SECRET:
+        return RetrySetup(False, "Stripe's failed payments cannot be asked for: set STRIPE_API_KEY "
+                                 "(a key that may write invoices)", missing=True)
+    return None
 
 
 def pay_invoice(settings, payment, idempotency_key: str) -> None:

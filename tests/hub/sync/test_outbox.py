@@ -806,7 +806,7 @@ def test_a_worker_killed_mid_push_costs_no_duplicate_event_and_a_lease_of_delay(
         for d in session.scalars(select(Delivery).options(selectinload(Delivery.attempts_log))):
             assert [a.outcome for a in d.attempts_log] == [INTERRUPTED, "sent"] and d.attempts == 2
             assert "resent after a crash" in attempt_sentences(d)[0]["text"]
-    page = metrics.render(SimpleNamespace(storage=storage, queues=None))
+    page = metrics.render(SimpleNamespace(storage=storage, queues=None, settings=settings))
     assert 'hub_deliveries_interrupted_total{connector="klaviyo",kind="event"} 12' in page
     assert 'hub_deliveries_interrupted_total{connector="klaviyo",kind="profile"} 12' in page
     storage.dispose()

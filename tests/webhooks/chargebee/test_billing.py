@@ -11,11 +11,13 @@ from hub.sync import retries
 from hub.sync.inbox import drain_inbox
 from standins.chargebee import FakeChargebee
 from tests.hub.sync.rules.test_orchestrate import (  # noqa: F401 - the fixture
+    dashboard_text,
     orchestrate,
     retry_reasons,
     sweep_days,
     sweep_until_a_retry,
 )
+from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import load_sample, post
 
 KEY = "cb_test_orch"
@@ -93,3 +95,19 @@ def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_onc
         retries.ask_due(hub.storage, hub.settings, datetime.combine(day, time(6, 2), tzinfo=timezone.utc))
     assert cb.attempts == [("1057", "1:payment-retry:chargebee:1057/retry-1")]
     assert retry_reasons(hub)[0].endswith("; Chargebee was asked to charge again")
+
+
+def test_chargebee_dunning_retrying_beside_the_hub_is_shown_with_where_to_turn_it_off(client, orchestrate):
+    hub = orchestrate
+    hub.settings.CHARGEBEE_API_KEY, hub.settings.CHARGEBEE_SITE = KEY, "acme"
+    # Chargebee's own dunning is on: the failed invoice is in_progress with its next_retry_at.
+    post(client, "chargebee", load_sample("chargebee/payment_failed.json"))
+    drain_inbox(hub.storage, hub.settings)
+    add_staff(hub, "olive@shop.test", "operator")
+    log_in(client, "olive@shop.test")
+    text = dashboard_text(client)
+    assert "Chargebee also retries failed payments on its own schedule: 1 failed payment has a retry " \
+           "announced by Chargebee (the latest: 1057 on " in text
+    assert "(Settings → Configure Chargebee → Dunning for online/offline payments)" in text
+    assert 'hub_payment_retries_platform_scheduled{source="chargebee"} 1.0' in \
+        client.get("/metrics").get_data(as_text=True)

@@ -147,6 +147,34 @@ def test_a_new_card_while_a_payment_is_owed_asks_stripe_to_retry_it_once(client,
     assert reasons(hub, "payment-method-updated")[0].endswith("; Stripe was asked to charge again")
 
 
+def test_stripe_retrying_on_its_own_schedule_too_is_shown_until_it_announces_no_more(client, orchestrate):
+    hub = orchestrate
+    add_staff(hub, "olive@shop.test", "operator")
+    log_in(client, "olive@shop.test")
+    with stripe_failure(client, hub):
+        # Stripe's own retry is on: the failed invoice names its next try (next_payment_attempt).
+        text, metrics = dashboard_text(client), client.get("/metrics").get_data(as_text=True)
+        assert ("Stripe also retries failed payments on its own schedule: 1 failed payment has a retry "
+                "announced by Stripe (the latest: in_1234 on ") in text
+        assert "Turn Stripe's own retries off (Billing → Revenue recovery → Retries)" in text
+        assert 'hub_payment_retries_platform_scheduled{source="stripe"} 1.0' in metrics
+        # Its retries turned off, the next failure announces none.
+        post(client, "stripe", stripe_event("invoice.payment_failed", {**INVOICE, "next_payment_attempt": None,
+                                                                       "attempt_count": 2},
+                                            event_id="evt_f2", created=INVOICE["created"] + 3600))
+        drain_inbox(hub.storage, hub.settings)
+        text, metrics = dashboard_text(client), client.get("/metrics").get_data(as_text=True)
+    assert "on its own schedule" not in text
+    assert "hub_payment_retries_platform_scheduled{" not in metrics
+
+
+def test_in_notify_mode_stripe_s_own_schedule_is_the_one_followed_and_no_warning_shows(client, hub):
+    add_staff(hub, "olive@shop.test", "operator")
+    log_in(client, "olive@shop.test")
+    with stripe_failure(client, hub):
+        assert "on its own schedule" not in dashboard_text(client)
+
+
 def test_a_retry_shopify_did_not_answer_is_asked_again_by_the_backstop_and_charged_once(client, orchestrate):
     hub = orchestrate
     with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
