@@ -20,7 +20,7 @@ from typing import Any
 
 from connectors.ratelimit import Limiter
 from hub.errors import RetryLater
-from hub.values import header, retry_after
+from hub.values import asks_again, header, retry_after
 
 KINDS = ("profile", "event", "consent", "erase")
 # Consent channel → what identifies the person on it.
@@ -97,10 +97,6 @@ def truncate(text: str | None, limit: int = 500) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# 408 and 425 are the server asking us to try again, like 429 and 5xx.
-RETRY_STATUSES = {408, 425, 429}
-
-
 def classify(status: int, wait: float = 0.0, message: str | None = None, latency_ms: int | None = None,
              request_id: str | None = None) -> Result:
     """The Result for an HTTP answer: 2xx sent; 408, 425, 429 and 5xx retried after the
@@ -109,7 +105,7 @@ def classify(status: int, wait: float = 0.0, message: str | None = None, latency
     if 200 <= status < 300:
         return Sent(**common)
     text = truncate(message or f"HTTP {status}")
-    if status in RETRY_STATUSES or status >= 500 or status < 100:
+    if asks_again(status) or status < 100:
         return RetryAfter(seconds=wait, message=text, **common)
     return Failed(message=text, **common)
 

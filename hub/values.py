@@ -224,6 +224,16 @@ def header(headers, name: str) -> str | None:
     return None
 
 
+# 408 and 425 are the server asking to be asked again, like 429 and every 5xx.
+_AGAIN_STATUSES = frozenset({408, 425, 429})
+
+
+def asks_again(status: int | None) -> bool:
+    """Whether an HTTP status is the server's own trouble or pace rather than a refusal, so
+    the same request may succeed later: 408, 425, 429 and any 5xx."""
+    return status is not None and (status in _AGAIN_STATUSES or status >= 500)
+
+
 def retry_after(headers, default: float = 0.0) -> float:
     """Seconds a Retry-After header asks to wait (delta-seconds or an HTTP date, RFC 9110
     10.2.3); `default` when the header is absent or unreadable."""

@@ -10,7 +10,7 @@ key, so asking again after a killed worker or an answer that never came charges 
   workers never ask at once and a worker killed mid-call leaves it to be asked again.
 - The platform's answer (charged, declined, refused) ends it: the row goes, and the
   trigger's reason says what came of it, as the customer's page shows it.
-- No answer (unreachable, 5xx, 429: the retrier raises RetryLater) is asked again after
+- No answer (unreachable, 5xx, 408, 425, 429: the retrier raises RetryLater) is asked again after
   AGAIN_AFTER, then given up, well inside the platforms' idempotency windows (Stripe keeps
   a key at least 24 hours: https://docs.stripe.com/api/idempotent_requests).
 - A payment paid, voided or erased meanwhile is not asked for: a Shopify billing attempt on

@@ -19,6 +19,7 @@ import requests
 
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import UPDATE_PAYMENT
+from hub.values import asks_again
 from webhooks.chargebee.backfill import base_url
 from webhooks.source import RetrySetup
 
@@ -90,9 +91,10 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     optional, and without it Chargebee charges the customer's primary payment source, the card
     a Payment Method Updated has just made the default.
 
-    No answer, a 429 or a 5xx raises RetryLater (hub.sync.retries asks again). An ask repeated
-    after the key's window cannot charge twice: collect_payment takes payment_due and not_paid
-    invoices only, so an invoice the first call paid is refused.
+    No answer, or a status asking to be asked again (408, 425, 429, 5xx), raises RetryLater
+    (hub.sync.retries asks again). An ask repeated after the key's window cannot charge twice:
+    collect_payment takes payment_due and not_paid invoices only, so an invoice the first
+    call paid is refused.
     """
     if not is_configured(settings):
         raise ChargebeeError("dunning mode is orchestrate but CHARGEBEE_SITE / CHARGEBEE_API_KEY are empty")
@@ -102,7 +104,7 @@ def collect_payment(settings, payment, idempotency_key: str) -> None:
     except requests.RequestException as exc:
         raise RetryLater(0, f"Chargebee unreachable: {type(exc).__name__}") from exc
     except ChargebeeError as exc:
-        if exc.status == 429 or (exc.status or 0) >= 500:
+        if asks_again(exc.status):
             raise RetryLater(0, str(exc)) from exc
         if exc.kind == "payment":  # the gateway declined the charge
             raise ChargeDeclined(exc.said or str(exc)) from exc

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from hub.errors import HubError
 from hub.models import UNINSTALLED, Checkpoint
+from hub.values import asks_again
 from webhooks.listing import Pacer
 
 # `email` and `phone` are deprecated on Customer since 2025-04 (defaultEmailAddress /
@@ -74,9 +75,10 @@ class ShopifyAPIError(HubError):
 
     @property
     def transient(self) -> bool:
-        """Shopify's trouble, not a refusal: no answer, a 5xx or 429, THROTTLED past the
-        pacer's retries, or INTERNAL_SERVER_ERROR; the same request may succeed later."""
-        return (self.unanswered or (self.status or 0) >= 500 or self.status == 429
+        """Shopify's trouble, not a refusal: no answer, a status asking to be asked again
+        (408, 425, 429, 5xx), THROTTLED past the pacer's retries, or INTERNAL_SERVER_ERROR;
+        the same request may succeed later."""
+        return (self.unanswered or asks_again(self.status)
                 or bool({"THROTTLED", "INTERNAL_SERVER_ERROR"} & set(self.codes)))
 
 

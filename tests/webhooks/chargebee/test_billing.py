@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
 
+import pytest
 import requests
 
 from hub.sync import retries
@@ -78,7 +79,8 @@ def test_chargebee_invoice_is_collected_on_each_retry_day_once(client, orchestra
                                   for n in (1, 2, 3)]
 
 
-def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_once(client, orchestrate):
+@pytest.mark.parametrize("status", [503, 408])  # its trouble, or a request timed out on its side
+def test_a_collection_chargebee_did_not_answer_is_asked_again_and_charged_once(client, orchestrate, status):
     hub = orchestrate
     failed = load_sample("chargebee/payment_failed.json")
     with FakeChargebee(api_key=KEY) as cb:
@@ -87,9 +89,9 @@ def test_a_collection_chargebee_failed_with_a_503_is_asked_again_and_charged_onc
         post(client, "chargebee", failed)
         drain_inbox(hub.storage, hub.settings)
         failed_on = datetime.fromtimestamp(failed["occurred_at"], timezone.utc).date()
-        cb.fail(503, times=1)  # Chargebee's trouble on the first retry day
+        cb.fail(status, times=1)  # on the first retry day
         day = sweep_until_a_retry(hub, failed_on)
-        assert cb.attempts == [] and "Chargebee did not answer (invoices/1057/collect_payment: HTTP 503" in \
+        assert cb.attempts == [] and f"Chargebee did not answer (invoices/1057/collect_payment: HTTP {status}" in \
             retry_reasons(hub)[0]
         # The backstop two minutes later (the sample's days lie ahead of the real clock).
         retries.ask_due(hub.storage, hub.settings, datetime.combine(day, time(6, 2), tzinfo=timezone.utc))
