@@ -38,7 +38,7 @@ from hub.config import Settings
 from hub.models import Checkpoint
 from hub.ops.dashboard import REGISTRATIONS
 from hub.queues import running_redis
-from hub.sync import outbox, rules
+from hub.sync import outbox, retries, rules
 from webhooks import SOURCES
 from webhooks.recharge import api as recharge_api
 from webhooks.recharge.webhook import TOPICS as RECHARGE_TOPICS
@@ -381,8 +381,7 @@ def check_dunning(settings) -> Check:
     if dunning.mode != "orchestrate":
         return Check("Dunning", OFF, "notify: the platforms retry failed payments and the hub follows their "
                      "schedules (set dunning.mode: orchestrate in mappings/rules.yaml to have it ask them)")
-    setups = {name: setup for name, source in SOURCES.items()
-              if source.retry_setup and (setup := source.retry_setup(settings)) is not None}
+    setups = retries.setups(settings)
     missing = [setup.words for setup in setups.values() if setup.missing]
     if missing:
         return Check("Dunning", WRONG, f"orchestrate, but {'; '.join(missing)}")

@@ -34,6 +34,7 @@ from hub.sync import rules
 from hub.sync.rules.dunning import log
 from hub.sync.rules.state import OPEN_PAYMENT, PaymentState
 from webhooks import SOURCES
+from webhooks.source import RetrySetup
 
 # Longer than a platform call with its own retries can take (Stripe's SDK: a few tries of
 # up to 80 s), so a lease never runs out under a call still in flight.
@@ -46,6 +47,12 @@ CLAIM = 20  # asks leased at a time
 NOT_OWED = {"succeeded": "paid", "void": "voided", "uncollectible": "written off", "new": "not yet charged"}
 
 
+def setups(settings) -> dict[str, RetrySetup]:
+    """source → whether orchestrated retries ask it with these settings, for each source in use."""
+    return {name: setup for name, source in SOURCES.items()
+            if source.retry_setup and (setup := source.retry_setup(settings)) is not None}
+
+
 def own_schedules(session: Session, settings) -> dict[str, dict]:
     """In dunning mode `orchestrate`: source → {"count", "payment", "at", "turn_off"} for each
     platform the hub asks that announced retries of its own on open failed payments
@@ -53,8 +60,7 @@ def own_schedules(session: Session, settings) -> dict[str, dict]:
     own retries are turned off. Empty in `notify` mode, where following them is the point."""
     if settings is None or rules.current_params(settings).dunning.mode != "orchestrate":
         return {}
-    asked = [name for name, source in SOURCES.items() if source.own_retries and source.retry_setup
-             and (setup := source.retry_setup(settings)) is not None and setup.asked]
+    asked = [name for name, setup in setups(settings).items() if setup.asked and SOURCES[name].own_retries]
     if not asked:
         return {}
     announced = (Payment.status.in_(OPEN_PAYMENT), Payment.next_retry_at.is_not(None), Payment.source.in_(asked))
