@@ -1,6 +1,7 @@
 """Alerts for staff: a Slack-compatible message to HUB_ALERT_WEBHOOK_URL when something needs
 a person — a connector's deliveries dead-letter, a tool's calls fail too often, failed events
-pile up, a platform's webhooks stop arriving for longer than usual — and a daily digest.
+pile up, a platform's webhooks stop arriving for longer than usual — and a daily digest
+(which also names a platform retrying failed payments beside the hub's orchestrated retries).
 
 Run from the cron (hub.jobs.alerts_job). Each cause ("dead:klaviyo", "silence:stripe", ...)
 alerts at most once an hour; when it last did is kept in the checkpoint table, so a restarted
@@ -21,6 +22,7 @@ from hub.models import DEAD, FAILED, SENT, Delivery, DeliveryAttempt, InboxEvent
 from hub.models.subscriber import Payment, Subscriber, Subscription
 from hub.ops import consent
 from hub.ops.backfill import load_checkpoint, save_checkpoint
+from hub.sync import retries
 from hub.values import money_text
 from webhooks import SOURCE_NAMES, get_source
 
@@ -162,6 +164,11 @@ def daily_digest(session: Session, settings, now: datetime, state: dict) -> Aler
     if drift["checked_at"]:
         lines.append(f"• consents that differ between platform and tools: {drift['drifted']} "
                      f"({drift['still_subscribed']} withdrawn but still subscribed in a tool)")
+    for source, found in sorted(retries.own_schedules(session, settings).items()):
+        n = found["count"]
+        lines.append(f"• {source.capitalize()} retries {n} failed payment{'s' if n != 1 else ''} on its own "
+                     f"schedule too, beside the hub's orchestrated retries: turn its retries off "
+                     f"({found['turn_off']})")
     lines.append(f"Dashboard: {settings.HUB_BASE_URL}/sync-log/dashboard")
     return Alert("digest", "\n".join(lines))
 

@@ -12,6 +12,7 @@ from hub.ops import alerts, consent
 from hub.ops.backfill import save_checkpoint
 from hub.schedule import schedule
 from standins.slack import SlackWebhook
+from tests.hub.sync.rules.test_orchestrate import orchestrate  # noqa: F401 - the fixture
 
 NOW = datetime(2026, 12, 5, 1, 30, tzinfo=timezone.utc)  # before the digest hour (8 UTC)
 
@@ -130,6 +131,20 @@ def test_the_digest_counts_the_last_consent_drift_report(hub, slack):
     assert run(hub, at) == ["digest"]
     assert ("• consents that differ between platform and tools: 3 (2 withdrawn but still subscribed in a tool)"
             in slack.messages[0].splitlines())
+
+
+def test_the_digest_names_a_platform_retrying_beside_the_hubs_orchestrated_retries(orchestrate, slack):
+    hub, at = orchestrate, NOW.replace(hour=9)
+    hub.settings.STRIPE_API_KEY = "sk_test_digest"
+    with hub.storage.session() as s:
+        for n in range(2):  # Stripe's own retries announced on two open failed invoices
+            s.add(Payment(source="stripe", source_id=f"in_open{n}", status="failed", amount=2900, currency="usd",
+                          attempt_count=1, first_failed_at=at - timedelta(days=2),
+                          next_retry_at=at + timedelta(days=n + 1)))
+        s.commit()
+    assert run(hub, at) == ["digest"]
+    assert ("• Stripe retries 2 failed payments on its own schedule too, beside the hub's orchestrated retries: "
+            "turn its retries off (Billing → Revenue recovery → Retries)") in slack.messages[0].splitlines()
 
 
 def test_an_alert_the_receiver_refused_is_sent_at_the_next_run(hub, slack):
