@@ -26,70 +26,55 @@ class HubCollector:
 
     def collect(self):
         with self.hub.storage.session() as session:
-            inbox = GaugeMetricFamily("hub_inbox_open_events",
-                                      "Inbox rows waiting or failed, by source and status.",
-                                      labels=["source", "status"])
             # Only open rows: counting a million processed ones on every scrape is a full scan.
-            for source, status, n in session.execute(select(InboxEvent.source, InboxEvent.status, func.count())
-                                                     .where(InboxEvent.is_open())
-                                                     .group_by(InboxEvent.source, InboxEvent.status)):
-                inbox.add_metric([source, status], n)
-            yield inbox
-            deliveries = GaugeMetricFamily("hub_deliveries", "Deliveries by connector and status.",
-                                           labels=["connector", "status"])
-            for connector, status, n in session.execute(select(Delivery.connector, Delivery.status, func.count())
-                                                        .group_by(Delivery.connector, Delivery.status)):
-                deliveries.add_metric([connector, status], n)
-            yield deliveries
-            owed = GaugeMetricFamily("hub_profiles_owed",
-                                     "Profile updates a slower tool is owed (planned as its rate "
-                                     "limit has room, or once it is switched on again), by connector.",
-                                     labels=["connector"])
-            for connector, n in sorted(owed_profile_counts(session).items()):
-                owed.add_metric([connector], n)
-            yield owed
-            interrupted = CounterMetricFamily(
-                "hub_deliveries_interrupted_total",
-                "Deliveries sent again because the push carrying them stopped before the tool "
-                "answered (a worker crash), by connector and kind: events are dropped by tools that "
-                "honour unique_id, profile updates are written twice.", labels=["connector", "kind"])
-            for connector, kind, n in session.execute(interrupted_counts()):
-                interrupted.add_metric([connector, kind], n)
-            yield interrupted
-            unanswered = GaugeMetricFamily(
-                "hub_payment_retries_unanswered",
-                "Orchestrated payment retries asked of a platform that gave no answer yet, to be "
-                "asked again (hub.sync.retries), by source.", labels=["source"])
-            for source, n in sorted(unanswered_retry_counts(session).items()):
-                unanswered.add_metric([source], n)
-            yield unanswered
-            own = GaugeMetricFamily(
-                "hub_payment_retries_platform_scheduled",
-                "Open failed payments the platform announced a retry of its own for while the hub "
-                "orchestrates retries (dunning mode orchestrate): cards tried on two schedules, by source.",
-                labels=["source"])
-            for source, found in sorted(retries.own_schedules(session, self.hub.settings).items()):
-                own.add_metric([source], found["count"])
-            yield own
-            subscribers = GaugeMetricFamily("hub_subscribers", "Subscribers by lifecycle stage.",
-                                            labels=["stage"])
-            for stage, n in session.execute(select(Subscriber.stage, func.count()).group_by(Subscriber.stage)):
-                subscribers.add_metric([stage or "unknown"], n)
-            yield subscribers
+            yield _family(GaugeMetricFamily, "hub_inbox_open_events",
+                          "Inbox rows waiting or failed, by source and status.", ["source", "status"],
+                          session.execute(select(InboxEvent.source, InboxEvent.status, func.count())
+                                          .where(InboxEvent.is_open())
+                                          .group_by(InboxEvent.source, InboxEvent.status)))
+            yield _family(GaugeMetricFamily, "hub_deliveries", "Deliveries by connector and status.",
+                          ["connector", "status"],
+                          session.execute(select(Delivery.connector, Delivery.status, func.count())
+                                          .group_by(Delivery.connector, Delivery.status)))
+            yield _family(GaugeMetricFamily, "hub_profiles_owed",
+                          "Profile updates a slower tool is owed (planned as its rate limit has room, or "
+                          "once it is switched on again), by connector.", ["connector"],
+                          sorted(owed_profile_counts(session).items()))
+            yield _family(CounterMetricFamily, "hub_deliveries_interrupted_total",
+                          "Deliveries sent again because the push carrying them stopped before the tool "
+                          "answered (a worker crash), by connector and kind: events are dropped by tools that "
+                          "honour unique_id, profile updates are written twice.", ["connector", "kind"],
+                          session.execute(interrupted_counts()))
+            yield _family(GaugeMetricFamily, "hub_payment_retries_unanswered",
+                          "Orchestrated payment retries asked of a platform that gave no answer yet, to be "
+                          "asked again (hub.sync.retries), by source.", ["source"],
+                          sorted(unanswered_retry_counts(session).items()))
+            yield _family(GaugeMetricFamily, "hub_payment_retries_platform_scheduled",
+                          "Open failed payments the platform announced a retry of its own for while the hub "
+                          "orchestrates retries (dunning mode orchestrate): cards tried on two schedules, "
+                          "by source.", ["source"],
+                          sorted((source, found["count"]) for source, found
+                                 in retries.own_schedules(session, self.hub.settings).items()))
+            yield _family(GaugeMetricFamily, "hub_subscribers", "Subscribers by lifecycle stage.", ["stage"],
+                          ((stage or "unknown", n) for stage, n in session.execute(
+                              select(Subscriber.stage, func.count()).group_by(Subscriber.stage))))
         try:
             depth = self.hub.queues.depth()
         except Exception:  # Redis down: /healthz says so; metrics still render
             depth = {}
-        queues = GaugeMetricFamily("hub_queue_depth", "Jobs waiting per RQ queue.", labels=["queue"])
-        for queue, n in depth.items():
-            queues.add_metric([queue], n)
-        yield queues
-        refused = GaugeMetricFamily("hub_webhooks_refused_24h",
-                                    "Webhooks refused (401) for a signature that does not match the "
-                                    "source's secret, in the last 24 hours, by source.", labels=["source"])
-        for held in refused_webhooks(self.hub.queues):
-            refused.add_metric([held["source"]], held["count"])
-        yield refused
+        yield _family(GaugeMetricFamily, "hub_queue_depth", "Jobs waiting per RQ queue.", ["queue"], depth.items())
+        yield _family(GaugeMetricFamily, "hub_webhooks_refused_24h",
+                      "Webhooks refused (401) for a signature that does not match the source's secret, in "
+                      "the last 24 hours, by source.", ["source"],
+                      ((held["source"], held["count"]) for held in refused_webhooks(self.hub.queues)))
+
+
+def _family(kind, name: str, documentation: str, labels: list[str], rows):
+    """A metric family of `kind` with one sample per row: (label values…, value)."""
+    family = kind(name, documentation, labels=labels)
+    for *values, n in rows:
+        family.add_metric(list(values), n)
+    return family
 
 
 def render(hub) -> str:
