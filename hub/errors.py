@@ -49,7 +49,13 @@ class RetryLater(HubError):
 
 class ChargeDeclined(HubError):
     """A platform asked to charge again did try, and the card was declined (the message is the
-    platform's)."""
+    platform's), with the platform's decline code. `hard` says why no retry will fix it (a
+    lost card, the issuer's "do not try again"), None for a decline a later retry may pass."""
+
+    def __init__(self, message: str, code: str | None = None, hard: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.hard = hard
 
 
 class Permanent(HubError):

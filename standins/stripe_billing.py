@@ -54,6 +54,9 @@ class FakeStripeBilling(LoopbackServer):
         self.sessions: list[dict] = []
         self.attempts: list[tuple[str, str | None]] = []
         self.declines: set[str] = set()  # invoice ids whose payment the card declines
+        # invoice id → its decline's decline_code (default generic_decline) and advice_code
+        self.decline_codes: dict[str, str] = {}
+        self.advice_codes: dict[str, str] = {}
         self.paid: set[str] = set()  # invoice ids paid through pay_invoice
         self._answers: dict[str, tuple] = {}
         self.clock = time.time()  # the stand-in's "now"; a test moves it forward
@@ -121,8 +124,15 @@ class FakeStripeBilling(LoopbackServer):
         invoice = _resource(self.examples, "invoice")
         invoice.update(id=invoice_id, attempted=True)
         if invoice_id in self.declines:
-            answer = (402, {"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-                                      "message": "Your card was declined.", "invoice": invoice_id}})
+            # A card_error names the issuer's decline_code and, for some, an advice_code
+            # (https://docs.stripe.com/declines/codes, https://docs.stripe.com/declines/card#retrying-issuer-declines);
+            # the message stays the generic one (Stripe does not tell a customer "lost card").
+            error = {"type": "card_error", "code": "card_declined",
+                     "decline_code": self.decline_codes.get(invoice_id, "generic_decline"),
+                     "message": "Your card was declined.", "invoice": invoice_id}
+            if invoice_id in self.advice_codes:
+                error["advice_code"] = self.advice_codes[invoice_id]
+            answer = (402, {"error": error})
         else:
             invoice.update(status="paid", paid=True)
             self.paid.add(invoice_id)

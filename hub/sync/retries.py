@@ -15,6 +15,8 @@ key, so asking again after a killed worker or an answer that never came charges 
   a key at least 24 hours: https://docs.stripe.com/api/idempotent_requests).
 - A payment paid, voided or erased meanwhile is not asked for: a Shopify billing attempt on
   a contract whose payment was recovered would charge the customer again.
+- A hard decline in the answer (ChargeDeclined.hard) is kept on the payment at once, so the
+  later retry days ask nothing.
 
 The platform may be retrying the same payments on its own schedule too (Stripe turns Smart
 Retries on for new accounts): `own_schedules` finds the failed payments it announced a
@@ -96,9 +98,9 @@ def ask_due(storage, settings, now: datetime | None = None, budget_s: float = 10
         with storage.write_turn(), storage.session() as session:
             leased = _lease(session, due, at)
         for ask in leased:
-            outcome, again = _ask(ask, settings, at)
+            outcome, again, hard = _ask(ask, settings, at)
             with storage.write_turn(), storage.session() as session:
-                _record(session, ask, outcome, again)
+                _record(session, ask, outcome, again, hard)
             asked += 1
         if len(due) < CLAIM:
             break
@@ -139,36 +141,44 @@ def _payment(session: Session, payment_id: int) -> PaymentState | None:
     return PaymentState(**row) if row else None
 
 
-def _ask(ask: dict, settings, at: datetime) -> tuple[str, datetime | None]:
-    """Ask the platform once; what came of it in words, and when to ask again (None: done)."""
+def _ask(ask: dict, settings, at: datetime) -> tuple[str, datetime | None, ChargeDeclined | None]:
+    """Ask the platform once; what came of it in words, when to ask again (None: done), and
+    the decline when it was a hard one (no retry will fix it)."""
     payment = ask["payment"]
     if payment is None or ask["rule"] is None:
-        return "not asked: the payment is no longer on record", None
+        return "not asked: the payment is no longer on record", None, None
     platform = payment.source.capitalize()  # Shopify, Stripe, Chargebee
     if payment.status not in OPEN_PAYMENT:
-        return f"not asked: the payment is {NOT_OWED.get(payment.status, payment.status)} now", None
+        return f"not asked: the payment is {NOT_OWED.get(payment.status, payment.status)} now", None, None
     source = SOURCES.get(payment.source)
     retrier = source.retry_payment if source is not None else None
     if retrier is None or settings is None:
         log.warning("dunning mode is orchestrate but %s cannot be asked to retry payment %s",
                     payment.source, payment.source_id)
-        return f"{platform} cannot be asked to charge again", None
+        return f"{platform} cannot be asked to charge again", None, None
     key = f"{ask['subscriber_id']}:{ask['rule']}:{ask['occasion']}"
     try:
         retrier(settings, payment, key)
     except RetryLater as exc:
         log.warning("retry of %s payment %s (%s) got no answer: %s", payment.source, payment.source_id, key, exc)
         if ask["tries"] > len(AGAIN_AFTER):
-            return f"{platform} did not charge again: no answer after {ask['tries']} asks ({_said(exc)})", None
+            return f"{platform} did not charge again: no answer after {ask['tries']} asks ({_said(exc)})", None, None
         wait = max(AGAIN_AFTER[ask["tries"] - 1], timedelta(seconds=exc.retry_after))
-        return f"{platform} did not answer ({_said(exc)}); asking again at {(at + wait):%Y-%m-%d %H:%M} UTC", at + wait
+        return (f"{platform} did not answer ({_said(exc)}); asking again at {(at + wait):%Y-%m-%d %H:%M} UTC",
+                at + wait, None)
     except ChargeDeclined as exc:
         log.warning("retry of %s payment %s (%s) declined: %s", payment.source, payment.source_id, key, exc)
-        return f"{platform} tried the card again: declined ({_said(exc)})", None
+        if exc.hard:
+            # The rules then skip the retries left and ask for a new card: re-attempting a
+            # card the issuer will never approve "could lead to fines from Visa or MasterCard"
+            # (https://developer.nexigroup.com/nexi-checkout/en-EU/docs/manage-subscription-retries).
+            return (f"{platform} tried the card again: declined ({_said(exc)}); a hard decline ({exc.hard}): "
+                    "no more retries, a new card is needed"), None, exc
+        return f"{platform} tried the card again: declined ({_said(exc)})", None, None
     except Exception as exc:  # noqa: BLE001 - the platform's refusal, in its words; the others go on
         log.warning("retry of %s payment %s (%s) failed: %s", payment.source, payment.source_id, key, exc)
-        return f"{platform} did not charge again: {_said(exc)}", None
-    return f"{platform} was asked to charge again", None
+        return f"{platform} did not charge again: {_said(exc)}", None, None
+    return f"{platform} was asked to charge again", None, None
 
 
 def _said(exc: Exception) -> str:
@@ -177,10 +187,15 @@ def _said(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _record(session: Session, ask: dict, outcome: str, again: datetime | None) -> None:
-    """The answer on the trigger's reason; the ask ends, or waits until `again`."""
+def _record(session: Session, ask: dict, outcome: str, again: datetime | None,
+            hard: ChargeDeclined | None = None) -> None:
+    """The answer on the trigger's reason; the ask ends, or waits until `again`. A hard decline
+    is kept on the payment, as its webhook would keep it, so no later retry day asks again."""
     reason = f"{ask['reason']}; {outcome}" if ask["reason"] else outcome
     session.execute(update(Trigger).where(Trigger.id == ask["trigger_id"]).values(reason=reason))
+    if hard is not None:
+        session.execute(update(Payment).where(Payment.id == ask["payment_id"])
+                        .values(hard_decline=True, decline_code=hard.code[:64] if hard.code else None))
     if again is not None:
         session.execute(update(RetryAsk).where(RetryAsk.trigger_id == ask["trigger_id"]).values(due_at=again))
     else:

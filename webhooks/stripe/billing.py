@@ -11,6 +11,7 @@ import stripe
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
 from webhooks.source import RetrySetup
+from webhooks.stripe.webhook import HARD_ADVICE, hard_decline
 
 # New Stripe accounts have Smart Retries on ("We enable Smart Retries by default for new
 # Stripe accounts", https://docs.stripe.com/billing/revenue-recovery/smart-retries), and
@@ -80,7 +81,9 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
     No answer (after the SDK's own tries) or a 429 raises RetryLater: Stripe saves a key's
     result only once the endpoint began to run, so the same key may be asked again. A 5xx
     is final for the key: Stripe answers a repeat with the saved 500
-    (https://docs.stripe.com/api/idempotent_requests)."""
+    (https://docs.stripe.com/api/idempotent_requests). A decline (402 card_error) raises
+    ChargeDeclined, hard when its decline_code or advice_code says no retry will fix it
+    (https://docs.stripe.com/declines/codes)."""
     if not is_configured(settings):
         raise RuntimeError("dunning mode is orchestrate but STRIPE_API_KEY is empty")
     try:
@@ -88,4 +91,8 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise RetryLater(0, f"Stripe: {exc.user_message or exc}") from exc
     except stripe.CardError as exc:  # 402: the invoice's payment was attempted and declined
-        raise ChargeDeclined(exc.user_message or str(exc)) from exc
+        error = (exc.json_body or {}).get("error") or {}
+        code = error.get("decline_code") or error.get("code")
+        hard = (f"the issuer advises {error['advice_code']}" if error.get("advice_code") in HARD_ADVICE
+                else code if hard_decline(error) else None)
+        raise ChargeDeclined(exc.user_message or str(exc), code=code, hard=hard) from exc

@@ -235,6 +235,13 @@ HARD_DECLINES = {"stolen_card", "lost_card", "pickup_card", "restricted_card", "
 HARD_ADVICE = {"do_not_try_again"}
 
 
+def hard_decline(error: dict) -> bool:
+    """Whether a Stripe payment error (last_payment_error, or a card_error's `error`) is a
+    decline no retry will fix."""
+    return ((error.get("decline_code") or error.get("code")) in HARD_DECLINES
+            or error.get("advice_code") in HARD_ADVICE)
+
+
 def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     invoice = _object(payload)
     name, status = PAYMENT_OUTCOMES[payload["type"]]
@@ -286,8 +293,7 @@ def _invoice_payment_data(invoice: dict, status: str, error: dict) -> dict:
         "next_retry_at": utc(invoice.get("next_payment_attempt")),
         "failure_reason": error.get("message") or error.get("code") or error.get("type"),
         "decline_code": error.get("decline_code"),
-        "hard_decline": ((error.get("decline_code") or error.get("code")) in HARD_DECLINES
-                         or error.get("advice_code") in HARD_ADVICE),
+        "hard_decline": hard_decline(error),
         "due_at": utc(invoice.get("due_date")),
         "paid_at": utc((invoice.get("status_transitions") or {}).get("paid_at")),
         "update_payment_url": invoice.get("hosted_invoice_url"),

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from hub import jobs
 from hub.jobs import run_time_rules
-from hub.models import RetryAsk, Trigger
+from hub.models import Payment, RetryAsk, Trigger
 from hub.ops import dashboard
 from hub.sync import retries, rules
 from hub.sync.inbox import drain_inbox
@@ -65,6 +65,26 @@ def test_stripe_invoice_is_tried_on_each_retry_day_once(client, orchestrate):
     assert len(paid) == 3 and [c.headers["Idempotency-Key"] for c in paid] == keys
     assert retry_reasons(hub) == [f"retry {n} of 3 due today; Stripe tried the card again: declined "
                                   "(Your card was declined.)" for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("decline, why", [({"decline_code": "lost_card"}, "lost_card"),
+                                         ({"advice_code": "do_not_try_again"}, "the issuer advises do_not_try_again")])
+def test_a_retry_stripe_declines_for_good_is_the_last_one_asked(client, orchestrate, decline, why):
+    hub = orchestrate
+    with stripe_failure(client, hub) as stripe_:
+        stripe_.declines.add("in_1234")
+        if "decline_code" in decline:
+            stripe_.decline_codes["in_1234"] = decline["decline_code"]
+        else:
+            stripe_.advice_codes["in_1234"] = decline["advice_code"]
+        sweep_days(hub, FAILED_ON + timedelta(days=1), 21)
+    # Card networks charge for retrying a card the issuer said not to: retries 2 and 3 are not asked.
+    assert [key.rsplit("/", 1)[1] for _, key in stripe_.attempts] == ["retry-1"]
+    assert retry_reasons(hub) == [f"retry 1 of 3 due today; Stripe tried the card again: declined (Your card was "
+                                  f"declined.); a hard decline ({why}): no more retries, a new card is needed"]
+    with hub.storage.session() as s:  # kept on the payment, as the customer's page shows it
+        assert s.execute(select(Payment.hard_decline, Payment.decline_code)).one() == (
+            True, decline.get("decline_code", "generic_decline"))
 
 
 def test_a_retry_stripe_charged_ends_with_a_paid_invoice_and_the_next_ask_is_refused(client, orchestrate):
