@@ -11,7 +11,7 @@ import stripe
 from hub.errors import ChargeDeclined, RetryLater
 from hub.models.link import CANCEL, MANAGE_SUBSCRIPTION, UPDATE_PAYMENT
 from webhooks.source import RetrySetup
-from webhooks.stripe.webhook import HARD_ADVICE, hard_decline
+from webhooks.stripe.webhook import hard_decline
 
 # New Stripe accounts have Smart Retries on ("We enable Smart Retries by default for new
 # Stripe accounts", https://docs.stripe.com/billing/revenue-recovery/smart-retries), and
@@ -92,7 +92,5 @@ def pay_invoice(settings, payment, idempotency_key: str) -> None:
         raise RetryLater(0, f"Stripe: {exc.user_message or exc}") from exc
     except stripe.CardError as exc:  # 402: the invoice's payment was attempted and declined
         error = (exc.json_body or {}).get("error") or {}
-        code = error.get("decline_code") or error.get("code")
-        hard = (f"the issuer advises {error['advice_code']}" if error.get("advice_code") in HARD_ADVICE
-                else code if hard_decline(error) else None)
-        raise ChargeDeclined(exc.user_message or str(exc), code=code, hard=hard) from exc
+        raise ChargeDeclined(exc.user_message or str(exc), code=error.get("decline_code") or error.get("code"),
+                             hard=hard_decline(error)) from exc

@@ -235,11 +235,13 @@ HARD_DECLINES = {"stolen_card", "lost_card", "pickup_card", "restricted_card", "
 HARD_ADVICE = {"do_not_try_again"}
 
 
-def hard_decline(error: dict) -> bool:
-    """Whether a Stripe payment error (last_payment_error, or a card_error's `error`) is a
-    decline no retry will fix."""
-    return ((error.get("decline_code") or error.get("code")) in HARD_DECLINES
-            or error.get("advice_code") in HARD_ADVICE)
+def hard_decline(error: dict) -> str | None:
+    """Why a Stripe payment error (last_payment_error, or a card_error's `error`) is a decline
+    no retry will fix (the issuer's advice, or the decline code); None when a retry may pass."""
+    if error.get("advice_code") in HARD_ADVICE:
+        return f"the issuer advises {error['advice_code']}"
+    code = error.get("decline_code") or error.get("code")
+    return code if code in HARD_DECLINES else None
 
 
 def normalize_payment(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
@@ -293,7 +295,7 @@ def _invoice_payment_data(invoice: dict, status: str, error: dict) -> dict:
         "next_retry_at": utc(invoice.get("next_payment_attempt")),
         "failure_reason": error.get("message") or error.get("code") or error.get("type"),
         "decline_code": error.get("decline_code"),
-        "hard_decline": hard_decline(error),
+        "hard_decline": hard_decline(error) is not None,
         "due_at": utc(invoice.get("due_date")),
         "paid_at": utc((invoice.get("status_transitions") or {}).get("paid_at")),
         "update_payment_url": invoice.get("hosted_invoice_url"),
