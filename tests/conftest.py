@@ -91,15 +91,25 @@ def postgres_storage():
     storage.dispose()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A folder holding one SQLite database (hub.db and its inbox file) migrated to the
+    newest schema, closed so that its files are whole: each test starts from a copy, which
+    is what `hub` itself makes of an empty folder, without running the migrations again."""
+    folder = tmp_path_factory.mktemp("migrated")
+    storage = Storage(f"sqlite:///{folder / 'hub.db'}")
+    storage.upgrade()
+    storage.dispose()
+    return folder
+
+
 @pytest.fixture(params=_backends())
 def database_url(request, tmp_path):
     """A migrated, empty database: a fresh SQLite file, or PostgreSQL with its tables emptied."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'hub.db'}"
-        storage = Storage(url)
-        storage.upgrade()
-        storage.dispose()
-        return url
+        for made in request.getfixturevalue("migrated_sqlite").iterdir():
+            shutil.copy2(made, tmp_path / made.name)  # keeps the owner-only mode hub gives them
+        return f"sqlite:///{tmp_path / 'hub.db'}"
     storage = request.getfixturevalue("postgres_storage")
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with storage.engine.begin() as conn:
