@@ -164,7 +164,7 @@ def daily_digest(session: Session, settings, now: datetime, state: dict) -> Aler
     if drift["checked_at"]:
         lines.append(f"• consents that differ between platform and tools: {drift['drifted']} "
                      f"({drift['still_subscribed']} withdrawn but still subscribed in a tool)")
-    for source, found in sorted(retries.own_schedules(session, settings).items()):
+    for source, found in sorted(retries.own_schedules(session, settings, now).items()):
         n = found["count"]
         lines.append(f"• {source.capitalize()} retries {n} failed payment{'s' if n != 1 else ''} on its own "
                      f"schedule too, beside the hub's orchestrated retries: turn its retries off "

@@ -577,7 +577,7 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "refused": refused_webhooks(queues),
         "unanswered_retries": unanswered_retry_counts(session),
         "own_retry_schedules": {source: {**found, "at": iso(found["at"])}
-                                for source, found in retries.own_schedules(session, settings).items()},
+                                for source, found in retries.own_schedules(session, settings, as_of).items()},
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,
                    "failed_waiting": len(ledger.get("failed") or [])},
     }

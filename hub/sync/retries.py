@@ -20,7 +20,9 @@ key, so asking again after a killed worker or an answer that never came charges 
 
 The platform may be retrying the same payments on its own schedule too (Stripe turns Smart
 Retries on for new accounts): `own_schedules` finds the failed payments it announced a
-retry of, for the dashboard and /metrics to say so.
+retry of, for the dashboard and /metrics to say so. A retry announced for more than
+UNHEARD_AFTER ago with no word since (no new failure, no payment) is not counted: had the
+platform tried, it would have said so; its retries were turned off, or it gave up.
 """
 from __future__ import annotations
 
@@ -45,6 +47,11 @@ LEASE = timedelta(minutes=10)
 AGAIN_AFTER = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1),
                timedelta(hours=3))
 CLAIM = 20  # asks leased at a time
+# How long past a platform's announced retry its outcome may still arrive: both redeliver a
+# webhook the hub did not take for up to three days (Stripe in live mode,
+# https://docs.stripe.com/webhooks#retries; Chargebee,
+# https://www.chargebee.com/docs/1.0/site-configuration/articles-and-faq/how-would-i-know-if-the-configured-webhook-url-in-my-chargebee-site-is-failing.html).
+UNHEARD_AFTER = timedelta(days=3)
 # A payment's status, as the page says why its retry was not asked for.
 NOT_OWED = {"succeeded": "paid", "void": "voided", "uncollectible": "written off", "new": "not yet charged"}
 
@@ -55,17 +62,19 @@ def setups(settings) -> dict[str, RetrySetup]:
             if source.retry_setup and (setup := source.retry_setup(settings)) is not None}
 
 
-def own_schedules(session: Session, settings) -> dict[str, dict]:
+def own_schedules(session: Session, settings, now: datetime | None = None) -> dict[str, dict]:
     """In dunning mode `orchestrate`: source → {"count", "payment", "at", "turn_off"} for each
     platform the hub asks that announced retries of its own on open failed payments
-    (Payment.next_retry_at): how many, the one whose retry is latest and when, and where its
-    own retries are turned off. Empty in `notify` mode, where following them is the point."""
+    (Payment.next_retry_at), still to come or due within UNHEARD_AFTER of `now`: how many,
+    the one whose retry is latest and when, and where its own retries are turned off. Empty
+    in `notify` mode, where following them is the point."""
     if settings is None or rules.current_params(settings).dunning.mode != "orchestrate":
         return {}
     asked = [name for name, setup in setups(settings).items() if setup.asked and SOURCES[name].own_retries]
     if not asked:
         return {}
-    announced = (Payment.status.in_(OPEN_PAYMENT), Payment.next_retry_at.is_not(None), Payment.source.in_(asked))
+    announced = (Payment.status.in_(OPEN_PAYMENT), Payment.next_retry_at >= (now or now_utc()) - UNHEARD_AFTER,
+                 Payment.source.in_(asked))
     found = {}
     for source, count, at in session.execute(select(Payment.source, func.count(), func.max(Payment.next_retry_at))
                                              .where(*announced).group_by(Payment.source)):

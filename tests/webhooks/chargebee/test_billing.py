@@ -102,8 +102,10 @@ def test_a_collection_chargebee_did_not_answer_is_asked_again_and_charged_once(c
 def test_chargebee_dunning_retrying_beside_the_hub_is_shown_with_where_to_turn_it_off(client, orchestrate):
     hub = orchestrate
     hub.settings.CHARGEBEE_API_KEY, hub.settings.CHARGEBEE_SITE = KEY, "acme"
-    # Chargebee's own dunning is on: the failed invoice is in_progress with its next_retry_at.
-    post(client, "chargebee", load_sample("chargebee/payment_failed.json"))
+    # Chargebee's own dunning is on: the failed invoice is in_progress with its next_retry_at, tomorrow.
+    failed = load_sample("chargebee/payment_failed.json")
+    failed["content"]["invoice"]["next_retry_at"] = int((datetime.now(timezone.utc) + timedelta(days=1)).timestamp())
+    post(client, "chargebee", failed)
     drain_inbox(hub.storage, hub.settings)
     add_staff(hub, "olive@shop.test", "operator")
     log_in(client, "olive@shop.test")

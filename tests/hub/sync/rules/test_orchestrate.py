@@ -171,8 +171,8 @@ def test_stripe_retrying_on_its_own_schedule_too_is_shown_until_it_announces_no_
     hub = orchestrate
     add_staff(hub, "olive@shop.test", "operator")
     log_in(client, "olive@shop.test")
-    with stripe_failure(client, hub):
-        # Stripe's own retry is on: the failed invoice names its next try (next_payment_attempt).
+    # Stripe's own retry is on: the failed invoice names its next try (next_payment_attempt), tomorrow.
+    with stripe_failure(client, hub, next_try=datetime.now(timezone.utc) + timedelta(days=1)):
         text, metrics = dashboard_text(client), client.get("/metrics").get_data(as_text=True)
         assert ("Stripe also retries failed payments on its own schedule: 1 failed payment has a retry "
                 "announced by Stripe (the latest: in_1234 on ") in text
@@ -188,10 +188,22 @@ def test_stripe_retrying_on_its_own_schedule_too_is_shown_until_it_announces_no_
     assert "hub_payment_retries_platform_scheduled{" not in metrics
 
 
+def test_a_retry_stripe_announced_days_ago_and_never_reported_on_is_no_longer_shown(client, orchestrate):
+    hub = orchestrate
+    add_staff(hub, "olive@shop.test", "operator")
+    log_in(client, "olive@shop.test")
+    # Announced for four days ago, and no failure or payment since: Stripe's webhooks of a
+    # retry would have come by now, so its retries are off (or it gave up).
+    with stripe_failure(client, hub, next_try=datetime.now(timezone.utc) - timedelta(days=4)):
+        text, metrics = dashboard_text(client), client.get("/metrics").get_data(as_text=True)
+    assert "on its own schedule" not in text
+    assert "hub_payment_retries_platform_scheduled{" not in metrics
+
+
 def test_in_notify_mode_stripe_s_own_schedule_is_the_one_followed_and_no_warning_shows(client, hub):
     add_staff(hub, "olive@shop.test", "operator")
     log_in(client, "olive@shop.test")
-    with stripe_failure(client, hub):
+    with stripe_failure(client, hub, next_try=datetime.now(timezone.utc) + timedelta(days=1)):
         assert "on its own schedule" not in dashboard_text(client)
 
 
@@ -319,11 +331,13 @@ def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, 
 
 
 @contextmanager
-def stripe_failure(client, hub):
-    """The hub pointed at Stripe's stand-in, with INVOICE's failed payment stored and drained."""
+def stripe_failure(client, hub, next_try: datetime | None = None):
+    """The hub pointed at Stripe's stand-in, with INVOICE's failed payment stored and drained
+    (Stripe's own next try moved to `next_try` when given)."""
+    invoice = INVOICE if next_try is None else {**INVOICE, "next_payment_attempt": int(next_try.timestamp())}
     with FakeStripeBilling("sk_test_orch") as stripe_:
         hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_orch", stripe_.url
-        post(client, "stripe", stripe_event("invoice.payment_failed", INVOICE, event_id="evt_f",
+        post(client, "stripe", stripe_event("invoice.payment_failed", invoice, event_id="evt_f",
                                             created=INVOICE["created"]))
         drain_inbox(hub.storage, hub.settings)
         yield stripe_
