@@ -3,8 +3,9 @@
 The hub's fields go to custom contact properties (created by `install()`, which
 `hub install` calls). HubSpot's own `lifecyclestage` is only ever moved forward: the
 current value is read in the same batch and a hub stage that maps to an earlier
-HubSpot stage leaves it alone. HubSpot refuses a whole batch for one invalid email; the
-contacts it names fail alone and the rest are sent again. Email consent given or withdrawn
+HubSpot stage leaves it alone. HubSpot refuses a whole batch for one invalid email or one
+property value it does not take (a lifecycle stage the account lacks); the contacts it
+names, or that carry the value it names, fail alone and the rest are sent again. Email consent given or withdrawn
 at the source subscribes or unsubscribes the address from the mapped subscription type
 through the communication preferences API (v3, the version hubspot-api-client speaks).
 """
@@ -27,6 +28,10 @@ from hub.values import header
 API_ERRORS = (ContactsApiException, PropertiesApiException, PreferencesApiException)
 # How HubSpot names an address it refuses in a batch's property validation results.
 INVALID_EMAIL = re.compile(r"Email address (\S+) is invalid")
+# One of those results: {"isValid": false, "message": "<value> was not one of the allowed
+# options: […]", "error": "INVALID_OPTION", "name": "<property>"}. The refusal's message
+# lists them after "Property values were not valid: ", cut to the attempt log's length.
+VALIDATION_RESULT = re.compile(r"\{[^{}]*\}")
 # HubSpot's refusal of a subscription status the address already has (400 VALIDATION_ERROR,
 # "<email> is already subscribed to subscription <id>" / "… already unsubscribed from …").
 ALREADY = re.compile(r"is already (?:subscribed to|unsubscribed from) subscription \S+")
@@ -75,6 +80,21 @@ def _error(body) -> dict:
     except (ValueError, TypeError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def refused_values(message: str | None) -> list[tuple[str, str]]:
+    """(property, HubSpot's words) for each value a batch refusal's message names as not
+    valid, but emails (INVALID_EMAIL); a result the cut left unfinished is not read."""
+    found = []
+    for text in VALIDATION_RESULT.findall(message or ""):
+        try:
+            result = json.loads(text)
+        except ValueError:
+            continue
+        if (isinstance(result, dict) and result.get("isValid") is False and result.get("name") not in (None, "email")
+                and isinstance(result.get("message"), str)):
+            found.append((result["name"], result["message"]))
+    return found
 
 
 def _text(value) -> str:
@@ -225,8 +245,14 @@ class HubSpotConnector(Connector):
         batch = {"inputs": inputs}
         result, body = self._call(self.contacts.upsert,
                                   batch_input_simple_public_object_batch_input_upsert=batch)
-        refused = {m.group(1): m.group(0) for m in INVALID_EMAIL.finditer(result.message or "")
-                   if result.http_status == 400}
+        refused = {}
+        if result.http_status == 400:
+            refused = {m.group(1): m.group(0) for m in INVALID_EMAIL.finditer(result.message or "")}
+            # A value HubSpot does not take is refused in every contact carrying it: HubSpot's
+            # words begin with the value.
+            for prop, words in refused_values(result.message):
+                refused.update({item.payload["email"]: words for item, sent in zip(chunk, inputs)
+                                if (value := sent["properties"].get(prop)) and words.startswith(f"{value} ")})
         if set(refused) & {i.payload["email"] for i in chunk}:
             return self._without_invalid(chunk, refused, result)
         results = {i.delivery_id: result for i in chunk}
@@ -241,7 +267,7 @@ class HubSpotConnector(Connector):
 
     def _without_invalid(self, chunk: list[Outgoing], refused: dict[str, str], answer: Result
                          ) -> dict[int, Result]:
-        """HubSpot refused the whole batch for the emails in `refused` (email → its words):
+        """HubSpot refused the whole batch for the contacts in `refused` (email → its words):
         those fail with its message for them, the others are upserted again without them."""
         results = {i.delivery_id: Failed(http_status=answer.http_status, latency_ms=answer.latency_ms,
                                          request_id=answer.request_id, message=refused[i.payload["email"]])

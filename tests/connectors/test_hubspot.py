@@ -66,7 +66,7 @@ def test_one_invalid_email_fails_alone_with_hubspots_message(hubspot):
     assert set(hubspot.fake.contacts) == {"good@example.com", "also@example.com"}
 
 
-def test_a_lifecycle_stage_the_account_does_not_have_fails_the_batch_with_hubspots_message():
+def test_a_lifecycle_stage_the_account_does_not_have_fails_its_contacts_alone_with_hubspots_message():
     from hub.config import Settings
 
     stages = {value: label for value, label in LIFECYCLE_STAGES.items() if value != "evangelist"}
@@ -75,10 +75,15 @@ def test_a_lifecycle_stage_the_account_does_not_have_fails_the_batch_with_hubspo
         mapping = {"lifecycle_stages": {"new": "customer", "loyal": "evangelist"}}  # as mappings/hubspot.yaml
         c = HubSpotConnector(settings, field_map=validate_mapping(HubSpotConnector, mapping, "test"))
         results = c.push_batch([profile_item(1, "loyal@example.com", stage="loyal"),
-                                profile_item(2, "new@example.com", stage="new")])
-    assert all(isinstance(r, Failed) for r in results.values())
-    assert "evangelist was not one of the allowed options" in results[1].message
-    assert fake.contacts == {}  # HubSpot writes nothing of a batch it refuses
+                                profile_item(2, "new@example.com", stage="new"),
+                                profile_item(3, "fan@example.com", stage="loyal")])
+    # HubSpot refused the whole batch for the stage; the contacts carrying it fail with its
+    # words, and the other is written by a second upsert.
+    assert [c.operation for c in fake.calls].count("upsert") == 2
+    assert isinstance(results[2], Sent) and set(fake.contacts) == {"new@example.com"}
+    for refused in (results[1], results[3]):
+        assert isinstance(refused, Failed) and refused.http_status == 400
+        assert refused.message.startswith("evangelist was not one of the allowed options: [")
 
 
 def test_consent_given_subscribes_and_withdrawn_unsubscribes(hubspot):
