@@ -5,9 +5,10 @@ The hub's fields go to custom contact properties (created by `install()`, which
 current value is read in the same batch and a hub stage that maps to an earlier
 HubSpot stage leaves it alone. HubSpot refuses a whole batch for one invalid email or one
 property value it does not take (a lifecycle stage the account lacks); the contacts it
-names, or that carry the value it names, fail alone and the rest are sent again. Email consent given or withdrawn
-at the source subscribes or unsubscribes the address from the mapped subscription type
-through the communication preferences API (v3, the version hubspot-api-client speaks).
+names, or that carry the value it names, fail alone and the rest are sent again. Email
+consent given or withdrawn at the source subscribes or unsubscribes the address from the
+mapped subscription type through the communication preferences API (v3, the version
+hubspot-api-client speaks).
 """
 from __future__ import annotations
 
