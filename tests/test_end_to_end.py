@@ -92,7 +92,7 @@ def test_webhooks_reach_klaviyo_exactly_once_while_it_answers_429_to_a_third(cli
     with FakeKlaviyo(api_key="pk_e2e") as klaviyo:
         hub.settings.KLAVIYO_API_KEY = "pk_e2e"
         hub.settings.KLAVIYO_BASE_URL = klaviyo.url
-        klaviyo.fail(429, retry_after=7, fraction=1 / 3)
+        klaviyo.fail(429, retry_after=2, fraction=1 / 3)
         events = [stripe_event("customer.created", customer, event_id="evt_e1", created=t0),
                   stripe_event("checkout.session.completed", session_obj, event_id="evt_e2", created=t0 + 1),
                   stripe_event("customer.subscription.created", subscription, event_id="evt_e3", created=t0 + 2),
