@@ -233,7 +233,7 @@ def test_mrr_counts_only_collected_money_each_item_by_its_own_interval(client, h
     log_in(client, "victor@shop.test")
     page = client.get(f"/sync-log/subscribers/{profiles['paused']['id']}").get_data(as_text=True)
     assert '<span class="badge paused">paused</span>' in page
-    assert f'resumes {resumes.strftime("%d %b %Y, %H:%M")} UTC' in page
+    assert f'resumes {resumes.day} {resumes.strftime("%b %Y, %H:%M")} UTC' in page  # "1 Jan 2027, 00:01 UTC"
 
 
 def test_churn_by_type_counts_cancellations_per_month():
