@@ -252,8 +252,9 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
 
     - `owns_contracts`: the hub's app made the store's contracts and holds the contract scopes
       (else another app owns them and the hub can read none: ContractOwnership).
-    - `contracts`: gid → node to answer (None answers `subscriptionContract: null`, as Shopify
-      does for an id it will not show); ids not listed get `contract_node(gid)`.
+    - `contracts`: gid → node the store holds (`hold()` adds `contract_node(gid)`); any other
+      id answers `subscriptionContract: null`, as Shopify answers a query by an id the shop
+      does not hold (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionContract).
     - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
     - `requests`: one dict per request (path, version, served, headers, query, variables);
@@ -276,6 +277,12 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def hold(self, *gids: str, **overrides) -> "FakeShopifyAdmin":
+        """The store holds these contracts, each as `contract_node(gid, **overrides)` answers it."""
+        for gid in gids:
+            self.contracts[gid] = contract_node(gid, **overrides)
+        return self
 
     @property
     def url(self) -> str:
@@ -322,7 +329,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         if not self.can_read_contracts():
             return 200, {"errors": [access_denied("subscriptionContract")], "data": {"subscriptionContract": None}}
         gid = (body.get("variables") or {}).get("id", "")
-        node = self.contracts[gid] if gid in self.contracts else contract_node(gid)
+        node = self.contracts.get(gid)
         if not self.owned(gid):
             node = None
         lines = len(((node or {}).get("lines") or {}).get("nodes") or [])

@@ -84,14 +84,16 @@ class FakeShopifyBilling(FakeShopifyAdmin):
         if not self.scopes & {"write_own_subscription_contracts"}:
             return 200, {"errors": [access_denied("subscriptionBillingAttemptCreate",
                                                   "write_own_subscription_contracts")]}
-        if not self.owned(str(variables.get("contract", ""))):
+        gid = str(variables.get("contract", ""))
+        contract = self.contracts.get(gid)
+        if contract is None or not self.owned(gid):  # not held, or another app's
             return 200, {"data": {"subscriptionBillingAttemptCreate": {
                 "subscriptionBillingAttempt": None,
                 "userErrors": [{"field": ["subscriptionContractId"], "message": "Subscription contract does not exist",
                                 "code": "CONTRACT_NOT_FOUND"}]}}}
         # A contract that is not active cannot be billed (BillingAttemptUserErrorCode,
         # https://shopify.dev/docs/api/admin-graphql/latest/enums/BillingAttemptUserErrorCode).
-        status = (self.contracts.get(str(variables.get("contract", ""))) or {}).get("status", "ACTIVE")
+        status = contract.get("status", "ACTIVE")
         refused = {"PAUSED": ("CONTRACT_PAUSED", "Subscription contract cannot be billed if paused."),
                    "CANCELLED": ("CONTRACT_TERMINATED", "Subscription contract cannot be billed once terminated."),
                    "EXPIRED": ("CONTRACT_TERMINATED", "Subscription contract cannot be billed once terminated."),

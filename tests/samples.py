@@ -83,6 +83,9 @@ SECRETS = {
 # debounced path of production has its own test.
 TEST_SETTINGS = {**SECRETS, "HUB_DRAIN_DEBOUNCE_MS": 0}
 API_HEADERS = {"Authorization": f"Bearer {SECRETS['HUB_API_TOKEN']}"}
+# The contract of Shopify's subscription_contracts/create sample: a Shopify stand-in answers
+# it only once the store holds it (FakeShopifyAdmin.hold).
+SAMPLE_CONTRACT = "gid://shopify/SubscriptionContract/402440842"
 
 
 def signed(source: str, payload: dict | bytes, topic: str | None = None, **kwargs) -> tuple[dict, bytes]:

@@ -7,12 +7,12 @@ from hub.db.unit import UnitOfWork
 from hub.models import InboxEvent, Subscriber
 from hub.sync.inbox import drain_inbox
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
-from tests.samples import API_HEADERS, load_sample, post
+from tests.samples import API_HEADERS, SAMPLE_CONTRACT, load_sample, post
 
 
 def test_shopify_contract_webhook_with_ids_only_is_completed_from_the_admin_api(client, hub):
     """The contract webhook has no email, price or date: the worker fetches them."""
-    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True).hold(SAMPLE_CONTRACT) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
@@ -32,7 +32,7 @@ def test_shopify_contract_webhook_with_ids_only_is_completed_from_the_admin_api(
 
 
 def test_shopify_contract_fetch_failure_marks_the_row_failed_and_replay_recovers_it(client, hub):
-    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True).hold(SAMPLE_CONTRACT) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url

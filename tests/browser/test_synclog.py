@@ -24,7 +24,7 @@ from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.hub.ops.test_consent import withdrawal_klaviyo_missed
 from tests.hub.web.conftest import PASSWORD, add_staff
 from tests.hub.web.shop import Shop, days_ago
-from tests.samples import load_sample, post
+from tests.samples import SAMPLE_CONTRACT, load_sample, post
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").expect
@@ -135,7 +135,7 @@ def test_an_operator_retries_a_dead_letter_and_sees_it_accepted(page, hub, jenny
 
 def test_an_operator_replays_a_failed_event(page, client, hub):
     add_staff(hub, "olive@shop.test", "operator")
-    with FakeShopifyAdmin(token="shpat_browser", owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token="shpat_browser", owns_contracts=True).hold(SAMPLE_CONTRACT) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_browser"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url

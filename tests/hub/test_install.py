@@ -274,11 +274,11 @@ def test_install_through_the_client_credentials_grant(world):
 
 @pytest.fixture
 def granting(monkeypatch):
-    """A Shopify stand-in that only grants tokens, settings without an access token, and a
-    clock the test moves."""
+    """A Shopify stand-in that only grants tokens (and holds contract 1 to fetch), settings
+    without an access token, and a clock the test moves."""
     now = [1000.0]
     monkeypatch.setattr(shopify_api, "_clock", lambda: now[0])
-    with FakeShopifyAdmin(token=None, owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token=None, owns_contracts=True).hold("gid://shopify/SubscriptionContract/1") as admin:
         settings = Settings.from_env(env={}, overrides={
             "SHOPIFY_SHOP": "example.myshopify.com", "SHOPIFY_ADMIN_URL": admin.url,
             "SHOPIFY_CLIENT_ID": admin.client_id, "SHOPIFY_CLIENT_SECRET": admin.client_secret})

@@ -18,7 +18,7 @@ from hub.sync.inbox import drain_inbox
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from tests.hub.web.conftest import token
 from tests.hub.web.shop import Shop, days_ago
-from tests.samples import load_sample, post, sign_recharge, stripe_event
+from tests.samples import SAMPLE_CONTRACT, load_sample, post, sign_recharge, stripe_event
 
 
 def text_of(response) -> str:
@@ -288,7 +288,7 @@ def test_failing_deliveries_paginate(operator, jenny, hub):
 
 
 def test_a_failed_event_is_replayed_by_an_operator(operator, client, hub):
-    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token="shpat_e2e", owns_contracts=True).hold(SAMPLE_CONTRACT) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_e2e"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url
@@ -539,7 +539,7 @@ def test_money_reads_as_money_and_order_lines_as_product_quantity_and_price(oper
 
 
 def test_a_shopify_subscription_shows_its_product_not_the_delivery_text(operator, client, hub):
-    with FakeShopifyAdmin(token="shpat_plan", owns_contracts=True) as admin:
+    with FakeShopifyAdmin(token="shpat_plan", owns_contracts=True).hold(SAMPLE_CONTRACT) as admin:
         hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
         hub.settings.SHOPIFY_ACCESS_TOKEN = "shpat_plan"
         hub.settings.SHOPIFY_ADMIN_URL = admin.url

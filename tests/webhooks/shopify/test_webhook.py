@@ -14,7 +14,7 @@ from hub.config import Settings
 from hub.errors import SignatureInvalid
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin, contract_node
 from standins.shopify_billing import FakeShopifyBilling
-from tests.samples import OURS, load_sample, sign_shopify
+from tests.samples import OURS, SAMPLE_CONTRACT, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
 from webhooks.shopify import api as shopify_api
 from webhooks.shopify import billing as shopify_billing
@@ -413,6 +413,10 @@ def test_rest_inventory_level():
 
 # --- contract enrichment against the Admin API stand-in --------------------------------------
 
+# The contract of Shopify's billing attempt samples.
+BILLED_CONTRACT = "gid://shopify/SubscriptionContract/9998878778"
+
+
 @pytest.fixture
 def admin():
     """A store whose contracts the hub's own app made (SHOPIFY_OWNS_CONTRACTS)."""
@@ -428,6 +432,7 @@ def settings(admin):
 
 
 def test_enrich_then_normalize_a_new_contract(admin, settings):
+    admin.hold(SAMPLE_CONTRACT)
     payload = sample("subscription_contracts_create")
     enriched = shopify.ENRICH["subscription_contracts/create"](payload, settings)
 
@@ -465,6 +470,7 @@ def test_enriched_contract_state_wins_and_keeps_its_own_time(admin, settings):
 
 
 def test_enrich_then_normalize_a_failed_billing_attempt(admin, settings):
+    admin.hold(BILLED_CONTRACT)
     enriched = shopify.ENRICH["subscription_billing_attempts/failure"](
         sample("subscription_billing_attempts_failure"), settings)
     assert admin.requests[0]["variables"] == {"id": "gid://shopify/SubscriptionContract/9998878778"}
@@ -531,6 +537,7 @@ def test_a_wrong_token_raises(admin, settings):
 
 
 def test_an_envelope_read_back_naive_from_sqlite_still_compares(admin, settings):
+    admin.hold(BILLED_CONTRACT)
     enriched = shopify.ENRICH["subscription_billing_attempts/success"](
         sample("subscription_billing_attempts_success"), settings)
     envelope = Envelope(event_id="e", topic="subscription_billing_attempts/success", shop=SHOP,
@@ -583,6 +590,7 @@ def test_a_billing_runs_burst_of_contract_webhooks_waits_for_the_bucket_and_fetc
     # The app's bucket on the store is nearly spent (a reconciliation's listing beside): the
     # contract query asks 106 points, more than is left, and each fetch pays about 8.
     admin.spend(1950)
+    admin.hold(*(f"gid://shopify/SubscriptionContract/{9_000_000 + i}" for i in range(25)))
     payload = sample("subscription_billing_attempts_success")
     enriched = [shopify.ENRICH["subscription_billing_attempts/success"](
         {**payload, "subscription_contract_id": 9_000_000 + i, "admin_graphql_api_subscription_contract_id": None},

@@ -153,12 +153,13 @@ def monthly(source_id="sub_1", start="2026-01-01T10:00", renews="2026-02-01T10:0
 
 def shopify_billing_failure(client, hub, admin, token: str, **failure_headers) -> None:
     """Point the hub at the Shopify stand-in, then post a contract and a failed billing attempt on it."""
-    from tests.samples import load_sample, post
+    from tests.samples import SAMPLE_CONTRACT, load_sample, post
 
     hub.settings.SHOPIFY_SHOP = "example.myshopify.com"
     hub.settings.SHOPIFY_ACCESS_TOKEN = token
     hub.settings.SHOPIFY_ADMIN_URL = admin.url
     hub.settings.SHOPIFY_OWNS_CONTRACTS = True
+    admin.hold(SAMPLE_CONTRACT)
     post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
          topic="subscription_contracts/create", webhook_id="wh-c1")
     failure = load_sample("shopify/subscription_billing_attempts_failure.json")

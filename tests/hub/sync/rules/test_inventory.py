@@ -10,7 +10,7 @@ from hub.models import Delivery, InboxEvent, Trigger
 from hub.sync.inbox import drain_inbox
 from standins.shopify import INTERNAL_ERROR
 from standins.shopify_billing import FakeShopifyBilling
-from tests.samples import load_sample, post
+from tests.samples import SAMPLE_CONTRACT, load_sample, post
 
 ITEM, PRODUCT, VARIANT = "271878346596884015", "788032119674292922", "642667041472713922"
 
@@ -25,6 +25,7 @@ def shop(client, hub):
         hub.settings.KLAVIYO_API_KEY = "pk_test_stock"
         admin.items[ITEM] = (PRODUCT, VARIANT)
         # Bob's contract ships the product on 2026-11-29 (the stand-in's contract).
+        admin.hold(SAMPLE_CONTRACT)
         post(client, "shopify", load_sample("shopify/subscription_contracts_create.json"),
              topic="subscription_contracts/create", webhook_id="wh-contract")
         drain_inbox(hub.storage, hub.settings)
