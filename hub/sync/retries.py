@@ -50,7 +50,7 @@ CLAIM = 20  # asks leased at a time
 # How long past a platform's announced retry its outcome may still arrive: both redeliver a
 # webhook the hub did not take for up to three days (Stripe in live mode,
 # https://docs.stripe.com/webhooks#retries; Chargebee,
-# https://www.chargebee.com/docs/1.0/site-configuration/articles-and-faq/how-would-i-know-if-the-configured-webhook-url-in-my-chargebee-site-is-failing.html).
+# https://chargebee.com/docs/1.0/site-configuration/articles-and-faq/how-would-i-know-if-the-configured-webhook-url-in-my-chargebee-site-is-failing.html).
 UNHEARD_AFTER = timedelta(days=3)
 # A payment's status, as the page says why its retry was not asked for.
 NOT_OWED = {"succeeded": "paid", "void": "voided", "uncollectible": "written off", "new": "not yet charged"}
