@@ -92,6 +92,16 @@ def postgres_storage():
 
 
 @pytest.fixture(scope="session")
+def postgres_emptying(postgres_storage) -> str:
+    """The statements that empty every table and start every id again at 1. DELETE, children
+    first, rather than TRUNCATE: on tables this small TRUNCATE's new files cost ten times more."""
+    with postgres_storage.engine.connect() as conn:
+        sequences = conn.scalars(text("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")).all()
+    return "; ".join([f'DELETE FROM "{t.name}"' for t in reversed(Base.metadata.sorted_tables)]
+                     + [f'ALTER SEQUENCE "{name}" RESTART' for name in sequences])
+
+
+@pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory) -> Path:
     """A folder holding one SQLite database (hub.db and its inbox file) migrated to the
     newest schema, closed so that its files are whole: each test starts from a copy, which
@@ -110,10 +120,9 @@ def database_url(request, tmp_path):
         for made in request.getfixturevalue("migrated_sqlite").iterdir():
             shutil.copy2(made, tmp_path / made.name)  # keeps the owner-only mode hub gives them
         return f"sqlite:///{tmp_path / 'hub.db'}"
-    storage = request.getfixturevalue("postgres_storage")
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    storage, emptying = request.getfixturevalue("postgres_storage"), request.getfixturevalue("postgres_emptying")
     with storage.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        conn.execute(text(emptying))
     return storage.url
 
 
