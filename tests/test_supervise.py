@@ -46,10 +46,21 @@ class HubRun:
             self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "--port", str(self.port),
                                              *options], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.customers = 0
-        wait_until(lambda: self.get("/healthz") == 200, 40, f"{self.base}/healthz")
-        embedded = "--redis-url" not in options
-        wait_until(lambda: self.child("worker") and (self.child("redis-server") or not embedded), 10,
-                   "worker and Redis")
+        self.embedded = "--redis-url" not in options
+        self.wait_whole(40)
+
+    def wait_whole(self, seconds: float) -> None:
+        """Until the web server answers and the worker (and embedded Redis) run again."""
+        self.wait_until(lambda: self.get("/healthz") == 200, seconds, f"{self.base}/healthz")
+        self.wait_until(lambda: self.child("worker") and (self.child("redis-server") or not self.embedded),
+                        seconds, "worker and Redis")
+
+    def wait_until(self, condition, seconds: float, what: str) -> None:
+        """`wait_until`, with the end of this hub's log when the time is up."""
+        try:
+            wait_until(condition, seconds, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nhub run's log:\n{self.output()[-3000:]}") from None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -137,10 +148,18 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def hub_run(tmp_path_factory):
+def one_hub_run(tmp_path_factory):
     run = HubRun(tmp_path_factory.mktemp("hub-run"))
     yield run
     run.stop()
+
+
+@pytest.fixture
+def hub_run(one_hub_run):
+    """The module's `hub run`, whole again after the previous test's fault: each test starts from
+    a web server that answers, a worker and Redis."""
+    one_hub_run.wait_whole(60)
+    return one_hub_run
 
 
 def test_a_killed_worker_is_restarted_and_applies_the_next_webhook(hub_run):
@@ -150,7 +169,7 @@ def test_a_killed_worker_is_restarted_and_applies_the_next_webhook(hub_run):
     wait_until(lambda: gone([worker, *cron]), 5, "the killed worker's cron and helpers")
     status, email = hub_run.post_customer()
     assert status == 200
-    wait_until(lambda: hub_run.applied(email), 30, "the webhook applied by the restarted worker")
+    hub_run.wait_until(lambda: hub_run.applied(email), 30, "the webhook applied by the restarted worker")
     assert "restarted worker (exit -9)" in hub_run.output()
 
 
@@ -159,7 +178,9 @@ def test_a_killed_web_server_answers_again_within_seconds(hub_run):
     web_worker = web.children()
     web.send_signal(signal.SIGKILL)
     wait_until(lambda: gone([web, *web_worker]), 5, "the killed server's own web worker")
-    wait_until(lambda: hub_run.get("/healthz") == 200, 10, "/healthz after the web server was killed")
+    # A restart is a second's delay and a start (imports, granian's worker): seconds when idle,
+    # more on two cores the rest of the suite keeps busy.
+    hub_run.wait_until(lambda: hub_run.get("/healthz") == 200, 30, "/healthz after the web server was killed")
     assert "restarted web (exit -9)" in hub_run.output()
 
 
@@ -167,7 +188,7 @@ def test_webhooks_are_answered_while_redis_is_down_and_applied_once_it_is_back(h
     hub_run.child("redis-server").send_signal(signal.SIGKILL)
     status, email = hub_run.post_customer()  # within the restart delay: stored, answered
     assert status == 200
-    wait_until(lambda: hub_run.applied(email), 30, "the webhook applied after Redis came back")
+    hub_run.wait_until(lambda: hub_run.applied(email), 30, "the webhook applied after Redis came back")
     assert "restarted redis-server (exit -9)" in hub_run.output()
 
 
@@ -178,7 +199,8 @@ def test_a_client_holding_half_a_body_does_not_delay_other_webhooks(hub_run):
         time.sleep(0.2)
         started = time.monotonic()
         status, _ = hub_run.post_customer(timeout=3)
-        assert status == 200 and time.monotonic() - started < 1.0
+        # Held behind the slow client, it would wait out most of READ_TIMEOUT.
+        assert status == 200 and time.monotonic() - started < READ_TIMEOUT - 1
         assert hub_run.get("/healthz") == 200
         # The slow client is answered 408 once its time is up, not held forever.
         slow.settimeout(READ_TIMEOUT + 5)
