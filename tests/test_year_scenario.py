@@ -27,7 +27,7 @@ from sqlalchemy import select
 from hub.jobs import run_time_rules
 from hub.models import Subscriber, Trigger
 from hub.sync.inbox import drain_inbox
-from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify import FakeShopifyAdmin
 from tests.samples import load_sample, post, stripe_event, stripe_resource
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -130,7 +130,7 @@ class Calendar:
     def contract(self, day, topic, gid, next_billing, status="ACTIVE"):
         def send():
             self.n += 1
-            self.admin.contracts[gid] = contract_node(
+            self.admin.hold(
                 gid, status=status, nextBillingDate=f"{next_billing}T10:00:00Z", updatedAt=f"{day}T10:00:00Z",
                 currencyCode="USD", billingPolicy={"interval": "MONTH", "intervalCount": 1},
                 customer={"id": "gid://shopify/Customer/7", "email": "dan@example.com", "firstName": "Dan",

@@ -12,7 +12,7 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import SignatureInvalid
-from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin, contract_node
+from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, SAMPLE_CONTRACT, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
@@ -458,9 +458,8 @@ def test_enrich_then_normalize_a_new_contract(admin, settings):
 
 def test_enriched_contract_state_wins_and_keeps_its_own_time(admin, settings):
     gid = "gid://shopify/SubscriptionContract/3334363200"
-    admin.contracts[gid] = contract_node(gid, status="CANCELLED", updatedAt="2026-11-02T08:00:00Z",
-                                         billingPolicy={"interval": "MONTH", "intervalCount": 1},
-                                         nextBillingDate="2026-03-31T12:00:00Z")
+    admin.hold(gid, status="CANCELLED", updatedAt="2026-11-02T08:00:00Z",
+               billingPolicy={"interval": "MONTH", "intervalCount": 1}, nextBillingDate="2026-03-31T12:00:00Z")
     enriched = shopify.ENRICH["subscription_contracts/pause"](sample("subscription_contracts_pause"), settings)
     event = only(normalize("subscription_contracts/pause", enriched))
     # A late delivery of the pause fetches today's contract: cancelled, as of its updatedAt.

@@ -18,7 +18,7 @@ from hub.ops import dashboard
 from hub.sync import retries, rules
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import params as params_
-from standins.shopify import INTERNAL_ERROR, contract_node
+from standins.shopify import INTERNAL_ERROR
 from standins.shopify_billing import FakeShopifyBilling
 from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import shopify_billing_failure
@@ -319,7 +319,7 @@ def test_shopify_refuses_to_bill_a_paused_contract_and_the_log_says_why(client, 
     with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
         shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
         drain_inbox(hub.storage, hub.settings)
-        admin.contracts[gid] = contract_node(gid, status="PAUSED")  # paused at the store since the failure
+        admin.hold(gid, status="PAUSED")  # paused at the store since the failure
         with caplog.at_level(logging.WARNING, logger="hub.sync.rules.dunning"):
             sweep_days(hub, date(2026, 11, 2), 3)
     assert admin.attempts == []  # Shopify bills only an active contract
