@@ -5,8 +5,10 @@ and Recharge."""
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +21,8 @@ from standins.stripe import FakeStripe
 from tests.samples import load_sample, post, stripe_event
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 UTC = timezone.utc
 T0 = int(datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp())
@@ -274,7 +278,7 @@ def test_recharge_pause_resumes_on_its_next_charge_date_and_is_reminded_of_it(cl
                                   updated_at="2022-03-20T09:00:00+00:00")
     send(client, hub, "recharge", paused, topic="subscription/paused")
     [pause] = fired(hub, "Subscription Paused")
-    assert (pause["resumes_at"], pause["next_renewal_at"]) == ("2022-06-09T00:00:00+00:00",) * 2
+    assert (pause["resumes_at"], pause["next_renewal_at"]) == ("2022-06-09T04:00:00+00:00",) * 2  # midnight ET
     run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the paused charge
     run_time_rules(hub, datetime(2022, 6, 2, 6, tzinfo=UTC))  # 7 days before the resume
     assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
@@ -297,7 +301,7 @@ def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_da
     send(client, hub, "recharge", skipped, topic="subscription/skipped")
     [skip] = fired(hub, "Renewal Skipped")
     assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
-        "2022-04-09T00:00:00+00:00", "2022-05-09T00:00:00+00:00")
+        "2022-04-09T04:00:00+00:00", "2022-05-09T04:00:00+00:00")
     run_time_rules(hub, datetime(2022, 4, 2, 6, tzinfo=UTC))  # 7 days before the skipped date
     assert fired(hub, "Renewal Reminder") == []
     run_time_rules(hub, datetime(2022, 5, 2, 6, tzinfo=UTC))  # catches up the 14-day reminder too
@@ -436,3 +440,49 @@ def test_recharge_swap_fires_plan_changed_without_a_proration(client, hub):
     assert (props["previous_plan"], props["plan"], props["direction"], props["proration_amount"]) == (
         f"{old['product_title']} - {old['variant_title']}", f"{new['product_title']} - 2 kg", "upgrade", None)
     assert (props["previous_amount"], props["amount"]) == (4900 * old["quantity"], 7900 * old["quantity"])
+
+
+# --- 6. a subscription awaiting its first payment ------------------------------------------------
+# Stripe creates a subscription `incomplete` until its first invoice is paid, every new one when
+# the shop creates them with payment_behavior=default_incomplete, and ends one never paid within
+# 23 hours as `incomplete_expired` (https://docs.stripe.com/api/subscriptions/object#subscription_object-status,
+# https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).
+
+def test_a_stripe_subscription_is_welcomed_when_its_first_payment_is_made_not_before(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="incomplete"), 1, T0)
+    assert fired(hub, "Subscription Started") == [] and fired(hub, "Welcome Step") == []
+    paid = T0 + 90
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(), 2, paid, {"status": "incomplete"})
+    [started] = fired(hub, "Subscription Started")
+    [step] = fired(hub, "Welcome Step")
+    assert (started["subscription_id"], started["started_at"], step["step"], step["started_at"]) == (
+        "sub_m1", iso_of(paid), 1, iso_of(paid))
+
+
+def test_a_stripe_subscription_never_paid_ends_with_no_cancellation_no_win_back_and_no_churn(client, hub):
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(status="incomplete"), 1, T0)
+    expired = stripe_subscription(status="incomplete_expired", canceled_at=T0 + DAY, ended_at=T0 + DAY)
+    stripe_send(client, hub, "customer.subscription.updated", expired, 2, T0 + DAY, {"status": "incomplete"})
+    sweep_on(hub, 2, 31, 32)
+    assert [fired(hub, name) for name in ("Subscription Started", "Subscription Cancelled", "Win Back")] == [[], [], []]
+    with hub.storage.session() as s:
+        person = s.scalar(select(Subscriber))
+        assert [(x.status, x.started_at) for x in person.subscriptions] == [("expired", None)]
+        assert person.stage != "churned"
+
+
+# --- 7. Recharge's charge dates ------------------------------------------------------------------
+
+def test_a_recharge_charge_date_is_reminded_of_as_that_day_in_a_shop_west_of_utc(client, hub, tmp_path):
+    """Recharge names a charge by its day (`2022-04-09`) and charges it from midnight Eastern
+    Time; read as midnight UTC it would be April 8 in New York, and every reminder a day early."""
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT / "mappings", mappings)
+    rules_file = mappings / "rules.yaml"
+    rules_file.write_text(rules_file.read_text().replace("timezone: UTC ", "timezone: America/New_York "))
+    hub.settings.HUB_MAPPINGS_DIR = str(mappings)
+    sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
+    sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
+    send(client, hub, "recharge", sub, topic="subscription/created")  # next charge 2022-04-09
+    run_time_rules(hub, datetime(2022, 4, 2, 10, tzinfo=UTC))  # 06:00 in New York, 7 days before
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [("2022-04-09", 7)]

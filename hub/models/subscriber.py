@@ -17,6 +17,9 @@ class SubscriptionStatus(StatusEnum):
     ACTIVE = "active"
     PAST_DUE = "past_due"
     PAUSED = "paused"
+    # Created before its first payment, and not live until it is paid: no welcome, no
+    # reminders, and no cancellation or win-back if it never is (Stripe's `incomplete`).
+    INCOMPLETE = "incomplete"
     CANCELED = "canceled"
     EXPIRED = "expired"
 

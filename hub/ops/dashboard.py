@@ -213,7 +213,7 @@ def mrr_moves(entry: dict, held: list[dict]) -> list[tuple[str, str, str, int]]:
         elif "status" in fields:
             status = fields["status"]
         else:
-            assumed = "trialing" if now.get("status") in ("trialing", "paused") else "active"
+            assumed = "trialing" if now.get("status") in ("trialing", "paused", "incomplete") else "active"
             status = (assumed, assumed)
         before = monthly(amount[0], interval[0], count[0]) if status[0] in PAYING else 0
         after = monthly(amount[1], interval[1], count[1]) if status[1] in PAYING else 0

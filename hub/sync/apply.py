@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.events import CanonicalEvent
-from hub.models import Order, OrderRefunds, Payment, Subscriber, Subscription
+from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription
 from hub.sync import compliance, inference
 from hub.sync.identity import Known, find_subscriber, resolve
 from hub.values import add_intervals, normalize_email, normalize_phone
@@ -317,8 +317,12 @@ def apply_subscription(session, event, changes, people=None):
     subscriber = _subscriber(session, event, changes, create=True, people=people)
     label = f"subscription {d.get('plan') or d['source_id']}"
     if subscription is None:
-        subscription = Subscription(source=event.source, source_id=str(d["source_id"]),
-                                    status=d.get("status") or "active", started_at=event.occurred_at,
+        status = d.get("status") or "active"
+        # It begins once live: one awaiting its first payment (incomplete), or first seen ended
+        # without it (the normalizer's started_at None), has not begun.
+        begun = status != "incomplete" and d.get("started_at", event.occurred_at) is not None
+        subscription = Subscription(source=event.source, source_id=str(d["source_id"]), status=status,
+                                    started_at=event.occurred_at if begun else None,
                                     interval_count=1, quantity=1, cancel_at_period_end=False,
                                     product_ids=[])
         session.add(subscription)
@@ -336,6 +340,8 @@ def apply_subscription(session, event, changes, people=None):
     for attr in SUBSCRIPTION_FIELDS:
         if attr in d and (d[attr] is not None or attr in _CLEARABLE):
             changes.set(subscription, attr, d[attr], label)
+    if subscription.started_at is None and subscription.status in LIVE_STATUSES:
+        changes.set(subscription, "started_at", event.occurred_at, label)  # its first payment came
     subscription.source_updated_at = event.occurred_at
     inference.supersede(session, subscription, changes)
 

@@ -91,7 +91,7 @@ KEY = ("connector", "idempotency_key")  # a delivery is planned once
 MRR_STATUSES = ("active", "past_due")
 # Which subscription speaks for the subscriber (status, plan): the most alive one.
 _STATUS_RANK = {"active": 0, "past_due": 1, "trialing": 2, "paused": 3, "canceled": 4,
-                "expired": 5}
+                "expired": 5, "incomplete": 6}
 _OUTCOME = {SENT: "sent", RETRYING: "retry", DEAD: "dead"}
 
 

@@ -131,7 +131,8 @@ def every(interval: str | None, count: int | None) -> str:
 
 
 SUBSCRIPTION_WORDS = {"trialing": "in trial", "active": "active", "past_due": "payment overdue",
-                      "paused": "paused", "canceled": "cancelled", "expired": "ended"}
+                      "paused": "paused", "canceled": "cancelled", "expired": "ended",
+                      "incomplete": "awaiting its first payment"}
 PAYMENT_WORDS = {"succeeded": "paid", "failed": "failed", "action_required": "waiting for the customer "
                  "to confirm (3-D Secure)", "new": "new",
                  "retries_exhausted": "failed, no retry to come", "void": "voided",

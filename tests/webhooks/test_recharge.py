@@ -169,11 +169,19 @@ def test_subscription_carries_plan_cadence_and_next_charge():
     assert (d["source_id"], d["status"], d["plan"]) == (SUB_ID, "active", "Test product - 972-1")
     assert d["plan_id"] == "23123123123"
     assert (d["interval"], d["interval_count"], d["quantity"]) == ("day", 30, 1)
-    assert d["next_renewal_at"] == at(2022, 4, 9)
+    assert d["next_renewal_at"] == at(2022, 4, 9, 4)  # the day's midnight in Eastern Time (EDT)
     assert d["product_ids"] == ["123123"] and d["canceled_at"] is None
     # presentment_currency is null (the store's currency, which the object does not name):
     # the price is not kept in an unknown currency.
     assert "amount" not in d and "currency" not in d
+
+
+@pytest.mark.parametrize("charge_date, starts", [("2022-01-09", (2022, 1, 9, 5)),   # EST, UTC-5
+                                                 ("2022-07-09", (2022, 7, 9, 4))])  # EDT, UTC-4
+def test_a_charge_date_starts_at_midnight_eastern_time_as_recharge_charges_it(charge_date, starts):
+    payload = copy.deepcopy(sample("subscription"))
+    payload["subscription"]["next_charge_scheduled_at"] = charge_date
+    assert only("subscription/updated", payload).data["next_renewal_at"] == at(*starts)
 
 
 def test_subscription_amount_in_its_presentment_currency_and_prepaid_charges():
@@ -202,7 +210,7 @@ def test_subscription_changes_upsert_the_state_the_object_shows(topic):
     payload["subscription"]["next_charge_scheduled_at"] = "2022-05-09"
     event = only(topic, payload)
     assert event.name == "subscription.upserted"
-    assert (event.data["status"], event.data["next_renewal_at"]) == ("active", at(2022, 5, 9))
+    assert (event.data["status"], event.data["next_renewal_at"]) == ("active", at(2022, 5, 9, 4))
 
 
 def test_paused_topic_pauses_even_before_the_object_says_so():
@@ -214,7 +222,7 @@ def test_paused_topic_pauses_even_before_the_object_says_so():
 def test_queued_and_upcoming_charges_announce_the_renewal(topic, name):
     event = only(topic, sample(name))
     assert event.name == "renewal.upcoming"
-    assert event.data == {"subscription_source_id": SUB_ID, "renewal_at": at(2022, 4, 9),
+    assert event.data == {"subscription_source_id": SUB_ID, "renewal_at": at(2022, 4, 9, 4),
                           "amount": 4900, "currency": "USD"}
 
 
@@ -224,7 +232,7 @@ def test_failed_charge_feeds_dunning_with_its_retry_date_and_attempts():
     assert event.customer == {"source_id": CUSTOMER_ID, "email": "niels.bohr@example.com", "phone": "+4535325200",
                               "first_name": "Niels", "last_name": "Bohr", "shopify_customer_id": SHOPIFY_ID}
     assert event.data == {"source_id": CHARGE_ID, "subscription_source_id": SUB_ID, "status": "failed",
-                          "attempt_count": 1, "due_at": at(2022, 4, 9), "amount": 4900, "currency": "USD",
+                          "attempt_count": 1, "due_at": at(2022, 4, 9, 4), "amount": 4900, "currency": "USD",
                           "next_retry_at": at(2022, 4, 12, 4), "failure_reason": "Your card was declined.",
                           "decline_code": "CUSTOMER_NEEDS_TO_UPDATE_CARD", "hard_decline": True}
 

@@ -5,6 +5,8 @@ identical to what GET /subscriptions/<id> answers
 (https://docs.getrecharge.com/docs/webhooks-overview#handling-the-callback-request).
 Prices are decimal strings in the object's currency; times are ISO-8601, some with an offset
 (`2022-03-10T12:13:28+00:00`) and some without (customers' `2022-03-09T02:36:35`), read as UTC.
+Charge dates are calendar days (`2022-04-09`), read as the moment Recharge starts charging
+them (`charge_day`).
 A charge is one billing cycle: its retries keep the charge id and count in `charge_attempts`,
 so every charge topic updates one payment keyed by the charge id
 (https://docs.rechargepayments.com/docs/charges).
@@ -14,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 
 from hub import events as ev
 from hub.errors import MalformedPayload, SignatureInvalid, SourceNotConfigured
@@ -33,6 +37,23 @@ TOLERANCE_SECONDS = 48 * 3600
 
 # The resource keys a body is wrapped in, by the first part of the topic.
 RESOURCES = ("customer", "subscription", "charge", "order")
+
+# Recharge reckons its days in Eastern Time: it starts charging a day's queued charges after
+# midnight ET (https://support.rechargepayments.com/hc/en-us/articles/360026324314-Time-zones-FAQ),
+# and a charge's own retry_date says so in full (`2022-04-12T04:00:00+00:00`).
+PROCESSING_ZONE = ZoneInfo("America/New_York")
+
+
+def charge_day(value) -> datetime | None:
+    """A charge date (`2022-04-09`) as the moment Recharge starts charging it: midnight ET, not
+    UTC, which is the evening before in the Americas. A full timestamp is read as it is."""
+    if isinstance(value, str) and len(value.strip()) == 10:
+        try:
+            day = date.fromisoformat(value.strip())
+        except ValueError:
+            return utc(value)  # its own clear error
+        return datetime.combine(day, datetime.min.time(), PROCESSING_ZONE).astimezone(timezone.utc)
+    return utc(value)
 
 
 # --- authenticity and envelope ------------------------------------------------------------
@@ -222,7 +243,7 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
     # /hc/en-us/articles/22321083437335-Pausing-or-delaying-orders); a paused one with no charge
     # date stays paused until resumed by hand. Only the object's own status says so: one that
     # lags behind its subscription/paused topic may still hold the date the pause cancelled.
-    resumes = utc(sub.get("next_charge_scheduled_at")) if raw == "paused" else None
+    resumes = charge_day(sub.get("next_charge_scheduled_at")) if raw == "paused" else None
     data = {
         "source_id": _id(sub.get("id")),
         "status": status,
@@ -233,7 +254,7 @@ def subscription_data(sub: dict, topic: str | None = None) -> dict:
         "quantity": quantity,
         # next_charge_scheduled_at is the date of the next charge (null once cancelled).
         "next_renewal_at": None if ended or (status == "paused" and not resumes)
-        else utc(sub.get("next_charge_scheduled_at")),
+        else charge_day(sub.get("next_charge_scheduled_at")),
         "resumes_at": resumes,
         "cancel_at_period_end": False,
         "canceled_at": utc(sub.get("cancelled_at")) if ended else None,
@@ -284,7 +305,7 @@ def payment_data(charge: dict, status: str) -> dict:
         "subscription_source_id": _subscription_id_of(charge),
         "status": status,
         "attempt_count": charge.get("charge_attempts") if isinstance(charge.get("charge_attempts"), int) else None,
-        "due_at": utc(charge.get("scheduled_at")),
+        "due_at": charge_day(charge.get("scheduled_at")),
         **_money(charge.get("total_price"), currency),
     }
     if status == "succeeded":
@@ -336,7 +357,7 @@ def subscription_canceled(payload: dict, envelope: Envelope) -> list[CanonicalEv
 def renewal_upcoming(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """charge/created (a queued charge) and charge/upcoming: the next renewal, its date and amount."""
     charge = _object(payload, "charge")
-    data = {"subscription_source_id": _subscription_id_of(charge), "renewal_at": utc(charge.get("scheduled_at")),
+    data = {"subscription_source_id": _subscription_id_of(charge), "renewal_at": charge_day(charge.get("scheduled_at")),
             **_money(charge.get("total_price"), _currency(charge))}
     return [_event(ev.RENEWAL_UPCOMING, charge, _customer_of(charge), data)]
 

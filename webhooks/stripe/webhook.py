@@ -562,12 +562,13 @@ def _payment_error(invoice: dict, payments: list | None = None) -> dict:
 
 # Stripe's subscription statuses in the hub's vocabulary (design §3); unknown ones → None.
 # `past_due`: retries still running. `unpaid` (retries exhausted, invoices left open, "payments
-# aren't attempted") and `incomplete` (the first payment not made; 23 h to make it) collect
-# nothing, so they are held as paused: live, out of MRR, no renewal reminders
-# (https://docs.stripe.com/api/subscriptions/object#subscription_object-status).
-# `incomplete_expired` is a subscription whose first payment never came: expired.
+# aren't attempted") collects nothing, so it is held as paused: live, out of MRR, no renewal
+# reminders. `incomplete` is a subscription whose first payment is not made yet (23 h to make
+# it; with payment_behavior=default_incomplete every new one starts so), and
+# `incomplete_expired` one whose first payment never came: the hub's incomplete and expired,
+# neither ever live (https://docs.stripe.com/api/subscriptions/object#subscription_object-status).
 STATUSES = {"trialing": "trialing", "active": "active", "past_due": "past_due",
-            "incomplete": "paused", "unpaid": "paused", "paused": "paused",
+            "incomplete": "incomplete", "unpaid": "paused", "paused": "paused",
             "canceled": "canceled", "incomplete_expired": "expired"}
 
 
@@ -588,7 +589,7 @@ def _subscription_data(sub: dict) -> dict:
                    key=lambda item: item["current_period_end"], default=first)
     period_start = sub.get("current_period_start") or renewing.get("current_period_start")
     period_end = sub.get("current_period_end") or renewing.get("current_period_end")
-    ends = (sub.get("cancel_at_period_end") or status in ("canceled", "expired", "paused")
+    ends = (sub.get("cancel_at_period_end") or status in ("canceled", "expired", "paused", "incomplete")
             or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
     product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
     interval, interval_count, amount = _billing(items)
@@ -617,6 +618,8 @@ def _subscription_data(sub: dict) -> dict:
         "canceled_at": utc(sub.get("canceled_at")),
         "product_ids": list(dict.fromkeys(product_ids)),
         **_cancellation(sub),
+        # First seen after it expired unpaid (a late delivery, a backfill): it never began.
+        **({"started_at": None} if sub.get("status") == "incomplete_expired" else {}),
     }
 
 

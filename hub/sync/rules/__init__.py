@@ -178,12 +178,13 @@ def _sub_of(s: SubscriberState, event):
 
 def _subscription_rules(session, s, event, changes, now, p):
     sub = _sub_of(s, event)
-    if sub is None:
+    if sub is None or not sub.began:
         return []
     dues = []
-    created = any(c.get("field") == "created" and str(c.get("what", "")).startswith("subscription")
-                  for c in changes.changed)
-    if created and sub.started_at and sub.is_live:
+    # Begun by this event: created live, or live for the first time (its first payment came).
+    begun_now = any(c.get("field") in ("created", "started_at") and str(c.get("what", "")).startswith("subscription")
+                    for c in changes.changed)
+    if begun_now and sub.is_live:
         dues.append(welcome.started(sub))
         dues += [d for d in [welcome.first_step(s, sub.ref, p)] if d]
     # Only a cancellation this event made: an old one first seen now is history, not news.

@@ -85,6 +85,13 @@ class SubState:
         return self.status in LIVE
 
     @property
+    def began(self) -> bool:
+        """Live at least once. One awaiting its first payment, or ended without it, has not
+        begun: it is welcomed when paid, and ends no subscription if never (read where
+        started_at is loaded: not by the time rules' narrower queries)."""
+        return self.started_at is not None
+
+    @property
     def interval_days(self) -> int:
         if self.interval in INTERVAL_DAYS:
             return INTERVAL_DAYS[self.interval] * max(1, self.interval_count or 1)

@@ -228,12 +228,14 @@ def test_mrr_counts_only_collected_money_each_item_by_its_own_interval(client, h
     assert paused["resumes_at"] == resumes.isoformat()
     # Its next renewal is the first one Stripe collects again, at or after the resume.
     assert datetime.fromisoformat(paused["next_renewal_at"]) >= resumes
-    assert [p["subscriptions"][0]["status"] for p in profiles.values()] == ["paused"] * 2 + ["active", "paused"]
+    assert [p["subscriptions"][0]["status"] for p in profiles.values()] == ["paused", "incomplete", "active", "paused"]
     add_staff(hub, "victor@shop.test")
     log_in(client, "victor@shop.test")
     page = client.get(f"/sync-log/subscribers/{profiles['paused']['id']}").get_data(as_text=True)
     assert '<span class="badge paused">paused</span>' in page
     assert f'resumes {resumes.day} {resumes.strftime("%b %Y, %H:%M")} UTC' in page  # "1 Jan 2027, 00:01 UTC"
+    page = client.get(f"/sync-log/subscribers/{profiles['incomplete']['id']}").get_data(as_text=True)
+    assert '<span class="badge incomplete">awaiting its first payment</span>' in page
 
 
 def test_churn_by_type_counts_cancellations_per_month():

@@ -421,7 +421,7 @@ def test_an_old_shape_subscription_priced_by_nickname_and_product_name():
 
 @pytest.mark.parametrize("stripe_status, status", [
     ("trialing", "trialing"), ("active", "active"), ("past_due", "past_due"),
-    ("unpaid", "paused"), ("incomplete", "paused"), ("paused", "paused"),
+    ("unpaid", "paused"), ("incomplete", "incomplete"), ("paused", "paused"),
     ("canceled", "canceled"), ("incomplete_expired", "expired"),
 ])
 def test_subscription_statuses_in_the_hubs_vocabulary(stripe_status, status):
