@@ -123,8 +123,10 @@ class ActiveCampaignConnector(Connector):
         for name in filter(None, self.mapping["fields"].values()):
             if name.upper() in self._fields:
                 continue
+            # `descript` is ActiveCampaign's key for a field's description
+            # (https://developers.activecampaign.com/reference/contact-custom-fields-api-guide).
             result, body = self._request("POST", "/fields", {"field": {
-                "type": "text", "title": name, "perstag": name.upper(), "description": ABOUT}})
+                "type": "text", "title": name, "perstag": name.upper(), "descript": ABOUT}})
             if body is None:
                 return result, None
             field_id = str(body["field"]["id"])

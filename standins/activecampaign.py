@@ -16,6 +16,10 @@ from datetime import datetime, timezone
 
 from standins.loopback import Call, LoopbackServer, RollingLimit
 
+# What POST /fields keeps of a field (besides its id).
+FIELD_KEYS = frozenset({"title", "type", "descript", "perstag", "defval", "visible", "service", "ordernum",
+                        "isrequired", "show_in_list", "rows", "cols"})
+
 
 class FakeActiveCampaign(LoopbackServer):
     ROUTES = [
@@ -193,7 +197,10 @@ class FakeActiveCampaign(LoopbackServer):
             return 422, self.error_body(422, "Field title and type are required")
         if any(f["perstag"] == field.get("perstag") for f in self.fields.values()):
             return 422, self.error_body(422, "The perstag is already in use")
-        created = {**field, "id": self._id()}
+        # Keys the API does not name are not kept: a description is `descript`
+        # (https://developers.activecampaign.com/reference/contact-custom-fields-api-guide,
+        # "Create a Custom Field": title, type, descript, perstag, defval, visible…).
+        created = {**{k: v for k, v in field.items() if k in FIELD_KEYS}, "id": self._id()}
         self.fields[created["id"]] = created
         return 201, {"field": created}
 

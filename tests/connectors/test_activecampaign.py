@@ -6,7 +6,7 @@ import time
 import pytest
 
 from connectors import validate_mapping
-from connectors.activecampaign import ActiveCampaignConnector
+from connectors.activecampaign import ABOUT, ActiveCampaignConnector
 from connectors.base import Held, RetryAfter, Sent
 from connectors.ratelimit import Limiter
 from tests.connectors.conftest import consent_item, event_item, profile_item
@@ -24,6 +24,8 @@ def test_profile_creates_missing_fields_once_and_syncs_values(new_activecampaign
     fake = activecampaign.fake
     assert len(fake.operations("create_field")) == 10 and len(fake.operations("create_field_rel")) == 10
     assert fake.operations("create_field")[0].body["field"]["perstag"] == "HUB_STAGE"
+    # Each says where it comes from, in the account's field list.
+    assert {f["descript"] for f in fake.fields.values()} == {ABOUT}
     assert fake.field_values("ada@example.com")["hub_stage"] == "engaged"
     assert fake.field_values("ada@example.com")["hub_mrr"] == "2500"
     assert fake.contact("ada@example.com")["firstName"] == "Ada"
