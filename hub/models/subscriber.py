@@ -177,7 +177,8 @@ class Order(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
     source: Mapped[str] = mapped_column(String(20))
-    source_id: Mapped[str] = mapped_column(String(255))
+    # Indexed alone: a subscription app's order and the store's name the same store order id.
+    source_id: Mapped[str] = mapped_column(String(255), index=True)
     number: Mapped[str | None] = mapped_column(String(64), index=True)
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -166,8 +166,10 @@ def apply_consent(session, event, changes, people=None):
 def apply_order(session, event, changes, people=None):
     subscriber = _subscriber(session, event, changes, people=people)
     d = event.data
-    order = session.scalar(select(Order).where(Order.source == event.source,
-                                               Order.source_id == str(d["source_id"])))
+    # A subscription app's order names the store order it made (Recharge: the Shopify order),
+    # as the store's own webhook does: one order, whichever source told of it first.
+    order = session.scalar(select(Order).where(Order.source_id == str(d["source_id"]))
+                           .order_by((Order.source == event.source).desc()).limit(1))
     label = f"order {d.get('number') or d['source_id']}"
     if order is None:
         order = Order(source=event.source, source_id=str(d["source_id"]), total=0, refunded=0)

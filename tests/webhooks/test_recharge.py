@@ -261,9 +261,14 @@ def test_order_created_names_its_subscription():
     event = only("order/created", sample("order_created"))
     assert event.name == "order.placed"
     d = event.data
-    assert (d["source_id"], d["number"], d["total"], d["currency"]) == ("441230987", "#1042", 4900, "USD")
+    # Keyed by the Shopify order it made, which the store's orders/create names too.
+    assert (d["source_id"], d["number"], d["total"], d["currency"]) == ("4512345678901", "#1042", 4900, "USD")
     assert d["is_subscription"] is True and d["subscription_source_id"] == SUB_ID
     assert d["line_items"][0].items() >= {"variant_id": "23123123123", "quantity": 1, "price": 4900}.items()
+    # One made on no store yet keeps Recharge's own id.
+    payload = copy.deepcopy(sample("order_created"))
+    payload["order"]["external_order_id"] = {"ecommerce": None}
+    assert only("order/created", payload).data["source_id"] == "441230987"
 
 
 def test_every_topic_has_a_sample_normalized_above():

@@ -393,7 +393,9 @@ def charge_refunded(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
 
 def order_placed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """order/created: the store order a paid charge made. Its money is the charge's
-    (payment.succeeded counts it), so the order names its subscription and adds no spend."""
+    (payment.succeeded counts it), so the order names its subscription and adds no spend.
+    It is keyed by that store order's id (external_order_id, https://docs.getrecharge.com/docs/orders),
+    which the store's own orders/create names too: one order, counted once."""
     order = _object(payload, "order")
     currency = _currency(order)
     lines = [{"product_id": _ecommerce(line.get("external_product_id")),
@@ -401,7 +403,8 @@ def order_placed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
               "quantity": _count(line.get("quantity")) or 0,
               "price": _minor(line.get("unit_price") or line.get("price"), currency), "selling_plan_id": None}
              for line in order.get("line_items") or [] if isinstance(line, dict)]
-    data = {"source_id": _id(order["id"]), "number": _ecommerce(order.get("external_order_name")),
+    data = {"source_id": _ecommerce(order.get("external_order_id")) or _id(order["id"]),
+            "number": _ecommerce(order.get("external_order_name")),
             "total": _minor(order.get("total_price"), currency), "currency": currency,
             "financial_status": "paid" if str(order.get("status")).lower() == "success" else None,
             "is_subscription": bool(_subscription_lines(order)),

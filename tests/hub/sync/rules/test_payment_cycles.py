@@ -222,3 +222,24 @@ def test_an_attempt_one_billing_interval_after_an_unpaid_cycle_began_is_the_next
     shopify_attempt(world, "success", "cycle-2-try-2", "2026-12-30T12:00", order_id=9002)
 
     assert payments(world) == [("shopify", "failed", 2), ("shopify", "succeeded", 1)]
+
+
+def test_a_recharge_order_and_the_shopify_order_it_made_are_one_order_whichever_comes_first(world):
+    """Recharge's order/created names the store order its charge made (external_order_id,
+    https://docs.getrecharge.com/docs/orders); the store's own orders/create is that order."""
+    for n, arrival in enumerate((("recharge", "shopify"), ("shopify", "recharge"))):
+        email, order_id = f"orders{n}@example.com", 4512345678000 + n
+        made = load_sample("recharge/order_created.json")["order"]
+        made.update(id=441230000 + n, external_order_id={"ecommerce": str(order_id)},
+                    customer={**made["customer"], "id": 33330000 + n, "email": email,
+                              "external_customer_id": {"ecommerce": str(n + 1)}})
+        placed = {**load_sample("shopify/orders_create.json"), "id": order_id, "email": email,
+                  "customer": {"id": n + 1, "email": email}, "updated_at": "2026-04-09T04:00:20+00:00"}
+        events = {"recharge": recharge.TOPICS["order/created"]({"order": made}, Envelope(
+                      event_id=f"rc-{n}", topic="order/created")),
+                  "shopify": shopify.TOPICS["orders/create"](placed, Envelope(
+                      event_id=f"sh-{n}", topic="orders/create"))}
+        for source in arrival:
+            for event in events[source]:
+                world.receive(event)
+        assert world.subscriber(email).orders_count == 1, arrival
