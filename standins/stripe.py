@@ -189,6 +189,11 @@ class FakeStripe(LoopbackServer):
     def list_events(self, call: Call):
         since = _created_gte(call)
         types = {v[0] for k, v in call.query.items() if k.startswith("types[")}
+        # "types: An array of up to 20 strings containing specific event names"
+        # (https://docs.stripe.com/api/events/list#list_events-types).
+        if len(types) > 20:
+            return 400, {"error": {"type": "invalid_request_error", "param": "types",
+                                   "message": "Invalid array: types must have at most 20 elements."}}
         return self._listing(call, self.events, "/v1/events", lambda o: (
             (since is None or o["created"] >= since) and (not types or o["type"] in types)))
 

@@ -148,12 +148,15 @@ def event_item(event: dict) -> Item:
                 api_version=event.get("api_version"))
 
 
-# The Events API takes at most 20 types. Left out, as the others carry what they say:
-# invoice.payment_succeeded (invoice.paid), payment_intent.payment_failed (the decline
-# is read through invoice.payment_failed's payments), and payment_method.attached/.detached
-# (which card is charged comes with customer.updated, its default payment method).
+# The Events API takes at most 20 types a call (https://docs.stripe.com/api/events/list).
+# Left out, as the others carry what they say: invoice.payment_succeeded (invoice.paid),
+# payment_intent.payment_failed (the decline is read through invoice.payment_failed's
+# payments), and payment_method.attached/.detached (which card is charged comes with
+# customer.updated, its default payment method). A delayed Checkout payment's outcome is
+# listed by a call of its own.
+PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
-                                     "payment_method.attached", "payment_method.detached"})
+                                     "payment_method.attached", "payment_method.detached", *PAID_LATER_TYPES})
 
 # stream -> (resource of StripeClient.v1, list params, wrapper)
 STREAMS = {
@@ -161,7 +164,8 @@ STREAMS = {
     "subscriptions": ("subscriptions", {"status": "all", "expand": ["data.customer"]}, subscription_item),
     "invoices": ("invoices", {"expand": ["data.customer"]}, invoice_item),
     "events": ("events", {"types": LISTED_TYPES}, event_item),
+    "checkout payments": ("events", {"types": PAID_LATER_TYPES}, event_item),
 }
 
 LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
-                changes=("events",), problem=problem, client=Client)
+                changes=("events", "checkout payments"), problem=problem, client=Client)

@@ -342,6 +342,10 @@ TOPICS = {
     "customer.updated": normalize_customer,
     "customer.deleted": normalize_deleted_customer,
     "checkout.session.completed": normalize_checkout,
+    # A delayed method (bank debit, transfer) completes a Checkout `unpaid`; these say how its
+    # payment ended, with the session as it then is (https://docs.stripe.com/checkout/fulfillment).
+    "checkout.session.async_payment_succeeded": normalize_checkout,
+    "checkout.session.async_payment_failed": normalize_checkout,
     "charge.refunded": normalize_refund,
     "customer.subscription.created": normalize_subscription,
     "customer.subscription.updated": normalize_subscription,

@@ -126,3 +126,26 @@ def test_reconcile_runs_on_rq_cron_and_on_demand(hub, monkeypatch):
         result = CliRunner().invoke(cli.main, ["reconcile", "--source", "stripe"])
     assert result.exit_code == 0, result.output
     assert "stripe: 1 changed since" in result.output and "0 stored, 0 recovered by reconciliation" in result.output
+
+
+def test_a_checkout_paid_later_by_bank_debit_is_recovered_and_counted_once(client, hub):
+    """A delayed method (ACH, SEPA, Bacs) completes a Checkout `unpaid` and pays it with
+    checkout.session.async_payment_succeeded (https://docs.stripe.com/checkout/fulfillment);
+    Stripe lists at most 20 event types a call, so reconciliation asks for these apart."""
+    hour_ago = int(time.time()) - 3600
+    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
+               "mode": "payment", "subscription": None, "payment_intent": "pi_debit1",
+               "payment_status": "unpaid", "amount_total": 4500, "customer": "cus_rec1"}
+    completed = stripe_event("checkout.session.completed", session, event_id="evt_unpaid", created=hour_ago)
+    paid = stripe_event("checkout.session.async_payment_succeeded", {**session, "payment_status": "paid"},
+                        event_id="evt_debit_paid", created=hour_ago + 600)
+    assert post(client, "stripe", completed).status_code == 200
+    with FakeStripe(key=KEY) as api:
+        api.events = [paid, completed]
+        api.customers = [customer()]
+        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
+        report = reconcile.run(hub)
+    assert not report.sources[0].error and report.sources[0].recovered == 1
+    with hub.storage.session() as s:
+        [buyer] = s.scalars(select(Subscriber)).all()
+        assert buyer.lifetime_spend == 4500

@@ -189,6 +189,19 @@ def test_a_paid_subscription_checkout_places_and_pays_an_order():
     assert paid.data == placed.data
 
 
+@pytest.mark.parametrize("event_type, status, names", [
+    ("checkout.session.completed", "unpaid", [ev.ORDER_PLACED]),  # a bank debit under way
+    ("checkout.session.async_payment_succeeded", "paid", [ev.ORDER_PLACED, ev.ORDER_PAID]),
+    ("checkout.session.async_payment_failed", "unpaid", [ev.ORDER_PLACED]),
+])
+def test_a_checkout_paid_by_a_delayed_method_is_paid_when_stripe_says_so(event_type, status, names):
+    event = pay_event("checkout.session.completed", event_type)
+    event["data"]["object"]["payment_status"] = status
+    got = receive(event)
+    assert [e.name for e in got] == names
+    assert {e.data["financial_status"] for e in got} == {status}
+
+
 @pytest.mark.parametrize("promotions, state",
                          [("opt_in", "subscribed"), ("opt_out", "unsubscribed")])
 def test_checkout_consent_to_promotions_changes_email_consent(promotions, state):
