@@ -251,8 +251,9 @@ def apply_refund(session, event, changes, people=None):
         session.add(refunds)
     reported = dict(refunds.reported.get(event.source) or {})
     if d.get("refunded_total") is not None:
-        # A running total (Recharge's total_refunds): an older one delivered late changes nothing.
-        reported["total"] = max(reported.get("total", 0), d["refunded_total"])
+        # A running total (Recharge's total_refunds, a Stripe charge's amount_refunded): it holds
+        # every refund the source told of before, and an older one delivered late changes nothing.
+        reported = {"total": max(reported.get("total", 0), d["refunded_total"])}
     else:
         # One refund by its id and time: a retry or replay of it replaces itself.
         reported[f"{d.get('source_id')}@{event.occurred_at.isoformat()}"] = d.get("amount") or 0

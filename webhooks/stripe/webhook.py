@@ -143,6 +143,11 @@ def normalize_refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
         "amount": _refunded_now(payload, latest),
         "currency": _currency(charge),
     }
+    # The charge's running total of refunds: what the order has given back, read as such
+    # whether or not the event says what it was before (previous_attributes is documented
+    # for *.updated events only, https://docs.stripe.com/api/events/object).
+    if isinstance(charge.get("amount_refunded"), int):
+        data["refunded_total"] = charge["amount_refunded"]
     customer = _customer(payload, billing.get("email") or charge.get("receipt_email"))
     return [_event(ev.ORDER_REFUNDED, payload, customer, data)]
 

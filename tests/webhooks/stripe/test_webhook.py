@@ -222,7 +222,7 @@ def test_a_partial_refund():
     [event] = receive(pay_event("charge.refunded"))
     assert event.name == ev.ORDER_REFUNDED
     assert event.data == {"source_id": "re_3LQOJoKXBGcbgpbZ10i9Mg75", "order_source_id": "pm_1234",
-                          "amount": 500, "currency": "USD"}
+                          "amount": 500, "currency": "USD", "refunded_total": 500}
     assert event.customer == {"source_id": "cus_0dUMWLtzCTagWs"}
 
 
@@ -232,7 +232,7 @@ def test_a_second_partial_refund_counts_only_what_it_gave_back():
     event = stripe_event("charge.refunded", charge, previous_attributes={"amount_refunded": 500})
     [refunded] = receive(event)
     assert refunded.data == {"source_id": "ch_chargeid", "order_source_id": "pm_1234",
-                             "amount": 700, "currency": "USD"}
+                             "amount": 700, "currency": "USD", "refunded_total": 1200}
 
 
 def test_a_created_subscription_in_the_old_shape():
@@ -556,7 +556,7 @@ def test_published_charge_refunded_without_payment_intent_names_the_charge():
     [event] = receive(stripe_event("charge.refunded", charge))
     assert event.data == {"source_id": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
                           "order_source_id": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
-                          "amount": 100, "currency": "USD"}  # no list, no previous: the total
+                          "amount": 100, "currency": "USD", "refunded_total": 100}  # no list, no previous: the total
     assert event.customer == {}  # a guest charge: nobody to attach it to
 
 

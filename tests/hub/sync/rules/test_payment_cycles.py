@@ -11,10 +11,11 @@ from sqlalchemy import select
 from hub.models import Payment
 from standins.shopify import contract_node
 from tests.hub.sync.rules.conftest import at
-from tests.samples import load_sample
+from tests.samples import load_sample, stripe_event
 from webhooks.envelope import Envelope
 from webhooks.recharge import webhook as recharge
 from webhooks.shopify import webhook as shopify
+from webhooks.stripe import webhook as stripe_hook
 
 CONTRACT = "gid://shopify/SubscriptionContract/42"
 BOB = "bob@biller.com"  # the customer of standins.shopify.contract_node
@@ -243,3 +244,19 @@ def test_a_recharge_order_and_the_shopify_order_it_made_are_one_order_whichever_
             for event in events[source]:
                 world.receive(event)
         assert world.subscriber(email).orders_count == 1, arrival
+
+
+def test_stripe_refunds_of_one_charge_take_off_its_running_total_once_in_any_order(world):
+    """A charge's amount_refunded is the total given back so far; from API 2022-11-15 the
+    charge lists no refunds, and charge.refunded need not say what the total was before."""
+    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
+               "mode": "payment", "subscription": None, "payment_intent": "pi_refunded", "amount_total": 1500}
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "payment_intent": "pi_refunded",
+              "customer": session["customer"], "refunds": None}
+    paid = stripe_event("checkout.session.completed", session, event_id="evt_paid", created=1_700_000_000)
+    first, second = (stripe_event("charge.refunded", {**charge, "amount_refunded": total}, event_id=f"evt_r{total}",
+                                  created=1_700_000_000 + total) for total in (500, 1000))
+    for event in (paid, first, second, first):  # the first refund's webhook retried last
+        for canonical in stripe_hook.TOPICS[event["type"]](event, Envelope(event_id=event["id"], topic=event["type"])):
+            world.receive(canonical)
+    assert world.subscriber("chris@gorails.com").lifetime_spend == 1500 - 1000
