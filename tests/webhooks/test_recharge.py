@@ -226,6 +226,17 @@ def test_queued_and_upcoming_charges_announce_the_renewal(topic, name):
                           "amount": 4900, "currency": "USD"}
 
 
+def test_a_charge_merging_two_subscriptions_announces_each_renewal_with_its_own_price():
+    payload = copy.deepcopy(sample("charge_upcoming"))
+    coffee = payload["charge"]["line_items"][0]
+    payload["charge"]["line_items"].append({**coffee, "purchase_item_id": 2222222, "title": "Filters",
+                                            "total_price": "6.00", "unit_price": "6.00"})
+    payload["charge"]["total_price"] = "55.00"
+    events = normalize("charge/upcoming", payload)
+    assert [(e.data["subscription_source_id"], e.data["amount"], e.data["renewal_at"]) for e in events] == [
+        (SUB_ID, 4900, at(2022, 4, 9, 4)), ("2222222", 600, at(2022, 4, 9, 4))]
+
+
 def test_failed_charge_feeds_dunning_with_its_retry_date_and_attempts():
     event = only("charge/failed", sample("charge_failed"))
     assert event.name == "payment.failed"

@@ -355,11 +355,19 @@ def subscription_canceled(payload: dict, envelope: Envelope) -> list[CanonicalEv
 
 
 def renewal_upcoming(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    """charge/created (a queued charge) and charge/upcoming: the next renewal, its date and amount."""
+    """charge/created (a queued charge) and charge/upcoming: the next renewal, its date and amount,
+    one per subscription the charge bills (Recharge merges a customer's subscriptions due the same
+    day into one charge, https://docs.getrecharge.com/docs/charges), each with its own line's price."""
     charge = _object(payload, "charge")
-    data = {"subscription_source_id": _subscription_id_of(charge), "renewal_at": charge_day(charge.get("scheduled_at")),
-            **_money(charge.get("total_price"), _currency(charge))}
-    return [_event(ev.RENEWAL_UPCOMING, charge, _customer_of(charge), data)]
+    currency, renewal_at = _currency(charge), charge_day(charge.get("scheduled_at"))
+    lines = _subscription_lines(charge)
+    if len(lines) < 2:
+        bills = [(_subscription_id_of(charge), charge.get("total_price"))]
+    else:
+        bills = [(_id(line.get("purchase_item_id")), line.get("total_price")) for line in lines]
+    return [_event(ev.RENEWAL_UPCOMING, charge, _customer_of(charge),
+                   {"subscription_source_id": sub_id, "renewal_at": renewal_at, **_money(price, currency)})
+            for sub_id, price in bills]
 
 
 def _payment_event(name: str, status: str):
