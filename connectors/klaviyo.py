@@ -14,6 +14,9 @@
   with no state between pushes; imports of up to 10,000 profiles usually finish in seconds.
 - Triggers: events whose `unique_id` is the trigger key, so Klaviyo drops a resend; a bulk
   request never holds one unique_id twice (Klaviyo would reject the whole request).
+- Klaviyo validates a bulk request (an import, events) all or nothing: one malformed email
+  refuses it whole, each bad row named by its error's `source.pointer`. Those rows fail with
+  Klaviyo's words and the rest is sent again at once (`_send_rows`).
 - Consent: only bulk subscribe / unsubscribe jobs, only for the channel the source named.
   A consent given now is a plain subscribe, so the list's double opt-in and its "Added to
   list" flows run; a backfilled one carries its own time with `historical_import` (no
@@ -24,6 +27,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
@@ -70,18 +74,42 @@ CONSENT_JOBS = {
 JOB_POLLS = (0.05, 0.1, 0.2, 0.5, 1.0)
 FINISHED = ("complete", "cancelled", "unreadable")  # no use reading the job again
 ERRORS_PAGE = 100  # the most import errors Klaviyo lists per page
+# A bulk request refused for some of its rows is sent again without them at most this many
+# times: each time the refusal (its message cut to the attempt log's length) names a few.
+MAX_RESENDS = 5
+# An error's pointer at one row of a bulk request, as klaviyo_message keeps it.
+ROW_POINTER = re.compile(r"\(at /data/attributes/(?P<rows>[a-z-]+)/data/(?P<row>\d+)[^)]*\)$")
 PROFILES_PAGE = 100  # the most profiles Get Profiles lists per page
 _NAMES = {"email": "email", "phone": "phone_number", "first_name": "first_name",
           "last_name": "last_name"}
 
 
 def klaviyo_message(body: str | None) -> str | None:
-    """Klaviyo's `errors[].detail`, joined; the raw body when it is not JSON:API."""
+    """Klaviyo's `errors[].detail`, joined, each naming the row of a bulk request it refuses
+    ("Invalid email address (at /data/attributes/profiles/data/4/attributes/email)"); the raw
+    body when it is not JSON:API."""
     try:
         errors = json.loads(body or "")["errors"]
-        return "; ".join(e.get("detail") or e.get("title") or "" for e in errors) or body
-    except (ValueError, KeyError, TypeError):
+        return "; ".join(_error_text(e) for e in errors) or body
+    except (ValueError, KeyError, TypeError, AttributeError):
         return body
+
+
+def _error_text(error: dict) -> str:
+    words = error.get("detail") or error.get("title") or ""
+    pointer = (error.get("source") or {}).get("pointer") or ""
+    return f"{words} (at {pointer})" if ROW_POINTER.search(f"(at {pointer})") else words
+
+
+def refused_rows(message: str | None, rows: str) -> dict[int, str]:
+    """{row: Klaviyo's words} for each row of the bulk request's `rows` collection (profiles,
+    events-bulk-create) that a refusal names; an error the cut left unfinished is not read."""
+    found: dict[int, str] = {}
+    for text in (message or "").split("; "):
+        named = ROW_POINTER.search(text)
+        if named and named["rows"] == rows:
+            found.setdefault(int(named["row"]), text[:named.start()].strip())
+    return found
 
 
 def _error_id(body: str | None) -> str | None:
@@ -196,11 +224,19 @@ class KlaviyoConnector(Connector):
         jobs: dict[str, tuple[list[Outgoing], Result]] = {}  # job id → its deliveries, the 202
         for list_id, group in by_list.items():
             for chunk, built in self._import_chunks(group):
-                profiles = {"data": built}
-                job = {"type": "profile-bulk-import-job", "attributes": {"profiles": profiles}}
-                if list_id:
-                    job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
-                result, data = self._call("profile-bulk-import-jobs", {"data": job})
+                profile_of = {i.delivery_id: profile for i, profile in zip(chunk, built)}
+
+                def job_of(rows, list_id=list_id, profile_of=profile_of):
+                    job = {"type": "profile-bulk-import-job", "attributes": {
+                        "profiles": {"data": [profile_of[i.delivery_id] for (i,) in rows]}}}
+                    if list_id:
+                        job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
+                    return {"data": job}
+
+                result, data, rows, refused = self._send_rows("profile-bulk-import-jobs", [[i] for i in chunk],
+                                                              job_of, "profiles")
+                results.update(refused)
+                chunk = [i for (i,) in rows]
                 if isinstance(result, Sent) and data:
                     result.request_id = data["data"]["id"]
                     jobs[result.request_id] = (chunk, result)
@@ -335,17 +371,40 @@ class KlaviyoConnector(Connector):
             for item in chunk:
                 who = item.payload.get("subscriber_id") or item.payload.get("email")
                 per_profile.setdefault(who, []).append(item)
-            entries = [{"type": "event-bulk-create", "attributes": {
-                "profile": _who(group[0].payload),
-                "events": {"data": [{"type": "event",
-                                     "attributes": self._event_attributes(i.payload)}
-                                    for i in group]},
-            }} for group in per_profile.values()]
-            job = {"type": "event-bulk-create-job",
-                   "attributes": {"events-bulk-create": {"data": entries}}}
-            result, _ = self._call("event-bulk-create-jobs", {"data": job})
-            results.update({i.delivery_id: result for i in chunk})
+            result, _, rows, refused = self._send_rows("event-bulk-create-jobs", list(per_profile.values()),
+                                                       self._events_job, "events-bulk-create")
+            results.update(refused)
+            results.update({i.delivery_id: result for group in rows for i in group})
         return results
+
+    def _events_job(self, groups: list[list[Outgoing]]) -> dict:
+        """Bulk Create Events' body: one entry per profile, with its events."""
+        entries = [{"type": "event-bulk-create", "attributes": {
+            "profile": _who(group[0].payload),
+            "events": {"data": [{"type": "event", "attributes": self._event_attributes(i.payload)}
+                                for i in group]},
+        }} for group in groups]
+        return {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": entries}}}}
+
+    def _send_rows(self, endpoint: str, rows: list[list[Outgoing]], body_of, collection: str):
+        """Send a bulk request of `rows` (each the deliveries one row of `collection` carries).
+        A refusal naming rows fails their deliveries with Klaviyo's words, and the others are
+        sent again (MAX_RESENDS times at most). (the last Result and data, the rows it was for,
+        {delivery id: Failed} of the rows refused on their own)."""
+        refused: dict[int, Result] = {}
+        for attempt in itertools.count():
+            result, data = self._call(endpoint, body_of(rows))
+            named = refused_rows(result.message, collection) if isinstance(result, Failed) else {}
+            named = {row: words for row, words in named.items() if row < len(rows)}
+            if not named or attempt == MAX_RESENDS:
+                return result, data, rows, refused
+            for row, words in named.items():
+                refused.update({i.delivery_id: Failed(http_status=result.http_status, request_id=result.request_id,
+                                                      latency_ms=result.latency_ms, message=words or result.message)
+                                for i in rows[row]})
+            rows = [group for row, group in enumerate(rows) if row not in named]
+            if not rows:
+                return None, None, [], refused
 
     # Consent ------------------------------------------------------------------------
 
@@ -358,8 +417,12 @@ class KlaviyoConnector(Connector):
         for (channel, state, history), group in groups.items():
             endpoint, size, _, _ = CONSENT_JOBS[state]
             for chunk in _chunks(group, size):
-                result, _ = self._call(endpoint, self._consent_job(channel, state, chunk, history))
-                results.update({i.delivery_id: result for i in chunk})
+                def job_of(rows, channel=channel, state=state, history=history):
+                    return self._consent_job(channel, state, [i for (i,) in rows], history)
+
+                result, _, rows, refused = self._send_rows(endpoint, [[i] for i in chunk], job_of, "profiles")
+                results.update(refused)
+                results.update({i.delivery_id: result for (i,) in rows})
         return results
 
     def _consent_job(self, channel: str, state: str, items: list[Outgoing], history: bool = False) -> dict:

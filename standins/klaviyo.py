@@ -308,12 +308,21 @@ class FakeKlaviyo(LoopbackServer):
         bulk profile import job ... is processed asynchronously"; its state is read with Get
         Bulk Import Profiles Job and the profiles it refused with Get Errors for Bulk Import
         Profiles Job. https://developers.klaviyo.com/en/reference/bulk_import_profiles,
-        https://developers.klaviyo.com/en/reference/get_bulk_import_profiles_job"""
+        https://developers.klaviyo.com/en/reference/get_bulk_import_profiles_job
+
+        A malformed email is refused at once, and with it the whole request: 400, one error per
+        such profile with its `source.pointer`, nothing imported (Klaviyo validates a bulk
+        import all or nothing; as integrations report it: rudderlabs/rudder-server#7107,
+        segmentio/action-destinations#2498). Other refusals (a phone number) come later, as
+        the job's import errors."""
         def handle(body):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.",
                               "/data/attributes/profiles/data")
+            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
+            if malformed:
+                return _rows_refused(malformed, PROFILE_ROW)
             lists = [rel["id"] for rel in
                      ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", [])]
             job_id = f"01{new_id().upper()}"
@@ -430,6 +439,10 @@ class FakeKlaviyo(LoopbackServer):
             total = sum(len(e["attributes"]["events"]["data"]) for e in entries)
             if total > 1000:
                 raise Invalid("A maximum of 1000 events can be created per request.")
+            malformed = [i for i, e in enumerate(entries)
+                         if _malformed_email(e["attributes"]["profile"]["data"]["attributes"])]
+            if malformed:  # all or nothing, as Bulk Import Profiles (segmentio/action-destinations#2498)
+                return _rows_refused(malformed, EVENT_ROW)
             seen = set()
             for entry in entries:
                 who = json.dumps(entry["attributes"]["profile"]["data"]["attributes"], sort_keys=True)
@@ -454,6 +467,9 @@ class FakeKlaviyo(LoopbackServer):
             historical = bool(attributes.get("historical_import"))
             if len(profiles) > 1000:
                 raise Invalid("A maximum of 1000 profiles can be subscribed per request.")
+            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
+            if malformed:  # all or nothing, as the imports
+                return _rows_refused(malformed, PROFILE_ROW)
             for p in profiles:
                 for params in p["attributes"]["subscriptions"].values():
                     at = (params.get("marketing") or {}).get("consented_at")
@@ -494,6 +510,9 @@ class FakeKlaviyo(LoopbackServer):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 100:
                 raise Invalid("A maximum of 100 profiles can be unsubscribed per request.")
+            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
+            if malformed:
+                return _rows_refused(malformed, PROFILE_ROW)
             for p in profiles:
                 pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
                 for channel in p["attributes"]["subscriptions"]:
@@ -584,10 +603,25 @@ class FakeKlaviyo(LoopbackServer):
         return self._by_email.get(email)
 
 
+PROFILE_ROW = "/data/attributes/profiles/data/{}/attributes/email"
+EVENT_ROW = "/data/attributes/events-bulk-create/data/{}/attributes/profile/data/attributes/email"
+
+
+def _rows_refused(rows: list[int], pointer: str) -> tuple[int, dict]:
+    """A bulk request refused whole for malformed emails: 400, one error per row, its pointer
+    `pointer` with the row's index; nothing of the request applied."""
+    return 400, {"errors": [{"id": new_id(), "status": 400, "code": "invalid", "title": "Invalid input.",
+                             "detail": INVALID_EMAIL, "source": {"pointer": pointer.format(row)}} for row in rows]}
+
+
+def _malformed_email(attributes: dict) -> bool:
+    return attributes.get("email") is not None and not _EMAIL.fullmatch(attributes["email"])
+
+
 def _refused_identifier(attributes: dict) -> tuple[str, str] | None:
     """(Klaviyo's message, pointer) for an email or phone number it does not take; None if both do."""
-    email, phone = attributes.get("email"), attributes.get("phone_number")
-    if email is not None and not _EMAIL.fullmatch(email):
+    phone = attributes.get("phone_number")
+    if _malformed_email(attributes):
         return INVALID_EMAIL, "/data/attributes/email"
     if phone is not None and not _E164.fullmatch(phone):
         return INVALID_PHONE, "/data/attributes/phone_number"

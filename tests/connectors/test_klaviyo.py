@@ -172,6 +172,20 @@ def test_many_events_go_in_bulk_without_a_unique_id_twice_per_request(klaviyo):
     assert len(klaviyo.fake.events) == 30
 
 
+def test_one_malformed_email_fails_only_its_own_events_of_a_bulk_request(klaviyo):
+    """Klaviyo refuses a bulk request whole for one bad profile, naming it in a source.pointer:
+    its events fail with Klaviyo's words, the others go again at once."""
+    items = [event_item(100 + i, f"p{i}@example.com", subscriber_id=i, key=f"{i}:rule:{i}") for i in range(12)]
+    items.append(event_item(200, "p3@example.com", subscriber_id=3, key="3:rule:other"))
+    items[3].payload["email"] = items[12].payload["email"] = "p3.example.com"
+    results = klaviyo.connector().push_batch(items)
+    assert {i for i, r in results.items() if isinstance(r, Failed)} == {103, 200}
+    assert results[103].message == "Invalid email address" and results[103].http_status == 400
+    assert all(isinstance(r, Sent) for i, r in results.items() if i not in (103, 200))
+    assert len(klaviyo.fake.events) == 11
+    assert [c.status for c in klaviyo.fake.operations("bulk_create_events")] == [400, 202]
+
+
 def test_a_backfilled_subscribe_is_a_historical_import_with_the_consents_own_time(klaviyo):
     klaviyo.connector().push_batch([consent_item(3, "ada@example.com", history=True)])
     [call] = klaviyo.fake.calls
@@ -216,6 +230,19 @@ def test_unsubscribe_touches_only_the_channel_and_no_list_unless_configured(klav
     assert "relationships" not in call.body["data"]
     [profile] = call.body["data"]["attributes"]["profiles"]["data"]
     assert profile["attributes"]["subscriptions"] == {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}
+
+
+@pytest.mark.parametrize("state", ["subscribed", "unsubscribed"])
+def test_one_malformed_email_fails_only_its_own_consent_of_a_bulk_job(klaviyo, state):
+    items = [consent_item(i, f"c{i}@example.com", state=state) for i in range(1, 6)]
+    items[1].payload["email"] = "c2.example.com"
+    results = klaviyo.connector().push_batch(items)
+    assert isinstance(results[2], Failed) and results[2].message == "Invalid email address"
+    assert all(isinstance(results[i], Sent) for i in (1, 3, 4, 5))
+    consent = {"subscribed": "SUBSCRIBED", "unsubscribed": "UNSUBSCRIBED"}[state]
+    assert [klaviyo.fake.consent[klaviyo.fake.profile_id(f"c{i}@example.com")]["email"]["consent"]
+            for i in (1, 3, 4, 5)] == [consent] * 4
+    assert klaviyo.fake.profile_id("c2.example.com") is None
 
 
 def test_consent_jobs_respect_klaviyos_per_request_limits(klaviyo):
@@ -327,9 +354,11 @@ def test_past_an_endpoints_burst_klaviyo_answers_429_and_the_connector_waits_as_
 
 
 def test_import_errors_are_read_past_their_first_page(klaviyo):
-    items = [profile_item(i, f"p{i}@example.com" if i > 101 else f"p{i}.example.com") for i in range(1, 121)]
+    items = [profile_item(i, f"p{i}@example.com") for i in range(1, 121)]
+    for item in items[:101]:
+        item.payload["phone"] = "613-555-0008"  # refused by the job, not by the request
     results = klaviyo.connector().push_batch(items)
-    assert sum(isinstance(r, Failed) and r.message == "Invalid email address" for r in results.values()) == 101
+    assert sum(isinstance(r, Failed) and r.message.startswith("Invalid phone number") for r in results.values()) == 101
     assert all(isinstance(results[i], Sent) for i in range(102, 121))
     assert len(klaviyo.fake.operations("get_errors_for_bulk_import_profiles_job")) == 2  # 100 a page
 
