@@ -50,8 +50,9 @@ class Settings:
     CHARGEBEE_API_KEY: str = _doc("", "Chargebee API key.", secret=True)
     CHARGEBEE_API_BASE: str = _doc("", "Chargebee API base URL; default `https://{CHARGEBEE_SITE}.chargebee.com` "
                                    "(stand-ins in tests).")
-    CHARGEBEE_API_RATE: int = _doc(150, "Chargebee API calls per minute the hub allows itself (150 test/Starter, "
-                                   "1000 Performance, 3500 Enterprise).")
+    CHARGEBEE_API_RATE: int = _doc(150, "The Chargebee site's API calls per minute (150 test/Starter, 1000 "
+                                   "Performance, 3500 Enterprise); the hub takes half, leaving the rest "
+                                   "to the merchant's own integrations.")
     CHARGEBEE_WEBHOOK_USER: str = _doc("", "Basic-auth user Chargebee sends with webhooks.")
     CHARGEBEE_WEBHOOK_PASSWORD: str = _doc("", "Basic-auth password Chargebee sends with webhooks.", secret=True)
     RECHARGE_API_KEY: str = _doc("", "Recharge API token (`X-Recharge-Access-Token`).", secret=True)

@@ -18,6 +18,7 @@ from standins.chargebee import FakeChargebee
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
 from tests.samples import load_sample, stripe_resource
+from webhooks.chargebee import backfill as chargebee_listing
 
 STRIPE_KEY = "sk_test_backfill"
 
@@ -202,6 +203,14 @@ def test_chargebee_backfill_pages_by_offset_and_waits_out_a_429(hub, retry_after
     assert count(hub, Subscriber) == 130 and count(hub, Subscription) == 40
     with hub.storage.session() as s:
         assert s.scalar(select(Subscriber.email).where(Subscriber.chargebee_customer_id == "cb_3")) == "cb3@example.com"
+
+
+def test_the_hub_takes_half_a_chargebee_sites_api_limit_leaving_the_rest_to_the_merchants_own_apps(hub):
+    """The limit is the site's; a live site that goes over is flagged and may have its reads blocked."""
+    for site_limit, per_minute, burst in ((150, 75, 10), (1000, 500, 10), (10, 5, 5)):
+        settings = replace(hub.settings, CHARGEBEE_SITE="acme", CHARGEBEE_API_KEY="k", CHARGEBEE_API_RATE=site_limit)
+        pacer = chargebee_listing.Client(settings).pacer
+        assert (round(pacer.rate * 60), pacer.burst) == (per_minute, burst)
 
 
 # --- the command ---------------------------------------------------------------------------------
