@@ -112,6 +112,22 @@ def test_recharge_cancellation_carries_its_reason_and_churn_type(client, hub, re
         "some reason", "comments go here", churn)
 
 
+def test_a_shopify_contract_whose_billing_failed_for_good_ends_it_involuntarily(client, hub):
+    """FAILED: "The contract has ended because billing failed and no further billing attempts
+    are expected" (SubscriptionContractSubscriptionStatus)."""
+    created = load_sample("shopify/subscription_contracts_create.json")
+    send(client, hub, "shopify", created, topic="subscription_contracts/create")
+    failed = {**load_sample("shopify/subscription_contracts_fail.json"), "id": created["id"],
+              "admin_graphql_api_id": created["admin_graphql_api_id"]}
+    assert post(client, "shopify", failed, topic="subscription_contracts/fail", webhook_id="wh-fail").status_code == 200
+    drain_inbox(hub.storage, hub.settings)
+    [props] = fired(hub, "Subscription Cancelled")
+    assert (props["status"], props["churn_type"]) == ("canceled", "involuntary")
+    with hub.storage.session() as s:
+        [contract] = s.scalar(select(Subscriber)).subscriptions
+        assert (contract.status, contract.next_renewal_at) == ("canceled", None)
+
+
 # --- 2. plan changes --------------------------------------------------------------------------
 
 def proration_invoice(lines: list[tuple[int, bool]]) -> dict:

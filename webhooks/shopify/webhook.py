@@ -27,9 +27,12 @@ NAME = "shopify"
 SECRET_SETTINGS = ("SHOPIFY_WEBHOOK_SECRET",)
 
 # Shopify's contract statuses (lower-case in webhooks, upper-case in GraphQL) → canonical.
-# A failed contract has exhausted its billing attempts but can still be recovered: past_due.
+# FAILED: "The contract has ended because billing failed and no further billing attempts are
+# expected" (https://shopify.dev/docs/api/admin-graphql/latest/enums/SubscriptionContractSubscriptionStatus):
+# cancelled, by the failed payment (involuntary churn).
 _STATUSES = {"active": "active", "paused": "paused", "cancelled": "canceled",
-             "expired": "expired", "failed": "past_due"}
+             "expired": "expired", "failed": "canceled"}
+_ENDED_BY_BILLING = "failed"
 
 # Billing-attempt error codes after which retrying the same payment method cannot succeed:
 # the customer has to give a new one (SubscriptionBillingAttemptErrorCode, lower-cased).
@@ -328,10 +331,14 @@ def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
     interval = _lower(policy.get("interval"))
     count = policy.get("intervalCount") or policy.get("interval_count")
     renewal = utc(contract.get("nextBillingDate"))
+    status = _lower(contract.get("status") or webhook.get("status"))
+    billing_ended = status == _ENDED_BY_BILLING
     return _compact({
         "source_id": _id(contract.get("id") or webhook.get("admin_graphql_api_id")
                          or webhook.get("id")),
-        "status": _STATUSES.get(_lower(contract.get("status") or webhook.get("status"))),
+        "status": _STATUSES.get(status),
+        "churn_type": ev.INVOLUNTARY if billing_ended else None,
+        "cancellation_reason": "billing failed" if billing_ended else None,
         # The product is what the customer subscribed to; the selling plan's name is its
         # delivery text ("Delivered every 4 weeks"), the interval fields already say that.
         "plan": first.get("title") or first.get("sellingPlanName"),
@@ -339,7 +346,7 @@ def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
         "interval": interval, "interval_count": int(count) if count else None,
         "amount": _contract_amount(lines, currency), "currency": currency,
         "quantity": sum(int(line.get("quantity") or 0) for line in lines) if lines else None,
-        "next_renewal_at": renewal, "current_period_end": renewal,
+        "next_renewal_at": None if billing_ended else renewal, "current_period_end": renewal,
         "current_period_start": _minus_interval(renewal, interval, count),
         "product_ids": [_id(line["productId"]) for line in lines if line.get("productId")] or None,
         "update_payment_url": _account_url(shop),
@@ -467,7 +474,7 @@ TOPICS = {
     "subscription_contracts/update": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
     "subscription_contracts/activate": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
     "subscription_contracts/pause": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
-    "subscription_contracts/fail": _subscription_event(ev.SUBSCRIPTION_UPSERTED),
+    "subscription_contracts/fail": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_contracts/cancel": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_contracts/expire": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_billing_attempts/success": _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded"),

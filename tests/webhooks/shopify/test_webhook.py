@@ -307,7 +307,6 @@ def test_refunds_create_sample():
     ("subscription_contracts/update", ev.SUBSCRIPTION_UPSERTED, "active"),
     ("subscription_contracts/activate", ev.SUBSCRIPTION_UPSERTED, "active"),
     ("subscription_contracts/pause", ev.SUBSCRIPTION_UPSERTED, "paused"),
-    ("subscription_contracts/fail", ev.SUBSCRIPTION_UPSERTED, "past_due"),
     ("subscription_contracts/cancel", ev.SUBSCRIPTION_CANCELED, "canceled"),
     ("subscription_contracts/expire", ev.SUBSCRIPTION_CANCELED, "expired"),
 ])
@@ -320,6 +319,13 @@ def test_contract_samples_without_enrichment(topic, name, status):
     assert event.data == {"source_id": str(payload["id"]), "status": status, "interval": "week",
                           "interval_count": 4, "currency": "CAD",
                           "update_payment_url": "https://example.myshopify.com/account"}
+
+
+def test_a_failed_contract_has_ended_by_its_billing():
+    event = only(normalize("subscription_contracts/fail", sample("subscription_contracts_fail")))
+    assert event.name == ev.SUBSCRIPTION_CANCELED
+    assert event.data.items() >= {"status": "canceled", "churn_type": "involuntary",
+                                  "cancellation_reason": "billing failed"}.items()
 
 
 @pytest.mark.parametrize("topic, name, status", [
