@@ -27,6 +27,10 @@ class FakeShopifyBilling(FakeShopifyAdmin):
         self.items: dict[str, tuple[str, str]] = {}
         self.attempts: list[tuple[str, str]] = []
         self.declines: set[str] = set()  # contract gids whose next attempts the card declines
+        # Attempts to refuse next with THROTTLED: from API 2026-01 Shopify throttles billing
+        # attempts "based on internal trust metrics", the new `throttled` user error code
+        # (https://shopify.dev/changelog/subscription-billing-attempts-throttling).
+        self.throttle_next = 0
         self._by_key: dict[str, str] = {}
         self._processing: list[int] = []  # attempts (index into `attempts`) not finished yet
         self._ready: dict[str, str | None] = {}  # attempt gid finished → its error message (None: paid)
@@ -103,6 +107,11 @@ class FakeShopifyBilling(FakeShopifyAdmin):
             return 200, {"data": {"subscriptionBillingAttemptCreate": {
                 "subscriptionBillingAttempt": None,
                 "userErrors": [{"field": ["subscriptionContractId"], "message": message, "code": code}]}}}
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            return 200, {"data": {"subscriptionBillingAttemptCreate": {
+                "subscriptionBillingAttempt": None,
+                "userErrors": [{"field": None, "message": "Billing attempt was throttled.", "code": "THROTTLED"}]}}}
         key = (variables.get("input") or {}).get("idempotencyKey")
         if not key:
             return 200, {"data": {"subscriptionBillingAttemptCreate": {

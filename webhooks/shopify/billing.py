@@ -81,6 +81,12 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
             raise RetryLater(0, str(exc)) from exc
         raise
     errors = (data.get("subscriptionBillingAttemptCreate") or {}).get("userErrors") or []
+    throttled = [e for e in errors if e.get("code") == "THROTTLED"]
+    if throttled:
+        # From API 2026-01 Shopify may throttle billing attempts ("based on internal trust
+        # metrics", https://shopify.dev/changelog/subscription-billing-attempts-throttling),
+        # naming no wait: asked again later with the same key, on hub.sync.retries' schedule.
+        raise RetryLater(0, throttled[0].get("message") or "billing attempt throttled")
     if errors:
         # e.g. CONTRACT_PAUSED, CONTRACT_TERMINATED: Shopify bills only an active contract
         # (https://shopify.dev/docs/api/admin-graphql/latest/enums/BillingAttemptUserErrorCode).

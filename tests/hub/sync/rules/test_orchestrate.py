@@ -232,6 +232,22 @@ def test_a_retry_shopify_did_not_answer_is_asked_again_by_the_backstop_and_charg
     assert asks_left(hub) == 0 and "waiting for Shopify" not in dashboard_text(client)
 
 
+def test_a_retry_shopify_throttles_is_asked_again_and_charged_once(client, orchestrate):
+    hub = orchestrate
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        admin.throttle_next = 1
+        sweep_days(hub, date(2026, 11, 2), 3, times=1)
+        assert admin.attempts == []
+        [waiting] = retry_reasons(hub)
+        assert waiting.startswith("retry 1 of 3 due today; Shopify did not answer (Billing attempt was throttled.")
+        jobs.backstop_job()
+    [(_, key)] = admin.attempts
+    assert key.endswith("/retry-1") and asks_left(hub) == 0
+    assert retry_reasons(hub) == ["retry 1 of 3 due today; Shopify was asked to charge again"]
+
+
 def test_a_retry_shopify_never_answers_is_given_up_after_six_asks_within_hours(client, orchestrate):
     hub = orchestrate
     with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
