@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
@@ -372,6 +372,12 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             if not self.can_read_contracts():
                 return 200, {"errors": [access_denied(connection)]}
             nodes = [n for n in nodes if self.owned(n.get("id", ""))]  # only the app's own
+        if connection == "orders" and "read_all_orders" not in self.scopes:
+            # "Only the last 60 days' worth of orders from a store are accessible from the Order
+            # object by default ... you need to request access to all orders" (read_all_orders,
+            # https://shopify.dev/docs/api/admin-graphql/latest/objects/Order).
+            oldest = datetime.now(timezone.utc) - timedelta(days=60)
+            nodes = [n for n in nodes if datetime.fromisoformat(n["createdAt"].replace("Z", "+00:00")) >= oldest]
         since = _UPDATED_AFTER.search(variables.get("query") or "")
         if since:
             after = datetime.fromisoformat(since["at"])

@@ -180,4 +180,7 @@ WRAP = {"customers": customer_item, "subscription_contracts": contract_item, "or
 
 LISTER = Lister(source=NAME, streams=("customers", "subscription_contracts", "orders"),
                 changes=("customers", "subscription_contracts", "orders"),
-                problem=problem, client=Client)
+                problem=problem, client=Client,
+                # https://shopify.dev/docs/api/admin-graphql/latest/objects/Order
+                limit="Shopify lists the orders of the last 60 days only, unless the app has the "
+                      "read_all_orders scope (request it for the app in the Partner or Dev Dashboard)")

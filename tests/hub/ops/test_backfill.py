@@ -127,7 +127,11 @@ def test_stripe_rate_limit_429_is_waited_out(hub, stripe_api):
 
 # --- Shopify ---------------------------------------------------------------------------------
 
-def shopify_world(admin: FakeShopifyAdmin, customers: int) -> None:
+def days_ago(days: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shopify_world(admin: FakeShopifyAdmin, customers: int, order_age_days: int = 10) -> None:
     admin.listed["customers"] = [{
         "id": f"gid://shopify/Customer/{i}", "legacyResourceId": str(i), "email": f"Buyer{i}@Example.com",
         "firstName": "Buyer", "lastName": str(i), "phone": None, "createdAt": "2025-01-05T10:00:00Z",
@@ -141,8 +145,8 @@ def shopify_world(admin: FakeShopifyAdmin, customers: int) -> None:
                   "lastName": str(i), "phone": None}) for i in range(1, 31)]
     admin.listed["orders"] = [{
         "id": "gid://shopify/Order/9001", "legacyResourceId": "9001", "name": "#1001",
-        "email": "buyer1@example.com", "createdAt": "2026-10-20T09:00:00Z", "processedAt": "2026-10-20T09:00:00Z",
-        "updatedAt": "2026-10-20T09:05:00Z", "cancelledAt": None, "displayFinancialStatus": "PAID",
+        "email": "buyer1@example.com", "createdAt": days_ago(order_age_days), "processedAt": days_ago(order_age_days),
+        "updatedAt": days_ago(order_age_days), "cancelledAt": None, "displayFinancialStatus": "PAID",
         "currencyCode": "CAD", "sourceName": "subscription_contract_checkout_one",
         "totalPriceSet": {"shopMoney": {"amount": "49.98", "currencyCode": "CAD"}},
         "customer": {"id": "gid://shopify/Customer/1", "email": "buyer1@example.com", "firstName": "Buyer",
@@ -175,6 +179,20 @@ def test_shopify_backfill_pages_with_cursors_within_the_query_cost_budget(hub):
         [sub] = s.scalars(select(Subscription).where(Subscription.subscriber_id == buyer.id))
         assert (sub.amount, sub.currency, sub.interval, sub.interval_count) == (4998, "CAD", "week", 4)
         assert buyer.orders_count == 1
+
+
+@pytest.mark.parametrize("all_orders", [False, True])
+def test_shopify_lists_orders_older_than_60_days_only_to_an_app_with_read_all_orders(hub, all_orders):
+    with FakeShopifyAdmin(token="shpat_ok") as admin:
+        shopify_world(admin, customers=1, order_age_days=90)
+        if all_orders:
+            admin.scopes.add("read_all_orders")
+        hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                               SHOPIFY_ADMIN_URL=admin.url)
+        report = backfill.run(hub, "shopify", progress=quiet())
+    assert report.counts["orders"] == (1 if all_orders else 0)
+    # Every summary says what the listing leaves out, and how to get it.
+    assert "last 60 days" in report.limit and "read_all_orders" in report.limit
 
 
 # --- Chargebee -------------------------------------------------------------------------------
