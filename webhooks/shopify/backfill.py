@@ -36,7 +36,8 @@ _ORDER = """id legacyResourceId name email createdAt processedAt updatedAt cance
       totalPriceSet { shopMoney { amount currencyCode } }
       customer { id email firstName lastName phone }
       lineItems(first: 10) { nodes { title quantity variant { id } product { id }
-        originalUnitPriceSet { shopMoney { amount } } sellingPlan { sellingPlanId name } } }"""
+        originalUnitPriceSet { shopMoney { amount } } sellingPlan { sellingPlanId name } } }
+      refunds(first: 20) { legacyResourceId createdAt totalRefundedSet { shopMoney { amount currencyCode } } }"""
 
 # stream -> (connection, page size, node fields, count field or None). Page sizes keep a
 # query's requested cost (2 + first × the node's cost) under Shopify's 1,000 per query.
@@ -166,7 +167,9 @@ def order_item(node: dict) -> Item:
                "financial_status": _lower(node.get("displayFinancialStatus")),
                "currency": total.get("currencyCode") or node.get("currencyCode"),
                "total_price": total.get("amount"), "source_name": node.get("sourceName"),
-               "customer": _person(node.get("customer")), "line_items": lines}
+               "customer": _person(node.get("customer")), "line_items": lines,
+               # Refunds made before the hub was installed: refunds/create fired for them then.
+               "refunds": [_refund(refund) for refund in node.get("refunds") or []]}
     if node.get("cancelledAt"):
         topic = "orders/cancelled"
     elif node.get("displayFinancialStatus") in _PAID:
@@ -174,6 +177,14 @@ def order_item(node: dict) -> Item:
     else:
         topic = "orders/create"
     return _item("order", topic, node, payload, "order")
+
+
+def _refund(node: dict) -> dict:
+    """A Refund node as the REST refund an order webhook carries: its money as one transaction."""
+    money = (node.get("totalRefundedSet") or {}).get("shopMoney") or {}
+    return {"id": node.get("legacyResourceId"), "created_at": node.get("createdAt"),
+            "transactions": [{"kind": "refund", "status": "success", "amount": money.get("amount"),
+                              "currency": money.get("currencyCode")}]}
 
 
 WRAP = {"customers": customer_item, "subscription_contracts": contract_item, "orders": order_item}

@@ -241,8 +241,13 @@ def _order_data(order: dict) -> dict:
 def _order_event(name: str):
     def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
         email = payload.get("email") or payload.get("contact_email")
-        return [CanonicalEvent(name, NAME, _occurred_at(payload, envelope),
-                               _customer(payload.get("customer"), email), _order_data(payload))]
+        order = CanonicalEvent(name, NAME, _occurred_at(payload, envelope),
+                               _customer(payload.get("customer"), email), _order_data(payload))
+        # The order's refunds so far, as refunds/create tells of each (same id and time: one
+        # refund, counted once); a backfill learns of those made before the hub only here.
+        refunds = [event for refund in payload.get("refunds") or [] if isinstance(refund, dict)
+                   for event in order_refunded({**refund, "order_id": payload.get("id")}, envelope)]
+        return [order, *refunds]
     return normalize
 
 

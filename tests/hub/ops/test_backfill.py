@@ -195,6 +195,23 @@ def test_shopify_lists_orders_older_than_60_days_only_to_an_app_with_read_all_or
     assert "last 60 days" in report.limit and "read_all_orders" in report.limit
 
 
+def test_a_shopify_order_refunded_before_the_hub_came_counts_only_what_was_kept(hub):
+    """refunds/create fires for new refunds only: a backfill reads an order's own refunds."""
+    with FakeShopifyAdmin(token="shpat_ok") as admin:
+        shopify_world(admin, customers=1)
+        [order] = admin.listed["orders"]
+        order.update(displayFinancialStatus="PARTIALLY_REFUNDED", refunds=[{
+            "id": "gid://shopify/Refund/77", "legacyResourceId": "77", "createdAt": days_ago(5),
+            "totalRefundedSet": {"shopMoney": {"amount": "20.00", "currencyCode": "CAD"}}}])
+        hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                               SHOPIFY_ADMIN_URL=admin.url)
+        backfill.run(hub, "shopify", progress=quiet())
+        backfill.run(hub, "shopify", progress=quiet(), restart=True)  # listed again: counted once
+    with hub.storage.session() as s:
+        buyer = s.scalar(select(Subscriber).where(Subscriber.shopify_customer_id == "1"))
+        assert buyer.lifetime_spend == 4998 - 2000
+
+
 # --- Chargebee -------------------------------------------------------------------------------
 
 def chargebee_world(cb: FakeChargebee) -> None:

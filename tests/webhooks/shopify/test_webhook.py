@@ -291,6 +291,13 @@ def test_renewal_orders_are_subscription_orders_by_their_source():
     assert only(normalize("orders/create", order)).data["is_subscription"] is True
 
 
+def test_an_order_webhook_tells_of_its_refunds_as_refunds_create_does():
+    refund = sample("refunds_create")
+    order = {**sample("orders_paid"), "id": refund["order_id"], "refunds": [refund]}
+    paid, refunded = normalize("orders/paid", order)
+    assert (paid.name, refunded) == (ev.ORDER_PAID, only(normalize("refunds/create", refund)))
+
+
 def test_refunds_create_sample():
     event = only(normalize("refunds/create", sample("refunds_create")))
     # Money given back is the two refund transactions (75.00 + 10.00), not the lines' 414.95;
