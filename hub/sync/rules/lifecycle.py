@@ -45,8 +45,7 @@ def facts(s: SubscriberState, now: datetime, p: RuleParams) -> Facts:
     last = max((t for t in (s.last_activity_at, s.last_order_at, s.first_seen_at) if t), default=now)
     failures = [x.first_failed_at for x in s.payments if x.is_open]
     scheduled = [x for x in s.live if x.cancel_at_period_end]
-    begun = [x for x in s.subscriptions if x.began]
-    ended = [x.canceled_at for x in begun if not x.is_live and x.canceled_at]
+    ended = [x.canceled_at for x in s.begun if not x.is_live and x.canceled_at]
     cancel_at = min((x.current_period_end or x.next_renewal_at or now for x in scheduled), default=None)
     return Facts(
         inactive_days=max(0, days_between(last, now, tz)),
@@ -55,7 +54,7 @@ def facts(s: SubscriberState, now: datetime, p: RuleParams) -> Facts:
         anchor_kind=kind,
         paid=max(s.orders_count, s.paid_payments),
         running=any(x.status != "paused" for x in s.live),
-        had_subscription=bool(begun),
+        had_subscription=bool(s.begun),
         live=bool(s.live),
         failed_days=max(0, days_between(min(failures), now, tz)) if failures else None,
         cancel_on=local_day(cancel_at, tz) if cancel_at else None,

@@ -185,8 +185,13 @@ class SubscriberState:
         return tuple(s for s in self.subscriptions if s.is_live)
 
     @property
+    def begun(self) -> tuple[SubState, ...]:
+        """The subscriptions that were live at least once (SubState.began)."""
+        return tuple(s for s in self.subscriptions if s.began)
+
+    @property
     def first_subscription(self) -> SubState | None:
-        started = [s for s in self.subscriptions if s.started_at]
+        started = self.begun
         return min(started, key=lambda s: (s.started_at, s.id)) if started else None
 
     def link(self, source: str | None = None) -> str | None:

@@ -33,7 +33,7 @@ def cancelled(sub: SubState, now: datetime, p: RuleParams, why: dict | None = No
 def win_back(s: SubscriberState, window: Window, p: RuleParams) -> list[Due]:
     """Win Back for the latest ended subscription whose day falls in the window; stored as
     skipped when a subscription runs again."""
-    ended = [x for x in s.subscriptions if x.began and not x.is_live and x.canceled_at]
+    ended = [x for x in s.begun if not x.is_live and x.canceled_at]
     if not ended:
         return []
     last = max(ended, key=lambda x: (x.canceled_at, x.id))
