@@ -24,7 +24,7 @@ _PATH = re.compile(r"^/admin/api/(?P<version>[^/]+)/graphql\.json$")
 _LISTING = re.compile(r"\b(?P<connection>customers|subscriptionContracts|orders)\(first:")
 _UPDATED_AFTER = re.compile(r"updated_at:>'(?P<at>[^']+)'")
 # Query cost of one node of the hub's listing queries (object 1, nested connections 2 + first × node).
-_NODE_COST = {"customers": 3, "subscriptionContracts": 25, "orders": 66}
+_NODE_COST = {"customers": 3, "subscriptionContracts": 25, "orders": 81}  # orders: + 5 refunds × 3
 # What Shopify answers when a query fails on its side (HTTP 200 with top-level errors), as
 # recorded in https://community.shopify.com/c/shopify-apis-and-sdks/760-internal-errors-when-calling-shopify-graphql-api/m-p/1130424:
 # tests and the demo set `errors` to it for an Admin API that fails in a way no wait mends.

@@ -37,7 +37,7 @@ _ORDER = """id legacyResourceId name email createdAt processedAt updatedAt cance
       customer { id email firstName lastName phone }
       lineItems(first: 10) { nodes { title quantity variant { id } product { id }
         originalUnitPriceSet { shopMoney { amount } } sellingPlan { sellingPlanId name } } }
-      refunds(first: 20) { legacyResourceId createdAt totalRefundedSet { shopMoney { amount currencyCode } } }"""
+      refunds(first: 5) { legacyResourceId createdAt totalRefundedSet { shopMoney { amount currencyCode } } }"""
 
 # stream -> (connection, page size, node fields, count field or None). Page sizes keep a
 # query's requested cost (2 + first × the node's cost) under Shopify's 1,000 per query.
