@@ -320,9 +320,9 @@ class FakeKlaviyo(LoopbackServer):
             if len(profiles) > 10_000:
                 raise Invalid("A maximum of 10000 profiles can be imported per request.",
                               "/data/attributes/profiles/data")
-            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
-            if malformed:
-                return _rows_refused(malformed, PROFILE_ROW)
+            refused = _rows_refused([p["attributes"] for p in profiles], PROFILE_ROW)
+            if refused:
+                return refused
             lists = [rel["id"] for rel in
                      ((body["data"].get("relationships") or {}).get("lists") or {}).get("data", [])]
             job_id = f"01{new_id().upper()}"
@@ -439,10 +439,10 @@ class FakeKlaviyo(LoopbackServer):
             total = sum(len(e["attributes"]["events"]["data"]) for e in entries)
             if total > 1000:
                 raise Invalid("A maximum of 1000 events can be created per request.")
-            malformed = [i for i, e in enumerate(entries)
-                         if _malformed_email(e["attributes"]["profile"]["data"]["attributes"])]
-            if malformed:  # all or nothing, as Bulk Import Profiles (segmentio/action-destinations#2498)
-                return _rows_refused(malformed, EVENT_ROW)
+            # All or nothing, as Bulk Import Profiles (segmentio/action-destinations#2498).
+            refused = _rows_refused([e["attributes"]["profile"]["data"]["attributes"] for e in entries], EVENT_ROW)
+            if refused:
+                return refused
             seen = set()
             for entry in entries:
                 who = json.dumps(entry["attributes"]["profile"]["data"]["attributes"], sort_keys=True)
@@ -467,9 +467,9 @@ class FakeKlaviyo(LoopbackServer):
             historical = bool(attributes.get("historical_import"))
             if len(profiles) > 1000:
                 raise Invalid("A maximum of 1000 profiles can be subscribed per request.")
-            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
-            if malformed:  # all or nothing, as the imports
-                return _rows_refused(malformed, PROFILE_ROW)
+            refused = _rows_refused([p["attributes"] for p in profiles], PROFILE_ROW)  # as the imports
+            if refused:
+                return refused
             for p in profiles:
                 for params in p["attributes"]["subscriptions"].values():
                     at = (params.get("marketing") or {}).get("consented_at")
@@ -510,9 +510,9 @@ class FakeKlaviyo(LoopbackServer):
             profiles = body["data"]["attributes"]["profiles"]["data"]
             if len(profiles) > 100:
                 raise Invalid("A maximum of 100 profiles can be unsubscribed per request.")
-            malformed = [index for index, p in enumerate(profiles) if _malformed_email(p["attributes"])]
-            if malformed:
-                return _rows_refused(malformed, PROFILE_ROW)
+            refused = _rows_refused([p["attributes"] for p in profiles], PROFILE_ROW)
+            if refused:
+                return refused
             for p in profiles:
                 pid, _ = self._upsert({k: v for k, v in p["attributes"].items() if k in ("email", "phone_number")})
                 for channel in p["attributes"]["subscriptions"]:
@@ -607,11 +607,15 @@ PROFILE_ROW = "/data/attributes/profiles/data/{}/attributes/email"
 EVENT_ROW = "/data/attributes/events-bulk-create/data/{}/attributes/profile/data/attributes/email"
 
 
-def _rows_refused(rows: list[int], pointer: str) -> tuple[int, dict]:
-    """A bulk request refused whole for malformed emails: 400, one error per row, its pointer
-    `pointer` with the row's index; nothing of the request applied."""
+def _rows_refused(rows: list[dict], pointer: str) -> tuple[int, dict] | None:
+    """A bulk request of these profile attributes refused whole for its malformed emails: 400,
+    one error per such row, its pointer `pointer` with the row's index (nothing of the request
+    applied); None when every row's email is well formed."""
+    bad = [index for index, attributes in enumerate(rows) if _malformed_email(attributes)]
+    if not bad:
+        return None
     return 400, {"errors": [{"id": new_id(), "status": 400, "code": "invalid", "title": "Invalid input.",
-                             "detail": INVALID_EMAIL, "source": {"pointer": pointer.format(row)}} for row in rows]}
+                             "detail": INVALID_EMAIL, "source": {"pointer": pointer.format(row)}} for row in bad]}
 
 
 def _malformed_email(attributes: dict) -> bool:
