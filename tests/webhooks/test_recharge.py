@@ -268,6 +268,18 @@ def test_refunded_charge_refunds_the_order_it_paid_for():
     assert event.data.items() >= {"order_source_id": "4512345678901", "amount": 4900, "currency": "USD"}.items()
 
 
+def test_a_queued_prepaid_order_is_placed_once_it_is_processed():
+    """A prepaid charge makes its later orders at once, `queued` until each is processed;
+    check status == SUCCESS on order/created or order/processed
+    (https://docs.getrecharge.com/docs/submitting-an-order)."""
+    queued = copy.deepcopy(sample("order_created"))
+    queued["order"].update(status="queued", processed_at=None, external_order_id={"ecommerce": None})
+    assert normalize("order/created", queued) == []
+    processed = copy.deepcopy(sample("order_created"))
+    event = only("order/processed", processed)
+    assert (event.name, event.data["source_id"]) == ("order.placed", "4512345678901")
+
+
 def test_order_created_names_its_subscription():
     event = only("order/created", sample("order_created"))
     assert event.name == "order.placed"
@@ -287,7 +299,7 @@ def test_every_topic_has_a_sample_normalized_above():
                "subscription/updated", "subscription/activated", "subscription/paused", "subscription/skipped",
                "subscription/unskipped", "subscription/swapped", "subscription/cancelled", "subscription/deleted",
                "charge/created", "charge/upcoming", "charge/paid", "charge/failed", "charge/max_retries_reached",
-               "charge/refunded", "order/created"}
+               "charge/refunded", "order/created", "order/processed"}
     assert set(recharge.TOPICS) - covered <= {"customer/activated", "customer/deactivated"}
     for topic in ("customer/activated", "customer/deactivated"):
         assert only(topic, sample("customer")).name == "customer.upserted"

@@ -403,8 +403,14 @@ def order_placed(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     """order/created: the store order a paid charge made. Its money is the charge's
     (payment.succeeded counts it), so the order names its subscription and adds no spend.
     It is keyed by that store order's id (external_order_id, https://docs.getrecharge.com/docs/orders),
-    which the store's own orders/create names too: one order, counted once."""
+    which the store's own orders/create names too: one order, counted once.
+
+    order/processed too: a prepaid charge makes its later orders at once, `queued` until each is
+    processed, and Recharge says to check status == SUCCESS on order/created or order/processed
+    (https://docs.getrecharge.com/docs/submitting-an-order). A queued order is no order yet."""
     order = _object(payload, "order")
+    if str(order.get("status")).lower() == "queued":
+        return []
     currency = _currency(order)
     lines = [{"product_id": _ecommerce(line.get("external_product_id")),
               "variant_id": _ecommerce(line.get("external_variant_id")), "title": line.get("title"),
@@ -441,4 +447,5 @@ TOPICS = {
     "charge/max_retries_reached": payment_retries_exhausted,
     "charge/refunded": charge_refunded,
     "order/created": order_placed,
+    "order/processed": order_placed,
 }

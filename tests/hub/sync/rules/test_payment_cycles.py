@@ -260,3 +260,14 @@ def test_stripe_refunds_of_one_charge_take_off_its_running_total_once_in_any_ord
         for canonical in stripe_hook.TOPICS[event["type"]](event, Envelope(event_id=event["id"], topic=event["type"])):
             world.receive(canonical)
     assert world.subscriber("chris@gorails.com").lifetime_spend == 1500 - 1000
+
+
+def test_a_prepaid_recharge_order_is_one_order_placed_when_it_is_processed(world):
+    queued = load_sample("recharge/order_created.json")["order"]
+    queued.update(status="queued", processed_at=None, external_order_id={"ecommerce": None})
+    processed = load_sample("recharge/order_created.json")["order"]
+    for topic, order in (("order/created", queued), ("order/processed", processed)):
+        for event in recharge.TOPICS[topic]({"order": order}, Envelope(event_id=topic, topic=topic)):
+            world.receive(event)
+    niels = world.subscriber("niels.bohr@example.com")
+    assert niels.orders_count == 1 and niels.last_order_at == at(processed["processed_at"])
