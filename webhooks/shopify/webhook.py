@@ -245,8 +245,10 @@ def _order_event(name: str):
                                _customer(payload.get("customer"), email), _order_data(payload))
         # The order's refunds so far, as refunds/create tells of each (same id and time: one
         # refund, counted once); a backfill learns of those made before the hub only here.
+        # The order's own totals show the rate of a refund that names none (a custom amount).
+        totals = [payload.get("total_price_set"), payload.get("subtotal_price_set")]
         refunds = [event for refund in payload.get("refunds") or [] if isinstance(refund, dict)
-                   for event in order_refunded({**refund, "order_id": payload.get("id")}, envelope)]
+                   for event in order_refunded({**refund, "order_id": payload.get("id")}, envelope, totals)]
         return [order, *refunds]
     return normalize
 
@@ -255,25 +257,69 @@ def _shop_money(obj: dict, key: str) -> dict:
     return ((obj.get(f"{key}_set") or {}).get("shop_money")) or {}
 
 
-def _refund_currency(refund: dict) -> str | None:
-    # Transactions name their currency in older versions; current samples leave it null.
-    for transaction in refund.get("transactions") or []:
-        if transaction.get("currency"):
-            return _upper(transaction["currency"])
-    for line in refund.get("refund_line_items") or []:
-        if _shop_money(line, "subtotal").get("currency_code"):
-            return _upper(_shop_money(line, "subtotal")["currency_code"])
-    return _upper(_shop_money(refund, "total_duties").get("currency_code"))
+# The parts of a refund that name their money twice, in the shop's currency and in the one the
+# customer paid in (https://shopify.dev/docs/api/admin-rest/latest/resources/refund).
+_REFUND_PARTS = (("refund_line_items", ("subtotal_set", "total_tax_set")),
+                 ("refund_shipping_lines", ("subtotal_amount_set", "tax_amount_set")),
+                 ("order_adjustments", ("amount_set", "tax_amount_set")))
 
 
-def _refund_amount(refund: dict, currency: str | None) -> int | None:
-    """Money given back: the refund transactions, else the refunded lines' subtotal."""
-    if not currency:
-        return None
+def _money_bags(refund: dict, order_bags) -> list[dict]:
+    """The refund's money bags, then its order's, that name the shop's currency."""
+    bags = [part.get(key) for name, keys in _REFUND_PARTS for part in refund.get(name) or []
+            if isinstance(part, dict) for key in keys]
+    bags += [refund.get("total_duties_set"), refund.get("total_additional_fees_set"), *order_bags]
+    return [bag for bag in bags if isinstance(bag, dict)
+            and ((bag.get("shop_money") or {}).get("currency_code"))]
+
+
+def _shop_rate(bags: list[dict], currency: str) -> Decimal | None:
+    """Shop money per unit of `currency`, as Shopify converted this order's own amounts."""
+    shop = paid = Decimal(0)
+    for bag in bags:
+        presentment = bag.get("presentment_money") or {}
+        if _upper(presentment.get("currency_code")) == currency and Decimal(str(presentment.get("amount") or 0)):
+            shop += abs(Decimal(str(bag["shop_money"].get("amount") or 0)))
+            paid += abs(Decimal(str(presentment["amount"])))
+    return shop / paid if paid else None
+
+
+def _refund_money(refund: dict, order_bags=()) -> tuple[int | None, str | None]:
+    """Money given back, in minor units of the shop's currency, as orders are counted.
+
+    The refund transactions, else the refunded lines' subtotal. "Transactions attached to
+    multi-currency orders are in the presentment currency by default"
+    (https://shopify.dev/docs/api/admin-rest/latest/resources/transaction), and current
+    payloads leave their `currency` null: such an amount is turned into shop money at the rate
+    the refund's own money bags (or its order's) show. None when nothing shows the rate.
+    """
+    bags = _money_bags(refund, order_bags)
+    shop = _upper(bags[0]["shop_money"]["currency_code"]) if bags else None
+    presentment = next((_upper((bag.get("presentment_money") or {}).get("currency_code")) for bag in bags
+                        if (bag.get("presentment_money") or {}).get("currency_code")), None)
     refunds = [t for t in refund.get("transactions") or []
                if t.get("kind") == "refund" and t.get("status") in ("success", None)]
-    if refunds:
-        return sum(_minor(t.get("amount") or 0, currency) for t in refunds)
+    if not refunds:
+        currency = shop or next((_upper(t["currency"]) for t in refund.get("transactions") or []
+                                 if t.get("currency")), None)
+        return (_lines_subtotal(refund, currency) if currency else None), currency
+    shop = shop or next((_upper(t["currency"]) for t in refunds if t.get("currency")), None)
+    if not shop:
+        return None, None
+    total = Decimal(0)
+    for transaction in refunds:
+        amount = Decimal(str(transaction.get("amount") or 0))
+        currency = _upper(transaction.get("currency")) or presentment or shop
+        if currency != shop:
+            rate = _shop_rate(bags, currency)
+            if rate is None:
+                return None, shop
+            amount *= rate
+        total += amount
+    return _minor(total, shop), shop
+
+
+def _lines_subtotal(refund: dict, currency: str) -> int:
     total = 0
     for line in refund.get("refund_line_items") or []:
         subtotal = _shop_money(line, "subtotal").get("amount") or line.get("subtotal")
@@ -284,11 +330,11 @@ def _refund_amount(refund: dict, currency: str | None) -> int | None:
     return total
 
 
-def order_refunded(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
-    currency = _refund_currency(payload)
+def order_refunded(payload: dict, envelope: Envelope, order_bags=()) -> list[CanonicalEvent]:
+    amount, currency = _refund_money(payload, order_bags)
     data = _compact({"source_id": _id(payload.get("id")),
                      "order_source_id": _id(payload.get("order_id")),
-                     "amount": _refund_amount(payload, currency), "currency": currency})
+                     "amount": amount, "currency": currency})
     # A refund never changes after it is made: its creation time is its own time.
     when = _occurred_at(payload, envelope, "created_at")
     return [CanonicalEvent(ev.ORDER_REFUNDED, NAME, when, {}, data)]

@@ -336,3 +336,20 @@ def test_two_drainers_on_postgresql_process_each_row_once_and_each_person_in_ord
     for n in range(people):
         mine = [r.processed_at for r in rows if r.event_id.startswith(f"evt_{n}_")]
         assert mine == sorted(mine)
+
+
+def test_a_refund_of_an_order_paid_in_euros_takes_its_dollars_off_a_dollar_shops_spend(client, hub):
+    # A USD shop; the customer paid 99.60 EUR (107.99 USD) and got it all back.
+    dollars_and_euros = {"shop_money": {"amount": "107.99", "currency_code": "USD"},
+                         "presentment_money": {"amount": "99.60", "currency_code": "EUR"}}
+    order = {**load_sample("shopify/orders_paid.json"), "currency": "USD", "presentment_currency": "EUR",
+             "total_price": "107.99", "total_price_set": dollars_and_euros}
+    refund = {**load_sample("shopify/multicurrency/refunds_create.json"), "order_id": order["id"]}
+    post(client, "shopify", order, topic="orders/paid", webhook_id="wh-paid")
+    work(hub)
+    spend = client.get("/api/subscribers/john@example.com", headers=API_HEADERS).get_json()["subscriber"]
+    assert spend["lifetime_spend"]["amount"] == 10799
+    post(client, "shopify", refund, topic="refunds/create", webhook_id="wh-refund")
+    work(hub)
+    spend = client.get("/api/subscribers/john@example.com", headers=API_HEADERS).get_json()["subscriber"]
+    assert spend["lifetime_spend"]["amount"] == 0

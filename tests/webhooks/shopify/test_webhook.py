@@ -307,6 +307,34 @@ def test_refunds_create_sample():
     assert event.occurred_at == at("2022-01-01T00:00:00+00:00")
 
 
+def test_a_refund_of_an_order_paid_in_another_currency_counts_shop_money():
+    # A USD shop, a customer who paid in EUR: the transaction (null currency) is 99.60 EUR, and
+    # the refunded line says 83.00 + 16.60 EUR are 89.99 + 18.00 USD.
+    event = only(normalize("refunds/create", sample("multicurrency/refunds_create")))
+    assert (event.data["amount"], event.data["currency"]) == (10799, "USD")
+
+
+def test_a_refund_transaction_that_names_its_currency_is_converted_only_when_it_is_not_the_shops():
+    refund = sample("multicurrency/refunds_create")
+    refund["transactions"][0]["currency"] = "EUR"
+    assert only(normalize("refunds/create", refund)).data["amount"] == 10799
+    refund["transactions"][0].update(currency="USD", amount="107.99")  # asked with in_shop_currency
+    assert only(normalize("refunds/create", refund)).data["amount"] == 10799
+
+
+def test_a_custom_amount_refund_in_an_order_webhook_takes_the_orders_rate():
+    refund = sample("multicurrency/refunds_create")
+    refund.update(refund_line_items=[], transactions=[{**refund["transactions"][0], "amount": "20.00"}])
+    # Nothing in the refund itself names both currencies: it says nothing rather than 20.00 USD.
+    assert "amount" not in only(normalize("refunds/create", refund)).data
+    order = {**sample("orders_paid"), "id": refund["order_id"], "currency": "USD", "presentment_currency": "EUR",
+             "total_price": "107.99", "refunds": [refund],
+             "total_price_set": {"shop_money": {"amount": "107.99", "currency_code": "USD"},
+                                 "presentment_money": {"amount": "99.60", "currency_code": "EUR"}}}
+    _, refunded = normalize("orders/cancelled", order)
+    assert (refunded.data["amount"], refunded.data["currency"]) == (2168, "USD")  # 20.00 × 107.99 / 99.60
+
+
 # --- subscription contracts, without enrichment ----------------------------------------------
 
 @pytest.mark.parametrize("topic, name, status", [
