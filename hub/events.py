@@ -57,12 +57,13 @@ _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "int
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
                "is_subscription", "placed_at", "line_items", "subscription_source_id")
 # order_source_id: the store order a paid payment made (its money is counted once, by the
-# payment or by the order). per_attempt: source_id names one billing attempt, not the cycle
-# (Shopify), so attempts on a subscription's unpaid cycle update that cycle's payment.
+# payment or by the order; by the order alone when spend_from_order). per_attempt: source_id
+# names one billing attempt, not the cycle (Shopify), so attempts on a subscription's unpaid
+# cycle update that cycle's payment.
 _PAYMENT_KEYS = ("source_id", "subscription_source_id", "status", "amount", "currency",
                  "attempt_count", "next_retry_at", "failure_reason", "decline_code",
                  "hard_decline", "due_at", "update_payment_url", "paid_at", "order_source_id",
-                 "per_attempt")
+                 "per_attempt", "spend_from_order")
 _CARD_KEYS = ("source_id", "brand", "last4", "exp_month", "exp_year", "auto_updated")
 
 EVENTS: dict[str, dict] = {

@@ -455,7 +455,8 @@ def apply_payment(session, event, changes, people=None):
             Subscription.source_id == str(d["subscription_source_id"])))
         if subscription is not None:
             payment.subscription_id = subscription.id
-    if status == "succeeded" and d.get("order_source_id"):
+    # A payment whose order counts the money leaves the order free to count it.
+    if status == "succeeded" and d.get("order_source_id") and not d.get("spend_from_order"):
         payment.order_source_id = str(d["order_source_id"])
     payment.source_updated_at = event.occurred_at
     if subscriber is not None:
@@ -463,7 +464,10 @@ def apply_payment(session, event, changes, people=None):
         payment.subscriber = subscriber
         if status == "succeeded" and not was_paid:
             _activity(subscriber, event.occurred_at)
-            if _paid_as_order(session, payment.order_source_id):
+            if d.get("spend_from_order") and d.get("order_source_id"):
+                changes.notes.append(f"{label}: its order {d['order_source_id']} counts the money, "
+                                     "in the shop's currency")
+            elif _paid_as_order(session, payment.order_source_id):
                 changes.notes.append(f"{label}: its order {payment.order_source_id} already counted the money")
             else:
                 _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)

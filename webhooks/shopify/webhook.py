@@ -438,15 +438,17 @@ def _payment_event(name: str, status: str):
                        or payload.get("subscription_contract_id"))
         subscription = _subscription_data(contract, {"id": contract_id}, envelope.shop)
         code = _lower(payload.get("error_code"))
+        order_id = _id(payload.get("admin_graphql_api_order_id") or payload.get("order_id"))
         data = _compact({
             # Current samples send a null attempt id; the idempotency key names the attempt then.
             # An attempt is not its billing cycle: retries of one cycle update one payment.
             "source_id": _id(payload.get("admin_graphql_api_id") or payload.get("id"))
             or payload.get("idempotency_key"), "per_attempt": True,
             "subscription_source_id": _id(contract_id), "status": status,
-            # The order a successful attempt made; that order's orders/paid counts no money again.
-            "order_source_id": _id(payload.get("admin_graphql_api_order_id") or payload.get("order_id")),
-            # The attempt carries no amount: what the contract bills per cycle stands in.
+            # The order a successful attempt made. Its orders/paid counts the money: the attempt
+            # carries no amount, and what the contract bills per cycle (shown on the payment) is in
+            # the customer's currency, without shipping or tax, where the order is the shop's money.
+            "order_source_id": order_id, "spend_from_order": bool(order_id) or None,
             "amount": subscription.get("amount"), "currency": subscription.get("currency"),
             "failure_reason": payload.get("error_message"), "decline_code": code,
             "hard_decline": (code in HARD_DECLINES) if code else None,

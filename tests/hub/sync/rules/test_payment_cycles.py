@@ -35,10 +35,10 @@ def shopify_attempt(world, outcome: str, key: str, when: str, order_id=None):
     return [name for event in shopify.TOPICS[topic](payload, envelope) for name in world.receive(event)]
 
 
-def shopify_order(world, topic: str, order_id: int, when: str, total="49.98"):
+def shopify_order(world, topic: str, order_id: int, when: str, total="49.98", currency="CAD"):
     """orders/create or orders/paid of the renewal order a contract made."""
     payload = {**load_sample("shopify/orders_paid.json"), "id": order_id, "total_price": total,
-               "currency": "CAD", "source_name": "subscription_contract_checkout_one",
+               "currency": currency, "source_name": "subscription_contract_checkout_one",
                "financial_status": "paid", "updated_at": when, "processed_at": when,
                "email": BOB, "customer": {"id": 1, "email": BOB}}
     envelope = Envelope(event_id=f"{topic}:{order_id}", topic=topic, triggered_at=at(when))
@@ -80,9 +80,9 @@ def test_fail_fail_succeed_of_one_shopify_cycle_is_one_recovered_payment(world):
     assert payments(world) == [("shopify", "succeeded", 2)]
     assert "Payment Recovered" in fired
     assert reminders_after(world, "2026-12-05T13:00", 20) == reminders_before
-    subscriber = world.subscriber(BOB)
-    assert subscriber.stage != "at_risk"
-    assert subscriber.lifetime_spend == RENEWAL_TOTAL
+    assert world.subscriber(BOB).stage != "at_risk"
+    shopify_order(world, "orders/paid", 9001, "2026-12-05T12:00:06+00:00")
+    assert world.subscriber(BOB).lifetime_spend == RENEWAL_TOTAL
 
 
 def test_a_late_failure_of_a_paid_cycle_does_not_reopen_it(world):
@@ -107,6 +107,17 @@ def test_a_shopify_renewal_and_its_order_add_to_spend_once(world):
     shopify_order(world, "orders/paid", 9001, "2026-11-29T12:00:06+00:00")
 
     assert world.subscriber(BOB).lifetime_spend == RENEWAL_TOTAL
+
+
+def test_a_shopify_renewal_counts_what_its_order_took_in_the_shops_currency(world):
+    # The contract bills 49.98 CAD in lines; the order it made took 41.20 USD in the shop's
+    # money, shipping and tax included. The subscriber's spend is kept in USD.
+    shopify_order(world, "orders/paid", 9000, "2026-10-29T12:00:06+00:00", total="35.00", currency="USD")
+    shopify_attempt(world, "success", "cycle-1", "2026-11-29T12:00", order_id=9001)
+    assert world.subscriber(BOB).lifetime_spend == 3500
+    shopify_order(world, "orders/paid", 9001, "2026-11-29T12:00:06+00:00", total="41.20", currency="USD")
+
+    assert world.subscriber(BOB).lifetime_spend == 3500 + 4120
 
 
 def test_an_order_counted_before_its_billing_attempt_is_not_counted_again(world):
