@@ -66,6 +66,7 @@ class FakeStripe(LoopbackServer):
         ("GET", r"/v1/invoice_payments", "list_invoice_payments"),
         # What a plan change billed (ENRICH: its invoice, or its prorations left pending).
         ("GET", r"/v1/invoices/(?P<id>in_\w+)", "get_invoice"),
+        ("GET", r"/v1/charges/(?P<id>(ch|py)_\w+)", "get_charge"),
         ("GET", r"/v1/invoiceitems", "list_invoice_items"),
     ]
 
@@ -85,6 +86,7 @@ class FakeStripe(LoopbackServer):
         self.invoice_payments: list[dict] = []
         self.invoice_items: list[dict] = []
         self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
+        self.charges: dict[str, dict] = {}  # id → charge, for GET /v1/charges/:id
 
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Bearer {self.key}"
@@ -245,6 +247,13 @@ class FakeStripe(LoopbackServer):
         if found is None:
             return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
                                    "message": f"No such invoice: '{call.params['id']}'"}}
+        return 200, found
+
+    def get_charge(self, call: Call):
+        found = self.charges.get(call.params["id"])
+        if found is None:
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "param": "id", "message": f"No such charge: '{call.params['id']}'"}}
         return 200, found
 
     def prorate(self, subscription: dict, amounts: list[int], at: int) -> list[dict]:

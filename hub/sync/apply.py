@@ -253,9 +253,11 @@ def apply_refund(session, event, changes, people=None):
     if d.get("refunded_total") is not None:
         # A running total (Recharge's total_refunds, a Stripe charge's amount_refunded): it holds
         # every refund the source told of before, and an older one delivered late changes nothing.
-        reported = {"total": max(reported.get("total", 0), d["refunded_total"])}
+        # The source's other entries (a chargeback, a dispute won back) stay beside it.
+        reported["total"] = max(reported.get("total", 0), d["refunded_total"])
     else:
-        # One refund by its id and time: a retry or replay of it replaces itself.
+        # One refund by its id and time: a retry or replay of it replaces itself. A dispute
+        # won back is one of a negative amount.
         reported[f"{d.get('source_id')}@{event.occurred_at.isoformat()}"] = d.get("amount") or 0
     refunds.reported = {**refunds.reported, event.source: reported}  # a new dict: the JSON column sees it
     _settle_refunds(session, refunds, subscriber, changes, order)
@@ -273,20 +275,25 @@ def _settle_refunds_of(session: Session, order_ids, subscriber: Subscriber, chan
 
 def _settle_refunds(session: Session, refunds: OrderRefunds, subscriber: Subscriber | None, changes: Changes,
                     order: Order | None) -> None:
-    """Bring what was taken off spend for one order up to what it has given back.
+    """Bring what was taken off spend for one order to what it has given back.
 
     The order's refund is the largest total any source reports (each source sees the same
     money), never more than the order took. Spend never goes below zero: what a refund that
     arrives before its money cannot take off yet waits, and is taken when the money is counted.
+    Money that came back (a dispute won) is added to spend again.
     """
-    given_back = max((sum(by_key.values()) for by_key in refunds.reported.values()), default=0)
+    given_back = max(0, max((sum(by_key.values()) for by_key in refunds.reported.values()), default=0))
     paid = order.total if order is not None and order.total else _paid_amount(session, refunds.order_source_id)
     if paid:
         given_back = min(given_back, max(paid, refunds.counted))
     if order is not None:
         changes.set(order, "refunded", given_back, f"order {order.number or order.source_id}")
     owed = given_back - refunds.counted
-    if subscriber is None or owed <= 0:
+    if subscriber is None or owed == 0:
+        return
+    if owed < 0:
+        changes.set(subscriber, "lifetime_spend", subscriber.lifetime_spend - owed, "lifetime value")
+        refunds.counted += owed
         return
     taken = min(owed, subscriber.lifetime_spend)
     if taken:

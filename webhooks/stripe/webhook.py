@@ -152,6 +152,40 @@ def normalize_refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     return [_event(ev.ORDER_REFUNDED, payload, customer, data)]
 
 
+def _dispute_event(withdrawn: bool):
+    """charge.dispute.funds_withdrawn / funds_reinstated: "funds are removed from your account
+    due to a dispute" / "reinstated to your account after a dispute is closed"
+    (https://docs.stripe.com/api/events/types). A chargeback gives the money back as a refund
+    does, though the charge's amount_refunded never shows it; a dispute won brings it back: an
+    order.refunded of the amount withdrawn, then one of minus the amount reinstated. Each is
+    keyed by the dispute and its own time, so a replay or a late delivery counts once."""
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        dispute = _object(payload)
+        charge = payload.get("_charge") or {}
+        moved = _dispute_money(dispute, withdrawn)
+        data = {"source_id": _id(dispute["id"]),
+                "order_source_id": (_id(dispute.get("payment_intent")) or _id(charge.get("payment_intent"))
+                                    or _id(dispute.get("charge"))),
+                "amount": moved if withdrawn else -moved, "currency": _currency(dispute)}
+        # The charge's customer, fetched with it (a guest's charge names its billing email).
+        own = _person(_id(charge.get("customer")), (charge.get("billing_details") or {}).get("email"))
+        fetched = payload.get("_customer")
+        customer = {**own, **_person_of_customer(fetched)} if fetched else own
+        return [_event(ev.ORDER_REFUNDED, payload, customer, data)]
+    return normalize
+
+
+def _dispute_money(dispute: dict, withdrawn: bool) -> int:
+    """What the dispute moved one way: its balance transactions' gross amounts (a withdrawal
+    is negative, a reinstatement positive; the dispute fee is apart), in the dispute's
+    currency; the disputed amount when they are in another (the account's) currency."""
+    currency = (dispute.get("currency") or "").lower()
+    moves = [bt.get("amount") or 0 for bt in dispute.get("balance_transactions") or []
+             if isinstance(bt, dict) and (bt.get("currency") or "").lower() == currency
+             and ((bt.get("amount") or 0) < 0) == withdrawn]
+    return abs(sum(moves)) if moves else (dispute.get("amount") or 0)
+
+
 def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
     """What this refund gave back. The hub adds each order.refunded up, while the charge's
     `amount_refunded` is the running total: a second partial refund would count the first twice."""
@@ -352,6 +386,8 @@ TOPICS = {
     "checkout.session.async_payment_succeeded": normalize_checkout,
     "checkout.session.async_payment_failed": normalize_checkout,
     "charge.refunded": normalize_refund,
+    "charge.dispute.funds_withdrawn": _dispute_event(withdrawn=True),
+    "charge.dispute.funds_reinstated": _dispute_event(withdrawn=False),
     "customer.subscription.created": normalize_subscription,
     "customer.subscription.updated": normalize_subscription,
     "customer.subscription.paused": normalize_subscription,
@@ -381,6 +417,28 @@ def attach_customer(payload: dict, settings) -> dict:
     without an API key or when Stripe fails (the event still applies by customer id)."""
     customer_id = _customer_id(payload)
     if not settings.STRIPE_API_KEY or not isinstance(customer_id, str):
+        return payload
+    try:
+        customer = _client(settings).v1.customers.retrieve(customer_id)
+    except stripe.StripeError:
+        return payload
+    return {**payload, "_customer": customer.to_dict()}
+
+
+def attach_charge(payload: dict, settings) -> dict:
+    """A dispute names its charge only: the charge under "_charge" (GET /v1/charges/:id,
+    https://docs.stripe.com/api/charges/retrieve) and its customer, whose spend the dispute
+    takes back. Unchanged without an API key or when Stripe fails."""
+    charge_id = _id(_object(payload).get("charge"))
+    if not settings.STRIPE_API_KEY or not charge_id:
+        return payload
+    try:
+        charge = _client(settings).v1.charges.retrieve(charge_id)
+    except stripe.StripeError:
+        return payload
+    payload = {**payload, "_charge": charge.last_response.data}
+    customer_id = _id(payload["_charge"].get("customer"))
+    if not customer_id:
         return payload
     try:
         customer = _client(settings).v1.customers.retrieve(customer_id)
@@ -486,7 +544,8 @@ ENRICH = {topic: attach_customer for topic in (
     "payment_method.automatically_updated", "payment_method.detached",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice,
-      "customer.subscription.updated": attach_change_invoice}
+      "customer.subscription.updated": attach_change_invoice,
+      "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------

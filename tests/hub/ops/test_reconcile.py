@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from hub import cli, jobs
 from hub.models import InboxEvent, Subscriber, Subscription, Trigger
 from hub.ops import reconcile
+from hub.sync.inbox import drain_inbox
 from hub.schedule import schedule
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
@@ -149,3 +150,41 @@ def test_a_checkout_paid_later_by_bank_debit_is_recovered_and_counted_once(clien
     with hub.storage.session() as s:
         [buyer] = s.scalars(select(Subscriber)).all()
         assert buyer.lifetime_spend == 4500
+
+
+def test_a_chargeback_takes_its_money_off_spend_and_a_missed_dispute_won_brings_it_back(client, hub):
+    """charge.dispute.funds_withdrawn, then funds_reinstated when the merchant wins
+    (https://docs.stripe.com/api/events/types): the charge's amount_refunded shows neither."""
+    hour_ago = int(time.time()) - 3600
+    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
+               "mode": "payment", "subscription": None, "payment_intent": "pi_disputed",
+               "payment_status": "paid", "amount_total": 4500, "customer": "cus_rec1"}
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "id": "ch_disputed",
+              "payment_intent": "pi_disputed", "customer": "cus_rec1", "amount_refunded": 0}
+    dispute = {**load_sample("shared:stripe/fixtures3.json")["resources"]["dispute"], "id": "dp_rec1",
+               "charge": "ch_disputed", "amount": 4500, "status": "needs_response",
+               "balance_transactions": [{"amount": -4500, "currency": "usd", "fee": 1500}]}
+    withdrawn = stripe_event("charge.dispute.funds_withdrawn", dispute, event_id="evt_withdrawn",
+                             created=hour_ago + 60)
+    won = {**dispute, "status": "won", "balance_transactions": [
+        *dispute["balance_transactions"], {"amount": 4500, "currency": "usd", "fee": -1500}]}
+    reinstated = stripe_event("charge.dispute.funds_reinstated", won, event_id="evt_won", created=hour_ago + 600)
+
+    def spend() -> int:
+        with hub.storage.session() as s:
+            return s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.stripe_customer_id == "cus_rec1"))
+
+    with FakeStripe(key=KEY) as api:
+        api.customers, api.charges["ch_disputed"] = [customer()], charge
+        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
+        assert post(client, "stripe", stripe_event("checkout.session.completed", session, event_id="evt_paid",
+                                                   created=hour_ago)).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        assert spend() == 4500
+        assert post(client, "stripe", withdrawn).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        assert spend() == 0
+        api.events = [reinstated, withdrawn]
+        report = reconcile.run(hub)
+    assert not report.sources[0].error and report.sources[0].recovered == 1
+    assert spend() == 4500

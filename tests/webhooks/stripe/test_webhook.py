@@ -766,3 +766,50 @@ def test_a_change_of_items_fetches_the_invoice_it_made_and_reads_stripes_prorati
         enriched = enrich(event, STRIPE_API_BASE="https://stripe.test")
     [upserted] = receive(enriched)
     assert upserted.data["proration_amount"] == 725
+
+
+# --- chargebacks ----------------------------------------------------------------------------
+
+def dispute(*moves: int, **fields) -> dict:
+    """Stripe's published dispute of a 10.00 USD charge, with the balance transactions it made
+    (a withdrawal is negative, a reinstatement positive; the dispute fee is apart)."""
+    return {**stripe_resource("dispute"), "payment_intent": "pi_disputed", "status": "needs_response",
+            "balance_transactions": [{"object": "balance_transaction", "amount": amount, "currency": "usd",
+                                      "fee": 1500 if amount < 0 else -1500, "type": "adjustment"}
+                                     for amount in moves], **fields}
+
+
+def test_a_chargeback_gives_the_disputed_money_back_as_a_refund_does():
+    [event] = receive(stripe_event("charge.dispute.funds_withdrawn", dispute(-1000), created=EVENT_CREATED))
+    assert event.name == ev.ORDER_REFUNDED
+    assert event.data == {"source_id": "dp_1Pgc71B7WZ01zgkWMevJiAUx", "order_source_id": "pi_disputed",
+                          "amount": 1000, "currency": "USD"}
+
+
+def test_a_dispute_won_brings_back_what_was_reinstated():
+    won = dispute(-1000, 1000, status="won")
+    [event] = receive(stripe_event("charge.dispute.funds_reinstated", won, created=EVENT_CREATED))
+    assert event.data["amount"] == -1000
+
+
+def test_a_dispute_in_another_currency_than_the_account_counts_the_disputed_amount():
+    eur = dispute(status="lost", currency="eur", balance_transactions=[{"amount": -1090, "currency": "usd"}])
+    [event] = receive(stripe_event("charge.dispute.funds_withdrawn", eur, created=EVENT_CREATED))
+    assert (event.data["amount"], event.data["currency"]) == (1000, "EUR")
+
+
+def test_a_dispute_is_enriched_with_its_charges_customer():
+    charge = {**stripe_resource("charge"), "customer": "cus_disputer", "payment_intent": "pi_disputed"}
+    event = stripe_event("charge.dispute.funds_withdrawn", dispute(-1000), created=EVENT_CREATED)
+    with FakeStripe(key="sk_test_123") as api:
+        api.charges[charge["id"]] = charge
+        api.customers.append({**stripe_resource("customer"), "id": "cus_disputer", "email": "Dee@Example.com"})
+        [event] = receive(enrich(event, STRIPE_API_BASE=api.url))
+    assert (event.customer["source_id"], event.customer["email"]) == ("cus_disputer", "dee@example.com")
+
+
+def test_a_dispute_whose_charge_stripe_cannot_find_still_names_its_payment():
+    event = stripe_event("charge.dispute.funds_withdrawn", dispute(-1000), created=EVENT_CREATED)
+    with FakeStripe(key="sk_test_123") as api:
+        [event] = receive(enrich(event, STRIPE_API_BASE=api.url))
+    assert (event.customer, event.data["order_source_id"]) == ({}, "pi_disputed")

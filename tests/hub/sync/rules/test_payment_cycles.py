@@ -273,6 +273,22 @@ def test_stripe_refunds_of_one_charge_take_off_its_running_total_once_in_any_ord
     assert world.subscriber("chris@gorails.com").lifetime_spend == 1500 - 1000
 
 
+def test_a_partial_refund_and_a_chargeback_of_the_rest_take_the_whole_order_once(world):
+    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
+               "mode": "payment", "subscription": None, "payment_intent": "pi_charged_back", "amount_total": 1500}
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "payment_intent": "pi_charged_back",
+              "customer": session["customer"], "refunds": None, "amount_refunded": 500}
+    dispute = {**load_sample("shared:stripe/fixtures3.json")["resources"]["dispute"], "amount": 1000,
+               "payment_intent": "pi_charged_back", "balance_transactions": [{"amount": -1000, "currency": "usd"}]}
+    paid = stripe_event("checkout.session.completed", session, event_id="evt_paid", created=1_700_000_000)
+    refunded = stripe_event("charge.refunded", charge, event_id="evt_refund", created=1_700_000_100)
+    withdrawn = stripe_event("charge.dispute.funds_withdrawn", dispute, event_id="evt_dispute", created=1_700_000_200)
+    for event in (paid, refunded, withdrawn, refunded):  # the refund's webhook retried last
+        for canonical in stripe_hook.TOPICS[event["type"]](event, Envelope(event_id=event["id"], topic=event["type"])):
+            world.receive(canonical)
+    assert world.subscriber("chris@gorails.com").lifetime_spend == 0
+
+
 def test_a_prepaid_recharge_order_is_one_order_placed_when_it_is_processed(world):
     queued = load_sample("recharge/order_created.json")["order"]
     queued.update(status="queued", processed_at=None, external_order_id={"ecommerce": None})
