@@ -415,7 +415,10 @@ TOPICS = {
 def attach_customer(payload: dict, settings) -> dict:
     """The payload with the customer under "_customer", fetched from Stripe; unchanged
     without an API key or when Stripe fails (the event still applies by customer id)."""
-    customer_id = _customer_id(payload)
+    return _with_customer(payload, settings, _customer_id(payload))
+
+
+def _with_customer(payload: dict, settings, customer_id) -> dict:
     if not settings.STRIPE_API_KEY or not isinstance(customer_id, str):
         return payload
     try:
@@ -437,14 +440,7 @@ def attach_charge(payload: dict, settings) -> dict:
     except stripe.StripeError:
         return payload
     payload = {**payload, "_charge": charge.last_response.data}
-    customer_id = _id(payload["_charge"].get("customer"))
-    if not customer_id:
-        return payload
-    try:
-        customer = _client(settings).v1.customers.retrieve(customer_id)
-    except stripe.StripeError:
-        return payload
-    return {**payload, "_customer": customer.to_dict()}
+    return _with_customer(payload, settings, _id(payload["_charge"].get("customer")))
 
 
 def attach_payments(payload: dict, settings) -> dict:

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from hub import cli, jobs
 from hub.models import InboxEvent, Subscriber, Subscription, Trigger
 from hub.ops import reconcile
-from hub.sync.inbox import drain_inbox
 from hub.schedule import schedule
+from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
 from tests.hub.web.conftest import add_staff, log_in
