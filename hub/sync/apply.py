@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, true
 from sqlalchemy.orm import Session
 
 from hub import events as ev
@@ -200,7 +200,7 @@ def apply_order(session, event, changes, people=None):
         # An order that opened a subscription billed by invoices is counted when its
         # invoice is paid (payment.succeeded); counting both would double the spend. So is a
         # renewal order whose billing attempt or charge was paid first.
-        if _paid_by_payment(session, order.source_id):
+        if _paid_by_payment(session, order.source_id, subscriber.currency):
             changes.notes.append(f"{label}: its renewal payment already counted the money")
         elif not d.get("subscription_source_id"):
             _add_spend(subscriber, d.get("total") or 0, d.get("currency"), changes)
@@ -212,16 +212,28 @@ def apply_order(session, event, changes, people=None):
                                     placed, d.get("currency"), changes)
 
 
-def _paid_by_payment(session: Session, order_id: str) -> bool:
-    """Whether a paid billing attempt or charge names this order (it counted the money)."""
-    return session.scalar(select(Payment.id).where(Payment.order_source_id == order_id,
-                                                   Payment.status == "succeeded").limit(1)) is not None
+def _paid_by_payment(session: Session, order_id: str, spend_currency: str | None) -> bool:
+    """Whether a paid billing attempt or charge names this order and counted the money: one in
+    another currency than the spend is kept in (a customer's own, where the order is in the
+    shop's) counted nothing, and leaves the order to count it."""
+    return session.scalar(select(Payment.id).where(
+        Payment.order_source_id == order_id, Payment.status == "succeeded",
+        _counted_in(Payment.currency, spend_currency)).limit(1)) is not None
 
 
-def _paid_as_order(session: Session, order_id: str | None) -> bool:
-    """Whether the order a payment made was already counted as a paid order."""
+def _paid_as_order(session: Session, order_id: str | None, spend_currency: str | None) -> bool:
+    """Whether the order a payment made was already counted as a paid order (in the currency
+    spend is kept in)."""
     return order_id is not None and session.scalar(
-        select(Order.id).where(Order.source_id == order_id, Order.paid.is_(True)).limit(1)) is not None
+        select(Order.id).where(Order.source_id == order_id, Order.paid.is_(True),
+                               _counted_in(Order.currency, spend_currency)).limit(1)) is not None
+
+
+def _counted_in(column, spend_currency: str | None):
+    """Money in this column's currency was added to spend (see _add_spend)."""
+    if spend_currency is None:
+        return true()
+    return or_(column.is_(None), column == spend_currency)
 
 
 def _add_spend(subscriber: Subscriber, amount: int, currency: str | None, changes: Changes) -> None:
@@ -474,7 +486,7 @@ def apply_payment(session, event, changes, people=None):
             if d.get("spend_from_order") and d.get("order_source_id"):
                 changes.notes.append(f"{label}: its order {d['order_source_id']} counts the money, "
                                      "in the shop's currency")
-            elif _paid_as_order(session, payment.order_source_id):
+            elif _paid_as_order(session, payment.order_source_id, subscriber.currency):
                 changes.notes.append(f"{label}: its order {payment.order_source_id} already counted the money")
             else:
                 _add_spend(subscriber, d.get("amount") or 0, d.get("currency"), changes)

@@ -153,6 +153,26 @@ def test_a_recharge_charge_and_its_shopify_order_add_to_spend_once(world):
     assert world.subscriber("niels.bohr@example.com").lifetime_spend == 4900
 
 
+def test_a_charge_in_the_customers_currency_leaves_its_order_to_count_the_shops(world):
+    """Spend is kept in one currency: a renewal charged in EUR cannot add to spend kept in USD,
+    and then its Shopify order, in the shop's USD, counts it."""
+    niels = {"id": 6270530322618, "email": "niels.bohr@example.com"}
+    first = {**load_sample("shopify/orders_paid.json"), "id": 1001, "total_price": "20.00", "currency": "USD",
+             "updated_at": "2026-03-01T10:00:00+00:00", "email": niels["email"], "customer": niels}
+    for event in shopify.TOPICS["orders/paid"](first, Envelope(event_id="paid-0", topic="orders/paid")):
+        world.receive(event)
+    charge = load_sample("recharge/charge_paid.json")["charge"]
+    charge.update(currency="EUR", total_price="45.00", updated_at="2026-04-09T04:00:12+00:00",
+                  external_order_id={"ecommerce": "4512345678901"})
+    for event in recharge.TOPICS["charge/paid"]({"charge": charge}, Envelope(event_id="c1", topic="charge/paid")):
+        world.receive(event)
+    renewal = {**first, "id": 4512345678901, "total_price": "49.00", "updated_at": "2026-04-09T04:00:20+00:00"}
+    for event in shopify.TOPICS["orders/paid"](renewal, Envelope(event_id="paid-1", topic="orders/paid")):
+        world.receive(event)
+
+    assert world.subscriber("niels.bohr@example.com").lifetime_spend == 2000 + 4900
+
+
 def test_a_refund_reported_by_recharge_and_by_shopify_subtracts_once(world):
     niels = {"id": 6270530322618, "email": "niels.bohr@example.com"}
     first = {**load_sample("shopify/orders_paid.json"), "id": 1001, "total_price": "20.00", "currency": "USD",
