@@ -222,12 +222,21 @@ def _next_renewal(sub: dict):
     """next_billing_at; for a subscription paused until a resume date, the first renewal after
     it: the current term's end when it resumes within the term, else the resume date itself,
     where an out-of-term resumption renews (https://support.chargebee.com/support/discussions/topics/320673,
-    https://www.chargebee.com/docs/pause-subscription.html)."""
+    https://www.chargebee.com/docs/pause-subscription.html).
+
+    An active subscription with a pause scheduled ("When a pause has been scheduled, it is the
+    date/time of scheduled pause", `pause_date`) renews on no date from the pause on: "Subscription
+    renewals will not go through if the renewal date falls within the pause period" (the pause
+    page above). Its next renewal is then the one after the scheduled resumption, if any."""
     if sub.get("status") in _NOT_RENEWING:
         return None
     if sub.get("status") == "paused" and sub.get("resume_date"):
         return utc(max(sub["resume_date"], sub.get("current_term_end") or 0))
-    return utc(sub.get("next_billing_at"))
+    pause, renewal = sub.get("pause_date"), sub.get("next_billing_at")
+    if sub.get("status") == "active" and pause and (renewal is None or renewal >= pause):
+        resume = sub.get("resume_date")
+        return utc(max(resume, sub.get("current_term_end") or 0)) if resume else None
+    return utc(renewal)
 
 
 # cancel_reason is Chargebee's own, set when it cancelled (not_paid: dunning ended unpaid;
@@ -456,6 +465,9 @@ TOPICS = {
     **dict.fromkeys(("subscription_created", "subscription_activated",
                      "subscription_started", "subscription_reactivated", "subscription_renewed",
                      "subscription_paused", "subscription_resumed",
+                     # A pause or a resumption planned, or a plan given up: the renewal moves.
+                     "subscription_pause_scheduled", "subscription_scheduled_pause_removed",
+                     "subscription_resumption_scheduled", "subscription_scheduled_resumption_removed",
                      "subscription_cancellation_scheduled",
                      "subscription_scheduled_cancellation_removed", "subscription_trial_extended",
                      "subscription_created_with_backdating",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from werkzeug.datastructures import Headers
 
+from hub import events as ev
 from hub.config import Settings
 from hub.errors import MalformedPayload, SignatureInvalid
 from tests.samples import OURS, chargebee_auth, load_sample
@@ -495,3 +496,17 @@ def test_backdated_change_is_a_subscription_change_ordered_by_resource_version()
     sub = load_sample("chargebee/subscription_changed_with_backdating.json")["content"]["subscription"]
     rv = sub["resource_version"]
     assert e.occurred_at == datetime.fromtimestamp(rv / 1000, timezone.utc)
+
+
+@pytest.mark.parametrize("topic, status, renews", [
+    # Paused at the term's end (2026-12-15) until 2027-02-14: the renewal after the pause.
+    ("subscription_pause_scheduled", "active", "2027-02-14T15:00:00+00:00"),
+    ("subscription_scheduled_pause_removed", "active", "2026-12-15T15:00:00+00:00"),
+    ("subscription_resumption_scheduled", "paused", "2027-01-29T15:00:00+00:00"),
+    ("subscription_scheduled_resumption_removed", "paused", None),  # paused until resumed by hand
+])
+def test_a_planned_pause_or_resumption_moves_the_next_renewal(topic, status, renews):
+    [event] = normalize(topic, load_sample(f"chargebee/{topic}.json"))
+    assert event.name == ev.SUBSCRIPTION_UPSERTED
+    assert event.data["status"] == status
+    assert event.data.get("next_renewal_at") == (datetime.fromisoformat(renews) if renews else None)

@@ -143,3 +143,39 @@ def test_long_platform_ids_keep_occasions_short_and_distinct(p):
     (da,), (db,) = (renewal.reminders(s, day("2026-11-24"), at("2026-11-24T06:00"), p) for s in (a, b))
     assert len(da.occasion) <= 120 and da.occasion != db.occasion
     assert renewal.reconcile(a, [("renewal-14d", da.occasion, "fired")], at("2026-11-20"), p) == ([], [])
+
+
+# --- Chargebee: a pause planned for the renewal date -----------------------------------------
+
+def chargebee_events(world, topic: str) -> None:
+    """One Chargebee webhook (tests/samples/chargebee/<topic>.json) through its normalizer."""
+    from webhooks.chargebee import webhook as chargebee
+    from webhooks.envelope import Envelope
+
+    payload = load_sample(f"chargebee/{topic}.json")
+    for event in chargebee.TOPICS[topic](payload, Envelope(event_id=payload["id"], topic=topic)):
+        world.receive(event)
+
+
+def renewal_reminders(world, renewal_date: str) -> list[tuple[str, str]]:
+    """The reminders of one renewal: (rule, status)."""
+    return [(rule, status) for name, rule, occasion, status in world.triggers()
+            if name == "Renewal Reminder" and occasion.startswith(renewal_date)]
+
+
+def test_a_pause_scheduled_for_the_renewal_date_sends_no_reminder_of_it(world):
+    """"Subscription renewal reminder emails will not be sent to the customer during the pause
+    period" (https://www.chargebee.com/docs/pause-subscription.html)."""
+    chargebee_events(world, "subscription_renewed")          # renews on 2026-12-15
+    chargebee_events(world, "subscription_pause_scheduled")  # 2026-11-24: pause then, resume 2027-02-14
+    for n in range(25, 46):                                   # 2026-11-25 to 2026-12-15
+        world.sweep(f"{date.fromordinal(date(2026, 11, 1).toordinal() + n - 1)}T06:00")
+    assert renewal_reminders(world, "2026-12-15") == []
+
+
+def test_a_scheduled_pause_called_off_brings_the_reminders_back(world):
+    chargebee_events(world, "subscription_renewed")
+    chargebee_events(world, "subscription_pause_scheduled")
+    chargebee_events(world, "subscription_scheduled_pause_removed")  # 2026-11-25
+    world.sweep("2026-12-01T06:00")
+    assert renewal_reminders(world, "2026-12-15") == [("renewal-14d", "fired")]
