@@ -153,12 +153,14 @@ def event_item(event: dict) -> Item:
 # payment_intent.payment_failed (the decline is read through invoice.payment_failed's
 # payments), and payment_method.attached/.detached (which card is charged comes with
 # customer.updated, its default payment method). A delayed Checkout payment's outcome is
-# listed by a call of its own, and so are chargebacks and the disputes won back.
+# listed by a call of its own, and so is money given back otherwise than by a refund
+# (chargebacks, disputes won back, credit notes credited outside Stripe).
 PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
-DISPUTE_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn"]
+GIVEN_BACK_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn",
+                    "credit_note.created", "credit_note.voided"]
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
                                      "payment_method.attached", "payment_method.detached",
-                                     *PAID_LATER_TYPES, *DISPUTE_TYPES})
+                                     *PAID_LATER_TYPES, *GIVEN_BACK_TYPES})
 
 # stream -> (resource of StripeClient.v1, list params, wrapper)
 STREAMS = {
@@ -167,8 +169,8 @@ STREAMS = {
     "invoices": ("invoices", {"expand": ["data.customer"]}, invoice_item),
     "events": ("events", {"types": LISTED_TYPES}, event_item),
     "checkout payments": ("events", {"types": PAID_LATER_TYPES}, event_item),
-    "disputes": ("events", {"types": DISPUTE_TYPES}, event_item),
+    "money given back": ("events", {"types": GIVEN_BACK_TYPES}, event_item),
 }
 
 LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
-                changes=("events", "checkout payments", "disputes"), problem=problem, client=Client)
+                changes=("events", "checkout payments", "money given back"), problem=problem, client=Client)

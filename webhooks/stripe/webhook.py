@@ -186,6 +186,23 @@ def _dispute_money(dispute: dict, withdrawn: bool) -> int:
     return abs(sum(moves)) if moves else (dispute.get("amount") or 0)
 
 
+def normalize_credit_note(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """credit_note.created / .voided: of a paid invoice's credit note, only the part "credited
+    outside of Stripe" (`out_of_band_amount`, https://docs.stripe.com/api/credit_notes/create)
+    is money given back that no other event tells of: its refund part is a Refund
+    (charge.refunded), its credit part goes to the customer's balance, to pay their next
+    invoice. A voided credit note takes back what it gave, keyed by its own time as a dispute
+    won is."""
+    note = _object(payload)
+    outside = note.get("out_of_band_amount") or 0
+    if not outside:
+        return []
+    data = {"source_id": _id(note["id"]), "order_source_id": _id(note.get("invoice")),
+            "amount": -outside if payload["type"] == "credit_note.voided" else outside,
+            "currency": _currency(note)}
+    return [_event(ev.ORDER_REFUNDED, payload, _customer(payload), data)]
+
+
 def _refunded_now(payload: dict, latest_refund: dict) -> int | None:
     """What this refund gave back. The hub adds each order.refunded up, while the charge's
     `amount_refunded` is the running total: a second partial refund would count the first twice."""
@@ -388,6 +405,8 @@ TOPICS = {
     "charge.refunded": normalize_refund,
     "charge.dispute.funds_withdrawn": _dispute_event(withdrawn=True),
     "charge.dispute.funds_reinstated": _dispute_event(withdrawn=False),
+    "credit_note.created": normalize_credit_note,
+    "credit_note.voided": normalize_credit_note,
     "customer.subscription.created": normalize_subscription,
     "customer.subscription.updated": normalize_subscription,
     "customer.subscription.paused": normalize_subscription,
@@ -538,6 +557,7 @@ ENRICH = {topic: attach_customer for topic in (
     "invoice.upcoming",
     "customer.source.expiring", "payment_method.attached", "payment_method.updated",
     "payment_method.automatically_updated", "payment_method.detached",
+    "credit_note.created", "credit_note.voided",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice,
       "customer.subscription.updated": attach_change_invoice,

@@ -813,3 +813,31 @@ def test_a_dispute_whose_charge_stripe_cannot_find_still_names_its_payment():
     with FakeStripe(key="sk_test_123") as api:
         [event] = receive(enrich(event, STRIPE_API_BASE=api.url))
     assert (event.customer, event.data["order_source_id"]) == ({}, "pi_disputed")
+
+
+# --- credit notes ---------------------------------------------------------------------------
+
+def credit_note(**fields) -> dict:
+    """Stripe's published credit note, on a paid invoice, 16.90 credited outside of Stripe."""
+    return {**stripe_resource("credit_note"), "type": "post_payment", "out_of_band_amount": 1690,
+            "voided_at": None, **fields}
+
+
+def test_a_credit_note_credited_outside_stripe_gives_that_money_back():
+    [event] = receive(stripe_event("credit_note.created", credit_note(), created=EVENT_CREATED))
+    assert event.name == ev.ORDER_REFUNDED
+    assert event.data == {"source_id": "cn_1Pgc75B7WZ01zgkWJMPt5riP", "order_source_id": "in_1Pgc75B7WZ01zgkWYv4iMwt7",
+                          "amount": 1690, "currency": "USD"}
+    assert event.customer == {"source_id": "cus_QXg1o8vcGmoR32"}
+
+
+def test_a_voided_credit_note_takes_back_what_it_gave():
+    voided = credit_note(status="void", voided_at=EVENT_CREATED)
+    [event] = receive(stripe_event("credit_note.voided", voided, created=EVENT_CREATED))
+    assert event.data["amount"] == -1690
+
+
+def test_a_credit_note_refunded_through_stripe_or_to_the_balance_is_told_by_others():
+    """Its refund part is a Refund (charge.refunded); its credit part pays the next invoice."""
+    assert receive(stripe_event("credit_note.created", credit_note(out_of_band_amount=None),
+                                created=EVENT_CREATED)) == []

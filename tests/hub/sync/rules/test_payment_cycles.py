@@ -309,6 +309,23 @@ def test_a_partial_refund_and_a_chargeback_of_the_rest_take_the_whole_order_once
     assert world.subscriber("chris@gorails.com").lifetime_spend == 0
 
 
+def test_an_invoice_credited_outside_stripe_counts_less_until_the_credit_note_is_voided(world):
+    invoice = {"id": "in_credited", "object": "invoice", "customer": "cus_credited", "status": "paid",
+               "customer_email": "carla@example.com", "amount_paid": 4500, "currency": "usd"}
+    note = {**load_sample("shared:stripe/fixtures3.json")["resources"]["credit_note"], "invoice": "in_credited",
+            "customer": "cus_credited", "type": "post_payment", "total": 1500, "out_of_band_amount": 1500}
+
+    def receive(event_type, obj, created):
+        event = stripe_event(event_type, obj, event_id=f"evt_{event_type}", created=created)
+        for canonical in stripe_hook.TOPICS[event_type](event, Envelope(event_id=event["id"], topic=event_type)):
+            world.receive(canonical)
+        return world.subscriber("carla@example.com").lifetime_spend
+
+    assert receive("invoice.paid", invoice, 1_700_000_000) == 4500
+    assert receive("credit_note.created", note, 1_700_000_100) == 3000
+    assert receive("credit_note.voided", {**note, "status": "void"}, 1_700_000_200) == 4500
+
+
 def test_a_prepaid_recharge_order_is_one_order_placed_when_it_is_processed(world):
     queued = load_sample("recharge/order_created.json")["order"]
     queued.update(status="queued", processed_at=None, external_order_id={"ecommerce": None})
