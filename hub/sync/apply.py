@@ -498,9 +498,15 @@ def apply_renewal_upcoming(session, event, changes, people=None):
     d = event.data
     subscription = session.scalar(select(Subscription).where(
         Subscription.source == event.source, Subscription.source_id == str(d.get("subscription_source_id"))))
-    if subscription is not None and d.get("renewal_at"):
-        changes.set(subscription, "next_renewal_at", d["renewal_at"],
-                    f"subscription {subscription.plan or subscription.source_id}")
+    if subscription is None or not d.get("renewal_at"):
+        return
+    label = f"subscription {subscription.plan or subscription.source_id}"
+    if not _newer(event.occurred_at, subscription.source_updated_at):
+        # A notice sent before the subscription's latest change (a date moved since) says nothing new.
+        changes.stale = True
+        changes.notes.append(f"{label}: renewal notice older than the subscription held: ignored")
+        return
+    changes.set(subscription, "next_renewal_at", d["renewal_at"], label)
 
 
 def apply_card(session, event, changes, people=None):

@@ -226,6 +226,33 @@ def test_queued_and_upcoming_charges_announce_the_renewal(topic, name):
                           "amount": 4900, "currency": "USD"}
 
 
+def test_a_charge_already_made_at_checkout_announces_no_renewal():
+    """charge/created fires for a checkout's charge too, made at once (status success): its date
+    is today's, and the next renewal is the subscription's next_charge_scheduled_at."""
+    paid = copy.deepcopy(sample("charge_created"))
+    paid["charge"].update(status="success", processed_at="2022-03-09T15:02:11+00:00", scheduled_at="2022-03-09")
+    assert normalize("charge/created", paid) == []
+
+
+def test_a_renewal_notice_sent_before_the_date_moved_does_not_move_it_back(tmp_path):
+    from hub.db.engine import Storage
+    from hub.models import Base, Subscription
+
+    storage = Storage("sqlite:///" + str(tmp_path / "hub.db"))
+    Base.metadata.create_all(storage.engine)
+    moved = copy.deepcopy(sample("subscription"))
+    moved["subscription"].update(next_charge_scheduled_at="2022-04-23", updated_at="2022-04-02T10:00:00+00:00")
+    late_notice = copy.deepcopy(sample("charge_upcoming"))
+    late_notice["charge"].update(updated_at="2022-04-01T10:00:00+00:00")  # sent before the date moved
+    with storage.session() as session:
+        for topic, payload in (("subscription/updated", moved), ("charge/upcoming", late_notice)):
+            for event in normalize(topic, payload):
+                apply_event(session, event)
+        session.flush()
+        held = session.scalar(select(Subscription.next_renewal_at).where(Subscription.source_id == SUB_ID))
+    assert held.replace(tzinfo=timezone.utc) == at(2022, 4, 23, 4)
+
+
 def test_a_charge_merging_two_subscriptions_announces_each_renewal_with_its_own_price():
     payload = copy.deepcopy(sample("charge_upcoming"))
     coffee = payload["charge"]["line_items"][0]

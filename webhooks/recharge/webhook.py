@@ -359,6 +359,10 @@ def renewal_upcoming(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     one per subscription the charge bills (Recharge merges a customer's subscriptions due the same
     day into one charge, https://docs.getrecharge.com/docs/charges), each with its own line's price."""
     charge = _object(payload, "charge")
+    if str(charge.get("status") or "queued").lower() != "queued":
+        # A charge already made (a checkout's, status success) or given up is no renewal to come:
+        # its date is today's, not the next one.
+        return []
     currency, renewal_at = _currency(charge), charge_day(charge.get("scheduled_at"))
     lines = _subscription_lines(charge)
     if len(lines) < 2:
