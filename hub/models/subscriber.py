@@ -117,6 +117,10 @@ class Subscription(Base):
     current_period_start: Mapped[datetime | None]
     current_period_end: Mapped[datetime | None]
     next_renewal_at: Mapped[datetime | None]
+    # What the platform's notice of a renewal said it will charge, and the renewal it is for
+    # (a price phase or a discount ending make it differ from `amount`).
+    renewal_amount: Mapped[int | None] = mapped_column(BigInteger)
+    renewal_amount_at: Mapped[datetime | None]
     trial_end: Mapped[datetime | None]
     # When a paused subscription collects payment again, if the platform says.
     resumes_at: Mapped[datetime | None]

@@ -324,6 +324,8 @@ SUBSCRIPTION_FIELDS = ("status", "plan", "plan_id", "interval", "interval_count"
                        "quantity", "current_period_start", "current_period_end", "next_renewal_at",
                        "resumes_at", "trial_end", "cancel_at_period_end", "canceled_at", "usage_limit",
                        "charges_limit", "product_ids", "update_payment_url")
+# What a renewal charges follows from these; a change of any outdates a notice of its charge.
+_PRICE_FIELDS = ("plan_id", "amount", "currency", "quantity", "interval", "interval_count")
 # Fields whose absence in an event means "none", not "unknown".
 _CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at", "charges_limit")
 
@@ -359,9 +361,14 @@ def apply_subscription(session, event, changes, people=None):
         subscription.subscriber = subscriber
         if subscription.id is None:
             _activity(subscriber, event.occurred_at)
+    priced = [getattr(subscription, attr) for attr in _PRICE_FIELDS]
     for attr in SUBSCRIPTION_FIELDS:
         if attr in d and (d[attr] is not None or attr in _CLEARABLE):
             changes.set(subscription, attr, d[attr], label)
+    if subscription.renewal_amount is not None and priced != [getattr(subscription, a) for a in _PRICE_FIELDS]:
+        # A notice of the renewal's charge told of the old price: the price changed since.
+        changes.set(subscription, "renewal_amount", None, label)
+        changes.set(subscription, "renewal_amount_at", None, label)
     if subscription.started_at is None and subscription.status in LIVE_STATUSES:
         changes.set(subscription, "started_at", event.occurred_at, label)  # its first payment came
     subscription.source_updated_at = event.occurred_at
@@ -507,6 +514,10 @@ def apply_renewal_upcoming(session, event, changes, people=None):
         changes.notes.append(f"{label}: renewal notice older than the subscription held: ignored")
         return
     changes.set(subscription, "next_renewal_at", d["renewal_at"], label)
+    # What it will charge (a new price phase, a discount ending), in the subscription's currency.
+    if d.get("amount") is not None and d.get("currency") in (None, subscription.currency):
+        changes.set(subscription, "renewal_amount", d["amount"], label)
+        changes.set(subscription, "renewal_amount_at", d["renewal_at"], label)
 
 
 def apply_card(session, event, changes, people=None):

@@ -223,7 +223,7 @@ def attempt_sentences(d: Delivery) -> list[dict]:
 
 # Fields that hold integer minor units: shown as money with the entry's currency.
 MONEY_FIELDS = {"amount", "total", "refunded", "lifetime_spend", "price", "mrr", "lifetime_value",
-                "previous_amount", "proration_amount", "amount_due", "amount_paid"}
+                "previous_amount", "proration_amount", "amount_due", "amount_paid", "renewal_amount"}
 
 
 def show_value(value, field_name: str = "", currency: str | None = None) -> str:

@@ -33,7 +33,7 @@ def _reminder(sub: SubState, renewal_day: date, offset: int, p: RuleParams, stat
     kind = "shipment" if sub.source == "shopify" else "renewal"
     props = sub.properties()
     props.update(days_before=offset, renewal_date=renewal_day.isoformat(), kind=kind,
-                 renewal_at=props["next_renewal_at"])
+                 renewal_at=props["next_renewal_at"], amount=sub.next_charge)
     return Due(rule=rule(offset), occasion=occasion(renewal_day, sub), name="Renewal Reminder",
                properties=props,
                reason=why or f"{kind} on {renewal_day.isoformat()}, {offset} day{'s' if offset != 1 else ''} ahead",

@@ -63,6 +63,8 @@ class SubState:
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     next_renewal_at: datetime | None = None
+    renewal_amount: int | None = None
+    renewal_amount_at: datetime | None = None
     resumes_at: datetime | None = None
     trial_end: datetime | None = None
     cancel_at_period_end: bool = False
@@ -105,6 +107,14 @@ class SubState:
                 "plan_id": self.plan_id, "amount": self.amount, "currency": self.currency,
                 "interval": self.interval, "interval_count": self.interval_count,
                 "status": self.status, "next_renewal_at": iso(self.next_renewal_at)}
+
+    @property
+    def next_charge(self) -> int | None:
+        """What the next renewal will charge: the platform's notice of it, where one was for
+        this very renewal, else the price."""
+        if self.renewal_amount is not None and self.renewal_amount_at == self.next_renewal_at:
+            return self.renewal_amount
+        return self.amount
 
 
 @dataclass(frozen=True)

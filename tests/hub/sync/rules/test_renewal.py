@@ -179,3 +179,46 @@ def test_a_scheduled_pause_called_off_brings_the_reminders_back(world):
     chargebee_events(world, "subscription_scheduled_pause_removed")  # 2026-11-25
     world.sweep("2026-12-01T06:00")
     assert renewal_reminders(world, "2026-12-15") == [("renewal-14d", "fired")]
+
+
+# --- what the renewal will charge -------------------------------------------------------------
+
+def reminder_amounts(world) -> list[tuple[str, int]]:
+    from sqlalchemy import select
+
+    from hub.models import Trigger
+
+    with world.storage.session() as session:
+        return [(t.rule, t.properties["amount"]) for t in session.scalars(
+            select(Trigger).where(Trigger.name == "Renewal Reminder").order_by(Trigger.id))]
+
+
+def test_a_reminder_names_what_the_platform_said_the_renewal_will_charge(world):
+    """A price phase or a discount ending makes the renewal charge other than the price: Stripe's
+    invoice.upcoming (amount_due), Recharge's queued charge and Chargebee's reminder say what."""
+    from hub import events as ev
+    from tests.hub.sync.rules.conftest import monthly
+
+    world.emit(ev.SUBSCRIPTION_UPSERTED, "2026-01-01T10:00", monthly(renews="2026-03-01T10:00"))
+    world.emit(ev.RENEWAL_UPCOMING, "2026-02-08T10:00", {"subscription_source_id": "sub_1",
+                                                          "renewal_at": at("2026-03-01T10:00"),
+                                                          "amount": 3200, "currency": "USD"})
+    world.sweep("2026-02-15T06:00")   # 14 days before
+    assert reminder_amounts(world) == [("renewal-14d", 3200)]
+    # The price changes again after the notice: the notice's amount is outdated.
+    world.emit(ev.SUBSCRIPTION_UPSERTED, "2026-02-16T10:00", monthly(renews="2026-03-01T10:00", amount=2800))
+    world.sweep("2026-02-22T06:00")   # 7 days before
+    assert reminder_amounts(world) == [("renewal-14d", 3200), ("renewal-7d", 2800)]
+
+
+def test_a_notice_of_another_renewal_leaves_this_ones_price(world):
+    from hub import events as ev
+    from tests.hub.sync.rules.conftest import monthly
+
+    world.emit(ev.SUBSCRIPTION_UPSERTED, "2026-01-01T10:00", monthly(renews="2026-03-01T10:00"))
+    world.emit(ev.RENEWAL_UPCOMING, "2026-02-08T10:00", {"subscription_source_id": "sub_1",
+                                                          "renewal_at": at("2026-03-01T10:00"),
+                                                          "amount": 3200, "currency": "USD"})
+    world.emit(ev.SUBSCRIPTION_UPSERTED, "2026-02-09T10:00", monthly(renews="2026-03-08T10:00"))  # moved
+    world.sweep("2026-02-22T06:00")   # 14 days before the moved date
+    assert reminder_amounts(world) == [("renewal-14d", 2500)]
