@@ -57,6 +57,7 @@ class FakeChargebee(LoopbackServer):
     ROUTES = [
         ("GET", r"/api/v2/customers", "list_customers"),
         ("GET", r"/api/v2/subscriptions", "list_subscriptions"),
+        ("GET", r"/api/v2/subscriptions/(?P<id>[^/]+)/retrieve_with_scheduled_changes", "with_scheduled_changes"),
         ("GET", r"/api/v2/invoices", "list_invoices"),
         ("POST", r"/api/v2/portal_sessions", "create_portal_session"),
         ("POST", r"/api/v2/hosted_pages/manage_payment_sources", "manage_payment_sources"),
@@ -74,6 +75,8 @@ class FakeChargebee(LoopbackServer):
         self.customers: list[dict] = []
         self.subscriptions: list[dict] = []
         self.invoices: list[dict] = []
+        # subscription id -> the subscription as its scheduled changes make it (changes_scheduled_at set)
+        self.scheduled: dict[str, dict] = {}
         self.clock = time.time()  # the stand-in's "now"; a test moves it forward
         self.portal_sessions: list[dict] = []
         self.hosted_pages: list[dict] = []
@@ -103,6 +106,17 @@ class FakeChargebee(LoopbackServer):
 
     def list_subscriptions(self, call: Call):
         return self._listing(call, self.subscriptions, "subscription")
+
+    def with_scheduled_changes(self, call: Call):
+        """GET /api/v2/subscriptions/{id}/retrieve_with_scheduled_changes: "the subscription
+        resource with the scheduled change applied" ({"subscription": ...}). Chargebee's docs do
+        not say what it answers for one without scheduled changes; the stand-in answers it as it is."""
+        sub_id = call.params["id"]
+        current = next((e["subscription"] for e in self.subscriptions if e["subscription"]["id"] == sub_id), None)
+        if current is None:
+            return 404, {"message": f"Sorry, we couldn't find that resource ({sub_id}).",
+                         "type": "invalid_request", "api_error_code": "resource_not_found", "http_status_code": 404}
+        return 200, {"subscription": self.scheduled.get(sub_id, current)}
 
     def list_invoices(self, call: Call):
         return self._listing(call, [{"invoice": i} for i in self.invoices], "invoice")

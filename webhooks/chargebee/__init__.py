@@ -11,6 +11,7 @@ SOURCE = Source(
     verify=webhook.verify,
     describe=webhook.describe,
     topics=webhook.TOPICS,
+    enrich=billing.ENRICH,
     identified_by="the event's id and event_type",
     lister=backfill.LISTER,
     page_name="Chargebee",

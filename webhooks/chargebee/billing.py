@@ -1,5 +1,6 @@
 """Chargebee calls of the rule layer: the page behind a hub link, made at the click, and, in
-dunning mode `orchestrate`, collecting an unpaid invoice now.
+dunning mode `orchestrate`, collecting an unpaid invoice now; and of the worker: a subscription
+as its scheduled changes will make it (ENRICH).
 
 An update-payment link opens the `manage_payment_sources` hosted page
 (https://apidocs.chargebee.com/docs/api/hosted_pages); managing or cancelling a subscription
@@ -65,6 +66,28 @@ def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
         raise ChargebeeError(f"{path}: HTTP {answer.status_code} {error.get('message') or ''}".strip(),
                              answer.status_code, error.get("type"), error.get("message"))
     return answer.json()
+
+
+def attach_scheduled(payload: dict, settings) -> dict:
+    """ENRICH step: for a subscription with changes scheduled (`has_scheduled_changes`, a new
+    plan or price from its next term), the subscription as it will be, under "_scheduled"
+    (GET /api/v2/subscriptions/{id}/retrieve_with_scheduled_changes, "the subscription
+    resource with the scheduled change applied"). Unchanged without an API key or when
+    Chargebee fails: the event still applies as it is."""
+    subscription = (payload.get("content") or {}).get("subscription") or {}
+    if not (subscription.get("has_scheduled_changes") and subscription.get("id") and is_configured(settings)):
+        return payload
+    path = f"subscriptions/{quote(str(subscription['id']), safe='')}/retrieve_with_scheduled_changes"
+    try:
+        answer = requests.get(f"{base_url(settings)}/api/v2/{path}", timeout=TIMEOUT_S,
+                              auth=(settings.CHARGEBEE_API_KEY, ""))
+    except requests.RequestException:
+        return payload
+    scheduled = answer.json().get("subscription") if answer.status_code == 200 else None
+    return {**payload, "_scheduled": scheduled} if scheduled else payload
+
+
+ENRICH = dict.fromkeys(("subscription_changes_scheduled", "subscription_renewal_reminder"), attach_scheduled)
 
 
 def customer_page_url(settings, customer_id: str, purpose: str, subscription_id: str | None = None) -> str | None:

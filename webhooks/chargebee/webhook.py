@@ -381,10 +381,32 @@ def trial_ending(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
 
 
 def renewal_upcoming(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """subscription_renewal_reminder: the next renewal, and what it will charge: the current
+    items, or the scheduled ones where ENRICH fetched them (a change set for the term's end)."""
     sub = _required(payload, "subscription")
-    data = {"subscription_source_id": sub.get("id"), "renewal_at": utc(sub.get("next_billing_at")),
-            **money(recurring_amount(recurring_lines(sub)), sub.get("currency_code"))}
-    return _event(ev.RENEWAL_UPCOMING, payload, {}, data, sub.get("customer_id"))
+    return _event(ev.RENEWAL_UPCOMING, payload, {}, _renewal_charge(payload, sub), sub.get("customer_id"))
+
+
+def _renewal_charge(payload: dict, sub: dict) -> dict:
+    renewal = utc(sub.get("next_billing_at"))
+    scheduled = payload.get("_scheduled") or {}
+    changes_at = utc(scheduled.get("changes_scheduled_at"))
+    items = scheduled if scheduled and (changes_at is None or renewal is None or changes_at <= renewal) else sub
+    return {"subscription_source_id": sub.get("id"), "renewal_at": renewal,
+            **money(recurring_amount(recurring_lines(items)), items.get("currency_code"))}
+
+
+def changes_scheduled(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """subscription_changes_scheduled / subscription_scheduled_changes_removed: the subscription
+    as it is (a change set for the end of the term applies then, with subscription_renewed),
+    and what its next renewal will charge: as the changes make it, or, once they are removed,
+    the current items again."""
+    events = subscription_upserted(payload, envelope)
+    sub = _required(payload, "subscription")
+    if not sub.get("next_billing_at") or (sub.get("has_scheduled_changes") and not payload.get("_scheduled")):
+        return events  # no renewal, or changes the hub could not read: the price stands
+    # Dated as the subscription's own change, which it follows.
+    return events + _event(ev.RENEWAL_UPCOMING, payload, sub, _renewal_charge(payload, sub), sub.get("customer_id"))
 
 
 def _payment_event(name: str, status: str):
@@ -482,6 +504,8 @@ TOPICS = {
     "payment_refunded": refund,
     "dunning_updated": dunning_updated,
     "subscription_renewal_reminder": renewal_upcoming,
+    **dict.fromkeys(("subscription_changes_scheduled", "subscription_scheduled_changes_removed"),
+                    changes_scheduled),
     **dict.fromkeys(("card_expiry_reminder", "card_expired", "payment_source_expiring",
                      "payment_source_expired"), payment_method_expiring),
     **dict.fromkeys(("card_updated", "card_added", "payment_source_added", "payment_source_updated"),

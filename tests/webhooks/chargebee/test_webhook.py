@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -510,3 +511,47 @@ def test_a_planned_pause_or_resumption_moves_the_next_renewal(topic, status, ren
     assert event.name == ev.SUBSCRIPTION_UPSERTED
     assert event.data["status"] == status
     assert event.data.get("next_renewal_at") == (datetime.fromisoformat(renews) if renews else None)
+
+
+def scheduled_bigger_bag() -> dict:
+    """The subscription of the samples as its change scheduled for the term's end makes it:
+    three extra bags instead of two (retrieve_with_scheduled_changes)."""
+    sub = copy.deepcopy(load_sample("chargebee/subscription_changes_scheduled.json")["content"]["subscription"])
+    sub.update(addons=[{"id": "extra-bag", "quantity": 3, "unit_price": 900, "amount": 2700, "object": "addon"}],
+               changes_scheduled_at=sub["current_term_end"], has_scheduled_changes=False)
+    return sub
+
+
+def test_a_change_scheduled_for_the_terms_end_tells_what_the_renewal_will_charge():
+    payload = {**load_sample("chargebee/subscription_changes_scheduled.json"), "_scheduled": scheduled_bigger_bag()}
+    subscription, renewal = normalize("subscription_changes_scheduled", payload)
+    assert (subscription.name, subscription.data["amount"]) == (ev.SUBSCRIPTION_UPSERTED, 4700)  # as it is
+    assert renewal.name == ev.RENEWAL_UPCOMING
+    assert (renewal.data["amount"], renewal.data["renewal_at"]) == (5600, subscription.data["next_renewal_at"])
+
+
+def test_scheduled_changes_the_hub_could_not_read_leave_the_price_standing():
+    [subscription] = normalize("subscription_changes_scheduled")
+    assert subscription.name == ev.SUBSCRIPTION_UPSERTED
+
+
+def test_scheduled_changes_removed_bring_back_the_current_price_for_the_renewal():
+    subscription, renewal = normalize("subscription_scheduled_changes_removed")
+    assert renewal.data["amount"] == subscription.data["amount"] == 4700
+
+
+def test_the_scheduled_subscription_is_fetched_from_chargebee_when_changes_are_scheduled():
+    from standins.chargebee import FakeChargebee
+    from webhooks.chargebee import billing
+
+    payload = load_sample("chargebee/subscription_changes_scheduled.json")
+    current = payload["content"]["subscription"]
+    with FakeChargebee(api_key="cb_key") as cb:
+        cb.subscriptions.append({"subscription": current, "customer": payload["content"]["customer"]})
+        cb.scheduled[current["id"]] = scheduled_bigger_bag()
+        on = Settings.from_env(env={}, overrides={"CHARGEBEE_API_KEY": "cb_key", "CHARGEBEE_API_BASE": cb.url})
+        enriched = billing.ENRICH["subscription_changes_scheduled"](payload, on)
+        unchanged = billing.ENRICH["subscription_changes_scheduled"](
+            load_sample("chargebee/subscription_scheduled_changes_removed.json"), on)
+    assert enriched["_scheduled"]["addons"][0]["quantity"] == 3
+    assert "_scheduled" not in unchanged  # nothing scheduled: nothing asked

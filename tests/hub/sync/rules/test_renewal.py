@@ -222,3 +222,19 @@ def test_a_notice_of_another_renewal_leaves_this_ones_price(world):
     world.emit(ev.SUBSCRIPTION_UPSERTED, "2026-02-09T10:00", monthly(renews="2026-03-08T10:00"))  # moved
     world.sweep("2026-02-22T06:00")   # 14 days before the moved date
     assert reminder_amounts(world) == [("renewal-14d", 2500)]
+
+
+def test_a_chargebee_change_for_the_terms_end_is_what_the_reminders_name(world):
+    from tests.webhooks.chargebee.test_webhook import scheduled_bigger_bag
+    from webhooks.chargebee import webhook as chargebee
+    from webhooks.envelope import Envelope
+
+    chargebee_events(world, "subscription_renewed")  # renews on 2026-12-15 for 47.00
+    payload = {**load_sample("chargebee/subscription_changes_scheduled.json"), "_scheduled": scheduled_bigger_bag()}
+    for event in chargebee.TOPICS["subscription_changes_scheduled"](payload, Envelope(event_id="e", topic="t")):
+        world.receive(event)
+    world.sweep("2026-12-01T06:00")
+    assert reminder_amounts(world) == [("renewal-14d", 5600)]
+    chargebee_events(world, "subscription_scheduled_changes_removed")
+    world.sweep("2026-12-08T06:00")
+    assert reminder_amounts(world) == [("renewal-14d", 5600), ("renewal-7d", 4700)]
