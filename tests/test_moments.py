@@ -377,6 +377,19 @@ def test_stripe_cancel_at_period_end_gets_renew_now_aligned_to_the_end_with_a_hu
     assert fired(hub, "Renewal Reminder") == []  # it does not renew: no renewal reminders
 
 
+def test_a_stripe_cancellation_dated_to_the_period_end_gets_renew_now_as_cancel_at_period_end_does(client, hub):
+    """cancel_at=min_period_end (and the like) "resolve to timestamps immediately": the
+    subscription says cancel_at, with cancel_at_period_end false
+    (https://docs.stripe.com/changelog/basil/2025-07-30/cancel-at-enums)."""
+    ending = stripe_subscription(cancel_at_period_end=False, cancel_at=T0 + 31 * DAY)
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    stripe_send(client, hub, "customer.subscription.updated", ending, 2, T0 + DAY, {"cancel_at": None})
+    sweep_on(hub, 17, 24, 30)
+    assert [(r["days_before"], r["end_date"]) for r in fired(hub, "Renew Now")] == [
+        (14, "2026-04-01"), (7, "2026-04-01"), (1, "2026-04-01")]
+    assert fired(hub, "Renewal Reminder") == []
+
+
 def test_renew_now_stops_when_they_resume(client, hub):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(cancel_at_period_end=True), 1, T0)
     sweep_on(hub, 17)

@@ -673,8 +673,12 @@ def _subscription_data(sub: dict) -> dict:
                    key=lambda item: item["current_period_end"], default=first)
     period_start = sub.get("current_period_start") or renewing.get("current_period_start")
     period_end = sub.get("current_period_end") or renewing.get("current_period_end")
-    ends = (sub.get("cancel_at_period_end") or status in ("canceled", "expired", "paused", "incomplete")
-            or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
+    # Set to end with this period: cancel_at_period_end, or a cancel_at within the period
+    # (`cancel_at=min_period_end` and the like "resolve to timestamps immediately", leaving
+    # cancel_at_period_end false: https://docs.stripe.com/changelog/basil/2025-07-30/cancel-at-enums).
+    ending = bool(sub.get("cancel_at_period_end")
+                  or (sub.get("cancel_at") and period_end and sub["cancel_at"] <= period_end))
+    ends = ending or status in ("canceled", "expired", "paused", "incomplete")
     product_ids = [_id(_price(item)["product"]) for item in items if _price(item).get("product")]
     interval, interval_count, amount = _billing(items)
     next_renewal = None if ends else utc(period_end)
@@ -698,7 +702,7 @@ def _subscription_data(sub: dict) -> dict:
         "next_renewal_at": next_renewal,
         "resumes_at": utc(pause.get("resumes_at")),
         "trial_end": utc(sub.get("trial_end")),
-        "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
+        "cancel_at_period_end": ending,
         "canceled_at": utc(sub.get("canceled_at")),
         "product_ids": list(dict.fromkeys(product_ids)),
         **_cancellation(sub),
