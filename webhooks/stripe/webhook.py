@@ -452,14 +452,19 @@ def attach_charge(payload: dict, settings) -> dict:
     https://docs.stripe.com/api/charges/retrieve) and its customer, whose spend the dispute
     takes back. Unchanged without an API key or when Stripe fails."""
     charge_id = _id(_object(payload).get("charge"))
-    if not settings.STRIPE_API_KEY or not charge_id:
+    charge = _retrieved(settings, "charges", charge_id) if settings.STRIPE_API_KEY and charge_id else None
+    if charge is None:
         return payload
+    return _with_customer({**payload, "_charge": charge}, settings, _id(charge.get("customer")))
+
+
+def _retrieved(settings, resource: str, object_id: str) -> dict | None:
+    """One Stripe object as sent (to_dict() would make Decimals of decimal strings, which the
+    inbox cannot store); None when Stripe fails."""
     try:
-        charge = _client(settings).v1.charges.retrieve(charge_id)
+        return getattr(_client(settings).v1, resource).retrieve(object_id).last_response.data
     except stripe.StripeError:
-        return payload
-    payload = {**payload, "_charge": charge.last_response.data}
-    return _with_customer(payload, settings, _id(payload["_charge"].get("customer")))
+        return None
 
 
 def attach_payments(payload: dict, settings) -> dict:
@@ -501,13 +506,11 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
             or "items" not in (payload["data"].get("previous_attributes") or {})):
         return payload
-    try:
-        invoice = _client(settings).v1.invoices.retrieve(invoice_id)
-    except stripe.StripeError:
+    invoice = _retrieved(settings, "invoices", invoice_id)
+    if invoice is None:
         return payload
-    # The JSON as sent (to_dict() would make Decimals of the lines' decimal strings).
-    payload = {**payload, "_latest_invoice": invoice.last_response.data}
-    if proration_amount(payload["_latest_invoice"]) is None:
+    payload = {**payload, "_latest_invoice": invoice}
+    if proration_amount(invoice) is None:
         payload = _with_proration_items(payload, settings)
     return payload
 
