@@ -5,7 +5,8 @@ It speaks Stripe's shapes: form-encoded requests (`enabled_events[0]=…`), obje
 `id`/`object`, list objects (`{"object": "list", "data", "has_more", "url"}`) paged with
 `limit`/`starting_after`, Stripe's error document with 401 for a wrong key, and 429 past
 `rate_per_second` API requests in any second (Stripe's per-account limit), with no
-Retry-After. Routes are a table (ROUTES): add a (method, path regex, handler) entry and a handler per object.
+Retry-After, and a 400 for a webhook endpoint enabling an event type Stripe does not have.
+Routes are a table (ROUTES): add a (method, path regex, handler) entry and a handler per object.
 
     with FakeStripe(key="sk_test_ok") as stripe_api:
         settings.STRIPE_API_BASE = stripe_api.url
@@ -17,9 +18,16 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from typing import get_args
 from urllib.parse import parse_qsl
 
+from stripe.params import WebhookEndpointCreateParams
+
 from standins.loopback import Call, LoopbackServer, RollingLimit
+
+# The event types an endpoint may enable, as the stripe library lists them for its API
+# version (enabled_events of POST /v1/webhook_endpoints): Stripe refuses any other.
+EVENT_TYPES = frozenset(get_args(get_args(WebhookEndpointCreateParams.__annotations__["enabled_events"])[0]))
 
 
 def form(call: Call) -> dict:
@@ -126,6 +134,8 @@ class FakeStripe(LoopbackServer):
             missing = "url" if not body.get("url") else "enabled_events"
             return 400, {"error": {"type": "invalid_request_error", "param": missing,
                                    "message": f"Missing required param: {missing}."}}
+        if refused := _unknown_event_type(body["enabled_events"]):
+            return refused
         endpoint = {
             # Events for the endpoint are rendered in `api_version`; without it, in the account's
             # default version, and the object says null (https://stripe.com/docs/api/webhook_endpoints).
@@ -151,6 +161,8 @@ class FakeStripe(LoopbackServer):
         if unknown:
             return 400, {"error": {"type": "invalid_request_error", "param": unknown[0],
                                    "message": f"Received unknown parameter: {unknown[0]}"}}
+        if "enabled_events" in body and (refused := _unknown_event_type(body["enabled_events"])):
+            return refused
         for name in ("url", "enabled_events", "description"):
             if name in body:
                 endpoint[name] = body[name]
@@ -338,6 +350,16 @@ class Generated:
         except ValueError:
             return None
         return self.make(i) if 0 <= i < self.count else None
+
+
+def _unknown_event_type(enabled: list) -> tuple[int, dict] | None:
+    """Stripe's 400 for the first enabled event type it does not have (the wording is the
+    stand-in's), or None."""
+    for i, name in enumerate(enabled):
+        if name not in EVENT_TYPES:
+            return 400, {"error": {"type": "invalid_request_error", "param": f"enabled_events[{i}]",
+                                   "message": f"Invalid enabled_events[{i}]: {name!r} is not an event type"}}
+    return None
 
 
 def _one(call: Call, name: str) -> str | None:
