@@ -103,7 +103,9 @@ def test_hub_run_on_a_fresh_folder_takes_a_webhook_to_the_api(tmp_path):
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{base}/healthz")
+        # A first start makes the database and starts Redis and the web server: beside CI's
+        # busiest run (three test processes on two cores) it took longer than 30 s.
+        _wait_for(f"{base}/healthz", seconds=90)
         headers, body = signed("stripe", customer(7))
         request = urllib.request.Request(f"{base}/webhooks/stripe", data=body, headers=headers, method="POST")
         assert urllib.request.urlopen(request, timeout=5).status == 200
