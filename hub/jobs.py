@@ -13,7 +13,7 @@ from hub.errors import DrainerBusy
 from hub.ops import alerts, consent, dashboard, reconcile
 from hub.queues import SLOW_PUSH_QUEUE, queue_order
 from hub.sync import inference, outbox, retries, rules
-from hub.sync.inbox import drain_inbox
+from hub.sync.inbox import drain_inbox, reopen_waiting
 from hub.values import utc
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,12 @@ BACKSTOP_INTERVAL_S = 60
 
 
 def backstop_job() -> dict:
-    """Every minute: drain rows a lost enqueue left behind, push what is due, ask for a
-    push when each tool's next delivery falls due before the next backstop, and ask the
-    platforms for orchestrated retries that are due again (hub.sync.retries)."""
+    """Every minute: open again the webhooks whose platform did not answer once their wait is
+    over, drain rows a lost enqueue left behind, push what is due, ask for a push when each
+    tool's next delivery falls due before the next backstop, and ask the platforms for
+    orchestrated retries that are due again (hub.sync.retries)."""
     hub = current_hub()
+    reopen_waiting(hub.storage)
     counts = drain_inbox_job()
     request_pushes(hub)
     push_when_due(hub, datetime.now(timezone.utc))

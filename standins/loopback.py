@@ -224,7 +224,8 @@ class LoopbackServer:
                 fault.hold.wait(STALL_LIMIT_S)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        data = b"" if document is None else json.dumps(document).encode()
+        # Bytes go out as they are: a page a proxy or a maintenance screen answers instead of JSON.
+        data = b"" if document is None else document if isinstance(document, bytes) else json.dumps(document).encode()
         try:
             request.send_response(status)
             request.send_header("Content-Type", headers.pop("Content-Type", "application/json"))

@@ -36,6 +36,21 @@ def stripe_event(event_type: str, obj: dict, event_id: str = "evt_test_1", creat
             "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None}, "data": data}
 
 
+def stripe_chargeback(customer: str, created: int) -> tuple[dict, dict, dict]:
+    """A 45.00 USD Checkout purchase by `customer` (its checkout.session.completed event), its
+    charge `ch_disputed` as GET /v1/charges/:id shows it, and the chargeback's dispute, whose
+    funds were withdrawn (it names the charge only)."""
+    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
+               "mode": "payment", "subscription": None, "payment_intent": "pi_disputed",
+               "payment_status": "paid", "amount_total": 4500, "customer": customer}
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "id": "ch_disputed",
+              "payment_intent": "pi_disputed", "customer": customer, "amount_refunded": 0}
+    dispute = {**load_sample("shared:stripe/fixtures3.json")["resources"]["dispute"], "id": "dp_1",
+               "charge": "ch_disputed", "amount": 4500, "status": "needs_response",
+               "balance_transactions": [{"amount": -4500, "currency": "usd", "fee": 1500}]}
+    return stripe_event("checkout.session.completed", session, event_id="evt_paid", created=created), charge, dispute
+
+
 def sign_stripe(body: bytes, secret: str, timestamp: int | None = None) -> dict:
     """Headers Stripe would send for `body`."""
     t = int(time.time()) if timestamp is None else timestamp

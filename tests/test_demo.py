@@ -156,7 +156,8 @@ def test_a_small_demo_prints_a_login_that_works_and_where_to_find_each_kind_of_f
         assert "Welcome Step" in page.text  # a trigger the rules fired for them
 
         # A few real failures to work on, and where to find one of each.
-        replay = re.search(r"(\d+) events? failed \(e\.g\. #(\d+): [^)]*Internal error", _field(lines, "Replay:"))
+        replay = re.search(r"(\d+) events? failed \(e\.g\. #(\d+): [^)]*Invalid API key or access token",
+                           _field(lines, "Replay:"))
         assert replay and 1 <= int(replay.group(1)) <= 3, lines
         failed = http.get(f"{url}failed-events").text
         assert f'id="event-{replay.group(2)}"' in failed and "inventory_levels/update" in failed

@@ -361,12 +361,15 @@ def sweep_on(hub, *days: int) -> None:
 
 
 def test_stripe_cancel_at_period_end_gets_renew_now_aligned_to_the_end_with_a_hub_link(client, hub):
-    hub.settings.STRIPE_API_KEY, hub.settings.HUB_BASE_URL = "sk_test_renew", "https://hub.shop.example"
     ending = stripe_subscription(cancel_at_period_end=True, cancel_at=T0 + 31 * DAY,
                                  cancellation_details={"reason": "cancellation_requested", "feedback": None,
                                                        "comment": None})
-    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
-    stripe_send(client, hub, "customer.subscription.updated", ending, 2, T0 + DAY, {"cancel_at_period_end": False})
+    with FakeStripe(key="sk_test_renew") as api:  # the key makes Renew Now a hub link; its customer is read there
+        hub.settings.STRIPE_API_KEY, hub.settings.STRIPE_API_BASE = "sk_test_renew", api.url
+        hub.settings.HUB_BASE_URL = "https://hub.shop.example"
+        stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+        stripe_send(client, hub, "customer.subscription.updated", ending, 2, T0 + DAY,
+                    {"cancel_at_period_end": False})
     sweep_on(hub, 16, 17, 24, 29, 30)  # the period ends on day 31: 14, 7 and 1 days before
     renew = fired(hub, "Renew Now")
     assert [(r["days_before"], r["end_date"]) for r in renew] == [(14, "2026-04-01"), (7, "2026-04-01"),

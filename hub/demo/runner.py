@@ -57,7 +57,7 @@ try:  # an optional part: the stand-ins and what they need come with the [demo] 
     from standins.hubspot import FakeHubSpot
     from standins.klaviyo import FakeKlaviyo
     from standins.payloads import PLATFORMS
-    from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
+    from standins.shopify import FakeShopifyAdmin
 except ModuleNotFoundError as exc:
     MISSING: str | None = exc.name
 else:
@@ -339,10 +339,10 @@ class Demo:
             self._post_webhook(item) if kind == "webhook" else self._post_usage(item)
 
     def _incident(self, day: datetime) -> None:
-        """The stock of a few products changes while Shopify's Admin API throttles every query
-        (the hub cannot look up which product an inventory item is: those webhooks fail until
-        replayed); then ActiveCampaign refuses the key for a few contact syncs (those deliveries
-        give up until retried)."""
+        """The stock of a few products changes while Shopify's Admin API refuses the hub's access
+        token (the hub cannot look up which product an inventory item is: those webhooks fail
+        until replayed); then ActiveCampaign refuses the key for a few contact syncs (those
+        deliveries give up until retried)."""
         admin, shopify = self.standins["Shopify Admin API"], self.builders["shopify"]
         plans = store.PLANS[:INCIDENT_EVENTS]
         for plan in plans:  # what the Admin API answers once it answers again (a replay)
@@ -352,12 +352,14 @@ class Demo:
                 "variant": {"id": f"gid://shopify/ProductVariant/{variant}",
                             "product": {"id": f"gid://shopify/Product/{product}"}}}
         stock = [("webhook", shopify.inventory(plan, 0, day + timedelta(hours=9))) for plan in plans]
-        admin.errors = INTERNAL_ERROR
+        # Refused (401), not left unanswered: a lookup Shopify does not answer would wait and
+        # be tried again by the hub itself (hub.sync.inbox), leaving nothing to replay.
+        token, admin.token = admin.token, f"{admin.token}-rotated"
         try:
             self._post_items(stock)
             self._wait_inbox()
         finally:
-            admin.errors = None
+            admin.token = token
         self.standins["ActiveCampaign"].fail(403, times=INCIDENT_DELIVERIES, path="/contact/sync",
                                              message=REFUSED_KEY)
         self.struck = len(stock)

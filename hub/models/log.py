@@ -96,6 +96,9 @@ class InboxEvent(Base):
     outcome: Mapped[list] = mapped_column(default=list)
     # "webhook", "backfill", "reconciliation", "api"
     origin: Mapped[str] = mapped_column(String(20), default="webhook")
+    # A failed row whose platform did not answer: when the backstop opens it again by itself
+    # (hub.sync.inbox.reopen_waiting). None for a failure only a replay can mend.
+    retry_at: Mapped[datetime | None]
 
     @classmethod
     def is_open(cls):

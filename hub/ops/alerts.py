@@ -104,13 +104,23 @@ def error_rates(session: Session, settings, now: datetime) -> list[Alert]:
 
 
 def failed_events(session: Session, settings) -> list[Alert]:
-    count = session.scalar(select(func.count()).select_from(InboxEvent)
-                           .where(InboxEvent.is_open(), InboxEvent.status == FAILED)) or 0
+    """Failed inbound events piling up; those waiting for their platform to answer (which
+    the hub tries again by itself) are named apart, as they need no replay."""
+    count, waiting = session.execute(
+        select(func.count(), func.count(InboxEvent.retry_at))
+        .where(InboxEvent.is_open(), InboxEvent.status == FAILED)).one()
     if count < settings.HUB_ALERT_FAILED_EVENTS:
         return []
+    if waiting == count:
+        then = "They wait for their platform to answer: the hub tries them again by itself. See"
+    elif waiting:
+        then = (f"{waiting} of them wait for their platform to answer: the hub tries those again by itself. "
+                "Fix the cause of the others, then replay them:")
+    else:
+        then = "Fix the cause, then replay them:"
     return [Alert("failed_events", (
         f":warning: {count} inbound {_plural(count, 'event', 'events')} failed to process "
-        f"(alert at {settings.HUB_ALERT_FAILED_EVENTS}). Fix the cause, then replay them: "
+        f"(alert at {settings.HUB_ALERT_FAILED_EVENTS}). {then} "
         f"{settings.HUB_BASE_URL}/sync-log/failed-events"))]
 
 

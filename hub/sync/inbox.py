@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback as tb
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -24,6 +24,7 @@ from hub.db.dialect import insert_ignore, locks_claimed_rows
 from hub.db.inbox import KEY
 from hub.db.turns import DrainTurn
 from hub.db.unit import UnitOfWork
+from hub.errors import RetryLater
 from hub.events import SUBSCRIBER_ERASE
 from hub.models import FAILED, IGNORED, PENDING, PROCESSED, Checkpoint, InboxEvent, Subscriber
 from hub.sync import identity, outbox, rules
@@ -223,12 +224,9 @@ def process_batch(unit: UnitOfWork, rows: list[InboxEvent], settings,
         # than one in every flush along the way.
         outcomes = []
         with identity.batch(unit, mentions):
-            for row, (error, events) in prepared:
+            for row, (stop, events) in prepared:
                 fields = _started(row)
-                if error is not None:
-                    fields["status"], fields["error"] = error
-                else:
-                    fields.update(_apply(unit, row, events, settings, now))
+                fields.update(stop if stop is not None else _apply(unit, row, events, settings, now))
                 outcomes.append((row, fields))
         write_new(unit)
         write_changed(session, Subscriber)
@@ -263,7 +261,10 @@ def people_named(mentions) -> tuple[set[str], bool]:
 
 
 def _started(row: InboxEvent) -> dict:
-    return {"attempts": (row.attempts or 0) + 1, "processed_at": datetime.now(timezone.utc)}
+    fields = {"attempts": (row.attempts or 0) + 1, "processed_at": datetime.now(timezone.utc)}
+    if row.retry_at is not None:  # a waiting row replayed by staff before its time
+        fields["retry_at"] = None
+    return fields
 
 
 def _record(row: InboxEvent, fields: dict) -> None:
@@ -286,8 +287,9 @@ def _record_all(outcomes: list[tuple[InboxEvent, dict]]) -> list[dict]:
     return [{"id": row.id, **fields} for row, fields in outcomes]
 
 
-def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | None]:
-    """(None, events) for a row to apply, or ((status, error), None) for one that stops here.
+def _prepare(row: InboxEvent, settings) -> tuple[dict | None, list | None]:
+    """(None, events) for a row to apply, or (fields, None) for one that stops here: its
+    status and error, and `retry_at` when the platform's API did not answer (_waiting).
 
     Pure but for the source's enrichment call: nothing here touches the session, so a row
     whose payload is unreadable or unidentified, or that the normalizer rejects or crashes
@@ -296,24 +298,81 @@ def _prepare(row: InboxEvent, settings) -> tuple[tuple[str, str] | None, list | 
     try:
         payload = _payload(row)
     except ValueError as exc:
-        return (FAILED, str(exc)), None
+        return {"status": FAILED, "error": str(exc)}, None
     try:
         source = get_source(row.source)
         if row.topic == UNREADABLE or not row.topic:
-            return (FAILED, f"the {row.source} event names no id or type the hub can read "
-                            f"(it sends them in {source.identified_by})"), None
+            return {"status": FAILED, "error": f"the {row.source} event names no id or type the hub can read "
+                                               f"(it sends them in {source.identified_by})"}, None
         normalizer = source.topics.get(row.topic)
         if normalizer is None:
-            return (IGNORED, f"no handler for {row.source} topic {row.topic!r}"), None
+            return {"status": IGNORED, "error": f"no handler for {row.source} topic {row.topic!r}"}, None
         enrich = source.enrich.get(row.topic)
         if enrich is not None:
             payload = enrich(payload, settings)
         envelope = Envelope(event_id=row.event_id, topic=row.topic, shop=row.shop,
                             api_version=row.api_version, triggered_at=row.triggered_at)
         return None, normalizer(payload, envelope)
+    except RetryLater as exc:  # the platform's API did not answer what the event needs from it
+        return _waiting(row, exc), None
     except Exception as exc:  # the row records its failure; the batch goes on
         _failed(row, exc)
-        return (FAILED, row.error), None
+        return {"status": FAILED, "error": row.error}, None
+
+
+# A row whose platform did not answer waits a minute, then twice as long after each try up to
+# an hour, then an hour: about a day in MAX_WAITING_TRIES tries, longer than the platforms'
+# own outages usually last. After that it stays failed for staff to replay, so a platform that
+# never answers (a revoked key reads as an answer, a 401, and fails at once) is not asked forever.
+MAX_WAITING_TRIES = 30
+MAX_WAIT = timedelta(hours=1)
+
+
+def retry_wait(tries: int, asked_s: float = 0.0) -> timedelta:
+    """How long a row waits after its `tries`-th try found the platform not answering; at
+    least what the platform asked for (a 429's Retry-After)."""
+    return max(min(MAX_WAIT, timedelta(minutes=2 ** (max(tries, 1) - 1))), timedelta(seconds=asked_s))
+
+
+def _waiting(row: InboxEvent, exc: RetryLater, tried: bool = False) -> dict:
+    """The fields of a row whose call to its platform got no answer: failed, and opened again
+    by the backstop at `retry_at` (reopen_waiting), or for good after MAX_WAITING_TRIES.
+    `tried`: the row's attempts count this try already."""
+    tries = (row.attempts or 0) + (0 if tried else 1)
+    if tries >= MAX_WAITING_TRIES:
+        return {"status": FAILED, "retry_at": None,
+                "error": f"{exc} (tried {tries} times over about a day: replay it once {row.source} answers)"}
+    log.info("inbox row %s (%s %s) waits for %s: %s", row.id, row.source, row.topic, row.source, exc)
+    return {"status": FAILED, "error": str(exc),
+            "retry_at": datetime.now(timezone.utc) + retry_wait(tries, exc.retry_after)}
+
+
+def reopen_waiting(storage, now: datetime | None = None, limit: int = 1000) -> int:
+    """Open again the failed rows whose platform did not answer and whose wait is over: each
+    is pending once more, its try kept as an earlier attempt (as a replay keeps it) with
+    `next` "retry", so its page says the hub tried again by itself. How many."""
+    now = now or datetime.now(timezone.utc)
+    with storage.session() as session:
+        rows = list(session.scalars(select(InboxEvent).where(
+            InboxEvent.is_open(), InboxEvent.status == FAILED, InboxEvent.retry_at <= now)
+            .order_by(InboxEvent.id).limit(limit)))
+        for row in rows:
+            row.outcome = _earlier_attempts(row, then="retry")
+            row.status, row.error, row.traceback, row.retry_at = PENDING, None, None, None
+    if rows:
+        log.info("%d inbox rows whose platform did not answer are pending again", len(rows))
+    return len(rows)
+
+
+def _earlier_attempts(row: InboxEvent, then: str | None = None) -> list[dict]:
+    """The row's outcome with its latest attempt kept as an earlier one (its entries and its
+    own line), before it is processed again; `then` "retry" when the hub tries again by itself."""
+    outcome = row.outcome or []
+    number = 1 + sum(1 for entry in outcome if EARLIER in entry and "attempt" in entry)
+    attempt = {"at": row.processed_at.isoformat() if row.processed_at else None, "status": row.status,
+               "error": row.error, **({"next": then} if then else {})}
+    return [*(entry if EARLIER in entry else {**entry, EARLIER: number} for entry in outcome),
+            {EARLIER: number, "attempt": attempt}]
 
 
 def _failed(row: InboxEvent, exc: Exception) -> None:
@@ -338,23 +397,31 @@ def _apply(unit: UnitOfWork, row: InboxEvent, events: list, settings, now: datet
         outcome.append(entry)
         if changes.subscriber is not None:
             subscriber_id = changes.subscriber.id
+    # A row opened again by reopen_waiting keeps its earlier attempts (a fresh row has none:
+    # its outcome, which the drain does not load, is not read).
+    earlier = [entry for entry in row.outcome or [] if EARLIER in entry] if row.attempts else []
     return {"status": PROCESSED if events else IGNORED,
             "error": None if events else "nothing the hub tracks in this payload",
-            "traceback": None, "outcome": outcome, "subscriber_id": subscriber_id}
+            "traceback": None, "outcome": outcome + earlier, "subscriber_id": subscriber_id}
 
 
 def process_row(unit: UnitOfWork, row: InboxEvent, settings, now: datetime | None = None) -> None:
     """Normalize, apply and decide for one stored webhook in a savepoint of its own; the
     outcome (or the failure) is recorded on the row."""
-    _record(row, _started(row))
-    error, events = _prepare(row, settings)
-    if error is not None:
-        row.status, row.error = error
+    started = _started(row)
+    stop, events = _prepare(row, settings)
+    _record(row, started)
+    if stop is not None:
+        _record(row, stop)
         return
     savepoint = unit.session.begin_nested()
     try:
         fields = _apply(unit, row, events, settings, now, flush=True)
         savepoint.commit()
+    except RetryLater as exc:  # a rule's call to the platform got no answer (a stock lookup)
+        savepoint.rollback()
+        _record(row, _waiting(row, exc, tried=True))
+        return
     except Exception as exc:  # the row records any failure; the batch goes on
         savepoint.rollback()
         _failed(row, exc)
@@ -411,12 +478,7 @@ def replay(unit: UnitOfWork, row: InboxEvent, settings) -> list[dict]:
     What the earlier attempts did stays in the row's outcome (marked EARLIER); the new
     attempt's entries are returned (none when it failed; no `changed` when nothing moved).
     """
-    earlier = [entry for entry in row.outcome or [] if EARLIER in entry]
-    number = 1 + sum(1 for entry in earlier if "attempt" in entry)
-    earlier += [{**entry, EARLIER: number} for entry in row.outcome or [] if EARLIER not in entry]
-    earlier.append({EARLIER: number, "attempt": {
-        "at": row.processed_at.isoformat() if row.processed_at else None, "status": row.status,
-        "error": row.error}})
+    earlier = _earlier_attempts(row)
     row.status, row.error, row.outcome = PENDING, None, []
     process_row(unit, row, settings)
     latest = [entry for entry in row.outcome or [] if EARLIER not in entry]

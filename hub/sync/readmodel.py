@@ -21,7 +21,9 @@ EARLIER = "earlier_attempt"
 
 def attempts_of(row: InboxEvent) -> list[dict]:
     """Every processing attempt of a row, oldest first: {number, at, status, error, entries,
-    latest}; the latest is read from the row's own columns."""
+    latest, by_itself}; the latest is read from the row's own columns, with `retry_at` when
+    it waits for its platform. `by_itself`: the hub tried again on its own (the attempt before
+    got no answer from the platform), not a replay staff asked for."""
     attempts: dict[int, dict] = {}
     for entry in row.outcome or []:
         number = entry.get(EARLIER)
@@ -32,10 +34,13 @@ def attempts_of(row: InboxEvent) -> list[dict]:
             attempt.update(entry["attempt"])
         else:
             attempt["entries"].append(entry)
-    return [*(attempts[n] for n in sorted(attempts)), {
+    ordered = [*(attempts[n] for n in sorted(attempts)), {
         "number": len(attempts) + 1, "at": row.processed_at.isoformat() if row.processed_at else None,
-        "status": row.status, "error": row.error, "latest": True,
+        "status": row.status, "error": row.error, "latest": True, "retry_at": row.retry_at,
         "entries": [entry for entry in row.outcome or [] if EARLIER not in entry]}]
+    for before, attempt in zip(ordered, ordered[1:]):
+        attempt["by_itself"] = before.get("next") == "retry"
+    return ordered
 
 
 def recovered(origin: str | None, status: str | None, outcome) -> bool:

@@ -291,14 +291,19 @@ def entries_lines(entries: list[dict], currency: str | None) -> list[str]:
 
 def attempt_heading(attempt: dict, currency: str | None = None) -> str:
     """One processing attempt of an inbound event, e.g. `Attempt 1, 3 Dec 2026, 10:00 UTC:
-    failed — Throttled` or `Attempt 2, 5 Dec 2026, 09:00 UTC: replayed, no change`."""
+    failed — Throttled` or `Attempt 2, 5 Dec 2026, 09:00 UTC: replayed, no change`; an
+    attempt the hub made on its own says `tried again by itself`, and a row waiting for its
+    platform when it will."""
     status, error = attempt.get("status"), attempt.get("error")
     said = EVENT_WORDS.get(status, status or "")
     if status != PROCESSED and error:
         said += f" — {error}"
     if attempt["number"] > 1:
         no_change = status == PROCESSED and not entries_lines(attempt["entries"], currency)
-        said = "replayed, " + ("no change" if no_change else said)
+        how = "tried again by itself, " if attempt.get("by_itself") else "replayed, "
+        said = how + ("no change" if no_change else said)
+    if attempt.get("retry_at") and status == FAILED:
+        said += f"; tries again by itself at {when(attempt['retry_at'])}"
     return f"Attempt {attempt['number']}, {when(attempt.get('at'))}: {said}"
 
 

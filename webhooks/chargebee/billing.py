@@ -56,8 +56,18 @@ def retry_setup(settings) -> RetrySetup | None:
 
 
 def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
-    answer = requests.post(f"{base_url(settings)}/api/v2/{path}", data=form, timeout=TIMEOUT_S,
-                           auth=(settings.CHARGEBEE_API_KEY, ""), headers=headers)
+    return _answer(path, requests.post(f"{base_url(settings)}/api/v2/{path}", data=form, timeout=TIMEOUT_S,
+                                       auth=(settings.CHARGEBEE_API_KEY, ""), headers=headers))
+
+
+def _get(settings, path: str) -> dict:
+    return _answer(path, requests.get(f"{base_url(settings)}/api/v2/{path}", timeout=TIMEOUT_S,
+                                      auth=(settings.CHARGEBEE_API_KEY, "")))
+
+
+def _answer(path: str, answer: requests.Response) -> dict:
+    """The JSON object of a 200; ChargebeeError with Chargebee's own words otherwise, and for
+    a 200 that is not a JSON object (a proxy's page: status 502, as Chargebee's own trouble)."""
     if answer.status_code != 200:
         try:
             error = answer.json()
@@ -65,7 +75,13 @@ def _post(settings, path: str, form: dict, headers: dict | None = None) -> dict:
             error = {}
         raise ChargebeeError(f"{path}: HTTP {answer.status_code} {error.get('message') or ''}".strip(),
                              answer.status_code, error.get("type"), error.get("message"))
-    return answer.json()
+    try:
+        document = answer.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ChargebeeError(f"{path}: HTTP 200 with a body that is not a JSON object", 502)
+    return document
 
 
 def attach_scheduled(payload: dict, settings) -> dict:
@@ -73,17 +89,21 @@ def attach_scheduled(payload: dict, settings) -> dict:
     plan or price from its next term), the subscription as it will be, under "_scheduled"
     (GET /api/v2/subscriptions/{id}/retrieve_with_scheduled_changes, "the subscription
     resource with the scheduled change applied"). Unchanged without an API key or when
-    Chargebee fails: the event still applies as it is."""
+    Chargebee refuses: the event still applies as it is. No answer (unreachable, 408, 425,
+    429, 5xx) raises RetryLater: the webhook waits and tries again by itself (hub.sync.inbox)
+    rather than announce a renewal at the price it will no longer have."""
     subscription = (payload.get("content") or {}).get("subscription") or {}
     if not (subscription.get("has_scheduled_changes") and subscription.get("id") and is_configured(settings)):
         return payload
     path = f"subscriptions/{quote(str(subscription['id']), safe='')}/retrieve_with_scheduled_changes"
     try:
-        answer = requests.get(f"{base_url(settings)}/api/v2/{path}", timeout=TIMEOUT_S,
-                              auth=(settings.CHARGEBEE_API_KEY, ""))
-    except requests.RequestException:
+        scheduled = _get(settings, path).get("subscription")
+    except requests.RequestException as exc:
+        raise RetryLater(0, f"Chargebee did not answer {path}: {type(exc).__name__}") from exc
+    except ChargebeeError as exc:
+        if asks_again(exc.status):
+            raise RetryLater(0, f"Chargebee did not answer: {exc}") from exc
         return payload
-    scheduled = answer.json().get("subscription") if answer.status_code == 200 else None
     return {**payload, "_scheduled": scheduled} if scheduled else payload
 
 

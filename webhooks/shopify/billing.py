@@ -96,11 +96,17 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
 
 
 def inventory_item_products(settings, item_id: str) -> dict:
-    """{"product_id", "variant_id"} of an inventory item (numbers, as contracts store them)."""
+    """{"product_id", "variant_id"} of an inventory item (numbers, as contracts store them).
+    No answer raises RetryLater; a refusal (a revoked token, a missing scope) ShopifyAPIError."""
     if not shopify_api.is_configured(settings):
         return {}
     gid = item_id if str(item_id).startswith("gid://") else f"gid://shopify/InventoryItem/{item_id}"
-    item = shopify_api.shared_pacer(settings).execute(settings, "inventory", INVENTORY_ITEM,
-                                                      {"id": gid}).get("inventoryItem") or {}
+    try:
+        item = shopify_api.shared_pacer(settings).execute(settings, "inventory", INVENTORY_ITEM,
+                                                          {"id": gid}).get("inventoryItem") or {}
+    except shopify_api.ShopifyAPIError as exc:
+        if exc.transient:  # the webhook waits and tries again by itself (hub.sync.inbox)
+            raise RetryLater(0, f"Shopify did not answer the inventory item's query: {exc}") from exc
+        raise
     variant = item.get("variant") or {}
     return {"variant_id": _number(variant.get("id")), "product_id": _number((variant.get("product") or {}).get("id"))}

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from hub import events as ev
-from hub.errors import SignatureInvalid, SourceNotConfigured
+from hub.errors import RetryLater, SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
 from hub.values import Money, normalize_email, normalize_phone, readable_utc, utc
 from webhooks.envelope import Envelope, body_hash_id, header
@@ -561,6 +561,10 @@ def _with_contract(contract_id_of):
             return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
         except shopify_api.ContractNotReadable:
             return payload  # another app's contract: the ids, not a failed row (a retry reads no more)
+        except shopify_api.ShopifyAPIError as exc:
+            if exc.transient:  # the row waits and tries again by itself (hub.sync.inbox)
+                raise RetryLater(0, f"Shopify did not answer the contract's query: {exc}") from exc
+            raise
     return enrich
 
 

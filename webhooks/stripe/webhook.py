@@ -12,9 +12,18 @@ import time
 import stripe
 
 from hub import events as ev
-from hub.errors import SignatureInvalid, SourceNotConfigured
+from hub.errors import RetryLater, SignatureInvalid, SourceNotConfigured
 from hub.events import CanonicalEvent
-from hub.values import add_intervals, json_value, normalize_email, normalize_phone, per_month, readable_utc, utc
+from hub.values import (
+    add_intervals,
+    asks_again,
+    json_value,
+    normalize_email,
+    normalize_phone,
+    per_month,
+    readable_utc,
+    utc,
+)
 from webhooks.envelope import UNREADABLE, Envelope, body_hash_id, text_or_none
 from webhooks.envelope import header as find_header
 
@@ -433,7 +442,8 @@ TOPICS = {
 
 def attach_customer(payload: dict, settings) -> dict:
     """The payload with the customer under "_customer", fetched from Stripe; unchanged
-    without an API key or when Stripe fails (the event still applies by customer id)."""
+    without an API key or when Stripe refuses (the event still applies by customer id). No
+    answer raises RetryLater (_unless_unanswered), as for every call below."""
     return _with_customer(payload, settings, _customer_id(payload))
 
 
@@ -442,7 +452,8 @@ def _with_customer(payload: dict, settings, customer_id) -> dict:
         return payload
     try:
         customer = _client(settings).v1.customers.retrieve(customer_id)
-    except stripe.StripeError:
+    except stripe.StripeError as exc:
+        _unless_unanswered(exc, f"GET /v1/customers/{customer_id}")
         return payload
     return {**payload, "_customer": customer.to_dict()}
 
@@ -450,7 +461,7 @@ def _with_customer(payload: dict, settings, customer_id) -> dict:
 def attach_charge(payload: dict, settings) -> dict:
     """A dispute names its charge only: the charge under "_charge" (GET /v1/charges/:id,
     https://docs.stripe.com/api/charges/retrieve) and its customer, whose spend the dispute
-    takes back. Unchanged without an API key or when Stripe fails."""
+    takes back. Unchanged without an API key or when Stripe refuses."""
     charge_id = _id(_object(payload).get("charge"))
     charge = _retrieved(settings, "charges", charge_id) if settings.STRIPE_API_KEY and charge_id else None
     if charge is None:
@@ -463,7 +474,8 @@ def _retrieved(settings, resource: str, object_id: str) -> dict | None:
     inbox cannot store); None when Stripe fails."""
     try:
         return getattr(_client(settings).v1, resource).retrieve(object_id).last_response.data
-    except stripe.StripeError:
+    except stripe.StripeError as exc:
+        _unless_unanswered(exc, f"GET /v1/{resource}/{object_id}")
         return None
 
 
@@ -472,7 +484,7 @@ def attach_payments(payload: dict, settings) -> dict:
     expanded: since API 2025-03-31 an invoice no longer carries `payment_intent` or `charge`,
     and the decline (decline_code) is on the payment intent's last_payment_error. Listed with
     GET /v1/invoice_payments?invoice=… (https://docs.stripe.com/api/invoice-payment/list);
-    unchanged when the invoice carries its payment intent expanded, or Stripe fails."""
+    unchanged when the invoice carries its payment intent expanded, or Stripe refuses."""
     payload = attach_customer(payload, settings)
     invoice = _object(payload)
     if (not settings.STRIPE_API_KEY or not isinstance(invoice.get("id"), str)
@@ -500,7 +512,7 @@ def attach_change_invoice(payload: dict, settings) -> dict:
     latest invoice under "_latest_invoice" (a webhook names it by id; the invoice a change made
     holds Stripe's proration lines: GET /v1/invoices/:id,
     https://docs.stripe.com/api/invoices/retrieve); when that invoice is not the change's, the
-    prorations the change left pending (_with_proration_items). Unchanged when Stripe fails."""
+    prorations the change left pending (_with_proration_items). Unchanged when Stripe refuses."""
     payload = attach_customer(payload, settings)
     invoice_id = _object(payload).get("latest_invoice")
     if (not settings.STRIPE_API_KEY or not isinstance(invoice_id, str)
@@ -523,14 +535,15 @@ PRORATION_SPAN_S = 60
 def _with_proration_items(payload: dict, settings) -> dict:
     """The invoice items made with the change under "_proration_items": GET /v1/invoiceitems
     by customer and creation time (https://docs.stripe.com/api/invoiceitems/list), pending or
-    already on the next invoice. Unchanged when Stripe fails."""
+    already on the next invoice. Unchanged when Stripe refuses."""
     customer, created = _id(_object(payload).get("customer")), payload.get("created")
     if not isinstance(customer, str) or not isinstance(created, int):
         return payload
     try:
         listing = _client(settings).v1.invoice_items.list(params={
             "customer": customer, "limit": 100, "created": {"gte": created - PRORATION_SPAN_S, "lte": created}})
-    except stripe.StripeError:
+    except stripe.StripeError as exc:
+        _unless_unanswered(exc, "GET /v1/invoiceitems")
         return payload
     return {**payload, "_proration_items": listing.last_response.data["data"]}
 
@@ -538,11 +551,21 @@ def _with_proration_items(payload: dict, settings) -> dict:
 def _with_payments(payload: dict, settings, params: dict) -> dict:
     try:
         listing = _client(settings).v1.invoice_payments.list(params=params)
-    except stripe.StripeError:
+    except stripe.StripeError as exc:
+        _unless_unanswered(exc, "GET /v1/invoice_payments")
         return payload
     # The JSON as sent: to_dict() turns decimal strings (unit_amount_decimal) into Decimals,
     # which the inbox cannot store.
     return {**payload, "_payments": listing.last_response.data["data"]}
+
+
+def _unless_unanswered(exc: stripe.StripeError, call: str) -> None:
+    """RetryLater when Stripe did not answer `call` (no connection, 429, 5xx, after the SDK's
+    own tries): the webhook waits and tries again by itself (hub.sync.inbox), rather than
+    applying without what the call would have told. A refusal (a revoked key, an object
+    gone) returns: the event applies with what it carries."""
+    if isinstance(exc, stripe.APIConnectionError) or asks_again(exc.http_status):
+        raise RetryLater(0, f"Stripe did not answer {call}: {exc.user_message or type(exc).__name__}") from exc
 
 
 def _client(settings) -> stripe.StripeClient:

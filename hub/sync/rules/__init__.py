@@ -235,8 +235,9 @@ NOTICES = {ev.TRIAL_ENDING: ("trial",), ev.PAYMENT_METHOD_EXPIRING: ("card",)}
 def item_products(settings, source: str, item_id: str) -> dict:
     """Product and variant ids of an inventory item ({} when the source cannot tell).
 
-    A lookup that fails raises: the inbox row is marked failed and `hub replay --failed`
-    runs it again, rather than the stock rule silently finding nobody.
+    A lookup that fails raises, rather than the stock rule silently finding nobody: a platform
+    that did not answer (RetryLater) leaves the inbox row waiting to try again by itself, a
+    refusal marks it failed for `hub replay --failed`.
     """
     found = SOURCES.get(source)
     lookup = found.item_products if found is not None else None

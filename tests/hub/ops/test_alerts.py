@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import update
 
 from hub import jobs
 from hub.models import ConsentDrift, Delivery, DeliveryAttempt, InboxEvent, Payment, Subscriber, Subscription
@@ -79,7 +80,18 @@ def test_failed_events_piling_up_alert(hub, slack):
     assert run(hub) == []
     add_webhooks(hub, "shopify", [NOW - timedelta(minutes=30)], status="failed")
     assert run(hub) == ["failed_events"]
-    assert slack.messages[0].startswith(":warning: 10 inbound events failed to process (alert at 10).")
+    assert slack.messages[0].startswith(":warning: 10 inbound events failed to process (alert at 10). "
+                                        "Fix the cause, then replay them:")
+
+
+def test_failed_events_waiting_for_their_platform_are_said_to_need_no_replay(hub, slack):
+    add_webhooks(hub, "stripe", [NOW - timedelta(minutes=n) for n in range(10)], status="failed")
+    with hub.storage.session() as s:
+        s.execute(update(InboxEvent).where(InboxEvent.id <= 4).values(retry_at=NOW + timedelta(minutes=2)))
+    assert run(hub) == ["failed_events"]
+    assert slack.messages[0].startswith(
+        ":warning: 10 inbound events failed to process (alert at 10). 4 of them wait for their platform to "
+        "answer: the hub tries those again by itself. Fix the cause of the others, then replay them:")
 
 
 def test_a_platform_silent_for_longer_than_usual_alerts(hub, slack):

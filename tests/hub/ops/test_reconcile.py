@@ -18,7 +18,7 @@ from hub.sync.inbox import drain_inbox
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
 from tests.hub.web.conftest import add_staff, log_in
-from tests.samples import API_HEADERS, load_sample, post, stripe_event
+from tests.samples import API_HEADERS, load_sample, post, stripe_chargeback, stripe_event
 
 KEY = "sk_test_reconcile"
 
@@ -156,14 +156,7 @@ def test_a_chargeback_takes_its_money_off_spend_and_a_missed_dispute_won_brings_
     """charge.dispute.funds_withdrawn, then funds_reinstated when the merchant wins
     (https://docs.stripe.com/api/events/types): the charge's amount_refunded shows neither."""
     hour_ago = int(time.time()) - 3600
-    session = {**load_sample("shared:stripe/pay/checkout.session.completed.json")["object"],
-               "mode": "payment", "subscription": None, "payment_intent": "pi_disputed",
-               "payment_status": "paid", "amount_total": 4500, "customer": "cus_rec1"}
-    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "id": "ch_disputed",
-              "payment_intent": "pi_disputed", "customer": "cus_rec1", "amount_refunded": 0}
-    dispute = {**load_sample("shared:stripe/fixtures3.json")["resources"]["dispute"], "id": "dp_rec1",
-               "charge": "ch_disputed", "amount": 4500, "status": "needs_response",
-               "balance_transactions": [{"amount": -4500, "currency": "usd", "fee": 1500}]}
+    paid, charge, dispute = stripe_chargeback("cus_rec1", hour_ago)
     withdrawn = stripe_event("charge.dispute.funds_withdrawn", dispute, event_id="evt_withdrawn",
                              created=hour_ago + 60)
     won = {**dispute, "status": "won", "balance_transactions": [
@@ -177,8 +170,7 @@ def test_a_chargeback_takes_its_money_off_spend_and_a_missed_dispute_won_brings_
     with FakeStripe(key=KEY) as api:
         api.customers, api.charges["ch_disputed"] = [customer()], charge
         hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
-        assert post(client, "stripe", stripe_event("checkout.session.completed", session, event_id="evt_paid",
-                                                   created=hour_ago)).status_code == 200
+        assert post(client, "stripe", paid).status_code == 200
         drain_inbox(hub.storage, hub.settings)
         assert spend() == 4500
         assert post(client, "stripe", withdrawn).status_code == 200

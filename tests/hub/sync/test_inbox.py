@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from hub import jobs
 from hub.db.unit import UnitOfWork
 from hub.models import InboxEvent, Subscriber, Subscription
-from hub.sync.inbox import drain_inbox
-from tests.samples import API_HEADERS, load_sample, post, stripe_event
+from hub.sync.inbox import MAX_WAITING_TRIES, drain_inbox, reopen_waiting, retry_wait
+from standins.stripe import FakeStripe
+from tests.hub.web.conftest import add_staff, log_in
+from tests.samples import API_HEADERS, load_sample, post, stripe_chargeback, stripe_event
 
 
 def sub_obj():
@@ -353,3 +358,101 @@ def test_a_refund_of_an_order_paid_in_euros_takes_its_dollars_off_a_dollar_shops
     work(hub)
     spend = client.get("/api/subscribers/john@example.com", headers=API_HEADERS).get_json()["subscriber"]
     assert spend["lifetime_spend"]["amount"] == 0
+
+
+# --- a platform that does not answer what an event needs from it ---------------------------
+
+def waiting_chargeback(client, hub, api, attempts: int = 0) -> None:
+    """A chargeback's webhook drained while Stripe does not answer for its charge (after
+    `attempts` earlier tries)."""
+    api.fail(503, path="/v1/charges/")
+    hub.settings = replace(hub.settings, STRIPE_API_KEY="sk_test_wait", STRIPE_API_BASE=api.url)
+    _, _, dispute = stripe_chargeback("cus_wait", int(time.time()) - 3600)
+    post(client, "stripe", stripe_event("charge.dispute.funds_withdrawn", dispute, event_id="evt_chargeback"))
+    with hub.storage.session() as s:
+        s.execute(update(InboxEvent).values(attempts=attempts))
+    drain_inbox(hub.storage, hub.settings)
+
+
+def test_a_chargeback_stripe_cannot_show_waits_and_counts_by_itself_once_stripe_answers(app, client, hub):
+    paid, charge, dispute = stripe_chargeback("cus_wait", int(time.time()) - 3600)
+    chargeback = stripe_event("charge.dispute.funds_withdrawn", dispute, event_id="evt_chargeback")
+    customer = {"id": "cus_wait", "object": "customer", "email": "wanda@example.com", "name": "Wanda Wait",
+                "created": 1_700_000_000, "phone": None}
+
+    def spend() -> int:
+        with hub.storage.session() as s:
+            return s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.stripe_customer_id == "cus_wait"))
+
+    def chargeback_row() -> InboxEvent:
+        with hub.storage.session() as s:
+            return s.scalar(select(InboxEvent).where(InboxEvent.event_id == "evt_chargeback"))
+
+    with FakeStripe(key="sk_test_wait") as api:
+        api.customers, api.charges["ch_disputed"] = [customer], charge
+        hub.settings = replace(hub.settings, STRIPE_API_KEY="sk_test_wait", STRIPE_API_BASE=api.url)
+        post(client, "stripe", paid)
+        drain_inbox(hub.storage, hub.settings)
+        assert spend() == 4500
+
+        outage = api.fail(503, path="/v1/charges/", message="Stripe is having trouble")
+        post(client, "stripe", chargeback)
+        drain_inbox(hub.storage, hub.settings)
+        waiting = chargeback_row()
+        assert spend() == 4500  # not applied without the charge, which names whose money it was
+        assert waiting.status == "failed"
+        assert waiting.error.startswith("Stripe did not answer GET /v1/charges/ch_disputed")
+        assert timedelta(seconds=50) < waiting.retry_at - waiting.processed_at <= timedelta(minutes=1)
+
+        add_staff(hub, "sam@shop.test")
+        staff = app.test_client()
+        log_in(staff, "sam@shop.test")
+        listing = staff.get("/sync-log/failed-events").get_data(as_text=True)
+        assert "Stripe did not answer" in listing and "by itself, " in listing
+        assert "The hub tries again by itself at" in staff.get(f"/sync-log/events/{waiting.id}").get_data(as_text=True)
+
+        assert jobs.backstop_job() is not None and chargeback_row().status == "failed"  # its minute is not over
+        api.heal()
+        assert outage.seen >= 1
+        with hub.storage.session() as s:  # the minute passes
+            s.execute(update(InboxEvent).where(InboxEvent.id == waiting.id).values(
+                retry_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        jobs.backstop_job()
+
+    done = chargeback_row()
+    assert spend() == 0
+    assert (done.status, done.error, done.retry_at, done.attempts) == ("processed", None, None, 2)
+    page = staff.get(f"/sync-log/events/{done.id}").get_data(as_text=True)
+    assert "Attempt 1," in page and "failed — Stripe did not answer GET /v1/charges/ch_disputed" in page
+    assert "Attempt 2," in page and "tried again by itself, processed" in page
+
+
+def test_a_waiting_event_is_opened_again_only_once_its_wait_is_over(client, hub):
+    with FakeStripe(key="sk_test_wait") as api:
+        waiting_chargeback(client, hub, api)
+        with hub.storage.session() as s:
+            retry_at = s.scalar(select(InboxEvent.retry_at))
+        assert reopen_waiting(hub.storage, now=retry_at - timedelta(seconds=1)) == 0
+        assert reopen_waiting(hub.storage, now=retry_at) == 1
+        drain_inbox(hub.storage, hub.settings)  # Stripe still does not answer: a longer wait
+        with hub.storage.session() as s:
+            row = s.scalar(select(InboxEvent))
+        assert row.status == "failed" and row.attempts == 2
+        assert abs(row.retry_at - row.processed_at - timedelta(minutes=2)) < timedelta(seconds=1)
+
+
+def test_the_waits_double_up_to_an_hour_and_end_after_about_a_day():
+    assert [retry_wait(n) for n in (1, 2, 3, 6, 7, 20)] == [timedelta(minutes=m) for m in (1, 2, 4, 32, 60, 60)]
+    assert retry_wait(1, asked_s=300) == timedelta(minutes=5)  # a 429 that asks for longer
+    assert timedelta(hours=20) < sum((retry_wait(n) for n in range(1, MAX_WAITING_TRIES)), timedelta()) \
+        < timedelta(hours=30)
+
+
+def test_after_its_last_try_a_waiting_event_stays_failed_for_staff_to_replay(client, hub):
+    with FakeStripe(key="sk_test_wait") as api:
+        waiting_chargeback(client, hub, api, attempts=MAX_WAITING_TRIES - 1)
+    with hub.storage.session() as s:
+        row = s.scalar(select(InboxEvent))
+    assert row.status == "failed" and row.retry_at is None
+    assert f"tried {MAX_WAITING_TRIES} times over about a day: replay it once stripe answers" in row.error
+    assert reopen_waiting(hub.storage, now=datetime.now(timezone.utc) + timedelta(days=2)) == 0

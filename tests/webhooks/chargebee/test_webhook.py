@@ -12,9 +12,11 @@ from werkzeug.datastructures import Headers
 
 from hub import events as ev
 from hub.config import Settings
-from hub.errors import MalformedPayload, SignatureInvalid
+from hub.errors import MalformedPayload, RetryLater, SignatureInvalid
+from standins.chargebee import FakeChargebee
 from tests.samples import OURS, chargebee_auth, load_sample
 from webhooks import body_hash_id, get_source
+from webhooks.chargebee import billing
 from webhooks.chargebee import webhook as chargebee
 
 SUB_ID = "16BjnUSUXm71P3Xq"
@@ -541,9 +543,6 @@ def test_scheduled_changes_removed_bring_back_the_current_price_for_the_renewal(
 
 
 def test_the_scheduled_subscription_is_fetched_from_chargebee_when_changes_are_scheduled():
-    from standins.chargebee import FakeChargebee
-    from webhooks.chargebee import billing
-
     payload = load_sample("chargebee/subscription_changes_scheduled.json")
     current = payload["content"]["subscription"]
     with FakeChargebee(api_key="cb_key") as cb:
@@ -555,3 +554,25 @@ def test_the_scheduled_subscription_is_fetched_from_chargebee_when_changes_are_s
             load_sample("chargebee/subscription_scheduled_changes_removed.json"), on)
     assert enriched["_scheduled"]["addons"][0]["quantity"] == 3
     assert "_scheduled" not in unchanged  # nothing scheduled: nothing asked
+
+
+@pytest.mark.parametrize("status, waits", [(503, True), (429, True), (404, False), (401, False)])
+def test_a_scheduled_change_chargebee_does_not_answer_waits_and_one_it_refuses_applies_as_it_is(status, waits):
+    payload = load_sample("chargebee/subscription_changes_scheduled.json")
+    with FakeChargebee(api_key="cb_key") as cb:
+        cb.fail(status, path="/retrieve_with_scheduled_changes")
+        on = Settings.from_env(env={}, overrides={"CHARGEBEE_API_KEY": "cb_key", "CHARGEBEE_API_BASE": cb.url})
+        if waits:
+            with pytest.raises(RetryLater, match=f"Chargebee did not answer: subscriptions/.*: HTTP {status}"):
+                billing.ENRICH["subscription_changes_scheduled"](payload, on)
+        else:
+            assert billing.ENRICH["subscription_changes_scheduled"](payload, on) == payload
+
+
+def test_a_scheduled_change_answered_with_a_page_that_is_not_json_waits():
+    payload = load_sample("chargebee/subscription_changes_scheduled.json")
+    with FakeChargebee(api_key="cb_key") as cb:
+        cb.fail(200, path="/retrieve_with_scheduled_changes", body=b"<html>Down for maintenance</html>")
+        on = Settings.from_env(env={}, overrides={"CHARGEBEE_API_KEY": "cb_key", "CHARGEBEE_API_BASE": cb.url})
+        with pytest.raises(RetryLater, match="HTTP 200 with a body that is not a JSON object"):
+            billing.ENRICH["subscription_changes_scheduled"](payload, on)

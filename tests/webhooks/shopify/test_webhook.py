@@ -11,7 +11,7 @@ from werkzeug.datastructures import Headers
 
 from hub import events as ev
 from hub.config import Settings
-from hub.errors import SignatureInvalid
+from hub.errors import RetryLater, SignatureInvalid
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, SAMPLE_CONTRACT, load_sample, sign_shopify
@@ -533,11 +533,19 @@ def test_enrich_without_shopify_credentials_leaves_the_payload(admin):
     assert admin.requests == []
 
 
-def test_graphql_errors_raise_with_shopifys_message(admin, settings):
+def test_shopifys_own_error_asks_to_try_again_later_with_its_message(admin, settings):
     admin.errors = INTERNAL_ERROR
-    with pytest.raises(ShopifyAPIError, match=r"Internal error\. Looks like something went wrong on our end\.\n"
-                                              r"Request ID: .* \(INTERNAL_SERVER_ERROR\)"):
+    with pytest.raises(RetryLater, match=r"Shopify did not answer the contract's query: Internal error\. "
+                                         r"Looks like something went wrong on our end\.\n"
+                                         r"Request ID: .* \(INTERNAL_SERVER_ERROR\)"):
         shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
+
+
+def test_a_refused_token_fails_the_contract_query_with_shopifys_words(admin, settings):
+    settings.SHOPIFY_ACCESS_TOKEN = "shpat_revoked"
+    with pytest.raises(ShopifyAPIError, match="Invalid API key or access token") as refused:
+        shopify.ENRICH["subscription_contracts/update"](sample("subscription_contracts_update"), settings)
+    assert not isinstance(refused.value, RetryLater) and refused.value.status == 401
 
 
 def test_a_contract_shopify_will_not_show_leaves_the_ids(admin, settings):

@@ -7,12 +7,13 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+import requests
 import responses
 from werkzeug.datastructures import Headers
 
 from hub import events as ev
 from hub.config import Settings
-from hub.errors import SignatureInvalid
+from hub.errors import RetryLater, SignatureInvalid
 from standins.stripe import FakeStripe
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
@@ -629,6 +630,7 @@ def test_enrichment_goes_to_stripe_when_no_api_base_is_set():
     event = pay_event("invoice.payment_failed")
     with responses.RequestsMock() as api:
         api.get("https://api.stripe.com/v1/customers/cus_1234", json=CUSTOMER)
+        api.get("https://api.stripe.com/v1/invoice_payments", json={"object": "list", "data": [], "has_more": False})
         enriched = enrich(event)
     [failed] = receive(enriched)
     assert failed.customer["email"] == "ada@example.org"  # fresher than the invoice's copy
@@ -654,6 +656,20 @@ def test_when_stripe_refuses_the_event_still_applies_by_customer_id(status, erro
     assert enriched == event
     [upserted] = receive(enriched)
     assert upserted.customer == {"source_id": "cus_00000000000000"}
+
+
+@pytest.mark.parametrize("answer", [
+    {"status": 503, "json": {"error": {"type": "api_error", "message": "Stripe is having trouble"}}},
+    {"status": 429, "json": {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                                       "message": "Too many requests hit the API too quickly."}}},
+    {"body": requests.ConnectionError("connection reset")},
+])
+def test_when_stripe_does_not_answer_the_event_waits_to_try_again(answer):
+    event = pay_event("subscription.updated")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
+        api.get("https://stripe.test/v1/customers/cus_00000000000000", **answer)
+        with pytest.raises(RetryLater, match=r"Stripe did not answer GET /v1/customers/cus_00000000000000"):
+            enrich(event, STRIPE_API_BASE="https://stripe.test")
 
 
 # --- why a payment failed: since API 2025-03-31, on the invoice's payment -------------------
