@@ -211,7 +211,8 @@ def process_batch(unit: UnitOfWork, rows: list[InboxEvent], settings,
 
     session = unit.session
     dirty, planned = set(unit.dirty), set(unit.planned)
-    prepared = [(row, _prepare(row, settings)) for row in rows]
+    unanswered: dict[str, RetryLater] = {}
+    prepared = [(row, _prepare(row, settings, unanswered)) for row in rows]
     mentions = [(e.source, e.customer, e.name in CREATES) for _, (_, events) in prepared
                 for e in events or ()]
     if turn is not None:  # PostgreSQL: wait for other drainers' batches about these people
@@ -287,9 +288,14 @@ def _record_all(outcomes: list[tuple[InboxEvent, dict]]) -> list[dict]:
     return [{"id": row.id, **fields} for row, fields in outcomes]
 
 
-def _prepare(row: InboxEvent, settings) -> tuple[dict | None, list | None]:
+def _prepare(row: InboxEvent, settings, unanswered: dict | None = None) -> tuple[dict | None, list | None]:
     """(None, events) for a row to apply, or (fields, None) for one that stops here: its
     status and error, and `retry_at` when the platform's API did not answer (_waiting).
+
+    `unanswered` (source → the RetryLater of its first call that got no answer) spans a
+    batch: once a platform did not answer, the batch's other rows that would call it wait
+    without calling. A platform that times out would otherwise hold the drain for every
+    such row, and every other platform's webhooks behind them.
 
     Pure but for the source's enrichment call: nothing here touches the session, so a row
     whose payload is unreadable or unidentified, or that the normalizer rejects or crashes
@@ -309,11 +315,17 @@ def _prepare(row: InboxEvent, settings) -> tuple[dict | None, list | None]:
             return {"status": IGNORED, "error": f"no handler for {row.source} topic {row.topic!r}"}, None
         enrich = source.enrich.get(row.topic)
         if enrich is not None:
+            first = (unanswered or {}).get(row.source)
+            if first is not None:
+                return _waiting(row, RetryLater(first.retry_after, f"not asked while {row.source} does not "
+                                                                   f"answer: {first}")), None
             payload = enrich(payload, settings)
         envelope = Envelope(event_id=row.event_id, topic=row.topic, shop=row.shop,
                             api_version=row.api_version, triggered_at=row.triggered_at)
         return None, normalizer(payload, envelope)
     except RetryLater as exc:  # the platform's API did not answer what the event needs from it
+        if unanswered is not None:
+            unanswered.setdefault(row.source, exc)
         return _waiting(row, exc), None
     except Exception as exc:  # the row records its failure; the batch goes on
         _failed(row, exc)

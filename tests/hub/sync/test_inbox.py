@@ -456,3 +456,23 @@ def test_after_its_last_try_a_waiting_event_stays_failed_for_staff_to_replay(cli
     assert row.status == "failed" and row.retry_at is None
     assert f"tried {MAX_WAITING_TRIES} times over about a day: replay it once stripe answers" in row.error
     assert reopen_waiting(hub.storage, now=datetime.now(timezone.utc) + timedelta(days=2)) == 0
+
+
+def test_once_stripe_did_not_answer_the_batchs_other_stripe_events_wait_without_asking(client, hub):
+    _, charge, dispute = stripe_chargeback("cus_wait", int(time.time()) - 3600)
+    with FakeStripe(key="sk_test_wait") as api:
+        api.fail(503, path="/v1/charges/")
+        hub.settings = replace(hub.settings, STRIPE_API_KEY="sk_test_wait", STRIPE_API_BASE=api.url)
+        for n in range(3):
+            post(client, "stripe", stripe_event("charge.dispute.funds_withdrawn", {**dispute, "id": f"dp_{n}"},
+                                                event_id=f"evt_chargeback{n}"))
+        post(client, "stripe", customer_event())  # needs no call: applied
+        drain_inbox(hub.storage, hub.settings)
+        asked = {call.path for call in api.calls}
+    with hub.storage.session() as s:
+        rows = {r.event_id: r for r in s.scalars(select(InboxEvent))}
+    assert asked == {"/v1/charges/ch_disputed"}  # the first chargeback's call, with the SDK's own tries
+    assert [rows[f"evt_chargeback{n}"].status for n in range(3)] == ["failed"] * 3
+    assert all(rows[f"evt_chargeback{n}"].retry_at for n in range(3))
+    assert rows["evt_chargeback1"].error.startswith("not asked while stripe does not answer: Stripe did not answer")
+    assert rows["evt_cus"].status == "processed"
