@@ -5,8 +5,9 @@ import re
 from datetime import datetime, timezone
 
 import redis as redis_lib
+from sqlalchemy import update
 
-from hub.models import ProfileDue, Subscriber
+from hub.models import InboxEvent, ProfileDue, Subscriber
 from tests.hub.web.test_webhooks import subscription_event
 from tests.samples import post
 
@@ -25,7 +26,8 @@ def test_each_scrape_counts_what_the_database_holds_then(client, hub):
     page = first.get_data(as_text=True)
     for name, kind in (("hub_inbox_open_events", "gauge"), ("hub_deliveries", "gauge"),
                        ("hub_deliveries_interrupted_total", "counter"), ("hub_subscribers", "gauge"),
-                       ("hub_queue_depth", "gauge"), ("hub_profiles_owed", "gauge")):
+                       ("hub_queue_depth", "gauge"), ("hub_profiles_owed", "gauge"),
+                       ("hub_inbox_waiting_events", "gauge")):
         assert f"# TYPE {name} {kind}\n" in page and f"# HELP {name} " in page
     assert sample(page, "hub_inbox_open_events", source="stripe", status="pending") is None
     assert sample(page, "hub_queue_depth", queue="inbox") == 0
@@ -57,3 +59,15 @@ def test_profiles_owed_to_a_slower_tool_are_counted_per_tool(client, hub):
     page = client.get("/metrics").get_data(as_text=True)
     assert sample(page, "hub_profiles_owed", connector="hubspot") == 3
     assert sample(page, "hub_profiles_owed", connector="activecampaign") == 1
+
+
+def test_events_waiting_for_their_platform_are_counted_apart_from_other_failures(client, hub):
+    for n in range(3):
+        assert post(client, "stripe", subscription_event(f"evt_w{n}")).status_code == 200
+    with hub.storage.session() as s:
+        s.execute(update(InboxEvent).values(status="failed"))
+        s.execute(update(InboxEvent).where(InboxEvent.event_id != "evt_w0")
+                  .values(retry_at=datetime.now(timezone.utc)))
+    page = client.get("/metrics").get_data(as_text=True)
+    assert sample(page, "hub_inbox_open_events", source="stripe", status="failed") == 3
+    assert sample(page, "hub_inbox_waiting_events", source="stripe") == 2
