@@ -52,7 +52,7 @@ _SUBSCRIPTION_KEYS = ("source_id", "status", "plan", "plan_id", "interval", "int
                       "current_period_end", "next_renewal_at", "resumes_at", "trial_end",
                       "cancel_at_period_end", "canceled_at", "usage_limit", "charges_limit", "product_ids",
                       "update_payment_url", "cancellation_reason", "cancellation_comment",
-                      "churn_type", "proration_amount", "renewal_skipped",
+                      "churn_type", "proration_amount", "renewal_skipped", "skipped_renewal_at",
                       "started_at")  # None: it ended without ever being live (never paid)
 _ORDER_KEYS = ("source_id", "number", "total", "currency", "financial_status",
                "is_subscription", "placed_at", "line_items", "subscription_source_id")

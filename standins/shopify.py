@@ -62,6 +62,27 @@ def contract_node(gid: str, **overrides) -> dict:
     return node
 
 
+def _iso_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _step(moment: datetime, interval: str, count: int) -> datetime:
+    """`moment` moved by `count` billing intervals (DAY, WEEK, MONTH, YEAR; negative goes back)."""
+    if interval in ("DAY", "WEEK"):
+        return moment + timedelta(days=count * (7 if interval == "WEEK" else 1))
+    months = count * (12 if interval == "YEAR" else 1)
+    year, month = divmod(moment.year * 12 + moment.month - 1 + months, 12)
+    return moment.replace(year=year, month=month + 1, day=min(moment.day, _month_days(year, month + 1)))
+
+
+def _month_days(year: int, month: int) -> int:
+    return (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days
+
+
 # --- API versions ------------------------------------------------------------------------------
 # https://shopify.dev/docs/api/usage/versioning: a stable version is released at the start of
 # each quarter (YYYY-01/04/07/10) and supported for at least 12 months (each version's release
@@ -115,7 +136,7 @@ DEFAULT_SCOPES = frozenset({"read_customers", "read_orders", "read_products", "r
 CONTRACT_SCOPES = frozenset({"read_own_subscription_contracts", "write_own_subscription_contracts"})
 # Webhook topics on contracts and billing attempts need the scope too
 # (https://shopify.dev/docs/api/webhooks?reference=toml, each topic names its scope).
-_CONTRACT_TOPIC = re.compile(r"^SUBSCRIPTION_(CONTRACTS|BILLING_ATTEMPTS)_")
+_CONTRACT_TOPIC = re.compile(r"^SUBSCRIPTION_(CONTRACTS|BILLING_ATTEMPTS|BILLING_CYCLES|BILLING_CYCLE_EDITS)_")
 
 
 def access_denied(field: str, scope: str = "read_own_subscription_contracts") -> dict:
@@ -256,6 +277,9 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
       id answers `subscriptionContract: null`, as Shopify answers a query by an id the shop
       does not hold (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionContract).
     - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
+    - `skipped`: contract gid → indexes of its billing cycles skipped (`skip()`); `billed` the same
+      for cycles already billed. A contract's cycles are computed from its nextBillingDate (cycle
+      `first_cycle`, 1 by default) and billing policy, as `subscriptionBillingCycles` lists them.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
     - `requests`: one dict per request (path, version, served, headers, query, variables);
       `version` is the one asked for, `served` the one answered (X-Shopify-API-Version).
@@ -267,6 +291,9 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self.today = today
         self.contracts: dict[str, dict | None] = {}
         self.inventory_items: dict[str, dict] = {}
+        self.skipped: dict[str, set[int]] = {}
+        self.billed: dict[str, set[int]] = {}
+        self.first_cycle: dict[str, int] = {}
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
         self._init_ownership()
@@ -283,6 +310,58 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         for gid in gids:
             self.contracts[gid] = contract_node(gid, **overrides)
         return self
+
+    def skip(self, gid: str, index: int, skipped: bool = True) -> dict:
+        """Skip (or unskip) a contract's billing cycle, as subscriptionBillingCycleSkip does; the
+        body of the subscription_billing_cycles/skip (or /unskip) webhook Shopify then sends.
+        The contract's nextBillingDate stays as it is: "This field is managed by the apps"
+        (https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionContract)."""
+        held = self.skipped.setdefault(gid, set())
+        if skipped:
+            held.add(index)
+        else:
+            held.discard(index)
+        cycle = self.cycle(gid, index)
+        return {"subscription_contract_id": int(gid.rsplit("/", 1)[1]), "cycle_index": index,
+                "cycle_start_at": cycle["cycleStartAt"], "cycle_end_at": cycle["cycleEndAt"],
+                "billing_attempt_expected_date": cycle["billingAttemptExpectedDate"],
+                "skipped": skipped, "edited": False, "contract_edit": None}
+
+    def cycle(self, gid: str, index: int) -> dict:
+        """One SubscriptionBillingCycle of a held contract (the index doesn't reset: "the first
+        billing cycle for a new subscription contract has an index of 1",
+        https://shopify.dev/docs/apps/build/purchase-options/subscriptions/billing-cycles)."""
+        contract = self.contracts[gid]
+        policy = contract["billingPolicy"]
+        step = index - self.first_cycle.get(gid, 1)
+        start = _step(_iso_time(contract["nextBillingDate"]), policy["interval"], policy["intervalCount"] * step)
+        end = _step(start, policy["interval"], policy["intervalCount"])
+        return {"cycleIndex": index, "cycleStartAt": _iso(start), "cycleEndAt": _iso(end),
+                "billingAttemptExpectedDate": _iso(start), "skipped": index in self.skipped.get(gid, set()),
+                "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED", "edited": False}
+
+    def cycles_answer(self, variables: dict) -> tuple[int, dict]:
+        """subscriptionBillingCycles(contractId:, first:, billingCyclesDateRangeSelector:): the
+        cycles whose billing attempt is expected in the range, by index
+        (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycles)."""
+        gid = variables.get("id", "")
+        if not self.can_read_contracts():
+            return 200, {"errors": [access_denied("subscriptionBillingCycles")],
+                         "data": {"subscriptionBillingCycles": None}}
+        if self.contracts.get(gid) is None or not self.owned(gid):
+            return 200, {"errors": [{"message": "Subscription contract does not exist", "path": [
+                "subscriptionBillingCycles"], "extensions": {"code": "NOT_FOUND"}}], "data": None}
+        since, until = _iso_time(variables["from"]), _iso_time(variables["until"])
+        nodes, index = [], self.first_cycle.get(gid, 1)
+        while len(nodes) < int(variables.get("first", 10)):
+            cycle = self.cycle(gid, index)
+            expected = _iso_time(cycle["billingAttemptExpectedDate"])
+            if expected > until:
+                break
+            if expected >= since:
+                nodes.append(cycle)
+            index += 1
+        return self._costed(12, 2 + len(nodes), {"subscriptionBillingCycles": {"nodes": nodes}})
 
     @property
     def url(self) -> str:
@@ -324,6 +403,8 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             gid = (body.get("variables") or {}).get("id", "")
             item = self.inventory_items.get(gid)
             return self._costed(3, 3 if item else 1, {"inventoryItem": item})  # item, variant, product
+        if "subscriptionBillingCycles(" in body.get("query", ""):
+            return self.cycles_answer(body.get("variables") or {})
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
         if not self.can_read_contracts():

@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from hub.jobs import run_time_rules
-from hub.models import CustomerLink, Subscriber, Trigger
+from hub.models import CustomerLink, InboxEvent, Subscriber, Trigger
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import queries
+from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
-from tests.samples import load_sample, post, stripe_event
+from tests.samples import SAMPLE_CONTRACT, load_sample, post, stripe_event
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -35,8 +36,8 @@ def fired(hub, name: str) -> list[dict]:
                                                  .order_by(Trigger.id))]
 
 
-def send(client, hub, source: str, payload: dict, topic: str | None = None) -> None:
-    assert post(client, source, payload, topic=topic).status_code == 200
+def send(client, hub, source: str, payload: dict, topic: str | None = None, **signing) -> None:
+    assert post(client, source, payload, topic=topic, **signing).status_code == 200
     drain_inbox(hub.storage, hub.settings)
 
 
@@ -308,13 +309,20 @@ def test_a_subscription_stripe_stops_collecting_after_failed_retries_is_not_paus
     assert (fired(hub, "Subscription Paused"), fired(hub, "Subscription Resumed")) == ([], [])
 
 
-def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_date(client, hub):
+def recharge_skip(client, hub) -> dict:
+    """A monthly Recharge subscription renewing 2022-04-09 whose renewal is skipped to 2022-05-09;
+    the subscription as subscription/skipped carried it."""
     sub = copy.deepcopy(load_sample("shared:recharge/subscription.json"))
     sub["subscription"].update(order_interval_unit="month", order_interval_frequency=1, charge_interval_frequency=1)
     send(client, hub, "recharge", sub, topic="subscription/created")
     skipped = copy.deepcopy(sub)
     skipped["subscription"].update(next_charge_scheduled_at="2022-05-09", updated_at="2022-03-20T09:00:00+00:00")
     send(client, hub, "recharge", skipped, topic="subscription/skipped")
+    return skipped
+
+
+def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_date(client, hub):
+    recharge_skip(client, hub)
     [skip] = fired(hub, "Renewal Skipped")
     assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
         "2022-04-09T04:00:00+00:00", "2022-05-09T04:00:00+00:00")
@@ -323,6 +331,70 @@ def test_recharge_skip_fires_renewal_skipped_and_the_reminders_follow_the_new_da
     run_time_rules(hub, datetime(2022, 5, 2, 6, tzinfo=UTC))  # catches up the 14-day reminder too
     assert sorted((r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")) == [
         ("2022-05-09", 7), ("2022-05-09", 14)]
+
+
+def test_a_recharge_subscription_changed_after_a_skip_is_processed_with_the_reminders_of_its_new_date(client, hub):
+    more = copy.deepcopy(recharge_skip(client, hub))
+    more["subscription"].update(quantity=2, updated_at="2022-03-21T09:00:00+00:00")
+    send(client, hub, "recharge", more, topic="subscription/updated")
+    with hub.storage.session() as s:
+        assert [r.status for r in s.scalars(select(InboxEvent).order_by(InboxEvent.id))] == ["processed"] * 3
+    for when in (datetime(2022, 4, 25, 6, tzinfo=UTC), datetime(2022, 5, 2, 6, tzinfo=UTC)):  # 14, 7 days before
+        run_time_rules(hub, when)
+    assert sorted((r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")) == [
+        ("2022-05-09", 7), ("2022-05-09", 14)]
+
+
+def noon_in(days: int) -> datetime:
+    return (datetime.now(UTC) + timedelta(days=days)).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+def shopify_skip(client, hub, admin, next_billing: datetime, cycle: int) -> None:
+    """The hub's app owns the store's contracts; SAMPLE_CONTRACT, billing every 4 weeks from
+    `next_billing` (its first cycle), is created, then the customer skips one of its cycles."""
+    admin.hold(SAMPLE_CONTRACT, nextBillingDate=next_billing.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_skip",
+                           SHOPIFY_ADMIN_URL=admin.url, SHOPIFY_OWNS_CONTRACTS=True)
+    send(client, hub, "shopify", load_sample("shopify/subscription_contracts_create.json"),
+         topic="subscription_contracts/create", webhook_id="wh-create")
+    send(client, hub, "shopify", admin.skip(SAMPLE_CONTRACT, cycle), topic="subscription_billing_cycles/skip",
+         webhook_id="wh-skip")
+
+
+def test_a_skipped_shopify_delivery_fires_renewal_skipped_and_its_reminders_go_to_the_next_cycle(client, hub):
+    """A skip leaves the contract's nextBillingDate as it was ("managed by the apps"): the hub
+    reads the contract's billing cycles, and the first one not skipped is the next renewal."""
+    nxt = noon_in(20)
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_skip(client, hub, admin, nxt, cycle=1)
+        [skip] = fired(hub, "Renewal Skipped")
+        assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
+            nxt.isoformat(), (nxt + timedelta(weeks=4)).isoformat())
+        run_time_rules(hub, nxt - timedelta(days=14))
+        assert fired(hub, "Renewal Reminder") == []  # none for the skipped delivery
+        # A later change of the contract (its nextBillingDate still the skipped date) keeps the skip.
+        send(client, hub, "shopify", {**load_sample("shopify/subscription_contracts_update.json"),
+                                      "id": 402440842, "admin_graphql_api_id": SAMPLE_CONTRACT},
+             topic="subscription_contracts/update", webhook_id="wh-update")
+        with hub.storage.session() as s:
+            [contract] = s.scalar(select(Subscriber)).subscriptions
+            assert contract.next_renewal_at == nxt + timedelta(weeks=4)
+        # The customer takes the delivery after all: its reminders come back, no second skip.
+        send(client, hub, "shopify", admin.skip(SAMPLE_CONTRACT, 1, skipped=False),
+             topic="subscription_billing_cycles/unskip", webhook_id="wh-unskip")
+        run_time_rules(hub, nxt - timedelta(days=7))
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        (nxt.date().isoformat(), 7)]
+    assert len(fired(hub, "Renewal Skipped")) == 1
+
+
+def test_skipping_a_later_shopify_delivery_names_it_and_leaves_the_next_renewal(client, hub):
+    nxt = noon_in(20)
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_skip(client, hub, admin, nxt, cycle=2)
+    [skip] = fired(hub, "Renewal Skipped")
+    assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
+        (nxt + timedelta(weeks=4)).isoformat(), nxt.isoformat())
 
 
 # --- 5. a new card -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode, urlparse
@@ -59,6 +60,25 @@ query HubSubscriptionContract($id: ID!) {
 }
 """
 
+
+# A contract's upcoming billing cycles: a skipped one keeps the contract's nextBillingDate
+# ("This field is managed by the apps. Alternatively you can utilize our Billing Cycles APIs,
+# which provide auto-computed billing dates",
+# https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionContract), so the next
+# renewal is the first cycle neither skipped nor billed
+# (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycles).
+CYCLES_QUERY = """
+query HubBillingCycles($id: ID!, $from: DateTime!, $until: DateTime!) {
+  subscriptionBillingCycles(contractId: $id, first: 10,
+                            billingCyclesDateRangeSelector: {startDate: $from, endDate: $until}) {
+    nodes { cycleIndex billingAttemptExpectedDate skipped status }
+  }
+}
+"""
+# From a day before the contract's next billing date (a cycle's expected time may fall before
+# that date's) to a yearly plan's next cycle after it.
+CYCLES_SINCE = timedelta(days=1)
+CYCLES_UNTIL = timedelta(days=400)
 
 TIMEOUT_SECONDS = 30
 
@@ -143,6 +163,19 @@ def fetch_contract(settings, contract_id) -> dict:
         # (read_own_subscription_contracts only shows the app's own contracts).
         raise ContractNotReadable(f"subscription contract {gid} not found or not readable by this app")
     return contract
+
+
+def fetch_upcoming_cycles(settings, contract_id, since: datetime) -> list[dict]:
+    """A contract's billing cycles from about `since` (its next billing date) for about a
+    year, by index, at most 10 (cycleIndex, billingAttemptExpectedDate, skipped, status);
+    raises ShopifyAPIError, paced as fetch_contract is."""
+    data = shared_pacer(settings).execute(settings, "billing_cycles", CYCLES_QUERY, {
+        "id": contract_gid(contract_id), "from": _iso(since - CYCLES_SINCE), "until": _iso(since + CYCLES_UNTIL)})
+    return ((data.get("subscriptionBillingCycles") or {}).get("nodes")) or []
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def execute(settings, query: str, variables: dict | None = None, extensions: dict | None = None,

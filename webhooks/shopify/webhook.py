@@ -373,8 +373,15 @@ def _contract_amount(lines: list[dict], currency: str | None) -> int | None:
                for line in lines)
 
 
-def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
-    """Subscription fields from the fetched contract, else from what the webhook names."""
+def _next_cycle(cycles: list[dict]) -> datetime | None:
+    """When the first upcoming billing cycle neither skipped nor billed is expected to bill."""
+    return next((utc(c.get("billingAttemptExpectedDate")) for c in cycles
+                 if not c.get("skipped") and c.get("status") != "BILLED"), None)
+
+
+def _subscription_data(contract: dict, webhook: dict, shop: str | None, cycles: list[dict] | None = None) -> dict:
+    """Subscription fields from the fetched contract, else from what the webhook names. With
+    the contract's upcoming billing `cycles`, the next renewal is the first one not skipped."""
     policy = contract.get("billingPolicy") or webhook.get("billing_policy") or {}
     lines = (contract.get("lines") or {}).get("nodes") or []
     first = lines[0] if lines else {}
@@ -397,7 +404,8 @@ def _subscription_data(contract: dict, webhook: dict, shop: str | None) -> dict:
         "interval": interval, "interval_count": int(count) if count else None,
         "amount": _contract_amount(lines, currency), "currency": currency,
         "quantity": sum(int(line.get("quantity") or 0) for line in lines) if lines else None,
-        "next_renewal_at": None if billing_ended else renewal, "current_period_end": renewal,
+        "next_renewal_at": None if billing_ended else (_next_cycle(cycles) if cycles else renewal),
+        "current_period_end": renewal,
         "current_period_start": _minus_interval(renewal, interval, count),
         "product_ids": [_id(line["productId"]) for line in lines if line.get("productId")] or None,
         "update_payment_url": _account_url(shop),
@@ -427,7 +435,30 @@ def _subscription_event(name: str):
         customer = _contract_customer(contract, payload.get("admin_graphql_api_customer_id")
                                       or payload.get("customer_id"))
         return [CanonicalEvent(name, NAME, _contract_time(contract, envelope), customer,
-                               _subscription_data(contract, payload, envelope.shop))]
+                               _subscription_data(contract, payload, envelope.shop, payload.get("billing_cycles")))]
+    return normalize
+
+
+def _cycle_event(skipped: bool):
+    """subscription_billing_cycles/skip and /unskip: the contract with its upcoming cycles
+    (ENRICH), whose first cycle not skipped is the next renewal; a skip also says which
+    renewal it skipped (`billing_attempt_expected_date`, a later cycle's as well as the next).
+    Payload fields: subscription_contract_id, cycle_index, cycle_start_at, cycle_end_at,
+    billing_attempt_expected_date, skipped, edited, contract_edit (WebhookSubscriptionTopic
+    SUBSCRIPTION_BILLING_CYCLES_SKIP, "Occurs whenever a subscription contract billing cycle is
+    skipped", https://shopify.dev/docs/api/admin-graphql/latest/enums/WebhookSubscriptionTopic)."""
+    def normalize(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+        contract = payload.get("contract")
+        if not contract:
+            return []  # a contract this app may not read: nothing to hold the skip against
+        contract_id = (payload.get("admin_graphql_api_subscription_contract_id")
+                       or payload.get("subscription_contract_id"))
+        data = _subscription_data(contract, {"id": contract_id}, envelope.shop, payload.get("billing_cycles"))
+        if skipped:
+            data.update(_compact({"renewal_skipped": True,
+                                  "skipped_renewal_at": utc(payload.get("billing_attempt_expected_date"))}))
+        return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
+                               _contract_customer(contract), data)]
     return normalize
 
 
@@ -436,7 +467,7 @@ def _payment_event(name: str, status: str):
         contract = payload.get("contract") or {}
         contract_id = (payload.get("admin_graphql_api_subscription_contract_id")
                        or payload.get("subscription_contract_id"))
-        subscription = _subscription_data(contract, {"id": contract_id}, envelope.shop)
+        subscription = _subscription_data(contract, {"id": contract_id}, envelope.shop, payload.get("billing_cycles"))
         code = _lower(payload.get("error_code"))
         order_id = _id(payload.get("admin_graphql_api_order_id") or payload.get("order_id"))
         data = _compact({
@@ -530,6 +561,8 @@ TOPICS = {
     "subscription_contracts/fail": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_contracts/cancel": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_contracts/expire": _subscription_event(ev.SUBSCRIPTION_CANCELED),
+    "subscription_billing_cycles/skip": _cycle_event(skipped=True),
+    "subscription_billing_cycles/unskip": _cycle_event(skipped=False),
     "subscription_billing_attempts/success": _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded"),
     "subscription_billing_attempts/failure": _payment_event(ev.PAYMENT_FAILED, "failed"),
     "subscription_billing_attempts/challenged": _payment_event(ev.PAYMENT_ACTION_REQUIRED,
@@ -558,14 +591,32 @@ def _with_contract(contract_id_of):
         if not (settings.SHOPIFY_OWNS_CONTRACTS and shopify_api.is_configured(settings) and contract_id):
             return payload  # the normalizer then emits what the ids allow
         try:
-            return {**payload, "contract": shopify_api.fetch_contract(settings, contract_id)}
+            contract = shopify_api.fetch_contract(settings, contract_id)
+            cycles = _upcoming_cycles(settings, contract)
         except shopify_api.ContractNotReadable:
             return payload  # another app's contract: the ids, not a failed row (a retry reads no more)
         except shopify_api.ShopifyAPIError as exc:
             if exc.transient:  # the row waits and tries again by itself (hub.sync.inbox)
                 raise RetryLater(0, f"Shopify did not answer the contract's query: {exc}") from exc
             raise
+        return {**payload, "contract": contract, **({"billing_cycles": cycles} if cycles is not None else {})}
     return enrich
+
+
+def _upcoming_cycles(settings, contract: dict) -> list[dict] | None:
+    """An active contract's billing cycles from its next billing date on (a skip moves its next
+    renewal, where nextBillingDate stays); None for another status or no such date, or when
+    Shopify refuses the query (the renewal is then nextBillingDate). No answer raises, as for
+    the contract."""
+    since = utc(contract.get("nextBillingDate"))
+    if contract.get("status") != "ACTIVE" or since is None:
+        return None
+    try:
+        return shopify_api.fetch_upcoming_cycles(settings, contract["id"], since)
+    except shopify_api.ShopifyAPIError as exc:
+        if exc.transient:
+            raise
+        return None
 
 
 _enrich_contract = _with_contract(lambda p: p.get("admin_graphql_api_id") or p.get("id"))

@@ -198,7 +198,8 @@ def _subscription_rules(session, s, event, changes, now, p):
     dues += [d for d in [moments.plan_changed(sub, before, event),
                          moments.paused_or_resumed(sub, before, event, was_paused),
                          moments.renewal_skipped(sub, before, event)] if d]
-    held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX) if h[1].endswith("/" + sub.ref)]
+    held = [h for h in queries.held_triggers(session, s.id, renewal.PREFIX)
+            if renewal.is_reminder(h[0]) and h[1].endswith("/" + sub.ref)]
     cancel, reinstate = renewal.reconcile(sub, held, now, p)
     for rule_, occasion in reinstate:
         session.execute(delete(Trigger).where(Trigger.subscriber_id == s.id, Trigger.rule == rule_,

@@ -103,11 +103,13 @@ def paused_or_resumed(sub: SubState, before: dict, event, was_paused: bool) -> D
 
 def renewal_skipped(sub: SubState, before: dict, event) -> Due | None:
     """Renewal Skipped when the platform says a renewal was skipped (Recharge's
-    subscription/skipped): the skipped date is the renewal held before, the next one the
-    date the platform moved it to (whose reminders follow, hub.sync.rules.renewal.reconcile)."""
+    subscription/skipped, Shopify's subscription_billing_cycles/skip): the skipped date is
+    the one the platform names (Shopify: a later cycle's too), else the renewal held before;
+    the next one the date the platform moved it to (whose reminders follow,
+    hub.sync.rules.renewal.reconcile)."""
     if not event.data.get("renewal_skipped"):
         return None
-    skipped = before.get("next_renewal_at") or iso(sub.next_renewal_at)
+    skipped = iso(event.data.get("skipped_renewal_at")) or before.get("next_renewal_at") or iso(sub.next_renewal_at)
     return Due(rule=SKIPPED_RULE, occasion=f"{skipped or iso(event.occurred_at)}/{sub.ref}"[:120],
                name=ev.RENEWAL_SKIPPED,
                properties={**sub.properties(), "skipped_renewal_at": skipped},

@@ -19,6 +19,13 @@ def rule(offset: int) -> str:
     return f"{PREFIX}{offset}d"
 
 
+def is_reminder(rule_name: str) -> bool:
+    """Whether a trigger's rule is a renewal reminder's (`renewal-14d`), not another rule
+    that shares the prefix (Renewal Skipped's `renewal-skipped`, whose occasion is no day)."""
+    offset = rule_name[len(PREFIX):-1]
+    return rule_name.startswith(PREFIX) and rule_name.endswith("d") and offset.isdigit()
+
+
 def occasion(renewal_day: date, sub: SubState) -> str:
     return f"{renewal_day.isoformat()}/{sub.ref}"[:120]
 

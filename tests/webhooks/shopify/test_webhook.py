@@ -478,11 +478,16 @@ def test_enrich_then_normalize_a_new_contract(admin, settings):
     enriched = shopify.ENRICH["subscription_contracts/create"](payload, settings)
 
     assert "contract" not in payload  # the stored webhook body stays as Shopify sent it
-    [request] = admin.requests
+    request, cycles = admin.requests
     assert request["path"] == "/admin/api/2025-10/graphql.json"
     assert request["headers"]["x-shopify-access-token"] == "shpat_test"
     assert request["variables"] == {"id": "gid://shopify/SubscriptionContract/402440842"}
     assert enriched["contract"]["id"] == "gid://shopify/SubscriptionContract/402440842"
+    # Its billing cycles from its next billing date (2026-11-29) on, whose skips move its renewal.
+    assert cycles["variables"] == {"id": "gid://shopify/SubscriptionContract/402440842",
+                                   "from": "2026-11-28T12:00:00Z", "until": "2028-01-03T12:00:00Z"}
+    assert [c["billingAttemptExpectedDate"] for c in enriched["billing_cycles"]][:2] == [
+        "2026-11-29T12:00:00Z", "2026-12-27T12:00:00Z"]
 
     event = only(normalize("subscription_contracts/create", enriched))
     assert event.customer == {"source_id": "1", "email": "bob@biller.com", "phone": "+16135550135",
@@ -495,6 +500,32 @@ def test_enrich_then_normalize_a_new_contract(admin, settings):
         "current_period_end": at("2026-11-29T12:00:00+00:00"), "product_ids": ["788032119674292922"],
         "update_payment_url": "https://example.myshopify.com/account"}
     assert event.occurred_at == TRIGGERED  # updatedAt (11:58) is older than the delivery
+
+
+def test_a_skipped_cycle_is_enriched_with_the_cycles_and_names_the_renewal_it_skipped(admin, settings):
+    admin.hold(SAMPLE_CONTRACT)  # bills every 4 weeks from 2026-11-29 12:00 UTC
+    admin.skip(SAMPLE_CONTRACT, 1)
+    payload = sample("subscription_billing_cycles_skip")
+    enriched = shopify.ENRICH["subscription_billing_cycles/skip"](payload, settings)
+    [event] = normalize("subscription_billing_cycles/skip", enriched)
+    assert event.name == ev.SUBSCRIPTION_UPSERTED and event.customer["email"] == "bob@biller.com"
+    assert event.data["renewal_skipped"] is True
+    assert event.data["skipped_renewal_at"] == at("2026-11-29T12:00:00+00:00")
+    assert event.data["next_renewal_at"] == at("2026-12-27T12:00:00+00:00")  # the first cycle not skipped
+    assert event.data["current_period_end"] == at("2026-11-29T12:00:00+00:00")  # nextBillingDate, as it stays
+
+
+def test_an_unskipped_cycle_brings_the_renewal_back_without_a_skip(admin, settings):
+    admin.hold(SAMPLE_CONTRACT)
+    unskipped = sample("subscription_billing_cycles_unskip")
+    enriched = shopify.ENRICH["subscription_billing_cycles/unskip"](unskipped, settings)
+    [event] = normalize("subscription_billing_cycles/unskip", enriched)
+    assert "renewal_skipped" not in event.data
+    assert event.data["next_renewal_at"] == at("2026-11-29T12:00:00+00:00")
+
+
+def test_a_cycle_webhook_whose_contract_the_hub_cannot_read_changes_nothing():
+    assert normalize("subscription_billing_cycles/skip", sample("subscription_billing_cycles_skip")) == []
 
 
 def test_enriched_contract_state_wins_and_keeps_its_own_time(admin, settings):
