@@ -331,7 +331,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         """One SubscriptionBillingCycle of a held contract (the index doesn't reset: "the first
         billing cycle for a new subscription contract has an index of 1",
         https://shopify.dev/docs/apps/build/purchase-options/subscriptions/billing-cycles)."""
-        contract = self.contracts[gid]
+        contract = self._contract(gid)
         policy = contract["billingPolicy"]
         step = index - self.first_cycle.get(gid, 1)
         start = _step(_iso_time(contract["nextBillingDate"]), policy["interval"], policy["intervalCount"] * step)
@@ -339,6 +339,11 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         return {"cycleIndex": index, "cycleStartAt": _iso(start), "cycleEndAt": _iso(end),
                 "billingAttemptExpectedDate": _iso(start), "skipped": index in self.skipped.get(gid, set()),
                 "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED", "edited": False}
+
+    def _contract(self, gid: str) -> dict | None:
+        """A contract the store holds: queried by id (`contracts`) or listed (`listed`)."""
+        return self.contracts.get(gid) or next(
+            (n for n in self.listed.get("subscriptionContracts", []) if n.get("id") == gid), None)
 
     def cycles_answer(self, variables: dict) -> tuple[int, dict]:
         """subscriptionBillingCycles(contractId:, first:, billingCyclesDateRangeSelector:): the
@@ -348,7 +353,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         if not self.can_read_contracts():
             return 200, {"errors": [access_denied("subscriptionBillingCycles")],
                          "data": {"subscriptionBillingCycles": None}}
-        if self.contracts.get(gid) is None or not self.owned(gid):
+        if self._contract(gid) is None or not self.owned(gid):
             return 200, {"errors": [{"message": "Subscription contract does not exist", "path": [
                 "subscriptionBillingCycles"], "extensions": {"code": "NOT_FOUND"}}], "data": None}
         since, until = _iso_time(variables["from"]), _iso_time(variables["until"])

@@ -165,11 +165,11 @@ def fetch_contract(settings, contract_id) -> dict:
     return contract
 
 
-def fetch_upcoming_cycles(settings, contract_id, since: datetime) -> list[dict]:
+def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPacer | None" = None) -> list[dict]:
     """A contract's billing cycles from about `since` (its next billing date) for about a
     year, by index, at most 10 (cycleIndex, billingAttemptExpectedDate, skipped, status);
-    raises ShopifyAPIError, paced as fetch_contract is."""
-    data = shared_pacer(settings).execute(settings, "billing_cycles", CYCLES_QUERY, {
+    raises ShopifyAPIError. Paced as fetch_contract is, or by `paced` (a listing run's own)."""
+    data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
         "id": contract_gid(contract_id), "from": _iso(since - CYCLES_SINCE), "until": _iso(since + CYCLES_UNTIL)})
     return ((data.get("subscriptionBillingCycles") or {}).get("nodes")) or []
 

@@ -6,7 +6,8 @@ filtered with the search syntax `updated_at:>'…'` (backfill --since, reconcili
 Each node is wrapped as the REST-shaped webhook body of its topic (`customers/update`,
 `subscription_contracts/update|cancel|expire`, `orders/create|paid|cancelled`), so
 webhooks.shopify.webhook normalizes it unchanged; a contract carries its node under "contract",
-so ENRICH fetches nothing. The dedupe id is (gid, updatedAt).
+with an active one's billing cycles under "billing_cycles", so ENRICH fetches nothing. The
+dedupe id is (gid, updatedAt).
 
 Rate limit: Shopify's calculated query cost, paced by a CostPacer of the run's own
 (webhooks.shopify.api): each page waits until the bucket holds what its stream asked last
@@ -84,10 +85,29 @@ class Client:
         self.counted.add(stream)
         found = data[connection]
         info = found.get("pageInfo") or {}
-        items = [WRAP[stream](node) for node in found.get("nodes") or []]
+        nodes = found.get("nodes") or []
+        if stream == "subscription_contracts":
+            items = [contract_item(node, self._cycles(node)) for node in nodes]
+        else:
+            items = [WRAP[stream](node) for node in nodes]
         total = (data.get(count) or {}).get("count") if with_count else None
         following = {"after": info["endCursor"]} if info.get("hasNextPage") and info.get("endCursor") else None
         return Page(items, following, total)
+
+
+    def _cycles(self, node: dict) -> list[dict] | None:
+        """An active contract's billing cycles from its next billing date on, listed with it so
+        that a cycle the customer skipped is not taken for the next renewal (as ENRICH fetches
+        them for a contract's webhook); None otherwise, or when Shopify refuses the query."""
+        since = utc(node.get("nextBillingDate"))
+        if node.get("status") != "ACTIVE" or since is None:
+            return None
+        try:
+            return shopify_api.fetch_upcoming_cycles(self.settings, node["id"], since, paced=self.paced)
+        except shopify_api.ShopifyAPIError as exc:
+            if exc.transient:
+                raise
+            return None
 
 
 # --- wrapping nodes as the webhooks carry them ---------------------------------------------
@@ -133,7 +153,7 @@ def customer_item(node: dict) -> Item:
 _CONTRACT_TOPICS = {"CANCELLED": "subscription_contracts/cancel", "EXPIRED": "subscription_contracts/expire"}
 
 
-def contract_item(node: dict) -> Item:
+def contract_item(node: dict, cycles: list[dict] | None = None) -> Item:
     customer = node.get("customer") or {}
     policy = node.get("billingPolicy") or {}
     payload = {"admin_graphql_api_id": node["id"], "id": _numeric(node["id"]),
@@ -141,7 +161,8 @@ def contract_item(node: dict) -> Item:
                "admin_graphql_api_customer_id": customer.get("id"), "customer_id": _numeric(customer.get("id")),
                "billing_policy": {"interval": _lower(policy.get("interval")),
                                   "interval_count": policy.get("intervalCount")},
-               "updated_at": node.get("updatedAt"), "contract": node}
+               "updated_at": node.get("updatedAt"), "contract": node,
+               **({"billing_cycles": cycles} if cycles is not None else {})}
     topic = _CONTRACT_TOPICS.get(node.get("status"), "subscription_contracts/update")
     return _item("contract", topic, node, payload, "subscription")
 
