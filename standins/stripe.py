@@ -75,6 +75,8 @@ class FakeStripe(LoopbackServer):
         # What a plan change billed (ENRICH: its invoice, or its prorations left pending).
         ("GET", r"/v1/invoices/(?P<id>in_\w+)", "get_invoice"),
         ("GET", r"/v1/charges/(?P<id>(ch|py)_\w+)", "get_charge"),
+        # A charge's refunds with their status (ENRICH: a refund that failed gave its money back).
+        ("GET", r"/v1/refunds", "list_refunds"),
         ("GET", r"/v1/invoiceitems", "list_invoice_items"),
     ]
 
@@ -95,6 +97,7 @@ class FakeStripe(LoopbackServer):
         self.invoice_items: list[dict] = []
         self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
         self.charges: dict[str, dict] = {}  # id → charge, for GET /v1/charges/:id
+        self.refunds: list[dict] = []  # newest first, for GET /v1/refunds?charge=…
 
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Bearer {self.key}"
@@ -267,6 +270,15 @@ class FakeStripe(LoopbackServer):
             return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
                                    "param": "id", "message": f"No such charge: '{call.params['id']}'"}}
         return 200, found
+
+    def list_refunds(self, call: Call):
+        """GET /v1/refunds, by `charge` or `payment_intent` ("Only return refunds for the charge
+        specified by this charge ID", https://docs.stripe.com/api/refunds/list); each Refund
+        carries its `status`: pending, requires_action, succeeded, failed or canceled
+        (https://docs.stripe.com/api/refunds/object)."""
+        charge, intent = _one(call, "charge"), _one(call, "payment_intent")
+        return self._listing(call, self.refunds, "/v1/refunds", lambda r: (
+            (charge is None or r.get("charge") == charge) and (intent is None or r.get("payment_intent") == intent)))
 
     def prorate(self, subscription: dict, amounts: list[int], at: int) -> list[dict]:
         """The invoice items a change of `subscription` with Stripe's default

@@ -263,16 +263,30 @@ def apply_refund(session, event, changes, people=None):
         session.add(refunds)
     reported = dict(refunds.reported.get(event.source) or {})
     if d.get("refunded_total") is not None:
-        # A running total (Recharge's total_refunds, a Stripe charge's amount_refunded): it holds
-        # every refund the source told of before, and an older one delivered late changes nothing.
-        # The source's other entries (a chargeback, a dispute won back) stay beside it.
-        reported["total"] = max(reported.get("total", 0), d["refunded_total"])
+        # A running total (Recharge's total_refunds, what a Stripe charge's refunds still give
+        # back): the newest holds every refund the source told of before, and goes down when
+        # one failed; an older one delivered late changes nothing. Kept under its time. The
+        # source's other entries (a chargeback, a dispute won back) stay beside it.
+        _keep_newest_total(reported, event.occurred_at.isoformat(), d["refunded_total"])
     else:
         # One refund by its id and time: a retry or replay of it replaces itself. A dispute
         # won back is one of a negative amount.
         reported[f"{d.get('source_id')}@{event.occurred_at.isoformat()}"] = d.get("amount") or 0
     refunds.reported = {**refunds.reported, event.source: reported}  # a new dict: the JSON column sees it
     _settle_refunds(session, refunds, subscriber, changes, order)
+
+
+def _keep_newest_total(reported: dict, at: str, total: int) -> None:
+    """Put a source's running total reported at `at` (ISO, UTC) in `reported` under
+    "total@<at>" unless a newer one is there (the same time: the larger), dropping the older.
+    A "total" without a time (before times were kept) is older than any."""
+    held = {key: (key.partition("@")[2], value) for key, value in reported.items()
+            if key == "total" or key.startswith("total@")}
+    if held and max(held.values()) > (at, total):
+        return
+    for key in held:
+        del reported[key]
+    reported[f"total@{at}"] = total
 
 
 def _settle_refunds_of(session: Session, order_ids, subscriber: Subscriber, changes: Changes,

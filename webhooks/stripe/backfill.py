@@ -157,7 +157,7 @@ def event_item(event: dict) -> Item:
 # (chargebacks, disputes won back, credit notes credited outside Stripe).
 PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
 GIVEN_BACK_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn",
-                    "credit_note.created", "credit_note.voided"]
+                    "credit_note.created", "credit_note.voided", "refund.failed", "refund.updated"]
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
                                      "payment_method.attached", "payment_method.detached",
                                      *PAID_LATER_TYPES, *GIVEN_BACK_TYPES})

@@ -154,11 +154,46 @@ def normalize_refund(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     }
     # The charge's running total of refunds: what the order has given back, read as such
     # whether or not the event says what it was before (previous_attributes is documented
-    # for *.updated events only, https://docs.stripe.com/api/events/object).
-    if isinstance(charge.get("amount_refunded"), int):
-        data["refunded_total"] = charge["amount_refunded"]
+    # for *.updated events only, https://docs.stripe.com/api/events/object). Its refunds as
+    # listed (ENRICH) say it exactly: a refund that failed gave its money back.
+    total = _refunds_total(payload)
+    if total is None and isinstance(charge.get("amount_refunded"), int):
+        total = charge["amount_refunded"]
+    if total is not None:
+        data["refunded_total"] = total
     customer = _customer(payload, billing.get("email") or charge.get("receipt_email"))
     return [_event(ev.ORDER_REFUNDED, payload, customer, data)]
+
+
+# A refund that failed or was canceled gave its money back: "the bank returns the refunded
+# amount to us and we add it back to your Stripe account balance", and "a refund can appear
+# to succeed and later fail" (https://docs.stripe.com/refunds, https://docs.stripe.com/testing);
+# "cancellations are a type of refund failure" (https://docs.stripe.com/api/refunds/object).
+GIVEN_BACK_AGAIN = frozenset({"failed", "canceled"})
+
+
+def _refunds_total(payload: dict) -> int | None:
+    """What a charge's refunds listed with it (`_refunds`, ENRICH) still give back: those not
+    failed nor canceled. None when they were not listed."""
+    refunds = payload.get("_refunds")
+    if refunds is None:
+        return None
+    return sum(r.get("amount") or 0 for r in refunds if r.get("status") not in GIVEN_BACK_AGAIN)
+
+
+def normalize_refund_change(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """refund.failed / refund.updated: the refunds of the refund's charge (ENRICH) give the
+    charge's running total again, without the one that failed. Whether a charge's
+    amount_refunded drops then is not documented; the listing does not depend on it. Without
+    the listing (no API key) nothing is known to change."""
+    refund = _object(payload)
+    total = _refunds_total(payload)
+    if total is None:
+        return []
+    data = {"source_id": _id(refund["id"]),
+            "order_source_id": _id(refund.get("payment_intent")) or _id(refund.get("charge")),
+            "refunded_total": total, "currency": _currency(refund)}
+    return [_event(ev.ORDER_REFUNDED, payload, {}, data)]
 
 
 def _dispute_event(withdrawn: bool):
@@ -412,6 +447,8 @@ TOPICS = {
     "checkout.session.async_payment_succeeded": normalize_checkout,
     "checkout.session.async_payment_failed": normalize_checkout,
     "charge.refunded": normalize_refund,
+    "refund.failed": normalize_refund_change,
+    "refund.updated": normalize_refund_change,
     "charge.dispute.funds_withdrawn": _dispute_event(withdrawn=True),
     "charge.dispute.funds_reinstated": _dispute_event(withdrawn=False),
     "credit_note.created": normalize_credit_note,
@@ -456,6 +493,22 @@ def _with_customer(payload: dict, settings, customer_id) -> dict:
         _unless_unanswered(exc, f"GET /v1/customers/{customer_id}")
         return payload
     return {**payload, "_customer": customer.to_dict()}
+
+
+def attach_refunds(payload: dict, settings) -> dict:
+    """charge.refunded, refund.failed, refund.updated: the charge's refunds under "_refunds"
+    (GET /v1/refunds?charge=…, https://docs.stripe.com/api/refunds/list), each with its status.
+    Unchanged without an API key or when Stripe refuses."""
+    obj = _object(payload)
+    charge_id = _id(obj.get("charge")) if obj.get("object") == "refund" else _id(obj.get("id"))
+    if not settings.STRIPE_API_KEY or not charge_id:
+        return payload
+    try:
+        listing = _client(settings).v1.refunds.list(params={"charge": charge_id, "limit": 100})
+    except stripe.StripeError as exc:
+        _unless_unanswered(exc, f"GET /v1/refunds?charge={charge_id}")
+        return payload
+    return {**payload, "_refunds": listing.last_response.data["data"]}
 
 
 def attach_charge(payload: dict, settings) -> dict:
@@ -587,7 +640,8 @@ ENRICH = {topic: attach_customer for topic in (
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice,
       "customer.subscription.updated": attach_change_invoice,
-      "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge}
+      "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge,
+      "charge.refunded": attach_refunds, "refund.failed": attach_refunds, "refund.updated": attach_refunds}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------

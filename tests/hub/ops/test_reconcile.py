@@ -4,6 +4,7 @@ already holds is left alone."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -152,6 +153,22 @@ def test_a_checkout_paid_later_by_bank_debit_is_recovered_and_counted_once(clien
         assert buyer.lifetime_spend == 4500
 
 
+def spend(hub) -> int:
+    with hub.storage.session() as s:
+        return s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.stripe_customer_id == "cus_rec1"))
+
+
+@contextmanager
+def paid_through_stripe(client, hub, paid: dict, charge: dict):
+    """A Stripe stand-in holding the buyer and their charge, and the purchase's webhook drained."""
+    with FakeStripe(key=KEY) as api:
+        api.customers, api.charges[charge["id"]] = [customer()], charge
+        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
+        assert post(client, "stripe", paid).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        yield api
+
+
 def test_a_chargeback_takes_its_money_off_spend_and_a_missed_dispute_won_brings_it_back(client, hub):
     """charge.dispute.funds_withdrawn, then funds_reinstated when the merchant wins
     (https://docs.stripe.com/api/events/types): the charge's amount_refunded shows neither."""
@@ -163,20 +180,43 @@ def test_a_chargeback_takes_its_money_off_spend_and_a_missed_dispute_won_brings_
         *dispute["balance_transactions"], {"amount": 4500, "currency": "usd", "fee": -1500}]}
     reinstated = stripe_event("charge.dispute.funds_reinstated", won, event_id="evt_won", created=hour_ago + 600)
 
-    def spend() -> int:
-        with hub.storage.session() as s:
-            return s.scalar(select(Subscriber.lifetime_spend).where(Subscriber.stripe_customer_id == "cus_rec1"))
-
-    with FakeStripe(key=KEY) as api:
-        api.customers, api.charges["ch_disputed"] = [customer()], charge
-        hub.settings = replace(hub.settings, STRIPE_API_KEY=KEY, STRIPE_API_BASE=api.url)
-        assert post(client, "stripe", paid).status_code == 200
-        drain_inbox(hub.storage, hub.settings)
-        assert spend() == 4500
+    with paid_through_stripe(client, hub, paid, charge) as api:
+        assert spend(hub) == 4500
         assert post(client, "stripe", withdrawn).status_code == 200
         drain_inbox(hub.storage, hub.settings)
-        assert spend() == 0
+        assert spend(hub) == 0
         api.events = [reinstated, withdrawn]
         report = reconcile.run(hub)
     assert not report.sources[0].error and report.sources[0].recovered == 1
-    assert spend() == 4500
+    assert spend(hub) == 4500
+
+
+def test_a_refund_that_failed_gives_its_money_back_to_spend_and_a_missed_failure_is_recovered(client, hub):
+    """A refund "can appear to succeed and later fail" (https://docs.stripe.com/testing): the
+    bank returns the money. The charge's refunds, listed with their status, say what it still
+    gives back, whatever its amount_refunded shows."""
+    hour_ago = int(time.time()) - 3600
+    paid, charge, _ = stripe_chargeback("cus_rec1", hour_ago)
+    refund = {**load_sample("shared:stripe/fixtures3.json")["resources"]["refund"], "id": "re_first",
+              "charge": "ch_disputed", "payment_intent": "pi_disputed", "amount": 1500}
+    refunded = {**charge, "amount_refunded": 1500, "refunded": False}
+
+    with paid_through_stripe(client, hub, paid, charge) as api:
+        api.refunds = [refund]
+        post(client, "stripe", stripe_event("charge.refunded", refunded, event_id="evt_refunded",
+                                            created=hour_ago + 60))
+        drain_inbox(hub.storage, hub.settings)
+        assert spend(hub) == 4500 - 1500
+        # The refund fails; its refund.failed webhook is missed, and reconciliation finds it.
+        api.refunds = [{**refund, "status": "failed", "failure_reason": "expired_or_canceled_card"}]
+        failed = stripe_event("refund.failed", api.refunds[0], event_id="evt_refund_failed", created=hour_ago + 600)
+        api.events = [failed]
+        report = reconcile.run(hub)
+        assert not report.sources[0].error and report.sources[0].recovered == 1
+        assert spend(hub) == 4500
+        # A second refund: the charge's total may still count the failed one; its refunds do not.
+        api.refunds = [{**refund, "id": "re_second", "amount": 1000}, api.refunds[0]]
+        post(client, "stripe", stripe_event("charge.refunded", {**refunded, "amount_refunded": 2500},
+                                            event_id="evt_refunded_again", created=hour_ago + 900))
+        drain_inbox(hub.storage, hub.settings)
+    assert spend(hub) == 4500 - 1000

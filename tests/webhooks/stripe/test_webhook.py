@@ -795,6 +795,42 @@ def dispute(*moves: int, **fields) -> dict:
                                      for amount in moves], **fields}
 
 
+def listed_refund(refund_id: str, amount: int, status: str) -> dict:
+    return {**stripe_resource("refund"), "id": refund_id, "charge": "ch_1", "payment_intent": "pi_1",
+            "amount": amount, "status": status}
+
+
+def test_a_charges_refunds_as_listed_say_what_it_still_gives_back():
+    charge = {**load_sample("shared:stripe/pay/charge.refunded.json")["object"], "id": "ch_1",
+              "payment_intent": "pi_1", "amount_refunded": 2500}
+    event = {**stripe_event("charge.refunded", charge, created=EVENT_CREATED),
+             "_refunds": [listed_refund("re_2", 1000, "succeeded"), listed_refund("re_1", 1500, "failed")]}
+    [refunded] = receive(event)
+    assert (refunded.data["order_source_id"], refunded.data["refunded_total"]) == ("pi_1", 1000)
+
+
+@pytest.mark.parametrize("status, total", [("failed", 0), ("canceled", 0), ("succeeded", 1500)])
+def test_a_refund_that_changed_gives_its_charges_total_again(status, total):
+    refund = listed_refund("re_1", 1500, status)
+    event = {**stripe_event("refund.updated", refund, created=EVENT_CREATED), "_refunds": [refund]}
+    [changed] = receive(event)
+    assert changed.name == ev.ORDER_REFUNDED and changed.customer == {}
+    assert (changed.data["order_source_id"], changed.data["refunded_total"]) == ("pi_1", total)
+
+
+def test_a_failed_refund_without_its_charges_refunds_changes_nothing():
+    assert receive(stripe_event("refund.failed", listed_refund("re_1", 1500, "failed"))) == []
+
+
+def test_the_charges_refunds_are_listed_from_stripe():
+    refund = listed_refund("re_1", 1500, "failed")
+    with FakeStripe(key="sk_test_123") as api:
+        api.refunds = [refund, {**refund, "id": "re_other", "charge": "ch_other"}]
+        enriched = enrich(stripe_event("refund.failed", refund), STRIPE_API_BASE=api.url)
+        assert [c.query for c in api.calls if c.path == "/v1/refunds"] == [{"charge": ["ch_1"], "limit": ["100"]}]
+    assert [r["id"] for r in enriched["_refunds"]] == ["re_1"]
+
+
 def test_a_chargeback_gives_the_disputed_money_back_as_a_refund_does():
     [event] = receive(stripe_event("charge.dispute.funds_withdrawn", dispute(-1000), created=EVENT_CREATED))
     assert event.name == ev.ORDER_REFUNDED
