@@ -278,8 +278,9 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
       does not hold (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionContract).
     - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
     - `skipped`: contract gid → indexes of its billing cycles skipped (`skip()`); `billed` the same
-      for cycles already billed. A contract's cycles are computed from its nextBillingDate (cycle
-      `first_cycle`, 1 by default) and billing policy, as `subscriptionBillingCycles` lists them.
+      for cycles already billed; `moved` the billing dates `move()` gave some. A contract's
+      cycles are computed from its nextBillingDate (cycle `first_cycle`, 1 by default) and
+      billing policy, as `subscriptionBillingCycles` lists them.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
     - `requests`: one dict per request (path, version, served, headers, query, variables);
       `version` is the one asked for, `served` the one answered (X-Shopify-API-Version).
@@ -294,6 +295,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self.skipped: dict[str, set[int]] = {}
         self.billed: dict[str, set[int]] = {}
         self.first_cycle: dict[str, int] = {}
+        self.moved: dict[str, dict[int, str]] = {}  # gid → cycle index → its edited billing date
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
         self._init_ownership()
@@ -321,11 +323,21 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             held.add(index)
         else:
             held.discard(index)
+        return self._cycle_webhook(gid, index)
+
+    def move(self, gid: str, index: int, billing_date: str) -> dict:
+        """Give one billing cycle another billing date, as subscriptionBillingCycleScheduleEdit
+        does; the body of the subscription_billing_cycle_edits/create webhook Shopify then sends
+        ("Occurs whenever a subscription contract billing cycle is edited")."""
+        self.moved.setdefault(gid, {})[index] = billing_date
+        return self._cycle_webhook(gid, index)
+
+    def _cycle_webhook(self, gid: str, index: int) -> dict:
         cycle = self.cycle(gid, index)
         return {"subscription_contract_id": int(gid.rsplit("/", 1)[1]), "cycle_index": index,
                 "cycle_start_at": cycle["cycleStartAt"], "cycle_end_at": cycle["cycleEndAt"],
                 "billing_attempt_expected_date": cycle["billingAttemptExpectedDate"],
-                "skipped": skipped, "edited": False, "contract_edit": None}
+                "skipped": cycle["skipped"], "edited": cycle["edited"], "contract_edit": None}
 
     def cycle(self, gid: str, index: int) -> dict:
         """One SubscriptionBillingCycle of a held contract (the index doesn't reset: "the first
@@ -336,9 +348,10 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         step = index - self.first_cycle.get(gid, 1)
         start = _step(_iso_time(contract["nextBillingDate"]), policy["interval"], policy["intervalCount"] * step)
         end = _step(start, policy["interval"], policy["intervalCount"])
+        moved = self.moved.get(gid, {}).get(index)
         return {"cycleIndex": index, "cycleStartAt": _iso(start), "cycleEndAt": _iso(end),
-                "billingAttemptExpectedDate": _iso(start), "skipped": index in self.skipped.get(gid, set()),
-                "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED", "edited": False}
+                "billingAttemptExpectedDate": moved or _iso(start), "skipped": index in self.skipped.get(gid, set()),
+                "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED", "edited": bool(moved)}
 
     def _contract(self, gid: str) -> dict | None:
         """A contract the store holds: queried by id (`contracts`) or listed (`listed`)."""

@@ -349,14 +349,19 @@ def noon_in(days: int) -> datetime:
     return (datetime.now(UTC) + timedelta(days=days)).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
-def shopify_skip(client, hub, admin, next_billing: datetime, cycle: int) -> None:
+def shopify_contract(client, hub, admin, next_billing: datetime) -> None:
     """The hub's app owns the store's contracts; SAMPLE_CONTRACT, billing every 4 weeks from
-    `next_billing` (its first cycle), is created, then the customer skips one of its cycles."""
+    `next_billing` (its first cycle), is created."""
     admin.hold(SAMPLE_CONTRACT, nextBillingDate=next_billing.strftime("%Y-%m-%dT%H:%M:%SZ"))
     hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_skip",
                            SHOPIFY_ADMIN_URL=admin.url, SHOPIFY_OWNS_CONTRACTS=True)
     send(client, hub, "shopify", load_sample("shopify/subscription_contracts_create.json"),
          topic="subscription_contracts/create", webhook_id="wh-create")
+
+
+def shopify_skip(client, hub, admin, next_billing: datetime, cycle: int) -> None:
+    """shopify_contract, then the customer skips one of its cycles."""
+    shopify_contract(client, hub, admin, next_billing)
     send(client, hub, "shopify", admin.skip(SAMPLE_CONTRACT, cycle), topic="subscription_billing_cycles/skip",
          webhook_id="wh-skip")
 
@@ -395,6 +400,19 @@ def test_skipping_a_later_shopify_delivery_names_it_and_leaves_the_next_renewal(
     [skip] = fired(hub, "Renewal Skipped")
     assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
         (nxt + timedelta(weeks=4)).isoformat(), nxt.isoformat())
+
+
+def test_a_shopify_delivery_moved_to_another_day_moves_its_reminders(client, hub):
+    nxt = noon_in(20)
+    moved = nxt + timedelta(days=3)
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_contract(client, hub, admin, nxt)
+        edit = admin.move(SAMPLE_CONTRACT, 1, moved.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        send(client, hub, "shopify", edit, topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+    run_time_rules(hub, moved - timedelta(days=7))
+    assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
+        (moved.date().isoformat(), 7)]
+    assert fired(hub, "Renewal Skipped") == []
 
 
 # --- 5. a new card -----------------------------------------------------------------------------

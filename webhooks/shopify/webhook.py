@@ -439,10 +439,12 @@ def _subscription_event(name: str):
     return normalize
 
 
-def _cycle_event(skipped: bool):
-    """subscription_billing_cycles/skip and /unskip: the contract with its upcoming cycles
-    (ENRICH), whose first cycle not skipped is the next renewal; a skip also says which
-    renewal it skipped (`billing_attempt_expected_date`, a later cycle's as well as the next).
+def _cycle_event(skipped: bool | None):
+    """subscription_billing_cycles/skip and /unskip, subscription_billing_cycle_edits/create,
+    update and delete (a cycle given another billing date; `skipped` None: a skip when the
+    edited cycle says so): the contract with its upcoming cycles (ENRICH), whose first cycle
+    not skipped is the next renewal; a skip also says which renewal it skipped
+    (`billing_attempt_expected_date`, a later cycle's as well as the next).
     Payload fields: subscription_contract_id, cycle_index, cycle_start_at, cycle_end_at,
     billing_attempt_expected_date, skipped, edited, contract_edit (WebhookSubscriptionTopic
     SUBSCRIPTION_BILLING_CYCLES_SKIP, "Occurs whenever a subscription contract billing cycle is
@@ -454,7 +456,7 @@ def _cycle_event(skipped: bool):
         contract_id = (payload.get("admin_graphql_api_subscription_contract_id")
                        or payload.get("subscription_contract_id"))
         data = _subscription_data(contract, {"id": contract_id}, envelope.shop, payload.get("billing_cycles"))
-        if skipped:
+        if skipped or (skipped is None and payload.get("skipped") is True):
             data.update(_compact({"renewal_skipped": True,
                                   "skipped_renewal_at": utc(payload.get("billing_attempt_expected_date"))}))
         return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
@@ -563,6 +565,9 @@ TOPICS = {
     "subscription_contracts/expire": _subscription_event(ev.SUBSCRIPTION_CANCELED),
     "subscription_billing_cycles/skip": _cycle_event(skipped=True),
     "subscription_billing_cycles/unskip": _cycle_event(skipped=False),
+    "subscription_billing_cycle_edits/create": _cycle_event(skipped=None),
+    "subscription_billing_cycle_edits/update": _cycle_event(skipped=None),
+    "subscription_billing_cycle_edits/delete": _cycle_event(skipped=None),
     "subscription_billing_attempts/success": _payment_event(ev.PAYMENT_SUCCEEDED, "succeeded"),
     "subscription_billing_attempts/failure": _payment_event(ev.PAYMENT_FAILED, "failed"),
     "subscription_billing_attempts/challenged": _payment_event(ev.PAYMENT_ACTION_REQUIRED,
