@@ -296,9 +296,14 @@ def failed_events(session: Session, before: int | None = None, limit: int = 50) 
 
 
 def open_event_counts(session: Session) -> dict[str, int]:
-    """status → inbox rows waiting or failed (partial index)."""
-    return dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
-                                .group_by(InboxEvent.status)).all())
+    """status → inbox rows waiting or failed (partial index); "waiting": the failed ones whose
+    platform did not answer, which the hub tries again by itself (hub.sync.inbox)."""
+    counts = dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
+                                  .group_by(InboxEvent.status)).all())
+    if counts.get(FAILED):
+        counts["waiting"] = session.scalar(select(func.count()).where(
+            open_rows(), InboxEvent.status == FAILED, InboxEvent.retry_at.is_not(None)))
+    return counts
 
 
 def subscribers_by_id(session: Session, ids) -> dict[int, Subscriber]:

@@ -410,6 +410,8 @@ def test_a_chargeback_stripe_cannot_show_waits_and_counts_by_itself_once_stripe_
         listing = staff.get("/sync-log/failed-events").get_data(as_text=True)
         assert "Stripe did not answer" in listing and "by itself, " in listing
         assert "The hub tries again by itself at" in staff.get(f"/sync-log/events/{waiting.id}").get_data(as_text=True)
+        assert ("1</strong> inbound events that failed (1 waiting for their platform to answer: tried again by "
+                "the hub itself)") in staff.get("/sync-log/").get_data(as_text=True)
 
         assert jobs.backstop_job() is not None and chargeback_row().status == "failed"  # its minute is not over
         api.heal()
