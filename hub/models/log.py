@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     bindparam,
     text,
 )
@@ -109,6 +110,12 @@ class InboxEvent(Base):
         """
         return cls.status.in_(bindparam(None, list(OPEN_STATUSES), expanding=True,
                                         literal_execute=True, unique=True))
+
+    @classmethod
+    def is_waiting(cls):
+        """Failed rows whose platform did not answer, which the hub opens again by itself
+        (hub.sync.inbox.reopen_waiting); within ix_inbox_event_open."""
+        return and_(cls.is_open(), cls.status == FAILED, cls.retry_at.is_not(None))
 
 
 class Trigger(Base):

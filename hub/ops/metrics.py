@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import bindparam, func, select
 
-from hub.models import FAILED, INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
+from hub.models import INTERRUPTED, Delivery, DeliveryAttempt, InboxEvent, Subscriber
 from hub.ops.dashboard import refused_webhooks
 from hub.ops.synclog import owed_profile_counts, unanswered_retry_counts
 from hub.sync import retries
@@ -36,9 +36,7 @@ class HubCollector:
                           "Failed inbox rows whose platform did not answer what they need from it, which the "
                           "hub tries again by itself (hub.sync.inbox), by source.", ["source"],
                           session.execute(select(InboxEvent.source, func.count())
-                                          .where(InboxEvent.is_open(), InboxEvent.status == FAILED,
-                                                 InboxEvent.retry_at.is_not(None))
-                                          .group_by(InboxEvent.source)))
+                                          .where(InboxEvent.is_waiting()).group_by(InboxEvent.source)))
             yield _family(GaugeMetricFamily, "hub_deliveries", "Deliveries by connector and status.",
                           ["connector", "status"],
                           session.execute(select(Delivery.connector, Delivery.status, func.count())

@@ -301,8 +301,7 @@ def open_event_counts(session: Session) -> dict[str, int]:
     counts = dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
                                   .group_by(InboxEvent.status)).all())
     if counts.get(FAILED):
-        counts["waiting"] = session.scalar(select(func.count()).where(
-            open_rows(), InboxEvent.status == FAILED, InboxEvent.retry_at.is_not(None)))
+        counts["waiting"] = session.scalar(select(func.count()).where(InboxEvent.is_waiting()))
     return counts
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from hub.errors import HubError
 from hub.models import UNINSTALLED, Checkpoint
-from hub.values import asks_again
+from hub.values import asks_again, utc
 from webhooks.listing import Pacer
 
 # `email` and `phone` are deprecated on Customer since 2025-04 (defaultEmailAddress /
@@ -172,6 +172,22 @@ def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPa
     data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
         "id": contract_gid(contract_id), "from": _iso(since - CYCLES_SINCE), "until": _iso(since + CYCLES_UNTIL)})
     return ((data.get("subscriptionBillingCycles") or {}).get("nodes")) or []
+
+
+def upcoming_cycles(settings, contract: dict, paced: "CostPacer | None" = None) -> list[dict] | None:
+    """An active contract's billing cycles from its next billing date on (a skip moves its next
+    renewal, where nextBillingDate stays); None for another status or no such date, or when
+    Shopify refuses the query (the renewal is then nextBillingDate). No answer raises
+    ShopifyAPIError (transient), as for the contract."""
+    since = utc(contract.get("nextBillingDate"))
+    if contract.get("status") != "ACTIVE" or since is None:
+        return None
+    try:
+        return fetch_upcoming_cycles(settings, contract["id"], since, paced)
+    except ShopifyAPIError as exc:
+        if exc.transient:
+            raise
+        return None
 
 
 def _iso(moment: datetime) -> str:

@@ -87,27 +87,15 @@ class Client:
         info = found.get("pageInfo") or {}
         nodes = found.get("nodes") or []
         if stream == "subscription_contracts":
-            items = [contract_item(node, self._cycles(node)) for node in nodes]
+            # Each active contract with its billing cycles, so that a cycle the customer skipped is
+            # not taken for the next renewal (as ENRICH fetches them for a contract's webhook).
+            items = [contract_item(node, shopify_api.upcoming_cycles(self.settings, node, self.paced))
+                     for node in nodes]
         else:
             items = [WRAP[stream](node) for node in nodes]
         total = (data.get(count) or {}).get("count") if with_count else None
         following = {"after": info["endCursor"]} if info.get("hasNextPage") and info.get("endCursor") else None
         return Page(items, following, total)
-
-
-    def _cycles(self, node: dict) -> list[dict] | None:
-        """An active contract's billing cycles from its next billing date on, listed with it so
-        that a cycle the customer skipped is not taken for the next renewal (as ENRICH fetches
-        them for a contract's webhook); None otherwise, or when Shopify refuses the query."""
-        since = utc(node.get("nextBillingDate"))
-        if node.get("status") != "ACTIVE" or since is None:
-            return None
-        try:
-            return shopify_api.fetch_upcoming_cycles(self.settings, node["id"], since, paced=self.paced)
-        except shopify_api.ShopifyAPIError as exc:
-            if exc.transient:
-                raise
-            return None
 
 
 # --- wrapping nodes as the webhooks carry them ---------------------------------------------

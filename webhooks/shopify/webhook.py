@@ -597,7 +597,7 @@ def _with_contract(contract_id_of):
             return payload  # the normalizer then emits what the ids allow
         try:
             contract = shopify_api.fetch_contract(settings, contract_id)
-            cycles = _upcoming_cycles(settings, contract)
+            cycles = shopify_api.upcoming_cycles(settings, contract)
         except shopify_api.ContractNotReadable:
             return payload  # another app's contract: the ids, not a failed row (a retry reads no more)
         except shopify_api.ShopifyAPIError as exc:
@@ -606,22 +606,6 @@ def _with_contract(contract_id_of):
             raise
         return {**payload, "contract": contract, **({"billing_cycles": cycles} if cycles is not None else {})}
     return enrich
-
-
-def _upcoming_cycles(settings, contract: dict) -> list[dict] | None:
-    """An active contract's billing cycles from its next billing date on (a skip moves its next
-    renewal, where nextBillingDate stays); None for another status or no such date, or when
-    Shopify refuses the query (the renewal is then nextBillingDate). No answer raises, as for
-    the contract."""
-    since = utc(contract.get("nextBillingDate"))
-    if contract.get("status") != "ACTIVE" or since is None:
-        return None
-    try:
-        return shopify_api.fetch_upcoming_cycles(settings, contract["id"], since)
-    except shopify_api.ShopifyAPIError as exc:
-        if exc.transient:
-            raise
-        return None
 
 
 _enrich_contract = _with_contract(lambda p: p.get("admin_graphql_api_id") or p.get("id"))
