@@ -94,6 +94,21 @@ def locks_claimed_rows(bind) -> bool:
     return dialect_name(bind) == "postgresql"
 
 
+def plan_for_values(session) -> None:
+    """PostgreSQL: plan each statement of this transaction for the values it runs with
+    (SET LOCAL plan_cache_mode = force_custom_plan); no-op on SQLite.
+
+    For the drain's transactions, whose identity lookups name a batch's people in one IN
+    list: a full batch repeats the same statement text, psycopg prepares it after five runs,
+    and PostgreSQL may then keep a generic plan made while the table was small, a sequential
+    scan testing every row against each of 500 parameters, where a plan for the values hashes
+    the list or takes the index (RESULTS.md, "Drained batches planned for their values"). The
+    web path's one INSERT and the push keep their prepared plans: re-planning each of a
+    statement's executions cost the push more than it saved."""
+    if dialect_name(session) == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def blob_text(bind, column):
     """A binary column as text for LIKE: SQLite's LIKE does not match inside a BLOB and
     PostgreSQL's bytea has no LIKE; encode(…, 'escape') keeps printable ASCII as it is."""

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import take_write_lock, update_by_key, write_changed, write_new
-from hub.db.dialect import insert_ignore, locks_claimed_rows
+from hub.db.dialect import insert_ignore, locks_claimed_rows, plan_for_values
 from hub.db.inbox import KEY
 from hub.db.turns import DrainTurn
 from hub.db.unit import UnitOfWork
@@ -115,6 +115,7 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
         if linger_s and not alone:
             await_fuller_batch(storage, size, linger_s)
         with storage.session() as session, DrainTurn(session) as turn:
+            plan_for_values(session)
             rows = claim_batch(session, 1 if alone else size)
             if not rows:
                 break

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import OperationalError
 
-from hub.db.dialect import mark_once
+from hub.db.dialect import mark_once, plan_for_values
 from hub.db.engine import Storage
 from hub.models import ProfileDue
 
@@ -50,3 +50,13 @@ def test_a_row_marked_again_is_held_from_a_deleting_reader_until_the_marking_com
             reader.execute(delete(table).where(table.c.subscriber_id == 1))
         reader.rollback()
         marking.commit()
+
+
+def test_a_transaction_planned_for_its_values_keeps_no_generic_plan_past_its_end(storage, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite plans every statement for its values")
+    with storage.session() as session:
+        plan_for_values(session)
+        assert session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+    with storage.session() as session:  # SET LOCAL: the pooled connection goes back as it was
+        assert session.scalar(text("SHOW plan_cache_mode")) == "auto"

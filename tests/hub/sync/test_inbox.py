@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from hub import jobs
 from hub.db.unit import UnitOfWork
@@ -306,6 +306,27 @@ def in_thread(fn):
         raise outcome["error"]
     return outcome["value"]
 
+
+
+def test_on_postgresql_each_drained_batch_is_planned_for_its_values(client, hub, database_url):
+    """A full batch repeats its lookups' text: a generic plan kept from a smaller table would
+    scan it testing every row against each name (hub.db.dialect.plan_for_values)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite plans every statement for its values")
+    for n in range(3):
+        post(client, "stripe", customer_event(f"evt_cus_{n}", f"buyer{n}@example.com", customer_id=f"cus_{n:04d}"))
+    modes = []
+
+    @event.listens_for(hub.storage.engine, "after_cursor_execute")
+    def _seen(conn, cursor, statement, *args):
+        if "FROM subscriber" in statement and "IN (" in statement:  # the batch's identity lookup
+            modes.append(conn.exec_driver_sql("SHOW plan_cache_mode").scalar())
+
+    try:
+        drain_inbox(hub.storage, hub.settings, batch_size=3)
+    finally:
+        event.remove(hub.storage.engine, "after_cursor_execute", _seen)
+    assert modes and set(modes) == {"force_custom_plan"}
 
 
 def test_two_drainers_on_postgresql_process_each_row_once_and_each_person_in_order(client, hub, database_url):
