@@ -170,7 +170,8 @@ def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPa
     year, by index, at most 10 (cycleIndex, billingAttemptExpectedDate, skipped, status);
     raises ShopifyAPIError. Paced as fetch_contract is, or by `paced` (a listing run's own)."""
     data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
-        "id": contract_gid(contract_id), "from": _iso(since - CYCLES_SINCE), "until": _iso(since + CYCLES_UNTIL)})
+        "id": contract_gid(contract_id), "from": shopify_time(since - CYCLES_SINCE),
+        "until": shopify_time(since + CYCLES_UNTIL)})
     return ((data.get("subscriptionBillingCycles") or {}).get("nodes")) or []
 
 
@@ -190,7 +191,8 @@ def upcoming_cycles(settings, contract: dict, paced: "CostPacer | None" = None) 
         return None
 
 
-def _iso(moment: datetime) -> str:
+def shopify_time(moment: datetime) -> str:
+    """A time as the Admin API's DateTime arguments and search syntax take it (UTC, `Z`)."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -15,7 +15,7 @@ time, and a THROTTLED answer waits for the bucket to refill and asks again.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from hub.values import utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
@@ -80,7 +80,7 @@ class Client:
         connection, size, _, count = CONNECTIONS[stream]
         with_count = bool(count) and stream not in self.counted
         variables = {"first": size, "after": (cursor or {}).get("after"),
-                     "query": f"updated_at:>'{since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}'" if since else None}
+                     "query": f"updated_at:>'{shopify_api.shopify_time(since)}'" if since else None}
         data = self.paced.execute(self.settings, stream, list_query(stream, with_count), variables)
         self.counted.add(stream)
         found = data[connection]

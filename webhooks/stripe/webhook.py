@@ -503,12 +503,8 @@ def attach_refunds(payload: dict, settings) -> dict:
     charge_id = _id(obj.get("charge")) if obj.get("object") == "refund" else _id(obj.get("id"))
     if not settings.STRIPE_API_KEY or not charge_id:
         return payload
-    try:
-        listing = _client(settings).v1.refunds.list(params={"charge": charge_id, "limit": 100})
-    except stripe.StripeError as exc:
-        _unless_unanswered(exc, f"GET /v1/refunds?charge={charge_id}")
-        return payload
-    return {**payload, "_refunds": listing.last_response.data["data"]}
+    return _with_listing(payload, settings, "refunds", {"charge": charge_id, "limit": 100}, "_refunds",
+                         f"GET /v1/refunds?charge={charge_id}")
 
 
 def attach_charge(payload: dict, settings) -> dict:
@@ -543,8 +539,9 @@ def attach_payments(payload: dict, settings) -> dict:
     if (not settings.STRIPE_API_KEY or not isinstance(invoice.get("id"), str)
             or isinstance(invoice.get("payment_intent"), dict)):
         return payload
-    return _with_payments(payload, settings, {"invoice": invoice["id"],
-                                              "expand": ["data.payment.payment_intent"]})
+    return _with_listing(payload, settings, "invoice_payments",
+                         {"invoice": invoice["id"], "expand": ["data.payment.payment_intent"]},
+                         "_payments", "GET /v1/invoice_payments")
 
 
 def attach_invoice(payload: dict, settings) -> dict:
@@ -555,9 +552,9 @@ def attach_invoice(payload: dict, settings) -> dict:
     intent_id = _object(payload).get("id")
     if not settings.STRIPE_API_KEY or not isinstance(intent_id, str):
         return payload
-    return _with_payments(payload, settings, {
+    return _with_listing(payload, settings, "invoice_payments", {
         "payment": {"type": "payment_intent", "payment_intent": intent_id},
-        "expand": ["data.invoice"]})
+        "expand": ["data.invoice"]}, "_payments", "GET /v1/invoice_payments")
 
 
 def attach_change_invoice(payload: dict, settings) -> dict:
@@ -592,24 +589,21 @@ def _with_proration_items(payload: dict, settings) -> dict:
     customer, created = _id(_object(payload).get("customer")), payload.get("created")
     if not isinstance(customer, str) or not isinstance(created, int):
         return payload
-    try:
-        listing = _client(settings).v1.invoice_items.list(params={
-            "customer": customer, "limit": 100, "created": {"gte": created - PRORATION_SPAN_S, "lte": created}})
-    except stripe.StripeError as exc:
-        _unless_unanswered(exc, "GET /v1/invoiceitems")
-        return payload
-    return {**payload, "_proration_items": listing.last_response.data["data"]}
+    return _with_listing(payload, settings, "invoice_items", {
+        "customer": customer, "limit": 100, "created": {"gte": created - PRORATION_SPAN_S, "lte": created}},
+        "_proration_items", "GET /v1/invoiceitems")
 
 
-def _with_payments(payload: dict, settings, params: dict) -> dict:
+def _with_listing(payload: dict, settings, resource: str, params: dict, under: str, call: str) -> dict:
+    """The payload with one page of a Stripe listing (`resource` of StripeClient.v1) under
+    `under`, as sent: to_dict() turns decimal strings (unit_amount_decimal) into Decimals,
+    which the inbox cannot store. Unchanged when Stripe refuses; no answer raises RetryLater."""
     try:
-        listing = _client(settings).v1.invoice_payments.list(params=params)
+        listing = getattr(_client(settings).v1, resource).list(params=params)
     except stripe.StripeError as exc:
-        _unless_unanswered(exc, "GET /v1/invoice_payments")
+        _unless_unanswered(exc, call)
         return payload
-    # The JSON as sent: to_dict() turns decimal strings (unit_amount_decimal) into Decimals,
-    # which the inbox cannot store.
-    return {**payload, "_payments": listing.last_response.data["data"]}
+    return {**payload, under: listing.last_response.data["data"]}
 
 
 def _unless_unanswered(exc: stripe.StripeError, call: str) -> None:
