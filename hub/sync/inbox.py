@@ -64,9 +64,8 @@ def claim_batch(session: Session, size: int) -> list[InboxEvent]:
     """The oldest pending rows, locked against other workers until commit (on SQLite the
     caller holds Storage.drain_lock() instead)."""
     # Columns the drain never reads (it writes the outcome ones): not decoded for 500 rows.
-    query = (select(InboxEvent).options(*(defer(c) for c in _UNREAD))
-             .where(InboxEvent.is_open(), InboxEvent.status == PENDING)
-             .order_by(InboxEvent.id).limit(size))
+    query = InboxEvent.pending_oldest_first(
+        select(InboxEvent).options(*(defer(c) for c in _UNREAD))).limit(size)
     if locks_claimed_rows(session):
         return list(session.scalars(query.with_for_update(skip_locked=True)))
     # SQLite: the rows are read before the transaction begins (the driver opens it at the
@@ -183,8 +182,7 @@ def await_fuller_batch(storage, size: int, linger_s: float) -> int:
 
 def _pending(storage, size: int) -> int:
     with storage.engine.connect() as conn:
-        ids = (select(InboxEvent.id).where(InboxEvent.is_open(), InboxEvent.status == PENDING)
-               .limit(size).subquery())
+        ids = InboxEvent.pending_oldest_first(select(InboxEvent.id)).limit(size).subquery()
         return conn.execute(select(func.count()).select_from(ids)).scalar()
 
 
