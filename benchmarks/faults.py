@@ -17,8 +17,10 @@ orders/paid of 600 USD → `Tier Changed` from Bronze to Silver), so "delivered"
 Meanwhile a fault script, in turn: SIGKILLs the worker, the Redis server, the web server
 (the `hub serve` process and its workers), holds the database locked for 10 s (SQLite:
 BEGIN EXCLUSIVE on the database and its inbox file; PostgreSQL: LOCK TABLE inbox_event IN
-ACCESS EXCLUSIVE MODE), posts a validly signed Stripe body nested 1,100 levels deep, and holds
-a slowloris connection (headers and half a body, never finished) to the end. Nothing restarts
+ACCESS EXCLUSIVE MODE), makes Stripe's API (a stand-in the hub reads each Stripe webhook's
+customer and invoice payments from) answer 503 to every call for as long, posts a validly
+signed Stripe body nested 1,100 levels deep, and holds a slowloris connection (headers and
+half a body, never finished) to the end. Nothing restarts
 anything by hand: the hub's own supervision must. The external Redis of --postgres stands for
 a service run by its own service manager, which restarts it a second after it dies (systemd's
 Restart=always); the embedded one is the hub's to restart.
@@ -58,9 +60,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import OTHER_TOOLS, free_port, process_tree, sqlite_connect, start_redis, wait_for, write_section  # noqa: E402
 from standins.klaviyo import FakeKlaviyo  # noqa: E402
-from tests.samples import SECRETS, chargebee_auth, load_sample, sign_shopify, sign_stripe, stripe_event  # noqa: E402
+from standins.stripe import FakeStripe  # noqa: E402
+from tests.samples import SECRETS, chargebee_auth, load_sample, sign_shopify, sign_stripe, stripe_event, stripe_resource  # noqa: E402
 
 KLAVIYO_KEY = "pk_faults_key"
+STRIPE_KEY = "sk_test_faults"
 MARK = "flt"  # in every id of the suite's webhooks: inbox rows are matched back by it
 SHOPIFY_TIMEOUT = 5.0  # Shopify gives up on an answer after 5 s; the clients wait no longer
 POISON_DEPTH = 1100
@@ -137,6 +141,11 @@ def webhooks(n: int) -> list[Webhook]:
                                      cb["transaction"]["id"]: f"txn_{MARK}{i}"})
             out.append(Webhook(i, "chargebee", None, _compact(body), email, "Payment Failed"))
     return out
+
+
+def customer(hook: Webhook) -> dict:
+    """The Stripe customer a Stripe webhook of the suite names, as Stripe's API shows it."""
+    return {**stripe_resource("customer"), "id": f"cus_{MARK}{hook.index}", "email": hook.email}
 
 
 def _compact(payload: dict) -> bytes:
@@ -399,8 +408,10 @@ class FaultScript:
     """The faults in turn, each at its share of the sending time; what it did, for the report."""
 
     def __init__(self, root: int, home: Path, database: Path | str, port: int, lock_seconds: float,
-                 platforms: Platforms, external_redis: ServiceManagedRedis | None = None):
+                 platforms: Platforms, external_redis: ServiceManagedRedis | None = None,
+                 stripe: FakeStripe | None = None):
         self.root, self.home, self.database, self.port = root, home, database, port
+        self.stripe = stripe
         self.external_redis = external_redis
         self.lock_seconds = lock_seconds
         self.platforms = platforms
@@ -415,13 +426,14 @@ class FaultScript:
         print("  fault " + line, file=sys.stderr, flush=True)
 
     # Each fault at its share of the sending time, in this order.
-    STEPS = (("worker", 0.10), ("redis", 0.25), ("web", 0.40), ("lock", 0.55), ("poison", 0.75),
-             ("slowloris", 0.85))
+    STEPS = (("worker", 0.10), ("redis", 0.25), ("web", 0.40), ("lock", 0.55), ("stripe-api", 0.65),
+             ("poison", 0.75), ("slowloris", 0.85))
     NAMES = tuple(name for name, _ in STEPS)
 
     def run(self, started: float, window: float, only: tuple[str, ...] = ()) -> None:
         actions = {"worker": self.kill_worker, "redis": self.kill_redis, "web": self.kill_web,
-                   "lock": self.lock_database, "poison": self.send_poison, "slowloris": self.open_slowloris}
+                   "lock": self.lock_database, "stripe-api": self.stop_stripe_api, "poison": self.send_poison,
+                   "slowloris": self.open_slowloris}
         for name, share in self.STEPS:
             if only and name not in only:
                 continue
@@ -471,6 +483,23 @@ class FaultScript:
             conn.close()
         return f"held the SQLite database and its inbox file locked (BEGIN EXCLUSIVE) for {self.lock_seconds:g} s"
 
+    def stop_stripe_api(self) -> str:
+        """Stripe's API answers 503 to every call for as long as the database was held: the
+        Stripe webhooks that came in meanwhile cannot read their invoice's payments and wait,
+        for the hub to try them again by itself (a minute later, at its next backstop)."""
+        if self.stripe is None:
+            return "stripe-api: no Stripe stand-in in this run"
+        before = self._stripe_refused()
+        self.stripe.fail(503, fraction=1.0, message="Stripe is down")
+        self.stop.wait(self.lock_seconds)
+        self.stripe.heal()
+        return (f"Stripe's API answered 503 to every call for {self.lock_seconds:g} s "
+                f"({self._stripe_refused() - before} calls)")
+
+    def _stripe_refused(self) -> int:
+        with self.stripe.lock:
+            return sum(call.status == 503 for call in self.stripe.calls)
+
     def send_poison(self) -> str:
         self.platforms.send(self.poison, time.monotonic())  # retried like any webhook
         return f"posted a validly signed Stripe body nested {POISON_DEPTH} levels"
@@ -515,6 +544,7 @@ class Outcome:
     resent: int
     faults: list[str]
     notes: list[str]
+    stripe_answers: dict[int, int] = field(default_factory=dict)  # the Stripe stand-in's, by status
 
     def line(self) -> str:
         wait = f"{self.longest_wait:.1f} s" + (f" ({self.never_acknowledged} never acknowledged)"
@@ -542,6 +572,12 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
     klaviyo = FakeKlaviyo(api_key=KLAVIYO_KEY, validate=False).start()
     for fault in klaviyo_faults:
         klaviyo.fail(**fault)
+    hooks = webhooks(events)
+    # With an API key the hub reads each Stripe invoice webhook's customer and payments from
+    # Stripe (webhooks/stripe ENRICH), as a merchant's install does.
+    stripe = FakeStripe(key=STRIPE_KEY)
+    stripe.customers = [customer(hook) for hook in hooks if hook.source == "stripe"]
+    stripe.start()
     try:
         env = dict(os.environ, **SECRETS, KLAVIYO_API_KEY=KLAVIYO_KEY, KLAVIYO_BASE_URL=klaviyo.url,
                    HUB_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
@@ -549,6 +585,7 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
             env["HUB_PUSH_LEASE_S"] = str(push_lease_s)
         for key in (*OTHER_TOOLS, "REDIS_URL", "HUB_BASE_URL"):
             env.pop(key, None)
+        env.update(STRIPE_API_KEY=STRIPE_KEY, STRIPE_API_BASE=stripe.url)
         if postgres:
             pg = Postgres(tmp).start()
             redis = ServiceManagedRedis(tmp)
@@ -564,16 +601,16 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(f"http://127.0.0.1:{port}/healthz", min(90, deadline - time.monotonic()))
         time.sleep(2)  # the worker's start-up drain
-        hooks = webhooks(events)
         window = events / rate
         platforms = Platforms(port, give_up_at=deadline - 5)
         started = time.monotonic()
-        script = FaultScript(hub.pid, home, database, port, lock_seconds, platforms, redis)
+        script = FaultScript(hub.pid, home, database, port, lock_seconds, platforms, redis, stripe)
         if faults:
             threading.Thread(target=script.run, args=(started, window, only), daemon=True).start()
         for i, hook in enumerate(hooks):
             platforms.send(hook, started + i / rate)
         counts, last, moved_at, shown_at, exited = {}, None, time.monotonic(), 0.0, None
+        waited: set[int] = set()  # webhooks seen failed: waiting for Stripe's API, looked at each second
         while time.monotonic() < deadline:
             time.sleep(1)
             now = time.monotonic()
@@ -585,6 +622,7 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
                 notes.append(f"{now - started:.0f} s: could not read the database: {type(exc).__name__}")
             delivered, _ = at_standin(klaviyo, hooks)
             if rows is not None:
+                waited.update(i for i, status in rows.items() if status == "failed")
                 counts = {"acked": acked, "stored": len(rows), "applied": sum(s == "processed" for s in rows.values()),
                           "delivered": len(delivered), "open": opened}
             if counts != last:
@@ -623,6 +661,10 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
             rows, waiting = {}, []
         if waiting:
             notes.append("open deliveries at the end: " + "; ".join(waiting[:4]))
+        if waited:
+            notes.append(f"{len(waited)} webhooks ({dict(Counter(hooks[i].source for i in waited if i < len(hooks)))}) "
+                         f"waited, failed, for a platform's API; at the end "
+                         f"{sum(rows.get(i) == 'processed' for i in waited)} of them were applied")
         print(f"  wall clock now {time.strftime('%H:%M:%S', time.gmtime())} UTC", file=sys.stderr)
         delivered, resent = at_standin(klaviyo, hooks)
         now = time.monotonic()
@@ -638,13 +680,16 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
             statuses = Counter(c.status for c in klaviyo.calls)
         notes.append(f"Klaviyo stand-in answers: {dict(sorted(statuses.items(), key=str))}; "
                      f"resends it dropped by unique_id: {resent}")
+        with stripe.lock:
+            stripe_answers = dict(sorted(Counter(c.status for c in stripe.calls).items(), key=str))
+        notes.append(f"Stripe stand-in answers: {stripe_answers}")
         return Outcome(
             sent=sum(h.attempts > 0 for h in hooks), acknowledged=len(acked), stored=len(rows),
             applied=sum(s == "processed" for s in rows.values()),
             delivered=len(delivered), duplicated=sum(1 for c in delivered.values() if c > 1),
             lost=sum(1 for h in acked if delivered.get(h.index, 0) == 0),
             longest_wait=max(waits, default=0.0), never_acknowledged=len(hooks) - len(acked),
-            resent=resent, faults=script.log, notes=notes)
+            resent=resent, faults=script.log, notes=notes, stripe_answers=stripe_answers)
     finally:
         if platforms is not None:
             platforms.close()
@@ -658,6 +703,7 @@ def run(events: int = 2000, rate: float = 40.0, postgres: bool = False, faults: 
         if pg is not None:
             pg.stop()
         klaviyo.stop()
+        stripe.stop()
         _sweep(tmp)
         _remove_embedded_redis_folder(tmp / "run.log")
         print(f"  logs: {tmp / 'run.log'}" if os.environ.get("HUB_FAULTS_KEEP") else "", end="", file=sys.stderr)
