@@ -105,21 +105,26 @@ class ActiveCampaignConnector(Connector):
         result, body = self._request("POST", "/contact/sync", {"contact": contact})
         return result, (body or {}).get("contact", {}).get("id")
 
+    def _listed_fields(self) -> tuple[Result | None, dict | None]:
+        """perstag → id of every field of the account (GET /fields, page by page)."""
+        found, offset = {}, 0
+        while True:
+            page_at = {"limit": 100, "offset": offset}
+            result, body = self._request("GET", "/fields", params=page_at)
+            if body is None:
+                return result, None
+            page = body.get("fields", [])
+            found.update({f["perstag"].upper(): str(f["id"]) for f in page if f.get("perstag")})
+            offset += len(page)
+            if not page or offset >= int((body.get("meta") or {}).get("total", offset)):
+                return None, found
+
     def _field_ids(self) -> tuple[Result | None, dict | None]:
         """perstag → id of every mapped field, creating the missing ones."""
         if self._fields is None:
-            found, offset = {}, 0
-            while True:
-                page_at = {"limit": 100, "offset": offset}
-                result, body = self._request("GET", "/fields", params=page_at)
-                if body is None:
-                    return result, None
-                page = body.get("fields", [])
-                found.update({f["perstag"].upper(): str(f["id"]) for f in page if f.get("perstag")})
-                offset += len(page)
-                if not page or offset >= int((body.get("meta") or {}).get("total", offset)):
-                    break
-            self._fields = found
+            failure, self._fields = self._listed_fields()
+            if failure is not None:
+                return failure, None
         for name in filter(None, self.mapping["fields"].values()):
             if name.upper() in self._fields:
                 continue
@@ -127,6 +132,13 @@ class ActiveCampaignConnector(Connector):
             # (https://developers.activecampaign.com/reference/contact-custom-fields-api-guide).
             result, body = self._request("POST", "/fields", {"field": {
                 "type": "text", "title": name, "perstag": name.upper(), "descript": ABOUT}})
+            if body is None and result.http_status == 422:
+                # Made since the listing (another worker's first push beside this one):
+                # ActiveCampaign refuses its perstag again, and the field it names is ours.
+                failure, listed = self._listed_fields()
+                if failure is None and name.upper() in listed:
+                    self._fields.update(listed)
+                    continue
             if body is None:
                 return result, None
             field_id = str(body["field"]["id"])
@@ -192,6 +204,12 @@ class ActiveCampaignConnector(Connector):
         if name not in self._tags:
             result, body = self._request("POST", "/tags", {"tag": {
                 "tag": name, "tagType": "contact", "description": ABOUT}})
+            if body is None and result.http_status == 422:
+                # Made since the search, by another worker: found by name this time.
+                _, listed = self._request("GET", "/tags", params={"search": name, "limit": 100})
+                self._tags.update({t["tag"]: str(t["id"]) for t in (listed or {}).get("tags", [])})
+                if name in self._tags:
+                    return None, self._tags[name]
             if body is None:
                 return result, None
             self._tags[name] = str(body["tag"]["id"])

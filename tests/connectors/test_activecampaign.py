@@ -1,6 +1,7 @@
 """ActiveCampaign: contact sync by email, custom fields created when missing, stage and trigger tags."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -99,3 +100,41 @@ def test_install_names_a_consent_list_activecampaign_does_not_have(activecampaig
     with pytest.raises(RuntimeError, match="list 42 .*No Result found for List with id 42"):
         connector(activecampaign, limiter, list_id="42").install()
     connector(activecampaign, limiter, list_id="1").install()
+
+
+def test_two_workers_first_pushing_at_once_each_use_the_fields_the_other_made(new_activecampaign):
+    """Both list the account's fields before either has made them; ActiveCampaign refuses the
+    second maker of each ("The perstag is already in use"), whose profile must still go."""
+    fake = new_activecampaign.fake
+    fake.slow(0.5, times=2, path="/api/3/fields")  # both listings answered empty, then held together
+    push_two_profiles_at_once(new_activecampaign)
+    assert any(call.status == 422 for call in fake.operations("create_field"))  # the race happened
+    assert len(fake.fields) == 10
+    assert {fake.field_values(f"p{n}@example.com")["hub_stage"] for n in range(2)} == {"engaged"}
+
+
+def test_two_workers_tagging_a_new_stage_at_once_share_one_tag(activecampaign):
+    fake = activecampaign.fake
+    fake.slow(0.5, times=2, path="/api/3/tags")  # both searches answered without the tag
+    push_two_profiles_at_once(activecampaign)
+    assert any(call.status == 422 for call in fake.operations("create_tag"))  # the race happened
+    assert [t["tag"] for t in fake.tags.values()] == ["Hub stage: engaged"]
+    assert {frozenset(fake.tags_of(f"p{n}@example.com")) for n in range(2)} == {frozenset({"Hub stage: engaged"})}
+
+
+def push_two_profiles_at_once(world) -> None:
+    """Two workers each push their own person's profile at the same time, under the account's
+    one limit of 5 requests a second as workers share it; both are sent."""
+    workers, limiter = [world.connector() for _ in range(2)], Limiter()
+    results: dict[str, object] = {}
+
+    def push(c, email: str, item_id: int) -> None:
+        c.use_limiter(limiter, rate_wait=30)
+        results[email] = c.push_batch([profile_item(item_id, email)])[item_id]
+
+    threads = [threading.Thread(target=push, args=(c, f"p{n}@example.com", n + 1)) for n, c in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(isinstance(r, Sent) for r in results.values()) and len(results) == 2, results
