@@ -164,7 +164,10 @@ class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (UniqueConstraint("connector", "idempotency_key"),
                       Index("ix_delivery_queue", "connector", "status", "next_attempt_at"),
-                      Index("ix_delivery_subscriber", "subscriber_id", "id"))
+                      Index("ix_delivery_subscriber", "subscriber_id", "id"),
+                      # PostgreSQL alone (migration 0018): a push's due deliveries, in its order.
+                      Index("ix_delivery_due", "connector", "next_attempt_at", "id",
+                            postgresql_where=text("status IN ('queued', 'retrying')")).ddl_if(dialect="postgresql"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     connector: Mapped[str] = mapped_column(String(30))
@@ -186,6 +189,14 @@ class Delivery(Base):
 
     attempts_log: Mapped[list["DeliveryAttempt"]] = relationship(
         back_populates="delivery", order_by="DeliveryAttempt.id")
+
+    @classmethod
+    def is_open(cls):
+        """Still to be sent (queued or retrying): the condition of ix_delivery_due, rendered
+        with literal values, which a prepared statement's generic plan can match to the index
+        as it cannot match bound parameters."""
+        return cls.status.in_(bindparam(None, [QUEUED, RETRYING], expanding=True, literal_execute=True,
+                                        unique=True))
 
 
 class ProfileDue(Base):

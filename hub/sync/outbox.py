@@ -523,7 +523,7 @@ def _due(connector_name: str, at: datetime):
 
 def _open_by(at: datetime):
     """Deliveries still to be sent that fall due by `at`, of any tool."""
-    return Delivery.status.in_((QUEUED, RETRYING)), Delivery.next_attempt_at <= at
+    return Delivery.is_open(), Delivery.next_attempt_at <= at
 
 
 LINGER_STEP_S = 0.25
