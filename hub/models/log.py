@@ -62,6 +62,12 @@ QUEUED, SENT, RETRYING, DEAD, CANCELLED = (DeliveryStatus.QUEUED, DeliveryStatus
 INTERRUPTED = AttemptOutcome.INTERRUPTED
 
 
+def _in_literally(column, values):
+    """`column IN (values)` with the values written into the statement, not bound: a partial
+    index's condition that SQLite, and a PostgreSQL generic plan, match to the query only then."""
+    return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True, unique=True))
+
+
 class InboxEvent(Base):
     """A webhook exactly as it arrived (raw headers and body) and what became of it."""
 
@@ -110,8 +116,7 @@ class InboxEvent(Base):
         Rendered with literal values: SQLite uses a partial index only when the query's
         condition matches the index's text, which bound parameters never do.
         """
-        return cls.status.in_(bindparam(None, list(OPEN_STATUSES), expanding=True,
-                                        literal_execute=True, unique=True))
+        return _in_literally(cls.status, OPEN_STATUSES)
 
     @classmethod
     def pending_oldest_first(cls, query):
@@ -195,8 +200,7 @@ class Delivery(Base):
         """Still to be sent (queued or retrying): the condition of ix_delivery_due, rendered
         with literal values, which a prepared statement's generic plan can match to the index
         as it cannot match bound parameters."""
-        return cls.status.in_(bindparam(None, [QUEUED, RETRYING], expanding=True, literal_execute=True,
-                                        unique=True))
+        return _in_literally(cls.status, (QUEUED, RETRYING))
 
 
 class ProfileDue(Base):

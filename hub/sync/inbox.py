@@ -364,8 +364,8 @@ def reopen_waiting(storage, now: datetime | None = None, limit: int = 1000) -> i
     `next` "retry", so its page says the hub tried again by itself. How many."""
     now = now or datetime.now(timezone.utc)
     with storage.session() as session:
-        query = (select(InboxEvent).where(InboxEvent.is_open(), InboxEvent.status == FAILED,
-                                          InboxEvent.retry_at <= now).order_by(InboxEvent.id).limit(limit))
+        query = (select(InboxEvent).where(InboxEvent.is_waiting(), InboxEvent.retry_at <= now)
+                 .order_by(InboxEvent.id).limit(limit))
         if locks_claimed_rows(session):  # PostgreSQL: two hosts' backstops never open one row twice
             query = query.with_for_update(skip_locked=True)
         rows = list(session.scalars(query))
