@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from sqlalchemy import Text, cast, func, text
+from sqlalchemy import Text, cast, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.db.bulk import execute_many
@@ -31,6 +31,29 @@ def connect_limits(url) -> dict:
     if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
         return {}
     return {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
+# PostgreSQL's planner prices a page read out of order at 4 sequential ones by default, a
+# figure for spinning disks with little caching. The hub reads its queues and recent rows
+# from memory or SSD: at 4, a young table (the first days of an install, or a benchmark)
+# was read whole for a few hundred ids where its indexes answer at once. PostgreSQL's own
+# guidance for SSDs is 1.1 (https://www.postgresql.org/docs/15/runtime-config-query.html
+# #GUC-RANDOM-PAGE-COST). A value the server or its database was given is kept.
+RANDOM_PAGE_COST = "1.1"
+_DEFAULT_RANDOM_PAGE_COST = 4.0
+
+
+def plan_for_cached_rows(engine) -> None:
+    """Each new PostgreSQL connection of `engine` prices random page reads at RANDOM_PAGE_COST,
+    unless the server's setting is other than PostgreSQL's default (a DBA's choice, kept)."""
+
+    @event.listens_for(engine, "connect")
+    def _set_page_cost(dbapi_connection, record):
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('random_page_cost', %s, false) "
+                           "WHERE current_setting('random_page_cost')::float8 = %s",
+                           (RANDOM_PAGE_COST, _DEFAULT_RANDOM_PAGE_COST))
+        dbapi_connection.commit()  # a session setting made in a transaction rolled back is undone
 
 
 def insert_ignore(bind, table, rows, key: tuple[str, ...], returning=None):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import PROJECT_DIR
 from hub.db.bulk import write_new_first
-from hub.db.dialect import connect_limits
+from hub.db.dialect import connect_limits, plan_for_cached_rows
 from hub.db.inbox import InboxWriter
 from hub.db.turns import release_turns_on_return
 from hub.errors import DrainerBusy
@@ -205,6 +205,7 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
     engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                            connect_args=connect_limits(make_url(url)),
                            json_serializer=json_text, json_deserializer=json_value)
+    plan_for_cached_rows(engine)
     release_turns_on_return(engine)
     return engine
 

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import make_url, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.exc import OperationalError
 
 from hub.db import dialect
@@ -263,3 +264,21 @@ def test_a_postgresql_host_that_stops_answering_fails_new_connections_in_bounded
     assert time.monotonic() - started < 12
     # A timeout the URL names itself is the merchant's choice, kept.
     assert dialect.connect_limits(make_url(url + "?connect_timeout=30")) == {}
+
+
+def test_postgresql_plans_the_hubs_reads_for_rows_held_in_memory_unless_told_otherwise(database_url):
+    """A young table (the first days of an install) seemed cheaper to read whole than through
+    its index at PostgreSQL's default page costs, for every batch of a burst."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's planner costs")
+    for url, expected in ((database_url, dialect.RANDOM_PAGE_COST),
+                          # a value the merchant's server, database or URL gives is theirs, kept
+                          (database_url + "?options=-c%20random_page_cost%3D2", "2")):
+        storage = Storage(url)
+        try:
+            with storage.session() as session:
+                assert session.execute(sql("SHOW random_page_cost")).scalar() == expected
+                session.rollback()  # the setting outlives a transaction undone
+                assert session.execute(sql("SHOW random_page_cost")).scalar() == expected
+        finally:
+            storage.dispose()

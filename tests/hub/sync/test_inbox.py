@@ -1,10 +1,12 @@
 """Draining the inbox: batches, ordering, duplicates, failures that block nothing."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import event, func, select, update
@@ -16,6 +18,7 @@ from hub.sync.inbox import MAX_WAITING_TRIES, drain_inbox, reopen_waiting, retry
 from standins.stripe import FakeStripe
 from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import API_HEADERS, load_sample, post, stripe_chargeback, stripe_event
+from webhooks import Envelope
 
 
 def sub_obj():
@@ -237,6 +240,27 @@ def test_a_drain_job_does_not_wait_for_a_fuller_batch_when_nothing_more_arrives(
     assert await_fuller_batch(hub.storage, size=2, linger_s=30) == 2  # a full batch is there: go
     assert await_fuller_batch(hub.storage, size=10, linger_s=30) == 3  # nothing new came: go
     assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 3
+
+
+def test_a_drain_job_waits_for_the_webhooks_still_arriving_and_counts_each_once(client, hub, monkeypatch):
+    from hub.sync import inbox
+
+    for n in range(3):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    arriving, steps = iter([(3, 4), (5, 6), (7, 8, 9)]), []  # stored during each step of the wait
+
+    def a_step_of_the_wait(seconds):
+        steps.append(seconds)
+        for n in next(arriving, ()):
+            body = json.dumps(customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com",
+                                             customer_id=f"cus_{n}")).encode()
+            hub.storage.inbox_writer.write("stripe", Envelope(f"evt_{n}", "customer.created"), {}, body)
+
+    monkeypatch.setattr(inbox, "time", SimpleNamespace(monotonic=time.monotonic, sleep=a_step_of_the_wait))
+    assert inbox.await_fuller_batch(hub.storage, size=10, linger_s=30) == 10
+    assert len(steps) == 3  # it went once the batch was full
+    monkeypatch.undo()
+    assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 10
 
 
 def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client, hub, caplog):
