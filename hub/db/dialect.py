@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from sqlalchemy import Text, cast, event, func, text
+from sqlalchemy import Text, any_, bindparam, cast, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from hub.db.bulk import execute_many
 
@@ -54,6 +55,20 @@ def plan_for_cached_rows(engine) -> None:
                            "WHERE current_setting('random_page_cost')::float8 = %s",
                            (RANDOM_PAGE_COST, _DEFAULT_RANDOM_PAGE_COST))
         dbapi_connection.commit()  # a session setting made in a transaction rolled back is undone
+
+
+def one_of(bind, column, values):
+    """`column IN values`, for a list of a few hundred ids or keys (a batch's chunk).
+
+    On PostgreSQL one array parameter, `column = ANY(%s::type[])`: the statement's
+    text stays short and the same however many values it takes, so psycopg converts it once
+    and keeps it, where an IN list of 500 parameters was expanded by SQLAlchemy and parsed
+    anew by the driver at every execution (past the length psycopg's statement cache keeps).
+    SQLite binds an IN list's parameters cheaply: it keeps one."""
+    values = list(values)
+    if dialect_name(bind) != "postgresql":
+        return column.in_(values)
+    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
 
 
 def insert_ignore(bind, table, rows, key: tuple[str, ...], returning=None):

@@ -10,6 +10,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 
 from hub.db.bulk import add_numbered
+from hub.db.dialect import one_of
 from hub.db.unit import UnitOfWork, unit_of
 from hub.models import (
     Delivery,
@@ -108,7 +109,7 @@ def batch(unit: UnitOfWork, mentions):
         for value in values:
             known.put(attr, value, None)
         for start in range(0, len(values), CHUNK):
-            query = (select(Subscriber).where(column.in_(values[start:start + CHUNK]))
+            query = (select(Subscriber).where(one_of(session, column, values[start:start + CHUNK]))
                      .options(selectinload(Subscriber.subscriptions), selectinload(Subscriber.payments)))
             for subscriber in session.scalars(query):
                 known.put(attr, getattr(subscriber, attr), subscriber)

@@ -44,7 +44,7 @@ from connectors.base import Held, Outgoing, RetryAfter, Sent, truncate
 from connectors.ratelimit import Limiter
 from hub import events as ev
 from hub.db.bulk import execute_many, update_by_key, write_new
-from hub.db.dialect import insert_ignore, locks_claimed_rows, mark_once
+from hub.db.dialect import insert_ignore, locks_claimed_rows, mark_once, one_of
 from hub.db.unit import UnitOfWork
 from hub.models import (
     CANCELLED,
@@ -270,10 +270,10 @@ def plan_sweep(unit: UnitOfWork, settings, trigger_ids=(), subscriber_ids=()) ->
     session = unit.session
     triggers = []
     for chunk in _chunks(list(trigger_ids)):
-        triggers += session.scalars(select(Trigger).where(Trigger.id.in_(chunk))).all()
+        triggers += session.scalars(select(Trigger).where(one_of(session, Trigger.id, chunk))).all()
     # Load the people in one query per chunk, not one per trigger.
     for chunk in _chunks(list({t.subscriber_id for t in triggers})):
-        session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk))).all()
+        session.scalars(select(Subscriber).where(one_of(session, Subscriber.id, chunk))).all()
     added = plan_triggers(unit, settings, triggers)
     for subscriber_id in subscriber_ids:
         mark_dirty(unit, subscriber_id)
@@ -341,14 +341,14 @@ def _flush_profiles(unit: UnitOfWork, targets: list[tuple[str, dict]], ids: list
         else:
             missing.append(subscriber_id)
     if missing:
-        subscribers += session.scalars(select(Subscriber).where(Subscriber.id.in_(missing))
+        subscribers += session.scalars(select(Subscriber).where(one_of(session, Subscriber.id, missing))
                                        .options(selectinload(Subscriber.subscriptions))).all()
     # The last profile delivery of each (connector, subscriber): its key holds its digest.
     # Of every connector: naming them lets SQLite choose the queue index, which holds all of
     # a connector's deliveries, over the index by subscriber (the lookup then slowed down as
     # the table grew: 5 ms per 500 people at 10,000 deliveries; 1 ms this way at any size).
     latest_ids = select(func.max(Delivery.id)).where(
-        Delivery.kind == "profile", Delivery.subscriber_id.in_(ids)
+        Delivery.kind == "profile", one_of(session, Delivery.subscriber_id, ids)
     ).group_by(Delivery.connector, Delivery.subscriber_id)
     latest = {(c, s): (i, k) for i, c, s, k in session.execute(
         select(Delivery.id, Delivery.connector, Delivery.subscriber_id, Delivery.idempotency_key)
@@ -370,7 +370,7 @@ def _flush_profiles(unit: UnitOfWork, targets: list[tuple[str, dict]], ids: list
     wanted = [p[4] for p in planned if p[4] and None in p[2]["fields"].values()]
     for chunk in _chunks(wanted):
         previous.update({i: (p, status == SENT) for i, p, status in session.execute(
-            select(Delivery.id, Delivery.payload, Delivery.status).where(Delivery.id.in_(chunk)))})
+            select(Delivery.id, Delivery.payload, Delivery.status).where(one_of(session, Delivery.id, chunk)))})
     rows = []
     for name, subscriber_id, payload, digest, previous_id in planned:
         # Outside the digest: the values alone say whether the tool has this profile.
@@ -586,7 +586,7 @@ def _claim(storage, connector, at: datetime,
         if locks_claimed_rows(session):
             rows = session.execute(query.with_for_update(skip_locked=True)).all()
             for chunk in _chunks([r.id for r in rows]):
-                session.execute(update(table).where(table.c.id.in_(chunk)).values(**lease))
+                session.execute(update(table).where(one_of(session, table.c.id, chunk)).values(**lease))
             rows = _note_interrupted(session, rows)
         else:
             # SQLite: read (and decode) the rows before any lock is taken, then lease only
@@ -673,7 +673,7 @@ class Lease:
         with self.storage.write_turn(), self.storage.session() as session:
             for chunk in _chunks(self.ids):
                 held += session.execute(update(table).where(
-                    table.c.id.in_(chunk), table.c.claimed_at == self.claimed_at,
+                    one_of(session, table.c.id, chunk), table.c.claimed_at == self.claimed_at,
                     table.c.status.in_((QUEUED, RETRYING))).values(next_attempt_at=until)).rowcount
         return held
 
@@ -795,7 +795,7 @@ def _cancel_older_profiles(session: Session, connector: str, sent: list[Outgoing
         # read to test its subscriber; PostgreSQL chose it when its statistics saw few).
         pending += session.execute(select(Delivery.id, Delivery.subscriber_id).where(
             Delivery.kind == "profile", Delivery.connector + "" == connector,
-            Delivery.subscriber_id.in_(chunk),
+            one_of(session, Delivery.subscriber_id, chunk),
             (type_coerce(Delivery.status, String) + "").in_((QUEUED.value, RETRYING.value)))).all()
     changes = [{"id": row_id, "status": CANCELLED,
                 "last_error": f"superseded by delivery {newest[sid]}"}

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub import events as ev
-from hub.db.dialect import upsert
+from hub.db.dialect import one_of, upsert
 from hub.models import Checkpoint, CustomerLink, Subscriber, Subscription, Trigger, now_utc
 from hub.models.link import RENEW, UPDATE_PAYMENT
 from hub.sync import retries
@@ -329,7 +329,8 @@ def link_properties(session: Session, rows: list[tuple[int, int, str, dict]], se
     people: dict[int, dict] = {}
     ids = sorted({r[1] for r in rows})
     for i in range(0, len(ids), queries.CHUNK):
-        for person in session.execute(select(PERSON.c.id, *columns).where(PERSON.c.id.in_(ids[i:i + queries.CHUNK]))):
+        chunk = ids[i:i + queries.CHUNK]
+        for person in session.execute(select(PERSON.c.id, *columns).where(one_of(session, PERSON.c.id, chunk))):
             people[person.id] = dict(person._mapping)
     base = f"{settings.HUB_BASE_URL.rstrip('/')}/l/"
     links, out = [], {}

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 from sqlalchemy import Row, String, and_, case, cast, exists, func, null, or_, select
 from sqlalchemy.orm import Session
 
-from hub.db.dialect import card_expiring_in
+from hub.db.dialect import card_expiring_in, one_of
 from hub.models import Payment, Subscriber, Subscription, Trigger
 from hub.sync.rules.state import (
     ENDED,
@@ -103,12 +103,12 @@ def subscriber_states(session: Session, ids: Iterable[int], payments: bool = Tru
     for i in range(0, len(ids), CHUNK):
         chunk = ids[i:i + CHUNK]
         pay_rows = session.execute(select(PAY.c.subscription_id, *_columns(PAYMENT_OWN, PAY))
-                                   .where(PAY.c.subscriber_id.in_(chunk))).all() if payments else ()
+                                   .where(one_of(session, PAY.c.subscriber_id, chunk))).all() if payments else ()
         # Paid charges per subscription, as subscriber_state counts them (None: not read).
         made = Counter(row.subscription_id for row in pay_rows if row.status == "succeeded")
         subs: dict[int, list[SubState]] = {}
         for row in session.execute(select(*_columns(PERSON_SUB_FIELDS))
-                                   .where(SUB.c.subscriber_id.in_(chunk)).order_by(SUB.c.id)):
+                                   .where(one_of(session, SUB.c.subscriber_id, chunk)).order_by(SUB.c.id)):
             subs.setdefault(row.subscriber_id, []).append(
                 sub_state(row, PERSON_SUB_FIELDS, charges_made=made[row.id] if payments else None))
         by_sub_id = {x.id: x for group in subs.values() for x in group}
@@ -120,7 +120,8 @@ def subscriber_states(session: Session, ids: Iterable[int], payments: bool = Tru
             elif row.status in OPEN_PAYMENT:
                 open_.setdefault(row.subscriber_id, []).append(
                     payment_state(row._mapping, by_sub_id.get(row.subscription_id)))
-        for row in session.execute(select(*s_cols).where(PERSON.c.id.in_(chunk), PERSON.c.erased_at.is_(None))):
+        people = select(*s_cols).where(one_of(session, PERSON.c.id, chunk), PERSON.c.erased_at.is_(None))
+        for row in session.execute(people):
             yield _subscriber(dict(row._mapping), tuple(subs.get(row.id, ())),
                               tuple(open_.get(row.id, ())), paid.get(row.id, 0))
 

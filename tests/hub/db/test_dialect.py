@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.exc import OperationalError
 
-from hub.db.dialect import mark_once, plan_for_values
+from hub.db.dialect import mark_once, one_of, plan_for_values
 from hub.db.engine import Storage
 from hub.models import ProfileDue
 
@@ -60,3 +60,26 @@ def test_a_transaction_planned_for_its_values_keeps_no_generic_plan_past_its_end
         assert session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     with storage.session() as session:  # SET LOCAL: the pooled connection goes back as it was
         assert session.scalar(text("SHOW plan_cache_mode")) == "auto"
+
+
+def test_one_of_finds_the_rows_named_however_many_and_says_so_in_one_short_statement(storage, database_url):
+    """A batch names a few hundred people at once: on PostgreSQL the statement stays the same
+    length whatever their number (one array), so the driver keeps it converted."""
+    at = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    with storage.engine.begin() as conn:
+        conn.execute(ProfileDue.__table__.insert(), [{"connector": "klaviyo", "subscriber_id": n, "marked_at": at}
+                                                     for n in range(1, 701)])
+    statements = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(storage.engine, "before_cursor_execute", seen)
+    with storage.session() as session:
+        for named in ([], [5], list(range(100, 700))):
+            found = session.scalars(select(ProfileDue.subscriber_id)
+                                    .where(one_of(session, ProfileDue.subscriber_id, named))).all()
+            assert sorted(found) == named
+    event.remove(storage.engine, "before_cursor_execute", seen)
+    if database_url.startswith("postgresql"):
+        assert len(set(statements)) == 1 and len(statements[0]) < 300

@@ -343,7 +343,7 @@ def test_on_postgresql_each_drained_batch_is_planned_for_its_values(client, hub,
 
     @event.listens_for(hub.storage.engine, "after_cursor_execute")
     def _seen(conn, cursor, statement, *args):
-        if "FROM subscriber" in statement and "IN (" in statement:  # the batch's identity lookup
+        if "FROM subscriber" in statement and "= ANY (" in statement:  # the batch's identity lookup
             modes.append(conn.exec_driver_sql("SHOW plan_cache_mode").scalar())
 
     try:
