@@ -110,14 +110,18 @@ def _drain(storage, settings, batch_size, now, max_batches, linger_s, on_batch) 
     # Rows still to drain one per transaction, after a batch failed as a whole: past the
     # per-row guards of process_batch (in after_batch, say), so no row is named at fault.
     alone = 0
+    # After a full batch a backlog is likely still there: the next batch is claimed at once,
+    # without a look (and its count) for a fuller one.
+    full = False
     while max_batches is None or batches < max_batches:
-        if linger_s and not alone:
+        if linger_s and not alone and not full:
             await_fuller_batch(storage, size, linger_s)
         with storage.session() as session, DrainTurn(session) as turn:
             plan_for_values(session)
             rows = claim_batch(session, 1 if alone else size)
             if not rows:
                 break
+            full = len(rows) == size
             unit = UnitOfWork(session)
             try:
                 with storage.write_turn():

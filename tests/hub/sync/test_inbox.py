@@ -263,6 +263,19 @@ def test_a_drain_job_waits_for_the_webhooks_still_arriving_and_counts_each_once(
     assert drain_inbox(hub.storage, hub.settings, linger_s=30)["processed"] == 10
 
 
+def test_a_drain_behind_a_backlog_claims_batch_after_batch_without_looking_for_fuller_ones(client, hub, monkeypatch):
+    from hub.sync import inbox
+
+    for n in range(12):
+        post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com", customer_id=f"cus_{n}"))
+    looks = []
+    look = inbox.await_fuller_batch
+    monkeypatch.setattr(inbox, "await_fuller_batch", lambda *a: looks.append(look(*a)) or looks[-1])
+    assert drain_inbox(hub.storage, hub.settings, batch_size=5, linger_s=30)["processed"] == 12
+    # One look before the first batch of 5, none after it or the second, one after the last 2.
+    assert looks == [5, 0]
+
+
 def test_a_webhook_stored_while_a_batch_is_drained_leaves_the_batch_whole(client, hub, caplog):
     """The drain's batch and the webhooks write the inbox at the same time: the batch still
     commits in one go (no "database is locked", no row-by-row redo) and the newcomer waits."""
