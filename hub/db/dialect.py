@@ -136,11 +136,11 @@ def plan_for_values(session) -> None:
     """PostgreSQL: plan each statement of this transaction for the values it runs with
     (SET LOCAL plan_cache_mode = force_custom_plan); no-op on SQLite.
 
-    For the drain's transactions, whose identity lookups name a batch's people in one IN
-    list: a full batch repeats the same statement text, psycopg prepares it after five runs,
-    and PostgreSQL may then keep a generic plan made while the table was small, a sequential
-    scan testing every row against each of 500 parameters, where a plan for the values hashes
-    the list or takes the index (RESULTS.md, "Drained batches planned for their values"). The
+    For the drain's transactions, whose identity lookups name a batch's people in one array
+    (one_of): every batch repeats the same statement text, psycopg prepares it after five
+    runs, and PostgreSQL may then keep a generic plan made while the table was small, a
+    sequential scan testing every row against each of 500 names, where a plan for the values
+    hashes the list or takes the index (RESULTS.md, "Drained batches planned for their values"). The
     web path's one INSERT and the push keep their prepared plans: re-planning each of a
     statement's executions cost the push more than it saved."""
     if dialect_name(session) == "postgresql":
