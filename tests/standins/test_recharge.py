@@ -55,10 +55,15 @@ def test_without_the_version_header_cursors_come_in_the_link_header_only():
 
 
 def test_the_bucket_takes_40_calls_at_once_then_answers_429_until_it_leaks():
-    with FakeRecharge(token=TOKEN) as rc:
-        statuses = [requests.get(f"{rc.url}/webhooks", headers=V, timeout=5) for _ in range(BUCKET_SIZE + 2)]
-        assert [s.status_code for s in statuses[:BUCKET_SIZE - 2]] == [200] * (BUCKET_SIZE - 2)
-        assert statuses[-1].status_code == 429 and statuses[-1].headers["X-Recharge-Limit"] == "40/40"
+    with FakeRecharge(token=TOKEN) as rc, requests.Session() as http:
+        started, answers = time.monotonic(), []
+        while len(answers) < 3 * BUCKET_SIZE and (not answers or answers[-1].status_code == 200):
+            answers.append(http.get(f"{rc.url}/webhooks", headers=V, timeout=5))
+        took = time.monotonic() - started
+        refused = answers[-1]
+        assert refused.status_code == 429 and refused.headers["X-Recharge-Limit"] == "40/40"
+        # 40 at once, and the 2 a second that leaked while the calls were made (a busy machine is slow)
+        assert BUCKET_SIZE <= len(answers) - 1 <= BUCKET_SIZE + 2 * took + 1
         time.sleep(1.1)  # two calls leak a second
         assert requests.get(f"{rc.url}/webhooks", headers=V, timeout=5).status_code == 200
 
