@@ -22,6 +22,8 @@ from hub.values import json_text
 KEY = ("source", "event_id")
 _COLUMNS = ("source", "event_id", "topic", "headers", "body", "received_at", "triggered_at", "shop",
             "api_version", "status", "attempts", "outcome", "origin")
+# The columns PostgreSQL is given as text and stores as JSON.
+_CASTS = {"headers": "::json", "outcome": "::json"}
 # Rows per grouped INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
 _GROUP_ROWS = 1000
 
@@ -43,10 +45,9 @@ class InboxWriter:
         self._queue: list[_Waiter] = []
         self._leading = False
         if self.dialect == "postgresql":
-            values = "(" + ", ".join("%s::json" if c in ("headers", "outcome") else "%s" for c in _COLUMNS) + ")"
+            values = "(" + ", ".join(f"%s{_CASTS.get(c, '')}" for c in _COLUMNS) + ")"
         else:
             values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
-        self._values = values
         self.sql = (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {values} "
                     f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id")
         # Grouped writes on an event loop: rows waiting for the next commit, the task
@@ -169,7 +170,7 @@ class InboxWriter:
                 # it returns once committed (the driver waits for the server's
                 # ReadyForQuery, sent after the commit).
                 async with conn.cursor() as cursor:
-                    await cursor.execute(self._grouped_sql(len(group)),
+                    await cursor.execute(_grouped_insert(len(group)),
                                          [value for params, _ in group for value in params])
                     created = {tuple(row) for row in await cursor.fetchall()}
             except Exception as exc:
@@ -212,9 +213,6 @@ class InboxWriter:
             else:
                 answer.set_result(waiter.created)
 
-    def _grouped_sql(self, rows: int) -> str:
-        return _grouped_insert(self._values, rows)
-
     async def _grouped_connection(self):
         """The writer's connection on the running event loop, opened when it has none."""
         loop = asyncio.get_running_loop()
@@ -225,8 +223,13 @@ class InboxWriter:
             import psycopg  # noqa: PLC0415 - start-up cost: only a PostgreSQL hub needs the driver
 
             url = self.engine.url.set(drivername="postgresql")
-            self._grouped = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False),
-                                                                  autocommit=True, **connect_limits(url))
+            # Raw cursors send the statement as it is, with PostgreSQL's own $n placeholders:
+            # psycopg parses a statement of %s placeholders in Python at each execution once it
+            # is past its cache's size (4096 characters or 50 parameters), which a group's
+            # INSERT is from 4 rows on. https://www.psycopg.org/psycopg3/docs/advanced/cursors.html
+            self._grouped = await psycopg.AsyncConnection.connect(
+                url.render_as_string(hide_password=False), autocommit=True,
+                cursor_factory=psycopg.AsyncRawCursor, **connect_limits(url))
         return self._grouped
 
     def _close_grouped_connection(self) -> None:
@@ -283,10 +286,13 @@ class _Waiter:
 
 
 @lru_cache(maxsize=_GROUP_ROWS)
-def _grouped_insert(values: str, rows: int) -> str:
-    """The grouped INSERT of `rows` rows, built once per size (the same text each time also
-    lets psycopg prepare it once it has run a few times)."""
-    return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join([values] * rows)} "
+def _grouped_insert(rows: int) -> str:
+    """PostgreSQL's INSERT of `rows` rows in $n placeholders, built once per size (the same
+    text each time also lets psycopg prepare it once it has run a few times)."""
+    width = len(_COLUMNS)
+    groups = ("(" + ", ".join(f"${row * width + i + 1}{_CASTS.get(column, '')}"
+                              for i, column in enumerate(_COLUMNS)) + ")" for row in range(rows))
+    return (f"INSERT INTO inbox_event ({', '.join(_COLUMNS)}) VALUES {', '.join(groups)} "
             f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING {', '.join(KEY)}")
 
 

@@ -28,11 +28,13 @@ class UnitOfWork:
     unwritten: list = field(default_factory=list)
     # Sync: the identity index of the batch being drained (hub.sync.identity.Known), the ids
     # of subscribers whose profile must be planned, their objects (the session holds clean
-    # objects only weakly), and the connectors that got new deliveries.
+    # objects only weakly), the connectors that got new deliveries, and the ids of people this
+    # transaction created that no profile delivery names yet (none can: nothing to look up).
     people: object | None = None
     dirty: set[int] = field(default_factory=set)
     held: dict[int, object] = field(default_factory=dict)
     planned: set[str] = field(default_factory=set)
+    unprofiled: set[int] = field(default_factory=set)
 
     def expose(self) -> None:
         """Let the session's flush and attribute listeners find this unit (unit_of): needed
@@ -47,6 +49,7 @@ class UnitOfWork:
         self.dirty.clear()
         self.held.clear()
         self.planned.clear()
+        self.unprofiled.clear()
 
 
 def unit_of(session: Session) -> UnitOfWork | None:

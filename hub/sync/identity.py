@@ -142,6 +142,7 @@ def _precreate(unit: UnitOfWork, known: "Known", people: dict, poisoned: set, el
         for key in _KEYS:
             known.put(key, getattr(subscriber, key), subscriber)
         known.fresh.add(subscriber)
+        unit.unprofiled.add(subscriber.id)
 
 
 def _forget_on_change(attr: str):

@@ -232,6 +232,41 @@ def test_a_batch_of_strangers_each_gets_their_own_record_and_profile(client, hub
         assert stage is not None
 
 
+def test_new_peoples_profiles_are_planned_without_a_look_for_earlier_ones_and_their_next_finds_it(client, hub):
+    from hub.models import Delivery
+
+    _klaviyo_on(hub)
+    looks = []
+
+    def _look(conn, cursor, statement, parameters, context, executemany):
+        if "max(delivery.id)" in statement:
+            looks.append(statement)
+
+    event.listen(hub.storage.engine, "before_cursor_execute", _look)
+    try:
+        for n in range(3):
+            post(client, "stripe", customer_event(event_id=f"evt_{n}", email=f"p{n}@example.com",
+                                                  customer_id=f"cus_{n}"))
+        assert drain_inbox(hub.storage, hub.settings)["processed"] == 3
+        # Nobody can have a profile delivery before the transaction that created them.
+        assert looks == []
+        renamed = {"id": "cus_1", "object": "customer", "email": "p1@example.com", "name": "Pat Renamed",
+                   "created": 1_600_000_000, "phone": None}
+        post(client, "stripe", stripe_event("customer.updated", renamed, event_id="evt_renamed",
+                                            created=1_700_000_500))
+        assert drain_inbox(hub.storage, hub.settings)["processed"] == 1
+        assert len(looks) == 1
+    finally:
+        event.remove(hub.storage.engine, "before_cursor_execute", _look)
+    with hub.storage.session() as s:
+        person = s.scalar(select(Subscriber).where(Subscriber.stripe_customer_id == "cus_1"))
+        first, second = s.scalars(select(Delivery).where(Delivery.subscriber_id == person.id)
+                                  .order_by(Delivery.id)).all()
+        # The change is sent, and its key names the profile planned before it.
+        assert second.payload["last_name"] == "Renamed"
+        assert second.idempotency_key.endswith(f":{first.id}")
+
+
 def test_a_drain_job_does_not_wait_for_a_fuller_batch_when_nothing_more_arrives(client, hub):
     from hub.sync.inbox import await_fuller_batch
 

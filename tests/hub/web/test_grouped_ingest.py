@@ -13,6 +13,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg._queries as psycopg_queries
 import pytest
 from sqlalchemy import select, text
 
@@ -135,3 +136,21 @@ def test_hub_serve_on_postgresql_commits_the_webhooks_arriving_during_a_commit_t
     # process commits one group at a time.
     assert transactions <= 2
 
+
+
+@pytest.mark.skipif(not os.environ.get("HUB_TEST_POSTGRES_URL"), reason="HUB_TEST_POSTGRES_URL is not set")
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)
+def test_on_postgresql_a_groups_insert_goes_to_the_server_as_written_without_being_parsed_again(hub, monkeypatch):
+    """The web process's CPU per webhook: a group's INSERT is past the size psycopg keeps
+    its parse of %s placeholders for, so with them it would be parsed in Python at every
+    commit. Written in PostgreSQL's own $n placeholders, it is sent as it is."""
+    parsed = []
+    for name in ("_query2pg", "_query2pg_nocache"):
+        original = getattr(psycopg_queries, name)
+        monkeypatch.setattr(psycopg_queries, name,
+                            lambda query, *args, original=original: parsed.append(query) or original(query, *args))
+    ids = [f"evt_{n}" for n in range(40)]
+    answers = post_together(hub, ids)
+    assert [status for status, _ in answers] == [200] * 40
+    assert stored_ids(hub) == sorted(ids)
+    assert [query for query in parsed if query.startswith(b"INSERT INTO inbox_event")] == []
