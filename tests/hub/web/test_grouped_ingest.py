@@ -137,7 +137,6 @@ def test_hub_serve_on_postgresql_commits_the_webhooks_arriving_during_a_commit_t
     assert transactions <= 2
 
 
-
 @pytest.mark.skipif(not os.environ.get("HUB_TEST_POSTGRES_URL"), reason="HUB_TEST_POSTGRES_URL is not set")
 @pytest.mark.parametrize("database_url", [pytest.param("postgres", id="postgres")], indirect=True)
 def test_on_postgresql_a_groups_insert_goes_to_the_server_as_written_without_being_parsed_again(hub, monkeypatch):
