@@ -126,8 +126,11 @@ def reserve_ids(connection, table, count: int, after: int = 0) -> list[int]:
     before this transaction commits (SQLite numbers its own rows the same way)."""
     key = table.primary_key.columns[0]
     if connection.dialect.name == "postgresql":
+        # The sequence found once per statement (OFFSET 0 keeps the subquery from being merged
+        # into the outer one): pg_get_serial_sequence() per number searched the catalog each time.
         return list(connection.execute(text(
-            "SELECT nextval(pg_get_serial_sequence(:table, :column)) FROM generate_series(1, :n)"),
+            "SELECT nextval(s.seq) FROM (SELECT CAST(pg_get_serial_sequence(:table, :column) AS regclass) AS seq "
+            "OFFSET 0) AS s, generate_series(1, :n)"),
             {"table": table.name, "column": key.name, "n": count}).scalars())
     take_write_lock(connection, table)
     start = max(connection.execute(select(func.max(key))).scalar() or 0, after)
