@@ -174,6 +174,7 @@ class ContractOwnership:
 
 TOKEN_PATH = "/admin/oauth/access_token"
 _FIRST = re.compile(r"webhookSubscriptions\(first:\s*(\d+)")
+_CYCLES_FIRST = re.compile(r"subscriptionBillingCycles\([^)]*?\bfirst:\s*(\d+|\$first)")
 
 
 class AdminInstallStandIn:
@@ -358,10 +359,13 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         return self.contracts.get(gid) or next(
             (n for n in self.listed.get("subscriptionContracts", []) if n.get("id") == gid), None)
 
-    def cycles_answer(self, variables: dict) -> tuple[int, dict]:
-        """subscriptionBillingCycles(contractId:, first:, billingCyclesDateRangeSelector:): the
-        cycles whose billing attempt is expected in the range, by index
-        (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycles)."""
+    def cycles_answer(self, query: str, variables: dict) -> tuple[int, dict]:
+        """subscriptionBillingCycles(contractId:, first:, after:, billingCyclesDateRangeSelector:):
+        the cycles whose billing attempt is expected in the range, by index, a page of `first`
+        at a time (at most 250, as every Admin API connection), the next page after the last
+        one's `endCursor` while `pageInfo.hasNextPage`
+        (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycles,
+        https://shopify.dev/docs/api/usage/pagination-graphql)."""
         gid = variables.get("id", "")
         if not self.can_read_contracts():
             return 200, {"errors": [access_denied("subscriptionBillingCycles")],
@@ -369,17 +373,30 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         if self._contract(gid) is None or not self.owned(gid):
             return 200, {"errors": [{"message": "Subscription contract does not exist", "path": [
                 "subscriptionBillingCycles"], "extensions": {"code": "NOT_FOUND"}}], "data": None}
+        asked = _CYCLES_FIRST.search(query)
+        first = int(variables["first"] if asked and asked[1] == "$first" else asked[1] if asked else 0)
+        if not 0 < first <= 250:
+            return 200, {"errors": [{"message": "you must provide one of first or last, at most 250",
+                                     "extensions": {"code": "BAD_REQUEST"}}], "data": None}
         since, until = _iso_time(variables["from"]), _iso_time(variables["until"])
-        nodes, index = [], self.first_cycle.get(gid, 1)
-        while len(nodes) < int(variables.get("first", 10)):
+        index = int(variables["after"]) if variables.get("after") else self.first_cycle.get(gid, 1)
+        nodes, more = [], False
+        while True:
             cycle = self.cycle(gid, index)
             expected = _iso_time(cycle["billingAttemptExpectedDate"])
             if expected > until:
                 break
             if expected >= since:
+                if len(nodes) == first:
+                    more = True
+                    break
                 nodes.append(cycle)
             index += 1
-        return self._costed(12, 2 + len(nodes), {"subscriptionBillingCycles": {"nodes": nodes}})
+        found = {"nodes": nodes}
+        if "pageInfo" in query:
+            # The cursor is opaque to the hub; here it is the index the next page starts at.
+            found["pageInfo"] = {"hasNextPage": more, "endCursor": str(nodes[-1]["cycleIndex"] + 1) if nodes else None}
+        return self._costed(2 + first, 2 + len(nodes), {"subscriptionBillingCycles": found})
 
     @property
     def url(self) -> str:
@@ -422,7 +439,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             item = self.inventory_items.get(gid)
             return self._costed(3, 3 if item else 1, {"inventoryItem": item})  # item, variant, product
         if "subscriptionBillingCycles(" in body.get("query", ""):
-            return self.cycles_answer(body.get("variables") or {})
+            return self.cycles_answer(body.get("query", ""), body.get("variables") or {})
         if "subscriptionContract(" not in body.get("query", ""):
             return 200, {"errors": [{"message": "the stand-in only answers subscriptionContract"}]}
         if not self.can_read_contracts():

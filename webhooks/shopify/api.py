@@ -68,10 +68,11 @@ query HubSubscriptionContract($id: ID!) {
 # renewal is the first cycle neither skipped nor billed
 # (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycles).
 CYCLES_QUERY = """
-query HubBillingCycles($id: ID!, $from: DateTime!, $until: DateTime!) {
-  subscriptionBillingCycles(contractId: $id, first: 10,
+query HubBillingCycles($id: ID!, $from: DateTime!, $until: DateTime!, $after: String) {
+  subscriptionBillingCycles(contractId: $id, first: 10, after: $after,
                             billingCyclesDateRangeSelector: {startDate: $from, endDate: $until}) {
     nodes { cycleIndex billingAttemptExpectedDate skipped status }
+    pageInfo { hasNextPage endCursor }
   }
 }
 """
@@ -79,6 +80,8 @@ query HubBillingCycles($id: ID!, $from: DateTime!, $until: DateTime!) {
 # that date's) to a yearly plan's next cycle after it.
 CYCLES_SINCE = timedelta(days=1)
 CYCLES_UNTIL = timedelta(days=400)
+# Pages read at most: a daily plan's year is 40 of them; a cursor that never ends stops here.
+CYCLES_PAGES = 50
 
 TIMEOUT_SECONDS = 30
 
@@ -167,12 +170,28 @@ def fetch_contract(settings, contract_id) -> dict:
 
 def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPacer | None" = None) -> list[dict]:
     """A contract's billing cycles from about `since` (its next billing date) for about a
-    year, by index, at most 10 (cycleIndex, billingAttemptExpectedDate, skipped, status);
-    raises ShopifyAPIError. Paced as fetch_contract is, or by `paced` (a listing run's own)."""
-    data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
-        "id": contract_gid(contract_id), "from": shopify_time(since - CYCLES_SINCE),
-        "until": shopify_time(since + CYCLES_UNTIL)})
-    return ((data.get("subscriptionBillingCycles") or {}).get("nodes")) or []
+    year, by index (cycleIndex, billingAttemptExpectedDate, skipped, status), up to the first
+    that renews: a page of 10, and the next ones (`after` the last `endCursor`, while
+    `hasNextPage`, https://shopify.dev/docs/api/usage/pagination-graphql) only while every
+    cycle listed is skipped or billed. Raises ShopifyAPIError. Paced as fetch_contract is, or
+    by `paced` (a listing run's own)."""
+    cycles, after = [], None
+    for _ in range(CYCLES_PAGES):
+        data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
+            "id": contract_gid(contract_id), "from": shopify_time(since - CYCLES_SINCE),
+            "until": shopify_time(since + CYCLES_UNTIL), "after": after})
+        found = data.get("subscriptionBillingCycles") or {}
+        cycles += found.get("nodes") or []
+        page = found.get("pageInfo") or {}
+        if any(renews(c) for c in cycles) or not page.get("hasNextPage") or not page.get("endCursor"):
+            break
+        after = page["endCursor"]
+    return cycles
+
+
+def renews(cycle: dict) -> bool:
+    """Whether a listed billing cycle is still to bill: neither skipped nor billed."""
+    return not cycle.get("skipped") and cycle.get("status") != "BILLED"
 
 
 def upcoming_cycles(settings, contract: dict, paced: "CostPacer | None" = None) -> list[dict] | None:

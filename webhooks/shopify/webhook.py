@@ -375,8 +375,7 @@ def _contract_amount(lines: list[dict], currency: str | None) -> int | None:
 
 def _next_cycle(cycles: list[dict]) -> datetime | None:
     """When the first upcoming billing cycle neither skipped nor billed is expected to bill."""
-    return next((utc(c.get("billingAttemptExpectedDate")) for c in cycles
-                 if not c.get("skipped") and c.get("status") != "BILLED"), None)
+    return next((utc(c.get("billingAttemptExpectedDate")) for c in cycles if shopify_api.renews(c)), None)
 
 
 def _subscription_data(contract: dict, webhook: dict, shop: str | None, cycles: list[dict] | None = None) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -485,7 +485,8 @@ def test_enrich_then_normalize_a_new_contract(admin, settings):
     assert enriched["contract"]["id"] == "gid://shopify/SubscriptionContract/402440842"
     # Its billing cycles from its next billing date (2026-11-29) on, whose skips move its renewal.
     assert cycles["variables"] == {"id": "gid://shopify/SubscriptionContract/402440842",
-                                   "from": "2026-11-28T12:00:00Z", "until": "2028-01-03T12:00:00Z"}
+                                   "from": "2026-11-28T12:00:00Z", "until": "2028-01-03T12:00:00Z",
+                                   "after": None}
     assert [c["billingAttemptExpectedDate"] for c in enriched["billing_cycles"]][:2] == [
         "2026-11-29T12:00:00Z", "2026-12-27T12:00:00Z"]
 
@@ -513,6 +514,19 @@ def test_a_skipped_cycle_is_enriched_with_the_cycles_and_names_the_renewal_it_sk
     assert event.data["skipped_renewal_at"] == at("2026-11-29T12:00:00+00:00")
     assert event.data["next_renewal_at"] == at("2026-12-27T12:00:00+00:00")  # the first cycle not skipped
     assert event.data["current_period_end"] == at("2026-11-29T12:00:00+00:00")  # nextBillingDate, as it stays
+
+
+def test_a_renewal_past_the_first_page_of_skipped_cycles_is_found_on_the_next(admin, settings):
+    """A customer away for a long while skips many deliveries in a row: the next renewal is the
+    first cycle not skipped, however many pages of cycles Shopify lists before it."""
+    admin.hold(SAMPLE_CONTRACT)  # bills every 4 weeks from 2026-11-29 12:00 UTC
+    for index in range(1, 12):
+        admin.skip(SAMPLE_CONTRACT, index)
+    enriched = shopify.ENRICH["subscription_billing_cycles/skip"](sample("subscription_billing_cycles_skip"), settings)
+    [event] = normalize("subscription_billing_cycles/skip", enriched)
+    assert event.data["next_renewal_at"] == at("2026-11-29T12:00:00+00:00") + timedelta(weeks=4 * 11)
+    pages = [r["variables"].get("after") for r in admin.requests if "subscriptionBillingCycles(" in r["query"]]
+    assert len(pages) == 2 and pages[0] is None  # the second page asked after the first one's end
 
 
 def test_an_unskipped_cycle_brings_the_renewal_back_without_a_skip(admin, settings):
