@@ -594,16 +594,28 @@ def _with_proration_items(payload: dict, settings) -> dict:
         "_proration_items", "GET /v1/invoiceitems")
 
 
+# Pages of one listing read at most (100 objects each for the listings that ask a limit).
+LISTING_PAGES = 10
+
+
 def _with_listing(payload: dict, settings, resource: str, params: dict, under: str, call: str) -> dict:
-    """The payload with one page of a Stripe listing (`resource` of StripeClient.v1) under
-    `under`, as sent: to_dict() turns decimal strings (unit_amount_decimal) into Decimals,
-    which the inbox cannot store. Unchanged when Stripe refuses; no answer raises RetryLater."""
-    try:
-        listing = getattr(_client(settings).v1, resource).list(params=params)
-    except stripe.StripeError as exc:
-        _unless_unanswered(exc, call)
-        return payload
-    return {**payload, under: listing.last_response.data["data"]}
+    """The payload with a Stripe listing (`resource` of StripeClient.v1) under `under`, every
+    page of it: the next one `starting_after` the last object while `has_more`
+    (https://docs.stripe.com/api/pagination). As sent: to_dict() turns decimal strings
+    (unit_amount_decimal) into Decimals, which the inbox cannot store. Unchanged when Stripe
+    refuses; no answer raises RetryLater."""
+    listing, listed = getattr(_client(settings).v1, resource), []
+    for _ in range(LISTING_PAGES):
+        try:
+            page = listing.list(params=params).last_response.data
+        except stripe.StripeError as exc:
+            _unless_unanswered(exc, call)
+            return payload
+        listed += page["data"]
+        if not (page.get("has_more") and page["data"]):
+            break
+        params = {**params, "starting_after": page["data"][-1]["id"]}
+    return {**payload, under: listed}
 
 
 def _unless_unanswered(exc: stripe.StripeError, call: str) -> None:

@@ -831,6 +831,19 @@ def test_the_charges_refunds_are_listed_from_stripe():
     assert [r["id"] for r in enriched["_refunds"]] == ["re_1"]
 
 
+def test_every_page_of_a_charges_refunds_is_counted():
+    """Stripe lists at most 100 objects a page (https://docs.stripe.com/api/pagination): a
+    charge refunded 101 times in parts gives back all 101."""
+    refunds = [listed_refund(f"re_{n:03}", 100, "succeeded") for n in range(101, 0, -1)]  # newest first
+    with FakeStripe(key="sk_test_123") as api:
+        api.refunds = refunds
+        enriched = enrich(stripe_event("refund.updated", refunds[0], created=EVENT_CREATED), STRIPE_API_BASE=api.url)
+        asked = [c.query for c in api.calls if c.path == "/v1/refunds"]
+    assert asked[1].get("starting_after") == ["re_002"]  # the second page after the first one's last
+    [changed] = receive(enriched)
+    assert changed.data["refunded_total"] == 10100
+
+
 def test_a_chargeback_gives_the_disputed_money_back_as_a_refund_does():
     [event] = receive(stripe_event("charge.dispute.funds_withdrawn", dispute(-1000), created=EVENT_CREATED))
     assert event.name == ev.ORDER_REFUNDED
