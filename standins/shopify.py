@@ -279,7 +279,8 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
       does not hold (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionContract).
     - `inventory_items`: gid → InventoryItem node (`variant { id product { id } }`); others answer null.
     - `skipped`: contract gid → indexes of its billing cycles skipped (`skip()`); `billed` the same
-      for cycles already billed; `moved` the billing dates `move()` gave some. A contract's
+      for cycles already billed; `moved` the billing dates `move()` gave some, `edited_lines`
+      the lines `edit_lines()` gave some (`subscriptionBillingCycle` answers them). A contract's
       cycles are computed from its nextBillingDate (cycle `first_cycle`, 1 by default) and
       billing policy, as `subscriptionBillingCycles` lists them.
     - `errors`: when set, every answer is `{"errors": errors}` with HTTP 200, as GraphQL errors are.
@@ -297,6 +298,7 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self.billed: dict[str, set[int]] = {}
         self.first_cycle: dict[str, int] = {}
         self.moved: dict[str, dict[int, str]] = {}  # gid → cycle index → its edited billing date
+        self.edited_lines: dict[str, dict[int, list[dict]]] = {}  # gid → cycle index → its edited lines
         self.errors: list[dict] | None = None
         self.requests: list[dict] = []
         self._init_ownership()
@@ -333,6 +335,18 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         self.moved.setdefault(gid, {})[index] = billing_date
         return self._cycle_webhook(gid, index)
 
+    def edit_lines(self, gid: str, index: int, lines: list[dict] | None) -> dict:
+        """Give one billing cycle other lines (another product, quantity or price) for that cycle
+        alone, as committing a billing cycle contract draft does
+        (https://shopify.dev/docs/apps/build/purchase-options/subscriptions/billing-cycles/manage-billing-cycle-contracts),
+        or take its edit back (`lines` None, as subscriptionBillingCycleEditDelete does); the body
+        of the subscription_billing_cycle_edits/create (or /delete) webhook Shopify then sends."""
+        if lines is None:
+            self.edited_lines.get(gid, {}).pop(index, None)
+        else:
+            self.edited_lines.setdefault(gid, {})[index] = lines
+        return self._cycle_webhook(gid, index)
+
     def _cycle_webhook(self, gid: str, index: int) -> dict:
         cycle = self.cycle(gid, index)
         return {"subscription_contract_id": int(gid.rsplit("/", 1)[1]), "cycle_index": index,
@@ -350,9 +364,30 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
         start = _step(_iso_time(contract["nextBillingDate"]), policy["interval"], policy["intervalCount"] * step)
         end = _step(start, policy["interval"], policy["intervalCount"])
         moved = self.moved.get(gid, {}).get(index)
+        edited = index in self.edited_lines.get(gid, {})
         return {"cycleIndex": index, "cycleStartAt": _iso(start), "cycleEndAt": _iso(end),
                 "billingAttemptExpectedDate": moved or _iso(start), "skipped": index in self.skipped.get(gid, set()),
-                "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED", "edited": bool(moved)}
+                "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED",
+                "edited": bool(moved) or edited}
+
+    def cycle_answer(self, variables: dict) -> tuple[int, dict]:
+        """subscriptionBillingCycle(billingCycleInput: {contractId, selector: {index}}): one cycle,
+        with `editedContract` (its currency and lines) when its lines were edited; null
+        otherwise (a cycle only moved to another date keeps the contract's lines)
+        (https://shopify.dev/docs/api/admin-graphql/latest/queries/subscriptionBillingCycle)."""
+        gid, index = variables.get("id", ""), int(variables.get("index") or 0)
+        if not self.can_read_contracts():
+            return 200, {"errors": [access_denied("subscriptionBillingCycle")],
+                         "data": {"subscriptionBillingCycle": None}}
+        contract = self._contract(gid)
+        if contract is None or not self.owned(gid):
+            return 200, {"errors": [{"message": "Subscription contract does not exist", "path": [
+                "subscriptionBillingCycle"], "extensions": {"code": "NOT_FOUND"}}], "data": None}
+        lines = self.edited_lines.get(gid, {}).get(index)
+        edited = None if lines is None else {"currencyCode": contract["currencyCode"], "lines": {"nodes": lines}}
+        # The cycle, its edited contract (1 each) and `lines(first: 50)` asked (2 + 50 × line and price).
+        return self._costed(2 + 2 + 50 * 2, 2 + 2 * len(lines or []),
+                            {"subscriptionBillingCycle": {**self.cycle(gid, index), "editedContract": edited}})
 
     def _contract(self, gid: str) -> dict | None:
         """A contract the store holds: queried by id (`contracts`) or listed (`listed`)."""
@@ -438,6 +473,8 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
             gid = (body.get("variables") or {}).get("id", "")
             item = self.inventory_items.get(gid)
             return self._costed(3, 3 if item else 1, {"inventoryItem": item})  # item, variant, product
+        if "subscriptionBillingCycle(" in body.get("query", ""):
+            return self.cycle_answer(body.get("variables") or {})
         if "subscriptionBillingCycles(" in body.get("query", ""):
             return self.cycles_answer(body.get("query", ""), body.get("variables") or {})
         if "subscriptionContract(" not in body.get("query", ""):

@@ -415,6 +415,23 @@ def test_a_shopify_delivery_moved_to_another_day_moves_its_reminders(client, hub
     assert fired(hub, "Renewal Skipped") == []
 
 
+def test_a_shopify_delivery_edited_for_itself_is_reminded_at_its_own_price(client, hub):
+    """A customer takes three shirts instead of two for the next delivery alone (a billing cycle
+    contract edit): its reminder names what that delivery bills; taken back, the contract's price."""
+    nxt = noon_in(20)
+    three = [{"quantity": 3, "currentPrice": {"amount": "24.99", "currencyCode": "CAD"}}]
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_contract(client, hub, admin, nxt)  # 2 × 24.99 CAD every 4 weeks
+        send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, three),
+             topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+        run_time_rules(hub, nxt - timedelta(days=14))
+        send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, None),
+             topic="subscription_billing_cycle_edits/delete", webhook_id="wh-edit-back")
+        run_time_rules(hub, nxt - timedelta(days=7))
+    assert [(r["days_before"], r["amount"], r["currency"]) for r in fired(hub, "Renewal Reminder")] == [
+        (14, 7497, "CAD"), (7, 4998, "CAD")]
+
+
 # --- 5. a new card -----------------------------------------------------------------------------
 
 def test_card_update_mid_dunning_fires_payment_method_updated_naming_the_owed_payment(client, hub):

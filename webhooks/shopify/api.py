@@ -71,8 +71,23 @@ CYCLES_QUERY = """
 query HubBillingCycles($id: ID!, $from: DateTime!, $until: DateTime!, $after: String) {
   subscriptionBillingCycles(contractId: $id, first: 10, after: $after,
                             billingCyclesDateRangeSelector: {startDate: $from, endDate: $until}) {
-    nodes { cycleIndex billingAttemptExpectedDate skipped status }
+    nodes { cycleIndex billingAttemptExpectedDate skipped status edited }
     pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+# A cycle whose contract was edited for it alone (another product, quantity or price: a billing
+# cycle contract draft committed) bills its edited lines, not the contract's
+# (https://shopify.dev/docs/apps/build/purchase-options/subscriptions/billing-cycles/manage-billing-cycle-contracts,
+# https://shopify.dev/docs/api/admin-graphql/latest/objects/SubscriptionBillingCycleEditedContract).
+EDITED_CYCLE_QUERY = """
+query HubEditedCycle($id: ID!, $index: Int!) {
+  subscriptionBillingCycle(billingCycleInput: {contractId: $id, selector: {index: $index}}) {
+    cycleIndex
+    editedContract {
+      currencyCode
+      lines(first: 50) { nodes { quantity currentPrice { amount currencyCode } } }
+    }
   }
 }
 """
@@ -170,14 +185,15 @@ def fetch_contract(settings, contract_id) -> dict:
 
 def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPacer | None" = None) -> list[dict]:
     """A contract's billing cycles from about `since` (its next billing date) for about a
-    year, by index (cycleIndex, billingAttemptExpectedDate, skipped, status), up to the first
-    that renews: a page of 10, and the next ones (`after` the last `endCursor`, while
+    year, by index (cycleIndex, billingAttemptExpectedDate, skipped, status, edited), up to the
+    first that renews: a page of 10, and the next ones (`after` the last `endCursor`, while
     `hasNextPage`, https://shopify.dev/docs/api/usage/pagination-graphql) only while every
-    cycle listed is skipped or billed. Raises ShopifyAPIError. Paced as fetch_contract is, or
-    by `paced` (a listing run's own)."""
-    cycles, after = [], None
+    cycle listed is skipped or billed. The one that renews carries `editedContract` (currency
+    and lines; another query) when it was edited. Raises ShopifyAPIError. Paced as
+    fetch_contract is, or by `paced` (a listing run's own)."""
+    cycles, after, pacer = [], None, paced or shared_pacer(settings)
     for _ in range(CYCLES_PAGES):
-        data = (paced or shared_pacer(settings)).execute(settings, "billing_cycles", CYCLES_QUERY, {
+        data = pacer.execute(settings, "billing_cycles", CYCLES_QUERY, {
             "id": contract_gid(contract_id), "from": shopify_time(since - CYCLES_SINCE),
             "until": shopify_time(since + CYCLES_UNTIL), "after": after})
         found = data.get("subscriptionBillingCycles") or {}
@@ -186,6 +202,11 @@ def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPa
         if any(renews(c) for c in cycles) or not page.get("hasNextPage") or not page.get("endCursor"):
             break
         after = page["endCursor"]
+    upcoming = next((c for c in cycles if renews(c)), None)
+    if upcoming is not None and upcoming.get("edited"):
+        data = pacer.execute(settings, "edited_cycle", EDITED_CYCLE_QUERY, {
+            "id": contract_gid(contract_id), "index": upcoming["cycleIndex"]})
+        upcoming["editedContract"] = (data.get("subscriptionBillingCycle") or {}).get("editedContract")
     return cycles
 
 

@@ -378,6 +378,27 @@ def _next_cycle(cycles: list[dict]) -> datetime | None:
     return next((utc(c.get("billingAttemptExpectedDate")) for c in cycles if shopify_api.renews(c)), None)
 
 
+def _renewal_charge(cycles: list[dict] | None, contract: dict, contract_id, customer: dict, when,
+                    edit_topic: bool = False) -> list[CanonicalEvent]:
+    """Renewal Upcoming with what the next renewal bills, when its cycle was edited for itself
+    alone (another product, quantity or price: `editedContract`'s lines, fetched with the
+    cycles), or on a cycle-edit webhook (`edit_topic`: an edit taken back bills the contract's
+    lines again). The reminders name that amount for that renewal (RenewalState.next_charge)."""
+    upcoming = next((c for c in cycles or [] if shopify_api.renews(c)), None)
+    edited = (upcoming or {}).get("editedContract")
+    if upcoming is None or not (edited or edit_topic):
+        return []
+    priced = edited or contract
+    currency = _upper(priced.get("currencyCode"))
+    amount = _contract_amount(((priced.get("lines") or {}).get("nodes")) or [], currency)
+    renewal_at = utc(upcoming.get("billingAttemptExpectedDate"))
+    if amount is None or renewal_at is None:
+        return []
+    return [CanonicalEvent(ev.RENEWAL_UPCOMING, NAME, when, customer, {
+        "subscription_source_id": _id(contract_id), "renewal_at": renewal_at, "amount": amount,
+        "currency": currency})]
+
+
 def _subscription_data(contract: dict, webhook: dict, shop: str | None, cycles: list[dict] | None = None) -> dict:
     """Subscription fields from the fetched contract, else from what the webhook names. With
     the contract's upcoming billing `cycles`, the next renewal is the first one not skipped."""
@@ -433,8 +454,10 @@ def _subscription_event(name: str):
         contract = payload.get("contract") or {}
         customer = _contract_customer(contract, payload.get("admin_graphql_api_customer_id")
                                       or payload.get("customer_id"))
-        return [CanonicalEvent(name, NAME, _contract_time(contract, envelope), customer,
-                               _subscription_data(contract, payload, envelope.shop, payload.get("billing_cycles")))]
+        when, cycles = _contract_time(contract, envelope), payload.get("billing_cycles")
+        data = _subscription_data(contract, payload, envelope.shop, cycles)
+        return [CanonicalEvent(name, NAME, when, customer, data),
+                *_renewal_charge(cycles, contract, data.get("source_id"), customer, when)]
     return normalize
 
 
@@ -454,12 +477,15 @@ def _cycle_event(skipped: bool | None):
             return []  # a contract this app may not read: nothing to hold the skip against
         contract_id = (payload.get("admin_graphql_api_subscription_contract_id")
                        or payload.get("subscription_contract_id"))
-        data = _subscription_data(contract, {"id": contract_id}, envelope.shop, payload.get("billing_cycles"))
+        cycles = payload.get("billing_cycles")
+        data = _subscription_data(contract, {"id": contract_id}, envelope.shop, cycles)
         if skipped or (skipped is None and payload.get("skipped") is True):
             data.update(_compact({"renewal_skipped": True,
                                   "skipped_renewal_at": utc(payload.get("billing_attempt_expected_date"))}))
-        return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, _contract_time(contract, envelope),
-                               _contract_customer(contract), data)]
+        when, customer = _contract_time(contract, envelope), _contract_customer(contract)
+        return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, when, customer, data),
+                *_renewal_charge(cycles, contract, data.get("source_id"), customer, when,
+                                 edit_topic=skipped is None)]
     return normalize
 
 
