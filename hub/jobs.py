@@ -204,8 +204,8 @@ def reconcile_job(source: str | None = None) -> dict:
     report = reconcile.run(hub, sources=[source] if source else None)
     if report.recovered:
         request_pushes(hub)
-    return {one.source: {"listed": one.listed, "stored": one.stored, "recovered": one.recovered,
-                         "error": one.error} for one in report.sources}
+    return {one.source: {"listed": one.listed, "checked": one.checked, "stored": one.stored,
+                         "recovered": one.recovered, "error": one.error} for one in report.sources}
 
 
 def alerts_job() -> dict:

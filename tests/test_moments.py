@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from hub.jobs import run_time_rules
 from hub.models import CustomerLink, InboxEvent, Subscriber, Trigger
+from hub.ops import reconcile
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import queries
 from standins.shopify import FakeShopifyAdmin
@@ -400,6 +401,26 @@ def test_skipping_a_later_shopify_delivery_names_it_and_leaves_the_next_renewal(
     [skip] = fired(hub, "Renewal Skipped")
     assert (skip["skipped_renewal_at"], skip["next_renewal_at"]) == (
         (nxt + timedelta(weeks=4)).isoformat(), nxt.isoformat())
+
+
+def test_a_shopify_skip_whose_webhook_was_missed_is_asked_for_before_its_reminder(client, hub):
+    """A skip may leave the contract's updatedAt as it was, so the changes reconciliation lists
+    never show it: before each renewal reminder, reconciliation asks for the contract's
+    billing cycles again, and the skipped delivery gets no reminder."""
+    nxt = noon_in(20)
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_contract(client, hub, admin, nxt)
+        admin.skip(SAMPLE_CONTRACT, 1)  # its webhook never comes
+        reconcile.run(hub, now=nxt - timedelta(days=17))  # no reminder within two days: nothing asked
+        asked = [r for r in admin.requests if "subscriptionBillingCycles(" in r["query"]]
+        [shop] = reconcile.run(hub, now=nxt - timedelta(days=15, hours=12)).sources  # the 14-day one is
+        again = reconcile.run(hub, now=nxt - timedelta(days=15)).sources[0]  # asked once
+    assert len(asked) == 1  # the contract's webhook alone
+    assert (shop.checked, shop.stored, shop.recovered, again.checked) == (1, 1, 1, 0)
+    with hub.storage.session() as s:
+        assert s.scalar(select(Subscriber)).subscriptions[0].next_renewal_at == nxt + timedelta(weeks=4)
+    run_time_rules(hub, nxt - timedelta(days=14))
+    assert fired(hub, "Renewal Reminder") == []
 
 
 def test_a_shopify_delivery_moved_to_another_day_moves_its_reminders(client, hub):

@@ -21,7 +21,8 @@ def command(source: str | None):
         if one.error:
             click.echo(f"{one.source}: failed: {one.error}", err=True)
             continue
-        click.echo(f"{one.source}: {one.listed:,} changed since {one.since}, {one.known:,} already held, "
-                   f"{one.stored:,} stored, {one.recovered:,} recovered by reconciliation")
+        checked = f", {one.checked:,} upcoming renewals read again" if one.checked else ""
+        click.echo(f"{one.source}: {one.listed:,} changed since {one.since}, {one.known:,} already held"
+                   f"{checked}, {one.stored:,} stored, {one.recovered:,} recovered by reconciliation")
     if any(one.error for one in report.sources):
         raise SystemExit(1)

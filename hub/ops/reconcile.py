@@ -10,6 +10,12 @@ dedupe ids backfill uses (Stripe: the event's own id, shared with its webhook) a
 drained through the normal path — live events, so rules fire as for a webhook. Rows that
 changed something are what the timeline marks "recovered by reconciliation"; their count
 is kept in the checkpoint "reconcile:recovered" for the dashboard.
+
+A source whose client can also tell a subscription's upcoming renewal as it stands now
+(`renewals(source_ids, now)`: Shopify, where a skipped or edited billing cycle may leave the
+contract's updatedAt as it was, so the changes listing never shows it) is asked, about
+RENEWAL_LEAD before each renewal reminder falls due, for the subscriptions whose reminder
+does; what it tells is stored and drained as a listed change.
 """
 from __future__ import annotations
 
@@ -20,10 +26,11 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.models import RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
+from hub.models import LIVE_STATUSES, RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
 from hub.ops.backfill import listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import recovered
+from hub.sync.rules import current_params
 from hub.values import iso, utc
 from webhooks.listing import Item
 
@@ -31,6 +38,9 @@ log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)
 TOTAL = "reconcile:recovered"
+# How long before a renewal reminder falls due its renewal is asked for again: a reminder is
+# due at the start of its day in the merchant's zone, up to a day and more before the offset.
+RENEWAL_LEAD = timedelta(days=2)
 
 
 def held_at(session: Session, source: str, item: Item) -> datetime | None:
@@ -60,6 +70,7 @@ class SourceReport:
     source: str
     listed: int = 0
     known: int = 0  # the model already held this state or a newer one
+    checked: int = 0  # upcoming renewals read again before their reminders (renewals_due)
     stored: int = 0
     recovered: int = 0
     since: str | None = None
@@ -118,6 +129,16 @@ def _reconcile_source(hub, lister, one: SourceReport, now: datetime) -> None:
             if page.next is None:
                 break
             cursor = page.next
+    renewals = getattr(client, "renewals", None)
+    if renewals is not None:
+        with hub.storage.session() as session:
+            due = renewals_due(session, lister.source, since, now,
+                               current_params(hub.settings).renewal.offsets_days)
+        items = renewals(due, now)
+        one.checked = len(items)
+        with hub.storage.session() as session:
+            one.stored += store(session, lister.source, items, RECONCILIATION)
+        event_ids += [item.event_id for item in items]
     if one.stored:
         drain_inbox(hub.storage, hub.settings)
     with hub.storage.session() as session:
@@ -130,6 +151,20 @@ def _reconcile_source(hub, lister, one: SourceReport, now: datetime) -> None:
             by_source[lister.source] = by_source.get(lister.source, 0) + one.recovered
             save_checkpoint(session, TOTAL, {"count": total.get("count", 0) + one.recovered,
                                              "by_source": by_source, "last_at": iso(now)})
+
+
+def renewals_due(session: Session, source: str, since: datetime, now: datetime,
+                 offsets: tuple[int, ...]) -> list[str]:
+    """Ids of `source`'s live subscriptions with a renewal reminder (`offsets` days before the
+    renewal) falling due RENEWAL_LEAD after the span (since, now]: a steady run of passes
+    asks for each reminder's renewal once."""
+    found: set[str] = set()
+    for offset in sorted(set(offsets)):
+        ahead = RENEWAL_LEAD + timedelta(days=offset)
+        found.update(session.scalars(select(Subscription.source_id).where(
+            Subscription.source == source, Subscription.status.in_(LIVE_STATUSES),
+            Subscription.next_renewal_at > since + ahead, Subscription.next_renewal_at <= now + ahead)))
+    return sorted(found)
 
 
 def _count_recovered(session: Session, source: str, event_ids: list[str]) -> int:

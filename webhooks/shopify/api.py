@@ -164,13 +164,14 @@ def contract_gid(contract_id) -> str:
     return text if text.startswith("gid://") else f"gid://shopify/SubscriptionContract/{text}"
 
 
-def fetch_contract(settings, contract_id) -> dict:
+def fetch_contract(settings, contract_id, paced: "CostPacer | None" = None) -> dict:
     """The subscription contract as a plain dict (the GraphQL node); raises ShopifyAPIError.
     Paced by the app's query-cost bucket on the store (a billing run sends a burst of
-    contract and attempt webhooks), waiting out THROTTLED answers."""
+    contract and attempt webhooks), waiting out THROTTLED answers, or by `paced` (a listing
+    run's own)."""
     gid = contract_gid(contract_id)
     try:
-        data = shared_pacer(settings).execute(settings, "contract", CONTRACT_QUERY, {"id": gid})
+        data = (paced or shared_pacer(settings)).execute(settings, "contract", CONTRACT_QUERY, {"id": gid})
     except ShopifyAPIError as exc:
         if "ACCESS_DENIED" in exc.codes:
             raise ContractNotReadable(f"subscription contract {gid}: {exc}", codes=exc.codes) from exc

@@ -15,6 +15,9 @@ time, and a THROTTLED answer waits for the bucket to refill and asks again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from datetime import datetime
 
 from hub.values import utc
@@ -96,6 +99,30 @@ class Client:
         total = (data.get(count) or {}).get("count") if with_count else None
         following = {"after": info["endCursor"]} if info.get("hasNextPage") and info.get("endCursor") else None
         return Page(items, following, total)
+
+    def renewals(self, source_ids: list[str], now: datetime) -> list[Item]:
+        """These contracts as they stand now, each with its billing cycles (hub.ops.reconcile asks
+        before their renewal reminders): whether a skip or a cycle edit bumps a contract's
+        updatedAt is not documented, and the changes listing filters on it. The dedupe id
+        names the renewal the cycles give (index, date, edited lines), so a state is stored
+        once; a contract this app cannot read any more is left out."""
+        if not self.settings.SHOPIFY_OWNS_CONTRACTS:
+            return []
+        items = []
+        for source_id in source_ids:
+            try:
+                contract = shopify_api.fetch_contract(self.settings, source_id, self.paced)
+            except shopify_api.ContractNotReadable:
+                continue
+            cycles = shopify_api.upcoming_cycles(self.settings, contract, self.paced)
+            upcoming = next((c for c in cycles or [] if shopify_api.renews(c)), {})
+            lines = ((upcoming.get("editedContract") or {}).get("lines") or {}).get("nodes")
+            edit = hashlib.sha256(json.dumps(lines, sort_keys=True).encode()).hexdigest()[:16] if lines else "-"
+            state = (f"{contract.get('updatedAt')}/{upcoming.get('cycleIndex')}/"
+                     f"{upcoming.get('billingAttemptExpectedDate')}/{edit}")
+            items.append(replace(contract_item(contract, cycles),
+                                 event_id=dedupe_id("shopify-renewal", contract["id"], state), updated_at=now))
+        return items
 
 
 # --- wrapping nodes as the webhooks carry them ---------------------------------------------
