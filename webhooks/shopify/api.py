@@ -200,10 +200,10 @@ def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPa
         found = data.get("subscriptionBillingCycles") or {}
         cycles += found.get("nodes") or []
         page = found.get("pageInfo") or {}
-        if any(renews(c) for c in cycles) or not page.get("hasNextPage") or not page.get("endCursor"):
+        if next_to_bill(cycles) or not page.get("hasNextPage") or not page.get("endCursor"):
             break
         after = page["endCursor"]
-    upcoming = next((c for c in cycles if renews(c)), None)
+    upcoming = next_to_bill(cycles)
     if upcoming is not None and upcoming.get("edited"):
         data = pacer.execute(settings, "edited_cycle", EDITED_CYCLE_QUERY, {
             "id": contract_gid(contract_id), "index": upcoming["cycleIndex"]})
@@ -211,9 +211,10 @@ def fetch_upcoming_cycles(settings, contract_id, since: datetime, paced: "CostPa
     return cycles
 
 
-def renews(cycle: dict) -> bool:
-    """Whether a listed billing cycle is still to bill: neither skipped nor billed."""
-    return not cycle.get("skipped") and cycle.get("status") != "BILLED"
+def next_to_bill(cycles: list[dict] | None) -> dict | None:
+    """The first listed billing cycle still to bill (neither skipped nor billed): the next
+    renewal. None when every one listed is skipped or billed."""
+    return next((c for c in cycles or [] if not c.get("skipped") and c.get("status") != "BILLED"), None)
 
 
 def upcoming_cycles(settings, contract: dict, paced: "CostPacer | None" = None) -> list[dict] | None:

@@ -115,7 +115,7 @@ class Client:
             except shopify_api.ContractNotReadable:
                 continue
             cycles = shopify_api.upcoming_cycles(self.settings, contract, self.paced)
-            upcoming = next((c for c in cycles or [] if shopify_api.renews(c)), {})
+            upcoming = shopify_api.next_to_bill(cycles) or {}
             lines = ((upcoming.get("editedContract") or {}).get("lines") or {}).get("nodes")
             edit = hashlib.sha256(json.dumps(lines, sort_keys=True).encode()).hexdigest()[:16] if lines else "-"
             state = (f"{contract.get('updatedAt')}/{upcoming.get('cycleIndex')}/"

@@ -375,7 +375,7 @@ def _contract_amount(lines: list[dict], currency: str | None) -> int | None:
 
 def _next_cycle(cycles: list[dict]) -> datetime | None:
     """When the first upcoming billing cycle neither skipped nor billed is expected to bill."""
-    return next((utc(c.get("billingAttemptExpectedDate")) for c in cycles if shopify_api.renews(c)), None)
+    return utc((shopify_api.next_to_bill(cycles) or {}).get("billingAttemptExpectedDate"))
 
 
 def _renewal_charge(cycles: list[dict] | None, contract: dict, contract_id, customer: dict, when,
@@ -384,7 +384,7 @@ def _renewal_charge(cycles: list[dict] | None, contract: dict, contract_id, cust
     alone (another product, quantity or price: `editedContract`'s lines, fetched with the
     cycles), or on a cycle-edit webhook (`edit_topic`: an edit taken back bills the contract's
     lines again). The reminders name that amount for that renewal (RenewalState.next_charge)."""
-    upcoming = next((c for c in cycles or [] if shopify_api.renews(c)), None)
+    upcoming = shopify_api.next_to_bill(cycles)
     edited = (upcoming or {}).get("editedContract")
     if upcoming is None or not (edited or edit_topic):
         return []
