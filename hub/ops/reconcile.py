@@ -41,6 +41,9 @@ TOTAL = "reconcile:recovered"
 # How long before a renewal reminder falls due its renewal is asked for again: a reminder is
 # due at the start of its day in the merchant's zone, up to a day and more before the offset.
 RENEWAL_LEAD = timedelta(days=2)
+# The most reminders' worth of renewals one pass reads again: a first pass, or one after a long
+# stop, would otherwise read days of them (a contract and its cycles, two queries each).
+RENEWAL_SPAN = timedelta(days=1)
 
 
 def held_at(session: Session, source: str, item: Item) -> datetime | None:
@@ -132,7 +135,7 @@ def _reconcile_source(hub, lister, one: SourceReport, now: datetime) -> None:
     renewals = getattr(client, "renewals", None)
     if renewals is not None:
         with hub.storage.session() as session:
-            due = renewals_due(session, lister.source, since, now,
+            due = renewals_due(session, lister.source, max(since, now - RENEWAL_SPAN), now,
                                current_params(hub.settings).renewal.offsets_days)
         items = renewals(due, now)
         one.checked = len(items)

@@ -220,3 +220,18 @@ def test_a_refund_that_failed_gives_its_money_back_to_spend_and_a_missed_failure
                                             event_id="evt_refunded_again", created=hour_ago + 900))
         drain_inbox(hub.storage, hub.settings)
     assert spend(hub) == 4500 - 1000
+
+
+def test_a_renewal_is_read_again_in_the_pass_two_days_before_each_of_its_reminders(hub):
+    now = datetime(2027, 1, 10, 12, tzinfo=timezone.utc)
+    # This pass covers (now - 12 h, now]: with reminders 14 and 7 days ahead, the renewals
+    # 15.5 to 16 and 8.5 to 9 days away.
+    days = {"14-day": 15.75, "7-day": 8.75, "read last pass": 15.4, "far": 40, "other source": 15.75}
+    with hub.storage.session() as s:
+        for name, ahead in days.items():
+            s.add(Subscription(source="stripe" if name == "other source" else "shopify", source_id=name,
+                               status="active", next_renewal_at=now + timedelta(days=ahead)))
+        s.add(Subscription(source="shopify", source_id="cancelled", status="canceled",
+                           next_renewal_at=now + timedelta(days=15.75)))
+        s.commit()
+        assert reconcile.renewals_due(s, "shopify", now - timedelta(hours=12), now, (14, 7)) == ["14-day", "7-day"]
