@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import replace
 from datetime import datetime
 
@@ -24,6 +25,8 @@ from hub.values import utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
 from webhooks.shopify import api as shopify_api
 from webhooks.shopify.webhook import NAME
+
+log = logging.getLogger(__name__)
 
 _CUSTOMER = """id legacyResourceId email firstName lastName phone createdAt updatedAt
       emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
@@ -105,7 +108,7 @@ class Client:
         before their renewal reminders): whether a skip or a cycle edit bumps a contract's
         updatedAt is not documented, and the changes listing filters on it. The dedupe id
         names the renewal the cycles give (index, date, edited lines), so a state is stored
-        once; a contract this app cannot read any more is left out."""
+        once; a contract this app cannot read any more, or that Shopify refuses, is left out."""
         if not self.settings.SHOPIFY_OWNS_CONTRACTS:
             return []
         items = []
@@ -114,6 +117,11 @@ class Client:
                 contract = shopify_api.fetch_contract(self.settings, source_id, self.paced)
             except shopify_api.ContractNotReadable:
                 continue
+            except shopify_api.ShopifyAPIError as exc:
+                if exc.transient:
+                    raise  # the pass fails and the next one asks again (its checkpoint stays)
+                log.warning("contract %s refused to reconciliation: %s", source_id, exc)
+                continue  # one refused contract leaves the others read
             cycles = shopify_api.upcoming_cycles(self.settings, contract, self.paced)
             upcoming = shopify_api.next_to_bill(cycles) or {}
             lines = ((upcoming.get("editedContract") or {}).get("lines") or {}).get("nodes")

@@ -17,6 +17,7 @@ from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, SAMPLE_CONTRACT, load_sample, sign_shopify
 from webhooks import Envelope, body_hash_id
 from webhooks.shopify import api as shopify_api
+from webhooks.shopify import backfill as shopify_backfill
 from webhooks.shopify import billing as shopify_billing
 from webhooks.shopify import webhook as shopify
 from webhooks.shopify.api import ShopifyAPIError
@@ -692,3 +693,20 @@ def test_a_billing_runs_burst_of_contract_webhooks_waits_for_the_bucket_and_fetc
         f"gid://shopify/SubscriptionContract/{9_000_000 + i}" for i in range(25)]
     # The hub waited for the bucket, as its answers said, rather than ask into a THROTTLED.
     assert admin.throttled <= 1
+
+
+def test_reconciliation_reads_a_contracts_renewal_again_and_leaves_out_what_shopify_refuses(admin, settings):
+    admin.hold(SAMPLE_CONTRACT)
+    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    client = shopify_backfill.Client(settings)
+    [before] = client.renewals(["402440842"], now)
+    admin.skip(SAMPLE_CONTRACT, 1)
+    [after] = client.renewals(["402440842"], now)
+    assert before.updated_at == now and before.payload["billing_cycles"][0]["skipped"] is False
+    assert after.event_id != before.event_id  # another renewal, stored once more
+    admin.errors = [{"message": "Field 'x' doesn't exist on type 'SubscriptionContract'",
+                     "extensions": {"code": "undefinedField"}}]
+    assert client.renewals(["402440842"], now) == []  # refused: left out, the others still read
+    admin.errors = INTERNAL_ERROR
+    with pytest.raises(shopify_api.ShopifyAPIError):
+        client.renewals(["402440842"], now)  # Shopify's trouble: the pass asks again next time
