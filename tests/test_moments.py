@@ -423,6 +423,21 @@ def test_a_shopify_skip_whose_webhook_was_missed_is_asked_for_before_its_reminde
     assert fired(hub, "Renewal Reminder") == []
 
 
+def test_a_shopify_cycle_edit_taken_back_while_its_webhook_was_missed_is_reminded_at_the_contracts_price(
+        client, hub):
+    nxt = noon_in(20)
+    three = [{"quantity": 3, "currentPrice": {"amount": "24.99", "currencyCode": "CAD"}}]
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        shopify_contract(client, hub, admin, nxt)  # 2 × 24.99 CAD every 4 weeks
+        send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, three),
+             topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+        admin.edit_lines(SAMPLE_CONTRACT, 1, None)  # taken back; its webhook never comes
+        reconcile.run(hub, now=nxt - timedelta(days=10))
+        reconcile.run(hub, now=nxt - timedelta(days=8, hours=12))  # two days before the 7-day one
+    run_time_rules(hub, nxt - timedelta(days=7))
+    assert [(r["days_before"], r["amount"]) for r in fired(hub, "Renewal Reminder")] == [(7, 4998)]
+
+
 def test_a_shopify_delivery_moved_to_another_day_moves_its_reminders(client, hub):
     nxt = noon_in(20)
     moved = nxt + timedelta(days=3)

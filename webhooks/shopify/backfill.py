@@ -24,7 +24,7 @@ from datetime import datetime
 from hub.values import utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
 from webhooks.shopify import api as shopify_api
-from webhooks.shopify.webhook import NAME
+from webhooks.shopify.webhook import NAME, RENEWAL_READ
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,9 @@ class Client:
             edit = hashlib.sha256(json.dumps(lines, sort_keys=True).encode()).hexdigest()[:16] if lines else "-"
             state = (f"{contract.get('updatedAt')}/{upcoming.get('cycleIndex')}/"
                      f"{upcoming.get('billingAttemptExpectedDate')}/{edit}")
-            items.append(replace(contract_item(contract, cycles),
-                                 event_id=dedupe_id("shopify-renewal", contract["id"], state), updated_at=now))
+            item = contract_item(contract, cycles)
+            items.append(replace(item, event_id=dedupe_id("shopify-renewal", contract["id"], state),
+                                 updated_at=now, payload={**item.payload, RENEWAL_READ: True}))
         return items
 
 

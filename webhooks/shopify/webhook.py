@@ -378,15 +378,20 @@ def _next_cycle(cycles: list[dict]) -> datetime | None:
     return utc((shopify_api.next_to_bill(cycles) or {}).get("billingAttemptExpectedDate"))
 
 
+# Marks a contract reconciliation read again for its upcoming renewal (webhooks.shopify.backfill).
+RENEWAL_READ = "renewal_read"
+
+
 def _renewal_charge(cycles: list[dict] | None, contract: dict, contract_id, customer: dict, when,
-                    edit_topic: bool = False) -> list[CanonicalEvent]:
+                    always: bool = False) -> list[CanonicalEvent]:
     """Renewal Upcoming with what the next renewal bills, when its cycle was edited for itself
     alone (another product, quantity or price: `editedContract`'s lines, fetched with the
-    cycles), or on a cycle-edit webhook (`edit_topic`: an edit taken back bills the contract's
-    lines again). The reminders name that amount for that renewal (RenewalState.next_charge)."""
+    cycles), or `always` (a cycle-edit webhook, a renewal read again by reconciliation: an edit
+    taken back bills the contract's lines again). The reminders name that amount for that
+    renewal (RenewalState.next_charge)."""
     upcoming = shopify_api.next_to_bill(cycles)
     edited = (upcoming or {}).get("editedContract")
-    if upcoming is None or not (edited or edit_topic):
+    if upcoming is None or not (edited or always):
         return []
     priced = edited or contract
     currency = _upper(priced.get("currencyCode"))
@@ -457,7 +462,8 @@ def _subscription_event(name: str):
         when, cycles = _contract_time(contract, envelope), payload.get("billing_cycles")
         data = _subscription_data(contract, payload, envelope.shop, cycles)
         return [CanonicalEvent(name, NAME, when, customer, data),
-                *_renewal_charge(cycles, contract, data.get("source_id"), customer, when)]
+                *_renewal_charge(cycles, contract, data.get("source_id"), customer, when,
+                                 always=payload.get(RENEWAL_READ) is True)]
     return normalize
 
 
@@ -485,7 +491,7 @@ def _cycle_event(skipped: bool | None):
         when, customer = _contract_time(contract, envelope), _contract_customer(contract)
         return [CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, NAME, when, customer, data),
                 *_renewal_charge(cycles, contract, data.get("source_id"), customer, when,
-                                 edit_topic=skipped is None)]
+                                 always=skipped is None)]
     return normalize
 
 
