@@ -367,6 +367,15 @@ def shopify_skip(client, hub, admin, next_billing: datetime, cycle: int) -> None
          webhook_id="wh-skip")
 
 
+def shopify_three_shirts(client, hub, admin, next_billing: datetime) -> None:
+    """shopify_contract (2 × 24.99 CAD), then the customer takes three shirts for its first
+    delivery alone (a billing cycle contract edit)."""
+    shopify_contract(client, hub, admin, next_billing)
+    three = [{"quantity": 3, "currentPrice": {"amount": "24.99", "currencyCode": "CAD"}}]
+    send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, three),
+         topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+
+
 def test_a_skipped_shopify_delivery_fires_renewal_skipped_and_its_reminders_go_to_the_next_cycle(client, hub):
     """A skip leaves the contract's nextBillingDate as it was ("managed by the apps"): the hub
     reads the contract's billing cycles, and the first one not skipped is the next renewal."""
@@ -426,11 +435,8 @@ def test_a_shopify_skip_whose_webhook_was_missed_is_asked_for_before_its_reminde
 def test_a_shopify_cycle_edit_taken_back_while_its_webhook_was_missed_is_reminded_at_the_contracts_price(
         client, hub):
     nxt = noon_in(20)
-    three = [{"quantity": 3, "currentPrice": {"amount": "24.99", "currencyCode": "CAD"}}]
     with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
-        shopify_contract(client, hub, admin, nxt)  # 2 × 24.99 CAD every 4 weeks
-        send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, three),
-             topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+        shopify_three_shirts(client, hub, admin, nxt)
         admin.edit_lines(SAMPLE_CONTRACT, 1, None)  # taken back; its webhook never comes
         reconcile.run(hub, now=nxt - timedelta(days=10))
         reconcile.run(hub, now=nxt - timedelta(days=8, hours=12))  # two days before the 7-day one
@@ -455,11 +461,8 @@ def test_a_shopify_delivery_edited_for_itself_is_reminded_at_its_own_price(clien
     """A customer takes three shirts instead of two for the next delivery alone (a billing cycle
     contract edit): its reminder names what that delivery bills; taken back, the contract's price."""
     nxt = noon_in(20)
-    three = [{"quantity": 3, "currentPrice": {"amount": "24.99", "currencyCode": "CAD"}}]
     with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
-        shopify_contract(client, hub, admin, nxt)  # 2 × 24.99 CAD every 4 weeks
-        send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, three),
-             topic="subscription_billing_cycle_edits/create", webhook_id="wh-edit")
+        shopify_three_shirts(client, hub, admin, nxt)
         run_time_rules(hub, nxt - timedelta(days=14))
         send(client, hub, "shopify", admin.edit_lines(SAMPLE_CONTRACT, 1, None),
              topic="subscription_billing_cycle_edits/delete", webhook_id="wh-edit-back")
