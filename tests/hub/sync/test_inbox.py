@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -401,16 +402,9 @@ def test_on_postgresql_each_drained_batch_is_planned_for_its_values(client, hub,
     assert modes and set(modes) == {"force_custom_plan"}
 
 
-def test_the_drain_reads_the_pending_rows_alone_after_a_burst_was_analyzed(hub, database_url):
-    """PostgreSQL analyzes a table on its own when it has grown: at a burst's start most of
-    the inbox is pending, and once those rows are processed the statistics still say so. The
-    first pending rows then seem quickest to find by walking the table, or its primary key,
-    past every row processed since: at each batch, and at each look for a fuller one (every
-    20 ms while a burst lasts)."""
-    from hub.sync.inbox import await_fuller_batch, claim_batch
-
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's statistics mislead its planner here; SQLite's are never taken")
+def burst_analyzed_then_processed(hub) -> None:
+    """An inbox whose statistics were taken at a burst's start: 1,000 rows pending when
+    analyzed, processed since, then 9,000 more of which the last 300 are pending."""
     row = {"source": "stripe", "topic": "customer.created", "headers": {}, "body": b"{}",
            "received_at": datetime(2026, 12, 7, tzinfo=timezone.utc), "attempts": 0,
            "outcome": [], "origin": "webhook"}
@@ -423,6 +417,11 @@ def test_the_drain_reads_the_pending_rows_alone_after_a_burst_was_analyzed(hub, 
         conn.execute(update(InboxEvent).values(status="processed"))
         conn.execute(table.insert(), [dict(row, event_id=f"evt_{n}", status="processed" if n < 9700 else "pending")
                                       for n in range(1000, 10000)])
+
+
+@contextmanager
+def inbox_reads(hub):
+    """The statements that read the inbox meanwhile, with their parameters."""
     looks = []
 
     @event.listens_for(hub.storage.engine, "before_cursor_execute")
@@ -431,17 +430,50 @@ def test_the_drain_reads_the_pending_rows_alone_after_a_burst_was_analyzed(hub, 
             looks.append((statement, parameters))
 
     try:
-        assert await_fuller_batch(hub.storage, size=500, linger_s=0) == 300
-        with hub.storage.session() as session:
-            assert len(claim_batch(session, 500)) == 300
+        yield looks
     finally:
         event.remove(hub.storage.engine, "before_cursor_execute", _look)
-    assert len(looks) == 2
+
+
+def assert_through_the_open_index(hub, looks) -> None:
     for statement, parameters in looks:
         with hub.storage.engine.connect() as conn:
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
         assert "ix_inbox_event_open" in plan, plan
         assert "Seq Scan on inbox_event" not in plan and "pk_inbox_event" not in plan, plan
+
+
+def test_the_drain_reads_the_pending_rows_alone_after_a_burst_was_analyzed(hub, database_url):
+    """PostgreSQL analyzes a table on its own when it has grown: at a burst's start most of
+    the inbox is pending, and once those rows are processed the statistics still say so. The
+    first pending rows then seem quickest to find by walking the table, or its primary key,
+    past every row processed since: at each batch, and at each look for a fuller one (every
+    20 ms while a burst lasts)."""
+    from hub.sync.inbox import await_fuller_batch, claim_batch
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's statistics mislead its planner here; SQLite's are never taken")
+    burst_analyzed_then_processed(hub)
+    with inbox_reads(hub) as looks:
+        assert await_fuller_batch(hub.storage, size=500, linger_s=0) == 300
+        with hub.storage.session() as session:
+            assert len(claim_batch(session, 500)) == 300
+    assert len(looks) == 2
+    assert_through_the_open_index(hub, looks)
+
+
+def test_healthz_counts_the_open_rows_through_their_index_after_a_burst_was_analyzed(client, hub, database_url):
+    """/healthz counts the open rows at every check (a load balancer's, every few seconds):
+    with a burst's statistics the whole table looked cheaper to count, and was read each time."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's statistics mislead its planner here; SQLite's are never taken")
+    burst_analyzed_then_processed(hub)
+    hub.settings.HUB_STUCK_PENDING_SECONDS = 60
+    with inbox_reads(hub) as looks:
+        checks = client.get("/healthz").get_json()
+    assert (checks["inbox_backlog"], checks["inbox_failed"], checks["inbox_stuck"]) == (300, 0, 300)
+    assert len(looks) == 2  # the counts by status, then the pending rows waiting too long
+    assert_through_the_open_index(hub, looks)
 
 
 def test_two_drainers_on_postgresql_process_each_row_once_and_each_person_in_order(client, hub, database_url):
