@@ -14,6 +14,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    select,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -130,6 +131,16 @@ class InboxEvent(Base):
         the first rows: past every row processed since, at every look.
         """
         return query.where(cls.is_open(), cls.status > FAILED).order_by(cls.status, cls.id)
+
+    @classmethod
+    def open_in_index_order(cls, *columns, where=()):
+        """`columns` of the open rows (narrowed by `where`), a subquery read in
+        ix_inbox_event_open's own order (status, id), an order no other index or scan gives:
+        counted from it, PostgreSQL reads that index whatever its statistics say. Taken at a
+        burst's start (most rows open), they make the whole table look cheaper to count, and
+        every health check, scrape and page would read it until the next ANALYZE."""
+        return (select(*columns).where(cls.is_open(), *where)
+                .order_by(cls.status, cls.id).subquery())
 
     @classmethod
     def is_waiting(cls):

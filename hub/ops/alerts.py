@@ -106,9 +106,8 @@ def error_rates(session: Session, settings, now: datetime) -> list[Alert]:
 def failed_events(session: Session, settings) -> list[Alert]:
     """Failed inbound events piling up; those waiting for their platform to answer (which
     the hub tries again by itself) are named apart, as they need no replay."""
-    count, waiting = session.execute(
-        select(func.count(), func.count(InboxEvent.retry_at))
-        .where(InboxEvent.is_open(), InboxEvent.status == FAILED)).one()
+    failed = InboxEvent.open_in_index_order(InboxEvent.retry_at, where=(InboxEvent.status == FAILED,))
+    count, waiting = session.execute(select(func.count(), func.count(failed.c.retry_at))).one()
     if count < settings.HUB_ALERT_FAILED_EVENTS:
         return []
     if waiting == count:

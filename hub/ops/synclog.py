@@ -298,10 +298,11 @@ def failed_events(session: Session, before: int | None = None, limit: int = 50) 
 def open_event_counts(session: Session) -> dict[str, int]:
     """status → inbox rows waiting or failed (partial index); "waiting": the failed ones whose
     platform did not answer, which the hub tries again by itself (hub.sync.inbox)."""
-    counts = dict(session.execute(select(InboxEvent.status, func.count()).where(open_rows())
-                                  .group_by(InboxEvent.status)).all())
+    by_status = InboxEvent.open_in_index_order(InboxEvent.status)
+    counts = dict(session.execute(select(by_status.c.status, func.count()).group_by(by_status.c.status)).all())
     if counts.get(FAILED):
-        counts["waiting"] = session.scalar(select(func.count()).where(InboxEvent.is_waiting()))
+        waiting = InboxEvent.open_in_index_order(InboxEvent.id, where=(InboxEvent.is_waiting(),))
+        counts["waiting"] = session.scalar(select(func.count()).select_from(waiting))
     return counts
 
 

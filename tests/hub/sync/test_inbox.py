@@ -462,17 +462,28 @@ def test_the_drain_reads_the_pending_rows_alone_after_a_burst_was_analyzed(hub, 
     assert_through_the_open_index(hub, looks)
 
 
-def test_healthz_counts_the_open_rows_through_their_index_after_a_burst_was_analyzed(client, hub, database_url):
-    """/healthz counts the open rows at every check (a load balancer's, every few seconds):
-    with a burst's statistics the whole table looked cheaper to count, and was read each time."""
+def test_every_count_of_open_rows_reads_their_index_after_a_burst_was_analyzed(client, hub, database_url):
+    """/healthz (a load balancer's, every few seconds), /metrics (every scrape), the failed
+    events page and the failed-events alert count the open rows: with a burst's statistics the
+    whole table looked cheaper to count, and was read each time."""
+    from hub.ops import alerts, metrics, synclog
+
     if not database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's statistics mislead its planner here; SQLite's are never taken")
     burst_analyzed_then_processed(hub)
     hub.settings.HUB_STUCK_PENDING_SECONDS = 60
+    with hub.storage.engine.begin() as conn:  # a failed row, so the waiting ones are counted too
+        conn.execute(update(InboxEvent).where(InboxEvent.event_id == "evt_9999").values(status="failed"))
     with inbox_reads(hub) as looks:
         checks = client.get("/healthz").get_json()
-    assert (checks["inbox_backlog"], checks["inbox_failed"], checks["inbox_stuck"]) == (300, 0, 300)
-    assert len(looks) == 2  # the counts by status, then the pending rows waiting too long
+        scraped = metrics.render(hub)
+        with hub.storage.session() as session:
+            counts = synclog.open_event_counts(session)
+            alerts.failed_events(session, hub.settings)
+    assert (checks["inbox_backlog"], checks["inbox_failed"], checks["inbox_stuck"]) == (299, 1, 299)
+    assert 'hub_inbox_open_events{source="stripe",status="pending"} 299.0' in scraped
+    assert counts == {"pending": 299, "failed": 1, "waiting": 0}
+    assert len(looks) >= 6
     assert_through_the_open_index(hub, looks)
 
 
