@@ -8,22 +8,15 @@ from sqlalchemy import func, select
 
 from hub.models import FAILED, PENDING, InboxEvent
 from hub.ops.metrics import CONTENT_TYPE, render
+from hub.ops.synclog import open_event_counts
 from hub.web import current_hub
 
 bp = Blueprint("health", __name__)
 
 
-def _inbox_counts(hub) -> dict:
-    """Open inbox rows by status."""
-    with hub.storage.session() as session:
-        open_rows = InboxEvent.open_in_index_order(InboxEvent.status)
-        rows = session.execute(select(open_rows.c.status, func.count()).group_by(open_rows.c.status)).all()
-    return {status: count for status, count in rows}
-
-
 def _stuck_pending(hub) -> int:
     """Rows still pending longer than HUB_STUCK_PENDING_SECONDS after they arrived, read
-    through the open rows' index as _inbox_counts reads them."""
+    through the open rows' index as open_event_counts reads them."""
     since = datetime.now(timezone.utc) - timedelta(seconds=hub.settings.HUB_STUCK_PENDING_SECONDS)
     with hub.storage.session() as session:
         waiting = InboxEvent.pending_oldest_first(select(InboxEvent.id).where(InboxEvent.received_at < since))
@@ -36,7 +29,8 @@ def healthz():
     checks, healthy = {}, True
     try:
         hub.storage.ping()
-        counts = _inbox_counts(hub)
+        with hub.storage.session() as session:
+            counts = open_event_counts(session)
         checks["database"] = "ok"
         checks["inbox_backlog"] = counts.get(PENDING, 0)
         checks["inbox_failed"] = counts.get(FAILED, 0)
