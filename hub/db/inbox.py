@@ -113,16 +113,20 @@ class InboxWriter:
                 with self._lock:
                     batch, self._queue = self._queue, []
                     if not batch:
+                        # Handed over: a webhook queued from here on leads its own commit.
                         self._leading = False
                         break
                 self._commit(batch)
-        finally:
+        except BaseException:
+            # Only after an unexpected error (the thread interrupted): the webhooks queued
+            # behind this leader fail fast rather than wait for a commit nobody makes.
             with self._lock:
                 self._leading = False
                 leftovers, self._queue = self._queue, []
-            for other in leftovers:  # only after an unexpected error: let them fail fast
+            for other in leftovers:
                 other.error = other.error or RuntimeError("inbox writer stopped")
                 other.release()
+            raise
         if waiter.error is not None:
             raise waiter.error
         return waiter.created
@@ -237,8 +241,11 @@ class InboxWriter:
         self._grouped = None
 
     def _commit(self, batch: list["_Waiter"]) -> None:
-        conn = self._connection()
+        conn = None
         try:
+            # Opened inside: a connection that cannot be opened fails the batch's webhooks
+            # (503, the platform retries) instead of leaving them waiting.
+            conn = self._connection()
             cursor = conn.cursor()
             grouped = self.dialect == "sqlite" and len(batch) > 1
             if grouped:
@@ -257,7 +264,9 @@ class InboxWriter:
             # back and closed first: a detached SQLite connection left with the group's open
             # transaction would keep the inbox's write lock from every other writer.
             self._local.conn = None
-            for release in (conn.dbapi_connection.rollback, conn.dbapi_connection.close, conn.invalidate):
+            releases = () if conn is None else (conn.dbapi_connection.rollback, conn.dbapi_connection.close,
+                                                conn.invalidate)
+            for release in releases:
                 try:
                     release()
                 except Exception:  # already unusable; nothing more to release

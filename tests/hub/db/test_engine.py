@@ -130,6 +130,18 @@ def test_json_is_read_exactly_as_the_standard_library_reads_it():
         json_value(b"\xff")
 
 
+def _stored_after(storage, post, threads: int) -> list[str]:
+    """Run post(0) … post(threads - 1) on threads of their own; the inbox's event ids once
+    they are done."""
+    running = [threading.Thread(target=post, args=(w,), daemon=True) for w in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join(timeout=60)
+    with storage.engine.connect() as conn:
+        return conn.execute(select(InboxEvent.event_id)).scalars().all()
+
+
 def test_webhooks_arriving_on_many_threads_at_once_are_each_stored_once(tmp_path):
     # Group commit: threads that arrive while another commits wait for the next commit,
     # and each learns whether its own row was new.
@@ -144,15 +156,99 @@ def test_webhooks_arriving_on_many_threads_at_once_are_each_stored_once(tmp_path
         for n in range(worker, len(ids), 30):
             answers[n] = storage.inbox_writer.write("stripe", envelope(ids[n]), {}, b"{}")
 
-    threads = [threading.Thread(target=post, args=(w,), daemon=True) for w in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    with storage.engine.connect() as conn:
-        stored = conn.execute(select(InboxEvent.event_id)).scalars().all()
+    stored = _stored_after(storage, post, threads=30)
     assert sorted(stored) == sorted(set(ids))
     assert sum(answers.values()) == 150 and len(answers) == 300  # one "new" per id, every call answered
+    storage.dispose()
+
+
+class _SlowHandoffLock:
+    """The writer's lock, slowed where hand-overs happen: after a release that leaves a row
+    waiting in the queue or no leader, the releasing thread lets the others run first. A busy
+    machine opens these moments only now and then."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+
+    def __exit__(self, *exc):
+        handover = bool(self.writer._queue) or not self.writer._leading
+        self._lock.release()
+        if handover:
+            time.sleep(0.001)
+
+
+def test_a_webhook_arriving_as_the_last_leader_finishes_is_stored_and_answered(tmp_path):
+    # A leader that found the queue empty hands over; a webhook that arrives just then leads
+    # its own commit, and neither the old leader's exit nor the new one's loses or fails it.
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    storage.inbox_writer._lock = _SlowHandoffLock(storage.inbox_writer)
+    failures: list[Exception] = []
+    stored_new: list[bool] = []
+
+    def post(worker: int):
+        for n in range(40):
+            try:
+                stored_new.append(storage.inbox_writer.write("stripe", envelope(f"evt_{worker}_{n}"), {}, b"{}"))
+            except Exception as exc:  # what a webhook would answer 503 for
+                failures.append(exc)
+
+    stored = _stored_after(storage, post, threads=8)
+    assert failures == []
+    assert len(stored) == 320 and stored_new == [True] * 320
+    storage.dispose()
+
+
+def test_webhooks_whose_connection_cannot_be_opened_fail_at_once_and_the_next_ones_are_stored(tmp_path):
+    # The leader's first commit is slow while three more webhooks queue up behind it; the
+    # connection for their commit cannot be opened (the database unreachable a moment). They
+    # are answered with the error (the web path's 503, so the platform retries), not left
+    # waiting; the leader's own row, already committed, is answered as stored.
+    storage = Storage(f"sqlite:///{tmp_path / 'hub.db'}")
+    storage.upgrade()
+    writer = storage.inbox_writer
+    opened = writer._connection
+    queued, calls = threading.Event(), []
+
+    def connection():
+        calls.append(1)
+        if len(calls) == 1:
+            queued.wait(timeout=10)
+            return opened()
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("unable to open database file")
+        return opened()
+
+    writer._connection = connection
+    answers: dict[str, object] = {}
+
+    def post(event_id: str):
+        try:
+            answers[event_id] = writer.write("stripe", envelope(event_id), {}, b"{}")
+        except Exception as exc:
+            answers[event_id] = exc
+
+    leader = threading.Thread(target=post, args=("evt_lead",), daemon=True)
+    leader.start()
+    while not writer._leading:
+        time.sleep(0.001)
+    others = [threading.Thread(target=post, args=(f"evt_{n}",), daemon=True) for n in range(3)]
+    for t in others:
+        t.start()
+    while len(writer._queue) < 3:
+        time.sleep(0.001)
+    queued.set()
+    for t in [leader, *others]:
+        t.join(timeout=10)
+    assert answers["evt_lead"] is True
+    assert [type(answers.get(f"evt_{n}")).__name__ for n in range(3)] == ["OperationalError"] * 3
+    assert writer.write("stripe", envelope("evt_0"), {}, b"{}") is True  # the platform's retry
+    with storage.engine.connect() as conn:
+        assert sorted(conn.execute(select(InboxEvent.event_id)).scalars()) == ["evt_0", "evt_lead"]
     storage.dispose()
 
 
