@@ -40,10 +40,10 @@ OVERLAP = timedelta(minutes=5)
 TOTAL = "reconcile:recovered"
 # How long before a renewal reminder falls due its renewal is asked for again: a reminder is
 # due at the start of its day in the merchant's zone, up to a day and more before the offset.
+# It also bounds one pass's reading: reminders already due are past mending, so a first pass,
+# or one after a long stop, reads at most this lead's worth of renewals (a contract and its
+# cycles, two queries each), and none of those still to come is left out.
 RENEWAL_LEAD = timedelta(days=2)
-# The most reminders' worth of renewals one pass reads again: a first pass, or one after a long
-# stop, would otherwise read days of them (a contract and its cycles, two queries each).
-RENEWAL_SPAN = timedelta(days=1)
 
 
 def held_at(session: Session, source: str, item: Item) -> datetime | None:
@@ -135,7 +135,7 @@ def _reconcile_source(hub, lister, one: SourceReport, now: datetime) -> None:
     renewals = getattr(client, "renewals", None)
     if renewals is not None:
         with hub.storage.session() as session:
-            due = renewals_due(session, lister.source, max(since, now - RENEWAL_SPAN), now,
+            due = renewals_due(session, lister.source, since, now,
                                current_params(hub.settings).renewal.offsets_days)
         items = renewals(due, now)
         one.checked = len(items)
@@ -160,13 +160,16 @@ def renewals_due(session: Session, source: str, since: datetime, now: datetime,
                  offsets: tuple[int, ...]) -> list[str]:
     """Ids of `source`'s live subscriptions with a renewal reminder (`offsets` days before the
     renewal) falling due RENEWAL_LEAD after the span (since, now]: a steady run of passes
-    asks for each reminder's renewal once."""
+    asks for each reminder's renewal once. After a long stop, every reminder not yet due
+    within RENEWAL_LEAD, and none already due."""
     found: set[str] = set()
+    reminders_from = max(since + RENEWAL_LEAD, now)
     for offset in sorted(set(offsets)):
-        ahead = RENEWAL_LEAD + timedelta(days=offset)
+        days = timedelta(days=offset)
         found.update(session.scalars(select(Subscription.source_id).where(
             Subscription.source == source, Subscription.status.in_(LIVE_STATUSES),
-            Subscription.next_renewal_at > since + ahead, Subscription.next_renewal_at <= now + ahead)))
+            Subscription.next_renewal_at > reminders_from + days,
+            Subscription.next_renewal_at <= now + RENEWAL_LEAD + days)))
     return sorted(found)
 
 

@@ -222,6 +222,21 @@ def test_a_refund_that_failed_gives_its_money_back_to_spend_and_a_missed_failure
     assert spend(hub) == 4500 - 1000
 
 
+def test_after_days_stopped_every_reminder_still_to_come_within_two_days_is_read_again(hub):
+    # The last pass ran 3 days ago. Reminders already due are past mending; every one due
+    # from now to 2 days ahead is read, the soonest first to matter.
+    now = datetime(2027, 1, 10, 12, tzinfo=timezone.utc)
+    days = {"due in 12 h": 7.5, "due in 36 h": 8.5, "14-day due in 40 h": 15.66, "due 12 h ago": 6.5,
+            "due in 3 days": 10}
+    with hub.storage.session() as s:
+        for name, ahead in days.items():
+            s.add(Subscription(source="shopify", source_id=name, status="active",
+                               next_renewal_at=now + timedelta(days=ahead)))
+        s.commit()
+        assert reconcile.renewals_due(s, "shopify", now - timedelta(days=3), now, (14, 7)) == [
+            "14-day due in 40 h", "due in 12 h", "due in 36 h"]
+
+
 def test_a_renewal_is_read_again_in_the_pass_two_days_before_each_of_its_reminders(hub):
     now = datetime(2027, 1, 10, 12, tzinfo=timezone.utc)
     # This pass covers (now - 12 h, now]: with reminders 14 and 7 days ahead, the renewals
