@@ -83,7 +83,10 @@ EVENTS: dict[str, dict] = {
     PAYMENT_FAILED: {"data": _PAYMENT_KEYS},
     PAYMENT_ACTION_REQUIRED: {"data": _PAYMENT_KEYS},
     PAYMENT_CLOSED: {"data": _PAYMENT_KEYS},
-    RENEWAL_UPCOMING: {"data": ("subscription_source_id", "renewal_at", "amount", "currency")},
+    # priced_as_subscription: the renewal bills the subscription's own price (a schedule that
+    # no longer changes it), so what an earlier notice said it would charge no longer holds.
+    RENEWAL_UPCOMING: {"data": ("subscription_source_id", "renewal_at", "amount", "currency",
+                                "priced_as_subscription")},
     PAYMENT_METHOD_EXPIRING: {"data": _CARD_KEYS},
     PAYMENT_METHOD_UPDATED: {"data": _CARD_KEYS},
     SUBSCRIBER_ERASE: {"data": ("shop",)},

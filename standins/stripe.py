@@ -68,6 +68,8 @@ class FakeStripe(LoopbackServer):
         ("GET", r"/v1/customers", "list_customers"),
         ("GET", r"/v1/customers/(?P<id>cus_\w+)", "get_customer"),
         ("GET", r"/v1/subscriptions", "list_subscriptions"),
+        ("GET", r"/v1/subscriptions/(?P<id>sub_\w+)", "get_subscription"),
+        ("GET", r"/v1/subscription_schedules/(?P<id>sub_sched_\w+)", "get_subscription_schedule"),
         ("GET", r"/v1/invoices", "list_invoices"),
         ("GET", r"/v1/events", "list_events"),
         # The payments of an invoice (ENRICH: why a payment failed).
@@ -98,6 +100,8 @@ class FakeStripe(LoopbackServer):
         self.payment_intents: dict[str, dict] = {}  # id → payment_intent, for expand
         self.charges: dict[str, dict] = {}  # id → charge, for GET /v1/charges/:id
         self.refunds: list[dict] = []  # newest first, for GET /v1/refunds?charge=…
+        self.subscription_schedules: dict[str, dict] = {}  # id → schedule, its items' prices as ids
+        self.prices: dict[str, dict] = {}  # id → price, for expand[]=phases.items.price
 
     def authorized(self, call: Call) -> bool:
         return call.headers.get("Authorization") == f"Bearer {self.key}"
@@ -197,6 +201,28 @@ class FakeStripe(LoopbackServer):
         return self._listing(call, self.subscriptions, "/v1/subscriptions", lambda o: (
             (since is None or o["created"] >= since)
             and (status == "all" or (o["status"] == status if status else o["status"] != "canceled"))))
+
+    def get_subscription(self, call: Call):
+        found = next((o for o in self.subscriptions if o["id"] == call.params["id"]), None)
+        if found is None:
+            return _missing("subscription", call.params["id"])
+        return 200, found
+
+    def get_subscription_schedule(self, call: Call):
+        """GET /v1/subscription_schedules/:id: a phase's items name their price by id unless
+        `expand[]=phases.items.price` asks for the objects
+        (https://docs.stripe.com/api/subscription_schedules/object, https://docs.stripe.com/expand)."""
+        found = self.subscription_schedules.get(call.params["id"])
+        if found is None:
+            return _missing("subscription_schedule", call.params["id"])
+        expand = {v[0] for k, v in call.query.items() if k.startswith("expand[")}
+        if "phases.items.price" in expand:
+            found = {**found, "phases": [
+                {**phase, "items": [{**item, "price": self.prices.get(item["price"], item["price"])}
+                                    if isinstance(item.get("price"), str) else item
+                                    for item in phase.get("items") or []]}
+                for phase in found.get("phases") or []]}
+        return 200, found
 
     def list_invoices(self, call: Call):
         since = _created_gte(call)
@@ -372,6 +398,11 @@ def _unknown_event_type(enabled: list) -> tuple[int, dict] | None:
             return 400, {"error": {"type": "invalid_request_error", "param": f"enabled_events[{i}]",
                                    "message": f"Invalid enabled_events[{i}]: {name!r} is not an event type"}}
     return None
+
+
+def _missing(kind: str, object_id: str) -> tuple[int, dict]:
+    return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
+                           "message": f"No such {kind}: '{object_id}'"}}
 
 
 def _one(call: Call, name: str) -> str | None:

@@ -528,10 +528,14 @@ def apply_renewal_upcoming(session, event, changes, people=None):
         changes.notes.append(f"{label}: renewal notice older than the subscription held: ignored")
         return
     changes.set(subscription, "next_renewal_at", d["renewal_at"], label)
-    # What it will charge (a new price phase, a discount ending), in the subscription's currency.
+    # What it will charge (a new price phase, a discount ending), in the subscription's currency;
+    # or, for a schedule that no longer changes it, the subscription's own price again.
     if d.get("amount") is not None and d.get("currency") in (None, subscription.currency):
         changes.set(subscription, "renewal_amount", d["amount"], label)
         changes.set(subscription, "renewal_amount_at", d["renewal_at"], label)
+    elif d.get("priced_as_subscription"):
+        changes.set(subscription, "renewal_amount", None, label)
+        changes.set(subscription, "renewal_amount_at", None, label)
 
 
 def apply_card(session, event, changes, people=None):

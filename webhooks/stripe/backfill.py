@@ -28,7 +28,7 @@ import stripe
 
 from hub.values import retry_after, utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
-from webhooks.stripe.webhook import NAME, TOPICS
+from webhooks.stripe.webhook import NAME, SCHEDULE_TOPICS, TOPICS
 
 PAGE_SIZE = 100
 LIVE_RATE, SANDBOX_RATE = 100, 25
@@ -154,13 +154,15 @@ def event_item(event: dict) -> Item:
 # payments), and payment_method.attached/.detached (which card is charged comes with
 # customer.updated, its default payment method). A delayed Checkout payment's outcome is
 # listed by a call of its own, and so is money given back otherwise than by a refund
-# (chargebacks, disputes won back, credit notes credited outside Stripe).
+# (chargebacks, disputes won back, credit notes credited outside Stripe), and so are the
+# subscription schedules' changes (what a later phase will bill).
 PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
 GIVEN_BACK_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn",
                     "credit_note.created", "credit_note.voided", "refund.failed", "refund.updated"]
+SCHEDULE_TYPES = sorted(SCHEDULE_TOPICS)
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
                                      "payment_method.attached", "payment_method.detached",
-                                     *PAID_LATER_TYPES, *GIVEN_BACK_TYPES})
+                                     *PAID_LATER_TYPES, *GIVEN_BACK_TYPES, *SCHEDULE_TYPES})
 
 # stream -> (resource of StripeClient.v1, list params, wrapper)
 STREAMS = {
@@ -170,7 +172,9 @@ STREAMS = {
     "events": ("events", {"types": LISTED_TYPES}, event_item),
     "checkout payments": ("events", {"types": PAID_LATER_TYPES}, event_item),
     "money given back": ("events", {"types": GIVEN_BACK_TYPES}, event_item),
+    "subscription schedules": ("events", {"types": SCHEDULE_TYPES}, event_item),
 }
 
 LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
-                changes=("events", "checkout payments", "money given back"), problem=problem, client=Client)
+                changes=("events", "checkout payments", "money given back", "subscription schedules"),
+                problem=problem, client=Client)

@@ -8,6 +8,7 @@ is what keeps an older delivery (retries, no ordering) from overwriting a newer 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import stripe
 
@@ -264,6 +265,12 @@ def normalize_subscription(payload: dict, envelope: Envelope) -> list[CanonicalE
     if {"items", "plan", "quantity"} & set(payload["data"].get("previous_attributes") or {}):
         amount = proration_amount(payload.get("_latest_invoice") or _object(payload).get("latest_invoice"))
         event.data["proration_amount"] = amount if amount is not None else pending_proration_amount(payload)
+    # A subscription run by a schedule: what its next renewal bills when a later phase does, read
+    # again with each of its changes (a phase that began moves the renewal after it into the
+    # next one). A renewal in the phase under way leaves any notice of its charge as it was.
+    if "_schedule" in payload:
+        scheduled = normalize_schedule({**payload, "_subscription": _object(payload)}, envelope)
+        return [event, *(notice for notice in scheduled if notice.data.get("amount") is not None)]
     return [event]
 
 
@@ -416,6 +423,65 @@ def normalize_renewal(payload: dict, envelope: Envelope) -> list[CanonicalEvent]
     return [_event(ev.RENEWAL_UPCOMING, payload, _invoice_customer(payload), data)]
 
 
+def normalize_schedule(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
+    """subscription_schedule.*: what the subscription's next renewal bills under its schedule.
+
+    A schedule changes the subscription's items phase by phase; the renewal that falls in a
+    later phase bills that phase's items (https://docs.stripe.com/billing/subscriptions/
+    subscription-schedules). ENRICH reads the subscription (its next renewal) and the schedule
+    with its phases' prices expanded. A schedule no longer active (released, completed,
+    canceled, aborted), or a renewal within the phase under way, leaves the subscription's own
+    price to bill; so does a phase whose amount cannot be told from its prices (tiered, or
+    with discounts)."""
+    schedule = payload.get("_schedule") or _object(payload)
+    sub_id = _id(schedule.get("subscription")) or _id(schedule.get("released_subscription"))
+    subscription = payload.get("_subscription")
+    if not sub_id or not subscription:
+        return []
+    renewal_at = _subscription_data(subscription)["next_renewal_at"]
+    data = {"subscription_source_id": sub_id, "renewal_at": renewal_at}
+    priced = _phase_price(schedule_phase(schedule, renewal_at)) if renewal_at else None
+    if priced is None:
+        data["priced_as_subscription"] = True
+    else:
+        data["amount"], data["currency"] = priced
+    return [_event(ev.RENEWAL_UPCOMING, payload, _customer(payload), data)]
+
+
+def schedule_phase(schedule: dict, at: datetime) -> dict | None:
+    """The phase of an active schedule in force at `at`, unless it is the phase under way (the
+    subscription's own items). Past the last phase a released subscription keeps that phase's
+    items (end_behavior `release`)."""
+    if schedule.get("status") != "active":
+        return None
+    moment = int(at.timestamp())
+    phases = sorted(schedule.get("phases") or [], key=lambda phase: phase.get("start_date") or 0)
+    found = next((phase for phase in phases if (phase.get("start_date") or 0) <= moment
+                  and (phase.get("end_date") is None or moment < phase["end_date"])), None)
+    if found is None and phases and schedule.get("end_behavior") == "release" \
+            and moment >= (phases[-1].get("end_date") or 0):
+        found = phases[-1]
+    under_way = (schedule.get("current_phase") or {}).get("start_date")
+    if found is None or found.get("start_date") == under_way:
+        return None
+    return found
+
+
+def _phase_price(phase: dict | None) -> tuple[int, str | None] | None:
+    """(amount, currency) a phase's items bill each period: each price's unit_amount × quantity;
+    None when a price is not expanded, has no unit_amount (tiered), or discounts apply."""
+    if phase is None or phase.get("discounts") or not phase.get("items"):
+        return None
+    amount, currency = 0, _currency(phase)
+    for item in phase["items"]:
+        price = item.get("price")
+        if not isinstance(price, dict) or not isinstance(price.get("unit_amount"), int) or item.get("discounts"):
+            return None
+        amount += price["unit_amount"] * (item.get("quantity") or 1)
+        currency = currency or _currency(price)
+    return amount, currency
+
+
 def normalize_expiring_card(payload: dict, envelope: Envelope) -> list[CanonicalEvent]:
     return [_event(ev.PAYMENT_METHOD_EXPIRING, payload, _customer(payload),
                    _card_data(_object(payload)))]
@@ -436,6 +502,13 @@ def normalize_detached_card(payload: dict, envelope: Envelope) -> list[Canonical
     data = {**_card_data(_object(payload)), "exp_month": None, "exp_year": None}
     return [_event(ev.PAYMENT_METHOD_UPDATED, payload, _customer(payload), data)]
 
+
+# A schedule's changes, and its end (https://docs.stripe.com/api/events/types): `aborted` is
+# its cancellation with a delinquent subscription; `expiring` (7 days before the end) says
+# nothing new of the next renewal.
+SCHEDULE_TOPICS = ("subscription_schedule.created", "subscription_schedule.updated",
+                   "subscription_schedule.released", "subscription_schedule.completed",
+                   "subscription_schedule.canceled", "subscription_schedule.aborted")
 
 TOPICS = {
     "customer.created": normalize_customer,
@@ -466,6 +539,7 @@ TOPICS = {
     "invoice.marked_uncollectible": normalize_payment,
     "invoice.voided": normalize_payment,
     "invoice.upcoming": normalize_renewal,
+    **dict.fromkeys(SCHEDULE_TOPICS, normalize_schedule),
     "payment_intent.payment_failed": normalize_failed_payment_intent,
     "customer.source.expiring": normalize_expiring_card,
     "payment_method.attached": normalize_updated_card,
@@ -518,11 +592,49 @@ def attach_charge(payload: dict, settings) -> dict:
     return _with_customer({**payload, "_charge": charge}, settings, _id(charge.get("customer")))
 
 
-def _retrieved(settings, resource: str, object_id: str) -> dict | None:
+def attach_schedule(payload: dict, settings) -> dict:
+    """subscription_schedule.*: the customer, the schedule's subscription under "_subscription"
+    (GET /v1/subscriptions/:id: its next renewal) and the schedule as it stands under
+    "_schedule", its phases' prices expanded (GET /v1/subscription_schedules/:id?expand[]=
+    phases.items.price: a phase names its prices by id,
+    https://docs.stripe.com/api/subscription_schedules/retrieve). Unchanged when Stripe refuses."""
+    payload = attach_customer(payload, settings)
+    schedule = _object(payload)
+    sub_id = _id(schedule.get("subscription")) or _id(schedule.get("released_subscription"))
+    if not settings.STRIPE_API_KEY or not sub_id or not isinstance(schedule.get("id"), str):
+        return payload
+    subscription = _retrieved(settings, "subscriptions", sub_id)
+    if subscription is None:
+        return payload
+    return _with_schedule({**payload, "_subscription": subscription}, settings, schedule["id"])
+
+
+def attach_subscription(payload: dict, settings) -> dict:
+    """customer.subscription.*: the customer (and for a change of items what it billed,
+    attach_change_invoice); for a subscription a schedule runs (`schedule`,
+    https://docs.stripe.com/api/subscriptions/object), that schedule as it stands."""
+    if payload.get("type") == "customer.subscription.updated":
+        payload = attach_change_invoice(payload, settings)
+    else:
+        payload = attach_customer(payload, settings)
+    schedule_id = _id(_object(payload).get("schedule"))
+    if not settings.STRIPE_API_KEY or not schedule_id:
+        return payload
+    return _with_schedule(payload, settings, schedule_id)
+
+
+def _with_schedule(payload: dict, settings, schedule_id: str) -> dict:
+    """The schedule under "_schedule", its phases' prices expanded (a phase names its prices by
+    id: expand[]=phases.items.price). Unchanged when Stripe refuses."""
+    fresh = _retrieved(settings, "subscription_schedules", schedule_id, {"expand": ["phases.items.price"]})
+    return {**payload, "_schedule": fresh} if fresh else payload
+
+
+def _retrieved(settings, resource: str, object_id: str, params: dict | None = None) -> dict | None:
     """One Stripe object as sent (to_dict() would make Decimals of decimal strings, which the
     inbox cannot store); None when Stripe fails."""
     try:
-        return getattr(_client(settings).v1, resource).retrieve(object_id).last_response.data
+        return getattr(_client(settings).v1, resource).retrieve(object_id, params).last_response.data
     except stripe.StripeError as exc:
         _unless_unanswered(exc, f"GET /v1/{resource}/{object_id}")
         return None
@@ -645,9 +757,11 @@ ENRICH = {topic: attach_customer for topic in (
     "credit_note.created", "credit_note.voided",
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice,
-      "customer.subscription.updated": attach_change_invoice,
+      **dict.fromkeys(("customer.subscription.created", "customer.subscription.updated",
+                       "customer.subscription.paused", "customer.subscription.resumed"), attach_subscription),
       "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge,
-      "charge.refunded": attach_refunds, "refund.failed": attach_refunds, "refund.updated": attach_refunds}
+      "charge.refunded": attach_refunds, "refund.failed": attach_refunds, "refund.updated": attach_refunds,
+      **dict.fromkeys(SCHEDULE_TOPICS, attach_schedule)}
 
 
 # --- reading Stripe objects -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from standins.stripe import FakeStripe
 from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
 from webhooks import body_hash_id
 from webhooks.stripe import webhook as hook
-from webhooks.stripe.backfill import LISTED_TYPES, invoice_item
+from webhooks.stripe.backfill import LISTED_TYPES, STREAMS, invoice_item
 
 SECRET = "whsec_test_secret"
 EVENT_CREATED = 1767225600  # 2026-01-01T00:00:00Z
@@ -748,10 +748,72 @@ def test_an_invoice_stripe_stops_collecting_closes_the_payment(event_type, strip
     assert event_type in hook.ENRICH  # its customer is fetched like any invoice's
 
 
+RENEWS = 1_800_000_000  # the subscription's period ends, and it renews, then
+
+
+def scheduled(phases: list[tuple[int, int | None, object, list]], end_behavior="release", status="active",
+              renews=RENEWS) -> dict:
+    """A subscription_schedule.updated of Stripe's published schedule with these phases (start,
+    end, price: a price object, or an id when not expanded; discounts), the first under way,
+    ENRICH's subscription renewing at `renews` beside it."""
+    schedule = copy.deepcopy(stripe_resource("subscription_schedule"))
+    base = {key: value for key, value in schedule["phases"][0].items() if key not in ("items", "plan")}
+    schedule.update({"subscription": "sub_1", "customer": "cus_1", "status": status, "end_behavior": end_behavior,
+                     "current_phase": {"start_date": phases[0][0], "end_date": phases[0][1]},
+                     "phases": [{**base, "start_date": start, "end_date": end, "currency": "usd",
+                                 "discounts": discounts, "items": [{"price": price, "quantity": 2, "discounts": []}]}
+                                for start, end, price, discounts in phases]})
+    subscription = copy.deepcopy(stripe_resource("subscription"))
+    subscription.update({"id": "sub_1", "customer": "cus_1", "cancel_at_period_end": False, "cancel_at": None,
+                         "pause_collection": None})
+    subscription["items"]["data"][0]["current_period_end"] = renews
+    return {**stripe_event("subscription_schedule.updated", schedule, created=EVENT_CREATED),
+            "_subscription": subscription}
+
+
+PLUS = {"id": "price_plus", "object": "price", "unit_amount": 4000, "currency": "usd"}
+MONTH = 30 * 86400
+
+
+@pytest.mark.parametrize("phases, end_behavior, status, charged", [
+    # The next phase starts as the period ends: the renewal bills its items (2 × 40.00).
+    ([(RENEWS - MONTH, RENEWS, "price_now", []), (RENEWS, RENEWS + MONTH, PLUS, [])], "release", "active", 8000),
+    # The renewal falls in the phase under way: the subscription's own price.
+    ([(RENEWS - MONTH, RENEWS + MONTH, "price_now", []), (RENEWS + MONTH, None, PLUS, [])], "release", "active", None),
+    # Past the last phase a released subscription keeps its items; a cancelled one does not renew on them.
+    ([(RENEWS - 2 * MONTH, RENEWS - MONTH, "price_now", []), (RENEWS - MONTH, RENEWS, PLUS, [])], "release",
+     "active", 8000),
+    ([(RENEWS - 2 * MONTH, RENEWS - MONTH, "price_now", []), (RENEWS - MONTH, RENEWS, PLUS, [])], "cancel",
+     "active", None),
+    ([(RENEWS - MONTH, RENEWS, "price_now", []), (RENEWS, RENEWS + MONTH, PLUS, [{"coupon": "c"}])], "release",
+     "active", None),  # a discount the hub cannot price
+    ([(RENEWS - MONTH, RENEWS, "price_now", []), (RENEWS, RENEWS + MONTH, "price_plus", [])], "release",
+     "active", None),  # its price not expanded
+    ([(RENEWS - MONTH, RENEWS, "price_now", []), (RENEWS, RENEWS + MONTH, PLUS, [])], "release", "released", None),
+])
+def test_a_schedule_tells_what_the_next_renewal_bills(phases, end_behavior, status, charged):
+    payload = scheduled(phases, end_behavior, status)
+    [event] = hook.TOPICS["subscription_schedule.updated"](payload, hook.describe({}, json.dumps(payload).encode()))
+    assert event.name == ev.RENEWAL_UPCOMING and event.data["subscription_source_id"] == "sub_1"
+    assert event.data["renewal_at"] == datetime.fromtimestamp(RENEWS, timezone.utc)
+    if charged is None:
+        assert event.data.get("amount") is None and event.data["priced_as_subscription"] is True
+    else:
+        assert (event.data["amount"], event.data["currency"]) == (charged, "USD")
+
+
 def test_the_events_listing_asks_stripe_for_at_most_20_types():
     # Stripe's Events API takes at most 20 `types[]` (https://docs.stripe.com/api/events/list).
     assert len(LISTED_TYPES) <= 20
     assert {"invoice.voided", "invoice.marked_uncollectible", "invoice.payment_failed"} <= set(LISTED_TYPES)
+
+
+def test_reconciliation_lists_every_event_type_but_those_others_carry_in_calls_of_at_most_20():
+    listed = [params["types"] for stream, (resource, params, _) in STREAMS.items() if resource == "events"]
+    assert all(len(types) <= 20 for types in listed)
+    assert set(hook.TOPICS) - {t for types in listed for t in types} == {
+        "invoice.payment_succeeded", "payment_intent.payment_failed", "payment_method.attached",
+        "payment_method.detached"}
 
 
 @pytest.mark.parametrize("stripe_status, attempts, topic", [
