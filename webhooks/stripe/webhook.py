@@ -434,7 +434,7 @@ def normalize_schedule(payload: dict, envelope: Envelope) -> list[CanonicalEvent
     price to bill; so does a phase whose amount cannot be told from its prices (tiered, or
     with discounts)."""
     schedule = payload.get("_schedule") or _object(payload)
-    sub_id = _id(schedule.get("subscription")) or _id(schedule.get("released_subscription"))
+    sub_id = _schedule_subscription_id(schedule)
     subscription = payload.get("_subscription")
     if not sub_id or not subscription:
         return []
@@ -446,6 +446,11 @@ def normalize_schedule(payload: dict, envelope: Envelope) -> list[CanonicalEvent
     else:
         data["amount"], data["currency"] = priced
     return [_event(ev.RENEWAL_UPCOMING, payload, _customer(payload), data)]
+
+
+def _schedule_subscription_id(schedule: dict) -> str | None:
+    """The subscription a schedule runs, or ran until it was released."""
+    return _id(schedule.get("subscription")) or _id(schedule.get("released_subscription"))
 
 
 def schedule_phase(schedule: dict, at: datetime) -> dict | None:
@@ -600,7 +605,7 @@ def attach_schedule(payload: dict, settings) -> dict:
     https://docs.stripe.com/api/subscription_schedules/retrieve). Unchanged when Stripe refuses."""
     payload = attach_customer(payload, settings)
     schedule = _object(payload)
-    sub_id = _id(schedule.get("subscription")) or _id(schedule.get("released_subscription"))
+    sub_id = _schedule_subscription_id(schedule)
     if not settings.STRIPE_API_KEY or not sub_id or not isinstance(schedule.get("id"), str):
         return payload
     subscription = _retrieved(settings, "subscriptions", sub_id)
