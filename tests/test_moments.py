@@ -259,6 +259,25 @@ def test_a_stripe_subscription_renewed_into_its_schedules_next_phase_is_reminded
         ("2026-04-01", 4000), ("2026-05-02", 5500)]
 
 
+def test_stripes_own_preview_of_a_scheduled_renewal_stands_through_a_change_that_moves_nothing(
+        client, hub, stripe_api):
+    """invoice.upcoming says what the renewal charges to the cent (here with a discount); a later
+    change of the subscription's metadata neither reads the schedule again nor replaces it."""
+    subscription = stripe_subscription(schedule="sub_sched_m1")
+    coffee_prices(stripe_api, subscription)
+    stripe_api.subscription_schedules["sub_sched_m1"] = stripe_schedule()
+    stripe_api.subscriptions = [subscription]
+    stripe_send(client, hub, "customer.subscription.created", subscription, 1, T0)
+    preview = {"object": "invoice", "id": None, "customer": "cus_m1", "currency": "usd", "amount_due": 3600,
+               "period_end": T0 + 31 * DAY, "parent": {"subscription_details": {"subscription": "sub_m1"}}}
+    stripe_send(client, hub, "invoice.upcoming", preview, 2, T0 + 10 * DAY)
+    stripe_send(client, hub, "customer.subscription.updated", {**subscription, "metadata": {"gift": "yes"}}, 3,
+                T0 + 12 * DAY, {"metadata": {}})
+    sweep_on(hub, 17)
+    assert [r["amount"] for r in fired(hub, "Renewal Reminder")] == [3600]
+    assert len(stripe_api.operations("get_subscription_schedule")) == 1
+
+
 def test_a_renewal_that_changes_nothing_of_the_plan_fires_no_plan_changed(client, hub):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
     renewed = stripe_subscription()

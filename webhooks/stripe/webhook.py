@@ -623,9 +623,22 @@ def attach_subscription(payload: dict, settings) -> dict:
     else:
         payload = attach_customer(payload, settings)
     schedule_id = _id(_object(payload).get("schedule"))
-    if not settings.STRIPE_API_KEY or not schedule_id:
+    if not settings.STRIPE_API_KEY or not schedule_id or not _renewal_moved(payload):
         return payload
     return _with_schedule(payload, settings, schedule_id)
+
+
+# What a subscription's renewal or change of items names as changed: its period on the items
+# since API 2025-03-31, on the subscription before.
+_RENEWAL_FIELDS = {"items", "plan", "quantity", "current_period_start", "current_period_end"}
+
+
+def _renewal_moved(payload: dict) -> bool:
+    """A new subscription, or one that renewed or changed items: its next renewal may fall in
+    another phase of its schedule. Other changes leave what a notice (invoice.upcoming, exact
+    to the cent) said of it as it was."""
+    return (payload.get("type") == "customer.subscription.created"
+            or bool(_RENEWAL_FIELDS & set(payload["data"].get("previous_attributes") or {})))
 
 
 def _with_schedule(payload: dict, settings, schedule_id: str) -> dict:
