@@ -634,11 +634,13 @@ _RENEWAL_FIELDS = {"items", "plan", "quantity", "current_period_start", "current
 
 
 def _renewal_moved(payload: dict) -> bool:
-    """A new subscription, or one that renewed or changed items: its next renewal may fall in
-    another phase of its schedule. Other changes leave what a notice (invoice.upcoming, exact
-    to the cent) said of it as it was."""
-    return (payload.get("type") == "customer.subscription.created"
-            or bool(_RENEWAL_FIELDS & set(payload["data"].get("previous_attributes") or {})))
+    """A new subscription, one that renewed or changed items, or one listed whole (backfill,
+    reconciliation: no previous_attributes): its next renewal may fall in another phase of its
+    schedule. Other changes leave what a notice (invoice.upcoming, exact to the cent) said of
+    it as it was."""
+    previous = payload["data"].get("previous_attributes")
+    return (payload.get("type") == "customer.subscription.created" or previous is None
+            or bool(_RENEWAL_FIELDS & set(previous)))
 
 
 def _with_schedule(payload: dict, settings, schedule_id: str) -> dict:

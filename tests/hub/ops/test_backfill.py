@@ -116,6 +116,33 @@ def test_history_fires_no_reminder_and_starts_no_flow(hub, stripe_api):
         assert [t.name for t in fired if t.due_at and t.due_at < datetime.now(timezone.utc) - timedelta(days=1)] == []
 
 
+def test_a_backfilled_stripe_subscription_under_a_schedule_renews_at_its_next_phases_price(hub, stripe_api):
+    """Listed whole, a subscription a schedule runs is read with its schedule: its renewal
+    falls in the schedule's next phase (2 × 40.00)."""
+    stripe_world(stripe_api, customers=1, with_subscription=1)
+    renews = int((datetime.now(timezone.utc) + timedelta(days=20)).timestamp())
+    sub = stripe_api.subscriptions[0]
+    sub.update(status="active", schedule="sub_sched_1", cancel_at_period_end=False, cancel_at=None,
+               pause_collection=None)
+    sub.pop("current_period_end", None)  # on the items since API 2025-03-31
+    sub["items"]["data"][0]["current_period_end"] = renews
+    schedule = copy.deepcopy(stripe_resource("subscription_schedule"))
+    phase = {key: value for key, value in schedule["phases"][0].items() if key != "plan"}
+    schedule.update(id="sub_sched_1", subscription="sub_000000", customer="cus_000000", status="active",
+                    current_phase={"start_date": renews - 30 * 86400, "end_date": renews},
+                    phases=[{**phase, "start_date": renews - 30 * 86400, "end_date": renews, "discounts": [],
+                             "items": [{"price": "price_now", "quantity": 2, "discounts": []}]},
+                            {**phase, "start_date": renews, "end_date": renews + 30 * 86400, "discounts": [],
+                             "items": [{"price": "price_plus", "quantity": 2, "discounts": []}]}])
+    stripe_api.subscription_schedules["sub_sched_1"] = schedule
+    stripe_api.prices = {"price_plus": {"id": "price_plus", "object": "price", "unit_amount": 4000,
+                                        "currency": "usd"}}
+    backfill.run(with_stripe(hub, stripe_api), "stripe", progress=quiet())
+    with hub.storage.session() as s:
+        held = s.scalar(select(Subscription).where(Subscription.source_id == "sub_000000"))
+        assert (held.renewal_amount, held.renewal_amount_at) == (8000, held.next_renewal_at)
+
+
 def test_stripe_rate_limit_429_is_waited_out(hub, stripe_api):
     stripe_world(stripe_api, customers=150, with_subscription=0)
     stripe_api.fail(429, times=2, path="/v1/customers")
