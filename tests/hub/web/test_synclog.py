@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from hub.models import Delivery, DeliveryAttempt, InboxEvent, ProfileDue, Subscriber
+from hub.models import Delivery, DeliveryAttempt, InboxEvent, ProfileDue, Subscriber, Subscription
 from hub.ops import synclog
 from hub.sync.inbox import drain_inbox
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
@@ -133,6 +133,21 @@ def test_subscriber_page_shows_state_money_and_the_timeline_newest_first(operato
     assert "Subscription Basic: created (active), plan Basic, interval month, amount 29.00 USD" in page
     assert re.search(r"The hub.s assessment: stage New → At risk, health score \d+ → \d+", page)
     assert "Triggers fired" in page and "Payment Failed" in page
+
+
+def test_a_renewal_that_will_charge_other_than_the_price_says_what_beside_its_date(operator, client, jenny, hub):
+    """Stripe's preview of the renewal (a schedule's next phase, a discount ending) is what the
+    reminders name: the page says it beside the renewal, so the price shown does not contradict
+    the email."""
+    with hub.storage.session() as s:
+        renews = s.scalar(select(Subscription.next_renewal_at).where(Subscription.source_id == "sub_jenny"))
+    preview = {"object": "invoice", "id": None, "customer": "cus_jenny", "currency": "usd", "amount_due": 3500,
+               "period_end": int(renews.timestamp()), "parent": {"subscription_details": {"subscription": "sub_jenny"}}}
+    post(client, "stripe", stripe_event("invoice.upcoming", preview, event_id="evt_preview",
+                                        created=int(renews.timestamp()) - 3 * 86400))
+    drain_inbox(hub.storage, hub.settings)
+    page = text_of(operator.get(f"/sync-log/subscribers/{jenny}"))
+    assert "29.00 USD per month" in page and "charges 35.00 USD, as Stripe told of this renewal" in page
 
 
 def test_consent_per_channel_with_its_source_and_time(operator, client, hub):
