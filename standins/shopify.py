@@ -370,6 +370,18 @@ class FakeShopifyAdmin(AdminInstallStandIn, ContractOwnership):
                 "status": "BILLED" if index in self.billed.get(gid, set()) else "UNBILLED",
                 "edited": bool(moved) or edited}
 
+    def cycle_index_at(self, gid: str, moment: datetime) -> int | None:
+        """The index of the held contract's billing cycle that `moment` falls in (a
+        SubscriptionBillingCycleSelector by date: "Returns a billing cycle by date")."""
+        index = self.first_cycle.get(gid, 1)
+        for _ in range(2000):  # cycles are consecutive: walk from the next one towards `moment`
+            cycle = self.cycle(gid, index)
+            start, end = _iso_time(cycle["cycleStartAt"]), _iso_time(cycle["cycleEndAt"])
+            if start <= moment < end:
+                return index
+            index += 1 if moment >= end else -1
+        return None
+
     def cycle_answer(self, variables: dict) -> tuple[int, dict]:
         """subscriptionBillingCycle(billingCycleInput: {contractId, selector: {index}}): one cycle,
         with `editedContract` (its currency and lines) when its lines were edited; null

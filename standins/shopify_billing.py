@@ -13,19 +13,27 @@ and bodies, for the test to post as Shopify would.
 """
 from __future__ import annotations
 
-from standins.shopify import FakeShopifyAdmin, access_denied
+from datetime import datetime, timezone
+
+from standins.shopify import FakeShopifyAdmin, _iso_time, access_denied
 
 MUTATION_COST = 10
 
 
 class FakeShopifyBilling(FakeShopifyAdmin):
     """`items`: inventory item number → (product number, variant number); `attempts`: one
-    (contract gid, idempotency key) per billing attempt Shopify would have made."""
+    (contract gid, idempotency key) per billing attempt Shopify would have made, and
+    `attempt_cycles` the index of the billing cycle each one bills: the one its
+    `billingCycleSelector` picks, else the cycle under way at `clock()` ("Default to bill the
+    current billing cycle if not specified",
+    https://shopify.dev/docs/api/admin-graphql/latest/input-objects/SubscriptionBillingAttemptInput)."""
 
     def __init__(self, token: str = "shpat_test", owns_contracts: bool = False):
         super().__init__(token, owns_contracts=owns_contracts)
         self.items: dict[str, tuple[str, str]] = {}
         self.attempts: list[tuple[str, str]] = []
+        self.attempt_cycles: list[int | None] = []
+        self.clock = lambda: datetime.now(timezone.utc)  # Shopify's "now" (tests set their simulated day)
         self.declines: set[str] = set()  # contract gids whose next attempts the card declines
         # Attempts to refuse next with THROTTLED: from API 2026-01 Shopify throttles billing
         # attempts "based on internal trust metrics", the new `throttled` user error code
@@ -118,8 +126,18 @@ class FakeShopifyBilling(FakeShopifyAdmin):
                 "subscriptionBillingAttempt": None,
                 "userErrors": [{"field": ["idempotencyKey"], "message": "Idempotency key can't be blank",
                                 "code": "BLANK"}]}}}
+        selector = (variables.get("input") or {}).get("billingCycleSelector") or {}
+        index = (int(selector["index"]) if selector.get("index") is not None else
+                 self.cycle_index_at(gid, _iso_time(selector["date"]) if selector.get("date") else self.clock()))
+        if index in self.skipped.get(gid, set()):
+            # As Shopify's reference app meets it: "Cannot charge a skipped billing cycle".
+            return 200, {"data": {"subscriptionBillingAttemptCreate": {
+                "subscriptionBillingAttempt": None,
+                "userErrors": [{"field": ["billingCycleSelector"], "message": "Cannot charge a skipped billing cycle",
+                                "code": "BILLING_CYCLE_SKIPPED"}]}}}
         if key not in self._by_key:
             self.attempts.append((variables.get("contract"), key))
+            self.attempt_cycles.append(index)
             self._processing.append(len(self.attempts) - 1)
             self._by_key[key] = f"gid://shopify/SubscriptionBillingAttempt/{len(self.attempts)}"
         attempt = self._by_key[key]

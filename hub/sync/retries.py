@@ -139,11 +139,11 @@ def _lease(session: Session, due: list[dict], at: datetime) -> list[dict]:
 
 
 def _payment(session: Session, payment_id: int) -> PaymentState | None:
-    """The payment as it stands now, with its subscription's platform id; None when gone or
-    its person erased."""
+    """The payment as it stands now, with its subscription's platform id and when it first
+    failed (the billing cycle a Shopify retry names); None when gone or its person erased."""
     row = session.execute(
         select(Payment.id, Payment.subscriber_id, Payment.source, Payment.source_id, Payment.status,
-               Subscription.source_id.label("subscription_source_id"))
+               Payment.first_failed_at, Payment.due_at, Subscription.source_id.label("subscription_source_id"))
         .join(Subscription, Subscription.id == Payment.subscription_id, isouter=True)
         .join(Subscriber, Subscriber.id == Payment.subscriber_id)
         .where(Payment.id == payment_id, Subscriber.erased_at.is_(None))).mappings().first()

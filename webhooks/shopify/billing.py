@@ -9,6 +9,7 @@ against the Admin API stand-in in tests.
 from __future__ import annotations
 
 from hub.errors import RetryLater
+from hub.values import iso
 from webhooks.shopify import api as shopify_api
 from webhooks.source import RetrySetup
 
@@ -70,12 +71,18 @@ def create_billing_attempt(settings, payment, idempotency_key: str) -> None:
     contract = payment.subscription_source_id
     if not contract:
         raise shopify_api.ShopifyAPIError(f"billing attempt {payment.source_id} names no contract")
+    # Shopify keeps idempotency keys for a while; it caps their length.
+    attempt = {"idempotencyKey": idempotency_key[:255]}
+    failed_at = payment.first_failed_at or payment.due_at
+    if failed_at is not None:
+        # The cycle that failed, picked by a date in it: without a selector Shopify bills "the
+        # current billing cycle", the next one once a retry falls an interval after the
+        # failure (https://shopify.dev/docs/api/admin-graphql/latest/input-objects/
+        # SubscriptionBillingAttemptInput, SubscriptionBillingCycleSelector).
+        attempt["billingCycleSelector"] = {"date": iso(failed_at)}
     try:
         data = shopify_api.shared_pacer(settings).execute(settings, "billing_attempt", BILLING_ATTEMPT, {
-            "contract": shopify_api.contract_gid(contract),
-            # Shopify keeps idempotency keys for a while; it caps their length.
-            "input": {"idempotencyKey": idempotency_key[:255]},
-        })
+            "contract": shopify_api.contract_gid(contract), "input": attempt})
     except shopify_api.ShopifyAPIError as exc:
         if exc.transient:  # asked again later with the same key (hub.sync.retries)
             raise RetryLater(0, str(exc)) from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import pytest
 from werkzeug.datastructures import Headers
@@ -12,6 +11,7 @@ from werkzeug.datastructures import Headers
 from hub import events as ev
 from hub.config import Settings
 from hub.errors import RetryLater, SignatureInvalid
+from hub.sync.rules.state import PaymentState
 from standins.shopify import INTERNAL_ERROR, FakeShopifyAdmin
 from standins.shopify_billing import FakeShopifyBilling
 from tests.samples import OURS, SAMPLE_CONTRACT, load_sample, sign_shopify
@@ -664,7 +664,8 @@ def test_normalizers_are_pure():
 
 def test_an_orchestrated_retry_of_an_unowned_contract_is_refused_with_the_reason(settings, admin):
     settings.SHOPIFY_OWNS_CONTRACTS = False
-    payment = SimpleNamespace(source_id="9a453d81", subscription_source_id="402440842")
+    payment = PaymentState(id=1, subscriber_id=1, source="shopify", source_id="9a453d81", status="failed",
+                           subscription_source_id="402440842")
     with pytest.raises(ShopifyAPIError, match="belongs to the store's subscription app.*SHOPIFY_OWNS_CONTRACTS"):
         shopify_billing.create_billing_attempt(settings, payment, "key-1")
     assert admin.requests == []
@@ -674,7 +675,8 @@ def test_the_stand_in_refuses_to_bill_another_apps_contract(settings):
     with FakeShopifyBilling(token="shpat_test") as other:
         other.scopes |= {"write_own_subscription_contracts"}
         settings.SHOPIFY_ADMIN_URL = other.url
-        payment = SimpleNamespace(source_id="9a453d81", subscription_source_id="402440842")
+        payment = PaymentState(id=1, subscriber_id=1, source="shopify", source_id="9a453d81", status="failed",
+                           subscription_source_id="402440842")
         with pytest.raises(ShopifyAPIError, match="does not exist"):
             shopify_billing.create_billing_attempt(settings, payment, "key-1")
         assert other.attempts == []

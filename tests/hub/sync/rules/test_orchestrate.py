@@ -24,7 +24,7 @@ from standins.stripe_billing import FakeStripeBilling
 from tests.hub.sync.rules.conftest import shopify_billing_failure
 from tests.hub.web.conftest import add_staff, log_in
 from tests.hub.web.test_synclog import visible_text
-from tests.samples import load_sample, post, stripe_event
+from tests.samples import SAMPLE_CONTRACT, load_sample, post, stripe_event
 
 # Stripe's invoice.payment_failed sample (customer cus_1234), and the day it failed.
 INVOICE = load_sample("shared:stripe/pay/invoice.payment_failed.json")["object"]
@@ -108,6 +108,24 @@ def test_shopify_billing_attempt_on_each_retry_day_once(client, orchestrate):
         "retry-1", "retry-2", "retry-3"]
     assert fired["2026-11-04"] >= 1 and fired["2026-11-08"] >= 1 and fired["2026-11-15"] >= 1
     assert retry_reasons(hub) == [f"retry {n} of 3 due today; Shopify was asked to charge again" for n in (1, 2, 3)]
+
+
+def test_a_shopify_retry_an_interval_after_the_failure_bills_the_cycle_that_failed(client, orchestrate):
+    """Without a billingCycleSelector Shopify bills the cycle under way. On a weekly contract
+    the third retry (14 days on) falls in a later cycle: every retry names the one that failed."""
+    hub = orchestrate
+    with FakeShopifyBilling(token="shpat_orch", owns_contracts=True) as admin:
+        shopify_billing_failure(client, hub, admin, "shpat_orch", triggered_at="2026-11-01T12:00:00Z")
+        drain_inbox(hub.storage, hub.settings)
+        contract = admin.contracts[SAMPLE_CONTRACT]
+        contract.update(nextBillingDate="2026-11-01T12:00:00Z",
+                        billingPolicy={**contract["billingPolicy"], "interval": "WEEK", "intervalCount": 1})
+        for day in range(20):
+            at = datetime.combine(date(2026, 11, 2) + timedelta(days=day), time(6), tzinfo=timezone.utc)
+            admin.clock = lambda at=at: at  # Shopify's day is the sweep's
+            run_time_rules(hub, at)
+    failed = admin.cycle_index_at(SAMPLE_CONTRACT, datetime(2026, 11, 1, 12, tzinfo=timezone.utc))
+    assert len(admin.attempts) == 3 and admin.attempt_cycles == [failed] * 3
 
 
 def test_shopify_charges_the_retry_later_and_its_success_webhook_ends_the_dunning(client, orchestrate):
