@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from standins.shopify import FakeShopifyAdmin, _iso_time, access_denied
+from standins.shopify import FakeShopifyAdmin, access_denied
 
 MUTATION_COST = 10
 
@@ -127,8 +127,8 @@ class FakeShopifyBilling(FakeShopifyAdmin):
                 "userErrors": [{"field": ["idempotencyKey"], "message": "Idempotency key can't be blank",
                                 "code": "BLANK"}]}}}
         selector = (variables.get("input") or {}).get("billingCycleSelector") or {}
-        index = (int(selector["index"]) if selector.get("index") is not None else
-                 self.cycle_index_at(gid, _iso_time(selector["date"]) if selector.get("date") else self.clock()))
+        at = datetime.fromisoformat(selector["date"].replace("Z", "+00:00")) if selector.get("date") else self.clock()
+        index = int(selector["index"]) if selector.get("index") is not None else self.cycle_index_at(gid, at)
         if index in self.skipped.get(gid, set()):
             # As Shopify's reference app meets it: "Cannot charge a skipped billing cycle".
             return 200, {"data": {"subscriptionBillingAttemptCreate": {
