@@ -278,6 +278,24 @@ def test_stripes_own_preview_of_a_scheduled_renewal_stands_through_a_change_that
     assert len(stripe_api.operations("get_subscription_schedule")) == 1
 
 
+def test_a_stripe_change_that_waited_for_its_payment_fires_plan_changed_once_applied(client, hub, stripe_api):
+    """payment_behavior=pending_if_incomplete: the upgrade waits in `pending_update` while its
+    invoice is unpaid; customer.subscription.pending_update_applied then tells of the
+    subscription as changed (https://docs.stripe.com/billing/subscriptions/pending-updates)."""
+    stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
+    waiting = {"expires_at": T0 + 4 * DAY, "billing_cycle_anchor": None, "trial_end": None,
+               "subscription_items": stripe_subscription(price=("price_p", "Coffee Plus", 4000))["items"]["data"]}
+    stripe_send(client, hub, "customer.subscription.updated", stripe_subscription(pending_update=waiting), 2,
+                T0 + 3 * DAY, {"pending_update": None})
+    assert fired(hub, "Plan Changed") == []  # nothing changed while the invoice is unpaid
+    applied = stripe_subscription(price=("price_p", "Coffee Plus", 4000), latest_invoice="in_renewal",
+                                  pending_update=None)
+    stripe_send(client, hub, "customer.subscription.pending_update_applied", applied, 3, T0 + 3 * DAY + 600,
+                {"items": stripe_subscription()["items"], "pending_update": waiting})
+    [props] = fired(hub, "Plan Changed")
+    assert (props["direction"], props["previous_amount"], props["amount"]) == ("upgrade", 2500, 4000)
+
+
 def test_a_renewal_that_changes_nothing_of_the_plan_fires_no_plan_changed(client, hub):
     stripe_send(client, hub, "customer.subscription.created", stripe_subscription(), 1, T0)
     renewed = stripe_subscription()

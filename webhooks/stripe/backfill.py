@@ -155,14 +155,16 @@ def event_item(event: dict) -> Item:
 # customer.updated, its default payment method). A delayed Checkout payment's outcome is
 # listed by a call of its own, and so is money given back otherwise than by a refund
 # (chargebacks, disputes won back, credit notes credited outside Stripe), and so are the
-# subscription schedules' changes (what a later phase will bill).
+# changes made ahead of time: the subscription schedules' (what a later phase will bill) and
+# pending updates applied or dropped.
 PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
 GIVEN_BACK_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn",
                     "credit_note.created", "credit_note.voided", "refund.failed", "refund.updated"]
-SCHEDULE_TYPES = sorted(SCHEDULE_TOPICS)
+SCHEDULED_TYPES = sorted([*SCHEDULE_TOPICS, "customer.subscription.pending_update_applied",
+                          "customer.subscription.pending_update_expired"])
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
                                      "payment_method.attached", "payment_method.detached",
-                                     *PAID_LATER_TYPES, *GIVEN_BACK_TYPES, *SCHEDULE_TYPES})
+                                     *PAID_LATER_TYPES, *GIVEN_BACK_TYPES, *SCHEDULED_TYPES})
 
 # stream -> (resource of StripeClient.v1, list params, wrapper)
 STREAMS = {
@@ -172,9 +174,9 @@ STREAMS = {
     "events": ("events", {"types": LISTED_TYPES}, event_item),
     "checkout payments": ("events", {"types": PAID_LATER_TYPES}, event_item),
     "money given back": ("events", {"types": GIVEN_BACK_TYPES}, event_item),
-    "subscription schedules": ("events", {"types": SCHEDULE_TYPES}, event_item),
+    "changes made ahead": ("events", {"types": SCHEDULED_TYPES}, event_item),
 }
 
 LISTER = Lister(source=NAME, streams=("customers", "subscriptions", "invoices"),
-                changes=("events", "checkout payments", "money given back", "subscription schedules"),
+                changes=("events", "checkout payments", "money given back", "changes made ahead"),
                 problem=problem, client=Client)

@@ -535,6 +535,11 @@ TOPICS = {
     "customer.subscription.updated": normalize_subscription,
     "customer.subscription.paused": normalize_subscription,
     "customer.subscription.resumed": normalize_subscription,
+    # A change made with payment_behavior=pending_if_incomplete waits in `pending_update` until
+    # its invoice is paid; then "the subscription is updated" (pending_update_applied), or the
+    # change is dropped when it expires (https://docs.stripe.com/billing/subscriptions/pending-updates).
+    "customer.subscription.pending_update_applied": normalize_subscription,
+    "customer.subscription.pending_update_expired": normalize_subscription,
     "customer.subscription.deleted": normalize_canceled_subscription,
     "customer.subscription.trial_will_end": normalize_trial_ending,
     "invoice.paid": normalize_payment,
@@ -618,7 +623,7 @@ def attach_subscription(payload: dict, settings) -> dict:
     """customer.subscription.*: the customer (and for a change of items what it billed,
     attach_change_invoice); for a subscription a schedule runs (`schedule`,
     https://docs.stripe.com/api/subscriptions/object), that schedule as it stands."""
-    if payload.get("type") == "customer.subscription.updated":
+    if payload.get("type") in ("customer.subscription.updated", "customer.subscription.pending_update_applied"):
         payload = attach_change_invoice(payload, settings)
     else:
         payload = attach_customer(payload, settings)
@@ -778,7 +783,9 @@ ENRICH = {topic: attach_customer for topic in (
 )} | {"invoice.payment_failed": attach_payments, "invoice.payment_action_required": attach_payments,
       "payment_intent.payment_failed": attach_invoice,
       **dict.fromkeys(("customer.subscription.created", "customer.subscription.updated",
-                       "customer.subscription.paused", "customer.subscription.resumed"), attach_subscription),
+                       "customer.subscription.paused", "customer.subscription.resumed",
+                       "customer.subscription.pending_update_applied",
+                       "customer.subscription.pending_update_expired"), attach_subscription),
       "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge,
       "charge.refunded": attach_refunds, "refund.failed": attach_refunds, "refund.updated": attach_refunds,
       **dict.fromkeys(SCHEDULE_TOPICS, attach_schedule)}
