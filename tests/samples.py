@@ -25,6 +25,23 @@ def stripe_resource(name: str) -> dict:
     return json.loads((SHARED / "stripe" / "fixtures3.json").read_text())["resources"][name]
 
 
+def stripe_schedule(subscription_id: str, customer_id: str, phases: list[tuple], quantity: int = 1,
+                    under_way: int = 0, **fields) -> dict:
+    """Stripe's published example subscription schedule (fixtures3.json) running `subscription_id`:
+    a phase per (start, end, price, discounts), its price an id as a webhook carries it or a
+    price object as `expand[]=phases.items.price` gives it; phase `under_way` under way; `fields`
+    over all that (status, end_behavior, subscription once released)."""
+    schedule = stripe_resource("subscription_schedule")  # read afresh: a copy of its own
+    base = {key: value for key, value in schedule["phases"][0].items() if key not in ("items", "plan")}
+    built = [{**base, "start_date": start, "end_date": end, "currency": "usd", "discounts": discounts,
+              "items": [{"price": price, "quantity": quantity, "discounts": [], "metadata": {}, "tax_rates": []}]}
+             for start, end, price, discounts in phases]
+    schedule.update({"subscription": subscription_id, "customer": customer_id, "status": "active",
+                     "end_behavior": "release", "released_subscription": None, "phases": built,
+                     "current_phase": {key: built[under_way][key] for key in ("start_date", "end_date")}, **fields})
+    return schedule
+
+
 def stripe_event(event_type: str, obj: dict, event_id: str = "evt_test_1", created: int | None = None,
                  previous_attributes: dict | None = None) -> dict:
     """Wrap an object as a Stripe event of `event_type`."""

@@ -20,7 +20,7 @@ from hub.sync.inbox import drain_inbox
 from hub.sync.rules import queries
 from standins.shopify import FakeShopifyAdmin
 from standins.stripe import FakeStripe
-from tests.samples import SAMPLE_CONTRACT, load_sample, post, stripe_event, stripe_resource
+from tests.samples import SAMPLE_CONTRACT, load_sample, post, stripe_event, stripe_schedule
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -196,19 +196,11 @@ def test_stripe_downgrade_without_proration_has_none(client, hub, stripe_api):
         "downgrade", 2500, 1500, None)
 
 
-def stripe_schedule(status="active", under_way=0, prices=("price_m", "price_p"), **extra) -> dict:
-    """Stripe's published example schedule (fixtures3.json), made the subscription's: a phase a
-    period (31 days from T0) for each of `prices` (named by id), phase `under_way` under way."""
-    schedule = copy.deepcopy(stripe_resource("subscription_schedule"))
-    base = {key: value for key, value in schedule["phases"][0].items() if key not in ("items", "plan")}
-    phases = [{**base, "start_date": T0 + n * 31 * DAY, "end_date": T0 + (n + 1) * 31 * DAY, "currency": "usd",
-               "discounts": [], "items": [{"price": price, "quantity": 1, "discounts": [], "metadata": {},
-                                           "tax_rates": []}]}
-              for n, price in enumerate(prices)]
-    schedule.update({"id": "sub_sched_m1", "customer": "cus_m1", "subscription": "sub_m1", "status": status,
-                     "end_behavior": "release", "phases": phases, "released_subscription": None,
-                     "current_phase": {key: phases[under_way][key] for key in ("start_date", "end_date")}, **extra})
-    return schedule
+def coffee_schedule(status="active", under_way=0, prices=("price_m", "price_p"), **extra) -> dict:
+    """A schedule of the subscription: a phase a period (31 days from T0) for each of `prices`
+    (named by id), phase `under_way` under way."""
+    phases = [(T0 + n * 31 * DAY, T0 + (n + 1) * 31 * DAY, price, []) for n, price in enumerate(prices)]
+    return stripe_schedule("sub_m1", "cus_m1", phases, under_way=under_way, id="sub_sched_m1", status=status, **extra)
 
 
 def coffee_prices(api, subscription: dict) -> None:
@@ -227,10 +219,10 @@ def test_a_stripe_schedule_that_changes_the_price_at_the_renewal_is_reminded_at_
     stripe_api.subscriptions = [subscription]
     coffee_prices(stripe_api, subscription)
     stripe_send(client, hub, "customer.subscription.created", subscription, 1, T0)
-    stripe_api.subscription_schedules["sub_sched_m1"] = stripe_schedule()
-    stripe_send(client, hub, "subscription_schedule.created", stripe_schedule(), 2, T0 + DAY)
+    stripe_api.subscription_schedules["sub_sched_m1"] = coffee_schedule()
+    stripe_send(client, hub, "subscription_schedule.created", coffee_schedule(), 2, T0 + DAY)
     sweep_on(hub, 17)
-    released = stripe_schedule(status="released", subscription=None, released_subscription="sub_m1")
+    released = coffee_schedule(status="released", subscription=None, released_subscription="sub_m1")
     stripe_api.subscription_schedules["sub_sched_m1"] = released
     stripe_send(client, hub, "subscription_schedule.released", released, 3, T0 + 20 * DAY)
     sweep_on(hub, 24)
@@ -245,13 +237,13 @@ def test_a_stripe_subscription_renewed_into_its_schedules_next_phase_is_reminded
     subscription = stripe_subscription(schedule="sub_sched_m1")
     coffee_prices(stripe_api, subscription)
     prices = ("price_m", "price_p", "price_x")
-    stripe_api.subscription_schedules["sub_sched_m1"] = stripe_schedule(prices=prices)
+    stripe_api.subscription_schedules["sub_sched_m1"] = coffee_schedule(prices=prices)
     stripe_api.subscriptions = [subscription]
     stripe_send(client, hub, "customer.subscription.created", subscription, 1, T0)
     sweep_on(hub, 17)  # 14 days before the first renewal: the schedule was read with the subscription
     renewed = stripe_subscription(price=("price_p", "Coffee Plus", 4000), schedule="sub_sched_m1")
     renewed["items"]["data"][0].update(current_period_start=T0 + 31 * DAY, current_period_end=T0 + 62 * DAY)
-    stripe_api.subscription_schedules["sub_sched_m1"] = stripe_schedule(prices=prices, under_way=1)
+    stripe_api.subscription_schedules["sub_sched_m1"] = coffee_schedule(prices=prices, under_way=1)
     stripe_send(client, hub, "customer.subscription.updated", renewed, 2, T0 + 31 * DAY,
                 {"items": subscription["items"]})
     sweep_on(hub, 48)  # 14 days before the second
@@ -265,7 +257,7 @@ def test_stripes_own_preview_of_a_scheduled_renewal_stands_through_a_change_that
     change of the subscription's metadata neither reads the schedule again nor replaces it."""
     subscription = stripe_subscription(schedule="sub_sched_m1")
     coffee_prices(stripe_api, subscription)
-    stripe_api.subscription_schedules["sub_sched_m1"] = stripe_schedule()
+    stripe_api.subscription_schedules["sub_sched_m1"] = coffee_schedule()
     stripe_api.subscriptions = [subscription]
     stripe_send(client, hub, "customer.subscription.created", subscription, 1, T0)
     preview = {"object": "invoice", "id": None, "customer": "cus_m1", "currency": "usd", "amount_due": 3600,

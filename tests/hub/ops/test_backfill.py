@@ -17,7 +17,7 @@ from hub.ops import backfill
 from standins.chargebee import FakeChargebee
 from standins.shopify import FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
-from tests.samples import load_sample, stripe_resource
+from tests.samples import load_sample, stripe_resource, stripe_schedule
 from webhooks.chargebee import backfill as chargebee_listing
 
 STRIPE_KEY = "sk_test_backfill"
@@ -126,15 +126,9 @@ def test_a_backfilled_stripe_subscription_under_a_schedule_renews_at_its_next_ph
                pause_collection=None)
     sub.pop("current_period_end", None)  # on the items since API 2025-03-31
     sub["items"]["data"][0]["current_period_end"] = renews
-    schedule = copy.deepcopy(stripe_resource("subscription_schedule"))
-    phase = {key: value for key, value in schedule["phases"][0].items() if key != "plan"}
-    schedule.update(id="sub_sched_1", subscription="sub_000000", customer="cus_000000", status="active",
-                    current_phase={"start_date": renews - 30 * 86400, "end_date": renews},
-                    phases=[{**phase, "start_date": renews - 30 * 86400, "end_date": renews, "discounts": [],
-                             "items": [{"price": "price_now", "quantity": 2, "discounts": []}]},
-                            {**phase, "start_date": renews, "end_date": renews + 30 * 86400, "discounts": [],
-                             "items": [{"price": "price_plus", "quantity": 2, "discounts": []}]}])
-    stripe_api.subscription_schedules["sub_sched_1"] = schedule
+    stripe_api.subscription_schedules["sub_sched_1"] = stripe_schedule(
+        "sub_000000", "cus_000000", [(renews - 30 * 86400, renews, "price_now", []),
+                                     (renews, renews + 30 * 86400, "price_plus", [])], quantity=2, id="sub_sched_1")
     stripe_api.prices = {"price_plus": {"id": "price_plus", "object": "price", "unit_amount": 4000,
                                         "currency": "usd"}}
     backfill.run(with_stripe(hub, stripe_api), "stripe", progress=quiet())

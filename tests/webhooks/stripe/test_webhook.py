@@ -15,7 +15,7 @@ from hub import events as ev
 from hub.config import Settings
 from hub.errors import RetryLater, SignatureInvalid
 from standins.stripe import FakeStripe
-from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource
+from tests.samples import SHARED, load_sample, sign_stripe, stripe_event, stripe_resource, stripe_schedule
 from webhooks import body_hash_id
 from webhooks.stripe import webhook as hook
 from webhooks.stripe.backfill import LISTED_TYPES, STREAMS, invoice_item
@@ -756,13 +756,7 @@ def scheduled(phases: list[tuple[int, int | None, object, list]], end_behavior="
     """A subscription_schedule.updated of Stripe's published schedule with these phases (start,
     end, price: a price object, or an id when not expanded; discounts), the first under way,
     ENRICH's subscription renewing at `renews` beside it."""
-    schedule = copy.deepcopy(stripe_resource("subscription_schedule"))
-    base = {key: value for key, value in schedule["phases"][0].items() if key not in ("items", "plan")}
-    schedule.update({"subscription": "sub_1", "customer": "cus_1", "status": status, "end_behavior": end_behavior,
-                     "current_phase": {"start_date": phases[0][0], "end_date": phases[0][1]},
-                     "phases": [{**base, "start_date": start, "end_date": end, "currency": "usd",
-                                 "discounts": discounts, "items": [{"price": price, "quantity": 2, "discounts": []}]}
-                                for start, end, price, discounts in phases]})
+    schedule = stripe_schedule("sub_1", "cus_1", phases, quantity=2, status=status, end_behavior=end_behavior)
     subscription = copy.deepcopy(stripe_resource("subscription"))
     subscription.update({"id": "sub_1", "customer": "cus_1", "cancel_at_period_end": False, "cancel_at": None,
                          "pause_collection": None})
