@@ -190,8 +190,7 @@ class FakeStripe(LoopbackServer):
     def get_customer(self, call: Call):
         found = self._customer(call.params["id"])
         if found is None:
-            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
-                                   "message": f"No such customer: '{call.params['id']}'"}}
+            return _missing("customer", call.params["id"])
         return 200, found
 
     def list_subscriptions(self, call: Call):
@@ -203,7 +202,7 @@ class FakeStripe(LoopbackServer):
             and (status == "all" or (o["status"] == status if status else o["status"] != "canceled"))))
 
     def get_subscription(self, call: Call):
-        found = next((o for o in self.subscriptions if o["id"] == call.params["id"]), None)
+        found = _find(self.subscriptions, call.params["id"])
         if found is None:
             return _missing("subscription", call.params["id"])
         return 200, found
@@ -284,17 +283,15 @@ class FakeStripe(LoopbackServer):
         return 200, {**result, "data": data}
 
     def get_invoice(self, call: Call):
-        found = next((i for i in self.invoices if i["id"] == call.params["id"]), None)
+        found = _find(self.invoices, call.params["id"])
         if found is None:
-            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
-                                   "message": f"No such invoice: '{call.params['id']}'"}}
+            return _missing("invoice", call.params["id"])
         return 200, found
 
     def get_charge(self, call: Call):
         found = self.charges.get(call.params["id"])
         if found is None:
-            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
-                                   "param": "id", "message": f"No such charge: '{call.params['id']}'"}}
+            return _missing("charge", call.params["id"])
         return 200, found
 
     def list_refunds(self, call: Call):
@@ -341,9 +338,7 @@ class FakeStripe(LoopbackServer):
         return self._listing(call, self.invoice_items, "/v1/invoiceitems", keep)
 
     def _customer(self, customer_id: str) -> dict | None:
-        if isinstance(self.customers, Generated):
-            return self.customers.get(customer_id)
-        return next((c for c in self.customers if c["id"] == customer_id), None)
+        return _find(self.customers, customer_id)
 
     def _listing(self, call: Call, objects, url: str, keep):
         limit = min(100, max(1, int(_one(call, "limit") or 10)))
@@ -398,6 +393,13 @@ def _unknown_event_type(enabled: list) -> tuple[int, dict] | None:
             return 400, {"error": {"type": "invalid_request_error", "param": f"enabled_events[{i}]",
                                    "message": f"Invalid enabled_events[{i}]: {name!r} is not an event type"}}
     return None
+
+
+def _find(objects, object_id: str) -> dict | None:
+    """One object of a listing by id (a Generated one answers without being walked)."""
+    if isinstance(objects, Generated):
+        return objects.get(object_id)
+    return next((o for o in objects if o["id"] == object_id), None)
 
 
 def _missing(kind: str, object_id: str) -> tuple[int, dict]:
