@@ -188,10 +188,7 @@ class FakeStripe(LoopbackServer):
                              lambda o: since is None or o["created"] >= since)
 
     def get_customer(self, call: Call):
-        found = self._customer(call.params["id"])
-        if found is None:
-            return _missing("customer", call.params["id"])
-        return 200, found
+        return _retrieved("customer", self._customer(call.params["id"]), call)
 
     def list_subscriptions(self, call: Call):
         since = _created_gte(call)
@@ -202,10 +199,7 @@ class FakeStripe(LoopbackServer):
             and (status == "all" or (o["status"] == status if status else o["status"] != "canceled"))))
 
     def get_subscription(self, call: Call):
-        found = _find(self.subscriptions, call.params["id"])
-        if found is None:
-            return _missing("subscription", call.params["id"])
-        return 200, found
+        return _retrieved("subscription", _find(self.subscriptions, call.params["id"]), call)
 
     def get_subscription_schedule(self, call: Call):
         """GET /v1/subscription_schedules/:id: a phase's items name their price by id unless
@@ -283,16 +277,10 @@ class FakeStripe(LoopbackServer):
         return 200, {**result, "data": data}
 
     def get_invoice(self, call: Call):
-        found = _find(self.invoices, call.params["id"])
-        if found is None:
-            return _missing("invoice", call.params["id"])
-        return 200, found
+        return _retrieved("invoice", _find(self.invoices, call.params["id"]), call)
 
     def get_charge(self, call: Call):
-        found = self.charges.get(call.params["id"])
-        if found is None:
-            return _missing("charge", call.params["id"])
-        return 200, found
+        return _retrieved("charge", self.charges.get(call.params["id"]), call)
 
     def list_refunds(self, call: Call):
         """GET /v1/refunds, by `charge` or `payment_intent` ("Only return refunds for the charge
@@ -400,6 +388,11 @@ def _find(objects, object_id: str) -> dict | None:
     if isinstance(objects, Generated):
         return objects.get(object_id)
     return next((o for o in objects if o["id"] == object_id), None)
+
+
+def _retrieved(kind: str, found: dict | None, call: Call) -> tuple[int, dict]:
+    """A retrieve's answer: the object, or Stripe's resource_missing for the id asked."""
+    return (200, found) if found is not None else _missing(kind, call.params["id"])
 
 
 def _missing(kind: str, object_id: str) -> tuple[int, dict]:
