@@ -482,7 +482,7 @@ def test_the_dashboard_and_metrics_say_when_a_platform_signs_with_another_secret
     customer = {"id": "cus_right", "object": "customer", "email": "right@example.com", "created": 1_700_000_000}
     signed_right = post(client, "stripe", stripe_event("customer.created", customer, event_id="evt_right"))
     assert signed_right.status_code == 200  # the other platforms' webhooks still come in
-    deadline = time.monotonic() + 5  # counted off the request's path, within a second
+    deadline = time.monotonic() + 30  # counted off the request's path, within a second when idle
     while not hub.queues.refused(["recharge"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     dashboard._cache.clear()

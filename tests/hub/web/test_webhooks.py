@@ -95,7 +95,7 @@ def test_with_debounce_a_burst_enqueues_one_drain_within_moments(client, hub):
     hub.settings.HUB_DRAIN_DEBOUNCE_MS = 10
     for n in range(20):
         post(client, "stripe", subscription_event(event_id=f"evt_burst_{n}"))
-    deadline = time.time() + 2
+    deadline = time.time() + 10  # a busy machine may hold the requester's thread a while
     while hub.queues.queue("inbox").count == 0 and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.05)
