@@ -18,7 +18,7 @@ from hub.models import CustomerLink, InboxEvent, Subscriber, Trigger
 from hub.ops import reconcile
 from hub.sync.inbox import drain_inbox
 from hub.sync.rules import queries
-from standins.shopify import FakeShopifyAdmin
+from standins.shopify import CONTRACT_SCOPES, FakeShopifyAdmin
 from standins.stripe import FakeStripe
 from tests.samples import SAMPLE_CONTRACT, load_sample, post, stripe_event, stripe_schedule
 
@@ -493,6 +493,29 @@ def test_a_skipped_shopify_delivery_fires_renewal_skipped_and_its_reminders_go_t
     assert [(r["renewal_date"], r["days_before"]) for r in fired(hub, "Renewal Reminder")] == [
         (nxt.date().isoformat(), 7)]
     assert len(fired(hub, "Renewal Skipped")) == 1
+
+
+def test_a_shopify_contract_first_read_by_its_ids_then_whole_fires_no_plan_changed(client, hub):
+    """Before Shopify approves the contract scopes, a contract webhook is applied by its ids
+    alone; once they are approved the next one reads the contract whole. The plan is learned
+    then, not changed: no Plan Changed email, and the person gets the contract's email."""
+    nxt = noon_in(20)
+    with FakeShopifyAdmin(token="shpat_skip", owns_contracts=True) as admin:
+        admin.scopes -= CONTRACT_SCOPES
+        shopify_contract(client, hub, admin, nxt)
+        with hub.storage.session() as s:
+            person = s.scalar(select(Subscriber))
+            assert person.email is None and person.subscriptions[0].plan is None
+        admin.scopes |= CONTRACT_SCOPES
+        send(client, hub, "shopify", {**load_sample("shopify/subscription_contracts_update.json"),
+                                      "id": 402440842, "admin_graphql_api_id": SAMPLE_CONTRACT},
+             topic="subscription_contracts/update", webhook_id="wh-update")
+        with hub.storage.session() as s:
+            person = s.scalar(select(Subscriber))
+            assert person.email == admin.contracts[SAMPLE_CONTRACT]["customer"]["email"].lower()
+            assert person.subscriptions[0].plan == "Example T-Shirt"
+    assert fired(hub, "Plan Changed") == []
+    assert len(fired(hub, "Subscription Started")) == 1
 
 
 def test_skipping_a_later_shopify_delivery_names_it_and_leaves_the_next_renewal(client, hub):

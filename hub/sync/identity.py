@@ -193,7 +193,8 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str],
 
     A source id, once linked, wins over a changed email: the person keeps their
     record and their new email. When the new email already belongs to another
-    record, the two are one person and are merged (the older record is kept).
+    record, the two are one person and are merged (the older record is kept). A person
+    known by the id alone so far takes the email an event of theirs names.
     """
     column = SOURCE_ID_COLUMNS[source]
     attr = column.key
@@ -214,6 +215,13 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str],
     elif by_id:
         subscriber = by_id
         _claim_fresh(subscriber, notes, people)
+        if email and subscriber.email is None:
+            # Known so far by the platform id alone (a webhook read by its ids): the email a later
+            # event of the same customer names is theirs, and nobody else's (none was found by it).
+            subscriber.email = email
+            if people is not None:
+                people.put("email", email, subscriber)
+            notes.append(f"email learned from this {source} event")
     elif by_email:
         subscriber = by_email
         _claim_fresh(subscriber, notes, people)

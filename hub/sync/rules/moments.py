@@ -57,13 +57,16 @@ def was(changes) -> dict:
 
 def plan_changed(sub: SubState, before: dict, event) -> Due | None:
     """Plan Changed when a running subscription the hub already held moved to another plan,
-    price, quantity or interval. `direction` compares the amounts per month (a monthly 25.00
-    to a yearly 240.00 is a downgrade); proration_amount is the platform's own figure."""
+    price, quantity or interval; not when the hub learns a plan it never knew. `direction`
+    compares the amounts per month (a monthly 25.00 to a yearly 240.00 is a downgrade);
+    proration_amount is the platform's own figure."""
     moved = [k for k in PLAN_FIELDS if k in before and before[k] is not None]
     if not moved or not sub.is_live or "created" in before:
         return None
     # quantity is not rule state: unchanged, it is the event's own.
     old = {k: before[k] if k in before else getattr(sub, k, event.data.get(k)) for k in PLAN_FIELDS}
+    if old["plan"] is None and old["plan_id"] is None and old["amount"] is None:
+        return None  # the plan was never known (a webhook read by its ids alone): learned, not changed
     old_rate = per_month(old["amount"], old["interval"], old["interval_count"])
     new_rate = per_month(sub.amount, sub.interval, sub.interval_count)
     direction = ("change" if not (old_rate and new_rate) or old_rate == new_rate

@@ -11,12 +11,14 @@ import pytest
 from sqlalchemy import select
 
 import connectors
-from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Trigger
+from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Subscription, Trigger
+from hub.ops.support import replay_event
 from hub.sync import compliance, outbox
 from hub.sync.inbox import drain_inbox
 from standins.activecampaign import FakeActiveCampaign
 from standins.hubspot import FakeHubSpot
 from standins.klaviyo import FakeKlaviyo
+from standins.shopify import FakeShopifyAdmin
 from tests.samples import API_HEADERS, load_sample, post
 
 SHOP = "example.myshopify.com"
@@ -324,3 +326,39 @@ def test_a_redact_drained_while_webhooks_arrive_still_erases_and_the_webhooks_wa
     redact = next(r for r in rows.values() if r.topic == "customers/redact")
     assert redact.status == "processed" and redact.body == b'{"erased": true}'
     assert rows["evt_during"].status in ("pending", "processed")
+
+
+def test_a_contract_webhook_after_app_uninstalled_asks_shopify_nothing_until_the_app_is_back(client, hub):
+    """A webhook already on its way when the app is uninstalled: the worker asks the Admin API
+    nothing (its token is revoked) and applies what the webhook itself says; a replay after
+    the reinstall reads the contract and fills in the rest."""
+    gid = "gid://shopify/SubscriptionContract/7879037765"  # the update sample's contract
+    with FakeShopifyAdmin(token="shpat_test", owns_contracts=True) as admin:
+        admin.hold(gid)
+        hub.settings.SHOPIFY_SHOP, hub.settings.SHOPIFY_ACCESS_TOKEN = SHOP, "shpat_test"
+        hub.settings.SHOPIFY_ADMIN_URL, hub.settings.SHOPIFY_OWNS_CONTRACTS = admin.url, True
+        post(client, "shopify", load_sample("shopify/app_uninstalled.json"), topic="app/uninstalled",
+             webhook_id="u-2")
+        drain_inbox(hub.storage, hub.settings)
+        post(client, "shopify", load_sample("shopify/subscription_contracts_update.json"),
+             topic="subscription_contracts/update", webhook_id="sc-2")
+        drain_inbox(hub.storage, hub.settings)
+        assert admin.requests == []
+        with hub.storage.session() as s:
+            row = s.scalar(select(InboxEvent).where(InboxEvent.topic == "subscription_contracts/update"))
+            assert row.status == "processed"
+            assert s.scalar(select(Subscription.status).where(Subscription.source_id == "7879037765")) == "active"
+            assert s.scalar(select(Subscriber.email)) is None  # the contract, which names the person, unread
+
+        with hub.storage.session() as s:  # `hub install --reinstalled`, then staff replay the row
+            compliance.clear_uninstalled(s)
+            s.commit()
+        with hub.storage.session() as s:
+            row = s.scalar(select(InboxEvent).where(InboxEvent.topic == "subscription_contracts/update"))
+            latest = replay_event(s, row, hub.settings)
+            s.commit()
+        assert [r["variables"]["id"] for r in admin.requests][:1] == [gid]
+        # The plan was unknown, not changed: no Plan Changed email; the person's email is learned.
+        assert [entry["triggers"] for entry in latest if "triggers" in entry] == [[]]
+        with hub.storage.session() as s:
+            assert s.scalar(select(Subscriber.email)) == admin.contracts[gid]["customer"]["email"].lower()
