@@ -188,7 +188,7 @@ class FakeStripe(LoopbackServer):
                              lambda o: since is None or o["created"] >= since)
 
     def get_customer(self, call: Call):
-        return _retrieved("customer", self._customer(call.params["id"]), call)
+        return _retrieve_answer("customer", self._customer(call.params["id"]), call)
 
     def list_subscriptions(self, call: Call):
         since = _created_gte(call)
@@ -199,7 +199,7 @@ class FakeStripe(LoopbackServer):
             and (status == "all" or (o["status"] == status if status else o["status"] != "canceled"))))
 
     def get_subscription(self, call: Call):
-        return _retrieved("subscription", _find(self.subscriptions, call.params["id"]), call)
+        return _retrieve_answer("subscription", _find(self.subscriptions, call.params["id"]), call)
 
     def get_subscription_schedule(self, call: Call):
         """GET /v1/subscription_schedules/:id: a phase's items name their price by id unless
@@ -277,10 +277,10 @@ class FakeStripe(LoopbackServer):
         return 200, {**result, "data": data}
 
     def get_invoice(self, call: Call):
-        return _retrieved("invoice", _find(self.invoices, call.params["id"]), call)
+        return _retrieve_answer("invoice", _find(self.invoices, call.params["id"]), call)
 
     def get_charge(self, call: Call):
-        return _retrieved("charge", self.charges.get(call.params["id"]), call)
+        return _retrieve_answer("charge", self.charges.get(call.params["id"]), call)
 
     def list_refunds(self, call: Call):
         """GET /v1/refunds, by `charge` or `payment_intent` ("Only return refunds for the charge
@@ -390,7 +390,7 @@ def _find(objects, object_id: str) -> dict | None:
     return next((o for o in objects if o["id"] == object_id), None)
 
 
-def _retrieved(kind: str, found: dict | None, call: Call) -> tuple[int, dict]:
+def _retrieve_answer(kind: str, found: dict | None, call: Call) -> tuple[int, dict]:
     """A retrieve's answer: the object, or Stripe's resource_missing for the id asked."""
     return (200, found) if found is not None else _missing(kind, call.params["id"])
 

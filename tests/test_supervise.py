@@ -47,7 +47,7 @@ class HubRun:
                                              *options], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.customers = 0
         self.embedded = "--redis-url" not in options
-        self.last_health = "no answer"
+        self.last_answer = "none asked yet"
         # The first start imports every child's code on a machine the other test processes
         # keep busy; what the tests measure (a restart, an answer) has windows of its own.
         self.wait_whole(120)
@@ -59,26 +59,16 @@ class HubRun:
                         seconds, "worker and Redis")
 
     def wait_until(self, condition, seconds: float, what: str) -> None:
-        """`wait_until`, with /healthz's last answer and the end of this hub's log when the
-        time is up."""
+        """`wait_until`, with the last answer the hub gave and the end of its log when the time
+        is up."""
         try:
             wait_until(condition, seconds, what)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n/healthz last answered: {self.last_health}\n"
+            raise AssertionError(f"{exc}\nlast answer: {self.last_answer}\n"
                                  f"hub run's log:\n{self.output()[-3000:]}") from None
 
     def healthy(self) -> bool:
-        """/healthz answers 200; its answer kept, to show if it never does."""
-        try:
-            with urllib.request.urlopen(self.base + "/healthz", timeout=2) as answer:
-                self.last_health = f"{answer.status} {answer.read()[:500]!r}"
-                return answer.status == 200
-        except urllib.error.HTTPError as exc:
-            self.last_health = f"{exc.code} {exc.read()[:500]!r}"
-            exc.close()
-        except OSError as exc:
-            self.last_health = f"no answer ({type(exc).__name__}: {exc})"
-        return False
+        return self.get("/healthz") == 200
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -95,14 +85,19 @@ class HubRun:
         return psutil.Process(self.process.pid).children(recursive=True)
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 2):
+        """The answer's status, None when none came; kept with its body's start in
+        `last_answer`, which a wait that runs out shows."""
         try:
             with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=headers or {}),
                                         timeout=timeout) as answer:
+                self.last_answer = f"{path}: {answer.status} {answer.read(500)!r}"
                 return answer.status
         except urllib.error.HTTPError as exc:
-            exc.close()
+            with exc:
+                self.last_answer = f"{path}: {exc.code} {exc.read(500)!r}"
             return exc.code
-        except OSError:
+        except OSError as exc:
+            self.last_answer = f"{path}: no answer ({type(exc).__name__}: {exc})"
             return None
 
     def post_customer(self, timeout: float = 5, n: int | None = None) -> tuple[int, str]:
