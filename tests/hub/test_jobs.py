@@ -244,9 +244,10 @@ def test_a_slow_tool_s_push_gives_way_to_a_push_waiting_for_the_worker(hubspot_a
 def test_a_tool_its_rate_limit_held_queues_behind_other_work_until_it_has_caught_up(two_tools):
     hub, _, klaviyo = two_tools
     plan_people(hub, PEOPLE)
-    # Klaviyo answered 429 a moment ago: its limit holds every request for a second.
+    # Klaviyo answered 429 a moment ago: its limit holds every request for a few seconds
+    # (long enough that the push finds it still held on a machine kept busy).
     for key in ("klaviyo:profile-bulk-import-jobs", "klaviyo:event-bulk-create-jobs"):
-        outbox.limiter_for(hub.queues.connection).pause(key, 1.0)
+        outbox.limiter_for(hub.queues.connection).pause(key, 5.0)
     assert jobs.push_batch_job("klaviyo")["held"]
     hub.queues.clear_push_request("klaviyo")
     assert hub.queues.push_queue("klaviyo") == SLOW_PUSH_QUEUE
