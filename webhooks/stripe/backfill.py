@@ -28,7 +28,7 @@ import stripe
 
 from hub.values import retry_after, utc
 from webhooks.listing import Item, Lister, Pacer, Page, dedupe_id
-from webhooks.stripe.webhook import NAME, SCHEDULE_TOPICS, TOPICS
+from webhooks.stripe.webhook import NAME, PENDING_UPDATE_TOPICS, SCHEDULE_TOPICS, TOPICS
 
 PAGE_SIZE = 100
 LIVE_RATE, SANDBOX_RATE = 100, 25
@@ -160,8 +160,7 @@ def event_item(event: dict) -> Item:
 PAID_LATER_TYPES = ["checkout.session.async_payment_failed", "checkout.session.async_payment_succeeded"]
 GIVEN_BACK_TYPES = ["charge.dispute.funds_reinstated", "charge.dispute.funds_withdrawn",
                     "credit_note.created", "credit_note.voided", "refund.failed", "refund.updated"]
-SCHEDULED_TYPES = sorted([*SCHEDULE_TOPICS, "customer.subscription.pending_update_applied",
-                          "customer.subscription.pending_update_expired"])
+SCHEDULED_TYPES = sorted([*SCHEDULE_TOPICS, *PENDING_UPDATE_TOPICS])
 LISTED_TYPES = sorted(set(TOPICS) - {"invoice.payment_succeeded", "payment_intent.payment_failed",
                                      "payment_method.attached", "payment_method.detached",
                                      *PAID_LATER_TYPES, *GIVEN_BACK_TYPES, *SCHEDULED_TYPES})

@@ -515,6 +515,12 @@ SCHEDULE_TOPICS = ("subscription_schedule.created", "subscription_schedule.updat
                    "subscription_schedule.released", "subscription_schedule.completed",
                    "subscription_schedule.canceled", "subscription_schedule.aborted")
 
+# A change made with payment_behavior=pending_if_incomplete waits in `pending_update` until
+# its invoice is paid; then "the subscription is updated" (pending_update_applied), or the
+# change is dropped when it expires (https://docs.stripe.com/billing/subscriptions/pending-updates).
+PENDING_UPDATE_TOPICS = ("customer.subscription.pending_update_applied",
+                         "customer.subscription.pending_update_expired")
+
 TOPICS = {
     "customer.created": normalize_customer,
     "customer.updated": normalize_customer,
@@ -535,11 +541,7 @@ TOPICS = {
     "customer.subscription.updated": normalize_subscription,
     "customer.subscription.paused": normalize_subscription,
     "customer.subscription.resumed": normalize_subscription,
-    # A change made with payment_behavior=pending_if_incomplete waits in `pending_update` until
-    # its invoice is paid; then "the subscription is updated" (pending_update_applied), or the
-    # change is dropped when it expires (https://docs.stripe.com/billing/subscriptions/pending-updates).
-    "customer.subscription.pending_update_applied": normalize_subscription,
-    "customer.subscription.pending_update_expired": normalize_subscription,
+    **dict.fromkeys(PENDING_UPDATE_TOPICS, normalize_subscription),
     "customer.subscription.deleted": normalize_canceled_subscription,
     "customer.subscription.trial_will_end": normalize_trial_ending,
     "invoice.paid": normalize_payment,
@@ -784,8 +786,7 @@ ENRICH = {topic: attach_customer for topic in (
       "payment_intent.payment_failed": attach_invoice,
       **dict.fromkeys(("customer.subscription.created", "customer.subscription.updated",
                        "customer.subscription.paused", "customer.subscription.resumed",
-                       "customer.subscription.pending_update_applied",
-                       "customer.subscription.pending_update_expired"), attach_subscription),
+                       *PENDING_UPDATE_TOPICS), attach_subscription),
       "charge.dispute.funds_withdrawn": attach_charge, "charge.dispute.funds_reinstated": attach_charge,
       "charge.refunded": attach_refunds, "refund.failed": attach_refunds, "refund.updated": attach_refunds,
       **dict.fromkeys(SCHEDULE_TOPICS, attach_schedule)}
