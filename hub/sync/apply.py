@@ -69,7 +69,7 @@ def apply_event(session: Session, event: CanonicalEvent, people: Known | None = 
 def _subscriber(session: Session, event: CanonicalEvent, changes: Changes, create: bool = True,
                 people: Known | None = None):
     if create:
-        subscriber = resolve(session, event.source, event.customer, changes.notes, people)
+        subscriber = resolve(session, event.source, event.customer, changes, people)
     else:
         subscriber = find_subscriber(session, event.source, event.customer, people)
     changes.subscriber = subscriber

@@ -187,15 +187,17 @@ def find_subscriber(session: Session, source: str, customer: dict,
     return None
 
 
-def resolve(session: Session, source: str, customer: dict, notes: list[str],
+def resolve(session: Session, source: str, customer: dict, changes,
             people: Known | None = None) -> Subscriber | None:
-    """Find or create the subscriber for `customer`, linking the source id to it.
+    """Find or create the subscriber for `customer`, linking the source id to it; `changes`
+    (hub.sync.apply.Changes) gets the notes and the email learned.
 
     A source id, once linked, wins over a changed email: the person keeps their
     record and their new email. When the new email already belongs to another
     record, the two are one person and are merged (the older record is kept). A person
     known by the id alone so far takes the email an event of theirs names.
     """
+    notes = changes.notes
     column = SOURCE_ID_COLUMNS[source]
     attr = column.key
     source_id = str(customer["source_id"]) if customer.get("source_id") else None
@@ -218,7 +220,7 @@ def resolve(session: Session, source: str, customer: dict, notes: list[str],
         if email and subscriber.email is None:
             # Known so far by the platform id alone (a webhook read by its ids): the email a later
             # event of the same customer names is theirs, and nobody else's (none was found by it).
-            subscriber.email = email
+            changes.set(subscriber, "email", email, "profile")
             if people is not None:
                 people.put("email", email, subscriber)
             notes.append(f"email learned from this {source} event")

@@ -58,6 +58,7 @@ from hub.models import (
     ProfileDue,
     Subscriber,
     Trigger,
+    TriggerStatus,
     now_utc,
 )
 from hub.sync import compliance
@@ -206,8 +207,33 @@ def plan(unit: UnitOfWork, settings, subscriber, changes, triggers, event,
         unit.session.flush()
     mark_dirty(unit, subscriber.id, subscriber)
     plan_triggers(unit, settings, triggers, subscriber=subscriber, history=history)
+    if _became_reachable(subscriber, changes):
+        plan_owed_triggers(unit, settings, subscriber)
     if event is not None and event.name == ev.CONSENT_CHANGED:
         plan_consent(unit, settings, subscriber, changes, event, history=history)
+
+
+# A person no tool could identify (no email, no phone: a webhook applied by its ids alone) still
+# fires triggers. Once an event names how to reach them, the ones fired within this window go
+# out late: a welcome or a reminder a few days late still reads as news; older ones would not.
+OWED_WINDOW = timedelta(days=7)
+
+
+def _became_reachable(subscriber: Subscriber, changes) -> bool:
+    """This event gave a person their first email, or a phone when they have no email: before
+    it, some tool could not identify them (every tool takes an email; some a phone instead)."""
+    learned = {c.get("field") for c in getattr(changes, "changed", ()) if c.get("from") is None}
+    return "email" in learned or ("phone" in learned and subscriber.email is None)
+
+
+def plan_owed_triggers(unit: UnitOfWork, settings, subscriber: Subscriber, now: datetime | None = None) -> int:
+    """The deliveries of `subscriber`'s triggers fired within OWED_WINDOW before `now` that a
+    tool could not take then and can now; rows added (a delivery a tool has is not planned again)."""
+    since = (now or now_utc()) - OWED_WINDOW
+    owed = unit.session.scalars(select(Trigger).where(
+        Trigger.subscriber_id == subscriber.id, Trigger.status == TriggerStatus.FIRED,
+        Trigger.created_at >= since)).all()
+    return plan_triggers(unit, settings, owed, subscriber=subscriber)
 
 
 def mark_dirty(unit: UnitOfWork, subscriber_id: int, subscriber: Subscriber | None = None) -> None:

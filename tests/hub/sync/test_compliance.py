@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import connectors
 from hub.models import Base, Checkpoint, Delivery, InboxEvent, Subscriber, Subscription, Trigger
@@ -328,21 +329,27 @@ def test_a_redact_drained_while_webhooks_arrive_still_erases_and_the_webhooks_wa
     assert rows["evt_during"].status in ("pending", "processed")
 
 
+def _contract_after_uninstall(client, hub, admin) -> str:
+    """app/uninstalled, then a contract webhook already on its way, each drained; the contract's id."""
+    gid = "gid://shopify/SubscriptionContract/7879037765"  # the update sample's contract
+    admin.hold(gid)
+    hub.settings.SHOPIFY_SHOP, hub.settings.SHOPIFY_ACCESS_TOKEN = SHOP, "shpat_test"
+    hub.settings.SHOPIFY_ADMIN_URL, hub.settings.SHOPIFY_OWNS_CONTRACTS = admin.url, True
+    post(client, "shopify", load_sample("shopify/app_uninstalled.json"), topic="app/uninstalled",
+         webhook_id="u-1")
+    drain_inbox(hub.storage, hub.settings)
+    post(client, "shopify", load_sample("shopify/subscription_contracts_update.json"),
+         topic="subscription_contracts/update", webhook_id="sc-1")
+    drain_inbox(hub.storage, hub.settings)
+    return gid
+
+
 def test_a_contract_webhook_after_app_uninstalled_asks_shopify_nothing_until_the_app_is_back(client, hub):
     """A webhook already on its way when the app is uninstalled: the worker asks the Admin API
     nothing (its token is revoked) and applies what the webhook itself says; a replay after
     the reinstall reads the contract and fills in the rest."""
-    gid = "gid://shopify/SubscriptionContract/7879037765"  # the update sample's contract
     with FakeShopifyAdmin(token="shpat_test", owns_contracts=True) as admin:
-        admin.hold(gid)
-        hub.settings.SHOPIFY_SHOP, hub.settings.SHOPIFY_ACCESS_TOKEN = SHOP, "shpat_test"
-        hub.settings.SHOPIFY_ADMIN_URL, hub.settings.SHOPIFY_OWNS_CONTRACTS = admin.url, True
-        post(client, "shopify", load_sample("shopify/app_uninstalled.json"), topic="app/uninstalled",
-             webhook_id="u-2")
-        drain_inbox(hub.storage, hub.settings)
-        post(client, "shopify", load_sample("shopify/subscription_contracts_update.json"),
-             topic="subscription_contracts/update", webhook_id="sc-2")
-        drain_inbox(hub.storage, hub.settings)
+        gid = _contract_after_uninstall(client, hub, admin)
         assert admin.requests == []
         with hub.storage.session() as s:
             row = s.scalar(select(InboxEvent).where(InboxEvent.topic == "subscription_contracts/update"))
@@ -362,3 +369,39 @@ def test_a_contract_webhook_after_app_uninstalled_asks_shopify_nothing_until_the
         assert [entry["triggers"] for entry in latest if "triggers" in entry] == [[]]
         with hub.storage.session() as s:
             assert s.scalar(select(Subscriber.email)) == admin.contracts[gid]["customer"]["email"].lower()
+
+
+@pytest.mark.parametrize("welcome_days_ago, late", [(0, ["Subscription Started", "Welcome Step"]),
+                                                  (8, ["Subscription Started"])])
+def test_a_person_first_known_by_ids_alone_is_welcomed_once_their_email_is_learned(
+        client, hub, tools, welcome_days_ago, late):
+    """A contract applied by its ids alone fires Subscription Started and the first Welcome Step
+    for a person no tool can identify yet. Once a later read names their email, the tools get
+    those events, once each; one fired more than a week before is not sent that late."""
+    klaviyo = tools["klaviyo"]
+    with FakeShopifyAdmin(token="shpat_test", owns_contracts=True) as admin:
+        gid = _contract_after_uninstall(client, hub, admin)
+        _push_all(hub)
+        with hub.storage.session() as s:
+            assert sorted(s.scalars(select(Trigger.name))) == ["Subscription Started", "Welcome Step"]
+        assert klaviyo.events == []  # nobody to send them to
+        with hub.storage.session() as s:
+            s.execute(update(Trigger).where(Trigger.name == "Welcome Step").values(
+                created_at=datetime.now(timezone.utc) - timedelta(days=welcome_days_ago, minutes=1)))
+            compliance.clear_uninstalled(s)
+            s.commit()
+        for _ in range(2):  # staff replay the row; the second replay sends nothing again
+            with hub.storage.session() as s:
+                replay_event(s, s.scalar(select(InboxEvent).where(
+                    InboxEvent.topic == "subscription_contracts/update")), hub.settings)
+                s.commit()
+            _push_all(hub)
+        email = admin.contracts[gid]["customer"]["email"].lower()
+    assert sorted(e["metric"] for e in klaviyo.events) == late and klaviyo.duplicate_events == 0
+    assert {e["profile_id"] for e in klaviyo.events} == {klaviyo.profile_id(email)}
+    with hub.storage.session() as s:  # and each other tool that takes events, once each
+        sent = s.execute(select(Delivery.connector, Delivery.trigger_id, Delivery.status)
+                         .where(Delivery.kind == "event")).all()
+    assert {status for *_, status in sent} == {"sent"}
+    assert set(Counter((connector, trigger) for connector, trigger, _ in sent).values()) == {1}
+    assert len({connector for connector, *_ in sent}) > 1
