@@ -39,6 +39,13 @@ LIVE_STATUSES = (SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE, Subscri
                  SubscriptionStatus.PAUSED)
 
 
+def known_by_ids_alone(subscription) -> bool:
+    """The hub never learned this subscription's plan (no plan, plan id or price): a Shopify
+    contract webhook applied by what it carries, its contract not readable then. Takes a
+    Subscription or a row of those columns."""
+    return subscription.plan is None and subscription.plan_id is None and subscription.amount is None
+
+
 class Subscriber(Base):
     __tablename__ = "subscriber"
     # The daily lifecycle sweep finds recency and tenure boundaries by range on these

@@ -26,7 +26,16 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.models import LIVE_STATUSES, RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
+from hub.models import (
+    LIVE_STATUSES,
+    RECONCILIATION,
+    InboxEvent,
+    Order,
+    Payment,
+    Subscriber,
+    Subscription,
+    known_by_ids_alone,
+)
 from hub.ops.backfill import listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import recovered
@@ -58,6 +67,13 @@ def held_at(session: Session, source: str, item: Item) -> datetime | None:
     model = {"subscription": Subscription, "payment": Payment, "order": Order}.get(item.kind)
     if model is None:
         return None
+    if model is Subscription:
+        held = session.execute(select(Subscription.source_updated_at, Subscription.plan,
+                                      Subscription.plan_id, Subscription.amount)
+                               .where(Subscription.source == source, Subscription.source_id == item.source_id)).first()
+        # Known by its ids alone (a Shopify contract webhook applied without its contract): the
+        # listed record, which names the plan, price and person, is news whatever its time.
+        return utc(held.source_updated_at) if held and not known_by_ids_alone(held) else None
     return utc(session.scalar(select(model.source_updated_at)
                               .where(model.source == source, model.source_id == item.source_id)))
 

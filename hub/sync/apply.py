@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.events import CanonicalEvent
-from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription
+from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription, known_by_ids_alone
 from hub.sync import compliance, inference
 from hub.sync.identity import Known, find_subscriber, resolve
 from hub.values import add_intervals, normalize_email, normalize_phone
@@ -344,6 +344,25 @@ _PRICE_FIELDS = ("plan_id", "amount", "currency", "quantity", "interval", "inter
 _CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at", "charges_limit")
 
 
+# What a newer event said of a subscription known by its ids alone, which an older whole record
+# of it (a listing, a replay) leaves as it is: whether it runs, and how it ended.
+_SAID_BY_IDS = ("status", "cancel_at_period_end", "canceled_at")
+
+
+def _fill_in(subscription: Subscription, d: dict, changes, label: str) -> None:
+    """An older whole record of a subscription the hub knows by its ids alone: its plan, price,
+    lines and dates fill in what the ids did not say; the status stays the newer event's, and
+    an ended one gets no next renewal."""
+    for attr in SUBSCRIPTION_FIELDS:
+        if attr in _SAID_BY_IDS or d.get(attr) is None:
+            continue
+        if attr == "next_renewal_at" and subscription.status not in LIVE_STATUSES:
+            continue
+        changes.set(subscription, attr, d[attr], label)
+    changes.notes.append(f"{label}: older than the state its ids gave "
+                         f"({subscription.source_updated_at.isoformat()}): filled in what they did not say")
+
+
 def apply_subscription(session, event, changes, people=None):
     d = dict(event.data)
     if event.name == ev.SUBSCRIPTION_CANCELED:
@@ -366,6 +385,9 @@ def apply_subscription(session, event, changes, people=None):
         session.add(subscription)
         changes.changed.append({"what": label, "field": "created", "from": None, "to": subscription.status})
     elif not _newer(event.occurred_at, subscription.source_updated_at):
+        if known_by_ids_alone(subscription) and any(d.get(k) is not None for k in ("plan", "plan_id", "amount")):
+            _fill_in(subscription, d, changes, label)
+            return
         changes.stale = True
         changes.notes.append(f"{label}: older than the state held "
                              f"({subscription.source_updated_at.isoformat()}): ignored")

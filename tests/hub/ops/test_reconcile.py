@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -16,7 +17,7 @@ from hub.models import InboxEvent, Subscriber, Subscription, Trigger
 from hub.ops import reconcile
 from hub.schedule import schedule
 from hub.sync.inbox import drain_inbox
-from standins.shopify import FakeShopifyAdmin, contract_node
+from standins.shopify import CONTRACT_SCOPES, FakeShopifyAdmin, contract_node
 from standins.stripe import FakeStripe
 from tests.hub.web.conftest import add_staff, log_in
 from tests.samples import API_HEADERS, load_sample, post, stripe_chargeback, stripe_event
@@ -250,3 +251,37 @@ def test_a_renewal_is_read_again_in_the_pass_two_days_before_each_of_its_reminde
                            next_renewal_at=now + timedelta(days=15.75)))
         s.commit()
         assert reconcile.renewals_due(s, "shopify", now - timedelta(hours=12), now, (14, 7)) == ["14-day", "7-day"]
+
+
+@pytest.mark.parametrize("status, held", [("active", "active"), ("cancelled", "canceled")])
+def test_a_contract_applied_by_its_ids_alone_is_filled_in_by_the_next_reconciliation(hub, client, status, held):
+    """Until Shopify approves the contract scopes, a contract webhook is applied by what it
+    carries: the status, no plan, no email. The next reconciliation after the approval lists
+    the contract (changed just before that webhook was triggered) and fills in what the ids did
+    not say; the status the newer webhook gave stays."""
+    gid, now = "gid://shopify/SubscriptionContract/7879037765", datetime.now(timezone.utc)
+    changed = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    webhook = {**load_sample("shopify/subscription_contracts_update.json"), "status": status}
+    with FakeShopifyAdmin(token="shpat_ok", owns_contracts=True) as admin:
+        hub.settings = replace(hub.settings, SHOPIFY_SHOP="example.myshopify.com", SHOPIFY_ACCESS_TOKEN="shpat_ok",
+                               SHOPIFY_ADMIN_URL=admin.url, SHOPIFY_OWNS_CONTRACTS=True)
+        admin.scopes -= CONTRACT_SCOPES
+        assert post(client, "shopify", webhook, topic="subscription_contracts/update",
+                    triggered_at=(now - timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")).status_code == 200
+        drain_inbox(hub.storage, hub.settings)
+        with hub.storage.session() as s:
+            assert s.execute(select(Subscription.status, Subscription.plan)).all() == [(held, None)]
+        admin.scopes |= CONTRACT_SCOPES
+        node = contract_node(gid, updatedAt=changed, status=status.upper())
+        admin.hold(gid, updatedAt=changed, status=status.upper())
+        admin.listed["subscriptionContracts"] = [node]
+        [shop] = reconcile.run(hub, now=now).sources
+        drain_inbox(hub.storage, hub.settings)
+    assert (shop.listed, shop.stored) == (1, 1)
+    with hub.storage.session() as s:
+        person = s.scalar(select(Subscriber))
+        [sub] = person.subscriptions
+        assert person.email == "bob@biller.com"
+        assert (sub.status, sub.plan, sub.amount, sub.quantity) == (held, "Example T-Shirt", 4998, 2)
+        assert (sub.next_renewal_at is None) == (held == "canceled")
+        assert s.scalars(select(Trigger.name).where(Trigger.name == "Plan Changed")).all() == []
