@@ -432,10 +432,8 @@ def _apply(unit: UnitOfWork, row: InboxEvent, events: list, settings, now: datet
         changes = apply_event(unit.session, event, unit.people)
         if flush:
             unit.session.flush()
-        entry = changes.to_dict()
-        entry["occurred_at"] = event.occurred_at.isoformat()
-        entry["triggers"] = decide(unit, changes, event, row, settings, now)
-        outcome.append(entry)
+        triggers = decide(unit, changes, event, row, settings, now)  # it may add notes
+        outcome.append({**changes.to_dict(), "occurred_at": event.occurred_at.isoformat(), "triggers": triggers})
         if changes.subscriber is not None:
             subscriber_id = changes.subscriber.id
     # A row opened again by reopen_waiting keeps its earlier attempts (a fresh row has none:

@@ -208,7 +208,10 @@ def plan(unit: UnitOfWork, settings, subscriber, changes, triggers, event,
     mark_dirty(unit, subscriber.id, subscriber)
     plan_triggers(unit, settings, triggers, subscriber=subscriber, history=history)
     if _became_reachable(subscriber, changes):
-        plan_owed_triggers(unit, settings, subscriber)
+        owed = plan_owed_triggers(unit, settings, subscriber)
+        if owed:
+            changes.notes.append(f"reachable now: {owed} deliveries of triggers fired while no tool "
+                                 "could identify them")
     if event is not None and event.name == ev.CONSENT_CHANGED:
         plan_consent(unit, settings, subscriber, changes, event, history=history)
 

@@ -390,10 +390,12 @@ def test_a_person_first_known_by_ids_alone_is_welcomed_once_their_email_is_learn
                 created_at=datetime.now(timezone.utc) - timedelta(days=welcome_days_ago, minutes=1)))
             compliance.clear_uninstalled(s)
             s.commit()
+        notes = []
         for _ in range(2):  # staff replay the row; the second replay sends nothing again
             with hub.storage.session() as s:
-                replay_event(s, s.scalar(select(InboxEvent).where(
+                notes.append([note for entry in replay_event(s, s.scalar(select(InboxEvent).where(
                     InboxEvent.topic == "subscription_contracts/update")), hub.settings)
+                    for note in entry.get("notes", []) if note.startswith("reachable now")])
                 s.commit()
             _push_all(hub)
         email = admin.contracts[gid]["customer"]["email"].lower()
@@ -405,3 +407,6 @@ def test_a_person_first_known_by_ids_alone_is_welcomed_once_their_email_is_learn
     assert {status for *_, status in sent} == {"sent"}
     assert set(Counter((connector, trigger) for connector, trigger, _ in sent).values()) == {1}
     assert len({connector for connector, *_ in sent}) > 1
+    # The first replay's timeline says why events fired earlier went out with it; the second's, nothing.
+    assert notes == [[f"reachable now: {len(sent)} deliveries of triggers fired while no tool could identify them"],
+                     []]
