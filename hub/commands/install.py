@@ -34,6 +34,9 @@ def command(check_only, reinstalled):
     settings = Settings.from_env()
     if reinstalled:
         _forget_uninstall(settings)
+        click.echo("Shopify calls resume: contracts whose webhooks came while the app was uninstalled "
+                   "are read whole by the next reconciliation pass (`hub reconcile --source shopify` "
+                   "runs one now)")
     results = registrations.check_all(settings) if check_only else registrations.install_all(settings)
     for result in results:
         click.echo(result.line())

@@ -253,6 +253,8 @@ def test_after_app_uninstalled_nothing_is_sent_to_shopify_until_reinstalled(worl
     result, lines = world.run("--reinstalled", STRIPE_WEBHOOK_SECRET="whsec_kept")
     assert result.exit_code == 0, result.output
     assert "created" in lines["Shopify"] and world.shopify.subscriptions
+    # What came meanwhile, applied by its ids alone, is read whole by reconciliation.
+    assert "`hub reconcile --source shopify` runs one now" in result.output
 
 
 def test_install_through_the_client_credentials_grant(world):
