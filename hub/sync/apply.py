@@ -349,7 +349,7 @@ _CLEARABLE = ("next_renewal_at", "resumes_at", "trial_end", "canceled_at", "char
 _SAID_BY_IDS = ("status", "cancel_at_period_end", "canceled_at")
 
 
-def _fill_in(subscription: Subscription, d: dict, changes, label: str) -> None:
+def _fill_in(session: Session, subscription: Subscription, d: dict, changes, label: str) -> None:
     """An older whole record of a subscription the hub knows by its ids alone: its plan, price,
     lines and dates fill in what the ids did not say; the status stays the newer event's, and
     an ended one gets no next renewal."""
@@ -361,6 +361,7 @@ def _fill_in(subscription: Subscription, d: dict, changes, label: str) -> None:
         changes.set(subscription, attr, d[attr], label)
     changes.notes.append(f"{label}: older than the state its ids gave "
                          f"({subscription.source_updated_at.isoformat()}): filled in what they did not say")
+    inference.supersede(session, subscription, changes)  # it names its product now
 
 
 def apply_subscription(session, event, changes, people=None):
@@ -386,7 +387,7 @@ def apply_subscription(session, event, changes, people=None):
         changes.changed.append({"what": label, "field": "created", "from": None, "to": subscription.status})
     elif not _newer(event.occurred_at, subscription.source_updated_at):
         if known_by_ids_alone(subscription) and any(d.get(k) is not None for k in ("plan", "plan_id", "amount")):
-            _fill_in(subscription, d, changes, label)
+            _fill_in(session, subscription, d, changes, label)
             return
         changes.stale = True
         changes.notes.append(f"{label}: older than the state held "

@@ -163,7 +163,7 @@ def lapses_at(subscription: Subscription, grace_days: int) -> datetime | None:
 def _covers(subscription: Subscription, line: PlanLine) -> bool:
     """Whether an app's own subscription is the one `line` was bought on (same plan, variant or product)."""
     return (subscription.source in AUTHORITATIVE and subscription.is_live
-            and (subscription.plan_id in (line.plan_id, line.variant_id)
+            and ((subscription.plan_id is not None and subscription.plan_id in (line.plan_id, line.variant_id))
                  or (line.product_id is not None and line.product_id in (subscription.product_ids or []))))
 
 

@@ -135,6 +135,28 @@ def test_recharge_describing_the_same_product_supersedes_the_inferred_subscripti
     assert [x["source"] for x in subscriptions(client)] == ["recharge"]
 
 
+def test_a_shopify_contract_known_by_its_ids_then_filled_in_supersedes_the_inferred_subscription(client, hub):
+    """A contract webhook applied by its ids alone names no product: the inferred subscription
+    stays beside it. Its older whole record (a reconciliation listing) fills it in; then it
+    describes the same product, and the inferred one goes."""
+    send(client, hub, "orders/paid", order(1, FIRST))
+    customer = {"source_id": "115310627314723954"}  # the sample order's customer, no email
+    ids_alone = CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, "shopify", FIRST + timedelta(hours=2), customer,
+                               {"source_id": "7879037765", "status": "active"})
+    whole = CanonicalEvent(ev.SUBSCRIPTION_UPSERTED, "shopify", FIRST + timedelta(hours=1),
+                           {**customer, "email": "john@example.com"},
+                           {"source_id": "7879037765", "status": "active", "plan": LINE, "plan_id": "49148385",
+                            "product_ids": ["788032119674292922"], "interval": "week", "interval_count": 2})
+    with hub.storage.session() as s:
+        apply_event(s, ids_alone)
+        s.commit()
+    assert sorted(x["source"] for x in subscriptions(client)) == ["shopify", "shopify_inferred"]
+    with hub.storage.session() as s:
+        assert not apply_event(s, whole).stale
+        s.commit()
+    assert [(x["source"], x["plan"]) for x in subscriptions(client)] == [("shopify", LINE)]
+
+
 def test_renewal_reminders_skip_an_estimated_renewal_date():
     p = params.load()
     estimate = dict(next_renewal_at=at("2026-12-01T10:00"), interval="month")
