@@ -41,7 +41,6 @@ from hub.models.subscriber import (
                             Subscriber,
                             Subscription,
                             SubscriptionStatus,
-                            known_by_ids_alone,
 )
 
 __all__ = [
@@ -51,5 +50,5 @@ __all__ = [
     "STATUSES", "LIVE_STATUSES", "PENDING", "PROCESSED", "IGNORED", "FAILED", "QUEUED", "SENT",
     "RETRYING", "DEAD", "CANCELLED", "INTERRUPTED", "OPEN_STATUSES", "CustomerLink", "LinkClick",
     "UNINSTALLED", "BACKFILL", "RECONCILIATION", "InboxStatus", "TriggerStatus", "DeliveryStatus",
-    "AttemptOutcome", "SubscriptionStatus", "PaymentStatus", "ConsentDrift", "known_by_ids_alone",
+    "AttemptOutcome", "SubscriptionStatus", "PaymentStatus", "ConsentDrift",
 ]

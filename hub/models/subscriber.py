@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hub.db.types import Status, StatusEnum
@@ -37,13 +38,6 @@ class PaymentStatus(StatusEnum):
 STATUSES = tuple(SubscriptionStatus)
 LIVE_STATUSES = (SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE,
                  SubscriptionStatus.PAUSED)
-
-
-def known_by_ids_alone(subscription) -> bool:
-    """The hub never learned this subscription's plan (no plan, plan id or price): a Shopify
-    contract webhook applied by what it carries, its contract not readable then. Takes a
-    Subscription or a row of those columns."""
-    return subscription.plan is None and subscription.plan_id is None and subscription.amount is None
 
 
 class Subscriber(Base):
@@ -147,6 +141,17 @@ class Subscription(Base):
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+    @hybrid_property
+    def known_by_ids_alone(self) -> bool:
+        """The hub never learned this subscription's plan (no plan, plan id or price): a Shopify
+        contract webhook applied by what it carries, its contract not readable then."""
+        return self.plan is None and self.plan_id is None and self.amount is None
+
+    @known_by_ids_alone.inplace.expression
+    @classmethod
+    def _known_by_ids_alone_in_sql(cls):
+        return and_(cls.plan.is_(None), cls.plan_id.is_(None), cls.amount.is_(None))
 
 
 class Payment(Base):

@@ -576,6 +576,9 @@ def build(session: Session, storage, settings, queues=None, as_of: datetime | No
         "registrations": _registrations(session, settings),
         "refused": refused_webhooks(queues),
         "unanswered_retries": unanswered_retry_counts(session),
+        "known_by_ids_alone": dict(session.execute(
+            select(Subscription.source, func.count()).where(Subscription.known_by_ids_alone)
+            .group_by(Subscription.source)).all()),
         "own_retry_schedules": {source: {**found, "at": iso(found["at"])}
                                 for source, found in retries.own_schedules(session, settings, as_of).items()},
         "ledger": {"counted_to": ledger.get("last_id", 0), "latest": latest,

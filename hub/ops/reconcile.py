@@ -34,7 +34,6 @@ from hub.models import (
     Payment,
     Subscriber,
     Subscription,
-    known_by_ids_alone,
 )
 from hub.ops.backfill import listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
@@ -68,12 +67,11 @@ def held_at(session: Session, source: str, item: Item) -> datetime | None:
     if model is None:
         return None
     if model is Subscription:
-        held = session.execute(select(Subscription.source_updated_at, Subscription.plan,
-                                      Subscription.plan_id, Subscription.amount)
+        held = session.execute(select(Subscription.source_updated_at, Subscription.known_by_ids_alone)
                                .where(Subscription.source == source, Subscription.source_id == item.source_id)).first()
         # Known by its ids alone (a Shopify contract webhook applied without its contract): the
         # listed record, which names the plan, price and person, is news whatever its time.
-        return utc(held.source_updated_at) if held and not known_by_ids_alone(held) else None
+        return utc(held[0]) if held and not held[1] else None
     return utc(session.scalar(select(model.source_updated_at)
                               .where(model.source == source, model.source_id == item.source_id)))
 

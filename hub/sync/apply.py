@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from hub import events as ev
 from hub.events import CanonicalEvent
-from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription, known_by_ids_alone
+from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription
 from hub.sync import compliance, inference
 from hub.sync.identity import Known, find_subscriber, resolve
 from hub.values import add_intervals, normalize_email, normalize_phone
@@ -386,7 +386,7 @@ def apply_subscription(session, event, changes, people=None):
         session.add(subscription)
         changes.changed.append({"what": label, "field": "created", "from": None, "to": subscription.status})
     elif not _newer(event.occurred_at, subscription.source_updated_at):
-        if known_by_ids_alone(subscription) and any(d.get(k) is not None for k in ("plan", "plan_id", "amount")):
+        if subscription.known_by_ids_alone and any(d.get(k) is not None for k in ("plan", "plan_id", "amount")):
             _fill_in(session, subscription, d, changes, label)
             return
         changes.stale = True
