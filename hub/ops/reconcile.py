@@ -26,15 +26,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.models import (
-    LIVE_STATUSES,
-    RECONCILIATION,
-    InboxEvent,
-    Order,
-    Payment,
-    Subscriber,
-    Subscription,
-)
+from hub.models import LIVE_STATUSES, RECONCILIATION, InboxEvent, Order, Payment, Subscriber, Subscription
 from hub.ops.backfill import listers, load_checkpoint, save_checkpoint, store
 from hub.sync.inbox import drain_inbox
 from hub.sync.readmodel import recovered
@@ -69,9 +61,12 @@ def held_at(session: Session, source: str, item: Item) -> datetime | None:
     if model is Subscription:
         held = session.execute(select(Subscription.source_updated_at, Subscription.known_by_ids_alone)
                                .where(Subscription.source == source, Subscription.source_id == item.source_id)).first()
+        if held is None:
+            return None
+        updated_at, ids_alone = held
         # Known by its ids alone (a Shopify contract webhook applied without its contract): the
         # listed record, which names the plan, price and person, is news whatever its time.
-        return utc(held[0]) if held and not held[1] else None
+        return None if ids_alone else utc(updated_at)
     return utc(session.scalar(select(model.source_updated_at)
                               .where(model.source == source, model.source_id == item.source_id)))
 
