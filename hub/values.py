@@ -81,6 +81,12 @@ def per_month(amount, interval: str | None, count: int | None) -> int:
     return round(amount * rate / max(1, count or 1))
 
 
+def plan_unknown(plan, plan_id, amount) -> bool:
+    """No plan name, plan id or price: a subscription known by its ids alone (a Shopify contract
+    webhook applied by what it carries), or a record that says no more."""
+    return plan is None and plan_id is None and amount is None
+
+
 def add_intervals(at: datetime, interval: str, count: int, day: int | None = None) -> datetime:
     """`at` plus `count` intervals; months keep the day of month (or `day`, a billing anchor's
     day that a short month had capped), capped at the month's last."""

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hub.db.types import Status, StatusEnum
 from hub.models.base import Base, now_utc
+from hub.values import plan_unknown
 
 
 class SubscriptionStatus(StatusEnum):
@@ -146,7 +147,7 @@ class Subscription(Base):
     def known_by_ids_alone(self) -> bool:
         """The hub never learned this subscription's plan (no plan, plan id or price): a Shopify
         contract webhook applied by what it carries, its contract not readable then."""
-        return self.plan is None and self.plan_id is None and self.amount is None
+        return plan_unknown(self.plan, self.plan_id, self.amount)
 
     @known_by_ids_alone.inplace.expression
     @classmethod

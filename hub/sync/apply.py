@@ -17,7 +17,7 @@ from hub.events import CanonicalEvent
 from hub.models import LIVE_STATUSES, Order, OrderRefunds, Payment, Subscriber, Subscription
 from hub.sync import compliance, inference
 from hub.sync.identity import Known, find_subscriber, resolve
-from hub.values import add_intervals, normalize_email, normalize_phone
+from hub.values import add_intervals, normalize_email, normalize_phone, plan_unknown
 
 
 @dataclass
@@ -386,7 +386,7 @@ def apply_subscription(session, event, changes, people=None):
         session.add(subscription)
         changes.changed.append({"what": label, "field": "created", "from": None, "to": subscription.status})
     elif not _newer(event.occurred_at, subscription.source_updated_at):
-        if subscription.known_by_ids_alone and any(d.get(k) is not None for k in ("plan", "plan_id", "amount")):
+        if subscription.known_by_ids_alone and not plan_unknown(d.get("plan"), d.get("plan_id"), d.get("amount")):
             _fill_in(session, subscription, d, changes, label)
             return
         changes.stale = True

@@ -23,7 +23,7 @@ from hub.sync.rules.state import (
     iso,
     local_day,
 )
-from hub.values import per_month
+from hub.values import per_month, plan_unknown
 
 RUNNING = ("trialing", "active", "past_due")
 
@@ -65,7 +65,7 @@ def plan_changed(sub: SubState, before: dict, event) -> Due | None:
         return None
     # quantity is not rule state: unchanged, it is the event's own.
     old = {k: before[k] if k in before else getattr(sub, k, event.data.get(k)) for k in PLAN_FIELDS}
-    if old["plan"] is None and old["plan_id"] is None and old["amount"] is None:
+    if plan_unknown(old["plan"], old["plan_id"], old["amount"]):
         return None  # the plan was never known (a webhook read by its ids alone): learned, not changed
     old_rate = per_month(old["amount"], old["interval"], old["interval_count"])
     new_rate = per_month(sub.amount, sub.interval, sub.interval_count)
