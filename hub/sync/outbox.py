@@ -229,10 +229,10 @@ def _became_reachable(subscriber: Subscriber, changes) -> bool:
     return "email" in learned or ("phone" in learned and subscriber.email is None)
 
 
-def plan_owed_triggers(unit: UnitOfWork, settings, subscriber: Subscriber, now: datetime | None = None) -> int:
-    """The deliveries of `subscriber`'s triggers fired within OWED_WINDOW before `now` that a
-    tool could not take then and can now; rows added (a delivery a tool has is not planned again)."""
-    since = (now or now_utc()) - OWED_WINDOW
+def plan_owed_triggers(unit: UnitOfWork, settings, subscriber: Subscriber) -> int:
+    """The deliveries of `subscriber`'s triggers fired within OWED_WINDOW that a tool could not
+    take then and can now; rows added (a delivery a tool has is not planned again)."""
+    since = now_utc() - OWED_WINDOW
     owed = unit.session.scalars(select(Trigger).where(
         Trigger.subscriber_id == subscriber.id, Trigger.status == TriggerStatus.FIRED,
         Trigger.created_at >= since)).all()
